@@ -1,0 +1,42 @@
+# `make test` and `make demo` work on a fresh machine: they build .venv and install
+# the project, its dev extras and every plugin package under plugins/ into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+FIXTURE_PLUGINS := $(wildcard tests/fixtures/*/pyproject.toml)
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint typecheck pytest demo bench soak clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Re-install only when a pyproject changes; editable, so source edits need no reinstall.
+$(STAMP): $(BIN)/python pyproject.toml $(PLUGINS) $(FIXTURE_PLUGINS)
+	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PLUGINS) $(FIXTURE_PLUGINS),-e $(dir $(p)))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(BIN)/ruff check src tests plugins benchmarks
+	$(BIN)/ruff format --check src tests plugins benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -q tests $(wildcard plugins/*/tests)
+
+test: lint typecheck pytest
+
+demo: install
+	$(BIN)/mailer demo
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

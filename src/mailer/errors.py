@@ -1,0 +1,161 @@
+"""The exception tree, and the one rule that matters: what may be failed over.
+
+::
+
+    MailerError
+    ├── ConfigError               bad config; raised at build time, never during failover
+    ├── MessageError(ValueError)  bad message (CRLF in a header, bad address); before any I/O
+    └── DeliveryError             .provider, .code (SMTP reply or HTTP status), .response
+        ├── TransientError        not accepted; this provider may work later -> fail over
+        │   └── RateLimited       .retry_after seconds -> fail over, provider rests that long
+        ├── AuthError             credentials refused -> fail over, provider rests long
+        ├── PermanentError        fails on any provider (5.1.x bad mailbox, 4xx validation)
+        │   └── RecipientsRefused .refused {address: reply}
+        ├── DeliveryUncertain     request or final "." sent, no definitive answer
+        └── AllProvidersFailed    .errors per provider; .possibly_delivered; .message
+
+Why the classes are split this way: the Mailer decides to fail over from the class alone.
+Failing over after a *permanent* error would mark healthy providers dead for a bad address
+(Symfony's failover does this); failing over after an *uncertain* one may deliver twice.
+So each provider's job is to put every outcome it sees into exactly one of these classes,
+at exactly one boundary where foreign exceptions (aiosmtplib, httpx, ssl) are mapped.
+
+Secrets never appear here: errors carry the provider's reply text, never a credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message import Message
+    from .result import Attempt
+
+__all__ = [
+    "AllProvidersFailed",
+    "AuthError",
+    "ConfigError",
+    "DeliveryError",
+    "DeliveryUncertain",
+    "MailerError",
+    "MessageError",
+    "PermanentError",
+    "RateLimited",
+    "RecipientsRefused",
+    "TransientError",
+]
+
+
+class MailerError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class ConfigError(MailerError):
+    """The configuration cannot work. Raised when the Mailer or a provider is built."""
+
+
+class MessageError(MailerError, ValueError):
+    """The message is unsafe or incomplete. Raised before any byte leaves the process."""
+
+
+class DeliveryError(MailerError):
+    """A provider did not (certainly) deliver the message.
+
+    ``code`` is the SMTP reply code or HTTP status when there was one; ``response`` is the
+    provider's own text (SMTP reply, HTTP body), kept so that operators can see *why*.
+    """
+
+    #: whether the Mailer may try the next provider after this error
+    failover: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        code: int | None = None,
+        response: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.code = code
+        self.response = response
+        #: the attempts the Mailer made before this error reached the caller
+        self.attempts: list[Attempt] = []
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        prefix = f"[{self.provider}] " if self.provider else ""
+        return f"{prefix}{text}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({super().__str__()!r}, provider={self.provider!r}, "
+            f"code={self.code!r})"
+        )
+
+
+class TransientError(DeliveryError):
+    """Not accepted, and nothing was delivered: another provider (or later) may work."""
+
+    failover = True
+
+
+class RateLimited(TransientError):
+    """The provider is throttling us. ``retry_after`` is how long it asked us to rest."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class AuthError(DeliveryError):
+    """Credentials refused (or the token endpoint failed). Nothing was sent."""
+
+    failover = True
+
+
+class PermanentError(DeliveryError):
+    """Refused for a reason every provider would share (bad mailbox, invalid request)."""
+
+
+class RecipientsRefused(PermanentError):
+    """Every recipient was refused. ``refused`` maps each address to the server's reply."""
+
+    def __init__(self, message: str, *, refused: Mapping[str, str], **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.refused = dict(refused)
+
+
+class DeliveryUncertain(DeliveryError):
+    """The message (or the final ".") left, but no definitive answer came back.
+
+    It may have been delivered. Re-sending elsewhere risks a duplicate, so the Mailer
+    raises this by default (``on_uncertain="raise"``).
+    """
+
+
+class AllProvidersFailed(DeliveryError):
+    """No provider delivered the message.
+
+    ``errors`` maps each provider tried to its last error; ``message`` is the message
+    itself, so the caller can store it and retry later; ``possibly_delivered`` is true when
+    any attempt ended uncertain (retrying it later may duplicate).
+    """
+
+    def __init__(
+        self,
+        errors: Mapping[str, DeliveryError],
+        *,
+        message: Message | None = None,
+    ) -> None:
+        self.errors: dict[str, DeliveryError] = dict(errors)
+        self.message = message
+        summary = "; ".join(f"{name}: {type(e).__name__}: {e.args[0] if e.args else ''}"
+                            for name, e in self.errors.items())
+        super().__init__(f"all providers failed ({summary or 'none available'})")
+
+    @property
+    def possibly_delivered(self) -> bool:
+        return any(isinstance(e, DeliveryUncertain) for e in self.errors.values())

@@ -1,0 +1,611 @@
+"""Message, Address and Attachment: validated on construction, rendered to MIME once.
+
+Everything a caller gives us is checked *before* any I/O, so that no provider ever sees
+a message that could say something the caller did not ask for:
+
+* CR, LF and every other control character are refused in header values, names,
+  addresses, file names and tags (Unicode line separators too).
+* Encoded-words in header values are decoded and checked as well: Python 3.11.7's
+  email package (CVE-2024-6923) decodes ``=?utf-8?q?=0D=0A?=`` and writes the newline
+  back out raw when it refolds a header.
+* Addresses are parsed by a strict parser of our own, not ``email.utils.parseaddr``
+  (CVE-2023-27043). Forms whose routing is ambiguous between parsers are refused: a
+  quoted local part holding ``@`` (``"a@evil.example x"@internal.example``, which
+  Nodemailer routed to evil.example, GHSA-mm7p-fcc7-pg87), comments and specials glued
+  to addresses (``alice@example.org)<bob@evil.example>``), several addresses in one item.
+* The rendered bytes are checked once more: CRLF-only line endings, no NUL, no line over
+  998 octets, and exactly the header lines we meant to write (a belt to the braces above).
+
+The Message-ID is made when the Message is made, and the rendered bytes are cached on the
+(frozen) message: every attempt, on every provider, sends the same bytes and the same id.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import mimetypes
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from email.header import decode_header
+from email.headerregistry import Address as _StdAddress
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import MessageError
+
+__all__ = ["Address", "Attachment", "Message"]
+
+# 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
+_POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
+
+# C0 controls (HTAB included: it has no business in a name or address), DEL, C1 controls
+# and the Unicode line/paragraph separators that str.splitlines() treats as newlines.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Header values may carry HTAB (it is folding whitespace) but nothing else.
+_CONTROL_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
+_LDH_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
+
+# Headers the Message owns: set through its fields, never through ``headers``.
+_RESERVED_HEADERS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
+        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+        "sender", "return-path",
+    }
+)  # fmt: skip
+
+
+def _describe(text: str, limit: int = 80) -> str:
+    """A printable, bounded rendering of untrusted input for error messages."""
+    shown = repr(text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
+def check_text(value: str, what: str, *, allow_tab: bool = False) -> str:
+    """Refuse control characters, including those hidden in encoded-words."""
+    pattern = _CONTROL_IN_VALUE if allow_tab else _CONTROL
+    if pattern.search(value):
+        raise MessageError(f"{what} contains a control character (CR, LF, NUL, ...): "
+                           f"{_describe(value)}")
+    for word in _ENCODED_WORD.findall(value):
+        try:
+            parts = decode_header(word)
+        except Exception as exc:
+            raise MessageError(f"{what} contains a malformed encoded-word: {_describe(word)}"
+                               ) from exc
+        for chunk, charset in parts:
+            decoded = (
+                chunk.decode(charset or "ascii", errors="replace")
+                if isinstance(chunk, bytes)
+                else chunk
+            )
+            if _CONTROL.search(decoded):
+                raise MessageError(
+                    f"{what} contains an encoded-word that decodes to a control character "
+                    f"(CVE-2024-6923): {_describe(word)}"
+                )
+    return value
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def _parse_domain(domain: str, original: str) -> str:
+    """Return the ASCII (IDNA) form of a domain, or raise."""
+    if not domain:
+        raise MessageError(f"address has an empty domain: {_describe(original)}")
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        try:
+            if literal.lower().startswith("ipv6:"):
+                ipaddress.IPv6Address(literal[5:])
+            else:
+                ipaddress.IPv4Address(literal)
+        except ValueError:
+            raise MessageError(f"bad address literal in {_describe(original)}") from None
+        return domain
+    if domain.endswith("."):
+        domain = domain[:-1]
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        raise MessageError(f"domain is not a valid IDN: {_describe(original)}") from None
+    labels = ascii_domain.split(".")
+    if len(ascii_domain) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
+        raise MessageError(f"domain is not a valid host name: {_describe(original)}")
+    return ascii_domain.lower()
+
+
+def _parse_addr_spec(spec: str, original: str) -> str:
+    """Parse ``local@domain`` strictly; return it with the domain in ASCII form."""
+    if not spec:
+        raise MessageError(f"empty address in {_describe(original)}")
+    if spec.startswith('"'):
+        # quoted local part: find the closing quote, honouring backslash escapes
+        i, n, chars = 1, len(spec), []
+        while i < n and spec[i] != '"':
+            if spec[i] == "\\" and i + 1 < n:
+                i += 1
+            chars.append(spec[i])
+            i += 1
+        if i >= n:
+            raise MessageError(f"unterminated quoted local part: {_describe(original)}")
+        local_content = "".join(chars)
+        if "@" in local_content or not local_content:
+            # "a@evil.example x"@internal.example: RFC 5321 routes to internal.example,
+            # some parsers to evil.example. Refuse rather than guess.
+            raise MessageError(
+                f"ambiguous address (quoted local part holding '@'): {_describe(original)}"
+            )
+        rest = spec[i + 1 :]
+        if not rest.startswith("@"):
+            raise MessageError(f"missing '@' after quoted local part: {_describe(original)}")
+        local, domain = spec[: i + 1], rest[1:]
+        if not local_content.isascii():
+            raise MessageError(f"non-ASCII local part is not supported: {_describe(original)}")
+    else:
+        if spec.count("@") != 1:
+            raise MessageError(
+                f"an address needs exactly one '@' (one address per item): "
+                f"{_describe(original)}"
+            )
+        local, domain = spec.split("@")
+        if not local.isascii():
+            raise MessageError(f"non-ASCII local part is not supported: {_describe(original)}")
+        atoms = local.split(".")
+        if not local or not all(atoms) or not all(_ATEXT.match(a) for a in atoms):
+            raise MessageError(f"invalid local part in address: {_describe(original)}")
+    if len(local) > 64:
+        raise MessageError(f"local part longer than 64 octets: {_describe(original)}")
+    return f"{local}@{_parse_domain(domain, original)}"
+
+
+def _parse_display_name(raw: str, original: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    if len(raw) >= 2 and raw.startswith('"') and raw.endswith('"'):
+        inner, out, i = raw[1:-1], [], 0
+        while i < len(inner):
+            ch = inner[i]
+            if ch == "\\" and i + 1 < len(inner):
+                i += 1
+                ch = inner[i]
+            elif ch == '"':
+                raise MessageError(f"unescaped quote in display name: {_describe(original)}")
+            out.append(ch)
+            i += 1
+        return "".join(out)
+    if any(ch in _DISPLAY_SPECIALS for ch in raw):
+        raise MessageError(
+            "display name has special characters (<>@,;:\"()[]\\) outside quotes, which "
+            f"parsers disagree on; quote it or use Address(name=..., email=...): "
+            f"{_describe(original)}"
+        )
+    return " ".join(raw.split())
+
+
+def parse_address(text: str) -> tuple[str | None, str]:
+    """Parse one mailbox (``addr`` or ``Name <addr>``) into (name, ASCII address)."""
+    check_text(text, "address")
+    text = text.strip()
+    if text.endswith(">"):
+        start = text.rfind("<")
+        if start < 0:
+            raise MessageError(f"unbalanced '>' in address: {_describe(text)}")
+        spec = text[start + 1 : -1].strip()
+        if "<" in spec or ">" in spec:
+            raise MessageError(f"nested angle brackets in address: {_describe(text)}")
+        return _parse_display_name(text[:start], text), _parse_addr_spec(spec, text)
+    if text.startswith('"'):
+        return None, _parse_addr_spec(text, text)
+    if any(c.isspace() for c in text) or "<" in text or ">" in text:
+        raise MessageError(f"invalid address: {_describe(text)}")
+    return None, _parse_addr_spec(text, text)
+
+
+class _Strict(BaseModel):
+    """Base for the message models: bad input raises MessageError, not ValidationError."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise MessageError(_validation_summary(exc)) from None
+
+
+class Address(_Strict):
+    """A mailbox: an optional display name and an address (domain kept in ASCII form)."""
+
+    name: str | None = None
+    email: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            name, email = parse_address(value)
+            return {"name": name, "email": email}
+        if isinstance(value, tuple) and len(value) == 2:
+            return {"name": value[0], "email": value[1]}
+        if isinstance(value, Mapping) and "email" in value:
+            data = dict(value)
+            if data.get("name") is not None:
+                check_text(str(data["name"]), "display name")
+            _, data["email"] = parse_address(str(data["email"]))
+            return data
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_text(value, "display name")
+            value = value.strip() or None
+        return value
+
+    @classmethod
+    def parse(cls, value: str | Address | Mapping[str, Any] | tuple[str | None, str]) -> Address:
+        """Parse one mailbox, raising MessageError."""
+        if isinstance(value, Address):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise MessageError(_validation_summary(exc)) from None
+
+    @property
+    def domain(self) -> str:
+        return self.email.rpartition("@")[2]
+
+    def header_value(self) -> _StdAddress:
+        """The stdlib object that encodes the display name safely when folded."""
+        local, _, domain = self.email.rpartition("@")
+        if local.startswith('"'):
+            return _StdAddress(display_name=self.name or "", addr_spec=self.email)
+        return _StdAddress(display_name=self.name or "", username=local, domain=domain)
+
+    def __str__(self) -> str:
+        return str(self.header_value())
+
+
+# ------------------------------------------------------------------------- attachments
+
+
+class Attachment(_Strict):
+    """A file to attach: bytes in memory or a path read once, at render time.
+
+    ``inline=True`` with a ``content_id`` makes it a related part of the HTML body,
+    referenced from the HTML as ``cid:<content_id>``.
+    """
+
+    content: bytes | None = Field(default=None, repr=False)
+    path: Path | None = None
+    filename: str | None = None
+    content_type: str | None = None
+    inline: bool = False
+    content_id: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Attachment:
+        if (self.content is None) == (self.path is None):
+            raise MessageError("an attachment needs exactly one of content= or path=")
+        if self.path is not None and not self.path.is_file():
+            raise MessageError(f"attachment path is not a readable file: {self.path}")
+        name = self.filename or (self.path.name if self.path is not None else None)
+        if name is None:
+            raise MessageError("an attachment given as bytes needs a filename")
+        check_text(name, "attachment filename")
+        object.__setattr__(self, "filename", name)
+        ctype = self.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        if not _CONTENT_TYPE.match(ctype):
+            raise MessageError(f"invalid attachment content type: {_describe(ctype)}")
+        object.__setattr__(self, "content_type", ctype.lower())
+        if self.content_id is not None:
+            cid = self.content_id.strip("<>")
+            check_text(cid, "content id")
+            if not cid or any(c in cid for c in " <>\"\\") or not cid.isascii():
+                raise MessageError(f"invalid content id: {_describe(self.content_id)}")
+            object.__setattr__(self, "content_id", cid)
+        elif self.inline:
+            object.__setattr__(self, "content_id", f"{uuid.uuid4().hex}@mailer")
+        return self
+
+    def data(self) -> bytes:
+        if self.content is not None:
+            return self.content
+        assert self.path is not None
+        return self.path.read_bytes()
+
+    @property
+    def maintype(self) -> str:
+        return (self.content_type or "application/octet-stream").split("/", 1)[0]
+
+    @property
+    def subtype(self) -> str:
+        return (self.content_type or "application/octet-stream").split("/", 1)[1]
+
+
+# ----------------------------------------------------------------------------- message
+
+
+def _as_list(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, str | Address | Mapping | tuple) and not (
+        isinstance(value, tuple) and value and not isinstance(value[0], str | None)
+    ):
+        return [value]
+    return value
+
+
+class Message(_Strict):
+    """An email to send. Frozen: what was validated is what is sent.
+
+    ``sender`` also accepts the alias ``from`` (``Message(**{"from": ...})``). The sender may
+    be left out when the Mailer has ``defaults.sender``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    sender: Address | None = Field(default=None, alias="from")
+    to: list[Address] = Field(default_factory=list)
+    cc: list[Address] = Field(default_factory=list)
+    bcc: list[Address] = Field(default_factory=list)
+    reply_to: list[Address] = Field(default_factory=list)
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    message_id: str | None = None
+
+    _rendered: bytes | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def build(cls, data: Mapping[str, Any]) -> Message:
+        """Construct from a mapping (as from JSON), raising MessageError on bad input."""
+        return cls(**dict(data))
+
+    # -- field validation ------------------------------------------------------------
+
+    @field_validator("to", "cc", "bcc", "reply_to", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _attachments(cls, value: Any) -> Any:
+        items = _as_list(value) if not isinstance(value, list) else value
+        out = []
+        for item in items:
+            if isinstance(item, str | Path):
+                out.append(Attachment(path=Path(item)))
+            else:
+                out.append(item)
+        return out
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return check_text(value, "subject")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise MessageError(f"invalid header name: {_describe(name)}")
+            if name.lower() in _RESERVED_HEADERS:
+                raise MessageError(
+                    f"header {name!r} is set from the message's own fields; use them instead"
+                )
+            check_text(text, f"header {name!r}", allow_tab=True)
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            check_text(tag, "tag")
+            if not tag or len(tag) > 128:
+                raise MessageError(f"tags must be 1 to 128 characters: {_describe(tag)}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            check_text(key, "metadata key")
+            check_text(text, f"metadata {key!r}")
+        return value
+
+    @field_validator("message_id")
+    @classmethod
+    def _message_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_text(value, "message_id")
+        core = value.strip().strip("<>")
+        if core.count("@") != 1 or any(c in core for c in ' <>"\\') or not core.isascii():
+            raise MessageError(f"invalid message_id: {_describe(value)}")
+        return f"<{core}>"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Message:
+        if not (self.to or self.cc or self.bcc):
+            raise MessageError("a message needs at least one recipient (to, cc or bcc)")
+        if self.message_id is None:
+            domain = self.sender.domain if self.sender else "mailer.invalid"
+            object.__setattr__(self, "message_id", f"<{uuid.uuid4().hex}@{domain}>")
+        if any(a.inline for a in self.attachments) and self.html is None:
+            raise MessageError("inline attachments need an html body that refers to them")
+        return self
+
+    # -- derived values --------------------------------------------------------------
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> Message:
+        """Fill fields the caller left empty from the Mailer's defaults (validated)."""
+        if not defaults:
+            return self
+        data = self.model_dump(by_alias=False, exclude_defaults=True)
+        data["message_id"] = self.message_id
+        changed = False
+        for key, value in defaults.items():
+            if key == "headers":
+                merged = {**dict(value), **self.headers}
+                changed = changed or merged != self.headers
+                data["headers"] = merged
+            elif not getattr(self, key, None) and value:
+                data[key] = value
+                changed = True
+        return Message(**data) if changed else self
+
+    @property
+    def envelope_sender(self) -> str:
+        if self.sender is None:
+            raise MessageError("the message has no sender and the Mailer no default sender")
+        return self.sender.email
+
+    @property
+    def envelope_recipients(self) -> list[str]:
+        """Every recipient once, in order: to, then cc, then bcc."""
+        seen: dict[str, None] = {}
+        for addr in (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(addr.email, None)
+        return list(seen)
+
+    # -- rendering -------------------------------------------------------------------
+
+    def as_bytes(self) -> bytes:
+        """The RFC 5322 message (CRLF line endings, no Bcc header), rendered once."""
+        if self._rendered is None:
+            with self._lock:
+                if self._rendered is None:
+                    self._rendered = self._render()
+        return self._rendered
+
+    def _render(self) -> bytes:
+        if self.sender is None:
+            raise MessageError("the message has no sender and the Mailer no default sender")
+        msg = EmailMessage(policy=_POLICY)
+        expected = ["from", "subject", "date", "message-id"]
+        msg["From"] = self.sender.header_value()
+        for field, header in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
+            addrs: list[Address] = getattr(self, field)
+            if addrs:
+                msg[header] = [a.header_value() for a in addrs]
+                expected.append(header.lower())
+        msg["Subject"] = self.subject
+        msg["Date"] = format_datetime(_utcnow())
+        msg["Message-ID"] = self.message_id
+        for name, value in self.headers.items():
+            msg[name] = value
+            expected.append(name.lower())
+        self._add_body(msg)
+        try:
+            data = msg.as_bytes(policy=_POLICY)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise MessageError(f"cannot render message: {exc}") from exc
+        check_wire(data, expected)
+        return data
+
+    def _add_body(self, msg: EmailMessage) -> None:
+        text, html = self.text, self.html
+        if text is None and html is None and not self.attachments:
+            text = ""
+        if text is not None:
+            msg.set_content(text)
+            if html is not None:
+                msg.add_alternative(html, subtype="html")
+        elif html is not None:
+            msg.set_content(html, subtype="html")
+        inline = [a for a in self.attachments if a.inline]
+        if inline:
+            html_part = msg.get_body(("html",))
+            assert isinstance(html_part, EmailMessage)
+            for att in inline:
+                html_part.add_related(
+                    att.data(), att.maintype, att.subtype,
+                    cid=f"<{att.content_id}>", filename=att.filename, disposition="inline",
+                )  # fmt: skip
+        for att in self.attachments:
+            if not att.inline:
+                msg.add_attachment(att.data(), att.maintype, att.subtype, filename=att.filename)
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(time.time(), UTC)
+
+
+_LINE_START = re.compile(rb"(?m)^(?:([!-9;-~]+):|[ \t])")
+
+
+def check_wire(data: bytes, expected_headers: Iterable[str]) -> None:
+    """Last check on rendered bytes: CRLF only, no NUL, no long line, only our headers."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
+        raise MessageError("rendered message has a bare CR or LF (refusing to send it)")
+    if b"\x00" in data:
+        raise MessageError("rendered message contains NUL")
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise MessageError("rendered message has no header/body separator")
+    allowed = {h.lower() for h in expected_headers}
+    allowed |= {"mime-version", "content-type", "content-transfer-encoding"}
+    seen: dict[str, int] = {}
+    for line in head.split(b"\r\n"):
+        if len(line) > 998:
+            raise MessageError("rendered header line longer than 998 octets")
+        m = _LINE_START.match(line)
+        if m is None:
+            raise MessageError(f"rendered header has an unexpected line: {line[:60]!r}")
+        if m.group(1) is not None:
+            name = m.group(1).decode("ascii").lower()
+            if name not in allowed:
+                raise MessageError(f"rendered message has an unexpected header {name!r}")
+            seen[name] = seen.get(name, 0) + 1
+    for name in ("from", "subject", "date", "message-id", "to", "cc", "reply-to"):
+        if seen.get(name, 0) > 1:
+            raise MessageError(f"rendered message has {name!r} more than once")
+    if max((len(x) for x in data.split(b"\r\n")), default=0) > 998:
+        raise MessageError("rendered message has a line longer than 998 octets")
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        text = str(err.get("msg", ""))
+        text = text.removeprefix("Value error, ")
+        parts.append(f"{loc}: {text}")
+    return "invalid message: " + "; ".join(parts)

@@ -1,0 +1,145 @@
+"""The one interface every provider implements, built-in or plugin.
+
+A template method, as in Symfony Mailer's transports: :meth:`Provider.send` does the
+shared work (refuse an unsendable message before I/O, stamp the provider name on errors,
+map anything unexpected to :class:`DeliveryUncertain`) and a subclass fills in one step,
+:meth:`Provider._send`.
+
+Why an unexpected exception becomes *uncertain* rather than transient: we cannot know
+whether the provider had already accepted the message when its code blew up, and failing
+over on a guess is how mail gets sent twice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Self
+from urllib.parse import SplitResult
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError
+from .message import Message
+from .result import SendResult
+
+__all__ = ["Provider", "ProviderConfig", "deadline_remaining"]
+
+# The Mailer's overall deadline for the current send (a time.monotonic() value), so that
+# providers can shorten their own timeouts and fail with a precise error before it passes.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "mailer_deadline", default=None
+)
+
+
+def deadline_remaining(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what is left of the current send's deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = max(deadline - time.monotonic(), 0.001)
+    return left if timeout is None else min(timeout, left)
+
+
+class ProviderConfig(BaseModel):
+    """Base for provider config models: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Provider:
+    """Base class for providers. Subclasses set ``Config`` and implement ``_send``.
+
+    Providers are async context managers; ``aclose()`` releases pooled connections.
+    """
+
+    Config: ClassVar[type[BaseModel]] = ProviderConfig
+    #: True when a re-send after an uncertain outcome cannot duplicate (idempotency keys)
+    idempotent: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+        self.name = name
+        self.config: Any = config if config is not None else self.Config()
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, name: str, config: Mapping[str, Any] | BaseModel | None = None) -> Self:
+        """Validate ``config`` against ``cls.Config`` and build the provider.
+
+        Validation errors become ConfigError without echoing input values, which may be
+        secrets.
+        """
+        if isinstance(config, BaseModel):
+            return cls(name, config)
+        try:
+            validated = cls.Config.model_validate(dict(config or {}))
+        except ValidationError as exc:
+            raise ConfigError(config_error_text(f"provider {name!r}", exc)) from None
+        return cls(name, validated)
+
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        """Turn a DSN (``type://...``) into this provider's config mapping.
+
+        ``params`` holds the query parameters that are not Mailer routing options
+        (priority, weight, name). Providers that accept URLs override this.
+        """
+        raise ConfigError(f"provider type {url.scheme!r} cannot be configured from a URL")
+
+    # -- the interface -----------------------------------------------------------------
+
+    async def send(self, message: Message) -> SendResult:
+        """Send one message; raise a DeliveryError subclass when it was not delivered."""
+        message.as_bytes()  # render (and check) before any I/O; cached on the message
+        message.envelope_sender  # noqa: B018 - raises MessageError when there is none
+        try:
+            result = await self._send(message)
+        except DeliveryError as exc:
+            if exc.provider is None:
+                exc.provider = self.name
+            raise
+        except MailerError:
+            raise
+        except Exception as exc:
+            raise DeliveryUncertain(
+                f"unexpected {type(exc).__name__} in provider: {exc}", provider=self.name
+            ) from exc
+        return result
+
+    async def _send(self, message: Message) -> SendResult:
+        raise NotImplementedError
+
+    async def verify(self) -> None:
+        """Check connectivity and credentials without sending; raise DeliveryError if not."""
+
+    async def aclose(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def config_error_text(what: str, exc: ValidationError) -> str:
+    """A one-line summary of a pydantic error that never shows input values."""
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        text = str(err.get("msg", "")).removeprefix("Value error, ")
+        if err.get("type") == "extra_forbidden":
+            text = "unknown option"
+        parts.append(f"{loc}: {text}")
+    return f"invalid config for {what}: " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""Built-in providers. Each registers through the ``mailer.providers`` entry-point group."""

@@ -1,0 +1,49 @@
+"""What a send returns, and the record of each attempt behind it.
+
+Plain dataclasses rather than pydantic models: they are built on the hot path of every
+send and never parsed from untrusted input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Attempt", "SendResult"]
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try at one provider.
+
+    ``outcome`` is ``"sent"`` or the name of the error class (``"TransientError"``, ...),
+    so attempts can be logged and counted without holding exception objects.
+    """
+
+    provider: str
+    outcome: str
+    duration: float = 0.0
+    error: str | None = None
+    code: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "sent"
+
+
+@dataclass(slots=True)
+class SendResult:
+    """A provider accepted the message.
+
+    ``accepted`` lists the envelope recipients the provider took; ``rejected`` maps the
+    ones it refused to its reply. A partial refusal is still a success: the accepted
+    recipients must never be sent the message again.
+    """
+
+    provider: str
+    message_id: str | None = None
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    #: the provider's own id for the message when it differs from the Message-ID
+    provider_message_id: str | None = None
+    response: str | None = None
