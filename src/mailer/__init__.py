@@ -16,9 +16,12 @@ from .errors import (
     RecipientsRefused,
     TransientError,
 )
+from .health import BreakerState, HealthConfig
+from .mailer import Event, Mailer, Route
 from .message import Address, Attachment, Message
 from .provider import Provider, ProviderConfig
 from .result import Attempt, SendResult
+from .sync import SyncMailer
 
 __version__ = "0.1.0"
 
@@ -28,9 +31,13 @@ __all__ = [
     "Attachment",
     "Attempt",
     "AuthError",
+    "BreakerState",
     "ConfigError",
     "DeliveryError",
     "DeliveryUncertain",
+    "Event",
+    "HealthConfig",
+    "Mailer",
     "MailerError",
     "MessageError",
     "PermanentError",
@@ -38,7 +45,9 @@ __all__ = [
     "ProviderConfig",
     "RateLimited",
     "RecipientsRefused",
+    "Route",
     "SendResult",
+    "SyncMailer",
     "TransientError",
     "__version__",
 ]

@@ -1,0 +1,53 @@
+"""Logging with secrets redacted.
+
+Secrets are ``SecretStr`` everywhere, so formatting one prints ``**********``. This filter
+is the second line: any secret value registered here (passwords, API keys, OAuth tokens,
+including tokens fetched at run time) is replaced in every record our loggers emit, in
+case one ever reaches a log line through a server's echo or a third-party message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+__all__ = ["get_logger", "redact", "register_secret"]
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_MIN_LEN = 4  # shorter values would redact ordinary words
+
+
+def register_secret(value: str | None) -> None:
+    if value and len(value) >= _MIN_LEN:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    if not _secrets:
+        return text
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "**********")
+    return text
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _secrets:
+            message = redact(record.getMessage())
+            record.msg, record.args = message, None
+        return True
+
+
+_FILTER = _RedactFilter()
+
+
+def get_logger(name: str = "mailer") -> logging.Logger:
+    """A logger under ``mailer`` with the redaction filter attached (filters on a logger
+    do not apply to its children, so every logger we use gets its own)."""
+    logger = logging.getLogger(name)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger

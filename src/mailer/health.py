@@ -1,0 +1,139 @@
+"""A circuit breaker per provider: closed, open, half-open.
+
+::
+
+          failures >= threshold, AuthError, RateLimited(retry_after)
+   CLOSED ─────────────────────────────────────────────────────────▶ OPEN
+     ▲                                                               │ cooldown passes
+     │ probe succeeds                                                ▼
+     └──────────────────────────────────────────────────────── HALF-OPEN
+                         probe fails: OPEN again, cooldown grows (capped)
+
+Why each rule:
+
+* Only failures that say something about the *provider* count: transient errors, auth
+  errors and uncertain outcomes. A permanent error (bad mailbox) proves the provider is up
+  and answering, so it counts as a success.
+* AuthError opens at once and rests long: credentials do not fix themselves in seconds.
+* RateLimited with ``retry_after`` opens for exactly that long: the provider told us.
+* Half-open lets a single probe through; other sends go elsewhere until it answers.
+* The cooldown doubles while a provider keeps failing its probes, up to ``max_cooldown``,
+  so a dead provider costs one probe per few minutes, not one per send.
+
+All times come from an injected clock, so tests drive the breaker without sleeping.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import AuthError, DeliveryError, RateLimited
+
+__all__ = ["BreakerState", "CircuitBreaker", "HealthConfig"]
+
+
+class HealthConfig(BaseModel):
+    """Breaker settings, shared by every provider of a Mailer. Times in seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure_threshold: int = Field(default=3, ge=1)
+    cooldown: float = Field(default=30.0, gt=0)
+    max_cooldown: float = Field(default=600.0, gt=0)
+    auth_cooldown: float = Field(default=300.0, gt=0)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+@dataclass
+class CircuitBreaker:
+    config: HealthConfig
+    clock: Callable[[], float]
+    state: BreakerState = BreakerState.CLOSED
+    failures: int = 0  # consecutive failures while closed
+    trips: int = 0  # consecutive openings without a success in between
+    open_until: float = 0.0
+    probe_in_flight: bool = False
+    #: called with (old, new) on each state change
+    on_change: Callable[[BreakerState, BreakerState], None] | None = None
+
+    def _set(self, new: BreakerState) -> None:
+        old, self.state = self.state, new
+        if old is not new and self.on_change is not None:
+            self.on_change(old, new)
+
+    @property
+    def due_at(self) -> float:
+        """When this provider may be tried again (now or past, if it may be tried now)."""
+        return self.open_until if self.state is BreakerState.OPEN else 0.0
+
+    def available(self) -> bool:
+        """Whether a send may go to this provider now, without claiming the probe."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            return self.clock() >= self.open_until
+        return not self.probe_in_flight
+
+    def acquire(self, *, force: bool = False) -> bool:
+        """Claim the right to send now. In half-open, only one caller gets it (the probe).
+
+        ``force`` is for when every provider is open: the one due soonest is tried anyway.
+        """
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            if not force and self.clock() < self.open_until:
+                return False
+            self._set(BreakerState.HALF_OPEN)
+            self.probe_in_flight = False
+        if self.probe_in_flight and not force:
+            return False
+        self.probe_in_flight = True
+        return True
+
+    def release(self) -> None:
+        """Give the probe back without a verdict (e.g. the send was cancelled)."""
+        self.probe_in_flight = False
+
+    def record_success(self) -> None:
+        self.failures = 0
+        self.trips = 0
+        self.probe_in_flight = False
+        self._set(BreakerState.CLOSED)
+
+    def record_failure(self, error: DeliveryError) -> None:
+        self.probe_in_flight = False
+        now = self.clock()
+        cfg = self.config
+        if isinstance(error, RateLimited) and error.retry_after:
+            self._open(now, max(error.retry_after, 0.0), grow=False)
+            return
+        if isinstance(error, AuthError):
+            self._open(now, cfg.auth_cooldown, grow=False)
+            return
+        if self.state is BreakerState.HALF_OPEN:
+            self._open(now, cfg.cooldown)
+            return
+        self.failures += 1
+        if self.failures >= cfg.failure_threshold:
+            self._open(now, cfg.cooldown)
+
+    def _open(self, now: float, rest: float, *, grow: bool = True) -> None:
+        cfg = self.config
+        if grow:
+            rest = min(rest * cfg.backoff_factor**self.trips, cfg.max_cooldown)
+        self.trips += 1
+        # Never shorten a rest that is already running (a 429 inside an open period).
+        self.open_until = max(now + rest, self.open_until if self.state is not BreakerState.CLOSED else 0.0)
+        self.failures = 0
+        self._set(BreakerState.OPEN)

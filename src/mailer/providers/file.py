@@ -1,0 +1,64 @@
+"""The file provider: writes each message as an ``.eml`` file into a folder.
+
+The embedded default for development: no account, no server, and every message can be
+opened in a mail client. Files are written atomically (a temporary name, then a rename),
+so a reader never sees half a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import anyio
+from pydantic import Field
+
+from ..errors import TransientError
+from ..message import Message
+from ..provider import Provider, ProviderConfig
+from ..result import SendResult
+
+__all__ = ["FileProvider"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class FileConfig(ProviderConfig):
+    #: folder the .eml files go to (created if missing)
+    directory: Path = Field(default=Path("outbox"))
+
+
+class FileProvider(Provider):
+    Config = FileConfig
+    config: FileConfig
+
+    def _write(self, message: Message) -> Path:
+        folder = self.config.directory
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = _UNSAFE.sub("_", (message.message_id or "message").strip("<>"))
+        path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{stem}.eml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(message.as_bytes())
+        os.replace(tmp, path)
+        return path
+
+    async def _send(self, message: Message) -> SendResult:
+        try:
+            path = await anyio.to_thread.run_sync(self._write, message)
+        except OSError as exc:
+            # Nothing was written under the final name: safe to fail over.
+            raise TransientError(f"cannot write to {self.config.directory}: {exc.strerror}"
+                                 ) from exc
+        return SendResult(provider=self.name, message_id=message.message_id,
+                          accepted=message.envelope_recipients, response=str(path))  # fmt: skip
+
+    async def verify(self) -> None:
+        folder = self.config.directory
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TransientError(f"cannot create {folder}: {exc.strerror}") from exc
+        if not os.access(folder, os.W_OK):
+            raise TransientError(f"folder {folder} is not writable")

@@ -1,0 +1,133 @@
+"""The memory provider: keeps messages in a list. For tests, and for scripting failures.
+
+Outcomes can be scripted, in config (``outcomes = ["transient", "ok"]``) or in code
+(``provider.script(TransientError("down"), "ok")``), so that failover can be tested
+against real Mailer logic without a network. Each send takes the next scripted outcome;
+when the script is used up, sends succeed (or the script repeats, with ``repeat``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from pydantic import Field, field_validator
+
+from ..errors import (
+    AuthError,
+    DeliveryError,
+    DeliveryUncertain,
+    PermanentError,
+    RateLimited,
+    RecipientsRefused,
+    TransientError,
+)
+from ..message import Message
+from ..provider import Provider, ProviderConfig
+from ..result import SendResult
+
+__all__ = ["MemoryProvider", "outbox"]
+
+#: every message any memory provider accepted, in order (the pytest ``outbox`` fixture)
+outbox: list[Message] = []
+
+Outcome = str | DeliveryError | Callable[[Message], Any]
+
+_NAMED = ("ok", "transient", "rate_limited", "auth", "permanent", "uncertain", "refuse")
+
+
+def _check_outcome(spec: str) -> str:
+    kind = spec.split(":", 1)[0]
+    if kind not in _NAMED:
+        raise ValueError(f"unknown outcome {spec!r}; use one of {', '.join(_NAMED)}")
+    return spec
+
+
+class MemoryConfig(ProviderConfig):
+    #: scripted outcomes, one per send: ok, transient, rate_limited[:seconds], auth,
+    #: permanent, uncertain, refuse:addr[,addr]  (refuse = those recipients refused)
+    outcomes: list[str] = Field(default_factory=list)
+    #: start the script again when it is used up (for a provider that keeps failing)
+    repeat: bool = False
+    #: seconds each send takes
+    latency: float = Field(default=0.0, ge=0)
+
+    @field_validator("outcomes")
+    @classmethod
+    def _outcomes(cls, value: list[str]) -> list[str]:
+        return [_check_outcome(spec) for spec in value]
+
+
+class MemoryProvider(Provider):
+    Config = MemoryConfig
+    config: MemoryConfig
+
+    def __init__(self, name: str = "memory", config: MemoryConfig | None = None) -> None:
+        super().__init__(name, config or MemoryConfig())
+        self.messages: list[Message] = []
+        self._script: deque[Outcome] = deque(self.config.outcomes)
+        self.calls = 0
+        self.closed = False
+
+    def script(self, *outcomes: Outcome) -> None:
+        """Queue outcomes: names as in config, DeliveryError instances, or callables."""
+        for o in outcomes:
+            if isinstance(o, str):
+                _check_outcome(o)
+            self._script.append(o)
+
+    def _next(self) -> Outcome:
+        if not self._script:
+            return "ok"
+        outcome = self._script.popleft()
+        if self.config.repeat:
+            self._script.append(outcome)
+        return outcome
+
+    async def _send(self, message: Message) -> SendResult:
+        self.calls += 1
+        outcome = self._next()
+        if self.config.latency:
+            await anyio.sleep(self.config.latency)
+        if callable(outcome) and not isinstance(outcome, DeliveryError):
+            outcome = outcome(message) or "ok"
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        assert isinstance(outcome, str)
+        kind, _, arg = outcome.partition(":")
+        rejected: dict[str, str] = {}
+        if kind == "transient":
+            raise TransientError("scripted transient failure", code=451)
+        if kind == "rate_limited":
+            raise RateLimited("scripted rate limit", code=429,
+                              retry_after=float(arg) if arg else None)  # fmt: skip
+        if kind == "auth":
+            raise AuthError("scripted auth failure", code=535)
+        if kind == "permanent":
+            raise PermanentError("scripted permanent failure", code=550)
+        if kind == "uncertain":
+            # The message "left": it is recorded, as a real server may have kept it.
+            self._accept(message)
+            raise DeliveryUncertain("scripted uncertain outcome")
+        if kind == "refuse":
+            refused = {a.strip() for a in arg.split(",") if a.strip()}
+            rejected = {r: "550 5.1.1 scripted refusal" for r in message.envelope_recipients
+                        if r in refused}  # fmt: skip
+            if len(rejected) == len(message.envelope_recipients):
+                raise RecipientsRefused("all recipients refused", refused=rejected, code=550)
+        self._accept(message)
+        accepted = [r for r in message.envelope_recipients if r not in rejected]
+        return SendResult(provider=self.name, message_id=message.message_id,
+                          accepted=accepted, rejected=rejected)  # fmt: skip
+
+    def _accept(self, message: Message) -> None:
+        self.messages.append(message)
+        outbox.append(message)
+
+    async def verify(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        self.closed = True
