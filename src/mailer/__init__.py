@@ -39,6 +39,7 @@ __all__ = [
     "HealthConfig",
     "Mailer",
     "MailerError",
+    "Message",
     "MessageError",
     "PermanentError",
     "Provider",

@@ -165,4 +165,5 @@ def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> Mailer
     try:
         return MailerConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(config_error_text("mailer", exc)) from None
+        error = ConfigError(config_error_text("mailer", exc))
+    raise error  # outside the except: the pydantic error holds input values (secrets)

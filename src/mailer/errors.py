@@ -152,8 +152,10 @@ class AllProvidersFailed(DeliveryError):
     ) -> None:
         self.errors: dict[str, DeliveryError] = dict(errors)
         self.message = message
-        summary = "; ".join(f"{name}: {type(e).__name__}: {e.args[0] if e.args else ''}"
-                            for name, e in self.errors.items())
+        summary = "; ".join(
+            f"{name}: {type(e).__name__}: {e.args[0] if e.args else ''}"
+            for name, e in self.errors.items()
+        )
         super().__init__(f"all providers failed ({summary or 'none available'})")
 
     @property

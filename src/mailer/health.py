@@ -134,6 +134,8 @@ class CircuitBreaker:
             rest = min(rest * cfg.backoff_factor**self.trips, cfg.max_cooldown)
         self.trips += 1
         # Never shorten a rest that is already running (a 429 inside an open period).
-        self.open_until = max(now + rest, self.open_until if self.state is not BreakerState.CLOSED else 0.0)
+        self.open_until = max(
+            now + rest, self.open_until if self.state is not BreakerState.CLOSED else 0.0
+        )
         self.failures = 0
         self._set(BreakerState.OPEN)

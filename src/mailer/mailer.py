@@ -36,10 +36,12 @@ import anyio
 from pydantic import BaseModel, SecretStr
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
+from tenacity.stop import stop_base
 
 from ._log import get_logger, register_secret
 from .config import MailerConfig, RetryConfig, load_config
@@ -108,6 +110,16 @@ def _collect_secrets(model: Any) -> None:
     elif isinstance(model, list | tuple):
         for value in model:
             _collect_secrets(value)
+
+
+class _StopAtDeadline(stop_base):
+    """Stop retrying when the next try could not start before the send's deadline."""
+
+    def __init__(self, deadline: float, margin: float) -> None:
+        self.deadline, self.margin = deadline, margin
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + self.margin >= self.deadline
 
 
 class Mailer:
@@ -377,8 +389,7 @@ class Mailer:
     ) -> SendResult:
         cfg = self.retry_config
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.attempts)
-            | (lambda state: time.monotonic() + cfg.backoff >= deadline),
+            stop=stop_after_attempt(cfg.attempts) | _StopAtDeadline(deadline, cfg.backoff),
             wait=wait_exponential(multiplier=cfg.backoff, max=cfg.max_backoff)
             if cfg.backoff
             else (lambda state: 0.0),

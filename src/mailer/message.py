@@ -63,7 +63,9 @@ _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
 _LDH_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_CONTENT_TYPE = re.compile(
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
 _DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
 
 # Headers the Message owns: set through its fields, never through ``headers``.
@@ -86,14 +88,16 @@ def check_text(value: str, what: str, *, allow_tab: bool = False) -> str:
     """Refuse control characters, including those hidden in encoded-words."""
     pattern = _CONTROL_IN_VALUE if allow_tab else _CONTROL
     if pattern.search(value):
-        raise MessageError(f"{what} contains a control character (CR, LF, NUL, ...): "
-                           f"{_describe(value)}")
+        raise MessageError(
+            f"{what} contains a control character (CR, LF, NUL, ...): {_describe(value)}"
+        )
     for word in _ENCODED_WORD.findall(value):
         try:
             parts = decode_header(word)
         except Exception as exc:
-            raise MessageError(f"{what} contains a malformed encoded-word: {_describe(word)}"
-                               ) from exc
+            raise MessageError(
+                f"{what} contains a malformed encoded-word: {_describe(word)}"
+            ) from exc
         for chunk, charset in parts:
             decoded = (
                 chunk.decode(charset or "ascii", errors="replace")
@@ -167,8 +171,7 @@ def _parse_addr_spec(spec: str, original: str) -> str:
     else:
         if spec.count("@") != 1:
             raise MessageError(
-                f"an address needs exactly one '@' (one address per item): "
-                f"{_describe(original)}"
+                f"an address needs exactly one '@' (one address per item): {_describe(original)}"
             )
         local, domain = spec.split("@")
         if not local.isascii():
@@ -199,7 +202,7 @@ def _parse_display_name(raw: str, original: str) -> str | None:
         return "".join(out)
     if any(ch in _DISPLAY_SPECIALS for ch in raw):
         raise MessageError(
-            "display name has special characters (<>@,;:\"()[]\\) outside quotes, which "
+            'display name has special characters (<>@,;:"()[]\\) outside quotes, which '
             f"parsers disagree on; quote it or use Address(name=..., email=...): "
             f"{_describe(original)}"
         )
@@ -210,6 +213,8 @@ def parse_address(text: str) -> tuple[str | None, str]:
     """Parse one mailbox (``addr`` or ``Name <addr>``) into (name, ASCII address)."""
     check_text(text, "address")
     text = text.strip()
+    if text.count("@") > 1 and ("," in text or ";" in text) and not text.startswith('"'):
+        raise MessageError(f"several addresses in one item; give a list: {_describe(text)}")
     if text.endswith(">"):
         start = text.rfind("<")
         if start < 0:
@@ -234,7 +239,10 @@ class _Strict(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise MessageError(_validation_summary(exc)) from None
+            error = MessageError(_validation_summary(exc))
+        else:
+            return
+        raise error  # outside the except: the pydantic error holds every input value
 
 
 class Address(_Strict):
@@ -327,7 +335,7 @@ class Attachment(_Strict):
         if self.content_id is not None:
             cid = self.content_id.strip("<>")
             check_text(cid, "content id")
-            if not cid or any(c in cid for c in " <>\"\\") or not cid.isascii():
+            if not cid or any(c in cid for c in ' <>"\\') or not cid.isascii():
                 raise MessageError(f"invalid content id: {_describe(self.content_id)}")
             object.__setattr__(self, "content_id", cid)
         elif self.inline:

@@ -7,6 +7,7 @@ and does not stop the others from loading.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
@@ -31,7 +32,7 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     error: str | None = None
-    provider_class: type[Provider] | None = None
+    provider_class: builtins.type[Provider] | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,8 +70,7 @@ def load_provider_class(type_name: str) -> type[Provider]:
     except Exception as exc:
         dist = ep.dist.name if ep.dist is not None else "an unknown package"
         raise ConfigError(
-            f"provider type {type_name!r} (from {dist}) failed to load: "
-            f"{type(exc).__name__}: {exc}"
+            f"provider type {type_name!r} (from {dist}) failed to load: {type(exc).__name__}: {exc}"
         ) from exc
     _cache[type_name] = cls
     return cls

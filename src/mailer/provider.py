@@ -77,8 +77,12 @@ class Provider:
         try:
             validated = cls.Config.model_validate(dict(config or {}))
         except ValidationError as exc:
-            raise ConfigError(config_error_text(f"provider {name!r}", exc)) from None
-        return cls(name, validated)
+            error = ConfigError(config_error_text(f"provider {name!r}", exc))
+        else:
+            return cls(name, validated)
+        # Raised outside the except block so that the pydantic error, which holds the
+        # input values (secrets among them), is not kept as __context__.
+        raise error
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult
 
 import anyio
 from pydantic import Field
@@ -34,6 +36,12 @@ class FileProvider(Provider):
     Config = FileConfig
     config: FileConfig
 
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        """``file:///var/mail/outbox`` (or ``file://./outbox`` for a relative folder)"""
+        path = (url.netloc + url.path) if url.netloc == "." else url.path
+        return {"directory": path or "outbox", **params}
+
     def _write(self, message: Message) -> Path:
         folder = self.config.directory
         folder.mkdir(parents=True, exist_ok=True)
@@ -49,8 +57,9 @@ class FileProvider(Provider):
             path = await anyio.to_thread.run_sync(self._write, message)
         except OSError as exc:
             # Nothing was written under the final name: safe to fail over.
-            raise TransientError(f"cannot write to {self.config.directory}: {exc.strerror}"
-                                 ) from exc
+            raise TransientError(
+                f"cannot write to {self.config.directory}: {exc.strerror}"
+            ) from exc
         return SendResult(provider=self.name, message_id=message.message_id,
                           accepted=message.envelope_recipients, response=str(path))  # fmt: skip
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import SplitResult
 
 import anyio
 from pydantic import Field, field_validator
 
 from ..errors import (
     AuthError,
-    DeliveryError,
     DeliveryUncertain,
+    MailerError,
     PermanentError,
     RateLimited,
     RecipientsRefused,
@@ -33,7 +34,7 @@ __all__ = ["MemoryProvider", "outbox"]
 #: every message any memory provider accepted, in order (the pytest ``outbox`` fixture)
 outbox: list[Message] = []
 
-Outcome = str | DeliveryError | Callable[[Message], Any]
+Outcome = str | MailerError | Callable[[Message], Any]
 
 _NAMED = ("ok", "transient", "rate_limited", "auth", "permanent", "uncertain", "refuse")
 
@@ -71,6 +72,15 @@ class MemoryProvider(Provider):
         self.calls = 0
         self.closed = False
 
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        """``memory://?outcomes=transient,ok&repeat=true``"""
+        config: dict[str, Any] = {}
+        if params.get("outcomes"):
+            config["outcomes"] = params.pop("outcomes").split(",")
+        config.update(params)
+        return config
+
     def script(self, *outcomes: Outcome) -> None:
         """Queue outcomes: names as in config, DeliveryError instances, or callables."""
         for o in outcomes:
@@ -91,9 +101,9 @@ class MemoryProvider(Provider):
         outcome = self._next()
         if self.config.latency:
             await anyio.sleep(self.config.latency)
-        if callable(outcome) and not isinstance(outcome, DeliveryError):
+        if callable(outcome) and not isinstance(outcome, MailerError):
             outcome = outcome(message) or "ok"
-        if isinstance(outcome, DeliveryError):
+        if isinstance(outcome, MailerError):
             raise outcome
         assert isinstance(outcome, str)
         kind, _, arg = outcome.partition(":")

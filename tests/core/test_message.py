@@ -1,0 +1,277 @@
+"""Message validation and rendering: every unsafe input is refused before any I/O."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+
+from mailer import Address, Attachment, Message, MessageError
+
+
+def make(**kw: object) -> Message:
+    base: dict[str, object] = {"sender": "App <app@example.com>", "to": ["u@example.org"]}
+    base.update(kw)
+    return Message(**base)
+
+
+def parse(data: bytes) -> email.message.EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, email.message.EmailMessage)
+    return msg
+
+
+# -------------------------------------------------------------------------- addresses
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "addr"),
+    [
+        ("u@example.org", None, "u@example.org"),
+        ("Ann Lee <ann@example.org>", "Ann Lee", "ann@example.org"),
+        ('"Lee, Ann" <ann@example.org>', "Lee, Ann", "ann@example.org"),
+        ('"Say \\"hi\\"" <ann@example.org>', 'Say "hi"', "ann@example.org"),
+        ("Ann <ann@bücher.example>", "Ann", "ann@xn--bcher-kva.example"),
+        ("Zoë Çelik <z@EXAMPLE.org>", "Zoë Çelik", "z@example.org"),
+        ('"a b"@example.org', None, '"a b"@example.org'),
+        ("first.last+tag@sub.example.org", None, "first.last+tag@sub.example.org"),
+        ("u@[192.0.2.1]", None, "u@[192.0.2.1]"),
+    ],
+)
+def test_address_forms(raw: str, name: str | None, addr: str) -> None:
+    a = Address.parse(raw)
+    assert (a.name, a.email) == (name, addr)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # CVE-2023-27043 / GHSA-mm7p-fcc7-pg87 style routing ambiguities
+        ('"a@evil.example x"@internal.example', "ambiguous"),
+        ("alice@example.org)<bob@evil.example>", "special characters"),
+        ("alice@example.org (comment) <bob@evil.example>", "special characters"),
+        ("bob@evil.example, alice@example.org", "several addresses"),
+        ("alice@example.org@evil.example", "exactly one '@'"),
+        ("alice", "exactly one '@'"),
+        ("<<a@b.example>>", "nested"),
+        ("a@b.example>", "unbalanced"),
+        ("a..b@example.org", "local part"),
+        (".a@example.org", "local part"),
+        ("a@-bad-.example", "host name"),
+        ("a@exa_mple.org", "host name"),
+        ("a@", "empty domain"),
+        ("ü@example.org", "non-ASCII"),
+        ("a@[300.1.1.1]", "literal"),
+        # control characters, in every position
+        ("a\r\n@example.org", "control"),
+        ("a@example.org\r\nBcc: x@evil.example", "control"),
+        ("Ann\n <ann@example.org>", "control"),
+        ("a@exam\x00ple.org", "control"),
+        ("a@example.org\u2028", "control"),
+        ("Ann\x85 <ann@example.org>", "control"),
+    ],
+)
+def test_address_refused(raw: str, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        Address.parse(raw)
+    with pytest.raises(MessageError):
+        make(to=[raw])
+
+
+def test_address_object_and_tuple_forms() -> None:
+    m = make(to=[Address(name="Ann", email="ann@example.org"), ("Bob", "bob@example.org")])
+    assert [a.email for a in m.to] == ["ann@example.org", "bob@example.org"]
+    with pytest.raises(MessageError, match="control"):
+        Address(name="Ann\r\nBcc: x@evil.example", email="ann@example.org")
+    with pytest.raises(MessageError):
+        Address(name="Ann", email="ann@example.org\nx")
+
+
+# --------------------------------------------------------------------------- headers
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Hi\r\nBcc: victim@evil.example",
+        "Hi\nBcc: victim@evil.example",
+        "Hi\rthere",
+        "nul\x00byte",
+        "esc\x1b[31m",
+        "line\u2028sep",
+        # CVE-2024-6923: an encoded-word that decodes to a newline
+        "=?utf-8?q?Hi=0D=0ABcc:_victim@evil.example?=",
+        "=?utf-8?b?SGkNCkJjYzogdmljdGltQGV2aWwuZXhhbXBsZQ==?=",
+        "prefix =?iso-8859-1?q?=0A?= suffix",
+    ],
+)
+def test_subject_injection_refused(subject: str) -> None:
+    with pytest.raises(MessageError, match="subject"):
+        make(subject=subject)
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"X-Ok": "a\r\nBcc: x@evil.example"}, "control"),
+        ({"X-Ok": "=?utf-8?q?a=0ABcc:_x@evil.example?="}, "CVE-2024-6923"),
+        ({"X Bad": "v"}, "header name"),
+        ({"X-Bad:": "v"}, "header name"),
+        ({"X-Bad\r\nBcc": "v"}, "header name"),
+        ({"Bcc": "x@evil.example"}, "own fields"),
+        ({"to": "x@evil.example"}, "own fields"),
+        ({"Content-Type": "text/html"}, "own fields"),
+        ({"Message-ID": "<x@y>"}, "own fields"),
+    ],
+)
+def test_header_injection_refused(headers: dict[str, str], reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        make(headers=headers)
+
+
+def test_other_fields_checked() -> None:
+    with pytest.raises(MessageError, match="tag"):
+        make(tags=["ok", "bad\ntag"])
+    with pytest.raises(MessageError, match="metadata"):
+        make(metadata={"k": "v\r\n"})
+    with pytest.raises(MessageError, match="filename"):
+        make(attachments=[Attachment(content=b"x", filename="a\r\n.txt")])
+    with pytest.raises(MessageError, match="content type"):
+        make(
+            attachments=[Attachment(content=b"x", filename="a", content_type="text/plain\r\nX: y")]
+        )
+    with pytest.raises(MessageError, match="message_id"):
+        make(message_id="<a@b>\r\nBcc: x@y")
+
+
+def test_recipients_and_sender_required() -> None:
+    with pytest.raises(MessageError, match="at least one recipient"):
+        Message(sender="a@example.com", to=[], subject="x")
+    m = Message(to=["u@example.org"], text="x")  # sender may come from Mailer defaults
+    with pytest.raises(MessageError, match="no sender"):
+        m.as_bytes()
+
+
+def test_unknown_field_refused() -> None:
+    with pytest.raises(MessageError, match="bogus"):
+        make(bogus=1)
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def test_render_alternative_with_idn_and_unicode() -> None:
+    m = make(
+        to=["Zoë <z@bücher.example>"],
+        cc=["c@example.org"],
+        bcc=["hidden@example.org"],
+        reply_to=["r@example.org"],
+        subject="Grüße — ünïcödé",
+        text="plain ✓",
+        html="<p>html ✓</p>",
+        headers={"X-Campaign": "spring"},
+    )
+    data = m.as_bytes()
+    parsed = parse(data)
+    assert parsed["Subject"] == "Grüße — ünïcödé"
+    assert "z@xn--bcher-kva.example" in parsed["To"]
+    assert parsed["Cc"] == "c@example.org"
+    assert parsed["Reply-To"] == "r@example.org"
+    assert parsed["Bcc"] is None and b"hidden@example.org" not in data
+    assert parsed["X-Campaign"] == "spring"
+    assert parsed["Message-ID"] == m.message_id
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed.get_body(("plain",)).get_content().strip() == "plain ✓"  # type: ignore[union-attr]
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>html ✓</p>"  # type: ignore[union-attr]
+    assert m.envelope_recipients == [
+        "z@xn--bcher-kva.example",
+        "c@example.org",
+        "hidden@example.org",
+    ]
+    assert data.isascii()  # 7bit: no 8BITMIME needed
+
+
+def test_render_mixed_and_related(tmp_path: Path) -> None:
+    f = tmp_path / "report.pdf"
+    f.write_bytes(b"%PDF-1.4 fake")
+    m = make(
+        text="see attached",
+        html='<p><img src="cid:logo@x"></p>',
+        attachments=[
+            f,
+            Attachment(
+                content=b"\x89PNG...", filename="logo.png", inline=True, content_id="logo@x"
+            ),
+            Attachment(content=b"a,b\n1,2\n", filename="data.csv"),
+        ],
+    )
+    parsed = parse(m.as_bytes())
+    assert parsed.get_content_type() == "multipart/mixed"
+    types = [p.get_content_type() for p in parsed.walk()]
+    assert "multipart/related" in types and "multipart/alternative" in types
+    files = {p.get_filename(): p for p in parsed.walk() if p.get_filename()}
+    assert set(files) == {"report.pdf", "logo.png", "data.csv"}
+    assert files["report.pdf"].get_content_type() == "application/pdf"
+    assert files["report.pdf"].get_content() == b"%PDF-1.4 fake"
+    assert files["logo.png"]["Content-ID"] == "<logo@x>"
+    assert files["data.csv"].get_content_type() == "text/csv"
+
+
+def test_attachment_errors(tmp_path: Path) -> None:
+    with pytest.raises(MessageError, match="exactly one"):
+        Attachment(filename="x")
+    with pytest.raises(MessageError, match="needs a filename"):
+        Attachment(content=b"x")
+    with pytest.raises(MessageError, match="not a readable file"):
+        Attachment(path=tmp_path / "missing.bin")
+    with pytest.raises(MessageError, match="inline attachments need an html"):
+        make(text="x", attachments=[Attachment(content=b"x", filename="a.png", inline=True)])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "a\n.\nb",  # a lone dot line: the SMTP layer dot-stuffs it
+        "a\r\n.\r\nb",
+        "a\n.\r\nMAIL FROM:<x@evil.example>\r\n",  # <LF>.<CR><LF> smuggling
+        "a\r.\rb",  # <CR>.<CR>
+        "a\r\r\n.\r\r\nb",
+        "x" * 5000,  # a line over 998 octets
+    ],
+)
+def test_body_line_endings_normalised(body: str) -> None:
+    data = make(text=body).as_bytes()
+    # every CR and every LF is part of a CRLF pair, and no line is over 998 octets
+    assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def test_message_id_made_once_and_kept() -> None:
+    m = make(text="x")
+    assert m.message_id is not None and m.message_id.endswith("@example.com>")
+    first = m.as_bytes()
+    assert m.as_bytes() is first  # rendered once, cached
+    filled = Message(to=["u@example.org"], text="x").with_defaults({"sender": "a@example.com"})
+    assert filled.sender is not None and filled.sender.email == "a@example.com"
+    again = m.with_defaults({"headers": {"X-App": "1"}})
+    assert again.message_id == m.message_id
+    assert make(message_id="abc@example.com").message_id == "<abc@example.com>"
+
+
+def test_from_alias_and_frozen() -> None:
+    m = Message(**{"from": "a@example.com", "to": "b@example.com", "text": "x"})
+    assert m.sender is not None and m.sender.email == "a@example.com"
+    with pytest.raises(Exception, match="frozen"):
+        m.subject = "changed"  # type: ignore[misc]
+
+
+def test_defaults_fill_only_empty_fields() -> None:
+    m = make(reply_to=["mine@example.org"], headers={"X-A": "mine"})
+    out = m.with_defaults(
+        {"reply_to": ["default@example.org"], "headers": {"X-A": "d", "X-B": "d"}, "tags": ["t"]}
+    )
+    assert [a.email for a in out.reply_to] == ["mine@example.org"]
+    assert out.headers == {"X-A": "mine", "X-B": "d"}
+    assert out.tags == ["t"]
