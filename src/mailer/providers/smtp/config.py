@@ -1,0 +1,303 @@
+"""Options of the SMTP provider, validated once, when the provider is built.
+
+Names follow Nodemailer's SMTP transport in snake_case, with Python units (seconds).
+Defaults are chosen for failover rather than for patience: Nodemailer waits two minutes
+for a TCP connection, which is two minutes of mail not going out through the next
+provider. Ours give up after 10 s (connect), 10 s (greeting) and 30 s (each reply).
+
+Settings that cannot work together are refused here, as ConfigError, rather than at the
+first send: a config that would send a password in plaintext never gets built.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import SplitResult, unquote
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from ...errors import ConfigError
+from ...provider import ProviderConfig
+
+__all__ = [
+    "OAUTH2_PRESETS",
+    "AuthOptions",
+    "OAuth2Options",
+    "SMTPConfig",
+    "TLSOptions",
+    "TokenCallback",
+    "config_from_url",
+]
+
+#: An async callable returning an access token, or ``(token, expires_in_seconds)``.
+TokenCallback = Callable[[], Awaitable[str | tuple[str, float | None]]]
+
+#: Token endpoints of the providers most people use XOAUTH2 with. ``{tenant}`` is
+#: filled from ``oauth2.tenant`` (Microsoft's "common" by default).
+OAUTH2_PRESETS: dict[str, dict[str, str]] = {
+    "google": {"token_url": "https://oauth2.googleapis.com/token"},
+    "microsoft": {
+        "token_url": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+        "scope": "https://outlook.office.com/SMTP.Send offline_access",
+    },
+}
+
+# An EHLO argument: a domain or an address literal; never spaces or controls.
+_EHLO_NAME = re.compile(r"^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}))$")
+_CONTROL = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]")
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSOptions(_Options):
+    """Certificate checking and client identity, shared by STARTTLS and implicit TLS."""
+
+    verify: bool = True
+    ca_file: Path | None = None
+    #: the name sent in SNI and checked in the certificate (default: ``host``)
+    servername: str | None = None
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("servername")
+    @classmethod
+    def _servername(cls, value: str | None) -> str | None:
+        if value is not None and (not value or _CONTROL.search(value)):
+            raise ValueError("servername must be a host name without spaces or controls")
+        return value
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TLSOptions:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        return self
+
+
+class OAuth2Options(_Options):
+    """Where XOAUTH2 access tokens come from: one of three sources.
+
+    * ``access_token`` alone: a static token; when the server refuses it there is
+      nothing to refresh, so that is an AuthError.
+    * ``token_url`` (or ``preset``) + ``client_id`` + ``client_secret`` +
+      ``refresh_token``: a refresh-token grant. ``access_token`` may be given too, as the
+      first token to try.
+    * ``callback``: an async callable of your own (programmatic config only).
+    """
+
+    access_token: SecretStr | None = None
+    token_url: str | None = None
+    preset: Literal["google", "microsoft"] | None = None
+    tenant: str = "common"
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    scope: str | None = None
+    callback: TokenCallback | None = Field(default=None, exclude=True, repr=False)
+    #: refresh a token this many seconds before it expires
+    refresh_margin: float = Field(default=60.0, ge=0)
+    #: timeout of one request to the token endpoint, seconds
+    token_timeout: float = Field(default=10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OAuth2Options:
+        grant = self.token_url is not None or self.preset is not None
+        if grant and self.callback is not None:
+            raise ValueError("give either a token endpoint (token_url/preset) or callback")
+        if grant:
+            missing = [
+                n for n in ("client_id", "client_secret", "refresh_token")
+                if getattr(self, n) is None
+            ]  # fmt: skip
+            if missing:
+                raise ValueError(f"a refresh-token grant needs {', '.join(missing)}")
+        elif self.callback is None and self.access_token is None:
+            raise ValueError(
+                "oauth2 needs access_token, a token endpoint (token_url or preset with "
+                "client_id, client_secret, refresh_token), or callback"
+            )
+        if self.token_url is not None and not self.token_url.startswith(("https://", "http://")):
+            raise ValueError("token_url must be an http(s) URL")
+        return self
+
+    @property
+    def endpoint(self) -> str | None:
+        """The token URL, from ``token_url`` or the preset."""
+        if self.token_url is not None:
+            return self.token_url
+        if self.preset is not None:
+            return OAUTH2_PRESETS[self.preset]["token_url"].format(tenant=self.tenant)
+        return None
+
+    @property
+    def effective_scope(self) -> str | None:
+        if self.scope is not None:
+            return self.scope
+        if self.preset is not None:
+            return OAUTH2_PRESETS[self.preset].get("scope")
+        return None
+
+
+class AuthOptions(_Options):
+    """``user`` with either ``password`` (PLAIN or LOGIN) or ``oauth2`` (XOAUTH2)."""
+
+    user: str
+    password: SecretStr | None = None
+    oauth2: OAuth2Options | None = None
+    #: force one mechanism; by default PLAIN, then LOGIN, as the server offers them
+    method: Literal["PLAIN", "LOGIN", "XOAUTH2"] | None = None
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        if not value or re.search("[\x00-\x1f\x7f]", value):
+            raise ValueError("user must be non-empty, without control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> AuthOptions:
+        if (self.password is None) == (self.oauth2 is None):
+            raise ValueError("auth needs exactly one of password or oauth2")
+        if self.oauth2 is not None and self.method not in (None, "XOAUTH2"):
+            raise ValueError("oauth2 authenticates with XOAUTH2 only")
+        if self.password is not None and self.method == "XOAUTH2":
+            raise ValueError("method XOAUTH2 needs oauth2, not password")
+        return self
+
+
+class SMTPConfig(ProviderConfig):
+    """Every option of the SMTP provider. Times are seconds."""
+
+    host: str = "localhost"
+    #: 465 when ``secure``, else 587
+    port: int | None = Field(default=None, ge=1, le=65535)
+    #: implicit TLS from the first byte; default true on port 465
+    secure: bool | None = None
+    #: refuse to go on when STARTTLS is not offered
+    require_tls: bool = False
+    #: never try STARTTLS
+    ignore_tls: bool = False
+    #: allow AUTH on a connection without TLS (trusted loopback servers only)
+    allow_plaintext_auth: bool = False
+    #: the EHLO name (default: this machine's host name)
+    name: str | None = None
+    auth: AuthOptions | None = None
+    pool: bool = False
+    max_connections: int = Field(default=5, ge=1, le=1000)
+    max_messages: int = Field(default=100, ge=1)
+    #: a pooled connection idle this long is closed instead of reused
+    idle_timeout: float = Field(default=30.0, gt=0)
+    #: TCP connect, and the TLS handshake of STARTTLS
+    connection_timeout: float = Field(default=10.0, gt=0)
+    #: wait for the 220 greeting (with secure=True, the TLS handshake too)
+    greeting_timeout: float = Field(default=10.0, gt=0)
+    #: wait for each reply, including the one after the message
+    socket_timeout: float = Field(default=30.0, gt=0)
+    tls: TLSOptions = Field(default_factory=TLSOptions)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value or _CONTROL.search(value):
+            raise ValueError("host must be a host name or IP address, without spaces")
+        return value.strip("[]") if ":" in value else value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _EHLO_NAME.match(value):
+            raise ValueError(
+                "name (the EHLO name) must be a host name or address literal, ASCII, "
+                "without spaces or control characters"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> SMTPConfig:
+        secure = self.secure if self.secure is not None else self.port == 465
+        port = self.port if self.port is not None else (465 if secure else 587)
+        object.__setattr__(self, "secure", secure)
+        object.__setattr__(self, "port", port)
+        if self.require_tls and self.ignore_tls:
+            raise ValueError("require_tls and ignore_tls contradict each other")
+        if secure and self.ignore_tls:
+            raise ValueError("ignore_tls has no meaning with secure=True (implicit TLS)")
+        if self.auth is not None and self.ignore_tls and not self.allow_plaintext_auth:
+            raise ValueError(
+                "auth with ignore_tls=True would send credentials in plaintext; drop "
+                "ignore_tls, or set allow_plaintext_auth=True for a trusted local server"
+            )
+        return self
+
+    @property
+    def implicit_tls(self) -> bool:
+        return bool(self.secure)
+
+    @property
+    def port_number(self) -> int:
+        assert self.port is not None  # resolved by the validator
+        return self.port
+
+    @property
+    def tls_name(self) -> str:
+        """The name for SNI and the certificate check."""
+        return self.tls.servername or self.host
+
+
+_URL_BOOL_OR_NUMBER = {
+    "pool", "secure", "require_tls", "ignore_tls", "allow_plaintext_auth", "name",
+    "max_connections", "max_messages", "idle_timeout", "connection_timeout",
+    "greeting_timeout", "socket_timeout",
+}  # fmt: skip
+
+
+def config_from_url(url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+    """``smtp://user:pass@host:587?pool=true`` and ``smtps://...`` to a config mapping.
+
+    Query keys are option names; ``tls.<key>`` sets a TLS option and ``auth.method`` the
+    mechanism. User and password are percent-decoded, as in Nodemailer URLs.
+    """
+    scheme = url.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise ConfigError(f"an SMTP URL starts with smtp:// or smtps://, not {scheme}://")
+    try:
+        port = url.port
+    except ValueError:
+        raise ConfigError("the SMTP URL has an invalid port") from None
+    config: dict[str, Any] = {}
+    if url.hostname:
+        config["host"] = url.hostname
+    if port is not None:
+        config["port"] = port
+    if scheme == "smtps":
+        config["secure"] = True
+    tls: dict[str, Any] = {}
+    auth_method: str | None = None
+    for key, value in params.items():
+        if key.startswith("tls."):
+            tls[key[4:]] = value
+        elif key == "auth.method":
+            auth_method = value
+        elif key in _URL_BOOL_OR_NUMBER:
+            if key == "secure" and scheme == "smtps" and value.lower() in ("false", "0", "no"):
+                raise ConfigError("smtps:// means implicit TLS; it cannot have secure=false")
+            config[key] = value
+        else:
+            raise ConfigError(f"unknown SMTP URL option {key!r}")
+    if tls:
+        config["tls"] = tls
+    if url.username is not None:
+        auth: dict[str, Any] = {"user": unquote(url.username)}
+        if url.password is not None:
+            auth["password"] = unquote(url.password)
+        if auth_method is not None:
+            auth["method"] = auth_method
+        config["auth"] = auth
+    elif auth_method is not None:
+        raise ConfigError("auth.method needs a user in the URL")
+    return config

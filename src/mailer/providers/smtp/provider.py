@@ -1,0 +1,140 @@
+"""The SMTP provider: Nodemailer's SMTP transport, with failures classified for failover.
+
+asyncio only: aiosmtplib is built on asyncio, so this provider is too (the rest of the
+library uses anyio and runs it on the asyncio backend).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from typing import Any
+from urllib.parse import SplitResult
+
+import httpx
+from pydantic import BaseModel
+
+from ...message import Message
+from ...provider import Provider
+from ...result import SendResult
+from .classify import Endpoint
+from .config import SMTPConfig, config_from_url
+from .connection import Connection, Delivery, Settings
+from .oauth import TokenSource
+from .pool import Pool
+from .tls import build_context
+from .wire import check_envelope_address, encode_data
+
+__all__ = ["SMTPProvider"]
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253})$")
+
+
+def _default_ehlo_name() -> str:
+    """This machine's name, when it is usable in EHLO (Nodemailer uses os.hostname())."""
+    name = socket.gethostname()
+    return name if _HOSTNAME.match(name) else "localhost"
+
+
+class SMTPProvider(Provider):
+    """Send through an SMTP server (``type = "smtp"`` or ``"smtps"``)."""
+
+    Config = SMTPConfig
+
+    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+        super().__init__(name, config)
+        cfg: SMTPConfig = self.config
+        self._cfg = cfg
+        self._http: httpx.AsyncClient | None = None
+        oauth2 = cfg.auth.oauth2 if cfg.auth is not None else None
+        #: the shared XOAUTH2 token cache (None without oauth2)
+        self.tokens = TokenSource(oauth2, client=self._http_client) if oauth2 else None
+        self._settings = Settings(
+            config=cfg,
+            endpoint=Endpoint(
+                host=cfg.host, port=cfg.port_number, secure=cfg.implicit_tls,
+                tls_name=cfg.tls_name,
+            ),
+            tls_context=build_context(cfg.tls),
+            ehlo_name=cfg.name or _default_ehlo_name(),
+            tokens=self.tokens,
+        )  # fmt: skip
+        self._pool: Pool | None = None
+
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        return config_from_url(url, params)
+
+    # -- connections -------------------------------------------------------------------
+
+    async def _http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient()
+        return self._http
+
+    async def connect(self) -> Connection:
+        """A new, ready session (greeted, encrypted as configured, authenticated)."""
+        conn = Connection(self._settings)
+        await conn.open()
+        return conn
+
+    @property
+    def pool(self) -> Pool | None:
+        """The connection pool, once the first pooled send made it."""
+        return self._pool
+
+    def _get_pool(self) -> Pool:
+        if self._pool is None:
+            self._pool = Pool(
+                self.connect,
+                max_connections=self._cfg.max_connections,
+                max_messages=self._cfg.max_messages,
+                idle_timeout=self._cfg.idle_timeout,
+            )
+        return self._pool
+
+    # -- the interface -----------------------------------------------------------------
+
+    async def _send(self, message: Message) -> SendResult:
+        sender = check_envelope_address(message.envelope_sender, "envelope sender")
+        recipients = [
+            check_envelope_address(r, "envelope recipient") for r in message.envelope_recipients
+        ]
+        payload = encode_data(message.as_bytes())
+
+        async def job(conn: Connection) -> Delivery:
+            return await conn.transaction(sender, recipients, payload)
+
+        if self._cfg.pool:
+            delivery = await self._get_pool().run(job)
+        else:
+            conn = await self.connect()
+            try:
+                delivery = await job(conn)
+            finally:
+                await conn.quit()
+        return SendResult(
+            provider=self.name,
+            message_id=message.message_id,
+            accepted=delivery.accepted,
+            rejected=delivery.rejected,
+            response=delivery.response,
+        )
+
+    async def verify(self) -> None:
+        """Connect, TLS, EHLO, AUTH, QUIT: raise the classified error if any step fails."""
+        conn = await self.connect()
+        await conn.quit()
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
+
+    def __repr__(self) -> str:
+        where = self._settings.endpoint.where
+        mode = "smtps" if self._cfg.implicit_tls else "smtp"
+        return f"<SMTPProvider name={self.name!r} {mode}://{where} pool={self._cfg.pool}>"
