@@ -69,6 +69,8 @@ _CONTENT_TYPE = re.compile(
 _DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
 
 # Headers the Message owns: set through its fields, never through ``headers``.
+_RENDER_LOCK = threading.Lock()
+
 _RESERVED_HEADERS = frozenset(
     {
         "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
@@ -233,7 +235,11 @@ def parse_address(text: str) -> tuple[str | None, str]:
 class _Strict(BaseModel):
     """Base for the message models: bad input raises MessageError, not ValidationError."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # base64 for bytes in JSON, so a message (attachments included) round-trips through
+    # model_dump_json / model_validate_json: the outbox pattern stores messages that way.
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64"
+    )
 
     def __init__(self, /, **data: Any) -> None:
         try:
@@ -377,7 +383,13 @@ class Message(_Strict):
     be left out when the Mailer has ``defaults.sender``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+    )
 
     sender: Address | None = Field(default=None, alias="from")
     to: list[Address] = Field(default_factory=list)
@@ -394,7 +406,14 @@ class Message(_Strict):
     message_id: str | None = None
 
     _rendered: bytes | None = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __eq__(self, other: object) -> bool:
+        # Field values only: whether one copy has been rendered yet does not matter.
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     @classmethod
     def build(cls, data: Mapping[str, Any]) -> Message:
@@ -515,7 +534,7 @@ class Message(_Strict):
     def as_bytes(self) -> bytes:
         """The RFC 5322 message (CRLF line endings, no Bcc header), rendered once."""
         if self._rendered is None:
-            with self._lock:
+            with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
                 if self._rendered is None:
                     self._rendered = self._render()
         return self._rendered

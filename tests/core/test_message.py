@@ -275,3 +275,20 @@ def test_defaults_fill_only_empty_fields() -> None:
     assert [a.email for a in out.reply_to] == ["mine@example.org"]
     assert out.headers == {"X-A": "mine", "X-B": "d"}
     assert out.tags == ["t"]
+
+
+def test_json_round_trip_keeps_message_id_and_bytes() -> None:
+    m = make(
+        subject="Grüße",
+        html='<img src="cid:i@x">',
+        attachments=[
+            Attachment(content=bytes(range(256)), filename="bin.dat"),
+            Attachment(content=b"\x89PNG", filename="i.png", inline=True, content_id="i@x"),
+        ],
+        bcc=["hidden@example.org"],
+    )
+    again = Message.model_validate_json(m.model_dump_json())
+    assert again == m
+    assert again.message_id == m.message_id
+    assert again.attachments[0].content == bytes(range(256))
+    assert again.envelope_recipients == m.envelope_recipients
