@@ -1,0 +1,117 @@
+"""Brevo: the shared conformance checks, then the /v3/smtp/email request and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from mailer_brevo import BrevoProvider
+
+from mailer import Attachment, Message, RateLimited
+from mailer._conformance import ProviderConformance
+
+URL = "https://api.brevo.com/v3/smtp/email"
+CONFIG = {"api_key": "xkeysib-brevo-secret"}
+
+
+class TestBrevoConformance(ProviderConformance):
+    provider_class = BrevoProvider
+    config = CONFIG
+    secrets = ("xkeysib-brevo-secret",)
+    endpoint = ("POST", URL)
+    entry_point = "brevo"
+    expected_provider_message_id = "<202401011200.1@smtp-relay.mailin.fr>"
+
+    def success_response(self) -> httpx.Response:
+        return httpx.Response(201, json={"messageId": self.expected_provider_message_id})
+
+    def unsupported_message(self) -> Message:
+        return Message(
+            sender="s@example.com", to=["to@example.org"], subject="x", text="t",
+            html='<img src="cid:logo@x">',
+            attachments=[Attachment(content=b"PNG", filename="logo.png", inline=True,
+                                    content_id="logo@x")],
+        )  # fmt: skip
+
+
+def send(message: Message, answer: httpx.Response) -> tuple[Any, httpx.Request]:
+    provider = BrevoProvider.from_config("brevo", CONFIG)
+
+    async def go() -> Any:
+        try:
+            return await provider.send(message)
+        finally:
+            await provider.aclose()
+
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post(URL).mock(return_value=answer)
+        try:
+            return asyncio.run(go()), route.calls.last.request
+        finally:
+            assert route.call_count == 1
+
+
+def test_request_shape_for_every_feature() -> None:
+    message = Message(
+        sender="Shop <shop@example.com>",
+        to=["Ann <ann@example.org>"],
+        cc=["cat@example.org"],
+        bcc=["dan@example.org"],
+        reply_to=["help@example.com"],
+        subject="Your order",
+        text="plain",
+        html="<p>html</p>",
+        attachments=[Attachment(content=b"%PDF", filename="a.pdf")],
+        headers={"X-Campaign": "spring"},
+        tags=["orders", "eu"],
+        metadata={"order": "42"},
+    )
+    result, request = send(message, httpx.Response(201, json={"messageId": "<m1@brevo>"}))
+    assert request.method == "POST"
+    assert request.url.path == "/v3/smtp/email"
+    assert request.headers["api-key"] == "xkeysib-brevo-secret"
+    assert "Authorization" not in request.headers
+    body = json.loads(request.content)
+    assert body == {
+        "sender": {"email": "shop@example.com", "name": "Shop"},
+        "to": [{"email": "ann@example.org", "name": "Ann"}],
+        "cc": [{"email": "cat@example.org"}],
+        "bcc": [{"email": "dan@example.org"}],
+        "replyTo": {"email": "help@example.com"},
+        "subject": "Your order",
+        "htmlContent": "<p>html</p>",
+        "textContent": "plain",
+        "headers": {"X-Campaign": "spring", "X-Mailin-custom": '{"order":"42"}'},
+        "attachment": [{"name": "a.pdf", "content": base64.b64encode(b"%PDF").decode()}],
+        "tags": ["orders", "eu"],
+    }
+    assert result.provider_message_id == "<m1@brevo>"
+    assert result.message_id == message.message_id
+
+
+def test_rate_limit_reset_header() -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t")
+    answer = httpx.Response(
+        429, headers={"x-sib-ratelimit-reset": "42"},
+        json={"code": "too_many_requests", "message": "rate limited"},
+    )  # fmt: skip
+    with pytest.raises(RateLimited) as info:
+        send(message, answer)
+    assert info.value.retry_after == 42
+    assert "rate limited" in str(info.value)
+
+
+def test_retry_after_wins_over_reset_header() -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t")
+    answer = httpx.Response(429, headers={"Retry-After": "3", "x-sib-ratelimit-reset": "42"})
+    start = time.monotonic()
+    with pytest.raises(RateLimited) as info:
+        send(message, answer)
+    assert info.value.retry_after == 3
+    assert time.monotonic() - start < 2  # the provider reports, it does not sleep

@@ -1,0 +1,177 @@
+"""Mailjet: the shared conformance checks, then the v3.1 request and per-message results."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from mailer_mailjet import MailjetProvider
+
+from mailer import Attachment, Message, PermanentError, RecipientsRefused
+from mailer._conformance import ProviderConformance
+
+URL = "https://api.mailjet.com/v3.1/send"
+CONFIG = {"api_key": "mj-public-key-123", "secret_key": "mj-secret-key-456"}
+
+
+def success(to: list[str], cc: list[str] | None = None, bcc: list[str] | None = None) -> Any:
+    def listed(addrs: list[str], start: int) -> list[dict[str, Any]]:
+        return [
+            {"Email": a, "MessageUUID": f"uuid-{start + i}", "MessageID": 1000 + start + i}
+            for i, a in enumerate(addrs)
+        ]
+
+    return {
+        "Messages": [
+            {
+                "Status": "success",
+                "CustomID": "",
+                "To": listed(to, 0),
+                "Cc": listed(cc or [], 10),
+                "Bcc": listed(bcc or [], 20),
+            }
+        ]
+    }
+
+
+class TestMailjetConformance(ProviderConformance):
+    provider_class = MailjetProvider
+    config = CONFIG
+    secrets = ("mj-secret-key-456", "mj-public-key-123")
+    endpoint = ("POST", URL)
+    entry_point = "mailjet"
+    expected_provider_message_id = "uuid-0"
+
+    def success_response(self) -> httpx.Response:
+        return httpx.Response(200, json=success(["to@example.org"], ["cc@example.org"]))
+
+    def unsupported_message(self) -> Message:
+        return Message(
+            sender="s@example.com", to=["to@example.org"], subject="x", text="t",
+            tags=["one", "two"],
+        )  # fmt: skip
+
+
+def send(message: Message, answer: httpx.Response, **config: Any) -> tuple[Any, httpx.Request]:
+    provider = MailjetProvider.from_config("mj", {**CONFIG, **config})
+
+    async def go() -> Any:
+        try:
+            return await provider.send(message)
+        finally:
+            await provider.aclose()
+
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post(URL).mock(return_value=answer)
+        try:
+            result = asyncio.run(go())
+        finally:
+            request = route.calls.last.request if route.calls else None
+    assert request is not None
+    return result, request
+
+
+def test_request_shape_for_every_feature() -> None:
+    message = Message(
+        sender="Shop <shop@example.com>",
+        to=["Ann <ann@example.org>", "bob@example.org"],
+        cc=["cat@example.org"],
+        bcc=["dan@example.org", "ann@example.org"],  # duplicate: sent once
+        reply_to=["Help <help@example.com>"],
+        subject="Your order",
+        text="plain",
+        html='<p>html <img src="cid:logo@x"></p>',
+        attachments=[
+            Attachment(content=b"%PDF", filename="a.pdf"),
+            Attachment(content=b"PNG", filename="logo.png", inline=True, content_id="logo@x"),
+        ],
+        headers={"X-Campaign": "spring"},
+        tags=["orders"],
+        metadata={"order": "42"},
+    )
+    answer = httpx.Response(
+        200, json=success(["ann@example.org", "bob@example.org"], ["cat@example.org"],
+                          ["dan@example.org"])
+    )  # fmt: skip
+    result, request = send(message, answer)
+    assert request.method == "POST"
+    assert request.url.path == "/v3.1/send"
+    expected = base64.b64encode(b"mj-public-key-123:mj-secret-key-456").decode()
+    assert request.headers["Authorization"] == f"Basic {expected}"
+    body = json.loads(request.content)
+    assert list(body) == ["Messages"]
+    (msg,) = body["Messages"]
+    assert msg["From"] == {"Email": "shop@example.com", "Name": "Shop"}
+    assert msg["To"] == [{"Email": "ann@example.org", "Name": "Ann"}, {"Email": "bob@example.org"}]
+    assert msg["Cc"] == [{"Email": "cat@example.org"}]
+    assert msg["Bcc"] == [{"Email": "dan@example.org"}]
+    assert msg["ReplyTo"] == {"Email": "help@example.com", "Name": "Help"}
+    assert msg["Subject"] == "Your order"
+    assert msg["TextPart"] == "plain"
+    assert msg["HTMLPart"].startswith("<p>html")
+    assert msg["Headers"] == {"X-Campaign": "spring"}
+    assert msg["Attachments"] == [
+        {"ContentType": "application/pdf", "Filename": "a.pdf",
+         "Base64Content": base64.b64encode(b"%PDF").decode()}
+    ]  # fmt: skip
+    assert msg["InlinedAttachments"] == [
+        {"ContentType": "image/png", "Filename": "logo.png", "ContentID": "logo@x",
+         "Base64Content": base64.b64encode(b"PNG").decode()}
+    ]  # fmt: skip
+    assert msg["CustomCampaign"] == "orders"
+    assert json.loads(msg["EventPayload"]) == {"order": "42"}
+    assert msg["CustomID"] == message.message_id
+    assert "SandboxMode" not in body
+    assert result.provider_message_id == "uuid-0"
+    assert result.rejected == {}
+    assert sorted(result.accepted) == sorted(message.envelope_recipients)
+
+
+def test_partial_success_fills_rejected() -> None:
+    message = Message(sender="s@example.com", to=["a@example.org", "b@example.org"],
+                      subject="x", text="t")  # fmt: skip
+    result, _ = send(message, httpx.Response(200, json=success(["a@example.org"])))
+    assert result.accepted == ["a@example.org"]
+    assert list(result.rejected) == ["b@example.org"]
+
+
+def test_recipient_error_is_recipients_refused() -> None:
+    message = Message(sender="s@example.com", to=["a@example.org", "b@example.org"],
+                      subject="x", text="t")  # fmt: skip
+    answer = httpx.Response(400, json={"Messages": [{"Status": "error", "Errors": [{
+        "ErrorIdentifier": "f987", "ErrorCode": "mj-0013", "StatusCode": 400,
+        "ErrorMessage": '"b@example.org" is an invalid email address.',
+        "ErrorRelatedTo": ["To[1].Email"]}]}]})  # fmt: skip
+    with pytest.raises(RecipientsRefused) as info:
+        send(message, answer)
+    assert list(info.value.refused) == ["b@example.org"]
+    assert info.value.code == 400
+
+
+def test_other_message_error_is_permanent() -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t")
+    answer = httpx.Response(400, json={"Messages": [{"Status": "error", "Errors": [{
+        "ErrorCode": "send-0008", "StatusCode": 403,
+        "ErrorMessage": '"s@example.com" is not an authorized sender.',
+        "ErrorRelatedTo": ["From.Email"]}]}]})  # fmt: skip
+    with pytest.raises(PermanentError) as info:
+        send(message, answer)
+    assert not isinstance(info.value, RecipientsRefused)
+    assert "not an authorized sender" in str(info.value)
+
+
+def test_sandbox_and_dsn() -> None:
+    from urllib.parse import urlsplit
+
+    cfg = MailjetProvider.config_from_url(
+        urlsplit("mailjet://k%2Fey:se%2Fcret@default"), {"sandbox": "true"}
+    )
+    assert cfg == {"api_key": "k/ey", "secret_key": "se/cret", "sandbox": "true"}
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t")
+    _, request = send(message, httpx.Response(200, json=success(["a@example.org"])), sandbox=True)
+    assert json.loads(request.content)["SandboxMode"] is True

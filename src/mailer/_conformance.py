@@ -1,0 +1,273 @@
+"""A conformance test case for provider plugins (``mailer.testing.ProviderConformance``).
+
+A plugin proves it keeps the contract the Mailer relies on (which errors it raises for
+which outcomes, that secrets never leak, that unsupported features fail loudly) by
+subclassing one class in its own tests::
+
+    import httpx
+    from mailer.testing import ProviderConformance
+    from mailer_acme import AcmeProvider
+
+    class TestAcmeConformance(ProviderConformance):
+        provider_class = AcmeProvider
+        config = {"api_key": "acme-secret-key"}
+        secrets = ("acme-secret-key",)
+        endpoint = ("POST", "https://api.acme.example/v1/send")
+        entry_point = "acme"
+        expected_provider_message_id = "msg-1"
+
+        def success_response(self) -> httpx.Response:
+            return httpx.Response(200, json={"id": "msg-1"})
+
+The HTTP endpoint is stubbed with respx, so the checks need no network. They run each
+coroutine with :func:`asyncio.run` inside plain test functions, so no async pytest plugin
+is needed. Why these checks: each one is an outcome the Mailer decides failover from, and
+a plugin that maps it wrongly either loses mail (fails over after a possible delivery) or
+duplicates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import httpx
+import pytest
+
+from .errors import (
+    AuthError,
+    ConfigError,
+    DeliveryError,
+    DeliveryUncertain,
+    MessageError,
+    RateLimited,
+    TransientError,
+)
+from .message import Message
+from .provider import Provider
+from .result import SendResult
+
+if TYPE_CHECKING:
+    import respx
+
+__all__ = ["ProviderConformance"]
+
+T = TypeVar("T")
+
+
+class ProviderConformance:
+    """Base test class: subclass it as ``Test<Something>`` and fill in the class attributes."""
+
+    #: the provider class under test
+    provider_class: ClassVar[type[Provider]]
+    #: a valid config mapping whose credentials are fake
+    config: ClassVar[dict[str, Any]]
+    #: the secret values in ``config``: none may appear in a repr, str, log or error
+    secrets: ClassVar[tuple[str, ...]] = ()
+    #: (method, full URL) of the send call, as the provider makes it with ``config``
+    endpoint: ClassVar[tuple[str, str]]
+    #: the entry-point name the distribution registers in "mailer.providers", if any
+    entry_point: ClassVar[str | None] = None
+    #: the provider's id in ``success_response``, checked on the SendResult when set
+    expected_provider_message_id: ClassVar[str | None] = None
+    #: the config option that sends without unsupported features, if the provider has one
+    ignore_unsupported_option: ClassVar[str | None] = "ignore_unsupported"
+
+    # -- hooks a plugin's test overrides ---------------------------------------------
+
+    def success_response(self) -> httpx.Response:
+        """The provider's answer to a successful send."""
+        raise NotImplementedError("override success_response() in the conformance test")
+
+    def error_response(self, status: int, headers: dict[str, str] | None = None) -> httpx.Response:
+        """An error answer with ``status``; by default one that echoes a secret back, to
+        check that the provider scrubs what it puts on exceptions."""
+        echoed = self.secrets[0] if self.secrets else "no secret"
+        return httpx.Response(status, headers=headers, json={"message": f"refused (key {echoed})"})
+
+    def unsupported_message(self) -> Message | None:
+        """A message using a feature the provider lacks, or None if it lacks none."""
+        return None
+
+    def message(self) -> Message:
+        """The message sent by the checks."""
+        return Message(
+            sender="Conformance <sender@example.com>",
+            to=["to@example.org"],
+            cc=["cc@example.org"],
+            subject="conformance",
+            text="plain body",
+            html="<p>html body</p>",
+        )
+
+    def make_provider(self, **overrides: Any) -> Provider:
+        return self.provider_class.from_config("conformance", {**self.config, **overrides})
+
+    # -- plumbing --------------------------------------------------------------------
+
+    @staticmethod
+    def run(factory: Callable[[], Awaitable[T]]) -> T:
+        async def main() -> T:
+            return await factory()
+
+        return asyncio.run(main())
+
+    @contextmanager
+    def stub(self, response: httpx.Response | Exception) -> Iterator[respx.Route]:
+        """Stub the send endpoint with one answer (or a transport exception)."""
+        import respx
+
+        method, url = self.endpoint
+        with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+            route = router.request(method, url)
+            if isinstance(response, Exception):
+                route.mock(side_effect=response)
+            else:
+                route.mock(return_value=response)
+            yield route
+
+    def send(self, provider: Provider, message: Message | None = None) -> SendResult:
+        async def go() -> SendResult:
+            try:
+                return await provider.send(message or self.message())
+            finally:
+                await provider.aclose()
+
+        return self.run(go)
+
+    def send_error(
+        self, answer: httpx.Response | Exception, provider: Provider | None = None
+    ) -> tuple[DeliveryError, respx.Route]:
+        provider = provider or self.make_provider()
+        with self.stub(answer) as route, pytest.raises(DeliveryError) as info:
+            self.send(provider)
+        self.assert_no_secret(info.value)
+        return info.value, route
+
+    def assert_no_secret(self, *things: object) -> None:
+        for thing in things:
+            texts = [repr(thing), str(thing)]
+            if isinstance(thing, DeliveryError):
+                texts.append(thing.response or "")
+                texts.extend(str(a) for a in thing.args)
+            for secret in self.secrets:
+                for text in texts:
+                    assert secret not in text, f"secret leaked in {type(thing).__name__}"
+
+    # -- the checks ------------------------------------------------------------------
+
+    def test_from_config_builds_provider(self) -> None:
+        provider = self.make_provider()
+        assert isinstance(provider, Provider)
+        assert provider.name == "conformance"
+
+    def test_unknown_option_is_config_error(self) -> None:
+        with pytest.raises(ConfigError) as info:
+            self.make_provider(no_such_option_xyz=1)
+        assert "no_such_option_xyz" in str(info.value)
+        self.assert_no_secret(info.value)
+
+    def test_invalid_config_error_hides_secrets(self) -> None:
+        """A config rejected for another reason must not echo the secrets it was given."""
+        with pytest.raises(ConfigError) as info:
+            self.make_provider(timeout="not a number", no_such_option_xyz=1)
+        self.assert_no_secret(info.value)
+
+    def test_repr_and_str_hide_secrets(self) -> None:
+        provider = self.make_provider()
+        self.assert_no_secret(provider, getattr(provider, "config", None))
+
+    def test_successful_send(self) -> None:
+        message = self.message()
+        with self.stub(self.success_response()) as route:
+            result = self.send(self.make_provider(), message)
+        assert route.call_count == 1
+        assert isinstance(result, SendResult)
+        assert result.provider == "conformance"
+        assert result.message_id == message.message_id
+        assert result.provider_message_id or result.message_id
+        if self.expected_provider_message_id is not None:
+            assert result.provider_message_id == self.expected_provider_message_id
+        assert set(result.accepted) | set(result.rejected) == set(message.envelope_recipients)
+        request = route.calls.last.request
+        for secret in self.secrets:
+            assert secret not in str(request.url), "a secret was put in the URL"
+        self.assert_no_secret(result)
+
+    def test_429_is_rate_limited_with_retry_after(self) -> None:
+        error, _ = self.send_error(self.error_response(429, {"Retry-After": "7"}))
+        assert isinstance(error, RateLimited)
+        assert error.retry_after is not None
+        assert 6 <= error.retry_after <= 7
+        assert error.code == 429
+
+    def test_429_with_http_date_retry_after(self) -> None:
+        from datetime import UTC, datetime, timedelta
+        from email.utils import format_datetime
+
+        when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+        error, _ = self.send_error(self.error_response(429, {"Retry-After": when}))
+        assert isinstance(error, RateLimited)
+        assert error.retry_after is not None
+        assert 100 <= error.retry_after <= 121
+
+    def test_401_is_auth_error_without_secret(self) -> None:
+        error, _ = self.send_error(self.error_response(401))
+        assert isinstance(error, AuthError)
+        assert error.failover
+        assert error.code == 401
+        assert error.provider == "conformance"
+
+    def test_503_is_transient(self) -> None:
+        error, _ = self.send_error(self.error_response(503))
+        assert type(error) is TransientError
+        assert error.failover
+        assert error.code == 503
+
+    def test_connect_error_is_transient(self) -> None:
+        error, _ = self.send_error(httpx.ConnectError("connection refused"))
+        assert type(error) is TransientError
+
+    def test_read_timeout_is_uncertain(self) -> None:
+        error, _ = self.send_error(httpx.ReadTimeout("timed out"))
+        assert isinstance(error, DeliveryUncertain)
+        assert not error.failover
+
+    def test_dropped_response_is_uncertain(self) -> None:
+        error, _ = self.send_error(httpx.RemoteProtocolError("server disconnected"))
+        assert isinstance(error, DeliveryUncertain)
+
+    def test_unsupported_feature_fails_loudly(self) -> None:
+        message = self.unsupported_message()
+        if message is None:
+            pytest.skip("the provider declares no unsupported feature")
+        with self.stub(self.success_response()) as route:
+            with pytest.raises(MessageError) as info:
+                self.send(self.make_provider(), message)
+            assert route.call_count == 0, "a request was made before refusing the message"
+        assert "conformance" in str(info.value)
+        if self.ignore_unsupported_option is not None:
+            provider = self.make_provider(**{self.ignore_unsupported_option: True})
+            with self.stub(self.success_response()) as route:
+                result = self.send(provider, message)
+            assert route.call_count == 1
+            assert result.provider == "conformance"
+
+    def test_registered_entry_point(self) -> None:
+        if self.entry_point is None:
+            pytest.skip("no entry point declared")
+        found = entry_points(group="mailer.providers", name=self.entry_point)
+        assert found, f"no 'mailer.providers' entry point named {self.entry_point!r}"
+        assert next(iter(found)).load() is self.provider_class
+
+    def test_aclose_twice_is_safe(self) -> None:
+        provider = self.make_provider()
+
+        async def twice() -> None:
+            await provider.aclose()
+            await provider.aclose()
+
+        self.run(twice)
