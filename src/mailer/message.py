@@ -444,6 +444,14 @@ class Message(_Strict):
     def _subject(cls, value: str) -> str:
         return check_text(value, "subject")
 
+    @field_validator("text", "html")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        # NUL is the one character no SMTP body may carry (RFC 5321 4.1.1.4, RFC 2045 2.7).
+        if value is not None and "\x00" in value:
+            raise MessageError("the body contains a NUL character")
+        return value
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
