@@ -1,6 +1,7 @@
 """Helpers for testing code that sends mail, and for testing provider plugins.
 
 * ``MemoryProvider``: records messages; ``ScriptedProvider``: fails on a script.
+* ``ProviderConformance``: the shared test case every provider plugin subclasses.
 * A pytest plugin (registered through the ``pytest11`` entry point) with an ``outbox``
   fixture: the messages every memory provider accepted during the test, like Django's
   ``mail.outbox``.
@@ -13,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from ._conformance import ProviderConformance
 from .message import Message
 from .providers.memory import MemoryConfig, MemoryProvider, Outcome
 from .providers.memory import outbox as _outbox
 
-__all__ = ["MemoryProvider", "ScriptedProvider", "outbox"]
+__all__ = ["MemoryProvider", "ProviderConformance", "ScriptedProvider", "outbox"]
 
 
 class ScriptedProvider(MemoryProvider):
