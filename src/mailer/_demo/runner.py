@@ -53,7 +53,18 @@ class DemoOptions:
     throttle_end_at: float = 0.50
     primary_up_at: float = 0.55
     #: breaker cooldown in seconds: short, so the return to the primary is visible
-    cooldown: float = 1.0
+    #: (None: an eighth of the run, at most 1 s, so a quick run still shows it)
+    cooldown: float | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.messages / self.rate
+
+    @property
+    def breaker_cooldown(self) -> float:
+        if self.cooldown is not None:
+            return self.cooldown
+        return max(0.05, min(1.0, self.duration / 8))
 
 
 @dataclass
@@ -78,8 +89,9 @@ class DemoReport:
         return not (self.failed or self.lost or self.duplicated or self.misreported)
 
 
-def build_config(primary: int, http_base_url: str, api_key: str, backup: int,
-                 cooldown: float) -> dict[str, Any]:  # fmt: skip
+def build_config(
+    primary: int, http_base_url: str, api_key: str, backup: int, cooldown: float
+) -> dict[str, Any]:
     """The Mailer config the demo runs: the same shape a user would write in TOML."""
 
     def smtp(name: str, priority: int, port: int) -> dict[str, Any]:
@@ -145,7 +157,7 @@ class _View:
     def note(self, text: str, style: str = "") -> None:
         stamp = f"{time.monotonic() - self.start:5.1f}s "
         self.log.append(Text(stamp, style="dim") + Text(text, style=style))
-        del self.log[:-8]
+        del self.log[:-12]
 
     def __rich__(self) -> RenderableType:
         table = Table(expand=False, box=None, padding=(0, 2))
@@ -177,8 +189,9 @@ async def run_demo(
         await primary.start()
         await backup.start()
         await http.start()
-        config = build_config(primary.port, http.base_url, http.api_key, backup.port,
-                              opts.cooldown)  # fmt: skip
+        config = build_config(
+            primary.port, http.base_url, http.api_key, backup.port, opts.breaker_cooldown
+        )
         mailer = Mailer.from_config(config)
         async with mailer:
             await _drive(mailer, opts, console, report, primary, http)
@@ -248,7 +261,7 @@ async def _drive(
             limit.release()
 
     async def at(fraction: float, action: Callable[[], Any], text: str, style: str) -> None:
-        await anyio.sleep(max(fraction * opts.messages / opts.rate, 0))
+        await anyio.sleep(max(fraction * opts.duration, 0))
         view.note(text, style)
         result = action()
         if inspect.isawaitable(result):
@@ -267,17 +280,30 @@ async def _drive(
             "bold",
         )
         async with anyio.create_task_group() as tg:
-            tg.start_soon(at, opts.primary_down_at, primary.stop,
-                          f"{PRIMARY} goes DOWN (refuses connections, 421 to open ones)",
-                          "bold red")  # fmt: skip
-            tg.start_soon(at, opts.throttle_at, throttle("throttle"),
-                          f"{HTTP} starts throttling (429, Retry-After: {http.retry_after:g}s)",
-                          "bold yellow")  # fmt: skip
-            tg.start_soon(at, opts.throttle_end_at, throttle("ok"),
-                          f"{HTTP} stops throttling", "green")  # fmt: skip
-            tg.start_soon(at, opts.primary_up_at, primary.start,
-                          f"{PRIMARY} is back UP (breaker will probe it after its cooldown)",
-                          "bold green")  # fmt: skip
+            tg.start_soon(
+                at,
+                opts.primary_down_at,
+                primary.stop,
+                f"{PRIMARY} goes DOWN (refuses connections, 421 to open ones)",
+                "bold red",
+            )
+            tg.start_soon(
+                at,
+                opts.throttle_at,
+                throttle("throttle"),
+                f"{HTTP} starts throttling (429, Retry-After: {http.retry_after:g}s)",
+                "bold yellow",
+            )
+            tg.start_soon(
+                at, opts.throttle_end_at, throttle("ok"), f"{HTTP} stops throttling", "green"
+            )
+            tg.start_soon(
+                at,
+                opts.primary_up_at,
+                primary.start,
+                f"{PRIMARY} is back UP (breaker will probe it after its cooldown)",
+                "bold green",
+            )
             for i in range(opts.messages):
                 await anyio.sleep_until(started + i / opts.rate)
                 await limit.acquire()
@@ -321,21 +347,37 @@ def render_summary(report: DemoReport, console: Console) -> None:
     table.add_column("received (server counted)", justify="right")
     table.add_column("breaker changes", justify="right")
     changes = Counter(p for _, p, _, _ in report.breaker_changes)
-    roles = {PRIMARY: "SMTP, priority 1", HTTP: "Resend API, priority 2",
-             BACKUP: "SMTP, priority 3"}  # fmt: skip
+    roles = {
+        PRIMARY: "SMTP, priority 1",
+        HTTP: "Resend API, priority 2",
+        BACKUP: "SMTP, priority 3",
+    }
     for name, role in roles.items():
-        table.add_row(name, role, str(report.sent_by[name]),
-                      str(report.received_by.get(name, 0)), str(changes[name]))  # fmt: skip
+        table.add_row(
+            name,
+            role,
+            str(report.sent_by[name]),
+            str(report.received_by.get(name, 0)),
+            str(changes[name]),
+        )
     console.print(table)
+    sent = len(report.sent_ids)
+    fallback = sent - report.sent_by[PRIMARY]
+    console.print(
+        f"[bold]Served by a fallback[/]: {fallback} of {sent} (while {PRIMARY} was down, "
+        "its breaker kept sends away from it without trying it each time)"
+    )
     if report.failovers:
         parts = [f"{a} -> {b}: {n}" for (a, b), n in sorted(report.failovers.items())]
-        console.print(f"[bold]Failovers[/]: {sum(report.failovers.values())} ({'; '.join(parts)})")
+        console.print(
+            f"[bold]Failovers[/] (a send failed on one provider and moved on): "
+            f"{sum(report.failovers.values())} ({'; '.join(parts)})"
+        )
     if report.breaker_changes:
         console.print("[bold]Breaker state changes[/]:")
         for t, provider, old, new in report.breaker_changes:
             style = _STATE_STYLE.get(new, "")
             console.print(f"  {t:5.1f}s  {provider}: {old} -> [{style}]{new}[/]")
-    sent = len(report.sent_ids)
     console.print(
         f"Messages: {sent + len(report.failed)} sent, {len(report.failed)} failed, "
         f"{len(report.lost)} lost, {len(report.duplicated)} duplicated, "
