@@ -205,13 +205,14 @@ def _find(exc: BaseException, kind: type[_E]) -> _E | None:
 
 def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint) -> DeliveryError:
     if isinstance(exc, ssl.SSLCertVerificationError):
-        detail = exc.verify_message or exc.reason or str(exc)
+        detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
         return TransientError(
             f"TLS certificate verification failed for {endpoint.tls_name!r} at "
             f"{endpoint.where}: {detail} (for a private CA set tls.ca_file; when the "
             "certificate names another host set tls.servername)"
         )
-    reason = f"{exc.reason or ''} {exc}"
+    why = getattr(exc, "reason", None) or exc
+    reason = f"{why} {exc}"
     if any(marker in reason for marker in _PLAINTEXT_PEER):
         if endpoint.secure:
             return TransientError(
@@ -221,9 +222,9 @@ def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint) -> DeliveryError:
             )
         return TransientError(
             f"TLS handshake with {endpoint.where} failed after STARTTLS: the server did "
-            f"not speak TLS ({exc.reason or exc})"
+            f"not speak TLS ({why})"
         )
-    return TransientError(f"TLS error with {endpoint.where}: {exc.reason or exc}")
+    return TransientError(f"TLS error with {endpoint.where}: {why}")
 
 
 def map_exception(

@@ -14,6 +14,7 @@ from urllib.parse import SplitResult
 import httpx
 from pydantic import BaseModel
 
+from ...errors import DeliveryError
 from ...message import Message
 from ...provider import Provider
 from ...result import SendResult
@@ -123,7 +124,12 @@ class SMTPProvider(Provider):
 
     async def verify(self) -> None:
         """Connect, TLS, EHLO, AUTH, QUIT: raise the classified error if any step fails."""
-        conn = await self.connect()
+        try:
+            conn = await self.connect()
+        except DeliveryError as exc:
+            if exc.provider is None:
+                exc.provider = self.name
+            raise
         await conn.quit()
 
     async def aclose(self) -> None:

@@ -1,0 +1,506 @@
+"""Real SMTP servers (aiosmtpd) and a real OAuth2 token endpoint on 127.0.0.1, for tests.
+
+Reusable beyond the SMTP provider's own tests: the reliability work imports these.
+
+* :class:`SMTPTestServer`: aiosmtpd in a thread, plaintext / STARTTLS / implicit TLS
+  (trustme certificates), PLAIN + LOGIN + XOAUTH2, and per-command fault injection
+  (:meth:`ServerState.fail`). It records every command (AUTH without its secret), every
+  message, the SNI names it was asked for, and the live connection count (current and
+  peak), so tests can assert what the *server* saw.
+* :class:`SilentServer`: accepts TCP connections and never says a word (greeting hang,
+  or an implicit-TLS port as seen by a plaintext client).
+* :class:`ScriptedServer`: sends fixed lines on connect then closes (421 greeting...).
+* :class:`TokenEndpoint`: a small HTTP server speaking the OAuth2 refresh-token grant.
+
+aiosmtpd traps handled here: it cannot bind port 0 (we pick a free port first);
+implicit TLS with AUTH needs ``auth_require_tls=False``; a failed ``AuthResult`` must
+have ``handled=False`` for the server to send our 535 itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+__all__ = [
+    "TLS_NAME",
+    "Certs",
+    "Fault",
+    "ScriptedServer",
+    "ServerState",
+    "SilentServer",
+    "SMTPTestServer",
+    "TokenEndpoint",
+    "free_port",
+    "make_certs",
+]
+
+#: the only name in the test server certificate (so an IP host needs tls.servername)
+TLS_NAME = "mail.test.example"
+USERS = {"alice": "s3cret-pass"}
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (aiosmtpd cannot bind port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Certs:
+    """A private CA and a server certificate for :data:`TLS_NAME` only."""
+
+    ca: trustme.CA
+    ca_file: Path
+    server: trustme.LeafCert
+    other_ca_file: Path  # a CA that signed nothing we serve: "unknown CA"
+
+    def server_context(self, on_sni: Any = None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.server.configure_cert(ctx)
+        if on_sni is not None:
+            ctx.sni_callback = on_sni
+        return ctx
+
+
+def make_certs(directory: Path) -> Certs:
+    ca = trustme.CA()
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    other = directory / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    return Certs(ca=ca, ca_file=ca_file, server=ca.issue_cert(TLS_NAME), other_ca_file=other)
+
+
+@dataclass
+class Fault:
+    """Answer ``command`` (and ``match`` in its argument) with ``reply``, or act.
+
+    ``reply`` is an SMTP reply line ("451 4.3.0 try later"), or "drop" (close without a
+    reply) or "hang" (never reply). ``command`` "DATA_END" is the reply to the message
+    itself, after the final "."; "IDLE" makes idle timeouts send ``reply`` before closing.
+    ``times`` limits how often it fires (None: always).
+    """
+
+    command: str
+    reply: str
+    match: str | None = None
+    times: int | None = None
+
+
+@dataclass
+class ServerState:
+    """What the server saw, shared between its thread and the test (under a lock)."""
+
+    commands: list[str] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+    sni: list[str | None] = field(default_factory=list)
+    auth_tokens: list[str] = field(default_factory=list)
+    valid_tokens: set[str] = field(default_factory=set)
+    faults: list[Fault] = field(default_factory=list)
+    connections: int = 0
+    current: int = 0
+    peak: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, command: str, reply: str, *, match: str | None = None,
+             times: int | None = None) -> None:  # fmt: skip
+        """Inject a fault for later commands."""
+        with self.lock:
+            self.faults.append(Fault(command.upper(), reply, match, times))
+
+    def take_fault(self, command: str, arg: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.command != command:
+                    continue
+                if fault.match is not None and fault.match not in (arg or ""):
+                    continue
+                if fault.times is not None:
+                    if fault.times <= 0:
+                        continue
+                    fault.times -= 1
+                return fault
+        return None
+
+    def reset(self) -> None:
+        with self.lock:
+            self.commands.clear()
+            self.messages.clear()
+            self.sni.clear()
+            self.auth_tokens.clear()
+            self.connections = 0
+            self.peak = self.current
+
+    def opened(self) -> None:
+        with self.lock:
+            self.connections += 1
+            self.current += 1
+            self.peak = max(self.peak, self.current)
+
+    def closed(self) -> None:
+        with self.lock:
+            self.current -= 1
+
+    def verbs(self) -> list[str]:
+        return [c.split(" ", 1)[0] for c in self.commands]
+
+
+class _FaultySMTP(SMTP):
+    """aiosmtpd's server, recording commands and injecting faults per command."""
+
+    def __init__(self, handler: Any, *, state: ServerState, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._state = state
+        self._counted = False
+        for verb, method in list(self._smtp_methods.items()):
+            self._smtp_methods[verb] = self._wrap(verb, method)
+
+    def _wrap(self, verb: str, method: Any) -> Any:
+        async def wrapper(arg: str) -> None:
+            shown = (arg or "").split(" ", 1)[0] if verb == "AUTH" else (arg or "")
+            self._state.commands.append(f"{verb} {shown}".strip())
+            fault = self._state.take_fault(verb, arg)
+            if fault is None:
+                await method(arg)
+            elif fault.reply == "drop":
+                assert self.transport is not None
+                self.transport.close()
+            elif fault.reply == "hang":
+                await asyncio.sleep(60)
+            else:
+                await self.push(fault.reply)
+                if fault.reply.startswith("421") and self.transport is not None:
+                    self.transport.close()
+
+        return wrapper
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._counted:
+            self._counted = True
+            self._state.opened()
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._state.closed()
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        # Real servers say why they hang up on an idle client.
+        fault = self._state.take_fault("IDLE", "")
+        if fault is not None and self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.write(fault.reply.encode() + b"\r\n")
+        super()._timeout_cb()
+
+
+class _Handler:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        fault = self.state.take_fault("DATA_END", "")
+        if fault is not None:
+            if fault.reply == "drop":
+                assert server.transport is not None
+                server.transport.close()
+                await asyncio.sleep(60)  # cancelled when the connection goes
+            if fault.reply == "hang":
+                await asyncio.sleep(60)
+            return fault.reply
+        self.state.messages.append(envelope)
+        return "250 2.0.0 OK queued as test"
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 2:
+            blob = base64.b64decode(args[1])
+        else:
+            answer = await server.challenge_auth("", encode_to_b64=False)
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=False)
+            blob = answer
+        fields = dict(
+            part.split("=", 1) for part in blob.decode().split("\x01") if "=" in part
+        )
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        self.state.auth_tokens.append(token)
+        if token in self.state.valid_tokens and fields.get("user") in USERS:
+            return AuthResult(success=True, auth_data=fields["user"])
+        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "smtp"})
+        await server.challenge_auth(error)  # the client answers with an empty line
+        return AuthResult(
+            success=False, handled=False, message="535 5.7.8 Username and Password not accepted"
+        )
+
+
+def _authenticator(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
+    if isinstance(data, LoginPassword):
+        user, password = data.login.decode(), data.password.decode()
+        if USERS.get(user) == password:
+            return AuthResult(success=True, auth_data=user)
+    return AuthResult(success=False, handled=False)
+
+
+class _Controller(Controller):
+    def __init__(self, handler: _Handler, state: ServerState, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._state = state
+
+    def factory(self) -> SMTP:
+        return _FaultySMTP(self.handler, state=self._state, **self.SMTP_kwargs)
+
+
+class SMTPTestServer:
+    """aiosmtpd on 127.0.0.1 in a thread.
+
+    ``tls``: None (plaintext), "starttls" or "implicit". ``auth``: offer AUTH (PLAIN,
+    LOGIN, XOAUTH2) - on a plaintext server that means AUTH without TLS, which the client
+    must refuse unless allowed. ``idle_timeout``: the server's own idle timeout.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(
+        self,
+        certs: Certs | None = None,
+        *,
+        tls: str | None = None,
+        auth: bool = True,
+        auth_required: bool = False,
+        idle_timeout: float = 300.0,
+    ) -> None:
+        if tls is not None and certs is None:
+            raise ValueError("TLS needs certs")
+        self.certs = certs
+        self.tls = tls
+        self.state = ServerState()
+        self.port = 0
+        self._auth = auth
+        self._auth_required = auth_required
+        self._idle_timeout = idle_timeout
+        self._controller: _Controller | None = None
+
+    def _on_sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
+        self.state.sni.append(name)
+
+    def start(self) -> SMTPTestServer:
+        kwargs: dict[str, Any] = {"timeout": self._idle_timeout, "auth_required": self._auth_required}
+        if self.tls is not None:
+            assert self.certs is not None
+            context = self.certs.server_context(self._on_sni)
+            if self.tls == "implicit":
+                kwargs["ssl_context"] = context
+            else:
+                kwargs["tls_context"] = context
+        if self._auth:
+            kwargs["authenticator"] = _authenticator
+            kwargs["auth_require_tls"] = False
+        else:
+            kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN", "XOAUTH2"]
+        for _ in range(5):
+            self.port = free_port()
+            controller = _Controller(
+                _Handler(self.state), self.state, hostname=self.host, port=self.port,
+                server_hostname=TLS_NAME, ready_timeout=5.0, **kwargs,
+            )  # fmt: skip
+            try:
+                controller.start()
+            except OSError:
+                continue
+            self._controller = controller
+            break
+        else:
+            raise RuntimeError("could not bind a test SMTP server")
+        # Forget the controller's own readiness probe.
+        deadline = time.monotonic() + 2
+        while self.state.current and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.state.reset()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def config(self, **overrides: Any) -> dict[str, Any]:
+        """A provider config for this server, verified against the test CA."""
+        config: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "secure": self.tls == "implicit",
+            "name": "client.test",
+            "connection_timeout": 2.0,
+            "greeting_timeout": 2.0,
+            "socket_timeout": 3.0,
+        }
+        if self.tls is not None:
+            assert self.certs is not None
+            config["tls"] = {"ca_file": str(self.certs.ca_file), "servername": TLS_NAME}
+        config.update(overrides)
+        return config
+
+    def wait_for(self, predicate: Any, timeout: float = 2.0) -> bool:
+        """Poll server state (it lives in another thread) until ``predicate()``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return bool(predicate())
+
+
+class _ThreadedSocketServer:
+    host = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind((self.host, 0))
+        self._listener.listen(64)
+        self._listener.settimeout(0.1)
+        self.port = int(self._listener.getsockname()[1])
+        self._stop = threading.Event()
+        self._clients: list[socket.socket] = []
+        self.accepted = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> _ThreadedSocketServer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._clients.append(client)
+            with contextlib.suppress(OSError):
+                self.on_connect(client)
+
+    def on_connect(self, client: socket.socket) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for client in self._clients:
+            client.close()
+        self._listener.close()
+
+
+class SilentServer(_ThreadedSocketServer):
+    """Accepts connections and never sends anything."""
+
+
+class ScriptedServer(_ThreadedSocketServer):
+    """Sends ``lines`` on connect, then closes (e.g. "421 4.3.2 too busy")."""
+
+    def __init__(self, lines: list[str], *, close: bool = True) -> None:
+        super().__init__()
+        self._payload = "".join(f"{line}\r\n" for line in lines).encode()
+        self._close = close
+
+    def on_connect(self, client: socket.socket) -> None:
+        client.sendall(self._payload)
+        if self._close:
+            client.shutdown(socket.SHUT_RDWR)
+
+
+class TokenEndpoint:
+    """An OAuth2 token endpoint (refresh-token grant) on 127.0.0.1.
+
+    Hands out ``tokens`` in order (the last one repeats) with ``expires_in``; or, with
+    ``error`` set, answers ``status`` and ``{"error": error, ...}``. Records each request
+    form, and sleeps ``delay`` seconds per request (to widen races).
+    """
+
+    def __init__(self, tokens: list[str] | None = None) -> None:
+        self.tokens = list(tokens or ["fresh-token"])
+        self.expires_in: float | None = 3600
+        self.error: str | None = None
+        self.status = 400
+        self.delay = 0.0
+        self.requests: list[dict[str, str]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                endpoint.requests.append(form)
+                time.sleep(endpoint.delay)
+                if endpoint.error is not None:
+                    status, body = endpoint.status, {
+                        "error": endpoint.error,
+                        "error_description": "Token has been expired or revoked.",
+                    }
+                else:
+                    index = min(len(endpoint.requests), len(endpoint.tokens)) - 1
+                    status, body = 200, {
+                        "access_token": endpoint.tokens[index],
+                        "token_type": "Bearer",
+                    }
+                    if endpoint.expires_in is not None:
+                        body["expires_in"] = endpoint.expires_in
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> TokenEndpoint:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2)
+
+
+@contextlib.contextmanager
+def running(*servers: Any) -> Iterator[None]:
+    """Start servers and stop them whatever happens."""
+    started = []
+    try:
+        for server in servers:
+            server.start()
+            started.append(server)
+        yield
+    finally:
+        for server in reversed(started):
+            server.stop()
