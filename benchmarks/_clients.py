@@ -1,0 +1,306 @@
+"""Benchmark clients, each run in a fresh process by the scripts; prints one JSON line.
+
+    _clients.py ours HOST PORT CONNS COUNT BODY        this project: Mailer + SMTP provider
+    _clients.py aiosmtplib HOST PORT CONNS COUNT BODY  aiosmtplib, CONNS reused connections,
+                                                       an EmailMessage built per send
+    _clients.py aiosmtplib-raw ...                     the same, one pre-rendered message
+    _clients.py rtt HOST PORT N                        median NOOP round trip (seconds)
+    _clients.py failover KIND PRIMARY BACKUP COUNT     KIND: refused | hung | none (backup only)
+    _clients.py mem CASE HOST PORT [ARG]               peak RSS above the idle process
+
+Only the sending is timed (not the process start, imports or connection warm-up).
+Set BENCH_PROFILE=file.prof to cProfile the timed part of the "ours" case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+SENDER = "App <app@example.com>"
+RCPT = "user@example.org"
+
+
+def body(size: int) -> str:
+    line = "The quick brown fox jumps over the lazy dog, again and again and again.\n"
+    return (line * (size // len(line) + 1))[:size]
+
+
+def vm(field: str) -> int:
+    """A /proc/self/status figure in kB (VmHWM is the peak resident set size)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def smtp_config(host: str, port: int, conns: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "host": host,
+        "port": port,
+        "ignore_tls": True,
+        "pool": True,
+        "max_connections": conns,
+        "max_messages": 10**9,
+        **extra,
+    }
+
+
+def make_mailer(host: str, port: int, conns: int) -> Any:
+    from mailer import Mailer
+
+    return Mailer.from_config(
+        {
+            "defaults": {"sender": SENDER},
+            "providers": [
+                {"type": "smtp", "name": "sink", "config": smtp_config(host, port, conns)}
+            ],
+        }
+    )
+
+
+async def ours(host: str, port: int, conns: int, count: int, size: int) -> dict[str, Any]:
+    from mailer import Message
+
+    text = body(size)
+    mailer = make_mailer(host, port, conns)
+    errors = 0
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        try:
+            await mailer.send(Message(to=[RCPT], subject=f"Benchmark message {i}", text=text))
+        except Exception as exc:
+            errors += 1
+            if errors == 1:
+                print(f"first error: {exc!r}", file=sys.stderr)
+
+    async with mailer:
+        await asyncio.gather(*(one(i) for i in range(conns * 2)))
+        msg_size = len(Message(sender=SENDER, to=[RCPT], subject="x", text=text).as_bytes())
+        profile = os.environ.get("BENCH_PROFILE")
+        prof = None
+        if profile:
+            import cProfile
+
+            prof = cProfile.Profile()
+            prof.enable()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(1000 + i) for i in range(count)))
+        elapsed = time.perf_counter() - t0
+        if prof is not None:
+            prof.disable()
+            prof.dump_stats(profile)
+    return {"elapsed": elapsed, "count": count, "errors": errors, "rate": count / elapsed,
+            "msg_bytes": msg_size}  # fmt: skip
+
+
+def raw_message(size: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = RCPT
+    msg["Subject"] = "Benchmark message"
+    msg["Message-ID"] = "<bench@example.com>"
+    msg.set_content(body(size))
+    return msg.as_bytes()
+
+
+def build_message(i: int, text: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = SENDER
+    msg["To"] = RCPT
+    msg["Subject"] = f"Benchmark message {i}"
+    msg["Message-ID"] = f"<bench-{i}@example.com>"
+    msg.set_content(text)
+    return msg
+
+
+async def aiosmtplib_case(
+    host: str, port: int, conns: int, count: int, size: int, raw_only: bool = False
+) -> dict[str, Any]:
+    """CONNS reused aiosmtplib connections.
+
+    Default: like the others, a message is built per send (stdlib EmailMessage) and sent
+    with send_message. raw_only: one pre-rendered message sent with sendmail (the
+    transport alone, aiosmtplib's best case).
+    """
+    import aiosmtplib
+
+    raw = raw_message(size)
+    text = body(size)
+    clients = [aiosmtplib.SMTP(hostname=host, port=port, start_tls=False) for _ in range(conns)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    await asyncio.gather(*(c.ehlo() for c in clients))
+    errors = 0
+
+    async def worker(client: Any, todo: list[int]) -> None:
+        nonlocal errors
+        while todo:
+            i = todo.pop()
+            try:
+                if raw_only:
+                    await client.sendmail("app@example.com", [RCPT], raw)
+                else:
+                    await client.send_message(build_message(i, text))
+            except Exception:
+                errors += 1
+
+    await asyncio.gather(*(worker(c, list(range(2))) for c in clients))
+    todo = list(range(count))
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c, todo) for c in clients))
+    elapsed = time.perf_counter() - t0
+    for c in clients:
+        await c.quit()
+    return {"elapsed": elapsed, "count": count, "errors": errors, "rate": count / elapsed,
+            "msg_bytes": len(raw)}  # fmt: skip
+
+
+async def rtt(host: str, port: int, n: int) -> dict[str, Any]:
+    import aiosmtplib
+
+    client = aiosmtplib.SMTP(hostname=host, port=port, start_tls=False)
+    await client.connect()
+    await client.ehlo()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await client.noop()
+        samples.append(time.perf_counter() - t0)
+    await client.quit()
+    return {"rtt": statistics.median(samples)}
+
+
+async def failover(kind: str, primary: int, backup: int, count: int) -> dict[str, Any]:
+    from mailer import Mailer, Message
+
+    providers = []
+    if kind != "none":
+        cfg = smtp_config("127.0.0.1", primary, 1, connection_timeout=0.5, greeting_timeout=0.5)
+        providers.append({"type": "smtp", "name": "primary", "priority": 1, "config": cfg})
+    providers.append(
+        {"type": "smtp", "name": "backup", "priority": 2,
+         "config": smtp_config("127.0.0.1", backup, 1)}
+    )  # fmt: skip
+    mailer = Mailer.from_config(
+        {
+            "defaults": {"sender": SENDER},
+            "providers": providers,
+            "health": {"cooldown": 600, "max_cooldown": 600},
+        }
+    )
+    text = body(1800)
+    async with mailer:
+        t0 = time.perf_counter()
+        opened = 0
+        if kind != "none":
+            while mailer.health()["primary"]["state"] != "open":
+                await mailer.send(Message(to=[RCPT], subject="opening", text=text))
+                opened += 1
+                if opened > 20:
+                    raise RuntimeError("the primary's breaker never opened")
+        time_to_open = time.perf_counter() - t0
+        for i in range(5):
+            await mailer.send(Message(to=[RCPT], subject=f"warm {i}", text=text))
+        t0 = time.perf_counter()
+        for i in range(count):
+            result = await mailer.send(Message(to=[RCPT], subject=f"msg {i}", text=text))
+            assert result.provider == "backup"
+        elapsed = time.perf_counter() - t0
+    return {"per_send_us": elapsed / count * 1e6, "count": count,
+            "sends_to_open": opened, "time_to_open": round(time_to_open, 3)}  # fmt: skip
+
+
+async def mem(case: str, host: str, port: int, arg: str | None) -> dict[str, Any]:
+    """Peak RSS of the work above the process's peak after imports and a warm-up send."""
+    if case == "aiosmtplib-attach":
+        import aiosmtplib
+
+        client = aiosmtplib.SMTP(hostname=host, port=port, start_tls=False)
+        await client.connect()
+        await client.sendmail("app@example.com", [RCPT], raw_message(100))
+        base = vm("VmHWM")
+        assert arg is not None
+        path = Path(arg)
+        msg = EmailMessage()
+        msg["From"] = SENDER
+        msg["To"] = RCPT
+        msg["Subject"] = "Attachment"
+        msg.set_content("see attached")
+        msg.add_attachment(
+            path.read_bytes(), maintype="application", subtype="octet-stream",
+            filename=path.name,
+        )  # fmt: skip
+        await client.send_message(msg)
+        await client.quit()
+        peak = vm("VmHWM")
+        return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base}
+
+    from mailer import Attachment, Message
+
+    conns = 5 if case == "queued" else 1
+    mailer = make_mailer(host, port, conns)
+    async with mailer:
+        await mailer.send(Message(to=[RCPT], subject="warm", text="warm"))
+        data = Path(arg).read_bytes() if case == "attach-bytes" and arg else None
+        base = vm("VmHWM") if data is None else max(vm("VmHWM"), vm("VmRSS"))
+        t0 = time.perf_counter()
+        if case == "attach-path":
+            assert arg is not None
+            att = Attachment(path=Path(arg))
+            await mailer.send(
+                Message(to=[RCPT], subject="Attachment", text="see attached", attachments=[att])
+            )
+        elif case == "attach-bytes":
+            assert data is not None
+            att = Attachment(content=data, filename="attach.bin")
+            del data
+            await mailer.send(
+                Message(to=[RCPT], subject="Attachment", text="see attached", attachments=[att])
+            )
+        elif case == "queued":
+            n = int(arg or 10000)
+            text = body(1800)
+            msgs = [Message(to=[RCPT], subject=f"queued {i}", text=text) for i in range(n)]
+            results = await asyncio.gather(*(mailer.send(m) for m in msgs), return_exceptions=True)
+            failed = sum(isinstance(r, BaseException) for r in results)
+            if failed:
+                raise RuntimeError(f"{failed} of {n} queued sends failed")
+        elif case != "idle":
+            raise SystemExit(f"unknown memory case {case}")
+        elapsed = time.perf_counter() - t0
+        peak = vm("VmHWM")
+    return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base, "elapsed": elapsed}
+
+
+def main(argv: list[str]) -> dict[str, Any]:
+    mode, *rest = argv
+    if mode in ("ours", "aiosmtplib", "aiosmtplib-raw"):
+        host, port, conns, count, size = rest
+        if mode == "ours":
+            return asyncio.run(ours(host, int(port), int(conns), int(count), int(size)))
+        raw_only = mode == "aiosmtplib-raw"
+        return asyncio.run(
+            aiosmtplib_case(host, int(port), int(conns), int(count), int(size), raw_only)
+        )
+    if mode == "rtt":
+        host, port, n = rest
+        return asyncio.run(rtt(host, int(port), int(n)))
+    if mode == "failover":
+        kind, primary, backup, count = rest
+        return asyncio.run(failover(kind, int(primary), int(backup), int(count)))
+    if mode == "mem":
+        case, host, port, *arg = rest
+        return asyncio.run(mem(case, host, int(port), arg[0] if arg else None))
+    raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])), flush=True)

@@ -1,0 +1,298 @@
+"""Shared helpers for the benchmark scripts: servers, proxies, Node, workers, reporting.
+
+Every server or proxy is started in its own process group, bound to 127.0.0.1, and killed
+when the script exits (normally, on an exception, on SIGINT or SIGTERM). Each client runs
+in a fresh worker process (``_clients.py``) that times only its own sending, so cases can
+be interleaved round by round and compared by their medians on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / ".bench"
+TOOLS = Path(os.environ.get("MAILER_BENCH_TOOLS", ROOT.parent / "shared" / "tools"))
+POSTFIX_SINK = TOOLS / "postfix-sink"
+LATENCY_PROXY = TOOLS / "latency-proxy"
+CLIENTS = Path(__file__).resolve().parent / "_clients.py"
+NODE_DIR = BENCH_DIR / "node"
+HOST = "127.0.0.1"
+
+_children: list[subprocess.Popen[bytes]] = []
+
+
+def _kill_children() -> None:
+    while _children:
+        proc = _children.pop()
+        if proc.poll() is not None:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=3)
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    _kill_children()
+    sys.exit(128 + signum)
+
+
+atexit.register(_kill_children)
+for _sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(_sig, _on_signal)
+
+
+def spawn(args: Sequence[str | Path], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a helper process in its own process group; it is killed at exit."""
+    proc = subprocess.Popen(
+        [str(a) for a in args],
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=kwargs.pop("stdout", subprocess.DEVNULL),
+        stderr=kwargs.pop("stderr", subprocess.DEVNULL),
+        **kwargs,
+    )
+    _children.append(proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc in _children:
+        _children.remove(proc)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"helper exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout:g}s")
+
+
+def ensure_postfix() -> None:
+    """First use unpacks Postfix's binaries from Debian's package (apt-get download)."""
+    subprocess.run([str(POSTFIX_SINK), "path"], check=True, capture_output=True, timeout=300)
+
+
+@contextlib.contextmanager
+def postfix_sink(backlog: int = 1000) -> Iterator[int]:
+    """Postfix's C smtp-sink on a free loopback port (advertises PIPELINING)."""
+    ensure_postfix()
+    port = free_port()
+    proc = spawn([POSTFIX_SINK, "sink", "-u", "nobody", f"{HOST}:{port}", str(backlog)])
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def latency_proxy(target: int, delay_ms: float) -> Iterator[int]:
+    """latency-proxy on a free loopback port: delay_ms each way (2x per round trip)."""
+    port = free_port()
+    proc = spawn(
+        [
+            sys.executable,
+            LATENCY_PROXY,
+            "--listen",
+            f"{HOST}:{port}",
+            "--target",
+            f"{HOST}:{target}",
+            "--delay-ms",
+            str(delay_ms),
+        ]
+    )
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port with nothing listening: connect() is refused at once."""
+    yield free_port()
+
+
+@contextlib.contextmanager
+def hung_server() -> Iterator[int]:
+    """Listens (the kernel completes the TCP handshake) but never accepts nor greets."""
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        s.listen(1024)
+        yield int(s.getsockname()[1])
+
+
+def ensure_nodemailer() -> Path | None:
+    """npm-install nodemailer into .bench/node (git-ignored); None if that fails."""
+    marker = NODE_DIR / "node_modules" / "nodemailer" / "package.json"
+    if not marker.exists():
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        if not (NODE_DIR / "package.json").exists():
+            (NODE_DIR / "package.json").write_text('{"private": true}\n')
+        try:
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--silent", "nodemailer"],
+                cwd=NODE_DIR,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            print(f"  (nodemailer unavailable: {exc})")
+            return None
+    driver = NODE_DIR / "driver.js"
+    src = Path(__file__).resolve().parent / "nodemailer_driver.js"
+    driver.write_text(src.read_text())
+    return driver
+
+
+def nodemailer_version() -> str:
+    try:
+        data = json.loads((NODE_DIR / "node_modules" / "nodemailer" / "package.json").read_text())
+        return str(data["version"])
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dict[str, Any]:
+    """Run one client in a fresh process; it prints one JSON object as its last line."""
+    if args and args[0] == "nodemailer":
+        driver = ensure_nodemailer()
+        if driver is None:
+            return {"error": "nodemailer not installed"}
+        cmd = ["node", str(driver), *[str(a) for a in args[1:]]]
+        cwd: Path | None = NODE_DIR
+    else:
+        cmd = [sys.executable, str(CLIENTS), *[str(a) for a in args]]
+        cwd = ROOT
+    proc = spawn(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop(proc)
+        return {"error": f"timed out after {timeout:g}s"}
+    finally:
+        if proc in _children:
+            _children.remove(proc)
+    lines = out.decode(errors="replace").strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except ValueError:
+        return {"error": f"bad output: {lines[-1][:200]}"}
+    return result
+
+
+def ours_available() -> str | None:
+    """None if the SMTP provider is importable, else why not."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from mailer.providers.smtp import SMTPProvider"],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    if proc.returncode == 0:
+        return None
+    last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    return "SMTP provider not available: " + (last[0] if last else "import failed")
+
+
+def rounds_of(
+    cases: dict[str, Callable[[], dict[str, Any]]], rounds: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Run every case once per round, interleaved, so noise hits all of them alike."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+    for r in range(rounds):
+        for name, fn in cases.items():
+            res = fn()
+            results[name].append(res)
+            shown = res.get("error") or {k: v for k, v in res.items() if k != "samples"}
+            print(f"  round {r + 1}/{rounds} {name}: {shown}", flush=True)
+    return results
+
+
+def median_of(samples: list[dict[str, Any]], key: str) -> float | None:
+    values = [s[key] for s in samples if "error" not in s and s.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"
+
+
+def num(x: float | None, fmt: str = ",.0f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([fmt(headers), sep, *(fmt(r) for r in rows)])
+
+
+def machine() -> str:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("MET" if ok else "NOT MET")

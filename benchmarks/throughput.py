@@ -1,0 +1,140 @@
+"""Throughput (msg/s) of 2 KB messages into Postfix's C smtp-sink, 1 and 5 connections.
+
+Side by side in one run, medians of several interleaved rounds:
+
+* ours       - mailer.Mailer over the SMTP provider (pool=True, max_connections=N), every
+               message built as a mailer.Message and submitted concurrently;
+* nodemailer - Nodemailer's pool (pool: true, maxConnections: N), all submitted at once;
+* aiosmtplib - N reused aiosmtplib connections, a stdlib EmailMessage built per send and
+               sent with send_message (like for like: every client builds each message);
+* aiosmtplib raw - the same connections sending one pre-rendered message with sendmail
+               (the transport alone, aiosmtplib's best case; for reference);
+* C          - Postfix's smtp-source -d -s N (the upper bound for a client on this machine).
+
+    .venv/bin/python benchmarks/throughput.py [--rounds 5] [--count 3000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    HOST,
+    POSTFIX_SINK,
+    ensure_nodemailer,
+    machine,
+    median_of,
+    nodemailer_version,
+    num,
+    ours_available,
+    postfix_sink,
+    ratio,
+    rounds_of,
+    run_worker,
+    table,
+    verdict,
+)
+
+BODY = 2048
+
+
+def c_source(port: int, conns: int, count: int) -> dict[str, Any]:
+    cmd = [str(POSTFIX_SINK), "source", "-d", "-s", str(conns), "-l", str(BODY)]
+    cmd += ["-m", str(count), f"{HOST}:{port}"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return {"error": "smtp-source timed out"}
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"error": proc.stderr.decode(errors="replace").strip()[-200:]}
+    return {"elapsed": elapsed, "count": count, "rate": count / elapsed}
+
+
+def run(rounds: int, count: int, conns_list: list[int]) -> dict[str, Any]:
+    print(f"throughput: {machine()}")
+    print(f"  {rounds} rounds; {count} messages per round per client ({count * 5} for C);")
+    print(f"  body {BODY} bytes; warm pool before timing; medians of rounds")
+    unavailable = ours_available()
+    if unavailable:
+        print(f"  ours: {unavailable}")
+    ensure_nodemailer()
+    print(f"  nodemailer {nodemailer_version()}")
+    summary: dict[str, Any] = {}
+    with postfix_sink() as port:
+        for conns in conns_list:
+            print(f"-- {conns} connection(s), smtp-sink on {HOST}:{port}")
+            cases: dict[str, Any] = {}
+            if not unavailable:
+                cases["ours"] = lambda c=conns: run_worker(["ours", HOST, port, c, count, BODY])
+            cases["nodemailer"] = lambda c=conns: run_worker(
+                ["nodemailer", "send", HOST, port, c, count, BODY]
+            )
+            cases["aiosmtplib"] = lambda c=conns: run_worker(
+                ["aiosmtplib", HOST, port, c, count, BODY]
+            )
+            cases["aiosmtplib raw"] = lambda c=conns: run_worker(
+                ["aiosmtplib-raw", HOST, port, c, count, BODY]
+            )
+            cases["C smtp-source"] = lambda c=conns: c_source(port, c, count * 5)
+            results = rounds_of(cases, rounds)
+            summary[conns] = {name: median_of(res, "rate") for name, res in results.items()}
+            summary[conns]["ours"] = summary[conns].get("ours")
+    print()
+    print(f"Throughput, msg/s (median of {rounds} rounds, {count} msgs/round, 2 KB body)")
+    rows = []
+    for conns, s in summary.items():
+        rows.append(
+            [
+                str(conns),
+                num(s["ours"]),
+                num(s["nodemailer"]),
+                num(s["aiosmtplib"]),
+                num(s["aiosmtplib raw"]),
+                num(s["C smtp-source"]),
+                ratio(s["ours"], s["nodemailer"]),
+                ratio(s["ours"], s["aiosmtplib"]),
+                ratio(s["ours"], s["aiosmtplib raw"]),
+                ratio(s["ours"], s["C smtp-source"]),
+            ]
+        )
+    headers = ["conns", "ours", "nodemailer", "aiosmtplib", "aio raw", "C"]
+    headers += ["ours/node", "ours/aio", "ours/aio raw", "ours/C"]
+    print(table(headers, rows))
+    if 5 in summary:
+        s = summary[5]
+        one = summary.get(1, {})
+        node_ok = None if s["ours"] is None else s["ours"] >= s["nodemailer"]
+        print(f"target 5 conns >= 1.0x nodemailer: {verdict(node_ok)}")
+        for key in ("aiosmtplib", "aiosmtplib raw"):
+            ref = one.get(key)
+            ok = None if s["ours"] is None or ref is None else s["ours"] >= 3 * ref
+            print(
+                f"target 5 conns >= 3x {key} one reused connection: "
+                f"{verdict(ok)} ({ratio(s['ours'], ref)})"
+            )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--count", type=int, default=3000)
+    ap.add_argument("--conns", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--quick", action="store_true", help="1 round of 300 messages")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.count = 1, 300
+    return run(args.rounds, args.count, args.conns)
+
+
+if __name__ == "__main__":
+    main()
