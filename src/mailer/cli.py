@@ -715,11 +715,11 @@ async def diagnose(
         except (_NotSMTP, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             plain = Probe("plaintext", failure=_one_line(str(exc) or type(exc).__name__, 160))
         diag.probes.append(plain)
-    _conclude(diag)
+    _conclude(diag, ca_file)
     return diag
 
 
-def _conclude(diag: Diagnosis) -> None:
+def _conclude(diag: Diagnosis, ca_file: Path | None) -> None:
     """Turn what the probes saw into a mode, settings to use, and named mistakes."""
     host, port = diag.host, diag.port
     tls_probe = diag.probes[0]
@@ -732,7 +732,7 @@ def _conclude(diag: Diagnosis) -> None:
         caps = tls_probe.extensions
         if port != 465:
             settings["secure"] = True
-            diag.problems.append(
+            diag.notes.append(
                 f"port {port} speaks implicit TLS: set secure = true (it is only the "
                 "default on port 465); without it the client waits for a greeting that "
                 "never comes"
@@ -752,7 +752,7 @@ def _conclude(diag: Diagnosis) -> None:
             settings["require_tls"] = True
             if port == 465:
                 settings["secure"] = False
-                diag.problems.append(
+                diag.notes.append(
                     "port 465 speaks STARTTLS here, not implicit TLS: set secure = false "
                     "explicitly (secure defaults to true on 465)"
                 )
@@ -794,7 +794,7 @@ def _conclude(diag: Diagnosis) -> None:
     size = caps.get("SIZE", "").split()
     diag.size = int(size[0]) if size and size[0].isdigit() else None
     if cert is not None:
-        _judge_cert(diag, cert, settings)
+        _judge_cert(diag, cert, settings, ca_file)
     if diag.auth:
         settings["auth"] = {"user": "you@example.com", "password": "${SMTP_PASSWORD}"}
     elif diag.mode != "plaintext only":
@@ -811,10 +811,14 @@ def _conclude(diag: Diagnosis) -> None:
     diag.settings = settings
 
 
-def _judge_cert(diag: Diagnosis, cert: CertInfo, settings: dict[str, Any]) -> None:
+def _judge_cert(
+    diag: Diagnosis, cert: CertInfo, settings: dict[str, Any], ca_file: Path | None
+) -> None:
+    if ca_file is not None:
+        settings["tls"] = {"ca_file": str(ca_file)}
     if cert.verified:
         if diag.servername != diag.host:
-            settings["tls"] = {"servername": diag.servername}
+            settings.setdefault("tls", {})["servername"] = diag.servername
         if cert.days_left is not None and cert.days_left < 14:
             diag.notes.append(f"the certificate expires in {cert.days_left} day(s)")
         return
@@ -822,7 +826,7 @@ def _judge_cert(diag: Diagnosis, cert: CertInfo, settings: dict[str, Any]) -> No
     dns_names = [n for n in cert.names if not n.startswith("*") and not _is_ip(n)]
     if "hostname mismatch" in problem.lower() or "ip address mismatch" in problem.lower():
         if dns_names:
-            settings["tls"] = {"servername": dns_names[0]}
+            settings.setdefault("tls", {})["servername"] = dns_names[0]
             diag.problems.append(
                 f"the certificate does not carry the name {diag.servername!r} (it carries "
                 f"{', '.join(cert.names)}): connect with tls.servername = "
@@ -840,7 +844,7 @@ def _judge_cert(diag: Diagnosis, cert: CertInfo, settings: dict[str, Any]) -> No
             "set tls.ca_file to that CA's PEM file; never set tls.verify = false in production"
         )
         if dns_names and diag.servername not in cert.names:
-            settings["tls"] = {"servername": dns_names[0]}
+            settings.setdefault("tls", {})["servername"] = dns_names[0]
 
 
 def _toml_value(value: Any) -> str:
@@ -876,10 +880,11 @@ def _render_diagnosis(diag: Diagnosis) -> None:
     row("mode", f"[bold {style}]{diag.mode}[/]")
     cert = next((p.cert for p in diag.probes if p.cert is not None), None)
     if cert is not None:
-        state = (
-            "[green]valid[/]" if cert.verified else f"[red]{escape(cert.problem or 'untrusted')}[/]"
-        )
-        row("certificate", f"{state} for {escape(cert.checked_name)} (SNI)")
+        name = escape(cert.checked_name)
+        if cert.verified:
+            row("certificate", f"[green]valid[/] for {name} (the name sent in SNI and checked)")
+        else:
+            row("certificate", f"[red]NOT valid[/] for {name}: {escape(cert.problem or '?')}")
         row("  names", escape(", ".join(cert.names) or "(none found)"))
         if cert.issuer:
             row("  issuer", escape(cert.issuer))
@@ -897,7 +902,7 @@ def _render_diagnosis(diag: Diagnosis) -> None:
         f"{diag.size} bytes ({diag.size / 1048576:.1f} MiB)" if diag.size else "not announced",
     )
     out.print("\n[bold]Settings to use[/] (mailer.toml):")
-    out.print('  [[providers]]\n  type = "smtp"\n  [providers.config]')
+    out.print(escape('  [[providers]]\n  type = "smtp"\n  [providers.config]'))
     for key, value in diag.settings.items():
         out.print(f"  {key} = {escape(_toml_value(value))}")
     for note in diag.notes:
@@ -945,9 +950,8 @@ def doctor(
                 out.print()
             _render_diagnosis(diag)
     if not any(d.ok for d in results):
-        reasons = "; ".join(f"{d.port}: {d.failure or '; '.join(d.problems)}" for d in results)
         _fail(
-            f"no port on {host} is ready to use as is ({_one_line(reasons, 300)})",
+            f"no port probed on {host} is ready to use as is (see the problems above)",
             "fix the problems listed above, or try another --port",
         )
 
