@@ -759,8 +759,8 @@ def _conclude(diag: Diagnosis, ca_file: Path | None) -> None:
             else:
                 diag.notes.append(
                     f"port {port} speaks STARTTLS: leave secure = false (the default). "
-                    "The common mistake: secure = true (TLS on 587) fails at once with "
-                    "'wrong version number'"
+                    "The common mistake ('TLS on 587'): secure = true on a STARTTLS port "
+                    "fails at once with 'wrong version number'"
                 )
         else:
             diag.mode = "plaintext only"
