@@ -194,6 +194,10 @@ class Connection:
             timeout=cfg.socket_timeout,
         )
         self._smtp = smtp
+        # From here the socket belongs to asyncio's transport (created before any await
+        # in create_connection): closing it ourselves would free its file descriptor
+        # while the loop still maps it to that transport.
+        self._sock = None
         # With implicit TLS, aiosmtplib runs the handshake and the greeting under one
         # timer: greeting_timeout covers both.
         await self.command(Phase.GREETING, lambda t: smtp.connect(timeout=t), "greeting_timeout")
