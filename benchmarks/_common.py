@@ -165,17 +165,23 @@ def hung_server() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-def ensure_nodemailer() -> Path | None:
+def node_dir(version: str = "latest") -> Path:
+    return NODE_DIR if version == "latest" else BENCH_DIR / f"node-{version}"
+
+
+def ensure_nodemailer(version: str = "latest") -> Path | None:
     """npm-install nodemailer into .bench/node (git-ignored); None if that fails."""
-    marker = NODE_DIR / "node_modules" / "nodemailer" / "package.json"
+    where = node_dir(version)
+    marker = where / "node_modules" / "nodemailer" / "package.json"
     if not marker.exists():
-        NODE_DIR.mkdir(parents=True, exist_ok=True)
-        if not (NODE_DIR / "package.json").exists():
-            (NODE_DIR / "package.json").write_text('{"private": true}\n')
+        where.mkdir(parents=True, exist_ok=True)
+        if not (where / "package.json").exists():
+            (where / "package.json").write_text('{"private": true}\n')
+        spec = "nodemailer" if version == "latest" else f"nodemailer@{version}"
         try:
             subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", "nodemailer"],
-                cwd=NODE_DIR,
+                ["npm", "install", "--no-audit", "--no-fund", "--silent", spec],
+                cwd=where,
                 check=True,
                 capture_output=True,
                 timeout=300,
@@ -183,15 +189,16 @@ def ensure_nodemailer() -> Path | None:
         except (OSError, subprocess.SubprocessError) as exc:
             print(f"  (nodemailer unavailable: {exc})")
             return None
-    driver = NODE_DIR / "driver.js"
+    driver = where / "driver.js"
     src = Path(__file__).resolve().parent / "nodemailer_driver.js"
     driver.write_text(src.read_text())
     return driver
 
 
-def nodemailer_version() -> str:
+def nodemailer_version(version: str = "latest") -> str:
     try:
-        data = json.loads((NODE_DIR / "node_modules" / "nodemailer" / "package.json").read_text())
+        pkg = node_dir(version) / "node_modules" / "nodemailer" / "package.json"
+        data = json.loads(pkg.read_text())
         return str(data["version"])
     except (OSError, ValueError, KeyError):
         return "?"
@@ -199,12 +206,13 @@ def nodemailer_version() -> str:
 
 def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dict[str, Any]:
     """Run one client in a fresh process; it prints one JSON object as its last line."""
-    if args and args[0] == "nodemailer":
-        driver = ensure_nodemailer()
+    if args and str(args[0]).startswith("nodemailer"):
+        version = str(args[0]).partition("@")[2] or "latest"
+        driver = ensure_nodemailer(version)
         if driver is None:
             return {"error": "nodemailer not installed"}
         cmd = ["node", str(driver), *[str(a) for a in args[1:]]]
-        cwd: Path | None = NODE_DIR
+        cwd: Path | None = driver.parent
     else:
         cmd = [sys.executable, str(CLIENTS), *[str(a) for a in args]]
         cwd = ROOT
@@ -226,6 +234,19 @@ def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dic
     except ValueError:
         return {"error": f"bad output: {lines[-1][:200]}"}
     return result
+
+
+def nodemailer_cases(
+    versions: Sequence[str], args: Callable[[], list[str | int | float]]
+) -> dict[str, Callable[[], dict[str, Any]]]:
+    """One case per Nodemailer version: "nodemailer" is the latest, "nodemailer@6" etc."""
+    cases: dict[str, Callable[[], dict[str, Any]]] = {}
+    for v in versions:
+        name = "nodemailer" if v == "latest" else f"nodemailer@{v}"
+        ensure_nodemailer(v)
+        print(f"  {name}: nodemailer {nodemailer_version(v)}")
+        cases[name] = lambda name=name: run_worker([name, *args()])
+    return cases
 
 
 def ours_available() -> str | None:

@@ -28,10 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     HOST,
     POSTFIX_SINK,
-    ensure_nodemailer,
     machine,
     median_of,
-    nodemailer_version,
+    nodemailer_cases,
     num,
     ours_available,
     postfix_sink,
@@ -59,15 +58,13 @@ def c_source(port: int, conns: int, count: int) -> dict[str, Any]:
     return {"elapsed": elapsed, "count": count, "rate": count / elapsed}
 
 
-def run(rounds: int, count: int, conns_list: list[int]) -> dict[str, Any]:
+def run(rounds: int, count: int, conns_list: list[int], node_versions: list[str]) -> dict[str, Any]:
     print(f"throughput: {machine()}")
     print(f"  {rounds} rounds; {count} messages per round per client ({count * 5} for C);")
     print(f"  body {BODY} bytes; warm pool before timing; medians of rounds")
     unavailable = ours_available()
     if unavailable:
         print(f"  ours: {unavailable}")
-    ensure_nodemailer()
-    print(f"  nodemailer {nodemailer_version()}")
     summary: dict[str, Any] = {}
     with postfix_sink() as port:
         for conns in conns_list:
@@ -75,9 +72,8 @@ def run(rounds: int, count: int, conns_list: list[int]) -> dict[str, Any]:
             cases: dict[str, Any] = {}
             if not unavailable:
                 cases["ours"] = lambda c=conns: run_worker(["ours", HOST, port, c, count, BODY])
-            cases["nodemailer"] = lambda c=conns: run_worker(
-                ["nodemailer", "send", HOST, port, c, count, BODY]
-            )
+            node_args = ["send", HOST, port, conns, count, BODY]
+            cases.update(nodemailer_cases(node_versions, lambda a=node_args: a))
             cases["aiosmtplib"] = lambda c=conns: run_worker(
                 ["aiosmtplib", HOST, port, c, count, BODY]
             )
@@ -87,7 +83,7 @@ def run(rounds: int, count: int, conns_list: list[int]) -> dict[str, Any]:
             cases["C smtp-source"] = lambda c=conns: c_source(port, c, count * 5)
             results = rounds_of(cases, rounds)
             summary[conns] = {name: median_of(res, "rate") for name, res in results.items()}
-            summary[conns]["ours"] = summary[conns].get("ours")
+            summary[conns].setdefault("ours", None)
     print()
     print(f"Throughput, msg/s (median of {rounds} rounds, {count} msgs/round, 2 KB body)")
     rows = []
@@ -109,6 +105,15 @@ def run(rounds: int, count: int, conns_list: list[int]) -> dict[str, Any]:
     headers = ["conns", "ours", "nodemailer", "aiosmtplib", "aio raw", "C"]
     headers += ["ours/node", "ours/aio", "ours/aio raw", "ours/C"]
     print(table(headers, rows))
+    extra = [n for n in summary[conns_list[0]] if n.startswith("nodemailer@")]
+    for n in extra:
+        print(
+            f"{n}: "
+            + ", ".join(
+                f"{c} conn(s) {num(s[n])} msg/s (ours/{n} {ratio(s['ours'], s[n])})"
+                for c, s in summary.items()
+            )
+        )
     if 5 in summary:
         s = summary[5]
         one = summary.get(1, {})
@@ -129,11 +134,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--count", type=int, default=3000)
     ap.add_argument("--conns", type=int, nargs="+", default=[1, 5])
+    ap.add_argument(
+        "--nodemailer",
+        nargs="+",
+        default=["latest"],
+        help="Nodemailer versions to compare (the first-named 'latest' is the target)",
+    )
     ap.add_argument("--quick", action="store_true", help="1 round of 300 messages")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.count = 1, 300
-    return run(args.rounds, args.count, args.conns)
+    return run(args.rounds, args.count, args.conns, args.nodemailer)
 
 
 if __name__ == "__main__":
