@@ -238,9 +238,7 @@ class _Handler:
             if not isinstance(answer, bytes):
                 return AuthResult(success=False, handled=False)
             blob = answer
-        fields = dict(
-            part.split("=", 1) for part in blob.decode().split("\x01") if "=" in part
-        )
+        fields = dict(part.split("=", 1) for part in blob.decode().split("\x01") if "=" in part)
         token = fields.get("auth", "").removeprefix("Bearer ")
         self.state.auth_tokens.append(token)
         if token in self.state.valid_tokens and fields.get("user") in USERS:
@@ -305,7 +303,10 @@ class SMTPTestServer:
         self.state.sni.append(name)
 
     def start(self) -> SMTPTestServer:
-        kwargs: dict[str, Any] = {"timeout": self._idle_timeout, "auth_required": self._auth_required}
+        kwargs: dict[str, Any] = {
+            "timeout": self._idle_timeout,
+            "auth_required": self._auth_required,
+        }
         if self.tls is not None:
             assert self.certs is not None
             context = self.certs.server_context(self._on_sni)
@@ -455,16 +456,22 @@ class TokenEndpoint:
                 endpoint.requests.append(form)
                 time.sleep(endpoint.delay)
                 if endpoint.error is not None:
-                    status, body = endpoint.status, {
-                        "error": endpoint.error,
-                        "error_description": "Token has been expired or revoked.",
-                    }
+                    status, body = (
+                        endpoint.status,
+                        {
+                            "error": endpoint.error,
+                            "error_description": "Token has been expired or revoked.",
+                        },
+                    )
                 else:
                     index = min(len(endpoint.requests), len(endpoint.tokens)) - 1
-                    status, body = 200, {
-                        "access_token": endpoint.tokens[index],
-                        "token_type": "Bearer",
-                    }
+                    status, body = (
+                        200,
+                        {
+                            "access_token": endpoint.tokens[index],
+                            "token_type": "Bearer",
+                        },
+                    )
                     if endpoint.expires_in is not None:
                         body["expires_in"] = endpoint.expires_in
                 data = json.dumps(body).encode()

@@ -161,7 +161,11 @@ def test_presets() -> None:
     google = OAuth2Options(preset="google", client_id="c", client_secret="s", refresh_token="r")  # type: ignore[arg-type]
     assert google.endpoint == "https://oauth2.googleapis.com/token"
     microsoft = OAuth2Options(
-        preset="microsoft", tenant="contoso", client_id="c", client_secret="s", refresh_token="r"  # type: ignore[arg-type]
+        preset="microsoft",
+        tenant="contoso",
+        client_id="c",
+        client_secret="s",
+        refresh_token="r",  # type: ignore[arg-type]
     )
     assert microsoft.endpoint == "https://login.microsoftonline.com/contoso/oauth2/v2.0/token"
     assert microsoft.effective_scope == "https://outlook.office.com/SMTP.Send offline_access"

@@ -111,7 +111,9 @@ def test_connect_timeout_names_the_setting() -> None:
     error = map_exception(
         TimeoutError(), Phase.CONNECT, EP, timeout=2.5, timeout_name="connection_timeout"
     )
-    assert str(error) == "timed out after 2.5s connecting to smtp.example.com:587 (connection_timeout)"
+    assert (
+        str(error) == "timed out after 2.5s connecting to smtp.example.com:587 (connection_timeout)"
+    )
 
 
 def test_dns_failure() -> None:
@@ -295,7 +297,9 @@ def test_mechanism_choice() -> None:
 
 
 def test_url_form() -> None:
-    url = urlsplit("smtp://app%40example.com:p%40ss@smtp.example.com:587?pool=true&max_connections=10")
+    url = urlsplit(
+        "smtp://app%40example.com:p%40ss@smtp.example.com:587?pool=true&max_connections=10"
+    )
     config = SMTPProvider.config_from_url(url, {"pool": "true", "max_connections": "10"})
     provider = SMTPProvider.from_config("p", config)
     cfg = provider.config

@@ -46,9 +46,7 @@ async def test_unknown_ca_refused(smtp_server: Callable[..., SMTPTestServer], mo
     provider = SMTPProvider.from_config("p", config)
     with pytest.raises(TransientError) as info:
         await provider.send(message())
-    assert str(info.value).startswith(
-        f"[p] TLS certificate verification failed for {TLS_NAME!r}"
-    )
+    assert str(info.value).startswith(f"[p] TLS certificate verification failed for {TLS_NAME!r}")
     assert "tls.ca_file" in str(info.value)
     assert "AUTH" not in server.state.verbs()  # never fell back to plaintext
     assert server.state.messages == []
@@ -60,7 +58,9 @@ async def test_ip_host_without_servername_fails_on_the_certificate_name(
 ) -> None:
     server = smtp_server(tls=mode)
     config = server.config(tls={"ca_file": str(server.certs.ca_file)})  # type: ignore[union-attr]
-    with pytest.raises(TransientError, match="TLS certificate verification failed for '127.0.0.1'") as info:
+    with pytest.raises(
+        TransientError, match="TLS certificate verification failed for '127.0.0.1'"
+    ) as info:
         await SMTPProvider.from_config("p", config).send(message())
     assert "tls.servername" in str(info.value)
 

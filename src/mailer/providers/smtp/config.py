@@ -259,8 +259,9 @@ _URL_BOOL_OR_NUMBER = {
 def config_from_url(url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
     """``smtp://user:pass@host:587?pool=true`` and ``smtps://...`` to a config mapping.
 
-    Query keys are option names; ``tls.<key>`` sets a TLS option and ``auth.method`` the
-    mechanism. User and password are percent-decoded, as in Nodemailer URLs.
+    Query keys are option names; ``tls.<key>`` sets a TLS option, ``auth.method`` the
+    mechanism, and ``ehlo_name`` the EHLO name (in a Mailer DSN ``name`` is taken: it
+    names the provider). User and password are percent-decoded, as in Nodemailer URLs.
     """
     scheme = url.scheme.lower()
     if scheme not in ("smtp", "smtps"):
@@ -281,6 +282,8 @@ def config_from_url(url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
     for key, value in params.items():
         if key.startswith("tls."):
             tls[key[4:]] = value
+        elif key == "ehlo_name":  # in a Mailer DSN, "name" is the provider's name
+            config["name"] = value
         elif key == "auth.method":
             auth_method = value
         elif key in _URL_BOOL_OR_NUMBER:
