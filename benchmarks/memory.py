@@ -1,0 +1,120 @@
+"""Peak RSS above the idle process: one 20 MB attachment, and 10,000 sends queued.
+
+Each case runs in a fresh process; the baseline is that process's peak RSS (VmHWM) after
+its imports, the Mailer and one warm-up send, so the figure is what the work itself adds.
+Into Postfix's smtp-sink. The attachment is 20 MiB of random bytes (incompressible; base64
+makes it 27 MiB on the wire). Cases:
+
+* ours attach-path  - Attachment(path=...): the library reads the file;
+* ours attach-bytes - Attachment(content=...): the bytes are already in memory (and in the
+                      baseline), so this is the library's own overhead;
+* ours queued       - 10,000 Messages (2 KB body) built, then all submitted at once through
+                      a pool of 5 connections;
+* aiosmtplib        - reads the file, stdlib EmailMessage.add_attachment, send_message;
+* nodemailer        - attachments: [{path}] (peak RSS of the node process, same baseline).
+
+    .venv/bin/python benchmarks/memory.py [--rounds 3] [--queued 10000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    BENCH_DIR,
+    HOST,
+    ensure_nodemailer,
+    machine,
+    median_of,
+    num,
+    ours_available,
+    postfix_sink,
+    rounds_of,
+    run_worker,
+    table,
+    verdict,
+)
+
+MIB = 1024 * 1024
+
+
+def attachment(size_mib: int) -> Path:
+    path = BENCH_DIR / f"attach-{size_mib}mib.bin"
+    if not path.exists() or path.stat().st_size != size_mib * MIB:
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            for _ in range(size_mib):
+                f.write(os.urandom(MIB))
+    return path
+
+
+def run(rounds: int, queued: int, size_mib: int) -> dict[str, Any]:
+    print(f"memory: {machine()}")
+    print(f"  {rounds} rounds; fresh process per case; attachment {size_mib} MiB random bytes;")
+    print(f"  {queued} queued sends over 5 connections")
+    unavailable = ours_available()
+    if unavailable:
+        print(f"  ours: {unavailable}")
+    path = attachment(size_mib)
+    ensure_nodemailer()
+    with postfix_sink() as port:
+        cases: dict[str, Any] = {}
+        if not unavailable:
+            cases["ours attach-path"] = lambda: run_worker(["mem", "attach-path", HOST, port, path])
+            cases["ours attach-bytes"] = lambda: run_worker(
+                ["mem", "attach-bytes", HOST, port, path]
+            )
+            cases["ours queued"] = lambda: run_worker(
+                ["mem", "queued", HOST, port, queued], timeout=600
+            )
+        cases["aiosmtplib attach"] = lambda: run_worker(
+            ["mem", "aiosmtplib-attach", HOST, port, path]
+        )
+        cases["nodemailer attach"] = lambda: run_worker(["nodemailer", "mem", HOST, port, path])
+        results = rounds_of(cases, rounds)
+    size_kb = size_mib * 1024
+    print()
+    print(f"Peak RSS above the idle process (median of {rounds} rounds)")
+    rows = []
+    summary: dict[str, Any] = {}
+    for name, res in results.items():
+        delta = median_of(res, "delta_kb")
+        base = median_of(res, "base_kb")
+        mult = None if delta is None else delta / size_kb
+        summary[name] = {"delta_mib": None if delta is None else delta / 1024, "x": mult}
+        if "queued" in name:
+            per = None if delta is None else delta / queued
+            note = f"{num(per, '.1f')} KiB per queued send"
+        else:
+            note = f"{num(mult, '.2f')}x the attachment"
+        rows.append([name, num(None if base is None else base / 1024, ".1f"),
+                     num(None if delta is None else delta / 1024, ".1f"), note])  # fmt: skip
+    print(table(["case", "idle MiB", "peak above idle, MiB", ""], rows))
+    mult = summary.get("ours attach-path", {}).get("x")
+    print(
+        f"target 20 MB attachment peak RSS <= 3x its size (attach-path): "
+        f"{verdict(None if mult is None else mult <= 3)}"
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--queued", type=int, default=10000)
+    ap.add_argument("--size-mib", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="1 round, 1,000 queued sends")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.queued = 1, 1000
+    return run(args.rounds, args.queued, args.size_mib)
+
+
+if __name__ == "__main__":
+    main()
