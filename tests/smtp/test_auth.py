@@ -58,6 +58,7 @@ async def test_refused_static_token_is_an_auth_error(starttls_server: SMTPTestSe
     with pytest.raises(AuthError) as info:
         await SMTPProvider.from_config("p", config).send(message())
     assert info.value.code == 535  # after the 334 error challenge
+    assert "the access token was refused and no refresh is configured" in str(info.value)
     assert "SECRET" not in str(info.value)
     assert starttls_server.state.auth_tokens == ["expired-SECRET"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import ssl
@@ -177,7 +176,7 @@ def test_anything_but_a_reply_after_the_dot_is_uncertain(exc: Exception) -> None
 def test_lost_before_the_dot_is_transient(phase: Phase) -> None:
     error = map_exception(smtp_errors.SMTPServerDisconnected("lost"), phase, EP)
     assert type(error) is TransientError
-    error = map_exception(asyncio.TimeoutError(), phase, EP, timeout=3)
+    error = map_exception(TimeoutError(), phase, EP, timeout=3)
     assert type(error) is TransientError
     assert "timed out after 3s" in str(error)
 

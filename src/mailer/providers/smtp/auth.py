@@ -60,9 +60,17 @@ async def authenticate(conn: Connection, auth: AuthOptions, tokens: TokenSource 
             await conn.command(
                 Phase.AUTH, lambda t: smtp.auth_xoauth2(user, token.get_secret_value(), timeout=t)
             )
-        except AuthError:
-            if not tokens.can_refresh or not conn.usable:
+        except AuthError as exc:
+            if not conn.usable:
                 raise
+            if not tokens.can_refresh:
+                raise AuthError(
+                    f"{exc.args[0]}; the access token was refused and no refresh is configured "
+                    "(set oauth2.token_url or preset with client_id, client_secret, "
+                    "refresh_token, or oauth2.callback)",
+                    code=exc.code,
+                    response=exc.response,
+                ) from exc
             fresh = await tokens.refresh(stale=token)
             await conn.command(
                 Phase.AUTH, lambda t: smtp.auth_xoauth2(user, fresh.get_secret_value(), timeout=t)
