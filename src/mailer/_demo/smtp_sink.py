@@ -10,7 +10,8 @@ An outage is simulated the way a real server shuts down, so that no message is l
 doubt: the listening socket closes (new connections are refused), idle connections get an
 unsolicited ``421`` and are closed, and a connection in the middle of a transaction gets
 ``421`` at its next command, including after the final ``.``, where the message is then
-*not* kept. A ``421`` is a definitive "not accepted", so a client can fail over safely.
+*not* kept (or, if it stays quiet past the grace period, an unsolicited ``421``). A
+``421`` is a definitive "not accepted", so a client can fail over safely.
 """
 
 from __future__ import annotations
@@ -88,13 +89,16 @@ class SMTPSink:
         for conn in list(self._conns):
             if not conn.in_transaction:
                 await self._shutdown(conn)
-        # Connections mid-transaction get their 421 at the next command; wait for that.
+        # Connections mid-transaction get their 421 at the next command; wait for that,
+        # then say 421 to the ones still quiet (what a server does when it must go).
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        for conn in list(self._conns):
+            await self._shutdown(conn)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace)
         for conn in list(self._conns):
             conn.writer.transport.abort()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
 
     async def __aenter__(self) -> SMTPSink:
         await self.start()

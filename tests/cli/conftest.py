@@ -1,0 +1,179 @@
+"""Real servers on 127.0.0.1 for the CLI tests, and a runner for the `mailer` command.
+
+Every command runs as a subprocess (``python -m mailer``), the way a person runs it, so
+the tests see exit codes, stdout and stderr exactly as a shell would. The servers are
+aiosmtpd (a dev dependency, fine in tests) with trustme certificates for TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+#: the only name in the test certificate: an IP host needs --servername to match it
+TLS_NAME = "localhost"
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (aiosmtpd cannot bind port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class Recorder:
+    messages: list[Received] = field(default_factory=list)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        self.messages.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos), content))
+        return "250 2.0.0 OK"
+
+
+@dataclass
+class Server:
+    port: int
+    recorder: Recorder
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.recorder.messages
+
+
+def _accept_any(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    return AuthResult(success=True)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Server]:
+    """A plaintext SMTP server without STARTTLS (like a loopback relay)."""
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield Server(controller.port, recorder)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> tuple[trustme.CA, Path, ssl.SSLContext]:
+    """(CA, its PEM file, a server context with a certificate for TLS_NAME only)."""
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(TLS_NAME).configure_cert(context)
+    return ca, ca_file, context
+
+
+@pytest.fixture
+def starttls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
+    """Plaintext greeting, STARTTLS offered, AUTH only after TLS (a port-587 server)."""
+    recorder = Recorder()
+    controller = Controller(
+        recorder, hostname="127.0.0.1", port=free_port(), tls_context=certs[2],
+        auth_require_tls=True, authenticator=_accept_any,
+    )  # fmt: skip
+    controller.start()
+    try:
+        yield Server(controller.port, recorder)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def implicit_tls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
+    """TLS from the first byte (a port-465 server)."""
+    recorder = Recorder()
+    controller = Controller(
+        recorder, hostname="127.0.0.1", port=free_port(), ssl_context=certs[2],
+        auth_require_tls=False, authenticator=_accept_any,
+    )  # fmt: skip
+    controller.start()
+    try:
+        yield Server(controller.port, recorder)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port nothing listens on: connecting to it is refused at once."""
+    return free_port()
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+Runner = Callable[..., Result]
+
+
+@pytest.fixture
+def mailer_cli(tmp_path: Path) -> Runner:
+    """Run ``python -m mailer ARGS`` in ``tmp_path``; bounded by ``timeout`` seconds."""
+
+    def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> Result:
+        environ = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"}
+        environ.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+        environ.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "mailer", *args],
+            capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=environ,
+            check=False,
+        )  # fmt: skip
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def smtp_entry(name: str, port: int, priority: int) -> str:
+    """One TOML [[providers]] table for a loopback SMTP server without TLS."""
+    return (
+        f'[[providers]]\ntype = "smtp"\nname = "{name}"\npriority = {priority}\n'
+        f'[providers.config]\nhost = "127.0.0.1"\nport = {port}\nignore_tls = true\n'
+        "connection_timeout = 2.0\ngreeting_timeout = 2.0\nsocket_timeout = 5.0\n\n"
+    )
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str, name: str = "mailer.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def smtp_toml() -> Callable[[str, int, int], str]:
+    return smtp_entry
