@@ -170,3 +170,20 @@ def test_presets() -> None:
     )
     assert microsoft.endpoint == "https://login.microsoftonline.com/contoso/oauth2/v2.0/token"
     assert microsoft.effective_scope == "https://outlook.office.com/SMTP.Send offline_access"
+
+
+async def test_secrets_stay_out_of_logs(
+    starttls_server: SMTPTestServer, token_endpoint: TokenEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    starttls_server.state.valid_tokens.add("fresh-token")
+    config = starttls_server.config(auth=oauth(token_endpoint, access_token="stale-SECRET"))
+    provider = SMTPProvider.from_config("p", config)
+    await provider.send(message())
+    bad = starttls_server.config(auth={"user": "alice", "password": "pw-SECRET"})
+    with pytest.raises(AuthError) as info:
+        await SMTPProvider.from_config("p", bad).send(message())
+    client_logs = [r.getMessage() for r in caplog.records if not r.name.startswith("mail.log")]
+    assert not any("SECRET" in line or "fresh-token" in line for line in client_logs)
+    assert "SECRET" not in repr(provider.tokens) + str(info.value) + repr(info.value)
+    await provider.aclose()
