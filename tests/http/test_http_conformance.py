@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 import httpx
 
 from mailer import Attachment, Message
-from mailer._conformance import ProviderConformance
 from mailer.providers.mailgun import MailgunProvider
 from mailer.providers.postmark import PostmarkProvider
 from mailer.providers.resend import ResendProvider
 from mailer.providers.sendgrid import SendGridProvider
 from mailer.providers.ses import SESProvider
+from mailer.testing import ProviderConformance
 
 
 def _tagged(*tags: str) -> Message:

@@ -14,7 +14,7 @@ import respx
 from mailer_brevo import BrevoProvider
 
 from mailer import Attachment, Message, RateLimited
-from mailer._conformance import ProviderConformance
+from mailer.testing import ProviderConformance
 
 URL = "https://api.brevo.com/v3/smtp/email"
 CONFIG = {"api_key": "xkeysib-brevo-secret"}

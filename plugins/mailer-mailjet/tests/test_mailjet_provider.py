@@ -13,7 +13,7 @@ import respx
 from mailer_mailjet import MailjetProvider
 
 from mailer import Attachment, Message, PermanentError, RecipientsRefused
-from mailer._conformance import ProviderConformance
+from mailer.testing import ProviderConformance
 
 URL = "https://api.mailjet.com/v3.1/send"
 CONFIG = {"api_key": "mj-public-key-123", "secret_key": "mj-secret-key-456"}
