@@ -923,7 +923,7 @@ def doctor(
         str | None, typer.Option(help="TLS name to send (SNI) and check; default HOST.")
     ] = None,
     ca_file: Annotated[
-        Path | None, typer.Option(help="Trust this CA (PEM) as well as the system's.")
+        Path | None, typer.Option(help="Trust this CA (PEM) instead of the system's.")
     ] = None,
     timeout: Annotated[
         float, typer.Option(help="Seconds for each connect, handshake and reply.")
