@@ -1,6 +1,9 @@
 """mailer-failover: send email through several providers, failing over between them.
 
-The public API is what ``__all__`` lists; every other module is private.
+The public API is what ``__all__`` lists. Two more modules are public, for plugin
+authors: ``mailer.providers.http`` (``HTTPProvider``, ``HTTPConfig``, ``HTTPRequest``: the
+base every HTTP API adapter builds on) and ``mailer.testing`` (``ProviderConformance``,
+``ScriptedProvider``, the ``outbox`` fixture). Every other module is private.
 """
 
 from .errors import (
