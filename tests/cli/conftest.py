@@ -143,7 +143,8 @@ def mailer_cli(tmp_path: Path) -> Runner:
 
     def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> Result:
         environ = {k: v for k, v in os.environ.items() if k != "MAILER_CONFIG"}
-        environ.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb"})
+        environ.update({"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb",
+                        "PYTHONIOENCODING": "utf-8"})  # fmt: skip
         environ.update(env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "mailer", *args],

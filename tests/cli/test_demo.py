@@ -24,7 +24,6 @@ def test_demo_runs_to_completion_and_verifies(mailer_cli: Any) -> None:
     result = mailer_cli("demo", timeout=90)
     assert result.code == 0, result.output
     out = result.stdout
-    assert "smtp-primary goes DOWN" in out or "primary" in out
     assert "smtp-primary: closed -> open" in out
     assert "smtp-primary: half-open -> closed" in out  # traffic came back to the primary
     assert "0 failed, 0 lost, 0 duplicated, 0 misreported, 0 unexpected" in out
