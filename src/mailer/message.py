@@ -70,7 +70,6 @@ _DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
 
 # Headers the Message owns: set through its fields, never through ``headers``.
 _RENDER_LOCK = threading.Lock()
-_PLACEHOLDER_DOMAIN = "mailer.invalid"
 
 _RESERVED_HEADERS = frozenset(
     {
@@ -499,7 +498,7 @@ class Message(_Strict):
         if not (self.to or self.cc or self.bcc):
             raise MessageError("a message needs at least one recipient (to, cc or bcc)")
         if self.message_id is None:
-            domain = self.sender.domain if self.sender else _PLACEHOLDER_DOMAIN
+            domain = self.sender.domain if self.sender else "mailer.invalid"
             object.__setattr__(self, "message_id", f"<{uuid.uuid4().hex}@{domain}>")
         if any(a.inline for a in self.attachments) and self.html is None:
             raise MessageError("inline attachments need an html body that refers to them")
@@ -513,14 +512,6 @@ class Message(_Strict):
             return self
         data = self.model_dump(by_alias=False, exclude_defaults=True)
         data["message_id"] = self.message_id
-        sender = defaults.get("sender")
-        if self.sender is None and sender and self.message_id is not None:
-            # The id was made without a sender, under a placeholder domain that spam
-            # filters dislike: keep its unique part, take the default sender's domain.
-            # This happens before any attempt, so every attempt still shares one id.
-            local, _, domain = self.message_id.strip("<>").rpartition("@")
-            if domain == _PLACEHOLDER_DOMAIN:
-                data["message_id"] = f"<{local}@{Address.parse(sender).domain}>"
         changed = False
         for key, value in defaults.items():
             if key == "headers":
