@@ -112,6 +112,11 @@ def _collect_secrets(model: Any) -> None:
             _collect_secrets(value)
 
 
+class _NotTried(TransientError):
+    """The send's deadline passed before this provider was asked: nothing was sent, and
+    the provider's health is unknown, so its breaker must not count it as a failure."""
+
+
 class _StopAtDeadline(stop_base):
     """Stop retrying when the next try could not start before the send's deadline."""
 
@@ -358,7 +363,10 @@ class Mailer:
         except DeliveryError as exc:
             if not exc.failover:
                 raise
-            breaker.record_failure(exc)
+            if isinstance(exc, _NotTried):
+                breaker.release()  # never contacted: no verdict on its health
+            else:
+                breaker.record_failure(exc)
             settled = True
             errors[route.name] = exc
             return None
@@ -376,6 +384,8 @@ class Mailer:
 
     def _retryable(self, route: Route) -> Callable[[BaseException], bool]:
         def check(exc: BaseException) -> bool:
+            if route.breaker.state is BreakerState.OPEN:
+                return False  # other sends proved it down meanwhile: go elsewhere now
             if isinstance(exc, RateLimited):
                 return False  # it asked us to go away: go elsewhere
             if isinstance(exc, DeliveryUncertain):
@@ -407,8 +417,8 @@ class Mailer:
     ) -> SendResult:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TransientError("send_timeout expired before this provider was tried",
-                                 provider=route.name)  # fmt: skip
+            raise _NotTried("send_timeout expired before this provider was tried",
+                            provider=route.name)  # fmt: skip
         # Providers shorten their own timeouts to the deadline and fail precisely; this
         # backstop only catches one that does not, and then we cannot know what was sent.
         grace = min(0.5, self.send_timeout * 0.25)
