@@ -200,6 +200,8 @@ class HTTPProvider(Provider):
     verify_path: ClassVar[str | None] = None
     #: provider headers giving the rate-limit reset (delay or timestamp), after Retry-After
     rate_limit_reset_headers: ClassVar[tuple[str, ...]] = ()
+    #: for single-secret APIs: the config field a ``type://SECRET@default`` DSN fills
+    dsn_key_field: ClassVar[str | None] = None
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)
@@ -214,6 +216,22 @@ class HTTPProvider(Provider):
         user = unquote(url.username) if url.username else None
         password = unquote(url.password) if url.password else None
         return user, password
+
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        """``type://SECRET@default`` (or ``type://user:SECRET@host``) for single-key APIs.
+
+        The secret is the password when there is one (``apikey:KEY@``), else the user.
+        Adapters with several credentials (Mailgun, SES, Mailjet) override this.
+        """
+        field = cls.dsn_key_field
+        if field is None:
+            return super().config_from_url(url, params)
+        user, password = cls.url_credentials(url)
+        secret = password or user
+        require(bool(secret), f"{url.scheme} URL needs the {field.replace('_', ' ')}: "
+                              f"{url.scheme}://{field.upper()}@default")  # fmt: skip
+        return {**params, **cls.url_base(url), field: secret}
 
     @classmethod
     def url_base(cls, url: SplitResult) -> dict[str, Any]:
@@ -488,6 +506,14 @@ class HTTPProvider(Provider):
         # 1xx/3xx: something between us and the API (a redirecting proxy, a wrong
         # base_url) answered instead of it, so the API never saw the request
         return TransientError(f"HTTP {status} unexpected answer (check base_url): {text}", **kw)
+
+
+def address_dict(address: Address) -> dict[str, str]:
+    """``{"email": ..., "name": ...}``: the address object most JSON mail APIs take."""
+    out = {"email": address.email}
+    if address.name:
+        out["name"] = address.name
+    return out
 
 
 def require(condition: bool, text: str) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from typing import Any, ClassVar
-from urllib.parse import SplitResult
 
 import httpx
 from pydantic import SecretStr
@@ -27,7 +26,7 @@ from pydantic import SecretStr
 from ..errors import AuthError, DeliveryError, RecipientsRefused
 from ..message import Message
 from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, addresses_text, b64, require
+from .http import HTTPConfig, HTTPProvider, HTTPRequest, addresses_text, b64
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
 
@@ -62,15 +61,8 @@ class PostmarkProvider(HTTPProvider):
     Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
     config: PostmarkConfig
     default_base_url = "https://api.postmarkapp.com"
+    dsn_key_field = "server_token"
     verify_path = "/server"
-
-    @classmethod
-    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
-        """``postmark://SERVER_TOKEN@default?message_stream=outbound``."""
-        user, password = cls.url_credentials(url)
-        token = password or user
-        require(bool(token), "postmark URL needs the server token: postmark://TOKEN@default")
-        return {**params, **cls.url_base(url), "server_token": token}
 
     def auth_headers(self) -> dict[str, str]:
         return {"X-Postmark-Server-Token": self.config.server_token.get_secret_value()}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any, ClassVar
-from urllib.parse import SplitResult
 
 import httpx
 from pydantic import SecretStr
@@ -24,7 +23,7 @@ from pydantic import SecretStr
 from ..errors import DeliveryError, DeliveryUncertain
 from ..message import Message
 from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, b64, require, unique_recipients
+from .http import HTTPConfig, HTTPProvider, HTTPRequest, b64, unique_recipients
 
 __all__ = ["ResendConfig", "ResendProvider", "idempotency_key"]
 
@@ -49,16 +48,9 @@ class ResendProvider(HTTPProvider):
     config: ResendConfig
     idempotent = True
     default_base_url = "https://api.resend.com"
+    dsn_key_field = "api_key"
     verify_path = "/domains"
     rate_limit_reset_headers = ("ratelimit-reset",)
-
-    @classmethod
-    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
-        """``resend://re_123@default``."""
-        user, password = cls.url_credentials(url)
-        key = password or user
-        require(bool(key), "resend URL needs the API key: resend://API_KEY@default")
-        return {**params, **cls.url_base(url), "api_key": key}
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}

@@ -8,15 +8,14 @@ echoes back in its event webhooks.
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import SplitResult
 
 import httpx
 from pydantic import SecretStr
 
 from ..errors import MessageError
-from ..message import Address, Message
+from ..message import Message
 from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, b64, require, unique_recipients
+from .http import HTTPConfig, HTTPProvider, HTTPRequest, address_dict, b64, unique_recipients
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
 
@@ -27,13 +26,6 @@ class SendGridConfig(HTTPConfig):
     api_key: SecretStr
 
 
-def _addr(address: Address) -> dict[str, str]:
-    out = {"email": address.email}
-    if address.name:
-        out["name"] = address.name
-    return out
-
-
 class SendGridProvider(HTTPProvider):
     """SendGrid's v3 Web API."""
 
@@ -41,15 +33,8 @@ class SendGridProvider(HTTPProvider):
     config: SendGridConfig
     default_base_url = "https://api.sendgrid.com"
     verify_path = "/v3/scopes"
+    dsn_key_field = "api_key"
     rate_limit_reset_headers = ("X-RateLimit-Reset",)
-
-    @classmethod
-    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
-        """``sendgrid://API_KEY@default`` (or ``sendgrid://apikey:API_KEY@default``)."""
-        user, password = cls.url_credentials(url)
-        key = password or user
-        require(bool(key), "sendgrid URL needs the API key: sendgrid://API_KEY@default")
-        return {**params, **cls.url_base(url), "api_key": key}
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
@@ -60,11 +45,11 @@ class SendGridProvider(HTTPProvider):
         if not to:
             # SendGrid requires personalizations[].to; no option can work around it
             raise MessageError(f"provider {self.name!r} (SendGrid) needs at least one To recipient")
-        personalization: dict[str, Any] = {"to": [_addr(a) for a in to]}
+        personalization: dict[str, Any] = {"to": [address_dict(a) for a in to]}
         if cc:
-            personalization["cc"] = [_addr(a) for a in cc]
+            personalization["cc"] = [address_dict(a) for a in cc]
         if bcc:
-            personalization["bcc"] = [_addr(a) for a in bcc]
+            personalization["bcc"] = [address_dict(a) for a in bcc]
         content = []
         # SendGrid requires text/plain before text/html, and at least one non-empty part
         if message.text is not None or message.html is None:
@@ -73,15 +58,15 @@ class SendGridProvider(HTTPProvider):
             content.append({"type": "text/html", "value": message.html})
         body: dict[str, Any] = {
             "personalizations": [personalization],
-            "from": _addr(message.sender),
+            "from": address_dict(message.sender),
             "subject": message.subject,
             "content": content,
             "headers": {**message.headers, "Message-ID": message.message_id},
         }
         if len(message.reply_to) == 1:
-            body["reply_to"] = _addr(message.reply_to[0])
+            body["reply_to"] = address_dict(message.reply_to[0])
         elif message.reply_to:
-            body["reply_to_list"] = [_addr(a) for a in message.reply_to]
+            body["reply_to_list"] = [address_dict(a) for a in message.reply_to]
         if message.attachments:
             atts = []
             for att in message.attachments:

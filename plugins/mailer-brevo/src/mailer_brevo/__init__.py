@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
-from urllib.parse import SplitResult
 
 import httpx
 from pydantic import SecretStr
 
-from mailer.message import Address, Message
+from mailer.message import Message
 from mailer.providers.http import (
     HTTPConfig,
     HTTPProvider,
     HTTPRequest,
+    address_dict,
     b64,
-    require,
     unique_recipients,
 )
 from mailer.result import SendResult
@@ -37,29 +36,15 @@ class BrevoConfig(HTTPConfig):
     api_key: SecretStr
 
 
-def _addr(address: Address) -> dict[str, str]:
-    out = {"email": address.email}
-    if address.name:
-        out["name"] = address.name
-    return out
-
-
 class BrevoProvider(HTTPProvider):
     """Brevo's transactional email API."""
 
     Config: ClassVar[type[BrevoConfig]] = BrevoConfig
     config: BrevoConfig
     default_base_url = "https://api.brevo.com"
+    dsn_key_field = "api_key"
     verify_path = "/v3/account"
     rate_limit_reset_headers = ("x-sib-ratelimit-reset",)
-
-    @classmethod
-    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
-        """``brevo://API_KEY@default``."""
-        user, password = cls.url_credentials(url)
-        key = password or user
-        require(bool(key), "brevo URL needs the API key: brevo://API_KEY@default")
-        return {**params, **cls.url_base(url), "api_key": key}
 
     def auth_headers(self) -> dict[str, str]:
         return {"api-key": self.config.api_key.get_secret_value()}
@@ -67,14 +52,14 @@ class BrevoProvider(HTTPProvider):
     def build_request(self, message: Message) -> HTTPRequest:
         assert message.sender is not None
         to, cc, bcc = unique_recipients(message)
-        body: dict[str, Any] = {"sender": _addr(message.sender), "subject": message.subject}
+        body: dict[str, Any] = {"sender": address_dict(message.sender), "subject": message.subject}
         for key, group in (("to", to), ("cc", cc), ("bcc", bcc)):
             if group:
-                body[key] = [_addr(a) for a in group]
+                body[key] = [address_dict(a) for a in group]
         if message.reply_to:
             if len(message.reply_to) > 1:
                 self.unsupported("more than one reply-to address")
-            body["replyTo"] = _addr(message.reply_to[0])
+            body["replyTo"] = address_dict(message.reply_to[0])
         if message.html is not None:
             body["htmlContent"] = message.html
         if message.text is not None or message.html is None:
