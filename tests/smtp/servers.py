@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import socket
 import ssl
 import threading
@@ -94,8 +95,9 @@ class Fault:
     """Answer ``command`` (and ``match`` in its argument) with ``reply``, or act.
 
     ``reply`` is an SMTP reply line ("451 4.3.0 try later"), or "drop" (close without a
-    reply) or "hang" (never reply). ``command`` "DATA_END" is the reply to the message
-    itself, after the final "."; "IDLE" makes idle timeouts send ``reply`` before closing.
+    reply) or "hang" (never reply), or "delay:SECONDS" (answer as usual, but late).
+    ``command`` "DATA_END" is the reply to the message itself, after the final "."; "IDLE"
+    makes idle timeouts send ``reply`` before closing.
     ``times`` limits how often it fires (None: always).
     """
 
@@ -118,6 +120,11 @@ class ServerState:
     connections: int = 0
     current: int = 0
     peak: int = 0
+    #: offer PIPELINING (RFC 2920) in EHLO
+    pipelining: bool = False
+    #: (verb, whether more input was already waiting when it was handled): a True after
+    #: MAIL means the client did not wait for MAIL's reply before sending RCPT
+    buffered: list[tuple[str, bool]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, command: str, reply: str, *, match: str | None = None,
@@ -143,6 +150,7 @@ class ServerState:
     def reset(self) -> None:
         with self.lock:
             self.commands.clear()
+            self.buffered.clear()
             self.messages.clear()
             self.sni.clear()
             self.auth_tokens.clear()
@@ -170,6 +178,7 @@ class _FaultySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self._state = state
         self._counted = False
+        self._in_ehlo = False
         for verb, method in list(self._smtp_methods.items()):
             self._smtp_methods[verb] = self._wrap(verb, method)
 
@@ -177,9 +186,17 @@ class _FaultySMTP(SMTP):
         async def wrapper(arg: str) -> None:
             shown = (arg or "").split(" ", 1)[0] if verb == "AUTH" else (arg or "")
             self._state.commands.append(f"{verb} {shown}".strip())
+            waiting = bool(getattr(self._reader, "_buffer", b""))
+            self._state.buffered.append((verb, waiting))
             fault = self._state.take_fault(verb, arg)
-            if fault is None:
-                await method(arg)
+            if fault is None or fault.reply.startswith("delay:"):
+                if fault is not None:
+                    await asyncio.sleep(float(fault.reply.removeprefix("delay:")))
+                self._in_ehlo = verb == "EHLO"
+                try:
+                    await method(arg)
+                finally:
+                    self._in_ehlo = False
             elif fault.reply == "drop":
                 assert self.transport is not None
                 self.transport.close()
@@ -191,6 +208,11 @@ class _FaultySMTP(SMTP):
                     self.transport.close()
 
         return wrapper
+
+    async def push(self, status: Any) -> None:
+        if self._in_ehlo and self._state.pipelining and status == "250 HELP":
+            await super().push("250-PIPELINING")
+        await super().push(status)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._counted:
@@ -219,6 +241,9 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         fault = self.state.take_fault("DATA_END", "")
+        if fault is not None and fault.reply.startswith("delay:"):
+            await asyncio.sleep(float(fault.reply.removeprefix("delay:")))
+            fault = None
         if fault is not None:
             if fault.reply == "drop":
                 assert server.transport is not None
@@ -275,6 +300,9 @@ class SMTPTestServer:
     ``tls``: None (plaintext), "starttls" or "implicit". ``auth``: offer AUTH (PLAIN,
     LOGIN, XOAUTH2) - on a plaintext server that means AUTH without TLS, which the client
     must refuse unless allowed. ``idle_timeout``: the server's own idle timeout.
+    ``pipelining``: offer PIPELINING in EHLO (aiosmtpd itself does not, though it reads
+    pipelined commands in order); None reads ``SMTP_TEST_PIPELINING=1`` from the
+    environment, so the whole suite can be run against pipelining servers.
     """
 
     host = "127.0.0.1"
@@ -287,12 +315,16 @@ class SMTPTestServer:
         auth: bool = True,
         auth_required: bool = False,
         idle_timeout: float = 300.0,
+        pipelining: bool | None = None,
     ) -> None:
         if tls is not None and certs is None:
             raise ValueError("TLS needs certs")
         self.certs = certs
         self.tls = tls
         self.state = ServerState()
+        if pipelining is None:
+            pipelining = os.environ.get("SMTP_TEST_PIPELINING") == "1"
+        self.state.pipelining = pipelining
         self.port = 0
         self._auth = auth
         self._auth_required = auth_required

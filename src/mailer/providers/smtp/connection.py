@@ -9,8 +9,13 @@ was outstanding, a reply we could not parse) is marked broken and closed at once
 reply would otherwise be read as the answer to the next command, which can make a
 refused message look accepted.
 
-:meth:`Connection.transaction` is the whole MAIL/RCPT/DATA exchange in one method, so
-that an RFC 2920 PIPELINING implementation can replace it without touching the rest.
+:meth:`Connection.transaction` is the whole MAIL/RCPT/DATA exchange. Once the session
+is set up (greeting, EHLO, STARTTLS, AUTH: aiosmtplib), the transport is handed to
+:class:`.pipeline.ReplyStream`, which writes MAIL, every RCPT and DATA in one write when
+the server offers PIPELINING (RFC 2920) and reads the replies in order. The
+classification is the same either way: a failure before the final "." was written is
+transient, one after it is uncertain, and a connection whose reply stream is in doubt is
+discarded.
 """
 
 from __future__ import annotations
@@ -22,10 +27,9 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import aiosmtplib
-from aiosmtplib import SMTPResponse
 from aiosmtplib import errors as smtp_errors
 
 from ...errors import AuthError, DeliveryError, MessageError, TransientError
@@ -33,7 +37,8 @@ from ...provider import deadline_remaining
 from .classify import Endpoint, Phase, classify_recipients, classify_reply, map_exception
 from .config import SMTPConfig
 from .oauth import TokenSource
-from .wire import mail_command, rcpt_command
+from .pipeline import Reply, ReplyStream
+from .wire import command_line, mail_command, rcpt_command
 
 __all__ = ["Connection", "ConnectionStale", "Delivery", "Settings"]
 
@@ -107,12 +112,25 @@ class Connection:
         self.broken = False
         #: whether the session is encrypted (implicit TLS or STARTTLS)
         self.encrypted = False
+        #: whether the server offers PIPELINING (RFC 2920): one write per transaction
+        self.pipelining = False
+        self._size = False
+        #: the mail-transaction layer, once the session is set up
+        self._stream: ReplyStream | None = None
+        #: a failed pipelined transaction's RSET, sent in front of the next MAIL
+        self._needs_rset = False
+        self._endpoint = settings.endpoint
 
     # -- state -------------------------------------------------------------------------
 
     @property
     def usable(self) -> bool:
-        return not self.broken and self._smtp is not None and self._smtp.is_connected
+        """Open, and nothing unread or unexpected on it: fit for the next transaction."""
+        if self.broken:
+            return False
+        if self._stream is not None:
+            return self._stream.idle
+        return self._smtp is not None and self._smtp.is_connected
 
     @property
     def smtp(self) -> aiosmtplib.SMTP:
@@ -123,6 +141,8 @@ class Connection:
     def abort(self) -> None:
         """Close at once, without QUIT (for a broken or half-open session)."""
         self.broken = True
+        if self._stream is not None:
+            self._stream.close()
         if self._smtp is not None:
             self._smtp.close()
         if self._sock is not None:
@@ -229,6 +249,7 @@ class Connection:
             from .auth import authenticate
 
             await authenticate(self, cfg.auth, s.tokens)
+        self._take_over(smtp)
         self.last_used = time.monotonic()
 
     async def _ehlo(self, smtp: aiosmtplib.SMTP) -> None:
@@ -244,19 +265,64 @@ class Connection:
 
     # -- mail --------------------------------------------------------------------------
 
-    async def transaction(self, sender: str, recipients: list[str], payload: bytes) -> Delivery:
+    def _take_over(self, smtp: aiosmtplib.SMTP) -> None:
+        """Hand the transport from aiosmtplib to :class:`.pipeline.ReplyStream`."""
+        transport = smtp.transport
+        protocol = smtp.protocol
+        if transport is None or protocol is None or not protocol.is_connected:
+            raise ConnectionStale(f"connection to {self._settings.endpoint.where} is closed")
+        self._stream = ReplyStream.take_over(cast(asyncio.Transport, transport))
+        self.pipelining = smtp.supports_extension("pipelining")
+        self._size = smtp.supports_extension("size")
+
+    def _ready(self) -> ReplyStream:
+        stream = self._stream
+        if self.broken or stream is None or not stream.idle:
+            raise ConnectionStale(f"connection to {self._settings.endpoint.where} is closed")
+        return stream
+
+    async def _read(self, stream: ReplyStream, phase: Phase) -> Reply:
+        timeout, label = self._timeout("socket_timeout")
+        with self._guard(phase, timeout, label):
+            return await stream.read(timeout)
+
+    async def transaction(
+        self, sender: str, recipients: list[str], payload: bytes | tuple[bytes, ...]
+    ) -> Delivery:
         """MAIL, RCPT for each recipient, DATA, payload; the server's verdict.
 
-        ``payload`` is already encoded (:func:`.wire.encode_data`): CRLF, dot-stuffed,
-        terminated. Raises ConnectionStale when the session failed before MAIL was
-        accepted, so that nothing of this message left.
+        ``payload`` is already encoded (:func:`.wire.encode_data`, or the pieces of
+        :func:`.wire.data_pieces`): CRLF, dot-stuffed, terminated. With PIPELINING,
+        MAIL, every RCPT and DATA leave in one write (two round trips per message);
+        without it, one command at a time. Raises ConnectionStale when the session
+        failed before MAIL was accepted, so that nothing of this message left.
         """
-        smtp = self.smtp
-        size = len(payload) if smtp.supports_extension("size") else None
-        mail = mail_command(sender, size=size)
-        rcpts = [rcpt_command(r) for r in recipients]
+        stream = self._ready()
+        pieces = (payload,) if isinstance(payload, bytes) else payload
+        size = sum(len(p) for p in pieces) if self._size else None
+        mail = command_line(mail_command(sender, size=size))
+        rcpts = [command_line(rcpt_command(r)) for r in recipients]
         try:
-            reply = await self.command(Phase.MAIL, lambda t: smtp.execute_command(*mail, timeout=t))
+            if self.pipelining:
+                return await self._pipelined(stream, recipients, mail, rcpts, pieces)
+            return await self._one_by_one(stream, recipients, mail, rcpts, pieces)
+        finally:
+            self.last_used = time.monotonic()
+
+    async def _mail_reply(self, stream: ReplyStream) -> Reply:
+        """The reply to MAIL; a session that died before it is ConnectionStale."""
+        reply = await self._before_mail(stream, Phase.MAIL)
+        if reply.code == 421:
+            self.abort()
+            error = classify_reply(Phase.MAIL, reply.code, reply.message, self._endpoint)
+            raise ConnectionStale(str(error.args[0]), code=reply.code, response=reply.message)
+        self.messages += 1
+        return reply
+
+    async def _before_mail(self, stream: ReplyStream, phase: Phase) -> Reply:
+        """A reply before MAIL was accepted; a dropped session is ConnectionStale."""
+        try:
+            return await self._read(stream, phase)
         except TransientError as exc:
             timed_out = isinstance(exc.__cause__, TimeoutError)
             if exc.code == 421 or (exc.code is None and not timed_out):
@@ -265,75 +331,167 @@ class Connection:
                     str(exc.args[0]), code=exc.code, response=exc.response
                 ) from exc
             raise
-        if reply.code != 250:
-            if reply.code == 421:
+
+    async def _pipelined(
+        self,
+        stream: ReplyStream,
+        recipients: list[str],
+        mail: bytes,
+        rcpts: list[bytes],
+        pieces: tuple[bytes, ...],
+    ) -> Delivery:
+        endpoint = self._endpoint
+        rset = self._needs_rset
+        self._needs_rset = False
+        batch = b"".join([b"RSET\r\n" if rset else b"", mail, *rcpts, b"DATA\r\n"])
+        try:
+            stream.send(batch, replies=len(rcpts) + 2 + rset)
+        except Exception as exc:  # closed between the pool's check and now
+            self.abort()
+            raise ConnectionStale(f"connection to {endpoint.where} lost before MAIL") from exc
+        if rset:
+            reply = await self._before_mail(stream, Phase.RSET)
+            if reply.code != 250:  # the server's state is unknown: start afresh
+                self.abort()
                 raise ConnectionStale(
-                    str(classify_reply(Phase.MAIL, reply.code, reply.message,
-                                       self._settings.endpoint).args[0]),
+                    f"RSET refused by {endpoint.where}: {reply.code} {reply.message}",
                     code=reply.code,
                     response=reply.message,
-                )  # fmt: skip
-            self.messages += 1
-            raise classify_reply(Phase.MAIL, reply.code, reply.message, self._settings.endpoint)
-        self.messages += 1
-        try:
-            return await self._after_mail(smtp, recipients, rcpts, payload)
-        except DeliveryError:
-            if self.usable:
-                await self._rset(smtp)
-            raise
-        finally:
-            self.last_used = time.monotonic()
-
-    async def _after_mail(
-        self,
-        smtp: aiosmtplib.SMTP,
-        recipients: list[str],
-        rcpts: list[tuple[bytes, ...]],
-        payload: bytes,
-    ) -> Delivery:
-        endpoint = self._settings.endpoint
+                )
+        mail_reply = await self._mail_reply(stream)
+        if mail_reply.code != 250:
+            error = classify_reply(Phase.MAIL, mail_reply.code, mail_reply.message, endpoint)
+            # Every RCPT and DATA is answered too (503 "need MAIL"): read them all.
+            await self._wind_up(stream, rcpts=len(rcpts))
+            raise error
         accepted: list[str] = []
         refused: dict[str, tuple[int, str]] = {}
-        for address, args in zip(recipients, rcpts, strict=True):
-
-            async def rcpt(timeout: float | None, a: tuple[bytes, ...] = args) -> SMTPResponse:
-                return await smtp.execute_command(*a, timeout=timeout)
-
-            reply = await self.command(Phase.RCPT, rcpt)
+        for address in recipients:
+            reply = await self._read(stream, Phase.RCPT)
             if reply.code in (250, 251):
                 accepted.append(address)
-            elif reply.code == 421:
+            elif reply.code == 421:  # the server hangs up: nothing more will come
+                self.abort()
                 raise classify_reply(Phase.RCPT, reply.code, reply.message, endpoint)
             else:
                 refused[address] = (reply.code, reply.message)
-        error = classify_recipients(accepted, refused)
-        if error is not None:
-            raise error
-        reply = await self.command(Phase.DATA, lambda t: smtp.execute_command(b"DATA", timeout=t))
-        if reply.code != 354:
-            raise classify_reply(Phase.DATA, reply.code, reply.message, endpoint)
-        protocol = smtp.protocol
-        if protocol is None or not protocol.is_connected:
+        if not accepted:
+            none_accepted = classify_recipients(accepted, refused)
+            assert none_accepted is not None
+            await self._wind_up(stream, rcpts=0)
+            raise none_accepted
+        data_reply = await self._read(stream, Phase.DATA)
+        if data_reply.code != 354:
+            if data_reply.code == 421:
+                self.abort()
+            else:
+                self._needs_rset = True
+            raise classify_reply(Phase.DATA, data_reply.code, data_reply.message, endpoint)
+        return await self._message(stream, accepted, refused, pieces)
+
+    async def _wind_up(self, stream: ReplyStream, *, rcpts: int) -> None:
+        """After a refusal in a pipelined group: read what is still owed, then RSET.
+
+        ``rcpts`` RCPT replies and the DATA reply are still owed. RFC 2920: the DATA
+        reply must be checked even when nothing was accepted; if it is 354 anyway, a
+        lone "." ends the (empty, recipient-less) data, and its reply is read too. The
+        RSET goes in front of the next MAIL. The caller's error is what counts: a
+        failure here only means the connection is discarded.
+        """
+        try:
+            for _ in range(rcpts):
+                reply = await self._read(stream, Phase.RCPT)
+                if reply.code == 421:
+                    self.abort()
+                    return
+            reply = await self._read(stream, Phase.DATA)
+            if reply.code == 354:
+                with self._guard(Phase.DATA, None, "socket_timeout"):
+                    stream.send(b".\r\n", replies=1)
+                reply = await self._read(stream, Phase.DATA)
+            if reply.code == 421:
+                self.abort()
+                return
+            self._needs_rset = True
+        except DeliveryError:
+            pass  # the guard has discarded the connection
+
+    async def _one_by_one(
+        self,
+        stream: ReplyStream,
+        recipients: list[str],
+        mail: bytes,
+        rcpts: list[bytes],
+        pieces: tuple[bytes, ...],
+    ) -> Delivery:
+        endpoint = self._endpoint
+        try:
+            stream.send(mail, replies=1)
+        except Exception as exc:
             self.abort()
-            raise TransientError(f"connection to {endpoint.where} lost at DATA")
-
-        async def send_payload(timeout: float | None) -> SMTPResponse:
-            protocol.write(payload)
-            return await protocol.read_response(timeout=timeout)
-
-        reply = await self.command(Phase.MESSAGE, send_payload)
+            raise ConnectionStale(f"connection to {endpoint.where} lost before MAIL") from exc
+        reply = await self._mail_reply(stream)
         if reply.code != 250:
-            raise classify_reply(Phase.MESSAGE, reply.code, reply.message, endpoint)
+            raise classify_reply(Phase.MAIL, reply.code, reply.message, endpoint)
+        try:
+            accepted: list[str] = []
+            refused: dict[str, tuple[int, str]] = {}
+            for address, line in zip(recipients, rcpts, strict=True):
+                with self._guard(Phase.RCPT, None, "socket_timeout"):
+                    stream.send(line, replies=1)
+                reply = await self._read(stream, Phase.RCPT)
+                if reply.code in (250, 251):
+                    accepted.append(address)
+                elif reply.code == 421:
+                    self.abort()
+                    raise classify_reply(Phase.RCPT, reply.code, reply.message, endpoint)
+                else:
+                    refused[address] = (reply.code, reply.message)
+            error = classify_recipients(accepted, refused)
+            if error is not None:
+                raise error
+            with self._guard(Phase.DATA, None, "socket_timeout"):
+                stream.send(b"DATA\r\n", replies=1)
+            reply = await self._read(stream, Phase.DATA)
+            if reply.code != 354:
+                if reply.code == 421:
+                    self.abort()
+                raise classify_reply(Phase.DATA, reply.code, reply.message, endpoint)
+            return await self._message(stream, accepted, refused, pieces)
+        except DeliveryError:
+            if self.usable:
+                await self._rset()
+            raise
+
+    async def _message(
+        self,
+        stream: ReplyStream,
+        accepted: list[str],
+        refused: dict[str, tuple[int, str]],
+        pieces: tuple[bytes, ...],
+    ) -> Delivery:
+        """The payload after 354, then the verdict."""
+        timeout, label = self._timeout("socket_timeout")
+        # Until the final "." is written nothing can be delivered: a failure is transient.
+        with self._guard(Phase.DATA, timeout, label):
+            await stream.send_payload(pieces, timeout=timeout)
+        reply = await self._read(stream, Phase.MESSAGE)
+        if reply.code != 250:
+            if reply.code == 421:
+                self.abort()
+            raise classify_reply(Phase.MESSAGE, reply.code, reply.message, self._endpoint)
         rejected = {a: f"{code} {text}".strip() for a, (code, text) in refused.items()}
         return Delivery(accepted=accepted, rejected=rejected, response=reply.message)
 
-    async def _rset(self, smtp: aiosmtplib.SMTP) -> None:
+    async def _rset(self) -> None:
         """End a failed transaction so the connection can carry the next one."""
+        stream = self._stream
         timeout = min(self._settings.config.socket_timeout, _COURTESY_TIMEOUT)
         try:
+            assert stream is not None
             with self._guard(Phase.RSET, timeout, "socket_timeout"):
-                reply = await smtp.execute_command(b"RSET", timeout=timeout)
+                stream.send(b"RSET\r\n", replies=1)
+                reply = await stream.read(timeout)
             if reply.code != 250:
                 self.abort()
         except DeliveryError:
@@ -342,9 +500,17 @@ class Connection:
     async def quit(self) -> None:
         """Say goodbye politely, then close whatever happens."""
         smtp = self._smtp
+        stream = self._stream
+        timeout = min(self._settings.config.socket_timeout, _COURTESY_TIMEOUT)
         try:
-            if smtp is not None and smtp.is_connected and not self.broken:
-                timeout = min(self._settings.config.socket_timeout, _COURTESY_TIMEOUT)
+            if self.broken:
+                pass
+            elif stream is not None:
+                if stream.idle:
+                    with contextlib.suppress(Exception):
+                        stream.send(b"QUIT\r\n", replies=1)
+                        await stream.read(timeout)
+            elif smtp is not None and smtp.is_connected:
                 with contextlib.suppress(Exception):
                     await smtp.quit(timeout=timeout)
         finally:

@@ -13,14 +13,19 @@ recognise is doubled, and the only ``<CRLF>.<CRLF>`` that leaves is our terminat
 from __future__ import annotations
 
 import re
+import threading
+import weakref
+from typing import Protocol
 
 from ...errors import MessageError
 
 __all__ = [
     "check_envelope_address",
     "command_line",
+    "data_pieces",
     "encode_data",
     "mail_command",
+    "message_payload",
     "rcpt_command",
 ]
 
@@ -31,11 +36,76 @@ _FORBIDDEN_IN_ADDRESS = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029<>]")
 
 
 def encode_data(payload: bytes) -> bytes:
-    """The DATA payload: CRLF-only, dot-stuffed, with the ``.<CRLF>`` terminator."""
-    text = _LINE_ENDING.sub(b"\r\n", payload)
-    if text and not text.endswith(b"\r\n"):
-        text += b"\r\n"
-    return _LEADING_DOT.sub(b"..", text) + b".\r\n"
+    """The DATA payload: CRLF-only, dot-stuffed, with the ``.<CRLF>`` terminator.
+
+    Whole-buffer passes in C (``count``, ``find``, ``re.sub``), never a Python loop over
+    lines; a payload that needs no change is copied once (to append the terminator).
+    """
+    return b"".join(data_pieces(payload))
+
+
+def _crlf_only(payload: bytes) -> bool:
+    pairs = payload.count(b"\r\n")
+    return payload.count(b"\r") == pairs and payload.count(b"\n") == pairs
+
+
+def data_pieces(payload: bytes) -> tuple[bytes, ...]:
+    """:func:`encode_data` as pieces to write in order, without copying a clean payload.
+
+    A rendered :class:`~mailer.Message` is already CRLF-only and rarely has a line that
+    starts with "."; then the pieces are the payload itself and the terminator, so a
+    20 MB message is not copied at all. ``b"".join(data_pieces(p)) == encode_data(p)``.
+    """
+    if not payload:
+        return (b".\r\n",)
+    if payload.endswith(b"\r\n") and _crlf_only(payload):
+        text = payload
+    else:
+        text = _LINE_ENDING.sub(b"\r\n", payload)
+        if not text.endswith(b"\r\n"):
+            text += b"\r\n"
+    if text.startswith(b".") or b"\n." in text:
+        text = _LEADING_DOT.sub(b"..", text)
+    return (text, b".\r\n")
+
+
+class _Renders(Protocol):
+    def as_bytes(self) -> bytes: ...
+
+
+_PAYLOADS: dict[int, tuple[weakref.ref[_Renders], tuple[bytes, ...]]] = {}
+_PAYLOADS_LOCK = threading.Lock()
+
+
+def _forget(key: int, ref: weakref.ref[_Renders]) -> None:
+    with _PAYLOADS_LOCK:
+        entry = _PAYLOADS.get(key)
+        if entry is not None and entry[0] is ref:
+            del _PAYLOADS[key]
+
+
+def message_payload(message: _Renders) -> tuple[bytes, ...]:
+    """The DATA payload pieces of ``message``, encoded once per message, not per attempt.
+
+    Kept while the message object lives (keyed by identity, dropped by a weak
+    reference callback), so a retry or a failover to another SMTP provider reuses it.
+    """
+    key = id(message)
+    entry = _PAYLOADS.get(key)
+    if entry is not None and entry[0]() is message:
+        return entry[1]
+    pieces = data_pieces(message.as_bytes())
+
+    def forget(ref: weakref.ref[_Renders], key: int = key) -> None:
+        _forget(key, ref)
+
+    try:
+        ref = weakref.ref(message, forget)
+    except TypeError:  # not weak-referenceable: encode every time
+        return pieces
+    with _PAYLOADS_LOCK:
+        _PAYLOADS[key] = (ref, pieces)
+    return pieces
 
 
 def check_envelope_address(address: str, what: str) -> str:

@@ -1,0 +1,254 @@
+"""The mail-transaction wire layer: one write per group of commands, replies in order.
+
+aiosmtplib sets up the session (connect, TLS, EHLO, STARTTLS, AUTH); then
+:class:`ReplyStream` takes the transport over (``transport.set_protocol``) for MAIL,
+RCPT, DATA, the payload, RSET and QUIT. aiosmtplib cannot pipeline: its protocol parses
+at most one reply per ``data_received`` and drops data that arrives while no command
+waits, so the second reply of a pipelined group would be lost or mis-paired. This layer
+keeps every complete reply in a queue, in order, and counts the replies it is owed:
+
+* ``send(data, replies=n)`` writes ``data`` (one or more commands, or the payload) and
+  records that ``n`` more replies are owed;
+* ``read(timeout)`` returns the next reply, in the order the commands were written.
+
+A reply that arrives while none is owed (a late reply after a timeout, a 421 before an
+idle close) is never queued for a later command: the stream is marked ``unsolicited``
+and the connection must be discarded. A timeout is an exception here, and the caller
+(:class:`.connection.Connection`) discards the connection on any exception, so a late
+reply can never be read as the answer to the next command.
+
+Exceptions are aiosmtplib's (``SMTPServerDisconnected``, ``SMTPResponseException``
+with code -1 for a malformed reply) or ``TimeoutError``, so that
+:func:`.classify.map_exception` classifies them exactly as it does for aiosmtplib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import NamedTuple
+
+from aiosmtplib import errors as smtp_errors
+
+__all__ = ["Reply", "ReplyStream", "parse_replies"]
+
+#: a single reply line longer than this is malformed (aiosmtplib uses the same bound)
+MAX_LINE = 8192
+#: a reply (with its continuation lines) longer than this is malformed
+MAX_REPLY = MAX_LINE * 4
+#: payloads are handed to the transport in pieces of this size, waiting for the socket
+#: to drain between them, so a large message is never copied whole into its buffer
+CHUNK = 256 * 1024
+
+
+class Reply(NamedTuple):
+    """One SMTP reply: the code and the text (continuation lines joined by newlines)."""
+
+    code: int
+    message: str
+
+
+def parse_replies(buffer: bytearray, out: deque[Reply], limit: int) -> None:
+    """Move up to ``limit`` complete replies from the front of ``buffer`` to ``out``.
+
+    Raises ``SMTPResponseException(-1, ...)`` for a malformed or oversized reply. What
+    is left in ``buffer`` is an incomplete reply (or more than ``limit`` replies).
+    """
+    start = 0
+    lines: list[bytes] = []
+    code = -1
+    taken = 0
+    while taken < limit:
+        end = buffer.find(b"\n", start)
+        if end == -1:
+            break
+        line = bytes(buffer[start : end + 1])
+        if len(line) > MAX_LINE:
+            raise smtp_errors.SMTPResponseException(-1, "Response too long")
+        head = line[:3]
+        if not head.isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
+            text = line.decode("utf-8", "replace").strip()
+            raise smtp_errors.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
+        code = int(head)
+        lines.append(line[4:].strip(b" \t\r\n"))
+        start = end + 1
+        if line[3:4] != b"-":
+            text = b"\n".join(lines).decode("utf-8", "surrogateescape")
+            out.append(Reply(code, text))
+            del buffer[:start]
+            start = 0
+            lines = []
+            taken += 1
+    if len(buffer) > MAX_REPLY:
+        raise smtp_errors.SMTPResponseException(-1, "Response too long")
+
+
+class ReplyStream(asyncio.Protocol):
+    """The protocol of an SMTP transport once the session is set up; see the module doc."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = transport
+        self._buffer = bytearray()
+        self._replies: deque[Reply] = deque()
+        #: replies owed for commands written and not yet received
+        self._owed = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        #: set when the server said something nobody asked for: never reuse
+        self.unsolicited = False
+
+    @classmethod
+    def take_over(cls, transport: asyncio.Transport) -> ReplyStream:
+        """Become the protocol of ``transport`` (between commands: nothing is owed)."""
+        stream = cls(transport)
+        transport.set_protocol(stream)
+        return stream
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        t = self._transport
+        return t is not None and not t.is_closing() and self._error is None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing owed, nothing unread, nothing unexpected: safe for a new transaction."""
+        return self.connected and not self.unsolicited and not self._owed and not self._replies
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def send(self, data: bytes, *, replies: int) -> None:
+        """Write ``data`` at once; ``replies`` more replies are now owed."""
+        transport = self._transport
+        if transport is None or transport.is_closing() or self._error is not None:
+            raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")
+        self._owed += replies
+        transport.write(data)
+
+    async def send_payload(self, pieces: tuple[bytes, ...], *, timeout: float | None) -> None:
+        """Write the payload pieces in chunks, waiting for the socket between them.
+
+        One reply is owed once the last chunk (with the final ".") is written. A failure
+        raised here means the end of the data has *not* been written: transient.
+        """
+        total = sum(len(p) for p in pieces)
+        written = 0
+        for piece in pieces:
+            view = memoryview(piece)
+            for offset in range(0, len(view), CHUNK):
+                chunk = view[offset : offset + CHUNK]
+                last = written + len(chunk) >= total
+                if self._paused:
+                    await self._wait_drain(timeout)
+                transport = self._transport
+                if transport is None or transport.is_closing() or self._error is not None:
+                    raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")
+                if last:
+                    self._owed += 1
+                transport.write(chunk)
+                written += len(chunk)
+
+    async def _wait_drain(self, timeout: float | None) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self._loop.create_future()
+        waiter = self._drain
+        handle = None
+        if timeout is not None:
+            handle = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def read(self, timeout: float | None) -> Reply:
+        """The next reply owed, in order; TimeoutError after ``timeout`` seconds."""
+        if self._replies:
+            self._owed -= 1
+            return self._replies.popleft()
+        if self._error is not None:
+            raise self._error
+        if self._owed <= 0:  # pragma: no cover - a caller bug, not a server's
+            raise RuntimeError("read() with no reply owed")
+        waiter = self._loop.create_future()
+        self._waiter = waiter
+        handle = None
+        if timeout is not None:
+            handle = self._loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+        if self._replies:
+            self._owed -= 1
+            return self._replies.popleft()
+        raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)  # the writer then sees the error
+
+    def data_received(self, data: bytes) -> None:
+        if self._error is not None:
+            return
+        self._buffer.extend(data)
+        room = self._owed - len(self._replies)
+        try:
+            parse_replies(self._buffer, self._replies, max(room, 0))
+        except smtp_errors.SMTPResponseException as exc:
+            self._fail(exc)
+            self.close()
+            return
+        if self._buffer and len(self._replies) >= self._owed and b"\n" in self._buffer:
+            # A complete line nobody asked for: a late reply after a timeout, or the
+            # server talking out of turn. It must never answer a later command.
+            self.unsolicited = True
+            self._fail(smtp_errors.SMTPServerDisconnected("unexpected reply from the server"))
+            self.close()
+            return
+        if self._replies:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(smtp_errors.SMTPServerDisconnected("Unexpected EOF received"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = smtp_errors.SMTPServerDisconnected("Connection lost")
+        if exc is not None:
+            error.__cause__ = exc
+        self._fail(error)
+        self._transport = None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
