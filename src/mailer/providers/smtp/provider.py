@@ -24,7 +24,7 @@ from .connection import Connection, Delivery, Settings
 from .oauth import TokenSource
 from .pool import Pool
 from .tls import build_context
-from .wire import check_envelope_address, encode_data
+from .wire import check_envelope_address, message_payload
 
 __all__ = ["SMTPProvider"]
 
@@ -101,7 +101,7 @@ class SMTPProvider(Provider):
         recipients = [
             check_envelope_address(r, "envelope recipient") for r in message.envelope_recipients
         ]
-        payload = encode_data(message.as_bytes())
+        payload = message_payload(message)  # encoded once per message, not per attempt
 
         async def job(conn: Connection) -> Delivery:
             return await conn.transaction(sender, recipients, payload)
