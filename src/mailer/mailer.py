@@ -341,8 +341,9 @@ class Mailer:
         """Send through one provider (with its retries). None means: fail over."""
         breaker = route.breaker
         settled = False
+        probe = breaker.state is not BreakerState.CLOSED  # acquired as the half-open probe
         try:
-            result = await self._send_with_retries(route, msg, deadline, attempts)
+            result = await self._send_with_retries(route, msg, deadline, attempts, probe)
         except PermanentError as exc:
             breaker.record_success()  # it answered, so it is healthy
             settled = True
@@ -382,9 +383,9 @@ class Mailer:
                          result=result))  # fmt: skip
         return result
 
-    def _retryable(self, route: Route) -> Callable[[BaseException], bool]:
+    def _retryable(self, route: Route, probe: bool) -> Callable[[BaseException], bool]:
         def check(exc: BaseException) -> bool:
-            if route.breaker.state is BreakerState.OPEN:
+            if not probe and route.breaker.state is not BreakerState.CLOSED:
                 return False  # other sends proved it down meanwhile: go elsewhere now
             if isinstance(exc, RateLimited):
                 return False  # it asked us to go away: go elsewhere
@@ -395,7 +396,12 @@ class Mailer:
         return check
 
     async def _send_with_retries(
-        self, route: Route, msg: Message, deadline: float, attempts: list[Attempt]
+        self,
+        route: Route,
+        msg: Message,
+        deadline: float,
+        attempts: list[Attempt],
+        probe: bool = False,
     ) -> SendResult:
         cfg = self.retry_config
         retrying = AsyncRetrying(
@@ -403,13 +409,32 @@ class Mailer:
             wait=wait_exponential(multiplier=cfg.backoff, max=cfg.max_backoff)
             if cfg.backoff
             else (lambda state: 0.0),
-            retry=retry_if_exception(self._retryable(route)),
+            retry=retry_if_exception(self._retryable(route, probe)),
             reraise=True,
             sleep=anyio.sleep,
         )
-        async for attempt in retrying:
-            with attempt:
-                return await self._attempt_once(route, msg, deadline, attempts)
+        uncertain: list[DeliveryUncertain] = []
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        return await self._attempt_once(route, msg, deadline, attempts)
+                    except DeliveryUncertain as exc:
+                        uncertain.append(exc)
+                        raise
+        except DeliveryError as exc:
+            if uncertain and not isinstance(exc, DeliveryUncertain):
+                # An earlier attempt may have delivered it (the retry of an idempotent
+                # provider failed differently): the outcome is still uncertain. Reporting
+                # the last error alone would fail over, or report a failure, and risk a
+                # duplicate.
+                raise DeliveryUncertain(
+                    f"an earlier attempt may have delivered the message "
+                    f"({uncertain[0].args[0]}); the retry then failed: "
+                    f"{exc.args[0] if exc.args else exc}",
+                    provider=route.name, code=exc.code, response=exc.response,
+                ) from exc  # fmt: skip
+            raise
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _attempt_once(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message
-from mailer.errors import TransientError
+from mailer.errors import DeliveryUncertain, TransientError
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio
@@ -61,3 +61,21 @@ def test_not_tried_is_transient() -> None:
     from mailer.mailer import _NotTried
 
     assert issubclass(_NotTried, TransientError)
+
+
+class IdempotentScripted(ScriptedProvider):
+    idempotent = True
+
+
+@pytest.mark.parametrize("then", ["transient", "permanent", "auth"])
+async def test_uncertain_then_a_failed_retry_is_still_uncertain(then: str) -> None:
+    # Found by the matrix (HTTP: accepted, then no answer; the idempotent retry then hit
+    # a full connection pool): the retry's TransientError replaced the uncertain outcome,
+    # so the Mailer failed over and the message was delivered twice.
+    api = IdempotentScripted("api", ["uncertain", then])
+    spare = ScriptedProvider("spare")
+    mailer = Mailer([api, spare], retry={"attempts": 2, "backoff": 0})
+    with pytest.raises(DeliveryUncertain, match="an earlier attempt may have delivered"):
+        await mailer.send(msg())
+    assert spare.calls == 0
+    assert len(api.messages) == 1
