@@ -1,0 +1,327 @@
+"""RFC 2920 PIPELINING: one write per transaction, replies matched in order, same verdicts.
+
+The servers are real (aiosmtpd) and offer PIPELINING when asked. Each records, for every
+command, whether more input was already waiting when it handled it: for a pipelined
+transaction MAIL and every RCPT have the next command behind them (they left in one
+write, before any reply), and only DATA waits for the client. That is two round trips
+per message on a warm connection (MAIL..DATA, then the payload), not 3 + recipients.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from collections import deque
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mailer import Message
+from mailer.errors import (
+    DeliveryUncertain,
+    PermanentError,
+    RecipientsRefused,
+    TransientError,
+)
+from mailer.providers.smtp import SMTPProvider
+from mailer.providers.smtp.pipeline import Reply, parse_replies
+from mailer.providers.smtp.wire import (
+    _PAYLOADS,
+    data_pieces,
+    encode_data,
+    message_payload,
+)
+
+from .servers import SMTPTestServer
+from .test_pure import SMUGGLING
+
+Factory = Callable[..., SMTPTestServer]
+
+
+def message(*to: str, text: str = "x") -> Message:
+    return Message(
+        sender="app@example.com", to=list(to or ["u@example.org"]), subject="Hi", text=text
+    )
+
+
+@pytest.fixture
+def piped(smtp_server: Factory) -> SMTPTestServer:
+    """A plaintext server that offers PIPELINING."""
+    return smtp_server(pipelining=True)
+
+
+def batches(server: SMTPTestServer) -> list[list[str]]:
+    """The commands grouped by write: a group ends where nothing more was waiting."""
+    groups: list[list[str]] = [[]]
+    for verb, waiting in server.state.buffered:
+        groups[-1].append(verb)
+        if not waiting:
+            groups.append([])
+    return [g for g in groups if g]
+
+
+# -- on the wire -------------------------------------------------------------------------
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_mail_rcpts_and_data_leave_in_one_write(piped: SMTPTestServer) -> None:
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        for i in range(3):
+            result = await provider.send(message("a@example.org", "b@example.org", f"c{i}@x.org"))
+            assert result.accepted == ["a@example.org", "b@example.org", f"c{i}@x.org"]
+        pool = provider.pool
+        assert pool is not None and pool.opened == 1
+    assert batches(piped)[1:4] == [["MAIL", "RCPT", "RCPT", "RCPT", "DATA"]] * 3
+    assert len(piped.state.messages) == 3
+    assert piped.state.messages[2].rcpt_tos == ["a@example.org", "b@example.org", "c2@x.org"]
+
+
+async def test_without_pipelining_one_command_at_a_time(smtp_server: Factory) -> None:
+    server = smtp_server(pipelining=False)
+    async with SMTPProvider.from_config("p", server.config(pool=True)) as provider:
+        await provider.send(message("a@example.org", "b@example.org"))
+        await provider.send(message("c@example.org"))
+    assert batches(server)[1:6] == [["MAIL"], ["RCPT"], ["RCPT"], ["DATA"], ["MAIL"]]
+    assert len(server.state.messages) == 2
+
+
+async def test_refused_rcpt_in_the_middle_is_a_partial_result(piped: SMTPTestServer) -> None:
+    piped.state.fail("RCPT", "550 5.1.1 <bad@example.org>: no such user", match="bad@")
+    result = await SMTPProvider.from_config("p", piped.config()).send(
+        message("a@example.org", "bad@example.org", "c@example.org")
+    )
+    assert result.accepted == ["a@example.org", "c@example.org"]
+    assert result.rejected == {"bad@example.org": "550 5.1.1 <bad@example.org>: no such user"}
+    assert piped.state.messages[0].rcpt_tos == ["a@example.org", "c@example.org"]
+    assert batches(piped)[1] == ["MAIL", "RCPT", "RCPT", "RCPT", "DATA"]
+
+
+async def _then_next_send_reuses(piped: SMTPTestServer, provider: SMTPProvider) -> None:
+    """After a refusal the connection is in a known state: RSET leads the next group."""
+    result = await provider.send(message("ok@example.org"))
+    assert result.accepted == ["ok@example.org"]
+    pool = provider.pool
+    assert pool is not None and pool.opened == 1
+    assert ["RSET", "MAIL", "RCPT", "DATA"] in batches(piped)
+    assert piped.state.messages[-1].rcpt_tos == ["ok@example.org"]
+
+
+async def test_refused_mail_reads_every_reply_then_rset(piped: SMTPTestServer) -> None:
+    piped.state.fail("MAIL", "553 5.1.8 sender domain does not exist", times=1)
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        with pytest.raises(PermanentError) as info:
+            await provider.send(message("a@example.org", "b@example.org"))
+        assert (info.value.code, info.value.response) == (553, "5.1.8 sender domain does not exist")
+        assert "MAIL FROM refused" in str(info.value)
+        await _then_next_send_reuses(piped, provider)
+    assert len(piped.state.messages) == 1
+
+
+async def test_refused_data_then_rset(piped: SMTPTestServer) -> None:
+    piped.state.fail("DATA", "451 4.3.0 try again later", times=1)
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        with pytest.raises(TransientError) as info:
+            await provider.send(message())
+        assert info.value.code == 451 and "DATA" in str(info.value)
+        await _then_next_send_reuses(piped, provider)
+
+
+async def test_all_recipients_refused_reads_data_reply(piped: SMTPTestServer) -> None:
+    piped.state.fail("RCPT", "550 5.1.1 no such user", match="@nowhere.")
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        with pytest.raises(RecipientsRefused) as info:
+            await provider.send(message("a@nowhere.example", "b@nowhere.example"))
+        assert set(info.value.refused) == {"a@nowhere.example", "b@nowhere.example"}
+        await _then_next_send_reuses(piped, provider)
+    assert len(piped.state.messages) == 1
+
+
+async def test_354_with_no_recipient_gets_a_lone_dot(piped: SMTPTestServer) -> None:
+    """RFC 2920: a server may accept DATA even when no RCPT was; end it with "."."""
+    piped.state.fail("RCPT", "550 5.1.1 no such user", match="@nowhere.")
+    piped.state.fail("DATA", "354 go ahead anyway", times=1)
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        with pytest.raises(RecipientsRefused):
+            await provider.send(message("a@nowhere.example"))
+        await _then_next_send_reuses(piped, provider)
+    assert len(piped.state.messages) == 1
+
+
+async def test_421_at_rcpt_discards_the_connection(piped: SMTPTestServer) -> None:
+    piped.state.fail("RCPT", "421 4.3.2 shutting down", match="b@", times=1)
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        with pytest.raises(TransientError) as info:
+            await provider.send(message("a@example.org", "b@example.org"))
+        assert info.value.code == 421
+        await provider.send(message())
+        pool = provider.pool
+        assert pool is not None and pool.opened == 2
+    assert len(piped.state.messages) == 1
+
+
+@pytest.mark.parametrize("verb", ["RCPT", "DATA"])
+async def test_drop_after_the_batch_is_transient(piped: SMTPTestServer, verb: str) -> None:
+    piped.state.fail(verb, "drop")
+    with pytest.raises(TransientError) as info:
+        await SMTPProvider.from_config("p", piped.config()).send(message())
+    assert type(info.value) is TransientError
+    assert f"lost at {'RCPT TO' if verb == 'RCPT' else 'DATA'}" in str(info.value)
+    assert piped.state.messages == []
+
+
+async def test_drop_after_the_final_dot_is_uncertain(piped: SMTPTestServer) -> None:
+    piped.state.fail("DATA_END", "drop")
+    with pytest.raises(DeliveryUncertain, match=r"lost after the message was sent \(final '.'\)"):
+        await SMTPProvider.from_config("p", piped.config()).send(message())
+
+
+async def test_late_reply_after_a_timeout_is_never_matched(piped: SMTPTestServer) -> None:
+    """RCPT answered after socket_timeout: the connection is discarded, not reused."""
+    piped.state.fail("RCPT", "delay:1.0", times=1)
+    async with SMTPProvider.from_config(
+        "p", piped.config(pool=True, socket_timeout=0.3)
+    ) as provider:
+        with pytest.raises(TransientError, match=r"no reply within 0.3s|timed out"):
+            await provider.send(message("first@example.org"))
+        result = await provider.send(message("second@example.org"))
+        assert result.accepted == ["second@example.org"]
+        pool = provider.pool
+        assert pool is not None and pool.opened == 2
+    assert [m.rcpt_tos for m in piped.state.messages] == [["second@example.org"]]
+
+
+async def test_late_verdict_after_the_dot_is_uncertain_and_not_reused(
+    piped: SMTPTestServer,
+) -> None:
+    piped.state.fail("DATA_END", "delay:1.0", times=1)
+    async with SMTPProvider.from_config(
+        "p", piped.config(pool=True, socket_timeout=0.3)
+    ) as provider:
+        with pytest.raises(DeliveryUncertain):
+            await provider.send(message("first@example.org"))
+        result = await provider.send(message("second@example.org"))
+        assert result.accepted == ["second@example.org"]
+        pool = provider.pool
+        assert pool is not None and pool.opened == 2
+
+
+async def test_unsolicited_reply_discards_the_connection(piped: SMTPTestServer) -> None:
+    """A reply nobody asked for must never answer the next command."""
+    piped.state.fail("DATA_END", "250 2.0.0 queued\r\n250 2.0.0 surprise", times=1)
+    async with SMTPProvider.from_config("p", piped.config(pool=True)) as provider:
+        await provider.send(message("first@example.org"))
+        await provider.send(message("second@example.org"))
+        pool = provider.pool
+        assert pool is not None and pool.opened == 2
+
+
+@pytest.mark.parametrize("payload", SMUGGLING)
+async def test_smuggling_sequences_never_end_the_data(
+    piped: SMTPTestServer, payload: bytes
+) -> None:
+    provider = SMTPProvider.from_config("p", piped.config())
+    conn = await provider.connect()
+    try:
+        assert conn.pipelining
+        await conn.transaction("app@example.com", ["u@example.org"], data_pieces(payload))
+    finally:
+        await conn.quit()
+    assert len(piped.state.messages) == 1
+    assert piped.state.verbs().count("MAIL") == 1  # evil MAIL stayed inside DATA
+    assert b"MAIL FROM:<evil@x>" in piped.state.messages[0].original_content
+
+
+async def test_large_message_written_in_chunks(piped: SMTPTestServer) -> None:
+    text = "0123456789 abcdefghijklmnopqrstuvwxyz\n" * 150_000  # ~5.7 MB
+    msg = message(text=text)
+    result = await SMTPProvider.from_config("p", piped.config()).send(msg)
+    assert result.accepted == ["u@example.org"]
+    got = piped.state.messages[0].original_content
+    assert got == msg.as_bytes()
+
+
+async def test_starttls_and_auth_then_pipelining(smtp_server: Factory) -> None:
+    server = smtp_server(tls="starttls", pipelining=True)
+    auth = {"user": "alice", "password": "s3cret-pass"}
+    async with SMTPProvider.from_config("p", server.config(pool=True, auth=auth)) as provider:
+        await provider.send(message("a@example.org", "b@example.org"))
+        await provider.send(message("c@example.org"))
+    assert batches(server)[-2:] == [["MAIL", "RCPT", "DATA"], ["QUIT"]]
+    assert ["MAIL", "RCPT", "RCPT", "DATA"] in batches(server)
+    assert len(server.state.messages) == 2
+
+
+# -- pure --------------------------------------------------------------------------------
+
+
+def _old_encode_data(payload: bytes) -> bytes:
+    """The previous line-ending + dot-stuffing rules, as the reference."""
+    text = re.sub(rb"\r\n|\r|\n", b"\r\n", payload)
+    if text and not text.endswith(b"\r\n"):
+        text += b"\r\n"
+    return re.sub(rb"(?m)^\.", b"..", text) + b".\r\n"
+
+
+_PIECES = st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n"])).map(b"".join)
+
+
+@given(st.binary(max_size=200) | _PIECES)
+def test_pieces_are_the_same_bytes_as_before(payload: bytes) -> None:
+    assert b"".join(data_pieces(payload)) == encode_data(payload) == _old_encode_data(payload)
+
+
+def test_clean_payload_is_not_copied() -> None:
+    payload = b"Subject: x\r\n\r\nhello\r\n" * 1000
+    pieces = data_pieces(payload)
+    assert pieces[0] is payload and pieces[1] == b".\r\n"
+
+
+def test_payload_encoded_once_per_message() -> None:
+    msg = message(text=".starts with a dot\n")
+    first = message_payload(msg)
+    assert message_payload(msg) is first
+    assert b"\r\n..starts with a dot" in b"".join(first)
+    key = id(msg)
+    del msg
+    gc.collect()
+    assert key not in _PAYLOADS
+
+
+def _parse(chunks: list[bytes], owed: int = 10) -> list[Reply]:
+    buffer, out = bytearray(), deque[Reply]()
+    for chunk in chunks:
+        buffer.extend(chunk)
+        parse_replies(buffer, out, owed - len(out))
+    return list(out)
+
+
+def test_parse_replies_in_order_across_reads() -> None:
+    data = b"250 2.1.0 Ok\r\n550 5.1.1 no\r\n250-first\r\n250 second\r\n354 go\r\n"
+    want = [
+        Reply(250, "2.1.0 Ok"),
+        Reply(550, "5.1.1 no"),
+        Reply(250, "first\nsecond"),
+        Reply(354, "go"),
+    ]
+    assert _parse([data]) == want
+    assert _parse([data[i : i + 3] for i in range(0, len(data), 3)]) == want
+    assert _parse([data], owed=2) == want[:2]
+
+
+@pytest.mark.parametrize("bad", [b"hello\r\n", b"25 x\r\n", b"250" + b"x" * 9000 + b"\r\n"])
+def test_parse_replies_refuses_malformed(bad: bytes) -> None:
+    from aiosmtplib.errors import SMTPResponseException
+
+    with pytest.raises(SMTPResponseException) as info:
+        _parse([bad])
+    assert info.value.code == -1
+
+
+def test_parse_replies_bounds_an_endless_reply() -> None:
+    from aiosmtplib.errors import SMTPResponseException
+
+    with pytest.raises(SMTPResponseException):
+        _parse([b"250-" + b"x" * 100 + b"\r\n"] * 400)
