@@ -20,7 +20,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from ...errors import AuthError, TransientError
+from ...errors import AuthError, DeliveryError, TransientError
+from ...provider import deadline_remaining
 from .config import OAuth2Options
 
 __all__ = ["TokenSource"]
@@ -42,6 +43,8 @@ class TokenSource:
         self._client_factory = client
         #: how many times a new token was obtained (for metrics and tests)
         self.refreshes = 0
+        #: when the last refresh failed, and how (shared with the connections queued on it)
+        self._failure: tuple[float, DeliveryError] | None = None
 
     @property
     def can_refresh(self) -> bool:
@@ -77,15 +80,37 @@ class TokenSource:
         return await self._refresh(stale=stale)
 
     async def _refresh(self, stale: SecretStr | None) -> SecretStr:
-        async with self._lock:
+        asked = time.monotonic()
+        wait = deadline_remaining(None)
+        try:
+            await asyncio.wait_for(self._lock.acquire(), wait)
+        except TimeoutError:
+            raise TransientError(
+                "the send deadline passed while waiting for another connection's OAuth2 "
+                "token refresh (nothing was sent)"
+            ) from None
+        try:
             current = self._token
             if current is not None and current is not stale and self._fresh(current):
                 return current  # another connection refreshed while we waited
-            token, expires_in = await self._obtain()
+            failed = self._failure
+            if failed is not None and failed[0] >= asked:
+                # The refresh we queued behind has just failed: share its verdict rather
+                # than ask a failing endpoint again, once per waiting connection.
+                error = failed[1]
+                raise type(error)(str(error.args[0]), code=error.code, response=error.response)
+            try:
+                token, expires_in = await self._obtain()
+            except DeliveryError as exc:
+                self._failure = (time.monotonic(), exc)
+                raise
+            self._failure = None
             self._token = token
             self._expires_at = time.monotonic() + expires_in if expires_in else None
             self.refreshes += 1
             return token
+        finally:
+            self._lock.release()
 
     async def _obtain(self) -> tuple[SecretStr, float | None]:
         callback = self._options.callback

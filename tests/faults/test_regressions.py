@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message
@@ -79,3 +80,59 @@ async def test_uncertain_then_a_failed_retry_is_still_uncertain(then: str) -> No
         await mailer.send(msg())
     assert spare.calls == 0
     assert len(api.messages) == 1
+
+
+async def test_a_failed_token_refresh_is_shared_with_the_connections_queued_on_it() -> None:
+    # Found by the matrix (token endpoint slower than token_timeout, a pool of 5): each
+    # connection queued on the refresh lock asked the failing endpoint again, one after
+    # another, so the last one waited 5 x token_timeout, past the send deadline, and the
+    # Mailer's backstop reported DeliveryUncertain for a send that never reached MAIL.
+    from mailer.providers.smtp.config import OAuth2Options
+    from mailer.providers.smtp.oauth import TokenSource
+
+    from .kit import TokenEndpoint
+
+    endpoint = TokenEndpoint(["tok"]).start()
+    endpoint.delay = 0.6
+    try:
+        source = TokenSource(OAuth2Options(token_url=endpoint.url, client_id="c",
+                                           client_secret="s", refresh_token="r",
+                                           token_timeout=0.2))  # fmt: skip
+        outcomes: list[BaseException] = []
+
+        async def one() -> None:
+            try:
+                await source.get()
+            except TransientError as exc:
+                outcomes.append(exc)
+
+        with anyio.fail_after(2):
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(one)
+            took = anyio.current_time() - started
+        assert len(outcomes) == 5
+        assert len(endpoint.requests) == 1
+        assert took < 0.5
+    finally:
+        endpoint.stop()
+
+
+async def test_waiting_for_a_token_refresh_is_bounded_by_the_send_deadline() -> None:
+    import time
+
+    from mailer.provider import _DEADLINE
+    from mailer.providers.smtp.config import OAuth2Options
+    from mailer.providers.smtp.oauth import TokenSource
+
+    source = TokenSource(OAuth2Options(token_url="http://127.0.0.1:9/t", client_id="c",
+                                       client_secret="s", refresh_token="r"))  # fmt: skip
+    await source._lock.acquire()  # another connection's refresh is running
+    token = _DEADLINE.set(time.monotonic() + 0.2)
+    try:
+        with anyio.fail_after(2), pytest.raises(TransientError, match="deadline passed"):
+            await source.get()
+    finally:
+        _DEADLINE.reset(token)
+        source._lock.release()
