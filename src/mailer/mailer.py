@@ -118,13 +118,16 @@ class _NotTried(TransientError):
 
 
 class _StopAtDeadline(stop_base):
-    """Stop retrying when the next try could not start before the send's deadline."""
+    """Stop retrying when another try, as long as the tries so far, would not finish
+    before the send's deadline: a retry that cannot finish only takes the time the next
+    provider needs (a slow failure, e.g. queued behind a hung server, is not retried)."""
 
     def __init__(self, deadline: float, margin: float) -> None:
         self.deadline, self.margin = deadline, margin
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        return time.monotonic() + self.margin >= self.deadline
+        took = (retry_state.seconds_since_start or 0.0) / max(retry_state.attempt_number, 1)
+        return time.monotonic() + self.margin + took >= self.deadline
 
 
 class Mailer:
