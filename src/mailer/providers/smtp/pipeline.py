@@ -140,6 +140,8 @@ class ReplyStream(asyncio.Protocol):
         raised here means the end of the data has *not* been written: transient.
         """
         total = sum(len(p) for p in pieces)
+        if total <= CHUNK and len(pieces) > 1:
+            pieces = (b"".join(pieces),)  # a small copy is cheaper than a second send()
         written = 0
         for piece in pieces:
             view = memoryview(piece)
