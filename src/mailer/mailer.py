@@ -454,6 +454,18 @@ class Mailer:
         try:
             with anyio.fail_after(remaining + grace):
                 result = await route.provider.send(msg)
+        except anyio.get_cancelled_exc_class():
+            # The caller cancelled (its own timeout, a task group): we cannot know how far
+            # the provider got, so the attempt is reported uncertain to listeners and logs
+            # while the cancellation itself goes on up.
+            cancelled = DeliveryUncertain(
+                "the send was cancelled during the attempt; the provider may have accepted "
+                "the message", provider=route.name,
+            )  # fmt: skip
+            self._record(route, msg, attempts, started, cancelled)
+            log.warning("send %s via %s cancelled: it may have been delivered",
+                        msg.message_id, route.name)  # fmt: skip
+            raise
         except TimeoutError:
             error: DeliveryError = DeliveryUncertain(
                 f"send_timeout ({self.send_timeout:g}s) expired during the attempt; "

@@ -1,0 +1,104 @@
+"""A send cancelled at any SMTP phase leaves the pool clean and is reported uncertain.
+
+The caller's own timeout (anyio.fail_after) or a cancelled task group stops a send while
+the server sits on one command. Afterwards: no connection in doubt is reused (a late
+reply would be read as the answer to the next command), the next sends all work, each
+delivered once to exactly its recipients, and listeners saw the cancelled attempt as
+DeliveryUncertain (the Mailer cannot know whether the final "." had left).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from mailer import AllProvidersFailed, DeliveryUncertain, Mailer, TransientError
+from mailer.mailer import Event
+from mailer.providers.smtp import SMTPProvider
+
+from .kit import FaultServer, check_ledger, messages, run_load
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+PHASES = ["EHLO", "MAIL", "RCPT", "DATA", "DATA_END"]
+
+
+def provider(server: FaultServer, **overrides: Any) -> SMTPProvider:
+    config = server.config(pool=True, max_connections=2, socket_timeout=5.0, **overrides)
+    return SMTPProvider.from_config("a", config)
+
+
+async def cancel_one(mailer: Mailer, how: str) -> None:
+    message = messages(1)[0]
+    if how == "fail_after":
+        with pytest.raises(TimeoutError), anyio.fail_after(0.3):
+            await mailer.send(message)
+    else:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mailer.send, message)
+            await anyio.sleep(0.3)
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("how", ["fail_after", "task_group"])
+@pytest.mark.parametrize("phase", PHASES)
+async def test_cancelled_at_each_phase(
+    smtp: Callable[..., FaultServer], phase: str, how: str
+) -> None:
+    server = smtp()
+    p = provider(server)
+    mailer = Mailer([p], send_timeout=10)
+    events: list[Event] = []
+    mailer.subscribe(events.append)
+    warm = messages(1)[0]
+    async with mailer:
+        if phase != "EHLO":
+            await mailer.send(warm)  # a pooled connection to reuse
+        server.state.fail(phase, "hang", times=1)
+        await cancel_one(mailer, how)
+        cancelled = [e for e in events if e.kind == "attempt" and e.error is not None]
+        assert len(cancelled) == 1
+        assert isinstance(cancelled[0].error, DeliveryUncertain)
+        assert "cancelled" in str(cancelled[0].error)
+        assert p.pool is not None
+        assert all(c.usable for c in p.pool._idle)  # nothing in doubt is kept
+        assert p.pool.size <= 2
+        after = await run_load(mailer, messages(30), concurrency=4, timeout=10)
+    await anyio.sleep(0.05)
+    received = server.received()
+    assert received.pop(str(warm.message_id), 0) == (phase != "EHLO")
+    summary = check_ledger(after, {"a": received}, {"a": server.recipients()})
+    assert summary.sent == {"a": 30}
+    assert mailer.health()["a"]["state"] == "closed"  # a cancellation is no verdict
+
+
+@pytest.mark.parametrize(("phase", "kind"), [("RCPT", TransientError),
+                                             ("DATA_END", DeliveryUncertain)])  # fmt: skip
+async def test_send_timeout_at_a_phase(
+    smtp: Callable[..., FaultServer], phase: str, kind: type[Exception]
+) -> None:
+    # The Mailer's own deadline cuts the provider's timeouts short: before the final "."
+    # that is a plain failure (nothing sent, fail over); after it, uncertain.
+    server, spare = smtp(), smtp()
+    server.state.fail(phase, "hang", times=1)
+    p2 = SMTPProvider.from_config("b", spare.config(pool=True))
+    mailer = Mailer([provider(server), p2], send_timeout=0.6,
+                    retry={"attempts": 1})  # fmt: skip
+    async with mailer:
+        message = messages(1)[0]
+        if kind is TransientError:
+            # the deadline is for the whole send: spent waiting on "a", it left none for
+            # "b"; nothing was sent, and the caller keeps the message to retry
+            with pytest.raises(AllProvidersFailed) as info:
+                await mailer.send(message)
+            assert isinstance(info.value.errors["a"], TransientError)
+            assert not info.value.possibly_delivered
+        else:
+            with pytest.raises(DeliveryUncertain):
+                await mailer.send(message)
+        after = await run_load(mailer, messages(20), concurrency=4, timeout=10)
+    await anyio.sleep(0.05)
+    check_ledger(after, {"a": server.received(), "b": spare.received()})
