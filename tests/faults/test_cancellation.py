@@ -102,3 +102,32 @@ async def test_send_timeout_at_a_phase(
         after = await run_load(mailer, messages(20), concurrency=4, timeout=10)
     await anyio.sleep(0.05)
     check_ledger(after, {"a": server.received(), "b": spare.received()})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="smtp/pool.py: waiting for a pool slot (asyncio.Semaphore in Pool.run) is not "
+    "bounded by the send deadline, so a send queued behind a hung connection is stopped by "
+    "the Mailer's backstop and reported DeliveryUncertain although nothing of it was sent; "
+    "it should raise TransientError (ConnectionStale-like: nothing sent) when "
+    "deadline_remaining() passes while waiting, so the Mailer fails over",
+)
+async def test_waiting_for_a_pool_slot_past_the_deadline_is_not_uncertain(
+    smtp: Callable[..., FaultServer],
+) -> None:
+    server = smtp()
+    server.state.fail("RCPT", "hang", times=1)
+    p = SMTPProvider.from_config("a", server.config(pool=True, max_connections=1,
+                                                    socket_timeout=3.0))  # fmt: skip
+    hung = Mailer([p], send_timeout=3)
+    queued = Mailer([p], send_timeout=0.5, retry={"attempts": 1})
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(hung.send, messages(1)[0])  # holds the only connection, hung
+        await anyio.sleep(0.2)
+        try:
+            with pytest.raises(AllProvidersFailed) as info:
+                await queued.send(messages(1)[0])
+            assert not info.value.possibly_delivered
+        finally:
+            tg.cancel_scope.cancel()
+    await p.aclose()
