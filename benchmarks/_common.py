@@ -35,6 +35,44 @@ HOST = "127.0.0.1"
 _children: list[subprocess.Popen[bytes]] = []
 
 
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, timeout=60, check=True)
+    return out.stdout.decode().strip()
+
+
+def _ours_src() -> tuple[Path | None, str]:
+    """Where "ours" is imported from: MAILER_BENCH_REF=<git rev> exports that commit's
+    src/ into .bench/src-<sha> (so edits in progress in the tree are not measured);
+    unset, the working tree (as installed in the venv)."""
+    ref = os.environ.get("MAILER_BENCH_REF")
+    if not ref:
+        try:
+            head = _git("rev-parse", "--short", "HEAD")
+            dirty = _git("status", "--porcelain", "--", "src")
+        except (OSError, subprocess.SubprocessError):
+            return None, "working tree"
+        return None, f"working tree at {head}" + (" with uncommitted src changes" if dirty else "")
+    sha = _git("rev-parse", "--short", ref)
+    dest = BENCH_DIR / f"src-{sha}"
+    if not (dest / "src" / "mailer").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", sha, "src"], cwd=ROOT, capture_output=True, timeout=60, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "src", f"commit {sha} ({ref})"
+
+
+OURS_SRC, OURS_FROM = _ours_src()
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if OURS_SRC is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OURS_SRC), env.get("PYTHONPATH")]))
+    return env
+
+
 def _kill_children() -> None:
     while _children:
         proc = _children.pop()
@@ -216,7 +254,8 @@ def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dic
     else:
         cmd = [sys.executable, str(CLIENTS), *[str(a) for a in args]]
         cwd = ROOT
-    proc = spawn(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = worker_env()
+    proc = spawn(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -251,13 +290,12 @@ def nodemailer_cases(
 
 def ours_available() -> str | None:
     """None if the SMTP provider is importable, else why not."""
+    code = "import mailer.providers.smtp as m; print(m.__file__)"
     proc = subprocess.run(
-        [sys.executable, "-c", "from mailer.providers.smtp import SMTPProvider"],
-        capture_output=True,
-        cwd=ROOT,
-        timeout=60,
+        [sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=60, env=worker_env()
     )
     if proc.returncode == 0:
+        print(f"  ours: {OURS_FROM}: {proc.stdout.decode().strip()}")
         return None
     last = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
     return "SMTP provider not available: " + (last[0] if last else "import failed")
