@@ -306,8 +306,19 @@ class HTTPProvider(Provider):
         return found
 
     def scrub(self, text: str) -> str:
+        """``text`` without any secret, in the forms they travel in: raw, and base64 as
+        in a Basic ``Authorization`` header (an API may echo the header it was sent)."""
+        forms: set[str] = set()
         for secret in self.secrets():
-            text = text.replace(secret, "***")
+            forms.add(secret)
+            forms.add(base64.b64encode(secret.encode()).decode("ascii"))
+        auth = self.auth()
+        if isinstance(auth, httpx.BasicAuth):
+            header = auth._auth_header  # "Basic <base64(user:password)>"
+            forms.add(header.split(" ", 1)[-1])
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= 4:
+                text = text.replace(form, "***")
         return text
 
     async def aclose(self) -> None:

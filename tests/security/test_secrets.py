@@ -1,0 +1,177 @@
+"""Canary secrets never surface: repr, str, exception args and chains, DEBUG logs, the
+SMTP transcript, httpx error text; for every provider type, through real failures.
+
+Each secret is a unique canary. Every provider is made to fail in the way most likely to
+leak it (a refused password, a token endpoint refusing the grant, an API that echoes the
+credential it was sent back in its error body, an unreachable API), all in one Mailer, so
+AllProvidersFailed holds every provider's error. Then everything a user could print or
+log is searched for each canary, raw and base64-encoded (AUTH PLAIN and Basic carry it so).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from mailer import AllProvidersFailed, Mailer, Message
+from mailer.plugins import load_provider_class
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+CANARIES = {
+    "smtp_password": "CANARY-smtp-pass-91f2",
+    "oauth_access": "CANARY-oauth-access-5c1e",
+    "oauth_refresh": "CANARY-oauth-refresh-77aa",
+    "oauth_client_secret": "CANARY-oauth-client-3d0b",
+    "sendgrid": "SG.CANARY-sendgrid-0e4f",
+    "mailgun": "key-CANARY-mailgun-a8c3",
+    "postmark": "CANARY-postmark-6b19",
+    "ses_id": "AKIACANARYSES0001",
+    "ses_secret": "CANARY-ses-secret-2f7d",
+    "resend": "re_CANARY-resend-4e8a",
+}
+
+
+def _servers() -> Any:
+    name = "mailer_tests_smtp_servers"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "smtp" / "servers.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def forms(secret: str) -> list[str]:
+    b64 = base64.b64encode
+    return [secret, b64(secret.encode()).decode(), b64(f"\0alice\0{secret}".encode()).decode(),
+            b64(f"api:{secret}".encode()).decode()]  # fmt: skip
+
+
+def texts_of(obj: Any, seen: set[int] | None = None) -> Iterator[str]:
+    """str and repr of an exception, its args, attributes and its whole chain."""
+    seen = seen if seen is not None else set()
+    if obj is None or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    yield str(obj)
+    yield repr(obj)
+    if isinstance(obj, BaseException):
+        for arg in obj.args:
+            yield from texts_of(arg, seen)
+        for attr in ("response", "code", "provider", "refused"):
+            value = getattr(obj, attr, None)
+            if value is not None:
+                yield repr(value)
+        for child in (
+            getattr(obj, "errors", {}).values() if isinstance(obj, AllProvidersFailed) else ()
+        ):
+            yield from texts_of(child, seen)
+        for child in getattr(obj, "exceptions", ()):
+            yield from texts_of(child, seen)
+        for attempt in getattr(obj, "attempts", []):
+            yield repr(attempt)
+        yield from texts_of(obj.__cause__, seen)
+        yield from texts_of(obj.__context__, seen)
+
+
+def assert_clean(text: str, where: str) -> None:
+    for name, secret in CANARIES.items():
+        for form in forms(secret):
+            assert form not in text, f"{name} leaked into {where}"
+
+
+def echo_credentials(request: httpx.Request) -> httpx.Response:
+    """An API that echoes the credential it got (some do, in 401 bodies)."""
+    auth = request.headers.get("authorization", "")
+    if auth.startswith("Basic "):
+        auth += " " + base64.b64decode(auth[6:]).decode()
+    for header in ("x-postmark-server-token",):
+        auth += " " + request.headers.get(header, "")
+    body = {"message": f"invalid credentials: {auth}", "errors": [{"message": auth}]}
+    return httpx.Response(401, json=body, headers={"WWW-Authenticate": auth[:200]})
+
+
+async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    servers = _servers()
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="mailer")
+    caplog.set_level(logging.DEBUG, logger="aiosmtplib")
+    caplog.set_level(logging.DEBUG, logger="httpx")
+    caplog.set_level(logging.DEBUG, logger="httpcore")
+    smtp = servers.SMTPTestServer(auth=True).start()
+    token = servers.TokenEndpoint().start()
+    token.error = "invalid_grant"
+    try:
+        oauth2 = {"token_url": token.url, "client_id": "cid",
+                  "client_secret": CANARIES["oauth_client_secret"],
+                  "refresh_token": CANARIES["oauth_refresh"],
+                  "access_token": CANARIES["oauth_access"]}  # fmt: skip
+        api = "https://api.canary.test"
+        entries: list[dict[str, Any]] = [
+            {"type": "smtp", "name": "smtp-pass", "config": smtp.config(
+                auth={"user": "alice", "password": CANARIES["smtp_password"]},
+                allow_plaintext_auth=True)},
+            {"type": "smtp", "name": "smtp-oauth", "config": smtp.config(
+                auth={"user": "alice", "oauth2": oauth2}, allow_plaintext_auth=True)},
+            {"type": "sendgrid", "config": {"api_key": CANARIES["sendgrid"], "base_url": api}},
+            {"type": "mailgun", "config": {"api_key": CANARIES["mailgun"],
+                                           "domain": "mg.example.com", "base_url": api}},
+            {"type": "postmark", "config": {"server_token": CANARIES["postmark"],
+                                            "base_url": api}},
+            {"type": "ses", "config": {"region": "eu-west-1", "base_url": api,
+                                       "access_key_id": CANARIES["ses_id"],
+                                       "secret_access_key": CANARIES["ses_secret"]}},
+            {"type": "resend", "config": {"api_key": CANARIES["resend"], "base_url": api}},
+            # unreachable: httpx's own error text and chain
+            {"type": "resend", "name": "resend-down", "config": {
+                "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{servers.free_port()}"}},
+        ]  # fmt: skip
+        mailer = Mailer.from_config({"providers": entries, "send_timeout": 10,
+                                     "retry": {"attempts": 1}})  # fmt: skip
+        for p in mailer.providers:
+            assert_clean(repr(p) + str(p) + repr(p.config) + str(p.config), f"{p.name} repr")
+            assert_clean(repr(p.config.model_dump()), f"{p.name} model_dump")
+        assert_clean(repr(mailer), "Mailer repr")
+        message = Message(sender="a@example.com", to=["b@example.org"], subject="s", text="t")
+        with respx.mock(assert_all_called=False) as router:
+            router.route(host="api.canary.test").mock(side_effect=echo_credentials)
+            router.route(host="127.0.0.1").pass_through()
+            async with mailer:
+                with pytest.raises(AllProvidersFailed) as info:
+                    await mailer.send(message)
+                verified = await mailer.verify()
+        failure = info.value
+        assert set(failure.errors) == {p.name for p in mailer.providers}
+        for text in texts_of(failure):
+            assert_clean(text, "AllProvidersFailed and its chain")
+        for name, error in verified.items():
+            for text in texts_of(error):
+                assert_clean(text, f"verify() error of {name}")
+        assert_clean("\n".join(smtp.state.commands), "the SMTP transcript (server side)")
+        assert_clean(caplog.text, "logs at DEBUG")
+        for record in caplog.records:
+            assert_clean(str(record.args) + str(record.msg), "log record args")
+            if record.exc_info and record.exc_info[1] is not None:
+                for text in texts_of(record.exc_info[1]):
+                    assert_clean(text, "a logged exception")
+    finally:
+        smtp.stop()
+        token.stop()
+
+
+def test_every_provider_type_has_a_canary() -> None:
+    # if a provider type is added, it must be added above
+    for kind in ("smtp", "sendgrid", "mailgun", "postmark", "ses", "resend"):
+        load_provider_class(kind)
