@@ -210,7 +210,8 @@ class SMTPConfig(ProviderConfig):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is not None and not _EHLO_NAME.match(value):
+        # fullmatch: with match(), "$" also matches before a trailing "\n" ("host\n")
+        if value is not None and not _EHLO_NAME.fullmatch(value):
             raise ValueError(
                 "name (the EHLO name) must be a host name or address literal, ASCII, "
                 "without spaces or control characters"

@@ -14,12 +14,12 @@ from urllib.parse import SplitResult
 import httpx
 from pydantic import BaseModel
 
-from ...errors import ConfigError, DeliveryError
+from ...errors import DeliveryError
 from ...message import Message
 from ...provider import Provider
 from ...result import SendResult
 from .classify import Endpoint
-from .config import _EHLO_NAME, SMTPConfig, config_from_url
+from .config import SMTPConfig, config_from_url
 from .connection import Connection, Delivery, Settings
 from .oauth import TokenSource
 from .pool import Pool
@@ -45,12 +45,6 @@ class SMTPProvider(Provider):
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)
         cfg: SMTPConfig = self.config
-        if cfg.name is not None and not _EHLO_NAME.fullmatch(cfg.name):
-            # config's own check uses re.match with "$", which lets a trailing "\n" by
-            raise ConfigError(
-                "name (the EHLO name) must be a host name or address literal, ASCII, "
-                "without spaces or control characters"
-            )
         self._cfg = cfg
         self._http: httpx.AsyncClient | None = None
         oauth2 = cfg.auth.oauth2 if cfg.auth is not None else None
