@@ -38,5 +38,9 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
+# A longer run of the fault matrix (2,000 sends per fault instead of 200); not part of CI.
+soak: install
+	MAILER_FAULTS_N=2000 $(BIN)/pytest -q tests/faults/test_matrix.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
