@@ -1,6 +1,8 @@
 """Benchmark clients, each run in a fresh process by the scripts; prints one JSON line.
 
     _clients.py ours HOST PORT CONNS COUNT BODY        this project: Mailer + SMTP provider
+    _clients.py ours-prerendered ... / ours-provider   the same without building/rendering
+                                                       in the timed part / without the Mailer
     _clients.py aiosmtplib HOST PORT CONNS COUNT BODY  aiosmtplib, CONNS reused connections,
                                                        an EmailMessage built per send
     _clients.py aiosmtplib-raw ...                     the same, one pre-rendered message
@@ -66,17 +68,35 @@ def make_mailer(host: str, port: int, conns: int) -> Any:
     )
 
 
-async def ours(host: str, port: int, conns: int, count: int, size: int) -> dict[str, Any]:
+async def ours(
+    host: str, port: int, conns: int, count: int, size: int, variant: str = "full"
+) -> dict[str, Any]:
+    """variant: "full" (build, render and send each message through the Mailer),
+    "prerendered" (messages built and rendered before the clock starts; Mailer + provider),
+    "provider" (prerendered, straight to SMTPProvider.send: no Mailer)."""
     from mailer import Message
 
     text = body(size)
     mailer = make_mailer(host, port, conns)
+    provider = mailer.providers[0]
     errors = 0
+    ready: list[Message] = []
+    if variant != "full":
+        sender = mailer.defaults["sender"]
+        for i in range(count):
+            msg = Message(sender=sender, to=[RCPT], subject=f"Benchmark message {i}", text=text)
+            msg.as_bytes()
+            ready.append(msg)
 
     async def one(i: int) -> None:
         nonlocal errors
         try:
-            await mailer.send(Message(to=[RCPT], subject=f"Benchmark message {i}", text=text))
+            if variant == "full" or i < 1000:
+                await mailer.send(Message(to=[RCPT], subject=f"Benchmark message {i}", text=text))
+            elif variant == "prerendered":
+                await mailer.send(ready[i - 1000])
+            else:
+                await provider.send(ready[i - 1000])
         except Exception as exc:
             errors += 1
             if errors == 1:
@@ -282,10 +302,11 @@ async def mem(case: str, host: str, port: int, arg: str | None) -> dict[str, Any
 
 def main(argv: list[str]) -> dict[str, Any]:
     mode, *rest = argv
-    if mode in ("ours", "aiosmtplib", "aiosmtplib-raw"):
+    if mode.startswith("ours") or mode.startswith("aiosmtplib"):
         host, port, conns, count, size = rest
-        if mode == "ours":
-            return asyncio.run(ours(host, int(port), int(conns), int(count), int(size)))
+        if mode.startswith("ours"):
+            variant = mode.partition("-")[2] or "full"
+            return asyncio.run(ours(host, int(port), int(conns), int(count), int(size), variant))
         raw_only = mode == "aiosmtplib-raw"
         return asyncio.run(
             aiosmtplib_case(host, int(port), int(conns), int(count), int(size), raw_only)

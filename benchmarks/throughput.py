@@ -58,7 +58,13 @@ def c_source(port: int, conns: int, count: int) -> dict[str, Any]:
     return {"elapsed": elapsed, "count": count, "rate": count / elapsed}
 
 
-def run(rounds: int, count: int, conns_list: list[int], node_versions: list[str]) -> dict[str, Any]:
+def run(
+    rounds: int,
+    count: int,
+    conns_list: list[int],
+    node_versions: list[str],
+    breakdown: bool = False,
+) -> dict[str, Any]:
     print(f"throughput: {machine()}")
     print(f"  {rounds} rounds; {count} messages per round per client ({count * 5} for C);")
     print(f"  body {BODY} bytes; warm pool before timing; medians of rounds")
@@ -72,6 +78,11 @@ def run(rounds: int, count: int, conns_list: list[int], node_versions: list[str]
             cases: dict[str, Any] = {}
             if not unavailable:
                 cases["ours"] = lambda c=conns: run_worker(["ours", HOST, port, c, count, BODY])
+            if breakdown and not unavailable:
+                for variant in ("prerendered", "provider"):
+                    cases[f"ours {variant}"] = lambda c=conns, v=variant: run_worker(
+                        [f"ours-{v}", HOST, port, c, count, BODY]
+                    )
             node_args = ["send", HOST, port, conns, count, BODY]
             cases.update(nodemailer_cases(node_versions, lambda a=node_args: a))
             cases["aiosmtplib"] = lambda c=conns: run_worker(
@@ -105,6 +116,21 @@ def run(rounds: int, count: int, conns_list: list[int], node_versions: list[str]
     headers = ["conns", "ours", "nodemailer", "aiosmtplib", "aio raw", "C"]
     headers += ["ours/node", "ours/aio", "ours/aio raw", "ours/C"]
     print(table(headers, rows))
+    if breakdown and not unavailable:
+        print("Where ours spends its time (msg/s; the difference is the cost of that layer):")
+        for conns, s in summary.items():
+            full, pre, prov = s.get("ours"), s.get("ours prerendered"), s.get("ours provider")
+            cost = [
+                f"build+render {num(1e6 / full - 1e6 / pre, ',.0f')} us/msg"
+                if full and pre
+                else "",
+                f"Mailer {num(1e6 / pre - 1e6 / prov, ',.0f')} us/msg" if pre and prov else "",
+                f"provider+wire {num(1e6 / prov, ',.0f')} us/msg" if prov else "",
+            ]
+            print(
+                f"  {conns} conn(s): full {num(full)}, prerendered {num(pre)}, "
+                f"provider alone {num(prov)} -> " + ", ".join(c for c in cost if c)
+            )
     extra = [n for n in summary[conns_list[0]] if n.startswith("nodemailer@")]
     for n in extra:
         print(
@@ -140,11 +166,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=["latest"],
         help="Nodemailer versions to compare (the first-named 'latest' is the target)",
     )
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time ours with messages pre-rendered, and the provider without the Mailer",
+    )
     ap.add_argument("--quick", action="store_true", help="1 round of 300 messages")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.count = 1, 300
-    return run(args.rounds, args.count, args.conns, args.nodemailer)
+    return run(args.rounds, args.count, args.conns, args.nodemailer, args.breakdown)
 
 
 if __name__ == "__main__":
