@@ -6,7 +6,8 @@
 --ref REV measures that commit's src/ rather than the working tree (MAILER_BENCH_REF=REV
 does the same for a single script). --nodemailer latest 6 also measures Nodemailer 6 in
 the latency script, for reference (the targets are about the latest; Nodemailer 6 manages
-only about 22 msg/s on loopback, so it is left out of the throughput run).
+only about 22 msg/s on loopback, so it is left out of the throughput run). The full run
+also times the throughput breakdown (pre-rendered messages; the provider alone).
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n===== {name} =====", flush=True)
         t0 = time.monotonic()
         module = importlib.import_module(name)
-        module.main(quick + (node if name == "latency" else []))
+        extra = node if name == "latency" else []
+        if name == "throughput" and not args.quick:
+            extra = ["--breakdown"]
+        module.main(quick + extra)
         print(f"({name}: {time.monotonic() - t0:.0f} s)", flush=True)
     print(f"\nall benchmarks done in {time.monotonic() - started:.0f} s")
 
