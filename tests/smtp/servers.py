@@ -241,6 +241,9 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         fault = self.state.take_fault("DATA_END", "")
+        reader = getattr(server, "_reader", None)
+        # True when the client's next commands came with the payload (pipelined behind it)
+        self.state.buffered.append(("DATA_END", bool(getattr(reader, "_buffer", b""))))
         if fault is not None and fault.reply.startswith("delay:"):
             await asyncio.sleep(float(fault.reply.removeprefix("delay:")))
             fault = None

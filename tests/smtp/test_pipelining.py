@@ -9,6 +9,7 @@ per message on a warm connection (MAIL..DATA, then the payload), not 3 + recipie
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import re
 from collections import deque
@@ -56,6 +57,8 @@ def batches(server: SMTPTestServer) -> list[list[str]]:
     """The commands grouped by write: a group ends where nothing more was waiting."""
     groups: list[list[str]] = [[]]
     for verb, waiting in server.state.buffered:
+        if verb == "DATA_END":
+            continue
         groups[-1].append(verb)
         if not waiting:
             groups.append([])
@@ -206,6 +209,71 @@ async def test_late_verdict_after_the_dot_is_uncertain_and_not_reused(
         assert result.accepted == ["second@example.org"]
         pool = provider.pool
         assert pool is not None and pool.opened == 2
+
+
+# -- the next message behind the payload ---------------------------------------------
+
+
+async def test_next_send_follows_the_payload(piped: SMTPTestServer) -> None:
+    """Queued sends on one connection: one round trip per message, all delivered once."""
+    config = piped.config(pool=True, max_connections=1)
+    async with SMTPProvider.from_config("p", config) as provider:
+        results = await asyncio.gather(*(provider.send(message(f"u{i}@x.org")) for i in range(6)))
+        pool = provider.pool
+        assert pool is not None and pool.opened == 1 and pool.handoffs >= 4
+    assert [r.accepted for r in results] == [[f"u{i}@x.org"] for i in range(6)]
+    assert sorted(m.rcpt_tos[0] for m in piped.state.messages) == [f"u{i}@x.org" for i in range(6)]
+    # the server found the next message's MAIL already waiting behind a payload's "."
+    assert ("DATA_END", True) in piped.state.buffered
+
+
+async def test_lost_verdict_with_the_next_send_behind(piped: SMTPTestServer) -> None:
+    """Only the message whose "." was written is uncertain; the one behind is retried."""
+    piped.state.fail("DATA_END", "drop", times=1)
+    config = piped.config(pool=True, max_connections=1)
+    async with SMTPProvider.from_config("p", config) as provider:
+        results = await asyncio.gather(
+            *(provider.send(message(f"u{i}@x.org")) for i in range(4)), return_exceptions=True
+        )
+    uncertain = [r for r in results if isinstance(r, DeliveryUncertain)]
+    assert len(uncertain) == 1, results
+    delivered = [r for r in results if not isinstance(r, BaseException)]
+    assert len(delivered) == 3
+    got = sorted(m.rcpt_tos[0] for m in piped.state.messages)
+    assert got == sorted(r.accepted[0] for r in delivered)  # each once, none twice
+
+
+async def test_refused_verdict_with_the_next_send_behind(piped: SMTPTestServer) -> None:
+    piped.state.fail("DATA_END", "554 5.7.1 rejected as spam", times=1)
+    config = piped.config(pool=True, max_connections=1)
+    async with SMTPProvider.from_config("p", config) as provider:
+        results = await asyncio.gather(
+            *(provider.send(message(f"u{i}@x.org")) for i in range(4)), return_exceptions=True
+        )
+        pool = provider.pool
+        assert pool is not None and pool.opened == 1
+    assert [type(r) for r in results].count(PermanentError) == 1
+    assert len(piped.state.messages) == 3
+
+
+async def test_cancelled_behind_a_slow_verdict(piped: SMTPTestServer) -> None:
+    """A send cancelled while waiting behind the previous verdict does not spoil it."""
+    piped.state.fail("DATA_END", "delay:0.6", times=1)
+    config = piped.config(pool=True, max_connections=1)
+    async with SMTPProvider.from_config("p", config) as provider:
+        first = asyncio.ensure_future(provider.send(message("first@x.org")))
+        second = asyncio.ensure_future(
+            asyncio.wait_for(provider.send(message("second@x.org")), 0.3)
+        )
+        done = await asyncio.gather(first, second, return_exceptions=True)
+        assert not isinstance(done[0], BaseException), done
+        assert done[0].accepted == ["first@x.org"]
+        assert isinstance(done[1], TimeoutError)
+        result = await provider.send(message("third@x.org"))
+        assert result.accepted == ["third@x.org"]
+        pool = provider.pool
+        assert pool is not None and pool.opened == 2 and pool.handoffs == 1
+    assert sorted(m.rcpt_tos[0] for m in piped.state.messages) == ["first@x.org", "third@x.org"]
 
 
 async def test_unsolicited_reply_discards_the_connection(piped: SMTPTestServer) -> None:

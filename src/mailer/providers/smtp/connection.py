@@ -119,6 +119,13 @@ class Connection:
         self._stream: ReplyStream | None = None
         #: a failed pipelined transaction's RSET, sent in front of the next MAIL
         self._needs_rset = False
+        #: transactions under way (two when the next one rides with a payload)
+        self._inflight = 0
+        #: done when the last transaction started has read all its replies
+        self._tail: asyncio.Future[None] | None = None
+        #: set by the pool for one transaction: called once its final "." is written, so
+        #: the next message's MAIL/RCPT/DATA can follow it in the same round trip
+        self.on_handoff: Callable[[], None] | None = None
         self._endpoint = settings.endpoint
 
     # -- state -------------------------------------------------------------------------
@@ -128,15 +135,29 @@ class Connection:
         """Open, and nothing unread or unexpected on it: fit for the next transaction."""
         if self.broken:
             return False
-        if self._stream is not None:
-            return self._stream.idle
+        stream = self._stream
+        if stream is not None:
+            if self._inflight:  # a transaction that will read what is owed
+                return stream.connected and not stream.unsolicited
+            return stream.idle
         return self._smtp is not None and self._smtp.is_connected
+
+    @property
+    def busy(self) -> bool:
+        """A transaction is under way on this connection."""
+        return self._inflight > 0
 
     @property
     def smtp(self) -> aiosmtplib.SMTP:
         if self._smtp is None or not self._smtp.is_connected:
             raise ConnectionStale(f"connection to {self._settings.endpoint.where} is closed")
         return self._smtp
+
+    def discard(self) -> None:
+        """Never reuse; close now, or once the transaction under way has its verdict."""
+        self.broken = True
+        if not self._inflight:
+            self.abort()
 
     def abort(self) -> None:
         """Close at once, without QUIT (for a broken or half-open session)."""
@@ -277,7 +298,7 @@ class Connection:
 
     def _ready(self) -> ReplyStream:
         stream = self._stream
-        if self.broken or stream is None or not stream.idle:
+        if stream is None or not self.usable:
             raise ConnectionStale(f"connection to {self._settings.endpoint.where} is closed")
         return stream
 
@@ -302,12 +323,36 @@ class Connection:
         size = sum(len(p) for p in pieces) if self._size else None
         mail = command_line(mail_command(sender, size=size))
         rcpts = [command_line(rcpt_command(r)) for r in recipients]
+        previous, done = self._tail, asyncio.get_running_loop().create_future()
+        self._tail = done
+        self._inflight += 1
         try:
             if self.pipelining:
-                return await self._pipelined(stream, recipients, mail, rcpts, pieces)
+                return await self._pipelined(stream, previous, recipients, mail, rcpts, pieces)
             return await self._one_by_one(stream, recipients, mail, rcpts, pieces)
         finally:
+            self._inflight -= 1
+            if not done.done():
+                done.set_result(None)
+            if self.broken and not self._inflight:
+                self.abort()  # discarded while another transaction was reading
             self.last_used = time.monotonic()
+
+    async def _after(self, previous: asyncio.Future[None] | None) -> None:
+        """Wait until the transaction before this one on the connection has its replies.
+
+        Our group was written behind its payload; our replies come after its verdict.
+        If we are cancelled meanwhile, our replies will never be read: the connection is
+        discarded, but only once the previous transaction has its verdict (discarding it
+        now would make a delivered message look uncertain).
+        """
+        if previous is None or previous.done():
+            return
+        try:
+            await asyncio.shield(previous)
+        except asyncio.CancelledError:
+            self.discard()
+            raise
 
     async def _mail_reply(self, stream: ReplyStream) -> Reply:
         """The reply to MAIL; a session that died before it is ConnectionStale."""
@@ -335,6 +380,7 @@ class Connection:
     async def _pipelined(
         self,
         stream: ReplyStream,
+        previous: asyncio.Future[None] | None,
         recipients: list[str],
         mail: bytes,
         rcpts: list[bytes],
@@ -349,6 +395,7 @@ class Connection:
         except Exception as exc:  # closed between the pool's check and now
             self.abort()
             raise ConnectionStale(f"connection to {endpoint.where} lost before MAIL") from exc
+        await self._after(previous)
         if rset:
             reply = await self._before_mail(stream, Phase.RSET)
             if reply.code != 250:  # the server's state is unknown: start afresh
@@ -475,6 +522,9 @@ class Connection:
         # Until the final "." is written nothing can be delivered: a failure is transient.
         with self._guard(Phase.DATA, timeout, label):
             await stream.send_payload(pieces, timeout=timeout)
+        handoff, self.on_handoff = self.on_handoff, None
+        if handoff is not None and self.pipelining:
+            handoff()  # the next message's group may follow our "." now
         reply = await self._read(stream, Phase.MESSAGE)
         if reply.code != 250:
             if reply.code == 421:

@@ -12,6 +12,13 @@ on it. Here a connection that is visibly closed is dropped before use, one idle 
 than ``idle_timeout`` is retired, and one that fails before MAIL was accepted
 (:class:`.connection.ConnectionStale`) is replaced once, transparently: nothing of the
 message had been sent, so retrying it cannot duplicate.
+
+With PIPELINING, a connection is handed to the next waiting send as soon as the current
+one has written its final "." (:attr:`.connection.Connection.on_handoff`): the next
+message's MAIL/RCPT/DATA leave right behind the payload, and its replies are read after
+the first message's verdict. One round trip per message while sends queue, instead of
+two. The first send gives its slot back at that moment (it only reads its verdict from
+then on), so the count of open connections is still bounded by the slots.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ...errors import TransientError
+from ...provider import deadline_remaining
 from .connection import Connection, ConnectionStale
 
 __all__ = ["Pool"]
@@ -42,13 +50,18 @@ class Pool:
     ) -> None:
         self._connect = connect
         self._slots = asyncio.Semaphore(max_connections)
+        self._max_connections = max_connections
         self._max_messages = max_messages
         self._idle_timeout = idle_timeout
         self._idle: list[Connection] = []
         self._leased: set[Connection] = set()
         self._closed = False
+        #: sends waiting for a slot (a hand-off is only worth it when one is)
+        self._waiting = 0
         #: connections opened so far (for metrics and tests)
         self.opened = 0
+        #: sends whose group followed the previous send's payload (for metrics and tests)
+        self.handoffs = 0
 
     @property
     def size(self) -> int:
@@ -59,28 +72,71 @@ class Pool:
         """Run ``job`` on a pooled connection; retry once when a reused one was stale."""
         if self._closed:
             raise TransientError("the SMTP provider was closed")
-        async with self._slots:
+        self._waiting += 1
+        try:
+            wait = deadline_remaining(None)
+            if wait is None:
+                await self._slots.acquire()
+            else:
+                try:
+                    await asyncio.wait_for(self._slots.acquire(), wait)
+                except TimeoutError:
+                    # Nothing of the message was sent: transient, so the Mailer fails over.
+                    raise TransientError(
+                        f"no pooled connection became free within {wait:.3g}s (the send "
+                        f"deadline): all {self._max_connections} are busy"
+                    ) from None
+        finally:
+            self._waiting -= 1
+        slot = _Slot(self._slots)
+        try:
             conn, reused = await self._take(fresh=False)
             try:
-                return await self._use(conn, job)
+                return await self._use(conn, job, slot)
             except ConnectionStale:
-                if not reused or self._closed:
+                if not reused or self._closed or slot.released:
                     raise
             # The server dropped a session while it was idle: open a new one.
             conn, _ = await self._take(fresh=True)
-            return await self._use(conn, job)
+            return await self._use(conn, job, slot)
+        finally:
+            slot.release()
 
-    async def _use(self, conn: Connection, job: Callable[[Connection], Awaitable[_T]]) -> _T:
+    async def _use(
+        self, conn: Connection, job: Callable[[Connection], Awaitable[_T]], slot: _Slot
+    ) -> _T:
         self._leased.add(conn)
+        handed = False
+
+        def handoff() -> None:
+            nonlocal handed
+            if self._waiting and not self._closed and conn.messages < self._max_messages:
+                handed = True
+                self.handoffs += 1
+                self._leased.discard(conn)
+                self._idle.append(conn)
+                slot.release()
+
+        conn.on_handoff = handoff
         try:
             result = await job(conn)
         except BaseException:
-            self._leased.discard(conn)
-            if conn.usable and not self._closed and conn.messages < self._max_messages:
-                self._idle.append(conn)
-            else:
-                conn.abort()
+            if conn.on_handoff is handoff:  # not the next send's
+                conn.on_handoff = None
+            if not handed:
+                self._leased.discard(conn)
+                if conn.usable and not self._closed and conn.messages < self._max_messages:
+                    self._idle.append(conn)
+                else:
+                    conn.discard()
             raise
+        if conn.on_handoff is handoff:  # not the next send's
+            conn.on_handoff = None
+        if handed:
+            if self._closed and conn in self._idle:  # aclose() left it for us
+                self._idle.remove(conn)
+                await conn.quit()
+            return result
         self._leased.discard(conn)
         if conn.usable and not self._closed and conn.messages < self._max_messages:
             self._idle.append(conn)
@@ -92,7 +148,7 @@ class Pool:
         while self._idle and not fresh:
             conn = self._idle.pop()  # most recently used first: the likeliest alive
             if not conn.usable:
-                conn.abort()
+                conn.discard()
                 continue
             if time.monotonic() - conn.last_used > self._idle_timeout:
                 await conn.quit()
@@ -105,6 +161,23 @@ class Pool:
     async def aclose(self) -> None:
         """QUIT idle connections; leased ones are closed as their sends finish."""
         self._closed = True
-        idle, self._idle = self._idle, []
+        # A connection still reading a handed-off send's verdict is closed by that send.
+        idle = [conn for conn in self._idle if not conn.busy]
+        self._idle = [conn for conn in self._idle if conn.busy]
         if idle:
             await asyncio.gather(*(conn.quit() for conn in idle), return_exceptions=True)
+
+
+class _Slot:
+    """One send's hold on the semaphore, released once (early, at a hand-off)."""
+
+    __slots__ = ("_semaphore", "released")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._semaphore.release()
