@@ -302,12 +302,14 @@ async def test_smuggling_sequences_never_end_the_data(
     assert b"MAIL FROM:<evil@x>" in piped.state.messages[0].original_content
 
 
-async def test_large_message_written_in_chunks(piped: SMTPTestServer) -> None:
+@pytest.mark.parametrize("tls", [None, "starttls"])
+async def test_large_message_written_in_chunks(smtp_server: Factory, tls: str | None) -> None:
+    server = smtp_server(tls=tls, pipelining=True)
     text = "0123456789 abcdefghijklmnopqrstuvwxyz\n" * 150_000  # ~5.7 MB
     msg = message(text=text)
-    result = await SMTPProvider.from_config("p", piped.config()).send(msg)
+    result = await SMTPProvider.from_config("p", server.config()).send(msg)
     assert result.accepted == ["u@example.org"]
-    got = piped.state.messages[0].original_content
+    got = server.state.messages[0].original_content
     assert got == msg.as_bytes()
 
 
