@@ -104,17 +104,11 @@ async def test_send_timeout_at_a_phase(
     check_ledger(after, {"a": server.received(), "b": spare.received()})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="smtp/pool.py: waiting for a pool slot (asyncio.Semaphore in Pool.run) is not "
-    "bounded by the send deadline, so a send queued behind a hung connection is stopped by "
-    "the Mailer's backstop and reported DeliveryUncertain although nothing of it was sent; "
-    "it should raise TransientError (ConnectionStale-like: nothing sent) when "
-    "deadline_remaining() passes while waiting, so the Mailer fails over",
-)
 async def test_waiting_for_a_pool_slot_past_the_deadline_is_not_uncertain(
     smtp: Callable[..., FaultServer],
 ) -> None:
+    # A send queued behind a hung connection has sent nothing: when the deadline passes
+    # while it waits for a pool slot, it fails over (TransientError), not uncertain.
     server = smtp()
     server.state.fail("RCPT", "hang", times=1)
     p = SMTPProvider.from_config("a", server.config(pool=True, max_connections=1,
