@@ -47,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import _mime
 from .errors import MessageError
 
 __all__ = ["Address", "Attachment", "Message"]
@@ -550,6 +551,17 @@ class Message(_Strict):
     def _render(self) -> bytes:
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
+        date = format_datetime(_utcnow())
+        fast = _mime.render(self, date)
+        if fast is not None:
+            data, names = fast
+            check_wire(data, names)
+            return data
+        return self._render_stdlib(date)
+
+    def _render_stdlib(self, date: str) -> bytes:
+        """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
+        assert self.sender is not None
         msg = EmailMessage(policy=_POLICY)
         expected = ["from", "subject", "date", "message-id"]
         msg["From"] = self.sender.header_value()
@@ -559,7 +571,7 @@ class Message(_Strict):
                 msg[header] = [a.header_value() for a in addrs]
                 expected.append(header.lower())
         msg["Subject"] = self.subject
-        msg["Date"] = format_datetime(_utcnow())
+        msg["Date"] = date
         msg["Message-ID"] = self.message_id
         for name, value in self.headers.items():
             msg[name] = value
@@ -602,6 +614,7 @@ def _utcnow() -> Any:
     return datetime.fromtimestamp(time.time(), UTC)
 
 
+_OVERLONG_LINE = re.compile(rb"(?m)^[^\r\n]{999}")  # anchored: linear, not quadratic
 _LINE_START = re.compile(rb"(?m)^(?:([!-9;-~]+):|[ \t])")
 
 
@@ -612,9 +625,10 @@ def check_wire(data: bytes, expected_headers: Iterable[str]) -> None:
         raise MessageError("rendered message has a bare CR or LF (refusing to send it)")
     if b"\x00" in data:
         raise MessageError("rendered message contains NUL")
-    head, sep, _ = data.partition(b"\r\n\r\n")
-    if not sep:
+    end = data.find(b"\r\n\r\n")  # no partition(): that would copy a large body
+    if end < 0:
         raise MessageError("rendered message has no header/body separator")
+    head = data[:end]
     allowed = {h.lower() for h in expected_headers}
     allowed |= {"mime-version", "content-type", "content-transfer-encoding"}
     seen: dict[str, int] = {}
@@ -632,7 +646,7 @@ def check_wire(data: bytes, expected_headers: Iterable[str]) -> None:
     for name in ("from", "subject", "date", "message-id", "to", "cc", "reply-to"):
         if seen.get(name, 0) > 1:
             raise MessageError(f"rendered message has {name!r} more than once")
-    if max((len(x) for x in data.split(b"\r\n")), default=0) > 998:
+    if _OVERLONG_LINE.search(data):
         raise MessageError("rendered message has a line longer than 998 octets")
 
 
