@@ -117,17 +117,25 @@ class _NotTried(TransientError):
     the provider's health is unknown, so its breaker must not count it as a failure."""
 
 
-class _StopAtDeadline(stop_base):
-    """Stop retrying when another try, as long as the tries so far, would not finish
-    before the send's deadline: a retry that cannot finish only takes the time the next
-    provider needs (a slow failure, e.g. queued behind a hung server, is not retried)."""
+def _past(deadline: float, margin: float, took: float) -> bool:
+    """Whether another try, as long as the tries so far, would end past the deadline.
 
-    def __init__(self, deadline: float, margin: float) -> None:
-        self.deadline, self.margin = deadline, margin
+    A retry that cannot finish only takes the time the next provider needs (a slow
+    failure, e.g. queued behind a hung server, is not retried).
+    """
+    return time.monotonic() + margin + took >= deadline
+
+
+class _StopAtDeadline(stop_base):
+    """tenacity's view of :func:`_past`; ``before`` is the time of the first try."""
+
+    def __init__(self, deadline: float, margin: float, before: float) -> None:
+        self.deadline, self.margin, self.before = deadline, margin, before
 
     def __call__(self, retry_state: RetryCallState) -> bool:
-        took = (retry_state.seconds_since_start or 0.0) / max(retry_state.attempt_number, 1)
-        return time.monotonic() + self.margin + took >= self.deadline
+        spent = self.before + (retry_state.seconds_since_start or 0.0)
+        took = spent / (retry_state.attempt_number + 1)
+        return _past(self.deadline, self.margin, took)
 
 
 class Mailer:
@@ -406,17 +414,47 @@ class Mailer:
         attempts: list[Attempt],
         probe: bool = False,
     ) -> SendResult:
+        """One try, then tenacity's retries only after a retryable failure.
+
+        The first try is made directly: most sends succeed on it, and building and
+        running tenacity's machinery cost about as much as the rest of the Mailer.
+        """
         cfg = self.retry_config
+        check = self._retryable(route, probe)
+        started = time.monotonic()
+        try:
+            return await self._attempt_once(route, msg, deadline, attempts)
+        except DeliveryError as exc:
+            took = time.monotonic() - started
+            if cfg.attempts < 2 or not check(exc) or _past(deadline, cfg.backoff, took):
+                raise
+            first = exc
+        return await self._retry(route, msg, deadline, attempts, check, first, took)
+
+    async def _retry(
+        self,
+        route: Route,
+        msg: Message,
+        deadline: float,
+        attempts: list[Attempt],
+        check: Callable[[BaseException], bool],
+        first: DeliveryError,
+        took: float,
+    ) -> SendResult:
+        """Tries 2..N on one provider, with tenacity's backoff (first wait: ``backoff``)."""
+        cfg = self.retry_config
+        await anyio.sleep(min(cfg.backoff, cfg.max_backoff))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.attempts) | _StopAtDeadline(deadline, cfg.backoff),
-            wait=wait_exponential(multiplier=cfg.backoff, max=cfg.max_backoff)
+            stop=stop_after_attempt(cfg.attempts - 1)
+            | _StopAtDeadline(deadline, cfg.backoff, took),
+            wait=wait_exponential(multiplier=cfg.backoff * 2, max=cfg.max_backoff)
             if cfg.backoff
             else (lambda state: 0.0),
-            retry=retry_if_exception(self._retryable(route, probe)),
+            retry=retry_if_exception(check),
             reraise=True,
             sleep=anyio.sleep,
         )
-        uncertain: list[DeliveryUncertain] = []
+        uncertain = [first] if isinstance(first, DeliveryUncertain) else []
         try:
             async for attempt in retrying:
                 with attempt:
@@ -451,9 +489,14 @@ class Mailer:
         # backstop only catches one that does not, and then we cannot know what was sent.
         grace = min(0.5, self.send_timeout * 0.25)
         started = time.monotonic()
+        # A bare CancelScope rather than anyio.fail_after: same effect, without two
+        # generator-based context managers on every send's hot path.
+        scope = anyio.CancelScope(deadline=anyio.current_time() + remaining + grace)
         try:
-            with anyio.fail_after(remaining + grace):
+            with scope:
                 result = await route.provider.send(msg)
+            if scope.cancelled_caught:
+                raise TimeoutError
         except anyio.get_cancelled_exc_class():
             # The caller cancelled (its own timeout, a task group): we cannot know how far
             # the provider got, so the attempt is reported uncertain to listeners and logs

@@ -509,20 +509,19 @@ class Message(_Strict):
 
     def with_defaults(self, defaults: Mapping[str, Any]) -> Message:
         """Fill fields the caller left empty from the Mailer's defaults (validated)."""
-        if not defaults:
-            return self
-        data = self.model_dump(by_alias=False, exclude_defaults=True)
-        data["message_id"] = self.message_id
-        changed = False
+        updates: dict[str, Any] = {}
         for key, value in defaults.items():
             if key == "headers":
                 merged = {**dict(value), **self.headers}
-                changed = changed or merged != self.headers
-                data["headers"] = merged
+                if merged != self.headers:
+                    updates["headers"] = merged
             elif not getattr(self, key, None) and value:
-                data[key] = value
-                changed = True
-        return Message(**data) if changed else self
+                updates[key] = value
+        if not updates:
+            return self  # the common case, on every send: no copy, the rendering is kept
+        data = self.model_dump(by_alias=False, exclude_defaults=True)
+        data.update(updates, message_id=self.message_id)
+        return Message(**data)
 
     @property
     def envelope_sender(self) -> str:
@@ -542,11 +541,17 @@ class Message(_Strict):
 
     def as_bytes(self) -> bytes:
         """The RFC 5322 message (CRLF line endings, no Bcc header), rendered once."""
-        if self._rendered is None:
+        # The private-attribute dict directly: pydantic's __getattr__ for private
+        # attributes costs more than the rest of this method, and it runs on every send.
+        private = self.__pydantic_private__
+        assert private is not None
+        data: bytes | None = private["_rendered"]
+        if data is None:
             with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
-                if self._rendered is None:
-                    self._rendered = self._render()
-        return self._rendered
+                data = private["_rendered"]
+                if data is None:
+                    data = private["_rendered"] = self._render()
+        return data
 
     def _render(self) -> bytes:
         if self.sender is None:
