@@ -1,7 +1,7 @@
 """Fixtures for the fault matrix: real servers on 127.0.0.1, stopped after each test.
 
-The SMTP servers come from tests/smtp/servers.py, loaded by path in kit.py (the test
-tree is not a package under --import-mode=importlib).
+The SMTP servers come from tests/smtp/servers.py (imported as tests.smtp.servers: the
+repository root is on pytest's pythonpath), extended in kit.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fault-matrix kit: faulty real servers, a load runner, and the ledger check.
 
 * The SMTP servers are the SMTP provider's own test servers (``tests/smtp/servers.py``,
-  loaded by path: the test tree has no packages), extended here with faults that kit
+  imported as tests.smtp.servers), extended here with faults that kit
   lacks: a reply that comes *late* (``"delay:SECONDS:REPLY"``, or ``"delay:SECONDS:"``
   to run the real command late), and a message the server *queues* before it hangs up
   or goes silent (``"queue-drop"``, ``"queue-hang"``) - the uncertain case where the
@@ -19,20 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import re
 import secrets
-import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
+from tests.smtp import servers
 
 from mailer import (
     AllProvidersFailed,
@@ -43,21 +40,6 @@ from mailer import (
     SendResult,
 )
 
-
-def _load_servers() -> ModuleType:
-    name = "mailer_tests_smtp_servers"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parents[1] / "smtp" / "servers.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-servers = _load_servers()
 Certs = servers.Certs
 SilentServer = servers.SilentServer
 ScriptedServer = servers.ScriptedServer

@@ -11,9 +11,7 @@ log is searched for each canary, raw and base64-encoded (AUTH PLAIN and Basic ca
 from __future__ import annotations
 
 import base64
-import importlib.util
 import logging
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from tests.smtp import servers
 
 from mailer import AllProvidersFailed, Mailer, Message
 from mailer.plugins import load_provider_class
@@ -39,18 +38,6 @@ CANARIES = {
     "ses_secret": "CANARY-ses-secret-2f7d",
     "resend": "re_CANARY-resend-4e8a",
 }
-
-
-def _servers() -> Any:
-    name = "mailer_tests_smtp_servers"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "smtp" / "servers.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def forms(secret: str) -> list[str]:
@@ -104,7 +91,6 @@ def echo_credentials(request: httpx.Request) -> httpx.Response:
 
 
 async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    servers = _servers()
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="mailer")
     caplog.set_level(logging.DEBUG, logger="aiosmtplib")

@@ -11,16 +11,14 @@ sequences through a real server are in tests/smtp/test_delivery.py
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.smtp import servers
 
 from mailer import ConfigError, Message, MessageError
 from mailer.providers.smtp import SMTPProvider
@@ -44,21 +42,9 @@ ALLOWED = {"from", "to", "cc", "reply-to", "subject", "date", "message-id", "mim
 _HEADER = re.compile(rb"^([!-9;-~]+):")
 
 
-def _servers() -> Any:
-    name = "mailer_tests_smtp_servers"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "smtp" / "servers.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    s = _servers().SMTPTestServer(auth=False).start()
+    s = servers.SMTPTestServer(auth=False).start()
     yield s
     s.stop()
 
