@@ -29,8 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, SecretStr
@@ -58,7 +57,7 @@ from .errors import (
 from .health import BreakerState, CircuitBreaker, HealthConfig
 from .message import Address, Message
 from .plugins import load_provider_class
-from .provider import _DEADLINE, Provider
+from .provider import _DEADLINE, AsyncClosing, Provider
 from .result import Attempt, SendResult
 
 __all__ = ["Event", "Mailer", "Route"]
@@ -138,7 +137,7 @@ class _StopAtDeadline(stop_base):
         return _past(self.deadline, self.margin, took)
 
 
-class Mailer:
+class Mailer(AsyncClosing):
     """Sends each message through the first healthy provider that takes it.
 
     ``providers`` are Provider instances (priority = position, 1 first) or Routes.
@@ -576,17 +575,6 @@ class Mailer:
                 failures.append(exc)
         if failures:
             raise ExceptionGroup("some providers failed to close", failures)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         names = ", ".join(f"{r.name}(p{r.priority})" for r in self._routes)

@@ -49,7 +49,25 @@ class ProviderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Provider:
+class AsyncClosing:
+    """``async with x:`` closes ``x`` on the way out (Mailer and Provider share this)."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Provider(AsyncClosing):
     """Base class for providers. Subclasses set ``Config`` and implement ``_send``.
 
     Providers are async context managers; ``aclose()`` releases pooled connections.
@@ -121,17 +139,6 @@ class Provider:
 
     async def aclose(self) -> None:
         """Release connections. Safe to call more than once."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"

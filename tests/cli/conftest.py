@@ -87,34 +87,27 @@ def certs(tmp_path: Path) -> tuple[trustme.CA, Path, ssl.SSLContext]:
     return ca, ca_file, context
 
 
-@pytest.fixture
-def starttls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
-    """Plaintext greeting, STARTTLS offered, AUTH only after TLS (a port-587 server)."""
+def _serve(**tls: Any) -> Iterator[Server]:
     recorder = Recorder()
-    controller = Controller(
-        recorder, hostname="127.0.0.1", port=free_port(), tls_context=certs[2],
-        auth_require_tls=True, authenticator=_accept_any,
-    )  # fmt: skip
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(),
+                            authenticator=_accept_any, **tls)  # fmt: skip
     controller.start()
     try:
         yield Server(controller.port, recorder)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def starttls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
+    """Plaintext greeting, STARTTLS offered, AUTH only after TLS (a port-587 server)."""
+    yield from _serve(tls_context=certs[2], auth_require_tls=True)
 
 
 @pytest.fixture
 def implicit_tls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
     """TLS from the first byte (a port-465 server)."""
-    recorder = Recorder()
-    controller = Controller(
-        recorder, hostname="127.0.0.1", port=free_port(), ssl_context=certs[2],
-        auth_require_tls=False, authenticator=_accept_any,
-    )  # fmt: skip
-    controller.start()
-    try:
-        yield Server(controller.port, recorder)
-    finally:
-        controller.stop()
+    yield from _serve(ssl_context=certs[2], auth_require_tls=False)
 
 
 @pytest.fixture
