@@ -73,19 +73,23 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it if it is still there after 3 s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=3)
+
+
 def _kill_children() -> None:
     while _children:
-        proc = _children.pop()
-        if proc.poll() is not None:
-            continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=3)
+        _terminate(_children.pop())
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -115,15 +119,7 @@ def spawn(args: Sequence[str | Path], **kwargs: Any) -> subprocess.Popen[bytes]:
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc in _children:
         _children.remove(proc)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=3)
+    _terminate(proc)
 
 
 def free_port() -> int:
