@@ -22,6 +22,7 @@ The Message-ID is made when the Message is made, and the rendered bytes are cach
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import mimetypes
 import re
@@ -67,6 +68,7 @@ _LDH_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CONTENT_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
 )
+_SPACE_OR_ANGLE = re.compile(r"[\s<>]")
 _DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
 
 # Headers the Message owns: set through its fields, never through ``headers``.
@@ -212,8 +214,14 @@ def _parse_display_name(raw: str, original: str) -> str | None:
     return " ".join(raw.split())
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> tuple[str | None, str]:
-    """Parse one mailbox (``addr`` or ``Name <addr>``) into (name, ASCII address)."""
+    """Parse one mailbox (``addr`` or ``Name <addr>``) into (name, ASCII address).
+
+    Cached: it is pure, and the same sender (and often the same recipients) recur on
+    every message; parsing was most of the cost of building a Message. Refusals are not
+    cached (they raise), so they cost the same each time.
+    """
     check_text(text, "address")
     text = text.strip()
     if text.count("@") > 1 and ("," in text or ";" in text) and not text.startswith('"'):
@@ -228,7 +236,7 @@ def parse_address(text: str) -> tuple[str | None, str]:
         return _parse_display_name(text[:start], text), _parse_addr_spec(spec, text)
     if text.startswith('"'):
         return None, _parse_addr_spec(text, text)
-    if any(c.isspace() for c in text) or "<" in text or ">" in text:
+    if _SPACE_OR_ANGLE.search(text):
         raise MessageError(f"invalid address: {_describe(text)}")
     return None, _parse_addr_spec(text, text)
 
