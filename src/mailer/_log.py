@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-__all__ = ["get_logger", "redact", "register_secret"]
+from pydantic import BaseModel, SecretStr
+
+__all__ = ["get_logger", "redact", "register_secret", "secret_values"]
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _MIN_LEN = 4  # shorter values would redact ordinary words
+
+
+def secret_values(model: Any) -> Iterator[str]:
+    """Every SecretStr value in a (nested) config model, mapping or list."""
+    if isinstance(model, SecretStr):
+        yield model.get_secret_value()
+    elif isinstance(model, BaseModel):
+        for name in type(model).model_fields:
+            yield from secret_values(getattr(model, name, None))
+    elif isinstance(model, Mapping):
+        for value in model.values():
+            yield from secret_values(value)
+    elif isinstance(model, list | tuple):
+        for value in model:
+            yield from secret_values(value)
 
 
 def register_secret(value: str | None) -> None:

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from pydantic import BaseModel, SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -42,7 +41,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ._log import get_logger, register_secret
+from ._log import get_logger, register_secret, secret_values
 from .config import MailerConfig, RetryConfig, load_config
 from .errors import (
     AllProvidersFailed,
@@ -94,21 +93,6 @@ class Route:
     @property
     def name(self) -> str:
         return self.provider.name
-
-
-def _collect_secrets(model: Any) -> None:
-    """Register every SecretStr in a (nested) config model with the log redactor."""
-    if isinstance(model, SecretStr):
-        register_secret(model.get_secret_value())
-    elif isinstance(model, BaseModel):
-        for name in type(model).model_fields:
-            _collect_secrets(getattr(model, name, None))
-    elif isinstance(model, Mapping):
-        for value in model.values():
-            _collect_secrets(value)
-    elif isinstance(model, list | tuple):
-        for value in model:
-            _collect_secrets(value)
 
 
 class _NotTried(TransientError):
@@ -185,7 +169,8 @@ class Mailer(AsyncClosing):
             names.add(route.name)
             route.breaker = CircuitBreaker(self.health_config, clock)
             route.breaker.on_change = self._breaker_listener(route.name)
-            _collect_secrets(route.provider.config)
+            for secret in secret_values(route.provider.config):
+                register_secret(secret)
             self._routes.append(route)
 
     # -- construction ------------------------------------------------------------------

@@ -41,8 +41,9 @@ from typing import Any, ClassVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, field_validator
 
+from .._log import secret_values
 from ..errors import (
     AuthError,
     ConfigError,
@@ -296,14 +297,7 @@ class HTTPProvider(Provider):
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, to be scrubbed from error texts."""
-        found = []
-        for name in type(self.config).model_fields:
-            value = getattr(self.config, name)
-            if isinstance(value, SecretStr):
-                text = value.get_secret_value()
-                if len(text) >= 4:
-                    found.append(text)
-        return found
+        return [text for text in secret_values(self.config) if len(text) >= 4]
 
     def scrub(self, text: str) -> str:
         """``text`` without any secret, in the forms they travel in: raw, and base64 as
