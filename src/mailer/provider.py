@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError
 from .message import Message
 from .result import SendResult
+from .routing.attempt import commit_point, current_attempt
 
 __all__ = ["Provider", "ProviderConfig", "deadline_remaining"]
 
@@ -35,8 +36,13 @@ _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 
 def deadline_remaining(timeout: float | None) -> float | None:
-    """``timeout`` shortened to what is left of the current send's deadline."""
-    deadline = _DEADLINE.get()
+    """``timeout`` shortened to what is left of the current attempt's deadline.
+
+    Before the attempt's commit point that is its pre-commit budget (or the send's
+    deadline, if sooner); after it, the send's deadline.
+    """
+    attempt = current_attempt()
+    deadline = attempt.deadline() if attempt is not None else _DEADLINE.get()
     if deadline is None:
         return timeout
     left = max(deadline - time.monotonic(), 0.001)
@@ -76,6 +82,10 @@ class Provider(AsyncClosing):
     Config: ClassVar[type[BaseModel]] = ProviderConfig
     #: True when a re-send after an uncertain outcome cannot duplicate (idempotency keys)
     idempotent: ClassVar[bool] = False
+    #: True when ``_send`` awaits :meth:`commit_point` before the step after which the
+    #: message may have been accepted. Left False, the attempt counts as committed from
+    #: its start: never abandoned for speed, and any interruption is DeliveryUncertain.
+    reports_commit_point: ClassVar[bool] = False
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         self.name = name
@@ -133,6 +143,16 @@ class Provider(AsyncClosing):
 
     async def _send(self, message: Message) -> SendResult:
         raise NotImplementedError
+
+    async def commit_point(self) -> None:
+        """Await right before crossing the commit point (see ``reports_commit_point``).
+
+        SMTP: before the end of the data is written; HTTP: before the request body is
+        sent. Raises TransientError if the attempt was abandoned meanwhile (out of its
+        pre-commit budget, or released because another send found this provider down):
+        then do not cross.
+        """
+        await commit_point()
 
     async def verify(self) -> None:
         """Check connectivity and credentials without sending; raise DeliveryError if not."""

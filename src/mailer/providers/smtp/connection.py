@@ -34,6 +34,7 @@ from aiosmtplib import errors as smtp_errors
 
 from ...errors import AuthError, DeliveryError, MessageError, TransientError
 from ...provider import deadline_remaining
+from ...routing.attempt import commit_point
 from .classify import Endpoint, Phase, classify_recipients, classify_reply, map_exception
 from .config import SMTPConfig
 from .oauth import TokenSource
@@ -518,6 +519,10 @@ class Connection:
         pieces: tuple[bytes, ...],
     ) -> Delivery:
         """The payload after 354, then the verdict."""
+        # The commit point: from the end of the data on, the server may have the message.
+        # Marked before the payload (not just before its last chunk) so that the budget
+        # never cuts a payload short that is already on its way.
+        await commit_point()
         timeout, label = self._timeout("socket_timeout")
         # Until the final "." is written nothing can be delivered: a failure is transient.
         with self._guard(Phase.DATA, timeout, label):

@@ -41,6 +41,8 @@ class SMTPProvider(Provider):
     """Send through an SMTP server (``type = "smtp"`` or ``"smtps"``)."""
 
     Config = SMTPConfig
+    #: the commit point is the end of the data (:meth:`.connection.Connection._message`)
+    reports_commit_point = True
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)

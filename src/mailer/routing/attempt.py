@@ -1,0 +1,151 @@
+"""One attempt at one provider, and its commit point.
+
+Every attempt has a moment after which the provider may have accepted the message: for
+SMTP the end of the data (the final ``.``), for an HTTP API the request body. Before it,
+abandoning the attempt is always safe, because nothing can have been delivered; after it,
+the outcome is a success, a classified error, or :class:`~mailer.DeliveryUncertain`.
+
+A provider marks the moment by awaiting :func:`commit_point` (plugins:
+``await self.commit_point()``) just *before* it crosses it, and says that it does so with
+``reports_commit_point = True``. A provider that says nothing is treated as committed from
+its first instruction: the safe default, since we cannot know when it sent anything.
+
+What the commit point buys:
+
+* **The pre-commit budget.** Until the commit point, an attempt runs under a short
+  budget (pool wait, connect, TLS, greeting, EHLO, AUTH, MAIL, RCPT, DATA all count). A
+  provider that hangs is abandoned when the budget runs out, as a TransientError, and the
+  send moves on. At the commit point the budget is lifted: from then on only the send's
+  own deadline applies, because abandoning a send that may have been accepted is how mail
+  is lost track of.
+* **Release.** When another send finds the provider down (its breaker opens), every
+  attempt still before its commit point on that provider is cancelled at once and moves
+  to the next provider, instead of waiting out its own timeout.
+* **Hooks.** Callers (the outbox) can record, durably, that an attempt is about to cross
+  the commit point, before it does: a worker killed after that record left a message that
+  may have been delivered, one killed before it did not.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from ..errors import TransientError
+
+__all__ = [
+    "AttemptState",
+    "CommitHook",
+    "commit_hooks",
+    "commit_point",
+    "current_attempt",
+]
+
+CommitHook = Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
+class AttemptState:
+    """What the routing layer and the provider share about the attempt under way."""
+
+    provider: str
+    #: the send's deadline (``time.monotonic()``), or None without one
+    send_deadline: float | None = None
+    #: when the pre-commit budget runs out (``time.monotonic()``), or None without one
+    budget_deadline: float | None = None
+    #: the scope the attempt runs in; cancelled when the budget runs out or on release
+    scope: anyio.CancelScope | None = None
+    #: the scope's deadline once the commit point is crossed (the send's deadline + grace)
+    lift_to: float = math.inf
+    committed: bool = False
+    #: set when another send's verdict cancelled this attempt before its commit point
+    released: bool = False
+    hooks: Sequence[CommitHook] = ()
+    started: float = field(default_factory=time.monotonic)
+    #: seconds from the start to the commit point, once crossed (feeds the adaptive budget)
+    setup_time: float | None = None
+
+    def deadline(self) -> float | None:
+        """The deadline that applies now: the budget's before the commit point."""
+        if not self.committed and self.budget_deadline is not None:
+            if self.send_deadline is None:
+                return self.budget_deadline
+            return min(self.budget_deadline, self.send_deadline)
+        return self.send_deadline
+
+    def release(self) -> None:
+        """Cancel this attempt if it has not reached its commit point (else: nothing)."""
+        if not self.committed and self.scope is not None:
+            self.released = True
+            self.scope.cancel()
+
+
+_CURRENT: contextvars.ContextVar[AttemptState | None] = contextvars.ContextVar(
+    "mailer_attempt", default=None
+)
+#: hooks to run at the commit point of every attempt made in this context (the outbox)
+_HOOKS: contextvars.ContextVar[tuple[CommitHook, ...]] = contextvars.ContextVar(
+    "mailer_commit_hooks", default=()
+)
+
+
+def current_attempt() -> AttemptState | None:
+    """The attempt under way in this task, if any."""
+    return _CURRENT.get()
+
+
+class commit_hooks:  # noqa: N801 - used as a context manager, like contextlib's
+    """``with commit_hooks(hook): await mailer.send(m)``: await ``hook()`` before each
+    attempt of that send crosses its commit point (shielded from cancellation)."""
+
+    def __init__(self, *hooks: CommitHook) -> None:
+        self._hooks = hooks
+        self._token: contextvars.Token[tuple[CommitHook, ...]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _HOOKS.set(_HOOKS.get() + self._hooks)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _HOOKS.reset(self._token)
+
+
+async def commit_point() -> None:
+    """Mark that the provider is about to cross its commit point.
+
+    Await it immediately before the step after which the message may have been accepted
+    (before writing the end of the SMTP data, before the HTTP request body goes out).
+    Raises TransientError when the attempt was abandoned meanwhile (its budget ran out,
+    or another send released it): the caller must then not cross. Outside an attempt (a
+    provider used on its own) it does nothing.
+    """
+    state = _CURRENT.get()
+    if state is None or state.committed:
+        return
+    for hook in state.hooks:
+        with anyio.CancelScope(shield=True):
+            await hook()
+    scope = state.scope
+    if scope is not None and scope.cancel_called:
+        # Abandoned while the hooks ran, or just before: do not cross. Raised rather than
+        # left to the next checkpoint, because the crossing itself may not await.
+        why = "released" if state.released else "out of budget"
+        raise TransientError(f"attempt abandoned before its commit point ({why})")
+    state.committed = True
+    state.setup_time = time.monotonic() - state.started
+    if scope is not None:
+        scope.deadline = state.lift_to
+
+
+def _enter(state: AttemptState) -> contextvars.Token[AttemptState | None]:
+    state.hooks = _HOOKS.get()
+    return _CURRENT.set(state)
+
+
+def _exit(token: contextvars.Token[AttemptState | None]) -> None:
+    _CURRENT.reset(token)
