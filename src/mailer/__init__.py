@@ -24,6 +24,8 @@ from .mailer import Event, Mailer, Route
 from .message import Address, Attachment, Message
 from .provider import Provider, ProviderConfig
 from .result import Attempt, SendResult
+from .routing.attempt import commit_hooks
+from .routing.group import Failover, Group, RoundRobin, Weighted
 from .sync import SyncMailer
 
 __version__ = "0.1.0"
@@ -39,6 +41,8 @@ __all__ = [
     "DeliveryError",
     "DeliveryUncertain",
     "Event",
+    "Failover",
+    "Group",
     "HealthConfig",
     "Mailer",
     "MailerError",
@@ -49,9 +53,12 @@ __all__ = [
     "ProviderConfig",
     "RateLimited",
     "RecipientsRefused",
+    "RoundRobin",
     "Route",
     "SendResult",
     "SyncMailer",
     "TransientError",
+    "Weighted",
     "__version__",
+    "commit_hooks",
 ]

@@ -16,31 +16,45 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .health import HealthConfig
 from .provider import config_error_text
+from .routing.budget import BudgetConfig
+from .routing.runtime import RetryConfig
 
-__all__ = ["MailerConfig", "ProviderEntry", "RetryConfig", "load_config", "parse_dsn"]
+__all__ = [
+    "GROUP_TYPES",
+    "MailerConfig",
+    "ProviderEntry",
+    "RetryConfig",
+    "load_config",
+    "parse_dsn",
+]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ROUTING_PARAMS = ("priority", "weight", "name", "enabled")
 
 
-class RetryConfig(BaseModel):
-    """Same-provider retries, for transient errors only. Times in seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: total tries on one provider (1 = no retry)
-    attempts: int = Field(default=2, ge=1, le=10)
-    backoff: float = Field(default=0.2, ge=0)
-    max_backoff: float = Field(default=2.0, ge=0)
+#: provider types that are groups of other providers (:mod:`mailer.routing.group`)
+GROUP_TYPES = ("failover", "weighted", "roundrobin")
 
 
 class ProviderEntry(BaseModel):
-    """One ``[[providers]]`` entry: which type, its routing, and its own config."""
+    """One ``[[providers]]`` entry: which type, its routing, and its own config.
+
+    A group (``type = "failover" | "weighted" | "roundrobin"``) has ``providers``, its
+    children (entries or DSN strings, groups included), and ``weights`` instead of a
+    ``config``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -50,6 +64,8 @@ class ProviderEntry(BaseModel):
     weight: float = Field(default=1.0, gt=0)
     enabled: bool = True
     config: dict[str, Any] = Field(default_factory=dict)
+    providers: list[ProviderEntry] | None = None
+    weights: list[float] | None = None
 
     @field_validator("type")
     @classmethod
@@ -57,6 +73,29 @@ class ProviderEntry(BaseModel):
         if not re.fullmatch(r"[a-z][a-z0-9_.+-]*", value):
             raise ValueError("provider type must be lowercase letters, digits, '_', '-'")
         return value
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _child_dsns(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [parse_dsn(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _group(self) -> ProviderEntry:
+        if self.type in GROUP_TYPES:
+            if not self.providers:
+                raise ValueError(f"a {self.type} group needs a non-empty 'providers' list")
+            if self.config:
+                raise ValueError(f"a {self.type} group takes 'providers', not 'config'")
+            if self.weights is not None and len(self.weights) != len(self.providers):
+                raise ValueError("a group needs one weight per provider")
+        elif self.providers is not None or self.weights is not None:
+            raise ValueError(
+                f"'providers' and 'weights' belong to groups ({', '.join(GROUP_TYPES)}), "
+                f"not to a {self.type!r} provider"
+            )
+        return self
 
 
 class MailerConfig(BaseModel):
@@ -70,6 +109,7 @@ class MailerConfig(BaseModel):
     send_timeout: float = Field(default=60.0, gt=0)
     health: HealthConfig = Field(default_factory=HealthConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -100,6 +140,9 @@ def parse_dsn(url: str) -> dict[str, Any]:
     """
     from .plugins import load_provider_class
 
+    group = _GROUP_DSN.fullmatch(url.strip())
+    if group is not None:
+        return {"type": group.group(1), "providers": _split_group(group.group(2))}
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -114,6 +157,33 @@ def parse_dsn(url: str) -> dict[str, Any]:
     cls = load_provider_class(parts.scheme)
     entry["config"] = cls.config_from_url(parts, params)
     return entry
+
+
+_GROUP_DSN = re.compile(r"(failover|weighted|roundrobin)\((.*)\)", re.DOTALL)
+
+
+def _split_group(inner: str) -> list[str]:
+    """``a b(c d) e`` -> ``["a", "b(c d)", "e"]``: whitespace outside parentheses."""
+    items: list[str] = []
+    depth, start = 0, None
+    for i, ch in enumerate(inner + " "):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError("unbalanced parentheses in a group DSN")
+        if ch.isspace() and depth == 0:
+            if start is not None:
+                items.append(inner[start:i])
+                start = None
+        elif start is None:
+            start = i
+    if depth != 0:
+        raise ConfigError("unbalanced parentheses in a group DSN")
+    if not items:
+        raise ConfigError("a group DSN needs at least one provider: failover(a b)")
+    return items
 
 
 def interpolate_env(value: Any, env: Mapping[str, str] | None = None) -> Any:

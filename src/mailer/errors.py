@@ -68,6 +68,16 @@ class DeliveryError(MailerError):
 
     #: whether the Mailer may try the next provider after this error
     failover: bool = False
+    #: whether a retry on the same provider within seconds can help. False for what does
+    #: not heal that fast: timeouts and hangs, TLS and certificate errors, a TLS policy
+    #: refusal, a TLS/plaintext port mix-up, a DNS failure. Set per instance.
+    retry_here: bool = True
+    #: the provider did not answer in time (a hang, not a refusal): such a slow call opens
+    #: the provider's breaker at once, for every send. Set per instance.
+    timed_out: bool = False
+    #: the error says nothing about the provider's health (it was never asked, or we were
+    #: only queued behind its other sends): its breaker records no verdict.
+    no_verdict: bool = False
 
     def __init__(
         self,
@@ -157,7 +167,13 @@ class AllProvidersFailed(DeliveryError):
             for name, e in self.errors.items()
         )
         super().__init__(f"all providers failed ({summary or 'none available'})")
+        #: a nested group that failed before any commit point: its parent may go on
+        self.failover = not self.possibly_delivered
 
     @property
     def possibly_delivered(self) -> bool:
-        return any(isinstance(e, DeliveryUncertain) for e in self.errors.values())
+        return any(
+            isinstance(e, DeliveryUncertain)
+            or (isinstance(e, AllProvidersFailed) and e.possibly_delivered)
+            for e in self.errors.values()
+        )

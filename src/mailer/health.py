@@ -2,7 +2,7 @@
 
 ::
 
-          failures >= threshold, AuthError, RateLimited(retry_after)
+     failures >= threshold, a slow call, AuthError, RateLimited(retry_after)
    CLOSED ─────────────────────────────────────────────────────────▶ OPEN
      ▲                                                               │ cooldown passes
      │ probe succeeds                                                ▼
@@ -14,9 +14,16 @@ Why each rule:
 * Only failures that say something about the *provider* count: transient errors, auth
   errors and uncertain outcomes. A permanent error (bad mailbox) proves the provider is up
   and answering, so it counts as a success.
+* A slow call (no answer in time: a hang) opens at once, as Resilience4j counts slow
+  calls: a hang seen by one send is news for every send, and each further send that tries
+  would wait out its own budget. The sends already waiting on the provider are released
+  to the next one when it opens (see :mod:`mailer.routing.attempt`).
 * AuthError opens at once and rests long: credentials do not fix themselves in seconds.
 * RateLimited with ``retry_after`` opens for exactly that long: the provider told us.
 * Half-open lets a single probe through; other sends go elsewhere until it answers.
+  The probe is a background ``verify()`` (connect, TLS, EHLO, AUTH; an HTTP API's cheap
+  authenticated GET) when the provider has one, so it costs no caller a wait and puts no
+  message at risk; otherwise it is a real send, held to the pre-commit budget.
 * The cooldown doubles while a provider keeps failing its probes, up to ``max_cooldown``,
   so a dead provider costs one probe per few minutes, not one per send.
 
@@ -28,10 +35,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import AuthError, DeliveryError, RateLimited
+from .errors import AuthError, DeliveryError, DeliveryUncertain, RateLimited
 
 __all__ = ["BreakerState", "CircuitBreaker", "HealthConfig"]
 
@@ -46,6 +54,9 @@ class HealthConfig(BaseModel):
     max_cooldown: float = Field(default=600.0, gt=0)
     auth_cooldown: float = Field(default=300.0, gt=0)
     backoff_factor: float = Field(default=2.0, ge=1.0)
+    #: how a resting provider is tried again: a background verify() (no caller waits, no
+    #: message at risk) or a real send held to the pre-commit budget
+    probe: Literal["verify", "send"] = "verify"
 
 
 class BreakerState(enum.StrEnum):
@@ -65,6 +76,13 @@ class CircuitBreaker:
     probe_in_flight: bool = False
     #: called with (old, new) on each state change
     on_change: Callable[[BreakerState, BreakerState], None] | None = None
+    #: whether what opened it is something a verify() can see has cleared (a hang, a
+    #: connection, TLS or DNS failure, credentials) rather than a refusal of sends (a
+    #: 429, a 503, an uncertain outcome), which only a send can test
+    verify_can_probe: bool = False
+    #: whether the last failure was a slow call (a hang): when that opens the breaker,
+    #: the sends waiting on the provider before their commit point are released
+    slow_call: bool = False
 
     def _set(self, new: BreakerState) -> None:
         old, self.state = self.state, new
@@ -113,6 +131,10 @@ class CircuitBreaker:
 
     def record_failure(self, error: DeliveryError) -> None:
         self.probe_in_flight = False
+        self.slow_call = error.timed_out
+        self.verify_can_probe = (
+            error.timed_out or isinstance(error, AuthError) or not error.retry_here
+        ) and not isinstance(error, RateLimited | DeliveryUncertain)
         now = self.clock()
         cfg = self.config
         if isinstance(error, RateLimited) and error.retry_after:
@@ -120,6 +142,9 @@ class CircuitBreaker:
             return
         if isinstance(error, AuthError):
             self._open(now, cfg.auth_cooldown, grow=False)
+            return
+        if error.timed_out:  # a slow call: every send that tries would wait too
+            self._open(now, cfg.cooldown)
             return
         if self.state is BreakerState.HALF_OPEN:
             self._open(now, cfg.cooldown)

@@ -21,7 +21,13 @@ from urllib.parse import SplitResult
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError
+from .errors import (
+    AllProvidersFailed,
+    ConfigError,
+    DeliveryError,
+    DeliveryUncertain,
+    MailerError,
+)
 from .message import Message
 from .result import SendResult
 from .routing.attempt import commit_point, current_attempt
@@ -129,6 +135,8 @@ class Provider(AsyncClosing):
         message.envelope_sender  # noqa: B018 - raises MessageError when there is none
         try:
             result = await self._send(message)
+        except AllProvidersFailed:
+            raise  # a group's: about several providers, not this one
         except DeliveryError as exc:
             if exc.provider is None:
                 exc.provider = self.name

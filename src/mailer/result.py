@@ -24,6 +24,9 @@ class Attempt:
     duration: float = 0.0
     error: str | None = None
     code: int | None = None
+    #: whether the attempt reached its commit point (the message may have been accepted
+    #: from then on); None when the provider does not report it
+    committed: bool | None = None
 
     @property
     def ok(self) -> bool:

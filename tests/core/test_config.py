@@ -29,7 +29,7 @@ def test_from_mapping_orders_by_priority() -> None:
         }
     )
     assert [p.name for p in m.providers] == ["backup", "primary"]
-    assert [r.name for r in m._plan()] == ["primary", "backup"]
+    assert [c.name for c in m.root.children] == ["primary", "backup"]  # priority order
     assert m.on_uncertain == "failover" and m.send_timeout == 12.5
     assert m.health_config.failure_threshold == 4 and m.retry_config.attempts == 1
 
@@ -66,7 +66,7 @@ config = { outcomes = ["${OUTCOME:-ok}"] }
     mem = m2.providers[0]
     assert isinstance(mem, MemoryProvider) and mem.name == "mem"
     assert mem.config.outcomes == ["transient", "ok"]
-    assert m2._routes[0].priority == 2
+    assert m2.health()["mem"]["priority"] == 2
 
 
 def test_dsn_file_provider(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_constructor_checks() -> None:
     with pytest.raises(ConfigError, match="on_uncertain"):
         Mailer([MemoryProvider("a")], on_uncertain="sometimes")  # type: ignore[arg-type]
     m = Mailer([Route(MemoryProvider("a"), priority=3)])
-    assert m._routes[0].priority == 3
+    assert m.health()["a"]["priority"] == 3
 
 
 async def test_file_provider_writes_eml(tmp_path: Path) -> None:

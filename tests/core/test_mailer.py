@@ -19,9 +19,11 @@ from mailer import (
     Message,
     MessageError,
     PermanentError,
+    Provider,
     RateLimited,
     RecipientsRefused,
     Route,
+    SendResult,
     TransientError,
 )
 from mailer.testing import ScriptedProvider
@@ -189,23 +191,41 @@ async def test_defaults_fill_sender() -> None:
     assert sent.headers == {"X-App": "1"}
 
 
+class _Silent(Provider):
+    """A plugin that says nothing about its commit point and takes 5 s a send."""
+
+    async def _send(self, message: Message) -> SendResult:
+        await anyio.sleep(5.0)
+        return SendResult(provider=self.name)
+
+
 async def test_send_timeout_bounds_whole_send() -> None:
-    slow = ScriptedProvider("slow", latency=5.0)
-    m = mailer(slow, send_timeout=0.2, on_uncertain="failover")
+    m = mailer(_Silent("slow"), send_timeout=0.2, on_uncertain="failover")
     started = time.monotonic()
     with pytest.raises(AllProvidersFailed) as info:
         await m.send(msg())
     assert time.monotonic() - started < 1.5
-    # the backstop cannot know what the provider did: uncertain, never silently resent
+    # the backstop cannot know what a provider that reports no commit point did:
+    # uncertain, never silently resent
     assert isinstance(info.value.errors["slow"], DeliveryUncertain)
     assert info.value.possibly_delivered
 
 
+async def test_send_timeout_before_the_commit_point_is_transient() -> None:
+    slow = ScriptedProvider("slow", latency=5.0)  # still before its commit point
+    m = mailer(slow, send_timeout=0.2)
+    with pytest.raises(AllProvidersFailed) as info:
+        await m.send(msg())
+    error = info.value.errors["slow"]
+    assert type(error) is TransientError and "send_timeout" in str(error)
+    assert not info.value.possibly_delivered
+
+
 async def test_send_timeout_uncertain_raised_by_default() -> None:
-    slow = ScriptedProvider("slow", latency=5.0)
+    stalled = ScriptedProvider("stalled", ["stall"])  # took the message, never answers
     backup = ScriptedProvider("backup")
     with pytest.raises(DeliveryUncertain, match="send_timeout"):
-        await mailer(slow, backup, send_timeout=0.2).send(msg())
+        await mailer(stalled, backup, send_timeout=0.2).send(msg())
     assert backup.calls == 0
 
 

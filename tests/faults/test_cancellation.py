@@ -1,10 +1,12 @@
-"""A send cancelled at any SMTP phase leaves the pool clean and is reported uncertain.
+"""A send cancelled at any SMTP phase leaves the pool clean and is reported by its
+commit point.
 
 The caller's own timeout (anyio.fail_after) or a cancelled task group stops a send while
 the server sits on one command. Afterwards: no connection in doubt is reused (a late
 reply would be read as the answer to the next command), the next sends all work, each
 delivered once to exactly its recipients, and listeners saw the cancelled attempt as
-DeliveryUncertain (the Mailer cannot know whether the final "." had left).
+"not sent" (TransientError) before the commit point (the end of the data) and as
+DeliveryUncertain after it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ async def test_cancelled_at_each_phase(
         await cancel_one(mailer, how)
         cancelled = [e for e in events if e.kind == "attempt" and e.error is not None]
         assert len(cancelled) == 1
-        assert isinstance(cancelled[0].error, DeliveryUncertain)
+        committed = phase == "DATA_END"
+        assert isinstance(cancelled[0].error, DeliveryUncertain if committed else TransientError)
+        assert cancelled[0].attempt is not None
+        assert cancelled[0].attempt.committed is committed
         assert "cancelled" in str(cancelled[0].error)
         assert p.pool is not None
         assert all(c.usable for c in p.pool._idle)  # nothing in doubt is kept

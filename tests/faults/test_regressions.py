@@ -46,10 +46,10 @@ async def test_no_retry_on_a_provider_whose_breaker_opened_meanwhile() -> None:
         send_timeout=5,
         retry={"attempts": 5, "backoff": 0.01, "max_backoff": 0.01},
     )
-    route = mailer._routes[0]
+    breaker = mailer.root.runtime.leaf(failing).breaker
 
     def fail_and_open(_: Message) -> None:
-        route.breaker._open(route.breaker.clock(), 60)  # what concurrent failures do
+        breaker._open(breaker.clock(), 60)  # what concurrent failures do
         raise TransientError("down", code=421)
 
     failing.script(fail_and_open, fail_and_open, fail_and_open)
@@ -59,7 +59,7 @@ async def test_no_retry_on_a_provider_whose_breaker_opened_meanwhile() -> None:
 
 
 def test_not_tried_is_transient() -> None:
-    from mailer.mailer import _NotTried
+    from mailer.routing.group import _NotTried
 
     assert issubclass(_NotTried, TransientError)
 

@@ -36,7 +36,10 @@ outbox: list[Message] = []
 
 Outcome = str | MailerError | Callable[[Message], Any]
 
-_NAMED = ("ok", "transient", "rate_limited", "auth", "permanent", "uncertain", "refuse")
+_NAMED = (
+    "ok", "transient", "rate_limited", "auth", "permanent", "uncertain", "refuse", "hang",
+    "stall",
+)  # fmt: skip
 
 
 def _check_outcome(spec: str) -> str:
@@ -48,7 +51,9 @@ def _check_outcome(spec: str) -> str:
 
 class MemoryConfig(ProviderConfig):
     #: scripted outcomes, one per send: ok, transient, rate_limited[:seconds], auth,
-    #: permanent, uncertain, refuse:addr[,addr]  (refuse = those recipients refused)
+    #: permanent, uncertain, refuse:addr[,addr]  (refuse = those recipients refused),
+    #: hang (never answers, before the commit point), stall (the message is taken, then
+    #: no answer ever comes: after the commit point)
     outcomes: list[str] = Field(default_factory=list)
     #: start the script again when it is used up (for a provider that keeps failing)
     repeat: bool = False
@@ -64,6 +69,8 @@ class MemoryConfig(ProviderConfig):
 class MemoryProvider(Provider):
     Config = MemoryConfig
     config: MemoryConfig
+    #: ``latency`` and the refusals come before the commit point; acceptance after it
+    reports_commit_point = True
 
     def __init__(self, name: str = "memory", config: MemoryConfig | None = None) -> None:
         super().__init__(name, config or MemoryConfig())
@@ -108,6 +115,8 @@ class MemoryProvider(Provider):
         assert isinstance(outcome, str)
         kind, _, arg = outcome.partition(":")
         rejected: dict[str, str] = {}
+        if kind == "hang":  # accepts the connection, never answers: before the commit point
+            await anyio.sleep_forever()
         if kind == "transient":
             raise TransientError("scripted transient failure", code=451)
         if kind == "rate_limited":
@@ -117,10 +126,14 @@ class MemoryProvider(Provider):
             raise AuthError("scripted auth failure", code=535)
         if kind == "permanent":
             raise PermanentError("scripted permanent failure", code=550)
+        await self.commit_point()  # from here on, the message "leaves"
         if kind == "uncertain":
             # The message "left": it is recorded, as a real server may have kept it.
             self._accept(message)
             raise DeliveryUncertain("scripted uncertain outcome")
+        if kind == "stall":  # the message left, no answer ever comes: after the commit point
+            self._accept(message)
+            await anyio.sleep_forever()
         if kind == "refuse":
             refused = {a.strip() for a in arg.split(",") if a.strip()}
             rejected = {r: "550 5.1.1 scripted refusal" for r in message.envelope_recipients
@@ -135,9 +148,6 @@ class MemoryProvider(Provider):
     def _accept(self, message: Message) -> None:
         self.messages.append(message)
         outbox.append(message)
-
-    async def verify(self) -> None:
-        return None
 
     async def aclose(self) -> None:
         self.closed = True

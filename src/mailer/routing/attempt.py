@@ -99,7 +99,7 @@ def current_attempt() -> AttemptState | None:
     return _CURRENT.get()
 
 
-class commit_hooks:  # noqa: N801 - used as a context manager, like contextlib's
+class commit_hooks:
     """``with commit_hooks(hook): await mailer.send(m)``: await ``hook()`` before each
     attempt of that send crosses its commit point (shielded from cancellation)."""
 

@@ -235,7 +235,39 @@ def map_exception(
     timeout: float | None = None,
     timeout_name: str = "socket_timeout",
 ) -> DeliveryError | MessageError:
-    """The one mapping of foreign exceptions. ``timeout`` is the one that was in force."""
+    """The one mapping of foreign exceptions. ``timeout`` is the one that was in force.
+
+    Also says whether a same-provider retry can help: not after a timeout (a hang does
+    not clear in the 200 ms of a retry's backoff, and the retry doubles the wait), a TLS
+    or certificate error, or a DNS failure.
+    """
+    error = _map_exception(exc, phase, endpoint, timeout=timeout, timeout_name=timeout_name)
+    if isinstance(error, DeliveryError) and error is not exc:
+        if _find(exc, TimeoutError) is not None:
+            error.retry_here = False
+            error.timed_out = not isinstance(error, DeliveryUncertain)
+        elif _find(exc, socket.gaierror) is not None or _tls_setup_error(exc, phase):
+            error.retry_here = False
+    return error
+
+
+def _tls_setup_error(exc: BaseException, phase: Phase) -> bool:
+    """A certificate or handshake failure (a setting, not a blip). A TLS session that
+    breaks later (an EOF mid-session) is a dropped connection like any other."""
+    if _find(exc, ssl.SSLCertVerificationError) is not None:
+        return True
+    setup = phase in (Phase.CONNECT, Phase.GREETING, Phase.STARTTLS, Phase.TLS)
+    return setup and _find(exc, ssl.SSLError) is not None
+
+
+def _map_exception(
+    exc: BaseException,
+    phase: Phase,
+    endpoint: Endpoint,
+    *,
+    timeout: float | None,
+    timeout_name: str,
+) -> DeliveryError | MessageError:
     if isinstance(exc, DeliveryError | MessageError):
         return exc
     if isinstance(exc, ValueError) and "control character" in str(exc):

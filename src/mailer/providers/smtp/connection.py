@@ -257,9 +257,11 @@ class Connection:
                 self.encrypted = True
                 await self._ehlo(smtp)
             elif cfg.require_tls:
-                raise TransientError(
+                refused = TransientError(
                     f"require_tls is set but {s.endpoint.where} does not offer STARTTLS"
                 )
+                refused.retry_here = False  # a TLS policy does not change in seconds
+                raise refused
         if cfg.auth is not None:
             if not self.encrypted and not cfg.allow_plaintext_auth:
                 raise AuthError(

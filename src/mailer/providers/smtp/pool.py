@@ -85,10 +85,16 @@ class Pool:
                         await self._slots.acquire()
                 except TimeoutError:
                     # Nothing of the message was sent: transient, so the Mailer fails over.
-                    raise TransientError(
-                        f"no pooled connection became free within {wait:.3g}s (the send "
-                        f"deadline): all {self._max_connections} are busy"
-                    ) from None
+                    # Queued behind our own sends says nothing about the server's health
+                    # (the sends holding the connections give that verdict).
+                    busy = TransientError(
+                        f"no pooled connection became free within {wait:.3g}s (the "
+                        f"attempt's pre-commit budget or the send deadline): all "
+                        f"{self._max_connections} are busy"
+                    )
+                    busy.no_verdict = True
+                    busy.retry_here = False
+                    raise busy from None
         finally:
             self._waiting -= 1
         slot = _Slot(self._slots)

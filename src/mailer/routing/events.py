@@ -1,0 +1,30 @@
+"""What listeners (``Mailer.subscribe``) receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..errors import DeliveryError
+    from ..health import BreakerState
+    from ..result import Attempt, SendResult
+
+__all__ = ["Event", "EventKind"]
+
+EventKind = Literal["attempt", "failover", "sent", "failed", "breaker"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. ``kind`` says which of the optional fields are set."""
+
+    kind: EventKind
+    provider: str | None = None
+    message_id: str | None = None
+    attempt: Attempt | None = None
+    error: DeliveryError | None = None
+    result: SendResult | None = None
+    next_provider: str | None = None
+    old_state: BreakerState | None = None
+    new_state: BreakerState | None = None

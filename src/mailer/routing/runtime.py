@@ -1,0 +1,267 @@
+"""What every group in one provider tree shares: settings, health, events, the send.
+
+A tree of groups (``Failover([Weighted([a, b]), c])``) is one routing system: provider
+``a`` has one breaker and one budget whichever group asks it, and one listener sees every
+event. The :class:`Runtime` holds those; the Mailer makes one and binds its root group to
+it, and a group used on its own makes its own on first use.
+
+Health is keyed by the leaf provider's name, which is unique in a tree: a provider's
+health is a fact about the provider, not about the group that asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .._log import get_logger
+from ..health import BreakerState, CircuitBreaker, HealthConfig
+from .attempt import AttemptState
+from .budget import BudgetConfig, SetupEstimator
+
+if TYPE_CHECKING:
+    from ..errors import DeliveryError
+    from ..provider import Provider
+    from ..result import Attempt, SendResult
+    from .events import Event
+
+__all__ = ["LeafHealth", "RetryConfig", "Runtime", "SendContext", "current_send"]
+
+log = get_logger("mailer")
+
+
+class RetryConfig(BaseModel):
+    """Same-provider retries, for transient errors that heal in seconds. Seconds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: total tries on one provider (1 = no retry)
+    attempts: int = Field(default=2, ge=1, le=10)
+    backoff: float = Field(default=0.2, ge=0)
+    max_backoff: float = Field(default=2.0, ge=0)
+
+
+@dataclass(eq=False)
+class LeafHealth:
+    """One provider's breaker, adaptive budget, and the attempts still before their
+    commit point (released at once when the breaker opens)."""
+
+    provider: Provider
+    breaker: CircuitBreaker
+    estimator: SetupEstimator
+    inflight: set[AttemptState] = field(default_factory=set)
+    probe: asyncio.Task[None] | None = None
+
+    @property
+    def can_verify(self) -> bool:
+        from ..provider import Provider
+
+        return type(self.provider).verify is not Provider.verify
+
+    def release_waiting(self) -> int:
+        """Cancel every attempt on this provider that has not reached its commit point."""
+        released = 0
+        for state in list(self.inflight):
+            if not state.committed:
+                state.release()
+                released += 1
+        return released
+
+
+@dataclass(eq=False)
+class SendContext:
+    """One call of ``send``: its deadline and the record of its attempts."""
+
+    message_id: str | None
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    #: the group the send started at (it may try a resting provider when all rest)
+    root: Provider | None = None
+    #: set by the root when every provider is resting: try the one due soonest anyway
+    force: bool = False
+
+
+_SEND: contextvars.ContextVar[SendContext | None] = contextvars.ContextVar(
+    "mailer_send", default=None
+)
+
+
+def current_send() -> SendContext | None:
+    return _SEND.get()
+
+
+class Runtime:
+    """Settings, health and listeners for one provider tree."""
+
+    def __init__(
+        self,
+        *,
+        health: HealthConfig | None = None,
+        retry: RetryConfig | None = None,
+        budget: BudgetConfig | None = None,
+        on_uncertain: Literal["raise", "failover"] = "raise",
+        send_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.health = health or HealthConfig()
+        self.retry = retry or RetryConfig()
+        self.budget = budget or BudgetConfig()
+        self.on_uncertain = on_uncertain
+        self.send_timeout = send_timeout
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.listeners: list[Callable[[Event], Any]] = []
+        self.leaves: dict[str, LeafHealth] = {}
+        self._probes: set[asyncio.Task[None]] = set()
+
+    # -- health ------------------------------------------------------------------------
+
+    def leaf(self, provider: Provider) -> LeafHealth:
+        found = self.leaves.get(provider.name)
+        if found is not None:
+            return found
+        breaker = CircuitBreaker(self.health, self.clock)
+        leaf = LeafHealth(provider, breaker, SetupEstimator(self.budget))
+        breaker.on_change = self._breaker_listener(leaf)
+        self.leaves[provider.name] = leaf
+        return leaf
+
+    def _breaker_listener(self, leaf: LeafHealth) -> Callable[[BreakerState, BreakerState], None]:
+        from .events import Event
+
+        name = leaf.provider.name
+
+        def changed(old: BreakerState, new: BreakerState) -> None:
+            level = 30 if new is BreakerState.OPEN else 20
+            log.log(level, "provider %s: circuit %s -> %s", name, old.value, new.value)
+            if new is BreakerState.OPEN and leaf.breaker.slow_call:
+                # A hang: every send waiting on it would wait out its own budget.
+                released = leaf.release_waiting()
+                if released:
+                    log.info("provider %s is down: %d waiting sends move on", name, released)
+            self.emit(Event("breaker", provider=name, old_state=old, new_state=new))
+
+        return changed
+
+    def acquire(self, leaf: LeafHealth, *, force: bool = False) -> bool:
+        """Whether a send may go to this provider now.
+
+        A resting provider whose cooldown has passed is probed in the background when it
+        can verify (the send goes elsewhere meanwhile); otherwise the send itself is the
+        single half-open probe.
+        """
+        breaker = leaf.breaker
+        if breaker.state is BreakerState.CLOSED:
+            return True
+        if force:
+            return breaker.acquire(force=True)
+        if not breaker.available():
+            return False
+        if (
+            self.health.probe == "verify"
+            and breaker.verify_can_probe
+            and leaf.can_verify
+            and self._background_ok()
+        ):
+            if breaker.acquire():  # claims the half-open probe for the background check
+                self._start_probe(leaf)
+            return False
+        return breaker.acquire()
+
+    @staticmethod
+    def _background_ok() -> bool:
+        try:
+            asyncio.get_running_loop()  # under trio there is none
+        except RuntimeError:
+            return False
+        return True
+
+    def _start_probe(self, leaf: LeafHealth) -> None:
+        task = asyncio.get_running_loop().create_task(self._probe(leaf))
+        leaf.probe = task
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
+
+    async def _probe(self, leaf: LeafHealth) -> None:
+        from ..errors import DeliveryError, TransientError
+
+        name = leaf.provider.name
+        started = time.monotonic()
+        limit = self.budget.max
+        error: DeliveryError | None = None
+        try:
+            async with asyncio.timeout(limit):
+                await leaf.provider.verify()
+        except TimeoutError:
+            error = TransientError(f"probe: no answer within {limit:g}s", provider=name)
+            error.timed_out = True
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a plugin's verify blew up: not back
+            error = TransientError(f"probe failed: {type(exc).__name__}: {exc}", provider=name)
+        finally:
+            leaf.probe = None
+        if error is None:
+            leaf.estimator.observe(time.monotonic() - started)
+            log.info("provider %s: background probe ok, back in service", name)
+            leaf.breaker.record_success()
+        else:
+            log.info("provider %s: background probe failed: %s", name, error)
+            leaf.breaker.record_failure(error)
+
+    async def aclose(self) -> None:
+        probes = list(self._probes)
+        for task in probes:
+            task.cancel()
+        if probes:
+            await asyncio.gather(*probes, return_exceptions=True)
+        for leaf in self.leaves.values():
+            leaf.breaker.release()
+
+    # -- events ------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("mailer event listener failed")
+
+    def record(
+        self,
+        provider: str,
+        message_id: str | None,
+        attempts: list[Attempt],
+        started: float,
+        error: DeliveryError | None,
+        committed: bool | None,
+    ) -> None:
+        from ..result import Attempt
+        from .events import Event
+
+        attempt = Attempt(
+            provider=provider,
+            outcome="sent" if error is None else type(error).__name__,
+            duration=time.monotonic() - started,
+            error=None if error is None else str(error.args[0] if error.args else error),
+            code=None if error is None else error.code,
+            committed=committed,
+        )
+        attempts.append(attempt)
+        if error is not None:
+            log.debug("attempt %s via %s: %s", message_id, provider, attempt.error)
+        self.emit(Event("attempt", provider=provider, message_id=message_id,
+                        attempt=attempt, error=error))  # fmt: skip
+
+    def sent(self, provider: str, message_id: str | None, result: SendResult) -> None:
+        from .events import Event
+
+        self.emit(Event("sent", provider=provider, message_id=message_id, result=result))
