@@ -1,0 +1,224 @@
+"""Send latency while the primary is down, with the DEFAULT settings.
+
+For each outage of the primary (SMTP: silent after accept, hangs at MAIL FROM, answers
+every reply after 2 s, refuses connections; HTTP: hangs in the TLS handshake, answers
+503), with the SMTP pool on and off, a fresh Mailer (primary first, a healthy local SMTP
+backup second, every timeout, budget and breaker setting at its default) makes:
+
+* 1 send;
+* 20 sequential sends;
+* 50 concurrent sends;
+
+and prints p50/p99/max latency, failures, and for the sequential run the time until no
+send waits on the primary any more (the end of the last send that tried it). The
+reference, in the same run: the backup alone, 20 sequential sends.
+
+Targets (issue 10): no send fails while the backup is healthy; every send <= 5 s (aim
+<= 3 s); after detection, p99 within 100 ms of the backup alone.
+
+    .venv/bin/python benchmarks/failover_latency.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import free_port, machine, table
+
+from mailer import DeliveryError, Mailer, Message
+from mailer._demo.smtp_sink import SMTPSink
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        await reader.read()  # never answers; returns when the client goes
+
+
+async def _hang_at_mail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 hang.test ESMTP\r\n")
+    with contextlib.suppress(Exception):
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250-hang.test\r\n250 PIPELINING\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                await reader.read()  # MAIL FROM: never answered
+                break
+        await writer.drain()
+
+
+async def _slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A working server that answers every reply after 2 s."""
+    with contextlib.suppress(Exception):
+        await asyncio.sleep(2)
+        writer.write(b"220 slow.test ESMTP\r\n")
+        data = False
+        while line := await reader.readline():
+            if data:
+                if line == b".\r\n":
+                    data = False
+                    await asyncio.sleep(2)
+                    writer.write(b"250 queued\r\n")
+                continue
+            verb = line[:4].upper()
+            await asyncio.sleep(2)
+            if verb in (b"EHLO", b"HELO"):
+                writer.write(b"250 slow.test\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                data = True
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+
+
+async def _http_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            body = b'{"name":"application_error","message":"unavailable"}'
+            writer.write(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def serve(handler: Handler) -> AsyncIterator[int]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1)
+
+
+@contextlib.asynccontextmanager
+async def primary(outage: str, pool: bool) -> AsyncIterator[dict[str, Any]]:
+    smtp = {"type": "smtp", "name": "primary", "config": {"host": "127.0.0.1",
+            "ignore_tls": True, "pool": pool}}  # fmt: skip
+    if outage == "refused":
+        smtp["config"]["port"] = free_port()
+        yield smtp
+        return
+    if outage.startswith("http"):
+        handler = _http_503 if outage == "http-503" else _silent
+        async with serve(handler) as port:
+            scheme = "http" if outage == "http-503" else "https"  # a hang in TLS set-up
+            yield {"type": "resend", "name": "primary",
+                   "config": {"api_key": "re_bench", "base_url": f"{scheme}://127.0.0.1:{port}"}}  # fmt: skip
+        return
+    handler = {"silent": _silent, "hang-at-MAIL": _hang_at_mail, "slow-2s": _slow}[outage]
+    async with serve(handler) as port:
+        smtp["config"]["port"] = port
+        yield smtp
+
+
+def message(i: int) -> Message:
+    return Message(sender="app@example.com", to=[f"u{i}@example.org"], subject=f"m{i}",
+                   text="hello")  # fmt: skip
+
+
+async def timed(mailer: Mailer, i: int) -> tuple[float, bool, bool]:
+    """(seconds, ok, tried the primary)"""
+    started = time.monotonic()
+    try:
+        result = await mailer.send(message(i))
+    except DeliveryError as exc:
+        return time.monotonic() - started, False, any(a.provider == "primary" for a in exc.attempts)
+    return (time.monotonic() - started, True,
+            any(a.provider == "primary" for a in result.attempts))  # fmt: skip
+
+
+def stats(samples: list[float]) -> tuple[float, float, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p99, ordered[-1]
+
+
+async def scenario(outage: str, pool: bool, backup_port: int, quick: bool) -> list[str]:
+    rows = []
+    backup = {"type": "smtp", "name": "backup", "config": {"host": "127.0.0.1",
+              "port": backup_port, "ignore_tls": True, "pool": pool}}  # fmt: skip
+    cases = [("1", 1, 1), ("20 seq", 20, 1), ("50 conc", 50, 50)]
+    if quick:
+        cases = cases[:2]
+    for label, n, concurrency in cases:
+        async with primary(outage, pool) as entry:
+            mailer = Mailer.from_config({"providers": [entry, backup]})
+            async with mailer:
+                start = time.monotonic()
+                if concurrency == 1:
+                    out = []
+                    for i in range(n):
+                        out.append(await timed(mailer, i))
+                        out[-1] = (*out[-1], time.monotonic() - start)  # type: ignore[assignment]
+                else:
+                    out = list(await asyncio.gather(*(timed(mailer, i) for i in range(n))))
+                    out = [(*o, time.monotonic() - start) for o in out]  # type: ignore[misc]
+        lat = [o[0] for o in out]
+        p50, p99, mx = stats(lat)
+        fails = sum(1 for o in out if not o[1])
+        waits = [o[3] for o in out if o[2]]  # type: ignore[misc]
+        until = f"{max(waits):.2f}" if waits and concurrency == 1 and n > 1 else "-"
+        rows.append([outage, "on" if pool else "off", label, f"{p50 * 1000:,.0f}",
+                     f"{p99 * 1000:,.0f}", f"{mx * 1000:,.0f}", str(fails), until])  # fmt: skip
+        print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+async def backup_alone(backup_port: int, pool: bool) -> list[str]:
+    backup = {"type": "smtp", "name": "backup", "config": {"host": "127.0.0.1",
+              "port": backup_port, "ignore_tls": True, "pool": pool}}  # fmt: skip
+    async with Mailer.from_config({"providers": [backup]}) as mailer:
+        lat = [(await timed(mailer, i))[0] for i in range(20)]
+    p50, p99, mx = stats(lat)
+    return ["(backup alone)", "on" if pool else "off", "20 seq", f"{p50 * 1000:,.1f}",
+            f"{p99 * 1000:,.1f}", f"{mx * 1000:,.1f}", "0", "-"]  # fmt: skip
+
+
+async def main(quick: bool) -> None:
+    print(f"failover_latency (default settings): {machine()}")
+    outages = ["silent", "hang-at-MAIL", "slow-2s", "refused", "http-hang-tls", "http-503"]
+    rows: list[list[str]] = []
+    async with SMTPSink(name="backup") as sink:
+        for pool in (True, False):
+            rows.append(await backup_alone(sink.port, pool))
+            print(" | ".join(rows[-1]), flush=True)
+            for outage in outages:
+                rows.extend(await scenario(outage, pool, sink.port, quick))
+    print()
+    print(table(["primary", "pool", "sends", "p50 ms", "p99 ms", "max ms", "failed",
+                 "primary waited until s"], rows))  # fmt: skip
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 50-concurrent case")
+    asyncio.run(main(parser.parse_args().quick))

@@ -1,0 +1,190 @@
+"""Providers that hang instead of refusing, with the DEFAULT settings.
+
+A hang is the commonest real outage, and the one a test with shortened timeouts hides:
+with the defaults of the previous release a silent primary cost every send 20 s, and 50
+concurrent pooled sends ended in AllProvidersFailed without the healthy backup being
+tried. Here every timeout is the default one (the pre-commit budget, 3 s, is what bounds
+the wait); only the backup is a healthy local server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from mailer import Failover, Mailer, Message, Weighted
+from mailer.providers.smtp import SMTPProvider
+from mailer.routing.budget import BudgetConfig
+from mailer.testing import ScriptedProvider
+
+from .kit import FaultServer, SilentServer, check_ledger, messages, run_load
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+BUDGET = BudgetConfig().pre_commit  # the default, 3 s
+#: what a send may take beyond the budget on this shared, noisy machine
+SLACK = 1.5
+
+
+def provider(name: str, config: dict[str, Any], **overrides: Any) -> SMTPProvider:
+    """The server's config with its short test timeouts removed: the defaults apply."""
+    settings = {k: v for k, v in config.items() if not k.endswith("_timeout")}
+    return SMTPProvider.from_config(name, {**settings, **overrides})
+
+
+def silent_config(server: SilentServer) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": server.port, "ignore_tls": True}
+
+
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("outage", ["silent", "hang-at-MAIL"])
+async def test_hung_primary_fails_over_within_the_budget(
+    smtp: Callable[..., FaultServer], outage: str, pool: bool
+) -> None:
+    backup_server = smtp()
+    if outage == "silent":
+        dead = SilentServer().start()
+        primary = provider("primary", silent_config(dead), pool=pool)
+    else:
+        hung = smtp()
+        hung.state.fail("MAIL", "hang", times=10_000)
+        primary = provider("primary", hung.config(), pool=pool)
+    backup = provider("backup", backup_server.config(), pool=pool)
+    mailer = Mailer([primary, backup])  # default send_timeout, health, retry, budget
+    async with mailer:
+        # one send: waits the budget, then the backup takes it
+        started = time.monotonic()
+        first = await mailer.send(messages(1)[0])
+        took = time.monotonic() - started
+        assert first.provider == "backup"
+        assert BUDGET * 0.8 <= took <= BUDGET + SLACK, took
+        assert [a.outcome for a in first.attempts] == ["TransientError", "sent"]
+        assert first.attempts[0].committed is False  # nothing was sent to the primary
+        # the slow call opened the breaker at once: the next sends do not wait
+        assert mailer.health()["primary"]["state"] == "open"
+        started = time.monotonic()
+        for message in messages(20):
+            assert (await mailer.send(message)).provider == "backup"
+        assert time.monotonic() - started < 5.0
+        # 50 concurrent sends: none fails, none waits on the primary
+        batch = messages(50)
+        started = time.monotonic()
+        outcomes = await run_load(mailer, batch, concurrency=50, timeout=30)
+        assert time.monotonic() - started < BUDGET
+    await anyio.sleep(0.05)
+    received = backup_server.received()
+    assert set(received.values()) == {1} and len(received) == 1 + 20 + 50  # each once
+    summary = check_ledger(outcomes, {"primary": Counter(), "backup": Counter(
+        {m.message_id: received[m.message_id] for m in batch})})  # fmt: skip
+    assert summary.sent == {"backup": 50} and not summary.errors
+
+
+@pytest.mark.parametrize("pool", [True, False])
+async def test_fifty_concurrent_sends_on_a_hung_primary_all_reach_the_backup(
+    smtp: Callable[..., FaultServer], pool: bool
+) -> None:
+    # The previous release: 35 of 50 ended in AllProvidersFailed at the 60 s deadline.
+    dead = SilentServer().start()
+    backup_server = smtp()
+    mailer = Mailer(
+        [
+            provider("primary", silent_config(dead), pool=pool),
+            provider("backup", backup_server.config(), pool=pool),
+        ]
+    )
+    async with mailer:
+        started = time.monotonic()
+        outcomes = await run_load(mailer, messages(50), concurrency=50, timeout=30)
+        took = time.monotonic() - started
+    assert took <= BUDGET + SLACK, took
+    assert all(o.result is not None and o.result.provider == "backup" for o in outcomes)
+    await anyio.sleep(0.05)
+    assert sum(backup_server.received().values()) == 50
+
+
+async def test_waiting_sends_are_released_when_the_breaker_opens() -> None:
+    # Pooled: 1 connection, held by a hung send; the sends queued behind it leave when
+    # the hung one's budget runs out (the slow call opens the breaker), not at their own.
+    hung = ScriptedProvider("hung", ["hang"], repeat=True)
+    backup = ScriptedProvider("backup")
+    mailer = Mailer([hung, backup], budget={"pre_commit": 1.0})
+    started: dict[int, float] = {}
+    ended: dict[int, float] = {}
+
+    async def one(i: int) -> None:
+        started[i] = time.monotonic()
+        result = await mailer.send(Message(sender="a@example.com", to=["u@example.org"]))
+        assert result.provider == "backup"
+        ended[i] = time.monotonic()
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, 0)
+            await anyio.sleep(0.5)  # the second starts half-way through the first's budget
+            tg.start_soon(one, 1)
+    # the second was released when the first's budget ran out, 0.5 s into its own
+    assert ended[1] - started[1] < 0.9, ended[1] - started[1]
+
+
+@pytest.mark.parametrize("fault", ["untrusted-cert", "require-tls"])
+async def test_tls_failures_are_not_retried_on_the_same_provider(
+    smtp: Callable[..., FaultServer], fault: str
+) -> None:
+    backup_server = smtp()
+    if fault == "untrusted-cert":
+        bad = smtp(tls="starttls")
+        config = bad.config()
+        config["tls"] = {**config["tls"], "ca_file": str(bad.certs.other_ca_file)}
+    else:
+        bad = smtp()  # no STARTTLS offered
+        config = {**bad.config(), "require_tls": True}
+        config.pop("ignore_tls", None)
+    mailer = Mailer([provider("a", config), provider("b", backup_server.config())])
+    async with mailer:
+        result = await mailer.send(messages(1)[0])
+    assert result.provider == "b"
+    assert [a.provider for a in result.attempts] == ["a", "b"]  # one try on "a", no retry
+    assert not result.attempts[0].error or "TLS" in (result.attempts[0].error or "")
+
+
+async def test_background_probe_costs_no_caller_a_wait(
+    smtp: Callable[..., FaultServer],
+) -> None:
+    # After the cooldown the resting primary is verified in the background; sends go to
+    # the backup meanwhile, and come back to the primary once the probe succeeds.
+    primary_server = smtp()
+    primary_server.state.fail("MAIL", "hang", times=1)  # one hang, then healthy
+    backup_server = smtp()
+    mailer = Mailer(
+        [provider("primary", primary_server.config()), provider("backup", backup_server.config())],
+        health={"cooldown": 0.5},
+        budget={"pre_commit": 0.5},
+    )
+    async with mailer:
+        assert (await mailer.send(messages(1)[0])).provider == "backup"
+        assert mailer.health()["primary"]["state"] == "open"
+        await anyio.sleep(0.6)  # the cooldown passes
+        started = time.monotonic()
+        during = await mailer.send(messages(1)[0])  # starts the probe; does not wait on it
+        assert during.provider == "backup"
+        assert time.monotonic() - started < 0.4
+        with anyio.fail_after(5):
+            while mailer.health()["primary"]["state"] != "closed":
+                await anyio.sleep(0.02)
+        assert (await mailer.send(messages(1)[0])).provider == "primary"
+
+
+async def test_nested_groups_fail_over_as_one_provider() -> None:
+    a = ScriptedProvider("a", ["transient"], repeat=True)
+    b = ScriptedProvider("b", ["auth"])
+    c = ScriptedProvider("c")
+    mailer = Mailer([Failover([Weighted([a, b], [3, 1]), c])], retry={"attempts": 1})
+    result = await mailer.send(Message(sender="x@example.com", to=["u@example.org"]))
+    assert result.provider == "c"
+    assert {t.provider for t in result.attempts} == {"a", "b", "c"}
+    assert [p.name for p in mailer.providers] == ["a", "b", "c"]
