@@ -131,8 +131,9 @@ async def primary(outage: str, pool: bool) -> AsyncIterator[dict[str, Any]]:
         handler = _http_503 if outage == "http-503" else _silent
         async with serve(handler) as port:
             scheme = "http" if outage == "http-503" else "https"  # a hang in TLS set-up
-            yield {"type": "resend", "name": "primary",
-                   "config": {"api_key": "re_bench", "base_url": f"{scheme}://127.0.0.1:{port}"}}  # fmt: skip
+            base_url = f"{scheme}://127.0.0.1:{port}"
+            config = {"api_key": "re_bench", "base_url": base_url}
+            yield {"type": "resend", "name": "primary", "config": config}
         return
     handler = {"silent": _silent, "hang-at-MAIL": _hang_at_mail, "slow-2s": _slow}[outage]
     async with serve(handler) as port:
