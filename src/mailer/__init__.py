@@ -16,6 +16,7 @@ from .errors import (
     MessageError,
     PermanentError,
     RateLimited,
+    RecipientsDeferred,
     RecipientsRefused,
     TransientError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "Provider",
     "ProviderConfig",
     "RateLimited",
+    "RecipientsDeferred",
     "RecipientsRefused",
     "RoundRobin",
     "Route",

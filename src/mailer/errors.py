@@ -7,7 +7,8 @@
     ├── MessageError(ValueError)  bad message (CRLF in a header, bad address); before any I/O
     └── DeliveryError             .provider, .code (SMTP reply or HTTP status), .response
         ├── TransientError        not accepted; this provider may work later -> fail over
-        │   └── RateLimited       .retry_after seconds -> fail over, provider rests that long
+        │   ├── RateLimited       .retry_after seconds -> fail over, provider rests that long
+        │   └── RecipientsDeferred .refused {address: reply}: none accepted, some only for now
         ├── AuthError             credentials refused -> fail over, provider rests long
         ├── PermanentError        fails on any provider (5.1.x bad mailbox, 4xx validation)
         │   └── RecipientsRefused .refused {address: reply}
@@ -42,6 +43,7 @@ __all__ = [
     "MessageError",
     "PermanentError",
     "RateLimited",
+    "RecipientsDeferred",
     "RecipientsRefused",
     "TransientError",
 ]
@@ -118,6 +120,20 @@ class RateLimited(TransientError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+class RecipientsDeferred(TransientError):
+    """Every recipient was refused, at least one only for now (4xx, or "too many
+    recipients"). ``code`` is a temporary one; ``refused`` maps each address to the
+    server's reply, as on :class:`RecipientsRefused`.
+
+    Transient because nothing was delivered and the deferred recipients may be taken
+    later or by another provider (a re-send is still refused for the 5xx addresses).
+    """
+
+    def __init__(self, message: str, *, refused: Mapping[str, str], **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.refused = dict(refused)
 
 
 class AuthError(DeliveryError):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import email.policy
 import json
 import os
 import socket
@@ -30,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -98,13 +100,15 @@ class Fault:
     reply) or "hang" (never reply), or "delay:SECONDS" (answer as usual, but late).
     ``command`` "DATA_END" is the reply to the message itself, after the final "."; "IDLE"
     makes idle timeouts send ``reply`` before closing.
-    ``times`` limits how often it fires (None: always).
+    ``times`` limits how often it fires (None: always); ``skip`` lets that many matching
+    commands through first (fail the second DATA_END: ``skip=1``).
     """
 
     command: str
     reply: str
     match: str | None = None
     times: int | None = None
+    skip: int = 0
 
 
 @dataclass
@@ -125,13 +129,16 @@ class ServerState:
     #: (verb, whether more input was already waiting when it was handled): a True after
     #: MAIL means the client did not wait for MAIL's reply before sending RCPT
     buffered: list[tuple[str, bool]] = field(default_factory=list)
+    #: recipients taken per transaction; RCPTs beyond it get ``too_many_reply``
+    max_recipients: int | None = None
+    too_many_reply: str = "452 4.5.3 Error: too many recipients"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail(self, command: str, reply: str, *, match: str | None = None,
-             times: int | None = None) -> None:  # fmt: skip
+             times: int | None = None, skip: int = 0) -> None:  # fmt: skip
         """Inject a fault for later commands."""
         with self.lock:
-            self.faults.append(Fault(command.upper(), reply, match, times))
+            self.faults.append(Fault(command.upper(), reply, match, times, skip))
 
     def take_fault(self, command: str, arg: str) -> Fault | None:
         with self.lock:
@@ -139,6 +146,9 @@ class ServerState:
                 if fault.command != command:
                     continue
                 if fault.match is not None and fault.match not in (arg or ""):
+                    continue
+                if fault.skip > 0:
+                    fault.skip -= 1
                     continue
                 if fault.times is not None:
                     if fault.times <= 0:
@@ -169,6 +179,19 @@ class ServerState:
 
     def verbs(self) -> list[str]:
         return [c.split(" ", 1)[0] for c in self.commands]
+
+    def message_ids(self) -> list[str]:
+        """The Message-ID of every message received, in order (a delivery ledger)."""
+        with self.lock:
+            envelopes = list(self.messages)
+        ids = []
+        for envelope in envelopes:
+            content = envelope.original_content or b""
+            headers = BytesParser(policy=email.policy.compat32).parsebytes(
+                content, headersonly=True
+            )
+            ids.append(str(headers.get("Message-ID", "")).strip())
+        return ids
 
 
 class _FaultySMTP(SMTP):
@@ -238,6 +261,17 @@ class _FaultySMTP(SMTP):
 class _Handler:
     def __init__(self, state: ServerState) -> None:
         self.state = state
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:  # fmt: skip
+        limit = self.state.max_recipients
+        if limit is not None and len(envelope.rcpt_tos) >= limit:
+            return self.state.too_many_reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         fault = self.state.take_fault("DATA_END", "")

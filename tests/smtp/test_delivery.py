@@ -11,6 +11,7 @@ from mailer.errors import (
     AuthError,
     DeliveryUncertain,
     PermanentError,
+    RecipientsDeferred,
     RecipientsRefused,
     TransientError,
 )
@@ -96,7 +97,7 @@ async def test_all_recipients_refused(plain_server: SMTPTestServer) -> None:
     [
         ("MAIL", "451 4.3.0 try again later", TransientError),
         ("MAIL", "553 5.1.8 sender domain does not exist", PermanentError),
-        ("RCPT", "452 4.2.2 mailbox full", TransientError),
+        ("RCPT", "452 4.2.2 mailbox full", RecipientsDeferred),
         ("DATA", "554 5.5.1 no valid recipients", PermanentError),
         ("DATA_END", "451 4.7.1 greylisted", TransientError),
         ("DATA_END", "554 5.7.1 message rejected as spam", PermanentError),

@@ -16,6 +16,7 @@ from mailer.errors import (
     DeliveryUncertain,
     MessageError,
     PermanentError,
+    RecipientsDeferred,
     RecipientsRefused,
     TransientError,
 )
@@ -28,6 +29,7 @@ from mailer.providers.smtp.classify import (
     classify_reply,
     enhanced_status,
     map_exception,
+    too_many_recipients,
 )
 from mailer.providers.smtp.config import AuthOptions
 from mailer.providers.smtp.wire import command_line, encode_data, mail_command, rcpt_command
@@ -89,7 +91,38 @@ def test_all_recipients_refused_permanently() -> None:
 
 def test_all_recipients_refused_some_temporarily_is_transient() -> None:
     error = classify_recipients([], {"a@x.org": (550, "5.1.1 no"), "b@x.org": (452, "4.2.2 full")})
-    assert type(error) is TransientError
+    assert type(error) is RecipientsDeferred
+    assert isinstance(error, TransientError)
+    # the code is the temporary one, although the 5xx came first
+    assert error.code == 452 and error.response == "4.2.2 full"
+    assert error.refused == {"a@x.org": "550 5.1.1 no", "b@x.org": "452 4.2.2 full"}
+
+
+def test_too_many_recipients_counts_as_temporary() -> None:
+    # RFC 5321 4.5.3.1.10: read the 552 that RFC 821 listed for "too many" as temporary
+    error = classify_recipients([], {"a@x.org": (552, "5.5.3 too many recipients")})
+    assert type(error) is RecipientsDeferred and error.code == 552
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        (452, "4.5.3 Error: too many recipients", True),  # Postfix
+        (452, "too many recipients", True),  # Exim
+        (452, "Too many recipients", True),
+        (452, "", True),  # RFC 5321's bare 452 to RCPT
+        (552, "5.5.3 too many recipients", True),
+        (552, "Too many recipients", True),
+        (452, "4.2.2 mailbox full", False),
+        (452, "4.3.1 insufficient system storage", False),
+        (552, "5.2.2 mailbox full", False),
+        (552, "message size exceeds limit", False),
+        (451, "4.5.3 too many recipients", False),
+        (550, "5.5.3 too many recipients", False),
+    ],
+)
+def test_too_many_recipients(code: int, text: str, expected: bool) -> None:
+    assert too_many_recipients(code, text) is expected
 
 
 # -- exception mapping --------------------------------------------------------------------

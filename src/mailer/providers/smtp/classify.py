@@ -15,7 +15,10 @@ The rules, and why:
 * 5xx at MAIL, DATA or after the message is a PermanentError: the server looked at the
   message or its sender and said no; another provider would likely say the same.
 * RCPT refusals are counted per recipient: some refused is a success with ``rejected``;
-  all refused with 5xx is RecipientsRefused; all refused with any 4xx is transient.
+  all refused with 5xx is RecipientsRefused; all refused with any 4xx is
+  RecipientsDeferred (transient, ``code`` the first 4xx). Both carry each address's reply.
+* "452 too many recipients" (or the 552 that RFC 821 listed for it) is neither: the
+  server wants the rest in another transaction (:func:`too_many_recipients`).
 * No definitive answer after the final "." (timeout, connection lost) is
   DeliveryUncertain: the server may have queued the message.
 * TLS failures name the TLS problem (certificate, name, or a TLS/plaintext port mix-up)
@@ -41,6 +44,7 @@ from ...errors import (
     DeliveryUncertain,
     MessageError,
     PermanentError,
+    RecipientsDeferred,
     RecipientsRefused,
     TransientError,
 )
@@ -54,6 +58,7 @@ __all__ = [
     "classify_reply",
     "enhanced_status",
     "map_exception",
+    "too_many_recipients",
 ]
 
 
@@ -164,21 +169,51 @@ def classify_reply(phase: Phase, code: int, text: str, endpoint: Endpoint) -> De
     return TransientError(f"{phase} refused by {endpoint.where}: {reply}", code=code, response=text)
 
 
+def too_many_recipients(code: int, text: str) -> bool:
+    """Whether a RCPT reply means "no more recipients in this transaction".
+
+    RFC 5321 section 4.5.3.1.10: a server out of room for recipients answers 452, and
+    the client sends the rest in a later transaction; clients should read the 552 that
+    RFC 821 listed for it the same way. A 452 or 552 naming another cause ("4.2.2
+    mailbox full", "4.3.1 insufficient storage") is an ordinary refusal of one address.
+    """
+    if code not in (452, 552):
+        return False
+    status = enhanced_status(text)
+    if status is not None:
+        return status[1:] == (5, 3)
+    return code == 452 or "too many recipients" in text.lower()
+
+
 def classify_recipients(
     accepted: list[str], refused: Mapping[str, tuple[int, str]]
 ) -> DeliveryError | None:
-    """None while at least one recipient was accepted; the error when none was."""
+    """None while at least one recipient was accepted; the error when none was.
+
+    Temporary when any refusal is (a 4xx, or "too many recipients"): nothing was
+    delivered, and those recipients may be taken later. Its ``code`` is then the first
+    temporary reply's, never a 5xx that came before it.
+    """
     if accepted or not refused:
         return None
     replies = {addr: _reply(code, text) for addr, (code, text) in refused.items()}
-    first_code, first_text = next(iter(refused.values()))
     summary = "; ".join(f"{a}: {r}" for a, r in list(replies.items())[:5])
-    if any(400 <= code < 500 for code, _ in refused.values()):
-        return TransientError(
+    if len(replies) > 5:
+        summary += f"; and {len(replies) - 5} more"
+    temporary = [
+        (code, text)
+        for code, text in refused.values()
+        if 400 <= code < 500 or too_many_recipients(code, text)
+    ]
+    if temporary:
+        code, text = next(((c, t) for c, t in temporary if c < 500), temporary[0])
+        return RecipientsDeferred(
             f"every recipient was refused, some temporarily: {summary}",
-            code=first_code,
-            response=first_text,
+            refused=replies,
+            code=code,
+            response=text,
         )
+    first_code, first_text = next(iter(refused.values()))
     return RecipientsRefused(
         f"every recipient was refused: {summary}",
         refused=replies,

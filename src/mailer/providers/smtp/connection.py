@@ -16,6 +16,14 @@ the server offers PIPELINING (RFC 2920) and reads the replies in order. The
 classification is the same either way: a failure before the final "." was written is
 transient, one after it is uncertain, and a connection whose reply stream is in doubt is
 discarded.
+
+One message may take several transactions: a server that answers RCPT with "452 4.5.3
+too many recipients" (RFC 5321 section 4.5.3.1.10) wants the rest in another transaction,
+and gets them, on the same connection, in batches of the size it took. The first
+transaction's end of data is the commit point; once a transaction has delivered, a later
+one's failure is reported per recipient in the result (``rejected``) instead of raised,
+because raising would fail the whole message over and send it twice to the recipients
+that already have it.
 """
 
 from __future__ import annotations
@@ -32,10 +40,17 @@ from typing import TypeVar, cast
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
-from ...errors import AuthError, DeliveryError, MessageError, TransientError
+from ...errors import AuthError, DeliveryError, DeliveryUncertain, MessageError, TransientError
 from ...provider import deadline_remaining
 from ...routing.attempt import commit_point
-from .classify import Endpoint, Phase, classify_recipients, classify_reply, map_exception
+from .classify import (
+    Endpoint,
+    Phase,
+    classify_recipients,
+    classify_reply,
+    map_exception,
+    too_many_recipients,
+)
 from .config import SMTPConfig
 from .oauth import TokenSource
 from .pipeline import Reply, ReplyStream
@@ -71,11 +86,30 @@ class Settings:
 
 @dataclass(slots=True)
 class Delivery:
-    """What the server said about one transaction that was accepted."""
+    """What the server said about the message (one transaction or several) it accepted."""
 
     accepted: list[str]
     rejected: dict[str, str] = field(default_factory=dict)
     response: str = ""
+
+
+@dataclass(slots=True)
+class _Recipients:
+    """The RCPT replies of one transaction, sorted."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: "too many recipients": to be sent in the next transaction, with the reply given
+    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: RCPTs answered before the first deferral: how many the server takes per transaction
+    taken: int | None = None
+
+    def all_refused(self) -> dict[str, tuple[int, str]]:
+        return {**self.refused, **self.deferred}
+
+
+def _reply_text(code: int, text: str) -> str:
+    return f"{code} {text}".strip()
 
 
 async def _tcp_connect(host: str, port: int) -> socket.socket:
@@ -325,14 +359,11 @@ class Connection:
         pieces = (payload,) if isinstance(payload, bytes) else payload
         size = sum(len(p) for p in pieces) if self._size else None
         mail = command_line(mail_command(sender, size=size))
-        rcpts = [command_line(rcpt_command(r)) for r in recipients]
         previous, done = self._tail, asyncio.get_running_loop().create_future()
         self._tail = done
         self._inflight += 1
         try:
-            if self.pipelining:
-                return await self._pipelined(stream, previous, recipients, mail, rcpts, pieces)
-            return await self._one_by_one(stream, recipients, mail, rcpts, pieces)
+            return await self._transactions(stream, previous, recipients, mail, pieces)
         finally:
             self._inflight -= 1
             if not done.done():
@@ -340,6 +371,56 @@ class Connection:
             if self.broken and not self._inflight:
                 self.abort()  # discarded while another transaction was reading
             self.last_used = time.monotonic()
+
+    async def _transactions(
+        self,
+        stream: ReplyStream,
+        previous: asyncio.Future[None] | None,
+        recipients: list[str],
+        mail: bytes,
+        pieces: tuple[bytes, ...],
+    ) -> Delivery:
+        """As many transactions as the server's recipient limit asks for.
+
+        Each batch after the first is as large as the server took before its first
+        "too many recipients", and must get at least one recipient accepted (a
+        transaction that accepts none raises), so the loop ends.
+        """
+        delivered: Delivery | None = None
+        remaining = recipients
+        limit: int | None = None
+        while True:
+            batch = remaining if limit is None else remaining[:limit]
+            rest = remaining[len(batch) :]
+            try:
+                if delivered is not None:
+                    stream = self._ready()
+                rcpts = [command_line(rcpt_command(r)) for r in batch]
+                if self.pipelining:
+                    part, deferred = await self._pipelined(
+                        stream, previous, batch, mail, rcpts, pieces, more=bool(rest)
+                    )
+                else:
+                    part, deferred = await self._one_by_one(
+                        stream, batch, mail, rcpts, pieces, more=bool(rest)
+                    )
+            except DeliveryError as exc:
+                if delivered is None:
+                    raise  # nothing delivered yet: the message's outcome is this error
+                _report_unsent(delivered, batch, rest, exc)
+                return delivered
+            previous = None  # our own replies are all read from here on
+            if delivered is None:
+                delivered = part
+            else:
+                delivered.accepted.extend(part.accepted)
+                delivered.rejected.update(part.rejected)
+            if deferred.taken is not None:
+                taken = max(deferred.taken, 1)
+                limit = taken if limit is None else min(limit, taken)
+            remaining = [*deferred.deferred, *rest]
+            if not remaining:
+                return delivered
 
     async def _after(self, previous: asyncio.Future[None] | None) -> None:
         """Wait until the transaction before this one on the connection has its replies.
@@ -388,7 +469,9 @@ class Connection:
         mail: bytes,
         rcpts: list[bytes],
         pieces: tuple[bytes, ...],
-    ) -> Delivery:
+        *,
+        more: bool,
+    ) -> tuple[Delivery, _Recipients]:
         endpoint = self._endpoint
         rset = self._needs_rset
         self._needs_rset = False
@@ -414,19 +497,11 @@ class Connection:
             # Every RCPT and DATA is answered too (503 "need MAIL"): read them all.
             await self._wind_up(stream, rcpts=len(rcpts))
             raise error
-        accepted: list[str] = []
-        refused: dict[str, tuple[int, str]] = {}
+        rcpt = _Recipients()
         for address in recipients:
-            reply = await self._read(stream, Phase.RCPT)
-            if reply.code in (250, 251):
-                accepted.append(address)
-            elif reply.code == 421:  # the server hangs up: nothing more will come
-                self.abort()
-                raise classify_reply(Phase.RCPT, reply.code, reply.message, endpoint)
-            else:
-                refused[address] = (reply.code, reply.message)
-        if not accepted:
-            none_accepted = classify_recipients(accepted, refused)
+            self._sort_rcpt(rcpt, address, await self._read(stream, Phase.RCPT))
+        if not rcpt.accepted:
+            none_accepted = classify_recipients(rcpt.accepted, rcpt.all_refused())
             assert none_accepted is not None
             await self._wind_up(stream, rcpts=0)
             raise none_accepted
@@ -437,7 +512,22 @@ class Connection:
             else:
                 self._needs_rset = True
             raise classify_reply(Phase.DATA, data_reply.code, data_reply.message, endpoint)
-        return await self._message(stream, accepted, refused, pieces)
+        last = not more and not rcpt.deferred
+        return await self._message(stream, rcpt, pieces, last=last), rcpt
+
+    def _sort_rcpt(self, rcpt: _Recipients, address: str, reply: Reply) -> None:
+        """File one RCPT reply: accepted, deferred to the next transaction, or refused."""
+        if reply.code in (250, 251):
+            rcpt.accepted.append(address)
+        elif reply.code == 421:  # the server hangs up: nothing more will come
+            self.abort()
+            raise classify_reply(Phase.RCPT, reply.code, reply.message, self._endpoint)
+        elif too_many_recipients(reply.code, reply.message):
+            if rcpt.taken is None:
+                rcpt.taken = len(rcpt.accepted) + len(rcpt.refused)
+            rcpt.deferred[address] = (reply.code, reply.message)
+        else:
+            rcpt.refused[address] = (reply.code, reply.message)
 
     async def _wind_up(self, stream: ReplyStream, *, rcpts: int) -> None:
         """After a refusal in a pipelined group: read what is still owed, then RSET.
@@ -473,7 +563,9 @@ class Connection:
         mail: bytes,
         rcpts: list[bytes],
         pieces: tuple[bytes, ...],
-    ) -> Delivery:
+        *,
+        more: bool,
+    ) -> tuple[Delivery, _Recipients]:
         endpoint = self._endpoint
         try:
             stream.send(mail, replies=1)
@@ -484,20 +576,19 @@ class Connection:
         if reply.code != 250:
             raise classify_reply(Phase.MAIL, reply.code, reply.message, endpoint)
         try:
-            accepted: list[str] = []
-            refused: dict[str, tuple[int, str]] = {}
-            for address, line in zip(recipients, rcpts, strict=True):
+            rcpt = _Recipients()
+            for index, (address, line) in enumerate(zip(recipients, rcpts, strict=True)):
                 with self._guard(Phase.RCPT, None, "socket_timeout"):
                     stream.send(line, replies=1)
                 reply = await self._read(stream, Phase.RCPT)
-                if reply.code in (250, 251):
-                    accepted.append(address)
-                elif reply.code == 421:
-                    self.abort()
-                    raise classify_reply(Phase.RCPT, reply.code, reply.message, endpoint)
-                else:
-                    refused[address] = (reply.code, reply.message)
-            error = classify_recipients(accepted, refused)
+                self._sort_rcpt(rcpt, address, reply)
+                if rcpt.deferred:
+                    # The server takes no more in this transaction: the rest wait for the
+                    # next one, without asking (each would get the same answer).
+                    for later in recipients[index + 1 :]:
+                        rcpt.deferred[later] = (reply.code, reply.message)
+                    break
+            error = classify_recipients(rcpt.accepted, rcpt.all_refused())
             if error is not None:
                 raise error
             with self._guard(Phase.DATA, None, "socket_timeout"):
@@ -507,20 +598,22 @@ class Connection:
                 if reply.code == 421:
                     self.abort()
                 raise classify_reply(Phase.DATA, reply.code, reply.message, endpoint)
-            return await self._message(stream, accepted, refused, pieces)
+            last = not more and not rcpt.deferred
+            return await self._message(stream, rcpt, pieces, last=last), rcpt
         except DeliveryError:
             if self.usable:
                 await self._rset()
             raise
 
     async def _message(
-        self,
-        stream: ReplyStream,
-        accepted: list[str],
-        refused: dict[str, tuple[int, str]],
-        pieces: tuple[bytes, ...],
+        self, stream: ReplyStream, rcpt: _Recipients, pieces: tuple[bytes, ...], *, last: bool
     ) -> Delivery:
-        """The payload after 354, then the verdict."""
+        """The payload after 354, then the verdict.
+
+        ``last``: no transaction of this message follows, so the next send may be
+        pipelined behind our payload (a hand-off); before a further transaction of our
+        own, the connection stays ours.
+        """
         # The commit point: from the end of the data on, the server may have the message.
         # Marked before the payload (not just before its last chunk) so that the budget
         # never cuts a payload short that is already on its way.
@@ -529,16 +622,17 @@ class Connection:
         # Until the final "." is written nothing can be delivered: a failure is transient.
         with self._guard(Phase.DATA, timeout, label):
             await stream.send_payload(pieces, timeout=timeout)
-        handoff, self.on_handoff = self.on_handoff, None
-        if handoff is not None and self.pipelining:
-            handoff()  # the next message's group may follow our "." now
+        if last:
+            handoff, self.on_handoff = self.on_handoff, None
+            if handoff is not None and self.pipelining:
+                handoff()  # the next message's group may follow our "." now
         reply = await self._read(stream, Phase.MESSAGE)
         if reply.code != 250:
             if reply.code == 421:
                 self.abort()
             raise classify_reply(Phase.MESSAGE, reply.code, reply.message, self._endpoint)
-        rejected = {a: f"{code} {text}".strip() for a, (code, text) in refused.items()}
-        return Delivery(accepted=accepted, rejected=rejected, response=reply.message)
+        rejected = {a: _reply_text(code, text) for a, (code, text) in rcpt.refused.items()}
+        return Delivery(accepted=list(rcpt.accepted), rejected=rejected, response=reply.message)
 
     async def _rset(self) -> None:
         """End a failed transaction so the connection can carry the next one."""
@@ -576,3 +670,36 @@ class Connection:
     def __repr__(self) -> str:
         state = "usable" if self.usable else "closed"
         return f"<Connection {self._settings.endpoint.where} {state} messages={self.messages}>"
+
+
+def _report_unsent(
+    delivered: Delivery, batch: list[str], rest: list[str], error: DeliveryError
+) -> None:
+    """A later transaction failed after an earlier one delivered: say so per recipient.
+
+    The message is not failed (it reached ``delivered.accepted``), so each recipient of
+    the failed transaction (``batch``) and of those not tried (``rest``) is put in
+    ``rejected`` with what happened to it: its own RCPT reply when the server refused
+    it, "it may have been delivered" when the transaction ended without a verdict, else
+    why it was not sent.
+    """
+    replies: dict[str, str] = getattr(error, "refused", {})
+    detail = error.args[0] if error.args else type(error).__name__
+    count = len(delivered.accepted)
+    if isinstance(error, DeliveryUncertain):
+        reason = (
+            f"uncertain, it may have been delivered: {detail} (in a later transaction of "
+            f"a message delivered to {count} other recipient(s))"
+        )
+    else:
+        reason = (
+            f"not sent: {detail} (in a later transaction, after the message was "
+            f"delivered to {count} other recipient(s))"
+        )
+    for address in batch:
+        delivered.rejected[address] = replies.get(address, reason)
+    for address in rest:
+        delivered.rejected[address] = (
+            f"not sent: not tried after a later transaction failed ({detail}); the "
+            f"message was delivered to {count} other recipient(s)"
+        )

@@ -1,7 +1,10 @@
 """The SMTP provider: Nodemailer's SMTP transport, with failures classified for failover.
 
 asyncio only: aiosmtplib is built on asyncio, so this provider is too (the rest of the
-library uses anyio and runs it on the asyncio backend).
+library uses anyio, and the HTTP providers also run under trio). Under another loop the
+provider refuses with a ConfigError before any I/O (:meth:`SMTPProvider._require_asyncio`):
+left to run, it would fail at its first asyncio call and report a connect failure, or
+worse DeliveryUncertain, although nothing had left the process.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from urllib.parse import SplitResult
 import httpx
 from pydantic import BaseModel
 
-from ...errors import DeliveryError
+from ..._backend import current_async_library
+from ...errors import ConfigError, DeliveryError
 from ...message import Message
 from ...provider import Provider
 from ...result import SendResult
@@ -98,7 +102,19 @@ class SMTPProvider(Provider):
 
     # -- the interface -----------------------------------------------------------------
 
+    def _require_asyncio(self) -> None:
+        """Refuse, before any I/O, to run under an event loop other than asyncio."""
+        library = current_async_library()
+        if library != "asyncio":
+            raise ConfigError(
+                f"the SMTP provider {self.name!r} runs on asyncio only (aiosmtplib), but "
+                f"this code runs under {library or 'no event loop'}: run the Mailer on "
+                "asyncio (anyio.run(main, backend='asyncio'), or use SyncMailer), or send "
+                "through an HTTP provider, which also runs under trio"
+            )
+
     async def _send(self, message: Message) -> SendResult:
+        self._require_asyncio()
         sender = check_envelope_address(message.envelope_sender, "envelope sender")
         recipients = [
             check_envelope_address(r, "envelope recipient") for r in message.envelope_recipients
@@ -126,6 +142,7 @@ class SMTPProvider(Provider):
 
     async def verify(self) -> None:
         """Connect, TLS, EHLO, AUTH, QUIT: raise the classified error if any step fails."""
+        self._require_asyncio()
         try:
             conn = await self.connect()
         except DeliveryError as exc:
