@@ -117,6 +117,8 @@ class ServerState:
 
     commands: list[str] = field(default_factory=list)
     messages: list[Envelope] = field(default_factory=list)
+    #: the client address (host, port) each message came from, in step with ``messages``
+    peers: list[Any] = field(default_factory=list)
     sni: list[str | None] = field(default_factory=list)
     auth_tokens: list[str] = field(default_factory=list)
     valid_tokens: set[str] = field(default_factory=set)
@@ -162,6 +164,7 @@ class ServerState:
             self.commands.clear()
             self.buffered.clear()
             self.messages.clear()
+            self.peers.clear()
             self.sni.clear()
             self.auth_tokens.clear()
             self.connections = 0
@@ -289,7 +292,9 @@ class _Handler:
             if fault.reply == "hang":
                 await asyncio.sleep(60)
             return fault.reply
-        self.state.messages.append(envelope)
+        with self.state.lock:
+            self.state.messages.append(envelope)
+            self.state.peers.append(session.peer)
         return "250 2.0.0 OK queued as test"
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
