@@ -3,7 +3,8 @@
 ::
 
     MailerError
-    ├── ConfigError               bad config; raised at build time, never during failover
+    ├── ConfigError               bad config; raised at build time (or, for an event loop a
+    │                             provider cannot run on, before its first I/O); never failed over
     ├── MessageError(ValueError)  bad message (CRLF in a header, bad address); before any I/O
     └── DeliveryError             .provider, .code (SMTP reply or HTTP status), .response
         ├── TransientError        not accepted; this provider may work later -> fail over
@@ -54,7 +55,8 @@ class MailerError(Exception):
 
 
 class ConfigError(MailerError):
-    """The configuration cannot work. Raised when the Mailer or a provider is built."""
+    """The configuration cannot work. Raised when the Mailer or a provider is built, or
+    (a provider on an event loop it cannot run on) before the provider's first I/O."""
 
 
 class MessageError(MailerError, ValueError):

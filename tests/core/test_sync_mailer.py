@@ -86,9 +86,9 @@ async def test_inside_a_running_event_loop_raises_instead_of_freezing_it(
     with pytest.raises(MailerError, match=r"await mailer\.send\(message\)") as info:
         sm.send(msg())
     assert f"running {anyio_backend} event loop" in str(info.value)
-    with pytest.raises(MailerError, match="await mailer.verify"):
+    with pytest.raises(MailerError, match=r"await mailer\.verify"):
         sm.verify()
-    with pytest.raises(MailerError, match="await mailer.aclose"):
+    with pytest.raises(MailerError, match=r"await mailer\.aclose"):
         sm.close()
     assert provider.calls == 0
     # from a worker thread, as the error suggests, it works
@@ -158,7 +158,7 @@ def test_close_lets_sends_finish_then_cuts_the_rest_telling_each_caller() -> Non
         began = time.monotonic()
         sm.close(timeout=0.3)
         closed_in = time.monotonic() - began
-        with pytest.raises(TransientError, match="not sent: SyncMailer.close"):
+        with pytest.raises(TransientError, match=r"not sent: SyncMailer\.close"):
             cut.result(5)
     assert closed_in < 0.3 + SEND_GRACE + SLACK
     assert fast.calls == 2 and len(fast.messages) == 1
