@@ -164,9 +164,9 @@ def test_close_lets_sends_finish_then_cuts_the_rest_telling_each_caller() -> Non
     assert fast.calls == 2 and len(fast.messages) == 1
 
 
-def test_close_cuts_a_send_in_progress_as_uncertain() -> None:
-    slow = MemoryProvider("slow", MemoryConfig(latency=30))
-    sm = SyncMailer(Mailer([slow]))
+def _cut_by_close(provider: MemoryProvider) -> BaseException:
+    """Start one send, close(timeout=0.2) while it is under way, return what it was told."""
+    sm = SyncMailer(Mailer([provider], retry={"attempts": 1}))
     errors: list[BaseException] = []
 
     def send() -> None:
@@ -177,14 +177,31 @@ def test_close_cuts_a_send_in_progress_as_uncertain() -> None:
 
     thread = threading.Thread(target=send)
     thread.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while provider.calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
     began = time.monotonic()
     sm.close(timeout=0.2)
     thread.join(5)
     assert not thread.is_alive()
     assert time.monotonic() - began < 0.2 + SEND_GRACE + SLACK
-    # a provider that does not report its commit point may have sent from its start
-    assert len(errors) == 1 and isinstance(errors[0], DeliveryUncertain)
+    assert len(errors) == 1
+    return errors[0]
+
+
+def test_close_cuts_a_send_before_its_commit_point_as_not_sent() -> None:
+    slow = MemoryProvider("slow", MemoryConfig(latency=30))  # the wait is before the commit
+    told = _cut_by_close(slow)
+    assert type(told) is TransientError and "not sent" in str(told)
+    assert slow.messages == []
+
+
+def test_close_cuts_a_send_past_its_commit_point_as_uncertain() -> None:
+    stalled = MemoryProvider("stalled", MemoryConfig(outcomes=["stall"]))  # taken, no answer
+    told = _cut_by_close(stalled)
+    assert isinstance(told, DeliveryUncertain)
+    assert len(stalled.messages) == 1  # it was in fact delivered: "not sent" would be a lie
 
 
 def test_close_default_timeout_is_documented() -> None:

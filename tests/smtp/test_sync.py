@@ -91,6 +91,10 @@ def test_close_under_load_tells_every_caller_and_nothing_wrong(
     # the run did what it set out to: some sent, some cut by close or refused after it
     assert kinds["SendResult"] >= 3
     assert kinds["SendResult"] < 50, kinds
+    # and precisely: sends queued for a pooled connection are told "not sent"; only those
+    # on the 4 connections, past their commit point, may be uncertain
+    assert kinds["TransientError"] >= 1, kinds
+    assert kinds["DeliveryUncertain"] <= 4, kinds
 
 
 FORK_SCRIPT = textwrap.dedent(
