@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from mailer import (
+    ConfigError,
     DeliveryUncertain,
     Mailer,
     MailerError,
@@ -62,6 +63,13 @@ def test_a_factory_builds_the_mailer() -> None:
     with SyncMailer(lambda: Mailer([provider])) as sm:
         sm.send(msg())
     assert provider.calls == 1 and provider.closed
+
+
+def test_options_with_a_built_mailer_are_refused() -> None:
+    with pytest.raises(ConfigError, match="not to a built Mailer"):
+        SyncMailer(Mailer([MemoryProvider("m")]), send_timeout=5)
+    with pytest.raises(ConfigError, match="not a Mailer"):
+        SyncMailer(lambda: "nope")  # type: ignore[arg-type, return-value]
 
 
 def test_send_after_close_raises_mailer_error_and_sends_nothing() -> None:
