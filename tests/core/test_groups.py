@@ -188,3 +188,19 @@ async def test_transient_that_heals_is_retried_but_a_hang_is_not() -> None:
     mailer = Mailer([flaky], retry={"attempts": 2, "backoff": 0})
     assert (await mailer.send(msg())).provider == "f"
     assert flaky.calls == 2
+
+
+async def test_commit_hooks_run_for_a_provider_that_reports_no_commit_point() -> None:
+    class Quiet(ScriptedProvider):
+        reports_commit_point = False
+
+    seen: list[int] = []
+    quiet = Quiet("q")
+
+    async def hook() -> None:
+        seen.append(quiet.calls)
+
+    with commit_hooks(hook):
+        result = await Mailer([quiet]).send(msg())
+    assert seen == [0]  # before the provider was even called: it may send at once
+    assert result.attempts[0].committed is None  # it reports nothing

@@ -63,7 +63,7 @@ from ..health import BreakerState
 from ..message import Message
 from ..provider import Provider
 from ..result import SendResult
-from .attempt import AttemptState, _enter, _exit
+from .attempt import AttemptState, _enter, _exit, commit_point
 from .events import Event
 from .runtime import _SEND, LeafHealth, Runtime, SendContext
 
@@ -412,7 +412,6 @@ class Group(Provider):
             state.budget_deadline = now + budget
             scope_deadline = min(base + budget + min(0.25, budget * 0.1), state.lift_to)
         else:
-            state.committed = True  # the safe default: we cannot know when it sent
             scope_deadline = state.lift_to
         scope = anyio.CancelScope(deadline=scope_deadline)
         state.scope = scope
@@ -421,6 +420,10 @@ class Group(Provider):
         error: DeliveryError
         try:
             with scope:
+                if not provider.reports_commit_point:
+                    # The safe default: we cannot know when it sends, so it counts as
+                    # committed from its first instruction (and the hooks run first).
+                    await commit_point()
                 result = await provider.send(message)
             if scope.cancelled_caught:
                 raise TimeoutError
