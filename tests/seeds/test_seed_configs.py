@@ -414,3 +414,21 @@ async def test_mailhog_on_localhost(server: Any, tmp_path: Path) -> None:
 def test_both_spellings_are_an_error(config: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         Mailer.from_config({"providers": [{"type": "smtp", "config": config}]})
+
+
+def test_the_docs_table_lists_every_alias_and_refused_option() -> None:
+    from mailer.providers.smtp.config import (
+        AuthOptions,
+        OAuth2Options,
+        SMTPConfig,
+        TLSOptions,
+    )
+
+    docs = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    section = docs.split("## Coming from Nodemailer / NexoMailer", 1)[1].split("\n## ", 1)[0]
+    prefixes = {SMTPConfig: "", TLSOptions: "tls.", AuthOptions: "auth.", OAuth2Options: "auth."}
+    for model, prefix in prefixes.items():
+        for alias in model.option_aliases:
+            assert f"`{prefix}{alias}`" in section, alias
+        for refused in getattr(model, "refused_options", {}):
+            assert refused in section, refused
