@@ -36,6 +36,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
+from ._docs import docs_dir, page_path, see
 from ._log import redact
 from .errors import (
     AllProvidersFailed,
@@ -115,7 +116,31 @@ _CONFIG_HINTS: list[tuple[str, str]] = [
     ("environment variable", "export it, or give a default in the config: ${NAME:-value}"),
     ("is not valid TOML", "fix the syntax at the line and column shown"),
     ("is not valid JSON", "fix the syntax at the line and column shown"),
-    ("unknown option", "check the option's spelling against docs/configuration.md"),
+    ("is not offered", "the reason and what to do instead are in the message above"),
+    ("same option", "keep one of the two spellings"),
+    ("looks like milliseconds", "our durations are seconds; " + see("configuration")),
+    ("DSN", "a DSN is type://user:password@host:port?options; " + see("configuration")),
+    ("unknown option", "the options are listed in " + see("configuration")),
+]
+
+# (words in the message, hint): the first match wins; most specific first
+_MESSAGE_HINTS: list[tuple[tuple[str, ...], str]] = [
+    (("no sender",), "give --from (or sender= on the Message), or set defaults.sender"),
+    (("at least one recipient",), "give --to, --cc or --bcc (to=, cc=, bcc= on the Message)"),
+    (("attachment path",), "check the path: relative paths start at the current folder"),
+    (("attachment",), "an attachment is content=bytes with a filename, or a path"),
+    (("non-ASCII local part",), "SMTPUTF8 is not supported yet: use an ASCII address"),
+    (
+        ("control character", "encoded-word", "header", "rendered"),
+        "control characters (CR, LF) in a header would let text forge headers; "
+        "see " + see("security"),
+    ),
+    (
+        ("address", "domain", "local part", "display name"),
+        "give one plain address per item, like 'Ann <ann@example.org>'; see " + see("security"),
+    ),
+    (("message_id",), "a message_id is <unique@your.domain>, or leave it out"),
+    (("inline attachments",), "give html that refers to the inline parts as cid:..."),
 ]
 
 
@@ -124,12 +149,12 @@ def explain(exc: BaseException) -> tuple[str, str | None, int]:
     text = _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, ConfigError):
         hint = next((h for key, h in _CONFIG_HINTS if key in text), None)
-        return f"config: {text}", hint or "see docs/configuration.md", EXIT_USAGE
+        return f"config: {text}", hint or "see " + see("configuration"), EXIT_USAGE
     if isinstance(exc, MessageError):
+        hint = next((h for words, h in _MESSAGE_HINTS if any(w in text for w in words)), None)
         return (
             f"message: {text}",
-            "the message was refused before anything was sent; "
-            "see docs/security.md (header injection)",
+            hint or "nothing was sent; fix the field the message names",
             EXIT_USAGE,
         )
     if isinstance(exc, AllProvidersFailed):
@@ -167,7 +192,8 @@ def _fail(message: str, hint: str | None = None, code: int = EXIT_FAILED) -> NoR
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if hint:
         err.print(
-            f"[dim]hint:[/] {escape(hint)} [dim](see docs/troubleshooting.md)[/]", soft_wrap=True
+            f"[dim]hint:[/] {escape(hint)} [dim](more: {escape(see('troubleshooting'))})[/]",
+            soft_wrap=True,
         )
     raise typer.Exit(code)
 
@@ -357,7 +383,7 @@ def verify(
     if failed:
         _fail(
             f"{len(failed)} of {len(results)} provider(s) failed: {', '.join(failed)}",
-            "see docs/troubleshooting.md for each message",
+            "each message is explained in " + see("troubleshooting"),
         )
     out.print(f"[green]all {len(results)} provider(s) ok[/]")
 
@@ -954,6 +980,34 @@ def doctor(
             f"no port probed on {host} is ready to use as is (see the problems above)",
             "fix the problems listed above, or try another --port",
         )
+
+
+# -- docs ----------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly
+def docs(
+    page: Annotated[str | None, typer.Argument(help="A page, e.g. configuration.")] = None,
+    path: Annotated[bool, typer.Option("--path", help="Print the file's path only.")] = False,
+) -> None:
+    """Show a documentation page of the installed version (list them without PAGE)."""
+    folder = docs_dir()
+    if folder is None:
+        _fail("the documentation is not installed with this copy", code=EXIT_FAILED)
+    if page is None:
+        for item in sorted(folder.glob("*.md")):
+            first = item.read_text(encoding="utf-8").partition("\n")[0].lstrip("# ")
+            out.print(f"  {item.stem:<24} {escape(first)}")
+        return
+    found = page_path(page)
+    if found is None:
+        pages = ", ".join(sorted(p.stem for p in folder.glob("*.md")))
+        _fail(f"no page {page!r}", f"the pages are: {pages}", EXIT_USAGE)
+    if path:
+        out.print(str(found), soft_wrap=True)
+    else:
+        out.print(found.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
 
 
 # -- demo ----------------------------------------------------------------------------------
