@@ -20,6 +20,7 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -30,6 +31,7 @@ __all__ = [
     "close_names",
     "config_error_text",
     "normalize_options",
+    "resolve_paths",
 ]
 
 #: a duration in seconds at least this large was almost certainly meant as milliseconds
@@ -183,3 +185,35 @@ def config_error_text(what: str, exc: ValidationError, model: type[BaseModel] | 
         where = ".".join(str(p) for p in loc)
         parts.append(f"{where}: {text}" if where else text)
     return f"invalid config for {what}: " + "; ".join(parts)
+
+
+def _is_path(annotation: Any) -> bool:
+    if annotation is Path:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_path(a) for a in typing.get_args(annotation))
+    return False
+
+
+def resolve_paths(model: type[BaseModel], data: Any, base: Path) -> Any:
+    """Relative paths in ``data`` (for ``model``) made relative to ``base`` instead.
+
+    A config file that says ``ca_file = "certs/ca.pem"`` means next to itself, not
+    wherever the process happens to start; a path typed into Python code keeps meaning
+    the working directory, as it does everywhere else.
+    """
+    if not isinstance(data, Mapping):
+        return data
+    out = dict(data)
+    for key, value in data.items():
+        info = model.model_fields.get(key) if isinstance(key, str) else None
+        if info is None:
+            continue
+        if _is_path(info.annotation) and isinstance(value, str | Path):
+            path = Path(value).expanduser()
+            out[key] = str(path if path.is_absolute() else base / path)
+            continue
+        sub = _model_of(info.annotation)
+        if sub is not None:
+            out[key] = resolve_paths(sub, value, base)
+    return out

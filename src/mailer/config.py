@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._options import config_error_text
+from ._options import config_error_text, resolve_paths
 from .errors import ConfigError
 from .health import HealthConfig
 from .routing.budget import BudgetConfig
@@ -284,6 +284,24 @@ def _interpolate_dsns(entry: Any) -> Any:
     return entry
 
 
+def _paths_from_file(entry: Any, base: Path) -> Any:
+    """Relative paths in provider configs (groups too) resolved against ``base``."""
+    from .plugins import load_provider_class
+
+    if not isinstance(entry, Mapping):
+        return entry
+    if isinstance(entry.get("providers"), list):
+        entry = {**entry, "providers": [_paths_from_file(p, base) for p in entry["providers"]]}
+    kind, config = entry.get("type"), entry.get("config")
+    if isinstance(kind, str) and kind not in GROUP_TYPES and isinstance(config, Mapping):
+        try:
+            model = load_provider_class(kind).Config
+        except ConfigError:
+            return entry  # reported, with its hint, when the entry is validated
+        entry = {**entry, "config": resolve_paths(model, config, base)}
+    return entry
+
+
 def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> MailerConfig:
     """Build a validated MailerConfig from a mapping, a TOML/JSON file path, or a model."""
     if isinstance(source, MailerConfig):
@@ -291,6 +309,8 @@ def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> Mailer
     data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
     data = _interpolate_dsns(data)
     data = interpolate_env(data)
+    if isinstance(source, str | Path):
+        data = _paths_from_file(data, Path(source).resolve().parent)
     try:
         return MailerConfig.model_validate(data)
     except ValidationError as exc:

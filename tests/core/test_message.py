@@ -339,11 +339,11 @@ def test_the_id_is_made_once_even_when_read_from_two_threads() -> None:
         seen: list[str | None] = []
         barrier = threading.Barrier(2)
 
-        def read(m: Message) -> None:
+        def read(m: Message, barrier: threading.Barrier, seen: list[str | None]) -> None:
             barrier.wait()
             seen.append(m.message_id)
 
-        threads = [threading.Thread(target=read, args=(m,)) for m in (original, copy)]
+        threads = [threading.Thread(target=read, args=(m, barrier, seen)) for m in (original, copy)]
         for t in threads:
             t.start()
         for t in threads:

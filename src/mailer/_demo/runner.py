@@ -252,10 +252,10 @@ async def _drive(
             # by then it carries the default sender's domain (see Message.message_id)
             try:
                 result = await mailer.send(msg)
-                sent_ids[msg.message_id] = result.provider
+                sent_ids[str(msg.message_id)] = result.provider
                 report.sent_by[result.provider] += 1
             except MailerError as exc:
-                report.failed[msg.message_id] = f"{type(exc).__name__}: {exc}"
+                report.failed[str(msg.message_id)] = f"{type(exc).__name__}: {exc}"
                 view.note(f"FAILED {msg.message_id}: {type(exc).__name__}", "bold red")
             view.progress.advance(view.task)
         finally:
