@@ -427,7 +427,6 @@ def verify(
     types = {entry.name or entry.type: entry.type for entry in cfg.providers if entry.enabled}
     mailer = Mailer.from_config(cfg)
     health = mailer.health()  # names and priorities, in the Mailer's order
-    names = list(health)
 
     async def go() -> dict[str, Exception | None]:
         results: dict[str, Exception | None] = {}
@@ -449,9 +448,9 @@ def verify(
                 results[name] = None
 
         async with mailer, anyio.create_task_group() as tg:
-            for name, provider in zip(names, mailer.providers, strict=True):
-                tg.start_soon(one, name, provider)
-        return {name: results[name] for name in names}
+            for provider in mailer.providers:
+                tg.start_soon(one, provider.name, provider)
+        return {name: results[name] for name in health}
 
     results: dict[str, Exception | None] = _run(go)
     failed = [name for name, error in results.items() if error is not None]
