@@ -31,9 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import trustme
 from tests.smtp import servers
-from tests.smtp.servers import Certs, SMTPTestServer
+from tests.smtp.servers import Certs, SMTPTestServer, make_certs
 
 ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -101,13 +100,7 @@ def _quickstart_toml() -> str:
 
 @pytest.fixture(scope="module")
 def docs_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    directory = Path(tmp_path_factory.mktemp("docs-certs"))
-    ca = trustme.CA()
-    ca_file = directory / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    other = directory / "other.pem"
-    trustme.CA().cert_pem.write_to_path(str(other))
-    return Certs(ca, ca_file, ca.issue_cert(*HOSTS), other)
+    return make_certs(Path(tmp_path_factory.mktemp("docs-certs")), HOSTS)
 
 
 @pytest.fixture

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from tests.smtp import servers
-from tests.smtp.servers import Certs, SMTPTestServer, TokenEndpoint
+from tests.smtp.servers import Certs, SMTPTestServer, TokenEndpoint, make_certs
 
 from mailer import ConfigError, Mailer, Message
 
@@ -34,14 +33,8 @@ SEED_TOKEN = "ya29.A0AR-seed-token"
 @pytest.fixture(scope="module")
 def seed_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A server certificate for 127.0.0.1 and the names the seed pages use."""
-    directory = Path(tmp_path_factory.mktemp("seed-certs"))
-    ca = trustme.CA()
-    ca_file = directory / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    other = directory / "other-ca.pem"
-    trustme.CA().cert_pem.write_to_path(str(other))
-    leaf = ca.issue_cert("127.0.0.1", "smtp.yourdomain.com", servers.TLS_NAME)
-    return Certs(ca=ca, ca_file=ca_file, server=leaf, other_ca_file=other)
+    names = ("127.0.0.1", "smtp.yourdomain.com", servers.TLS_NAME)
+    return make_certs(Path(tmp_path_factory.mktemp("seed-certs")), names)
 
 
 @pytest.fixture

@@ -55,6 +55,14 @@ _EHLO_NAME = re.compile(r"^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,2
 _CONTROL = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]")
 
 
+def _normalize(cls: Any, data: Any) -> Any:
+    """Aliases renamed, refused options refused: from the model's own tables."""
+    return normalize_options(
+        data, aliases=cls.option_aliases, refused=cls.refused_options,
+        seconds=cls.seconds_options,
+    )  # fmt: skip
+
+
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,10 +76,7 @@ class _Options(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
-        return normalize_options(
-            data, aliases=cls.option_aliases, refused=cls.refused_options,
-            seconds=cls.seconds_options,
-        )  # fmt: skip
+        return _normalize(cls, data)
 
 
 #: Node's TLS options that hold PEM text where we take a file path
@@ -308,10 +313,7 @@ class SMTPConfig(ProviderConfig):
             if "method" in auth:
                 raise ValueError("authMethod and auth.method are the same option; give one")
             data["auth"] = {**auth, "method": method.upper() if isinstance(method, str) else method}
-        return normalize_options(
-            data, aliases=cls.option_aliases, refused=cls.refused_options,
-            seconds=cls.seconds_options,
-        )  # fmt: skip
+        return _normalize(cls, data)
 
     host: str = "localhost"
     #: 465 when ``secure``, else 587
