@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
+
+#: the tests' own plugin (a provider that loads, one that cannot): found through its
+#: dist-info on sys.path, never installed, so a demo install does not list it
+TEST_PLUGIN_PATH = str(Path(__file__).parent / "fixtures" / "mailer-testplugin" / "src")
+if TEST_PLUGIN_PATH not in sys.path:
+    sys.path.append(TEST_PLUGIN_PATH)
+# and for the `python -m mailer` subprocesses the CLI tests start
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.environ.get("PYTHONPATH"), TEST_PLUGIN_PATH) if p
+)
 
 
 @pytest.fixture

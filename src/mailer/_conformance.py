@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -52,6 +52,37 @@ from .result import SendResult
 
 if TYPE_CHECKING:
     import respx
+
+
+def _request_text(request: httpx.Request) -> str:
+    """URL, headers and body of a request, with base64 strings in a JSON body decoded
+    (raw MIME and attachments often travel that way)."""
+    import base64
+    import binascii
+    import json
+    from urllib.parse import unquote_plus
+
+    content = request.content.decode("utf-8", errors="replace")
+    parts = [str(request.url), unquote_plus(str(request.url)), str(request.headers), content]
+    parts.append(unquote_plus(content))
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                parts.append(str(key))
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and len(value) >= 8:
+            with suppress(binascii.Error, ValueError):
+                parts.append(base64.b64decode(value, validate=True).decode("utf-8", "replace"))
+
+    with suppress(ValueError):
+        walk(json.loads(content))
+    # a multipart body carries each part as it is
+    return "\n".join(parts)
+
 
 __all__ = ["ProviderConformance"]
 
@@ -255,6 +286,65 @@ class ProviderConformance:
                 result = self.send(provider, message)
             assert route.call_count == 1
             assert result.provider == "conformance"
+
+    def field_messages(self) -> dict[str, tuple[Message, str]]:
+        """One message per optional field, each with a marker the request must carry."""
+        base: dict[str, Any] = {"sender": "sender@example.com", "to": ["to@example.org"],
+                                "subject": "fields", "text": "body"}  # fmt: skip
+        return {
+            "cc": (Message(**base, cc=["cc-marker-41@example.org"]), "cc-marker-41"),
+            "bcc": (Message(**base, bcc=["bcc-marker-42@example.org"]), "bcc-marker-42"),
+            "reply_to": (
+                Message(**base, reply_to=["reply-marker-43@example.org"]),
+                "reply-marker-43",
+            ),
+            "headers": (
+                Message(**base, headers={"X-Marker": "header-marker-44"}),
+                "header-marker-44",
+            ),
+            "attachments": (
+                Message(**base, attachments=[{"content": b"x", "filename": "att-marker-45.txt"}]),
+                "att-marker-45",
+            ),
+            "tags": (Message(**base, tags=["tag-marker-46"]), "tag-marker-46"),
+            "metadata": (Message(**base, metadata={"k": "meta-marker-47"}), "meta-marker-47"),
+        }
+
+    def test_every_field_is_sent_or_refused(self) -> None:
+        """A Message field the request does not carry must be refused, never dropped.
+
+        Dropping cc, bcc or a header sends mail that is wrong without any error.
+        """
+        for field, (message, marker) in self.field_messages().items():
+            with self.stub(self.success_response()) as route:
+                try:
+                    self.send(self.make_provider(), message)
+                except MessageError:
+                    assert route.call_count == 0, f"{field}: refused after a request was made"
+                    continue
+            assert route.call_count == 1, field
+            request = route.calls.last.request
+            seen = _request_text(request)
+            assert marker in seen, f"the provider dropped {field}: neither sent nor refused"
+
+    def test_verify_checks_credentials(self) -> None:
+        """``verify()`` must reach the provider with the credentials, not just return."""
+        import respx
+
+        provider = self.make_provider()
+
+        async def go() -> None:
+            try:
+                await provider.verify()
+            finally:
+                await provider.aclose()
+
+        with respx.mock(assert_all_called=False) as router:
+            route = router.route().mock(return_value=self.error_response(401))
+            with pytest.raises(AuthError) as info:
+                self.run(go)
+        assert route.call_count >= 1
+        self.assert_no_secret(info.value)
 
     def test_registered_entry_point(self) -> None:
         if self.entry_point is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-__all__ = ["get_logger", "redact", "register_secret", "secret_values"]
+__all__ = ["get_logger", "one_line", "redact", "register_secret", "secret_values"]
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -70,3 +70,12 @@ def get_logger(name: str = "mailer") -> logging.Logger:
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)
     return logger
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Redacted, on one line, at most ``limit`` characters: for CLI errors and reports.
+
+    Server replies and validation errors can span lines; a one-line error must not.
+    """
+    flat = " ".join(redact(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

@@ -6,28 +6,21 @@ non-zero (2 for a bad config, message or usage; 1 when delivery or a check faile
 traceback is there under ``--debug``, never by default: a stack trace hides the one line
 that matters, and a server's reply can be long.
 
-``doctor`` is a raw SMTP probe of its own rather than a use of the SMTP provider: its job
-is to find out what a server *does* (implicit TLS or STARTTLS, which certificate, which
-AUTH methods) before anyone has a working config, so it must not need one.
+The commands only render: ``doctor``'s probing and its decisions live in
+``mailer.providers.smtp.doctor``, where they are tested without a terminal.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import ipaddress
 import json
 import logging
 import os
-import ssl
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
 import anyio
 import typer
@@ -36,7 +29,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
-from ._log import redact
+from ._docs import docs_dir, page_path, see
+from ._log import one_line, redact
 from .errors import (
     AllProvidersFailed,
     AuthError,
@@ -48,6 +42,9 @@ from .errors import (
     RateLimited,
     TransientError,
 )
+
+if TYPE_CHECKING:
+    from .providers.smtp.doctor import Diagnosis
 
 __all__ = ["app", "main"]
 
@@ -83,6 +80,8 @@ err = _console(stderr=True)
 @dataclass
 class _State:
     debug: bool = False
+    #: the log handler this process's last invocation installed
+    handler: logging.Handler | None = None
 
 
 _state = _State()
@@ -102,10 +101,7 @@ ConfigOption = Annotated[
 # -- errors: one line and a hint ----------------------------------------------------------
 
 
-def _one_line(text: str, limit: int = 400) -> str:
-    """Server replies and validation errors can span lines; a CLI error must not."""
-    flat = " ".join(redact(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+_one_line = one_line
 
 
 _CONFIG_HINTS: list[tuple[str, str]] = [
@@ -115,7 +111,31 @@ _CONFIG_HINTS: list[tuple[str, str]] = [
     ("environment variable", "export it, or give a default in the config: ${NAME:-value}"),
     ("is not valid TOML", "fix the syntax at the line and column shown"),
     ("is not valid JSON", "fix the syntax at the line and column shown"),
-    ("unknown option", "check the option's spelling against docs/configuration.md"),
+    ("is not offered", "the reason and what to do instead are in the message above"),
+    ("same option", "keep one of the two spellings"),
+    ("looks like milliseconds", "our durations are seconds; " + see("configuration")),
+    ("DSN", "a DSN is type://user:password@host:port?options; " + see("configuration")),
+    ("unknown option", "the options are listed in " + see("configuration")),
+]
+
+# (words in the message, hint): the first match wins; most specific first
+_MESSAGE_HINTS: list[tuple[tuple[str, ...], str]] = [
+    (("no sender",), "give --from (or sender= on the Message), or set defaults.sender"),
+    (("at least one recipient",), "give --to, --cc or --bcc (to=, cc=, bcc= on the Message)"),
+    (("attachment path",), "check the path: relative paths start at the current folder"),
+    (("attachment",), "an attachment is content=bytes with a filename, or a path"),
+    (("non-ASCII local part",), "SMTPUTF8 is not supported yet: use an ASCII address"),
+    (
+        ("control character", "encoded-word", "header", "rendered"),
+        "control characters (CR, LF) in a header would let text forge headers; "
+        "see " + see("security"),
+    ),
+    (
+        ("address", "domain", "local part", "display name"),
+        "give one plain address per item, like 'Ann <ann@example.org>'; see " + see("security"),
+    ),
+    (("message_id",), "a message_id is <unique@your.domain>, or leave it out"),
+    (("inline attachments",), "give html that refers to the inline parts as cid:..."),
 ]
 
 
@@ -124,12 +144,12 @@ def explain(exc: BaseException) -> tuple[str, str | None, int]:
     text = _one_line(str(exc)) or type(exc).__name__
     if isinstance(exc, ConfigError):
         hint = next((h for key, h in _CONFIG_HINTS if key in text), None)
-        return f"config: {text}", hint or "see docs/configuration.md", EXIT_USAGE
+        return f"config: {text}", hint or "see " + see("configuration"), EXIT_USAGE
     if isinstance(exc, MessageError):
+        hint = next((h for words, h in _MESSAGE_HINTS if any(w in text for w in words)), None)
         return (
             f"message: {text}",
-            "the message was refused before anything was sent; "
-            "see docs/security.md (header injection)",
+            hint or "nothing was sent; fix the field the message names",
             EXIT_USAGE,
         )
     if isinstance(exc, AllProvidersFailed):
@@ -167,7 +187,8 @@ def _fail(message: str, hint: str | None = None, code: int = EXIT_FAILED) -> NoR
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     if hint:
         err.print(
-            f"[dim]hint:[/] {escape(hint)} [dim](see docs/troubleshooting.md)[/]", soft_wrap=True
+            f"[dim]hint:[/] {escape(hint)} [dim](more: {escape(see('troubleshooting'))})[/]",
+            soft_wrap=True,
         )
     raise typer.Exit(code)
 
@@ -187,14 +208,52 @@ def _friendly(fn: Callable[P, R]) -> Callable[P, R]:
             message, hint, code = explain(exc)
             if _state.debug:
                 err.print_exception(show_locals=False)
+            if kwargs.get("as_json"):
+                _print_json({"ok": False, "error": _error_json(exc, hint)})
+                raise typer.Exit(code) from None
             _fail(message, hint, code)
 
     return wrapper
 
 
+def _print_json(data: Any) -> None:
+    """JSON on stdout, whole: never wrapped or cut at a terminal width."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _error_json(exc: BaseException, hint: str | None = None) -> dict[str, Any]:
+    """An error for --json: its class, full (redacted) text and what scripts branch on."""
+    data: dict[str, Any] = {
+        "type": type(exc).__name__,
+        "message": redact(str(exc.args[0]) if exc.args else str(exc)),
+    }
+    if hint is not None:
+        data["hint"] = hint
+    if isinstance(exc, DeliveryError):
+        data.update(provider=exc.provider, code=exc.code)
+        if exc.response is not None:
+            data["response"] = redact(exc.response)
+    if isinstance(exc, AllProvidersFailed):
+        data["possibly_delivered"] = exc.possibly_delivered
+        data["errors"] = {name: _error_json(e) for name, e in exc.errors.items()}
+    return data
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the outcome as JSON (full reasons, never cut).")
+]
+
+
 def _run(fn: Callable[[], Any]) -> Any:
     # asyncio, not another anyio backend: the SMTP provider is built on aiosmtplib.
     return anyio.run(fn, backend="asyncio")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"mailer-failover {__version__}")
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -203,24 +262,38 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the library's logs.")
     ] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     """Send email through several providers with failover. Try `mailer demo`."""
-    if version:
-        out.print(f"mailer-failover {__version__}")
-        raise typer.Exit(0)
+    global out, err
+    # Consoles per invocation: the width (COLUMNS) and streams of this run, not of the
+    # first one in the process (CliRunner runs many in one).
+    out, err = _console(), _console(stderr=True)
     _state.debug = debug
     logger = logging.getLogger("mailer")
+    if _state.handler is not None:  # the previous invocation's, in the same process
+        logger.removeHandler(_state.handler)
     if debug or verbose:
         from rich.logging import RichHandler
 
-        logger.addHandler(RichHandler(console=err, show_path=False, markup=False))
+        _state.handler = RichHandler(console=err, show_path=False, markup=False)
         logger.setLevel(logging.DEBUG if debug else logging.INFO)
+        logger.propagate = True
     else:
         # The commands report what matters themselves; library warnings would repeat it
         # (and tear through the demo's live display).
-        logger.addHandler(logging.NullHandler())
+        _state.handler = logging.NullHandler()
+        logger.setLevel(logging.NOTSET)
         logger.propagate = False
+    logger.addHandler(_state.handler)
 
 
 # -- send ----------------------------------------------------------------------------------
@@ -259,6 +332,7 @@ def send(
     header: Annotated[
         list[str] | None, typer.Option("--header", help="Extra header 'Name: value' (repeatable).")
     ] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Send one message; print which provider took it and its Message-ID."""
     from .mailer import Mailer
@@ -292,6 +366,28 @@ def send(
             return await mailer.send(message)
 
     result = _run(go)
+    if as_json:
+        _print_json(
+            {
+                "ok": True,
+                "provider": result.provider,
+                "message_id": result.message_id,
+                "provider_message_id": result.provider_message_id,
+                "accepted": result.accepted,
+                "rejected": {a: redact(r) for a, r in result.rejected.items()},
+                "attempts": [
+                    {
+                        "provider": a.provider,
+                        "outcome": a.outcome,
+                        "error": redact(a.error) if a.error else None,
+                        "code": a.code,
+                        "duration": round(a.duration, 4),
+                    }
+                    for a in result.attempts
+                ],
+            }
+        )
+        return
     out.print(
         f"[green]sent[/] via [bold]{escape(result.provider)}[/]  "
         f"message-id {escape(result.message_id or '?')}"
@@ -318,7 +414,10 @@ def send(
 @_friendly
 def verify(
     config: ConfigOption = Path("mailer.toml"),
-    timeout: Annotated[float, typer.Option(help="Seconds for all checks together.")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each provider's check may take (they run at once).")
+    ] = 30.0,
+    as_json: JsonOption = False,
 ) -> None:
     """Check every provider (connect, TLS, auth) without sending; exit 1 if any fails."""
     from .config import load_config
@@ -327,29 +426,61 @@ def verify(
     cfg = load_config(config)
     types = {entry.name or entry.type: entry.type for entry in cfg.providers if entry.enabled}
     mailer = Mailer.from_config(cfg)
+    health = mailer.health()  # names and priorities, in the Mailer's order
 
     async def go() -> dict[str, Exception | None]:
-        async with mailer:
-            with anyio.fail_after(timeout):
-                return await mailer.verify()
+        results: dict[str, Exception | None] = {}
 
-    try:
-        results = _run(go)
-    except TimeoutError:
-        _fail(
-            f"verify did not finish within {timeout:g}s",
-            "a provider hangs: check its host, port and timeouts",
+        async def one(name: str, provider: Any) -> None:
+            # Each check under its own deadline, so one that hangs is named, not
+            # "verify did not finish"; the others still report.
+            try:
+                with anyio.fail_after(timeout):
+                    await provider.verify()
+            except TimeoutError:
+                results[name] = TimeoutError(
+                    f"no answer within {timeout:g}s: the provider hangs (check its host, "
+                    "port, secure setting and timeouts)"
+                )
+            except Exception as exc:
+                results[name] = exc
+            else:
+                results[name] = None
+
+        async with mailer, anyio.create_task_group() as tg:
+            for provider in mailer.providers:
+                tg.start_soon(one, provider.name, provider)
+        return {name: results[name] for name in health}
+
+    results: dict[str, Exception | None] = _run(go)
+    failed = [name for name, error in results.items() if error is not None]
+    if as_json:
+        _print_json(
+            {
+                "ok": not failed,
+                "config": str(config),
+                "providers": [
+                    {
+                        "name": name,
+                        "type": types.get(name),
+                        "priority": health[name]["priority"],
+                        "ok": error is None,
+                        "error": None if error is None else _error_json(error),
+                    }
+                    for name, error in results.items()
+                ],
+            }
         )
-    health = mailer.health()
+        if failed:
+            raise typer.Exit(EXIT_FAILED)
+        return
     table = Table(title=f"Providers in {config}", title_justify="left")
     for col in ("priority", "name", "type", "result"):
         table.add_column(col)
-    failed = []
     for name, error in results.items():
         if error is None:
             status = "[green]ok[/]"
         else:
-            failed.append(name)
             why = _one_line(str(error.args[0]) if error.args else str(error), 200)
             status = f"[red]FAILED[/] {escape(type(error).__name__)}: {escape(why)}"
         table.add_row(str(health[name]["priority"]), escape(name), types.get(name, "?"), status)
@@ -357,7 +488,7 @@ def verify(
     if failed:
         _fail(
             f"{len(failed)} of {len(results)} provider(s) failed: {', '.join(failed)}",
-            "see docs/troubleshooting.md for each message",
+            "each message is explained in " + see("troubleshooting"),
         )
     out.print(f"[green]all {len(results)} provider(s) ok[/]")
 
@@ -395,456 +526,6 @@ def providers() -> None:
 
 
 # -- doctor --------------------------------------------------------------------------------
-
-
-class _NotSMTP(Exception):
-    """The peer answered, but not in SMTP."""
-
-
-@dataclass
-class CertInfo:
-    """What the server's certificate says, and whether we could trust it."""
-
-    verified: bool
-    checked_name: str
-    problem: str | None = None
-    names: list[str] = field(default_factory=list)
-    subject: str | None = None
-    issuer: str | None = None
-    not_after: str | None = None
-    days_left: int | None = None
-    tls_version: str | None = None
-
-
-@dataclass
-class Probe:
-    """One way of talking to the server (implicit TLS, or plaintext then STARTTLS)."""
-
-    mode: Literal["implicit-tls", "plaintext"]
-    ok: bool = False
-    failure: str | None = None
-    greeting: str | None = None
-    extensions: dict[str, str] = field(default_factory=dict)
-    starttls: bool = False
-    tls_extensions: dict[str, str] | None = None
-    cert: CertInfo | None = None
-
-
-@dataclass
-class Diagnosis:
-    host: str
-    port: int
-    servername: str
-    reachable: bool = False
-    address: str | None = None
-    connect_ms: float | None = None
-    failure: str | None = None
-    mode: Literal["implicit TLS", "STARTTLS", "plaintext only", "unknown"] = "unknown"
-    probes: list[Probe] = field(default_factory=list)
-    auth: list[str] = field(default_factory=list)
-    auth_before_tls: list[str] = field(default_factory=list)
-    pipelining: bool = False
-    size: int | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.reachable and self.mode != "unknown" and not self.problems
-
-
-async def _reply(reader: asyncio.StreamReader, timeout: float) -> tuple[int, list[str]]:
-    """One (multi-line) SMTP reply; bounded in lines and time."""
-    lines: list[str] = []
-    for _ in range(200):
-        raw = await asyncio.wait_for(reader.readline(), timeout)
-        if not raw:
-            raise ConnectionError("the server closed the connection")
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
-            raise _NotSMTP(f"not an SMTP reply: {line[:60]!r}")
-        lines.append(line[4:])
-        if len(line) == 3 or line[3] == " ":
-            return int(line[:3]), lines
-    raise _NotSMTP("an SMTP reply of more than 200 lines")
-
-
-async def _command(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: str, timeout: float
-) -> tuple[int, list[str]]:
-    writer.write(line.encode("ascii") + b"\r\n")
-    await asyncio.wait_for(writer.drain(), timeout)
-    return await _reply(reader, timeout)
-
-
-def _extensions(lines: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in lines[1:]:
-        keyword, _, params = line.replace("=", " ", 1).partition(" ")
-        key = keyword.upper()
-        found[key] = " ".join(filter(None, [found.get(key, ""), params.strip()]))
-    return found
-
-
-async def _ehlo(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
-) -> dict[str, str]:
-    sock = writer.get_extra_info("sockname")
-    local = sock[0] if isinstance(sock, tuple) else "127.0.0.1"
-    literal = f"[IPv6:{local}]" if ":" in local else f"[{local}]"
-    code, lines = await _command(reader, writer, f"EHLO {literal}", timeout)
-    if code != 250:
-        code, lines = await _command(reader, writer, f"HELO {literal}", timeout)
-        if code != 250:
-            raise _NotSMTP(f"EHLO and HELO refused: {code} {' '.join(lines)}")
-        return {}
-    return _extensions(lines)
-
-
-def _contexts(ca_file: Path | None) -> tuple[ssl.SSLContext, ssl.SSLContext, ssl.SSLContext]:
-    """(trusting and checking the name, trusting but not checking it, trusting nothing).
-
-    The weaker two exist only to *describe* a certificate the strict one refused: which
-    names it carries and who issued it. Nothing is ever sent over them but EHLO and QUIT.
-    """
-    strict = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    noname = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    noname.check_hostname = False
-    blind = ssl.create_default_context()
-    blind.check_hostname = False
-    blind.verify_mode = ssl.CERT_NONE
-    return strict, noname, blind
-
-
-def _cert_from_dict(cert: dict[str, Any], info: CertInfo) -> None:
-    def flat(rdns: Any) -> str:
-        return ", ".join(f"{k}={v}" for rdn in rdns or () for k, v in rdn)
-
-    info.names = [v for k, v in cert.get("subjectAltName", ()) if k in ("DNS", "IP Address")]
-    info.subject = flat(cert.get("subject"))
-    info.issuer = flat(cert.get("issuer"))
-    not_after = cert.get("notAfter")
-    if isinstance(not_after, str):
-        expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), UTC)
-        info.not_after = expires.strftime("%Y-%m-%d")
-        info.days_left = (expires - datetime.now(UTC)).days
-
-
-def _cert_from_der(der: bytes, info: CertInfo) -> None:
-    """Names from a certificate nothing vouched for; needs the optional ``cryptography``."""
-    try:
-        from cryptography import x509
-    except ImportError:
-        return
-    cert = x509.load_der_x509_certificate(der)
-    with contextlib.suppress(x509.ExtensionNotFound):
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        info.names = [
-            *san.get_values_for_type(x509.DNSName),
-            *(str(ip) for ip in san.get_values_for_type(x509.IPAddress)),
-        ]
-    info.subject = cert.subject.rfc4514_string()
-    info.issuer = cert.issuer.rfc4514_string()
-    expires = cert.not_valid_after_utc
-    info.not_after = expires.strftime("%Y-%m-%d")
-    info.days_left = (expires - datetime.now(UTC)).days
-
-
-def _describe_tls(writer: asyncio.StreamWriter, info: CertInfo) -> None:
-    obj = writer.get_extra_info("ssl_object")
-    if not isinstance(obj, ssl.SSLObject):
-        return
-    info.tls_version = obj.version()
-    cert = obj.getpeercert()
-    if cert:
-        _cert_from_dict(cert, info)
-    else:
-        der = obj.getpeercert(binary_form=True)
-        if der:
-            _cert_from_der(der, info)
-
-
-def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        writer.close()
-
-
-async def _session(
-    host: str,
-    port: int,
-    servername: str,
-    context: ssl.SSLContext | None,
-    implicit: bool,
-    timeout: float,
-) -> tuple[Probe, CertInfo | None]:
-    """One conversation: connect (TLS first if implicit), greeting, EHLO, STARTTLS, QUIT.
-
-    Raises ssl.SSLCertVerificationError when ``context`` refuses the certificate, so the
-    caller can try again with a weaker context just to describe it.
-    """
-    probe = Probe("implicit-tls" if implicit else "plaintext")
-    cert: CertInfo | None = None
-    tls_kw: dict[str, Any] = {}
-    if implicit:
-        assert context is not None
-        tls_kw = {"ssl": context, "server_hostname": servername, "ssl_handshake_timeout": timeout}
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(host, port, **tls_kw), timeout * (2 if implicit else 1)
-    )
-    try:
-        if implicit:
-            cert = CertInfo(
-                verified=context is not None
-                and context.verify_mode != ssl.CERT_NONE
-                and context.check_hostname,
-                checked_name=servername,
-            )
-            _describe_tls(writer, cert)
-        try:
-            code, lines = await _reply(reader, timeout)
-        except TimeoutError:
-            probe.failure = f"no greeting within {timeout:g}s"
-            return probe, cert
-        probe.greeting = f"{code} {lines[0] if lines else ''}".strip()
-        if code != 220:
-            probe.failure = f"the server refuses sessions: {probe.greeting}"
-            return probe, cert
-        probe.extensions = await _ehlo(reader, writer, timeout)
-        probe.ok = True
-        if not implicit and "STARTTLS" in probe.extensions and context is not None:
-            code, lines = await _command(reader, writer, "STARTTLS", timeout)
-            if code != 220:
-                probe.failure = f"STARTTLS offered but refused: {code} {' '.join(lines)}"
-                return probe, cert
-            await asyncio.wait_for(writer.start_tls(context, server_hostname=servername), timeout)
-            probe.starttls = True
-            cert = CertInfo(
-                verified=context.verify_mode != ssl.CERT_NONE and context.check_hostname,
-                checked_name=servername,
-            )
-            _describe_tls(writer, cert)
-            probe.tls_extensions = await _ehlo(reader, writer, timeout)
-        with contextlib.suppress(Exception):
-            await _command(reader, writer, "QUIT", min(timeout, 1.0))
-        return probe, cert
-    finally:
-        _close(writer)
-
-
-async def _probe(
-    host: str, port: int, servername: str, implicit: bool, ca_file: Path | None, timeout: float
-) -> Probe:
-    """Probe one mode; if the certificate is refused, say why and describe it anyway."""
-    strict, noname, blind = _contexts(ca_file)
-    try:
-        probe, cert = await _session(host, port, servername, strict, implicit, timeout)
-        probe.cert = cert
-        return probe
-    except ssl.SSLCertVerificationError as exc:
-        problem = exc.verify_message or exc.reason or str(exc)
-        mismatch = exc.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH: the chain is fine
-    weaker = noname if mismatch else blind
-    probe, cert = await _session(host, port, servername, weaker, implicit, timeout)
-    if cert is not None:
-        cert.verified = False
-        cert.problem = problem
-    probe.cert = cert
-    return probe
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_loopback(host: str) -> bool:
-    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
-
-
-async def diagnose(
-    host: str,
-    port: int,
-    *,
-    servername: str | None = None,
-    ca_file: Path | None = None,
-    timeout: float = 5.0,
-) -> Diagnosis:
-    """Find out how to talk to an SMTP server, and what a config for it should say.
-
-    Implicit TLS is tried first: on a plaintext server the handshake fails at once (the
-    server's "220" is not a TLS record), whereas a plaintext probe of a TLS port waits out
-    the whole greeting timeout - the very "465 without TLS" stall we want to explain.
-    """
-    name = servername or host
-    diag = Diagnosis(host, port, name)
-    started = time.monotonic()
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-    except TimeoutError:
-        diag.failure = f"no answer from {host}:{port} within {timeout:g}s (a firewall drops it?)"
-        if port == 25:
-            diag.failure += "; many ISPs and clouds block outbound port 25"
-        return diag
-    except OSError as exc:
-        if isinstance(exc, ConnectionRefusedError):
-            diag.failure = f"nothing listens on {host}:{port} (connection refused)"
-        else:
-            diag.failure = f"cannot connect to {host}:{port}: {exc.strerror or exc}"
-        return diag
-    diag.reachable = True
-    diag.connect_ms = (time.monotonic() - started) * 1000
-    peer = writer.get_extra_info("peername")
-    diag.address = str(peer[0]) if isinstance(peer, tuple) else None
-    _close(writer)
-
-    tls_probe: Probe | None = None
-    try:
-        tls_probe = await _probe(host, port, name, True, ca_file, timeout)
-    except (ssl.SSLError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        tls_probe = Probe("implicit-tls", failure=f"no TLS handshake ({_one_line(str(exc), 120)})")
-    except (_NotSMTP, OSError) as exc:
-        tls_probe = Probe("implicit-tls", failure=_one_line(str(exc), 160))
-    diag.probes.append(tls_probe)
-    if not tls_probe.ok:
-        try:
-            plain = await _probe(host, port, name, False, ca_file, timeout)
-        except (_NotSMTP, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            plain = Probe("plaintext", failure=_one_line(str(exc) or type(exc).__name__, 160))
-        diag.probes.append(plain)
-    _conclude(diag, ca_file)
-    return diag
-
-
-def _conclude(diag: Diagnosis, ca_file: Path | None) -> None:
-    """Turn what the probes saw into a mode, settings to use, and named mistakes."""
-    host, port = diag.host, diag.port
-    tls_probe = diag.probes[0]
-    plain = diag.probes[1] if len(diag.probes) > 1 else None
-    settings: dict[str, Any] = {"host": host, "port": port}
-    cert: CertInfo | None = None
-    if tls_probe.ok:
-        diag.mode = "implicit TLS"
-        cert = tls_probe.cert
-        caps = tls_probe.extensions
-        if port != 465:
-            settings["secure"] = True
-            diag.notes.append(
-                f"port {port} speaks implicit TLS: set secure = true (it is only the "
-                "default on port 465); without it the client waits for a greeting that "
-                "never comes"
-            )
-        else:
-            settings["secure"] = True
-            diag.notes.append(
-                "port 465 expects implicit TLS (secure = true, the default on 465). "
-                "The common mistake: a plaintext client here waits for a greeting that "
-                "never comes, then times out"
-            )
-    elif plain is not None and plain.ok:
-        caps = plain.tls_extensions if plain.tls_extensions is not None else plain.extensions
-        if plain.starttls:
-            diag.mode = "STARTTLS"
-            cert = plain.cert
-            settings["require_tls"] = True
-            if port == 465:
-                settings["secure"] = False
-                diag.notes.append(
-                    "port 465 speaks STARTTLS here, not implicit TLS: set secure = false "
-                    "explicitly (secure defaults to true on 465)"
-                )
-            else:
-                diag.notes.append(
-                    f"port {port} speaks STARTTLS: leave secure = false (the default). "
-                    "The common mistake ('TLS on 587'): secure = true on a STARTTLS port "
-                    "fails at once with 'wrong version number'"
-                )
-        else:
-            diag.mode = "plaintext only"
-            if _is_loopback(host):
-                settings["ignore_tls"] = True
-                diag.notes.append(
-                    "no STARTTLS offered: fine for a loopback test server (ignore_tls = true)"
-                )
-            else:
-                diag.problems.append(
-                    "the server offers no TLS at all: mail and any password would cross the "
-                    "network in clear; the SMTP provider refuses AUTH without TLS"
-                )
-        if plain.extensions.get("AUTH") and plain.starttls:
-            diag.auth_before_tls = plain.extensions["AUTH"].split()
-            diag.notes.append(
-                "the server offers AUTH before TLS; the SMTP provider never uses it there"
-            )
-        elif plain.extensions.get("AUTH") and not plain.starttls:
-            diag.auth_before_tls = plain.extensions["AUTH"].split()
-            diag.problems.append(
-                "AUTH is offered over plaintext only: the SMTP provider will not send "
-                "credentials without TLS (allow_plaintext_auth is for loopback tests)"
-            )
-    else:
-        reasons = "; ".join(f"{p.mode}: {p.failure}" for p in diag.probes if p.failure)
-        diag.failure = f"{host}:{port} accepts connections but does not speak SMTP ({reasons})"
-        return
-    diag.auth = caps.get("AUTH", "").split()
-    diag.pipelining = "PIPELINING" in caps
-    size = caps.get("SIZE", "").split()
-    diag.size = int(size[0]) if size and size[0].isdigit() else None
-    if cert is not None:
-        _judge_cert(diag, cert, settings, ca_file)
-    if diag.auth:
-        settings["auth"] = {"user": "you@example.com", "password": "${SMTP_PASSWORD}"}
-    elif diag.mode != "plaintext only":
-        diag.notes.append(
-            "no AUTH offered: the server takes mail without login (or only "
-            "from allowed addresses), so leave auth out"
-        )
-    if port == 25:
-        diag.notes.append(
-            "port 25 is for server-to-server relay: often blocked outbound by ISPs and "
-            "clouds, and relays may refuse AUTH; for an app prefer 587 (STARTTLS) or "
-            "465 (implicit TLS)"
-        )
-    diag.settings = settings
-
-
-def _judge_cert(
-    diag: Diagnosis, cert: CertInfo, settings: dict[str, Any], ca_file: Path | None
-) -> None:
-    if ca_file is not None:
-        settings["tls"] = {"ca_file": str(ca_file)}
-    if cert.verified:
-        if diag.servername != diag.host:
-            settings.setdefault("tls", {})["servername"] = diag.servername
-        if cert.days_left is not None and cert.days_left < 14:
-            diag.notes.append(f"the certificate expires in {cert.days_left} day(s)")
-        return
-    problem = cert.problem or "not trusted"
-    dns_names = [n for n in cert.names if not n.startswith("*") and not _is_ip(n)]
-    if "hostname mismatch" in problem.lower() or "ip address mismatch" in problem.lower():
-        if dns_names:
-            settings.setdefault("tls", {})["servername"] = dns_names[0]
-            diag.problems.append(
-                f"the certificate does not carry the name {diag.servername!r} (it carries "
-                f"{', '.join(cert.names)}): connect with tls.servername = "
-                f"{dns_names[0]!r} (sent in SNI and checked), if that is the server you mean"
-            )
-        else:
-            diag.problems.append(f"the certificate does not carry {diag.servername!r}")
-    elif "expired" in problem.lower():
-        diag.problems.append(
-            f"the certificate has expired ({cert.not_after}): the server must renew it"
-        )
-    else:
-        diag.problems.append(
-            f"the certificate is not trusted ({problem}): if this server uses a private CA, "
-            "set tls.ca_file to that CA's PEM file; never set tls.verify = false in production"
-        )
-        if dns_names and diag.servername not in cert.names:
-            settings.setdefault("tls", {})["servername"] = dns_names[0]
 
 
 def _toml_value(value: Any) -> str:
@@ -935,13 +616,15 @@ def doctor(
     if ca_file is not None and not ca_file.is_file():
         _fail(f"--ca-file {ca_file} is not a readable file", code=EXIT_USAGE)
 
+    from .providers.smtp.doctor import diagnose
+
     async def go() -> list[Diagnosis]:
         return [
             await diagnose(host, p, servername=servername, ca_file=ca_file, timeout=timeout)
             for p in ports
         ]
 
-    results: list[Diagnosis] = _run(go)
+    results = _run(go)
     if as_json:
         out.print_json(json.dumps([asdict(d) | {"ok": d.ok} for d in results]))
     else:
@@ -954,6 +637,34 @@ def doctor(
             f"no port probed on {host} is ready to use as is (see the problems above)",
             "fix the problems listed above, or try another --port",
         )
+
+
+# -- docs ----------------------------------------------------------------------------------
+
+
+@app.command()
+@_friendly
+def docs(
+    page: Annotated[str | None, typer.Argument(help="A page, e.g. configuration.")] = None,
+    path: Annotated[bool, typer.Option("--path", help="Print the file's path only.")] = False,
+) -> None:
+    """Show a documentation page of the installed version (list them without PAGE)."""
+    folder = docs_dir()
+    if folder is None:
+        _fail("the documentation is not installed with this copy", code=EXIT_FAILED)
+    if page is None:
+        for item in sorted(folder.glob("*.md")):
+            first = item.read_text(encoding="utf-8").partition("\n")[0].lstrip("# ")
+            out.print(f"  {item.stem:<24} {escape(first)}")
+        return
+    found = page_path(page)
+    if found is None:
+        pages = ", ".join(sorted(p.stem for p in folder.glob("*.md")))
+        _fail(f"no page {page!r}", f"the pages are: {pages}", EXIT_USAGE)
+    if path:
+        out.print(str(found), soft_wrap=True)
+    else:
+        out.print(found.read_text(encoding="utf-8"), markup=False, highlight=False, soft_wrap=True)
 
 
 # -- demo ----------------------------------------------------------------------------------

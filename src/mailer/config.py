@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from ._options import config_error_text, resolve_paths
 from .errors import ConfigError
 from .health import HealthConfig
-from .provider import config_error_text
 from .routing.budget import BudgetConfig
 from .routing.runtime import RetryConfig
 
@@ -36,6 +36,7 @@ __all__ = [
     "MailerConfig",
     "ProviderEntry",
     "RetryConfig",
+    "interpolate_dsn",
     "load_config",
     "parse_dsn",
 ]
@@ -131,32 +132,90 @@ class MailerConfig(BaseModel):
         return value
 
 
+_DSN_ENCODE_HINT = (
+    "if the user or password holds '/', '@', ':', '#', '?' or '%', percent-encode it "
+    "(%2F, %40, %3A, %23, %3F, %25), or pass it as ${VAR}, which is encoded for you"
+)
+
+
 def parse_dsn(url: str) -> dict[str, Any]:
     """Split a DSN into a provider entry; the provider type turns the rest into config.
 
     ``resend://re_123@default?priority=3`` -> type "resend", priority 3, and whatever
     ``ResendProvider.config_from_url`` makes of the key. Routing parameters (priority,
     weight, name, enabled) are taken out of the query here, for every type alike.
+
+    Errors never echo any part of the DSN but its scheme: a DSN carries credentials, and
+    a mistyped one puts them where a host or port should be (urllib's own port error
+    quotes the password).
     """
     from .plugins import load_provider_class
 
     group = _GROUP_DSN.fullmatch(url.strip())
     if group is not None:
         return {"type": group.group(1), "providers": _split_group(group.group(2))}
+    scheme, sep, _ = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise ConfigError(
+            "a provider DSN starts with its type and '://', like smtp://, smtps:// or "
+            "resend://; this one has no scheme"
+        )
+    error: ConfigError | None = None
     try:
         parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError (quoting the text) when not a number
     except ValueError:
-        raise ConfigError("provider URL is not a valid URL") from None
-    if not parts.scheme:
-        raise ConfigError("provider URL needs a scheme, like smtp:// or resend://")
+        error = ConfigError(f"the {scheme}:// DSN has an invalid host or port; {_DSN_ENCODE_HINT}")
+    if error is not None:
+        raise error  # outside the except: urllib's ValueError quotes the password
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
     entry: dict[str, Any] = {"type": parts.scheme}
     for key in _ROUTING_PARAMS:
         if key in params:
             entry[key] = params.pop(key)
     cls = load_provider_class(parts.scheme)
-    entry["config"] = cls.config_from_url(parts, params)
-    return entry
+    try:
+        entry["config"] = cls.config_from_url(parts, params)
+    except ValueError:
+        error = ConfigError(f"the {scheme}:// DSN cannot be read; {_DSN_ENCODE_HINT}")
+    else:
+        return entry
+    raise error  # outside the except: the ValueError may quote a secret
+
+
+def interpolate_dsn(template: str, env: Mapping[str, str] | None = None) -> str:
+    """``${VAR}`` in a DSN string, percent-encoding what lands in the user or password.
+
+    A raw substitution would let a password holding '/', '@', '#' or '?' end the user-info
+    early and silently rewrite the host and port, dropping auth (``SMTP_PASSWORD=2525/xyz``
+    once built a provider for host ``mailuser``, port 2525, no auth). The user-info is found
+    in the template, before substitution, so a value can never move its boundaries.
+    """
+    group = _GROUP_DSN.fullmatch(template.strip())
+    if group is not None:  # failover(a b): each member is a DSN of its own
+        members = " ".join(interpolate_dsn(m, env) for m in _split_group(group.group(2)))
+        return f"{group.group(1)}({members})"
+    scheme, sep, rest = template.partition("://")
+    if not sep:
+        return _ENV.sub(lambda m: _env_value(m, env), template)
+    # the authority ends at the first '/', '?' or '#' outside ${...} (a default may hold one)
+    masked = _ENV.sub(lambda m: "x" * len(m.group(0)), rest)
+    ends = [i for i in (masked.find(c) for c in "/?#") if i >= 0]
+    at = masked.rfind("@", 0, min(ends, default=len(rest)))
+    head, tail = (rest[:at], rest[at:]) if at >= 0 else ("", rest)
+    userinfo = _ENV.sub(lambda m: quote(_env_value(m, env), safe=""), head)
+    plain = _ENV.sub(lambda m: _env_value(m, env), f"{scheme}://\0{tail}")
+    return plain.replace("\0", userinfo, 1)
+
+
+def _env_value(m: re.Match[str], env: Mapping[str, str] | None) -> str:
+    environ = os.environ if env is None else env
+    name, default = m.group(1), m.group(2)
+    if name in environ:
+        return environ[name]
+    if default is not None:
+        return default
+    raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
 
 
 _GROUP_DSN = re.compile(r"(failover|weighted|roundrobin)\((.*)\)", re.DOTALL)
@@ -188,22 +247,12 @@ def _split_group(inner: str) -> list[str]:
 
 def interpolate_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string, recursively."""
-    environ = os.environ if env is None else env
     if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
-
-        return _ENV.sub(sub, value)
+        return _ENV.sub(lambda m: _env_value(m, env), value)
     if isinstance(value, Mapping):
-        return {k: interpolate_env(v, environ) for k, v in value.items()}
+        return {k: interpolate_env(v, env) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [interpolate_env(v, environ) for v in value]
+        return [interpolate_env(v, env) for v in value]
     return value
 
 
@@ -226,14 +275,44 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _interpolate_dsns(entry: Any) -> Any:
+    """DSN strings first, in groups too, with their user-info percent-encoded."""
+    if isinstance(entry, str):
+        return interpolate_dsn(entry)
+    if isinstance(entry, Mapping) and isinstance(entry.get("providers"), list):
+        return {**entry, "providers": [_interpolate_dsns(p) for p in entry["providers"]]}
+    return entry
+
+
+def _paths_from_file(entry: Any, base: Path) -> Any:
+    """Relative paths in provider configs (groups too) resolved against ``base``."""
+    from .plugins import load_provider_class
+
+    if not isinstance(entry, Mapping):
+        return entry
+    if isinstance(entry.get("providers"), list):
+        entry = {**entry, "providers": [_paths_from_file(p, base) for p in entry["providers"]]}
+    kind, config = entry.get("type"), entry.get("config")
+    if isinstance(kind, str) and kind not in GROUP_TYPES and isinstance(config, Mapping):
+        try:
+            model = load_provider_class(kind).Config
+        except ConfigError:
+            return entry  # reported, with its hint, when the entry is validated
+        entry = {**entry, "config": resolve_paths(model, config, base)}
+    return entry
+
+
 def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> MailerConfig:
     """Build a validated MailerConfig from a mapping, a TOML/JSON file path, or a model."""
     if isinstance(source, MailerConfig):
         return source
     data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
+    data = _interpolate_dsns(data)
     data = interpolate_env(data)
+    if isinstance(source, str | Path):
+        data = _paths_from_file(data, Path(source).resolve().parent)
     try:
         return MailerConfig.model_validate(data)
     except ValidationError as exc:
-        error = ConfigError(config_error_text("mailer", exc))
+        error = ConfigError(config_error_text("mailer", exc, MailerConfig))
     raise error  # outside the except: the pydantic error holds input values (secrets)

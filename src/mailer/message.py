@@ -44,6 +44,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -415,12 +416,17 @@ class Message(_Strict):
     message_id: str | None = None
 
     _rendered: bytes | None = PrivateAttr(default=None)
+    #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
+    _id_cell: _IdCell | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.
         if not isinstance(other, Message):
             return NotImplemented
-        return self.__dict__ == other.__dict__
+        if self.message_id != other.message_id:
+            return False
+        mine = {k: v for k, v in self.__dict__.items() if k != "message_id"}
+        return mine == {k: v for k, v in other.__dict__.items() if k != "message_id"}
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -506,9 +512,6 @@ class Message(_Strict):
     def _complete(self) -> Message:
         if not (self.to or self.cc or self.bcc):
             raise MessageError("a message needs at least one recipient (to, cc or bcc)")
-        if self.message_id is None:
-            domain = self.sender.domain if self.sender else "mailer.invalid"
-            object.__setattr__(self, "message_id", f"<{uuid.uuid4().hex}@{domain}>")
         if any(a.inline for a in self.attachments) and self.html is None:
             raise MessageError("inline attachments need an html body that refers to them")
         return self
@@ -527,9 +530,24 @@ class Message(_Strict):
                 updates[key] = value
         if not updates:
             return self  # the common case, on every send: no copy, the rendering is kept
-        data = self.model_dump(by_alias=False, exclude_defaults=True)
-        data.update(updates, message_id=self.message_id)
-        return Message(**data)
+        # Not self.message_id: reading it would fix the id before the sender is known.
+        data = self.model_dump(by_alias=False, exclude_defaults=True, exclude={"message_id"})
+        data.update(updates, message_id=self.__dict__["message_id"])
+        filled = Message(**data)
+        if data["message_id"] is None:
+            # One id for both: whichever is read first fixes it, with the filled-in
+            # sender's domain unless the caller already read the original's.
+            cell = _id_cell(self)
+            if cell.domain is None and filled.sender is not None:
+                cell.domain = filled.sender.domain
+            private = filled.__pydantic_private__
+            assert private is not None
+            private["_id_cell"] = cell
+        return filled
+
+    @field_serializer("message_id")
+    def _dump_message_id(self, value: str | None) -> str:
+        return self.message_id  # type: ignore[return-value]  # made when first read
 
     @property
     def envelope_sender(self) -> str:
@@ -619,6 +637,69 @@ class Message(_Strict):
         for att in self.attachments:
             if not att.inline:
                 msg.add_attachment(att.data(), att.maintype, att.subtype, filename=att.filename)
+
+
+class _IdCell:
+    """A Message-ID not made yet: its domain, and the value once someone reads it."""
+
+    __slots__ = ("domain", "value")
+
+    def __init__(self, domain: str | None) -> None:
+        self.domain = domain
+        self.value: str | None = None
+
+
+_ID_LOCK = threading.Lock()
+
+
+def _id_cell(message: Message) -> _IdCell:
+    private = message.__pydantic_private__
+    assert private is not None
+    cell: _IdCell | None = private["_id_cell"]
+    if cell is None:
+        with _ID_LOCK:
+            cell = private["_id_cell"]
+            if cell is None:
+                sender = message.sender
+                cell = private["_id_cell"] = _IdCell(sender.domain if sender else None)
+    return cell
+
+
+class _MessageId:
+    """``Message.message_id``: made on first read, never changed after.
+
+    A message left without a sender (the Mailer's ``defaults.sender`` fills it) used to get
+    an id under ``mailer.invalid`` at construction, and every such message went out with
+    it. Re-homing the id when the defaults were applied was rejected: a caller who read
+    ``message.message_id`` before sending (an outbox, the demo) would then look for an id
+    that never went out. Made lazily, the id is fixed by whoever reads it first: the
+    renderer, after the defaults gave the copy a sender (the sender's domain), or the
+    caller, before that (then ``mailer.invalid``, and it stays, since they saw it). The
+    original and its with_defaults copy share one cell, so both always read the same id.
+
+    A data descriptor, so it takes precedence over the instance ``__dict__`` where pydantic
+    keeps the field (None until made, or the caller's own id).
+    """
+
+    def __get__(self, obj: Message | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value: str | None = obj.__dict__.get("message_id")
+        if value is not None:
+            return value
+        cell = _id_cell(obj)
+        with _ID_LOCK:
+            if cell.value is None:
+                cell.value = f"<{uuid.uuid4().hex}@{cell.domain or 'mailer.invalid'}>"
+            value = cell.value
+        obj.__dict__["message_id"] = value
+        return value
+
+    def __set__(self, obj: Message, value: str | None) -> None:
+        obj.__dict__["message_id"] = value
+
+
+type.__setattr__(Message, "message_id", _MessageId())
 
 
 def _utcnow() -> Any:

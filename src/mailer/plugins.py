@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from ._log import get_logger
+from ._options import close_names
 from .errors import ConfigError
 from .provider import Provider
 
@@ -60,7 +61,14 @@ def load_provider_class(type_name: str) -> type[Provider]:
         return _cache[type_name]
     ep = _entry_points().get(type_name)
     if ep is None:
-        known = ", ".join(sorted(_entry_points())) or "none"
+        installed = sorted(_entry_points())
+        near = close_names(type_name, installed)
+        known = ", ".join(installed) or "none"
+        if near:
+            raise ConfigError(
+                f"unknown provider type {type_name!r}; did you mean {near[0]!r}? "
+                f"(if not: pip install mailer-{type_name}; installed types: {known})"
+            )
         raise ConfigError(
             f"unknown provider type {type_name!r}; pip install mailer-{type_name} "
             f"(installed types: {known})"

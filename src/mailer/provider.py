@@ -21,6 +21,7 @@ from urllib.parse import SplitResult
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ._options import config_error_text
 from .errors import (
     AllProvidersFailed,
     ConfigError,
@@ -111,7 +112,7 @@ class Provider(AsyncClosing):
         try:
             validated = cls.Config.model_validate(dict(config or {}))
         except ValidationError as exc:
-            error = ConfigError(config_error_text(f"provider {name!r}", exc))
+            error = ConfigError(config_error_text(f"provider {name!r}", exc, cls.Config))
         else:
             return cls(name, validated)
         # Raised outside the except block so that the pydantic error, which holds the
@@ -170,15 +171,3 @@ class Provider(AsyncClosing):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
-
-
-def config_error_text(what: str, exc: ValidationError) -> str:
-    """A one-line summary of a pydantic error that never shows input values."""
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        text = str(err.get("msg", "")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
-            text = "unknown option"
-        parts.append(f"{loc}: {text}")
-    return f"invalid config for {what}: " + "; ".join(parts)

@@ -1,7 +1,9 @@
 """Real servers on 127.0.0.1 for the CLI tests, and a runner for the `mailer` command.
 
-Every command runs as a subprocess (``python -m mailer``), the way a person runs it, so
-the tests see exit codes, stdout and stderr exactly as a shell would. The servers are
+Commands run in-process through Typer's CliRunner (``mailer_cli``): fast, and a failure
+shows the traceback. A few end-to-end tests use ``mailer_cli_subprocess`` instead
+(``python -m mailer``, the way a person runs it), so exit codes, stdout and stderr are also
+checked exactly as a shell sees them. The servers are
 aiosmtpd (a dev dependency, fine in tests) with trustme certificates for TLS.
 """
 
@@ -131,7 +133,27 @@ Runner = Callable[..., Result]
 
 
 @pytest.fixture
-def mailer_cli(tmp_path: Path) -> Runner:
+def mailer_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runner:
+    """Run the ``mailer`` command in-process, in ``tmp_path``, as CliRunner sees it."""
+    from typer.testing import CliRunner
+
+    from mailer.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MAILER_CONFIG", raising=False)
+
+    def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> Result:
+        environ = {"COLUMNS": "200", "NO_COLOR": "1", "TERM": "dumb", **(env or {})}
+        result = CliRunner().invoke(app, list(args), env=environ, prog_name="mailer")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception  # a bug in the command, not an error it reports
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+@pytest.fixture
+def mailer_cli_subprocess(tmp_path: Path) -> Runner:
     """Run ``python -m mailer ARGS`` in ``tmp_path``; bounded by ``timeout`` seconds."""
 
     def run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> Result:

@@ -12,7 +12,7 @@ BAD_CONFIGS = {
     "unknown type": ('[[providers]]\ntype = "nope"\n', "unknown provider type 'nope'",
                      "mailer providers"),
     "unknown option": ('[[providers]]\ntype = "smtp"\nconfig = { hots = "x" }\n',
-                       "unknown option", "docs/configuration.md"),
+                       "hots: unknown option; did you mean host?", "mailer docs configuration"),
     "missing env": ('[[providers]]\ntype = "resend"\nconfig = { api_key = "${NOT_SET_X}" }\n',
                     "environment variable NOT_SET_X is not set", "export it"),
     "broken plugin": ('[[providers]]\ntype = "broken"\n', "failed to load", "mailer providers"),
@@ -64,3 +64,52 @@ def test_usage_error_exit_2(mailer_cli: Any) -> None:
     result = mailer_cli("doctor")
     assert result.code == 2
     assert "Missing argument" in result.output
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"to": "a@example.org"}, "defaults.sender"),  # no sender: not a header-injection hint
+        ({"sender": "a@example.com"}, "--to"),
+        ({"sender": "a@example.com", "to": "a@b.org", "subject": "x\r\nBcc: c@d.org"}, "forge"),
+        ({"sender": "a@example.com", "to": "not an address"}, "one plain address"),
+        ({"sender": "a@example.com", "to": "a@b.org", "attachments": ["/no/such"]}, "the path"),
+    ],
+)
+def test_message_errors_get_hints_that_fit(fields: dict[str, Any], needle: str) -> None:
+    from mailer import Message, MessageError
+    from mailer.cli import explain
+
+    try:
+        message = Message(**fields)
+        message.envelope_sender  # noqa: B018
+    except MessageError as exc:
+        text, hint, code = explain(exc)
+    else:
+        raise AssertionError("no MessageError")
+    assert code == 2 and text.startswith("message: ")
+    assert hint is not None and needle in hint, hint
+    if needle != "forge":
+        assert "header" not in hint
+
+
+def test_every_page_a_hint_names_is_shipped() -> None:
+    import re
+    from pathlib import Path
+
+    import mailer.cli
+    from mailer._docs import page_path
+
+    source = Path(mailer.cli.__file__).read_text()
+    pages = set(re.findall(r'see\("([a-z-]+)"', source))
+    assert {"configuration", "troubleshooting", "security"} <= pages
+    for page in pages:
+        assert page_path(page) is not None, page
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert '"docs" = "mailer/docs"' in pyproject  # the wheel carries them
+
+
+def test_docs_command_shows_a_page(mailer_cli: Any) -> None:
+    result = mailer_cli("docs", "configuration")
+    assert result.code == 0 and "Coming from Nodemailer / NexoMailer" in result.stdout
+    assert mailer_cli("docs", "nope").code == 2

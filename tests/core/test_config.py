@@ -80,8 +80,10 @@ def test_dsn_file_provider(tmp_path: Path) -> None:
     [
         (
             {"providers": [{"type": "mailjetx"}]},
-            "unknown provider type 'mailjetx'; pip install mailer-mailjetx",
+            "unknown provider type 'mailjetx'; did you mean 'mailjet'? (if not: pip install "
+            "mailer-mailjetx",
         ),
+        ({"providers": [{"type": "nosuchthing"}]}, "'nosuchthing'; pip install mailer-nosuch"),
         ({"providers": [{"type": "broken"}]}, "'broken' (from mailer-testplugin) failed to load"),
         ({"providers": []}, "providers"),
         ({}, "providers: Field required"),
@@ -98,7 +100,7 @@ def test_dsn_file_provider(tmp_path: Path) -> None:
         ),
         ({"providers": [{"type": "memory"}], "defaults": {"subject": "x"}}, "unknown defaults"),
         ({"providers": [{"type": "Bad Type"}]}, "provider type must be"),
-        ({"providers": ["nourl"]}, "needs a scheme"),
+        ({"providers": ["nourl"]}, "has no scheme"),
         (
             {"providers": [{"type": "memory", "config": {"x": "${NOT_SET_ANYWHERE}"}}]},
             "NOT_SET_ANYWHERE is not set",

@@ -292,3 +292,68 @@ def test_json_round_trip_keeps_message_id_and_bytes() -> None:
     assert again.message_id == m.message_id
     assert again.attachments[0].content == bytes(range(256))
     assert again.envelope_recipients == m.envelope_recipients
+
+
+# -- the Message-ID: made on first read, never changed after ---------------------------
+
+
+@pytest.mark.anyio
+async def test_no_mailer_invalid_id_when_the_sender_comes_from_defaults() -> None:
+    from mailer import Mailer
+    from mailer.providers.memory import MemoryProvider
+
+    memory = MemoryProvider.from_config("memory")
+    mailer = Mailer([memory], defaults={"sender": "App <app@billing.example.com>"})
+    message = Message(to="u@example.org", text="x")  # no sender, id not read
+    async with mailer:
+        result = await mailer.send(message)
+    sent = memory.messages[0]
+    assert sent.message_id.endswith("@billing.example.com>")  # type: ignore[union-attr]
+    assert b"mailer.invalid" not in sent.as_bytes()
+    # the caller's own object reads the id that went out, and it never changes again
+    assert message.message_id == sent.message_id == result.message_id
+    assert message.message_id == message.message_id
+
+
+@pytest.mark.anyio
+async def test_an_id_the_caller_read_before_sending_is_the_one_sent() -> None:
+    from mailer import Mailer
+    from mailer.providers.memory import MemoryProvider
+
+    memory = MemoryProvider.from_config("memory")
+    mailer = Mailer([memory], defaults={"sender": "app@billing.example.com"})
+    message = Message(to="u@example.org", text="x")
+    seen = message.message_id  # an outbox records it before sending
+    async with mailer:
+        await mailer.send(message)
+    assert memory.messages[0].message_id == seen == message.message_id
+    assert f"Message-ID: {seen}".encode() in memory.messages[0].as_bytes()
+
+
+def test_the_id_is_made_once_even_when_read_from_two_threads() -> None:
+    import threading
+
+    for _ in range(20):
+        original = Message(to="u@example.org", text="x")
+        copy = original.with_defaults({"sender": "a@example.com"})
+        seen: list[str | None] = []
+        barrier = threading.Barrier(2)
+
+        def read(m: Message, barrier: threading.Barrier, seen: list[str | None]) -> None:
+            barrier.wait()
+            seen.append(m.message_id)
+
+        threads = [threading.Thread(target=read, args=(m, barrier, seen)) for m in (original, copy)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=5)
+        assert len(seen) == 2 and seen[0] == seen[1]
+        assert seen[0] is not None and seen[0].endswith("@example.com>")
+
+
+def test_a_dump_fixes_the_id() -> None:
+    m = Message(sender="a@example.com", to="u@example.org", text="x")
+    dumped = m.model_dump()
+    assert dumped["message_id"] == m.message_id
+    assert Message.model_validate_json(m.model_dump_json()).message_id == m.message_id

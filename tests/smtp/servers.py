@@ -83,13 +83,14 @@ class Certs:
         return ctx
 
 
-def make_certs(directory: Path) -> Certs:
+def make_certs(directory: Path, names: tuple[str, ...] = (TLS_NAME,)) -> Certs:
+    """A private CA in ``directory`` and a server certificate carrying ``names``."""
     ca = trustme.CA()
     ca_file = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     other = directory / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other))
-    return Certs(ca=ca, ca_file=ca_file, server=ca.issue_cert(TLS_NAME), other_ca_file=other)
+    return Certs(ca=ca, ca_file=ca_file, server=ca.issue_cert(*names), other_ca_file=other)
 
 
 @dataclass

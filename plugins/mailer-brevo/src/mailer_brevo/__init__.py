@@ -11,6 +11,7 @@ single reply-to address and has no inline (content-id) attachments.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from typing import Any, ClassVar
 
@@ -29,7 +30,8 @@ from mailer.providers.http import (
 from mailer.result import SendResult
 
 __all__ = ["BrevoConfig", "BrevoProvider"]
-__version__ = "0.1.0"
+#: one version source: mailer-failover's (see this package's pyproject)
+__version__ = importlib.metadata.version("mailer-brevo")
 
 
 class BrevoConfig(HTTPConfig):

@@ -15,6 +15,7 @@ and ``Bcc`` lists of a successful message). We send one Mailjet message per Mess
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import re
 from typing import Any, ClassVar
@@ -29,7 +30,8 @@ from mailer.providers.http import HTTPConfig, HTTPProvider, HTTPRequest, b64, un
 from mailer.result import SendResult
 
 __all__ = ["MailjetConfig", "MailjetProvider"]
-__version__ = "0.1.0"
+#: one version source: mailer-failover's (see this package's pyproject)
+__version__ = importlib.metadata.version("mailer-mailjet")
 
 _RELATED = re.compile(r"^(To|Cc|Bcc)\[(\d+)\]")
 

@@ -1,6 +1,10 @@
 """Options of the SMTP provider, validated once, when the provider is built.
 
 Names follow Nodemailer's SMTP transport in snake_case, with Python units (seconds).
+Nodemailer's and NexoMailer's own spellings (``requireTLS``, ``connectionTimeout`` in
+milliseconds, ``auth.pass``, ``tls.rejectUnauthorized``, ``auth.type: 'oauth2'``...) are
+accepted as aliases, so a block pasted from their pages works; they are renamed before
+validation (see ``mailer._options``), so the model only ever holds our names.
 Defaults are chosen for failover rather than for patience: Nodemailer waits two minutes
 for a TCP connection, which is two minutes of mail not going out through the next
 provider. Ours give up after 10 s (connect), 10 s (greeting) and 30 s (each reply).
@@ -12,13 +16,14 @@ first send: a config that would send a password in plaintext never gets built.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult, unquote
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ..._options import Alias, close_names, normalize_options
 from ...errors import ConfigError
 from ...provider import ProviderConfig
 
@@ -50,12 +55,48 @@ _EHLO_NAME = re.compile(r"^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,2
 _CONTROL = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]")
 
 
+def _normalize(cls: Any, data: Any) -> Any:
+    """Aliases renamed, refused options refused: from the model's own tables."""
+    return normalize_options(
+        data, aliases=cls.option_aliases, refused=cls.refused_options,
+        seconds=cls.seconds_options,
+    )  # fmt: skip
+
+
 class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: other libraries' names for our options (see mailer._options)
+    option_aliases: ClassVar[Mapping[str, Alias]] = {}
+    #: options of those libraries we do not offer: why, and what to do instead
+    refused_options: ClassVar[Mapping[str, str]] = {}
+    #: durations in seconds (a value that looks like milliseconds is refused)
+    seconds_options: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        return _normalize(cls, data)
+
+
+#: Node's TLS options that hold PEM text where we take a file path
+_PEM_TEXT = "Node's tls.{0} holds PEM text; save it to a file and set tls.{0}_file"
 
 
 class TLSOptions(_Options):
     """Certificate checking and client identity, shared by STARTTLS and implicit TLS."""
+
+    option_aliases: ClassVar[Mapping[str, Alias]] = {
+        "rejectUnauthorized": Alias("verify"),
+        "minVersion": Alias("min_version"),
+    }
+    refused_options: ClassVar[Mapping[str, str]] = {
+        "ca": _PEM_TEXT.format("ca"),
+        "cert": _PEM_TEXT.format("cert"),
+        "key": _PEM_TEXT.format("key"),
+        "ciphers": "the cipher list is Python's ssl default (TLS 1.2+ only); "
+        "set tls.min_version = 'TLSv1.3' to narrow it",
+    }
 
     verify: bool = True
     ca_file: Path | None = None
@@ -90,7 +131,26 @@ class OAuth2Options(_Options):
     * ``callback``: an async callable of your own (programmatic config only).
     """
 
+    option_aliases: ClassVar[Mapping[str, Alias]] = {
+        "accessToken": Alias("access_token"),
+        "refreshToken": Alias("refresh_token"),
+        "clientId": Alias("client_id"),
+        "clientSecret": Alias("client_secret"),
+        "accessUrl": Alias("token_url"),
+        # Nodemailer's expires is a JavaScript timestamp: milliseconds since the epoch
+        "expires": Alias("expires_at", milliseconds=True),
+    }
+    refused_options: ClassVar[Mapping[str, str]] = {
+        "serviceClient": "service-account (2LO) tokens are not fetched for you: obtain "
+        "them in your code and pass oauth2.callback",
+        "privateKey": "service-account (2LO) tokens are not fetched for you: obtain "
+        "them in your code and pass oauth2.callback",
+    }
+    seconds_options: ClassVar[frozenset[str]] = frozenset({"token_timeout"})
+
     access_token: SecretStr | None = None
+    #: when ``access_token`` expires, in seconds since the epoch (refreshed before then)
+    expires_at: float | None = None
     token_url: str | None = None
     preset: Literal["google", "microsoft"] | None = None
     tenant: str = "common"
@@ -146,6 +206,38 @@ class OAuth2Options(_Options):
 class AuthOptions(_Options):
     """``user`` with either ``password`` (PLAIN or LOGIN) or ``oauth2`` (XOAUTH2)."""
 
+    option_aliases: ClassVar[Mapping[str, Alias]] = {"pass": Alias("password")}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nodemailer_type(cls, data: Any) -> Any:
+        """Nodemailer's ``{type: 'oauth2', user, accessToken, ...}``: a flat OAuth2 block.
+
+        Its OAuth2 keys move into ``oauth2``; a refresh-token grant without ``accessUrl``
+        uses Google's endpoint, as Nodemailer does.
+        """
+        if not isinstance(data, Mapping) or "type" not in data:
+            return data
+        data = dict(data)
+        kind = data.pop("type")
+        if not isinstance(kind, str) or kind.lower() not in ("login", "oauth2"):
+            raise ValueError("auth.type must be 'login' (user and pass) or 'oauth2'")
+        if kind.lower() == "login":
+            return data
+        if "oauth2" in data:
+            raise ValueError("give either auth.type = 'oauth2' with its keys, or auth.oauth2")
+        moved = set(OAuth2Options.option_aliases) | set(OAuth2Options.refused_options)
+        moved |= set(OAuth2Options.model_fields)
+        oauth2 = {k: data.pop(k) for k in list(data) if k in moved}
+        if (
+            "refreshToken" in oauth2
+            and "accessUrl" not in oauth2
+            and not {"token_url", "preset", "callback"} & set(oauth2)
+        ):
+            oauth2["preset"] = "google"
+        data["oauth2"] = oauth2
+        return data
+
     user: str
     password: SecretStr | None = None
     oauth2: OAuth2Options | None = None
@@ -172,6 +264,56 @@ class AuthOptions(_Options):
 
 class SMTPConfig(ProviderConfig):
     """Every option of the SMTP provider. Times are seconds."""
+
+    option_aliases: ClassVar[Mapping[str, Alias]] = {
+        "requireTLS": Alias("require_tls"),
+        "ignoreTLS": Alias("ignore_tls"),
+        "maxConnections": Alias("max_connections"),
+        "maxMessages": Alias("max_messages"),
+        "connectionTimeout": Alias("connection_timeout", milliseconds=True),
+        "greetingTimeout": Alias("greeting_timeout", milliseconds=True),
+        "socketTimeout": Alias("socket_timeout", milliseconds=True),
+    }
+    refused_options: ClassVar[Mapping[str, str]] = {
+        "service": "well-known service names are not built in; set host and port "
+        "(e.g. smtp.gmail.com and 587) from your provider's page",
+        "rateLimit": "there is no rate limiting yet; throttle in your app (a provider's "
+        "421/4xx throttling reply fails over to the next provider)",
+        "rateDelta": "there is no rate limiting yet; throttle in your app (a provider's "
+        "421/4xx throttling reply fails over to the next provider)",
+        "proxy": "SMTP through a proxy is not offered; relay through an SMTP server your "
+        "network allows",
+        "dkim": "DKIM signing is not offered yet; sign at your MTA or ESP",
+        "lmtp": "LMTP is not offered; deliver over SMTP",
+        "localAddress": "binding a local interface is not offered; the OS picks it",
+        "dnsTimeout": "DNS lookups count against connection_timeout",
+        "logger": "logs go to Python logging, the 'mailer' logger (mailer --debug)",
+        "debug": "logs go to Python logging, the 'mailer' logger (mailer --debug)",
+        "disableFileAccess": "nothing is read from files or URLs but the attachment paths "
+        "your code passes",
+        "disableUrlAccess": "nothing is read from files or URLs but the attachment paths "
+        "your code passes",
+        "socket": "socket injection is not offered; give host and port",
+        "connection": "socket injection is not offered; give host and port",
+    }
+    seconds_options: ClassVar[frozenset[str]] = frozenset(
+        {"connection_timeout", "greeting_timeout", "socket_timeout"}
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "authMethod" in data:
+            # Nodemailer's top-level authMethod is our auth.method
+            data = dict(data)
+            method = data.pop("authMethod")
+            auth = data.get("auth")
+            if not isinstance(auth, Mapping):
+                raise ValueError("authMethod needs auth (user and pass)")
+            if "method" in auth:
+                raise ValueError("authMethod and auth.method are the same option; give one")
+            data["auth"] = {**auth, "method": method.upper() if isinstance(method, str) else method}
+        return _normalize(cls, data)
 
     host: str = "localhost"
     #: 465 when ``secure``, else 587
@@ -287,12 +429,15 @@ def config_from_url(url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
             config["name"] = value
         elif key == "auth.method":
             auth_method = value
-        elif key in _URL_BOOL_OR_NUMBER:
+        elif key in _URL_BOOL_OR_NUMBER or key in SMTPConfig.option_aliases:
             if key == "secure" and scheme == "smtps" and value.lower() in ("false", "0", "no"):
                 raise ConfigError("smtps:// means implicit TLS; it cannot have secure=false")
             config[key] = value
         else:
-            raise ConfigError(f"unknown SMTP URL option {key!r}")
+            known = [*_URL_BOOL_OR_NUMBER, *SMTPConfig.option_aliases, "ehlo_name", "auth.method"]
+            near = close_names(key, known)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"unknown SMTP URL option {key!r}{hint}")
     if tls:
         config["tls"] = tls
     if url.username is not None:

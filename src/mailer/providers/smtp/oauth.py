@@ -38,7 +38,12 @@ class TokenSource:
     ) -> None:
         self._options = options
         self._token: SecretStr | None = options.access_token
-        self._expires_at: float | None = None
+        # expires_at is wall-clock (epoch) time; we keep monotonic time
+        self._expires_at: float | None = (
+            time.monotonic() + (options.expires_at - time.time())
+            if options.expires_at is not None and options.access_token is not None
+            else None
+        )
         self._lock = asyncio.Lock()
         self._client_factory = client
         #: how many times a new token was obtained (for metrics and tests)

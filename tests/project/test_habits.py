@@ -1,0 +1,49 @@
+"""What a contributor expects to find: a license, one version source, the test plugin kept
+out of the install, and a pre-commit config that runs the checks CI runs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tomllib
+from pathlib import Path
+
+import mailer
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_license_is_the_mit_text_pyproject_declares() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    text = (ROOT / "LICENSE").read_text()
+    assert text.startswith("MIT License") and "Permission is hereby granted, free of charge" in text
+    for name in ("CHANGELOG.md", "CONTRIBUTING.md"):
+        assert (ROOT / name).is_file()
+    assert "## Adding a provider" in (ROOT / "CONTRIBUTING.md").read_text()
+
+
+def test_one_version_source_for_the_package_and_its_plugins() -> None:
+    core = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in core["project"] and core["project"]["dynamic"] == ["version"]
+    assert core["tool"]["hatch"]["version"]["path"] == "src/mailer/__init__.py"
+    assert importlib.metadata.version("mailer-failover") == mailer.__version__
+    for plugin in sorted((ROOT / "plugins").glob("*/pyproject.toml")):
+        data = tomllib.loads(plugin.read_text())
+        assert "version" not in data["project"], plugin
+        source = (plugin.parent / data["tool"]["hatch"]["version"]["path"]).resolve()
+        assert source == ROOT / "src" / "mailer" / "__init__.py", plugin
+        assert importlib.metadata.version(data["project"]["name"]) == mailer.__version__
+
+
+def test_the_test_plugin_is_not_installed() -> None:
+    dist = importlib.metadata.distribution("mailer-testplugin")
+    where = Path(str(dist.locate_file(""))).resolve()
+    assert (ROOT / "tests" / "fixtures").resolve() in where.parents  # found only on sys.path
+    makefile = (ROOT / "Makefile").read_text()
+    assert "tests/fixtures" not in makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+
+
+def test_pre_commit_runs_ruff_and_mypy() -> None:
+    config = (ROOT / ".pre-commit-config.yaml").read_text()
+    for command in ("ruff check", "ruff format --check", "mypy"):
+        assert command in config
