@@ -188,3 +188,18 @@ async def test_nested_groups_fail_over_as_one_provider() -> None:
     assert result.provider == "c"
     assert {t.provider for t in result.attempts} == {"a", "b", "c"}
     assert [p.name for p in mailer.providers] == ["a", "b", "c"]
+
+
+async def test_a_long_envelope_is_progress_not_a_hang(
+    smtp: Callable[..., FaultServer],
+) -> None:
+    # 30 recipients, each RCPT answered after 0.1 s, one at a time (no PIPELINING): 3 s
+    # to the commit point, six times the 0.5 s budget; every answer restarts the budget.
+    server = smtp()
+    server.state.pipelining = False
+    server.state.fail("RCPT", "delay:0.1:", times=30)
+    mailer = Mailer([provider("a", server.config())], budget={"pre_commit": 0.5, "max": 0.5})
+    message = Message(sender="app@example.com", to=[f"u{i}@example.org" for i in range(30)])
+    async with mailer:
+        result = await mailer.send(message)
+    assert result.provider == "a" and len(result.accepted) == 30

@@ -40,6 +40,7 @@ from ..errors import TransientError
 
 __all__ = [
     "AttemptState",
+    "attempt_progress",
     "CommitHook",
     "commit_hooks",
     "commit_point",
@@ -69,6 +70,10 @@ class AttemptState:
     started: float = field(default_factory=time.monotonic)
     #: seconds from the start to the commit point, once crossed (feeds the adaptive budget)
     setup_time: float | None = None
+    #: the budget's length, and how much later than it the scope fires (the provider's
+    #: own, more precise timeout errors come first)
+    budget: float | None = None
+    grace: float = 0.0
 
     def deadline(self) -> float | None:
         """The deadline that applies now: the budget's before the commit point."""
@@ -77,6 +82,17 @@ class AttemptState:
                 return self.budget_deadline
             return min(self.budget_deadline, self.send_deadline)
         return self.send_deadline
+
+    def progress(self) -> None:
+        """The provider got an answer in a long envelope (MAIL, each RCPT): the budget
+        starts again from now. A hang is still caught within one budget of the last
+        answer; 10,000 recipients to a server 50 ms away are not mistaken for one."""
+        if self.committed or self.budget is None:
+            return
+        self.budget_deadline = time.monotonic() + self.budget
+        scope = self.scope
+        if scope is not None and not scope.cancel_called:
+            scope.deadline = min(anyio.current_time() + self.budget + self.grace, self.lift_to)
 
     def release(self) -> None:
         """Cancel this attempt if it has not reached its commit point (else: nothing)."""
@@ -140,6 +156,13 @@ async def commit_point() -> None:
     state.setup_time = time.monotonic() - state.started
     if scope is not None:
         scope.deadline = state.lift_to
+
+
+def attempt_progress() -> None:
+    """Tell the attempt under way (if any) that the provider is making progress."""
+    state = _CURRENT.get()
+    if state is not None:
+        state.progress()
 
 
 def _enter(state: AttemptState) -> contextvars.Token[AttemptState | None]:

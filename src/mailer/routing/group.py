@@ -410,7 +410,8 @@ class Group(Provider):
         state.lift_to = base + remaining + grace
         if provider.reports_commit_point:
             state.budget_deadline = now + budget
-            scope_deadline = min(base + budget + min(0.25, budget * 0.1), state.lift_to)
+            state.budget, state.grace = budget, min(0.25, budget * 0.1)
+            scope_deadline = min(base + budget + state.grace, state.lift_to)
         else:
             scope_deadline = state.lift_to
         scope = anyio.CancelScope(deadline=scope_deadline)

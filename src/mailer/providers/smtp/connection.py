@@ -42,7 +42,7 @@ from aiosmtplib import errors as smtp_errors
 
 from ...errors import AuthError, DeliveryError, DeliveryUncertain, MessageError, TransientError
 from ...provider import deadline_remaining
-from ...routing.attempt import commit_point
+from ...routing.attempt import attempt_progress, commit_point, current_attempt
 from .classify import (
     Endpoint,
     Phase,
@@ -209,7 +209,14 @@ class Connection:
     def _timeout(self, name: str) -> tuple[float | None, str]:
         configured: float = getattr(self._settings.config, name)
         value = deadline_remaining(configured)
-        label = name if value == configured else f"{name}, cut short by the send deadline"
+        attempt = current_attempt()
+        by = (
+            "the pre-commit budget"
+            if attempt is not None and not attempt.committed and attempt.budget_deadline is not None
+            and (attempt.send_deadline is None or attempt.budget_deadline < attempt.send_deadline)
+            else "the send deadline"
+        )  # fmt: skip
+        label = name if value == configured else f"{name}, cut short by {by}"
         return value, label
 
     @contextlib.contextmanager
@@ -342,7 +349,10 @@ class Connection:
     async def _read(self, stream: ReplyStream, phase: Phase) -> Reply:
         timeout, label = self._timeout("socket_timeout")
         with self._guard(phase, timeout, label):
-            return await stream.read(timeout)
+            reply = await stream.read(timeout)
+        if phase is Phase.MAIL or phase is Phase.RCPT:
+            attempt_progress()  # a long envelope is progress, not a hang
+        return reply
 
     async def transaction(
         self, sender: str, recipients: list[str], payload: bytes | tuple[bytes, ...]
