@@ -31,7 +31,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from .message import Address, Attachment, Message
 
-__all__ = ["render"]
+__all__ = ["encode_header_value", "render"]
 
 CRLF = b"\r\n"
 _MAX_LINE = 78  # RFC 5322 SHOULD; the hard limit (998) is enforced by the wire check
@@ -79,6 +79,15 @@ def _encoded_words(text: str) -> list[str]:
     return [
         "=?utf-8?b?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?=" for w in words
     ]
+
+
+def encode_header_value(value: str) -> str:
+    """``value`` as RFC 2047 encoded-words when it is not ASCII, else unchanged.
+
+    For APIs that pass custom headers through to the MIME message (SendGrid, Postmark,
+    ...): a raw non-ASCII header is invalid on the wire, and some APIs refuse it.
+    """
+    return value if value.isascii() else " ".join(_encoded_words(value))
 
 
 def _needs_encoding(text: str) -> bool:

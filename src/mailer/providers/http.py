@@ -30,20 +30,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from email.utils import getaddresses, parsedate_to_datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
 from pydantic import BaseModel, Field, field_validator
 
 from .._log import secret_values
+from .._mime import encode_header_value
 from ..errors import (
     AuthError,
     ConfigError,
@@ -54,18 +57,27 @@ from ..errors import (
     RateLimited,
     TransientError,
 )
-from ..message import Address, Message
+from ..message import Address, Attachment, Message
 from ..provider import Provider, ProviderConfig, deadline_remaining
 from ..result import SendResult
 
 __all__ = [
+    "MAX_BODY",
+    "BatchOutcome",
     "HTTPConfig",
     "HTTPProvider",
     "HTTPRequest",
+    "Payload",
+    "address_dict",
+    "addresses_text",
     "b64",
+    "encode_header_value",
     "parse_retry_after",
+    "require",
     "unique_recipients",
 ]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("mailer.providers.http")
 
@@ -183,26 +195,77 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(number, 0.0)
 
 
-class HTTPProvider(Provider):
-    """Base class for providers that send through an HTTP API.
+@dataclass(slots=True)
+class Payload:
+    """The request an adapter fills in, one hook per Message feature.
 
-    Subclasses set ``Config`` (an :class:`HTTPConfig` subclass), ``default_base_url``,
-    ``verify_path``, ``rate_limit_reset_headers`` when the provider has its own, and
-    implement :meth:`build_request` and :meth:`parse_success`. They may refine
-    :meth:`error_text` and :meth:`classify_error` for provider-specific error bodies.
+    ``data`` is the JSON body (or the per-message object a batch wraps), ``parts`` the
+    multipart form fields (``add_field()`` adds one), ``headers`` extra HTTP request headers.
+    ``flags`` lets a hook tell :meth:`HTTPProvider.finish` what it saw (SES: go Raw).
+    """
+
+    message: Message
+    data: dict[str, Any] = field(default_factory=dict)
+    parts: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+    flags: set[str] = field(default_factory=set)
+
+    def add_field(self, name: str, value: str) -> None:
+        """A plain multipart form field (a part without a filename)."""
+        self.parts.append((name, (None, value)))
+
+
+BatchOutcome = SendResult | DeliveryError | MessageError
+
+
+class HTTPProvider(Provider):
+    """Base class for providers that send through an HTTP API, the django-anymail way.
+
+    :meth:`build_request` walks the Message once and calls one hook per feature
+    (``set_from``, ``set_to``, ``set_cc``, ``set_bcc``, ``set_reply_to``, ``set_subject``,
+    ``set_body``, ``set_headers``, ``add_attachment``, ``add_inline``, ``set_tags``,
+    ``set_metadata``), then :meth:`finish` turns the filled :class:`Payload` into the one
+    request. A hook the adapter does not implement refuses the feature
+    (:meth:`unsupported`: MessageError before any I/O, unless ``ignore_unsupported``), so
+    no adapter drops cc, bcc or headers silently. The rules every API shares live here
+    once: recipients de-duplicated across To/Cc/Bcc, the body rule (a text part, possibly
+    empty, when there is no HTML), custom header values RFC 2047-encoded, the Message-ID
+    header, tag and reply-to limits, the credential header, the id read from the answer.
+
+    Everything that decides *whether the Mailer may fail over* lives here too, in
+    :meth:`request` and :meth:`error_for`; adapters refine it with :meth:`classify_error`.
     """
 
     Config: ClassVar[type[BaseModel]] = HTTPConfig
     config: HTTPConfig
+    #: the request body leaves in :meth:`request`, which awaits the commit point first
+    reports_commit_point = True
 
     #: the API's public base URL, used when the config has no ``base_url``
     default_base_url: ClassVar[str] = ""
+    #: ``POST`` target of a send, relative to the base URL (or override :meth:`send_target`)
+    send_path: ClassVar[str] = ""
     #: a cheap authenticated GET that :meth:`verify` calls, relative to the base URL
     verify_path: ClassVar[str | None] = None
     #: provider headers giving the rate-limit reset (delay or timestamp), after Retry-After
     rate_limit_reset_headers: ClassVar[tuple[str, ...]] = ()
-    #: for single-secret APIs: the config field a ``type://SECRET@default`` DSN fills
+    #: for single-secret APIs: the config field a ``type://SECRET@default`` DSN fills,
+    #: and that :attr:`key_header` carries
     dsn_key_field: ClassVar[str | None] = None
+    #: the request header carrying the ``dsn_key_field`` secret, and its prefix
+    key_header: ClassVar[str | None] = None
+    key_prefix: ClassVar[str] = ""
+    #: the JSON field of a 2xx answer holding the provider's message id
+    response_id_field: ClassVar[str | None] = None
+    #: False when the API accepts a message without To (Bcc-only); else it is refused
+    requires_to: ClassVar[bool] = True
+    #: whether the Message-ID goes out as a header (False: the API sets its own)
+    sends_message_id: ClassVar[bool] = True
+    #: at most this many tags / reply-to addresses (None: no limit)
+    max_tags: ClassVar[int | None] = None
+    max_reply_to: ClassVar[int | None] = None
+    #: messages per batch request (0: no batch endpoint; :meth:`send_batch` sends each)
+    batch_size: ClassVar[int] = 0
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)
@@ -283,6 +346,10 @@ class HTTPProvider(Provider):
         self._http_loop = loop
         return self._http
 
+    def send_target(self) -> str:
+        """The path a send POSTs to; a method so it can depend on the config."""
+        return self.send_path
+
     def verify_target(self) -> str | None:
         """The path :meth:`verify` GETs; a method so it can depend on the config."""
         return self.verify_path
@@ -293,7 +360,10 @@ class HTTPProvider(Provider):
 
     def auth_headers(self) -> dict[str, str]:
         """Headers carrying the credential, added to every request, never logged."""
-        return {}
+        if self.key_header is None or self.dsn_key_field is None:
+            return {}
+        secret = getattr(self.config, self.dsn_key_field)
+        return {self.key_header: self.key_prefix + secret.get_secret_value()}
 
     def secrets(self) -> list[str]:
         """Every secret value in the config, to be scrubbed from error texts."""
@@ -343,15 +413,128 @@ class HTTPProvider(Provider):
             "set ignore_unsupported=true to send without it"
         )
 
-    # -- the adapter's part ------------------------------------------------------------
+    def refuse(self, rule: str) -> None:
+        """Refuse a message that breaks an API rule no option can work around."""
+        raise MessageError(f"provider {self.name!r} ({type(self).__name__}) {rule}")
+
+    def _limited(self, items: list[T], limit: int | None, one: str, many: str) -> list[T]:
+        if limit is not None and len(items) > limit:
+            self.unsupported(f"more than one {one}" if limit == 1 else f"more than {limit} {many}")
+            return items[:limit]
+        return items
+
+    # -- the walk: one pass over the Message, one hook per feature ----------------------
 
     def build_request(self, message: Message) -> HTTPRequest:
-        """Map the message to the one API call that sends it."""
+        """Map the message to the one API call that sends it (refusing before any I/O)."""
+        return self.finish(self.build_payload(message))
+
+    def build_payload(self, message: Message) -> Payload:
+        """Walk ``message`` once, calling the adapter's hook for each feature it uses."""
+        if message.sender is None:
+            raise MessageError("the message has no sender (From)")
+        payload = Payload(message)
+        to, cc, bcc = unique_recipients(message)
+        if not to and self.requires_to:
+            self.refuse(
+                "needs at least one To recipient (its API requires To); send Bcc-only "
+                "messages through SMTP or SES, or put a To address in the message"
+            )
+        self.set_from(payload, message.sender)
+        self.set_subject(payload, message.subject)
+        if to:
+            self.set_to(payload, to)
+        if cc:
+            self.set_cc(payload, cc)
+        if bcc:
+            self.set_bcc(payload, bcc)
+        if message.reply_to:
+            reply_to = self._limited(list(message.reply_to), self.max_reply_to,
+                                     "reply-to address", "reply-to addresses")  # fmt: skip
+            self.set_reply_to(payload, reply_to)
+        # the body rule: HTML alone, or a text part (possibly empty) with or without it
+        text = "" if message.text is None and message.html is None else message.text
+        self.set_body(payload, text, message.html)
+        headers = {name: encode_header_value(value) for name, value in message.headers.items()}
+        if self.sends_message_id and message.message_id is not None:
+            headers["Message-ID"] = message.message_id
+        if headers:
+            self.set_headers(payload, headers)
+        for att in message.attachments:
+            if att.inline:
+                self.add_inline(payload, att)
+            else:
+                self.add_attachment(payload, att)
+        if message.tags:
+            tags = self._limited(list(message.tags), self.max_tags, "tag", "tags")
+            self.set_tags(payload, tags)
+        if message.metadata:
+            self.set_metadata(payload, dict(message.metadata))
+        return payload
+
+    def finish(self, payload: Payload) -> HTTPRequest:
+        """The request from a filled payload; adapters add config-level options here."""
+        return HTTPRequest(
+            "POST",
+            self.send_target(),
+            json=payload.data if not payload.parts else None,
+            files=payload.parts or None,
+            headers=payload.headers,
+        )
+
+    # The hooks. The first four every adapter implements; the rest refuse by default.
+
+    def set_from(self, payload: Payload, sender: Address) -> None:
         raise NotImplementedError
 
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        raise NotImplementedError
+
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        raise NotImplementedError
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        """``text`` is None only when there is ``html``; either may be empty."""
+        raise NotImplementedError
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        self.unsupported("cc recipients")
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        self.unsupported("bcc recipients")
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        self.unsupported("reply-to addresses")
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        """Custom headers (values RFC 2047-encoded), with Message-ID if it is sent."""
+        self.unsupported("custom headers")
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        self.unsupported("attachments")
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        self.unsupported("inline attachments (content-id images)")
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        self.unsupported("tags")
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        self.unsupported("metadata")
+
+    # -- the adapter's other parts -----------------------------------------------------
+
     def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        """Map a 2xx response to a SendResult. The default reads no provider id."""
-        return self.result(message, response)
+        """Map a 2xx response to a SendResult, with the id from ``response_id_field``."""
+        return self.result(message, response, provider_message_id=self.provider_id(response))
+
+    def provider_id(self, response: httpx.Response) -> str | None:
+        """The provider's id for the message in a 2xx answer, if it gives one."""
+        if self.response_id_field is None:
+            return None
+        data = self.json_body(response)
+        value = data.get(self.response_id_field) if isinstance(data, Mapping) else None
+        return str(value) if value is not None else None
 
     def error_text(self, response: httpx.Response) -> str:
         """The provider's own words for an error: its JSON message, else the body."""
@@ -375,7 +558,11 @@ class HTTPProvider(Provider):
     ) -> DeliveryError | None:
         """A provider-specific error for this response, or None for the generic mapping.
 
-        ``message`` is the message being sent (None for :meth:`verify`).
+        ``message`` is the message being sent (None for :meth:`verify`). The rule every
+        adapter follows: a refusal about the account, sender identity, domain, quota or
+        plan fails over (:class:`AuthError` when a person must act, :class:`RateLimited`
+        with the rest until it can heal when time fixes it); a refusal about this
+        message or its recipients does not (:class:`PermanentError`).
         """
         return None
 
@@ -412,6 +599,14 @@ class HTTPProvider(Provider):
             response=self.body(response),
         )
 
+    def recipients_in(self, message: Message | None, reported: Sequence[str]) -> list[str]:
+        """The message's own recipients that ``reported`` (addresses an API named, in any
+        form: ``Name <a@x>``, other case) refers to; never an address not in the message."""
+        if message is None:
+            return []
+        wanted = {email.lower() for _, email in getaddresses(list(reported)) if "@" in email}
+        return [r for r in message.envelope_recipients if r.lower() in wanted]
+
     # -- the boundary ------------------------------------------------------------------
 
     async def _send(self, message: Message) -> SendResult:
@@ -421,17 +616,33 @@ class HTTPProvider(Provider):
             return self.parse_success(message, response)
         raise self.error_for(response, message)
 
-    async def verify(self) -> None:
-        """One authenticated GET: proves reachability and credentials without sending."""
+    def verify_request(self) -> HTTPRequest | None:
+        """The request :meth:`verify` makes (None: nothing to check)."""
         path = self.verify_target()
-        if path is None:
+        return None if path is None else HTTPRequest("GET", path)
+
+    def verify_accepts(self, response: httpx.Response) -> bool:
+        """Whether the answer to :meth:`verify_request` proves the credentials work."""
+        return response.is_success
+
+    async def verify(self) -> None:
+        """One authenticated call: proves reachability and credentials without sending."""
+        request = self.verify_request()
+        if request is None:
             return
-        response = await self.request(HTTPRequest("GET", path))
-        if not response.is_success:
+        response = await self.request(request, commit=False)
+        if not self.verify_accepts(response):
             raise self.error_for(response)
 
-    async def request(self, request: HTTPRequest) -> httpx.Response:
-        """Send one request, mapping every transport failure into the error tree."""
+    async def request(self, request: HTTPRequest, *, commit: bool = True) -> httpx.Response:
+        """Send one request, mapping every transport failure into the error tree.
+
+        With ``commit``, the attempt's commit point is awaited right before the request
+        body is written (httpcore's ``send_request_body.started`` trace event): a failure
+        before it left nothing at the API (TransientError, safe to abandon or fail over);
+        from it on, only an answer is certain. At the commit point the pre-commit budget
+        stops bounding the read: the send's own deadline does.
+        """
         client = self.client()
         total = deadline_remaining(self.config.timeout)
         assert total is not None
@@ -439,6 +650,20 @@ class HTTPProvider(Provider):
         headers = {**request.headers, **self.auth_headers()}
         auth = self.auth()
         where = f"{request.method} {self.base_url}{request.path}"
+        # httpcore reports each step through the trace extension; the stubbed transports
+        # of tests report none, and then the exception's type is all we know
+        steps: list[str] = []
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            steps.append(event)
+            if commit and event.endswith(".send_request_body.started"):
+                await self.commit_point()
+                steps.append("committed")
+                timeouts = info["request"].extensions.get("timeout")
+                if isinstance(timeouts, dict):
+                    left = deadline_remaining(self.config.timeout)
+                    timeouts["read"] = timeouts["write"] = left
+
         try:
             response = await client.request(
                 request.method,
@@ -448,24 +673,44 @@ class HTTPProvider(Provider):
                 headers=headers,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                 timeout=timeout,
+                extensions={"trace": trace},
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                httpx.ProxyError) as exc:  # fmt: skip
-            # nothing reached the API: the next provider cannot cause a duplicate
-            raise TransientError(
-                f"{where}: {self._describe(exc)} (nothing was sent)", provider=self.name
-            ) from exc
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-            # read/write timeout, reset or dropped reply: the API may have the message
-            raise DeliveryUncertain(
-                f"{where}: {self._describe(exc)} after the request was sent; "
-                "the message may have been accepted",
-                provider=self.name,
-            ) from exc
         except httpx.HTTPError as exc:
-            raise DeliveryUncertain(f"{where}: {self._describe(exc)}", provider=self.name) from exc
+            raise self.transport_error(where, exc, sent=not steps or "committed" in steps) from exc
         logger.debug("provider %r: %s -> %s", self.name, where, response.status_code)
         return response
+
+    def transport_error(self, where: str, exc: httpx.HTTPError, *, sent: bool) -> DeliveryError:
+        """The one mapping from an httpx exception to the error tree.
+
+        ``sent``: the body may have left (or we cannot tell). Before that, nothing reached
+        the API and any failure is a TransientError.
+        """
+        text = self._describe(exc)
+        timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(
+            exc, httpx.PoolTimeout
+        )
+        # these do not heal in seconds: a same-provider retry only spends the deadline
+        slow_to_heal = isinstance(exc, httpx.TimeoutException) or _caused_by(
+            exc, (ssl.SSLError, ssl.CertificateError, socket.gaierror)
+        )
+        error: DeliveryError
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                            httpx.ProxyError)) or not sent:  # fmt: skip
+            # nothing reached the API: the next provider cannot cause a duplicate
+            error = TransientError(f"{where}: {text} (nothing was sent)", provider=self.name)
+        elif isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
+                              httpx.RemoteProtocolError)):  # fmt: skip
+            # read/write timeout, reset or dropped reply: the API may have the message
+            error = DeliveryUncertain(
+                f"{where}: {text} after the request was sent; the message may have been accepted",
+                provider=self.name,
+            )
+        else:
+            error = DeliveryUncertain(f"{where}: {text}", provider=self.name)
+        error.timed_out = timed_out
+        error.retry_here = not slow_to_heal
+        return error
 
     def _describe(self, exc: Exception) -> str:
         text = str(exc) or "no detail"
@@ -505,12 +750,134 @@ class HTTPProvider(Provider):
         if status in (502, 503):
             return TransientError(f"HTTP {status} provider unavailable: {text}", **kw)
         if status >= 500:
-            return DeliveryUncertain(
+            error = DeliveryUncertain(
                 f"HTTP {status}: {text}; the provider may have accepted the message", **kw
             )
+            if status == 504:  # a gateway gave up waiting: the API did not answer in time
+                error.timed_out, error.retry_here = True, False
+            return error
         # 1xx/3xx: something between us and the API (a redirecting proxy, a wrong
         # base_url) answered instead of it, so the API never saw the request
         return TransientError(f"HTTP {status} unexpected answer (check base_url): {text}", **kw)
+
+    def item_error(
+        self, status: int, item: Mapping[str, Any], message: Message | None
+    ) -> DeliveryError:
+        """The error for one item of a batch answer: the item's body, read exactly as a
+        single send's answer with ``status`` would be (one classification for both)."""
+        return self.error_for(httpx.Response(status, json=dict(item)), message)
+
+    # -- batches -----------------------------------------------------------------------
+
+    async def send_batch(self, messages: Sequence[Message]) -> list[BatchOutcome]:
+        """Send ``messages``; one outcome per message, in order; never raises for one.
+
+        With a batch endpoint (``batch_size``), messages go ``batch_size`` per request and
+        each gets its own result from the answer; a message the batch form cannot carry
+        (:meth:`batchable`) is sent alone. Otherwise every message is sent on its own,
+        ``max_connections`` at a time. A batch that ends without a definitive answer
+        makes each of its items DeliveryUncertain, unless the batch request is
+        idempotent (:meth:`batch_request` sets a key), in which case it is retried once.
+        """
+        outcomes: list[BatchOutcome | None] = [None] * len(messages)
+        gate = asyncio.Semaphore(self.config.max_connections)
+        singles: list[int] = []
+        batched: list[tuple[int, Payload]] = []
+        for index, message in enumerate(messages):
+            if not self.batch_size or not self.batchable(message):
+                singles.append(index)
+                continue
+            try:
+                message.as_bytes()
+                batched.append((index, self.build_payload(message)))
+            except MessageError as exc:
+                outcomes[index] = exc
+
+        async def one(index: int) -> None:
+            async with gate:
+                try:
+                    outcomes[index] = await self.send(messages[index])
+                except (DeliveryError, MessageError) as exc:
+                    outcomes[index] = exc
+
+        async def chunk(items: list[tuple[int, Payload]]) -> None:
+            async with gate:
+                try:
+                    results = await self._send_chunk(items)
+                except Exception as exc:  # as Provider.send: we cannot know what was sent
+                    error = DeliveryUncertain(
+                        f"unexpected {type(exc).__name__} in batch: {exc}", provider=self.name
+                    )
+                    results = [self._item_copy(error) for _ in items]
+            for (index, _), outcome in zip(items, results, strict=True):
+                outcomes[index] = outcome
+
+        size = max(self.batch_size, 1)
+        chunks = [batched[i : i + size] for i in range(0, len(batched), size)]
+        async with asyncio.TaskGroup() as group:
+            for items in chunks:
+                group.create_task(chunk(items))
+            for index in singles:
+                group.create_task(one(index))
+        assert all(o is not None for o in outcomes)
+        return [o for o in outcomes if o is not None]
+
+    async def _send_chunk(self, items: list[tuple[int, Payload]]) -> list[BatchOutcome]:
+        payloads = [payload for _, payload in items]
+        request = self.batch_request(payloads)
+        tries = 2 if "Idempotency-Key" in request.headers else 1
+        for attempt in range(tries):
+            try:
+                response = await self.request(request)
+            except DeliveryError as exc:
+                if isinstance(exc, DeliveryUncertain) and attempt + 1 < tries:
+                    continue  # same key: the API delivers each item at most once
+                return [self._item_copy(exc) for _ in items]
+            break
+        messages = [payload.message for payload in payloads]
+        if not response.is_success and not self.batch_has_items(response, len(items)):
+            return [self._item_copy(self.error_for(response)) for _ in items]
+        return self.parse_batch(messages, response)
+
+    def uncertain(self, text: str) -> DeliveryUncertain:
+        """A 2xx answer we cannot read per message: each may have been accepted."""
+        return DeliveryUncertain(f"{text}; the provider may have accepted the message",
+                                 provider=self.name)  # fmt: skip
+
+    def _item_copy(self, error: DeliveryError) -> DeliveryError:
+        """One error per item (each collects its own attempts)."""
+        clone = copy.copy(error)
+        clone.provider = clone.provider or self.name
+        clone.attempts = []
+        return clone
+
+    def batchable(self, message: Message) -> bool:
+        """Whether the batch endpoint can carry ``message`` (else it is sent alone)."""
+        return True
+
+    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+        """One request sending every payload (adapters with ``batch_size`` implement it)."""
+        raise NotImplementedError
+
+    def batch_has_items(self, response: httpx.Response, count: int) -> bool:
+        """Whether a non-2xx batch answer still reports each item (Mailjet does)."""
+        return False
+
+    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
+        """One outcome per message from the batch answer, in order."""
+        raise NotImplementedError
+
+
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` or an exception it was raised from is one of ``kinds``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def address_dict(address: Address) -> dict[str, str]:

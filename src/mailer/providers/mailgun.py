@@ -4,6 +4,11 @@ Always multipart (fields as parts without a filename), so attachments and plain 
 travel the same way. Mailgun names an inline part's Content-ID after its filename, so an
 inline attachment is sent with its content id as the filename. Metadata becomes Mailgun
 user variables (``v:``), which come back in its webhooks; tags become ``o:tag``.
+
+Errors: 401 and 403 (bad key, domain disabled, sandbox domain not allowed to send to this
+address) -> AuthError; 404 on a send means the sending domain is not found (which Mailgun
+says can be temporary) and 402 that a request valid in form failed for the account: both
+are about the domain or account -> AuthError, fail over. 400 is about the message.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ from urllib.parse import SplitResult, quote
 import httpx
 from pydantic import SecretStr, field_validator
 
-from ..message import Message
-from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, require, unique_recipients
+from ..errors import AuthError, DeliveryError
+from ..message import Address, Attachment, Message
+from .http import HTTPConfig, HTTPProvider, Payload, addresses_text, require
 
 __all__ = ["MailgunConfig", "MailgunProvider"]
 
-_MAX_TAGS = 3
 _REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+#: statuses that, on a send, concern the domain or account rather than the message
+_ACCOUNT_STATUSES = {402: "request failed for the account", 404: "sending domain not found"}
 
 
 class MailgunConfig(HTTPConfig):
@@ -44,6 +50,8 @@ class MailgunProvider(HTTPProvider):
     Config: ClassVar[type[MailgunConfig]] = MailgunConfig
     config: MailgunConfig
     default_base_url = _REGIONS["us"]
+    response_id_field = "id"
+    max_tags = 3
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -57,51 +65,69 @@ class MailgunProvider(HTTPProvider):
     def base_url(self) -> str:
         return self.config.base_url or _REGIONS[self.config.region]
 
+    def send_target(self) -> str:
+        return f"/v3/{quote(self.config.domain, safe='')}/messages"
+
     def verify_target(self) -> str:
         return f"/v3/domains/{quote(self.config.domain, safe='')}"
 
     def auth(self) -> httpx.Auth:
         return httpx.BasicAuth("api", self.config.api_key.get_secret_value())
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        to, cc, bcc = unique_recipients(message)
-        parts: list[tuple[str, tuple[Any, ...]]] = []
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.add_field("from", str(sender))
 
-        def field(name: str, value: str) -> None:
-            parts.append((name, (None, value)))
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.add_field("subject", subject)
 
-        field("from", str(message.sender))
-        for name, group in (("to", to), ("cc", cc), ("bcc", bcc)):
-            for addr in group:
-                field(name, str(addr))
-        field("subject", message.subject)
-        if message.text is not None or message.html is None:
-            field("text", message.text or "")
-        if message.html is not None:
-            field("html", message.html)
-        if message.reply_to:
-            field("h:Reply-To", ", ".join(str(a) for a in message.reply_to))
-        field("h:Message-Id", message.message_id or "")
-        for name, value in message.headers.items():
-            field(f"h:{name}", value)
-        tags = message.tags
-        if len(tags) > _MAX_TAGS:
-            self.unsupported(f"more than {_MAX_TAGS} tags")
-            tags = tags[:_MAX_TAGS]
+    def _recipients(self, payload: Payload, name: str, group: list[Address]) -> None:
+        for addr in group:
+            payload.add_field(name, str(addr))
+
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        self._recipients(payload, "to", to)
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        self._recipients(payload, "cc", cc)
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        self._recipients(payload, "bcc", bcc)
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.add_field("h:Reply-To", addresses_text(reply_to))
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        if text is not None:
+            payload.add_field("text", text)
+        if html is not None:
+            payload.add_field("html", html)
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        for name, value in headers.items():
+            payload.add_field(f"h:{name}", value)
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        payload.parts.append(
+            ("attachment", (attachment.filename, attachment.data(), attachment.content_type))
+        )
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        payload.parts.append(
+            ("inline", (attachment.content_id, attachment.data(), attachment.content_type))
+        )
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
         for tag in tags:
-            field("o:tag", tag)
-        for key, value in message.metadata.items():
-            field(f"v:{key}", value)
-        for att in message.attachments:
-            if att.inline:
-                parts.append(("inline", (att.content_id, att.data(), att.content_type)))
-            else:
-                parts.append(("attachment", (att.filename, att.data(), att.content_type)))
-        path = f"/v3/{quote(self.config.domain, safe='')}/messages"
-        return HTTPRequest("POST", path, files=parts)
+            payload.add_field("o:tag", tag)
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        data = self.json_body(response)
-        msg_id = data.get("id") if isinstance(data, dict) else None
-        return self.result(message, response, provider_message_id=msg_id)
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        for key, value in metadata.items():
+            payload.add_field(f"v:{key}", value)
+
+    def classify_error(
+        self, response: httpx.Response, text: str, message: Message | None
+    ) -> DeliveryError | None:
+        why = _ACCOUNT_STATUSES.get(response.status_code)
+        if why is not None and message is not None:
+            return AuthError(f"Mailgun HTTP {response.status_code} ({why}): {text}")
+        return None

@@ -1,18 +1,19 @@
-"""Postmark: ``POST /email`` with the X-Postmark-Server-Token header.
+"""Postmark: ``POST /email`` (``/email/batch`` for 500 at once), X-Postmark-Server-Token.
 
 Postmark reports errors as an ``ErrorCode`` in a JSON body (mostly with HTTP 422), so the
-status alone does not say what happened:
+status alone does not say what happened (the table is in docs/providers.md):
 
 * ErrorCode 406 (inactive recipient: hard bounce, complaint, suppression): nothing was
   sent -> :class:`RecipientsRefused` naming the addresses Postmark listed.
 * ErrorCode 0 with "will not deliver to these inactive addresses": sent to the others ->
   success with those addresses in ``rejected``.
-* ErrorCode 300 naming an invalid To/Cc/Bcc address -> RecipientsRefused.
-* Account-level codes (bad token, sender signature missing or unconfirmed, sending not
-  allowed, account pending) -> :class:`AuthError`: another provider can send the same
-  message, and this one will not work until someone fixes the account.
+* ErrorCode 300 naming an invalid To/Cc/Bcc address of the message -> RecipientsRefused
+  keyed by the message's own recipient; any other 300 -> PermanentError.
+* Account-level codes (bad token, sender signature missing or unconfirmed, not allowed to
+  send, account pending or may not send) -> :class:`AuthError`: another provider can send
+  the same message, and this one will not work until someone fixes the account.
 
-Postmark takes a single tag per message.
+Postmark takes a single tag per message and needs a To recipient.
 """
 
 from __future__ import annotations
@@ -23,10 +24,18 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
-from ..errors import AuthError, DeliveryError, RecipientsRefused
-from ..message import Message
+from ..errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
+from ..message import Address, Attachment, Message
 from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, addresses_text, b64
+from .http import (
+    BatchOutcome,
+    HTTPConfig,
+    HTTPProvider,
+    HTTPRequest,
+    Payload,
+    addresses_text,
+    b64,
+)
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
 
@@ -35,12 +44,12 @@ _ACCOUNT_ERRORS = {
     10: "bad or missing server token",
     400: "sender signature not found",
     401: "sender signature not confirmed",
-    405: "not allowed to send (account)",
+    405: "not allowed to send (account, credits)",
     412: "account pending approval",
+    413: "account may not send",
 }
 _INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", re.S | re.I)
-_INVALID = re.compile(r"^(?:Invalid|Error\s+parsing)\s+'(?:To|Cc|Bcc)'.*?'([^']+@[^']+)'",
-                      re.S | re.I)  # fmt: skip
+_INVALID = re.compile(r"^(?:Invalid|Error\s+parsing)\s+'(?:To|Cc|Bcc)'[^']*'([^']*)'", re.I)
 
 
 class PostmarkConfig(HTTPConfig):
@@ -48,11 +57,9 @@ class PostmarkConfig(HTTPConfig):
     message_stream: str | None = None
 
 
-def _addresses(pattern: re.Pattern[str], text: str) -> list[str]:
+def _listed(pattern: re.Pattern[str], text: str) -> list[str]:
     match = pattern.search(text)
-    if not match:
-        return []
-    return [a.strip().lower() for a in match.group(1).split(",") if "@" in a]
+    return [a.strip() for a in match.group(1).split(",")] if match else []
 
 
 class PostmarkProvider(HTTPProvider):
@@ -61,53 +68,76 @@ class PostmarkProvider(HTTPProvider):
     Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
     config: PostmarkConfig
     default_base_url = "https://api.postmarkapp.com"
+    send_path = "/email"
     dsn_key_field = "server_token"
+    key_header = "X-Postmark-Server-Token"
+    response_id_field = "MessageID"
     verify_path = "/server"
+    max_tags = 1
+    batch_size = 500
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"X-Postmark-Server-Token": self.config.server_token.get_secret_value()}
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["From"] = str(sender)
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        body: dict[str, Any] = {"From": str(message.sender), "Subject": message.subject}
-        for key, group in (("To", message.to), ("Cc", message.cc), ("Bcc", message.bcc)):
-            if group:
-                body[key] = addresses_text(group)
-        if message.reply_to:
-            body["ReplyTo"] = addresses_text(message.reply_to)
-        if message.text is not None or message.html is None:
-            body["TextBody"] = message.text or ""
-        if message.html is not None:
-            body["HtmlBody"] = message.html
-        headers = {**message.headers, "Message-ID": message.message_id}
-        body["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
-        if message.tags:
-            if len(message.tags) > 1:
-                self.unsupported("more than one tag")
-            body["Tag"] = message.tags[0]
-        if message.metadata:
-            body["Metadata"] = dict(message.metadata)
-        if message.attachments:
-            atts = []
-            for att in message.attachments:
-                item = {"Name": att.filename, "Content": b64(att.data()),
-                        "ContentType": att.content_type}  # fmt: skip
-                if att.inline:
-                    item["ContentID"] = f"cid:{att.content_id}"
-                atts.append(item)
-            body["Attachments"] = atts
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["Subject"] = subject
+
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        payload.data["To"] = addresses_text(to)
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        payload.data["Cc"] = addresses_text(cc)
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        payload.data["Bcc"] = addresses_text(bcc)
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.data["ReplyTo"] = addresses_text(reply_to)
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        if text is not None:
+            payload.data["TextBody"] = text
+        if html is not None:
+            payload.data["HtmlBody"] = html
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.data["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
+
+    def _attach(self, payload: Payload, att: Attachment) -> dict[str, str]:
+        item = {"Name": att.filename or "", "Content": b64(att.data()),
+                "ContentType": att.content_type or ""}  # fmt: skip
+        payload.data.setdefault("Attachments", []).append(item)
+        return item
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, attachment)
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, attachment)["ContentID"] = f"cid:{attachment.content_id}"
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        payload.data["Tag"] = tags[0]
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        payload.data["Metadata"] = metadata
+
+    def finish(self, payload: Payload) -> HTTPRequest:
         if self.config.message_stream:
-            body["MessageStream"] = self.config.message_stream
-        return HTTPRequest("POST", "/email", json=body)
+            payload.data["MessageStream"] = self.config.message_stream
+        return super().finish(payload)
 
     def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
         data = self.json_body(response)
-        if not isinstance(data, dict):
-            return self.result(message, response)
+        return self._item_result(message, response, data if isinstance(data, dict) else {})
+
+    def _item_result(
+        self, message: Message, response: httpx.Response, data: dict[str, Any]
+    ) -> SendResult:
         text = str(data.get("Message", ""))
-        rejected = {addr: text for addr in _addresses(_INACTIVE, text)}
+        refused = self.recipients_in(message, _listed(_INACTIVE, text))
         msg_id = data.get("MessageID")
-        return self.result(message, response, provider_message_id=msg_id, rejected=rejected)
+        return self.result(message, response, provider_message_id=msg_id,
+                           rejected=dict.fromkeys(refused, text))  # fmt: skip
 
     def classify_error(
         self, response: httpx.Response, text: str, message: Message | None
@@ -118,16 +148,38 @@ class PostmarkProvider(HTTPProvider):
         code = data.get("ErrorCode")
         where = f"Postmark ErrorCode {code}"
         if code == 406:
-            refused = _addresses(_INACTIVE, text)
+            refused = self.recipients_in(message, _listed(_INACTIVE, text))
             if not refused and message is not None:
                 refused = message.envelope_recipients
             return RecipientsRefused(f"{where}: {text}",
                                      refused=dict.fromkeys(refused, text))  # fmt: skip
         if code == 300:
-            refused = _addresses(_INVALID, text)
+            refused = self.recipients_in(message, _listed(_INVALID, text))
             if refused:
                 return RecipientsRefused(f"{where}: {text}",
                                          refused=dict.fromkeys(refused, text))  # fmt: skip
+            return PermanentError(f"{where} (invalid email request): {text}")
         if isinstance(code, int) and code in _ACCOUNT_ERRORS:
             return AuthError(f"{where} ({_ACCOUNT_ERRORS[code]}): {text}")
         return None
+
+    # -- /email/batch: up to 500 messages, one answer item per message, in order --------
+
+    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+        bodies = [self.finish(p).json for p in payloads]
+        return HTTPRequest("POST", "/email/batch", json=bodies)
+
+    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
+        data = self.json_body(response)
+        if not isinstance(data, list) or len(data) != len(messages):
+            # a 2xx that does not say what happened to each message
+            error = self.uncertain(f"batch answer has no item per message: {self.body(response)}")
+            return [self._item_copy(error) for _ in messages]
+        out: list[BatchOutcome] = []
+        for message, item in zip(messages, data, strict=True):
+            item = item if isinstance(item, dict) else {}
+            if item.get("ErrorCode") == 0:
+                out.append(self._item_result(message, httpx.Response(200, json=item), item))
+            else:
+                out.append(self.item_error(422, item, message))
+        return out

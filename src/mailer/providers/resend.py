@@ -1,14 +1,21 @@
-"""Resend: ``POST /emails`` with a Bearer API key and an ``Idempotency-Key``.
+"""Resend: ``POST /emails`` (``/emails/batch`` for 100 at once), Bearer key, Idempotency-Key.
 
 The key is derived from the Message-ID alone, so every attempt at one message (a retry
 after a timeout, a retry by the Mailer after DeliveryUncertain) carries the same key and
 Resend delivers it at most once within its 24-hour idempotency window. That is why this
 provider declares ``idempotent = True``. The request body is built only from the message
-(no timestamps), because Resend refuses a reused key with a different payload.
+(no timestamps), because Resend refuses a reused key with a different payload. A batch
+carries its own key, derived from its messages' ids, so a batch re-sent after an
+ambiguous failure cannot deliver twice either.
 
 Resend tags are name/value pairs limited to ASCII letters, digits, ``_`` and ``-``:
 metadata maps to them directly, and a plain tag ``t`` becomes ``{"name": t, "value":
 "true"}``.
+
+Quota: Resend answers 429 ``daily_quota_exceeded`` ("wait until 24 hours have passed")
+and ``monthly_quota_exceeded`` (until the plan's cycle renews or the plan changes). Both
+rest the provider for :data:`QUOTA_REST` (a day, or longer if Resend says so): another
+provider sends meanwhile, and one probe a day finds the quota back.
 """
 
 from __future__ import annotations
@@ -20,14 +27,16 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
-from ..errors import DeliveryError, DeliveryUncertain
-from ..message import Message
-from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, b64, unique_recipients
+from ..errors import DeliveryError, DeliveryUncertain, RateLimited
+from ..message import Address, Attachment, Message
+from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 
-__all__ = ["ResendConfig", "ResendProvider", "idempotency_key"]
+__all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+#: seconds a quota 429 rests Resend: its daily quota is a rolling 24 hours
+QUOTA_REST = 24 * 3600.0
+_QUOTAS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 
 
 class ResendConfig(HTTPConfig):
@@ -41,6 +50,12 @@ def idempotency_key(message: Message) -> str:
     return f"mailer-{digest}"
 
 
+def batch_idempotency_key(messages: list[Message]) -> str:
+    """The same key for every attempt at one batch (the same messages, in order)."""
+    digest = hashlib.sha256("\n".join(m.message_id or "" for m in messages).encode()).hexdigest()
+    return f"mailer-batch-{digest}"
+
+
 class ResendProvider(HTTPProvider):
     """Resend's Emails API."""
 
@@ -48,52 +63,72 @@ class ResendProvider(HTTPProvider):
     config: ResendConfig
     idempotent = True
     default_base_url = "https://api.resend.com"
+    send_path = "/emails"
     dsn_key_field = "api_key"
+    key_header = "Authorization"
+    key_prefix = "Bearer "
+    response_id_field = "id"
     verify_path = "/domains"
     rate_limit_reset_headers = ("ratelimit-reset",)
+    batch_size = 100
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["from"] = str(sender)
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        to, cc, bcc = unique_recipients(message)
-        body: dict[str, Any] = {"from": str(message.sender), "subject": message.subject}
-        for key, group in (("to", to), ("cc", cc), ("bcc", bcc)):
-            if group:
-                body[key] = [str(a) for a in group]
-        if message.reply_to:
-            body["reply_to"] = [str(a) for a in message.reply_to]
-        if message.text is not None or message.html is None:
-            body["text"] = message.text or ""
-        if message.html is not None:
-            body["html"] = message.html
-        body["headers"] = {**message.headers, "Message-ID": message.message_id}
-        if message.attachments:
-            atts = []
-            for att in message.attachments:
-                item = {"filename": att.filename, "content": b64(att.data()),
-                        "content_type": att.content_type}  # fmt: skip
-                if att.inline:
-                    item["content_id"] = att.content_id
-                atts.append(item)
-            body["attachments"] = atts
-        tags = [{"name": t, "value": "true"} for t in message.tags]
-        tags += [{"name": k, "value": v} for k, v in message.metadata.items()]
-        valid = [t for t in tags if _TAG.match(t["name"]) and _TAG.match(t["value"])]
-        if len(valid) < len(tags):
-            bad = next(t["name"] for t in tags if t not in valid)
-            self.unsupported(f"tag or metadata {bad!r} (Resend tags allow only A-Z a-z 0-9 _ -)")
-            tags = valid
-        if tags:
-            body["tags"] = tags
-        headers = {"Idempotency-Key": idempotency_key(message)}
-        return HTTPRequest("POST", "/emails", json=body, headers=headers)
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["subject"] = subject
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        data = self.json_body(response)
-        msg_id = data.get("id") if isinstance(data, dict) else None
-        return self.result(message, response, provider_message_id=msg_id)
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        payload.data["to"] = [str(a) for a in to]
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        payload.data["cc"] = [str(a) for a in cc]
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        payload.data["bcc"] = [str(a) for a in bcc]
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.data["reply_to"] = [str(a) for a in reply_to]
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        if text is not None:
+            payload.data["text"] = text
+        if html is not None:
+            payload.data["html"] = html
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.data["headers"] = headers
+
+    def _attach(self, payload: Payload, att: Attachment) -> dict[str, str]:
+        item = {"filename": att.filename or "", "content": b64(att.data()),
+                "content_type": att.content_type or ""}  # fmt: skip
+        payload.data.setdefault("attachments", []).append(item)
+        return item
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, attachment)
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, attachment)["content_id"] = attachment.content_id or ""
+
+    def _add_tags(self, payload: Payload, pairs: list[tuple[str, str]]) -> None:
+        for name, value in pairs:
+            if _TAG.match(name) and _TAG.match(value):
+                payload.data.setdefault("tags", []).append({"name": name, "value": value})
+            else:
+                self.unsupported(
+                    f"tag or metadata {name!r} (Resend tags allow only A-Z a-z 0-9 _ -)"
+                )
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        self._add_tags(payload, [(t, "true") for t in tags])
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        self._add_tags(payload, list(metadata.items()))
+
+    def finish(self, payload: Payload) -> HTTPRequest:
+        payload.headers["Idempotency-Key"] = idempotency_key(payload.message)
+        return super().finish(payload)
 
     def classify_error(
         self, response: httpx.Response, text: str, message: Message | None
@@ -103,14 +138,50 @@ class ResendProvider(HTTPProvider):
         if response.status_code == 409 and name == "concurrent_idempotent_requests":
             # an earlier attempt with this key is still running and may deliver
             return DeliveryUncertain(f"Resend {name}: {text}")
+        if response.status_code == 429 and name in _QUOTAS:
+            rest = max(self.retry_after(response) or 0.0, QUOTA_REST)
+            return RateLimited(f"Resend {name} (resting {rest / 3600:.0f} h): {text}",
+                               retry_after=rest)  # fmt: skip
         return None
 
-    async def verify(self) -> None:
+    def verify_accepts(self, response: httpx.Response) -> bool:
         """GET /domains; a sending-only key is refused there, yet it is a valid key."""
-        response = await self.request(HTTPRequest("GET", "/domains"))
-        if response.is_success:
-            return
         data = self.json_body(response)
-        if isinstance(data, dict) and data.get("name") == "restricted_api_key":
-            return
-        raise self.error_for(response)
+        restricted = isinstance(data, dict) and data.get("name") == "restricted_api_key"
+        return response.is_success or restricted
+
+    # -- /emails/batch: up to 100, permissive (each item its own result), idempotent ----
+
+    def batchable(self, message: Message) -> bool:
+        return not message.attachments  # the batch endpoint takes no attachments
+
+    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+        headers = {
+            "Idempotency-Key": batch_idempotency_key([p.message for p in payloads]),
+            "x-batch-validation": "permissive",
+        }
+        return HTTPRequest("POST", "/emails/batch", json=[p.data for p in payloads],
+                           headers=headers)  # fmt: skip
+
+    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
+        data = self.json_body(response)
+        data = data if isinstance(data, dict) else {}
+        failed: dict[int, Any] = {}
+        for item in data.get("errors") or []:
+            if isinstance(item, dict) and isinstance(item.get("index"), int):
+                failed[item["index"]] = item
+        created = [d for d in data.get("data") or [] if isinstance(d, dict)]
+        if len(created) != len(messages) - len(failed):
+            error = self.uncertain(f"batch answer does not match its items: {self.body(response)}")
+            return [self._item_copy(error) for _ in messages]
+        ids = iter(created)
+        out: list[BatchOutcome] = []
+        for index, message in enumerate(messages):
+            if index in failed:
+                item = {"name": "validation_error", **failed[index]}
+                out.append(self.item_error(422, item, message))
+            else:
+                item = next(ids)
+                out.append(self.result(message, httpx.Response(200, json=item),
+                                       provider_message_id=item.get("id")))  # fmt: skip
+        return out

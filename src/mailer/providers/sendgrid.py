@@ -3,6 +3,10 @@
 One personalization carries to/cc/bcc, so every recipient gets the same message (the
 SMTP semantics); tags become ``categories`` and metadata ``custom_args``, which SendGrid
 echoes back in its event webhooks.
+
+Errors: 401 (bad key, or "Maximum credits exceeded") and 403 (the From address is not a
+verified Sender Identity, or the key lacks the mail.send scope) are account-level ->
+AuthError, fail over; 400 and 413 are about the message -> PermanentError.
 """
 
 from __future__ import annotations
@@ -12,14 +16,10 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
-from ..errors import MessageError
-from ..message import Message
-from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, address_dict, b64, unique_recipients
+from ..message import Address, Attachment
+from .http import HTTPConfig, HTTPProvider, Payload, address_dict, b64
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
-
-_MAX_CATEGORIES = 10
 
 
 class SendGridConfig(HTTPConfig):
@@ -32,65 +32,70 @@ class SendGridProvider(HTTPProvider):
     Config: ClassVar[type[SendGridConfig]] = SendGridConfig
     config: SendGridConfig
     default_base_url = "https://api.sendgrid.com"
+    send_path = "/v3/mail/send"
     verify_path = "/v3/scopes"
     dsn_key_field = "api_key"
+    key_header = "Authorization"
+    key_prefix = "Bearer "
     rate_limit_reset_headers = ("X-RateLimit-Reset",)
+    max_tags = 10
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.config.api_key.get_secret_value()}"}
+    @staticmethod
+    def _personalization(payload: Payload) -> dict[str, Any]:
+        personalizations = payload.data.setdefault("personalizations", [{}])
+        first: dict[str, Any] = personalizations[0]
+        return first
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        to, cc, bcc = unique_recipients(message)
-        if not to:
-            # SendGrid requires personalizations[].to; no option can work around it
-            raise MessageError(f"provider {self.name!r} (SendGrid) needs at least one To recipient")
-        personalization: dict[str, Any] = {"to": [address_dict(a) for a in to]}
-        if cc:
-            personalization["cc"] = [address_dict(a) for a in cc]
-        if bcc:
-            personalization["bcc"] = [address_dict(a) for a in bcc]
-        content = []
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["from"] = address_dict(sender)
+
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["subject"] = subject
+
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        self._personalization(payload)["to"] = [address_dict(a) for a in to]
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        self._personalization(payload)["cc"] = [address_dict(a) for a in cc]
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        self._personalization(payload)["bcc"] = [address_dict(a) for a in bcc]
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        if len(reply_to) == 1:
+            payload.data["reply_to"] = address_dict(reply_to[0])
+        else:
+            payload.data["reply_to_list"] = [address_dict(a) for a in reply_to]
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
         # SendGrid requires text/plain before text/html, and at least one non-empty part
-        if message.text is not None or message.html is None:
-            content.append({"type": "text/plain", "value": message.text or " "})
-        if message.html is not None:
-            content.append({"type": "text/html", "value": message.html})
-        body: dict[str, Any] = {
-            "personalizations": [personalization],
-            "from": address_dict(message.sender),
-            "subject": message.subject,
-            "content": content,
-            "headers": {**message.headers, "Message-ID": message.message_id},
-        }
-        if len(message.reply_to) == 1:
-            body["reply_to"] = address_dict(message.reply_to[0])
-        elif message.reply_to:
-            body["reply_to_list"] = [address_dict(a) for a in message.reply_to]
-        if message.attachments:
-            atts = []
-            for att in message.attachments:
-                item = {
-                    "content": b64(att.data()),
-                    "filename": att.filename,
-                    "type": att.content_type,
-                    "disposition": "inline" if att.inline else "attachment",
-                }
-                if att.inline:
-                    item["content_id"] = att.content_id
-                atts.append(item)
-            body["attachments"] = atts
-        if message.tags:
-            tags = message.tags
-            if len(tags) > _MAX_CATEGORIES:
-                self.unsupported(f"more than {_MAX_CATEGORIES} tags (categories)")
-                tags = tags[:_MAX_CATEGORIES]
-            body["categories"] = tags
-        if message.metadata:
-            body["custom_args"] = dict(message.metadata)
-        return HTTPRequest("POST", "/v3/mail/send", json=body)
+        content = payload.data["content"] = []
+        if text is not None:
+            content.append({"type": "text/plain", "value": text or " "})
+        if html is not None:
+            content.append({"type": "text/html", "value": html})
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        return self.result(
-            message, response, provider_message_id=response.headers.get("X-Message-Id")
-        )
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.data["headers"] = headers
+
+    def _attach(self, payload: Payload, att: Attachment, disposition: str) -> dict[str, str]:
+        item = {"content": b64(att.data()), "filename": att.filename or "",
+                "type": att.content_type or "", "disposition": disposition}  # fmt: skip
+        payload.data.setdefault("attachments", []).append(item)
+        return item
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, attachment, "attachment")
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, attachment, "inline")["content_id"] = attachment.content_id or ""
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        payload.data["categories"] = tags
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        payload.data["custom_args"] = metadata
+
+    def provider_id(self, response: httpx.Response) -> str | None:
+        msg_id: str | None = response.headers.get("X-Message-Id")
+        return msg_id

@@ -25,9 +25,8 @@ from httpx_auth import AWS4Auth
 from pydantic import BaseModel, SecretStr, field_validator, model_validator
 
 from ..errors import AuthError, DeliveryError, RateLimited
-from ..message import Address, Message
-from ..result import SendResult
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, b64, unique_recipients
+from ..message import Address, Attachment, Message
+from .http import HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 
 __all__ = ["SESConfig", "SESProvider"]
 
@@ -44,6 +43,11 @@ _ACCOUNT_ERRORS = frozenset(
         "AccessDeniedException",
     }
 )
+_NOT_VERIFIED = re.compile(r"not verified", re.I)
+_DAILY_QUOTA = re.compile(r"daily message quota exceeded", re.I)
+#: seconds a daily-quota refusal rests SES: the quota is a rolling 24 hours, so capacity
+#: comes back gradually; one probe an hour finds it
+QUOTA_REST = 3600.0
 _THROTTLED = frozenset({"TooManyRequestsException", "LimitExceededException", "Throttling",
                         "ThrottlingException"})  # fmt: skip
 
@@ -100,6 +104,10 @@ class SESProvider(HTTPProvider):
     Config: ClassVar[type[SESConfig]] = SESConfig
     config: SESConfig
     verify_path = "/v2/email/account"
+    send_path = "/v2/email/outbound-emails"
+    response_id_field = "MessageId"
+    requires_to = False  # Destination may hold Bcc addresses only
+    sends_message_id = False  # SES sets its own Message-ID
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)
@@ -138,47 +146,63 @@ class SESProvider(HTTPProvider):
             )
         return self._signer
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        to, cc, bcc = unique_recipients(message)
-        destination: dict[str, list[str]] = {}
-        for key, group in (("ToAddresses", to), ("CcAddresses", cc), ("BccAddresses", bcc)):
-            if group:
-                destination[key] = [_addr(a) for a in group]
-        body: dict[str, Any] = {
-            "FromEmailAddress": _addr(message.sender),
-            "Destination": destination,
-        }
-        if message.reply_to:
-            body["ReplyToAddresses"] = [_addr(a) for a in message.reply_to]
-        if message.attachments or message.headers:
-            body["Content"] = {"Raw": {"Data": b64(message.as_bytes())}}
-        else:
-            simple_body: dict[str, Any] = {}
-            if message.text is not None or message.html is None:
-                simple_body["Text"] = _text(message.text or "")
-            if message.html is not None:
-                simple_body["Html"] = _text(message.html)
-            body["Content"] = {"Simple": {"Subject": _text(message.subject),
-                                          "Body": simple_body}}  # fmt: skip
-        if message.tags:
-            self.unsupported("tags (SES has only name/value EmailTags: use metadata)")
-        email_tags = []
-        for key, value in message.metadata.items():
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["FromEmailAddress"] = _addr(sender)
+
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["Content"] = {"Simple": {"Subject": _text(subject), "Body": {}}}
+
+    def _destination(self, payload: Payload, key: str, group: list[Address]) -> None:
+        payload.data.setdefault("Destination", {})[key] = [_addr(a) for a in group]
+
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        self._destination(payload, "ToAddresses", to)
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        self._destination(payload, "CcAddresses", cc)
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        self._destination(payload, "BccAddresses", bcc)
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        body = payload.data["Content"]["Simple"]["Body"]
+        if text is not None:
+            body["Text"] = _text(text)
+        if html is not None:
+            body["Html"] = _text(html)
+
+    # Headers and attachments: the message goes as Raw MIME, which carries them all
+    # (RFC 2047-encoded by the renderer). Bcc recipients stay in Destination only.
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.flags.add("raw")
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        payload.flags.add("raw")
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        payload.flags.add("raw")
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        self.unsupported("tags (SES has only name/value EmailTags: use metadata)")
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        for key, value in metadata.items():
             if _TAG.match(key) and _TAG.match(value):
-                email_tags.append({"Name": key, "Value": value})
+                payload.data.setdefault("EmailTags", []).append({"Name": key, "Value": value})
             else:
                 self.unsupported(f"metadata {key!r} (SES EmailTags allow only A-Z a-z 0-9 _ -)")
-        if email_tags:
-            body["EmailTags"] = email_tags
-        if self.config.configuration_set:
-            body["ConfigurationSetName"] = self.config.configuration_set
-        return HTTPRequest("POST", "/v2/email/outbound-emails", json=body)
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        data = self.json_body(response)
-        msg_id = data.get("MessageId") if isinstance(data, dict) else None
-        return self.result(message, response, provider_message_id=msg_id)
+    def finish(self, payload: Payload) -> HTTPRequest:
+        payload.data.setdefault("Destination", {})
+        if "raw" in payload.flags:
+            payload.data["Content"] = {"Raw": {"Data": b64(payload.message.as_bytes())}}
+        if self.config.configuration_set:
+            payload.data["ConfigurationSetName"] = self.config.configuration_set
+        return super().finish(payload)
 
     def classify_error(
         self, response: httpx.Response, text: str, message: Message | None
@@ -192,8 +216,16 @@ class SESProvider(HTTPProvider):
         if not kind:
             return None
         where = f"SES {kind}"
+        if _DAILY_QUOTA.search(text):
+            rest = max(self.retry_after(response) or 0.0, QUOTA_REST)
+            return RateLimited(f"{where} (daily quota, resting {rest / 60:.0f} min): {text}",
+                               retry_after=rest)  # fmt: skip
         if kind in _THROTTLED:
             return RateLimited(f"{where}: {text}", retry_after=self.retry_after(response))
         if kind in _ACCOUNT_ERRORS:
             return AuthError(f"{where}: {text}")
+        if kind == "MessageRejected" and _NOT_VERIFIED.search(text):
+            # the sender identity (or, in the sandbox, a recipient) is not verified in
+            # this account and region: another provider can send the same message
+            return AuthError(f"{where} (identity not verified): {text}")
         return None
