@@ -156,13 +156,13 @@ def test_recipient_error_is_recipients_refused() -> None:
 def test_other_message_error_is_permanent() -> None:
     message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t")
     answer = httpx.Response(400, json={"Messages": [{"Status": "error", "Errors": [{
-        "ErrorCode": "send-0008", "StatusCode": 403,
-        "ErrorMessage": '"s@example.com" is not an authorized sender.',
-        "ErrorRelatedTo": ["From.Email"]}]}]})  # fmt: skip
+        "ErrorCode": "mj-0003", "StatusCode": 400,
+        "ErrorMessage": 'Missing mandatory property.',
+        "ErrorRelatedTo": ["Subject"]}]}]})  # fmt: skip
     with pytest.raises(PermanentError) as info:
         send(message, answer)
     assert not isinstance(info.value, RecipientsRefused)
-    assert "not an authorized sender" in str(info.value)
+    assert "Missing mandatory property" in str(info.value)
 
 
 def test_sandbox_and_dsn() -> None:

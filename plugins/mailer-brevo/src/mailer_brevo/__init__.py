@@ -1,37 +1,49 @@
 """Brevo (formerly Sendinblue) provider for mailer-failover: ``POST /v3/smtp/email``.
 
 Installed on its own (``pip install mailer-brevo``) and found by the Mailer through the
-``mailer.providers`` entry point, the way any third-party provider is.
+``mailer.providers`` entry point, the way any third-party provider is. It imports only the
+public modules ``mailer`` and ``mailer.providers.http``.
 
 Brevo authenticates with an ``api-key`` header and reports its rate-limit reset, in
 seconds, in ``x-sib-ratelimit-reset``. It has tags but no metadata field: metadata goes
 in the ``X-Mailin-custom`` header as JSON, which Brevo returns in its webhooks. It takes a
-single reply-to address and has no inline (content-id) attachments.
+single reply-to address and has no inline (content-id) attachments. Both Brevo SDKs
+document ``htmlContent`` as required (without a template), so a text-only message is
+also sent as escaped HTML.
+
+Errors (the ``code`` of Brevo's JSON body): ``not_enough_credits`` (402),
+``account_under_validation``, ``unauthorized`` (401, also an unrecognised IP),
+``permission_denied`` (403) and a sender Brevo has not validated are about the account
+-> AuthError, fail over; other ``invalid_parameter`` / ``missing_parameter`` are about the
+message -> PermanentError.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import html as html_lib
 import json
-from typing import Any, ClassVar
+import re
+from typing import ClassVar
 
 import httpx
 from pydantic import SecretStr
 
-from mailer.message import Message
-from mailer.providers.http import (
-    HTTPConfig,
-    HTTPProvider,
-    HTTPRequest,
-    address_dict,
-    b64,
-    unique_recipients,
-)
-from mailer.result import SendResult
+from mailer import Address, Attachment, AuthError, DeliveryError, Message
+from mailer.providers.http import HTTPConfig, HTTPProvider, Payload, address_dict, b64
 
 __all__ = ["BrevoConfig", "BrevoProvider"]
 #: one version source: mailer-failover's (see this package's pyproject)
 __version__ = importlib.metadata.version("mailer-brevo")
+
+#: Brevo error codes that say the account, not the message, is the problem
+_ACCOUNT_CODES = {
+    "not_enough_credits": "out of credits",
+    "account_under_validation": "account under validation",
+    "unauthorized": "key or IP address refused",
+    "permission_denied": "permission denied",
+}
+_SENDER_INVALID = re.compile(r"sender\b.*\b(?:not valid|not verified|validate)", re.I | re.S)
 
 
 class BrevoConfig(HTTPConfig):
@@ -44,46 +56,62 @@ class BrevoProvider(HTTPProvider):
     Config: ClassVar[type[BrevoConfig]] = BrevoConfig
     config: BrevoConfig
     default_base_url = "https://api.brevo.com"
+    send_path = "/v3/smtp/email"
     dsn_key_field = "api_key"
+    key_header = "api-key"
+    response_id_field = "messageId"
     verify_path = "/v3/account"
     rate_limit_reset_headers = ("x-sib-ratelimit-reset",)
+    max_reply_to = 1
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"api-key": self.config.api_key.get_secret_value()}
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["sender"] = address_dict(sender)
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        to, cc, bcc = unique_recipients(message)
-        body: dict[str, Any] = {"sender": address_dict(message.sender), "subject": message.subject}
-        for key, group in (("to", to), ("cc", cc), ("bcc", bcc)):
-            if group:
-                body[key] = [address_dict(a) for a in group]
-        if message.reply_to:
-            if len(message.reply_to) > 1:
-                self.unsupported("more than one reply-to address")
-            body["replyTo"] = address_dict(message.reply_to[0])
-        if message.html is not None:
-            body["htmlContent"] = message.html
-        if message.text is not None or message.html is None:
-            body["textContent"] = message.text or ""
-        headers = dict(message.headers)
-        if message.metadata:
-            headers["X-Mailin-custom"] = json.dumps(message.metadata, separators=(",", ":"))
-        if headers:
-            body["headers"] = headers
-        attachments = []
-        for att in message.attachments:
-            if att.inline:
-                self.unsupported("inline attachments (content-id images)")
-                continue
-            attachments.append({"name": att.filename, "content": b64(att.data())})
-        if attachments:
-            body["attachment"] = attachments
-        if message.tags:
-            body["tags"] = list(message.tags)
-        return HTTPRequest("POST", "/v3/smtp/email", json=body)
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["subject"] = subject
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        payload.data["to"] = [address_dict(a) for a in to]
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        payload.data["cc"] = [address_dict(a) for a in cc]
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        payload.data["bcc"] = [address_dict(a) for a in bcc]
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.data["replyTo"] = address_dict(reply_to[0])
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        if html is None:
+            # htmlContent is required: the text, escaped, its line breaks kept
+            escaped = html_lib.escape(text or "").replace("\n", "<br>\n")
+            html = f"<html><body>{escaped}</body></html>"
+        payload.data["htmlContent"] = html
+        if text is not None:
+            payload.data["textContent"] = text
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.data.setdefault("headers", {}).update(headers)
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        item = {"name": attachment.filename or "", "content": b64(attachment.data())}
+        payload.data.setdefault("attachment", []).append(item)
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        payload.data["tags"] = tags
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        custom = json.dumps(metadata, separators=(",", ":"))
+        payload.data.setdefault("headers", {})["X-Mailin-custom"] = custom
+
+    def classify_error(
+        self, response: httpx.Response, text: str, message: Message | None
+    ) -> DeliveryError | None:
         data = self.json_body(response)
-        msg_id = data.get("messageId") if isinstance(data, dict) else None
-        return self.result(message, response, provider_message_id=msg_id)
+        code = data.get("code") if isinstance(data, dict) else None
+        if isinstance(code, str) and code in _ACCOUNT_CODES:
+            return AuthError(f"Brevo {code} ({_ACCOUNT_CODES[code]}): {text}")
+        if code == "invalid_parameter" and _SENDER_INVALID.search(text):
+            return AuthError(f"Brevo {code} (sender not validated): {text}")
+        return None

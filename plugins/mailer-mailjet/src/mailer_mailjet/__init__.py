@@ -1,16 +1,23 @@
 """Mailjet provider for mailer-failover: Send API v3.1, ``POST /v3.1/send``.
 
 Installed on its own (``pip install mailer-mailjet``) and found by the Mailer through the
-``mailer.providers`` entry point, the way any third-party provider is.
+``mailer.providers`` entry point, the way any third-party provider is. It imports only the
+public modules ``mailer`` and ``mailer.providers.http``.
 
 Mailjet answers per message (``Messages[].Status``) and per recipient (the ``To``, ``Cc``
-and ``Bcc`` lists of a successful message). We send one Mailjet message per Message, so:
+and ``Bcc`` lists of a successful message). One Mailjet message per Message (up to 50 in
+one request with ``send_batch``), so:
 
 * status "success": sent; an envelope recipient Mailjet did not list is put in
   ``SendResult.rejected`` (a partial success: the others must not be sent again);
 * status "error" whose errors all concern recipient fields (``ErrorRelatedTo``
   ``To[0].Email`` ...): :class:`~mailer.RecipientsRefused` naming them;
-* any other error: the HTTP status mapping of the shared HTTP base.
+* an error about the sender (``send-0008``: not an authorized sender for the account, or
+  a 401/403 ``StatusCode`` related to ``From``): :class:`~mailer.AuthError`, fail over;
+* any other error: :class:`~mailer.PermanentError`; an answer without per-message
+  statuses: the HTTP status mapping of the shared HTTP base.
+
+Mailjet sets its own Message-ID; ours goes as ``CustomID``, which its webhooks return.
 """
 
 from __future__ import annotations
@@ -24,16 +31,33 @@ from urllib.parse import SplitResult
 import httpx
 from pydantic import SecretStr
 
-from mailer.errors import DeliveryError, PermanentError, RecipientsRefused
-from mailer.message import Address, Message
-from mailer.providers.http import HTTPConfig, HTTPProvider, HTTPRequest, b64, unique_recipients
-from mailer.result import SendResult
+from mailer import (
+    Address,
+    Attachment,
+    AuthError,
+    DeliveryError,
+    Message,
+    PermanentError,
+    RecipientsRefused,
+    SendResult,
+)
+from mailer.providers.http import (
+    BatchOutcome,
+    HTTPConfig,
+    HTTPProvider,
+    HTTPRequest,
+    Payload,
+    b64,
+    unique_recipients,
+)
 
 __all__ = ["MailjetConfig", "MailjetProvider"]
 #: one version source: mailer-failover's (see this package's pyproject)
 __version__ = importlib.metadata.version("mailer-mailjet")
 
 _RELATED = re.compile(r"^(To|Cc|Bcc)\[(\d+)\]")
+#: Mailjet error codes about the account's sender identity
+_SENDER_CODES = frozenset({"send-0008"})
 
 
 class MailjetConfig(HTTPConfig):
@@ -55,7 +79,12 @@ class MailjetProvider(HTTPProvider):
     Config: ClassVar[type[MailjetConfig]] = MailjetConfig
     config: MailjetConfig
     default_base_url = "https://api.mailjet.com"
+    send_path = "/v3.1/send"
     verify_path = "/v3/REST/apikey"
+    sends_message_id = False
+    max_reply_to = 1
+    max_tags = 1  # one CustomCampaign
+    batch_size = 50
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -73,64 +102,106 @@ class MailjetProvider(HTTPProvider):
             self.config.api_key.get_secret_value(), self.config.secret_key.get_secret_value()
         )
 
-    def build_request(self, message: Message) -> HTTPRequest:
-        assert message.sender is not None
-        to, cc, bcc = unique_recipients(message)
-        msg: dict[str, Any] = {"From": _addr(message.sender), "Subject": message.subject}
-        for key, group in (("To", to), ("Cc", cc), ("Bcc", bcc)):
-            if group:
-                msg[key] = [_addr(a) for a in group]
-        if message.reply_to:
-            if len(message.reply_to) > 1:
-                self.unsupported("more than one reply-to address")
-            msg["ReplyTo"] = _addr(message.reply_to[0])
-        if message.text is not None or message.html is None:
-            msg["TextPart"] = message.text or ""
-        if message.html is not None:
-            msg["HTMLPart"] = message.html
-        if message.headers:
-            msg["Headers"] = dict(message.headers)
-        attachments, inlined = [], []
-        for att in message.attachments:
-            item = {"ContentType": att.content_type, "Filename": att.filename,
-                    "Base64Content": b64(att.data())}  # fmt: skip
-            if att.inline:
-                item["ContentID"] = att.content_id
-                inlined.append(item)
-            else:
-                attachments.append(item)
-        if attachments:
-            msg["Attachments"] = attachments
-        if inlined:
-            msg["InlinedAttachments"] = inlined
-        if message.tags:
-            if len(message.tags) > 1:
-                self.unsupported("more than one tag (Mailjet has one CustomCampaign)")
-            msg["CustomCampaign"] = message.tags[0]
-        if message.metadata:
-            # returned verbatim in Mailjet's event webhooks
-            msg["EventPayload"] = json.dumps(message.metadata, separators=(",", ":"))
-        msg["CustomID"] = message.message_id
-        body: dict[str, Any] = {"Messages": [msg]}
+    # -- the request -------------------------------------------------------------------
+
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["From"] = _addr(sender)
+        payload.data["CustomID"] = payload.message.message_id
+
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["Subject"] = subject
+
+    def set_to(self, payload: Payload, to: list[Address]) -> None:
+        payload.data["To"] = [_addr(a) for a in to]
+
+    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
+        payload.data["Cc"] = [_addr(a) for a in cc]
+
+    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
+        payload.data["Bcc"] = [_addr(a) for a in bcc]
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.data["ReplyTo"] = _addr(reply_to[0])
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        if text is not None:
+            payload.data["TextPart"] = text
+        if html is not None:
+            payload.data["HTMLPart"] = html
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.data["Headers"] = headers
+
+    def _attach(self, payload: Payload, key: str, att: Attachment) -> dict[str, str]:
+        item = {"ContentType": att.content_type or "", "Filename": att.filename or "",
+                "Base64Content": b64(att.data())}  # fmt: skip
+        payload.data.setdefault(key, []).append(item)
+        return item
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        self._attach(payload, "Attachments", attachment)
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        item = self._attach(payload, "InlinedAttachments", attachment)
+        item["ContentID"] = attachment.content_id or ""
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        payload.data["CustomCampaign"] = tags[0]
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        # returned verbatim in Mailjet's event webhooks
+        payload.data["EventPayload"] = json.dumps(metadata, separators=(",", ":"))
+
+    def finish(self, payload: Payload) -> HTTPRequest:
+        return self.batch_request([payload])
+
+    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+        body: dict[str, Any] = {"Messages": [p.data for p in payloads]}
         if self.config.sandbox:
             body["SandboxMode"] = True
-        return HTTPRequest("POST", "/v3.1/send", json=body)
+        return HTTPRequest("POST", self.send_target(), json=body)
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
+    # -- the answer: one status per message ---------------------------------------------
+
+    def _items(self, response: httpx.Response) -> list[Any]:
         data = self.json_body(response)
         messages = data.get("Messages") if isinstance(data, dict) else None
-        if not isinstance(messages, list) or not messages or not isinstance(messages[0], dict):
+        return messages if isinstance(messages, list) else []
+
+    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
+        items = self._items(response)
+        if not items or not isinstance(items[0], dict):
             # a 2xx is an acceptance even when its body cannot be read
             return self.result(message, response)
-        first = messages[0]
-        if first.get("Status") != "success":
-            raise self.message_error(first, response, message)
+        outcome = self._outcome(message, items[0], response)
+        if isinstance(outcome, DeliveryError):
+            raise outcome
+        return outcome
+
+    def batch_has_items(self, response: httpx.Response, count: int) -> bool:
+        return response.status_code in (400, 422) and len(self._items(response)) == count
+
+    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
+        items = self._items(response)
+        if len(items) != len(messages):
+            error = self.uncertain(f"batch answer has no item per message: {self.body(response)}")
+            return [self._item_copy(error) for _ in messages]
+        return [
+            self._outcome(m, item if isinstance(item, dict) else {}, response)
+            for m, item in zip(messages, items, strict=True)
+        ]
+
+    def _outcome(
+        self, message: Message, item: dict[str, Any], response: httpx.Response
+    ) -> SendResult | DeliveryError:
+        if item.get("Status") != "success":
+            return self.message_error(item, response, message)
         listed: dict[str, str | None] = {}
         for key in ("To", "Cc", "Bcc"):
-            for item in first.get(key) or []:
-                if isinstance(item, dict) and "Email" in item:
-                    uuid = item.get("MessageUUID") or item.get("MessageID")
-                    listed[str(item["Email"]).lower()] = str(uuid) if uuid else None
+            for entry in item.get(key) or []:
+                if isinstance(entry, dict) and "Email" in entry:
+                    uuid = entry.get("MessageUUID") or entry.get("MessageID")
+                    listed[str(entry["Email"]).lower()] = str(uuid) if uuid else None
         rejected = {}
         if listed:
             rejected = {
@@ -139,40 +210,43 @@ class MailjetProvider(HTTPProvider):
                 if r.lower() not in listed
             }
         first_id = next((v for v in listed.values() if v), None)
-        return self.result(message, response, provider_message_id=first_id, rejected=rejected)
+        return self.result(message, httpx.Response(200, json=item),
+                           provider_message_id=first_id, rejected=rejected)  # fmt: skip
 
     def classify_error(
         self, response: httpx.Response, text: str, message: Message | None
     ) -> DeliveryError | None:
-        data = self.json_body(response)
-        messages = data.get("Messages") if isinstance(data, dict) else None
-        if response.status_code in (400, 422) and isinstance(messages, list) and messages:
-            first = messages[0]
-            if isinstance(first, dict) and first.get("Status") == "error":
-                return self.message_error(first, response, message)
+        items = self._items(response)
+        if response.status_code in (400, 422) and items and isinstance(items[0], dict):
+            if items[0].get("Status") == "error":
+                return self.message_error(items[0], response, message)
         return None
 
     def error_text(self, response: httpx.Response) -> str:
-        data = self.json_body(response)
-        messages = data.get("Messages") if isinstance(data, dict) else None
-        if isinstance(messages, list):
-            texts = [
-                str(err.get("ErrorMessage", ""))
-                for m in messages
-                if isinstance(m, dict)
-                for err in m.get("Errors") or []
-                if isinstance(err, dict)
-            ]
-            if any(texts):
-                return "; ".join(t for t in texts if t)
+        texts = [
+            str(err.get("ErrorMessage", ""))
+            for m in self._items(response)
+            if isinstance(m, dict)
+            for err in m.get("Errors") or []
+            if isinstance(err, dict)
+        ]
+        if any(texts):
+            return "; ".join(t for t in texts if t)
         return super().error_text(response)
 
     def message_error(
         self, item: dict[str, Any], response: httpx.Response, message: Message | None
     ) -> DeliveryError:
-        """A Mailjet per-message error: refused recipients, or a refused message."""
+        """A Mailjet per-message error: sender refused, recipients refused, or the message."""
         errors = [e for e in item.get("Errors") or [] if isinstance(e, dict)]
         text = self.scrub("; ".join(str(e.get("ErrorMessage", "")) for e in errors)) or "error"
+        kw: dict[str, Any] = {"code": response.status_code, "response": self.body(response)}
+        for err in errors:
+            related = [str(r) for r in err.get("ErrorRelatedTo") or []]
+            if err.get("ErrorCode") in _SENDER_CODES or (
+                err.get("StatusCode") in (401, 403) and any(r.startswith("From") for r in related)
+            ):
+                return AuthError(f"Mailjet refused the sender: {text}", **kw)
         refused: dict[str, str] = {}
         recipient_errors = 0
         for err in errors:
@@ -184,7 +258,6 @@ class MailjetProvider(HTTPProvider):
                     addr = self._recipient_at(message, hit.group(1), int(hit.group(2)))
                     if addr is not None:
                         refused[addr] = self.scrub(str(err.get("ErrorMessage", "")))
-        kw: dict[str, Any] = {"code": response.status_code, "response": self.body(response)}
         if errors and recipient_errors == len(errors) and refused:
             return RecipientsRefused(f"Mailjet refused recipients: {text}", refused=refused, **kw)
         return PermanentError(f"Mailjet refused the message: {text}", **kw)
