@@ -29,10 +29,18 @@ duplicates it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import email
+import email.policy
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from urllib.parse import unquote_plus
 
 import httpx
 import pytest
@@ -44,49 +52,130 @@ from .errors import (
     DeliveryUncertain,
     MessageError,
     RateLimited,
+    RecipientsRefused,
     TransientError,
 )
-from .message import Message
+from .message import Attachment, Message
 from .provider import Provider
 from .result import SendResult
 
 if TYPE_CHECKING:
     import respx
 
+__all__ = ["ErrorCase", "ProviderConformance"]
 
-def _request_text(request: httpx.Request) -> str:
-    """URL, headers and body of a request, with base64 strings in a JSON body decoded
-    (raw MIME and attachments often travel that way)."""
-    import base64
-    import binascii
-    import json
-    from urllib.parse import unquote_plus
+T = TypeVar("T")
 
-    content = request.content.decode("utf-8", errors="replace")
-    parts = [str(request.url), unquote_plus(str(request.url)), str(request.headers), content]
-    parts.append(unquote_plus(content))
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """One documented error answer of an API, and what it must become.
+
+    ``body`` is the API's documented error body (a JSON object, or text); ``rest`` the
+    range of ``retry_after`` seconds a RateLimited must carry (the provider's rest).
+    """
+
+    name: str
+    status: int
+    body: dict[str, Any] | list[Any] | str
+    expect: type[DeliveryError]
+    failover: bool
+    rest: tuple[float, float] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    refused: tuple[str, ...] | None = None
+
+    def response(self) -> httpx.Response:
+        if isinstance(self.body, str):
+            return httpx.Response(self.status, headers=self.headers, text=self.body)
+        return httpx.Response(self.status, headers=self.headers, json=self.body)
+
+
+#: the Message features the field check sends one at a time, with a marker each
+_MARK = "mkr7q"
+_BASE: dict[str, Any] = {"sender": "s@example.com", "to": ["to@example.org"], "subject": "x",
+                         "text": "t"}  # fmt: skip
+_FEATURES: dict[str, dict[str, Any]] = {
+    "to": {"to": [f"{_MARK}-to@example.org"]},
+    "cc": {"cc": [f"{_MARK}-cc@example.org"]},
+    "bcc": {"bcc": [f"{_MARK}-bcc@example.org"]},
+    "bcc only": {"to": [], "bcc": [f"{_MARK}-bcc@example.org"]},
+    "reply-to": {"reply_to": [f"{_MARK}-reply@example.org"]},
+    "subject": {"subject": f"{_MARK} subject"},
+    "text": {"text": f"{_MARK} text"},
+    "html": {"html": f"<p>{_MARK} html</p>"},
+    "html only": {"text": None, "html": f"<p>{_MARK} html</p>"},
+    "attachment": {
+        "attachments": [Attachment(content=f"{_MARK} file".encode(), filename=f"{_MARK}.txt")]
+    },
+    "inline": {
+        "html": '<img src="cid:logo@x">',
+        "attachments": [
+            Attachment(
+                content=f"{_MARK} image".encode(),
+                filename="logo.png",
+                content_type="image/png",
+                inline=True,
+                content_id="logo@x",
+            )
+        ],
+    },
+    "header": {"headers": {"X-Conformance": f"{_MARK} header"}},
+    "non-ASCII header": {"headers": {"X-Conformance": f"Grüße {_MARK}"}},
+    "tag": {"tags": [f"{_MARK}tag"]},
+    "metadata": {"metadata": {f"{_MARK}key": f"{_MARK}value"}},
+}
+
+
+def _texts(request: httpx.Request) -> str:
+    """Every readable text in a request: the body, JSON strings, base64 and MIME inside
+    them (decoded), multipart parts, header values; encoded-words decoded."""
+    found: list[str] = [f"{k}: {v}" for k, v in request.headers.items()]
+    found += [str(request.url), unquote_plus(str(request.url))]
+    content = request.content
+
+    def mime(data: bytes) -> None:
+        parsed = email.message_from_bytes(data, policy=email.policy.default)
+        for part in parsed.walk():
+            found.extend(f"{k}: {v}" for k, v in part.items())
+            found.append(str(part.get_filename() or ""))
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                found.append(payload.decode("utf-8", "replace"))
 
     def walk(value: Any) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
-                parts.append(str(key))
+                found.append(str(key))
                 walk(item)
         elif isinstance(value, list):
             for item in value:
                 walk(item)
-        elif isinstance(value, str) and len(value) >= 8:
-            with suppress(binascii.Error, ValueError):
-                parts.append(base64.b64decode(value, validate=True).decode("utf-8", "replace"))
+        elif isinstance(value, str):
+            found.append(value)
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                return
+            found.append(raw.decode("utf-8", "replace"))
+            if b"\r\n\r\n" in raw:
+                mime(raw)
 
-    with suppress(ValueError):
-        walk(json.loads(content))
-    # a multipart body carries each part as it is
-    return "\n".join(parts)
-
-
-__all__ = ["ProviderConformance"]
-
-T = TypeVar("T")
+    content_type = request.headers.get("Content-Type", "")
+    if content_type.startswith("multipart/"):
+        mime(f"Content-Type: {content_type}\r\n\r\n".encode() + content)
+    else:
+        try:
+            walk(json.loads(content))
+        except ValueError:  # form-encoded or plain
+            found.append(content.decode("utf-8", "replace"))
+            found.append(unquote_plus(content.decode("utf-8", "replace")))
+    out = []
+    for text in found:
+        out.append(text)
+        if "=?" in text:
+            with suppress(ValueError, LookupError):
+                out.append(str(make_header(decode_header(text))))
+    return "\n".join(out)
 
 
 class ProviderConformance:
@@ -106,6 +195,8 @@ class ProviderConformance:
     expected_provider_message_id: ClassVar[str | None] = None
     #: the config option that sends without unsupported features, if the provider has one
     ignore_unsupported_option: ClassVar[str | None] = "ignore_unsupported"
+    #: the API's documented error answers and what each must become (docs/providers.md)
+    documented_errors: ClassVar[tuple[ErrorCase, ...]] = ()
 
     # -- hooks a plugin's test overrides ---------------------------------------------
 
@@ -287,45 +378,46 @@ class ProviderConformance:
             assert route.call_count == 1
             assert result.provider == "conformance"
 
-    def field_messages(self) -> dict[str, tuple[Message, str]]:
-        """One message per optional field, each with a marker the request must carry."""
-        base: dict[str, Any] = {"sender": "sender@example.com", "to": ["to@example.org"],
-                                "subject": "fields", "text": "body"}  # fmt: skip
-        return {
-            "cc": (Message(**base, cc=["cc-marker-41@example.org"]), "cc-marker-41"),
-            "bcc": (Message(**base, bcc=["bcc-marker-42@example.org"]), "bcc-marker-42"),
-            "reply_to": (
-                Message(**base, reply_to=["reply-marker-43@example.org"]),
-                "reply-marker-43",
-            ),
-            "headers": (
-                Message(**base, headers={"X-Marker": "header-marker-44"}),
-                "header-marker-44",
-            ),
-            "attachments": (
-                Message(**base, attachments=[{"content": b"x", "filename": "att-marker-45.txt"}]),
-                "att-marker-45",
-            ),
-            "tags": (Message(**base, tags=["tag-marker-46"]), "tag-marker-46"),
-            "metadata": (Message(**base, metadata={"k": "meta-marker-47"}), "meta-marker-47"),
-        }
+    def test_documented_errors(self) -> None:
+        """Each documented error body becomes the error class the failover rule wants:
+        account, sender identity, domain, quota or plan -> fail over (resting the
+        provider); this message or its recipients -> no failover."""
+        if not self.documented_errors:
+            pytest.skip("no documented error answers declared")
+        for case in self.documented_errors:
+            error, _ = self.send_error(case.response())
+            where = f"{case.name}: got {type(error).__name__}: {error}"
+            assert type(error) is case.expect, where
+            assert error.failover is case.failover, where
+            assert error.code == case.status, where
+            assert error.provider == "conformance", where
+            if case.rest is not None:
+                assert isinstance(error, RateLimited), where
+                assert error.retry_after is not None, where
+                assert case.rest[0] <= error.retry_after <= case.rest[1], where
+            if case.refused is not None:
+                assert isinstance(error, RecipientsRefused), where
+                assert sorted(error.refused) == sorted(case.refused), where
 
     def test_every_field_is_sent_or_refused(self) -> None:
-        """A Message field the request does not carry must be refused, never dropped.
-
-        Dropping cc, bcc or a header sends mail that is wrong without any error.
-        """
-        for field, (message, marker) in self.field_messages().items():
+        """No Message field is dropped silently: each one, sent alone, either shows up in
+        the request (raw, base64, MIME, form-encoded or RFC 2047-encoded) or is refused
+        before I/O. Dropping cc, bcc or a header sends mail that is wrong without error."""
+        for feature, fields in _FEATURES.items():
+            message = Message(**{**_BASE, **fields})
             with self.stub(self.success_response()) as route:
                 try:
                     self.send(self.make_provider(), message)
                 except MessageError:
-                    assert route.call_count == 0, f"{field}: refused after a request was made"
+                    assert route.call_count == 0, f"{feature}: refused after a request"
                     continue
-            assert route.call_count == 1, field
-            request = route.calls.last.request
-            seen = _request_text(request)
-            assert marker in seen, f"the provider dropped {field}: neither sent nor refused"
+            assert route.call_count == 1, feature
+            texts = _texts(route.calls.last.request)
+            for value in _markers(fields):
+                assert value in texts, f"{feature}: {value!r} is not in the request"
+            if getattr(self.provider_class, "sends_message_id", True):
+                assert message.message_id is not None
+                assert message.message_id.strip("<>") in texts, "the Message-ID is not sent"
 
     def test_verify_checks_credentials(self) -> None:
         """``verify()`` must reach the provider with the credentials, not just return."""
@@ -361,3 +453,24 @@ class ProviderConformance:
             await provider.aclose()
 
         self.run(twice)
+
+
+def _markers(fields: dict[str, Any]) -> list[str]:
+    """The marked values of a feature's fields, as they must appear in the request."""
+    out: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, Attachment):
+            out.append(value.data().decode())
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(key)
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str) and _MARK in value:
+            out.append(value)
+
+    walk(fields)
+    return out

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from ._conformance import ProviderConformance
+from ._conformance import ErrorCase, ProviderConformance
 from .message import Message
 from .providers.memory import MemoryConfig, MemoryProvider, Outcome
 from .providers.memory import outbox as _outbox
 
-__all__ = ["MemoryProvider", "ProviderConformance", "ScriptedProvider", "outbox"]
+__all__ = ["ErrorCase", "MemoryProvider", "ProviderConformance", "ScriptedProvider", "outbox"]
 
 
 class ScriptedProvider(MemoryProvider):

@@ -13,8 +13,16 @@ import pytest
 import respx
 from mailer_brevo import BrevoProvider
 
-from mailer import Attachment, Message, RateLimited
-from mailer.testing import ProviderConformance
+from mailer import (
+    Attachment,
+    AuthError,
+    DeliveryUncertain,
+    Message,
+    MessageError,
+    PermanentError,
+    RateLimited,
+)
+from mailer.testing import ErrorCase, ProviderConformance
 
 URL = "https://api.brevo.com/v3/smtp/email"
 CONFIG = {"api_key": "xkeysib-brevo-secret"}
@@ -27,6 +35,31 @@ class TestBrevoConformance(ProviderConformance):
     endpoint = ("POST", URL)
     entry_point = "brevo"
     expected_provider_message_id = "<202401011200.1@smtp-relay.mailin.fr>"
+    documented_errors = (
+        ErrorCase("400 invalid_parameter", 400, {"code": "invalid_parameter",
+                  "message": "email is not valid in to"}, PermanentError, False),
+        ErrorCase("400 missing_parameter", 400, {"code": "missing_parameter",
+                  "message": "subject is missing"}, PermanentError, False),
+        ErrorCase("400 sender not valid", 400, {"code": "invalid_parameter", "message":
+                  "Sending has been rejected because the sender you used s@example.com is "
+                  "not valid. Validate your sender or authenticate your domain"},
+                  AuthError, True),
+        ErrorCase("400 account_under_validation", 400, {"code": "account_under_validation",
+                  "message": "Your account is under validation"}, AuthError, True),
+        ErrorCase("401 unauthorized", 401, {"code": "unauthorized",
+                  "message": "Key not found"}, AuthError, True),
+        ErrorCase("401 unrecognised IP", 401, {"code": "unauthorized", "message":
+                  "We have detected you are using an unrecognised IP address 192.0.2.1"},
+                  AuthError, True),
+        ErrorCase("402 not_enough_credits", 402, {"code": "not_enough_credits",
+                  "message": "Not enough credits"}, AuthError, True),
+        ErrorCase("403 permission_denied", 403, {"code": "permission_denied",
+                  "message": "Permission denied"}, AuthError, True),
+        ErrorCase("429", 429, {"code": "too_many_requests", "message": "rate limited"},
+                  RateLimited, True, rest=(42, 42), headers={"x-sib-ratelimit-reset": "42"}),
+        ErrorCase("500", 500, {"code": "internal_error", "message": "Internal error"},
+                  DeliveryUncertain, False),
+    )  # fmt: skip
 
     def success_response(self) -> httpx.Response:
         return httpx.Response(201, json={"messageId": self.expected_provider_message_id})
@@ -116,3 +149,30 @@ def test_retry_after_wins_over_reset_header() -> None:
         send(message, answer)
     assert info.value.retry_after == 3
     assert time.monotonic() - start < 2  # the provider reports, it does not sleep
+
+
+def test_text_only_message_sends_html_content_too() -> None:
+    """Both Brevo SDKs document htmlContent as required without a template."""
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x",
+                      text="a < b\nline two")  # fmt: skip
+    _, request = send(message, httpx.Response(201, json={"messageId": "<m@brevo>"}))
+    body = json.loads(request.content)
+    assert body["textContent"] == "a < b\nline two"
+    assert body["htmlContent"] == "<html><body>a &lt; b<br>\nline two</body></html>"
+    assert body["headers"] == {"Message-ID": message.message_id}
+
+
+def test_bcc_only_is_refused_before_io() -> None:
+    message = Message(sender="s@example.com", bcc=["a@example.org"], subject="x", text="t")
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        route = router.post(URL).mock(return_value=httpx.Response(201, json={}))
+        with pytest.raises(MessageError, match="needs at least one To"):
+            asyncio.run(BrevoProvider.from_config("brevo", CONFIG).send(message))
+        assert route.call_count == 0
+
+
+def test_non_ascii_header_value_is_rfc2047_encoded() -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
+                      headers={"X-Greeting": "Grüße"})  # fmt: skip
+    _, request = send(message, httpx.Response(201, json={"messageId": "<m@brevo>"}))
+    assert json.loads(request.content)["headers"]["X-Greeting"] == "=?utf-8?b?R3LDvMOfZQ==?="

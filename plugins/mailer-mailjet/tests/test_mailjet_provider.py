@@ -12,8 +12,16 @@ import pytest
 import respx
 from mailer_mailjet import MailjetProvider
 
-from mailer import Attachment, Message, PermanentError, RecipientsRefused
-from mailer.testing import ProviderConformance
+from mailer import (
+    Attachment,
+    AuthError,
+    DeliveryUncertain,
+    Message,
+    PermanentError,
+    RateLimited,
+    RecipientsRefused,
+)
+from mailer.testing import ErrorCase, ProviderConformance
 
 URL = "https://api.mailjet.com/v3.1/send"
 CONFIG = {"api_key": "mj-public-key-123", "secret_key": "mj-secret-key-456"}
@@ -39,6 +47,13 @@ def success(to: list[str], cc: list[str] | None = None, bcc: list[str] | None = 
     }
 
 
+def _mj_error(code: str, status: int, text: str, related: str) -> dict[str, Any]:
+    """Mailjet's documented v3.1 per-message error answer."""
+    return {"Messages": [{"Status": "error", "Errors": [{
+        "ErrorIdentifier": "c04ac4d7", "ErrorCode": code, "StatusCode": status,
+        "ErrorMessage": text, "ErrorRelatedTo": [related]}]}]}  # fmt: skip
+
+
 class TestMailjetConformance(ProviderConformance):
     provider_class = MailjetProvider
     config = CONFIG
@@ -46,6 +61,23 @@ class TestMailjetConformance(ProviderConformance):
     endpoint = ("POST", URL)
     entry_point = "mailjet"
     expected_provider_message_id = "uuid-0"
+    documented_errors = (
+        ErrorCase("401 key", 401, {"ErrorIdentifier": "a1", "StatusCode": 401, "ErrorMessage":
+                  "API key authentication/authorization failure. You may be unauthorized to "
+                  "access the API or your API key may be expired."}, AuthError, True),
+        ErrorCase("send-0008 sender", 400, _mj_error("send-0008", 403, '"s@example.com" is '
+                  "not an authorized sender email address for your account.", "From"),
+                  AuthError, True),
+        ErrorCase("mj-0013 recipient", 400, _mj_error("mj-0013", 400, '"to@example.org" is '
+                  "an invalid email address.", "To[0].Email"), RecipientsRefused, False,
+                  refused=("to@example.org",)),
+        ErrorCase("mj-0003 message", 400, _mj_error("mj-0003", 400,
+                  "Missing mandatory property.", "Subject"), PermanentError, False),
+        ErrorCase("429", 429, {"ErrorMessage": "Too many requests", "StatusCode": 429},
+                  RateLimited, True),
+        ErrorCase("500", 500, {"ErrorMessage": "Internal error", "StatusCode": 500},
+                  DeliveryUncertain, False),
+    )  # fmt: skip
 
     def success_response(self) -> httpx.Response:
         return httpx.Response(200, json=success(["to@example.org"], ["cc@example.org"]))
