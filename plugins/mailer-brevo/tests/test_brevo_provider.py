@@ -120,8 +120,11 @@ def test_request_shape_for_every_feature() -> None:
         "subject": "Your order",
         "htmlContent": "<p>html</p>",
         "textContent": "plain",
-        "headers": {"X-Campaign": "spring", "Message-ID": message.message_id,
-                    "X-Mailin-custom": '{"order":"42"}'},
+        "headers": {
+            "X-Campaign": "spring",
+            "Message-ID": message.message_id,
+            "X-Mailin-custom": '{"order":"42"}',
+        },
         "attachment": [{"name": "a.pdf", "content": base64.b64encode(b"%PDF").decode()}],
         "tags": ["orders", "eu"],
     }
