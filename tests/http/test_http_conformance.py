@@ -112,9 +112,13 @@ class TestResendConformance(ProviderConformance):
 
     def unsupported_message(self) -> Message:
         return Message(
-            sender="s@example.com", to=["to@example.org"], subject="x", text="t",
-            metadata={"has space": "v"}, attachments=[Attachment(content=b"x", filename="a.txt")],
-        )  # fmt: skip
+            sender="s@example.com",
+            to=["to@example.org"],
+            subject="x",
+            text="t",
+            metadata={"has space": "v"},
+            attachments=[Attachment(content=b"x", filename="a.txt")],
+        )
 
 
 class _DropsCc(SendGridProvider):
@@ -129,7 +133,7 @@ class _DropsCcCheck(TestSendGridConformance):
 
 
 def test_field_check_catches_a_dropped_field() -> None:
-    with pytest.raises(AssertionError, match="cc: 'mkr7q-cc@example.org' is not in the request"):
+    with pytest.raises(AssertionError, match=r"cc: 'mkr7q-cc@example\.org' is not in the request"):
         _DropsCcCheck().test_every_field_is_sent_or_refused()
 
 
@@ -149,14 +153,14 @@ TestSendGridConformance.documented_errors = (
         _sg("The to array is required for all personalization objects.", "personalizations.0.to"),
         PermanentError,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "401 bad key",
         401,
         _sg("The provided authorization grant is invalid, expired, or revoked"),
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase("401 credits", 401, _sg("Maximum credits exceeded"), AuthError, True),
     ErrorCase(
         "403 sender identity",
@@ -168,14 +172,14 @@ TestSendGridConformance.documented_errors = (
         ),
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "413 too large",
         413,
         _sg("The JSON payload you have included in your request is too large."),
         PermanentError,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "429 rate limit",
         429,
@@ -184,7 +188,7 @@ TestSendGridConformance.documented_errors = (
         True,
         rest=(50, 61),
         headers={"X-RateLimit-Reset": str(int(time.time()) + 60)},
-    ),  # fmt: skip
+    ),
     ErrorCase("500", 500, _sg("An internal server error occurred."), DeliveryUncertain, False),
 )
 
@@ -195,7 +199,7 @@ TestMailgunConformance.documented_errors = (
         {"message": "'to' parameter is not a valid address. please check documentation"},
         PermanentError,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase("401 bad key", 401, "Forbidden", AuthError, True),
     ErrorCase("402 request failed", 402, {"message": "Request failed"}, AuthError, True),
     ErrorCase(
@@ -207,14 +211,14 @@ TestMailgunConformance.documented_errors = (
         },
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "404 domain not found",
         404,
         {"message": "Domain not found: mg.example.com"},
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase("429", 429, {"message": "Too many requests"}, RateLimited, True),
     ErrorCase("500", 500, {"message": "Internal error"}, DeliveryUncertain, False),
 )
@@ -224,13 +228,15 @@ def _pm(code: int, message: str) -> dict[str, Any]:
     return {"ErrorCode": code, "Message": message}
 
 
-_INACTIVE_TEXT = ("You tried to send to recipient(s) that have been marked as inactive. Found "
-                  "inactive addresses: To@Example.org. Inactive recipients are ones that have "
-                  "generated a hard bounce, a spam complaint, or a manual suppression.")  # fmt: skip
+_INACTIVE_TEXT = (
+    "You tried to send to recipient(s) that have been marked as inactive. Found inactive "
+    "addresses: To@Example.org. Inactive recipients are ones that have generated a hard "
+    "bounce, a spam complaint, or a manual suppression."
+)
 TestPostmarkConformance.documented_errors = (
     ErrorCase(
         "10 token", 401, _pm(10, "Request does not contain a valid Server token."), AuthError, True
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "300 recipient",
         422,
@@ -238,14 +244,14 @@ TestPostmarkConformance.documented_errors = (
         RecipientsRefused,
         False,
         refused=("to@example.org",),
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "300 address not in the message",
         422,
         _pm(300, "Invalid 'To' address: 'someone@example.net'."),
         PermanentError,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase("300 other", 422, _pm(300, "Zero recipients specified"), PermanentError, False),
     ErrorCase(
         "400 sender signature",
@@ -257,21 +263,21 @@ TestPostmarkConformance.documented_errors = (
         ),
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "401 signature unconfirmed",
         422,
         _pm(401, "Sender signature not confirmed"),
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "405 not allowed",
         422,
         _pm(405, "You are not allowed to send: out of credits."),
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "406 inactive",
         422,
@@ -279,10 +285,10 @@ TestPostmarkConformance.documented_errors = (
         RecipientsRefused,
         False,
         refused=("to@example.org",),
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "411 attachment type", 422, _pm(411, "Forbidden attachment type"), PermanentError, False
-    ),  # fmt: skip
+    ),
     ErrorCase("412 pending", 422, _pm(412, "Account is pending approval"), AuthError, True),
     ErrorCase("413 may not send", 422, _pm(413, "Account may not send"), AuthError, True),
     ErrorCase("429", 429, _pm(429, "Rate limit exceeded"), RateLimited, True),
@@ -292,8 +298,9 @@ TestPostmarkConformance.documented_errors = (
 
 def _ses(kind: str, status: int, message: str, expect: type[DeliveryError], failover: bool,
          rest: tuple[float, float] | None = None) -> ErrorCase:  # fmt: skip
+    headers = {"x-amzn-ErrorType": f"{kind}:http://internal/"}
     return ErrorCase(f"{kind}: {message}", status, {"message": message}, expect, failover,
-                     rest=rest, headers={"x-amzn-ErrorType": f"{kind}:http://internal/"})  # fmt: skip
+                     rest=rest, headers=headers)  # fmt: skip
 
 
 TestSESConformance.documented_errors = (
@@ -304,18 +311,16 @@ TestSESConformance.documented_errors = (
         "failed the check in region EU-WEST-1: s@example.com",
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     _ses("MessageRejected", 400, "Illegal address", PermanentError, False),
     _ses("BadRequestException", 400, "Missing required field", PermanentError, False),
     _ses("AccountSuspendedException", 400, "Account suspended", AuthError, True),
     _ses("SendingPausedException", 400, "Sending paused for this account", AuthError, True),
     _ses(
         "MailFromDomainNotVerifiedException", 400, "MAIL FROM domain not verified", AuthError, True
-    ),  # fmt: skip
+    ),
     _ses("NotFoundException", 404, "Configuration set does not exist", AuthError, True),
-    _ses(
-        "AccessDeniedException", 403, "not authorized to perform ses:SendEmail", AuthError, True
-    ),  # fmt: skip
+    _ses("AccessDeniedException", 403, "not authorized to perform ses:SendEmail", AuthError, True),
     _ses("TooManyRequestsException", 429, "Maximum sending rate exceeded.", RateLimited, True),
     _ses(
         "LimitExceededException",
@@ -324,7 +329,7 @@ TestSESConformance.documented_errors = (
         RateLimited,
         True,
         rest=(3600, 3600),
-    ),  # fmt: skip
+    ),
     _ses("InternalFailure", 500, "Internal failure", DeliveryUncertain, False),
 )
 
@@ -341,13 +346,13 @@ TestResendConformance.documented_errors = (
         _re(422, "validation_error", "Invalid `to` field."),
         PermanentError,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "401 missing key", 401, _re(401, "missing_api_key", "Missing API key"), AuthError, True
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "403 invalid key", 403, _re(403, "invalid_api_key", "API key is invalid"), AuthError, True
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "403 domain not verified",
         403,
@@ -358,7 +363,7 @@ TestResendConformance.documented_errors = (
         ),
         AuthError,
         True,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "429 rate limit",
         429,
@@ -367,7 +372,7 @@ TestResendConformance.documented_errors = (
         True,
         rest=(1, 1),
         headers={"ratelimit-reset": "1"},
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "429 daily quota",
         429,
@@ -376,7 +381,7 @@ TestResendConformance.documented_errors = (
         True,
         rest=(_DAY, _DAY),
         headers={"ratelimit-reset": "1"},
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "429 monthly quota",
         429,
@@ -384,22 +389,22 @@ TestResendConformance.documented_errors = (
         RateLimited,
         True,
         rest=(_DAY, _DAY),
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "409 concurrent",
         409,
         _re(409, "concurrent_idempotent_requests", "Same key in progress"),
         DeliveryUncertain,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "409 key reused",
         409,
         _re(409, "invalid_idempotent_request", "Same key, other payload"),
         PermanentError,
         False,
-    ),  # fmt: skip
+    ),
     ErrorCase(
         "500", 500, _re(500, "application_error", "Unexpected error"), DeliveryUncertain, False
-    ),  # fmt: skip
+    ),
 )

@@ -217,9 +217,11 @@ class MailjetProvider(HTTPProvider):
         self, response: httpx.Response, text: str, message: Message | None
     ) -> DeliveryError | None:
         items = self._items(response)
-        if response.status_code in (400, 422) and items and isinstance(items[0], dict):
-            if items[0].get("Status") == "error":
-                return self.message_error(items[0], response, message)
+        first = items[0] if items else None
+        error_item = isinstance(first, dict) and first.get("Status") == "error"
+        if response.status_code in (400, 422) and error_item:
+            assert isinstance(first, dict)
+            return self.message_error(first, response, message)
         return None
 
     def error_text(self, response: httpx.Response) -> str:

@@ -1,0 +1,200 @@
+"""The HTTP commit point: right before the request body leaves (httpcore's
+``send_request_body.started``), checked against real servers on 127.0.0.1.
+
+* A server that accepts TCP and never answers the TLS handshake holds the attempt before
+  its commit point: the pre-commit budget ends it as a TransientError ("nothing was
+  sent"), marked ``timed_out`` and not worth retrying on the same provider.
+* A server that reads the whole request and never answers holds it after the commit
+  point: the budget no longer applies, the send's deadline does, and the outcome is
+  DeliveryUncertain.
+* An attempt abandoned while its commit hooks run does not send the body at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from mailer import DeliveryError, DeliveryUncertain, Message, TransientError
+from mailer.providers.resend import ResendProvider
+from mailer.routing.attempt import AttemptState, _enter, _exit, commit_hooks
+
+pytestmark = pytest.mark.anyio
+
+MESSAGE = Message(sender="a@example.com", to=["b@example.org"], subject="hi", text="t")
+
+
+class _Server:
+    """``silent``: accept TCP, never read or write; ``hang``: read the request, never answer."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.port = 0
+        self.bodies = 0
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            if self.mode == "hang":
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length:"))  # fmt: skip
+                await reader.readexactly(length)
+                self.bodies += 1
+            await asyncio.sleep(30)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(mode: str) -> AsyncIterator[_Server]:
+    state = _Server(mode)
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1)
+
+
+async def attempt(
+    provider: ResendProvider,
+    *,
+    budget: float,
+    deadline: float,
+    hooks: tuple[Callable[[], Awaitable[None]], ...] = (),
+) -> tuple[AttemptState, anyio.CancelScope, DeliveryError | None, float]:
+    """One attempt as the routing layer runs it: a scope cancelled at the pre-commit
+    budget, lifted to the send's deadline at the commit point."""
+    now = time.monotonic()
+    state = AttemptState(provider=provider.name, send_deadline=now + deadline,
+                         budget_deadline=now + budget, lift_to=now + deadline + 1)  # fmt: skip
+    with commit_hooks(*hooks):
+        token = _enter(state)
+    error = None
+    try:
+        with anyio.CancelScope(deadline=state.budget_deadline) as scope:
+            state.scope = scope
+            try:
+                await provider.send(MESSAGE)
+            except DeliveryError as exc:
+                error = exc
+    finally:
+        _exit(token)
+        await provider.aclose()
+    return state, scope, error, time.monotonic() - now
+
+
+def make(base_url: str, **config: Any) -> ResendProvider:
+    return ResendProvider.from_config("resend", {"api_key": "re_key_1234", "base_url": base_url,
+                                                 "timeout": 30, **config})  # fmt: skip
+
+
+async def test_http_providers_report_their_commit_point() -> None:
+    assert ResendProvider.reports_commit_point
+
+
+async def test_hang_before_the_body_is_abandoned_at_the_budget() -> None:
+    async with serve("silent") as server:
+        provider = make(f"https://127.0.0.1:{server.port}")
+        state, scope, error, took = await attempt(provider, budget=0.5, deadline=20)
+    assert not state.committed
+    assert took < 5, "the pre-commit budget did not bound the attempt"
+    # the connect timeout (bounded by the budget) or the scope ended it; either way safe
+    if error is not None:
+        assert type(error) is TransientError
+        assert "nothing was sent" in str(error)
+        assert error.timed_out and not error.retry_here
+    else:
+        assert scope.cancelled_caught
+
+
+async def test_hang_after_the_body_is_uncertain_at_the_send_deadline() -> None:
+    async with serve("hang") as server:
+        provider = make(f"http://127.0.0.1:{server.port}")
+        state, scope, error, took = await attempt(provider, budget=0.3, deadline=1.5)
+        assert server.bodies == 1
+    assert state.committed
+    assert state.setup_time is not None and state.setup_time < 0.3
+    assert not scope.cancelled_caught, "an attempt past its commit point was abandoned"
+    assert isinstance(error, DeliveryUncertain)
+    assert error.timed_out and not error.retry_here
+    assert 1.0 < took < 10, "the read was bounded by the budget instead of the send deadline"
+
+
+async def test_abandoned_at_the_commit_point_sends_no_body() -> None:
+    state_box: list[AttemptState] = []
+
+    async def release() -> None:  # another send found the provider down meanwhile
+        from mailer.routing.attempt import current_attempt
+
+        current = current_attempt()
+        assert current is not None
+        state_box.append(current)
+        current.release()
+
+    async with serve("hang") as server:
+        provider = make(f"http://127.0.0.1:{server.port}")
+        state, _, error, _ = await attempt(provider, budget=5, deadline=5, hooks=(release,))
+        await asyncio.sleep(0.1)
+        assert server.connections == 1
+        assert server.bodies == 0
+    assert state_box == [state]
+    assert not state.committed
+    assert type(error) is TransientError
+    assert "before its commit point" in str(error)
+
+
+async def test_connection_refused_is_transient_and_worth_retrying() -> None:
+    async with serve("silent") as server:
+        port = server.port
+    provider = make(f"http://127.0.0.1:{port}")  # nothing listens there any more
+    state, _, error, _ = await attempt(provider, budget=5, deadline=5)
+    assert not state.committed
+    assert type(error) is TransientError
+    assert error.retry_here and not error.timed_out
+
+
+async def test_dns_failure_is_not_worth_retrying_here() -> None:
+    provider = make("https://no-such-host.invalid")
+    _, _, error, _ = await attempt(provider, budget=5, deadline=5)
+    assert type(error) is TransientError
+    assert not error.retry_here
+
+
+async def test_certificate_error_is_not_worth_retrying_here(tmp_path: Any) -> None:
+    import ssl
+
+    import trustme
+
+    ca, other = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_file = tmp_path / "other.pem"
+    other.cert_pem.write_to_path(str(ca_file))  # trusts a CA that did not sign the server
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        provider = make(f"https://127.0.0.1:{port}", ca_file=str(ca_file))
+        state, _, error, _ = await attempt(provider, budget=5, deadline=5)
+    finally:
+        server.close()
+    assert not state.committed
+    assert type(error) is TransientError
+    assert not error.retry_here
