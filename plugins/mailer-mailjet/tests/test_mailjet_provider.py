@@ -207,3 +207,33 @@ def test_sandbox_and_dsn() -> None:
     message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t")
     _, request = send(message, httpx.Response(200, json=success(["a@example.org"])), sandbox=True)
     assert json.loads(request.content)["SandboxMode"] is True
+
+
+def test_batch_of_messages_in_one_request_with_per_message_results() -> None:
+    """v3.1 takes up to 50 Messages; a 400 still reports each one, and only the refused
+    one fails."""
+    messages = [
+        Message(sender="s@example.com", to=[f"r{i}@example.org"], subject=f"m{i}", text="t")
+        for i in range(3)
+    ]
+    ok = [success([f"r{i}@example.org"])["Messages"][0] for i in (0, 2)]
+    answer = {"Messages": [ok[0], _mj_error("mj-0013", 400, '"r1@example.org" is an invalid '
+              "email address.", "To[0].Email")["Messages"][0], ok[1]]}  # fmt: skip
+    provider = MailjetProvider.from_config("mj", CONFIG)
+
+    async def go() -> Any:
+        try:
+            return await provider.send_batch(messages)
+        finally:
+            await provider.aclose()
+
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post(URL).mock(return_value=httpx.Response(400, json=answer))
+        outcomes = asyncio.run(go())
+    assert route.call_count == 1
+    sent = json.loads(route.calls.last.request.content)["Messages"]
+    assert [m["CustomID"] for m in sent] == [m.message_id for m in messages]
+    assert outcomes[0].accepted == ["r0@example.org"]
+    assert isinstance(outcomes[1], RecipientsRefused)
+    assert list(outcomes[1].refused) == ["r1@example.org"]
+    assert outcomes[2].accepted == ["r2@example.org"]
