@@ -266,6 +266,14 @@ class HTTPProvider(Provider):
     max_reply_to: ClassVar[int | None] = None
     #: messages per batch request (0: no batch endpoint; :meth:`send_batch` sends each)
     batch_size: ClassVar[int] = 0
+    #: feature -> top-level JSON field the default hooks fill: ``from``, ``subject``,
+    #: ``to``, ``cc``, ``bcc``, ``reply_to``, ``text``, ``html``, ``headers``, ``tags``,
+    #: ``metadata``. A feature with no field (and no overriding hook) is refused.
+    json_fields: ClassVar[Mapping[str, str]] = {}
+    #: the attachment object's field names: ``list``, ``filename``, ``content`` (base64),
+    #: optional ``type``, ``disposition``, ``content_id`` (inline parts are refused
+    #: without it) and ``inline_list`` (when inline parts go in their own list)
+    attachment_fields: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)
@@ -482,45 +490,101 @@ class HTTPProvider(Provider):
             headers=payload.headers,
         )
 
-    # The hooks. The first four every adapter implements; the rest refuse by default.
+    # The hooks. By default each puts its value in the JSON field ``json_fields`` names
+    # for it (most JSON APIs need nothing more); with no field and no override, the
+    # first four are a programming error and the rest refuse the feature.
+
+    def json_address(self, address: Address) -> Any:
+        """One address as the API's JSON takes it (default: ``Name <a@x>``)."""
+        return str(address)
+
+    def json_addresses(self, addresses: list[Address]) -> Any:
+        """A recipient list as the API's JSON takes it (default: a list of addresses)."""
+        return [self.json_address(a) for a in addresses]
+
+    def _put(self, payload: Payload, feature: str, value: Any) -> bool:
+        key = self.json_fields.get(feature)
+        if key is None:
+            return False
+        payload.data[key] = value
+        return True
+
+    def _put_or(self, payload: Payload, feature: str, value: Any, refusal: str | None) -> None:
+        if not self._put(payload, feature, value):
+            if refusal is None:
+                raise NotImplementedError(f"{type(self).__name__} does not map {feature}")
+            self.unsupported(refusal)
 
     def set_from(self, payload: Payload, sender: Address) -> None:
-        raise NotImplementedError
+        self._put_or(payload, "from", self.json_address(sender), None)
 
     def set_subject(self, payload: Payload, subject: str) -> None:
-        raise NotImplementedError
+        self._put_or(payload, "subject", subject, None)
 
     def set_to(self, payload: Payload, to: list[Address]) -> None:
-        raise NotImplementedError
+        self._put_or(payload, "to", self.json_addresses(to), None)
 
     def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
         """``text`` is None only when there is ``html``; either may be empty."""
-        raise NotImplementedError
+        if text is not None:
+            self._put_or(payload, "text", text, None)
+        if html is not None:
+            self._put_or(payload, "html", html, None)
 
     def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        self.unsupported("cc recipients")
+        self._put_or(payload, "cc", self.json_addresses(cc), "cc recipients")
 
     def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        self.unsupported("bcc recipients")
+        self._put_or(payload, "bcc", self.json_addresses(bcc), "bcc recipients")
 
     def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        self.unsupported("reply-to addresses")
+        """A single value when the API takes one (``max_reply_to = 1``), else a list."""
+        one = self.max_reply_to == 1
+        value = self.json_address(reply_to[0]) if one else self.json_addresses(reply_to)
+        self._put_or(payload, "reply_to", value, "reply-to addresses")
 
     def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
         """Custom headers (values RFC 2047-encoded), with Message-ID if it is sent."""
-        self.unsupported("custom headers")
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        self.unsupported("attachments")
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        self.unsupported("inline attachments (content-id images)")
+        key = self.json_fields.get("headers")
+        if key is None:
+            self.unsupported("custom headers")
+        else:
+            payload.data.setdefault(key, {}).update(headers)
 
     def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        self.unsupported("tags")
+        """A single value when the API takes one (``max_tags = 1``), else a list."""
+        self._put_or(payload, "tags", tags[0] if self.max_tags == 1 else tags, "tags")
 
     def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        self.unsupported("metadata")
+        self._put_or(payload, "metadata", metadata, "metadata")
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        if not self._attach(payload, attachment, inline=False):
+            self.unsupported("attachments")
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        if not self._attach(payload, attachment, inline=True):
+            self.unsupported("inline attachments (content-id images)")
+
+    def content_id(self, attachment: Attachment) -> str:
+        """An inline part's content id as the API wants it (Postmark: ``cid:...``)."""
+        return attachment.content_id or ""
+
+    def _attach(self, payload: Payload, att: Attachment, *, inline: bool) -> bool:
+        """One attachment object from ``attachment_fields``; False if the API has none."""
+        names = self.attachment_fields
+        if "list" not in names or (inline and "content_id" not in names):
+            return False
+        item = {names["filename"]: att.filename or "", names["content"]: b64(att.data())}
+        if "type" in names:
+            item[names["type"]] = att.content_type or ""
+        if "disposition" in names:
+            item[names["disposition"]] = "inline" if inline else "attachment"
+        if inline:
+            item[names["content_id"]] = self.content_id(att)
+        key = names.get("inline_list", names["list"]) if inline else names["list"]
+        payload.data.setdefault(key, []).append(item)
+        return True
 
     # -- the adapter's other parts -----------------------------------------------------
 

@@ -27,15 +27,7 @@ from pydantic import SecretStr
 from ..errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
 from ..message import Address, Attachment, Message
 from ..result import SendResult
-from .http import (
-    BatchOutcome,
-    HTTPConfig,
-    HTTPProvider,
-    HTTPRequest,
-    Payload,
-    addresses_text,
-    b64,
-)
+from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, addresses_text
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
 
@@ -75,51 +67,24 @@ class PostmarkProvider(HTTPProvider):
     verify_path = "/server"
     max_tags = 1
     batch_size = 500
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "From", "subject": "Subject", "to": "To", "cc": "Cc", "bcc": "Bcc",
+        "reply_to": "ReplyTo", "text": "TextBody", "html": "HtmlBody", "tags": "Tag",
+        "metadata": "Metadata",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "Attachments", "filename": "Name", "content": "Content",
+        "type": "ContentType", "content_id": "ContentID",
+    }  # fmt: skip
 
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.data["From"] = str(sender)
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.data["Subject"] = subject
-
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        payload.data["To"] = addresses_text(to)
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        payload.data["Cc"] = addresses_text(cc)
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        payload.data["Bcc"] = addresses_text(bcc)
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        payload.data["ReplyTo"] = addresses_text(reply_to)
-
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
-        if text is not None:
-            payload.data["TextBody"] = text
-        if html is not None:
-            payload.data["HtmlBody"] = html
+    def json_addresses(self, addresses: list[Address]) -> str:
+        return addresses_text(addresses)  # Postmark takes one comma-separated string
 
     def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
         payload.data["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
 
-    def _attach(self, payload: Payload, att: Attachment) -> dict[str, str]:
-        item = {"Name": att.filename or "", "Content": b64(att.data()),
-                "ContentType": att.content_type or ""}  # fmt: skip
-        payload.data.setdefault("Attachments", []).append(item)
-        return item
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, attachment)
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, attachment)["ContentID"] = f"cid:{attachment.content_id}"
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        payload.data["Tag"] = tags[0]
-
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        payload.data["Metadata"] = metadata
+    def content_id(self, attachment: Attachment) -> str:
+        return f"cid:{attachment.content_id}"
 
     def finish(self, payload: Payload) -> HTTPRequest:
         if self.config.message_stream:

@@ -28,8 +28,8 @@ import httpx
 from pydantic import SecretStr
 
 from ..errors import DeliveryError, DeliveryUncertain, RateLimited
-from ..message import Address, Attachment, Message
-from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+from ..message import Message
+from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
 
 __all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
 
@@ -71,45 +71,14 @@ class ResendProvider(HTTPProvider):
     verify_path = "/domains"
     rate_limit_reset_headers = ("ratelimit-reset",)
     batch_size = 100
-
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.data["from"] = str(sender)
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.data["subject"] = subject
-
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        payload.data["to"] = [str(a) for a in to]
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        payload.data["cc"] = [str(a) for a in cc]
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        payload.data["bcc"] = [str(a) for a in bcc]
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        payload.data["reply_to"] = [str(a) for a in reply_to]
-
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
-        if text is not None:
-            payload.data["text"] = text
-        if html is not None:
-            payload.data["html"] = html
-
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        payload.data["headers"] = headers
-
-    def _attach(self, payload: Payload, att: Attachment) -> dict[str, str]:
-        item = {"filename": att.filename or "", "content": b64(att.data()),
-                "content_type": att.content_type or ""}  # fmt: skip
-        payload.data.setdefault("attachments", []).append(item)
-        return item
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, attachment)
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, attachment)["content_id"] = attachment.content_id or ""
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "from", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
+        "reply_to": "reply_to", "text": "text", "html": "html", "headers": "headers",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachments", "filename": "filename", "content": "content",
+        "type": "content_type", "content_id": "content_id",
+    }  # fmt: skip
 
     def _add_tags(self, payload: Payload, pairs: list[tuple[str, str]]) -> None:
         for name, value in pairs:

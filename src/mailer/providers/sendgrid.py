@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import SecretStr
 
-from ..message import Address, Attachment
-from .http import HTTPConfig, HTTPProvider, Payload, address_dict, b64
+from ..message import Address
+from .http import HTTPConfig, HTTPProvider, Payload, address_dict
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
 
@@ -39,6 +39,17 @@ class SendGridProvider(HTTPProvider):
     key_prefix = "Bearer "
     rate_limit_reset_headers = ("X-RateLimit-Reset",)
     max_tags = 10
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "from", "subject": "subject", "headers": "headers", "tags": "categories",
+        "metadata": "custom_args",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachments", "filename": "filename", "content": "content", "type": "type",
+        "disposition": "disposition", "content_id": "content_id",
+    }  # fmt: skip
+
+    def json_address(self, address: Address) -> dict[str, str]:
+        return address_dict(address)
 
     @staticmethod
     def _personalization(payload: Payload) -> dict[str, Any]:
@@ -46,26 +57,20 @@ class SendGridProvider(HTTPProvider):
         first: dict[str, Any] = personalizations[0]
         return first
 
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.data["from"] = address_dict(sender)
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.data["subject"] = subject
-
     def set_to(self, payload: Payload, to: list[Address]) -> None:
-        self._personalization(payload)["to"] = [address_dict(a) for a in to]
+        self._personalization(payload)["to"] = self.json_addresses(to)
 
     def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        self._personalization(payload)["cc"] = [address_dict(a) for a in cc]
+        self._personalization(payload)["cc"] = self.json_addresses(cc)
 
     def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        self._personalization(payload)["bcc"] = [address_dict(a) for a in bcc]
+        self._personalization(payload)["bcc"] = self.json_addresses(bcc)
 
     def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
         if len(reply_to) == 1:
             payload.data["reply_to"] = address_dict(reply_to[0])
         else:
-            payload.data["reply_to_list"] = [address_dict(a) for a in reply_to]
+            payload.data["reply_to_list"] = self.json_addresses(reply_to)
 
     def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
         # SendGrid requires text/plain before text/html, and at least one non-empty part
@@ -74,27 +79,6 @@ class SendGridProvider(HTTPProvider):
             content.append({"type": "text/plain", "value": text or " "})
         if html is not None:
             content.append({"type": "text/html", "value": html})
-
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        payload.data["headers"] = headers
-
-    def _attach(self, payload: Payload, att: Attachment, disposition: str) -> dict[str, str]:
-        item = {"content": b64(att.data()), "filename": att.filename or "",
-                "type": att.content_type or "", "disposition": disposition}  # fmt: skip
-        payload.data.setdefault("attachments", []).append(item)
-        return item
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, attachment, "attachment")
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, attachment, "inline")["content_id"] = attachment.content_id or ""
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        payload.data["categories"] = tags
-
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        payload.data["custom_args"] = metadata
 
     def provider_id(self, response: httpx.Response) -> str | None:
         msg_id: str | None = response.headers.get("X-Message-Id")

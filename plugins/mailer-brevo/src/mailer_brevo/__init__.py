@@ -29,8 +29,8 @@ from typing import ClassVar
 import httpx
 from pydantic import SecretStr
 
-from mailer import Address, Attachment, AuthError, DeliveryError, Message
-from mailer.providers.http import HTTPConfig, HTTPProvider, Payload, address_dict, b64
+from mailer import Address, AuthError, DeliveryError, Message
+from mailer.providers.http import HTTPConfig, HTTPProvider, Payload, address_dict
 
 __all__ = ["BrevoConfig", "BrevoProvider"]
 #: one version source: mailer-failover's (see this package's pyproject)
@@ -63,24 +63,17 @@ class BrevoProvider(HTTPProvider):
     verify_path = "/v3/account"
     rate_limit_reset_headers = ("x-sib-ratelimit-reset",)
     max_reply_to = 1
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "sender", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
+        "reply_to": "replyTo", "headers": "headers", "tags": "tags",
+    }  # fmt: skip
+    #: no content id: inline parts are refused
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachment", "filename": "name", "content": "content",
+    }  # fmt: skip
 
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.data["sender"] = address_dict(sender)
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.data["subject"] = subject
-
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        payload.data["to"] = [address_dict(a) for a in to]
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        payload.data["cc"] = [address_dict(a) for a in cc]
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        payload.data["bcc"] = [address_dict(a) for a in bcc]
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        payload.data["replyTo"] = address_dict(reply_to[0])
+    def json_address(self, address: Address) -> dict[str, str]:
+        return address_dict(address)
 
     def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
         if html is None:
@@ -90,16 +83,6 @@ class BrevoProvider(HTTPProvider):
         payload.data["htmlContent"] = html
         if text is not None:
             payload.data["textContent"] = text
-
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        payload.data.setdefault("headers", {}).update(headers)
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        item = {"name": attachment.filename or "", "content": b64(attachment.data())}
-        payload.data.setdefault("attachment", []).append(item)
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        payload.data["tags"] = tags
 
     def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
         custom = json.dumps(metadata, separators=(",", ":"))

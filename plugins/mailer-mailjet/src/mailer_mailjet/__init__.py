@@ -33,7 +33,6 @@ from pydantic import SecretStr
 
 from mailer import (
     Address,
-    Attachment,
     AuthError,
     DeliveryError,
     Message,
@@ -47,7 +46,6 @@ from mailer.providers.http import (
     HTTPProvider,
     HTTPRequest,
     Payload,
-    b64,
     unique_recipients,
 )
 
@@ -66,13 +64,6 @@ class MailjetConfig(HTTPConfig):
     sandbox: bool = False
 
 
-def _addr(address: Address) -> dict[str, str]:
-    out = {"Email": address.email}
-    if address.name:
-        out["Name"] = address.name
-    return out
-
-
 class MailjetProvider(HTTPProvider):
     """Mailjet's Send API v3.1 (Basic auth with the API key and secret key)."""
 
@@ -85,6 +76,15 @@ class MailjetProvider(HTTPProvider):
     max_reply_to = 1
     max_tags = 1  # one CustomCampaign
     batch_size = 50
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "From", "subject": "Subject", "to": "To", "cc": "Cc", "bcc": "Bcc",
+        "reply_to": "ReplyTo", "text": "TextPart", "html": "HTMLPart", "headers": "Headers",
+        "tags": "CustomCampaign",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "Attachments", "inline_list": "InlinedAttachments", "filename": "Filename",
+        "content": "Base64Content", "type": "ContentType", "content_id": "ContentID",
+    }  # fmt: skip
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -104,49 +104,15 @@ class MailjetProvider(HTTPProvider):
 
     # -- the request -------------------------------------------------------------------
 
+    def json_address(self, address: Address) -> dict[str, str]:
+        out = {"Email": address.email}
+        if address.name:
+            out["Name"] = address.name
+        return out
+
     def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.data["From"] = _addr(sender)
+        super().set_from(payload, sender)
         payload.data["CustomID"] = payload.message.message_id
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.data["Subject"] = subject
-
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        payload.data["To"] = [_addr(a) for a in to]
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        payload.data["Cc"] = [_addr(a) for a in cc]
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        payload.data["Bcc"] = [_addr(a) for a in bcc]
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        payload.data["ReplyTo"] = _addr(reply_to[0])
-
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
-        if text is not None:
-            payload.data["TextPart"] = text
-        if html is not None:
-            payload.data["HTMLPart"] = html
-
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        payload.data["Headers"] = headers
-
-    def _attach(self, payload: Payload, key: str, att: Attachment) -> dict[str, str]:
-        item = {"ContentType": att.content_type or "", "Filename": att.filename or "",
-                "Base64Content": b64(att.data())}  # fmt: skip
-        payload.data.setdefault(key, []).append(item)
-        return item
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        self._attach(payload, "Attachments", attachment)
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        item = self._attach(payload, "InlinedAttachments", attachment)
-        item["ContentID"] = attachment.content_id or ""
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        payload.data["CustomCampaign"] = tags[0]
 
     def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
         # returned verbatim in Mailjet's event webhooks
