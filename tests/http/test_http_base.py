@@ -7,10 +7,7 @@ real server on 127.0.0.1, so httpx's own exceptions are what the boundary sees.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any, ClassVar
@@ -40,6 +37,8 @@ from mailer.providers.http import (
     parse_retry_after,
     unique_recipients,
 )
+
+from .servers import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -213,55 +212,6 @@ async def test_transport_error_mapping(
     assert type(sent.error) is expected
     assert sent.error.provider == "echo"
     assert isinstance(sent.error.__cause__, httpx.HTTPError)
-
-
-class _Server:
-    """A loopback HTTP server whose behaviour each test picks: answer, hang or hang up."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.connections = 0
-        self.requests = 0
-        self.port = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                self.requests += 1
-                if self.mode == "hang":
-                    await asyncio.sleep(30)
-                if self.mode == "drop":
-                    break
-                body = b'{"id": "real-1"}'
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-
-@contextlib.asynccontextmanager
-async def serve(mode: str) -> AsyncIterator[_Server]:
-    state = _Server(mode)
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
-        yield state
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1)
 
 
 async def test_real_read_timeout_is_uncertain() -> None:

@@ -50,8 +50,10 @@ def pm_ok(to: str, n: int) -> dict[str, Any]:
 async def test_postmark_batch_gives_each_message_its_own_outcome() -> None:
     messages = [msg(0), msg(1), Message(sender="s@example.com", bcc=["b@example.org"],
                                         subject="no to", text="t"), msg(3)]  # fmt: skip
-    inactive = ("You tried to send to recipient(s) that have been marked as inactive. Found "
-                "inactive addresses: r1@example.org. Inactive recipients are ones that...")  # fmt: skip
+    inactive = (
+        "You tried to send to recipient(s) that have been marked as inactive. Found inactive "
+        "addresses: r1@example.org. Inactive recipients are ones that..."
+    )
     answer = [pm_ok("r0@example.org", 0), {"ErrorCode": 406, "Message": inactive},
               pm_ok("r3@example.org", 3)]  # fmt: skip
     provider = postmark()

@@ -13,9 +13,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -25,47 +24,11 @@ from mailer import DeliveryError, DeliveryUncertain, Message, TransientError
 from mailer.providers.resend import ResendProvider
 from mailer.routing.attempt import AttemptState, _enter, _exit, commit_hooks
 
+from .servers import serve
+
 pytestmark = pytest.mark.anyio
 
 MESSAGE = Message(sender="a@example.com", to=["b@example.org"], subject="hi", text="t")
-
-
-class _Server:
-    """``silent``: accept TCP, never read or write; ``hang``: read the request, never answer."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.port = 0
-        self.bodies = 0
-        self.connections = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            if self.mode == "hang":
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))  # fmt: skip
-                await reader.readexactly(length)
-                self.bodies += 1
-            await asyncio.sleep(30)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-
-@contextlib.asynccontextmanager
-async def serve(mode: str) -> AsyncIterator[_Server]:
-    state = _Server(mode)
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
-        yield state
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1)
 
 
 async def attempt(
@@ -124,7 +87,7 @@ async def test_hang_after_the_body_is_uncertain_at_the_send_deadline() -> None:
     async with serve("hang") as server:
         provider = make(f"http://127.0.0.1:{server.port}")
         state, scope, error, took = await attempt(provider, budget=0.3, deadline=1.5)
-        assert server.bodies == 1
+        assert server.requests == 1
     assert state.committed
     assert state.setup_time is not None and state.setup_time < 0.3
     assert not scope.cancelled_caught, "an attempt past its commit point was abandoned"
@@ -149,7 +112,7 @@ async def test_abandoned_at_the_commit_point_sends_no_body() -> None:
         state, _, error, _ = await attempt(provider, budget=5, deadline=5, hooks=(release,))
         await asyncio.sleep(0.1)
         assert server.connections == 1
-        assert server.bodies == 0
+        assert server.requests == 0
     assert state_box == [state]
     assert not state.committed
     assert type(error) is TransientError

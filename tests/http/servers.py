@@ -1,0 +1,66 @@
+"""The one loopback HTTP server kit of the HTTP tests: real sockets, so that httpx's own
+exceptions (and httpcore's trace events) are what the provider sees."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+__all__ = ["HTTPTestServer", "serve"]
+
+
+class HTTPTestServer:
+    """A loopback HTTP/1.1 server whose behaviour each test picks.
+
+    ``ok``: answer 200 with a JSON id; ``hang``: read the whole request, never answer;
+    ``drop``: read it and hang up; ``silent``: accept TCP, never read or write (a TLS
+    handshake with it never ends).
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.connections = 0
+        self.requests = 0
+        self.port = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            if self.mode == "silent":
+                await asyncio.sleep(30)
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                self.requests += 1
+                if self.mode == "hang":
+                    await asyncio.sleep(30)
+                if self.mode == "drop":
+                    break
+                body = b'{"id": "real-1"}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(mode: str) -> AsyncIterator[HTTPTestServer]:
+    state = HTTPTestServer(mode)
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1)
