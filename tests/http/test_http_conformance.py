@@ -186,8 +186,8 @@ TestSendGridConformance.documented_errors = (
         _sg("too many requests"),
         RateLimited,
         True,
-        rest=(50, 61),
-        headers={"X-RateLimit-Reset": str(int(time.time()) + 60)},
+        rest=(80000, 86401),  # a Unix timestamp a day ahead (made at import)
+        headers={"X-RateLimit-Reset": str(int(time.time()) + 86400)},
     ),
     ErrorCase("500", 500, _sg("An internal server error occurred."), DeliveryUncertain, False),
 )

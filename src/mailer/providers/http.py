@@ -772,8 +772,12 @@ class HTTPProvider(Provider):
             )
         else:
             error = DeliveryUncertain(f"{where}: {text}", provider=self.name)
-        error.timed_out = timed_out
+        # as for SMTP: a hang before the commit point is a slow call (the breaker opens at
+        # once); a missing answer after it is DeliveryUncertain, judged on its own
+        error.timed_out = timed_out and not isinstance(error, DeliveryUncertain)
         error.retry_here = not slow_to_heal
+        # waiting for our own pool says nothing about the provider's health
+        error.no_verdict = isinstance(exc, httpx.PoolTimeout)
         return error
 
     def _describe(self, exc: Exception) -> str:
@@ -817,8 +821,8 @@ class HTTPProvider(Provider):
             error = DeliveryUncertain(
                 f"HTTP {status}: {text}; the provider may have accepted the message", **kw
             )
-            if status == 504:  # a gateway gave up waiting: the API did not answer in time
-                error.timed_out, error.retry_here = True, False
+            if status == 504:  # a gateway gave up waiting: a retry would wait as long
+                error.retry_here = False
             return error
         # 1xx/3xx: something between us and the API (a redirecting proxy, a wrong
         # base_url) answered instead of it, so the API never saw the request
