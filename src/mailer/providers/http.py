@@ -222,7 +222,8 @@ class HTTPProvider(Provider):
     """Base class for providers that send through an HTTP API, the django-anymail way.
 
     :meth:`build_request` walks the Message once and calls one hook per feature
-    (``set_from``, ``set_to``, ``set_cc``, ``set_bcc``, ``set_reply_to``, ``set_subject``,
+    (``set_from``, ``set_to``, ``set_cc``, ``set_bcc`` (all three through
+    ``add_recipients``), ``set_reply_to``, ``set_subject``,
     ``set_body``, ``set_headers``, ``add_attachment``, ``add_inline``, ``set_tags``,
     ``set_metadata``), then :meth:`finish` turns the filled :class:`Payload` into the one
     request. A hook the adapter does not implement refuses the feature
@@ -521,8 +522,13 @@ class HTTPProvider(Provider):
     def set_subject(self, payload: Payload, subject: str) -> None:
         self._put_or(payload, "subject", subject, None)
 
+    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
+        """One recipient list; ``kind`` is ``to``, ``cc`` or ``bcc``."""
+        refusal = None if kind == "to" else f"{kind} recipients"
+        self._put_or(payload, kind, self.json_addresses(addresses), refusal)
+
     def set_to(self, payload: Payload, to: list[Address]) -> None:
-        self._put_or(payload, "to", self.json_addresses(to), None)
+        self.add_recipients(payload, "to", to)
 
     def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
         """``text`` is None only when there is ``html``; either may be empty."""
@@ -532,10 +538,10 @@ class HTTPProvider(Provider):
             self._put_or(payload, "html", html, None)
 
     def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        self._put_or(payload, "cc", self.json_addresses(cc), "cc recipients")
+        self.add_recipients(payload, "cc", cc)
 
     def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        self._put_or(payload, "bcc", self.json_addresses(bcc), "bcc recipients")
+        self.add_recipients(payload, "bcc", bcc)
 
     def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
         """A single value when the API takes one (``max_reply_to = 1``), else a list."""

@@ -80,18 +80,9 @@ class MailgunProvider(HTTPProvider):
     def set_subject(self, payload: Payload, subject: str) -> None:
         payload.add_field("subject", subject)
 
-    def _recipients(self, payload: Payload, name: str, group: list[Address]) -> None:
-        for addr in group:
-            payload.add_field(name, str(addr))
-
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        self._recipients(payload, "to", to)
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        self._recipients(payload, "cc", cc)
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        self._recipients(payload, "bcc", bcc)
+    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
+        for addr in addresses:
+            payload.add_field(kind, str(addr))
 
     def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
         payload.add_field("h:Reply-To", addresses_text(reply_to))

@@ -57,14 +57,8 @@ class SendGridProvider(HTTPProvider):
         first: dict[str, Any] = personalizations[0]
         return first
 
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        self._personalization(payload)["to"] = self.json_addresses(to)
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        self._personalization(payload)["cc"] = self.json_addresses(cc)
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        self._personalization(payload)["bcc"] = self.json_addresses(bcc)
+    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
+        self._personalization(payload)[kind] = self.json_addresses(addresses)
 
     def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
         if len(reply_to) == 1:

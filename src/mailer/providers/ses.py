@@ -152,17 +152,9 @@ class SESProvider(HTTPProvider):
     def set_subject(self, payload: Payload, subject: str) -> None:
         payload.data["Content"] = {"Simple": {"Subject": _text(subject), "Body": {}}}
 
-    def _destination(self, payload: Payload, key: str, group: list[Address]) -> None:
-        payload.data.setdefault("Destination", {})[key] = [_addr(a) for a in group]
-
-    def set_to(self, payload: Payload, to: list[Address]) -> None:
-        self._destination(payload, "ToAddresses", to)
-
-    def set_cc(self, payload: Payload, cc: list[Address]) -> None:
-        self._destination(payload, "CcAddresses", cc)
-
-    def set_bcc(self, payload: Payload, bcc: list[Address]) -> None:
-        self._destination(payload, "BccAddresses", bcc)
+    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
+        key = f"{kind.capitalize()}Addresses"  # ToAddresses, CcAddresses, BccAddresses
+        payload.data.setdefault("Destination", {})[key] = [_addr(a) for a in addresses]
 
     def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
         payload.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
