@@ -1,0 +1,152 @@
+"""Batch sending: ``send_batch`` vs a loop of ``send`` vs the official SDK, per ESP.
+
+A local fake of the Postmark and Resend APIs (benchmarks/_fake_esp.py, its own process)
+behind latency-proxy --delay-ms 5 (a 10 ms round trip). For each ESP, in one run:
+
+* ``send_batch``: ``provider.send_batch(messages)`` (Postmark /email/batch 500 per request,
+  Resend /emails/batch 100 per request), ``max_connections`` requests at a time;
+* ``loop of send``: ``for m in messages: await provider.send(m)``;
+* the official SDK's per-message call, in a loop: postmarker's
+  ``PostmarkClient.emails.send`` and resend's ``resend.Emails.send`` (both synchronous,
+  on requests).
+
+The sequential cases run ``--loop-count`` messages (their rate does not depend on how many):
+10,000 of them would take minutes each. Messages/s are compared in the same run.
+
+    .venv/bin/python benchmarks/batch.py [--count 10000] [--loop-count 500] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import HOST, free_port, latency_proxy, machine, ratio, spawn, stop, table, wait_port
+
+from mailer import Message, SendResult
+from mailer.providers.http import HTTPProvider
+from mailer.providers.postmark import PostmarkProvider
+from mailer.providers.resend import ResendProvider
+
+FAKE = Path(__file__).resolve().parent / "_fake_esp.py"
+
+
+def messages(n: int) -> list[Message]:
+    return [Message(sender="Shop <shop@example.com>", to=[f"user{i}@example.org"],
+                    subject=f"Order {i}", text="Thanks for your order.\n" * 20,
+                    html="<p>Thanks for your order.</p>" * 20) for i in range(n)]  # fmt: skip
+
+
+def provider(kind: str, base_url: str) -> HTTPProvider:
+    if kind == "postmark":
+        return PostmarkProvider.from_config("postmark", {"server_token": "bench-token",
+                                                         "base_url": base_url})  # fmt: skip
+    return ResendProvider.from_config("resend", {"api_key": "re_bench", "base_url": base_url})
+
+
+async def _batch(kind: str, base_url: str, n: int) -> float:
+    p = provider(kind, base_url)
+    msgs = messages(n)
+    await p.send(msgs[0])  # warm the connection
+    start = time.perf_counter()
+    outcomes = await p.send_batch(msgs)
+    took = time.perf_counter() - start
+    await p.aclose()
+    assert all(isinstance(o, SendResult) for o in outcomes), outcomes[:3]
+    return n / took
+
+
+async def _loop(kind: str, base_url: str, n: int) -> float:
+    p = provider(kind, base_url)
+    msgs = messages(n)
+    await p.send(msgs[0])
+    start = time.perf_counter()
+    for m in msgs:
+        await p.send(m)
+    took = time.perf_counter() - start
+    await p.aclose()
+    return n / took
+
+
+def _sdk(kind: str, base_url: str, n: int) -> float:
+    msgs = messages(n)
+    if kind == "postmark":
+        from postmarker.core import PostmarkClient
+
+        client = PostmarkClient(server_token="bench-token", root_api_url=base_url + "/")
+
+        def send(m: Message) -> None:
+            client.emails.send(From=str(m.sender), To=str(m.to[0]), Subject=m.subject,
+                               TextBody=m.text, HtmlBody=m.html)  # fmt: skip
+    else:
+        import resend
+
+        resend.api_key = "re_bench"
+        resend.api_url = base_url
+
+        def send(m: Message) -> None:
+            resend.Emails.send({"from": str(m.sender), "to": [str(m.to[0])],
+                                "subject": m.subject, "text": m.text, "html": m.html})  # fmt: skip
+
+    send(msgs[0])
+    start = time.perf_counter()
+    for m in msgs:
+        send(m)
+    return n / (time.perf_counter() - start)
+
+
+def run(count: int, loop_count: int, rounds: int, delay_ms: float) -> None:
+    print(f"batch: {machine()}")
+    print(f"  latency-proxy {delay_ms:g} ms each way; send_batch {count} messages, "
+          f"sequential cases {loop_count}; {rounds} rounds, medians")  # fmt: skip
+    port = free_port()
+    fake = spawn([sys.executable, FAKE, "--port", str(port)])
+    try:
+        wait_port(port, fake)
+        with latency_proxy(port, delay_ms) as proxied:
+            base_url = f"http://{HOST}:{proxied}"
+            rows = []
+            for kind in ("postmark", "resend"):
+                cases: dict[str, Callable[[], float]] = {
+                    "send_batch": lambda k=kind: asyncio.run(_batch(k, base_url, count)),
+                    "loop of send": lambda k=kind: asyncio.run(_loop(k, base_url, loop_count)),
+                    "official SDK loop": lambda k=kind: _sdk(k, base_url, loop_count),
+                }
+                rates: dict[str, list[float]] = {name: [] for name in cases}
+                for r in range(rounds):
+                    for name, fn in cases.items():
+                        rates[name].append(fn())
+                        print(f"  {kind} round {r + 1} {name}: {rates[name][-1]:,.0f} msg/s",
+                              flush=True)  # fmt: skip
+                med: dict[str, float] = {k: statistics.median(v) for k, v in rates.items()}
+                for name in cases:
+                    rows.append([kind, name, f"{med[name]:,.0f}",
+                                 ratio(med[name], med["loop of send"]),
+                                 ratio(med[name], med["official SDK loop"])])  # fmt: skip
+                target = med["send_batch"] >= 10 * med["loop of send"]
+                print(f"  {kind}: send_batch >= 10x loop of send: {'MET' if target else 'NOT MET'}")
+    finally:
+        stop(fake)
+    print()
+    print(table(["ESP", "case", "msg/s", "vs loop of send", "vs SDK loop"], rows))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--loop-count", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--delay-ms", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    run(args.count, args.loop_count, args.rounds, args.delay_ms)
+
+
+if __name__ == "__main__":
+    main()
