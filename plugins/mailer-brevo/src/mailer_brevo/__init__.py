@@ -20,8 +20,8 @@ message -> PermanentError.
 
 from __future__ import annotations
 
-import importlib.metadata
 import html as html_lib
+import importlib.metadata
 import json
 import re
 from typing import ClassVar
