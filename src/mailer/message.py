@@ -22,15 +22,17 @@ The Message-ID is made when the Message is made, and the rendered bytes are cach
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import mimetypes
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
-from email.header import decode_header
+from email.header import decode_header, make_header
 from email.headerregistry import Address as _StdAddress
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -38,6 +40,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import idna
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -70,6 +73,19 @@ _CONTENT_TYPE = re.compile(
 )
 _SPACE_OR_ANGLE = re.compile(r"[\s<>]")
 _DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
+# Something a mail client would read as an address inside a display name (after NFKC,
+# which maps look-alikes such as U+FF20 FULLWIDTH COMMERCIAL AT to "@").
+_ADDRESS_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+")
+_AT_LIKE = re.compile("[@\uff20\ufe6b]")
+
+#: Longest subject, header value and display name, in characters. RFC 5322 2.1.1: a
+#: line may hold 998 characters; a longer value is only possible folded, and a megabyte
+#: subject is a way to make a message nobody can read (or a server refuses mid-DATA).
+MAX_HEADER_CHARS = 998
+#: Most custom ``headers`` one message may carry.
+MAX_HEADERS = 100
+#: Longest attachment file name, in characters (common file systems' limit).
+MAX_FILENAME_CHARS = 255
 
 # Headers the Message owns: set through its fields, never through ``headers``.
 _RENDER_LOCK = threading.Lock()
@@ -78,15 +94,33 @@ _RESERVED_HEADERS = frozenset(
     {
         "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
         "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
-        "sender", "return-path",
+        "sender",
     }
 )  # fmt: skip
+
+# Trace and authentication headers are written by the servers a message passes through
+# (RFC 5321 4.4, RFC 8601, RFC 8617) or by the signer (DKIM-Signature, from ``dkim``).
+# One set by the sender is a forgery that filters and people may trust.
+_TRACE_HEADERS = frozenset(
+    {
+        "received", "return-path", "received-spf", "authentication-results",
+        "dkim-signature", "domainkey-signature", "delivered-to", "x-original-to",
+    }
+)  # fmt: skip
+_TRACE_PREFIXES = ("arc-", "resent-")
 
 
 def _describe(text: str, limit: int = 80) -> str:
     """A printable, bounded rendering of untrusted input for error messages."""
     shown = repr(text[:limit])
     return shown + ("..." if len(text) > limit else "")
+
+
+def check_length(value: str, what: str, limit: int = MAX_HEADER_CHARS) -> str:
+    """Refuse a value longer than ``limit`` characters (before it is folded or encoded)."""
+    if len(value) > limit:
+        raise MessageError(f"{what} is {len(value)} characters long; the limit is {limit}")
+    return value
 
 
 def check_text(value: str, what: str, *, allow_tab: bool = False) -> str:
@@ -120,6 +154,34 @@ def check_text(value: str, what: str, *, allow_tab: bool = False) -> str:
 # --------------------------------------------------------------------------- addresses
 
 
+def check_display_name(name: str, email: str) -> None:
+    """Refuse a display name that holds an address other than the mailbox's own.
+
+    ``"ceo@bank.example" <x@evil.example>``: most clients show only the display name, so
+    the reader sees ceo@bank.example as the sender. Quoting does not help (the quotes are
+    not shown), so it is refused. The mailbox's own address in its name is harmless and
+    common (``"alice@example.org" <alice@example.org>``). Look-alike at signs (U+FF20,
+    U+FE6B) and encoded-words are seen through.
+    """
+    if name.isascii() and "@" not in name and "=?" not in name:
+        return  # the common case, on every named address: one scan
+    candidates = [unicodedata.normalize("NFKC", name)]
+    for word in _ENCODED_WORD.findall(name):
+        with contextlib.suppress(Exception):
+            candidates.append(str(make_header(decode_header(word))))
+    own = email.casefold()
+    for text in candidates:
+        if not _AT_LIKE.search(text):
+            continue
+        for found in _ADDRESS_IN_TEXT.findall(unicodedata.normalize("NFKC", text)):
+            if found.casefold() != own:
+                raise MessageError(
+                    f"display name {_describe(name)} contains an address ({_describe(found)}) "
+                    f"that is not the mailbox's own ({email}): mail clients would show it as "
+                    "the sender; leave the address out of the name"
+                )
+
+
 def _parse_domain(domain: str, original: str) -> str:
     """Return the ASCII (IDNA) form of a domain, or raise."""
     if not domain:
@@ -136,10 +198,21 @@ def _parse_domain(domain: str, original: str) -> str:
         return domain
     if domain.endswith("."):
         domain = domain[:-1]
+    # IDNA 2008 with UTS 46 mapping (non-transitional), as browsers and current mail
+    # software do. Python's "idna" codec is IDNA 2003, which maps "faß.de" to "fass.de":
+    # someone else's domain. A-labels given as such ("xn--...") are checked too.
     try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        raise MessageError(f"domain is not a valid IDN: {_describe(original)}") from None
+        if not domain.isascii():
+            ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+        else:
+            ascii_domain = domain
+            if "xn--" in domain.lower():
+                idna.decode(domain)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise MessageError(
+            f"domain is not a valid internationalized domain name (IDNA 2008: {exc}): "
+            f"{_describe(original)}"
+        ) from None
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
         raise MessageError(f"domain is not a valid host name: {_describe(original)}")
@@ -287,8 +360,15 @@ class Address(_Strict):
     def _check_name(cls, value: str | None) -> str | None:
         if value is not None:
             check_text(value, "display name")
+            check_length(value, "display name")
             value = value.strip() or None
         return value
+
+    @model_validator(mode="after")
+    def _no_address_in_name(self) -> Address:
+        if self.name is not None:
+            check_display_name(self.name, self.email)
+        return self
 
     @classmethod
     def parse(cls, value: str | Address | Mapping[str, Any] | tuple[str | None, str]) -> Address:
@@ -318,6 +398,19 @@ class Address(_Strict):
 # ------------------------------------------------------------------------- attachments
 
 
+def safe_filename(name: str) -> str:
+    """The base name of ``name``: no directories, no leading dots, within the length limit.
+
+    A recipient's client that saves ``../../etc/passwd`` (or ``..\\..\\boot.ini``) under
+    its download folder should find only ``passwd``; the reduced name is what is sent.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = base.strip().lstrip(".").rstrip(". ")  # Windows drops trailing dots/spaces
+    if not base:
+        raise MessageError(f"attachment filename has no usable base name: {_describe(name)}")
+    return check_length(base, "attachment filename", MAX_FILENAME_CHARS)
+
+
 class Attachment(_Strict):
     """A file to attach: bytes in memory or a path read once, at render time.
 
@@ -342,6 +435,7 @@ class Attachment(_Strict):
         if name is None:
             raise MessageError("an attachment given as bytes needs a filename")
         check_text(name, "attachment filename")
+        name = safe_filename(name)
         object.__setattr__(self, "filename", name)
         ctype = self.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         if not _CONTENT_TYPE.match(ctype):
@@ -451,7 +545,7 @@ class Message(_Strict):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        return check_text(value, "subject")
+        return check_length(check_text(value, "subject"), "subject")
 
     @field_validator("text", "html")
     @classmethod
@@ -464,14 +558,24 @@ class Message(_Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise MessageError(f"{len(value)} custom headers; the limit is {MAX_HEADERS}")
         for name, text in value.items():
             if not _HEADER_NAME.match(name):
                 raise MessageError(f"invalid header name: {_describe(name)}")
-            if name.lower() in _RESERVED_HEADERS:
+            lower = name.lower()
+            if lower in _RESERVED_HEADERS:
                 raise MessageError(
                     f"header {name!r} is set from the message's own fields; use them instead"
                 )
+            if lower in _TRACE_HEADERS or lower.startswith(_TRACE_PREFIXES):
+                raise MessageError(
+                    f"header {name!r} is a trace or authentication header, which only the "
+                    "servers a message passes through (or its DKIM signer: use the dkim "
+                    "option) may add; a sender-supplied one is a forgery"
+                )
             check_text(text, f"header {name!r}", allow_tab=True)
+            check_length(text, f"header {name!r}")
         return value
 
     @field_validator("tags")
@@ -669,5 +773,7 @@ def _validation_summary(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "message"
         text = str(err.get("msg", ""))
         text = text.removeprefix("Value error, ")
+        # a nested model (an Address in ``to``) already summarised its own error
+        text = text.removeprefix("invalid message: ").removeprefix("message: ")
         parts.append(f"{loc}: {text}")
     return "invalid message: " + "; ".join(parts)
