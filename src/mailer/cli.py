@@ -48,6 +48,7 @@ from .errors import (
     RateLimited,
     TransientError,
 )
+from .providers.smtp.config import is_loopback
 
 __all__ = ["app", "main"]
 
@@ -661,10 +662,6 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _is_loopback(host: str) -> bool:
-    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
-
-
 async def diagnose(
     host: str,
     port: int,
@@ -764,7 +761,7 @@ def _conclude(diag: Diagnosis, ca_file: Path | None) -> None:
                 )
         else:
             diag.mode = "plaintext only"
-            if _is_loopback(host):
+            if is_loopback(host):
                 settings["ignore_tls"] = True
                 diag.notes.append(
                     "no STARTTLS offered: fine for a loopback test server (ignore_tls = true)"
@@ -772,7 +769,8 @@ def _conclude(diag: Diagnosis, ca_file: Path | None) -> None:
             else:
                 diag.problems.append(
                     "the server offers no TLS at all: mail and any password would cross the "
-                    "network in clear; the SMTP provider refuses AUTH without TLS"
+                    "network in clear; the SMTP provider refuses AUTH without TLS, and "
+                    "refuses to send (require_tls, on by default) unless require_tls = false"
                 )
         if plain.extensions.get("AUTH") and plain.starttls:
             diag.auth_before_tls = plain.extensions["AUTH"].split()

@@ -47,6 +47,7 @@ __all__ = [
     "ScriptedServer",
     "ServerState",
     "SilentServer",
+    "StripTLSProxy",
     "TokenEndpoint",
     "free_port",
     "make_certs",
@@ -465,6 +466,62 @@ class ScriptedServer(_ThreadedSocketServer):
         client.sendall(self._payload)
         if self._close:
             client.shutdown(socket.SHUT_RDWR)
+
+
+class StripTLSProxy(_ThreadedSocketServer):
+    """A man in the middle on 127.0.0.1 that removes STARTTLS from the EHLO reply.
+
+    Everything is relayed both ways, except that ``250-STARTTLS``/``250 STARTTLS`` lines
+    never reach the client (the multi-line reply is re-terminated), the downgrade attack
+    that makes an opportunistic client send in plaintext. ``seen_by_mitm`` keeps what
+    the client sent, as the attacker would read it.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__()
+        self._upstream_port = upstream_port
+        self.seen_by_mitm = bytearray()
+        self._lock = threading.Lock()
+
+    def on_connect(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self._upstream_port), timeout=5)
+        self._clients.append(upstream)
+        for target in (self._to_server, self._to_client):
+            threading.Thread(target=target, args=(client, upstream), daemon=True).start()
+
+    def _to_server(self, client: socket.socket, upstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                with self._lock:
+                    self.seen_by_mitm += data
+                upstream.sendall(data)
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
+
+    def _to_client(self, client: socket.socket, upstream: socket.socket) -> None:
+        buffer, held = b"", []
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                buffer += data
+                *lines, buffer = buffer.split(b"\r\n")
+                out = []
+                for line in lines:
+                    if line[:4] == b"250-":
+                        held.append(line)  # a multi-line reply: wait for its last line
+                        continue
+                    if held or line[:3] == b"250":
+                        reply = [x for x in [*held, line] if x[4:].upper() != b"STARTTLS"]
+                        held = []
+                        if not reply:
+                            continue
+                        reply = [b"250-" + x[4:] for x in reply[:-1]] + [b"250 " + reply[-1][4:]]
+                        out += reply
+                    else:
+                        out.append(line)
+                if out:
+                    client.sendall(b"".join(x + b"\r\n" for x in out))
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
 
 
 class TokenEndpoint:

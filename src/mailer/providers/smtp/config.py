@@ -11,11 +11,12 @@ first send: a config that would send a password in plaintext never gets built.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -48,6 +49,24 @@ OAUTH2_PRESETS: dict[str, dict[str, str]] = {
 # An EHLO argument: a domain or an address literal; never spaces or controls.
 _EHLO_NAME = re.compile(r"^(?:\[[0-9A-Za-z:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}))$")
 _CONTROL = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]")
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` (and ``*.localhost``, RFC 6761) or a loopback IP address.
+
+    The one place that decides where plaintext is acceptable by default: traffic to
+    these never leaves the machine.
+    """
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 class _Options(BaseModel):
@@ -121,8 +140,15 @@ class OAuth2Options(_Options):
                 "oauth2 needs access_token, a token endpoint (token_url or preset with "
                 "client_id, client_secret, refresh_token), or callback"
             )
-        if self.token_url is not None and not self.token_url.startswith(("https://", "http://")):
-            raise ValueError("token_url must be an http(s) URL")
+        if self.token_url is not None:
+            url = urlsplit(self.token_url)
+            if url.scheme == "http" and not is_loopback(url.hostname or ""):
+                raise ValueError(
+                    "token_url must be https:// (a refresh-token grant sends client_secret "
+                    "and refresh_token); http:// is allowed only for loopback hosts"
+                )
+            if url.scheme not in ("https", "http") or not url.hostname:
+                raise ValueError("token_url must be an https:// URL")
         return self
 
     @property
@@ -178,8 +204,9 @@ class SMTPConfig(ProviderConfig):
     port: int | None = Field(default=None, ge=1, le=65535)
     #: implicit TLS from the first byte; default true on port 465
     secure: bool | None = None
-    #: refuse to go on when STARTTLS is not offered
-    require_tls: bool = False
+    #: refuse to go on when STARTTLS is not offered; default true for every host but
+    #: loopback addresses and ``localhost`` (set false to allow plaintext, logged)
+    require_tls: bool | None = None
     #: never try STARTTLS
     ignore_tls: bool = False
     #: allow AUTH on a connection without TLS (trusted loopback servers only)
@@ -226,6 +253,10 @@ class SMTPConfig(ProviderConfig):
         object.__setattr__(self, "port", port)
         if self.require_tls and self.ignore_tls:
             raise ValueError("require_tls and ignore_tls contradict each other")
+        if self.require_tls is None:
+            # TLS by default: a stripped STARTTLS must not send mail in plaintext silently
+            require = not secure and not self.ignore_tls and not is_loopback(self.host)
+            object.__setattr__(self, "require_tls", require)
         if secure and self.ignore_tls:
             raise ValueError("ignore_tls has no meaning with secure=True (implicit TLS)")
         if self.auth is not None and self.ignore_tls and not self.allow_plaintext_auth:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -32,11 +33,12 @@ from typing import TypeVar, cast
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
+from ..._log import get_logger
 from ...errors import AuthError, DeliveryError, MessageError, TransientError
 from ...provider import deadline_remaining
 from ...routing.attempt import commit_point
 from .classify import Endpoint, Phase, classify_recipients, classify_reply, map_exception
-from .config import SMTPConfig
+from .config import SMTPConfig, is_loopback
 from .oauth import TokenSource
 from .pipeline import Reply, ReplyStream
 from .wire import command_line, mail_command, rcpt_command
@@ -44,6 +46,7 @@ from .wire import command_line, mail_command, rcpt_command
 __all__ = ["Connection", "ConnectionStale", "Delivery", "Settings"]
 
 _T = TypeVar("_T")
+_logger = get_logger("mailer.providers.smtp")
 
 #: QUIT and RSET are courtesy; never wait long for them.
 _COURTESY_TIMEOUT = 5.0
@@ -97,6 +100,18 @@ async def _tcp_connect(host: str, port: int) -> socket.socket:
         else:
             return sock
     raise last or OSError(f"no address for {host!r}")
+
+
+def _log_plaintext(cfg: SMTPConfig, endpoint: Endpoint) -> None:
+    """Once per connection: mail on it crosses the network unencrypted (never silently)."""
+    why = "ignore_tls: true" if cfg.ignore_tls else "require_tls: false"
+    level = logging.DEBUG if is_loopback(cfg.host) else logging.WARNING
+    _logger.log(
+        level,
+        "SMTP connection to %s is not encrypted (%s): messages on it go out in plaintext",
+        endpoint.where,
+        why,
+    )
 
 
 class Connection:
@@ -258,10 +273,15 @@ class Connection:
                 await self._ehlo(smtp)
             elif cfg.require_tls:
                 refused = TransientError(
-                    f"require_tls is set but {s.endpoint.where} does not offer STARTTLS"
+                    f"{s.endpoint.where} does not offer STARTTLS and require_tls is on (the "
+                    "default for every host but loopback): refusing to send in plaintext. "
+                    "A man in the middle may be stripping STARTTLS; if the server really has "
+                    "no TLS, set require_tls: false to send in clear"
                 )
                 refused.retry_here = False  # a TLS policy does not change in seconds
                 raise refused
+        if not self.encrypted:
+            _log_plaintext(cfg, s.endpoint)
         if cfg.auth is not None:
             if not self.encrypted and not cfg.allow_plaintext_auth:
                 raise AuthError(
