@@ -52,6 +52,7 @@ from pydantic import (
 )
 
 from . import _mime
+from ._dkim import DKIMOptions
 from .errors import MessageError
 
 __all__ = ["Address", "Attachment", "Message"]
@@ -507,8 +508,12 @@ class Message(_Strict):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
     message_id: str | None = None
+    #: DKIM signing for this message; wins over the provider's ``dkim``
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
 
     _rendered: bytes | None = PrivateAttr(default=None)
+    #: DKIM-Signature headers made for this message, by signing options (see _dkim)
+    _signatures: dict[DKIMOptions, bytes] = PrivateAttr(default_factory=dict)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.
@@ -633,6 +638,8 @@ class Message(_Strict):
             return self  # the common case, on every send: no copy, the rendering is kept
         data = self.model_dump(by_alias=False, exclude_defaults=True)
         data.update(updates, message_id=self.message_id)
+        if self.dkim is not None:
+            data["dkim"] = self.dkim  # a dump masks its private_key
         return Message(**data)
 
     @property

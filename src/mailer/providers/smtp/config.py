@@ -20,6 +20,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ..._dkim import DKIMOptions
 from ...errors import ConfigError
 from ...provider import ProviderConfig
 
@@ -226,6 +227,8 @@ class SMTPConfig(ProviderConfig):
     #: wait for each reply, including the one after the message
     socket_timeout: float = Field(default=30.0, gt=0)
     tls: TLSOptions = Field(default_factory=TLSOptions)
+    #: DKIM-sign every message (a message's own ``dkim`` wins)
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
 
     @field_validator("host")
     @classmethod

@@ -14,6 +14,7 @@ from urllib.parse import SplitResult
 import httpx
 from pydantic import BaseModel
 
+from ..._dkim import choose, sign
 from ...errors import DeliveryError
 from ...message import Message
 from ...provider import Provider
@@ -104,6 +105,9 @@ class SMTPProvider(Provider):
             check_envelope_address(r, "envelope recipient") for r in message.envelope_recipients
         ]
         payload = message_payload(message)  # encoded once per message, not per attempt
+        dkim = choose(message, self._cfg.dkim)
+        if dkim is not None:  # made once per message too: a header line in front
+            payload = (await sign(message, dkim), *payload)
 
         async def job(conn: Connection) -> Delivery:
             return await conn.transaction(sender, recipients, payload)
