@@ -59,6 +59,8 @@ __all__ = ["Address", "Attachment", "Message"]
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
 _POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
+# RFC 6532: a message with an internationalized address carries it in UTF-8
+_POLICY_UTF8 = _POLICY.clone(utf8=True)
 
 # C0 controls (HTAB included: it has no business in a name or address), DEL, C1 controls
 # and the Unicode line/paragraph separators that str.splitlines() treats as newlines.
@@ -68,6 +70,9 @@ _CONTROL_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
+# RFC 6531 3.3: atext extended with any non-ASCII character (UTF8-non-ascii); the
+# characters that could hide or reorder text are refused by _check_utf8_local
+_ATEXT_UTF8 = re.compile(r"^(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]|[^\x00-\x7f])+$")
 _LDH_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CONTENT_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
@@ -220,6 +225,20 @@ def _parse_domain(domain: str, original: str) -> str:
     return ascii_domain.lower()
 
 
+def _check_utf8_local(local: str, original: str) -> None:
+    """An internationalized (EAI, RFC 6531) local part: printable letters, not tricks.
+
+    Spaces, format characters (zero-width joiners, bidi overrides that reorder what a
+    reader sees) and unassigned or private-use code points are refused.
+    """
+    for ch in local:
+        if not ch.isascii() and unicodedata.category(ch) in ("Zs", "Cf", "Cn", "Co", "Cs"):
+            raise MessageError(
+                f"non-ASCII local part holds an invisible or unassigned character "
+                f"(U+{ord(ch):04X}): {_describe(original)}"
+            )
+
+
 def _parse_addr_spec(spec: str, original: str) -> str:
     """Parse ``local@domain`` strictly; return it with the domain in ASCII form."""
     if not spec:
@@ -246,19 +265,22 @@ def _parse_addr_spec(spec: str, original: str) -> str:
             raise MessageError(f"missing '@' after quoted local part: {_describe(original)}")
         local, domain = spec[: i + 1], rest[1:]
         if not local_content.isascii():
-            raise MessageError(f"non-ASCII local part is not supported: {_describe(original)}")
+            raise MessageError(
+                f"a quoted non-ASCII local part is not supported: {_describe(original)}"
+            )
     else:
         if spec.count("@") != 1:
             raise MessageError(
                 f"an address needs exactly one '@' (one address per item): {_describe(original)}"
             )
         local, domain = spec.split("@")
-        if not local.isascii():
-            raise MessageError(f"non-ASCII local part is not supported: {_describe(original)}")
         atoms = local.split(".")
-        if not local or not all(atoms) or not all(_ATEXT.match(a) for a in atoms):
+        atext = _ATEXT if local.isascii() else _ATEXT_UTF8
+        if not local or not all(atoms) or not all(atext.match(a) for a in atoms):
             raise MessageError(f"invalid local part in address: {_describe(original)}")
-    if len(local) > 64:
+        if not local.isascii():
+            _check_utf8_local(local, original)
+    if len(local.encode("utf-8")) > 64:
         raise MessageError(f"local part longer than 64 octets: {_describe(original)}")
     return f"{local}@{_parse_domain(domain, original)}"
 
@@ -649,6 +671,17 @@ class Message(_Strict):
         return self.sender.email
 
     @property
+    def smtputf8(self) -> bool:
+        """Whether an address has a non-ASCII local part (EAI): SMTP needs SMTPUTF8.
+
+        Such an address cannot be encoded (RFC 2047 covers display names, not addresses),
+        so the headers carry it as UTF-8 (RFC 6532) and the server must offer SMTPUTF8.
+        """
+        if self.sender is not None and not self.sender.email.isascii():
+            return True
+        return any(not a.email.isascii() for a in (*self.to, *self.cc, *self.bcc, *self.reply_to))
+
+    @property
     def envelope_recipients(self) -> list[str]:
         """Every recipient once, in order: to, then cc, then bcc."""
         seen: dict[str, None] = {}
@@ -686,7 +719,8 @@ class Message(_Strict):
     def _render_stdlib(self, date: str) -> bytes:
         """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
         assert self.sender is not None
-        msg = EmailMessage(policy=_POLICY)
+        policy = _POLICY_UTF8 if self.smtputf8 else _POLICY
+        msg = EmailMessage(policy=policy)
         expected = ["from", "subject", "date", "message-id"]
         msg["From"] = self.sender.header_value()
         for field, header in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
@@ -702,7 +736,7 @@ class Message(_Strict):
             expected.append(name.lower())
         self._add_body(msg)
         try:
-            data = msg.as_bytes(policy=_POLICY)
+            data = msg.as_bytes(policy=policy)
         except (ValueError, TypeError, UnicodeError) as exc:
             raise MessageError(f"cannot render message: {exc}") from exc
         check_wire(data, expected)

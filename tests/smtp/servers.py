@@ -304,6 +304,7 @@ class SMTPTestServer:
     ``tls``: None (plaintext), "starttls" or "implicit". ``auth``: offer AUTH (PLAIN,
     LOGIN, XOAUTH2) - on a plaintext server that means AUTH without TLS, which the client
     must refuse unless allowed. ``idle_timeout``: the server's own idle timeout.
+    ``smtputf8``: offer SMTPUTF8 (RFC 6531) and take UTF-8 addresses.
     ``pipelining``: offer PIPELINING in EHLO (aiosmtpd itself does not, though it reads
     pipelined commands in order); None reads ``SMTP_TEST_PIPELINING=1`` from the
     environment, so the whole suite can be run against pipelining servers.
@@ -320,6 +321,7 @@ class SMTPTestServer:
         auth_required: bool = False,
         idle_timeout: float = 300.0,
         pipelining: bool | None = None,
+        smtputf8: bool = False,
     ) -> None:
         if tls is not None and certs is None:
             raise ValueError("TLS needs certs")
@@ -333,6 +335,7 @@ class SMTPTestServer:
         self._auth = auth
         self._auth_required = auth_required
         self._idle_timeout = idle_timeout
+        self._smtputf8 = smtputf8
         self._controller: _Controller | None = None
 
     def _on_sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
@@ -342,6 +345,7 @@ class SMTPTestServer:
         kwargs: dict[str, Any] = {
             "timeout": self._idle_timeout,
             "auth_required": self._auth_required,
+            "enable_SMTPUTF8": self._smtputf8,
         }
         if self.tls is not None:
             assert self.certs is not None

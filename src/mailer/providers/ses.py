@@ -144,6 +144,9 @@ class SESProvider(HTTPProvider):
 
     def build_request(self, message: Message) -> HTTPRequest:
         assert message.sender is not None
+        if message.smtputf8:
+            # SES documents 7-bit ASCII local parts only (no SMTPUTF8)
+            self.unsupported("addresses with a non-ASCII local part (SMTPUTF8)")
         to, cc, bcc = unique_recipients(message)
         destination: dict[str, list[str]] = {}
         for key, group in (("ToAddresses", to), ("CcAddresses", cc), ("BccAddresses", bcc)):

@@ -34,7 +34,7 @@ import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
 from ..._log import get_logger
-from ...errors import AuthError, DeliveryError, MessageError, TransientError
+from ...errors import AuthError, DeliveryError, MessageError, PermanentError, TransientError
 from ...provider import deadline_remaining
 from ...routing.attempt import commit_point
 from .classify import Endpoint, Phase, classify_recipients, classify_reply, map_exception
@@ -131,6 +131,7 @@ class Connection:
         #: whether the server offers PIPELINING (RFC 2920): one write per transaction
         self.pipelining = False
         self._size = False
+        self._smtputf8 = False
         #: the mail-transaction layer, once the session is set up
         self._stream: ReplyStream | None = None
         #: a failed pipelined transaction's RSET, sent in front of the next MAIL
@@ -318,6 +319,7 @@ class Connection:
         self._stream = ReplyStream.take_over(cast(asyncio.Transport, transport))
         self.pipelining = smtp.supports_extension("pipelining")
         self._size = smtp.supports_extension("size")
+        self._smtputf8 = smtp.supports_extension("smtputf8")
 
     def _ready(self) -> ReplyStream:
         stream = self._stream
@@ -331,7 +333,12 @@ class Connection:
             return await stream.read(timeout)
 
     async def transaction(
-        self, sender: str, recipients: list[str], payload: bytes | tuple[bytes, ...]
+        self,
+        sender: str,
+        recipients: list[str],
+        payload: bytes | tuple[bytes, ...],
+        *,
+        smtputf8: bool = False,
     ) -> Delivery:
         """MAIL, RCPT for each recipient, DATA, payload; the server's verdict.
 
@@ -342,10 +349,15 @@ class Connection:
         failed before MAIL was accepted, so that nothing of this message left.
         """
         stream = self._ready()
+        if smtputf8 and not self._smtputf8:  # before any byte of this transaction
+            raise PermanentError(
+                f"{self._endpoint.where} does not offer the SMTPUTF8 extension (RFC 6531), "
+                "which this message needs for its non-ASCII address(es); nothing was sent"
+            )
         pieces = (payload,) if isinstance(payload, bytes) else payload
         size = sum(len(p) for p in pieces) if self._size else None
-        mail = command_line(mail_command(sender, size=size))
-        rcpts = [command_line(rcpt_command(r)) for r in recipients]
+        mail = command_line(mail_command(sender, size=size, smtputf8=smtputf8))
+        rcpts = [command_line(rcpt_command(r, smtputf8=smtputf8)) for r in recipients]
         previous, done = self._tail, asyncio.get_running_loop().create_future()
         self._tail = done
         self._inflight += 1

@@ -100,9 +100,11 @@ class SMTPProvider(Provider):
     # -- the interface -----------------------------------------------------------------
 
     async def _send(self, message: Message) -> SendResult:
-        sender = check_envelope_address(message.envelope_sender, "envelope sender")
+        utf8 = message.smtputf8
+        sender = check_envelope_address(message.envelope_sender, "envelope sender", utf8=utf8)
         recipients = [
-            check_envelope_address(r, "envelope recipient") for r in message.envelope_recipients
+            check_envelope_address(r, "envelope recipient", utf8=utf8)
+            for r in message.envelope_recipients
         ]
         payload = message_payload(message)  # encoded once per message, not per attempt
         dkim = choose(message, self._cfg.dkim)
@@ -110,7 +112,7 @@ class SMTPProvider(Provider):
             payload = (await sign(message, dkim), *payload)
 
         async def job(conn: Connection) -> Delivery:
-            return await conn.transaction(sender, recipients, payload)
+            return await conn.transaction(sender, recipients, payload, smtputf8=utf8)
 
         if self._cfg.pool:
             delivery = await self._get_pool().run(job)
