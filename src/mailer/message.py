@@ -68,7 +68,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Header values may carry HTAB (it is folding whitespace) but nothing else.
 _CONTROL_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
 # RFC 6531 3.3: atext extended with any non-ASCII character (UTF8-non-ascii); the
 # characters that could hide or reorder text are refused by _check_utf8_local
@@ -588,7 +588,7 @@ class Message(_Strict):
         if len(value) > MAX_HEADERS:
             raise MessageError(f"{len(value)} custom headers; the limit is {MAX_HEADERS}")
         for name, text in value.items():
-            if not _HEADER_NAME.match(name):
+            if not HEADER_NAME.match(name):
                 raise MessageError(f"invalid header name: {_describe(name)}")
             lower = name.lower()
             if lower in _RESERVED_HEADERS:
