@@ -139,7 +139,7 @@ class MemoryProvider(Provider):
             self._accept(message, signature)
             raise DeliveryUncertain("scripted uncertain outcome")
         if kind == "stall":  # the message left, no answer ever comes: after the commit point
-            self._accept(message)
+            self._accept(message, signature)
             await anyio.sleep_forever()
         if kind == "refuse":
             refused = {a.strip() for a in arg.split(",") if a.strip()}
