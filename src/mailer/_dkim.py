@@ -148,7 +148,12 @@ def choose(message: Message, provider: DKIMOptions | None) -> DKIMOptions | None
 def _cache(message: Message) -> dict[DKIMOptions, bytes]:
     private = message.__pydantic_private__
     assert private is not None
-    cache: dict[DKIMOptions, bytes] = private["_signatures"]
+    cache: dict[DKIMOptions, bytes] | None = private["_signatures"]
+    if cache is None:
+        with _LOCK:
+            cache = private["_signatures"]
+            if cache is None:
+                cache = private["_signatures"] = {}
     return cache
 
 

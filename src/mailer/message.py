@@ -329,7 +329,10 @@ def parse_address(text: str) -> tuple[str | None, str]:
         spec = text[start + 1 : -1].strip()
         if "<" in spec or ">" in spec:
             raise MessageError(f"nested angle brackets in address: {_describe(text)}")
-        return _parse_display_name(text[:start], text), _parse_addr_spec(spec, text)
+        name, addr = _parse_display_name(text[:start], text), _parse_addr_spec(spec, text)
+        if name:
+            check_display_name(name, addr)
+        return name, addr
     if text.startswith('"'):
         return None, _parse_addr_spec(text, text)
     if _SPACE_OR_ANGLE.search(text):
@@ -369,12 +372,15 @@ class Address(_Strict):
             name, email = parse_address(value)
             return {"name": name, "email": email}
         if isinstance(value, tuple) and len(value) == 2:
-            return {"name": value[0], "email": value[1]}
+            value = {"name": value[0], "email": value[1]}  # checked like a mapping
         if isinstance(value, Mapping) and "email" in value:
             data = dict(value)
-            if data.get("name") is not None:
-                check_text(str(data["name"]), "display name")
+            name = data.get("name")
+            if name is not None:
+                check_text(str(name), "display name")
             _, data["email"] = parse_address(str(data["email"]))
+            if name:
+                check_display_name(str(name), data["email"])
             return data
         return value
 
@@ -386,12 +392,6 @@ class Address(_Strict):
             check_length(value, "display name")
             value = value.strip() or None
         return value
-
-    @model_validator(mode="after")
-    def _no_address_in_name(self) -> Address:
-        if self.name is not None:
-            check_display_name(self.name, self.email)
-        return self
 
     @classmethod
     def parse(cls, value: str | Address | Mapping[str, Any] | tuple[str | None, str]) -> Address:
@@ -535,7 +535,7 @@ class Message(_Strict):
 
     _rendered: bytes | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
-    _signatures: dict[DKIMOptions, bytes] = PrivateAttr(default_factory=dict)
+    _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.

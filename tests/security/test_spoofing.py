@@ -179,3 +179,18 @@ def test_domains_use_idna_2008_with_uts46(address: str, ascii_form: str) -> None
 def test_domains_invalid_in_idna_2008_are_refused(address: str) -> None:
     with pytest.raises(MessageError, match="IDNA 2008"):
         Address.parse(address)
+
+
+@pytest.mark.parametrize("bad", ["not an address", "x@evil.example\r\nBcc: y@example.org"])
+def test_tuple_and_mapping_forms_parse_the_address_too(bad: str) -> None:
+    """The (name, address) form once skipped the address parser; it no longer does."""
+    for form in ((("Name", bad)), {"name": "Name", "email": bad}):
+        with pytest.raises(MessageError):
+            Address.parse(form)  # type: ignore[arg-type]
+        with pytest.raises(MessageError):
+            make(to=[form])
+
+
+def test_address_keyword_form_is_checked_for_spoofing() -> None:
+    with pytest.raises(MessageError, match="contains an address"):
+        Address(name="ceo@bank.example", email="x@evil.example")
