@@ -6,7 +6,7 @@ the loop (``_dkim.signature``) or as providers do it (``await _dkim.sign``: a wo
 thread). The stall is the longest gap between ticks; the ratio compares the two in the
 same run. Each case runs ``--rounds`` times, interleaved; medians are printed.
 
-    .venv/bin/python benchmarks/dkim.py [--rounds 5] [--quick]
+    .venv/bin/python benchmarks/dkim_signing.py [--rounds 5] [--quick]
 """
 
 from __future__ import annotations
