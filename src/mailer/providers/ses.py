@@ -22,8 +22,9 @@ from urllib.parse import SplitResult
 
 import httpx
 from httpx_auth import AWS4Auth
-from pydantic import BaseModel, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
+from .._dkim import DKIMOptions, signature
 from ..errors import AuthError, DeliveryError, RateLimited
 from ..message import Address, Message
 from ..result import SendResult
@@ -50,6 +51,8 @@ _THROTTLED = frozenset({"TooManyRequestsException", "LimitExceededException", "T
 
 class SESConfig(HTTPConfig):
     region: str
+    #: DKIM-sign every message (sent as Content.Raw; a message's own ``dkim`` wins)
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
@@ -99,6 +102,7 @@ class SESProvider(HTTPProvider):
 
     Config: ClassVar[type[SESConfig]] = SESConfig
     config: SESConfig
+    raw_mime_dkim = True
     verify_path = "/v2/email/account"
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
@@ -140,6 +144,9 @@ class SESProvider(HTTPProvider):
 
     def build_request(self, message: Message) -> HTTPRequest:
         assert message.sender is not None
+        if message.smtputf8:
+            # SES documents 7-bit ASCII local parts only (no SMTPUTF8)
+            self.unsupported("addresses with a non-ASCII local part (SMTPUTF8)")
         to, cc, bcc = unique_recipients(message)
         destination: dict[str, list[str]] = {}
         for key, group in (("ToAddresses", to), ("CcAddresses", cc), ("BccAddresses", bcc)):
@@ -151,7 +158,10 @@ class SESProvider(HTTPProvider):
         }
         if message.reply_to:
             body["ReplyToAddresses"] = [_addr(a) for a in message.reply_to]
-        if message.attachments or message.headers:
+        dkim = self.dkim_options(message)
+        if dkim is not None:  # Raw, or the signature would not be sent: made in _send
+            body["Content"] = {"Raw": {"Data": b64(signature(message, dkim) + message.as_bytes())}}
+        elif message.attachments or message.headers:
             body["Content"] = {"Raw": {"Data": b64(message.as_bytes())}}
         else:
             simple_body: dict[str, Any] = {}

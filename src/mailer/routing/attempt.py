@@ -40,8 +40,8 @@ from ..errors import TransientError
 
 __all__ = [
     "AttemptState",
-    "attempt_progress",
     "CommitHook",
+    "attempt_progress",
     "commit_hooks",
     "commit_point",
     "current_attempt",
