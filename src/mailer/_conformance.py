@@ -34,6 +34,7 @@ import binascii
 import email
 import email.policy
 import json
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -418,6 +419,29 @@ class ProviderConformance:
             if getattr(self.provider_class, "sends_message_id", True):
                 assert message.message_id is not None
                 assert message.message_id.strip("<>") in texts, "the Message-ID is not sent"
+
+    def test_dkim_is_signed_or_refused(self) -> None:
+        """A message asking for DKIM goes out with its DKIM-Signature, or is refused before
+        I/O: an API that rebuilds the MIME from JSON fields cannot carry a signature made
+        over bytes it does not send, and sending it unsigned would be silent."""
+        pytest.importorskip("dkim")
+        pytest.importorskip("nacl")
+        seed = base64.b64encode(os.urandom(32)).decode()  # any 32 bytes: an ed25519 key
+        options = {"domain": "example.com", "selector": "conformance", "private_key": seed,
+                   "algorithm": "ed25519-sha256"}  # fmt: skip
+        message = Message(**_BASE, dkim=options)
+        refusal: str | None = None
+        with self.stub(self.success_response()) as route:
+            try:
+                self.send(self.make_provider(), message)
+            except MessageError as exc:
+                refusal = str(exc)
+                assert route.call_count == 0, "dkim refused after a request"
+        if refusal is not None:
+            assert "dkim" in refusal, refusal
+            return
+        assert route.call_count == 1
+        assert "DKIM-Signature: v=1" in _texts(route.calls.last.request), "signature not sent"
 
     def test_verify_checks_credentials(self) -> None:
         """``verify()`` must reach the provider with the credentials, not just return."""

@@ -7,6 +7,8 @@ same structures directly:
 
 * headers: ASCII text folded at spaces; anything non-ASCII (or anything that looks like
   an encoded-word) as RFC 2047 base64 encoded-words; address lists folded after commas;
+  an internationalized address (non-ASCII local part) as UTF-8, as RFC 6532 requires
+  (it cannot be encoded; such a message needs SMTPUTF8);
 * bodies: 7bit when the text is plain ASCII with short lines, else quoted-printable (or
   base64 when most of it is not ASCII);
 * multipart/alternative, /related (inline parts) and /mixed (attachments), base64
@@ -110,9 +112,12 @@ def _fold(name: str, atoms: Sequence[str]) -> bytes:
         else:
             line += " " + atom
     lines.append(line)
-    if any(len(x) > 998 for x in lines):
+    # UTF-8, not ASCII: only an internationalized address (RFC 6532) can be non-ASCII
+    # here (everything else became encoded-words); the limit is 998 octets
+    data = ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    if any(len(x) > 998 for x in data.split(b"\r\n")):
         raise _Unsupported("header line too long to fold")
-    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+    return data
 
 
 def _unstructured(name: str, value: str) -> bytes:

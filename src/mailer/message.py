@@ -22,15 +22,17 @@ The Message-ID is made when the Message is made, and the rendered bytes are cach
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import mimetypes
 import re
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
-from email.header import decode_header
+from email.header import decode_header, make_header
 from email.headerregistry import Address as _StdAddress
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -38,6 +40,7 @@ from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import idna
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,12 +53,15 @@ from pydantic import (
 )
 
 from . import _mime
+from ._dkim import DKIMOptions
 from .errors import MessageError
 
 __all__ = ["Address", "Attachment", "Message"]
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
 _POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
+# RFC 6532: a message with an internationalized address carries it in UTF-8
+_POLICY_UTF8 = _POLICY.clone(utf8=True)
 
 # C0 controls (HTAB included: it has no business in a name or address), DEL, C1 controls
 # and the Unicode line/paragraph separators that str.splitlines() treats as newlines.
@@ -63,14 +69,30 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Header values may carry HTAB (it is folding whitespace) but nothing else.
 _CONTROL_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
-_HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+HEADER_NAME = re.compile(r"^[!-9;-~]{1,76}$")
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
+# RFC 6531 3.3: atext extended with any non-ASCII character (UTF8-non-ascii); the
+# characters that could hide or reorder text are refused by _check_utf8_local
+_ATEXT_UTF8 = re.compile(r"^(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]|[^\x00-\x7f])+$")
 _LDH_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _CONTENT_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
 )
 _SPACE_OR_ANGLE = re.compile(r"[\s<>]")
 _DISPLAY_SPECIALS = set('<>@,;:"()[]\\')
+# Something a mail client would read as an address inside a display name (after NFKC,
+# which maps look-alikes such as U+FF20 FULLWIDTH COMMERCIAL AT to "@").
+_ADDRESS_IN_TEXT = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\"]+")
+_AT_LIKE = re.compile("[@\uff20\ufe6b]")
+
+#: Longest subject, header value and display name, in characters. RFC 5322 2.1.1: a
+#: line may hold 998 characters; a longer value is only possible folded, and a megabyte
+#: subject is a way to make a message nobody can read (or a server refuses mid-DATA).
+MAX_HEADER_CHARS = 998
+#: Most custom ``headers`` one message may carry.
+MAX_HEADERS = 100
+#: Longest attachment file name, in characters (common file systems' limit).
+MAX_FILENAME_CHARS = 255
 
 # Headers the Message owns: set through its fields, never through ``headers``.
 _RENDER_LOCK = threading.Lock()
@@ -79,15 +101,33 @@ _RESERVED_HEADERS = frozenset(
     {
         "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
         "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
-        "sender", "return-path",
+        "sender",
     }
 )  # fmt: skip
+
+# Trace and authentication headers are written by the servers a message passes through
+# (RFC 5321 4.4, RFC 8601, RFC 8617) or by the signer (DKIM-Signature, from ``dkim``).
+# One set by the sender is a forgery that filters and people may trust.
+_TRACE_HEADERS = frozenset(
+    {
+        "received", "return-path", "received-spf", "authentication-results",
+        "dkim-signature", "domainkey-signature", "delivered-to", "x-original-to",
+    }
+)  # fmt: skip
+_TRACE_PREFIXES = ("arc-", "resent-")
 
 
 def _describe(text: str, limit: int = 80) -> str:
     """A printable, bounded rendering of untrusted input for error messages."""
     shown = repr(text[:limit])
     return shown + ("..." if len(text) > limit else "")
+
+
+def check_length(value: str, what: str, limit: int = MAX_HEADER_CHARS) -> str:
+    """Refuse a value longer than ``limit`` characters (before it is folded or encoded)."""
+    if len(value) > limit:
+        raise MessageError(f"{what} is {len(value)} characters long; the limit is {limit}")
+    return value
 
 
 def check_text(value: str, what: str, *, allow_tab: bool = False) -> str:
@@ -121,6 +161,34 @@ def check_text(value: str, what: str, *, allow_tab: bool = False) -> str:
 # --------------------------------------------------------------------------- addresses
 
 
+def check_display_name(name: str, email: str) -> None:
+    """Refuse a display name that holds an address other than the mailbox's own.
+
+    ``"ceo@bank.example" <x@evil.example>``: most clients show only the display name, so
+    the reader sees ceo@bank.example as the sender. Quoting does not help (the quotes are
+    not shown), so it is refused. The mailbox's own address in its name is harmless and
+    common (``"alice@example.org" <alice@example.org>``). Look-alike at signs (U+FF20,
+    U+FE6B) and encoded-words are seen through.
+    """
+    if name.isascii() and "@" not in name and "=?" not in name:
+        return  # the common case, on every named address: one scan
+    candidates = [unicodedata.normalize("NFKC", name)]
+    for word in _ENCODED_WORD.findall(name):
+        with contextlib.suppress(Exception):
+            candidates.append(str(make_header(decode_header(word))))
+    own = email.casefold()
+    for text in candidates:
+        if not _AT_LIKE.search(text):
+            continue
+        for found in _ADDRESS_IN_TEXT.findall(unicodedata.normalize("NFKC", text)):
+            if found.casefold() != own:
+                raise MessageError(
+                    f"display name {_describe(name)} contains an address ({_describe(found)}) "
+                    f"that is not the mailbox's own ({email}): mail clients would show it as "
+                    "the sender; leave the address out of the name"
+                )
+
+
 def _parse_domain(domain: str, original: str) -> str:
     """Return the ASCII (IDNA) form of a domain, or raise."""
     if not domain:
@@ -137,14 +205,39 @@ def _parse_domain(domain: str, original: str) -> str:
         return domain
     if domain.endswith("."):
         domain = domain[:-1]
+    # IDNA 2008 with UTS 46 mapping (non-transitional), as browsers and current mail
+    # software do. Python's "idna" codec is IDNA 2003, which maps "faß.de" to "fass.de":
+    # someone else's domain. A-labels given as such ("xn--...") are checked too.
     try:
-        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        raise MessageError(f"domain is not a valid IDN: {_describe(original)}") from None
+        if not domain.isascii():
+            ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+        else:
+            ascii_domain = domain
+            if "xn--" in domain.lower():
+                idna.decode(domain)
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise MessageError(
+            f"domain is not a valid internationalized domain name (IDNA 2008: {exc}): "
+            f"{_describe(original)}"
+        ) from None
     labels = ascii_domain.split(".")
     if len(ascii_domain) > 253 or not all(_LDH_LABEL.match(label) for label in labels):
         raise MessageError(f"domain is not a valid host name: {_describe(original)}")
     return ascii_domain.lower()
+
+
+def _check_utf8_local(local: str, original: str) -> None:
+    """An internationalized (EAI, RFC 6531) local part: printable letters, not tricks.
+
+    Spaces, format characters (zero-width joiners, bidi overrides that reorder what a
+    reader sees) and unassigned or private-use code points are refused.
+    """
+    for ch in local:
+        if not ch.isascii() and unicodedata.category(ch) in ("Zs", "Cf", "Cn", "Co", "Cs"):
+            raise MessageError(
+                f"non-ASCII local part holds an invisible or unassigned character "
+                f"(U+{ord(ch):04X}): {_describe(original)}"
+            )
 
 
 def _parse_addr_spec(spec: str, original: str) -> str:
@@ -173,19 +266,22 @@ def _parse_addr_spec(spec: str, original: str) -> str:
             raise MessageError(f"missing '@' after quoted local part: {_describe(original)}")
         local, domain = spec[: i + 1], rest[1:]
         if not local_content.isascii():
-            raise MessageError(f"non-ASCII local part is not supported: {_describe(original)}")
+            raise MessageError(
+                f"a quoted non-ASCII local part is not supported: {_describe(original)}"
+            )
     else:
         if spec.count("@") != 1:
             raise MessageError(
                 f"an address needs exactly one '@' (one address per item): {_describe(original)}"
             )
         local, domain = spec.split("@")
-        if not local.isascii():
-            raise MessageError(f"non-ASCII local part is not supported: {_describe(original)}")
         atoms = local.split(".")
-        if not local or not all(atoms) or not all(_ATEXT.match(a) for a in atoms):
+        atext = _ATEXT if local.isascii() else _ATEXT_UTF8
+        if not local or not all(atoms) or not all(atext.match(a) for a in atoms):
             raise MessageError(f"invalid local part in address: {_describe(original)}")
-    if len(local) > 64:
+        if not local.isascii():
+            _check_utf8_local(local, original)
+    if len(local.encode("utf-8")) > 64:
         raise MessageError(f"local part longer than 64 octets: {_describe(original)}")
     return f"{local}@{_parse_domain(domain, original)}"
 
@@ -234,7 +330,10 @@ def parse_address(text: str) -> tuple[str | None, str]:
         spec = text[start + 1 : -1].strip()
         if "<" in spec or ">" in spec:
             raise MessageError(f"nested angle brackets in address: {_describe(text)}")
-        return _parse_display_name(text[:start], text), _parse_addr_spec(spec, text)
+        name, addr = _parse_display_name(text[:start], text), _parse_addr_spec(spec, text)
+        if name:
+            check_display_name(name, addr)
+        return name, addr
     if text.startswith('"'):
         return None, _parse_addr_spec(text, text)
     if _SPACE_OR_ANGLE.search(text):
@@ -274,12 +373,15 @@ class Address(_Strict):
             name, email = parse_address(value)
             return {"name": name, "email": email}
         if isinstance(value, tuple) and len(value) == 2:
-            return {"name": value[0], "email": value[1]}
+            value = {"name": value[0], "email": value[1]}  # checked like a mapping
         if isinstance(value, Mapping) and "email" in value:
             data = dict(value)
-            if data.get("name") is not None:
-                check_text(str(data["name"]), "display name")
+            name = data.get("name")
+            if name is not None:
+                check_text(str(name), "display name")
             _, data["email"] = parse_address(str(data["email"]))
+            if name:
+                check_display_name(str(name), data["email"])
             return data
         return value
 
@@ -288,6 +390,7 @@ class Address(_Strict):
     def _check_name(cls, value: str | None) -> str | None:
         if value is not None:
             check_text(value, "display name")
+            check_length(value, "display name")
             value = value.strip() or None
         return value
 
@@ -319,6 +422,19 @@ class Address(_Strict):
 # ------------------------------------------------------------------------- attachments
 
 
+def safe_filename(name: str) -> str:
+    """The base name of ``name``: no directories, no leading dots, within the length limit.
+
+    A recipient's client that saves ``../../etc/passwd`` (or ``..\\..\\boot.ini``) under
+    its download folder should find only ``passwd``; the reduced name is what is sent.
+    """
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    base = base.strip().lstrip(".").rstrip(". ")  # Windows drops trailing dots/spaces
+    if not base:
+        raise MessageError(f"attachment filename has no usable base name: {_describe(name)}")
+    return check_length(base, "attachment filename", MAX_FILENAME_CHARS)
+
+
 class Attachment(_Strict):
     """A file to attach: bytes in memory or a path read once, at render time.
 
@@ -343,6 +459,7 @@ class Attachment(_Strict):
         if name is None:
             raise MessageError("an attachment given as bytes needs a filename")
         check_text(name, "attachment filename")
+        name = safe_filename(name)
         object.__setattr__(self, "filename", name)
         ctype = self.content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
         if not _CONTENT_TYPE.match(ctype):
@@ -414,10 +531,14 @@ class Message(_Strict):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
     message_id: str | None = None
+    #: DKIM signing for this message; wins over the provider's ``dkim``
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
 
     _rendered: bytes | None = PrivateAttr(default=None)
     #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
     _id_cell: _IdCell | None = PrivateAttr(default=None)
+    #: DKIM-Signature headers made for this message, by signing options (see _dkim)
+    _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.
@@ -457,7 +578,7 @@ class Message(_Strict):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        return check_text(value, "subject")
+        return check_length(check_text(value, "subject"), "subject")
 
     @field_validator("text", "html")
     @classmethod
@@ -470,14 +591,24 @@ class Message(_Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise MessageError(f"{len(value)} custom headers; the limit is {MAX_HEADERS}")
         for name, text in value.items():
-            if not _HEADER_NAME.match(name):
+            if not HEADER_NAME.match(name):
                 raise MessageError(f"invalid header name: {_describe(name)}")
-            if name.lower() in _RESERVED_HEADERS:
+            lower = name.lower()
+            if lower in _RESERVED_HEADERS:
                 raise MessageError(
                     f"header {name!r} is set from the message's own fields; use them instead"
                 )
+            if lower in _TRACE_HEADERS or lower.startswith(_TRACE_PREFIXES):
+                raise MessageError(
+                    f"header {name!r} is a trace or authentication header, which only the "
+                    "servers a message passes through (or its DKIM signer: use the dkim "
+                    "option) may add; a sender-supplied one is a forgery"
+                )
             check_text(text, f"header {name!r}", allow_tab=True)
+            check_length(text, f"header {name!r}")
         return value
 
     @field_validator("tags")
@@ -533,6 +664,8 @@ class Message(_Strict):
         # Not self.message_id: reading it would fix the id before the sender is known.
         data = self.model_dump(by_alias=False, exclude_defaults=True, exclude={"message_id"})
         data.update(updates, message_id=self.__dict__["message_id"])
+        if self.dkim is not None:
+            data["dkim"] = self.dkim  # a dump masks its private_key
         filled = Message(**data)
         if data["message_id"] is None:
             # One id for both: whichever is read first fixes it, with the filled-in
@@ -554,6 +687,17 @@ class Message(_Strict):
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
         return self.sender.email
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether an address has a non-ASCII local part (EAI): SMTP needs SMTPUTF8.
+
+        Such an address cannot be encoded (RFC 2047 covers display names, not addresses),
+        so the headers carry it as UTF-8 (RFC 6532) and the server must offer SMTPUTF8.
+        """
+        if self.sender is not None and not self.sender.email.isascii():
+            return True
+        return any(not a.email.isascii() for a in (*self.to, *self.cc, *self.bcc, *self.reply_to))
 
     @property
     def envelope_recipients(self) -> list[str]:
@@ -593,7 +737,8 @@ class Message(_Strict):
     def _render_stdlib(self, date: str) -> bytes:
         """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
         assert self.sender is not None
-        msg = EmailMessage(policy=_POLICY)
+        policy = _POLICY_UTF8 if self.smtputf8 else _POLICY
+        msg = EmailMessage(policy=policy)
         expected = ["from", "subject", "date", "message-id"]
         msg["From"] = self.sender.header_value()
         for field, header in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
@@ -609,7 +754,7 @@ class Message(_Strict):
             expected.append(name.lower())
         self._add_body(msg)
         try:
-            data = msg.as_bytes(policy=_POLICY)
+            data = msg.as_bytes(policy=policy)
         except (ValueError, TypeError, UnicodeError) as exc:
             raise MessageError(f"cannot render message: {exc}") from exc
         check_wire(data, expected)
@@ -750,5 +895,7 @@ def _validation_summary(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "message"
         text = str(err.get("msg", ""))
         text = text.removeprefix("Value error, ")
+        # a nested model (an Address in ``to``) already summarised its own error
+        text = text.removeprefix("invalid message: ").removeprefix("message: ")
         parts.append(f"{loc}: {text}")
     return "invalid message: " + "; ".join(parts)

@@ -62,7 +62,7 @@ def test_address_forms(raw: str, name: str | None, addr: str) -> None:
         ("a@-bad-.example", "host name"),
         ("a@exa_mple.org", "host name"),
         ("a@", "empty domain"),
-        ("ü@example.org", "non-ASCII"),
+        ('"ü"@example.org', "non-ASCII"),  # EAI is dot-atom only (tests/smtp/test_smtputf8.py)
         ("a@[300.1.1.1]", "literal"),
         # control characters, in every position
         ("a\r\n@example.org", "control"),

@@ -49,6 +49,7 @@ __all__ = [
     "ScriptedServer",
     "ServerState",
     "SilentServer",
+    "StripTLSProxy",
     "TokenEndpoint",
     "free_port",
     "make_certs",
@@ -343,6 +344,7 @@ class SMTPTestServer:
     ``tls``: None (plaintext), "starttls" or "implicit". ``auth``: offer AUTH (PLAIN,
     LOGIN, XOAUTH2) - on a plaintext server that means AUTH without TLS, which the client
     must refuse unless allowed. ``idle_timeout``: the server's own idle timeout.
+    ``smtputf8``: offer SMTPUTF8 (RFC 6531) and take UTF-8 addresses.
     ``pipelining``: offer PIPELINING in EHLO (aiosmtpd itself does not, though it reads
     pipelined commands in order); None reads ``SMTP_TEST_PIPELINING=1`` from the
     environment, so the whole suite can be run against pipelining servers.
@@ -359,6 +361,7 @@ class SMTPTestServer:
         auth_required: bool = False,
         idle_timeout: float = 300.0,
         pipelining: bool | None = None,
+        smtputf8: bool = False,
     ) -> None:
         if tls is not None and certs is None:
             raise ValueError("TLS needs certs")
@@ -372,6 +375,7 @@ class SMTPTestServer:
         self._auth = auth
         self._auth_required = auth_required
         self._idle_timeout = idle_timeout
+        self._smtputf8 = smtputf8
         self._controller: _Controller | None = None
 
     def _on_sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
@@ -381,6 +385,7 @@ class SMTPTestServer:
         kwargs: dict[str, Any] = {
             "timeout": self._idle_timeout,
             "auth_required": self._auth_required,
+            "enable_SMTPUTF8": self._smtputf8,
         }
         if self.tls is not None:
             assert self.certs is not None
@@ -505,6 +510,62 @@ class ScriptedServer(_ThreadedSocketServer):
         client.sendall(self._payload)
         if self._close:
             client.shutdown(socket.SHUT_RDWR)
+
+
+class StripTLSProxy(_ThreadedSocketServer):
+    """A man in the middle on 127.0.0.1 that removes STARTTLS from the EHLO reply.
+
+    Everything is relayed both ways, except that ``250-STARTTLS``/``250 STARTTLS`` lines
+    never reach the client (the multi-line reply is re-terminated), the downgrade attack
+    that makes an opportunistic client send in plaintext. ``seen_by_mitm`` keeps what
+    the client sent, as the attacker would read it.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        super().__init__()
+        self._upstream_port = upstream_port
+        self.seen_by_mitm = bytearray()
+        self._lock = threading.Lock()
+
+    def on_connect(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self._upstream_port), timeout=5)
+        self._clients.append(upstream)
+        for target in (self._to_server, self._to_client):
+            threading.Thread(target=target, args=(client, upstream), daemon=True).start()
+
+    def _to_server(self, client: socket.socket, upstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                with self._lock:
+                    self.seen_by_mitm += data
+                upstream.sendall(data)
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
+
+    def _to_client(self, client: socket.socket, upstream: socket.socket) -> None:
+        buffer, held = b"", []
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                buffer += data
+                *lines, buffer = buffer.split(b"\r\n")
+                out = []
+                for line in lines:
+                    if line[:4] == b"250-":
+                        held.append(line)  # a multi-line reply: wait for its last line
+                        continue
+                    if held or line[:3] == b"250":
+                        reply = [x for x in [*held, line] if x[4:].upper() != b"STARTTLS"]
+                        held = []
+                        if not reply:
+                            continue
+                        reply = [b"250-" + x[4:] for x in reply[:-1]] + [b"250 " + reply[-1][4:]]
+                        out += reply
+                    else:
+                        out.append(line)
+                if out:
+                    client.sendall(b"".join(x + b"\r\n" for x in out))
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)
 
 
 class TokenEndpoint:

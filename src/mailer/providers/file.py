@@ -17,6 +17,7 @@ from urllib.parse import SplitResult
 import anyio
 from pydantic import Field
 
+from .._dkim import DKIMOptions, choose, sign
 from ..errors import TransientError
 from ..message import Message
 from ..provider import Provider, ProviderConfig
@@ -30,6 +31,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class FileConfig(ProviderConfig):
     #: folder the .eml files go to (created if missing)
     directory: Path = Field(default=Path("outbox"))
+    #: DKIM-sign every message (a message's own ``dkim`` wins)
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
 
 
 class FileProvider(Provider):
@@ -42,19 +45,23 @@ class FileProvider(Provider):
         path = (url.netloc + url.path) if url.netloc == "." else url.path
         return {"directory": path or "outbox", **params}
 
-    def _write(self, message: Message) -> Path:
+    def _write(self, message: Message, signature: bytes = b"") -> Path:
         folder = self.config.directory
         folder.mkdir(parents=True, exist_ok=True)
         stem = _UNSAFE.sub("_", (message.message_id or "message").strip("<>"))
         path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{stem}.eml"
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(message.as_bytes())
+        with tmp.open("wb") as out:
+            out.write(signature)
+            out.write(message.as_bytes())
         os.replace(tmp, path)
         return path
 
     async def _send(self, message: Message) -> SendResult:
+        dkim = choose(message, self.config.dkim)
+        signature = await sign(message, dkim) if dkim is not None else b""
         try:
-            path = await anyio.to_thread.run_sync(self._write, message)
+            path = await anyio.to_thread.run_sync(self._write, message, signature)
         except OSError as exc:
             # Nothing was written under the final name: safe to fail over.
             raise TransientError(

@@ -45,6 +45,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import httpx
 from pydantic import BaseModel, Field, field_validator
 
+from .._dkim import DKIMOptions, choose, sign
 from .._log import secret_values
 from .._mime import encode_header_value
 from ..errors import (
@@ -201,7 +202,10 @@ class Payload:
 
     ``data`` is the JSON body (or the per-message object a batch wraps), ``parts`` the
     multipart form fields (``add_field()`` adds one), ``headers`` extra HTTP request headers.
-    ``flags`` lets a hook tell :meth:`HTTPProvider.finish` what it saw (SES: go Raw).
+    ``flags`` lets a hook tell :meth:`HTTPProvider.finish` what it saw (SES: go Raw);
+    ``dkim`` the signing options a hook accepted (the signature is made before
+    :meth:`HTTPProvider.finish`, off the event loop, and read back with
+    :func:`mailer._dkim.signature`).
     """
 
     message: Message
@@ -209,6 +213,7 @@ class Payload:
     parts: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
     flags: set[str] = field(default_factory=set)
+    dkim: DKIMOptions | None = None
 
     def add_field(self, name: str, value: str) -> None:
         """A plain multipart form field (a part without a filename)."""
@@ -225,8 +230,8 @@ class HTTPProvider(Provider):
     (``set_from``, ``set_to``, ``set_cc``, ``set_bcc`` (all three through
     ``add_recipients``), ``set_reply_to``, ``set_subject``,
     ``set_body``, ``set_headers``, ``add_attachment``, ``add_inline``, ``set_tags``,
-    ``set_metadata``), then :meth:`finish` turns the filled :class:`Payload` into the one
-    request. A hook the adapter does not implement refuses the feature
+    ``set_metadata``, ``set_dkim``), then :meth:`finish` turns the filled :class:`Payload`
+    into the one request. A hook the adapter does not implement refuses the feature
     (:meth:`unsupported`: MessageError before any I/O, unless ``ignore_unsupported``), so
     no adapter drops cc, bcc or headers silently. The rules every API shares live here
     once: recipients de-duplicated across To/Cc/Bcc, the body rule (a text part, possibly
@@ -275,6 +280,9 @@ class HTTPProvider(Provider):
     #: optional ``type``, ``disposition``, ``content_id`` (inline parts are refused
     #: without it) and ``inline_list`` (when inline parts go in their own list)
     attachment_fields: ClassVar[Mapping[str, str]] = {}
+    #: False when the API takes only 7-bit ASCII local parts: a message that needs
+    #: SMTPUTF8 (:attr:`Message.smtputf8`) is refused before any I/O
+    smtputf8: ClassVar[bool] = True
 
     def __init__(self, name: str, config: BaseModel | None = None) -> None:
         super().__init__(name, config)
@@ -442,6 +450,12 @@ class HTTPProvider(Provider):
         """Walk ``message`` once, calling the adapter's hook for each feature it uses."""
         if message.sender is None:
             raise MessageError("the message has no sender (From)")
+        if message.smtputf8 and not self.smtputf8:
+            self.refuse(
+                "cannot send to or from an address with a non-ASCII local part (SMTPUTF8): "
+                "its API takes 7-bit ASCII local parts only; send such a message through "
+                "an SMTP server that offers SMTPUTF8"
+            )
         payload = Payload(message)
         to, cc, bcc = unique_recipients(message)
         if not to and self.requires_to:
@@ -479,6 +493,9 @@ class HTTPProvider(Provider):
             self.set_tags(payload, tags)
         if message.metadata:
             self.set_metadata(payload, dict(message.metadata))
+        dkim = self.dkim_options(message)
+        if dkim is not None:
+            self.set_dkim(payload, dkim)
         return payload
 
     def finish(self, payload: Payload) -> HTTPRequest:
@@ -563,6 +580,20 @@ class HTTPProvider(Provider):
 
     def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
         self._put_or(payload, "metadata", metadata, "metadata")
+
+    def set_dkim(self, payload: Payload, options: DKIMOptions) -> None:
+        """A DKIM-signed message (the message's ``dkim``, else the config's).
+
+        A signature covers the bytes it was made over; only an adapter that sends the
+        message's own MIME (SES Raw) can carry one: it sets ``payload.dkim`` and sends
+        :func:`mailer._dkim.signature` before those bytes. An API that builds the MIME
+        from JSON fields cannot, so by default the feature is refused.
+        """
+        self.unsupported(
+            "dkim (its API builds the MIME from JSON fields, so a signature made here "
+            "cannot survive; use the provider's own domain signing, or an SMTP or SES "
+            "provider)"
+        )
 
     def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
         if not self._attach(payload, attachment, inline=False):
@@ -679,7 +710,24 @@ class HTTPProvider(Provider):
 
     # -- the boundary ------------------------------------------------------------------
 
+    def dkim_options(self, message: Message) -> DKIMOptions | None:
+        """The DKIM options in effect: the message's, else this provider's (if it has any)."""
+        return choose(message, getattr(self.config, "dkim", None))
+
+    async def presign(self, message: Message) -> None:
+        """Make the message's DKIM signature off the event loop if this adapter carries
+        one (its :meth:`set_dkim` sets ``payload.dkim``); the walk then reads it back.
+        An adapter that refuses dkim refuses here, before the work of signing."""
+        dkim = self.dkim_options(message)
+        if dkim is None:
+            return
+        probe = Payload(message)
+        self.set_dkim(probe, dkim)
+        if probe.dkim is not None:
+            await sign(message, probe.dkim)  # kept on the message: made once
+
     async def _send(self, message: Message) -> SendResult:
+        await self.presign(message)
         request = self.build_request(message)  # may refuse the message: before any I/O
         response = await self.request(request)
         if response.is_success:
@@ -898,6 +946,9 @@ class HTTPProvider(Provider):
 
     async def _send_chunk(self, items: list[tuple[int, Payload]]) -> list[BatchOutcome]:
         payloads = [payload for _, payload in items]
+        for payload in payloads:
+            if payload.dkim is not None:  # as presign: off the loop, before finish
+                await sign(payload.message, payload.dkim)
         request = self.batch_request(payloads)
         tries = 2 if "Idempotency-Key" in request.headers else 1
         for attempt in range(tries):

@@ -16,6 +16,7 @@ from urllib.parse import SplitResult
 import anyio
 from pydantic import Field, field_validator
 
+from .._dkim import DKIMOptions, choose, sign
 from ..errors import (
     AuthError,
     DeliveryUncertain,
@@ -59,6 +60,8 @@ class MemoryConfig(ProviderConfig):
     repeat: bool = False
     #: seconds each send takes
     latency: float = Field(default=0.0, ge=0)
+    #: DKIM-sign every message (a message's own ``dkim`` wins); see ``MemoryProvider.raw``
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
 
     @field_validator("outcomes")
     @classmethod
@@ -75,6 +78,8 @@ class MemoryProvider(Provider):
     def __init__(self, name: str = "memory", config: MemoryConfig | None = None) -> None:
         super().__init__(name, config or MemoryConfig())
         self.messages: list[Message] = []
+        #: the bytes each accepted message went out as (DKIM-Signature first when signed)
+        self.raw: list[bytes] = []
         self._script: deque[Outcome] = deque(self.config.outcomes)
         self.calls = 0
         self.closed = False
@@ -105,6 +110,8 @@ class MemoryProvider(Provider):
 
     async def _send(self, message: Message) -> SendResult:
         self.calls += 1
+        dkim = choose(message, self.config.dkim)
+        signature = await sign(message, dkim) if dkim is not None else b""
         outcome = self._next()
         if self.config.latency:
             await anyio.sleep(self.config.latency)
@@ -129,10 +136,10 @@ class MemoryProvider(Provider):
         await self.commit_point()  # from here on, the message "leaves"
         if kind == "uncertain":
             # The message "left": it is recorded, as a real server may have kept it.
-            self._accept(message)
+            self._accept(message, signature)
             raise DeliveryUncertain("scripted uncertain outcome")
         if kind == "stall":  # the message left, no answer ever comes: after the commit point
-            self._accept(message)
+            self._accept(message, signature)
             await anyio.sleep_forever()
         if kind == "refuse":
             refused = {a.strip() for a in arg.split(",") if a.strip()}
@@ -140,13 +147,14 @@ class MemoryProvider(Provider):
                         if r in refused}  # fmt: skip
             if len(rejected) == len(message.envelope_recipients):
                 raise RecipientsRefused("all recipients refused", refused=rejected, code=550)
-        self._accept(message)
+        self._accept(message, signature)
         accepted = [r for r in message.envelope_recipients if r not in rejected]
         return SendResult(provider=self.name, message_id=message.message_id,
                           accepted=accepted, rejected=rejected)  # fmt: skip
 
-    def _accept(self, message: Message) -> None:
+    def _accept(self, message: Message, signature: bytes) -> None:
         self.messages.append(message)
+        self.raw.append(signature + message.as_bytes() if signature else message.as_bytes())
         outbox.append(message)
 
     async def aclose(self) -> None:

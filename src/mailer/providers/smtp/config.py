@@ -15,14 +15,16 @@ first send: a config that would send a password in plaintext never gets built.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import SplitResult, unquote
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from ..._dkim import DKIMOptions
 from ..._options import Alias, close_names, normalize_options
 from ...errors import ConfigError
 from ...provider import ProviderConfig
@@ -61,6 +63,24 @@ def _normalize(cls: Any, data: Any) -> Any:
         data, aliases=cls.option_aliases, refused=cls.refused_options,
         seconds=cls.seconds_options,
     )  # fmt: skip
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` (and ``*.localhost``, RFC 6761) or a loopback IP address.
+
+    The one place that decides where plaintext is acceptable by default: traffic to
+    these never leaves the machine.
+    """
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
 
 
 class _Options(BaseModel):
@@ -181,8 +201,15 @@ class OAuth2Options(_Options):
                 "oauth2 needs access_token, a token endpoint (token_url or preset with "
                 "client_id, client_secret, refresh_token), or callback"
             )
-        if self.token_url is not None and not self.token_url.startswith(("https://", "http://")):
-            raise ValueError("token_url must be an http(s) URL")
+        if self.token_url is not None:
+            url = urlsplit(self.token_url)
+            if url.scheme == "http" and not is_loopback(url.hostname or ""):
+                raise ValueError(
+                    "token_url must be https:// (a refresh-token grant sends client_secret "
+                    "and refresh_token); http:// is allowed only for loopback hosts"
+                )
+            if url.scheme not in ("https", "http") or not url.hostname:
+                raise ValueError("token_url must be an https:// URL")
         return self
 
     @property
@@ -283,7 +310,6 @@ class SMTPConfig(ProviderConfig):
         "421/4xx throttling reply fails over to the next provider)",
         "proxy": "SMTP through a proxy is not offered; relay through an SMTP server your "
         "network allows",
-        "dkim": "DKIM signing is not offered yet; sign at your MTA or ESP",
         "lmtp": "LMTP is not offered; deliver over SMTP",
         "localAddress": "binding a local interface is not offered; the OS picks it",
         "dnsTimeout": "DNS lookups count against connection_timeout",
@@ -320,8 +346,9 @@ class SMTPConfig(ProviderConfig):
     port: int | None = Field(default=None, ge=1, le=65535)
     #: implicit TLS from the first byte; default true on port 465
     secure: bool | None = None
-    #: refuse to go on when STARTTLS is not offered
-    require_tls: bool = False
+    #: refuse to go on when STARTTLS is not offered; default true for every host but
+    #: loopback addresses and ``localhost`` (set false to allow plaintext, logged)
+    require_tls: bool | None = None
     #: never try STARTTLS
     ignore_tls: bool = False
     #: allow AUTH on a connection without TLS (trusted loopback servers only)
@@ -341,6 +368,8 @@ class SMTPConfig(ProviderConfig):
     #: wait for each reply, including the one after the message
     socket_timeout: float = Field(default=30.0, gt=0)
     tls: TLSOptions = Field(default_factory=TLSOptions)
+    #: DKIM-sign every message (a message's own ``dkim`` wins)
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
 
     @field_validator("host")
     @classmethod
@@ -368,6 +397,10 @@ class SMTPConfig(ProviderConfig):
         object.__setattr__(self, "port", port)
         if self.require_tls and self.ignore_tls:
             raise ValueError("require_tls and ignore_tls contradict each other")
+        if self.require_tls is None:
+            # TLS by default: a stripped STARTTLS must not send mail in plaintext silently
+            require = not secure and not self.ignore_tls and not is_loopback(self.host)
+            object.__setattr__(self, "require_tls", require)
         if secure and self.ignore_tls:
             raise ValueError("ignore_tls has no meaning with secure=True (implicit TLS)")
         if self.auth is not None and self.ignore_tls and not self.allow_plaintext_auth:

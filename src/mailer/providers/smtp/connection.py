@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import ssl
 import time
@@ -40,7 +41,15 @@ from typing import TypeVar, cast
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
-from ...errors import AuthError, DeliveryError, DeliveryUncertain, MessageError, TransientError
+from ..._log import get_logger
+from ...errors import (
+    AuthError,
+    DeliveryError,
+    DeliveryUncertain,
+    MessageError,
+    PermanentError,
+    TransientError,
+)
 from ...provider import deadline_remaining
 from ...routing.attempt import attempt_progress, commit_point, current_attempt
 from .classify import (
@@ -51,7 +60,7 @@ from .classify import (
     map_exception,
     too_many_recipients,
 )
-from .config import SMTPConfig
+from .config import SMTPConfig, is_loopback
 from .oauth import TokenSource
 from .pipeline import Reply, ReplyStream
 from .wire import command_line, mail_command, rcpt_command
@@ -59,6 +68,7 @@ from .wire import command_line, mail_command, rcpt_command
 __all__ = ["Connection", "ConnectionStale", "Delivery", "Settings"]
 
 _T = TypeVar("_T")
+_logger = get_logger("mailer.providers.smtp")
 
 #: QUIT and RSET are courtesy; never wait long for them.
 _COURTESY_TIMEOUT = 5.0
@@ -133,6 +143,18 @@ async def _tcp_connect(host: str, port: int) -> socket.socket:
     raise last or OSError(f"no address for {host!r}")
 
 
+def _log_plaintext(cfg: SMTPConfig, endpoint: Endpoint) -> None:
+    """Once per connection: mail on it crosses the network unencrypted (never silently)."""
+    why = "ignore_tls: true" if cfg.ignore_tls else "require_tls: false"
+    level = logging.DEBUG if is_loopback(cfg.host) else logging.WARNING
+    _logger.log(
+        level,
+        "SMTP connection to %s is not encrypted (%s): messages on it go out in plaintext",
+        endpoint.where,
+        why,
+    )
+
+
 class Connection:
     """One session with the server; used by one task at a time."""
 
@@ -150,6 +172,7 @@ class Connection:
         #: whether the server offers PIPELINING (RFC 2920): one write per transaction
         self.pipelining = False
         self._size = False
+        self._smtputf8 = False
         #: the mail-transaction layer, once the session is set up
         self._stream: ReplyStream | None = None
         #: a failed pipelined transaction's RSET, sent in front of the next MAIL
@@ -299,10 +322,15 @@ class Connection:
                 await self._ehlo(smtp)
             elif cfg.require_tls:
                 refused = TransientError(
-                    f"require_tls is set but {s.endpoint.where} does not offer STARTTLS"
+                    f"{s.endpoint.where} does not offer STARTTLS and require_tls is on (the "
+                    "default for every host but loopback): refusing to send in plaintext. "
+                    "A man in the middle may be stripping STARTTLS; if the server really has "
+                    "no TLS, set require_tls: false to send in clear"
                 )
                 refused.retry_here = False  # a TLS policy does not change in seconds
                 raise refused
+        if not self.encrypted:
+            _log_plaintext(cfg, s.endpoint)
         if cfg.auth is not None:
             if not self.encrypted and not cfg.allow_plaintext_auth:
                 raise AuthError(
@@ -339,6 +367,7 @@ class Connection:
         self._stream = ReplyStream.take_over(cast(asyncio.Transport, transport))
         self.pipelining = smtp.supports_extension("pipelining")
         self._size = smtp.supports_extension("size")
+        self._smtputf8 = smtp.supports_extension("smtputf8")
 
     def _ready(self) -> ReplyStream:
         stream = self._stream
@@ -355,7 +384,12 @@ class Connection:
         return reply
 
     async def transaction(
-        self, sender: str, recipients: list[str], payload: bytes | tuple[bytes, ...]
+        self,
+        sender: str,
+        recipients: list[str],
+        payload: bytes | tuple[bytes, ...],
+        *,
+        smtputf8: bool = False,
     ) -> Delivery:
         """MAIL, RCPT for each recipient, DATA, payload; the server's verdict.
 
@@ -366,14 +400,21 @@ class Connection:
         failed before MAIL was accepted, so that nothing of this message left.
         """
         stream = self._ready()
+        if smtputf8 and not self._smtputf8:  # before any byte of this transaction
+            raise PermanentError(
+                f"{self._endpoint.where} does not offer the SMTPUTF8 extension (RFC 6531), "
+                "which this message needs for its non-ASCII address(es); nothing was sent"
+            )
         pieces = (payload,) if isinstance(payload, bytes) else payload
         size = sum(len(p) for p in pieces) if self._size else None
-        mail = command_line(mail_command(sender, size=size))
+        mail = command_line(mail_command(sender, size=size, smtputf8=smtputf8))
         previous, done = self._tail, asyncio.get_running_loop().create_future()
         self._tail = done
         self._inflight += 1
         try:
-            return await self._transactions(stream, previous, recipients, mail, pieces)
+            return await self._transactions(
+                stream, previous, recipients, mail, pieces, smtputf8=smtputf8
+            )
         finally:
             self._inflight -= 1
             if not done.done():
@@ -389,6 +430,8 @@ class Connection:
         recipients: list[str],
         mail: bytes,
         pieces: tuple[bytes, ...],
+        *,
+        smtputf8: bool = False,
     ) -> Delivery:
         """As many transactions as the server's recipient limit asks for.
 
@@ -405,7 +448,7 @@ class Connection:
             try:
                 if delivered is not None:
                     stream = self._ready()
-                rcpts = [command_line(rcpt_command(r)) for r in batch]
+                rcpts = [command_line(rcpt_command(r, smtputf8=smtputf8)) for r in batch]
                 if self.pipelining:
                     part, deferred = await self._pipelined(
                         stream, previous, batch, mail, rcpts, pieces, more=bool(rest)

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from ..._log import one_line
 from ..._options import config_error_text
-from .config import SMTPConfig
+from .config import SMTPConfig, is_loopback
 
 __all__ = [
     "CertInfo",
@@ -306,10 +306,6 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def is_loopback(host: str) -> bool:
-    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
 
 
 async def diagnose(

@@ -18,6 +18,7 @@ import httpx
 from pydantic import BaseModel
 
 from ..._backend import current_async_library
+from ..._dkim import choose, sign
 from ...errors import ConfigError, DeliveryError
 from ...message import Message
 from ...provider import Provider
@@ -115,14 +116,19 @@ class SMTPProvider(Provider):
 
     async def _send(self, message: Message) -> SendResult:
         self._require_asyncio()
-        sender = check_envelope_address(message.envelope_sender, "envelope sender")
+        utf8 = message.smtputf8
+        sender = check_envelope_address(message.envelope_sender, "envelope sender", utf8=utf8)
         recipients = [
-            check_envelope_address(r, "envelope recipient") for r in message.envelope_recipients
+            check_envelope_address(r, "envelope recipient", utf8=utf8)
+            for r in message.envelope_recipients
         ]
         payload = message_payload(message)  # encoded once per message, not per attempt
+        dkim = choose(message, self._cfg.dkim)
+        if dkim is not None:  # made once per message too: a header line in front
+            payload = (await sign(message, dkim), *payload)
 
         async def job(conn: Connection) -> Delivery:
-            return await conn.transaction(sender, recipients, payload)
+            return await conn.transaction(sender, recipients, payload, smtputf8=utf8)
 
         if self._cfg.pool:
             delivery = await self._get_pool().run(job)

@@ -108,34 +108,39 @@ def message_payload(message: _Renders) -> tuple[bytes, ...]:
     return pieces
 
 
-def check_envelope_address(address: str, what: str) -> str:
+def check_envelope_address(address: str, what: str, *, utf8: bool = False) -> str:
     """Refuse an address that could break out of ``MAIL FROM:<...>`` / ``RCPT TO:<...>``.
 
     Message already validates addresses; this is the last check at the point where an
     address becomes a command, because a provider may be handed addresses by other code.
+    Non-ASCII is allowed only with ``utf8`` (a transaction with SMTPUTF8, RFC 6531).
     """
-    if not address or _FORBIDDEN_IN_ADDRESS.search(address) or not address.isascii():
+    if not address or _FORBIDDEN_IN_ADDRESS.search(address) or not (utf8 or address.isascii()):
         shown = repr(address[:80])
         raise MessageError(
-            f"{what} cannot go into an SMTP command (empty, non-ASCII, space, angle "
-            f"bracket or control character): {shown}"
+            f"{what} cannot go into an SMTP command (empty, non-ASCII without SMTPUTF8, "
+            f"space, angle bracket or control character): {shown}"
         )
     return address
 
 
-def mail_command(sender: str, *, size: int | None = None) -> tuple[bytes, ...]:
-    """``MAIL FROM:<sender> [SIZE=n]`` as the argument tuple aiosmtplib sends."""
-    check_envelope_address(sender, "envelope sender")
-    args: tuple[bytes, ...] = (b"MAIL", b"FROM:<" + sender.encode("ascii") + b">")
+def mail_command(
+    sender: str, *, size: int | None = None, smtputf8: bool = False
+) -> tuple[bytes, ...]:
+    """``MAIL FROM:<sender> [SIZE=n] [SMTPUTF8]`` as the argument tuple aiosmtplib sends."""
+    check_envelope_address(sender, "envelope sender", utf8=smtputf8)
+    args: tuple[bytes, ...] = (b"MAIL", b"FROM:<" + sender.encode("utf-8") + b">")
     if size is not None:
         args += (b"SIZE=%d" % size,)
+    if smtputf8:
+        args += (b"SMTPUTF8",)
     return args
 
 
-def rcpt_command(recipient: str) -> tuple[bytes, ...]:
+def rcpt_command(recipient: str, *, smtputf8: bool = False) -> tuple[bytes, ...]:
     """``RCPT TO:<recipient>`` as the argument tuple aiosmtplib sends."""
-    check_envelope_address(recipient, "envelope recipient")
-    return (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
+    check_envelope_address(recipient, "envelope recipient", utf8=smtputf8)
+    return (b"RCPT", b"TO:<" + recipient.encode("utf-8") + b">")
 
 
 def command_line(args: tuple[bytes, ...]) -> bytes:
