@@ -22,7 +22,7 @@ from .errors import (
 )
 from .health import BreakerState, HealthConfig
 from .mailer import Event, Mailer, Route
-from .message import Address, Attachment, Message
+from .message import Address, Attachment, Envelope, Message
 from .provider import Provider, ProviderConfig
 from .result import Attempt, SendResult
 from .routing.attempt import commit_hooks
@@ -41,6 +41,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DeliveryUncertain",
+    "Envelope",
     "Event",
     "Failover",
     "Group",

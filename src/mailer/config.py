@@ -78,9 +78,7 @@ class ProviderEntry(BaseModel):
     @field_validator("providers", mode="before")
     @classmethod
     def _child_dsns(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [parse_dsn(v) if isinstance(v, str) else v for v in value]
-        return value
+        return _parse_dsns(value)
 
     @model_validator(mode="after")
     def _group(self) -> ProviderEntry:
@@ -115,9 +113,7 @@ class MailerConfig(BaseModel):
     @field_validator("providers", mode="before")
     @classmethod
     def _dsns(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [parse_dsn(v) if isinstance(v, str) else v for v in value]
-        return value
+        return _parse_dsns(value)
 
     @field_validator("defaults")
     @classmethod
@@ -136,6 +132,13 @@ _DSN_ENCODE_HINT = (
     "if the user or password holds '/', '@', ':', '#', '?' or '%', percent-encode it "
     "(%2F, %40, %3A, %23, %3F, %25), or pass it as ${VAR}, which is encoded for you"
 )
+
+
+def _parse_dsns(value: Any) -> Any:
+    """A providers list may mix entries and DSN strings: parse the strings."""
+    if isinstance(value, list):
+        return [parse_dsn(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def parse_dsn(url: str) -> dict[str, Any]:

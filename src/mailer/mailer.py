@@ -227,6 +227,11 @@ class Mailer(AsyncClosing):
         msg = message.with_defaults(self.defaults)
         msg.as_bytes()  # render and check once, before any I/O
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
+        if msg.provider_options:  # refused before any I/O, not half-way through failover
+            for leaf in self._leaves:
+                options = leaf.options_for(msg)
+                if options is not None:
+                    leaf.check_options(options)
         ctx = SendContext(msg.message_id, time.monotonic() + self.send_timeout, root=root)
         send_token = _SEND.set(ctx)
         deadline_token = _DEADLINE.set(ctx.deadline)

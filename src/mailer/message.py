@@ -56,7 +56,7 @@ from . import _mime
 from ._dkim import DKIMOptions
 from .errors import MessageError
 
-__all__ = ["Address", "Attachment", "Message"]
+__all__ = ["Address", "Attachment", "Envelope", "Message"]
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
 _POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
@@ -503,6 +503,28 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+class Envelope(_Strict):
+    """The SMTP envelope when it differs from the headers (Nodemailer's ``envelope``):
+    a bounce address (VERP), or recipients other than To/Cc/Bcc. Either may be left
+    out: the message's own sender or recipients are used for it."""
+
+    sender: Address | None = Field(default=None, alias="from")
+    recipients: list[Address] | None = Field(default=None, alias="to")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return None if value is None else _as_list(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Envelope:
+        if self.recipients is not None and not self.recipients:
+            raise MessageError("envelope.recipients is empty: leave it out to use to/cc/bcc")
+        return self
+
+
 class Message(_Strict):
     """An email to send. Frozen: what was validated is what is sent.
 
@@ -533,6 +555,13 @@ class Message(_Strict):
     message_id: str | None = None
     #: DKIM signing for this message; wins over the provider's ``dkim``
     dkim: DKIMOptions | None = Field(default=None, repr=False)
+    #: the SMTP envelope, when it differs from the headers (providers that cannot send
+    #: one refuse the message rather than ignore it)
+    envelope: Envelope | None = None
+    #: per-provider options for this message, keyed by provider name or type: deep-merged
+    #: into an HTTP provider's request body; for SMTP, overrides of its config for a
+    #: one-off connection (see docs/configuration.md)
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
 
     _rendered: bytes | None = PrivateAttr(default=None)
     #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
@@ -628,6 +657,15 @@ class Message(_Strict):
             check_text(text, f"metadata {key!r}")
         return value
 
+    @field_validator("provider_options")
+    @classmethod
+    def _provider_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key, options in value.items():
+            check_text(key, "provider_options key")
+            if not isinstance(options, dict):
+                raise MessageError(f"provider_options[{key!r}] must be a mapping of options")
+        return value
+
     @field_validator("message_id")
     @classmethod
     def _message_id(cls, value: str | None) -> str | None:
@@ -684,6 +722,8 @@ class Message(_Strict):
 
     @property
     def envelope_sender(self) -> str:
+        if self.envelope is not None and self.envelope.sender is not None:
+            return self.envelope.sender.email
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
         return self.sender.email
@@ -697,13 +737,21 @@ class Message(_Strict):
         """
         if self.sender is not None and not self.sender.email.isascii():
             return True
-        return any(not a.email.isascii() for a in (*self.to, *self.cc, *self.bcc, *self.reply_to))
+        if any(not a.email.isascii() for a in (*self.to, *self.cc, *self.bcc, *self.reply_to)):
+            return True
+        envelope = self.envelope
+        if envelope is None:
+            return False
+        chosen = [*([envelope.sender] if envelope.sender else []), *(envelope.recipients or [])]
+        return any(not a.email.isascii() for a in chosen)
 
     @property
     def envelope_recipients(self) -> list[str]:
-        """Every recipient once, in order: to, then cc, then bcc."""
+        """Every recipient once, in order: to, then cc, then bcc (or the envelope's)."""
         seen: dict[str, None] = {}
-        for addr in (*self.to, *self.cc, *self.bcc):
+        envelope = self.envelope
+        chosen = envelope.recipients if envelope is not None else None
+        for addr in chosen if chosen is not None else (*self.to, *self.cc, *self.bcc):
             seen.setdefault(addr.email, None)
         return list(seen)
 

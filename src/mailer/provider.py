@@ -153,6 +153,27 @@ class Provider(AsyncClosing):
     async def _send(self, message: Message) -> SendResult:
         raise NotImplementedError
 
+    # -- per-message options ------------------------------------------------------------
+
+    def options_for(self, message: Message) -> dict[str, Any] | None:
+        """This provider's share of ``message.provider_options``: the entry for its type,
+        then the entry for its name deep-merged over it (the name is more specific).
+        None when the message has none for it."""
+        found: dict[str, Any] | None = None
+        for key, options in message.provider_options.items():
+            if key != self.name and not _is_type_of(key, type(self)):
+                continue
+            if key == self.name:
+                found = deep_merge(found or {}, options)
+            else:
+                found = deep_merge(options, found or {})
+        return found
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse per-message options this provider cannot apply, with a MessageError,
+        before any I/O (the Mailer calls it for every provider a message names). The
+        default takes any: HTTP providers merge them into the request body."""
+
     async def commit_point(self) -> None:
         """Await right before crossing the commit point (see ``reports_commit_point``).
 
@@ -171,3 +192,25 @@ class Provider(AsyncClosing):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_type_of(key: str, cls: type[Provider]) -> bool:
+    """Whether ``key`` is a provider type name (an entry point) that loads ``cls``."""
+    from .plugins import load_provider_class
+
+    try:
+        return issubclass(cls, load_provider_class(key))
+    except ConfigError:
+        return False

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -338,11 +338,14 @@ class SyncMailer:
 
     # -- the API -----------------------------------------------------------------------
 
-    def send(self, message: Message) -> SendResult:
+    def send(self, message: Message, *, providers: Sequence[str] | None = None) -> SendResult:
         """Send and wait; raises what ``Mailer.send`` raises, within ``send_timeout`` +
-        :data:`SEND_GRACE`. After close(): MailerError (nothing sent)."""
+        :data:`SEND_GRACE`. ``providers``: only those, in that order (as ``Mailer.send``).
+        After close(): MailerError (nothing sent)."""
         self._refuse_in_loop("send", "await mailer.send(message)")
-        result: SendResult = self._call(lambda mailer: mailer.send(message), "send")
+        result: SendResult = self._call(
+            lambda mailer: mailer.send(message, providers=providers), "send"
+        )
         return result
 
     def verify(self) -> dict[str, Exception | None]:

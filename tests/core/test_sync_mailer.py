@@ -216,3 +216,11 @@ def test_close_default_timeout_is_documented() -> None:
     default: Any = inspect.signature(SyncMailer.close).parameters["timeout"].default
     assert default == CLOSE_TIMEOUT == 10.0
     assert "CLOSE_TIMEOUT" in (SyncMailer.close.__doc__ or "")
+
+
+def test_send_to_named_providers_only() -> None:
+    a = MemoryProvider("a", MemoryConfig())
+    b = MemoryProvider("b", MemoryConfig())
+    with SyncMailer(Mailer([a, b])) as mailer:
+        assert mailer.send(msg(), providers=["b"]).provider == "b"
+    assert a.calls == 0 and b.calls == 1

@@ -534,14 +534,8 @@ class Failover(Group):
         return self.children
 
 
-class Weighted(Group):
-    """Share load at random in proportion to ``weights``; fail over within the group.
-
-    Each send draws a full order (weighted sampling without replacement), so the
-    provider a send did not draw first is still its fallback.
-    """
-
-    kind = "weighted"
+class _Shares(Group):
+    """A group whose children have weights (one each; all 1 by default)."""
 
     def __init__(
         self,
@@ -553,6 +547,16 @@ class Weighted(Group):
         super().__init__(providers, name=name)
         self.weights = _weights(self.children, weights)
 
+
+class Weighted(_Shares):
+    """Share load at random in proportion to ``weights``; fail over within the group.
+
+    Each send draws a full order (weighted sampling without replacement), so the
+    provider a send did not draw first is still its fallback.
+    """
+
+    kind = "weighted"
+
     def _order(self) -> list[Provider]:
         rng = self.runtime.rng
         keyed = sorted(
@@ -562,7 +566,7 @@ class Weighted(Group):
         return [self.children[i] for i in keyed]
 
 
-class RoundRobin(Group):
+class RoundRobin(_Shares):
     """Take turns, in proportion to ``weights`` (smooth weighted round robin, as nginx
     does), and fail over to the rest in turn order. Symfony's ``roundrobin(a b)``."""
 
@@ -575,8 +579,7 @@ class RoundRobin(Group):
         *,
         name: str | None = None,
     ) -> None:
-        super().__init__(providers, name=name)
-        self.weights = _weights(self.children, weights)
+        super().__init__(providers, weights, name=name)
         self._current = [0.0] * len(self.children)
 
     def _order(self) -> list[Provider]:

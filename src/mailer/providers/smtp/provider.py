@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import SplitResult
 
 import httpx
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..._backend import current_async_library
 from ..._dkim import choose, sign
-from ...errors import ConfigError, DeliveryError
+from ..._options import config_error_text
+from ...errors import ConfigError, DeliveryError, MessageError
 from ...message import Message
-from ...provider import Provider
+from ...provider import Provider, deep_merge
 from ...result import SendResult
 from .classify import Endpoint
 from .config import SMTPConfig, config_from_url
@@ -130,14 +132,18 @@ class SMTPProvider(Provider):
         async def job(conn: Connection) -> Delivery:
             return await conn.transaction(sender, recipients, payload, smtputf8=utf8)
 
-        if self._cfg.pool:
-            delivery = await self._get_pool().run(job)
-        else:
-            conn = await self.connect()
+        options = self.options_for(message)
+        if options:
+            # Per-message overrides (another auth, another host...): a one-off
+            # connection with the merged config, never the shared pool, whose sessions
+            # were set up with the provider's own.
+            one_off = SMTPProvider(self.name, self._merged(options))
             try:
-                delivery = await job(conn)
+                delivery = await one_off._run(job, pooled=False)
             finally:
-                await conn.quit()
+                await one_off.aclose()
+        else:
+            delivery = await self._run(job, pooled=self._cfg.pool)
         return SendResult(
             provider=self.name,
             message_id=message.message_id,
@@ -145,6 +151,30 @@ class SMTPProvider(Provider):
             rejected=delivery.rejected,
             response=delivery.response,
         )
+
+    async def _run(
+        self, job: Callable[[Connection], Awaitable[Delivery]], *, pooled: bool
+    ) -> Delivery:
+        if pooled:
+            return await self._get_pool().run(job)
+        conn = await self.connect()
+        try:
+            return await job(conn)
+        finally:
+            await conn.quit()
+
+    def _merged(self, options: dict[str, Any]) -> SMTPConfig:
+        """This provider's config with a message's overrides, or a MessageError."""
+        base = self._cfg.model_dump(exclude_unset=True)
+        try:
+            return SMTPConfig.model_validate(deep_merge(base, options))
+        except (ValidationError, ConfigError) as exc:
+            text = config_error_text(f"provider {self.name!r}", exc, SMTPConfig) if isinstance(
+                exc, ValidationError) else str(exc)  # fmt: skip
+        raise MessageError(f"provider_options for {self.name!r} cannot apply: {text}")
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        self._merged(options)
 
     async def verify(self) -> None:
         """Connect, TLS, EHLO, AUTH, QUIT: raise the classified error if any step fails."""
