@@ -124,6 +124,8 @@ _FEATURES: dict[str, dict[str, Any]] = {
     "non-ASCII header": {"headers": {"X-Conformance": f"Grüße {_MARK}"}},
     "tag": {"tags": [f"{_MARK}tag"]},
     "metadata": {"metadata": {f"{_MARK}key": f"{_MARK}value"}},
+    "envelope": {"envelope": {"to": [f"{_MARK}-envelope@example.org"]}},
+    "provider options": {"provider_options": {"conformance": {f"x_{_MARK}": f"{_MARK} opt"}}},
 }
 
 

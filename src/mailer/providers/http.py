@@ -31,6 +31,7 @@ import asyncio
 import base64
 import contextlib
 import copy
+import json
 import logging
 import socket
 import ssl
@@ -58,8 +59,8 @@ from ..errors import (
     RateLimited,
     TransientError,
 )
-from ..message import Address, Attachment, Message
-from ..provider import Provider, ProviderConfig, deadline_remaining
+from ..message import Address, Attachment, Envelope, Message
+from ..provider import Provider, ProviderConfig, deadline_remaining, deep_merge
 from ..result import SendResult
 
 __all__ = [
@@ -230,11 +231,11 @@ class HTTPProvider(Provider):
     (``set_from``, ``set_to``, ``set_cc``, ``set_bcc`` (all three through
     ``add_recipients``), ``set_reply_to``, ``set_subject``,
     ``set_body``, ``set_headers``, ``add_attachment``, ``add_inline``, ``set_tags``,
-    ``set_metadata``, ``set_dkim``), then :meth:`finish` turns the filled :class:`Payload`
-    into the one request. A hook the adapter does not implement refuses the feature
-    (:meth:`unsupported`: MessageError before any I/O, unless ``ignore_unsupported``), so
-    no adapter drops cc, bcc or headers silently. The rules every API shares live here
-    once: recipients de-duplicated across To/Cc/Bcc, the body rule (a text part, possibly
+    ``set_metadata``, ``set_dkim``, ``set_envelope``, ``set_provider_options``), then
+    :meth:`finish` turns the filled :class:`Payload` into the one request. A hook the
+    adapter does not implement refuses the feature (:meth:`unsupported`: MessageError
+    before any I/O, unless ``ignore_unsupported``), so no adapter drops cc, bcc or
+    headers silently. The rules every API shares live here once: recipients de-duplicated across To/Cc/Bcc, the body rule (a text part, possibly
     empty, when there is no HTML), custom header values RFC 2047-encoded, the Message-ID
     header, tag and reply-to limits, the credential header, the id read from the answer.
 
@@ -496,6 +497,11 @@ class HTTPProvider(Provider):
         dkim = self.dkim_options(message)
         if dkim is not None:
             self.set_dkim(payload, dkim)
+        if message.envelope is not None:
+            self.set_envelope(payload, message.envelope)
+        options = self.options_for(message)
+        if options:  # last, so that they win over what the walk put there
+            self.set_provider_options(payload, options)
         return payload
 
     def finish(self, payload: Payload) -> HTTPRequest:
@@ -594,6 +600,28 @@ class HTTPProvider(Provider):
             "cannot survive; use the provider's own domain signing, or an SMTP or SES "
             "provider)"
         )
+
+    def set_envelope(self, payload: Payload, envelope: Envelope) -> None:
+        """An SMTP envelope other than the headers (a bounce address, other recipients).
+        The APIs deliver to To/Cc/Bcc and bounce to their own address, so by default it
+        is refused: sent anyway, the mail would go to the header recipients."""
+        self.unsupported(
+            "an envelope different from the headers (its API delivers to To/Cc/Bcc and "
+            "sets its own bounce address; use an SMTP provider)"
+        )
+
+    def set_provider_options(self, payload: Payload, options: dict[str, Any]) -> None:
+        """This provider's ``provider_options`` (django-anymail's ``esp_extra``): deep-merged
+        into the JSON body; on a form API (``payload.parts``) each one is a field, a list
+        one field per item, other values as JSON (``true``, ``3``)."""
+        if not payload.parts:
+            payload.data = deep_merge(payload.data, options)
+            return
+        for key, value in options.items():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Mapping | list):
+                    self.refuse(f"takes form fields: provider_options {key!r} must be a value")
+                payload.add_field(key, item if isinstance(item, str) else json.dumps(item))
 
     def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
         if not self._attach(payload, attachment, inline=False):
