@@ -107,3 +107,42 @@ async def test_html_only_message_has_no_text_part(stubbed: Any, name: str) -> No
     request = (await _send(stubbed, name, message)).request
     assert b"<p>h</p>" in request.content
     assert b'"TextBody"' not in request.content and b'name="text"' not in request.content
+
+
+async def test_provider_options_deep_merge_into_the_body_name_over_type(stubbed: Any) -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
+                      provider_options={
+                          "sendgrid": {"tracking_settings": {"click_tracking": {"enable": False},
+                                                             "open_tracking": {"enable": False}}},
+                          "sendgrid-eu": {"tracking_settings": {"open_tracking": {"enable": True}}},
+                          "postmark": {"TrackOpens": True},  # another provider's: not sent
+                      })  # fmt: skip
+    cls, config, url, answer = ADAPTERS["sendgrid"]
+    sent = await stubbed(cls.from_config("sendgrid-eu", config), message, "POST", url, answer)
+    body = sent.json()
+    assert body["tracking_settings"] == {"click_tracking": {"enable": False},
+                                         "open_tracking": {"enable": True}}  # fmt: skip
+    assert "TrackOpens" not in body and body["subject"] == "x"
+
+
+async def test_provider_options_are_form_fields_on_mailgun(stubbed: Any) -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
+                      provider_options={"mailgun": {"o:tracking": False,
+                                                    "o:deliverytime-optimize-period": "24h",
+                                                    "t:variables": ["a", 1]}})  # fmt: skip
+    content = (await _send(stubbed, "mailgun", message)).request.content
+    for name, value in [("o:tracking", b"false"), ("o:deliverytime-optimize-period", b"24h"),
+                        ("t:variables", b"a"), ("t:variables", b"1")]:  # fmt: skip
+        assert f'name="{name}"\r\n\r\n'.encode() + value + b"\r\n" in content
+    nested = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
+                     provider_options={"mailgun": {"o:x": {"y": 1}}})  # fmt: skip
+    with pytest.raises(MessageError, match="takes form fields"):
+        await _send(stubbed, "mailgun", nested)
+
+
+@pytest.mark.parametrize("name", list(ADAPTERS))
+async def test_envelope_is_refused_before_io(stubbed: Any, name: str) -> None:
+    message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
+                      envelope={"from": "bounce@example.com"})  # fmt: skip
+    with pytest.raises(MessageError, match="envelope different from the headers"):
+        await _send(stubbed, name, message)
