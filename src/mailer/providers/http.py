@@ -229,15 +229,16 @@ class HTTPProvider(Provider):
 
     :meth:`build_request` walks the Message once and calls one hook per feature
     (``set_from``, ``set_to``, ``set_cc``, ``set_bcc`` (all three through
-    ``add_recipients``), ``set_reply_to``, ``set_subject``,
-    ``set_body``, ``set_headers``, ``add_attachment``, ``add_inline``, ``set_tags``,
-    ``set_metadata``, ``set_dkim``, ``set_envelope``, ``set_provider_options``), then
-    :meth:`finish` turns the filled :class:`Payload` into the one request. A hook the
-    adapter does not implement refuses the feature (:meth:`unsupported`: MessageError
-    before any I/O, unless ``ignore_unsupported``), so no adapter drops cc, bcc or
-    headers silently. The rules every API shares live here once: recipients de-duplicated across To/Cc/Bcc, the body rule (a text part, possibly
-    empty, when there is no HTML), custom header values RFC 2047-encoded, the Message-ID
-    header, tag and reply-to limits, the credential header, the id read from the answer.
+    ``add_recipients``), ``set_reply_to``, ``set_subject``, ``set_body``, ``set_headers``,
+    ``add_attachment``, ``add_inline``, ``set_tags``, ``set_metadata``, ``set_dkim``,
+    ``set_envelope``, ``set_provider_options``), then :meth:`finish` turns the filled
+    :class:`Payload` into the one request. A hook the adapter does not implement refuses the
+    feature (:meth:`unsupported`: MessageError before any I/O, unless
+    ``ignore_unsupported``), so no adapter drops cc, bcc or headers silently. The rules
+    every API shares live here once: recipients de-duplicated across To/Cc/Bcc, the body
+    rule (a text part, possibly empty, when there is no HTML), custom header values RFC
+    2047-encoded, the Message-ID header, tag and reply-to limits, the credential header, the
+    id read from the answer.
 
     Everything that decides *whether the Mailer may fail over* lives here too, in
     :meth:`request` and :meth:`error_for`; adapters refine it with :meth:`classify_error`.
