@@ -509,6 +509,15 @@ class Attachment(_Strict):
             object.__setattr__(self, "content_id", f"{uuid.uuid4().hex}@mailer")
         return self
 
+    def with_content(self) -> Attachment:
+        """The same attachment with its bytes (a file given by path is read now)."""
+        if self.path is None:
+            return self
+        return Attachment(
+            content=self.data(), filename=self.filename, content_type=self.content_type,
+            inline=self.inline, content_id=self.content_id,
+        )  # fmt: skip
+
     def data(self) -> bytes:
         if self.content is not None:
             return self.content
@@ -765,15 +774,7 @@ class Message(_Strict):
         """
         if all(a.path is None for a in self.attachments):
             return self
-        attachments = [
-            a
-            if a.path is None
-            else Attachment(
-                content=a.data(), filename=a.filename, content_type=a.content_type,
-                inline=a.inline, content_id=a.content_id,
-            )  # fmt: skip
-            for a in self.attachments
-        ]
+        attachments = [a.with_content() for a in self.attachments]
         data = self.model_dump(by_alias=False, exclude_defaults=True)
         data.update(attachments=attachments, message_id=self.message_id)
         return Message(**data)
