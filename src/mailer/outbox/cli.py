@@ -31,9 +31,7 @@ outbox_app = typer.Typer(
 )
 app.add_typer(outbox_app)
 
-StateOption = Annotated[
-    str | None, typer.Option("--state", help=f"One of: {', '.join(STATES)}.")
-]
+StateOption = Annotated[str | None, typer.Option("--state", help=f"One of: {', '.join(STATES)}.")]
 
 
 def _mailer(config: Path) -> Mailer:
@@ -83,8 +81,9 @@ def worker(
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
                     async for signum in received:
                         if stop.is_set():
-                            log.warning("second %s: stopping now; leases will settle "
-                                        "what was in flight", signal.Signals(signum).name)  # fmt: skip
+                            name = signal.Signals(signum).name
+                            log.warning("second %s: stopping now; leases will settle what "
+                                        "was in flight", name)  # fmt: skip
                             tg.cancel_scope.cancel()
                             return
                         log.info("%s: finishing the sends under way, then exiting",

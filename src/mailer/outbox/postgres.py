@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStore"]
 
-_NOW = "extract(epoch from now())"
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailer_outbox (
     id          BIGSERIAL PRIMARY KEY,
@@ -85,11 +83,10 @@ class PostgresStore:
                 "a postgresql:// outbox needs asyncpg: pip install 'mailer-failover[postgres]'"
             ) from None
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
-        async with self._p().acquire() as conn:
-            # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
-                await conn.execute(_SCHEMA)
+        # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
+        async with self._p().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
+            await conn.execute(_SCHEMA)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -99,25 +96,25 @@ class PostgresStore:
     async def add(self, item: NewMessage) -> bool:
         status: str = await self._p().execute(
             "INSERT INTO mailer_outbox (message_id, state, message, raw, attempts, created,"
-            f" updated, next_at, last_error) VALUES ($1, 'queued', $2, $3, $4, {_NOW}, {_NOW},"
-            " $5, $6) ON CONFLICT (message_id) DO NOTHING",
+            " updated, next_at, last_error) VALUES ($1, 'queued', $2, $3, $4,"
+            " extract(epoch from now()), extract(epoch from now()), $5, $6)"
+            " ON CONFLICT (message_id) DO NOTHING",
             item.message_id, item.message_json, item.raw, item.attempts, item.next_at,
             item.last_error,
         )  # fmt: skip
         return status.endswith(" 1")
 
-    async def claim(
-        self, owner: str, limit: int, *, lease: float, max_age: float
-    ) -> list[Claimed]:
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         token = secrets.token_hex(8)
         async with self._p().acquire() as conn, conn.transaction():
             await _settle_expired(conn, max_age)
             rows = await conn.fetch(
-                f"UPDATE mailer_outbox SET state = 'sending', lease_owner = $1,"
-                f" lease_until = {_NOW} + $2, claim = $3 || ':' || id, committed = false,"
-                f" attempts = attempts + 1, updated = {_NOW}"
+                "UPDATE mailer_outbox SET state = 'sending', lease_owner = $1,"
+                " lease_until = extract(epoch from now()) + $2, claim = $3 || ':' || id,"
+                " committed = false, attempts = attempts + 1, updated = extract(epoch from now())"
                 " WHERE id IN (SELECT id FROM mailer_outbox WHERE state = 'queued'"
-                f" AND next_at <= {_NOW} ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+                " AND next_at <= extract(epoch from now()) ORDER BY next_at, id LIMIT $4"
+                " FOR UPDATE SKIP LOCKED)"
                 " RETURNING id, claim, message_id, message, raw, attempts, created",
                 owner, lease, token, limit,
             )  # fmt: skip
@@ -125,7 +122,8 @@ class PostgresStore:
 
     async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
         status: str = await self._p().execute(
-            f"UPDATE mailer_outbox SET committed = true, provider = $1, updated = {_NOW}"
+            "UPDATE mailer_outbox SET committed = true, provider = $1,"
+            " updated = extract(epoch from now())"
             " WHERE id = $2 AND claim = $3 AND state = 'sending'",
             provider, row, claim,
         )  # fmt: skip
@@ -134,7 +132,8 @@ class PostgresStore:
     async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
         status: str = await self._p().execute(
             "UPDATE mailer_outbox SET state = $1, next_at = COALESCE($2, next_at),"
-            f" provider = COALESCE($3, provider), last_error = $4, updated = {_NOW},"
+            " provider = COALESCE($3, provider), last_error = $4,"
+            " updated = extract(epoch from now()),"
             " lease_owner = NULL, lease_until = NULL"
             " WHERE id = $5 AND claim = $6 AND state IN ('sending', 'unknown')",
             outcome.state, outcome.next_at, outcome.provider, outcome.error, row, claim,
@@ -143,7 +142,7 @@ class PostgresStore:
 
     async def renew(self, owner: str, *, lease: float) -> int:
         status: str = await self._p().execute(
-            f"UPDATE mailer_outbox SET lease_until = {_NOW} + $1"
+            "UPDATE mailer_outbox SET lease_until = extract(epoch from now()) + $1"
             " WHERE state = 'sending' AND lease_owner = $2",
             lease, owner,
         )  # fmt: skip
@@ -172,15 +171,23 @@ class PostgresStore:
         )  # fmt: skip
         return [
             OutboxItem(
-                message_id=r[0], state=r[1], attempts=r[2], created=r[3], updated=r[4],
-                next_at=r[5], provider=r[6], last_error=r[7], committed=r[8],
-            )  # fmt: skip
+                message_id=r[0],
+                state=r[1],
+                attempts=r[2],
+                created=r[3],
+                updated=r[4],
+                next_at=r[5],
+                provider=r[6],
+                last_error=r[7],
+                committed=r[8],
+            )
             for r in rows
         ]
 
     async def retry(self, message_ids: list[str]) -> int:
         status: str = await self._p().execute(
-            f"UPDATE mailer_outbox SET state = 'queued', next_at = {_NOW}, updated = {_NOW},"
+            "UPDATE mailer_outbox SET state = 'queued', next_at = extract(epoch from now()),"
+            " updated = extract(epoch from now()),"
             " committed = false, claim = NULL, lease_owner = NULL, lease_until = NULL"
             " WHERE message_id = ANY($1::text[]) AND state != 'sending'",
             message_ids,
@@ -189,7 +196,8 @@ class PostgresStore:
 
     async def purge(self, state: State, older_than: float) -> int:
         status: str = await self._p().execute(
-            f"DELETE FROM mailer_outbox WHERE state = $1 AND updated < {_NOW} - $2",
+            "DELETE FROM mailer_outbox"
+            " WHERE state = $1 AND updated < extract(epoch from now()) - $2",
             state, older_than,
         )  # fmt: skip
         return int(status.rsplit(" ", 1)[-1])
@@ -203,18 +211,19 @@ async def _settle_expired(conn: Any, max_age: float) -> None:
     """As the SQLite store does: expired leases by the commit flag; too old: dead."""
     await conn.execute(
         "UPDATE mailer_outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL,"
-        f" claim = NULL, last_error = $1, updated = {_NOW}"
-        f" WHERE state = 'sending' AND lease_until < {_NOW} AND NOT committed",
+        " claim = NULL, last_error = $1, updated = extract(epoch from now())"
+        " WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND NOT committed",
         LEASE_EXPIRED_SAFE,
     )
     await conn.execute(
         "UPDATE mailer_outbox SET state = 'unknown', lease_owner = NULL, lease_until = NULL,"
-        f" last_error = $1, updated = {_NOW}"
-        f" WHERE state = 'sending' AND lease_until < {_NOW} AND committed",
+        " last_error = $1, updated = extract(epoch from now())"
+        " WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND committed",
         LEASE_EXPIRED_UNKNOWN,
     )
     await conn.execute(
-        f"UPDATE mailer_outbox SET state = 'dead', last_error = $1, updated = {_NOW}"
-        f" WHERE state = 'queued' AND created < {_NOW} - $2",
+        "UPDATE mailer_outbox SET state = 'dead', last_error = $1,"
+        " updated = extract(epoch from now())"
+        " WHERE state = 'queued' AND created < extract(epoch from now()) - $2",
         MAX_AGE_PASSED, max_age,
     )  # fmt: skip

@@ -18,6 +18,7 @@ crashed process only, and is faster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import secrets
@@ -135,16 +136,13 @@ class _Writer(threading.Thread):
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             results = [(False, exc)] * len(batch)
         for (_, future, loop), (ok, value) in zip(batch, results, strict=True):
-            try:
+            # RuntimeError: the caller's loop is closed, nobody is waiting
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, future, ok, value)
-            except RuntimeError:
-                pass  # the caller's loop is closed: nobody is waiting
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -221,9 +219,7 @@ class SQLiteStore:
 
         return await self._do(op)
 
-    async def claim(
-        self, owner: str, limit: int, *, lease: float, max_age: float
-    ) -> list[Claimed]:
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection) -> list[Claimed]:
             now = time.time()
             _settle_expired(conn, now, max_age)
@@ -302,17 +298,29 @@ class SQLiteStore:
 
     async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
         def op(conn: sqlite3.Connection) -> list[OutboxItem]:
-            where, args = ("WHERE state = ?", [state]) if state else ("", [])
-            rows = conn.execute(
+            columns = (
                 "SELECT message_id, state, attempts, created, updated, next_at, provider,"
-                f" last_error, committed FROM outbox {where} ORDER BY id LIMIT ?",  # noqa: S608
-                (*args, limit),
-            ).fetchall()
+                " last_error, committed FROM outbox"
+            )
+            if state is None:
+                query = conn.execute(columns + " ORDER BY id LIMIT ?", (limit,))
+            else:
+                query = conn.execute(
+                    columns + " WHERE state = ? ORDER BY id LIMIT ?", (state, limit)
+                )
+            rows = query.fetchall()
             return [
                 OutboxItem(
-                    message_id=r[0], state=r[1], attempts=r[2], created=r[3], updated=r[4],
-                    next_at=r[5], provider=r[6], last_error=r[7], committed=bool(r[8]),
-                )  # fmt: skip
+                    message_id=r[0],
+                    state=r[1],
+                    attempts=r[2],
+                    created=r[3],
+                    updated=r[4],
+                    next_at=r[5],
+                    provider=r[6],
+                    last_error=r[7],
+                    committed=bool(r[8]),
+                )
                 for r in rows
             ]
 

@@ -111,9 +111,7 @@ class OutboxStore(Protocol):
         """Store a message, committed on return. False when its Message-ID is already
         stored (the stored one is kept: a Message-ID names one message)."""
 
-    async def claim(
-        self, owner: str, limit: int, *, lease: float, max_age: float
-    ) -> list[Claimed]:
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         """Lease up to ``limit`` due messages to ``owner`` and count the attempt.
 
         Also settles expired leases (queued or unknown, by the commit flag) and moves

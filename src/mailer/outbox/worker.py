@@ -87,9 +87,8 @@ def _may_have_delivered(exc: BaseException, idempotent: Callable[[str | None], b
         )
     if isinstance(exc, DeliveryUncertain):
         return not idempotent(exc.provider)
-    if isinstance(exc, DeliveryError | MessageError):
-        return False
-    return True  # something unexpected: we cannot know
+    # something unexpected: we cannot know
+    return not isinstance(exc, DeliveryError | MessageError)
 
 
 def _retry_after(exc: BaseException) -> float:
@@ -318,8 +317,10 @@ class Outbox:
                     log.warning("outbox %s: claim lost before the outcome (%s) was recorded",
                                 item.message_id, outcome.state)  # fmt: skip
             except Exception:
-                log.exception("outbox %s: recording the outcome (%s) failed; the lease "
-                              "will expire and settle it", item.message_id, outcome.state)  # fmt: skip
+                log.exception(
+                    "outbox %s: recording the outcome (%s) failed; the lease will expire "
+                    "and settle it", item.message_id, outcome.state,
+                )  # fmt: skip
 
 
 def _keep_rendering(message: Message, raw: bytes) -> None:
