@@ -164,25 +164,11 @@ class PostgresStore:
 
     async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
         rows = await self._p().fetch(
-            "SELECT message_id, state, attempts, created, updated, next_at, provider,"
-            " last_error, committed FROM mailer_outbox"
+            f"SELECT {OutboxItem.COLUMNS} FROM mailer_outbox"  # noqa: S608 - constant columns
             " WHERE $1::text IS NULL OR state = $1 ORDER BY id LIMIT $2",
             state, limit,
         )  # fmt: skip
-        return [
-            OutboxItem(
-                message_id=r[0],
-                state=r[1],
-                attempts=r[2],
-                created=r[3],
-                updated=r[4],
-                next_at=r[5],
-                provider=r[6],
-                last_error=r[7],
-                committed=r[8],
-            )
-            for r in rows
-        ]
+        return [OutboxItem.from_row(r) for r in rows]
 
     async def retry(self, message_ids: list[str]) -> int:
         status: str = await self._p().execute(

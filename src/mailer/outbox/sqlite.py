@@ -298,31 +298,14 @@ class SQLiteStore:
 
     async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
         def op(conn: sqlite3.Connection) -> list[OutboxItem]:
-            columns = (
-                "SELECT message_id, state, attempts, created, updated, next_at, provider,"
-                " last_error, committed FROM outbox"
-            )
+            columns = f"SELECT {OutboxItem.COLUMNS} FROM outbox"  # noqa: S608 - constant
             if state is None:
                 query = conn.execute(columns + " ORDER BY id LIMIT ?", (limit,))
             else:
                 query = conn.execute(
                     columns + " WHERE state = ? ORDER BY id LIMIT ?", (state, limit)
                 )
-            rows = query.fetchall()
-            return [
-                OutboxItem(
-                    message_id=r[0],
-                    state=r[1],
-                    attempts=r[2],
-                    created=r[3],
-                    updated=r[4],
-                    next_at=r[5],
-                    provider=r[6],
-                    last_error=r[7],
-                    committed=bool(r[8]),
-                )
-                for r in rows
-            ]
+            return [OutboxItem.from_row(r) for r in query.fetchall()]
 
         return await self._do(op)
 

@@ -19,8 +19,9 @@ so a restarted worker, or any other, recovers it the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 __all__ = [
     "STATES",
@@ -97,6 +98,18 @@ class OutboxItem:
     last_error: str | None
     #: the current (or last) attempt recorded crossing a commit point
     committed: bool
+
+    #: the columns, in order, that :meth:`from_row` reads (every store selects these)
+    COLUMNS: ClassVar[str] = (
+        "message_id, state, attempts, created, updated, next_at, provider, last_error, committed"
+    )
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> OutboxItem:
+        return cls(
+            message_id=r[0], state=r[1], attempts=r[2], created=r[3], updated=r[4],
+            next_at=r[5], provider=r[6], last_error=r[7], committed=bool(r[8]),
+        )  # fmt: skip
 
 
 class OutboxStore(Protocol):
