@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench soak clean
+.PHONY: install test lint typecheck pytest demo bench soak clean postgres
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,19 @@ $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS)
 	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) postgres
+
+# The Postgres outbox's tests start their own cluster (tests/pgcluster.py); install the
+# server when it is missing and we can (root with apt-get, as on CI). Otherwise those
+# tests are skipped and say why.
+postgres:
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+		else \
+			echo "postgresql is not installed (needs root and apt-get): its tests will be skipped"; \
+		fi; \
+	fi
 
 lint: install
 	$(BIN)/ruff check src tests plugins benchmarks

@@ -1,4 +1,4 @@
-"""The ``mailer`` command: send, verify, providers, doctor, demo.
+"""The ``mailer`` command: send, verify, providers, doctor, demo (and worker, outbox).
 
 It is what a person types first, so it is built for the moment something is wrong: every
 error is one line that says what failed, plus a hint that says what to do, and exits
@@ -694,6 +694,10 @@ def demo(
     render_summary(report, out)
     if not report.ok:
         raise typer.Exit(EXIT_FAILED)
+
+
+# the outbox's commands (worker, outbox ...) register themselves on ``app``
+from .outbox import cli as _outbox_cli  # noqa: E402, F401
 
 
 def main(argv: list[str] | None = None) -> None:

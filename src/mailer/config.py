@@ -28,6 +28,7 @@ from pydantic import (
 from ._options import config_error_text, resolve_paths
 from .errors import ConfigError
 from .health import HealthConfig
+from .outbox.config import OutboxConfig
 from .routing.budget import BudgetConfig
 from .routing.runtime import RetryConfig
 
@@ -38,6 +39,7 @@ __all__ = [
     "RetryConfig",
     "interpolate_dsn",
     "load_config",
+    "load_outbox_config",
     "parse_dsn",
 ]
 
@@ -109,6 +111,9 @@ class MailerConfig(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    #: the durable outbox (docs/outbox.md): a URL or a table; None: no outbox
+    outbox: OutboxConfig | None = None
+    on_all_failed: Literal["raise", "enqueue"] = "raise"
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -319,3 +324,12 @@ def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> Mailer
     except ValidationError as exc:
         error = ConfigError(config_error_text("mailer", exc, MailerConfig))
     raise error  # outside the except: the pydantic error holds input values (secrets)
+
+
+def load_outbox_config(source: Mapping[str, Any] | str) -> OutboxConfig:
+    """The ``outbox`` option given to the Mailer directly: a URL or a mapping."""
+    try:
+        return OutboxConfig.model_validate(source)
+    except ValidationError as exc:
+        error = ConfigError(config_error_text("outbox", exc, OutboxConfig))
+    raise error  # outside the except: the pydantic error holds input values (a password)

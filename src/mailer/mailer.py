@@ -23,10 +23,11 @@ from typing import Any, Literal
 import anyio
 
 from ._log import get_logger, register_secret, secret_values
-from .config import MailerConfig, ProviderEntry, load_config
+from .config import MailerConfig, ProviderEntry, load_config, load_outbox_config
 from .errors import AllProvidersFailed, ConfigError, MessageError
 from .health import BreakerState, HealthConfig
 from .message import Address, Message
+from .outbox import Outbox, OutboxConfig
 from .plugins import load_provider_class
 from .provider import _DEADLINE, AsyncClosing, Provider
 from .result import SendResult
@@ -95,6 +96,8 @@ class Mailer(AsyncClosing):
         budget: BudgetConfig | Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
+        on_all_failed: Literal["raise", "enqueue"] = "raise",
     ) -> None:
         if not providers:
             raise ConfigError("a Mailer needs at least one provider")
@@ -125,6 +128,7 @@ class Mailer(AsyncClosing):
             for secret in secret_values(leaf.config):
                 register_secret(secret)
         self._subsets: dict[tuple[str, ...], Group] = {}
+        self._outbox = self._build_outbox(outbox, on_all_failed)
 
     @property
     def health_config(self) -> HealthConfig:
@@ -162,6 +166,8 @@ class Mailer(AsyncClosing):
             "health": config.health,
             "retry": config.retry,
             "budget": config.budget,
+            "outbox": config.outbox,
+            "on_all_failed": config.on_all_failed,
         }
         options.update(kwargs)
         return cls(routes, **options)
@@ -221,8 +227,24 @@ class Mailer(AsyncClosing):
         PermanentError (refused for a reason every provider shares), DeliveryUncertain
         (may have been delivered; with ``on_uncertain="raise"``) or AllProvidersFailed
         (keeps the message and each provider's error, so the caller can store it and
-        retry).
+        retry). With an outbox and ``on_all_failed="enqueue"``, a send that every provider
+        failed before its commit point is stored instead, and the result's ``status`` is
+        ``"queued"``.
         """
+        if self._outbox is None or self.on_all_failed == "raise":
+            return await self._deliver(message, providers)
+        try:
+            return await self._deliver(message, providers)
+        except AllProvidersFailed as failure:
+            if failure.possibly_delivered or failure.message is None:
+                raise
+            error = failure
+        return await self._outbox.queue_failed(error)  # outside except: no chained context
+
+    async def _deliver(
+        self, message: Message, providers: Sequence[str] | None = None
+    ) -> SendResult:
+        """``send`` without the outbox: what the outbox's workers call."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self.defaults)
         msg.as_bytes()  # render and check once, before any I/O
@@ -262,6 +284,44 @@ class Mailer(AsyncClosing):
         self._subsets[key] = group
         return group
 
+    # -- the outbox (docs/outbox.md) ----------------------------------------------------
+
+    def _build_outbox(
+        self, config: str | Mapping[str, Any] | OutboxConfig | None, on_all_failed: str
+    ) -> Outbox | None:
+        if on_all_failed not in ("raise", "enqueue"):
+            raise ConfigError("on_all_failed must be 'raise' or 'enqueue'")
+        if on_all_failed == "enqueue" and config is None:
+            raise ConfigError('on_all_failed="enqueue" needs an outbox (the outbox option)')
+        self.on_all_failed = on_all_failed
+        if config is None:
+            return None
+        if not isinstance(config, OutboxConfig):
+            config = load_outbox_config(config)
+        idempotent = {p.name: p.idempotent for p in self._leaves}
+        return Outbox(config, self._deliver, idempotent=lambda n: idempotent.get(n or "", False))
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox (stats, list, retry, purge); ConfigError when there is none."""
+        if self._outbox is None:
+            raise ConfigError("this Mailer has no outbox (set the outbox option)")
+        return self._outbox
+
+    async def enqueue(self, message: Message) -> str:
+        """Store ``message`` durably for a worker to send; returns its Message-ID.
+
+        The Mailer's defaults are applied and attachments given by path are read now;
+        the message is committed to the outbox before this returns.
+        """
+        return await self.outbox.enqueue(message.with_defaults(self.defaults))
+
+    async def drain(self, timeout: float | None = None) -> dict[str, int]:
+        """Deliver what the outbox has due, in this process, until nothing is due (with
+        a ``timeout``: nothing comes due before it passes). Returns how many messages
+        went to each state."""
+        return await self.outbox.drain(timeout)
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def verify(self) -> dict[str, Exception | None]:
@@ -283,6 +343,8 @@ class Mailer(AsyncClosing):
     async def aclose(self) -> None:
         """Stop background probes and close every provider; raise failures together."""
         await self._runtime.aclose()
+        if self._outbox is not None:
+            await self._outbox.aclose()
         await self.root.aclose()
 
     def __repr__(self) -> str:

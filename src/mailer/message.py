@@ -23,6 +23,7 @@ The Message-ID is made when the Message is made, and the rendered bytes are cach
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import ipaddress
 import mimetypes
@@ -38,7 +39,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import idna
 from pydantic import (
@@ -96,6 +97,15 @@ MAX_FILENAME_CHARS = 255
 
 # Headers the Message owns: set through its fields, never through ``headers``.
 _RENDER_LOCK = threading.Lock()
+
+_PATH_FROM_JSON = (
+    "an attachment given by path cannot come from JSON (a stored or received message "
+    "carries its content); read the file and give content= instead"
+)
+
+# Set while JSON is parsed. pydantic's mode flag cannot tell: the models' own __init__
+# makes it validate the parsed JSON in Python mode.
+_FROM_JSON: contextvars.ContextVar[bool] = contextvars.ContextVar("mailer_json", default=False)
 
 _RESERVED_HEADERS = frozenset(
     {
@@ -359,6 +369,23 @@ class _Strict(BaseModel):
             return
         raise error  # outside the except: the pydantic error holds every input value
 
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        """Parse JSON (a stored or received message), raising MessageError on bad input.
+
+        The error names each bad field and why, never the input itself: pydantic's own
+        error would quote the whole body. Attachments given by ``path`` are refused here,
+        since a path in stored or received JSON would read whatever file it names.
+        """
+        token = _FROM_JSON.set(True)
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as exc:
+            error = MessageError(_validation_summary(exc))
+        finally:
+            _FROM_JSON.reset(token)
+        raise error  # outside the except, as above
+
 
 class Address(_Strict):
     """A mailbox: an optional display name and an address (domain kept in ASCII form)."""
@@ -449,6 +476,13 @@ class Attachment(_Strict):
     inline: bool = False
     content_id: str | None = None
 
+    @field_validator("path")
+    @classmethod
+    def _no_path_from_json(cls, value: Path | None) -> Path | None:
+        if value is not None and _FROM_JSON.get():
+            raise MessageError(_PATH_FROM_JSON)
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Attachment:
         if (self.content is None) == (self.path is None):
@@ -474,6 +508,15 @@ class Attachment(_Strict):
         elif self.inline:
             object.__setattr__(self, "content_id", f"{uuid.uuid4().hex}@mailer")
         return self
+
+    def with_content(self) -> Attachment:
+        """The same attachment with its bytes (a file given by path is read now)."""
+        if self.path is None:
+            return self
+        return Attachment(
+            content=self.data(), filename=self.filename, content_type=self.content_type,
+            inline=self.inline, content_id=self.content_id,
+        )  # fmt: skip
 
     def data(self) -> bytes:
         if self.content is not None:
@@ -599,6 +642,8 @@ class Message(_Strict):
         out = []
         for item in items:
             if isinstance(item, str | Path):
+                if _FROM_JSON.get():
+                    raise MessageError(_PATH_FROM_JSON)
                 out.append(Attachment(path=Path(item)))
             else:
                 out.append(item)
@@ -719,6 +764,20 @@ class Message(_Strict):
     @field_serializer("message_id")
     def _dump_message_id(self, value: str | None) -> str:
         return self.message_id  # type: ignore[return-value]  # made when first read
+
+    def with_content(self) -> Message:
+        """A copy whose attachments hold their bytes: files given by path are read now.
+
+        For storing a message (the outbox): what is sent later must not depend on a file
+        that may change or vanish meanwhile. Returns the message itself when no attachment
+        is given by path.
+        """
+        if all(a.path is None for a in self.attachments):
+            return self
+        attachments = [a.with_content() for a in self.attachments]
+        data = self.model_dump(by_alias=False, exclude_defaults=True)
+        data.update(attachments=attachments, message_id=self.message_id)
+        return Message(**data)
 
     @property
     def envelope_sender(self) -> str:
@@ -940,10 +999,10 @@ def check_wire(data: bytes, expected_headers: Iterable[str]) -> None:
 def _validation_summary(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        loc = ".".join(str(p) for p in err["loc"])
         text = str(err.get("msg", ""))
         text = text.removeprefix("Value error, ")
         # a nested model (an Address in ``to``) already summarised its own error
         text = text.removeprefix("invalid message: ").removeprefix("message: ")
-        parts.append(f"{loc}: {text}")
+        parts.append(f"{loc}: {text}" if loc else text)
     return "invalid message: " + "; ".join(parts)

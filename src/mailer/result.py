@@ -7,6 +7,7 @@ send and never parsed from untrusted input.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["Attempt", "SendResult"]
 
@@ -35,8 +36,11 @@ class Attempt:
 
 @dataclass(slots=True)
 class SendResult:
-    """A provider accepted the message.
+    """A provider accepted the message, or the outbox did.
 
+    ``status`` is ``"sent"`` when a provider accepted it, ``"queued"`` when every provider
+    failed before its commit point and the Mailer (``on_all_failed="enqueue"``) stored it
+    in the outbox for a worker to deliver (then ``provider`` is ``"outbox"``).
     ``accepted`` lists the envelope recipients the provider took; ``rejected`` maps the
     ones it refused to its reply. A partial refusal is still a success: the accepted
     recipients must never be sent the message again.
@@ -50,3 +54,4 @@ class SendResult:
     #: the provider's own id for the message when it differs from the Message-ID
     provider_message_id: str | None = None
     response: str | None = None
+    status: Literal["sent", "queued"] = "sent"

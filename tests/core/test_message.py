@@ -357,3 +357,34 @@ def test_a_dump_fixes_the_id() -> None:
     dumped = m.model_dump()
     assert dumped["message_id"] == m.message_id
     assert Message.model_validate_json(m.model_dump_json()).message_id == m.message_id
+
+
+def test_json_errors_are_message_errors_that_never_quote_the_body() -> None:
+    secret = "the body of a private letter"
+    for bad in (
+        f'{{"to": "x", "text": "{secret}"}}',  # a bad address
+        f"not json {secret}",
+        f'{{"to": ["b@example.org"], "text": 5, "html": "{secret}"}}',
+        f'{{"to": ["b@example.org"], "text": "{secret}", "attachments": '
+        '[{"content": "!!not base64", "filename": "a.bin"}]}',
+    ):
+        with pytest.raises(MessageError) as info:
+            Message.model_validate_json(bad)
+        assert secret not in str(info.value)
+        assert info.value.__context__ is None and info.value.__cause__ is None
+        assert str(info.value).startswith("invalid message: ")
+
+
+def test_json_naming_a_path_attachment_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("secret file")
+    for attachments in (f'["{tmp_path / "a.txt"}"]', f'[{{"path": "{tmp_path / "a.txt"}"}}]'):
+        head = '{"sender": "a@example.com", "to": ["b@example.org"], "attachments": '
+        with pytest.raises(MessageError, match="given by path cannot come from JSON"):
+            Message.model_validate_json(head + attachments + "}")
+    # from Python, a path is still fine, and with_content() reads it into bytes
+    m = Message(sender="a@example.com", to="b@example.org", attachments=[tmp_path / "a.txt"])
+    stored = m.with_content()
+    assert stored.attachments[0].content == b"secret file" and stored.attachments[0].path is None
+    assert stored.message_id == m.message_id and stored.attachments[0].filename == "a.txt"
+    assert Message.model_validate_json(stored.model_dump_json()) == stored
+    assert stored.with_content() is stored

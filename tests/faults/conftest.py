@@ -22,12 +22,13 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 @pytest.fixture
 def smtp(certs: Certs) -> Iterator[Callable[..., FaultServer]]:
-    """A factory: ``smtp(tls=None|"starttls"|"implicit", auth=..., idle_timeout=...)``."""
+    """A factory: ``smtp(tls=None|"starttls"|"implicit", auth=..., idle_timeout=...)``;
+    ``port=`` starts it on that port (a provider that comes back where it was)."""
     started: list[FaultServer] = []
 
-    def make(**kwargs: Any) -> FaultServer:
+    def make(port: int | None = None, **kwargs: Any) -> FaultServer:
         kwargs.setdefault("auth", False)
-        server = FaultServer(certs, **kwargs).start()
+        server = FaultServer(certs, **kwargs).start(port)
         started.append(server)
         return server
 

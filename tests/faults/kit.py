@@ -123,8 +123,8 @@ class _FaultHandler(servers._Handler):  # type: ignore[name-defined,misc]
 class FaultServer(servers.SMTPTestServer):  # type: ignore[name-defined,misc]
     """The kit's SMTPTestServer with the extra faults above."""
 
-    def start(self) -> FaultServer:
-        super().start()
+    def start(self, port: int | None = None) -> FaultServer:
+        super().start(port)
         controller = self._controller
         assert controller is not None
         handler = _FaultHandler(self.state)

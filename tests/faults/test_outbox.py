@@ -1,11 +1,13 @@
-"""When every provider fails, the message is kept whole: store it, retry it later, and
-it is delivered once, recognisably the same message (same Message-ID)."""
+"""When every provider fails, nothing is lost: with ``on_all_failed="enqueue"`` the
+message goes into the durable outbox and is delivered once, later, recognisably the same
+message (same Message-ID, same recipients). With the default ("raise"), the error still
+holds the message whole. (The outbox itself is tested in tests/outbox/.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
-import anyio
 import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message, TransientError
@@ -16,29 +18,43 @@ from .kit import FaultServer, free_port
 pytestmark = pytest.mark.anyio
 
 
-async def test_outbox_round_trip(smtp: Callable[..., FaultServer]) -> None:
+def message() -> Message:
+    return Message(sender="app@example.com", to=["u@example.org"], cc=["c@example.org"],
+                   subject="Reset", text="t", html="<p>h</p>", headers={"X-Ref": "42"},
+                   attachments=[{"filename": "a.txt", "content": b"data"}])  # fmt: skip
+
+
+async def test_all_failed_raises_with_the_message_by_default() -> None:
     down = [SMTPProvider.from_config(n, {"host": "127.0.0.1", "port": free_port()})
             for n in ("primary", "backup")]  # fmt: skip
-    message = Message(sender="app@example.com", to=["u@example.org"], cc=["c@example.org"],
-                      subject="Reset", text="t", html="<p>h</p>", headers={"X-Ref": "42"},
-                      attachments=[{"filename": "a.txt", "content": b"data"}])  # fmt: skip
-    outbox: list[str] = []
+    sent = message()
     async with Mailer(down, retry={"attempts": 1}) as mailer:
         with pytest.raises(AllProvidersFailed) as info:
-            await mailer.send(message)
+            await mailer.send(sent)
     exc = info.value
     assert set(exc.errors) == {"primary", "backup"}
     assert all(isinstance(e, TransientError) for e in exc.errors.values())
-    assert not exc.possibly_delivered  # safe to retry as-is
-    assert exc.message is not None
-    outbox.append(exc.message.model_dump_json())  # what the app stores
-    assert len(outbox) == 1
-    server = smtp()
-    later = Message.model_validate_json(outbox[0])
-    assert later.message_id == message.message_id
-    async with Mailer([SMTPProvider.from_config("primary", server.config())]) as mailer:
-        result = await mailer.send(later)
-    await anyio.sleep(0.05)
-    assert result.message_id == message.message_id
-    assert server.received() == {message.message_id: 1}
-    assert server.recipients()[str(message.message_id)] == ["u@example.org", "c@example.org"]
+    assert not exc.possibly_delivered  # nothing crossed a commit point
+    assert exc.message is not None and exc.message.message_id == sent.message_id
+
+
+async def test_all_failed_is_queued_then_delivered_once(
+    smtp: Callable[..., FaultServer], tmp_path: Path
+) -> None:
+    port = free_port()  # nobody listens yet
+    config = {
+        "providers": [{"type": "smtp", "name": "primary",
+                       "config": {"host": "127.0.0.1", "port": port}}],
+        "retry": {"attempts": 1},
+        "outbox": {"url": f"sqlite:///{tmp_path / 'outbox.db'}",
+                   "backoff": {"initial": 0.05, "jitter": 0}},
+        "on_all_failed": "enqueue",
+    }  # fmt: skip
+    sent = message()
+    async with Mailer.from_config(config) as mailer:
+        result = await mailer.send(sent)
+        assert result.status == "queued" and result.message_id == sent.message_id
+        server = smtp(port=port)  # the provider comes back
+        assert await mailer.drain(timeout=30) == {"sent": 1}
+    assert server.received() == {sent.message_id: 1}
+    assert server.recipients()[str(sent.message_id)] == ["u@example.org", "c@example.org"]

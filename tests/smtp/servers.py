@@ -381,7 +381,8 @@ class SMTPTestServer:
     def _on_sni(self, sslobj: ssl.SSLObject, name: str | None, ctx: ssl.SSLContext) -> None:
         self.state.sni.append(name)
 
-    def start(self) -> SMTPTestServer:
+    def start(self, port: int | None = None) -> SMTPTestServer:
+        """Start on a free port, or on ``port`` (a server that comes back where it was)."""
         kwargs: dict[str, Any] = {
             "timeout": self._idle_timeout,
             "auth_required": self._auth_required,
@@ -399,8 +400,8 @@ class SMTPTestServer:
             kwargs["auth_require_tls"] = False
         else:
             kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN", "XOAUTH2"]
-        for _ in range(5):
-            self.port = free_port()
+        for _ in range(5 if port is None else 20):
+            self.port = free_port() if port is None else port
             controller = _Controller(
                 _Handler(self.state), self.state, hostname=self.host, port=self.port,
                 server_hostname=TLS_NAME, ready_timeout=5.0, **kwargs,
@@ -408,6 +409,8 @@ class SMTPTestServer:
             try:
                 controller.start()
             except OSError:
+                if port is not None:
+                    time.sleep(0.1)  # the port may be in TIME_WAIT a moment longer
                 continue
             self._controller = controller
             break

@@ -1,0 +1,149 @@
+"""The durable outbox: enqueue latency, and worker throughput against sending directly.
+
+Into Postfix's C smtp-sink on loopback, 2 KB messages, the SMTP provider pooled (5
+connections) in every case, medians of interleaved rounds:
+
+* direct        - ``mailer.send`` of N messages, 16 at once (the reference);
+* sqlite        - ``enqueue`` N messages one after another (latency p50/p99: each is
+                  committed, fsync'd with the default synchronous=full, before it returns),
+                  then ``drain`` them with 16 at once (throughput: claim, commit-point
+                  record, send, result: three transactions per message, group-committed);
+* sqlite-normal - the same with ``?synchronous=normal`` (durable against a crashed
+                  process, not against power loss);
+* postgres      - the same on a throwaway local cluster (tests/pgcluster.py), fsync on.
+
+    .venv/bin/python benchmarks/outbox.py [--count 2000] [--rounds 3] [--no-postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.pgcluster
+
+from _common import postfix_sink
+
+from mailer import Mailer, Message
+
+CONCURRENCY = 16
+
+
+def providers(port: int) -> list[dict[str, Any]]:
+    return [{"type": "smtp", "name": "sink", "config": {
+        "host": "127.0.0.1", "port": port, "pool": True, "max_connections": 5,
+        "name": "bench.local"}}]  # fmt: skip
+
+
+def messages(n: int) -> list[Message]:
+    body = "x" * 2048
+    return [Message(sender="bench@example.com", to=[f"u{i}@example.org"], subject=f"m {i}",
+                    text=body) for i in range(n)]  # fmt: skip
+
+
+async def direct(port: int, n: int) -> dict[str, float]:
+    msgs = messages(n)
+    sem = asyncio.Semaphore(CONCURRENCY)
+    async with Mailer.from_config({"providers": providers(port)}) as mailer:
+        await mailer.send(messages(1)[0])  # warm the pool
+
+        async def one(m: Message) -> None:
+            async with sem:
+                await mailer.send(m)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(m) for m in msgs))
+        return {"rate": n / (time.perf_counter() - start)}
+
+
+async def outbox(port: int, n: int, url: str) -> dict[str, float]:
+    msgs = messages(n)
+    box = {"url": url, "concurrency": CONCURRENCY, "poll_interval": 0.05}
+    config = {"providers": providers(port), "outbox": box}
+    async with Mailer.from_config(config) as mailer:
+        await mailer.outbox.stats()  # open (and create) the store
+        await mailer.send(messages(1)[0])  # warm the pool
+        latencies = []
+        for m in msgs:
+            t0 = time.perf_counter()
+            await mailer.enqueue(m)
+            latencies.append(time.perf_counter() - t0)
+        start = time.perf_counter()
+        done = await mailer.drain(timeout=600)
+        elapsed = time.perf_counter() - start
+        assert done == {"sent": n}, done
+    latencies.sort()
+    return {
+        "rate": n / elapsed,
+        "p50": latencies[len(latencies) // 2] * 1000,
+        "p99": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    from tests.pgcluster import PostgresCluster
+
+    with PostgresCluster() as pg:
+        yield pg.dsn
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-postgres", action="store_true")
+    args = ap.parse_args()
+    results: dict[str, list[dict[str, float]]] = {}
+    with postfix_sink() as port, tempfile.TemporaryDirectory() as tmp, \
+            (contextlib.nullcontext(None) if args.no_postgres else postgres()) as dsn:  # fmt: skip
+        import asyncpg  # noqa: F401 - fail early when the driver is missing
+
+        n = args.count
+        for r in range(args.rounds):
+            cases: dict[str, Any] = {
+                "direct": lambda: direct(port, n),
+                "sqlite": lambda r=r: outbox(port, n, f"sqlite:///{tmp}/full-{r}.db"),
+                "sqlite-normal": lambda r=r: outbox(
+                    port, n, f"sqlite:///{tmp}/normal-{r}.db?synchronous=normal"
+                ),
+            }
+            if dsn is not None:
+                cases["postgres"] = lambda r=r: _pg_round(port, n, dsn, r)
+            for name, case in cases.items():
+                results.setdefault(name, []).append(asyncio.run(case()))
+    ref = statistics.median(r["rate"] for r in results["direct"])
+    print(f"{args.count} messages of 2 KB into smtp-sink, {CONCURRENCY} at once, 5 SMTP "
+          f"connections; medians of {args.rounds} rounds")  # fmt: skip
+    print(f"{'case':14s} {'msg/s':>8s} {'x direct':>9s} {'enqueue p50':>12s} {'p99':>8s}")
+    for name, runs in results.items():
+        rate = statistics.median(x["rate"] for x in runs)
+        p50 = statistics.median(x.get("p50", 0.0) for x in runs)
+        p99 = statistics.median(x.get("p99", 0.0) for x in runs)
+        lat = f"{p50:9.2f} ms {p99:6.2f} ms" if name != "direct" else ""
+        print(f"{name:14s} {rate:8.0f} {rate / ref:8.2f}x {lat}")
+
+
+async def _pg_round(port: int, n: int, dsn: str, r: int) -> dict[str, float]:
+    import asyncpg
+
+    name = f"bench_{r}_{int(time.time())}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+    return await outbox(port, n, dsn.rsplit("/", 1)[0] + f"/{name}")
+
+
+if __name__ == "__main__":
+    main()

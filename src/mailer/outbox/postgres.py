@@ -1,0 +1,215 @@
+"""The outbox in PostgreSQL: many workers on many machines (driver: asyncpg).
+
+Claims are one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers
+that claim at the same moment each lock different rows instead of waiting on each other,
+and never get the same message. Every statement is its own short transaction; nothing is
+held open while a message is sent.
+
+Lease times come from the database's clock (``now()``), so workers on machines whose
+clocks disagree still agree on when a lease has expired. asyncpg was chosen over
+psycopg 3 by measurement (benchmarks/outbox_pg_drivers.py, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .config import redact_url
+from .store import (
+    LEASE_EXPIRED_SAFE,
+    LEASE_EXPIRED_UNKNOWN,
+    MAX_AGE_PASSED,
+    STATES,
+    Claimed,
+    NewMessage,
+    OutboxItem,
+    Outcome,
+    State,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["PostgresStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailer_outbox (
+    id          BIGSERIAL PRIMARY KEY,
+    message_id  TEXT    NOT NULL UNIQUE,
+    state       TEXT    NOT NULL,
+    message     BYTEA   NOT NULL,
+    raw         BYTEA,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created     DOUBLE PRECISION NOT NULL,
+    updated     DOUBLE PRECISION NOT NULL,
+    next_at     DOUBLE PRECISION NOT NULL,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    claim       TEXT,
+    committed   BOOLEAN NOT NULL DEFAULT false,
+    provider    TEXT,
+    last_error  TEXT
+);
+CREATE INDEX IF NOT EXISTS mailer_outbox_state_next ON mailer_outbox (state, next_at);
+CREATE INDEX IF NOT EXISTS mailer_outbox_lease ON mailer_outbox (state, lease_until);
+"""
+
+
+class PostgresStore:
+    """An :class:`~mailer.outbox.store.OutboxStore` in table ``mailer_outbox``."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {redact_url(self.dsn)!r}>"
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the Postgres outbox store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            import asyncpg
+        except ImportError:
+            raise ConfigError(
+                "a postgresql:// outbox needs asyncpg: pip install 'mailer-failover[postgres]'"
+            ) from None
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+        # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
+        async with self._p().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
+            await conn.execute(_SCHEMA)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def add(self, item: NewMessage) -> bool:
+        status: str = await self._p().execute(
+            "INSERT INTO mailer_outbox (message_id, state, message, raw, attempts, created,"
+            " updated, next_at, last_error) VALUES ($1, 'queued', $2, $3, $4,"
+            " extract(epoch from now()), extract(epoch from now()), $5, $6)"
+            " ON CONFLICT (message_id) DO NOTHING",
+            item.message_id, item.message_json, item.raw, item.attempts, item.next_at,
+            item.last_error,
+        )  # fmt: skip
+        return status.endswith(" 1")
+
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+        token = secrets.token_hex(8)
+        async with self._p().acquire() as conn, conn.transaction():
+            await _settle_expired(conn, max_age)
+            rows = await conn.fetch(
+                "UPDATE mailer_outbox SET state = 'sending', lease_owner = $1,"
+                " lease_until = extract(epoch from now()) + $2, claim = $3 || ':' || id,"
+                " committed = false, attempts = attempts + 1, updated = extract(epoch from now())"
+                " WHERE id IN (SELECT id FROM mailer_outbox WHERE state = 'queued'"
+                " AND next_at <= extract(epoch from now()) ORDER BY next_at, id LIMIT $4"
+                " FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, claim, message_id, message, raw, attempts, created",
+                owner, lease, token, limit,
+            )  # fmt: skip
+        return [Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6]) for r in rows]
+
+    async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET committed = true, provider = $1,"
+            " updated = extract(epoch from now())"
+            " WHERE id = $2 AND claim = $3 AND state = 'sending'",
+            provider, row, claim,
+        )  # fmt: skip
+        return status.endswith(" 1")
+
+    async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET state = $1, next_at = COALESCE($2, next_at),"
+            " provider = COALESCE($3, provider), last_error = $4,"
+            " updated = extract(epoch from now()),"
+            " lease_owner = NULL, lease_until = NULL"
+            " WHERE id = $5 AND claim = $6 AND state IN ('sending', 'unknown')",
+            outcome.state, outcome.next_at, outcome.provider, outcome.error, row, claim,
+        )  # fmt: skip
+        return status.endswith(" 1")
+
+    async def renew(self, owner: str, *, lease: float) -> int:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET lease_until = extract(epoch from now()) + $1"
+            " WHERE state = 'sending' AND lease_owner = $2",
+            lease, owner,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def next_due(self) -> float | None:
+        value = await self._p().fetchval(
+            "SELECT MIN(next_at) FROM mailer_outbox WHERE state = 'queued'"
+        )
+        return None if value is None else float(value)
+
+    async def stats(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for state, n in await self._p().fetch(
+            "SELECT state, COUNT(*) FROM mailer_outbox GROUP BY state"
+        ):
+            counts[state] = int(n)
+        return counts
+
+    async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
+        rows = await self._p().fetch(
+            f"SELECT {OutboxItem.COLUMNS} FROM mailer_outbox"  # noqa: S608 - constant columns
+            " WHERE $1::text IS NULL OR state = $1 ORDER BY id LIMIT $2",
+            state, limit,
+        )  # fmt: skip
+        return [OutboxItem.from_row(r) for r in rows]
+
+    async def retry(self, message_ids: list[str]) -> int:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET state = 'queued', next_at = extract(epoch from now()),"
+            " updated = extract(epoch from now()),"
+            " committed = false, claim = NULL, lease_owner = NULL, lease_until = NULL"
+            " WHERE message_id = ANY($1::text[]) AND state != 'sending'",
+            message_ids,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def purge(self, state: State, older_than: float) -> int:
+        status: str = await self._p().execute(
+            "DELETE FROM mailer_outbox"
+            " WHERE state = $1 AND updated < extract(epoch from now()) - $2",
+            state, older_than,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+async def _settle_expired(conn: Any, max_age: float) -> None:
+    """As the SQLite store does: expired leases by the commit flag; too old: dead."""
+    await conn.execute(
+        "UPDATE mailer_outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL,"
+        " claim = NULL, last_error = $1, updated = extract(epoch from now())"
+        " WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND NOT committed",
+        LEASE_EXPIRED_SAFE,
+    )
+    await conn.execute(
+        "UPDATE mailer_outbox SET state = 'unknown', lease_owner = NULL, lease_until = NULL,"
+        " last_error = $1, updated = extract(epoch from now())"
+        " WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND committed",
+        LEASE_EXPIRED_UNKNOWN,
+    )
+    await conn.execute(
+        "UPDATE mailer_outbox SET state = 'dead', last_error = $1,"
+        " updated = extract(epoch from now())"
+        " WHERE state = 'queued' AND created < extract(epoch from now()) - $2",
+        MAX_AGE_PASSED, max_age,
+    )  # fmt: skip

@@ -1,0 +1,357 @@
+"""The embedded outbox: one SQLite file (WAL), shared by the processes of one machine.
+
+One writer thread per store owns the connection and commits in groups: every operation
+waiting when a transaction starts goes into it (each in its own savepoint, so one failing
+operation does not undo the others), and all of them are answered after the one COMMIT.
+Under load that turns N fsyncs into one, which is what lets the outbox keep up with
+sending; alone, an operation costs one transaction as usual.
+
+Claims run in ``BEGIN IMMEDIATE`` transactions: SQLite's write lock is taken at the start,
+so two processes cannot both select the same due message and lease it. Other processes
+wait for the lock up to ``busy_timeout`` (30 s).
+
+``synchronous=full`` (the default) makes every commit durable against power loss before
+``enqueue`` returns; ``?synchronous=normal`` in the URL keeps commits durable against a
+crashed process only, and is faster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .store import (
+    LEASE_EXPIRED_SAFE,
+    LEASE_EXPIRED_UNKNOWN,
+    MAX_AGE_PASSED,
+    STATES,
+    Claimed,
+    NewMessage,
+    OutboxItem,
+    Outcome,
+    State,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+_Op = Callable[[sqlite3.Connection], Any]
+_BATCH = 256
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id  TEXT    NOT NULL UNIQUE,
+    state       TEXT    NOT NULL,
+    message     BLOB    NOT NULL,
+    raw         BLOB,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created     REAL    NOT NULL,
+    updated     REAL    NOT NULL,
+    next_at     REAL    NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    claim       TEXT,
+    committed   INTEGER NOT NULL DEFAULT 0,
+    provider    TEXT,
+    last_error  TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_state_next ON outbox (state, next_at);
+CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (state, lease_until);
+"""
+
+
+class _Writer(threading.Thread):
+    """Owns the connection; runs queued operations in group-committed transactions."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        super().__init__(name=f"mailer-outbox-sqlite:{path.name}", daemon=True)
+        self.path = path
+        self.synchronous = synchronous
+        self.ops: queue.SimpleQueue[
+            tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self.ready = threading.Event()
+        self.startup_error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException as exc:
+            self.startup_error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            stop = False
+            while not stop:
+                first = self.ops.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < _BATCH:
+                    try:
+                        nxt = self.ops.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batch.append(nxt)
+                self._run(conn, batch)
+        finally:
+            conn.close()
+
+    def _run(
+        self,
+        conn: sqlite3.Connection,
+        batch: list[tuple[_Op, asyncio.Future[Any], asyncio.AbstractEventLoop]],
+    ) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, _, _ in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    results.append((True, op(conn)))
+                    conn.execute("RELEASE op")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((False, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            results = [(False, exc)] * len(batch)
+        for (_, future, loop), (ok, value) in zip(batch, results, strict=True):
+            # RuntimeError: the caller's loop is closed, nobody is waiting
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class SQLiteStore:
+    """An :class:`~mailer.outbox.store.OutboxStore` in one SQLite file (asyncio only)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "full") -> None:
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._writer: _Writer | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {str(self.path)!r}>"
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _start(self) -> _Writer:
+        with self._lock:
+            if self._writer is None or not self._writer.is_alive():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                writer = _Writer(self.path, self.synchronous)
+                writer.start()
+                writer.ready.wait()
+                if writer.startup_error is not None:
+                    raise writer.startup_error
+                self._writer = writer
+            return self._writer
+
+    async def _do(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        writer = self._writer or self._start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        writer.ops.put((op, future, loop))
+        return await future
+
+    async def open(self) -> None:
+        def create(conn: sqlite3.Connection) -> None:
+            # one statement at a time: executescript would COMMIT the surrounding savepoint
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+
+        await self._do(create)
+
+    async def close(self) -> None:
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None and writer.is_alive():
+            writer.ops.put(None)
+            await asyncio.to_thread(writer.join, 30.0)
+
+    # -- the protocol ------------------------------------------------------------------
+
+    async def add(self, item: NewMessage) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cur = conn.execute(
+                "INSERT INTO outbox (message_id, state, message, raw, attempts, created,"
+                " updated, next_at, last_error) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (message_id) DO NOTHING",
+                (item.message_id, item.message_json, item.raw, item.attempts, now, now,
+                 item.next_at, item.last_error),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
+        return await self._do(op)
+
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+        def op(conn: sqlite3.Connection) -> list[Claimed]:
+            now = time.time()
+            _settle_expired(conn, now, max_age)
+            rows = conn.execute(
+                "SELECT id FROM outbox WHERE state = 'queued' AND next_at <= ?"
+                " ORDER BY next_at, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            claimed = []
+            for (row,) in rows:
+                token = secrets.token_hex(8)
+                got = conn.execute(
+                    "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
+                    " claim = ?, committed = 0, attempts = attempts + 1, updated = ?"
+                    " WHERE id = ? AND state = 'queued'"
+                    " RETURNING message_id, message, raw, attempts, created",
+                    (owner, now + lease, token, now, row),
+                ).fetchone()
+                if got is not None:
+                    claimed.append(Claimed(row, token, got[0], got[1], got[2], got[3], got[4]))
+            return claimed
+
+        return await self._do(op)
+
+    async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE outbox SET committed = 1, provider = ?, updated = ?"
+                " WHERE id = ? AND claim = ? AND state = 'sending'",
+                (provider, time.time(), row, claim),
+            )
+            return cur.rowcount == 1
+
+        return await self._do(op)
+
+    async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cur = conn.execute(
+                "UPDATE outbox SET state = ?, next_at = COALESCE(?, next_at),"
+                " provider = COALESCE(?, provider), last_error = ?, updated = ?,"
+                " lease_owner = NULL, lease_until = NULL"
+                " WHERE id = ? AND claim = ? AND state IN ('sending', 'unknown')",
+                (outcome.state, outcome.next_at, outcome.provider, outcome.error, now,
+                 row, claim),
+            )  # fmt: skip
+            return cur.rowcount == 1
+
+        return await self._do(op)
+
+    async def renew(self, owner: str, *, lease: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "UPDATE outbox SET lease_until = ? WHERE state = 'sending' AND lease_owner = ?",
+                (time.time() + lease, owner),
+            )
+            return cur.rowcount
+
+        return await self._do(op)
+
+    async def next_due(self) -> float | None:
+        def op(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT MIN(next_at) FROM outbox WHERE state = 'queued'").fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._do(op)
+
+    async def stats(self) -> dict[str, int]:
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            counts: dict[str, int] = dict.fromkeys(STATES, 0)
+            for state, n in conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+                counts[state] = int(n)
+            return counts
+
+        return await self._do(op)
+
+    async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
+        def op(conn: sqlite3.Connection) -> list[OutboxItem]:
+            columns = f"SELECT {OutboxItem.COLUMNS} FROM outbox"  # noqa: S608 - constant
+            if state is None:
+                query = conn.execute(columns + " ORDER BY id LIMIT ?", (limit,))
+            else:
+                query = conn.execute(
+                    columns + " WHERE state = ? ORDER BY id LIMIT ?", (state, limit)
+                )
+            return [OutboxItem.from_row(r) for r in query.fetchall()]
+
+        return await self._do(op)
+
+    async def retry(self, message_ids: list[str]) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            now, n = time.time(), 0
+            for mid in message_ids:
+                cur = conn.execute(
+                    "UPDATE outbox SET state = 'queued', next_at = ?, updated = ?,"
+                    " committed = 0, claim = NULL, lease_owner = NULL, lease_until = NULL"
+                    " WHERE message_id = ? AND state != 'sending'",
+                    (now, now, mid),
+                )
+                n += cur.rowcount
+            return n
+
+        return await self._do(op)
+
+    async def purge(self, state: State, older_than: float) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "DELETE FROM outbox WHERE state = ? AND updated < ?",
+                (state, time.time() - older_than),
+            )
+            return cur.rowcount
+
+        return await self._do(op)
+
+
+def _settle_expired(conn: sqlite3.Connection, now: float, max_age: float) -> None:
+    """Leases whose worker died, and messages too old to try: decided from the row alone."""
+    conn.execute(
+        "UPDATE outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL,"
+        " claim = NULL, last_error = ?, updated = ?"
+        " WHERE state = 'sending' AND lease_until < ? AND committed = 0",
+        (LEASE_EXPIRED_SAFE, now, now),
+    )
+    # the claim stays: a worker that is only late may still report the real outcome
+    conn.execute(
+        "UPDATE outbox SET state = 'unknown', lease_owner = NULL, lease_until = NULL,"
+        " last_error = ?, updated = ?"
+        " WHERE state = 'sending' AND lease_until < ? AND committed = 1",
+        (LEASE_EXPIRED_UNKNOWN, now, now),
+    )
+    conn.execute(
+        "UPDATE outbox SET state = 'dead', last_error = ?, updated = ?"
+        " WHERE state = 'queued' AND created < ?",
+        (MAX_AGE_PASSED, now, now - max_age),
+    )

@@ -1,0 +1,159 @@
+"""What an outbox store does, whatever the database: the protocol and its records.
+
+A store keeps one row per message (keyed by its Message-ID) and moves it through the
+states below. Every method is one short transaction, committed before it returns; no
+transaction is ever held open while a message is being sent.
+
+::
+
+    queued --claim--> sending --+--> sent                 a provider accepted it
+                 (leased by one |--> failed               refused for good (PermanentError)
+                  worker, kept  |--> unknown              may have been delivered
+                  alive by its  |--> queued (next_at)     nothing delivered: try later
+                  heartbeat)    +--> dead                 past max_attempts or max_age
+
+A claim whose lease runs out (its worker died) goes back to ``queued`` when the worker
+had not recorded crossing a commit point, else to ``unknown``: the database alone decides,
+so a restarted worker, or any other, recovers it the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Protocol, get_args
+
+__all__ = [
+    "STATES",
+    "Claimed",
+    "NewMessage",
+    "OutboxItem",
+    "OutboxStore",
+    "Outcome",
+    "State",
+]
+
+State = Literal["queued", "sending", "sent", "failed", "unknown", "dead"]
+STATES: tuple[State, ...] = get_args(State)
+
+#: the error recorded when a claim expires before its worker recorded a commit point
+LEASE_EXPIRED_SAFE = "the worker's lease expired before any commit point: queued again"
+#: ... and after it: the message may have been delivered
+LEASE_EXPIRED_UNKNOWN = (
+    "the worker's lease expired after it recorded crossing a commit point: "
+    "the message may have been delivered"
+)
+MAX_AGE_PASSED = "max_age passed before the message could be delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to store: its JSON and the bytes it was rendered to."""
+
+    message_id: str
+    message_json: bytes
+    raw: bytes
+    #: when it may first be tried (time.time()); now, unless it was queued after failing
+    next_at: float
+    #: tries already made (1 when a send failed and queued it)
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message leased to one worker: ``claim`` proves the lease in every later write."""
+
+    row: int
+    claim: str
+    message_id: str
+    message_json: bytes
+    raw: bytes | None
+    #: tries so far, this one included
+    attempts: int
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Where a claimed message goes after its attempt."""
+
+    state: State
+    next_at: float | None = None
+    provider: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """One row, as ``list`` shows it (no message content)."""
+
+    message_id: str
+    state: State
+    attempts: int
+    created: float
+    updated: float
+    next_at: float
+    provider: str | None
+    last_error: str | None
+    #: the current (or last) attempt recorded crossing a commit point
+    committed: bool
+
+    #: the columns, in order, that :meth:`from_row` reads (every store selects these)
+    COLUMNS: ClassVar[str] = (
+        "message_id, state, attempts, created, updated, next_at, provider, last_error, committed"
+    )
+
+    @classmethod
+    def from_row(cls, r: Sequence[Any]) -> OutboxItem:
+        return cls(
+            message_id=r[0], state=r[1], attempts=r[2], created=r[3], updated=r[4],
+            next_at=r[5], provider=r[6], last_error=r[7], committed=bool(r[8]),
+        )  # fmt: skip
+
+
+class OutboxStore(Protocol):
+    """The storage a worker needs. Implementations: SQLiteStore, PostgresStore."""
+
+    async def open(self) -> None:
+        """Create the schema if needed. Idempotent."""
+
+    async def close(self) -> None: ...
+
+    async def add(self, item: NewMessage) -> bool:
+        """Store a message, committed on return. False when its Message-ID is already
+        stored (the stored one is kept: a Message-ID names one message)."""
+
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+        """Lease up to ``limit`` due messages to ``owner`` and count the attempt.
+
+        Also settles expired leases (queued or unknown, by the commit flag) and moves
+        queued messages older than ``max_age`` to dead. Several workers never get the
+        same message.
+        """
+
+    async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
+        """Record that the attempt is about to cross a commit point. False when the
+        claim was lost (its lease expired): the caller must then not cross."""
+
+    async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
+        """Record the attempt's outcome. False when the claim was lost."""
+
+    async def renew(self, owner: str, *, lease: float) -> int:
+        """Extend every lease ``owner`` holds (the heartbeat). Returns how many."""
+
+    async def next_due(self) -> float | None:
+        """When the earliest queued message is due (time.time()), or None."""
+
+    async def stats(self) -> dict[str, int]:
+        """Messages per state, every state present."""
+
+    async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
+        """Rows, oldest first."""
+
+    async def retry(self, message_ids: list[str]) -> int:
+        """Queue these messages again, due now, whatever their state (except sending).
+        Returns how many were."""
+
+    async def purge(self, state: State, older_than: float) -> int:
+        """Delete messages in ``state`` not updated for ``older_than`` seconds."""

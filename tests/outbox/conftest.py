@@ -1,0 +1,113 @@
+"""Fixtures for the outbox tests: real SMTP servers on 127.0.0.1 (the fault matrix's,
+with its ledger by Message-ID), and an outbox per test: a SQLite file, or a database in a
+throwaway Postgres cluster."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.faults.conftest import certs, smtp  # the fault matrix's servers (ledger)
+from tests.pgcluster import PostgresCluster, find_bin
+
+from mailer import Message
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway cluster for the session (each test gets its own database)."""
+    if find_bin() is None:
+        pytest.skip(
+            "PostgreSQL is not installed, and `make install` could not install it "
+            "(that needs root and apt-get)"
+        )
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_cluster.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The outbox URL, once per store."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'outbox.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def rows(db_url: str) -> list[dict[str, Any]]:
+    """Every row of the outbox, read directly from the database."""
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(r) for r in conn.execute("SELECT * FROM outbox ORDER BY id")]
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(db_url, row_factory=dict_row) as conn:
+        return list(conn.execute("SELECT * FROM mailer_outbox ORDER BY id"))
+
+
+def execute(db_url: str, sql: str, *args: Any) -> None:
+    """One statement (``?`` placeholders) on the outbox's table, called ``outbox``."""
+    if db_url.startswith("sqlite"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(sql, args)
+        return
+    import psycopg
+
+    sql = sql.replace("?", "%s").replace("outbox", "mailer_outbox")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(sql.encode(), args)
+
+
+def reset(db_url: str) -> None:
+    """Empty the outbox (between the parts of a test)."""
+    execute(db_url, "DELETE FROM outbox")
+
+
+def fast_outbox(url: str, **overrides: Any) -> dict[str, Any]:
+    """An outbox config with test-sized times (retries in 50 ms, leases of 1 s)."""
+    config: dict[str, Any] = {
+        "url": url,
+        "backoff": {"initial": 0.05, "max": 0.05, "jitter": 0.0},
+        "lease": 1.0,
+        "poll_interval": 0.05,
+        "max_attempts": 1000,
+    }
+    config.update(overrides)
+    return config
+
+
+def smtp_entry(name: str, port: int, priority: int) -> dict[str, Any]:
+    return {
+        "type": "smtp",
+        "name": name,
+        "priority": priority,
+        "config": {
+            "host": "127.0.0.1", "port": port, "connection_timeout": 1.0,
+            "greeting_timeout": 1.0, "socket_timeout": 3.0, "name": "client.test",
+        },
+    }  # fmt: skip
+
+
+def make_message(i: int) -> Message:
+    return Message(
+        sender="app@example.com", to=[f"user{i}@example.org"], subject=f"Message {i}",
+        text=f"body {i}",
+    )  # fmt: skip
+
+
+__all__ = ["certs", "smtp"]  # re-exported fixtures

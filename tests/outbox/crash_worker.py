@@ -1,0 +1,70 @@
+"""A worker that kills itself with SIGKILL at one phase of a send (for test_crash.py).
+
+``python crash_worker.py CONFIG PHASE``; phases:
+
+* ``claimed``: right after a claim committed, before any I/O
+* ``before-io``: as a send starts
+* ``committed``: right after the commit point was recorded, before the attempt crosses it
+* ``before-result``: a provider accepted the message; its outcome is not yet recorded
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import anyio
+
+from mailer import Mailer, Message, SendResult
+from mailer.outbox.store import Claimed, Outcome
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def main(config: str, phase: str) -> None:
+    mailer = Mailer.from_config(config)
+    outbox = mailer.outbox
+    store: Any = outbox.store
+    claim, mark, finish, deliver = store.claim, store.mark_committing, store.finish, outbox._deliver
+
+    async def claim_then_die(*args: Any, **kwargs: Any) -> list[Claimed]:
+        got: list[Claimed] = await claim(*args, **kwargs)
+        if got:
+            die()
+        return got
+
+    async def deliver_dies(message: Message) -> SendResult:
+        die()
+        return await deliver(message)
+
+    async def mark_then_die(*args: Any) -> bool:
+        ok: bool = await mark(*args)
+        die()
+        return ok
+
+    async def finish_dies(row: int, claim: str, outcome: Outcome) -> bool:
+        if outcome.state == "sent":
+            die()
+        ok: bool = await finish(row, claim, outcome)
+        return ok
+
+    if phase == "claimed":
+        store.claim = claim_then_die
+    elif phase == "before-io":
+        outbox._deliver = deliver_dies  # type: ignore[method-assign]
+    elif phase == "committed":
+        store.mark_committing = mark_then_die
+    elif phase == "before-result":
+        store.finish = finish_dies
+    else:
+        raise SystemExit(f"unknown phase {phase}")
+    async with mailer:
+        await outbox.run(concurrency=4)
+
+
+if __name__ == "__main__":
+    anyio.run(main, sys.argv[1], sys.argv[2], backend="asyncio")

@@ -1,0 +1,351 @@
+"""The durable outbox on SQLite, end to end with real SMTP servers on 127.0.0.1.
+
+The servers keep a ledger by Message-ID, so "delivered exactly once" is what the servers
+saw, not what the library says.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from tests.faults.kit import FaultServer, free_port
+
+from mailer import (
+    ConfigError,
+    DeliveryUncertain,
+    Mailer,
+    Message,
+    MessageError,
+    Provider,
+    RateLimited,
+    SendResult,
+)
+from mailer.config import load_config
+from mailer.outbox import OutboxConfig
+from mailer.outbox.store import NewMessage, Outcome
+from mailer.outbox.worker import open_store
+from mailer.testing import ScriptedProvider
+
+from .conftest import fast_outbox, make_message, reset, rows, smtp_entry
+
+pytestmark = pytest.mark.anyio
+
+
+def two_smtp(db_url: str, ports: tuple[int, int], **options: Any) -> Mailer:
+    return Mailer.from_config({
+        "providers": [smtp_entry("primary", ports[0], 1), smtp_entry("backup", ports[1], 2)],
+        "retry": {"attempts": 1},
+        "health": {"cooldown": 0.2, "max_cooldown": 0.5},
+        "outbox": fast_outbox(db_url),
+        **options,
+    })  # fmt: skip
+
+
+async def test_all_down_then_back_500_enqueued_and_500_queued_by_send(
+    smtp: Callable[..., FaultServer], db_url: str
+) -> None:
+    """Both providers down: 500 messages enqueued, 500 more sent with on_all_failed =
+    "enqueue" (queued, not raised); the providers come back; each of the 1,000 is
+    delivered exactly once, as the servers count them."""
+    ports = (free_port(), free_port())  # nothing listens there yet: connection refused
+    async with two_smtp(db_url, ports, on_all_failed="enqueue") as mailer:
+        enqueued = [await mailer.enqueue(make_message(i)) for i in range(500)]
+        queued = []
+        for i in range(500, 1000):
+            result = await mailer.send(make_message(i))
+            assert result.status == "queued" and result.provider == "outbox"
+            assert result.attempts and all(not a.ok for a in result.attempts)
+            queued.append(result.message_id)
+        stats = await mailer.outbox.stats()
+        assert stats["queued"] == 1000 and stats["sent"] == 0
+        # a drain while they are still down delivers nothing and loses nothing
+        await mailer.drain(timeout=1.0)
+        assert (await mailer.outbox.stats())["queued"] == 1000
+
+        primary, backup = smtp(port=ports[0]), smtp(port=ports[1])
+        done = await mailer.drain(timeout=60)
+        stats = await mailer.outbox.stats()
+    assert stats["sent"] == 1000, (stats, done)
+    assert stats["queued"] == stats["sending"] == stats["unknown"] == stats["dead"] == 0
+    ledger = primary.received() + backup.received()
+    assert set(ledger) == set(enqueued) | set(queued)
+    assert set(ledger.values()) == {1}, "a message was delivered twice"
+
+
+async def test_drain_while_providers_recover_delivers_each_once(
+    smtp: Callable[..., FaultServer], db_url: str
+) -> None:
+    """Retries with backoff while the servers refuse (421 at the greeting, 451 at MAIL),
+    then the servers heal mid-drain: each message delivered once."""
+    primary, backup = smtp(), smtp()
+    primary.state.fail("MAIL", "451 4.3.0 try again later")
+    backup.state.fail("MAIL", "421 4.3.2 too busy")
+    async with two_smtp(db_url, (primary.port, backup.port)) as mailer:
+        ids = [await mailer.enqueue(make_message(i)) for i in range(200)]
+
+        async def heal() -> None:
+            await anyio.sleep(0.5)
+            primary.state.faults.clear()
+            backup.state.faults.clear()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heal)
+            await mailer.drain(timeout=60)
+        stats = await mailer.outbox.stats()
+    assert stats["sent"] == 200, stats
+    ledger = primary.received() + backup.received()
+    assert set(ledger) == set(ids) and set(ledger.values()) == {1}
+    assert max(r["attempts"] for r in rows(db_url)) > 1  # they really were retried
+
+
+async def test_uncertain_is_never_queued(db_url: str) -> None:
+    """DeliveryUncertain (may have been delivered) is raised, not stored."""
+    provider = ScriptedProvider("p", ["uncertain"])
+    async with Mailer([provider], outbox=fast_outbox(db_url), on_all_failed="enqueue") as mailer:
+        with pytest.raises(DeliveryUncertain):
+            await mailer.send(make_message(1))
+        assert (await mailer.outbox.stats())["queued"] == 0
+
+
+async def test_outcomes_permanent_max_attempts_max_age_rate_limit(db_url: str) -> None:
+    permanent = ScriptedProvider("p", ["permanent"])
+    async with Mailer([permanent], outbox=fast_outbox(db_url)) as mailer:
+        await mailer.enqueue(make_message(1))
+        assert await mailer.drain(timeout=10) == {"failed": 1}
+        (row,) = rows(db_url)
+        assert row["state"] == "failed" and "PermanentError" in row["last_error"]
+
+    reset(db_url)
+    down = ScriptedProvider("p", ["transient"] * 100)
+    async with Mailer([down], outbox=fast_outbox(db_url, max_attempts=3), retry={"attempts": 1},
+                      health={"failure_threshold": 1000}) as mailer:  # fmt: skip
+        await mailer.enqueue(make_message(2))
+        outcomes = await mailer.drain(timeout=10)
+        assert outcomes == {"queued": 2, "dead": 1}
+        (row,) = rows(db_url)
+        assert row["state"] == "dead" and row["attempts"] == 3
+        assert "max_attempts" in row["last_error"]
+
+    reset(db_url)
+    # max_age: the next retry would come after the message's age limit
+    aged = fast_outbox(db_url, max_age=0.3, backoff={"initial": 0.1, "jitter": 0})
+    async with Mailer([ScriptedProvider("p", ["transient"] * 100)], retry={"attempts": 1},
+                      outbox=aged) as mailer:  # fmt: skip
+        await mailer.enqueue(make_message(3))
+        outcomes = await mailer.drain(timeout=10)
+        (row,) = rows(db_url)
+        assert row["state"] == "dead" and "max_age" in row["last_error"], row
+        assert 1 <= row["attempts"] <= 3 and outcomes["dead"] == 1
+
+    reset(db_url)
+    # a rate limit's Retry-After is honoured over a shorter backoff
+    limited = ScriptedProvider("p", [RateLimited("slow down", retry_after=60)])
+    async with Mailer([limited], outbox=fast_outbox(db_url)) as mailer:
+        await mailer.enqueue(make_message(4))
+        assert await mailer.drain(timeout=10) == {"queued": 1}
+        (row,) = rows(db_url)
+        assert row["next_at"] - time.time() > 50
+
+
+async def test_backoff_grows_with_jitter(db_url: str) -> None:
+    from random import Random
+
+    from mailer.outbox.config import BackoffConfig
+    from mailer.outbox.worker import backoff_delay
+
+    cfg = BackoffConfig()  # the defaults: first retry within 30 s
+    rng = Random(7)
+    firsts = [backoff_delay(1, cfg, rng) for _ in range(500)]
+    assert min(firsts) >= 7.5 and max(firsts) <= 22.5 and max(firsts) - min(firsts) > 10
+    assert all(15 <= backoff_delay(2, cfg, rng) <= 45 for _ in range(100))
+    assert all(backoff_delay(30, cfg, rng) <= 3600 * 1.5 for _ in range(100))
+
+
+async def test_commit_point_is_recorded_before_it_is_crossed(
+    smtp: Callable[..., FaultServer], db_url: str
+) -> None:
+    """SMTP records the crossing before the payload; a provider that reports no commit
+    point records it before it starts. Seen from inside the send, in the database."""
+    seen: list[tuple[str, int]] = []
+
+    def look(message: Message) -> None:
+        (row,) = rows(db_url)
+        seen.append((row["state"], row["committed"]))
+
+    class Opaque(Provider):
+        """Reports no commit point: committed from its first instruction."""
+
+        async def _send(self, message: Message) -> SendResult:
+            look(message)
+            return SendResult(provider=self.name, message_id=message.message_id)
+
+    async with Mailer([Opaque("opaque")], outbox=fast_outbox(db_url)) as m:
+        await m.enqueue(make_message(1))
+        assert await m.drain(timeout=10) == {"sent": 1}
+    assert seen == [("sending", 1)]
+    (row,) = rows(db_url)
+    assert row["state"] == "sent" and row["provider"] == "opaque" and row["committed"]
+
+    # the memory provider reports its commit point: before it, nothing is recorded yet
+    reset(db_url)
+    seen.clear()
+    async with Mailer([ScriptedProvider("memory", [look])], outbox=fast_outbox(db_url)) as m:
+        await m.enqueue(make_message(1))
+        assert await m.drain(timeout=10) == {"sent": 1}
+    assert seen == [("sending", 0)]
+    (row,) = rows(db_url)
+    assert row["state"] == "sent" and row["committed"]
+
+    # SMTP: refused at RCPT (before its commit point): committed stays 0 and it is retried
+    reset(db_url)
+    server = smtp()
+    server.state.fail("RCPT", "451 4.3.0 later", times=1)
+    async with Mailer.from_config({"providers": [smtp_entry("s", server.port, 1)],
+                                   "retry": {"attempts": 1},
+                                   "outbox": fast_outbox(db_url)}) as m:  # fmt: skip
+        mid = await m.enqueue(make_message(2))
+        store = m.outbox.store
+        (claim,) = await store.claim("test", 1, lease=30, max_age=3600)
+        from mailer.routing.attempt import commit_hooks
+
+        marks: list[tuple[str, int]] = []
+
+        async def hook() -> None:
+            (row,) = rows(db_url)
+            marks.append((row["state"], row["committed"]))
+            assert await store.mark_committing(claim.row, claim.claim, "s")
+
+        msg = Message.model_validate_json(claim.message_json)
+        with commit_hooks(hook), pytest.raises(Exception):  # noqa: B017
+            await m.send(msg)
+        assert marks == []  # refused before the commit point: the hook never ran
+        with commit_hooks(hook):
+            await m.send(msg)
+        assert marks == [("sending", 0)]
+        assert server.received() == {mid: 1}
+
+
+async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
+    """A dead worker's claims: back to queued if it never recorded a commit point, to
+    unknown if it did; a late worker whose claim was taken cannot cross."""
+    store = open_store(OutboxConfig(url=db_url))
+    await store.open()
+    try:
+        for i in range(2):
+            m = make_message(i)
+            assert m.message_id
+            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
+                                       m.as_bytes(), time.time()))  # fmt: skip
+        a, b = await store.claim("dead-worker", 10, lease=0.2, max_age=3600)
+        assert await store.mark_committing(b.row, b.claim, "smtp")
+        assert await store.claim("other", 10, lease=30, max_age=3600) == []  # leased
+        await anyio.sleep(0.4)
+        again = await store.claim("other", 10, lease=30, max_age=3600)
+        assert [c.message_id for c in again] == [a.message_id]
+        assert again[0].attempts == 2
+        assert await store.stats() == {"queued": 0, "sending": 1, "sent": 0, "failed": 0,
+                                       "unknown": 1, "dead": 0}  # fmt: skip
+        # the first worker wakes up late: its claim on `a` is gone, so it must not cross
+        assert not await store.mark_committing(a.row, a.claim, "smtp")
+        assert not await store.finish(a.row, a.claim, Outcome("sent"))
+        # ... but a late worker's real outcome for `b` (now unknown) is still recorded
+        assert await store.finish(b.row, b.claim, Outcome("sent", provider="smtp"))
+        items = {i.message_id: i for i in await store.items()}
+        assert items[b.message_id].state == "sent"
+        # an operator's retry of an unknown message
+        await store.finish(again[0].row, again[0].claim, Outcome("unknown", error="x"))
+        assert await store.retry([a.message_id, "<nope@x>"]) == 1
+        assert (await store.stats())["queued"] == 1
+        assert await store.purge("sent", older_than=0) == 1
+        assert (await store.stats())["sent"] == 0
+    finally:
+        await store.close()
+
+
+async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) -> None:
+    """Two outboxes (separate connections, as two processes have) draining one file."""
+    delivered: list[str] = []
+
+    def record(message: Message) -> None:
+        assert message.message_id
+        delivered.append(message.message_id)
+
+    mailers = [Mailer([ScriptedProvider("p", [record] * 1000)], outbox=fast_outbox(db_url))
+               for _ in range(2)]  # fmt: skip
+    ids = [await mailers[0].enqueue(make_message(i)) for i in range(300)]
+    results: list[dict[str, int]] = []
+
+    async def drain(m: Mailer) -> None:
+        results.append(await m.drain(timeout=60))
+
+    async with anyio.create_task_group() as tg:
+        for m in mailers:
+            tg.start_soon(drain, m)
+    for m in mailers:
+        await m.aclose()
+    assert sorted(delivered) == sorted(ids)
+    assert all(r.get("sent", 0) > 0 for r in results), results  # both took part
+
+
+async def test_enqueue_stores_content_and_sends_the_stored_bytes(
+    smtp: Callable[..., FaultServer], db_url: str, tmp_path: Path
+) -> None:
+    """Path attachments are read at enqueue (the file may vanish); every attempt sends
+    the bytes rendered at enqueue, with the same Message-ID."""
+    attached = tmp_path / "report.txt"
+    attached.write_bytes(b"version 1")
+    server = smtp()
+    message = Message(sender="app@example.com", to="u@example.org", subject="Report",
+                      text="see attached", attachments=[attached])  # fmt: skip
+    async with Mailer.from_config({"providers": [smtp_entry("s", server.port, 1)],
+                                   "outbox": fast_outbox(db_url)}) as mailer:  # fmt: skip
+        mid = await mailer.enqueue(message)
+        assert mid == message.message_id
+        attached.unlink()
+        (row,) = rows(db_url)
+        assert b"report.txt" in row["message"] and str(tmp_path).encode() not in row["message"]
+        assert await mailer.drain(timeout=10) == {"sent": 1}
+    assert server.received() == {mid: 1}
+    with server.state.lock:
+        (envelope,) = server.state.messages
+    assert (envelope.original_content or envelope.content).replace(b"\r\n", b"\n") == \
+        row["raw"].replace(b"\r\n", b"\n")  # fmt: skip
+
+
+async def test_enqueue_refuses_bad_messages_before_storing(db_url: str) -> None:
+    async with Mailer([ScriptedProvider("p")], outbox=fast_outbox(db_url)) as mailer:
+        with pytest.raises(MessageError, match="sender"):
+            await mailer.enqueue(Message(to="u@example.org", text="no sender"))
+        assert sum((await mailer.outbox.stats()).values()) == 0
+        # the same Message-ID is stored once
+        m = make_message(1)
+        assert await mailer.enqueue(m) == await mailer.enqueue(m)
+        assert (await mailer.outbox.stats())["queued"] == 1
+
+
+async def test_config_forms_and_errors(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    mailer = Mailer.from_config({"providers": ["memory://"], "outbox": url})
+    assert mailer.outbox.config.lease == 30 and mailer.outbox.config.max_attempts == 10
+    table = {"url": url, "max_age": "2h", "lease": "10s"}
+    mailer = Mailer.from_config({"providers": ["memory://"], "outbox": table})
+    assert mailer.outbox.config.max_age == 7200 and mailer.outbox.config.lease == 10
+    with pytest.raises(ConfigError, match="no outbox"):
+        _ = Mailer.from_config({"providers": ["memory://"]}).outbox
+    with pytest.raises(ConfigError, match="needs an outbox"):
+        Mailer([ScriptedProvider("p")], on_all_failed="enqueue")
+    with pytest.raises(ConfigError, match="sqlite:///"):
+        Mailer.from_config({"providers": ["memory://"], "outbox": "mysql://u:pw@h/db"})
+    with pytest.raises(ConfigError, match="in-memory"):
+        Mailer.from_config({"providers": ["memory://"], "outbox": "sqlite:///:memory:"})
+    bad = {"url": "postgresql://u:hunter22@db/x", "lease": "soon"}
+    with pytest.raises(ConfigError) as info:
+        Mailer.from_config({"providers": ["memory://"], "outbox": bad})
+    assert "hunter22" not in str(info.value) and "lease" in str(info.value)
+    config = load_config({"providers": ["memory://"], "outbox": "postgresql://u:hunter22@db/x"})
+    assert "hunter22" not in repr(config)
