@@ -275,8 +275,10 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) 
         assert message.message_id
         delivered.append(message.message_id)
 
-    mailers = [Mailer([ScriptedProvider("p", [record] * 1000)], outbox=fast_outbox(db_url))
-               for _ in range(2)]  # fmt: skip
+    # 3 ms a send, so that neither drainer can take all 300 before the other starts,
+    # however loaded the machine
+    mailers = [Mailer([ScriptedProvider("p", [record] * 1000, latency=0.003)],
+                      outbox=fast_outbox(db_url)) for _ in range(2)]  # fmt: skip
     ids = [await mailers[0].enqueue(make_message(i)) for i in range(300)]
     results: list[dict[str, int]] = []
 
