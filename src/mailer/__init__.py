@@ -19,6 +19,7 @@ from .errors import (
     RecipientsDeferred,
     RecipientsRefused,
     TransientError,
+    UnsupportedFeature,
 )
 from .health import BreakerState, HealthConfig
 from .mailer import Event, Mailer, Route
@@ -61,6 +62,7 @@ __all__ = [
     "SendResult",
     "SyncMailer",
     "TransientError",
+    "UnsupportedFeature",
     "Weighted",
     "__version__",
     "commit_hooks",

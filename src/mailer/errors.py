@@ -10,6 +10,9 @@
         ├── TransientError        not accepted; this provider may work later -> fail over
         │   ├── RateLimited       .retry_after seconds -> fail over, provider rests that long
         │   └── RecipientsDeferred .refused {address: reply}: none accepted, some only for now
+        ├── UnsupportedFeature    this provider cannot carry the message as it is (also a
+        │                         MessageError) -> fail over, health untouched; raised
+        │                         when no provider can
         ├── AuthError             credentials refused -> fail over, provider rests long
         ├── PermanentError        fails on any provider (5.1.x bad mailbox, 4xx validation)
         │   └── RecipientsRefused .refused {address: reply}
@@ -47,6 +50,7 @@ __all__ = [
     "RecipientsDeferred",
     "RecipientsRefused",
     "TransientError",
+    "UnsupportedFeature",
 ]
 
 
@@ -142,6 +146,22 @@ class AuthError(DeliveryError):
     """Credentials refused (or the token endpoint failed). Nothing was sent."""
 
     failover = True
+
+
+class UnsupportedFeature(DeliveryError, MessageError):
+    """This provider cannot carry something the message uses; nothing was sent.
+
+    A Bcc-only message to an API that requires To, DKIM to a JSON API that rebuilds the
+    MIME, an address that needs SMTPUTF8 on a server without it. Unlike a bad message,
+    another provider may carry it, so the Mailer fails over, and this provider's health
+    is untouched (it answered nothing). When no provider can, the Mailer raises this
+    error itself: it is a MessageError too, since the message cannot go through this
+    Mailer as it is.
+    """
+
+    failover = True
+    no_verdict = True
+    retry_here = False
 
 
 class PermanentError(DeliveryError):

@@ -24,7 +24,7 @@ import anyio
 
 from ._log import get_logger, register_secret, secret_values
 from .config import MailerConfig, ProviderEntry, load_config, load_outbox_config
-from .errors import AllProvidersFailed, ConfigError, MessageError
+from .errors import AllProvidersFailed, ConfigError, MessageError, UnsupportedFeature
 from .health import BreakerState, HealthConfig
 from .message import Address, Message
 from .outbox import Outbox, OutboxConfig
@@ -261,6 +261,15 @@ class Mailer(AsyncClosing):
             return await root.send(msg)
         except AllProvidersFailed as failure:
             failure.attempts = ctx.attempts
+            errors = list(failure.errors.values())
+            if errors and all(isinstance(e, UnsupportedFeature) for e in errors):
+                # No provider can carry it: a message problem for this Mailer.
+                unsupported = UnsupportedFeature(
+                    "no provider of this Mailer can send this message: "
+                    + "; ".join(str(e.args[0]) for e in errors)
+                )
+                unsupported.attempts = ctx.attempts
+                raise unsupported from failure
             self._runtime.emit(Event("failed", message_id=msg.message_id, error=failure))
             raise
         finally:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailer import Message, MessageError
+from mailer import Message, MessageError, UnsupportedFeature
 from mailer.providers.http import HTTPProvider
 from mailer.providers.mailgun import MailgunProvider
 from mailer.providers.postmark import PostmarkProvider
@@ -48,9 +48,10 @@ async def test_bcc_only_is_refused_before_io_where_to_is_required(stubbed: Any, 
     cls, config, _, _ = ADAPTERS[name]
     with pytest.raises(MessageError, match="needs at least one To"):
         cls.from_config(name, config).build_request(message)
-    # and nothing is sent (the Provider.send path raises the same, before I/O)
-    with pytest.raises(MessageError):
-        await _send(stubbed, name, message)
+    # and nothing is sent: the Provider.send path refuses the same way, before I/O, as
+    # UnsupportedFeature (a MessageError too), so that the Mailer fails over
+    sent = await _send(stubbed, name, message)
+    assert isinstance(sent.error, UnsupportedFeature) and sent.calls == 0
 
 
 async def test_ses_sends_bcc_only_in_destination(stubbed: Any) -> None:
@@ -136,13 +137,15 @@ async def test_provider_options_are_form_fields_on_mailgun(stubbed: Any) -> None
         assert f'name="{name}"\r\n\r\n'.encode() + value + b"\r\n" in content
     nested = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
                      provider_options={"mailgun": {"o:x": {"y": 1}}})  # fmt: skip
-    with pytest.raises(MessageError, match="takes form fields"):
-        await _send(stubbed, "mailgun", nested)
+    refused = await _send(stubbed, "mailgun", nested)
+    assert isinstance(refused.error, UnsupportedFeature) and refused.calls == 0
+    assert "takes form fields" in str(refused.error)
 
 
 @pytest.mark.parametrize("name", list(ADAPTERS))
 async def test_envelope_is_refused_before_io(stubbed: Any, name: str) -> None:
     message = Message(sender="s@example.com", to=["a@example.org"], subject="x", text="t",
                       envelope={"from": "bounce@example.com"})  # fmt: skip
-    with pytest.raises(MessageError, match="envelope different from the headers"):
-        await _send(stubbed, name, message)
+    sent = await _send(stubbed, name, message)
+    assert isinstance(sent.error, UnsupportedFeature) and sent.calls == 0
+    assert "envelope different from the headers" in str(sent.error)

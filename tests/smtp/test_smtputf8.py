@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 
-from mailer import Address, Message, MessageError, PermanentError
+from mailer import Address, Mailer, Message, MessageError, UnsupportedFeature
 from mailer.providers.smtp import SMTPProvider
 from mailer.providers.smtp.wire import mail_command, rcpt_command
 
@@ -140,12 +140,14 @@ async def test_ascii_mail_does_not_ask_for_smtputf8(
     assert envelope.rcpt_tos == ["b@xn--fa-hia.de"]
 
 
-async def test_server_without_smtputf8_is_a_permanent_error_naming_it(
+async def test_server_without_smtputf8_is_unsupported_naming_it(
     smtp_server: Callable[..., SMTPTestServer],
 ) -> None:
+    # UnsupportedFeature, not PermanentError: another provider (a server with SMTPUTF8)
+    # may carry the message, so the Mailer fails over (see the test below).
     server = smtp_server(smtputf8=False)
     async with SMTPProvider.from_config("p", server.config(auth=None)) as provider:
-        with pytest.raises(PermanentError, match="does not offer the SMTPUTF8 extension"):
+        with pytest.raises(UnsupportedFeature, match="does not offer the SMTPUTF8 extension"):
             await provider.send(eai_message())
         # the connection is still good for ASCII mail: nothing of the refused one was sent
         await provider.send(Message(sender="a@example.com", to=["b@example.org"], text="x"))
@@ -163,3 +165,21 @@ async def test_ses_refuses_internationalized_local_parts_before_any_request() ->
     )  # fmt: skip
     with pytest.raises(MessageError, match="non-ASCII local part"):
         await provider.send(eai_message())
+
+
+async def test_a_server_without_smtputf8_fails_over_to_one_with_it(
+    smtp_server: Callable[..., SMTPTestServer],
+) -> None:
+    old, new = smtp_server(smtputf8=False), smtp_server(smtputf8=True)
+    mailer = Mailer([SMTPProvider.from_config("old", old.config(auth=None)),
+                     SMTPProvider.from_config("new", new.config(auth=None))])  # fmt: skip
+    async with mailer:
+        result = await mailer.send(eai_message())
+        assert result.provider == "new"
+        assert mailer.health()["old"]["state"] == "closed"  # no verdict on its health
+        # with only the old one, no provider can: a MessageError (UnsupportedFeature)
+        alone = Mailer([SMTPProvider.from_config("o2", old.config(auth=None))])
+        async with alone:
+            with pytest.raises(MessageError, match="no provider of this Mailer can send"):
+                await alone.send(eai_message())
+    assert len(new.state.messages) == 1 and not old.state.messages

@@ -58,6 +58,7 @@ from ..errors import (
     PermanentError,
     RateLimited,
     TransientError,
+    UnsupportedFeature,
 )
 from ..message import Address, Attachment, Envelope, Message
 from ..provider import Provider, ProviderConfig, deadline_remaining, deep_merge
@@ -427,14 +428,17 @@ class HTTPProvider(Provider):
                 "provider %r: sending without %s (ignore_unsupported)", self.name, feature
             )
             return
-        raise MessageError(
+        raise UnsupportedFeature(
             f"provider {self.name!r} ({type(self).__name__}) does not support {feature}; "
-            "set ignore_unsupported=true to send without it"
-        )
+            "set ignore_unsupported=true to send without it", provider=self.name,
+        )  # fmt: skip
 
     def refuse(self, rule: str) -> None:
-        """Refuse a message that breaks an API rule no option can work around."""
-        raise MessageError(f"provider {self.name!r} ({type(self).__name__}) {rule}")
+        """Refuse a message that breaks an API rule no option can work around (another
+        provider may still take it: the Mailer fails over)."""
+        raise UnsupportedFeature(
+            f"provider {self.name!r} ({type(self).__name__}) {rule}", provider=self.name
+        )
 
     def _limited(self, items: list[T], limit: int | None, one: str, many: str) -> list[T]:
         if limit is not None and len(items) > limit:

@@ -47,8 +47,8 @@ from ...errors import (
     DeliveryError,
     DeliveryUncertain,
     MessageError,
-    PermanentError,
     TransientError,
+    UnsupportedFeature,
 )
 from ...provider import deadline_remaining
 from ...routing.attempt import attempt_progress, commit_point, current_attempt
@@ -401,7 +401,7 @@ class Connection:
         """
         stream = self._ready()
         if smtputf8 and not self._smtputf8:  # before any byte of this transaction
-            raise PermanentError(
+            raise UnsupportedFeature(
                 f"{self._endpoint.where} does not offer the SMTPUTF8 extension (RFC 6531), "
                 "which this message needs for its non-ASCII address(es); nothing was sent"
             )
