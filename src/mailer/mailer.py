@@ -24,12 +24,19 @@ import anyio
 
 from ._log import get_logger, register_secret, secret_values
 from .config import MailerConfig, ProviderEntry, load_config, load_outbox_config
-from .errors import AllProvidersFailed, ConfigError, MessageError, UnsupportedFeature
+from .errors import (
+    AllProvidersFailed,
+    ConfigError,
+    DeliveryError,
+    MessageError,
+    UnsupportedFeature,
+)
 from .health import BreakerState, HealthConfig
 from .message import Address, Message
 from .outbox import Outbox, OutboxConfig
 from .plugins import load_provider_class
 from .provider import _DEADLINE, AsyncClosing, Provider
+from .providers._coalesce import batching
 from .result import SendResult
 from .routing.budget import BudgetConfig
 from .routing.events import Event
@@ -275,6 +282,41 @@ class Mailer(AsyncClosing):
         finally:
             _DEADLINE.reset(deadline_token)
             _SEND.reset(send_token)
+
+    async def send_many(
+        self,
+        messages: Sequence[Message],
+        *,
+        providers: Sequence[str] | None = None,
+        concurrency: int = 100,
+    ) -> list[SendResult | DeliveryError | MessageError]:
+        """Send every message; one result or error per message, in order.
+
+        One message's failure never raises for the others. Each message is routed as by
+        :meth:`send` (so only the items that failed fail over, and breakers and events
+        see each item), ``concurrency`` at a time; HTTP providers with a batch endpoint
+        (Postmark, Resend, Mailjet) carry concurrent sends in batch requests.
+        """
+        if concurrency < 1:
+            raise ConfigError("send_many needs concurrency >= 1")
+        results: list[SendResult | DeliveryError | MessageError | None] = [None] * len(messages)
+        limit = anyio.Semaphore(concurrency)
+
+        async def one(index: int, message: Message) -> None:
+            async with limit:
+                try:
+                    results[index] = await self.send(message, providers=providers)
+                except (DeliveryError, MessageError) as exc:
+                    results[index] = exc
+
+        token = batching.set(True)
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, message in enumerate(messages):
+                    tg.start_soon(one, index, message)
+        finally:
+            batching.reset(token)
+        return [r for r in results if r is not None]
 
     def _subset(self, names: Sequence[str]) -> Group:
         key = tuple(names)

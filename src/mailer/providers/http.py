@@ -63,6 +63,7 @@ from ..errors import (
 from ..message import Address, Attachment, Envelope, Message
 from ..provider import Provider, ProviderConfig, deadline_remaining, deep_merge
 from ..result import SendResult
+from ._coalesce import Coalescer, batching
 
 __all__ = [
     "MAX_BODY",
@@ -291,6 +292,8 @@ class HTTPProvider(Provider):
         super().__init__(name, config)
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
+        #: merges Mailer.send_many's concurrent sends into batch requests
+        self._coalescer: Coalescer | None = None
 
     # -- construction ------------------------------------------------------------------
 
@@ -760,6 +763,12 @@ class HTTPProvider(Provider):
             await sign(message, probe.dkim)  # kept on the message: made once
 
     async def _send(self, message: Message) -> SendResult:
+        if self.batch_size and batching.get() and self.batchable(message):
+            # One of Mailer.send_many's sends: it goes in a batch request with others.
+            payload = self.build_payload(message)  # may refuse the message: before any I/O
+            if self._coalescer is None:
+                self._coalescer = Coalescer(self.batch_size, self._send_chunk)
+            return await self._coalescer.submit(payload)
         await self.presign(message)
         request = self.build_request(message)  # may refuse the message: before any I/O
         response = await self.request(request)
