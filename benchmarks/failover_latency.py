@@ -32,8 +32,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test kit's HTTP server
 
 from _common import free_port, machine, table
+from tests.http.servers import serve as http_server
 
 from mailer import DeliveryError, Mailer, Message
 from mailer._demo.smtp_sink import SMTPSink
@@ -90,23 +92,6 @@ async def _slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             await writer.drain()
 
 
-async def _http_503(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            body = b'{"name":"application_error","message":"unavailable"}'
-            writer.write(
-                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(body), body)
-            )
-            await writer.drain()
-
-
 @contextlib.asynccontextmanager
 async def serve(handler: Handler) -> AsyncIterator[int]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
@@ -128,8 +113,9 @@ async def primary(outage: str, pool: bool) -> AsyncIterator[dict[str, Any]]:
         yield smtp
         return
     if outage.startswith("http"):
-        handler = _http_503 if outage == "http-503" else _silent
-        async with serve(handler) as port:
+        mode = "503" if outage == "http-503" else "silent"
+        async with http_server(mode) as http:
+            port = http.port
             scheme = "http" if outage == "http-503" else "https"  # a hang in TLS set-up
             base_url = f"{scheme}://127.0.0.1:{port}"
             config = {"api_key": "re_bench", "base_url": base_url}

@@ -13,7 +13,8 @@ __all__ = ["HTTPTestServer", "serve"]
 class HTTPTestServer:
     """A loopback HTTP/1.1 server whose behaviour each test picks.
 
-    ``ok``: answer 200 with a JSON id; ``hang``: read the whole request, never answer;
+    ``ok``: answer 200 with a JSON id; ``503``: answer 503 with a JSON error (an API
+    that is down but answering); ``hang``: read the whole request, never answer;
     ``drop``: read it and hang up; ``silent``: accept TCP, never read or write (a TLS
     handshake with it never ends).
     """
@@ -41,10 +42,13 @@ class HTTPTestServer:
                     await asyncio.sleep(30)
                 if self.mode == "drop":
                     break
-                body = b'{"id": "real-1"}'
+                status, body = b"200 OK", b'{"id": "real-1"}'
+                if self.mode == "503":
+                    status = b"503 Service Unavailable"
+                    body = b'{"name": "application_error", "message": "unavailable"}'
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                    b"HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (status, len(body), body)
                 )
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
