@@ -1,0 +1,82 @@
+"""One SyncMailer per configuration per process, for the web framework integrations.
+
+Why one per process: the SMTP pool and HTTP keep-alive are only worth having when every
+request in the process shares them, and a Mailer's breakers only learn from the traffic
+they see. Why keyed by configuration: tests and multi-tenant setups change settings, and
+a new configuration must get a new Mailer rather than the old one.
+
+Fork safety: a pre-forking server (gunicorn, uWSGI, Celery's prefork pool) may build the
+Mailer in the parent. A forked child has the parent's objects but not its loop thread,
+and its copies of the parent's sockets are the parent's connections: sending on them, or
+even closing them politely (SMTP QUIT), would corrupt the parent's sessions. So a child
+forgets every inherited SyncMailer without touching it and builds its own on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .._log import get_logger
+from ..sync import SyncMailer
+
+__all__ = ["close_all", "config_key", "shared_mailer"]
+
+log = get_logger("mailer.integrations")
+
+_lock = threading.Lock()
+_mailers: dict[str, SyncMailer] = {}
+_pid = os.getpid()
+
+
+def config_key(*parts: Any) -> str:
+    """A stable key for a configuration; hashed so the registry holds no secret twice."""
+    text = json.dumps(parts, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def shared_mailer(key: str, build: Callable[[], SyncMailer]) -> SyncMailer:
+    """The process's SyncMailer for ``key``, built by ``build()`` on first use."""
+    with _lock:
+        if _pid != os.getpid():  # forked without the at-fork hook (should not happen)
+            _forget()
+        mailer = _mailers.get(key)
+        if mailer is None:
+            mailer = _mailers[key] = build()
+        return mailer
+
+
+def _forget() -> None:
+    global _pid
+    _mailers.clear()  # the parent's: never used or closed here (see the module doc)
+    _pid = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # it may have been held by another thread at the fork
+    _forget()
+
+
+def close_all() -> None:
+    """Close every SyncMailer this process built (pooled connections say QUIT)."""
+    with _lock:
+        if _pid != os.getpid():
+            _forget()
+            return
+        mailers = list(_mailers.values())
+        _mailers.clear()
+    for mailer in mailers:
+        try:
+            mailer.close()
+        except Exception as exc:  # closing is best effort: it must not mask the caller's
+            log.warning("closing a shared mailer failed: %s", exc)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(close_all)

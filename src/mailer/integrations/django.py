@@ -1,0 +1,367 @@
+"""Django's email backend on top of the Mailer: ``EMAIL_BACKEND = "mailer.django.EmailBackend"``.
+
+Everything Django sends (``send_mail``, password resets, admin error mails) goes through
+``send_messages``, so one setting moves a whole project onto failover. The mapping from
+Django's EmailMessage to our Message is complete or it refuses: a feature we cannot
+express (an AMP alternative, a From header that differs from the envelope sender) raises
+MessageError rather than sending something other than what the code asked for.
+
+No Django version-specific imports: only ``django.conf.settings`` and the base backend,
+both unchanged since Django 1.x, so the same backend serves 4.2 to 6.x (and ``MAILERS``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import email.message
+import email.utils
+import mimetypes
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.mail.backends.base import BaseEmailBackend
+
+from .._log import get_logger
+from ..config import read_config_file
+from ..errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError, MessageError
+from ..mailer import Mailer
+from ..message import Address, Attachment, Message
+from ..result import SendResult
+from ..sync import SyncMailer
+from ._process import close_all, config_key, shared_mailer
+
+__all__ = ["EmailBackend", "MailerResult", "close_mailers", "get_mailer"]
+
+log = get_logger("mailer.django")
+
+#: get_connection() keyword arguments Django itself passes (send_mail's auth_user and
+#: auth_password); accepted when None, refused otherwise: credentials live in MAILER.
+_DJANGO_CONNECTION_ARGS = frozenset(
+    {"username", "password", "host", "port", "use_tls", "use_ssl", "timeout",
+     "ssl_keyfile", "ssl_certfile"}
+)  # fmt: skip
+#: per-message options that other work is adding to Message; refused until it lands,
+#: since silently sending without them would route or address mail wrongly
+_NOT_YET = ("providers", "envelope", "provider_options")
+#: keys of the "django" table inside the MAILER config
+_OPTIONS = frozenset({"opentelemetry"})
+
+
+@dataclass(frozen=True, slots=True)
+class MailerResult:
+    """What happened to one EmailMessage: set as ``message.mailer_result`` by the backend.
+
+    ``sent`` tells which case it is; ``result`` holds the SendResult (every attempt
+    included) and ``error`` the MailerError that stopped it.
+    """
+
+    message_id: str | None
+    result: SendResult | None = None
+    error: MailerError | None = None
+    accepted: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sent(self) -> bool:
+        return self.result is not None
+
+    @property
+    def provider(self) -> str | None:
+        """The provider that took the message, or the one whose error ended the send."""
+        if self.result is not None:
+            return self.result.provider
+        return self.error.provider if isinstance(self.error, DeliveryError) else None
+
+    @property
+    def possibly_delivered(self) -> bool:
+        """True when the send failed uncertainly: sending it again may duplicate it."""
+        error = self.error
+        return isinstance(error, DeliveryUncertain) or bool(
+            getattr(error, "possibly_delivered", False)
+        )
+
+
+# ------------------------------------------------------------------------ the Mailer
+
+
+def _setting() -> Any:
+    source = getattr(settings, "MAILER", None)
+    if source is None:
+        raise ConfigError(
+            "settings.MAILER is not set: give the Mailer config as a mapping or the path "
+            "of a TOML/JSON file (see docs/django.md)"
+        )
+    return source
+
+
+def _build(source: Mapping[str, Any] | str | Path) -> SyncMailer:
+    data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
+    options = data.pop("django", None) or {}
+    if not isinstance(options, Mapping) or set(options) - _OPTIONS:
+        raise ConfigError(f"the MAILER 'django' table takes only {sorted(_OPTIONS)}")
+    mailer = Mailer.from_config(data)
+    if options.get("opentelemetry"):
+        from .otel import instrument
+
+        instrument(mailer)
+    return SyncMailer(mailer)
+
+
+def get_mailer(config: Mapping[str, Any] | str | Path | None = None) -> SyncMailer:
+    """The process's SyncMailer for ``config`` (default: ``settings.MAILER``).
+
+    Built on first use and shared by every backend instance and thread of the process;
+    a forked worker builds its own (see ``mailer.integrations._process``).
+    """
+    source = _setting() if config is None else config
+    if not isinstance(source, Mapping | str | Path):
+        raise ConfigError("MAILER must be a mapping or the path of a TOML/JSON file")
+    return shared_mailer(config_key("django", source), lambda: _build(source))
+
+
+def close_mailers() -> None:
+    """Close the shared Mailers now (they are also closed at interpreter exit)."""
+    close_all()
+
+
+# ----------------------------------------------------------------------- the backend
+
+
+class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
+    """Sends Django's EmailMessages through the process's Mailer, concurrently.
+
+    ``config`` (a mapping or a file path) overrides ``settings.MAILER``: it is how
+    Django 6.1's ``MAILERS`` setting passes ``OPTIONS`` to a backend.
+    """
+
+    def __init__(
+        self,
+        fail_silently: bool = False,
+        *,
+        config: Mapping[str, Any] | str | Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(fail_silently=fail_silently)
+        for key, value in kwargs.items():
+            if key in _DJANGO_CONNECTION_ARGS and value is None:
+                continue
+            raise ConfigError(
+                f"mailer.django.EmailBackend does not take {key!r}: put provider settings "
+                "and credentials in MAILER (see docs/django.md)"
+            )
+        self.config = config
+
+    def send_messages(self, email_messages: Sequence[Any]) -> int:
+        """Send every message concurrently; return how many were sent.
+
+        Each message gets ``mailer_result``. Without ``fail_silently`` the first error
+        (in the order given) is raised once every message has finished, so one bad
+        message never stops the others; with it, our errors are logged and swallowed.
+        """
+        if not email_messages:
+            return 0
+        try:
+            sync = get_mailer(self.config)
+        except MailerError as exc:
+            for message in email_messages:
+                message.mailer_result = MailerResult(None, error=exc)
+            return self._fail(exc)
+        pending: list[tuple[Any, Message, concurrent.futures.Future[SendResult]]] = []
+        errors: list[MailerError] = []
+        for message in email_messages:
+            if not message.recipients():
+                continue  # as Django's SMTP backend: nobody to send to, nothing counted
+            try:
+                converted = to_message(message)
+            except MailerError as exc:
+                log.warning("cannot send a Django EmailMessage: %s", exc)
+                message.mailer_result = MailerResult(None, error=exc)
+                errors.append(exc)
+                continue
+            pending.append((message, converted, sync.submit(converted)))
+        # Bounded: every send ends by its send_timeout; the margin covers the loop itself.
+        concurrent.futures.wait([f for _, _, f in pending], timeout=sync.mailer.send_timeout + 30)
+        sent = 0
+        for message, converted, future in pending:
+            outcome = _outcome(converted, future)
+            message.mailer_result = outcome
+            if outcome.sent:
+                sent += 1
+            elif outcome.error is not None:
+                errors.append(outcome.error)
+        if errors:
+            self._fail(errors[0])
+        return sent
+
+    def _fail(self, error: MailerError) -> int:
+        if not self.fail_silently:
+            raise error
+        return 0
+
+
+def _outcome(message: Message, future: concurrent.futures.Future[SendResult]) -> MailerResult:
+    if not future.done():
+        error: MailerError = DeliveryUncertain(
+            "no outcome from the mailer within send_timeout; the message may have been sent"
+        )
+        return MailerResult(message.message_id, error=error)
+    exc = future.exception()
+    if exc is None:
+        result = future.result()
+        return MailerResult(
+            result.message_id or message.message_id,
+            result=result,
+            accepted=list(result.accepted),
+            rejected=dict(result.rejected),
+        )
+    if isinstance(exc, MailerError):
+        return MailerResult(message.message_id, error=exc)
+    raise exc  # a bug, not a delivery outcome: fail_silently does not hide it
+
+
+# ------------------------------------------------------------------------ the mapping
+
+
+def to_message(source: Any) -> Message:
+    """Our Message for a Django EmailMessage or EmailMultiAlternatives (MessageError if
+    it holds something we cannot send as asked)."""
+    for name in _NOT_YET:
+        if getattr(source, name, None) is not None:
+            raise MessageError(
+                f"the per-message option {name!r} is not supported by this version of "
+                "mailer.django; the message was not sent"
+            )
+    headers = {str(k): str(v) for k, v in (source.extra_headers or {}).items()}
+    names = {k.lower(): k for k in headers}
+    data: dict[str, Any] = {
+        "sender": Address.parse(source.from_email),
+        "to": _addresses(source.to),
+        "cc": _addresses(source.cc),
+        "bcc": _addresses(source.bcc),
+        "reply_to": _addresses(source.reply_to),
+        "subject": str(source.subject or ""),
+    }
+    if "message-id" in names:
+        data["message_id"] = headers.pop(names["message-id"])
+    if "reply-to" in names:  # Django lets the header win over reply_to
+        data["reply_to"] = _header_addresses(headers.pop(names["reply-to"]))
+    if "date" in names:
+        raise MessageError("a Date header cannot be set: it is written when the message is sent")
+    for header, key in (("from", "sender"), ("to", "to"), ("cc", "cc")):
+        if header in names:
+            data[key] = _same_mailboxes(header, headers.pop(names[header]), data[key])
+    text, html = _bodies(source)
+    data.update(text=text, html=html, headers=headers)
+    data["attachments"] = [_attachment(a, has_html=html is not None) for a in source.attachments]
+    tags = getattr(source, "tags", None)
+    if tags:
+        data["tags"] = [str(t) for t in tags]
+    metadata = getattr(source, "metadata", None)
+    if metadata:
+        data["metadata"] = {str(k): str(v) for k, v in dict(metadata).items()}
+    return Message(**data)
+
+
+def _addresses(values: Iterable[Any] | None) -> list[Address]:
+    return [Address.parse(str(v)) for v in (values or []) if v]
+
+
+def _header_addresses(value: str) -> list[Address]:
+    """A header's address list. The stdlib only splits it: each piece then goes through
+    our strict parser, so nothing it tolerates (CVE-2023-27043) gets through."""
+    pairs = email.utils.getaddresses([value])
+    if not pairs or any(not addr for _, addr in pairs):
+        raise MessageError(f"cannot parse the address header {value[:80]!r}")
+    return [Address(name=name or None, email=addr) for name, addr in pairs]
+
+
+def _same_mailboxes(header: str, value: str, given: Address | list[Address]) -> Any:
+    """A From/To/Cc header is honoured when it names the same mailboxes as the envelope
+    (display names may differ); otherwise the header and the envelope would disagree,
+    which needs the per-message envelope option."""
+    parsed = _header_addresses(value)
+    current = given if isinstance(given, list) else [given]
+    if sorted(a.email.lower() for a in parsed) != sorted(a.email.lower() for a in current):
+        raise MessageError(
+            f"a {header.title()} header naming other mailboxes than the message's "
+            f"{'from_email' if header == 'from' else header} is not supported yet (it "
+            "needs a separate envelope); set the addresses on the message instead"
+        )
+    return parsed if isinstance(given, list) else parsed[0]
+
+
+def _text(content: Any) -> str:
+    return content.decode("utf-8") if isinstance(content, bytes) else str(content)
+
+
+def _bodies(source: Any) -> tuple[str | None, str | None]:
+    subtype = getattr(source, "content_subtype", "plain")
+    body = _text(source.body or "")
+    if subtype == "html":
+        text, html = None, body
+    elif subtype == "plain":
+        text, html = body, None
+    else:
+        raise MessageError(f"a text/{subtype} body is not supported (only plain and html)")
+    for content, mimetype in getattr(source, "alternatives", None) or []:
+        kind = str(mimetype).lower()
+        if kind == "text/html" and html is None:
+            html = _text(content)
+        elif kind == "text/plain" and not text:
+            text = _text(content)
+        else:
+            raise MessageError(
+                f"an alternative of type {mimetype!r} is not supported (one text/plain "
+                "body and one text/html alternative are)"
+            )
+    if html is not None and text == "":
+        text = None  # Django would send an empty text/plain part next to the HTML
+    return text, html
+
+
+def _attachment(item: Any, *, has_html: bool) -> Attachment:
+    if isinstance(item, email.message.Message):
+        return _mime_attachment(item, has_html=has_html)
+    filename, content, mimetype = item
+    mimetype = mimetype or (filename and mimetypes.guess_type(filename)[0]) or None
+    if mimetype == "message/rfc822" and not isinstance(content, str | bytes):
+        # an EmailMessage (Django) or an email.message.Message
+        content = content.message() if hasattr(content, "message") else content
+        content = content.as_bytes()
+    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    return Attachment(
+        content=data, filename=filename or _default_name(mimetype), content_type=mimetype
+    )
+
+
+def _mime_attachment(part: email.message.Message, *, has_html: bool) -> Attachment:
+    """A MIMEBase part (MIMEImage, MIMEApplication, ...): its decoded body, type, file name
+    and Content-ID. A Content-ID makes it an inline part of the HTML when there is one."""
+    ctype = part.get_content_type()
+    if part.is_multipart():
+        if ctype != "message/rfc822":
+            raise MessageError(f"a {ctype} attachment part is not supported")
+        inner = part.get_payload(0)
+        assert isinstance(inner, email.message.Message)
+        data = inner.as_bytes()
+    else:
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+    cid = part.get("Content-ID")
+    inline = cid is not None and has_html and part.get_content_disposition() != "attachment"
+    return Attachment(
+        content=data,
+        filename=part.get_filename() or _default_name(ctype),
+        content_type=ctype,
+        inline=inline,
+        content_id=str(cid) if cid is not None else None,
+    )
+
+
+def _default_name(mimetype: str | None) -> str:
+    """Django allows attachments without a file name; ours need one."""
+    extension = mimetypes.guess_extension(mimetype or "") or ".bin"
+    return f"attachment{extension}"

@@ -1,0 +1,320 @@
+"""mailer.django.EmailBackend with real Django, delivering to real SMTP servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import multiprocessing
+import time
+from collections.abc import Callable
+from email.message import EmailMessage as StdMessage
+from email.mime.image import MIMEImage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core import mail
+from django.core.management import call_command
+from django.test import Client
+
+from mailer import ConfigError, MessageError, RecipientsRefused
+from mailer.django import EmailBackend, get_mailer
+from tests.smtp.servers import SMTPTestServer
+
+from .conftest import smtp_config
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000100e221bc330000000049454e44ae426082"
+)
+
+UseMailer = Callable[[dict[str, Any]], None]
+Servers = Callable[..., SMTPTestServer]
+
+
+def received(server: SMTPTestServer, count: int = 1) -> list[StdMessage]:
+    assert server.wait_for(lambda: len(server.state.messages) >= count, timeout=10)
+    return [
+        email.message_from_bytes(env.original_content or env.content, policy=email.policy.default)
+        for env in server.state.messages
+    ]  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def database() -> None:
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def test_send_mail_is_delivered(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    count = mail.send_mail(
+        "Hello from Django", "The body.", "Team <team@example.com>", ["alice@example.org"]
+    )
+    assert count == 1
+    (msg,) = received(server)
+    env = server.state.messages[0]
+    assert env.mail_from == "team@example.com"
+    assert env.rcpt_tos == ["alice@example.org"]
+    assert msg["Subject"] == "Hello from Django"
+    assert msg["From"] == "Team <team@example.com>"
+    assert msg.get_content().strip() == "The body."
+
+
+def test_alternatives_attachments_and_inline_image(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    message = mail.EmailMultiAlternatives(
+        subject="Your invoice",
+        body="See the attached invoice.",
+        from_email="billing@example.com",
+        to=["alice@example.org"],
+        cc=["carol@example.org"],
+        bcc=["audit@example.org"],
+        reply_to=["help@example.com"],
+        headers={"X-Campaign": "invoices", "Message-ID": "<inv-42@example.com>"},
+    )
+    message.attach_alternative('<p>Invoice <img src="cid:logo@example.com"></p>', "text/html")
+    message.attach("invoice.pdf", b"%PDF-1.4 fake", "application/pdf")
+    message.attach("notes.txt", "plain text notes ü", "text/plain")
+    logo = MIMEImage(PNG, "png")
+    logo.add_header("Content-ID", "<logo@example.com>")
+    logo.add_header("Content-Disposition", "inline", filename="logo.png")
+    message.attach(logo)
+    message.tags = ["billing"]  # type: ignore[attr-defined]
+    message.metadata = {"invoice": 42}  # type: ignore[attr-defined]
+
+    assert message.send() == 1
+
+    (msg,) = received(server)
+    env = server.state.messages[0]
+    assert sorted(env.rcpt_tos) == ["alice@example.org", "audit@example.org", "carol@example.org"]
+    assert msg["Bcc"] is None
+    assert msg["Cc"] == "carol@example.org"
+    assert msg["Reply-To"] == "help@example.com"
+    assert msg["X-Campaign"] == "invoices"
+    assert msg["Message-ID"] == "<inv-42@example.com>"
+    assert msg.get_content_type() == "multipart/mixed"
+    plain = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert plain is not None and plain.get_content().strip() == "See the attached invoice."
+    assert html is not None and "cid:logo@example.com" in html.get_content()
+    related = next(p for p in msg.walk() if p.get_content_type() == "multipart/related")
+    image = next(p for p in related.iter_parts() if p.get_content_type() == "image/png")
+    assert image["Content-ID"] == "<logo@example.com>"
+    assert image.get_content_disposition() == "inline"
+    assert image.get_content() == PNG
+    files = {p.get_filename(): p for p in msg.iter_attachments()}
+    assert files["invoice.pdf"].get_content() == b"%PDF-1.4 fake"
+    assert files["invoice.pdf"].get_content_type() == "application/pdf"
+    assert files["notes.txt"].get_payload(decode=True).decode() == "plain text notes ü"
+
+    result = message.mailer_result  # type: ignore[attr-defined]
+    assert result.sent and result.error is None
+    assert result.provider == "primary"
+    assert result.message_id == "<inv-42@example.com>"
+    assert sorted(result.accepted) == sorted(env.rcpt_tos)
+    assert result.rejected == {}
+    assert [a.outcome for a in result.result.attempts] == ["sent"]
+
+
+def test_html_only_body_and_header_display_names(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    message = mail.EmailMessage(
+        "Hi", "<b>bold</b>", "team@example.com", ["bob@example.org"],
+        headers={"From": "The Team <team@example.com>", "To": "Bob <bob@example.org>"},
+    )  # fmt: skip
+    message.content_subtype = "html"
+    assert message.send() == 1
+    (msg,) = received(server)
+    assert msg["From"] == "The Team <team@example.com>"
+    assert msg["To"] == "Bob <bob@example.org>"
+    assert msg.get_content_type() == "text/html"
+
+
+def test_password_reset_view_sends_the_link(
+    smtp_server: Servers, use_mailer: UseMailer, database: None
+) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    User.objects.create_user("dora", "dora@example.org", "pw")
+    try:
+        response = Client().post("/accounts/password_reset/", {"email": "dora@example.org"})
+        assert response.status_code == 302
+        assert response["Location"] == "/accounts/password_reset/done/"
+        (msg,) = received(server)
+        assert server.state.messages[0].rcpt_tos == ["dora@example.org"]
+        assert msg["From"] == "Example Site <noreply@example.com>"
+        assert "Password reset" in msg["Subject"]
+        body = msg.get_body(("plain",))
+        assert body is not None
+        assert "http://testserver/accounts/reset/" in body.get_content()
+    finally:
+        User.objects.filter(username="dora").delete()
+
+
+def test_send_messages_runs_concurrently_and_counts(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    server.state.fail("DATA_END", "delay:0.4")
+    use_mailer(smtp_config(server))
+    messages = [
+        mail.EmailMessage(f"n{i}", "x", "a@example.com", [f"r{i}@example.org"]) for i in range(6)
+    ]
+    messages.append(mail.EmailMessage("nobody", "x", "a@example.com", []))  # skipped, as Django
+    started = time.monotonic()
+    with mail.get_connection() as connection:
+        assert connection.send_messages(messages) == 6
+    took = time.monotonic() - started
+    assert len(server.state.messages) == 6
+    assert server.state.peak > 1  # more than one connection at once
+    assert took < 6 * 0.4  # sequential sends would take at least this long
+    assert all(m.mailer_result.sent for m in messages[:6])  # type: ignore[attr-defined]
+    assert not hasattr(messages[6], "mailer_result")
+
+
+def test_failover_to_the_second_server(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    down, up = smtp_server(), smtp_server()
+    down.state.fail("MAIL", "451 4.3.0 try later")
+    use_mailer(smtp_config(down, up))
+    message = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    assert message.send() == 1
+    received(up)
+    assert down.state.messages == []
+    result = message.mailer_result  # type: ignore[attr-defined]
+    assert result.provider == "secondary"
+    assert [a.provider for a in result.result.attempts] == ["primary", "secondary"]
+
+
+def test_errors_raise_or_are_swallowed_with_fail_silently(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    server.state.fail("RCPT", "550 5.1.1 no such user", match="nobody@")
+    use_mailer(smtp_config(server))
+    bad = mail.EmailMessage("s", "b", "a@example.com", ["nobody@example.org"])
+    good = mail.EmailMessage("s", "b", "a@example.com", ["ok@example.org"])
+    with pytest.raises(RecipientsRefused):
+        mail.get_connection().send_messages([bad, good])
+    # the good one went out anyway: one bad message never stops the others
+    received(server)
+    assert good.mailer_result.sent  # type: ignore[attr-defined]
+    assert isinstance(bad.mailer_result.error, RecipientsRefused)  # type: ignore[attr-defined]
+    assert not bad.mailer_result.possibly_delivered  # type: ignore[attr-defined]
+
+    assert mail.get_connection(fail_silently=True).send_messages([bad]) == 0
+    assert isinstance(bad.mailer_result.error, RecipientsRefused)  # type: ignore[attr-defined]
+
+
+def test_fail_silently_does_not_hide_bugs(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    use_mailer(smtp_config(smtp_server()))
+    message = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    message.attachments.append(42)  # not an attachment: a programming error, not ours
+    with pytest.raises(TypeError):
+        mail.get_connection(fail_silently=True).send_messages([message])
+
+
+def test_bad_messages_are_refused_before_sending(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    cases: list[tuple[mail.EmailMessage, str]] = [
+        (mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"],
+                           headers={"From": "other@example.com"}), "From header"),
+        (mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"],
+                           headers={"Date": "Mon, 1 Jan 2024 00:00:00 +0000"}), "Date"),
+        (mail.EmailMessage("s\r\nBcc: x@evil.example", "b", "a@example.com",
+                           ["r@example.org"]), "control character"),
+    ]  # fmt: skip
+    amp = mail.EmailMultiAlternatives("s", "b", "a@example.com", ["r@example.org"])
+    amp.attach_alternative("<amp>", "text/x-amp-html")
+    cases.append((amp, "text/x-amp-html"))
+    routed = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    routed.providers = ["primary"]  # type: ignore[attr-defined]
+    cases.append((routed, "'providers'"))
+    for message, why in cases:
+        with pytest.raises(MessageError, match=why):
+            message.send()
+        assert isinstance(message.mailer_result.error, MessageError)  # type: ignore[attr-defined]
+    assert server.state.messages == []
+
+
+def test_mailers_style_options_and_settings_file(
+    smtp_server: Servers, tmp_path: Path, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    # Django 6.1's MAILERS passes OPTIONS to the backend as keyword arguments.
+    backend = mail.get_connection("mailer.django.EmailBackend", config=smtp_config(server))
+    assert backend.send_messages([mail.EmailMessage("a", "b", "s@example.com", ["r@example.org"])])
+    received(server)
+
+    path = tmp_path / "mailer.toml"
+    path.write_text(
+        f"""
+[django]
+opentelemetry = false
+
+[[providers]]
+type = "smtp"
+name = "from-file"
+config = {{ host = "127.0.0.1", port = {server.port} }}
+"""
+    )
+    use_mailer(str(path))  # type: ignore[arg-type]
+    message = mail.EmailMessage("c", "d", "s@example.com", ["r@example.org"])
+    assert message.send() == 1
+    assert message.mailer_result.provider == "from-file"  # type: ignore[attr-defined]
+    received(server, 2)
+
+    with pytest.raises(ConfigError, match="does not take 'host'"):
+        EmailBackend(host="smtp.example.com")
+    use_mailer({"providers": ["smtp://127.0.0.1:1"], "django": {"outbox": True}})
+    with pytest.raises(ConfigError, match="'django' table"):
+        mail.send_mail("s", "b", "a@example.com", ["r@example.org"])
+
+
+def test_one_mailer_per_process(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    use_mailer(smtp_config(smtp_server()))
+    assert get_mailer() is get_mailer()
+    assert EmailBackend() is not EmailBackend()  # cheap: backends share the one Mailer
+
+
+def _child_sends(queue: Any) -> None:
+    try:
+        message = mail.EmailMessage("from child", "b", "a@example.com", ["c@example.org"])
+        queue.put(("ok", message.send(), id(get_mailer())))
+    except BaseException as exc:  # reported to the parent
+        queue.put(("error", repr(exc), 0))
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_forked_worker_builds_its_own_mailer(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    server = smtp_server()
+    config = smtp_config(server)
+    config["providers"][0]["config"]["pool"] = True
+    use_mailer(config)
+    assert mail.EmailMessage("parent 1", "b", "a@example.com", ["p@example.org"]).send() == 1
+    parent_mailer = get_mailer()
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_child_sends, args=(queue,))
+    child.start()
+    status, value, _ = queue.get(timeout=30)
+    child.join(timeout=30)
+    assert (status, value) == ("ok", 1)
+
+    # The parent's pooled connection survived the child (which must not QUIT it).
+    assert mail.EmailMessage("parent 2", "b", "a@example.com", ["p@example.org"]).send() == 1
+    assert get_mailer() is parent_mailer
+    msgs = received(server, 3)
+    assert sorted(m["Subject"] for m in msgs) == ["from child", "parent 1", "parent 2"]
+    assert server.state.connections == 2  # the parent's one, reused, and the child's own
