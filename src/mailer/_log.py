@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
-__all__ = ["get_logger", "one_line", "redact", "register_secret", "secret_values"]
+if TYPE_CHECKING:
+    from .routing.events import Event
+
+__all__ = ["get_logger", "log_event", "one_line", "redact", "register_secret", "secret_values"]
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
@@ -52,11 +55,20 @@ def redact(text: str) -> str:
     return text
 
 
+# What every LogRecord has; anything else on a record came through ``extra=``.
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName",
+}  # fmt: skip
+
+
 class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if _secrets:
             message = redact(record.getMessage())
             record.msg, record.args = message, None
+            for key, value in vars(record).items():  # the extra= fields too
+                if isinstance(value, str) and key not in _STANDARD_ATTRS:
+                    setattr(record, key, redact(value))
         return True
 
 
@@ -79,3 +91,71 @@ def one_line(text: str, limit: int = 400) -> str:
     """
     flat = " ".join(redact(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# ----------------------------------------------------------------- delivery records
+
+_delivery = get_logger("mailer.delivery")
+
+
+def log_event(event: Event) -> None:
+    """One record per attempt and per outcome, with fields for structured logging.
+
+    Every Mailer subscribes this to its events. The fields (``extra=``) are the same on
+    every record, so a JSON formatter turns them into columns: ``event``, ``provider``,
+    ``message_id``, ``outcome``, ``duration`` (seconds), ``code`` (SMTP reply or HTTP
+    status), ``error``. Levels: a successful attempt DEBUG, a failed one INFO (WARNING when
+    uncertain), a failover WARNING, a delivered message INFO, a failed one ERROR.
+    """
+    kind = event.kind
+    if kind == "attempt" and event.attempt is not None:
+        attempt = event.attempt
+        level = (
+            logging.DEBUG if attempt.ok
+            else logging.WARNING if attempt.outcome == "DeliveryUncertain"
+            else logging.INFO
+        )  # fmt: skip
+        if not _delivery.isEnabledFor(level):
+            return
+        fields = {
+            "event": "attempt", "provider": attempt.provider, "message_id": event.message_id,
+            "outcome": attempt.outcome, "duration": round(attempt.duration, 6),
+            "code": attempt.code, "error": attempt.error,
+        }  # fmt: skip
+        text = "attempt %s via %s: %s in %.3fs"
+        args: tuple[Any, ...] = (event.message_id, attempt.provider, attempt.outcome,
+                                 attempt.duration)  # fmt: skip
+        if attempt.error:
+            text, args = text + " (%s)", (*args, attempt.error)
+        _delivery.log(level, text, *args, extra=fields)
+    elif kind == "failover" and _delivery.isEnabledFor(logging.WARNING):
+        error = event.error
+        outcome = type(error).__name__ if error is not None else None
+        _delivery.warning(
+            "failover of %s from %s (%s) to %s", event.message_id, event.provider, outcome,
+            event.next_provider or "nobody",
+            extra={"event": "failover", "provider": event.provider,
+                   "message_id": event.message_id, "outcome": outcome,
+                   "next_provider": event.next_provider,
+                   "code": error.code if error is not None else None},
+        )  # fmt: skip
+    elif kind == "sent" and event.result is not None and _delivery.isEnabledFor(logging.INFO):
+        result = event.result
+        duration = round(sum(a.duration for a in result.attempts), 6)
+        _delivery.info(
+            "sent %s via %s after %d attempt(s) in %.3fs", event.message_id, result.provider,
+            len(result.attempts), duration,
+            extra={"event": "sent", "provider": result.provider,
+                   "message_id": event.message_id, "outcome": "sent", "duration": duration,
+                   "code": None, "attempts": len(result.attempts)},
+        )  # fmt: skip
+    elif kind == "failed" and event.error is not None and _delivery.isEnabledFor(logging.ERROR):
+        error = event.error
+        duration = round(sum(a.duration for a in error.attempts), 6)
+        provider = event.provider or error.provider
+        _delivery.error(
+            "not sent %s: %s", event.message_id, error,
+            extra={"event": "failed", "provider": provider, "message_id": event.message_id,
+                   "outcome": type(error).__name__, "duration": duration, "code": error.code,
+                   "attempts": len(error.attempts), "error": str(error)},
+        )  # fmt: skip

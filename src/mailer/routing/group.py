@@ -198,8 +198,6 @@ class Group(Provider):
             error = errors[child.name] if child.name in errors else list(errors.values())[-1]
             rt.emit(Event("failover", provider=child.name, message_id=message.message_id,
                           error=error, next_provider=nxt))  # fmt: skip
-            log.info("failover from %s (%s) to %s", child.name, type(error).__name__,
-                     nxt or "nobody")  # fmt: skip
         if not tried and may_force:
             # Every provider is resting: try the one due soonest rather than fail blind.
             child = min(plan, key=self._due)

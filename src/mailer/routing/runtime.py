@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._log import get_logger
+from .._log import get_logger, log_event
 from ..health import BreakerState, CircuitBreaker, HealthConfig
 from .attempt import AttemptState
 from .budget import BudgetConfig, SetupEstimator
@@ -118,7 +118,8 @@ class Runtime:
         self.send_timeout = send_timeout
         self.clock = clock
         self.rng = rng or random.Random()
-        self.listeners: list[Callable[[Event], Any]] = []
+        # the structured delivery log (a record per attempt and outcome) is a listener
+        self.listeners: list[Callable[[Event], Any]] = [log_event]
         self.leaves: dict[str, LeafHealth] = {}
         self._probes: set[asyncio.Task[None]] = set()
 
@@ -256,8 +257,6 @@ class Runtime:
             committed=committed,
         )
         attempts.append(attempt)
-        if error is not None:
-            log.debug("attempt %s via %s: %s", message_id, provider, attempt.error)
         self.emit(Event("attempt", provider=provider, message_id=message_id,
                         attempt=attempt, error=error))  # fmt: skip
 

@@ -1,0 +1,8 @@
+"""OpenTelemetry metrics and traces: ``mailer.otel.instrument(mailer)`` (docs/observability.md).
+
+Needs the ``otel`` extra (``pip install mailer-failover[otel]``): the OpenTelemetry API only.
+"""
+
+from .integrations.otel import BREAKER_STATE_VALUES, Telemetry, instrument
+
+__all__ = ["BREAKER_STATE_VALUES", "Telemetry", "instrument"]
