@@ -8,7 +8,6 @@ from typing import Any
 
 import django
 import pytest
-
 from tests.smtp.conftest import certs, smtp_server  # noqa: F401 - the shared server fixtures
 from tests.smtp.servers import SMTPTestServer
 

@@ -12,10 +12,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
+from tests.smtp.servers import SMTPTestServer
 
 from mailer import DeliveryUncertain, Mailer, Message
 from mailer.otel import instrument
-from tests.smtp.servers import SMTPTestServer
 
 from .conftest import smtp_config
 
@@ -75,22 +75,21 @@ async def test_metrics_and_spans_for_failover_and_uncertain(
             await mailer.send(msg(2))
         stop()
 
-    sent = dict((tuple(sorted(a.items())), v) for a, v in tel.points("messaging.client.sent.messages"))
     base = {"messaging.system": "email", "messaging.operation.name": "send",
             "messaging.operation.type": "send"}  # fmt: skip
-    assert sent == {
-        tuple(sorted({**base, "provider": "secondary"}.items())): 1,
-        tuple(sorted({**base, "provider": "secondary", "error.type": "DeliveryUncertain"}.items())): 1,
-    }
+    assert sorted(tel.points("messaging.client.sent.messages"), key=str) == sorted([
+        ({**base, "provider": "secondary"}, 1),
+        ({**base, "provider": "secondary", "error.type": "DeliveryUncertain"}, 1),
+    ], key=str)  # fmt: skip
     attempts = {(a["provider"], a["outcome"]): v for a, v in tel.points("mailer.attempts")}
     assert attempts == {
         ("primary", "TransientError"): 1,
         ("secondary", "sent"): 1,
         ("secondary", "DeliveryUncertain"): 1,
     }
-    assert tel.points("mailer.failovers") == [
-        ({"provider": "primary", "mailer.failover.to": "secondary", "error.type": "TransientError"}, 1)
-    ]
+    failover = {"provider": "primary", "mailer.failover.to": "secondary",
+                "error.type": "TransientError"}  # fmt: skip
+    assert tel.points("mailer.failovers") == [(failover, 1)]
     assert tel.points("mailer.uncertain") == [({"provider": "secondary"}, 1)]
     durations = {
         (a["provider"], a.get("error.type")): v

@@ -25,7 +25,7 @@ from typing import Any
 from .._log import get_logger
 from ..sync import SyncMailer
 
-__all__ = ["close_all", "config_key", "shared_mailer"]
+__all__ = ["close_all", "config_key", "discard", "shared_mailer"]
 
 log = get_logger("mailer.integrations")
 
@@ -63,6 +63,21 @@ def _after_fork_in_child() -> None:
     _forget()
 
 
+def discard(key: str) -> None:
+    """Close and forget the SyncMailer for ``key``, if this process built one."""
+    with _lock:
+        mailer = _mailers.pop(key, None) if _pid == os.getpid() else None
+    if mailer is not None:
+        _close(mailer)
+
+
+def _close(mailer: SyncMailer) -> None:
+    try:
+        mailer.close()
+    except Exception as exc:  # closing is best effort: it must not mask the caller's
+        log.warning("closing a shared mailer failed: %s", exc)
+
+
 def close_all() -> None:
     """Close every SyncMailer this process built (pooled connections say QUIT)."""
     with _lock:
@@ -72,10 +87,7 @@ def close_all() -> None:
         mailers = list(_mailers.values())
         _mailers.clear()
     for mailer in mailers:
-        try:
-            mailer.close()
-        except Exception as exc:  # closing is best effort: it must not mask the caller's
-            log.warning("closing a shared mailer failed: %s", exc)
+        _close(mailer)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -266,7 +266,8 @@ class Telemetry:
         evicted = []
         too_old = time.monotonic() - _MAX_AGE
         while self._sends and (
-            len(self._sends) > self._max_pending or next(iter(self._sends.values())).opened < too_old
+            len(self._sends) > self._max_pending
+            or next(iter(self._sends.values())).opened < too_old
         ):
             evicted.append(self._sends.popitem(last=False)[1])
         return evicted

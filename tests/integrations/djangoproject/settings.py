@@ -1,6 +1,6 @@
 """A tiny Django project: the auth views (password reset) and our backend, nothing else."""
 
-SECRET_KEY = "test-only-not-secret"  # noqa: S105
+SECRET_KEY = "test-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver"]
 USE_TZ = True
