@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from .errors import MessageError
+
 if TYPE_CHECKING:
     from .message import Address, Attachment, Message
 
@@ -209,9 +211,15 @@ def _text_part(text: str, subtype: str) -> _Part:
 def _attachment_part(att: Attachment) -> _Part:
     assert att.filename is not None
     disposition = "inline" if att.inline else "attachment"
+    body: _Piece = _Base64(att)
+    cte = "base64"
+    if att.content_type == "message/rfc822":
+        # RFC 2046 5.2.1: a message/rfc822 part must not be base64 (readers show the
+        # base64 text instead of the message), so it goes as it is, 7bit.
+        body, cte = _rfc822_body(att.data()), "7bit"
     lines = [
         f"Content-Type: {att.content_type}",
-        "Content-Transfer-Encoding: base64",
+        f"Content-Transfer-Encoding: {cte}",
         f"Content-Disposition: {disposition}; {_param('filename', att.filename)}",
     ]
     if att.content_id:
@@ -219,7 +227,19 @@ def _attachment_part(att: Attachment) -> _Part:
     if any(len(x) > 998 for x in lines):
         raise _Unsupported("attachment header too long")
     head = ("\r\n".join(lines) + "\r\n").encode("ascii")
-    return head, [_Base64(att)]
+    return head, [body]
+
+
+def _rfc822_body(data: bytes) -> bytes:
+    """An attached message as 7bit lines with CRLF; MessageError when it cannot be one
+    (8-bit or over-long lines would need an encoding the RFC does not allow here)."""
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text.isascii() or _LONG_LINE.search(text.decode("ascii")) or b"\x00" in text:
+        raise MessageError(
+            "an attached message (message/rfc822) must be 7-bit ASCII with lines of at most "
+            "998 characters; attach it as application/octet-stream instead"
+        )
+    return text.rstrip(b"\n").replace(b"\n", CRLF)
 
 
 def _boundary(parts: Sequence[_Part]) -> str:

@@ -183,3 +183,21 @@ def test_folding_keeps_lines_short_and_value_exact() -> None:
     head = data.split(b"\r\n\r\n", 1)[0]
     assert max(len(line) for line in head.split(b"\r\n")) <= 78
     assert str(parsed(data)["Subject"]) == subject
+
+
+def test_attached_message_goes_unencoded() -> None:
+    """RFC 2046 5.2.1: message/rfc822 is never base64 (readers would show the base64)."""
+    inner = b"From: x@example.com\nSubject: the original\n\ninner body\n"
+    att = Attachment(content=inner, filename="fwd.eml", content_type="message/rfc822")
+    message = Message(sender="a@example.com", to="b@example.org", text="see", attachments=[att])
+    (part,) = parsed(message.as_bytes()).iter_attachments()
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    forwarded = part.get_payload(0)
+    assert forwarded["Subject"] == "the original"
+    assert forwarded.get_payload().strip() == "inner body"
+
+    eight_bit = Attachment(content="Subject: ü\n\nx".encode(), filename="f.eml",
+                           content_type="message/rfc822")  # fmt: skip
+    bad = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[eight_bit])
+    with pytest.raises(MessageError, match="message/rfc822"):
+        bad.as_bytes()

@@ -318,3 +318,63 @@ def test_forked_worker_builds_its_own_mailer(smtp_server: Servers, use_mailer: U
     msgs = received(server, 3)
     assert sorted(m["Subject"] for m in msgs) == ["from child", "parent 1", "parent 2"]
     assert server.state.connections == 2  # the parent's one, reused, and the child's own
+
+
+def test_anymail_only_attributes_are_refused(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    message = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    message.template_id = "welcome"  # type: ignore[attr-defined]
+    with pytest.raises(MessageError, match="django-anymail attribute 'template_id'"):
+        message.send()
+    assert server.state.messages == []
+
+
+def test_forwarded_message_and_nameless_attachment(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    inner = mail.EmailMessage("the original", "inner body", "x@example.com", ["y@example.org"])
+    message = mail.EmailMessage(
+        "Fwd", "see attached", "a@example.com", ["r@example.org"],
+        headers={"Reply-To": '"Help, Desk" <help@example.com>, ops@example.com'},
+    )  # fmt: skip
+    message.attach(None, inner, "message/rfc822")
+    message.attach(None, b"\x00\x01", "application/octet-stream")
+    assert message.send() == 1
+    (msg,) = received(server)
+    assert msg["Reply-To"] == '"Help, Desk" <help@example.com>, ops@example.com'
+    parts = list(msg.iter_attachments())
+    assert [p.get_content_type() for p in parts] == ["message/rfc822", "application/octet-stream"]
+    forwarded = email.message_from_bytes(parts[0].get_payload(decode=True) or b"")
+    if parts[0].is_multipart():  # the stdlib parses a message/rfc822 part into its message
+        forwarded = parts[0].get_payload(0)
+    assert forwarded["Subject"] == "the original"
+    assert parts[1].get_filename() == "attachment.bin"
+    assert parts[1].get_content() == b"\x00\x01"
+
+
+def test_opentelemetry_option_instruments_the_process_mailer(
+    smtp_server: Servers, use_mailer: UseMailer
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # the global one: set once per process
+    if trace.get_tracer_provider() is not provider:
+        pytest.skip("another test set the global tracer provider first")
+    server = smtp_server()
+    use_mailer(smtp_config(server, django={"opentelemetry": True}))
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("view") as view:
+        assert mail.send_mail("s", "b", "a@example.com", ["r@example.org"]) == 1
+    (send,) = [s for s in exporter.get_finished_spans() if s.name == "send"]
+    # the span crossed from the request thread to the Mailer's loop thread
+    assert send.parent is not None and send.parent.span_id == view.get_span_context().span_id
+    assert send.attributes is not None and send.attributes["provider"] == "primary"

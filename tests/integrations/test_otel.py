@@ -140,11 +140,11 @@ async def test_metrics_and_spans_for_failover_and_uncertain(
     assert uncertain.attributes["mailer.commit_point.reached"] is True
 
 
-async def test_without_an_sdk_everything_is_a_no_op(
+async def test_global_providers_by_default(
     smtp_server: Callable[..., SMTPTestServer],
 ) -> None:
     server = smtp_server()
     async with Mailer.from_config(smtp_config(server)) as mailer:
-        stop = instrument(mailer)  # the global (no-op) providers
+        stop = instrument(mailer)  # the global providers (no-op ones without an SDK)
         assert (await mailer.send(msg(1))).provider == "primary"
         stop()

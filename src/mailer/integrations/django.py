@@ -46,6 +46,12 @@ _DJANGO_CONNECTION_ARGS = frozenset(
 #: per-message options that other work is adding to Message; refused until it lands,
 #: since silently sending without them would route or address mail wrongly
 _NOT_YET = ("providers", "envelope", "provider_options")
+#: django-anymail's message attributes that have no equivalent here: refused rather than
+#: silently dropped, so a project migrating from anymail finds each one at its first send
+_ANYMAIL_ONLY = (
+    "template_id", "merge_data", "merge_global_data", "merge_metadata", "merge_headers",
+    "send_at", "track_clicks", "track_opens", "esp_extra", "envelope_sender",
+)  # fmt: skip
 #: keys of the "django" table inside the MAILER config
 _OPTIONS = frozenset({"opentelemetry"})
 
@@ -233,6 +239,12 @@ def to_message(source: Any) -> Message:
             raise MessageError(
                 f"the per-message option {name!r} is not supported by this version of "
                 "mailer.django; the message was not sent"
+            )
+    for name in _ANYMAIL_ONLY:
+        if getattr(source, name, None) is not None:
+            raise MessageError(
+                f"the django-anymail attribute {name!r} is not supported by mailer.django "
+                "(see docs/django.md); the message was not sent"
             )
     headers = {str(k): str(v) for k, v in (source.extra_headers or {}).items()}
     names = {k.lower(): k for k in headers}
