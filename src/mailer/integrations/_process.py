@@ -19,19 +19,39 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from .._log import get_logger
+from ..config import read_config_file
+from ..mailer import Mailer
 from ..sync import SyncMailer
 
-__all__ = ["close_all", "config_key", "discard", "shared_mailer"]
+__all__ = ["build", "close_all", "config_key", "discard", "read_source", "shared_mailer"]
 
 log = get_logger("mailer.integrations")
 
 _lock = threading.Lock()
 _mailers: dict[str, SyncMailer] = {}
 _pid = os.getpid()
+
+
+def read_source(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """A framework setting's Mailer config as a mutable mapping: the mapping itself, or
+    the TOML/JSON file it names."""
+    return read_config_file(source) if isinstance(source, str | Path) else dict(source)
+
+
+def build(data: Mapping[str, Any], *, opentelemetry: bool = False) -> SyncMailer:
+    """A SyncMailer from a config mapping, instrumented with the global OpenTelemetry
+    providers when asked (each process's Mailer is, as it is built)."""
+    mailer = Mailer.from_config(data)
+    if opentelemetry:
+        from .otel import instrument
+
+        instrument(mailer)
+    return SyncMailer(mailer)
 
 
 def config_key(*parts: Any) -> str:

@@ -25,13 +25,11 @@ from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 
 from .._log import get_logger
-from ..config import read_config_file
 from ..errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError, MessageError
-from ..mailer import Mailer
 from ..message import Address, Attachment, Message
 from ..result import SendResult
 from ..sync import SyncMailer
-from ._process import close_all, config_key, shared_mailer
+from ._process import build, close_all, config_key, read_source, shared_mailer
 
 __all__ = ["EmailBackend", "MailerResult", "close_mailers", "get_mailer"]
 
@@ -104,16 +102,11 @@ def _setting() -> Any:
 
 
 def _build(source: Mapping[str, Any] | str | Path) -> SyncMailer:
-    data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
+    data = read_source(source)
     options = data.pop("django", None) or {}
     if not isinstance(options, Mapping) or set(options) - _OPTIONS:
         raise ConfigError(f"the MAILER 'django' table takes only {sorted(_OPTIONS)}")
-    mailer = Mailer.from_config(data)
-    if options.get("opentelemetry"):
-        from .otel import instrument
-
-        instrument(mailer)
-    return SyncMailer(mailer)
+    return build(data, opentelemetry=bool(options.get("opentelemetry")))
 
 
 def get_mailer(config: Mapping[str, Any] | str | Path | None = None) -> SyncMailer:

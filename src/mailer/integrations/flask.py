@@ -20,13 +20,11 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from ..config import read_config_file
 from ..errors import ConfigError
-from ..mailer import Mailer
 from ..message import Message
 from ..result import SendResult
 from ..sync import SyncMailer
-from ._process import config_key, discard, shared_mailer
+from ._process import build, config_key, discard, read_source, shared_mailer
 
 __all__ = ["Mail"]
 
@@ -63,7 +61,7 @@ class Mail:
             key, source, telemetry = app.extensions[_EXTENSION]
         except KeyError:
             raise ConfigError("Mail.init_app(app) was not called for this app") from None
-        return shared_mailer(key, lambda: _build(source, telemetry))
+        return shared_mailer(key, lambda: build(read_source(source), opentelemetry=telemetry))
 
     @property
     def mailer(self) -> SyncMailer:
@@ -83,19 +81,6 @@ class Mail:
         this builds a new one. Also done at interpreter exit."""
         key = (app if app is not None else current_app).extensions[_EXTENSION][0]
         discard(key)
-
-
-def _data(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    return read_config_file(source) if isinstance(source, str | Path) else dict(source)
-
-
-def _build(source: Mapping[str, Any] | str | Path, telemetry: bool) -> SyncMailer:
-    mailer = Mailer.from_config(_data(source))
-    if telemetry:
-        from .otel import instrument
-
-        instrument(mailer)
-    return SyncMailer(mailer)
 
 
 def _message(message: Message | Mapping[str, Any]) -> Message:
