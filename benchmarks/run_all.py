@@ -1,4 +1,4 @@
-"""Run every benchmark in turn: throughput, latency, failover, memory.
+"""Run every benchmark in turn: throughput, latency, failover, memory, telemetry.
 
     .venv/bin/python benchmarks/run_all.py            # the full run (docs/benchmarks.md)
     .venv/bin/python benchmarks/run_all.py --quick    # a short smoke run (under a minute)
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-STEPS = ["throughput", "latency", "failover", "memory"]
+STEPS = ["throughput", "latency", "failover", "memory", "telemetry"]
 
 
 def main(argv: list[str] | None = None) -> None:

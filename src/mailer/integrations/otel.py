@@ -165,6 +165,8 @@ class Telemetry:
         send = self._open(event.message_id, start)
         send.attempts += 1
         send.last_provider = provider
+        if not send.span.is_recording():
+            return  # no SDK, or not sampled: no child span to build
         span_attrs: dict[str, Any] = {
             "provider": provider,
             "mailer.outcome": attempt.outcome,
