@@ -82,6 +82,36 @@ def test_sync_mailer_from_config_and_errors() -> None:
         sm.send(msg())
 
 
+def test_sync_mailer_submit_runs_sends_concurrently_in_the_callers_context() -> None:
+    import contextvars
+    import time
+
+    from mailer import AllProvidersFailed, MailerError
+
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+    seen: list[str] = []
+
+    def record(message: Message) -> None:
+        seen.append(request_id.get())
+
+    # 0.2 s per send: five one after the other would take at least 1 s
+    p = ScriptedProvider("a", [record] * 5 + ["auth"], latency=0.2)
+    with SyncMailer(Mailer([p], retry={"attempts": 1})) as sm:
+        request_id.set("req-1")
+        started = time.monotonic()
+        futures = [sm.submit(msg(subject=str(i))) for i in range(5)]
+        results = [f.result(timeout=10) for f in futures]
+        took = time.monotonic() - started
+        failing = sm.submit(msg())
+        with pytest.raises(AllProvidersFailed):
+            failing.result(timeout=10)
+    assert [r.provider for r in results] == ["a"] * 5
+    assert took < 0.9  # concurrent on the one loop
+    assert seen == ["req-1"] * 5  # the submitting thread's context went along
+    with pytest.raises(MailerError, match="closed"):
+        sm.submit(msg())
+
+
 @pytest.mark.anyio
 async def test_outbox_fixture(outbox: list[Message]) -> None:
     m = Mailer([MemoryProvider("mem")])
