@@ -31,7 +31,7 @@ from ..result import SendResult
 from ..sync import SyncMailer
 from ._process import build, close_all, config_key, read_source, shared_mailer
 
-__all__ = ["EmailBackend", "MailerResult", "close_mailers", "get_mailer"]
+__all__ = ["EmailBackend", "MailerResult", "close_mailers", "get_mailer", "to_message"]
 
 log = get_logger("mailer.django")
 
@@ -175,12 +175,13 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
                 continue  # as Django's SMTP backend: nobody to send to, nothing counted
             try:
                 converted = to_message(message)
+                future = sync.submit(converted)  # MailerError if closed meanwhile
             except MailerError as exc:
                 log.warning("cannot send a Django EmailMessage: %s", exc)
                 message.mailer_result = MailerResult(None, error=exc)
                 errors.append(exc)
                 continue
-            pending.append((message, converted, sync.submit(converted)))
+            pending.append((message, converted, future))
         # Bounded: every send ends by its send_timeout; the margin covers the loop itself.
         concurrent.futures.wait([f for _, _, f in pending], timeout=sync.mailer.send_timeout + 30)
         sent = 0

@@ -17,6 +17,7 @@ at its end minus its duration, and the send span at its first attempt's start.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -115,6 +116,13 @@ class Telemetry:
         self._sends: OrderedDict[str, _Send] = OrderedDict()
         self._lock = threading.Lock()
         self._max_pending = max_pending
+        _instances.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's sends are not this process's, and a thread of the parent may have
+        # held the lock at the fork: both are dropped, never waited on.
+        self._lock = threading.Lock()
+        self._sends = OrderedDict()
 
     # -- wiring ----------------------------------------------------------------------
 
@@ -274,6 +282,16 @@ class Telemetry:
             evicted.append(self._sends.popitem(last=False)[1])
         return evicted
 
+
+_instances: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for telemetry in list(_instances):
+        telemetry._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 _shared: dict[tuple[int, int], tuple[Any, Any, Telemetry]] = {}
 _shared_lock = threading.Lock()
