@@ -104,7 +104,7 @@ def log_event(event: Event) -> None:
     Every Mailer subscribes this to its events. The fields (``extra=``) are the same on
     every record, so a JSON formatter turns them into columns: ``event``, ``provider``,
     ``message_id``, ``outcome``, ``duration`` (seconds), ``code`` (SMTP reply or HTTP
-    status), ``error``. Levels: a successful attempt DEBUG, a failed one INFO (WARNING when
+    status), ``error``, and on attempts ``committed`` (whether the commit point was passed). Levels: a successful attempt DEBUG, a failed one INFO (WARNING when
     uncertain), a failover WARNING, a delivered message INFO, a failed one ERROR.
     """
     kind = event.kind
@@ -120,7 +120,7 @@ def log_event(event: Event) -> None:
         fields = {
             "event": "attempt", "provider": attempt.provider, "message_id": event.message_id,
             "outcome": attempt.outcome, "duration": round(attempt.duration, 6),
-            "code": attempt.code, "error": attempt.error,
+            "code": attempt.code, "error": attempt.error, "committed": attempt.committed,
         }  # fmt: skip
         text = "attempt %s via %s: %s in %.3fs"
         args: tuple[Any, ...] = (event.message_id, attempt.provider, attempt.outcome,

@@ -237,9 +237,12 @@ def test_bad_messages_are_refused_before_sending(
     amp = mail.EmailMultiAlternatives("s", "b", "a@example.com", ["r@example.org"])
     amp.attach_alternative("<amp>", "text/x-amp-html")
     cases.append((amp, "text/x-amp-html"))
-    routed = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
-    routed.providers = ["primary"]  # type: ignore[attr-defined]
-    cases.append((routed, "'providers'"))
+    enveloped = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    enveloped.envelope = {"sender": "bounces@example.com"}  # type: ignore[attr-defined]
+    cases.append((enveloped, "'envelope'"))
+    unknown = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    unknown.providers = ["nope"]  # type: ignore[attr-defined]
+    cases.append((unknown, "names no provider"))
     for message, why in cases:
         with pytest.raises(MessageError, match=why):
             message.send()
@@ -378,3 +381,14 @@ def test_opentelemetry_option_instruments_the_process_mailer(
     # the span crossed from the request thread to the Mailer's loop thread
     assert send.parent is not None and send.parent.span_id == view.get_span_context().span_id
     assert send.attributes is not None and send.attributes["provider"] == "primary"
+
+
+def test_per_message_providers(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    first, second = smtp_server(), smtp_server()
+    use_mailer(smtp_config(first, second))
+    message = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    message.providers = ["secondary"]  # type: ignore[attr-defined]
+    assert message.send() == 1
+    received(second)
+    assert first.state.messages == []
+    assert message.mailer_result.provider == "secondary"  # type: ignore[attr-defined]

@@ -49,6 +49,7 @@ async def test_one_record_per_attempt_and_outcome(
         assert record.message_id == message.message_id  # type: ignore[attr-defined]
     attempt, _, ok, sent = records
     assert attempt.duration >= 0 and attempt.error  # type: ignore[attr-defined]
+    assert hasattr(attempt, "committed")  # None: the memory provider does not report it
     assert sent.duration == pytest.approx(attempt.duration + ok.duration, abs=1e-5)  # type: ignore[attr-defined]
     assert sent.attempts == 2  # type: ignore[attr-defined]
 

@@ -42,8 +42,8 @@ _DJANGO_CONNECTION_ARGS = frozenset(
      "ssl_keyfile", "ssl_certfile"}
 )  # fmt: skip
 #: per-message options that other work is adding to Message; refused until it lands,
-#: since silently sending without them would route or address mail wrongly
-_NOT_YET = ("providers", "envelope", "provider_options")
+#: since silently sending without them would address mail wrongly
+_NOT_YET = ("envelope", "provider_options")
 #: django-anymail's message attributes that have no equivalent here: refused rather than
 #: silently dropped, so a project migrating from anymail finds each one at its first send
 _ANYMAIL_ONLY = (
@@ -175,7 +175,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
                 continue  # as Django's SMTP backend: nobody to send to, nothing counted
             try:
                 converted = to_message(message)
-                future = sync.submit(converted)  # MailerError if closed meanwhile
+                providers = _providers(message)
+                future = sync.submit(converted, providers=providers)  # MailerError if closed
             except MailerError as exc:
                 log.warning("cannot send a Django EmailMessage: %s", exc)
                 message.mailer_result = MailerResult(None, error=exc)
@@ -269,6 +270,17 @@ def to_message(source: Any) -> Message:
     if metadata:
         data["metadata"] = {str(k): str(v) for k, v in dict(metadata).items()}
     return Message(**data)
+
+
+def _providers(source: Any) -> list[str] | None:
+    """``message.providers = ["ses", "smtp"]``: only these, in this order (Mailer.send's
+    ``providers``; an unknown name is a MessageError from the Mailer)."""
+    names = getattr(source, "providers", None)
+    if names is None:
+        return None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise MessageError("message.providers must be a list of provider names")
+    return list(names)
 
 
 def _addresses(values: Iterable[Any] | None) -> list[Address]:

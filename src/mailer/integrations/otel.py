@@ -182,9 +182,11 @@ class Telemetry:
         }
         if attempt.code is not None:
             span_attrs["mailer.response.code"] = attempt.code
-        # Known only for these outcomes: a success, or an uncertain end, means the message
-        # left (the commit point was passed); other errors do not say (see docs).
-        if attempt.ok or isinstance(event.error, DeliveryUncertain):
+        # The provider says whether the attempt passed its commit point; when it does not
+        # (a plugin), a success or an uncertain end still proves it did.
+        if attempt.committed is not None:
+            span_attrs["mailer.commit_point.reached"] = attempt.committed
+        elif attempt.ok or isinstance(event.error, DeliveryUncertain):
             span_attrs["mailer.commit_point.reached"] = True
         if error_type is not None:
             span_attrs["error.type"] = error_type
