@@ -101,10 +101,11 @@ _delivery = get_logger("mailer.delivery")
 def log_event(event: Event) -> None:
     """One record per attempt and per outcome, with fields for structured logging.
 
-    Every Mailer subscribes this to its events. The fields (``extra=``) are the same on
-    every record, so a JSON formatter turns them into columns: ``event``, ``provider``,
-    ``message_id``, ``outcome``, ``duration`` (seconds), ``code`` (SMTP reply or HTTP
-    status), ``error``, and on attempts ``committed`` (whether the commit point was passed). Levels: a successful attempt DEBUG, a failed one INFO (WARNING when
+    Every provider tree's Runtime subscribes this to its events. The fields (``extra=``)
+    are the same on every record, so a JSON formatter turns them into columns: ``event``,
+    ``provider``, ``message_id``, ``outcome``, ``duration`` (seconds), ``code`` (SMTP reply
+    or HTTP status), ``error``, and on attempts ``committed`` (whether the commit point was
+    passed). Levels: a successful attempt DEBUG, a failed one INFO (WARNING when
     uncertain), a failover WARNING, a delivered message INFO, a failed one ERROR.
     """
     kind = event.kind
