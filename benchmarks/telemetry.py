@@ -35,7 +35,7 @@ CASES = ["no listener", "log listener (default)", "otel API, no SDK", "otel SDK,
 def build(case: str) -> Mailer:
     mailer = Mailer([MemoryProvider("memory")])
     if case == "no listener":
-        mailer._listeners.clear()  # what the Mailer cost before the log listener
+        mailer._runtime.listeners.clear()  # what the Mailer cost before the log listener
     elif case == "otel API, no SDK":
         Telemetry().instrument(mailer)
     elif case == "otel SDK, all sampled":
