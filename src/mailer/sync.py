@@ -130,6 +130,15 @@ def _on_event(event: Event) -> None:
         call.possibly_delivered = True
 
 
+async def _in_context(context: contextvars.Context, awaitable: Awaitable[T]) -> T:
+    """Await with the calling thread's context variables set (the task has a copy of the
+    loop thread's): a trace span open in the caller becomes the send's parent."""
+    for var, value in context.items():
+        if var is not _CALL:
+            var.set(value)
+    return await awaitable
+
+
 async def _run(call: _Call, start: Callable[[], Awaitable[T]]) -> T:
     with call.lock:
         if call.abandoned:  # the caller has been told "not sent": keep it true
@@ -343,10 +352,53 @@ class SyncMailer:
         :data:`SEND_GRACE`. ``providers``: only those, in that order (as ``Mailer.send``).
         After close(): MailerError (nothing sent)."""
         self._refuse_in_loop("send", "await mailer.send(message)")
+        context = contextvars.copy_context()
         result: SendResult = self._call(
-            lambda mailer: mailer.send(message, providers=providers), "send"
+            lambda mailer: _in_context(context, mailer.send(message, providers=providers)),
+            "send",
         )
         return result
+
+    def send_all(
+        self,
+        messages: Sequence[Message],
+        *,
+        providers: Sequence[Sequence[str] | None] | None = None,
+    ) -> list[SendResult | MailerError]:
+        """Send every message concurrently and wait for all: one SendResult or MailerError
+        per message, in order (``providers``, when given, is one entry per message, as
+        ``Mailer.send`` takes it). Each send is bounded and reported as ``send()`` is;
+        what is not a MailerError (a bug) is raised once all have ended."""
+        self._refuse_in_loop("send_all", "asyncio.gather(*(mailer.send(m) ...))")
+        if providers is not None and len(providers) != len(messages):
+            raise ConfigError("send_all: providers needs one entry per message")
+        context = contextvars.copy_context()
+        began = time.monotonic()
+        calls: list[tuple[_Call, float]] = []
+
+        def start(message: Message, names: Sequence[str] | None) -> Any:
+            return lambda mailer: _in_context(context, mailer.send(message, providers=names))
+
+        try:
+            for i, message in enumerate(messages):
+                names = providers[i] if providers is not None else None
+                calls.append(self._submit(start(message, names)))
+            out: list[SendResult | MailerError] = []
+            bug: BaseException | None = None
+            for call, bound in calls:
+                try:
+                    out.append(self._wait(call, began + bound, "send"))
+                except MailerError as exc:
+                    out.append(exc)
+                except Exception as exc:
+                    bug = bug or exc
+            if bug is not None:
+                raise bug
+            return out
+        finally:
+            with self._lock:
+                for call, _ in calls:
+                    self._pending.discard(call)
 
     def verify(self) -> dict[str, Exception | None]:
         """``Mailer.verify()``: each provider's problem, or None; bounded like send."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mailer import Mailer, Message, SyncMailer
+from mailer import ConfigError, Mailer, Message, SyncMailer
 from mailer._log import get_logger, register_secret
 from mailer.providers.memory import MemoryProvider
 from mailer.testing import ScriptedProvider
@@ -82,7 +82,7 @@ def test_sync_mailer_from_config_and_errors() -> None:
         sm.send(msg())
 
 
-def test_sync_mailer_submit_runs_sends_concurrently_in_the_callers_context() -> None:
+def test_sync_mailer_send_all_runs_sends_concurrently_in_the_callers_context() -> None:
     import contextvars
     import time
 
@@ -95,21 +95,23 @@ def test_sync_mailer_submit_runs_sends_concurrently_in_the_callers_context() -> 
         seen.append(request_id.get())
 
     # 0.2 s per send: five one after the other would take at least 1 s
-    p = ScriptedProvider("a", [record] * 5 + ["auth"], latency=0.2)
-    with SyncMailer(Mailer([p], retry={"attempts": 1})) as sm:
+    a = ScriptedProvider("a", [record] * 5 + ["auth"], latency=0.2)
+    b = ScriptedProvider("b")
+    with SyncMailer(Mailer([a, b], retry={"attempts": 1})) as sm:
         request_id.set("req-1")
         started = time.monotonic()
-        futures = [sm.submit(msg(subject=str(i))) for i in range(5)]
-        results = [f.result(timeout=10) for f in futures]
+        results = sm.send_all([msg(subject=str(i)) for i in range(5)])
         took = time.monotonic() - started
-        failing = sm.submit(msg())
-        with pytest.raises(AllProvidersFailed):
-            failing.result(timeout=10)
-    assert [r.provider for r in results] == ["a"] * 5
+        mixed = sm.send_all([msg(), msg()], providers=[["a"], ["b"]])
+        with pytest.raises(ConfigError, match="one entry per message"):
+            sm.send_all([msg()], providers=[])
+    assert [getattr(r, "provider", None) for r in results] == ["a"] * 5
     assert took < 0.9  # concurrent on the one loop
-    assert seen == ["req-1"] * 5  # the submitting thread's context went along
+    assert seen == ["req-1"] * 5  # the calling thread's context went along
+    assert isinstance(mixed[0], AllProvidersFailed)  # a's "auth", and only a was allowed
+    assert getattr(mixed[1], "provider", None) == "b"
     with pytest.raises(MailerError, match="closed"):
-        sm.submit(msg())
+        sm.send_all([msg()])
 
 
 @pytest.mark.anyio

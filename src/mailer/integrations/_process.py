@@ -5,11 +5,9 @@ request in the process shares them, and a Mailer's breakers only learn from the 
 they see. Why keyed by configuration: tests and multi-tenant setups change settings, and
 a new configuration must get a new Mailer rather than the old one.
 
-Fork safety: a pre-forking server (gunicorn, uWSGI, Celery's prefork pool) may build the
-Mailer in the parent. A forked child has the parent's objects but not its loop thread,
-and its copies of the parent's sockets are the parent's connections: sending on them, or
-even closing them politely (SMTP QUIT), would corrupt the parent's sessions. So a child
-forgets every inherited SyncMailer without touching it and builds its own on first use.
+Fork safety is SyncMailer's own (a forked child never touches the parent's loop or
+sockets and rebuilds its Mailer from the factory given here, instrumentation included);
+this registry only renews its lock in the child, which a parent thread may have held.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ log = get_logger("mailer.integrations")
 
 _lock = threading.Lock()
 _mailers: dict[str, SyncMailer] = {}
-_pid = os.getpid()
 
 
 def read_source(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -44,14 +41,19 @@ def read_source(source: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 
 def build(data: Mapping[str, Any], *, opentelemetry: bool = False) -> SyncMailer:
-    """A SyncMailer from a config mapping, instrumented with the global OpenTelemetry
-    providers when asked (each process's Mailer is, as it is built)."""
-    mailer = Mailer.from_config(data)
-    if opentelemetry:
-        from .otel import instrument
+    """A SyncMailer from a config mapping. Given as a factory, so a forked worker
+    rebuilds the same Mailer (instrumented with the global OpenTelemetry providers when
+    asked) with its own connections."""
 
-        instrument(mailer)
-    return SyncMailer(mailer)
+    def factory() -> Mailer:
+        mailer = Mailer.from_config(data)
+        if opentelemetry:
+            from .otel import instrument
+
+            instrument(mailer)
+        return mailer
+
+    return SyncMailer(factory)
 
 
 def config_key(*parts: Any) -> str:
@@ -60,34 +62,29 @@ def config_key(*parts: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def shared_mailer(key: str, build: Callable[[], SyncMailer]) -> SyncMailer:
-    """The process's SyncMailer for ``key``, built by ``build()`` on first use."""
+def shared_mailer(key: str, make: Callable[[], SyncMailer]) -> SyncMailer:
+    """The process's SyncMailer for ``key``, made by ``make()`` on first use."""
     with _lock:
-        if _pid != os.getpid():  # forked without the at-fork hook (should not happen)
-            _forget()
         mailer = _mailers.get(key)
         if mailer is None:
-            mailer = _mailers[key] = build()
+            mailer = _mailers[key] = make()
         return mailer
 
 
-def _forget() -> None:
-    global _pid
-    _mailers.clear()  # the parent's: never used or closed here (see the module doc)
-    _pid = os.getpid()
-
-
-def _after_fork_in_child() -> None:
-    global _lock
-    _lock = threading.Lock()  # it may have been held by another thread at the fork
-    _forget()
-
-
 def discard(key: str) -> None:
-    """Close and forget the SyncMailer for ``key``, if this process built one."""
+    """Close and forget the SyncMailer for ``key``, if there is one."""
     with _lock:
-        mailer = _mailers.pop(key, None) if _pid == os.getpid() else None
+        mailer = _mailers.pop(key, None)
     if mailer is not None:
+        _close(mailer)
+
+
+def close_all() -> None:
+    """Close every shared SyncMailer (in-flight sends finish; pooled connections QUIT)."""
+    with _lock:
+        mailers = list(_mailers.values())
+        _mailers.clear()
+    for mailer in mailers:
         _close(mailer)
 
 
@@ -98,16 +95,9 @@ def _close(mailer: SyncMailer) -> None:
         log.warning("closing a shared mailer failed: %s", exc)
 
 
-def close_all() -> None:
-    """Close every SyncMailer this process built (pooled connections say QUIT)."""
-    with _lock:
-        if _pid != os.getpid():
-            _forget()
-            return
-        mailers = list(_mailers.values())
-        _mailers.clear()
-    for mailer in mailers:
-        _close(mailer)
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -12,7 +12,6 @@ both unchanged since Django 1.x, so the same backend serves 4.2 to 6.x (and ``MA
 
 from __future__ import annotations
 
-import concurrent.futures
 import email.message
 import email.utils
 import mimetypes
@@ -168,33 +167,37 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             for message in email_messages:
                 message.mailer_result = MailerResult(None, error=exc)
             return self._fail(exc)
-        pending: list[tuple[Any, Message, concurrent.futures.Future[SendResult]]] = []
-        errors: list[MailerError] = []
-        for message in email_messages:
+        outcomes: dict[int, MailerResult] = {}  # by position in email_messages
+        batch: list[tuple[int, Message, list[str] | None]] = []
+        for i, message in enumerate(email_messages):
             if not message.recipients():
                 continue  # as Django's SMTP backend: nobody to send to, nothing counted
             try:
-                converted = to_message(message)
-                providers = _providers(message)
-                future = sync.submit(converted, providers=providers)  # MailerError if closed
+                batch.append((i, to_message(message), _providers(message)))
             except MailerError as exc:
                 log.warning("cannot send a Django EmailMessage: %s", exc)
-                message.mailer_result = MailerResult(None, error=exc)
-                errors.append(exc)
-                continue
-            pending.append((message, converted, future))
-        # Bounded: every send ends by its send_timeout; the margin covers the loop itself.
-        concurrent.futures.wait([f for _, _, f in pending], timeout=sync.mailer.send_timeout + 30)
+                outcomes[i] = MailerResult(None, error=exc)
+        if batch:
+            try:
+                # concurrent; each send bounded by send_timeout as SyncMailer.send is
+                results = sync.send_all([m for _, m, _ in batch], providers=[p for *_, p in batch])
+            except MailerError as exc:  # closed meanwhile: nothing was sent
+                results = [exc] * len(batch)
+            for (i, converted, _), result in zip(batch, results, strict=True):
+                outcomes[i] = _outcome(converted, result)
         sent = 0
-        for message, converted, future in pending:
-            outcome = _outcome(converted, future)
+        first_error: MailerError | None = None
+        for i, message in enumerate(email_messages):
+            outcome = outcomes.get(i)
+            if outcome is None:
+                continue
             message.mailer_result = outcome
             if outcome.sent:
                 sent += 1
-            elif outcome.error is not None:
-                errors.append(outcome.error)
-        if errors:
-            self._fail(errors[0])
+            elif first_error is None:
+                first_error = outcome.error
+        if first_error is not None:
+            self._fail(first_error)
         return sent
 
     def _fail(self, error: MailerError) -> int:
@@ -203,24 +206,15 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         return 0
 
 
-def _outcome(message: Message, future: concurrent.futures.Future[SendResult]) -> MailerResult:
-    if not future.done():
-        error: MailerError = DeliveryUncertain(
-            "no outcome from the mailer within send_timeout; the message may have been sent"
-        )
-        return MailerResult(message.message_id, error=error)
-    exc = future.exception()
-    if exc is None:
-        result = future.result()
-        return MailerResult(
-            result.message_id or message.message_id,
-            result=result,
-            accepted=list(result.accepted),
-            rejected=dict(result.rejected),
-        )
-    if isinstance(exc, MailerError):
-        return MailerResult(message.message_id, error=exc)
-    raise exc  # a bug, not a delivery outcome: fail_silently does not hide it
+def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResult:
+    if isinstance(outcome, MailerError):
+        return MailerResult(message.message_id, error=outcome)
+    return MailerResult(
+        outcome.message_id or message.message_id,
+        result=outcome,
+        accepted=list(outcome.accepted),
+        rejected=dict(outcome.rejected),
+    )
 
 
 # ------------------------------------------------------------------------ the mapping

@@ -73,8 +73,10 @@ class Mail:
         return self.mailer.send(_message(message))
 
     async def send_async(self, message: Message | Mapping[str, Any]) -> SendResult:
-        """For async views: the send runs on the shared Mailer's loop, awaited here."""
-        return await asyncio.wrap_future(self.mailer.submit(_message(message)))
+        """For async views: the blocking send runs in a worker thread (Flask gives each
+        async view a loop of its own; the shared Mailer lives on another one)."""
+        mailer = self.mailer  # resolved here: the worker thread has no app context
+        return await asyncio.to_thread(mailer.send, _message(message))
 
     def close(self, app: Flask | None = None) -> None:
         """Close the app's Mailer (QUIT to pooled SMTP connections); the next send after
