@@ -3,7 +3,6 @@ against a real SMTP server."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from tests.smtp.servers import SMTPTestServer
 from mailer import ConfigError
 from mailer.flask import Mail
 
-from .conftest import smtp_config
 from .docs import doc_block
 
 Servers = Callable[..., SMTPTestServer]
@@ -26,13 +24,21 @@ Servers = Callable[..., SMTPTestServer]
 def config_file(
     smtp_server: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> SMTPTestServer:
-    """MAILER_CONFIG: a JSON config sending to a pooled SMTP server."""
+    """mailer.toml in the current folder (as the docs' examples read it), sending to a
+    pooled SMTP server."""
     server = smtp_server()
-    config = smtp_config(server)
-    config["providers"][0]["config"]["pool"] = True
-    path = tmp_path / "mailer.json"
-    path.write_text(json.dumps(config))
-    monkeypatch.setenv("MAILER_CONFIG", str(path))
+    path = tmp_path / "mailer.toml"
+    path.write_text(
+        f"""
+retry = {{ attempts = 1 }}
+
+[[providers]]
+type = "smtp"
+name = "primary"
+config = {{ host = "127.0.0.1", port = {server.port}, pool = true }}
+"""
+    )
+    monkeypatch.chdir(tmp_path)
     return server
 
 
