@@ -228,7 +228,7 @@ def test_bad_messages_are_refused_before_sending(
     use_mailer(smtp_config(server))
     cases: list[tuple[mail.EmailMessage, str]] = [
         (mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"],
-                           headers={"From": "other@example.com"}), "From header"),
+                           headers={"From": "x@example.com, y@example.com"}), "one mailbox"),
         (mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"],
                            headers={"Date": "Mon, 1 Jan 2024 00:00:00 +0000"}), "Date"),
         (mail.EmailMessage("s\r\nBcc: x@evil.example", "b", "a@example.com",
@@ -238,8 +238,8 @@ def test_bad_messages_are_refused_before_sending(
     amp.attach_alternative("<amp>", "text/x-amp-html")
     cases.append((amp, "text/x-amp-html"))
     enveloped = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
-    enveloped.envelope = {"sender": "bounces@example.com"}  # type: ignore[attr-defined]
-    cases.append((enveloped, "'envelope'"))
+    enveloped.envelope = "bounces@example.com"  # type: ignore[attr-defined]
+    cases.append((enveloped, "envelope must be a mapping"))
     unknown = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
     unknown.providers = ["nope"]  # type: ignore[attr-defined]
     cases.append((unknown, "names no provider"))
@@ -392,3 +392,36 @@ def test_per_message_providers(smtp_server: Servers, use_mailer: UseMailer) -> N
     received(second)
     assert first.state.messages == []
     assert message.mailer_result.provider == "secondary"  # type: ignore[attr-defined]
+
+
+def test_envelope_headers_and_provider_options(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    # Django's rule: from_email and to/cc/bcc are the envelope; the headers what readers see
+    shown = mail.EmailMessage(
+        "s", "b", "bounces@example.com", ["ann@example.org", "ben@example.org"],
+        headers={"From": "News <news@example.com>", "To": "Subscribers <list@example.org>"},
+    )  # fmt: skip
+    assert shown.send() == 1
+    (msg,) = received(server)
+    env = server.state.messages[0]
+    assert env.mail_from == "bounces@example.com"
+    assert env.rcpt_tos == ["ann@example.org", "ben@example.org"]
+    assert msg["From"] == "News <news@example.com>"
+    assert msg["To"] == "Subscribers <list@example.org>"
+
+    explicit = mail.EmailMessage("s", "b", "app@example.com", ["cat@example.org"])
+    explicit.envelope = {"from": "verp+cat@example.com"}  # type: ignore[attr-defined]
+    anymail = mail.EmailMessage("s", "b", "app@example.com", ["dan@example.org"])
+    anymail.envelope_sender = "verp+dan@example.com"  # type: ignore[attr-defined]
+    options = mail.EmailMessage("s", "b", "app@example.com", ["eve@example.org"])
+    options.provider_options = {"primary": {"name": "other.test"}}  # type: ignore[attr-defined]
+    assert mail.get_connection().send_messages([explicit, anymail, options]) == 3
+    received(server, 4)
+    senders = {e.rcpt_tos[0]: e.mail_from for e in server.state.messages[1:]}
+    assert senders == {
+        "cat@example.org": "verp+cat@example.com",
+        "dan@example.org": "verp+dan@example.com",
+        "eve@example.org": "app@example.com",
+    }
+    assert "EHLO other.test" in server.state.commands  # the one-off connection's options

@@ -25,7 +25,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 
 from .._log import get_logger
 from ..errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError, MessageError
-from ..message import Address, Attachment, Message
+from ..message import Address, Attachment, Envelope, Message
 from ..result import SendResult
 from ..sync import SyncMailer
 from ._process import build, close_all, config_key, read_source, shared_mailer
@@ -40,14 +40,11 @@ _DJANGO_CONNECTION_ARGS = frozenset(
     {"username", "password", "host", "port", "use_tls", "use_ssl", "timeout",
      "ssl_keyfile", "ssl_certfile"}
 )  # fmt: skip
-#: per-message options that other work is adding to Message; refused until it lands,
-#: since silently sending without them would address mail wrongly
-_NOT_YET = ("envelope", "provider_options")
 #: django-anymail's message attributes that have no equivalent here: refused rather than
 #: silently dropped, so a project migrating from anymail finds each one at its first send
 _ANYMAIL_ONLY = (
     "template_id", "merge_data", "merge_global_data", "merge_metadata", "merge_headers",
-    "send_at", "track_clicks", "track_opens", "esp_extra", "envelope_sender",
+    "send_at", "track_clicks", "track_opens", "esp_extra",
 )  # fmt: skip
 #: keys of the "django" table inside the MAILER config
 _OPTIONS = frozenset({"opentelemetry"})
@@ -223,12 +220,6 @@ def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResul
 def to_message(source: Any) -> Message:
     """Our Message for a Django EmailMessage or EmailMultiAlternatives (MessageError if
     it holds something we cannot send as asked)."""
-    for name in _NOT_YET:
-        if getattr(source, name, None) is not None:
-            raise MessageError(
-                f"the per-message option {name!r} is not supported by this version of "
-                "mailer.django; the message was not sent"
-            )
     for name in _ANYMAIL_ONLY:
         if getattr(source, name, None) is not None:
             raise MessageError(
@@ -251,9 +242,34 @@ def to_message(source: Any) -> Message:
         data["reply_to"] = _header_addresses(headers.pop(names["reply-to"]))
     if "date" in names:
         raise MessageError("a Date header cannot be set: it is written when the message is sent")
+    envelope: dict[str, Any] = {}
+    # Django's rule: from_email and to/cc/bcc are the envelope, these headers only what
+    # readers see. When they name other mailboxes, the envelope keeps Django's.
+    recipients = [*data["to"], *data["cc"], *data["bcc"]]
     for header, key in (("from", "sender"), ("to", "to"), ("cc", "cc")):
         if header in names:
-            data[key] = _same_mailboxes(header, headers.pop(names[header]), data[key])
+            shown = _header_addresses(headers.pop(names[header]))
+            if header == "from":
+                if len(shown) != 1:
+                    raise MessageError("a From header must name exactly one mailbox")
+                if shown[0].email.lower() != data["sender"].email.lower():
+                    envelope["sender"] = data["sender"]
+                data["sender"] = shown[0]
+            else:
+                if _emails(shown) != _emails(data[key]):
+                    envelope["recipients"] = recipients
+                data[key] = shown
+    bounce = getattr(source, "envelope_sender", None)  # django-anymail's name for it
+    if bounce is not None:
+        envelope["sender"] = Address.parse(str(bounce))
+    envelope.update(_explicit_envelope(getattr(source, "envelope", None)))
+    if envelope:
+        data["envelope"] = envelope
+    options = getattr(source, "provider_options", None)
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise MessageError("message.provider_options must map provider names to options")
+        data["provider_options"] = {str(k): dict(v) for k, v in options.items()}
     text, html = _bodies(source)
     data.update(text=text, html=html, headers=headers)
     data["attachments"] = [_attachment(a, has_html=html is not None) for a in source.attachments]
@@ -290,19 +306,22 @@ def _header_addresses(value: str) -> list[Address]:
     return [Address(name=name or None, email=addr) for name, addr in pairs]
 
 
-def _same_mailboxes(header: str, value: str, given: Address | list[Address]) -> Any:
-    """A From/To/Cc header is honoured when it names the same mailboxes as the envelope
-    (display names may differ); otherwise the header and the envelope would disagree,
-    which needs the per-message envelope option."""
-    parsed = _header_addresses(value)
-    current = given if isinstance(given, list) else [given]
-    if sorted(a.email.lower() for a in parsed) != sorted(a.email.lower() for a in current):
-        raise MessageError(
-            f"a {header.title()} header naming other mailboxes than the message's "
-            f"{'from_email' if header == 'from' else header} is not supported yet (it "
-            "needs a separate envelope); set the addresses on the message instead"
-        )
-    return parsed if isinstance(given, list) else parsed[0]
+def _emails(addresses: Iterable[Address]) -> list[str]:
+    return sorted(a.email.lower() for a in addresses)
+
+
+def _explicit_envelope(value: Any) -> dict[str, Any]:
+    """``message.envelope``: an Envelope, or a mapping with ``from``/``sender`` and
+    ``to``/``recipients`` (it wins over what the headers implied)."""
+    if value is None:
+        return {}
+    if isinstance(value, Envelope):
+        return {k: v for k, v in (("sender", value.sender), ("recipients", value.recipients))
+                if v is not None}  # fmt: skip
+    if not isinstance(value, Mapping):
+        raise MessageError("message.envelope must be a mapping (from, to) or an Envelope")
+    aliases = {"from": "sender", "to": "recipients"}
+    return {aliases.get(str(k), str(k)): v for k, v in value.items()}
 
 
 def _text(content: Any) -> str:
