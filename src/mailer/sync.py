@@ -400,6 +400,13 @@ class SyncMailer:
                 for call, _ in calls:
                     self._pending.discard(call)
 
+    def enqueue(self, message: Message) -> str:
+        """``Mailer.enqueue()``: store the message in the outbox for a worker to send
+        (committed before this returns); its Message-ID. Bounded like send."""
+        self._refuse_in_loop("enqueue", "await mailer.enqueue(message)")
+        message_id: str = self._call(lambda mailer: mailer.enqueue(message), "enqueue")
+        return message_id
+
     def verify(self) -> dict[str, Exception | None]:
         """``Mailer.verify()``: each provider's problem, or None; bounded like send."""
         self._refuse_in_loop("verify", "await mailer.verify()")

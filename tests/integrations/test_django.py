@@ -425,3 +425,60 @@ def test_envelope_headers_and_provider_options(smtp_server: Servers, use_mailer:
         "eve@example.org": "app@example.com",
     }
     assert "EHLO other.test" in server.state.commands  # the one-off connection's options
+
+
+def test_enqueue_on_commit(
+    smtp_server: Servers, use_mailer: UseMailer, database: None, tmp_path: Path
+) -> None:
+    import anyio
+    from django.db import transaction
+
+    from mailer import Mailer
+
+    server = smtp_server()
+    outbox = f"sqlite:///{tmp_path}/outbox.db"  # four slashes: an absolute path
+    use_mailer(smtp_config(server, outbox=outbox, django={"enqueue_on_commit": True}))
+
+    rolled_back = mail.EmailMessage("rolled back", "b", "a@example.com", ["r@example.org"])
+
+    def failing_view() -> None:
+        with transaction.atomic():
+            assert rolled_back.send() == 1
+            assert not hasattr(rolled_back, "mailer_result")  # not before the commit
+            raise RuntimeError("the view failed: the transaction rolls back")
+
+    with pytest.raises(RuntimeError):
+        failing_view()
+    assert not hasattr(rolled_back, "mailer_result")  # never enqueued
+
+    committed = mail.EmailMessage("committed", "b", "a@example.com", ["r@example.org"])
+    with transaction.atomic():
+        assert committed.send() == 1
+        assert not hasattr(committed, "mailer_result")
+    result = committed.mailer_result  # type: ignore[attr-defined]
+    assert result.queued and result.status == "queued" and not result.sent
+    assert server.state.messages == []  # the request only stored it
+
+    routed = mail.EmailMessage("routed", "b", "a@example.com", ["r@example.org"])
+    routed.providers = ["primary"]  # type: ignore[attr-defined]
+    with pytest.raises(MessageError, match="enqueue_on_commit"):
+        routed.send()
+
+    async def worker() -> list[dict[str, int]]:
+        config = smtp_config(server, outbox=outbox)
+        async with Mailer.from_config(config) as mailer:
+            return [await mailer.drain(), await mailer.drain()]
+
+    first, second = anyio.run(worker)
+    assert first.get("sent") == 1 and not second.get("sent")
+    (msg,) = received(server)
+    assert msg["Subject"] == "committed"
+    assert msg["Message-ID"] == result.message_id
+    time.sleep(0.2)
+    assert len(server.state.messages) == 1  # delivered once
+
+
+def test_enqueue_on_commit_needs_an_outbox(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    use_mailer(smtp_config(smtp_server(), django={"enqueue_on_commit": True}))
+    with pytest.raises(ConfigError, match="needs an outbox"):
+        mail.send_mail("s", "b", "a@example.com", ["r@example.org"])

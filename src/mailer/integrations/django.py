@@ -47,7 +47,7 @@ _ANYMAIL_ONLY = (
     "send_at", "track_clicks", "track_opens", "esp_extra",
 )  # fmt: skip
 #: keys of the "django" table inside the MAILER config
-_OPTIONS = frozenset({"opentelemetry"})
+_OPTIONS = frozenset({"opentelemetry", "enqueue_on_commit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,19 @@ class MailerResult:
     error: MailerError | None = None
     accepted: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
+    #: stored in the outbox for a worker to send (enqueue_on_commit, or
+    #: on_all_failed="enqueue" after every provider failed)
+    queued: bool = False
 
     @property
     def sent(self) -> bool:
-        return self.result is not None
+        """A provider accepted it (not merely queued)."""
+        return self.result is not None and not self.queued
+
+    @property
+    def status(self) -> str:
+        """``"sent"``, ``"queued"`` or ``"failed"``."""
+        return "queued" if self.queued else "sent" if self.result is not None else "failed"
 
     @property
     def provider(self) -> str | None:
@@ -97,12 +106,21 @@ def _setting() -> Any:
     return source
 
 
-def _build(source: Mapping[str, Any] | str | Path) -> SyncMailer:
+def _options(source: Mapping[str, Any] | str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Mailer config and the ``django`` table taken out of it."""
     data = read_source(source)
     options = data.pop("django", None) or {}
     if not isinstance(options, Mapping) or set(options) - _OPTIONS:
         raise ConfigError(f"the MAILER 'django' table takes only {sorted(_OPTIONS)}")
-    return build(data, opentelemetry=bool(options.get("opentelemetry")))
+    if options.get("enqueue_on_commit") and not data.get("outbox"):
+        raise ConfigError(
+            "MAILER 'django': enqueue_on_commit needs an outbox (the outbox option, docs/outbox.md)"
+        )
+    return data, dict(options)
+
+
+#: the "django" table of each config the process built a Mailer for, by config key
+_options_by_key: dict[str, dict[str, Any]] = {}
 
 
 def get_mailer(config: Mapping[str, Any] | str | Path | None = None) -> SyncMailer:
@@ -111,10 +129,29 @@ def get_mailer(config: Mapping[str, Any] | str | Path | None = None) -> SyncMail
     Built on first use and shared by every backend instance and thread of the process;
     a forked worker builds its own (see ``mailer.integrations._process``).
     """
+    return _mailer_and_options(config)[0]
+
+
+def _mailer_and_options(
+    config: Mapping[str, Any] | str | Path | None,
+) -> tuple[SyncMailer, dict[str, Any]]:
+    source = _source(config)
+    key = config_key("django", source)
+
+    def make() -> SyncMailer:
+        data, options = _options(source)
+        _options_by_key[key] = options
+        return build(data, opentelemetry=bool(options.get("opentelemetry")))
+
+    sync = shared_mailer(key, make)
+    return sync, _options_by_key.get(key, {})
+
+
+def _source(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | str | Path:
     source = _setting() if config is None else config
     if not isinstance(source, Mapping | str | Path):
         raise ConfigError("MAILER must be a mapping or the path of a TOML/JSON file")
-    return shared_mailer(config_key("django", source), lambda: _build(source))
+    return source
 
 
 def close_mailers() -> None:
@@ -159,7 +196,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         if not email_messages:
             return 0
         try:
-            sync = get_mailer(self.config)
+            sync, options = _mailer_and_options(self.config)
         except MailerError as exc:
             for message in email_messages:
                 message.mailer_result = MailerResult(None, error=exc)
@@ -174,7 +211,14 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             except MailerError as exc:
                 log.warning("cannot send a Django EmailMessage: %s", exc)
                 outcomes[i] = MailerResult(None, error=exc)
-        if batch:
+        on_commit = options.get("enqueue_on_commit")
+        if batch and on_commit:
+            alias = on_commit if isinstance(on_commit, str) else None
+            for i, converted, providers in batch:
+                outcomes[i] = self._enqueue_on_commit(
+                    sync, email_messages[i], converted, providers, alias
+                )
+        elif batch:
             try:
                 # concurrent; each send bounded by send_timeout as SyncMailer.send is
                 results = sync.send_all([m for _, m, _ in batch], providers=[p for *_, p in batch])
@@ -188,8 +232,9 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             outcome = outcomes.get(i)
             if outcome is None:
                 continue
-            message.mailer_result = outcome
-            if outcome.sent:
+            if outcome is not _SCHEDULED:
+                message.mailer_result = outcome
+            if outcome.error is None:
                 sent += 1
             elif first_error is None:
                 first_error = outcome.error
@@ -202,6 +247,46 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             raise error
         return 0
 
+    @staticmethod
+    def _enqueue_on_commit(
+        sync: SyncMailer,
+        email: Any,
+        message: Message,
+        providers: list[str] | None,
+        alias: str | None,
+    ) -> MailerResult:
+        """Store the message in the outbox once the current transaction commits (at once
+        outside one): a rolled-back transaction sends nothing. ``mailer_result`` is set
+        when the enqueue has happened."""
+        from django.db import transaction
+
+        try:
+            if providers is not None:
+                raise MessageError(
+                    "message.providers cannot be combined with enqueue_on_commit: the "
+                    "outbox's workers send through every provider"
+                )
+            message.as_bytes()  # a bad message fails now, inside the transaction
+        except MailerError as exc:
+            return MailerResult(message.message_id, error=exc)
+
+        def enqueue() -> None:
+            try:
+                sync.enqueue(message)
+            except MailerError as exc:
+                # After the commit: raising would tell the caller its transaction failed.
+                log.error("enqueue after commit failed for %s: %s", message.message_id, exc)
+                email.mailer_result = MailerResult(message.message_id, error=exc)
+            else:
+                email.mailer_result = MailerResult(message.message_id, queued=True)
+
+        transaction.on_commit(enqueue, using=alias)
+        return _SCHEDULED
+
+
+#: send_messages' placeholder for a message whose result comes when its transaction commits
+_SCHEDULED = MailerResult(None)
+
 
 def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResult:
     if isinstance(outcome, MailerError):
@@ -211,6 +296,7 @@ def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResul
         result=outcome,
         accepted=list(outcome.accepted),
         rejected=dict(outcome.rejected),
+        queued=outcome.status == "queued",
     )
 
 
