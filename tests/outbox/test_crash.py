@@ -13,10 +13,11 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import pytest
@@ -66,21 +67,33 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(HERE.parents[1])}
 
 
+#: each worker's stderr, by pid: a file rather than a pipe, since a pipe nobody reads
+#: fills up (the worker logs a record per message) and then blocks the worker
+_LOGS: dict[int, IO[bytes]] = {}
+
+
 def start_worker(config: Path, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop_worker
+    proc = subprocess.Popen(
         [sys.executable, "-m", "mailer", "worker", "--config", str(config), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(),
+        stdout=subprocess.DEVNULL, stderr=log, env=env(),
     )  # fmt: skip
+    _LOGS[proc.pid] = log
+    return proc
 
 
 def stop_worker(proc: subprocess.Popen[bytes]) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
     try:
-        _, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        _, stderr = proc.communicate()
+        proc.wait()
         raise AssertionError("the worker did not stop within 30 s of SIGTERM") from None
+    log = _LOGS.pop(proc.pid)
+    log.seek(0)
+    stderr = log.read()
+    log.close()
     return proc.returncode, stderr.decode(errors="replace")
 
 
