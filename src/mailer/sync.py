@@ -52,6 +52,7 @@ from .config import MailerConfig
 from .errors import ConfigError, DeliveryUncertain, MailerError, TransientError
 from .mailer import Event, Mailer
 from .message import Message
+from .providers._coalesce import batching
 from .result import SendResult
 from .routing.attempt import commit_hooks
 
@@ -359,20 +360,24 @@ class SyncMailer:
         )
         return result
 
-    def send_all(
-        self,
-        messages: Sequence[Message],
-        *,
-        providers: Sequence[Sequence[str] | None] | None = None,
+    def send_many(
+        self, messages: Sequence[Message], *, providers: Sequence[str] | None = None
     ) -> list[SendResult | MailerError]:
         """Send every message concurrently and wait for all: one SendResult or MailerError
-        per message, in order (``providers``, when given, is one entry per message, as
-        ``Mailer.send`` takes it). Each send is bounded and reported as ``send()`` is;
-        what is not a MailerError (a bug) is raised once all have ended."""
-        self._refuse_in_loop("send_all", "asyncio.gather(*(mailer.send(m) ...))")
-        if providers is not None and len(providers) != len(messages):
-            raise ConfigError("send_all: providers needs one entry per message")
+        per message, in order, as ``Mailer.send_many`` (batch endpoints included). Each
+        send is bounded and reported as ``send()`` is; what is not a MailerError (a bug)
+        is raised once all have ended."""
+        self._refuse_in_loop("send_many", "await mailer.send_many(messages)")
+        return self._send_each(messages, [providers] * len(messages))
+
+    def _send_each(
+        self, messages: Sequence[Message], providers: Sequence[Sequence[str] | None]
+    ) -> list[SendResult | MailerError]:
+        """send_many with ``providers`` per message (the Django backend's form)."""
+        if len(providers) != len(messages):
+            raise ConfigError("send_many: providers needs one entry per message")
         context = contextvars.copy_context()
+        context.run(batching.set, True)  # batch endpoints may carry them together
         began = time.monotonic()
         calls: list[tuple[_Call, float]] = []
 
@@ -381,8 +386,7 @@ class SyncMailer:
 
         try:
             for i, message in enumerate(messages):
-                names = providers[i] if providers is not None else None
-                calls.append(self._submit(start(message, names)))
+                calls.append(self._submit(start(message, providers[i])))
             out: list[SendResult | MailerError] = []
             bug: BaseException | None = None
             for call, bound in calls:

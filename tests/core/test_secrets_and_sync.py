@@ -82,7 +82,7 @@ def test_sync_mailer_from_config_and_errors() -> None:
         sm.send(msg())
 
 
-def test_sync_mailer_send_all_runs_sends_concurrently_in_the_callers_context() -> None:
+def test_sync_mailer_send_many_runs_sends_concurrently_in_the_callers_context() -> None:
     import contextvars
     import time
 
@@ -100,18 +100,20 @@ def test_sync_mailer_send_all_runs_sends_concurrently_in_the_callers_context() -
     with SyncMailer(Mailer([a, b], retry={"attempts": 1})) as sm:
         request_id.set("req-1")
         started = time.monotonic()
-        results = sm.send_all([msg(subject=str(i)) for i in range(5)])
+        results = sm.send_many([msg(subject=str(i)) for i in range(5)])
         took = time.monotonic() - started
-        mixed = sm.send_all([msg(), msg()], providers=[["a"], ["b"]])
+        mixed = sm._send_each([msg(), msg()], [["a"], ["b"]])  # the Django backend's form
+        only_b = sm.send_many([msg()], providers=["b"])
         with pytest.raises(ConfigError, match="one entry per message"):
-            sm.send_all([msg()], providers=[])
+            sm._send_each([msg()], [])
     assert [getattr(r, "provider", None) for r in results] == ["a"] * 5
     assert took < 0.9  # concurrent on the one loop
     assert seen == ["req-1"] * 5  # the calling thread's context went along
     assert isinstance(mixed[0], AllProvidersFailed)  # a's "auth", and only a was allowed
     assert getattr(mixed[1], "provider", None) == "b"
+    assert getattr(only_b[0], "provider", None) == "b"
     with pytest.raises(MailerError, match="closed"):
-        sm.send_all([msg()])
+        sm.send_many([msg()])
 
 
 @pytest.mark.anyio

@@ -121,3 +121,16 @@ async def test_single_sends_are_not_held_back_for_a_batch() -> None:
         async with mailer:
             result = await mailer.send(msg(0))
     assert one.call_count == 1 and result.provider == "postmark"
+
+
+def test_sync_mailer_send_many_uses_the_batch_endpoint_too() -> None:
+    from mailer import SyncMailer
+
+    messages = [msg(i) for i in range(20)]
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        batch = router.post(PM_BATCH).mock(side_effect=batch_answer)
+        single = router.post(PM_ONE).mock(return_value=httpx.Response(500))
+        with SyncMailer(Mailer([postmark()])) as mailer:
+            results = mailer.send_many(messages)
+    assert single.call_count == 0 and 1 <= batch.call_count <= 5
+    assert [type(r).__name__ for r in results].count("SendResult") == 19  # r3 is refused

@@ -221,7 +221,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         elif batch:
             try:
                 # concurrent; each send bounded by send_timeout as SyncMailer.send is
-                results = sync.send_all([m for _, m, _ in batch], providers=[p for *_, p in batch])
+                results = sync._send_each([m for _, m, _ in batch], [p for *_, p in batch])
             except MailerError as exc:  # closed meanwhile: nothing was sent
                 results = [exc] * len(batch)
             for (i, converted, _), result in zip(batch, results, strict=True):
