@@ -351,3 +351,23 @@ async def test_config_forms_and_errors(tmp_path: Path) -> None:
     assert "hunter22" not in str(info.value) and "lease" in str(info.value)
     config = load_config({"providers": ["memory://"], "outbox": "postgresql://u:hunter22@db/x"})
     assert "hunter22" not in repr(config)
+
+
+async def test_inline_dkim_keys_are_refused_at_enqueue(db_url: str) -> None:
+    """The store never holds a secret, so a message carrying its own DKIM key could not
+    be signed when loaded again: refused before it is stored, with the way out."""
+    import base64
+
+    from mailer import MessageError
+
+    pytest.importorskip("dkim")
+    pytest.importorskip("nacl")
+    seed = base64.b64encode(bytes(range(32))).decode()
+    message = Message(sender="app@example.com", to=["u@example.org"], text="x",
+                      dkim={"domain": "example.com", "selector": "s1", "private_key": seed,
+                            "algorithm": "ed25519-sha256"})  # fmt: skip
+    mailer = Mailer([ScriptedProvider("p")], outbox=fast_outbox(db_url))
+    with pytest.raises(MessageError, match="private_key_file"):
+        await mailer.enqueue(message)
+    assert (await mailer.outbox.stats())["queued"] == 0
+    await mailer.aclose()

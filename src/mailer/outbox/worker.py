@@ -186,6 +186,14 @@ class Outbox:
         self, message: Message, *, attempts: int, next_at: float, error: str | None
     ) -> bool:
         msg = message.with_content()
+        if msg.dkim is not None and msg.dkim.private_key is not None:
+            # A stored message must load again, and the store never holds a secret: the
+            # JSON masks the key, so the message could never be signed and sent.
+            raise MessageError(
+                "a message with an inline dkim.private_key cannot be stored in the outbox "
+                "(the store never holds a secret): use dkim.private_key_file, or set dkim "
+                "on the provider"
+            )
         raw = msg.as_bytes()  # renders and checks: a bad message fails here, not later
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         assert msg.message_id is not None
@@ -206,7 +214,14 @@ class Outbox:
             raise failure
         now = time.time()
         delay = max(backoff_delay(1, self.config.backoff, self._rng), _retry_after(failure))
-        await self._store(message, attempts=1, next_at=now + delay, error=_error_text(failure))
+        try:
+            await self._store(message, attempts=1, next_at=now + delay,
+                              error=_error_text(failure))  # fmt: skip
+        except MessageError as exc:
+            # Not storable (an inline DKIM key): the caller keeps the message, as with
+            # on_all_failed="raise", and learns why it was not queued.
+            log.warning("message %s not queued: %s", message.message_id, exc)
+            raise failure from exc
         log.warning("every provider failed; message %s queued in the outbox", message.message_id)
         return SendResult(
             provider="outbox", message_id=message.message_id, attempts=failure.attempts,
