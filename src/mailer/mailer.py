@@ -28,7 +28,10 @@ from .errors import (
     AllProvidersFailed,
     ConfigError,
     DeliveryError,
+    DeliveryUncertain,
+    MailerError,
     MessageError,
+    TransientError,
     UnsupportedFeature,
 )
 from .health import BreakerState, HealthConfig
@@ -264,20 +267,28 @@ class Mailer(AsyncClosing):
         ctx = SendContext(msg.message_id, time.monotonic() + self.send_timeout, root=root)
         send_token = _SEND.set(ctx)
         deadline_token = _DEADLINE.set(ctx.deadline)
+        emit = self._runtime.emit
+        emit(Event("start", message_id=msg.message_id))
         try:
             return await root.send(msg)
         except AllProvidersFailed as failure:
             failure.attempts = ctx.attempts
             errors = list(failure.errors.values())
+            ending: DeliveryError = failure
             if errors and all(isinstance(e, UnsupportedFeature) for e in errors):
                 # No provider can carry it: a message problem for this Mailer.
-                unsupported = UnsupportedFeature(
+                ending = UnsupportedFeature(
                     "no provider of this Mailer can send this message: "
                     + "; ".join(str(e.args[0]) for e in errors)
                 )
-                unsupported.attempts = ctx.attempts
-                raise unsupported from failure
-            self._runtime.emit(Event("failed", message_id=msg.message_id, error=failure))
+                ending.attempts = ctx.attempts
+            emit(Event("failed", message_id=msg.message_id, error=ending))
+            if ending is failure:
+                raise
+            raise ending from failure
+        except BaseException as exc:
+            if not ctx.ended:  # every send ends with one "sent" or "failed" event
+                emit(Event("failed", message_id=msg.message_id, error=_ending(exc, ctx)))
             raise
         finally:
             _DEADLINE.reset(deadline_token)
@@ -401,6 +412,25 @@ class Mailer(AsyncClosing):
     def __repr__(self) -> str:
         names = ", ".join(f"{p.name}(p{self._priority.get(p.name)})" for p in self._leaves)
         return f"<Mailer [{names}] on_uncertain={self.on_uncertain!r}>"
+
+
+def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
+    """The error a "failed" event reports for a send that ended without one: the
+    error itself when it is a delivery error, else what the end means for delivery."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, MailerError):  # a message or config problem found mid-send
+        return DeliveryError(f"not sent: {exc}")
+    crossed = any(a.committed or a.outcome == "DeliveryUncertain" for a in ctx.attempts)
+    what = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else (
+        f"ended by {type(exc).__name__}")  # fmt: skip
+    if crossed:
+        return DeliveryUncertain(f"the send was {what} after a commit point: it may have "
+                                 "been delivered")  # fmt: skip
+    if any(a.committed is None and not a.ok for a in ctx.attempts):
+        return DeliveryUncertain(f"the send was {what} during an attempt at a provider that "
+                                 "reports no commit point: it may have been delivered")  # fmt: skip
+    return TransientError(f"the send was {what} before any commit point: not sent")
 
 
 def _flatten(provider: Provider) -> list[Provider]:

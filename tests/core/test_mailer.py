@@ -236,12 +236,36 @@ async def test_events_for_attempt_failover_result_and_breaker() -> None:
     unsubscribe = m.subscribe(events.append)
     await m.send(msg())
     kinds = [e.kind for e in events]
-    assert kinds == ["attempt", "breaker", "failover", "attempt", "sent"]
-    assert events[2].provider == "a" and events[2].next_provider == "b"
-    assert events[1].new_state is not None and events[1].new_state.value == "open"
+    assert kinds == ["start", "attempt", "breaker", "failover", "attempt", "sent"]
+    assert events[3].provider == "a" and events[3].next_provider == "b"
+    assert events[2].new_state is not None and events[2].new_state.value == "open"
+    # one send_id for the call's events; breaker changes belong to no send
+    assert {e.send_id for e in events if e.kind != "breaker"} == {events[0].send_id}
+    assert events[2].send_id is None
     unsubscribe()
     await m.send(msg())
-    assert len(events) == 5
+    assert len(events) == 6
+
+
+async def test_every_send_ends_with_one_sent_or_failed_event() -> None:
+    # A cancelled send (the caller's timeout) before the commit point, and two sends of
+    # the same message: each call has its own send_id and exactly one terminal event.
+    slow = ScriptedProvider("slow", latency=5.0)
+    m = mailer(slow)
+    events: list[Event] = []
+    m.subscribe(events.append)
+    message = msg()
+    with pytest.raises(TimeoutError), anyio.fail_after(0.2):
+        await m.send(message)
+    ends = [e for e in events if e.kind in ("sent", "failed")]
+    assert len(ends) == 1 and ends[0].kind == "failed"
+    assert isinstance(ends[0].error, TransientError) and "not sent" in str(ends[0].error)
+    quick = mailer(ScriptedProvider("q"))
+    quick.subscribe(events.append)
+    await quick.send(message)
+    await quick.send(message)
+    ids = [e.send_id for e in events if e.kind == "start"]
+    assert len(ids) == 3 and len(set(ids)) == 3
 
 
 async def test_listener_errors_do_not_break_sends() -> None:

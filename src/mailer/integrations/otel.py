@@ -144,8 +144,15 @@ class Telemetry:
 
     # -- events ----------------------------------------------------------------------
 
+    @staticmethod
+    def _key(event: Event) -> str:
+        """One send call's events share send_id (two sends of one message do not)."""
+        return f"#{event.send_id}" if event.send_id is not None else (event.message_id or "")
+
     def _on_event(self, event: Event) -> None:
-        if event.kind == "attempt":
+        if event.kind == "start":  # the send span starts with the call, not its 1st attempt
+            self._open(self._key(event), time.time_ns())
+        elif event.kind == "attempt":
             self._on_attempt(event)
         elif event.kind == "failover":
             self._on_failover(event)
@@ -170,7 +177,7 @@ class Telemetry:
 
         end = time.time_ns()
         start = end - int(attempt.duration * 1e9)
-        send = self._open(event.message_id, start)
+        send = self._open(self._key(event), start)
         send.attempts += 1
         send.last_provider = provider
         if not send.span.is_recording():
@@ -211,7 +218,7 @@ class Telemetry:
                 "error.type": error_type,
             },
         )
-        send = self._open(event.message_id, time.time_ns())
+        send = self._open(self._key(event), time.time_ns())
         send.failovers += 1
         send.span.add_event(
             "failover",
@@ -221,7 +228,7 @@ class Telemetry:
 
     def _on_end(self, event: Event, error: DeliveryError | None) -> None:
         with self._lock:
-            send = self._sends.pop(event.message_id or "", None)
+            send = self._sends.pop(self._key(event), None)
         if send is None:  # no attempt event came first (the deadline passed before any)
             send = _Send(self._start_span(time.time_ns()))
         if error is None:
@@ -259,8 +266,7 @@ class Telemetry:
             start_time=start,
         )
 
-    def _open(self, message_id: str | None, start: int) -> _Send:
-        key = message_id or ""
+    def _open(self, key: str, start: int) -> _Send:
         with self._lock:
             send = self._sends.get(key)
             if send is not None:

@@ -12,12 +12,19 @@ if TYPE_CHECKING:
 
 __all__ = ["Event", "EventKind"]
 
-EventKind = Literal["attempt", "failover", "sent", "failed", "breaker"]
+EventKind = Literal["start", "attempt", "failover", "sent", "failed", "breaker"]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One thing that happened. ``kind`` says which of the optional fields are set."""
+    """One thing that happened. ``kind`` says which of the optional fields are set.
+
+    Every ``Mailer.send`` emits one ``start``, then its attempts and failovers, then
+    exactly one ``sent`` or ``failed`` (a cancelled send, or one stopped by a message
+    problem, is ``failed`` too, with the error that ended it). ``send_id`` ties the
+    events of one call together (two sends of the same message have different ids);
+    it is None on ``breaker`` events, which belong to no send.
+    """
 
     kind: EventKind
     provider: str | None = None
@@ -28,3 +35,4 @@ class Event:
     next_provider: str | None = None
     old_state: BreakerState | None = None
     new_state: BreakerState | None = None
+    send_id: int | None = None

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,6 +87,17 @@ class SendContext:
     root: Provider | None = None
     #: set by the root when every provider is resting: try the one due soonest anyway
     force: bool = False
+    #: ties this call's events together (Event.send_id)
+    send_id: int = field(default_factory=lambda: _next_send_id())
+    #: whether its "sent" or "failed" event went out
+    ended: bool = False
+
+
+_SEND_IDS = itertools.count(1)
+
+
+def _next_send_id() -> int:
+    return next(_SEND_IDS)
 
 
 _SEND: contextvars.ContextVar[SendContext | None] = contextvars.ContextVar(
@@ -230,6 +242,12 @@ class Runtime:
     # -- events ------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
+        ctx = _SEND.get()
+        if ctx is not None and event.kind != "breaker":
+            if event.send_id is None:
+                event = replace(event, send_id=ctx.send_id)
+            if event.kind in ("sent", "failed"):
+                ctx.ended = True
         for listener in list(self.listeners):
             try:
                 listener(event)
