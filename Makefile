@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench soak clean postgres
+.PHONY: install test lint typecheck pytest demo bench soak clean postgres redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(PLUGINS)
 	$(BIN)/python -m pip install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
-install: $(STAMP) postgres
+install: $(STAMP) postgres redis-server
 
 # The Postgres outbox's tests start their own cluster (tests/pgcluster.py); install the
 # server when it is missing and we can (root with apt-get, as on CI). Otherwise those
@@ -31,6 +31,18 @@ postgres:
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 		else \
 			echo "postgresql is not installed (needs root and apt-get): its tests will be skipped"; \
+		fi; \
+	fi
+
+# The shared health store's tests start their own Redis (tests/health/redis_kit.py), the
+# same way; without root and apt-get they are skipped and say why.
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				--no-install-recommends redis-server; \
+		else \
+			echo "redis-server is not installed (needs root and apt-get): its tests will be skipped"; \
 		fi; \
 	fi
 

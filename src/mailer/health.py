@@ -28,6 +28,13 @@ Why each rule:
   so a dead provider costs one probe per few minutes, not one per send.
 
 All times come from an injected clock, so tests drive the breaker without sleeping.
+
+With a shared store (``health.store = "redis://..."``, :mod:`mailer.routing.store`) each
+process keeps this breaker as its local copy: the store is told of each verdict
+(:attr:`CircuitBreaker.observer`) and writes the shared state back with
+:meth:`CircuitBreaker.apply_shared`, so the rules above run once, in Redis, for every
+process; when Redis is unreachable the local breaker goes on alone, as with the memory
+store.
 """
 
 from __future__ import annotations
@@ -35,13 +42,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import AuthError, DeliveryError, DeliveryUncertain, RateLimited
 
-__all__ = ["BreakerState", "CircuitBreaker", "HealthConfig"]
+__all__ = ["BreakerObserver", "BreakerState", "CircuitBreaker", "HealthConfig"]
+
+_STORE_SCHEMES = ("redis", "rediss", "unix")
 
 
 class HealthConfig(BaseModel):
@@ -57,12 +67,67 @@ class HealthConfig(BaseModel):
     #: how a resting provider is tried again: a background verify() (no caller waits, no
     #: message at risk) or a real send held to the pre-commit budget
     probe: Literal["verify", "send"] = "verify"
+    #: where breaker state lives: "memory" (this process alone) or a Redis URL
+    #: (``redis://host:6379/0``, ``rediss://``, ``unix://``) shared by every process using
+    #: it with the same ``prefix``
+    store: str = "memory"
+    #: the key prefix in the shared store (one per application or environment)
+    prefix: str = Field(default="mailer", min_length=1, max_length=100)
+    #: how often each process re-reads the shared state (pub/sub carries changes sooner)
+    refresh: float = Field(default=0.25, gt=0, le=60)
+    #: how long one call to the store may take before the process goes on alone
+    store_timeout: float = Field(default=0.25, gt=0, le=10)
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if value == "memory":
+            return value
+        scheme = value.partition("://")[0].lower() if "://" in value else ""
+        if scheme not in _STORE_SCHEMES:
+            raise ValueError(
+                "health.store is 'memory' or a Redis URL (redis://host:6379/0, rediss://, unix://)"
+            )
+        try:
+            urlsplit(value).port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError(
+                "health.store has an invalid host or port; percent-encode a password "
+                "holding '/', '@', ':' or '#'"
+            ) from None
+        return value
+
+    def __repr_args__(self) -> Any:
+        # The store URL may carry a password: show only where it points.
+        for key, value in super().__repr_args__():
+            yield key, (redact_url(value) if key == "store" else value)
+
+
+def redact_url(url: str) -> str:
+    """``redis://:secret@host:6379/0`` -> ``redis://***@host:6379/0``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half-open"
+
+
+class BreakerObserver(Protocol):
+    """Told of each verdict after the local breaker applied it (a shared store)."""
+
+    def success(self, breaker: CircuitBreaker, was: tuple[BreakerState, int]) -> None: ...
+
+    def failure(self, breaker: CircuitBreaker, error: DeliveryError) -> None: ...
+
+    def released(self, breaker: CircuitBreaker) -> None: ...
 
 
 @dataclass
@@ -83,11 +148,17 @@ class CircuitBreaker:
     #: whether the last failure was a slow call (a hang): when that opens the breaker,
     #: the sends waiting on the provider before their commit point are released
     slow_call: bool = False
+    #: a shared store mirroring the verdicts; None: this breaker is all there is
+    observer: BreakerObserver | None = None
 
     def _set(self, new: BreakerState) -> None:
         old, self.state = self.state, new
         if old is not new and self.on_change is not None:
             self.on_change(old, new)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is BreakerState.CLOSED
 
     @property
     def due_at(self) -> float:
@@ -121,15 +192,49 @@ class CircuitBreaker:
 
     def release(self) -> None:
         """Give the probe back without a verdict (e.g. the send was cancelled)."""
-        self.probe_in_flight = False
+        held, self.probe_in_flight = self.probe_in_flight, False
+        if held and self.observer is not None:
+            self.observer.released(self)
 
     def record_success(self) -> None:
+        was = (self.state, self.failures)
         self.failures = 0
         self.trips = 0
         self.probe_in_flight = False
         self._set(BreakerState.CLOSED)
+        if self.observer is not None:
+            self.observer.success(self, was)
 
     def record_failure(self, error: DeliveryError) -> None:
+        self._record_failure(error)
+        if self.observer is not None:
+            self.observer.failure(self, error)
+
+    def apply_shared(
+        self,
+        state: BreakerState,
+        *,
+        remaining: float,
+        failures: int,
+        trips: int,
+        slow_call: bool,
+        verify_can_probe: bool,
+        probe_held: bool | None = None,
+    ) -> None:
+        """Take the shared store's view (``remaining``: seconds of rest left, by the
+        store's clock, so no host's clock is compared with another's)."""
+        self.failures, self.trips = failures, trips
+        self.slow_call, self.verify_can_probe = slow_call, verify_can_probe
+        if state is BreakerState.OPEN:
+            self.open_until = self.clock() + max(remaining, 0.0)
+            self.probe_in_flight = False
+        elif probe_held is not None:
+            self.probe_in_flight = probe_held
+        if state is BreakerState.CLOSED:
+            self.probe_in_flight = False
+        self._set(state)
+
+    def _record_failure(self, error: DeliveryError) -> None:
         self.probe_in_flight = False
         self.slow_call = error.timed_out
         self.verify_can_probe = (

@@ -32,6 +32,7 @@ from .errors import (
 from .message import Message
 from .result import SendResult
 from .routing.attempt import commit_point, current_attempt
+from .routing.ratelimit import RateLimit
 
 __all__ = ["Provider", "ProviderConfig", "deadline_remaining"]
 
@@ -60,6 +61,10 @@ class ProviderConfig(BaseModel):
     """Base for provider config models: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: at most ``messages`` per ``per`` seconds through this provider (across processes
+    #: with a shared health store); see mailer.routing.ratelimit
+    rate_limit: RateLimit | None = None
 
 
 class AsyncClosing:

@@ -30,7 +30,7 @@ def _smtp(**config: Any) -> dict[str, Any]:
         (_smtp(tls={"rejectUnauthorised": False}), "did you mean rejectUnauthorized (our name"),
         (_smtp(auth={"user": "u", "passwrd": "x"}), "auth.passwrd: unknown option; did you mean"),
         ({"providers": [{"type": "memory"}], "send_timout": 3}, "did you mean send_timeout?"),
-        (_smtp(rateLimit=5), "rateLimit is not offered: there is no rate limiting yet"),
+        (_smtp(rateDelta=500), "rateDelta needs rateLimit"),
         (_smtp(service="gmail"), "service is not offered: well-known service names"),
         (_smtp(tls={"ca": "-----BEGIN"}), "save it to a file and set tls.ca_file"),
         (_smtp(auth={"type": "ntlm", "user": "u"}), "auth.type must be 'login'"),

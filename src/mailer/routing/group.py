@@ -80,6 +80,14 @@ class _NotTried(TransientError):
     retry_here = False
 
 
+class _OverRateLimit(TransientError):
+    """The provider's rate-limit slot is further away than this send may wait: nothing
+    was sent, and the provider is healthy, so its breaker is not touched."""
+
+    no_verdict = True
+    retry_here = False
+
+
 def _past(deadline: float, margin: float, took: float) -> bool:
     """Whether another try, as long as the tries so far, would end past the deadline."""
     return time.monotonic() + margin + took >= deadline
@@ -169,6 +177,8 @@ class Group(Provider):
 
     async def _send(self, message: Message) -> SendResult:
         rt = self.runtime
+        if rt.shared is not None:
+            await rt.ready()
         ctx = _SEND.get()
         token = None
         if ctx is None:  # used on its own, not under a Mailer
@@ -188,7 +198,7 @@ class Group(Provider):
         # Only the root, or a group the root forced, tries a resting provider early.
         may_force, ctx.force = ctx.force or ctx.root is self, False
         for index, child in enumerate(plan):
-            if not self._acquire(child):
+            if not await self._acquire(child):
                 continue
             tried = True
             result = await self._try(child, message, ctx, errors)
@@ -216,10 +226,10 @@ class Group(Provider):
             return child.due_at()
         return self.runtime.leaf(child).breaker.due_at
 
-    def _acquire(self, child: Provider) -> bool:
+    async def _acquire(self, child: Provider) -> bool:
         if isinstance(child, Group):
             return child.available()
-        return self.runtime.acquire(self.runtime.leaf(child))
+        return await self.runtime.acquire(self.runtime.leaf(child))
 
     def _next_available(self, children: Sequence[Provider]) -> str | None:
         rt = self.runtime
@@ -403,6 +413,11 @@ class Group(Provider):
         # fail precisely; the scope is the backstop, a little later.
         grace = min(0.5, rt.send_timeout * 0.25)
         budget = leaf.estimator.budget()
+        if leaf.limiter is not None:
+            # The wait for a slot is checked against the budget but not taken from it:
+            # the attempt gets its whole budget once its slot comes.
+            now = await self._wait_for_slot(leaf, budget, remaining)
+            remaining = ctx.deadline - now
         state = AttemptState(name, send_deadline=ctx.deadline, started=now)
         base = anyio.current_time()
         state.lift_to = base + remaining + grace
@@ -447,6 +462,33 @@ class Group(Provider):
             leaf.estimator.observe(state.setup_time)
         rt.record(name, message.message_id, ctx.attempts, now, None, self._committed(state))
         return result
+
+    async def _wait_for_slot(self, leaf: LeafHealth, budget: float, remaining: float) -> float:
+        """Wait for the provider's rate-limit slot; the time after. Raises
+        _OverRateLimit when it is further away than the send may wait."""
+        assert leaf.limiter is not None
+        limit = leaf.limiter.limit
+        if limit.max_wait == "budget":
+            max_wait = min(budget, remaining)
+        elif limit.max_wait == "deadline":
+            max_wait = remaining
+        else:
+            max_wait = min(limit.max_wait, remaining)
+        wait = await self.runtime.reserve(leaf, max_wait)
+        if wait is None:
+            if limit.max_wait == "budget":
+                what = f"the {budget:.3g}s pre-commit budget"
+            elif limit.max_wait == "deadline":
+                what = "the send's deadline"
+            else:
+                what = f"rate_limit.max_wait ({limit.max_wait:g}s)"
+            raise _OverRateLimit(
+                f"rate limit ({limit.messages} per {limit.per:g}s): the next slot is past "
+                f"{what}; nothing was sent", provider=leaf.provider.name,
+            )  # fmt: skip
+        if wait > 0:
+            await anyio.sleep(wait)
+        return time.monotonic()
 
     @staticmethod
     def _committed(state: AttemptState) -> bool | None:

@@ -26,6 +26,8 @@ from .._log import get_logger, log_event
 from ..health import BreakerState, CircuitBreaker, HealthConfig
 from .attempt import AttemptState
 from .budget import BudgetConfig, SetupEstimator
+from .ratelimit import Gcra, RateLimit
+from .store import RedisHealth, make_store
 
 if TYPE_CHECKING:
     from ..errors import DeliveryError
@@ -59,6 +61,8 @@ class LeafHealth:
     estimator: SetupEstimator
     inflight: set[AttemptState] = field(default_factory=set)
     probe: asyncio.Task[None] | None = None
+    #: the provider's ``rate_limit``, kept in this process (the memory store)
+    limiter: Gcra | None = None
 
     @property
     def can_verify(self) -> bool:
@@ -134,6 +138,11 @@ class Runtime:
         self.listeners: list[Callable[[Event], Any]] = [log_event]
         self.leaves: dict[str, LeafHealth] = {}
         self._probes: set[asyncio.Task[None]] = set()
+        #: the shared store (None: memory, each process alone); a probe's lease outlives
+        #: the longest probe (a background verify() is held to budget.max)
+        self.shared: RedisHealth | None = make_store(self.health, lease=self.budget.max + 1.0)
+        if self.shared is not None:
+            self.shared.start()  # built on an event loop: follow the store from now on
 
     # -- health ------------------------------------------------------------------------
 
@@ -142,10 +151,30 @@ class Runtime:
         if found is not None:
             return found
         breaker = CircuitBreaker(self.health, self.clock)
+        limit = getattr(provider.config, "rate_limit", None)
+        limit = limit if isinstance(limit, RateLimit) else None
         leaf = LeafHealth(provider, breaker, SetupEstimator(self.budget))
+        if limit is not None:
+            leaf.limiter = Gcra(limit, time.monotonic)
         breaker.on_change = self._breaker_listener(leaf)
+        if self.shared is not None:
+            self.shared.register(provider.name, breaker, leaf.limiter)
         self.leaves[provider.name] = leaf
         return leaf
+
+    async def ready(self) -> None:
+        """Follow the shared store from this event loop on (a no-op for memory)."""
+        if self.shared is not None:
+            await self.shared.ready()
+
+    async def reserve(self, leaf: LeafHealth, max_wait: float) -> float | None:
+        """A rate-limit slot for one send: seconds to wait for it, or None when it is
+        further away than ``max_wait`` (nothing taken: go to the next provider)."""
+        if leaf.limiter is None:
+            return 0.0
+        if self.shared is not None:
+            return await self.shared.reserve(leaf.provider.name, max_wait)
+        return leaf.limiter.reserve(max_wait)
 
     def _breaker_listener(self, leaf: LeafHealth) -> Callable[[BreakerState, BreakerState], None]:
         from .events import Event
@@ -164,12 +193,14 @@ class Runtime:
 
         return changed
 
-    def acquire(self, leaf: LeafHealth, *, force: bool = False) -> bool:
+    async def acquire(self, leaf: LeafHealth, *, force: bool = False) -> bool:
         """Whether a send may go to this provider now.
 
         A resting provider whose cooldown has passed is probed in the background when it
         can verify (the send goes elsewhere meanwhile); otherwise the send itself is the
-        single half-open probe.
+        single half-open probe. With a shared store the probe is claimed for every
+        process at once (one of them gets it); when the store cannot answer, this
+        process decides alone.
         """
         breaker = leaf.breaker
         if breaker.state is BreakerState.CLOSED:
@@ -178,16 +209,32 @@ class Runtime:
             return breaker.acquire(force=True)
         if not breaker.available():
             return False
-        if (
-            self.health.probe == "verify"
-            and breaker.verify_can_probe
-            and leaf.can_verify
-            and self._background_ok()
-        ):
+        if self.shared is not None:
+            granted = await self.shared.claim(leaf.provider.name)
+            if granted is not None:
+                if breaker.closed:
+                    return True  # another process's probe closed it meanwhile
+                if not granted:
+                    return False
+                breaker.acquire(force=True)  # the lease is ours: half-open, our probe
+                if self._verify_probe(leaf):
+                    self._start_probe(leaf)
+                    return False
+                return True
+        if self._verify_probe(leaf):
             if breaker.acquire():  # claims the half-open probe for the background check
                 self._start_probe(leaf)
             return False
         return breaker.acquire()
+
+    def _verify_probe(self, leaf: LeafHealth) -> bool:
+        """Whether the probe is a background verify() rather than a send."""
+        return (
+            self.health.probe == "verify"
+            and leaf.breaker.verify_can_probe
+            and leaf.can_verify
+            and self._background_ok()
+        )
 
     @staticmethod
     def _background_ok() -> bool:
@@ -238,6 +285,8 @@ class Runtime:
             await asyncio.gather(*probes, return_exceptions=True)
         for leaf in self.leaves.values():
             leaf.breaker.release()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     # -- events ------------------------------------------------------------------------
 

@@ -289,6 +289,32 @@ class AuthOptions(_Options):
         return self
 
 
+def _rate_aliases(data: Any) -> Any:
+    """Nodemailer's ``rateLimit`` (messages) per ``rateDelta`` (milliseconds, default
+    1000) is our ``rate_limit = {messages, per}`` (seconds)."""
+    if not isinstance(data, Mapping) or not ({"rateLimit", "rateDelta"} & set(data)):
+        return data
+    data = dict(data)
+    messages, delta = data.pop("rateLimit", None), data.pop("rateDelta", None)
+    if "rate_limit" in data:
+        raise ValueError(
+            "rateLimit/rateDelta and rate_limit are the same option; give only one "
+            "(rate_limit = {messages, per} is our name, per in seconds)"
+        )
+    if messages is None or messages is False:
+        if delta is not None:
+            raise ValueError("rateDelta needs rateLimit (the messages allowed per rateDelta)")
+        return data
+    per = 1.0
+    if delta is not None:
+        number = delta if isinstance(delta, int | float) and not isinstance(delta, bool) else None
+        if number is None:
+            raise ValueError("rateDelta must be a number of milliseconds")
+        per = number / 1000.0
+    data["rate_limit"] = {"messages": messages, "per": per}
+    return data
+
+
 class SMTPConfig(ProviderConfig):
     """Every option of the SMTP provider. Times are seconds."""
 
@@ -304,10 +330,6 @@ class SMTPConfig(ProviderConfig):
     refused_options: ClassVar[Mapping[str, str]] = {
         "service": "well-known service names are not built in; set host and port "
         "(e.g. smtp.gmail.com and 587) from your provider's page",
-        "rateLimit": "there is no rate limiting yet; throttle in your app (a provider's "
-        "421/4xx throttling reply fails over to the next provider)",
-        "rateDelta": "there is no rate limiting yet; throttle in your app (a provider's "
-        "421/4xx throttling reply fails over to the next provider)",
         "proxy": "SMTP through a proxy is not offered; relay through an SMTP server your "
         "network allows",
         "lmtp": "LMTP is not offered; deliver over SMTP",
@@ -339,7 +361,7 @@ class SMTPConfig(ProviderConfig):
             if "method" in auth:
                 raise ValueError("authMethod and auth.method are the same option; give one")
             data["auth"] = {**auth, "method": method.upper() if isinstance(method, str) else method}
-        return _normalize(cls, data)
+        return _normalize(cls, _rate_aliases(data))
 
     host: str = "localhost"
     #: 465 when ``secure``, else 587
