@@ -77,6 +77,25 @@ class ProviderEntry(BaseModel):
             raise ValueError("provider type must be lowercase letters, digits, '_', '-'")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _rate_limit(cls, data: Any) -> Any:
+        """``rate_limit`` may sit on the entry (beside priority) or in its config: it is
+        the provider's option either way (see mailer.routing.ratelimit)."""
+        if not isinstance(data, Mapping) or "rate_limit" not in data:
+            return data
+        data = dict(data)
+        limit = data.pop("rate_limit")
+        if data.get("type") in GROUP_TYPES:
+            raise ValueError("rate_limit belongs on a provider, not on a group")
+        config = data.get("config") or {}
+        if not isinstance(config, Mapping):
+            return data  # reported as the wrong type
+        if {"rate_limit", "rateLimit", "rateDelta"} & set(config):
+            raise ValueError("rate_limit is given both on the entry and in its config; give one")
+        data["config"] = {**config, "rate_limit": limit}
+        return data
+
     @field_validator("providers", mode="before")
     @classmethod
     def _child_dsns(cls, value: Any) -> Any:

@@ -50,6 +50,7 @@ __all__ = [
     "ServerState",
     "SilentServer",
     "StripTLSProxy",
+    "SwitchServer",
     "TokenEndpoint",
     "free_port",
     "make_certs",
@@ -569,6 +570,38 @@ class StripTLSProxy(_ThreadedSocketServer):
                     client.sendall(b"".join(x + b"\r\n" for x in out))
         with contextlib.suppress(OSError):
             client.shutdown(socket.SHUT_WR)
+
+
+class SwitchServer(_ThreadedSocketServer):
+    """A port whose server can hang or come back: while ``hung``, it accepts connections
+    and never says a word (as :class:`SilentServer`); otherwise it relays each new
+    connection to ``target`` (a real server). ``connections`` records (time.time(),
+    hung) for each connection, so tests can tell the probes from the sends."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__()
+        self.target = target
+        self.hung = True
+        self.connections: list[tuple[float, bool]] = []
+
+    def on_connect(self, client: socket.socket) -> None:
+        hung = self.hung
+        self.connections.append((time.time(), hung))
+        if hung:
+            return
+        upstream = socket.create_connection(self.target, timeout=5)
+        self._clients.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    source.settimeout(None)
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
 
 
 class TokenEndpoint:

@@ -416,7 +416,11 @@ class Group(Provider):
         if leaf.limiter is not None:
             # The wait for a slot is checked against the budget but not taken from it:
             # the attempt gets its whole budget once its slot comes.
-            now = await self._wait_for_slot(leaf, budget, remaining)
+            try:
+                now = await self._wait_for_slot(leaf, budget, remaining)
+            except _OverRateLimit as exc:  # recorded, so the caller sees why it was skipped
+                rt.record(name, message.message_id, ctx.attempts, now, exc, False)
+                raise
             remaining = ctx.deadline - now
         state = AttemptState(name, send_deadline=ctx.deadline, started=now)
         base = anyio.current_time()

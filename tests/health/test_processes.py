@@ -1,0 +1,326 @@
+"""The shared store's Done-when scenarios with real worker processes, real Redis and real
+local SMTP/HTTP servers (issue 14). Each scenario runs a few seconds; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer._demo.http_fake import FakeResendServer
+from tests.health.redis_kit import RedisServer
+from tests.smtp.servers import SilentServer, SMTPTestServer, SwitchServer
+
+pytestmark = pytest.mark.slow
+
+WORKER = Path(__file__).with_name("worker.py")
+THRESHOLD = 3
+
+
+class Workers:
+    """N worker processes sharing one spec; started together by a go file."""
+
+    def __init__(self, tmp: Path, n: int, spec: dict[str, Any]) -> None:
+        self.tmp, self.go, self.stop_file = tmp, tmp / "go", tmp / "go.stop"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.outs: list[Path] = []
+        for i in range(n):
+            out = tmp / f"out{i}.json"
+            path = tmp / f"spec{i}.json"
+            path.write_text(json.dumps({**spec, "go": str(self.go), "out": str(out)}))
+            self.outs.append(out)
+            self.procs.append(subprocess.Popen([sys.executable, str(WORKER), str(path)],
+                                               stderr=subprocess.PIPE))  # fmt: skip
+
+    def start(self) -> float:
+        """Go, once every worker has built its Mailer and reached Redis."""
+        ready = [Path(f"{out}.ready") for out in self.outs]
+        assert _wait(lambda: all(p.exists() for p in ready), 60), "workers not ready"
+        self.go.write_text("go")
+        return time.time()
+
+    def stop(self) -> None:
+        self.stop_file.write_text("stop")
+
+    def results(self, timeout: float = 150) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        out = []
+        for proc, path in zip(self.procs, self.outs, strict=True):
+            try:
+                _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+            assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+            out.append(json.loads(path.read_text()))
+        return out
+
+    def kill(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+@contextmanager
+def workers(tmp: Path, n: int, spec: dict[str, Any]) -> Iterator[Workers]:
+    w = Workers(tmp, n, spec)
+    try:
+        yield w
+    finally:
+        w.stop()
+        w.kill()
+
+
+def smtp(server: Any, name: str, **extra: Any) -> dict[str, Any]:
+    config = {"host": "127.0.0.1", "port": server.port, "name": "client.test",
+              "connection_timeout": 2, "greeting_timeout": 2, "socket_timeout": 3, **extra}  # fmt: skip
+    return {"type": "smtp", "name": name, "config": config}
+
+
+def health(redis: RedisServer, prefix: str, **extra: Any) -> dict[str, Any]:
+    return {"store": redis.url, "prefix": prefix, "failure_threshold": THRESHOLD,
+            "refresh": 0.1, **extra}  # fmt: skip
+
+
+def failures(results: list[dict[str, Any]]) -> list[str]:
+    return [s["error"] for r in results for s in r["sends"] if "error" in s]
+
+
+def primary_attempts(results: list[dict[str, Any]]) -> list[list[Any]]:
+    return [a for r in results for s in r["sends"] for a in s["attempts"] if a[0] == "primary"]
+
+
+def logged(result: dict[str, Any], text: str) -> list[float]:
+    return [at for at, _, line in result["log"] if text in line]
+
+
+@pytest.fixture
+def backup() -> Iterator[SMTPTestServer]:
+    server = SMTPTestServer(auth=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_eight_processes_and_a_hung_primary(
+    redis_server: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
+) -> None:
+    hung = SilentServer().start()
+    try:
+        spec = {
+            "config": {
+                "providers": [smtp(hung, "primary"), smtp(backup, "backup")],
+                "health": health(redis_server, prefix, cooldown=60),
+                "budget": {"pre_commit": 1.0, "max": 2.0},
+                "send_timeout": 20,
+            },
+            "sends": 100,
+        }
+        with workers(tmp_path, 8, spec) as w:
+            w.start()
+            results = w.results()
+    finally:
+        hung.stop()
+    assert failures(results) == []
+    assert sum(len(r["sends"]) for r in results) == 800
+    # Every process's first send met the hang at the same moment (they start together),
+    # so up to 8 attempts were under way before anyone could know; the first verdict opens
+    # the breaker for all, the attempts still waiting are released, and no process tries
+    # the primary again while it rests (with the memory store each process would try it,
+    # and probe it after each cooldown, on its own).
+    for r in results:
+        mine = [a for s in r["sends"] for a in s["attempts"] if a[0] == "primary"]
+        assert len(mine) <= 1, mine
+    assert len(primary_attempts(results)) <= 8
+    assert hung.accepted <= 8, hung.accepted
+    assert all(r["health"]["primary"]["state"] == "open" for r in results)
+
+
+def test_one_probe_after_the_cooldown_then_everyone_returns(
+    redis_server: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
+) -> None:
+    real = SMTPTestServer(auth=False).start()
+    switch = SwitchServer((real.host, real.port)).start()
+    cooldown = 2.0
+    try:
+        spec = {
+            "config": {
+                "providers": [smtp(switch, "primary"), smtp(backup, "backup")],
+                "health": health(redis_server, prefix, cooldown=cooldown, backoff_factor=1.0),
+                "budget": {"pre_commit": 0.5, "max": 1.0},
+                "send_timeout": 20,
+            },
+            "interval": 0.05,
+            "max_seconds": 40,
+        }
+        with workers(tmp_path, 4, spec) as w:
+            go = w.start()
+            # the first probe comes one cooldown after the opening, and fails (still hung)
+            assert _wait(lambda: any(t > go + cooldown * 0.9 for t, _ in switch.connections), 20)
+            time.sleep(1.2)  # the probe's verify() times out (budget.max)
+            switch.hung = False
+            back = time.time()
+            assert _wait(lambda: len(real.state.messages) >= 40, 25)
+            time.sleep(0.5)
+            w.stop()
+            results = w.results()
+    finally:
+        switch.stop()
+        real.stop()
+    assert failures(results) == []
+    initial = [t for t, _ in switch.connections if t < go + cooldown * 0.9]
+    probes = [t for t, hung in switch.connections if hung and t >= go + cooldown * 0.9]
+    assert len(initial) <= 4
+    assert probes, switch.connections
+    # one probe per cooldown across all four processes, never two at once
+    gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
+    assert all(g >= cooldown * 0.9 for g in gaps), probes
+    probe_logs = sorted(t for r in results for t in logged(r, "background probe"))
+    assert len(probe_logs) == len(probes) + 1, probe_logs  # the failed ones and the good one
+    assert probe_logs[-1] >= back
+    for r in results:  # every process came back to the primary
+        assert [s["provider"] for s in r["sends"][-5:]] == ["primary"] * 5, r["sends"][-5:]
+
+
+class _HTTPThread:
+    """The Resend fake on an event loop of its own (the workers are other processes)."""
+
+    def __init__(self) -> None:
+        self.server = FakeResendServer(retry_after=30)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeResendServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        return self.server
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _resend(server: FakeResendServer) -> dict[str, Any]:
+    return {"type": "resend", "name": "primary",
+            "config": {"api_key": server.api_key, "base_url": server.base_url}}  # fmt: skip
+
+
+def _throttle_once(server: FakeResendServer) -> int:
+    """Answer 429 (Retry-After: 30) until one request got it; the requests so far."""
+    before = server.requests
+    server.mode = "throttle"
+    assert _wait(lambda: server.requests > before, 10)
+    server.mode = "ok"
+    return server.requests
+
+
+def test_a_429_seen_by_one_process_rests_the_provider_for_all(
+    redis_server: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
+) -> None:
+    with _HTTPThread() as api:
+        spec = {
+            "config": {
+                "providers": [_resend(api), smtp(backup, "backup")],
+                "health": health(redis_server, prefix),
+                "retry": {"attempts": 1},
+            },
+            "interval": 0.02,
+            "max_seconds": 40,
+        }
+        with workers(tmp_path, 4, spec) as w:
+            w.start()
+            assert _wait(lambda: api.accepted >= 20, 20)
+            after_429 = _throttle_once(api)
+            time.sleep(2.0)
+            w.stop()
+            results = w.results()
+        later = api.requests - after_429
+    assert failures(results) == []
+    assert later <= 4, later  # at most the sends already on their way
+    for r in results:
+        assert r["health"]["primary"]["state"] == "open"
+        assert 20 < r["health"]["primary"]["retry_in"] <= 30
+        assert r["sends"][-1]["provider"] == "backup"
+
+
+def test_redis_stopped_mid_run_and_started_again(
+    own_redis: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
+) -> None:
+    with _HTTPThread() as api:
+        spec = {
+            "config": {
+                "providers": [_resend(api), smtp(backup, "backup")],
+                "health": health(own_redis, prefix, store_timeout=0.2),
+                "retry": {"attempts": 1},
+            },
+            "interval": 0.02,
+            "max_seconds": 40,
+        }
+        with workers(tmp_path, 4, spec) as w:
+            w.start()
+            time.sleep(1.0)
+            own_redis.stop()
+            time.sleep(2.0)
+            own_redis.start()
+            time.sleep(2.0)  # every process reconnects and resyncs
+            after_429 = _throttle_once(api)  # the shared state works again
+            time.sleep(1.5)
+            w.stop()
+            results = w.results()
+        later = api.requests - after_429
+    assert failures(results) == []
+    for r in results:
+        assert len(logged(r, "is unreachable")) == 1, r["log"]
+        assert len(logged(r, "reachable again")) == 1, r["log"]
+        assert r["health"]["primary"]["state"] == "open"
+    assert later <= 4, later
+
+
+def test_a_rate_limit_shared_by_four_processes_holds_within_ten_percent(
+    redis_server: RedisServer, prefix: str, tmp_path: Path
+) -> None:
+    primary = SMTPTestServer(auth=False).start()
+    rate, seconds = 50, 10.0
+    try:
+        spec = {
+            "config": {
+                "providers": [{**smtp(primary, "primary"),
+                               "rate_limit": {"messages": rate, "per": 1}}],
+                "health": health(redis_server, prefix),
+            },
+            "max_seconds": seconds + 2.5,
+        }
+        with workers(tmp_path, 4, spec) as w:
+            w.start()
+            results = w.results()
+    finally:
+        primary.stop()
+    assert failures(results) == []
+    ends = sorted(s["at"] for r in results for s in r["sends"])
+    # the first second may spend the burst (rate_limit.burst defaults to messages)
+    start = ends[0] + 1.0
+    window = [t for t in ends if start <= t < start + seconds]
+    assert abs(len(window) - rate * seconds) <= rate * seconds * 0.1, len(window)
+    assert len(ends) <= rate * (seconds + 2.5) + rate + 10  # and never more in total
+
+
+def _wait(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())
