@@ -5,6 +5,7 @@ local SMTP/HTTP servers (issue 14). Each scenario runs a few seconds; every wait
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mailer._demo.http_fake import FakeResendServer
 from tests.health.redis_kit import RedisServer
 from tests.smtp.servers import SilentServer, SMTPTestServer, SwitchServer
+
+from mailer._demo.http_fake import FakeResendServer
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +85,8 @@ def workers(tmp: Path, n: int, spec: dict[str, Any]) -> Iterator[Workers]:
 
 def smtp(server: Any, name: str, **extra: Any) -> dict[str, Any]:
     config = {"host": "127.0.0.1", "port": server.port, "name": "client.test",
-              "connection_timeout": 2, "greeting_timeout": 2, "socket_timeout": 3, **extra}  # fmt: skip
+              "connection_timeout": 2, "greeting_timeout": 2, "socket_timeout": 3,
+              **extra}  # fmt: skip
     return {"type": "smtp", "name": name, "config": config}
 
 
@@ -185,7 +187,7 @@ def test_one_probe_after_the_cooldown_then_everyone_returns(
     assert len(initial) <= 4
     assert probes, switch.connections
     # one probe per cooldown across all four processes, never two at once
-    gaps = [b - a for a, b in zip(probes, probes[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert all(g >= cooldown * 0.9 for g in gaps), probes
     probe_logs = sorted(t for r in results for t in logged(r, "background probe"))
     assert len(probe_logs) == len(probes) + 1, probe_logs  # the failed ones and the good one
@@ -297,8 +299,9 @@ def test_a_rate_limit_shared_by_four_processes_holds_within_ten_percent(
     try:
         spec = {
             "config": {
-                "providers": [{**smtp(primary, "primary"),
-                               "rate_limit": {"messages": rate, "per": 1}}],
+                "providers": [
+                    {**smtp(primary, "primary"), "rate_limit": {"messages": rate, "per": 1}}
+                ],
                 "health": health(redis_server, prefix),
             },
             "max_seconds": seconds + 2.5,

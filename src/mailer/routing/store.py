@@ -128,13 +128,15 @@ return cjson.encode(save(KEYS[1], ARGV[1], s, now, KEYS[2], ARGV[2], publish))
 """
 )
 
-# KEYS: state hash, lease. ARGV: name, channel.
+# KEYS: state hash, lease. ARGV: name, channel, probe (1: from the lease's holder).
+# A success on an open breaker from anyone but a probe is stale (the attempt started
+# before the opening, as a send finishing just after another process's 429): ignored.
 _SUCCESS = (
     _PRELUDE
     + """
 local now = now_ms()
 local s = load(KEYS[1])
-if s.state == 'closed' and s.failures == 0 then
+if (s.state == 'closed' and s.failures == 0) or (s.state == 'open' and ARGV[3] ~= '1') then
   return cjson.encode(view(ARGV[1], s, now, KEYS[2]))
 end
 local before = s.state
@@ -477,7 +479,7 @@ class RedisHealth:
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         client = self._client
-        if client is None or not self.connected:
+        if client is None:
             raise ConnectionError("health store not connected")
         async with asyncio.timeout(self.config.store_timeout):
             return await self._scripts[script](keys=keys, args=args, client=client)
@@ -510,21 +512,16 @@ class RedisHealth:
 
     async def _resync(self) -> None:
         """Push the rests decided alone while away, then take the shared state."""
-        self.connected = True  # for _call; set again by the caller when all went well
-        try:
-            for name, breaker in self.breakers.items():
-                left = breaker.open_until - breaker.clock()
-                if breaker.state is BreakerState.OPEN and left > 0:
-                    await self._call(
+        for name, breaker in self.breakers.items():
+            left = breaker.open_until - breaker.clock()
+            if breaker.state is BreakerState.OPEN and left > 0:
+                await self._call(
                         "merge", [self._key("health", name), self._key("probe", name)],
                         [name, self.channel, int(left * 1000), int(breaker.slow_call),
                          int(breaker.verify_can_probe), breaker.trips],
                     )  # fmt: skip
-            self._versions.clear()
-            await self._read()
-        except BaseException:
-            self.connected = False
-            raise
+        self._versions.clear()
+        await self._read()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -547,8 +544,9 @@ class RedisHealth:
             self.leases.discard(name)
             self._spawn(self._write("failure", keys, args))
         elif kind == "success":
+            probe = name in self.leases
             self.leases.discard(name)
-            self._spawn(self._write("success", keys, [name, self.channel]))
+            self._spawn(self._write("success", keys, [name, self.channel, int(probe)]))
         else:
             self._spawn(self._write("release", [self._key("probe", name)], [self.token]))
 
