@@ -176,6 +176,40 @@ class Runtime:
             return await self.shared.reserve(leaf.provider.name, max_wait)
         return leaf.limiter.reserve(max_wait)
 
+    async def snapshot(self, names: list[str]) -> dict[str, dict[str, Any]]:
+        """Each provider's health as the store has it (``mailer health``): the shared
+        state when the store is Redis (raises when unreachable), else this process's."""
+        views = {}
+        if self.shared is not None:
+            await self.shared.connect_once()
+            views = {v.name: v for v in await self.shared.views(names)}
+        out: dict[str, dict[str, Any]] = {}
+        now = self.clock()
+        for name in names:
+            leaf = self.leaves[name]
+            b = leaf.breaker
+            view = views.get(name)
+            entry: dict[str, Any] = {
+                "state": (view.state if view else b.state).value,
+                "failures": view.failures if view else b.failures,
+                "trips": view.trips if view else b.trips,
+                "next_probe_in": view.remaining if view else max(b.due_at - now, 0.0),
+                "probe_holder": (view.holder or None) if view else None,
+                "probe_lease_left": view.lease if view else 0.0,
+                "rate_limit": None,
+            }
+            if leaf.limiter is not None:
+                limit = leaf.limiter.limit
+                left = (
+                    await self.shared.rate_left(name)
+                    if self.shared is not None
+                    else leaf.limiter.left()[0]
+                )
+                entry["rate_limit"] = {"messages": limit.messages, "per": limit.per,
+                                       "burst": limit.slots, "slots_left": left}  # fmt: skip
+            out[name] = entry
+        return out
+
     def _breaker_listener(self, leaf: LeafHealth) -> Callable[[BreakerState, BreakerState], None]:
         from .events import Event
 

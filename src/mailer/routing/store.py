@@ -629,7 +629,7 @@ class RedisHealth:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._client is not None and self._loop is running:
+        if self._client is not None and self._loop in (None, running):
             await _quietly(self._client.aclose())
         self._client, self.connected = None, False
 
