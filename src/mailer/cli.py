@@ -555,8 +555,10 @@ def health(config: ConfigOption = Path("mailer.toml"), as_json: JsonOption = Fal
                       escape(holder), rate)  # fmt: skip
     out.print(table)
     if not shared:
-        out.print("health.store is memory: each process keeps its own breakers, so this "
-                  "shows a fresh process; set health.store to a Redis URL to share them")  # fmt: skip
+        out.print(
+            "health.store is memory: each process keeps its own breakers, so this shows a "
+            "fresh process; set health.store to a Redis URL to share them"
+        )
 
 
 # -- providers -----------------------------------------------------------------------------

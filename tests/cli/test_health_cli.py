@@ -38,8 +38,9 @@ def test_health_shows_the_shared_state(
 ) -> None:
     async def rest_the_primary() -> None:
         primary = ScriptedProvider("primary", ["rate_limited:45"])
-        async with Mailer([primary, ScriptedProvider("backup", rate_limit={"messages": 5, "per": 60})],
-                          health={"store": redis_server.url, "prefix": prefix}) as m:  # fmt: skip
+        backup = ScriptedProvider("backup", rate_limit={"messages": 5, "per": 60})
+        store = {"store": redis_server.url, "prefix": prefix}
+        async with Mailer([primary, backup], health=store) as m:
             await m.send(Message(sender="a@example.com", to=["b@example.org"], text="x"))
             await asyncio.sleep(0.2)  # the write is not awaited by the send
 
