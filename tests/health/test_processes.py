@@ -189,7 +189,7 @@ def test_one_probe_after_the_cooldown_then_everyone_returns(
     # one probe per cooldown across all four processes, never two at once
     gaps = [b - a for a, b in itertools.pairwise(probes)]
     assert all(g >= cooldown * 0.9 for g in gaps), probes
-    probe_logs = sorted(t for r in results for t in logged(r, "background probe"))
+    probe_logs = sorted(t for r in results for t in logged(r, "probing in the background"))
     assert len(probe_logs) == len(probes) + 1, probe_logs  # the failed ones and the good one
     assert probe_logs[-1] >= back
     for r in results:  # every process came back to the primary

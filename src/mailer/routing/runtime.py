@@ -279,6 +279,7 @@ class Runtime:
         return True
 
     def _start_probe(self, leaf: LeafHealth) -> None:
+        log.info("provider %s: probing in the background (verify)", leaf.provider.name)
         task = asyncio.get_running_loop().create_task(self._probe(leaf))
         leaf.probe = task
         self._probes.add(task)
