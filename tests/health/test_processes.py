@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from tests.health.redis_kit import RedisServer
 from tests.smtp.servers import SilentServer, SMTPTestServer, SwitchServer
+from tests.smtp.servers import wait_until as _wait
 
 from mailer._demo.http_fake import FakeResendServer
 
@@ -318,12 +319,3 @@ def test_a_rate_limit_shared_by_four_processes_holds_within_ten_percent(
     window = [t for t in ends if start <= t < start + seconds]
     assert abs(len(window) - rate * seconds) <= rate * seconds * 0.1, len(window)
     assert len(ends) <= rate * (seconds + 2.5) + rate + 10  # and never more in total
-
-
-def _wait(check: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return bool(check())

@@ -54,6 +54,7 @@ __all__ = [
     "TokenEndpoint",
     "free_port",
     "make_certs",
+    "wait_until",
 ]
 
 #: the only name in the test server certificate (so an IP host needs tls.servername)
@@ -448,12 +449,17 @@ class SMTPTestServer:
 
     def wait_for(self, predicate: Any, timeout: float = 2.0) -> bool:
         """Poll server state (it lives in another thread) until ``predicate()``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return bool(predicate())
+        return wait_until(predicate, timeout)
+
+
+def wait_until(predicate: Any, timeout: float) -> bool:
+    """Poll ``predicate()`` every 10 ms until it is true or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return bool(predicate())
 
 
 class _ThreadedSocketServer:
