@@ -104,7 +104,9 @@ def outage(redis: RedisServer | None, processes: int, sends: int, tmp: Path) -> 
             spec.write_text(json.dumps({"config": config, "sends": sends, "interval": 0.02,
                                         "go": str(go), "out": str(out)}))  # fmt: skip
             outs.append(out)
-            procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec)]))
+            with open(f"{out}.stderr", "wb") as stderr:  # never an unread pipe
+                procs.append(subprocess.Popen([sys.executable, str(WORKER), str(spec)],
+                                              stderr=stderr))  # fmt: skip
         deadline = time.monotonic() + 120
         while not all(Path(f"{o}.ready").exists() for o in outs):
             if time.monotonic() > deadline:

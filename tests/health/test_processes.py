@@ -41,8 +41,10 @@ class Workers:
             path = tmp / f"spec{i}.json"
             path.write_text(json.dumps({**spec, "go": str(self.go), "out": str(out)}))
             self.outs.append(out)
-            self.procs.append(subprocess.Popen([sys.executable, str(WORKER), str(path)],
-                                               stderr=subprocess.PIPE))  # fmt: skip
+            # stderr to a file: an unread pipe that fills up blocks the worker
+            with open(f"{out}.stderr", "wb") as stderr:
+                self.procs.append(subprocess.Popen([sys.executable, str(WORKER), str(path)],
+                                                   stderr=stderr))  # fmt: skip
 
     def start(self) -> float:
         """Go, once every worker has built its Mailer and reached Redis."""
@@ -59,11 +61,12 @@ class Workers:
         out = []
         for proc, path in zip(self.procs, self.outs, strict=True):
             try:
-                _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 1))
+                proc.wait(timeout=max(deadline - time.monotonic(), 1))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 raise
-            assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+            err = Path(f"{path}.stderr").read_text(errors="replace")
+            assert proc.returncode == 0, err[-3000:]
             out.append(json.loads(path.read_text()))
         return out
 
