@@ -77,6 +77,23 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     return {"pid": os.getpid(), "sends": sends, "health": health}
 
 
+async def _watched(coro: Any, after: float) -> dict[str, Any]:
+    """Run ``coro``; if it is still running after ``after`` seconds, print every task's
+    stack to stderr (a hang says where, before faulthandler ends the process)."""
+    loop = asyncio.get_running_loop()
+
+    def dump() -> None:
+        for task in asyncio.all_tasks(loop):
+            task.print_stack(file=sys.stderr)
+        sys.stderr.flush()
+
+    handle = loop.call_later(after, dump)
+    try:
+        return await coro  # type: ignore[no-any-return]
+    finally:
+        handle.cancel()
+
+
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     # a worker that hangs says where, on stderr, and ends (the test reports it)
@@ -85,7 +102,7 @@ def main() -> None:
     logger = logging.getLogger("mailer")
     logger.addHandler(records)
     logger.setLevel(logging.INFO)
-    out = asyncio.run(run(spec))
+    out = asyncio.run(_watched(run(spec), float(spec.get("max_seconds", 60)) + 60))
     out["log"] = records.lines
     Path(spec["out"]).write_text(json.dumps(out))
 

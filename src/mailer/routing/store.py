@@ -446,7 +446,9 @@ class RedisHealth:
                 next_read = loop.time() + refresh
                 while True:
                     wait = max(next_read - loop.time(), 0.0)
-                    message = await pubsub.get_message(timeout=wait)
+                    message = await _bounded(
+                        pubsub.get_message(timeout=wait), wait + self.config.store_timeout
+                    )
                     if message is not None and message.get("type") == "message":
                         self._apply(ProviderView.parse(message["data"]))
                     if loop.time() >= next_read:
@@ -481,8 +483,8 @@ class RedisHealth:
         client = self._client
         if client is None:
             raise ConnectionError("health store not connected")
-        async with asyncio.timeout(self.config.store_timeout):
-            return await self._scripts[script](keys=keys, args=args, client=client)
+        call = self._scripts[script](keys=keys, args=args, client=client)
+        return await _bounded(call, self.config.store_timeout)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -632,6 +634,34 @@ class RedisHealth:
         if self._client is not None and self._loop in (None, running):
             await _quietly(self._client.aclose())
         self._client, self.connected = None, False
+
+
+async def _bounded(call: Awaitable[Any], timeout: float) -> Any:
+    """Await ``call`` for at most ``timeout`` seconds, whatever it does with cancellation.
+
+    ``asyncio.timeout`` only cancels, and a client library that catches the cancellation
+    (to tidy a connection up, say) keeps the caller waiting: a send must never wait on
+    Redis longer than ``store_timeout``. The call runs as a task; past the timeout it is
+    cancelled and left to finish on its own, and TimeoutError is raised at once.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except BaseException:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise
+    if not done:
+        task.cancel()
+        task.add_done_callback(_retrieve)
+        raise TimeoutError(f"no answer from the health store within {timeout:g}s")
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Consume an abandoned call's outcome (no "exception was never retrieved")."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _has_loop() -> bool:
