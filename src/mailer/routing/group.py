@@ -425,14 +425,12 @@ class Group(Provider):
         state = AttemptState(name, send_deadline=ctx.deadline, started=now)
         base = anyio.current_time()
         state.lift_to = base + remaining + grace
+        scope = anyio.CancelScope(deadline=state.lift_to)
+        state.scope = scope
         if provider.reports_commit_point:
             state.budget_deadline = now + budget
             state.budget, state.grace = budget, min(0.25, budget * 0.1)
-            scope_deadline = min(base + budget + state.grace, state.lift_to)
-        else:
-            scope_deadline = state.lift_to
-        scope = anyio.CancelScope(deadline=scope_deadline)
-        state.scope = scope
+            state.arm(base + budget + state.grace)
         leaf.inflight.add(state)
         token = _enter(state)
         error: DeliveryError
@@ -460,6 +458,7 @@ class Group(Provider):
             rt.record(name, message.message_id, ctx.attempts, now, exc, self._committed(state))
             raise
         finally:
+            state.disarm()
             _exit(token)
             leaf.inflight.discard(state)
         if state.setup_time is not None:

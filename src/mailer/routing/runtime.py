@@ -17,7 +17,7 @@ import itertools
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -329,7 +329,9 @@ class Runtime:
         ctx = _SEND.get()
         if ctx is not None and event.kind != "breaker":
             if event.send_id is None:
-                event = replace(event, send_id=ctx.send_id)
+                # Fresh from our own code and not yet seen by anyone: filled in place
+                # (dataclasses.replace cost about 5 us an event on the hot path).
+                object.__setattr__(event, "send_id", ctx.send_id)
             if event.kind in ("sent", "failed"):
                 ctx.ended = True
         for listener in list(self.listeners):
