@@ -103,8 +103,14 @@ class AttemptState:
 
     def _expire(self) -> None:
         self._timer = None
-        if not self.committed and self.scope is not None:
-            self.scope.cancel()
+        if self.committed or self.scope is None:
+            return
+        if self.budget_deadline is not None:
+            left = self.budget_deadline + self.grace - time.monotonic()
+            if left > 0.001:  # progress() moved the budget on meanwhile
+                self._timer = asyncio.get_running_loop().call_later(left, self._expire)
+                return
+        self.scope.cancel()
 
     def deadline(self) -> float | None:
         """The deadline that applies now: the budget's before the commit point."""
@@ -121,8 +127,10 @@ class AttemptState:
         if self.committed or self.budget is None:
             return
         self.budget_deadline = time.monotonic() + self.budget
+        # The asyncio timer checks budget_deadline when it fires and re-arms itself if it
+        # moved (one timer per attempt, not one per RCPT answer); trio's scope is moved.
         scope = self.scope
-        if scope is not None and not scope.cancel_called:
+        if self._timer is None and scope is not None and not scope.cancel_called:
             self.arm(anyio.current_time() + self.budget + self.grace)
 
     def release(self) -> None:
