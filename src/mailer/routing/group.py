@@ -63,7 +63,7 @@ from ..health import BreakerState
 from ..message import Message
 from ..provider import Provider
 from ..result import SendResult
-from .attempt import AttemptState, _enter, _exit, commit_point
+from .attempt import AttemptState, _enter, _exit, commit_point, loop_time
 from .events import Event
 from .runtime import _SEND, LeafHealth, Runtime, SendContext
 
@@ -423,7 +423,7 @@ class Group(Provider):
                 raise
             remaining = ctx.deadline - now
         state = AttemptState(name, send_deadline=ctx.deadline, started=now)
-        base = anyio.current_time()
+        base = loop_time()
         state.lift_to = base + remaining + grace
         scope = anyio.CancelScope(deadline=state.lift_to)
         state.scope = scope
