@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .health import HealthConfig
 from .outbox.config import OutboxConfig
 from .routing.budget import BudgetConfig
+from .routing.group import GROUPS
 from .routing.runtime import RetryConfig
 
 __all__ = [
@@ -48,7 +49,7 @@ _ROUTING_PARAMS = ("priority", "weight", "name", "enabled")
 
 
 #: provider types that are groups of other providers (:mod:`mailer.routing.group`)
-GROUP_TYPES = ("failover", "weighted", "roundrobin")
+GROUP_TYPES = tuple(GROUPS)
 
 
 class ProviderEntry(BaseModel):
@@ -245,7 +246,7 @@ def _env_value(m: re.Match[str], env: Mapping[str, str] | None) -> str:
     raise ConfigError(f"environment variable {name} is not set (used as ${{{name}}})")
 
 
-_GROUP_DSN = re.compile(r"(failover|weighted|roundrobin)\((.*)\)", re.DOTALL)
+_GROUP_DSN = re.compile(rf"({'|'.join(GROUP_TYPES)})\((.*)\)", re.DOTALL)
 
 
 def _split_group(inner: str) -> list[str]:

@@ -37,7 +37,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from tenacity import (
@@ -646,7 +646,6 @@ def _weights(children: Sequence[Provider], weights: Sequence[float] | None) -> l
     return out
 
 
-GroupKind = Literal["failover", "weighted", "roundrobin"]
 GROUPS: dict[str, type[Group]] = {"failover": Failover, "weighted": Weighted,
                                   "roundrobin": RoundRobin}  # fmt: skip
 

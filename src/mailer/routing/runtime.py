@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._backend import current_async_library
 from .._log import get_logger, log_event
 from ..health import BreakerState, CircuitBreaker, HealthConfig
 from .attempt import AttemptState
@@ -272,11 +273,7 @@ class Runtime:
 
     @staticmethod
     def _background_ok() -> bool:
-        try:
-            asyncio.get_running_loop()  # under trio there is none
-        except RuntimeError:
-            return False
-        return True
+        return current_async_library() == "asyncio"  # probes are asyncio tasks
 
     def _start_probe(self, leaf: LeafHealth) -> None:
         log.info("provider %s: probing in the background (verify)", leaf.provider.name)

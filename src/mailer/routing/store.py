@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._backend import current_async_library
 from .._log import get_logger, register_secret
 from ..errors import AuthError, ConfigError, DeliveryError, RateLimited
 from ..health import BreakerState, CircuitBreaker, HealthConfig, redact_url
@@ -665,11 +666,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    return current_async_library() == "asyncio"
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:
