@@ -35,7 +35,7 @@ from .errors import (
     UnsupportedFeature,
 )
 from .health import BreakerState, HealthConfig
-from .message import Address, Message
+from .message import Message, MessageDefaults
 from .outbox import Outbox, OutboxConfig
 from .plugins import load_provider_class
 from .provider import _DEADLINE, AsyncClosing, Provider
@@ -117,7 +117,9 @@ class Mailer(AsyncClosing):
             raise ConfigError("send_timeout must be a positive number of seconds")
         self.on_uncertain = on_uncertain
         self.send_timeout = float(send_timeout)
-        self.defaults = self._check_defaults(defaults or {})
+        self._defaults = self._check_defaults(defaults or {})
+        #: the defaults as validated values (``sender`` an Address, ``cc`` a list of them)
+        self.defaults: dict[str, Any] = self._defaults.values
         self._runtime = Runtime(
             health=_model(HealthConfig, health),
             retry=_model(RetryConfig, retry),
@@ -183,17 +185,11 @@ class Mailer(AsyncClosing):
         return cls(routes, **options)
 
     @staticmethod
-    def _check_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(defaults)
-        if "from" in out:
-            out["sender"] = out.pop("from")
+    def _check_defaults(defaults: Mapping[str, Any]) -> MessageDefaults:
         try:
-            for key in ("sender",):
-                if out.get(key) is not None:
-                    out[key] = Address.parse(out[key])
+            return MessageDefaults(defaults)
         except MessageError as exc:
             raise ConfigError(f"invalid defaults: {exc}") from None
-        return out
 
     # -- introspection -----------------------------------------------------------------
 
@@ -256,7 +252,7 @@ class Mailer(AsyncClosing):
     ) -> SendResult:
         """``send`` without the outbox: what the outbox's workers call."""
         root = self.root if providers is None else self._subset(providers)
-        msg = message.with_defaults(self.defaults)
+        msg = message.with_defaults(self._defaults)
         msg.as_bytes()  # render and check once, before any I/O
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
@@ -376,7 +372,7 @@ class Mailer(AsyncClosing):
         The Mailer's defaults are applied and attachments given by path are read now;
         the message is committed to the outbox before this returns.
         """
-        return await self.outbox.enqueue(message.with_defaults(self.defaults))
+        return await self.outbox.enqueue(message.with_defaults(self._defaults))
 
     async def drain(self, timeout: float | None = None) -> dict[str, int]:
         """Deliver what the outbox has due, in this process, until nothing is due (with

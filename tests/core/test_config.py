@@ -99,6 +99,18 @@ def test_dsn_file_provider(tmp_path: Path) -> None:
             "invalid defaults",
         ),
         ({"providers": [{"type": "memory"}], "defaults": {"subject": "x"}}, "unknown defaults"),
+        (
+            {"providers": [{"type": "memory"}], "defaults": {"headers": {"Bad Name": "1"}}},
+            "invalid defaults: invalid message: headers: invalid header name",
+        ),
+        (
+            {"providers": [{"type": "memory"}], "defaults": {"cc": ["not an address"]}},
+            "invalid defaults",
+        ),
+        (
+            {"providers": [{"type": "memory"}], "defaults": {"headers": {"Received": "x"}}},
+            "invalid defaults",
+        ),
         ({"providers": [{"type": "Bad Type"}]}, "provider type must be"),
         ({"providers": ["nourl"]}, "has no scheme"),
         (

@@ -277,6 +277,32 @@ def test_defaults_fill_only_empty_fields() -> None:
     assert out.tags == ["t"]
 
 
+def test_defaults_copy_has_its_own_rendering_and_shares_the_id() -> None:
+    from mailer.message import MAX_HEADERS, MessageDefaults
+
+    defaults = MessageDefaults({"from": "app@example.com", "cc": ["copy@example.org"]})
+    bare = Message(to=["u@example.org"], text="x")
+    filled = bare.with_defaults(defaults)
+    data = filled.as_bytes()
+    assert b"From: app@example.com" in data and b"Cc: copy@example.org" in data
+    # the id is fixed on the copy's first read, with the default sender's domain, and the
+    # original reads the same one
+    assert filled.message_id.endswith("@example.com>")
+    assert bare.message_id == filled.message_id
+    # a copy made after the original was rendered does not inherit that rendering
+    m = make(text="x")
+    m.as_bytes()
+    tagged = m.with_defaults(MessageDefaults({"headers": {"X-App": "1"}}))
+    assert b"X-App: 1" in tagged.as_bytes() and b"X-App" not in m.as_bytes()
+    # the defaults' lists are not shared between the messages they fill
+    other = bare.with_defaults(defaults)
+    assert other.cc == filled.cc and other.cc is not filled.cc
+    # the one rule spanning fields that filling can break: the merged header count
+    many = make(text="x", headers={f"X-M{i}": "1" for i in range(MAX_HEADERS)})
+    with pytest.raises(MessageError, match="headers with the Mailer's defaults"):
+        many.with_defaults(MessageDefaults({"headers": {"X-Extra": "1"}}))
+
+
 def test_json_round_trip_keeps_message_id_and_bytes() -> None:
     m = make(
         subject="Grüße",
