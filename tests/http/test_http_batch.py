@@ -182,3 +182,44 @@ async def test_without_a_batch_endpoint_messages_are_sent_concurrently() -> None
     assert route.call_count == 3
     assert isinstance(outcomes[0], SendResult) and isinstance(outcomes[2], SendResult)
     assert isinstance(outcomes[1], PermanentError) and outcomes[1].provider == "sendgrid"
+
+
+def big(i: int, megabytes: float) -> Message:
+    """A message whose attachment makes it about ``megabytes`` MB as sent (base64)."""
+    raw = bytes(int(megabytes * 750_000))  # base64 grows it by 4/3
+    return msg(i, attachments=[{"content": raw, "filename": f"f{i}.bin"}])
+
+
+async def test_postmark_batches_are_cut_to_its_50_mb_payload_limit() -> None:
+    messages = [big(i, 9) for i in range(12)]  # 108 MB: at most 5 (45 MB) a request
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert len(request.content) <= 50_000_000
+        items = json.loads(request.content)
+        return httpx.Response(200, json=[pm_ok(m["To"], i) for i, m in enumerate(items)])
+
+    provider = postmark()
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post(PM_BATCH).mock(side_effect=answer)
+        outcomes = await provider.send_batch(messages)
+    await provider.aclose()
+    assert sorted(len(json.loads(c.request.content)) for c in route.calls) == [2, 5, 5]
+    assert all(isinstance(o, SendResult) for o in outcomes)
+
+
+async def test_a_message_over_the_api_limit_is_refused_before_any_io() -> None:
+    from mailer import UnsupportedFeature
+
+    provider = postmark()
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        route = router.post("https://api.postmarkapp.com/email")
+        batch = router.post(PM_BATCH).mock(
+            return_value=httpx.Response(200, json=[pm_ok("r2@example.org", 2)])
+        )
+        with pytest.raises(UnsupportedFeature, match=r"up to 10.0 MB .* this one is 1[01]\.\d MB"):
+            await provider.send(big(0, 10.5))
+        outcomes = await provider.send_batch([big(1, 10.5), msg(2)])
+    await provider.aclose()
+    assert route.call_count == 0
+    assert isinstance(outcomes[0], UnsupportedFeature)
+    assert isinstance(outcomes[1], SendResult) and batch.call_count == 1

@@ -134,3 +134,37 @@ def test_sync_mailer_send_many_uses_the_batch_endpoint_too() -> None:
             results = mailer.send_many(messages)
     assert single.call_count == 0 and 1 <= batch.call_count <= 5
     assert [type(r).__name__ for r in results].count("SendResult") == 19  # r3 is refused
+
+
+async def test_a_message_too_big_for_one_api_fails_over_to_the_next() -> None:
+    """Postmark takes 10 MB a message: a 12 MB one goes to the next provider, and the
+    batch requests send_many makes for the rest stay under Postmark's 50 MB."""
+    raw = bytes(9_000_000)  # 12 MB in base64
+    huge = Message(sender="s@example.com", to=["h@example.org"], text="t",
+                   attachments=[{"content": raw, "filename": "h.bin"}])  # fmt: skip
+    mid = bytes(6_000_000)  # 8 MB in base64: at most 6 in a batch request
+    messages = [
+        Message(
+            sender="s@example.com",
+            to=[f"b{i}@example.org"],
+            subject=f"m{i}",
+            text="t",
+            attachments=[{"content": mid, "filename": "m.bin"}],
+        )
+        for i in range(8)
+    ]
+    backup = ScriptedProvider("backup")
+    mailer = Mailer([postmark(), backup])
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        batch = router.post(PM_BATCH).mock(side_effect=batch_answer)
+        single = router.post(PM_ONE).mock(return_value=httpx.Response(500))
+        async with mailer:
+            results = await mailer.send_many([huge, *messages])
+    assert all(isinstance(r, SendResult) for r in results), results
+    first = results[0]
+    assert isinstance(first, SendResult) and first.provider == "backup"
+    assert all(isinstance(r, SendResult) and r.provider == "postmark" for r in results[1:])
+    assert single.call_count == 0
+    assert all(len(call.request.content) <= 50_000_000 for call in batch.calls)
+    assert sum(len(json.loads(call.request.content)) for call in batch.calls) == 8
+    assert batch.call_count >= 2

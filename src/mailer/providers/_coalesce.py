@@ -44,6 +44,7 @@ def _future() -> asyncio.Future[Any]:
 @dataclass(eq=False)
 class _Item:
     payload: Any
+    size: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     go: asyncio.Future[bool] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -56,16 +57,23 @@ class _Item:
 class Coalescer:
     """One per provider: the sends waiting to go in its next batch."""
 
-    def __init__(self, size: int, send_chunk: SendChunk) -> None:
+    def __init__(self, size: int, send_chunk: SendChunk, max_bytes: int = 0) -> None:
         self._size = size
         self._send_chunk = send_chunk
+        #: a batch request's byte limit (0: none)
+        self._max_bytes = max_bytes
         self._pending: list[_Item] = []
+        self._pending_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, payload: Any) -> SendResult:
-        item = _Item(payload)
+    async def submit(self, payload: Any, size: int = 0) -> SendResult:
+        """Send ``payload`` (``size`` bytes) in the next batch; its own outcome."""
+        if self._max_bytes and self._pending and self._pending_bytes + size > self._max_bytes:
+            self._flush()  # this one would not fit: the batch so far goes now
+        item = _Item(payload, size)
         self._pending.append(item)
+        self._pending_bytes += size
         if len(self._pending) >= self._size:
             self._flush()
         elif self._timer is None:
@@ -75,6 +83,7 @@ class Coalescer:
         except BaseException:
             if item in self._pending:  # abandoned before its batch formed: just leave
                 self._pending.remove(item)
+                self._pending_bytes -= item.size
             elif not item.go.done():
                 item.go.set_result(False)
             raise
@@ -94,6 +103,7 @@ class Coalescer:
             self._timer.cancel()
             self._timer = None
         items, self._pending = self._pending[: self._size], self._pending[self._size :]
+        self._pending_bytes = sum(item.size for item in self._pending)
         if self._pending:
             self._timer = asyncio.get_running_loop().call_later(WINDOW, self._flush)
         if items:

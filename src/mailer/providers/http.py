@@ -276,6 +276,12 @@ class HTTPProvider(Provider):
     max_reply_to: ClassVar[int | None] = None
     #: messages per batch request (0: no batch endpoint; :meth:`send_batch` sends each)
     batch_size: ClassVar[int] = 0
+    #: the API's size limit for one message, in bytes as sent (attachments base64-encoded,
+    #: which the rendered MIME measures closely); 0: none known. A larger message is
+    #: refused before any I/O, so the Mailer moves it on instead of the API rejecting it
+    max_message_bytes: ClassVar[int] = 0
+    #: the size limit of one batch request in bytes (0: none); a batch is cut to fit
+    batch_max_bytes: ClassVar[int] = 0
     #: feature -> top-level JSON field the default hooks fill: ``from``, ``subject``,
     #: ``to``, ``cc``, ``bcc``, ``reply_to``, ``text``, ``html``, ``headers``, ``tags``,
     #: ``metadata``. A feature with no field (and no overriding hook) is refused.
@@ -443,6 +449,11 @@ class HTTPProvider(Provider):
             f"provider {self.name!r} ({type(self).__name__}) {rule}", provider=self.name
         )
 
+    @staticmethod
+    def message_size(message: Message) -> int:
+        """The message's size as an API counts it: its rendering, attachments in base64."""
+        return len(message.as_bytes())
+
     def _limited(self, items: list[T], limit: int | None, one: str, many: str) -> list[T]:
         if limit is not None and len(items) > limit:
             self.unsupported(f"more than one {one}" if limit == 1 else f"more than {limit} {many}")
@@ -464,6 +475,13 @@ class HTTPProvider(Provider):
                 "cannot send to or from an address with a non-ASCII local part (SMTPUTF8): "
                 "its API takes 7-bit ASCII local parts only; send such a message through "
                 "an SMTP server that offers SMTPUTF8"
+            )
+        size = self.message_size(message)
+        if self.max_message_bytes and size > self.max_message_bytes:
+            self.refuse(
+                f"takes messages up to {_megabytes(self.max_message_bytes)} with attachments "
+                f"encoded, and this one is {_megabytes(size)}; send it through SMTP or a "
+                "provider with a larger limit"
             )
         payload = Payload(message)
         to, cc, bcc = unique_recipients(message)
@@ -767,8 +785,9 @@ class HTTPProvider(Provider):
             # One of Mailer.send_many's sends: it goes in a batch request with others.
             payload = self.build_payload(message)  # may refuse the message: before any I/O
             if self._coalescer is None:
-                self._coalescer = Coalescer(self.batch_size, self._send_chunk)
-            return await self._coalescer.submit(payload)
+                self._coalescer = Coalescer(self.batch_size, self._send_chunk, self.batch_max_bytes)
+            size = self.message_size(message) if self.batch_max_bytes else 0
+            return await self._coalescer.submit(payload, size)
         await self.presign(message)
         request = self.build_request(message)  # may refuse the message: before any I/O
         response = await self.request(request)
@@ -976,8 +995,7 @@ class HTTPProvider(Provider):
             for (index, _), outcome in zip(items, results, strict=True):
                 outcomes[index] = outcome
 
-        size = max(self.batch_size, 1)
-        chunks = [batched[i : i + size] for i in range(0, len(batched), size)]
+        chunks = self._chunks(batched)
         async with asyncio.TaskGroup() as group:
             for items in chunks:
                 group.create_task(chunk(items))
@@ -985,6 +1003,23 @@ class HTTPProvider(Provider):
                 group.create_task(one(index))
         assert all(o is not None for o in outcomes)
         return [o for o in outcomes if o is not None]
+
+    def _chunks(self, batched: list[tuple[int, Payload]]) -> list[list[tuple[int, Payload]]]:
+        """Batches of at most ``batch_size`` messages and ``batch_max_bytes`` bytes."""
+        count, limit = max(self.batch_size, 1), self.batch_max_bytes
+        chunks: list[list[tuple[int, Payload]]] = []
+        current: list[tuple[int, Payload]] = []
+        used = 0
+        for item in batched:
+            size = self.message_size(item[1].message)
+            if current and (len(current) >= count or (limit and used + size > limit)):
+                chunks.append(current)
+                current, used = [], 0
+            current.append(item)
+            used += size
+        if current:
+            chunks.append(current)
+        return chunks
 
     async def _send_chunk(self, items: list[tuple[int, Payload]]) -> list[BatchOutcome]:
         payloads = [payload for _, payload in items]
@@ -1033,6 +1068,10 @@ class HTTPProvider(Provider):
     def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
         """One outcome per message from the batch answer, in order."""
         raise NotImplementedError
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
 
 
 def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:

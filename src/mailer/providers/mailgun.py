@@ -52,6 +52,7 @@ class MailgunProvider(HTTPProvider):
     default_base_url = _REGIONS["us"]
     response_id_field = "id"
     max_tags = 3
+    max_message_bytes = 25_000_000  # "The maximum message size Mailgun supports is 25MB"
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:

@@ -67,6 +67,8 @@ class PostmarkProvider(HTTPProvider):
     verify_path = "/server"
     max_tags = 1
     batch_size = 500
+    max_message_bytes = 10_000_000  # "10 MB including attachments", base64-encoded
+    batch_max_bytes = 50_000_000  # "up to 50 MB payload size, including attachments"
     json_fields: ClassVar[dict[str, str]] = {
         "from": "From", "subject": "Subject", "to": "To", "cc": "Cc", "bcc": "Bcc",
         "reply_to": "ReplyTo", "text": "TextBody", "html": "HtmlBody", "tags": "Tag",

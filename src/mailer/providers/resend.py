@@ -71,6 +71,7 @@ class ResendProvider(HTTPProvider):
     verify_path = "/domains"
     rate_limit_reset_headers = ("ratelimit-reset",)
     batch_size = 100
+    max_message_bytes = 40_000_000  # "up to 40MB" with attachments base64-encoded
     json_fields: ClassVar[dict[str, str]] = {
         "from": "from", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
         "reply_to": "reply_to", "text": "text", "html": "html", "headers": "headers",

@@ -33,6 +33,7 @@ class SendGridProvider(HTTPProvider):
     config: SendGridConfig
     default_base_url = "https://api.sendgrid.com"
     send_path = "/v3/mail/send"
+    max_message_bytes = 30_000_000  # "The total message size should not exceed 30MB"
     verify_path = "/v3/scopes"
     dsn_key_field = "api_key"
     key_header = "Authorization"

@@ -108,6 +108,7 @@ class SESProvider(HTTPProvider):
     config: SESConfig
     verify_path = "/v2/email/account"
     send_path = "/v2/email/outbound-emails"
+    max_message_bytes = 40_000_000  # SES v2: 40 MB a message, attachments encoded
     response_id_field = "MessageId"
     requires_to = False  # Destination may hold Bcc addresses only
     sends_message_id = False  # SES sets its own Message-ID
