@@ -417,6 +417,21 @@ class SyncMailer:
         report: dict[str, Exception | None] = self._call(lambda mailer: mailer.verify(), "verify")
         return report
 
+    def health(self) -> dict[str, dict[str, Any]]:
+        """``Mailer.health()``: each provider's breaker state, for a health-check view.
+
+        Read on the Mailer's loop thread, where the breakers change, so the figures of
+        one provider are never half-updated; with a shared store (Redis) they are the
+        verdicts every process has seen, refreshed every ``health.refresh`` seconds.
+        """
+        self._refuse_in_loop("health", "mailer.health()")
+
+        async def read(mailer: Mailer) -> dict[str, dict[str, Any]]:
+            return mailer.health()
+
+        report: dict[str, dict[str, Any]] = self._call(read, "health")
+        return report
+
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """Let in-flight sends finish for up to ``timeout`` seconds (default
         :data:`CLOSE_TIMEOUT`, 10 s), cut the rest (each caller is told: TransientError

@@ -294,3 +294,27 @@ def test_store_setting_is_checked_and_its_password_never_shown() -> None:
     with pytest.raises(ConfigError) as info:
         Mailer.from_config({"providers": [{"type": "memory"}], "health": {"store": "redis:x"}})
     assert "health.store" in str(info.value) or "store" in str(info.value)
+
+
+def test_sync_mailers_share_one_breaker_through_redis(redis_server: RedisServer, prefix: str) -> None:
+    """The Django and Flask integrations use SyncMailer, whose Mailer lives on its own
+    loop thread: the store must start there and share verdicts like an async Mailer."""
+    from mailer import SyncMailer
+
+    pa = ScriptedProvider("primary", ["transient"])
+    pb = ScriptedProvider("primary", ["transient"])
+    a = SyncMailer(lambda: build(redis_server.url, prefix, pa))
+    b = SyncMailer(lambda: build(redis_server.url, prefix, pb))
+    try:
+        assert a.send(msg()).provider == "backup"
+        assert b.send(msg()).provider == "backup"  # the second failure: opens for both
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and a.health()["primary"]["state"] != "open":
+            time.sleep(0.02)
+        assert a.health()["primary"]["state"] == "open"
+        calls = pa.calls
+        assert a.send(msg()).provider == "backup"
+        assert pa.calls == calls  # told by B's failure, through Redis
+    finally:
+        a.close()
+        b.close()
