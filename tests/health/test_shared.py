@@ -296,7 +296,9 @@ def test_store_setting_is_checked_and_its_password_never_shown() -> None:
     assert "health.store" in str(info.value) or "store" in str(info.value)
 
 
-def test_sync_mailers_share_one_breaker_through_redis(redis_server: RedisServer, prefix: str) -> None:
+def test_sync_mailers_share_one_breaker_through_redis(
+    redis_server: RedisServer, prefix: str
+) -> None:
     """The Django and Flask integrations use SyncMailer, whose Mailer lives on its own
     loop thread: the store must start there and share verdicts like an async Mailer."""
     from mailer import SyncMailer
