@@ -74,10 +74,12 @@ async def test_postmark_batch_gives_each_message_its_own_outcome() -> None:
     assert isinstance(outcomes[3], SendResult) and outcomes[3].provider_message_id == "pm-3"
 
 
-async def test_postmark_batches_500_at_a_time() -> None:
-    messages = [msg(i) for i in range(501)]
+async def postmark_batches(messages: list[Message]) -> tuple[list[Any], list[int]]:
+    """send_batch through Postmark accepting every item: the outcomes and the sizes
+    (messages per request) of the batch requests made, checked against the 50 MB limit."""
 
     def answer(request: httpx.Request) -> httpx.Response:
+        assert len(request.content) <= 50_000_000
         items = json.loads(request.content)
         return httpx.Response(200, json=[pm_ok(m["To"], i) for i, m in enumerate(items)])
 
@@ -86,7 +88,12 @@ async def test_postmark_batches_500_at_a_time() -> None:
         route = router.post(PM_BATCH).mock(side_effect=answer)
         outcomes = await provider.send_batch(messages)
     await provider.aclose()
-    sizes = sorted(len(json.loads(c.request.content)) for c in route.calls)
+    return outcomes, sorted(len(json.loads(c.request.content)) for c in route.calls)
+
+
+async def test_postmark_batches_500_at_a_time() -> None:
+    messages = [msg(i) for i in range(501)]
+    outcomes, sizes = await postmark_batches(messages)
     assert sizes == [1, 500]
     assert all(isinstance(o, SendResult) for o in outcomes)
     assert [o.message_id for o in outcomes if isinstance(o, SendResult)] == [
@@ -192,18 +199,8 @@ def big(i: int, megabytes: float) -> Message:
 
 async def test_postmark_batches_are_cut_to_its_50_mb_payload_limit() -> None:
     messages = [big(i, 9) for i in range(12)]  # 108 MB: at most 5 (45 MB) a request
-
-    def answer(request: httpx.Request) -> httpx.Response:
-        assert len(request.content) <= 50_000_000
-        items = json.loads(request.content)
-        return httpx.Response(200, json=[pm_ok(m["To"], i) for i, m in enumerate(items)])
-
-    provider = postmark()
-    with respx.mock(assert_all_mocked=True) as router:
-        route = router.post(PM_BATCH).mock(side_effect=answer)
-        outcomes = await provider.send_batch(messages)
-    await provider.aclose()
-    assert sorted(len(json.loads(c.request.content)) for c in route.calls) == [2, 5, 5]
+    outcomes, sizes = await postmark_batches(messages)
+    assert sizes == [2, 5, 5]
     assert all(isinstance(o, SendResult) for o in outcomes)
 
 
