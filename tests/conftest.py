@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.health.redis_kit import RedisServer
+from tests.pgcluster import PostgresCluster, find_bin
 
 #: the tests' own plugin (a provider that loads, one that cannot): found through its
 #: dist-info on sys.path, never installed, so a demo install does not list it
@@ -55,6 +56,28 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway cluster for the session (each test gets its own database)."""
+    if find_bin() is None:
+        pytest.skip(
+            "PostgreSQL is not installed, and `make install` could not install it "
+            "(that needs root and apt-get)"
+        )
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PostgresCluster) -> str:
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_cluster.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture

@@ -482,3 +482,103 @@ def test_enqueue_on_commit_needs_an_outbox(smtp_server: Servers, use_mailer: Use
     use_mailer(smtp_config(smtp_server(), django={"enqueue_on_commit": True}))
     with pytest.raises(ConfigError, match="needs an outbox"):
         mail.send_mail("s", "b", "a@example.com", ["r@example.org"])
+
+
+@pytest.fixture
+def pg_alias(pg_url: str) -> Any:
+    """A Django database alias ``pg`` on this test's own Postgres database."""
+    from urllib.parse import urlsplit
+
+    from django.db import connections
+
+    url = urlsplit(pg_url)
+    entry = {"ENGINE": "django.db.backends.postgresql", "NAME": url.path.lstrip("/"),
+             "USER": url.username, "HOST": url.hostname, "PORT": str(url.port)}  # fmt: skip
+    default = connections.settings["default"]
+    configured = connections.configure_settings({"default": default, "pg": entry})
+    connections.settings["pg"] = configured["pg"]
+    try:
+        yield "pg"
+    finally:
+        connections["pg"].close()
+        del connections.settings["pg"]
+        if hasattr(connections._connections, "pg"):
+            delattr(connections._connections, "pg")
+
+
+def outbox_rows(pg_url: str) -> list[tuple[Any, ...]]:
+    """The outbox's rows as another connection sees them (committed ones only)."""
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        return list(conn.execute("SELECT message_id, state FROM mailer_outbox ORDER BY id"))
+
+
+def test_enqueue_in_transaction_is_atomic_with_the_apps_data(
+    smtp_server: Servers, use_mailer: UseMailer, pg_url: str, pg_alias: str
+) -> None:
+    """The outbox row is written through Django's connection, inside the app's
+    transaction: no commit of the app's data without its mail, and no mail without it."""
+    import anyio
+    from django.db import connections, transaction
+
+    from mailer import Mailer
+
+    server = smtp_server()
+    config = smtp_config(server, outbox=pg_url)
+    use_mailer({**config, "django": {"enqueue_in_transaction": pg_alias}})
+    with connections[pg_alias].cursor() as cursor:
+        cursor.execute("CREATE TABLE orders (id serial PRIMARY KEY, item text)")
+
+    def orders() -> int:
+        with connections[pg_alias].cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM orders")
+            return int(cursor.fetchone()[0])
+
+    def place_order(item: str, fail: bool = False) -> Any:
+        with transaction.atomic(using=pg_alias):
+            with connections[pg_alias].cursor() as cursor:
+                cursor.execute("INSERT INTO orders (item) VALUES (%s)", [item])
+            confirmation = mail.EmailMessage(item, "b", "a@example.com", ["r@example.org"])
+            assert confirmation.send() == 1
+            assert outbox_rows(pg_url) == []  # not visible before the commit
+            if fail:
+                raise RuntimeError("the view failed: the transaction rolls back")
+        return confirmation
+
+    with pytest.raises(RuntimeError):
+        place_order("rolled back", fail=True)
+    assert orders() == 0 and outbox_rows(pg_url) == []  # neither the order nor its mail
+
+    confirmation = place_order("committed")
+    result = confirmation.mailer_result
+    assert result.queued and result.status == "queued"
+    assert orders() == 1
+    assert outbox_rows(pg_url) == [(result.message_id, "queued")]
+    assert server.state.messages == []  # the request only stored it
+
+    async def worker() -> list[dict[str, int]]:
+        async with Mailer.from_config(config) as mailer:
+            return [await mailer.drain(), await mailer.drain()]
+
+    first, second = anyio.run(worker)
+    assert first.get("sent") == 1 and not second.get("sent")
+    (msg,) = received(server)
+    assert msg["Subject"] == "committed" and msg["Message-ID"] == result.message_id
+    time.sleep(0.2)
+    assert len(server.state.messages) == 1  # delivered once
+
+
+def test_enqueue_in_transaction_refuses_a_database_that_is_not_the_outboxs(
+    smtp_server: Servers, use_mailer: UseMailer, pg_url: str, pg_alias: str, tmp_path: Path
+) -> None:
+    other = pg_url.rsplit("/", 1)[0] + "/postgres"  # same server, another database
+    config = smtp_config(smtp_server(), outbox=other)
+    use_mailer({**config, "django": {"enqueue_in_transaction": pg_alias}})
+    with pytest.raises(ConfigError, match="is not the outbox's"):
+        mail.send_mail("s", "b", "a@example.com", ["r@example.org"])
+
+    sqlite = smtp_config(smtp_server(), outbox=f"sqlite:///{tmp_path}/o.db")
+    use_mailer({**sqlite, "django": {"enqueue_in_transaction": True}})
+    with pytest.raises(ConfigError, match="needs a postgresql:// outbox"):
+        mail.send_mail("s", "b", "a@example.com", ["r@example.org"])

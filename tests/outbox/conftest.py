@@ -5,38 +5,13 @@ throwaway Postgres cluster."""
 from __future__ import annotations
 
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.faults.conftest import certs, smtp  # the fault matrix's servers (ledger)
-from tests.pgcluster import PostgresCluster, find_bin
 
 from mailer import Message
-
-
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PostgresCluster]:
-    """One throwaway cluster for the session (each test gets its own database)."""
-    if find_bin() is None:
-        pytest.skip(
-            "PostgreSQL is not installed, and `make install` could not install it "
-            "(that needs root and apt-get)"
-        )
-    with PostgresCluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def pg_url(pg_cluster: PostgresCluster) -> str:
-    import psycopg
-
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_cluster.dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return pg_cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
+from django.db import DEFAULT_DB_ALIAS
 
 from .._log import get_logger
 from ..errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError, MessageError
@@ -47,7 +48,7 @@ _ANYMAIL_ONLY = (
     "send_at", "track_clicks", "track_opens", "esp_extra",
 )  # fmt: skip
 #: keys of the "django" table inside the MAILER config
-_OPTIONS = frozenset({"opentelemetry", "enqueue_on_commit"})
+_OPTIONS = frozenset({"opentelemetry", "enqueue_on_commit", "enqueue_in_transaction"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,18 @@ def _options(source: Mapping[str, Any] | str | Path) -> tuple[dict[str, Any], di
         raise ConfigError(
             "MAILER 'django': enqueue_on_commit needs an outbox (the outbox option, docs/outbox.md)"
         )
+    if options.get("enqueue_in_transaction"):
+        if options.get("enqueue_on_commit"):
+            raise ConfigError(
+                "MAILER 'django': choose enqueue_in_transaction or enqueue_on_commit, not both"
+            )
+        outbox = data.get("outbox")
+        url = outbox.get("url") if isinstance(outbox, Mapping) else outbox
+        if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "MAILER 'django': enqueue_in_transaction needs a postgresql:// outbox in the "
+                "same database as the Django connection it writes through"
+            )
     return data, dict(options)
 
 
@@ -212,7 +225,12 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
                 log.warning("cannot send a Django EmailMessage: %s", exc)
                 outcomes[i] = MailerResult(None, error=exc)
         on_commit = options.get("enqueue_on_commit")
-        if batch and on_commit:
+        in_transaction = options.get("enqueue_in_transaction")
+        if batch and in_transaction:
+            alias = in_transaction if isinstance(in_transaction, str) else DEFAULT_DB_ALIAS
+            for i, converted, providers in batch:
+                outcomes[i] = _enqueue_in_transaction(sync, converted, providers, alias)
+        elif batch and on_commit:
             alias = on_commit if isinstance(on_commit, str) else None
             for i, converted, providers in batch:
                 outcomes[i] = self._enqueue_on_commit(
@@ -282,6 +300,67 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
 
         transaction.on_commit(enqueue, using=alias)
         return _SCHEDULED
+
+
+def _enqueue_in_transaction(
+    sync: SyncMailer, message: Message, providers: list[str] | None, alias: str
+) -> MailerResult:
+    """Write the message's outbox row through Django's own connection, so it is part of
+    the app's transaction: stored if and only if the transaction commits, with no second
+    transaction after it that a crash could miss. The outbox must be that database's
+    (checked once per connection settings: :func:`_check_same_table`)."""
+    from django.db import connections
+
+    from ..outbox.postgres import ADD_SQL, add_params
+    from ..outbox.worker import Outbox
+
+    try:
+        if providers is not None:
+            raise MessageError(
+                "message.providers cannot be combined with enqueue_in_transaction: the "
+                "outbox's workers send through every provider"
+            )
+        item = Outbox.prepare(message)  # a bad message fails now, inside the transaction
+        connection = connections[alias]
+        _check_same_table(sync, connection)
+    except MailerError as exc:
+        return MailerResult(message.message_id, error=exc)
+    with connection.cursor() as cursor:  # a database error raises into the transaction
+        cursor.execute(ADD_SQL.format(*["%s"] * 6), add_params(item))
+    return MailerResult(item.message_id, queued=True)
+
+
+#: (id of the SyncMailer, Django's connection settings) already found to share the table
+_same_table: set[tuple[int, str]] = set()
+
+
+def _check_same_table(sync: SyncMailer, connection: Any) -> None:
+    """Refuse to write a row the outbox's workers would never see: the Django connection
+    must reach the outbox's database and resolve ``mailer_outbox`` to the same table."""
+    from ..outbox.postgres import IDENTITY_SQL
+
+    settings_dict = connection.settings_dict
+    where = sorted((k, str(settings_dict.get(k))) for k in ("NAME", "HOST", "PORT", "OPTIONS"))
+    key = (id(sync), repr(where))
+    if key in _same_table:
+        return
+    if connection.vendor != "postgresql":
+        raise ConfigError(
+            f"enqueue_in_transaction: database {connection.alias!r} is {connection.vendor}; "
+            "the outbox's rows can be written in a transaction on PostgreSQL only"
+        )
+    theirs = sync._call(lambda mailer: mailer.outbox.identity(), "the outbox check")
+    with connection.cursor() as cursor:
+        cursor.execute(IDENTITY_SQL)
+        row = cursor.fetchone()
+    ours = tuple(str(value) for value in row)
+    if ours != theirs or theirs[2] == "None":
+        raise ConfigError(
+            f"enqueue_in_transaction: database {connection.alias!r} is not the outbox's "
+            f"(database, server start, mailer_outbox table: {ours} here, {theirs} for the "
+            "outbox): point the outbox URL at the same database and schema"
+        )
+    _same_table.add(key)
 
 
 #: send_messages' placeholder for a message whose result comes when its transaction commits

@@ -32,7 +32,33 @@ from .store import (
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["PostgresStore"]
+__all__ = ["ADD_SQL", "IDENTITY_SQL", "PostgresStore", "add_params"]
+
+#: Storing one message; ``{}`` are the driver's placeholders (asyncpg's ``$1``, psycopg's
+#: ``%s``), since the Django backend runs it on its own connection, in the app's
+#: transaction. Params: :func:`add_params`.
+ADD_SQL = (
+    "INSERT INTO mailer_outbox (message_id, state, message, raw, attempts, created,"
+    " updated, next_at, last_error) VALUES ({}, 'queued', {}, {}, {},"
+    " extract(epoch from now()), extract(epoch from now()), {}, {})"
+    " ON CONFLICT (message_id) DO NOTHING"
+)
+_DOLLARS = tuple(f"${i}" for i in range(1, 7))
+
+#: What says two connections write the same table: the database's name, the server's
+#: start time (two servers with one database name differ there) and the table's oid as
+#: this connection's search_path resolves it (NULL when it cannot see the table)
+IDENTITY_SQL = (
+    "SELECT current_database(), extract(epoch from pg_postmaster_start_time())::text,"
+    " to_regclass('mailer_outbox')::oid::text"
+)
+
+
+def add_params(item: NewMessage) -> tuple[Any, ...]:
+    """The parameters of :data:`ADD_SQL` for ``item``."""
+    return (item.message_id, item.message_json, item.raw, item.attempts, item.next_at,
+            item.last_error)  # fmt: skip
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailer_outbox (
@@ -94,15 +120,14 @@ class PostgresStore:
             await pool.close()
 
     async def add(self, item: NewMessage) -> bool:
-        status: str = await self._p().execute(
-            "INSERT INTO mailer_outbox (message_id, state, message, raw, attempts, created,"
-            " updated, next_at, last_error) VALUES ($1, 'queued', $2, $3, $4,"
-            " extract(epoch from now()), extract(epoch from now()), $5, $6)"
-            " ON CONFLICT (message_id) DO NOTHING",
-            item.message_id, item.message_json, item.raw, item.attempts, item.next_at,
-            item.last_error,
-        )  # fmt: skip
+        status: str = await self._p().execute(ADD_SQL.format(*_DOLLARS), *add_params(item))
         return status.endswith(" 1")
+
+    async def identity(self) -> tuple[str, ...]:
+        """This store's database and table (see :data:`IDENTITY_SQL`)."""
+        row = await self._p().fetchrow(IDENTITY_SQL)
+        assert row is not None
+        return tuple(str(value) for value in row)
 
     async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         token = secrets.token_hex(8)

@@ -34,6 +34,7 @@ import anyio
 from .._log import get_logger, register_secret
 from ..errors import (
     AllProvidersFailed,
+    ConfigError,
     DeliveryError,
     DeliveryUncertain,
     MessageError,
@@ -185,6 +186,26 @@ class Outbox:
     async def _store(
         self, message: Message, *, attempts: int, next_at: float, error: str | None
     ) -> bool:
+        item = self.prepare(message, attempts=attempts, next_at=next_at, error=error)
+        store = await self._ready()
+        with anyio.CancelScope(shield=True):  # half-stored is worse than late
+            added = await store.add(item)
+        return added
+
+    @staticmethod
+    def prepare(
+        message: Message,
+        *,
+        attempts: int = 0,
+        next_at: float | None = None,
+        error: str | None = None,
+    ) -> NewMessage:
+        """The row to store for ``message``: what every attempt will send, checked now.
+
+        Attachments given by path are read and the message is rendered here, so a bad
+        message fails before anything is stored. No database I/O: the Django backend
+        writes this row through its own connection, inside the app's transaction.
+        """
         msg = message.with_content()
         if msg.dkim is not None and msg.dkim.private_key is not None:
             # A stored message must load again, and the store never holds a secret: the
@@ -197,14 +218,22 @@ class Outbox:
         raw = msg.as_bytes()  # renders and checks: a bad message fails here, not later
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         assert msg.message_id is not None
-        store = await self._ready()
-        item = NewMessage(
+        return NewMessage(
             message_id=msg.message_id, message_json=msg.model_dump_json().encode(), raw=raw,
-            next_at=next_at, attempts=attempts, last_error=error,
+            next_at=time.time() if next_at is None else next_at, attempts=attempts,
+            last_error=error,
         )  # fmt: skip
-        with anyio.CancelScope(shield=True):  # half-stored is worse than late
-            added = await store.add(item)
-        return added
+
+    async def identity(self) -> tuple[str, ...]:
+        """Which database and table this outbox writes to (opening it, and so creating
+        its table, first): the Django backend compares it with its own connection's
+        before writing rows there. Postgres only."""
+        store = await self._ready()
+        identity = getattr(store, "identity", None)
+        if identity is None:
+            raise ConfigError(f"{store!r} cannot be written from another connection")
+        result: tuple[str, ...] = await identity()
+        return result
 
     async def queue_failed(self, failure: AllProvidersFailed) -> SendResult:
         """Store the message of a send that every provider refused before any commit
