@@ -844,6 +844,12 @@ class Message(_Strict):
         rendered = self.render()
         return rendered if isinstance(rendered, bytes) else rendered.join()
 
+    @property
+    def rendered_size(self) -> int:
+        """Length of :meth:`as_bytes` in bytes, without joining a streamed rendering."""
+        rendered = self.render()
+        return len(rendered) if isinstance(rendered, bytes) else rendered.size
+
     def render(self) -> bytes | _mime.Rendering:
         """Render and check once; the bytes, or a :class:`Rendering` to stream.
 
