@@ -23,13 +23,13 @@ import dkim
 import pytest
 from dkim.canonicalization import Relaxed
 
-from mailer import Attachment, Mailer, Message, MessageError, _dkim, _mime
+from mailer import Attachment, Message, MessageError, _dkim, _mime
 from mailer import message as message_module
 from mailer.providers.smtp import SMTPProvider
 from mailer.providers.smtp.wire import message_payload, payload_size
 
 from .servers import SMTPTestServer
-from .test_dkim import Keys
+from .test_dkim import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio
 
@@ -182,16 +182,7 @@ async def test_same_bytes_and_one_signature_across_failover(
         return real(chunks)
 
     monkeypatch.setattr(_dkim, "body_hash", counting)
-    mailer = Mailer(
-        [
-            SMTPProvider.from_config("a", failing.config(auth=None)),
-            SMTPProvider.from_config("b", good.config(auth=None)),
-        ],
-        retry={"attempts": 1, "backoff": 0},
-    )
-    async with mailer:
-        result = await mailer.send(msg)
-    assert result.provider == "b"
+    assert (await send_failing_over(failing, good, msg)).provider == "b"
     data = received(good)
     keys.verify(data)
     assert len(hashed_in) == 1 and hashed_in[0] != threading.main_thread().name
