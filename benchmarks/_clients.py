@@ -56,17 +56,96 @@ def smtp_config(host: str, port: int, conns: int, **extra: Any) -> dict[str, Any
     }
 
 
-def make_mailer(host: str, port: int, conns: int) -> Any:
+def make_mailer(host: str, port: int, conns: int, **extra: Any) -> Any:
     from mailer import Mailer
 
+    config = smtp_config(host, port, conns, **extra)
     return Mailer.from_config(
         {
             "defaults": {"sender": SENDER},
-            "providers": [
-                {"type": "smtp", "name": "sink", "config": smtp_config(host, port, conns)}
-            ],
+            "providers": [{"type": "smtp", "name": "sink", "config": config}],
         }
     )
+
+
+def dkim_options() -> dict[str, Any]:
+    """A fresh 2048-bit RSA key (nothing verifies here: the cost of signing is the point)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    return {"domain": "example.com", "selector": "bench", "private_key": pem}
+
+
+class Ticker:
+    """A task that wakes every millisecond; the longest gap is the worst loop stall."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+    def __enter__(self) -> Ticker:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def stall(case: str, host: str, port: int, arg: str) -> dict[str, Any]:
+    """Longest gap of a 1 ms ticker on the loop while one message with the file goes."""
+    path = Path(arg)
+    if case == "aiosmtplib":
+        import aiosmtplib
+
+        client = aiosmtplib.SMTP(hostname=host, port=port, start_tls=False)
+        await client.connect()
+        await client.sendmail("app@example.com", [RCPT], raw_message(100))
+        with Ticker() as ticker:
+            t0 = time.perf_counter()
+            msg = EmailMessage()
+            msg["From"], msg["To"], msg["Subject"] = SENDER, RCPT, "Attachment"
+            msg.set_content("see attached")
+            msg.add_attachment(path.read_bytes(), maintype="application",
+                               subtype="octet-stream", filename=path.name)  # fmt: skip
+            await client.send_message(msg)
+            elapsed = time.perf_counter() - t0
+        await client.quit()
+        return {"stall_ms": ticker.longest * 1000, "elapsed": elapsed}
+
+    from mailer import Attachment, Message
+
+    extra = {"dkim": dkim_options()} if case.endswith("-dkim") else {}
+    mailer = make_mailer(host, port, 1, **extra)
+    async with mailer:
+        # warm-up with a small attachment: the one-time costs of a process's first one
+        # (mimetypes reads its tables: 4-40 ms) are not a per-send stall
+        small = Attachment(content=b"warm", filename="warm.txt")
+        await mailer.send(Message(to=[RCPT], subject="warm", text="warm", attachments=[small]))
+        data = path.read_bytes() if case.startswith("bytes") else None
+        with Ticker() as ticker:
+            t0 = time.perf_counter()
+            att = (Attachment(path=path) if data is None else
+                   Attachment(content=data, filename="attach.bin"))  # fmt: skip
+            await mailer.send(
+                Message(to=[RCPT], subject="Attachment", text="see attached", attachments=[att])
+            )
+            elapsed = time.perf_counter() - t0
+    return {"stall_ms": ticker.longest * 1000, "elapsed": elapsed}
 
 
 async def ours(
@@ -285,7 +364,9 @@ async def mem(case: str, host: str, port: int, arg: str | None) -> dict[str, Any
     from mailer import Attachment, Message
 
     conns = 5 if case == "queued" else 1
-    mailer = make_mailer(host, port, conns)
+    extra = {"dkim": dkim_options()} if case.endswith("-dkim") else {}
+    case = case.removesuffix("-dkim")
+    mailer = make_mailer(host, port, conns, **extra)
     async with mailer:
         await mailer.send(Message(to=[RCPT], subject="warm", text="warm"))
         data = Path(arg).read_bytes() if case == "attach-bytes" and arg else None
@@ -339,6 +420,9 @@ def main(argv: list[str]) -> dict[str, Any]:
     if mode == "mem":
         case, host, port, *arg = rest
         return asyncio.run(mem(case, host, int(port), arg[0] if arg else None))
+    if mode == "stall":
+        case, host, port, path = rest
+        return asyncio.run(stall(case, host, int(port), path))
     raise SystemExit(f"unknown mode {mode}")
 
 

@@ -2,6 +2,7 @@
 //
 //   node driver.js send HOST PORT CONNS COUNT BODY_BYTES   -> {"elapsed":..,"count":..,"rate":..}
 //   node driver.js mem HOST PORT ATTACHMENT_PATH            -> {"base_kb":..,"peak_kb":..}
+//   node driver.js stall HOST PORT ATTACHMENT_PATH          -> {"stall_ms":..,"elapsed":..}
 //
 // "send" warms the pool (2 x CONNS messages), then submits COUNT messages at once and
 // times until every one is accepted. Pool: pool=true, maxConnections=CONNS, no
@@ -58,6 +59,30 @@ async function mem(host, port, path) {
   return { base_kb: base, peak_kb: peak, delta_kb: peak - base };
 }
 
+async function stall(host, port, path) {
+  // The longest gap of a 1 ms timer while one message with the attachment is sent.
+  const transport = nodemailer.createTransport({
+    host, port, secure: false, ignoreTLS: true, name: "bench.local",
+  });
+  await transport.verify();
+  let longest = 0;
+  let last = process.hrtime.bigint();
+  const timer = setInterval(() => {
+    const now = process.hrtime.bigint();
+    longest = Math.max(longest, Number(now - last) / 1e6);
+    last = now;
+  }, 1);
+  const t0 = process.hrtime.bigint();
+  await transport.sendMail({
+    from: "app@example.com", to: "user@example.org", subject: "Attachment",
+    text: "see attached", attachments: [{ path }],
+  });
+  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+  clearInterval(timer);
+  transport.close();
+  return { stall_ms: longest, elapsed };
+}
+
 async function main() {
   const [mode, host, port, ...rest] = process.argv.slice(2);
   let result;
@@ -65,6 +90,8 @@ async function main() {
     result = await send(host, Number(port), Number(rest[0]), Number(rest[1]), Number(rest[2]));
   } else if (mode === "mem") {
     result = await mem(host, Number(port), rest[0]);
+  } else if (mode === "stall") {
+    result = await stall(host, Number(port), rest[0]);
   } else {
     throw new Error("unknown mode " + mode);
   }

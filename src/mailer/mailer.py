@@ -253,7 +253,7 @@ class Mailer(AsyncClosing):
         """``send`` without the outbox: what the outbox's workers call."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
-        msg.as_bytes()  # render and check once, before any I/O
+        msg.render()  # render and check once, before any I/O
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
             for leaf in self._leaves:

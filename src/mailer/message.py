@@ -606,7 +606,8 @@ class Message(_Strict):
     #: one-off connection (see docs/configuration.md)
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
 
-    _rendered: bytes | None = PrivateAttr(default=None)
+    #: the rendering, made once: bytes, or with large attachments a streamed Rendering
+    _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
     #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
     _id_cell: _IdCell | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
@@ -830,12 +831,39 @@ class Message(_Strict):
     # -- rendering -------------------------------------------------------------------
 
     def as_bytes(self) -> bytes:
-        """The RFC 5322 message (CRLF line endings, no Bcc header), rendered once."""
+        """The RFC 5322 message (CRLF line endings, no Bcc header), rendered once.
+
+        A message with large attachments (see :meth:`render`) is joined anew on every
+        call and not kept: providers that can stream use :meth:`render` instead.
+        """
+        private = self.__pydantic_private__
+        assert private is not None
+        data = private["_rendered"]  # the hot path: one dict look-up once rendered
+        if type(data) is bytes:
+            return data
+        rendered = self.render()
+        return rendered if isinstance(rendered, bytes) else rendered.join()
+
+    @property
+    def rendered_size(self) -> int:
+        """Length of :meth:`as_bytes` in bytes, without joining a streamed rendering."""
+        rendered = self.render()
+        return len(rendered) if isinstance(rendered, bytes) else rendered.size
+
+    def render(self) -> bytes | _mime.Rendering:
+        """Render and check once; the bytes, or a :class:`Rendering` to stream.
+
+        Attachments of at least ``_mime.STREAM_THRESHOLD`` bytes (1 MiB) make a
+        Rendering: the headers and small parts rendered and checked now, the large
+        attachments base64-encoded chunk by chunk as they are sent (a file by path is
+        read again on each attempt and must not have changed). Everything else, i.e.
+        nearly every message, is plain bytes, as fast as before.
+        """
         # The private-attribute dict directly: pydantic's __getattr__ for private
         # attributes costs more than the rest of this method, and it runs on every send.
         private = self.__pydantic_private__
         assert private is not None
-        data: bytes | None = private["_rendered"]
+        data: bytes | _mime.Rendering | None = private["_rendered"]
         if data is None:
             with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
                 data = private["_rendered"]
@@ -843,15 +871,22 @@ class Message(_Strict):
                     data = private["_rendered"] = self._render()
         return data
 
-    def _render(self) -> bytes:
+    def _render(self) -> bytes | _mime.Rendering:
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
         date = format_datetime(_utcnow())
         fast = _mime.render(self, date)
         if fast is not None:
-            data, names = fast
-            check_wire(data, names)
-            return data
+            segments, names = fast
+            if len(segments) == 1:
+                data = segments[0]
+                assert isinstance(data, bytes)
+                check_wire(data, names)
+                return data
+            for i, segment in enumerate(segments):
+                if isinstance(segment, bytes):
+                    check_wire(segment, names, head=i == 0)
+            return _mime.Rendering(segments)
         return self._render_stdlib(date)
 
     def _render_stdlib(self, date: str) -> bytes:
@@ -998,13 +1033,23 @@ _OVERLONG_LINE = re.compile(rb"(?m)^[^\r\n]{999}")  # anchored: linear, not quad
 _LINE_START = re.compile(rb"(?m)^(?:([!-9;-~]+):|[ \t])")
 
 
-def check_wire(data: bytes, expected_headers: Iterable[str]) -> None:
-    """Last check on rendered bytes: CRLF only, no NUL, no long line, only our headers."""
+def check_wire(data: bytes, expected_headers: Iterable[str], *, head: bool = True) -> None:
+    """Last check on rendered bytes: CRLF only, no NUL, no long line, only our headers.
+
+    ``head=False`` for a later segment of a streamed rendering (no header block in it).
+    """
     crlf = data.count(b"\r\n")
     if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
         raise MessageError("rendered message has a bare CR or LF (refusing to send it)")
     if b"\x00" in data:
         raise MessageError("rendered message contains NUL")
+    if head:
+        _check_head(data, expected_headers)
+    if _OVERLONG_LINE.search(data):
+        raise MessageError("rendered message has a line longer than 998 octets")
+
+
+def _check_head(data: bytes, expected_headers: Iterable[str]) -> None:
     end = data.find(b"\r\n\r\n")  # no partition(): that would copy a large body
     if end < 0:
         raise MessageError("rendered message has no header/body separator")
@@ -1026,8 +1071,6 @@ def check_wire(data: bytes, expected_headers: Iterable[str]) -> None:
     for name in ("from", "subject", "date", "message-id", "to", "cc", "reply-to"):
         if seen.get(name, 0) > 1:
             raise MessageError(f"rendered message has {name!r} more than once")
-    if _OVERLONG_LINE.search(data):
-        raise MessageError("rendered message has a line longer than 998 octets")
 
 
 def _validation_summary(exc: ValidationError) -> str:

@@ -137,7 +137,7 @@ class Provider(AsyncClosing):
 
     async def send(self, message: Message) -> SendResult:
         """Send one message; raise a DeliveryError subclass when it was not delivered."""
-        message.as_bytes()  # render (and check) before any I/O; cached on the message
+        message.render()  # render (and check) before any I/O; cached on the message
         message.envelope_sender  # noqa: B018 - raises MessageError when there is none
         try:
             result = await self._send(message)

@@ -168,6 +168,19 @@ async def test_tampering_breaks_the_signature(plain_server: SMTPTestServer, keys
 # --------------------------------------------------------------------- across failover
 
 
+async def send_failing_over(failing: SMTPTestServer, good: SMTPTestServer, msg: Message) -> Any:
+    """Send through a Mailer over two SMTP servers, ``failing`` first, no retries."""
+    mailer = Mailer(
+        [
+            SMTPProvider.from_config("a", failing.config(auth=None)),
+            SMTPProvider.from_config("b", good.config(auth=None)),
+        ],
+        retry={"attempts": 1, "backoff": 0},
+    )
+    async with mailer:
+        return await mailer.send(msg)
+
+
 async def test_signature_is_made_once_and_survives_failover(
     smtp_server: Callable[..., SMTPTestServer],
     keys: Keys,
@@ -186,16 +199,7 @@ async def test_signature_is_made_once_and_survives_failover(
         return real(data, opts, what=what)
 
     monkeypatch.setattr(_dkim, "_sign", counting)
-    mailer = Mailer(
-        [
-            SMTPProvider.from_config("a", failing.config(auth=None)),
-            SMTPProvider.from_config("b", good.config(auth=None)),
-        ],
-        retry={"attempts": 1, "backoff": 0},
-    )
-    async with mailer:
-        result = await mailer.send(msg)
-    assert result.provider == "b"
+    assert (await send_failing_over(failing, good, msg)).provider == "b"
     assert len(signed_in) == 1  # once, for both attempts
     assert signed_in[0] != threading.main_thread().name  # off the event loop's thread
     data = received(good)

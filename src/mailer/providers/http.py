@@ -452,7 +452,7 @@ class HTTPProvider(Provider):
     @staticmethod
     def message_size(message: Message) -> int:
         """The message's size as an API counts it: its rendering, attachments in base64."""
-        return len(message.as_bytes())
+        return message.rendered_size  # a streamed rendering is not joined to count it
 
     def _limited(self, items: list[T], limit: int | None, one: str, many: str) -> list[T]:
         if limit is not None and len(items) > limit:
@@ -971,7 +971,7 @@ class HTTPProvider(Provider):
                 singles.append(index)
                 continue
             try:
-                message.as_bytes()
+                message.render()
                 batched.append((index, self.build_payload(message)))
             except MessageError as exc:
                 outcomes[index] = exc

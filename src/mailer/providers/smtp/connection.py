@@ -63,7 +63,7 @@ from .classify import (
 from .config import SMTPConfig, is_loopback
 from .oauth import TokenSource
 from .pipeline import Reply, ReplyStream
-from .wire import command_line, mail_command, rcpt_command
+from .wire import Piece, command_line, mail_command, payload_size, rcpt_command
 
 __all__ = ["Connection", "ConnectionStale", "Delivery", "Settings"]
 
@@ -387,7 +387,7 @@ class Connection:
         self,
         sender: str,
         recipients: list[str],
-        payload: bytes | tuple[bytes, ...],
+        payload: bytes | tuple[Piece, ...],
         *,
         smtputf8: bool = False,
     ) -> Delivery:
@@ -406,7 +406,7 @@ class Connection:
                 "which this message needs for its non-ASCII address(es); nothing was sent"
             )
         pieces = (payload,) if isinstance(payload, bytes) else payload
-        size = sum(len(p) for p in pieces) if self._size else None
+        size = payload_size(pieces) if self._size else None
         mail = command_line(mail_command(sender, size=size, smtputf8=smtputf8))
         previous, done = self._tail, asyncio.get_running_loop().create_future()
         self._tail = done
@@ -429,7 +429,7 @@ class Connection:
         previous: asyncio.Future[None] | None,
         recipients: list[str],
         mail: bytes,
-        pieces: tuple[bytes, ...],
+        pieces: tuple[Piece, ...],
         *,
         smtputf8: bool = False,
     ) -> Delivery:
@@ -521,7 +521,7 @@ class Connection:
         recipients: list[str],
         mail: bytes,
         rcpts: list[bytes],
-        pieces: tuple[bytes, ...],
+        pieces: tuple[Piece, ...],
         *,
         more: bool,
     ) -> tuple[Delivery, _Recipients]:
@@ -615,7 +615,7 @@ class Connection:
         recipients: list[str],
         mail: bytes,
         rcpts: list[bytes],
-        pieces: tuple[bytes, ...],
+        pieces: tuple[Piece, ...],
         *,
         more: bool,
     ) -> tuple[Delivery, _Recipients]:
@@ -659,7 +659,7 @@ class Connection:
             raise
 
     async def _message(
-        self, stream: ReplyStream, rcpt: _Recipients, pieces: tuple[bytes, ...], *, last: bool
+        self, stream: ReplyStream, rcpt: _Recipients, pieces: tuple[Piece, ...], *, last: bool
     ) -> Delivery:
         """The payload after 354, then the verdict.
 
@@ -674,7 +674,13 @@ class Connection:
         timeout, label = self._timeout("socket_timeout")
         # Until the final "." is written nothing can be delivered: a failure is transient.
         with self._guard(Phase.DATA, timeout, label):
-            await stream.send_payload(pieces, timeout=timeout)
+            try:
+                await stream.send_payload(pieces, timeout=timeout)
+            except MessageError:
+                # an attachment file changed mid-payload: the data cannot be ended
+                # (that would deliver a truncated message), so the session goes
+                self.abort()
+                raise
         if last:
             handoff, self.on_handoff = self.on_handoff, None
             if handoff is not None and self.pipelining:

@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 from aiosmtplib import errors as smtp_errors
 
+from .wire import Piece, payload_size
+
 __all__ = ["Reply", "ReplyStream", "parse_replies"]
 
 #: a single reply line longer than this is malformed (aiosmtplib uses the same bound)
@@ -133,23 +135,34 @@ class ReplyStream(asyncio.Protocol):
         self._owed += replies
         transport.write(data)
 
-    async def send_payload(self, pieces: tuple[bytes, ...], *, timeout: float | None) -> None:
+    async def send_payload(self, pieces: tuple[Piece, ...], *, timeout: float | None) -> None:
         """Write the payload pieces in chunks, waiting for the socket between them.
 
         One reply is owed once the last chunk (with the final ".") is written. A failure
-        raised here means the end of the data has *not* been written: transient.
+        raised here means the end of the data has *not* been written: transient (or a
+        MessageError from a source whose file changed, also before the end).
+
+        A source (a large attachment) is encoded here, one chunk of about 234 KiB at a
+        time, and the loop gets a turn after each chunk even when the socket keeps up:
+        encoding a chunk holds it for a few milliseconds, never the whole attachment.
         """
-        total = sum(len(p) for p in pieces)
-        if total <= CHUNK and len(pieces) > 1:
-            pieces = (b"".join(pieces),)  # a small copy is cheaper than a second send()
+        total = payload_size(pieces)
+        if total <= CHUNK and len(pieces) > 1 and all(isinstance(p, bytes) for p in pieces):
+            pieces = (b"".join(p for p in pieces if isinstance(p, bytes)),)  # one send()
         written = 0
         for piece in pieces:
-            view = memoryview(piece)
-            for offset in range(0, len(view), CHUNK):
-                chunk = view[offset : offset + CHUNK]
+            if isinstance(piece, bytes):
+                view = memoryview(piece)
+                chunks = (view[i : i + CHUNK] for i in range(0, len(view), CHUNK))
+                streamed = False
+            else:
+                chunks, streamed = piece.chunks(), True  # type: ignore[assignment]
+            for chunk in chunks:
                 last = written + len(chunk) >= total
                 if self._paused:
                     await self._wait_drain(timeout)
+                elif streamed:
+                    await asyncio.sleep(0)  # the loop's turn between encoded chunks
                 transport = self._transport
                 if transport is None or transport.is_closing() or self._error is not None:
                     raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")

@@ -17,6 +17,7 @@ import threading
 import weakref
 from typing import Protocol
 
+from ..._mime import Rendering, Source
 from ...errors import MessageError
 
 __all__ = [
@@ -26,8 +27,12 @@ __all__ = [
     "encode_data",
     "mail_command",
     "message_payload",
+    "payload_size",
     "rcpt_command",
 ]
+
+#: a piece of a DATA payload: bytes, or a large attachment encoded as it is sent
+Piece = bytes | Source
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -69,11 +74,33 @@ def data_pieces(payload: bytes) -> tuple[bytes, ...]:
     return (text, b".\r\n")
 
 
+def rendering_pieces(rendering: Rendering) -> tuple[Piece, ...]:
+    """:func:`data_pieces` for a streamed rendering, without reading its sources.
+
+    The bytes segments are CRLF-only (the wire check saw to that) and are dot-stuffed
+    here; a :class:`~mailer._mime.Source` needs neither (base64 lines never start with
+    "."), so it is written as it is encoded. Every segment but the first starts with the
+    CRLF that ends a source's last line, so "." can be at a line start only after a
+    newline inside a segment (or at the very start of the message).
+    """
+    pieces: list[Piece] = []
+    for piece in rendering.pieces:
+        if isinstance(piece, bytes) and (piece.startswith(b".") or b"\n." in piece):
+            piece = _LEADING_DOT.sub(b"..", piece)
+        pieces.append(piece)
+    return (*pieces, b".\r\n")
+
+
+def payload_size(pieces: tuple[Piece, ...]) -> int:
+    """Bytes on the wire (for SIZE=): the pieces' lengths, sources by their encoded size."""
+    return sum(len(p) if isinstance(p, bytes) else p.size for p in pieces)
+
+
 class _Renders(Protocol):
-    def as_bytes(self) -> bytes: ...
+    def render(self) -> bytes | Rendering: ...
 
 
-_PAYLOADS: dict[int, tuple[weakref.ref[_Renders], tuple[bytes, ...]]] = {}
+_PAYLOADS: dict[int, tuple[weakref.ref[_Renders], tuple[Piece, ...]]] = {}
 _PAYLOADS_LOCK = threading.Lock()
 
 
@@ -84,17 +111,25 @@ def _forget(key: int, ref: weakref.ref[_Renders]) -> None:
             del _PAYLOADS[key]
 
 
-def message_payload(message: _Renders) -> tuple[bytes, ...]:
+def message_payload(message: _Renders) -> tuple[Piece, ...]:
     """The DATA payload pieces of ``message``, encoded once per message, not per attempt.
 
-    Kept while the message object lives (keyed by identity, dropped by a weak
-    reference callback), so a retry or a failover to another SMTP provider reuses it.
+    A streamed rendering's sources are encoded on each attempt as they are written
+    (:meth:`.pipeline.ReplyStream.send_payload`), from the same fixed rendering. Kept
+    while the message object lives (keyed by identity, dropped by a weak reference
+    callback), so a retry or a failover to another SMTP provider reuses it.
     """
     key = id(message)
     entry = _PAYLOADS.get(key)
     if entry is not None and entry[0]() is message:
-        return entry[1]
-    pieces = data_pieces(message.as_bytes())
+        pieces = entry[1]
+        if len(pieces) > 2:  # a streamed rendering: a file that changed fails here
+            for piece in pieces:
+                if isinstance(piece, Source):
+                    piece.check()
+        return pieces
+    rendered = message.render()
+    pieces = data_pieces(rendered) if isinstance(rendered, bytes) else rendering_pieces(rendered)
 
     def forget(ref: weakref.ref[_Renders], key: int = key) -> None:
         _forget(key, ref)
