@@ -203,3 +203,29 @@ async def test_a_long_envelope_is_progress_not_a_hang(
     async with mailer:
         result = await mailer.send(message)
     assert result.provider == "a" and len(result.accepted) == 30
+
+
+async def test_sends_queued_on_a_busy_pool_are_progress_not_a_hang(
+    smtp: Callable[..., FaultServer],
+) -> None:
+    """60 concurrent sends on one pooled connection, each answered 0.1 s after its "."
+    (about 6 s for the last, twice the default 3 s budget): the pool keeps freeing its
+    slot, so every waiter is queued, not stuck, and all go out on the primary. (With the
+    budget counting the pool wait, the last 30 failed over or failed, and the adaptive
+    budget learned the queueing as set-up time.)"""
+    server = smtp()
+    server.state.fail("DATA_END", "delay:0.1:", times=None)
+    backup = ScriptedProvider("backup")
+    primary = provider("a", server.config(), pool=True, max_connections=1)
+    mailer = Mailer([primary, backup])
+    batch = messages(60)
+    async with mailer:
+        started = time.monotonic()
+        outcomes = await run_load(mailer, batch, concurrency=60, timeout=40)
+        took = time.monotonic() - started
+        # the adaptive budget learns set-up times, not time spent queued behind our sends
+        assert mailer.health()["a"]["budget"] < BUDGET + 1.0
+    assert took > BUDGET, "the queue drained faster than one budget: the test proves nothing"
+    summary = check_ledger(outcomes, {"a": server.received(), "backup": Counter()})
+    assert summary.sent == {"a": 60} and not summary.errors, summary
+    assert backup.calls == 0

@@ -71,6 +71,9 @@ class AttemptState:
     started: float = field(default_factory=time.monotonic)
     #: seconds from the start to the commit point, once crossed (feeds the adaptive budget)
     setup_time: float | None = None
+    #: seconds spent queued behind this process's own sends (a busy pool): not set-up
+    #: time, so not fed to the adaptive budget, which would learn queueing as slowness
+    queued: float = 0.0
     #: the budget's length, and how much later than it the scope fires (the provider's
     #: own, more precise timeout errors come first)
     budget: float | None = None
@@ -199,7 +202,7 @@ async def commit_point() -> None:
         why = "released" if state.released else "out of budget"
         raise TransientError(f"attempt abandoned before its commit point ({why})")
     state.committed = True
-    state.setup_time = time.monotonic() - state.started
+    state.setup_time = time.monotonic() - state.started - state.queued
     state.disarm()
 
 
@@ -208,6 +211,13 @@ def attempt_progress() -> None:
     state = _CURRENT.get()
     if state is not None:
         state.progress()
+
+
+def attempt_queued(seconds: float) -> None:
+    """Tell the attempt under way (if any) it waited ``seconds`` for a free connection."""
+    state = _CURRENT.get()
+    if state is not None:
+        state.queued += seconds
 
 
 def _enter(state: AttemptState) -> contextvars.Token[AttemptState | None]:

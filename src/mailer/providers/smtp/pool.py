@@ -30,6 +30,7 @@ from typing import TypeVar
 
 from ...errors import TransientError
 from ...provider import deadline_remaining
+from ...routing.attempt import attempt_progress, attempt_queued
 from .connection import Connection, ConnectionStale
 
 __all__ = ["Pool"]
@@ -58,6 +59,8 @@ class Pool:
         self._closed = False
         #: sends waiting for a slot (a hand-off is only worth it when one is)
         self._waiting = 0
+        #: slots freed so far: a waiter that saw this move was queued, not stuck
+        self._freed = 0
         #: connections opened so far (for metrics and tests)
         self.opened = 0
         #: sends whose group followed the previous send's payload (for metrics and tests)
@@ -74,30 +77,10 @@ class Pool:
             raise TransientError("the SMTP provider was closed")
         self._waiting += 1
         try:
-            wait = deadline_remaining(None)
-            if wait is None:
-                await self._slots.acquire()
-            else:
-                try:
-                    # asyncio.timeout, not wait_for: no extra Task per waiting send (with
-                    # thousands queued on one connection, that cost showed in throughput)
-                    async with asyncio.timeout(wait):
-                        await self._slots.acquire()
-                except TimeoutError:
-                    # Nothing of the message was sent: transient, so the Mailer fails over.
-                    # Queued behind our own sends says nothing about the server's health
-                    # (the sends holding the connections give that verdict).
-                    busy = TransientError(
-                        f"no pooled connection became free within {wait:.3g}s (the "
-                        f"attempt's pre-commit budget or the send deadline): all "
-                        f"{self._max_connections} are busy"
-                    )
-                    busy.no_verdict = True
-                    busy.retry_here = False
-                    raise busy from None
+            await self._wait_for_slot()
         finally:
             self._waiting -= 1
-        slot = _Slot(self._slots)
+        slot = _Slot(self)
         try:
             conn, reused = await self._take(fresh=False)
             try:
@@ -110,6 +93,49 @@ class Pool:
             return await self._use(conn, job, slot)
         finally:
             slot.release()
+
+    async def _wait_for_slot(self) -> None:
+        """Take a slot, waiting at most one pre-commit budget *without progress*.
+
+        Queued behind our own sends is not a hang: while the pool keeps freeing slots
+        (sends finishing, hand-offs), the wait tells the attempt it is progressing, which
+        restarts its budget, as each RCPT answer does in a long envelope. So 10,000 sends
+        queued on 5 connections all go out (bounded by the send's deadline), while a pool
+        whose connections all hang frees nothing and its waiters fail over after one
+        budget, or sooner when the slow-call verdict releases them.
+        """
+        if not self._slots.locked():
+            await self._slots.acquire()  # free at once: no wait to bound or account
+            return
+        began = time.monotonic()
+        while True:
+            wait = deadline_remaining(None)
+            if wait is None:
+                await self._slots.acquire()
+                attempt_queued(time.monotonic() - began)
+                return
+            freed = self._freed
+            try:
+                # asyncio.timeout, not wait_for: no extra Task per waiting send (with
+                # thousands queued on one connection, that cost showed in throughput)
+                async with asyncio.timeout(wait):
+                    await self._slots.acquire()
+                attempt_queued(time.monotonic() - began)
+                return
+            except TimeoutError:
+                if self._freed != freed and _progressed():
+                    continue  # the pool moved on meanwhile: still queued, not hung
+            # Nothing of the message was sent: transient, so the Mailer fails over.
+            # Queued behind our own sends says nothing about the server's health (the
+            # sends holding the connections give that verdict).
+            busy = TransientError(
+                f"no pooled connection became free within {wait:.3g}s (the attempt's "
+                f"pre-commit budget or the send deadline): all {self._max_connections} "
+                "are busy and none finished meanwhile"
+            )
+            busy.no_verdict = True
+            busy.retry_here = False
+            raise busy from None
 
     async def _use(
         self, conn: Connection, job: Callable[[Connection], Awaitable[_T]], slot: _Slot
@@ -180,13 +206,22 @@ class Pool:
 class _Slot:
     """One send's hold on the semaphore, released once (early, at a hand-off)."""
 
-    __slots__ = ("_semaphore", "released")
+    __slots__ = ("_pool", "released")
 
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self._semaphore = semaphore
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
         self.released = False
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self._semaphore.release()
+            self._pool._freed += 1
+            self._pool._slots.release()
+
+
+def _progressed() -> bool:
+    """Restart the attempt's pre-commit budget; False when the send's own deadline has
+    passed too (then waiting longer cannot help)."""
+    attempt_progress()
+    left = deadline_remaining(None)
+    return left is None or left > 0.001
