@@ -246,3 +246,28 @@ def test_header_only_signing_matches_a_whole_message_verifier(keys: Keys) -> Non
         signed = _dkim._sign(data, opts) + data
         assert dkim.verify(signed, dnsfunc=keys.dns)
         assert not dkim.verify(signed.replace(b"body", b"bodY"), dnsfunc=keys.dns)
+
+
+# ---------------------------------------------------------------------------- file provider
+
+
+async def test_the_file_provider_streams_and_leaves_nothing_half_written(
+    big_file: Path, tmp_path: Path
+) -> None:
+    from mailer.providers.file import FileProvider
+
+    folder = tmp_path / "eml"
+    provider = FileProvider.from_config("file", {"directory": str(folder)})
+    msg = large(big_file)
+    assert isinstance(msg.render(), _mime.Rendering)
+    result = await provider.send(msg)
+    (written,) = folder.glob("*.eml")
+    assert str(written) == result.response
+    assert written.read_bytes() == msg.as_bytes()  # the streamed chunks, in order
+    # the file changes under a second message: refused, and no .eml or .tmp left
+    other = large(big_file, subject="Second")
+    other.render()
+    big_file.write_bytes(b"changed")
+    with pytest.raises(MessageError, match="size or modification time"):
+        await provider.send(other)
+    assert sorted(p.name for p in folder.iterdir()) == [written.name]

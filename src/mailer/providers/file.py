@@ -51,9 +51,19 @@ class FileProvider(Provider):
         stem = _UNSAFE.sub("_", (message.message_id or "message").strip("<>"))
         path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{stem}.eml"
         tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as out:
-            out.write(signature)
-            out.write(message.as_bytes())
+        rendered = message.render()
+        try:
+            with tmp.open("wb") as out:
+                out.write(signature)
+                if isinstance(rendered, bytes):
+                    out.write(rendered)
+                else:  # large attachments: written chunk by chunk, never held whole
+                    rendered.check()
+                    for chunk in rendered.chunks():  # MessageError if a file changed
+                        out.write(chunk)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # no half-written message left behind
+            raise
         os.replace(tmp, path)
         return path
 
