@@ -24,7 +24,7 @@ import pytest
 from dkim.canonicalization import Relaxed
 
 from mailer import Attachment, Message, MessageError, _dkim, _mime
-from mailer import message as message_module
+from mailer.message import model as message_module
 from mailer.providers.smtp import SMTPProvider
 from mailer.providers.smtp.wire import message_payload, payload_size
 
