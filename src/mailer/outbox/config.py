@@ -108,6 +108,10 @@ class StoreURL(BaseModel):
     options: dict[str, str] = Field(default_factory=dict)
 
 
+#: the SQLite store's durability levels (sqlite.py's docstring, docs/outbox.md)
+_SYNCHRONOUS = ("auto", "full", "extra", "normal")
+
+
 def parse_store_url(url: str) -> StoreURL:
     """``sqlite:///rel.db`` (relative), ``sqlite:////abs.db`` or ``postgresql://...``."""
     try:
@@ -129,8 +133,10 @@ def parse_store_url(url: str) -> StoreURL:
         unknown = set(options) - {"synchronous"}
         if unknown:
             raise ConfigError(f"outbox URL: unknown SQLite options {sorted(unknown)}")
-        if options.get("synchronous", "full").lower() not in ("full", "normal", "extra"):
-            raise ConfigError("outbox URL: synchronous must be full, normal or extra")
+        if options.get("synchronous", "auto").lower() not in _SYNCHRONOUS:
+            raise ConfigError("outbox URL: synchronous must be auto, full, extra or normal")
+        if "synchronous" in options:
+            options["synchronous"] = options["synchronous"].lower()
         return StoreURL(kind="sqlite", target=str(Path(path)), options=options)
     if parts.scheme in ("postgresql", "postgres"):
         return StoreURL(kind="postgresql", target=url)

@@ -61,7 +61,7 @@ def open_store(config: OutboxConfig) -> OutboxStore:
     if url.kind == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url.target, synchronous=url.options.get("synchronous", "full"))
+        return SQLiteStore(url.target, synchronous=url.options.get("synchronous", "auto"))
     from .postgres import PostgresStore
 
     return PostgresStore(url.target)
