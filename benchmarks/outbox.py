@@ -5,11 +5,13 @@ connections) in every case, medians of interleaved rounds:
 
 * direct        - ``mailer.send`` of N messages, 16 at once (the reference);
 * sqlite        - ``enqueue`` N messages one after another (latency p50/p99: each is
-                  committed, fsync'd with the default synchronous=full, before it returns),
-                  then ``drain`` them with 16 at once (throughput: claim, commit-point
-                  record, send, result: three transactions per message, group-committed);
-* sqlite-normal - the same with ``?synchronous=normal`` (durable against a crashed
-                  process, not against power loss);
+                  committed, fsync'd, before it returns), then ``drain`` them with 16 at
+                  once (throughput: claim, commit-point record, send, result, group-
+                  committed), with the default ``synchronous=auto`` (fsync'd: enqueues
+                  and commit-point records; not: claims and results);
+* sqlite-full   - the same with ``?synchronous=full`` (every transaction fsync'd);
+* sqlite-normal - the same with ``?synchronous=normal`` (none is: durable against a
+                  crashed process, not against power loss);
 * postgres      - the same on a throwaway local cluster (tests/pgcluster.py), fsync on.
 
     .venv/bin/python benchmarks/outbox.py [--count 2000] [--rounds 3] [--no-postgres]
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -112,7 +115,10 @@ def main() -> None:
         for r in range(args.rounds):
             cases: dict[str, Any] = {
                 "direct": lambda: direct(port, n),
-                "sqlite": lambda r=r: outbox(port, n, f"sqlite:///{tmp}/full-{r}.db"),
+                "sqlite": lambda r=r: outbox(port, n, f"sqlite:///{tmp}/auto-{r}.db"),
+                "sqlite-full": lambda r=r: outbox(
+                    port, n, f"sqlite:///{tmp}/full-{r}.db?synchronous=full"
+                ),
                 "sqlite-normal": lambda r=r: outbox(
                     port, n, f"sqlite:///{tmp}/normal-{r}.db?synchronous=normal"
                 ),
@@ -122,8 +128,9 @@ def main() -> None:
             for name, case in cases.items():
                 results.setdefault(name, []).append(asyncio.run(case()))
     ref = statistics.median(r["rate"] for r in results["direct"])
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{args.count} messages of 2 KB into smtp-sink, {CONCURRENCY} at once, 5 SMTP "
-          f"connections; medians of {args.rounds} rounds")  # fmt: skip
+          f"connections; medians of {args.rounds} rounds; load average {load}")  # fmt: skip
     print(f"{'case':14s} {'msg/s':>8s} {'x direct':>9s} {'enqueue p50':>12s} {'p99':>8s}")
     for name, runs in results.items():
         rate = statistics.median(x["rate"] for x in runs)

@@ -27,7 +27,8 @@ def rows(db_url: str) -> list[dict[str, Any]]:
     if db_url.startswith("sqlite"):
         with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
             conn.row_factory = sqlite3.Row
-            return [dict(r) for r in conn.execute("SELECT * FROM outbox ORDER BY id")]
+            query = "SELECT * FROM outbox LEFT JOIN outbox_body USING (id) ORDER BY id"
+            return [dict(r) for r in conn.execute(query)]
     import psycopg
     from psycopg.rows import dict_row
 
@@ -51,6 +52,8 @@ def execute(db_url: str, sql: str, *args: Any) -> None:
 def reset(db_url: str) -> None:
     """Empty the outbox (between the parts of a test)."""
     execute(db_url, "DELETE FROM outbox")
+    if db_url.startswith("sqlite"):
+        execute(db_url, "DELETE FROM outbox_body")
 
 
 def fast_outbox(url: str, **overrides: Any) -> dict[str, Any]:

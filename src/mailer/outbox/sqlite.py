@@ -1,10 +1,15 @@
 """The embedded outbox: one SQLite file (WAL), shared by the processes of one machine.
 
 One writer thread per store owns the connection and commits in groups: every operation
-waiting when a transaction starts goes into it (each in its own savepoint, so one failing
-operation does not undo the others), and all of them are answered after the one COMMIT.
+waiting when a transaction starts goes into it (each in its own savepoint when it runs
+several statements, so one failing operation does not undo the others), and all of them
+are answered after the one COMMIT, with one wake-up of the caller's event loop.
 Under load that turns N fsyncs into one, which is what lets the outbox keep up with
 sending; alone, an operation costs one transaction as usual.
+
+A message's content lives in ``outbox_body``, apart from its row in ``outbox``: SQLite
+rewrites a whole record (overflow pages too) on every UPDATE, and the claim, the commit
+point and the result each update the row.
 
 Claims run in ``BEGIN IMMEDIATE`` transactions: SQLite's write lock is taken at the start,
 so two processes cannot both select the same due message and lease it. Other processes
@@ -12,19 +17,24 @@ wait for the lock up to ``busy_timeout`` (30 s).
 
 Durability (``?synchronous=`` in the URL; docs/outbox.md has the table). Every commit
 survives a killed process in every mode: in WAL mode SQLite has written the WAL before
-COMMIT returns. What differs is a power cut or an OS crash:
+COMMIT returns. What differs is a power cut or an OS crash, which loses what was
+committed since the WAL was last fsync'd:
 
 * ``auto`` (the default): a group that holds an enqueue, a commit-point record or an
-  operator's change is fsync'd before any of it is answered (``FULL``); a group of only
-  claims, results and heartbeats is not (``NORMAL``). The WAL is one ordered log, so an
-  fsync also covers every commit before it: a commit-point record on disk implies its
-  claim is. A power cut can lose only the latest claims (the attempt is undone: nothing
-  was sent, since its commit point was not yet recorded) and results (the row goes to
-  ``unknown`` or back to ``queued``, as for a killed worker).
+  operator's change (retry, purge) is fsync'd before any of it is answered; a group of
+  only claims, results and heartbeats is not (it reaches the disk with the next fsync).
+  The WAL is one ordered log, so an fsync covers every commit before it: a commit-point
+  record on disk implies its claim is. A power cut can lose only the latest claims (the
+  attempt is undone; nothing was sent, its commit point was not recorded) and results
+  (the row goes to ``unknown``, or back to ``queued`` if it had not committed): as after
+  a killed worker, never a message sent twice.
 * ``full`` / ``extra``: every group is fsync'd (results too: fewer ``unknown`` after a
-  power cut, one fsync more per result).
-* ``normal``: none is. A power cut can lose an enqueued message and a commit-point
-  record (a message then sent again may be a duplicate).
+  power cut, for an fsync more per result).
+* ``normal``: none is. A power cut can lose the last enqueued messages and commit-point
+  records (a message sent again after it may be a duplicate).
+
+Besides the per-group fsyncs, a background checkpoint copies the WAL into the database
+(it fsyncs the WAL first) every ``_CHECKPOINT_EVERY`` seconds while there are commits.
 """
 
 from __future__ import annotations
@@ -69,8 +79,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id  TEXT    NOT NULL UNIQUE,
     state       TEXT    NOT NULL,
-    message     BLOB    NOT NULL,
-    raw         BLOB,
     attempts    INTEGER NOT NULL DEFAULT 0,
     created     REAL    NOT NULL,
     updated     REAL    NOT NULL,
@@ -84,6 +92,11 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_state_next ON outbox (state, next_at);
 CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (state, lease_until);
+CREATE TABLE IF NOT EXISTS outbox_body (
+    id          INTEGER PRIMARY KEY,
+    message     BLOB    NOT NULL,
+    raw         BLOB
+);
 """
 
 
@@ -160,8 +173,8 @@ class _Writer(threading.Thread):
     def _run(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         if self.synchronous == "auto":
             # One fsync for the whole group when any of it must survive a power cut;
-            # none when it only holds claims, results and heartbeats (a killed process
-            # loses nothing either way: the WAL is written before COMMIT returns).
+            # none for worker records alone (a killed process loses nothing either way:
+            # the WAL is written before COMMIT returns).
             self._set_level(conn, "full" if any(j.durable for j in batch) else "normal")
         results: list[tuple[bool, Any]] = []
         try:
@@ -324,15 +337,24 @@ class SQLiteStore:
         def op(conn: sqlite3.Connection) -> bool:
             now = time.time()
             cur = conn.execute(
-                "INSERT INTO outbox (message_id, state, message, raw, attempts, created,"
-                " updated, next_at, last_error) VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO outbox (message_id, state, attempts, created, updated, next_at,"
+                " last_error) VALUES (?, 'queued', ?, ?, ?, ?, ?)"
                 " ON CONFLICT (message_id) DO NOTHING",
-                (item.message_id, item.message_json, item.raw, item.attempts, now, now,
-                 item.next_at, item.last_error),
-            )  # fmt: skip
-            return cur.rowcount == 1
+                (item.message_id, item.attempts, now, now, item.next_at, item.last_error),
+            )
+            if cur.rowcount != 1:
+                return False
+            # The content lives in its own table: SQLite rewrites a whole row (overflow
+            # pages included) on every UPDATE, and the claim, the commit point and the
+            # result each update the row. With the content in it that was about 60 KB
+            # of WAL per message sent; without, a page or two.
+            conn.execute(
+                "INSERT INTO outbox_body (id, message, raw) VALUES (?, ?, ?)",
+                (cur.lastrowid, item.message_json, item.raw),
+            )
+            return True
 
-        return await self._do(op, durable=True, atomic=True)
+        return await self._do(op, durable=True)
 
     async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection) -> list[Claimed]:
@@ -362,10 +384,13 @@ class SQLiteStore:
                     got = conn.execute(
                         "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
                         " claim = ?, committed = 0, attempts = attempts + 1, updated = ?"
-                        " WHERE id = ? RETURNING message_id, message, raw, attempts, created",
+                        " WHERE id = ? RETURNING message_id, attempts, created",
                         (owner, now + lease, token, now, row),
                     ).fetchone()
-                    claimed.append(Claimed(row, token, got[0], got[1], got[2], got[3], got[4]))
+                    body = conn.execute(
+                        "SELECT message, raw FROM outbox_body WHERE id = ?", (row,)
+                    ).fetchone()
+                    claimed.append(Claimed(row, token, got[0], body[0], body[1], got[1], got[2]))
             return claimed
 
         return await self._do(op)
@@ -452,13 +477,15 @@ class SQLiteStore:
 
     async def purge(self, state: State, older_than: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "DELETE FROM outbox WHERE state = ? AND updated < ?",
-                (state, time.time() - older_than),
+            args = (state, time.time() - older_than)
+            conn.execute(
+                "DELETE FROM outbox_body WHERE id IN"
+                " (SELECT id FROM outbox WHERE state = ? AND updated < ?)",
+                args,
             )
-            return cur.rowcount
+            return conn.execute("DELETE FROM outbox WHERE state = ? AND updated < ?", args).rowcount
 
-        return await self._do(op, durable=True, atomic=True)
+        return await self._do(op, durable=True)
 
 
 def _settle_expired(conn: sqlite3.Connection, now: float) -> None:
