@@ -6,6 +6,7 @@ saw, not what the library says.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +32,7 @@ from mailer.outbox.store import NewMessage, Outcome
 from mailer.outbox.worker import open_store
 from mailer.testing import ScriptedProvider
 
-from .conftest import fast_outbox, make_message, reset, rows, smtp_entry
+from .conftest import execute, fast_outbox, make_message, reset, rows, smtp_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -267,6 +268,37 @@ async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
         await store.close()
 
 
+async def test_max_age_is_checked_as_messages_come_due(db_url: str) -> None:
+    """A due message past max_age goes to dead when a claim reaches it (no scan of every
+    queued row per claim); the due message behind it is still claimed in the same call,
+    and content is purged with its row."""
+    store = open_store(OutboxConfig(url=db_url))
+    await store.open()
+    try:
+        ids = []
+        for i in range(3):
+            m = make_message(i)
+            assert m.message_id
+            ids.append(m.message_id)
+            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
+                                       m.as_bytes(), time.time() - 10 + i))  # fmt: skip
+        execute(db_url, "UPDATE outbox SET created = ? WHERE message_id = ?",
+                time.time() - 7200, ids[0])  # fmt: skip
+        got = await store.claim("w", 1, lease=30, max_age=3600)
+        assert [c.message_id for c in got] == [ids[1]] and got[0].raw is not None
+        assert (await store.stats())["dead"] == 1
+        (old,) = await store.items("dead")
+        assert old.message_id == ids[0] and "max_age" in (old.last_error or "")
+        assert await store.purge("dead", older_than=0) == 1
+        assert [r["message_id"] for r in rows(db_url)] == ids[1:]
+        if db_url.startswith("sqlite"):
+            with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+                (bodies,) = conn.execute("SELECT COUNT(*) FROM outbox_body").fetchone()
+            assert bodies == 2
+    finally:
+        await store.close()
+
+
 async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) -> None:
     """Two outboxes (separate connections, as two processes have) draining one file."""
     delivered: list[str] = []
@@ -351,6 +383,12 @@ async def test_config_forms_and_errors(tmp_path: Path) -> None:
     assert "hunter22" not in str(info.value) and "lease" in str(info.value)
     config = load_config({"providers": ["memory://"], "outbox": "postgresql://u:hunter22@db/x"})
     assert "hunter22" not in repr(config)
+    for level in ("auto", "FULL", "extra", "normal"):
+        store = open_store(OutboxConfig(url=f"{url}?synchronous={level}"))
+        assert getattr(store, "synchronous", None) == level.lower()
+    assert getattr(open_store(OutboxConfig(url=url)), "synchronous", None) == "auto"
+    with pytest.raises(ConfigError, match="synchronous must be auto, full, extra or normal"):
+        Mailer.from_config({"providers": ["memory://"], "outbox": f"{url}?synchronous=off"})
 
 
 async def test_inline_dkim_keys_are_refused_at_enqueue(db_url: str) -> None:
