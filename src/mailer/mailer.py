@@ -356,8 +356,8 @@ class Mailer(AsyncClosing):
             return None
         if not isinstance(config, OutboxConfig):
             config = load_outbox_config(config)
-        idempotent = {p.name: p.idempotent for p in self._leaves}
-        return Outbox(config, self._deliver, idempotent=lambda n: idempotent.get(n or "", False))
+        windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
+        return Outbox(config, self._deliver, window=lambda n: windows.get(n or "", 0.0))
 
     @property
     def outbox(self) -> Outbox:

@@ -94,6 +94,10 @@ class Provider(AsyncClosing):
     Config: ClassVar[type[BaseModel]] = ProviderConfig
     #: True when a re-send after an uncertain outcome cannot duplicate (idempotency keys)
     idempotent: ClassVar[bool] = False
+    #: how long the provider recognises a re-send as the same request (seconds; Resend's
+    #: keys last 24 h). The outbox re-sends an uncertain message to an idempotent
+    #: provider only within it; 0 with ``idempotent``: no limit is known, so it never does
+    idempotency_window: ClassVar[float] = 0.0
     #: True when ``_send`` awaits :meth:`commit_point` before the step after which the
     #: message may have been accepted. Left False, the attempt counts as committed from
     #: its start: never abandoned for speed, and any interruption is DeliveryUncertain.

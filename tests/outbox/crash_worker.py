@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -37,9 +38,9 @@ async def main(config: str, phase: str) -> None:
             die()
         return got
 
-    async def deliver_dies(message: Message) -> SendResult:
+    async def deliver_dies(message: Message, providers: Sequence[str] | None) -> SendResult:
         die()
-        return await deliver(message)
+        return await deliver(message, providers)
 
     async def mark_then_die(*args: Any) -> bool:
         ok: bool = await mark(*args)

@@ -113,6 +113,86 @@ async def test_uncertain_is_never_queued(db_url: str) -> None:
         assert (await mailer.outbox.stats())["queued"] == 0
 
 
+class Keyed(ScriptedProvider):
+    """An idempotent provider (as Resend, with its key) whose keys last an hour."""
+
+    idempotent = True
+    idempotency_window = 3600.0
+
+
+async def test_an_uncertain_idempotent_send_is_retried_on_that_provider_only(
+    db_url: str,
+) -> None:
+    """Resend may have accepted it: the re-send must reuse Resend's key, so the message is
+    pinned to that provider. Without the pin the next try went to the backup (Resend's
+    breaker had opened) and the message could be delivered twice."""
+    keyed = Keyed("keyed", ["uncertain", "uncertain"])  # both of the Mailer's own tries
+    backup = ScriptedProvider("backup")
+    options: dict[str, Any] = {"retry": {"attempts": 2, "backoff": 0},
+                               "health": {"failure_threshold": 1, "cooldown": 0.3}}  # fmt: skip
+    async with Mailer([keyed, backup], outbox=fast_outbox(db_url), **options) as mailer:
+        await mailer.enqueue(make_message(1))
+        outcomes = await mailer.drain(timeout=10)
+    (row,) = rows(db_url)
+    assert row["state"] == "sent" and row["provider"] == "keyed", row
+    assert row["pin"] is None  # cleared once the outcome is known
+    assert backup.calls == 0
+    assert keyed.calls >= 3 and outcomes["sent"] == 1
+
+    reset(db_url)
+    # the key would expire before the next try (the provider keeps failing before its
+    # commit point, so the pinned retries go on): unknown, for an operator, never
+    # another provider
+    short = Keyed("keyed", ["uncertain", "uncertain"] + ["transient"] * 1000)
+    short.idempotency_window = 0.5
+    async with Mailer([short, backup], outbox=fast_outbox(db_url), **options) as mailer:
+        await mailer.enqueue(make_message(2))
+        await mailer.drain(timeout=3)
+    (row,) = rows(db_url)
+    assert row["state"] == "unknown" and "idempotency window" in row["last_error"], row
+    assert backup.calls == 0
+
+
+def test_decide_pins_only_what_an_idempotency_key_protects() -> None:
+    """The rules, one by one (pure function)."""
+    from random import Random
+
+    from mailer import AllProvidersFailed, TransientError
+    from mailer.outbox.worker import decide
+
+    config = OutboxConfig(url="sqlite:///unused.db", max_attempts=5)
+    windows = {"resend": 86400.0, "resend2": 86400.0}
+
+    def outcome(exc: BaseException, *, crossed: bool = True, pin: str | None = None,
+                attempts: int = 1, created: float = 0.0) -> Outcome:  # fmt: skip
+        return decide(exc, crossed=crossed, attempts=attempts, created=created,
+                      config=config, window=lambda n: windows.get(n or "", 0.0),
+                      rng=Random(1), now=10.0, pin=pin)  # fmt: skip
+
+    def uncertain(name: str) -> DeliveryUncertain:
+        return DeliveryUncertain("timed out after the body", provider=name)
+
+    first = outcome(uncertain("resend"))
+    assert (first.state, first.pin) == ("queued", "resend")
+    assert outcome(uncertain("smtp")).state == "unknown"  # no key: may be a duplicate
+    # pinned: a failure before any commit point keeps the pin (the first try may count)
+    again = outcome(TransientError("refused", provider="resend"), crossed=False, pin="resend")
+    assert (again.state, again.pin) == ("queued", "resend")
+    both = AllProvidersFailed({"resend": uncertain("resend"),
+                                "resend2": uncertain("resend2")})  # fmt: skip
+    assert outcome(both).state == "unknown"  # two keys, two possible deliveries
+    assert outcome(uncertain("resend2"), pin="resend").state == "unknown"
+    assert outcome(uncertain("resend"), pin="resend", attempts=5).state == "unknown"
+    assert outcome(ConfigError("no provider 'resend'"), crossed=False, pin="resend").state == (
+        "unknown"
+    )
+    late = outcome(uncertain("resend"), created=10.0 - 86400.0)
+    assert late.state == "unknown" and "idempotency window" in (late.error or "")
+    # unpinned, nothing crossed: an ordinary retry, on any provider
+    plain = outcome(TransientError("451", provider="smtp"), crossed=False)
+    assert (plain.state, plain.pin) == ("queued", None)
+
+
 async def test_outcomes_permanent_max_attempts_max_age_rate_limit(db_url: str) -> None:
     permanent = ScriptedProvider("p", ["permanent"])
     async with Mailer([permanent], outbox=fast_outbox(db_url)) as mailer:

@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS mailer_outbox (
     claim       TEXT,
     committed   BOOLEAN NOT NULL DEFAULT false,
     provider    TEXT,
-    last_error  TEXT
+    last_error  TEXT,
+    pin         TEXT
 );
 CREATE INDEX IF NOT EXISTS mailer_outbox_state_next ON mailer_outbox (state, next_at);
 CREATE INDEX IF NOT EXISTS mailer_outbox_lease ON mailer_outbox (state, lease_until);
@@ -146,7 +147,7 @@ class PostgresStore:
             while True:
                 rows = await conn.fetch(_CLAIM, owner, lease, token, limit, max_age,
                                         MAX_AGE_PASSED)  # fmt: skip
-                claimed = [Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6])
+                claimed = [Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7])
                            for r in rows if r[1] is not None]  # fmt: skip
                 # every row found was too old (now dead): look again for due ones
                 if claimed or not rows:
@@ -166,9 +167,10 @@ class PostgresStore:
             "UPDATE mailer_outbox SET state = $1, next_at = COALESCE($2, next_at),"
             " provider = COALESCE($3, provider), last_error = $4,"
             " updated = extract(epoch from now()),"
-            " lease_owner = NULL, lease_until = NULL"
+            " lease_owner = NULL, lease_until = NULL, pin = $7"
             " WHERE id = $5 AND claim = $6 AND state IN ('sending', 'unknown')",
             outcome.state, outcome.next_at, outcome.provider, outcome.error, row, claim,
+            outcome.pin,
         )  # fmt: skip
         return status.endswith(" 1")
 
@@ -205,7 +207,7 @@ class PostgresStore:
     async def retry(self, message_ids: list[str]) -> int:
         status: str = await self._p().execute(
             "UPDATE mailer_outbox SET state = 'queued', next_at = extract(epoch from now()),"
-            " updated = extract(epoch from now()),"
+            " updated = extract(epoch from now()), pin = NULL,"
             " committed = false, claim = NULL, lease_owner = NULL, lease_until = NULL"
             " WHERE message_id = ANY($1::text[]) AND state != 'sending'",
             message_ids,
@@ -262,9 +264,9 @@ got AS (
         lease_until = extract(epoch from now()) + $2, claim = $3 || ':' || m.id,
         committed = false, attempts = attempts + 1, updated = extract(epoch from now())
     FROM due WHERE m.id = due.id AND NOT due.too_old
-    RETURNING m.id, m.claim, m.message_id, m.message, m.raw, m.attempts, m.created
+    RETURNING m.id, m.claim, m.message_id, m.message, m.raw, m.attempts, m.created, m.pin
 )
-SELECT id, claim, message_id, message, raw, attempts, created FROM got
+SELECT id, claim, message_id, message, raw, attempts, created, pin FROM got
 UNION ALL
-SELECT id, NULL, NULL, NULL, NULL, NULL, NULL FROM dead
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dead
 """

@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     claim       TEXT,
     committed   INTEGER NOT NULL DEFAULT 0,
     provider    TEXT,
-    last_error  TEXT
+    last_error  TEXT,
+    pin         TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_state_next ON outbox (state, next_at);
 CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (state, lease_until);
@@ -384,13 +385,15 @@ class SQLiteStore:
                     got = conn.execute(
                         "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
                         " claim = ?, committed = 0, attempts = attempts + 1, updated = ?"
-                        " WHERE id = ? RETURNING message_id, attempts, created",
+                        " WHERE id = ? RETURNING message_id, attempts, created, pin",
                         (owner, now + lease, token, now, row),
                     ).fetchone()
                     body = conn.execute(
                         "SELECT message, raw FROM outbox_body WHERE id = ?", (row,)
                     ).fetchone()
-                    claimed.append(Claimed(row, token, got[0], body[0], body[1], got[1], got[2]))
+                    claimed.append(
+                        Claimed(row, token, got[0], body[0], body[1], got[1], got[2], got[3])
+                    )
             return claimed
 
         return await self._do(op)
@@ -412,10 +415,10 @@ class SQLiteStore:
             cur = conn.execute(
                 "UPDATE outbox SET state = ?, next_at = COALESCE(?, next_at),"
                 " provider = COALESCE(?, provider), last_error = ?, updated = ?,"
-                " lease_owner = NULL, lease_until = NULL"
+                " lease_owner = NULL, lease_until = NULL, pin = ?"
                 " WHERE id = ? AND claim = ? AND state IN ('sending', 'unknown')",
                 (outcome.state, outcome.next_at, outcome.provider, outcome.error, now,
-                 row, claim),
+                 outcome.pin, row, claim),
             )  # fmt: skip
             return cur.rowcount == 1
 
@@ -465,7 +468,7 @@ class SQLiteStore:
             now, n = time.time(), 0
             for mid in message_ids:
                 cur = conn.execute(
-                    "UPDATE outbox SET state = 'queued', next_at = ?, updated = ?,"
+                    "UPDATE outbox SET state = 'queued', next_at = ?, updated = ?, pin = NULL,"
                     " committed = 0, claim = NULL, lease_owner = NULL, lease_until = NULL"
                     " WHERE message_id = ? AND state != 'sending'",
                     (now, now, mid),

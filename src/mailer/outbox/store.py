@@ -72,6 +72,9 @@ class Claimed:
     #: tries so far, this one included
     attempts: int
     created: float
+    #: the only provider this message may go to: an idempotent one (Resend) that may
+    #: have accepted it already, where a re-send with the same key cannot duplicate it
+    pin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,8 @@ class Outcome:
     next_at: float | None = None
     provider: str | None = None
     error: str | None = None
+    #: queued again, but only for this provider (see :attr:`Claimed.pin`)
+    pin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

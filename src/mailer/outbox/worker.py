@@ -27,7 +27,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
@@ -52,7 +52,8 @@ __all__ = ["Outbox", "backoff_delay", "decide", "open_store"]
 
 log = get_logger("mailer.outbox")
 
-Deliver = Callable[[Message], Awaitable[SendResult]]
+#: the Mailer's send without the outbox, restricted to the providers named (None: all)
+Deliver = Callable[[Message, Sequence[str] | None], Awaitable[SendResult]]
 
 
 def open_store(config: OutboxConfig) -> OutboxStore:
@@ -78,18 +79,14 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:2000]
 
 
-def _may_have_delivered(exc: BaseException, idempotent: Callable[[str | None], bool]) -> bool:
-    """Whether the error leaves open that a provider accepted the message (a re-send
-    through an idempotent provider cannot duplicate, so its uncertainty does not count)."""
+def _uncertain_on(exc: BaseException) -> list[str | None] | None:
+    """The providers that may have accepted the message by this error's account, or
+    None when the error is not one we can read (anything may have happened)."""
     if isinstance(exc, AllProvidersFailed):
-        return any(
-            isinstance(e, DeliveryUncertain) and not idempotent(e.provider)
-            for e in exc.errors.values()
-        )
+        return [e.provider for e in exc.errors.values() if isinstance(e, DeliveryUncertain)]
     if isinstance(exc, DeliveryUncertain):
-        return not idempotent(exc.provider)
-    # something unexpected: we cannot know
-    return not isinstance(exc, DeliveryError | MessageError)
+        return [exc.provider]
+    return [] if isinstance(exc, DeliveryError | MessageError) else None
 
 
 def _retry_after(exc: BaseException) -> float:
@@ -105,27 +102,53 @@ def decide(
     attempts: int,
     created: float,
     config: OutboxConfig,
-    idempotent: Callable[[str | None], bool],
+    window: Callable[[str | None], float],
     rng: random.Random,
     now: float,
+    pin: str | None = None,
 ) -> Outcome:
     """Where a message goes after an attempt that raised ``exc``.
 
     ``crossed``: some attempt of this send recorded crossing a commit point. Without that,
     nothing can have been delivered whatever the error says, and a retry is safe.
+
+    ``pin``: an earlier attempt may have reached this idempotent provider. A message that
+    may have been accepted is retried only on that one provider, with the same
+    idempotency key, and only while the provider still recognises the key
+    (``window(provider)`` seconds, counted from the message's creation, which is
+    earlier than any attempt): a retry on another provider, or after the window, could
+    deliver it twice, so it goes to ``unknown`` instead.
     """
     error = _error_text(exc)
     provider = getattr(exc, "provider", None)
     if isinstance(exc, PermanentError | MessageError):
         return Outcome("failed", provider=provider, error=error)
-    if crossed and _may_have_delivered(exc, idempotent):
-        return Outcome("unknown", provider=provider, error=error)
+    if pin is not None and isinstance(exc, ConfigError):
+        return Outcome("unknown", provider=pin, error=f"{pin!r} may have accepted it "
+                       f"and can no longer be tried; {error}")  # fmt: skip
+    if crossed:
+        reached = _uncertain_on(exc)
+        if reached is None or any(name is None or not window(name) for name in reached):
+            return Outcome("unknown", provider=provider, error=error)  # not idempotent
+        candidates = {name for name in (*reached, pin) if name is not None}
+        if len(candidates) > 1:
+            return Outcome(
+                "unknown",
+                provider=provider,
+                error=f"may have been accepted by {sorted(candidates)}; {error}",
+            )
+        pin = next(iter(candidates), None)
     if attempts >= config.max_attempts:
-        return Outcome("dead", provider=provider, error=f"max_attempts reached; {error}")
+        state: State = "unknown" if pin else "dead"
+        return Outcome(state, provider=provider, error=f"max_attempts reached; {error}")
     delay = max(backoff_delay(attempts, config.backoff, rng), _retry_after(exc))
+    if pin is not None and now + delay - created >= window(pin):
+        return Outcome("unknown", provider=pin, error=f"{pin!r}'s idempotency window would "
+                       f"pass before the next try; {error}")  # fmt: skip
     if now + delay - created >= config.max_age:
-        return Outcome("dead", provider=provider, error=f"max_age reached; {error}")
-    return Outcome("queued", next_at=now + delay, provider=provider, error=error)
+        state = "unknown" if pin else "dead"
+        return Outcome(state, provider=provider, error=f"max_age reached; {error}")
+    return Outcome("queued", next_at=now + delay, provider=provider, error=error, pin=pin)
 
 
 class Outbox:
@@ -141,13 +164,14 @@ class Outbox:
         config: OutboxConfig,
         deliver: Deliver,
         *,
-        idempotent: Callable[[str | None], bool] = lambda name: False,
+        window: Callable[[str | None], float] = lambda name: 0.0,
         store: OutboxStore | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._deliver = deliver
-        self._idempotent = idempotent
+        #: each provider's idempotency window in seconds (0: not idempotent)
+        self._window = window
         self.store: OutboxStore = store if store is not None else open_store(config)
         self._rng = rng or random.Random()
         self._opened = False
@@ -332,12 +356,13 @@ class Outbox:
             if item.raw is not None:
                 _keep_rendering(message, item.raw)
             with commit_hooks(hook):
-                result = await self._deliver(message)
+                pinned = None if item.pin is None else [item.pin]
+                result = await self._deliver(message, pinned)
         except Exception as exc:
             outcome = decide(
                 exc, crossed=crossed or not self._hooks_seen, attempts=item.attempts,
-                created=item.created, config=self.config, idempotent=self._idempotent,
-                rng=self._rng, now=time.time(),
+                created=item.created, config=self.config, window=self._window,
+                rng=self._rng, now=time.time(), pin=item.pin,
             )  # fmt: skip
             level = logging.WARNING if outcome.state in ("unknown", "dead", "failed") else 20
             log.log(level, "outbox %s: attempt %d -> %s (%s)", item.message_id,

@@ -62,6 +62,7 @@ class ResendProvider(HTTPProvider):
     Config: ClassVar[type[ResendConfig]] = ResendConfig
     config: ResendConfig
     idempotent = True
+    idempotency_window = 24 * 3600.0  # "Idempotency keys expire after 24 hours"
     default_base_url = "https://api.resend.com"
     send_path = "/emails"
     dsn_key_field = "api_key"
