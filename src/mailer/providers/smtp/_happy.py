@@ -22,11 +22,12 @@ connected while the race was being cancelled open, and its errors arrive as a ba
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ATTEMPT_DELAY", "ConnectFailed", "connect", "interleave"]
+__all__ = ["ATTEMPT_DELAY", "ConnectFailed", "connect", "describe", "interleave"]
 
 #: RFC 8305 section 5: the recommended Connection Attempt Delay, in seconds
 ATTEMPT_DELAY = 0.25
@@ -41,9 +42,17 @@ class ConnectFailed(OSError):
     that the classifier, which follows causes, names it."""
 
     def __init__(self, host: str, errors: Sequence[tuple[str, OSError]]) -> None:
-        shown = "; ".join(f"{address}: {error.strerror or error}" for address, error in errors)
+        shown = "; ".join(f"{address}: {describe(error)}" for address, error in errors)
         super().__init__(f"cannot connect to any address of {host!r} ({shown})")
         self.errors = list(errors)
+
+
+def describe(error: OSError) -> str:
+    """The system's words for an OSError ("Connection refused"), without asyncio's
+    "Connect call failed (address)" wording around them."""
+    if isinstance(error, ConnectFailed | socket.gaierror) or not error.errno:
+        return str(error) or type(error).__name__
+    return os.strerror(error.errno)
 
 
 def interleave(infos: Sequence[AddrInfo]) -> list[AddrInfo]:

@@ -63,7 +63,7 @@ class SMTPProvider(Provider):
         proxy = cfg.proxy_url
         if proxy is not None:
             try:
-                require_library()
+                require_library(proxy)
             except ImportError as exc:
                 raise ConfigError(f"provider {name!r}: {exc}") from None
         self._settings = Settings(
