@@ -21,8 +21,7 @@ import pytest
 
 from mailer import Message
 from mailer.errors import TransientError
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp import _happy
+from mailer.providers.smtp import SMTPProvider, _happy
 from mailer.providers.smtp._happy import ATTEMPT_DELAY, interleave
 
 from .servers import TLS_NAME, Blackhole, SMTPTestServer, free_port

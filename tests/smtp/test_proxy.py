@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from mailer import ConfigError, Mailer, Message
-from mailer.errors import AllProvidersFailed, AuthError, TransientError
-from mailer.providers.smtp import SMTPProvider
 from mailer.config import parse_dsn
+from mailer.errors import AuthError, TransientError
+from mailer.providers.smtp import SMTPProvider
 from mailer.providers.smtp._proxy import parse_proxy
 
 from .servers import TLS_NAME, HTTPConnectProxy, SMTPTestServer, SOCKSProxy, free_port
@@ -179,8 +179,8 @@ async def test_proxy_cannot_reach_the_server(
 
 async def test_not_a_proxy_at_that_port(starttls_server: SMTPTestServer) -> None:
     """An SMTP server where the proxy should be: the handshake makes no sense."""
+    config = via(starttls_server, f"http://127.0.0.1:{starttls_server.port}")
     with pytest.raises(TransientError) as info:
-        config = via(starttls_server, f"http://127.0.0.1:{starttls_server.port}")
         await SMTPProvider.from_config("p", config).send(message())
     assert "did not answer as a http:// proxy" in str(info.value)
     assert info.value.retry_here is False
