@@ -64,8 +64,8 @@ class Transcript:
     def client(self, data: bytes) -> None:
         """One write: one command, or a pipelined group of them."""
         lines = data.split(b"\r\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
+        if len(lines) > 1 and lines[-1] == b"":
+            lines.pop()  # the CRLF of the last command (b"" alone is an empty line)
         for line in lines:
             shown = self._scrub(line)
             if self.enabled:
