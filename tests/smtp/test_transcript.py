@@ -82,8 +82,13 @@ async def test_xoauth2_tokens_are_redacted_through_a_refresh(
     """The refused token, the 334 error challenge, the empty answer, the fresh token."""
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     starttls_server.state.valid_tokens.add("fresh-token")
-    oauth2 = {"access_token": "stale-tok-SECRET", "token_url": token_endpoint.url,
-              "client_id": "cid", "client_secret": "cs-SECRET", "refresh_token": "rt-SECRET"}
+    oauth2 = {
+        "access_token": "stale-tok-SECRET",
+        "token_url": token_endpoint.url,
+        "client_id": "cid",
+        "client_secret": "cs-SECRET",
+        "refresh_token": "rt-SECRET",
+    }
     config = starttls_server.config(auth={"user": "alice", "oauth2": oauth2}, debug=True)
     await SMTPProvider.from_config("p", config).send(message())
     lines = transcript(caplog)
