@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -94,8 +93,23 @@ def default_config(server: SMTPTestServer) -> dict[str, Any]:
             "tls": {"ca_file": str(server.certs.ca_file)}}  # fmt: skip
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+@pytest.fixture
+def made(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:
+    """Every socket the race creates, in order (its ``socket`` module is swapped for
+    one whose ``socket`` class records; nothing else is affected)."""
+    sockets: list[socket.socket] = []
+
+    class Recording(socket.socket):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            sockets.append(self)
+
+    class SocketModule:
+        def __getattr__(self, name: str) -> Any:
+            return Recording if name == "socket" else getattr(socket, name)
+
+    monkeypatch.setattr(_happy, "socket", SocketModule())
+    return sockets
 
 
 # --------------------------------------------------------------------- address order
@@ -216,29 +230,33 @@ async def test_every_address_hangs_is_the_connection_timeout(
 
 
 async def test_the_losers_are_closed(
-    starttls_server: SMTPTestServer, resolve: Resolve, blackhole: Callable[[str], Blackhole]
-) -> None:
+    starttls_server: SMTPTestServer, resolve: Resolve, blackhole: Callable[[str], Blackhole],
+    made: list[socket.socket],
+) -> None:  # fmt: skip
     hole = blackhole("127.0.0.1")
     resolve([(hole.host, hole.port), ("127.0.0.1", starttls_server.port)])
-    before = open_fds()
     sock, peer = await _happy.connect(TLS_NAME, starttls_server.port)
     try:
         assert peer == f"127.0.0.1:{starttls_server.port}"
-        await asyncio.sleep(0)  # let the cancelled attempt finish closing
-        assert open_fds() == before + 1  # the winner only
+        assert len(made) == 2  # the blackhole's attempt, then the winner
+        assert made[1] is sock and sock.fileno() != -1
+        assert made[0].fileno() == -1  # the loser, closed
     finally:
         sock.close()
 
 
 async def test_cancelling_the_race_closes_every_attempt(
-    resolve: Resolve, blackhole: Callable[[str], Blackhole]
+    resolve: Resolve, blackhole: Callable[[str], Blackhole], made: list[socket.socket]
 ) -> None:
     holes = [blackhole("127.0.0.1") for _ in range(3)]
     resolve([(h.host, h.port) for h in holes])
-    before = open_fds()
     task = asyncio.ensure_future(_happy.connect(TLS_NAME, 25, delay=0.05))
-    await asyncio.sleep(0.3)  # all three attempts are running
+    for _ in range(100):  # bounded: until all three attempts are running
+        if len(made) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert len(made) == 3
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert open_fds() == before
+    assert [s.fileno() for s in made] == [-1, -1, -1]
