@@ -455,6 +455,15 @@ class SMTPTestServer:
         config.update(overrides)
         return config
 
+    def named_config(self, **overrides: Any) -> dict[str, Any]:
+        """:meth:`config` with ``host`` = the certificate's name (TLS_NAME), and only
+        ``tls.ca_file``: SNI and the name check use the host itself. The test resolves
+        TLS_NAME to loopback (or a proxy does), and the non-loopback defaults apply."""
+        config = self.config(host=TLS_NAME, **overrides)
+        assert self.certs is not None
+        config["tls"] = {"ca_file": str(self.certs.ca_file)}
+        return config
+
     def wait_for(self, predicate: Any, timeout: float = 2.0) -> bool:
         """Poll server state (it lives in another thread) until ``predicate()``."""
         return wait_until(predicate, timeout)

@@ -60,9 +60,7 @@ def proxies() -> Iterator[Callable[..., Any]]:
 
 def via(server: SMTPTestServer, proxy_url: str, **overrides: Any) -> dict[str, Any]:
     """STARTTLS to TLS_NAME (so SNI and the certificate name are checked), via a proxy."""
-    config = server.config(host=TLS_NAME, proxy=proxy_url, **overrides)
-    config["tls"] = {"ca_file": str(server.certs.ca_file)}  # type: ignore[union-attr]
-    return config
+    return server.named_config(proxy=proxy_url, **overrides)
 
 
 @pytest.mark.parametrize(
