@@ -37,6 +37,7 @@ from aiosmtplib.typing import Default
 
 from ..._log import get_logger
 from .pipeline import Reply, ReplyStream
+from .wire import Piece, payload_size
 
 __all__ = ["Transcript", "TranscriptSMTP", "TranscriptStream"]
 
@@ -156,8 +157,8 @@ class TranscriptStream(ReplyStream):
         self.transcript.client(data)
         super().send(data, replies=replies)
 
-    async def send_payload(self, pieces: tuple[bytes, ...], *, timeout: float | None) -> None:
-        self.transcript.payload(sum(len(p) for p in pieces))
+    async def send_payload(self, pieces: tuple[Piece, ...], *, timeout: float | None) -> None:
+        self.transcript.payload(payload_size(pieces))
         await super().send_payload(pieces, timeout=timeout)
 
     async def read(self, timeout: float | None) -> Reply:
