@@ -53,9 +53,7 @@ def mitm(starttls_server: SMTPTestServer) -> Iterator[StripTLSProxy]:
 
 
 def named_config(server: SMTPTestServer, port: int, **overrides: Any) -> dict[str, Any]:
-    config = server.config(host=TLS_NAME, port=port, **overrides)
-    config["tls"] = {"ca_file": str(server.certs.ca_file)}  # type: ignore[union-attr]
-    return config
+    return server.named_config(port=port, **overrides)
 
 
 # ------------------------------------------------------------------------ the default

@@ -48,6 +48,7 @@ from ...errors import (
     RecipientsRefused,
     TransientError,
 )
+from ._proxy import ProxyFailure
 
 _E = TypeVar("_E", bound=BaseException)
 
@@ -89,11 +90,18 @@ class Endpoint:
     port: int
     secure: bool
     tls_name: str
+    #: the proxy connections go through, credentials removed (``ProxyURL.shown``)
+    via: str | None = None
 
     @property
     def where(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def route(self) -> str:
+        """``where``, and the proxy when there is one: for connect errors."""
+        return self.where if self.via is None else f"{self.where} through proxy {self.via}"
 
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -262,6 +270,33 @@ def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint) -> DeliveryError:
     return TransientError(f"TLS error with {endpoint.where}: {why}")
 
 
+def _proxy_error(failure: ProxyFailure, endpoint: Endpoint) -> DeliveryError:
+    """The proxy did not connect us. A proxy that is down, or that could not reach the
+    server, may heal in a retry's backoff; refused credentials or a proxy that speaks
+    another protocol do not."""
+    proxy, detail, where = failure.proxy.shown, failure.detail, endpoint.where
+    if failure.kind == "unreachable":
+        return TransientError(
+            f"cannot connect to proxy {proxy} (for {where}): {detail}; is the proxy up, "
+            "and is this its port?"
+        )
+    if failure.kind == "rejected":
+        return TransientError(f"proxy {proxy} could not connect to {where}: {detail}")
+    error: DeliveryError
+    if failure.kind == "auth":
+        error = AuthError(
+            f"proxy {proxy} refused authentication (for {where}): {detail}; check the user "
+            "and password in the proxy URL"
+        )
+    else:
+        error = TransientError(
+            f"proxy {proxy} did not answer as a {failure.proxy.scheme}:// proxy (for "
+            f"{where}): {detail}; check the proxy URL's scheme and port"
+        )
+    error.retry_here = False
+    return error
+
+
 def map_exception(
     exc: BaseException,
     phase: Phase,
@@ -326,9 +361,12 @@ def _map_exception(
     if ssl_exc is not None:
         return _ssl_error(ssl_exc, endpoint)
     if phase is Phase.CONNECT:
+        proxied = _find(exc, ProxyFailure)
+        if proxied is not None:
+            return _proxy_error(proxied, endpoint)
         if timed_out:
             return TransientError(
-                f"timed out after {secs} connecting to {endpoint.where} ({timeout_name})"
+                f"timed out after {secs} connecting to {endpoint.route} ({timeout_name})"
             )
         if _find(exc, ConnectionRefusedError) is not None:
             return TransientError(
@@ -338,7 +376,7 @@ def _map_exception(
         gai = _find(exc, socket.gaierror)
         if gai is not None:
             return TransientError(f"cannot resolve host {endpoint.host!r}: {gai.strerror}")
-        return TransientError(f"cannot connect to {endpoint.where}: {exc}")
+        return TransientError(f"cannot connect to {endpoint.route}: {exc}")
     if phase is Phase.GREETING and timed_out:
         if endpoint.secure and "connecting" in str(exc):
             return TransientError(

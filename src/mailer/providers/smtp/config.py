@@ -28,6 +28,7 @@ from ..._dkim import DKIMOptions
 from ..._options import Alias, close_names, normalize_options
 from ...errors import ConfigError
 from ...provider import ProviderConfig
+from ._proxy import ProxyURL, parse_proxy
 
 __all__ = [
     "OAUTH2_PRESETS",
@@ -289,6 +290,20 @@ class AuthOptions(_Options):
         return self
 
 
+def _nodemailer_logger(data: Any) -> Any:
+    """Nodemailer's ``logger: true`` (log to the console) is dropped: our logs always go
+    to Python logging (the ``mailer`` loggers), where handlers and levels are set. Its
+    ``debug: true`` is our ``debug`` (the SMTP transcript)."""
+    if not isinstance(data, Mapping) or "logger" not in data:
+        return data
+    if not isinstance(data["logger"], bool):
+        raise ValueError(
+            "logger takes true or false here (a logger object is not accepted): logs go to "
+            "Python logging, the 'mailer' loggers; set debug = true for the SMTP transcript"
+        )
+    return {k: v for k, v in data.items() if k != "logger"}
+
+
 def _rate_aliases(data: Any) -> Any:
     """Nodemailer's ``rateLimit`` (messages) per ``rateDelta`` (milliseconds, default
     1000) is our ``rate_limit = {messages, per}`` (seconds)."""
@@ -330,13 +345,9 @@ class SMTPConfig(ProviderConfig):
     refused_options: ClassVar[Mapping[str, str]] = {
         "service": "well-known service names are not built in; set host and port "
         "(e.g. smtp.gmail.com and 587) from your provider's page",
-        "proxy": "SMTP through a proxy is not offered; relay through an SMTP server your "
-        "network allows",
         "lmtp": "LMTP is not offered; deliver over SMTP",
         "localAddress": "binding a local interface is not offered; the OS picks it",
         "dnsTimeout": "DNS lookups count against connection_timeout",
-        "logger": "logs go to Python logging, the 'mailer' logger (mailer --debug)",
-        "debug": "logs go to Python logging, the 'mailer' logger (mailer --debug)",
         "disableFileAccess": "nothing is read from files or URLs but the attachment paths "
         "your code passes",
         "disableUrlAccess": "nothing is read from files or URLs but the attachment paths "
@@ -361,7 +372,7 @@ class SMTPConfig(ProviderConfig):
             if "method" in auth:
                 raise ValueError("authMethod and auth.method are the same option; give one")
             data["auth"] = {**auth, "method": method.upper() if isinstance(method, str) else method}
-        return _normalize(cls, _rate_aliases(data))
+        return _normalize(cls, _rate_aliases(_nodemailer_logger(data)))
 
     host: str = "localhost"
     #: 465 when ``secure``, else 587
@@ -392,6 +403,19 @@ class SMTPConfig(ProviderConfig):
     tls: TLSOptions = Field(default_factory=TLSOptions)
     #: DKIM-sign every message (a message's own ``dkim`` wins)
     dkim: DKIMOptions | None = Field(default=None, repr=False)
+    #: connect through a proxy: ``socks5://``, ``socks5h://``, ``socks4://``,
+    #: ``socks4a://`` or ``http://`` (CONNECT), ``[user:password@]host:port``; a secret
+    proxy: SecretStr | None = None
+    #: log each command and reply at DEBUG on ``mailer.providers.smtp.transcript`` (AUTH
+    #: data redacted, the message body as its size only)
+    debug: bool = False
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_proxy(value.get_secret_value())  # ValueError, never echoing the URL
+        return value
 
     @field_validator("host")
     @classmethod
@@ -442,6 +466,10 @@ class SMTPConfig(ProviderConfig):
         return self.port
 
     @property
+    def proxy_url(self) -> ProxyURL | None:
+        return parse_proxy(self.proxy.get_secret_value()) if self.proxy is not None else None
+
+    @property
     def tls_name(self) -> str:
         """The name for SNI and the certificate check."""
         return self.tls.servername or self.host
@@ -450,7 +478,7 @@ class SMTPConfig(ProviderConfig):
 _URL_BOOL_OR_NUMBER = {
     "pool", "secure", "require_tls", "ignore_tls", "allow_plaintext_auth", "name",
     "max_connections", "max_messages", "idle_timeout", "connection_timeout",
-    "greeting_timeout", "socket_timeout",
+    "greeting_timeout", "socket_timeout", "proxy", "debug",
 }  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -52,6 +53,9 @@ from ...errors import (
 )
 from ...provider import deadline_remaining
 from ...routing.attempt import attempt_progress, commit_point, current_attempt
+from . import _happy, _proxy
+from ._proxy import ProxyURL
+from ._transcript import Transcript, TranscriptSMTP, TranscriptStream
 from .classify import (
     Endpoint,
     Phase,
@@ -92,6 +96,8 @@ class Settings:
     tls_context: ssl.SSLContext
     ehlo_name: str
     tokens: TokenSource | None = None
+    #: connect through this proxy (``proxy``), else directly with Happy Eyeballs
+    proxy: ProxyURL | None = None
 
 
 @dataclass(slots=True)
@@ -122,25 +128,15 @@ def _reply_text(code: int, text: str) -> str:
     return f"{code} {text}".strip()
 
 
-async def _tcp_connect(host: str, port: int) -> socket.socket:
-    """A connected non-blocking socket, so the TLS name can differ from ``host``."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    last: OSError | None = None
-    for family, type_, proto, _, address in infos:
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, address)
-        except OSError as exc:
-            sock.close()
-            last = exc
-        except BaseException:
-            sock.close()
-            raise
-        else:
-            return sock
-    raise last or OSError(f"no address for {host!r}")
+async def _tcp_connect(settings: Settings) -> tuple[socket.socket, str]:
+    """A connected non-blocking socket (so the TLS name can differ from the host), and
+    where it leads, for the transcript: through the proxy, or to the first of the host's
+    addresses to answer (:mod:`._happy`)."""
+    cfg = settings.config
+    if settings.proxy is not None:
+        sock = await _proxy.connect(settings.proxy, cfg.host, cfg.port_number)
+        return sock, f"{settings.endpoint.where} through proxy {settings.proxy.shown}"
+    return await _happy.connect(cfg.host, cfg.port_number)
 
 
 def _log_plaintext(cfg: SMTPConfig, endpoint: Endpoint) -> None:
@@ -162,6 +158,8 @@ class Connection:
         self._settings = settings
         self._smtp: aiosmtplib.SMTP | None = None
         self._sock: socket.socket | None = None
+        #: the DEBUG transcript (``debug``), else None
+        self._transcript: Transcript | None = None
         #: transactions completed on this connection (for max_messages)
         self.messages = 0
         self.last_used = time.monotonic()
@@ -288,9 +286,14 @@ class Connection:
         cfg = s.config
         timeout, label = self._timeout("connection_timeout")
         with self._guard(Phase.CONNECT, timeout, label):
-            self._sock = await asyncio.wait_for(_tcp_connect(cfg.host, cfg.port_number), timeout)
+            self._sock, peer = await asyncio.wait_for(_tcp_connect(s), timeout)
         secure = cfg.implicit_tls
-        smtp = aiosmtplib.SMTP(
+        transcript = self._transcript = Transcript(s.endpoint.where) if cfg.debug else None
+        client: Callable[..., aiosmtplib.SMTP] = aiosmtplib.SMTP
+        if transcript is not None:
+            transcript.note(f"connected to {peer}")
+            client = functools.partial(TranscriptSMTP, transcript=transcript)
+        smtp = client(
             hostname=cfg.tls_name if secure else cfg.host,
             sock=self._sock,
             use_tls=secure,
@@ -364,7 +367,12 @@ class Connection:
         protocol = smtp.protocol
         if transport is None or protocol is None or not protocol.is_connected:
             raise ConnectionStale(f"connection to {self._settings.endpoint.where} is closed")
-        self._stream = ReplyStream.take_over(cast(asyncio.Transport, transport))
+        if self._transcript is not None:
+            self._stream = TranscriptStream.logged(
+                cast(asyncio.Transport, transport), self._transcript
+            )
+        else:
+            self._stream = ReplyStream.take_over(cast(asyncio.Transport, transport))
         self.pipelining = smtp.supports_extension("pipelining")
         self._size = smtp.supports_extension("size")
         self._smtputf8 = smtp.supports_extension("smtputf8")

@@ -25,6 +25,7 @@ from ...errors import ConfigError, DeliveryError, MessageError
 from ...message import Message
 from ...provider import Provider, deep_merge
 from ...result import SendResult
+from ._proxy import require_library
 from .classify import Endpoint
 from .config import SMTPConfig, config_from_url
 from .connection import Connection, Delivery, Settings
@@ -59,15 +60,22 @@ class SMTPProvider(Provider):
         oauth2 = cfg.auth.oauth2 if cfg.auth is not None else None
         #: the shared XOAUTH2 token cache (None without oauth2)
         self.tokens = TokenSource(oauth2, client=self._http_client) if oauth2 else None
+        proxy = cfg.proxy_url
+        if proxy is not None:
+            try:
+                require_library(proxy)
+            except ImportError as exc:
+                raise ConfigError(f"provider {name!r}: {exc}") from None
         self._settings = Settings(
             config=cfg,
             endpoint=Endpoint(
                 host=cfg.host, port=cfg.port_number, secure=cfg.implicit_tls,
-                tls_name=cfg.tls_name,
+                tls_name=cfg.tls_name, via=proxy.shown if proxy is not None else None,
             ),
             tls_context=build_context(cfg.tls),
             ehlo_name=cfg.name or _default_ehlo_name(),
             tokens=self.tokens,
+            proxy=proxy,
         )  # fmt: skip
         self._pool: Pool | None = None
 
