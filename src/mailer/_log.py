@@ -77,7 +77,8 @@ _FILTER = _RedactFilter()
 
 def get_logger(name: str = "mailer") -> logging.Logger:
     """A logger under ``mailer`` with the redaction filter attached (filters on a logger
-    do not apply to its children, so every logger we use gets its own)."""
+    do not apply to its children, so every logger we use gets its own); also used to
+    attach it to a dependency's logger that can print one of our secrets."""
     logger = logging.getLogger(name)
     if _FILTER not in logger.filters:
         logger.addFilter(_FILTER)

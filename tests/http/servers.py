@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 __all__ = ["HTTPTestServer", "serve"]
@@ -58,9 +59,10 @@ class HTTPTestServer:
 
 
 @contextlib.asynccontextmanager
-async def serve(mode: str) -> AsyncIterator[HTTPTestServer]:
+async def serve(mode: str, tls: ssl.SSLContext | None = None) -> AsyncIterator[HTTPTestServer]:
+    """A started server (HTTPS with ``tls``, a server-side context)."""
     state = HTTPTestServer(mode)
-    server = await asyncio.start_server(state.handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=tls)
     state.port = server.sockets[0].getsockname()[1]
     try:
         yield state

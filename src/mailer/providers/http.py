@@ -44,11 +44,12 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import SplitResult, unquote, urlsplit
 
 import httpx
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from .._dkim import DKIMOptions, choose, sign
-from .._log import secret_values
+from .._log import get_logger, register_secret, secret_values
 from .._mime import encode_header_value
+from .._proxy_url import parse_proxy_url
 from ..errors import (
     AuthError,
     ConfigError,
@@ -90,6 +91,13 @@ MAX_BODY = 2000
 _USER_AGENT = "mailer-failover (+https://pypi.org/project/mailer-failover/)"
 
 
+#: the proxies httpx can use (``socks5h://`` resolves at the proxy, as curl's)
+_HTTP_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+#: httpcore's loggers for proxied connections: at DEBUG, the SOCKS trace shows the
+#: proxy's user and password, so our redaction filter goes on them too
+_HTTPCORE_PROXY_LOGGERS = ("httpcore.socks", "httpcore.proxy")
+
+
 class HTTPConfig(ProviderConfig):
     """Options every HTTP adapter takes.
 
@@ -105,6 +113,27 @@ class HTTPConfig(ProviderConfig):
     max_connections: int = Field(default=10, ge=1)
     ignore_unsupported: bool = False
     ca_file: Path | None = None
+    #: send every request through this proxy: ``http://`` or ``https://`` (CONNECT),
+    #: ``socks5://`` or ``socks5h://`` (the ``proxy`` extra); ``user:password@`` allowed.
+    #: A secret. Without it, httpx's environment variables (HTTPS_PROXY, NO_PROXY) apply
+    proxy: SecretStr | None = Field(default=None, repr=False)
+
+    @field_validator("proxy")
+    @classmethod
+    def _check_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            proxy = parse_proxy_url(value.get_secret_value(), _HTTP_PROXY_SCHEMES)
+            register_secret(proxy.password)
+            for name in _HTTPCORE_PROXY_LOGGERS:  # their DEBUG traces print credentials
+                get_logger(name)
+            if proxy.scheme.startswith("socks"):
+                try:
+                    import socksio  # noqa: F401
+                except ImportError:
+                    raise ValueError(
+                        "a socks5:// proxy needs socksio: pip install 'mailer-failover[proxy]'"
+                    ) from None
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -371,6 +400,7 @@ class HTTPProvider(Provider):
             verify=self._ssl_context(),
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
+            proxy=proxy.get_secret_value() if (proxy := self.config.proxy) else None,
         )
         self._http_loop = loop
         return self._http

@@ -31,11 +31,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
-from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 from ..._log import register_secret
+from ..._proxy_url import ProxyURL, parse_proxy_url
 from . import _happy
 
 __all__ = ["SCHEMES", "ProxyFailure", "ProxyURL", "connect", "parse_proxy", "require_library"]
@@ -49,70 +48,23 @@ SCHEMES: dict[str, tuple[str, bool]] = {
     "http": ("HTTP", True),
 }
 
+
+def parse_proxy(text: str) -> ProxyURL:
+    """An SMTP proxy URL, checked; ValueError (never echoing the URL)."""
+    return parse_proxy_url(
+        text,
+        SCHEMES,
+        https_hint=(
+            " (TLS to the proxy is not offered; STARTTLS or implicit TLS to the SMTP server "
+            "still encrypts the session end to end through an http:// proxy)"
+        ),
+    )
+
+
 #: what went wrong, for the classifier
 FailureKind = Literal["unreachable", "auth", "rejected", "protocol"]
 
 _INSTALL = "the proxy option needs python-socks: pip install 'mailer-failover[proxy]'"
-
-
-@dataclass(frozen=True)
-class ProxyURL:
-    """A parsed proxy URL. ``shown`` is the only form that goes into messages."""
-
-    scheme: str
-    host: str
-    port: int
-    username: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
-
-    @property
-    def shown(self) -> str:
-        """``socks5://***@proxy:1080``: where, never who."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        creds = "***@" if self.username is not None or self.password is not None else ""
-        return f"{self.scheme}://{creds}{host}:{self.port}"
-
-    def __repr__(self) -> str:
-        return f"ProxyURL({self.shown!r})"
-
-
-def parse_proxy(text: str) -> ProxyURL:
-    """A proxy URL, checked; ValueError (never echoing the URL, it may hold a password)."""
-    try:
-        url = urlsplit(text.strip())
-        port = url.port
-    except ValueError:
-        raise ValueError(
-            "proxy must be a URL like socks5://host:1080 (its port is invalid)"
-        ) from None
-    scheme = url.scheme.lower()
-    if scheme not in SCHEMES:
-        hint = (
-            " (TLS to the proxy is not offered; STARTTLS or implicit TLS to the SMTP server "
-            "still encrypts the session end to end through an http:// proxy)"
-            if scheme == "https"
-            else ""
-        )
-        raise ValueError(
-            f"proxy scheme {scheme or '(none)'!r} is not supported: use socks5://, socks5h://, "
-            f"socks4://, socks4a:// or http:// (HTTP CONNECT){hint}"
-        )
-    if not url.hostname:
-        raise ValueError(f"proxy URL {scheme}://... has no host")
-    if port is None:
-        raise ValueError(
-            f"proxy URL {scheme}://{url.hostname} needs a port (e.g. :1080 for SOCKS, "
-            ":3128 or :8080 for HTTP)"
-        )
-    if (url.path not in ("", "/")) or url.query or url.fragment:
-        raise ValueError("a proxy URL has no path, query or fragment: scheme://host:port")
-    username = unquote(url.username) if url.username is not None else None
-    password = unquote(url.password) if url.password is not None else None
-    if scheme.startswith("socks5") and (username is None) != (password is None):
-        raise ValueError("a SOCKS5 proxy with authentication needs both user and password")
-    if scheme.startswith("socks4") and password is not None:
-        raise ValueError("SOCKS4 has a user id but no password: socks4://userid@host:port")
-    return ProxyURL(scheme, url.hostname, port, username, password)
 
 
 def require_library(proxy: ProxyURL) -> None:
