@@ -258,7 +258,12 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug", help="Show tracebacks, debug logs and SMTP transcripts (AUTH redacted)."
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show the library's logs.")
     ] = False,
@@ -294,6 +299,10 @@ def _root(
         logger.setLevel(logging.NOTSET)
         logger.propagate = False
     logger.addHandler(_state.handler)
+    # --debug also asks every SMTP provider for its transcript (AUTH redacted)
+    from .providers.smtp._transcript import LOGGER_NAME
+
+    logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG if debug else logging.NOTSET)
 
 
 # -- send ----------------------------------------------------------------------------------

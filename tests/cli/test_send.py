@@ -101,3 +101,17 @@ def test_send_without_recipient_is_a_usage_error(
     result = mailer_cli("send", "-c", str(config), "--from", "app@example.com", "--text", "x")
     assert result.code == 2
     assert "no recipient" in result.stderr
+
+
+def test_debug_shows_the_smtp_transcript_without_secrets(
+    mailer_cli: Any, write_config: Any, smtp_toml: Any, smtp_server: Any
+) -> None:
+    config = write_config(smtp_toml("primary", smtp_server.port, 1))
+    args = ("send", "--config", str(config), "--from", "app@example.com",
+            "--to", "user@example.org", "--subject", "S", "--text", "the secret body")  # fmt: skip
+    result = mailer_cli("--debug", *args)
+    assert result.code == 0, result.output
+    assert "C: MAIL FROM:<app@example.com>" in result.stderr
+    assert "S: 250" in result.stderr and "the secret body" not in result.stderr
+    quiet = mailer_cli(*args)  # without --debug: no transcript (the logger is reset)
+    assert quiet.code == 0 and "MAIL FROM" not in quiet.stderr

@@ -39,9 +39,20 @@ from ..._log import get_logger
 from .pipeline import Reply, ReplyStream
 from .wire import Piece, payload_size
 
-__all__ = ["Transcript", "TranscriptSMTP", "TranscriptStream"]
+__all__ = ["LOGGER_NAME", "Transcript", "TranscriptSMTP", "TranscriptStream", "requested"]
 
-_logger = get_logger("mailer.providers.smtp.transcript")
+#: the transcript's logger; set to DEBUG on it directly, it turns transcripts on for
+#: every SMTP provider, as ``debug: true`` does for one (``mailer --debug`` does this)
+LOGGER_NAME = "mailer.providers.smtp.transcript"
+_logger = get_logger(LOGGER_NAME)
+
+
+def requested() -> bool:
+    """Whether the transcript logger was itself set to DEBUG (not merely inheriting it:
+    a transcript is a lot of lines, so ``mailer`` at DEBUG alone does not ask for one)."""
+    return _logger.level == logging.DEBUG
+
+
 _numbers = itertools.count(1)
 _REDACTED = "<redacted>"
 

@@ -56,6 +56,7 @@ from ...routing.attempt import attempt_progress, commit_point, current_attempt
 from . import _happy, _proxy
 from ._proxy import ProxyURL
 from ._transcript import Transcript, TranscriptSMTP, TranscriptStream
+from ._transcript import requested as transcript_requested
 from .classify import (
     Endpoint,
     Phase,
@@ -288,7 +289,8 @@ class Connection:
         with self._guard(Phase.CONNECT, timeout, label):
             self._sock, peer = await asyncio.wait_for(_tcp_connect(s), timeout)
         secure = cfg.implicit_tls
-        transcript = self._transcript = Transcript(s.endpoint.where) if cfg.debug else None
+        wanted = cfg.debug or transcript_requested()
+        transcript = self._transcript = Transcript(s.endpoint.where) if wanted else None
         client: Callable[..., aiosmtplib.SMTP] = aiosmtplib.SMTP
         if transcript is not None:
             transcript.note(f"connected to {peer}")
