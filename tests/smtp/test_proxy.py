@@ -81,26 +81,18 @@ async def test_send_through_socks(
     assert len(starttls_server.state.messages) == 1
 
 
-async def test_socks5_with_username_and_password(
-    starttls_server: SMTPTestServer, proxies: Callable[..., Any]
+@pytest.mark.parametrize(("kind", "scheme"), [(SOCKSProxy, "socks5h"), (HTTPConnectProxy, "http")])
+async def test_proxy_with_username_and_password(
+    starttls_server: SMTPTestServer, proxies: Callable[..., Any], kind: type, scheme: str
 ) -> None:
-    proxy = proxies(SOCKSProxy, user=USER, password=PASSWORD)
-    url = f"socks5h://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}"
-    await SMTPProvider.from_config("p", via(starttls_server, url)).send(message())
-    assert proxy.auth == [(USER, PASSWORD)]
-    assert len(starttls_server.state.messages) == 1
-
-
-async def test_http_connect_with_basic_auth(
-    starttls_server: SMTPTestServer, proxies: Callable[..., Any]
-) -> None:
-    proxy = proxies(HTTPConnectProxy, user=USER, password=PASSWORD)
-    url = f"http://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}"
+    proxy = proxies(kind, user=USER, password=PASSWORD)
+    url = f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{proxy.port}"
     result = await SMTPProvider.from_config("p", via(starttls_server, url)).send(message())
     assert result.accepted == ["u@example.org"]
     assert proxy.requests == [(TLS_NAME, starttls_server.port)]
     assert proxy.auth == [(USER, PASSWORD)]
     assert starttls_server.state.sni == [TLS_NAME]
+    assert len(starttls_server.state.messages) == 1
 
 
 async def test_implicit_tls_through_a_proxy(
