@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / ".bench"
+from _node import BENCH_DIR, ROOT, installed_version, npm_install
+
 TOOLS = Path(os.environ.get("MAILER_BENCH_TOOLS", ROOT.parent / "shared" / "tools"))
 POSTFIX_SINK = TOOLS / "postfix-sink"
 LATENCY_PROXY = TOOLS / "latency-proxy"
@@ -206,23 +206,12 @@ def node_dir(version: str = "latest") -> Path:
 def ensure_nodemailer(version: str = "latest") -> Path | None:
     """npm-install nodemailer into .bench/node (git-ignored); None if that fails."""
     where = node_dir(version)
-    marker = where / "node_modules" / "nodemailer" / "package.json"
-    if not marker.exists():
-        where.mkdir(parents=True, exist_ok=True)
-        if not (where / "package.json").exists():
-            (where / "package.json").write_text('{"private": true}\n')
-        spec = "nodemailer" if version == "latest" else f"nodemailer@{version}"
-        try:
-            subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", spec],
-                cwd=where,
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            print(f"  (nodemailer unavailable: {exc})")
-            return None
+    spec = "nodemailer" if version == "latest" else f"nodemailer@{version}"
+    try:
+        npm_install(where, "nodemailer", spec)
+    except RuntimeError as exc:
+        print(f"  (nodemailer unavailable: {exc})")
+        return None
     driver = where / "driver.js"
     src = Path(__file__).resolve().parent / "nodemailer_driver.js"
     driver.write_text(src.read_text())
@@ -230,12 +219,7 @@ def ensure_nodemailer(version: str = "latest") -> Path | None:
 
 
 def nodemailer_version(version: str = "latest") -> str:
-    try:
-        pkg = node_dir(version) / "node_modules" / "nodemailer" / "package.json"
-        data = json.loads(pkg.read_text())
-        return str(data["version"])
-    except (OSError, ValueError, KeyError):
-        return "?"
+    return installed_version(node_dir(version), "nodemailer") or "?"
 
 
 def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dict[str, Any]:
