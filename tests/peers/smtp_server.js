@@ -23,7 +23,8 @@
 // none), hide (["SMTPUTF8", "8BITMIME", "PIPELINING"]: not advertised), reject
 // (recipient local-part prefix answered 550), max_rcpt (452 after N recipients in one
 // transaction, 0: no limit), drop (recipient local-part prefix: the socket is destroyed
-// once the message data has arrived, before any reply), chunks (record raw reads).
+// once the message data has arrived, before any reply), chunks (record raw reads),
+// oauth_535 (a refused XOAUTH2 token gets a plain 535, not the 334 error challenge).
 'use strict';
 
 const fs = require('fs');
@@ -109,7 +110,7 @@ const options = {
         if (ok) {
             return callback(null, { user: a.username });
         }
-        if (a.method === 'XOAUTH2') {
+        if (a.method === 'XOAUTH2' && !config.oauth_535) {
             // the 334 error challenge Gmail sends for a stale token
             return callback(null, { data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' } });
         }

@@ -6,9 +6,12 @@ smtp_server.js), not on what our library reports. Our side runs with its DEFAULT
 
 * ``plain``: no STARTTLS, PIPELINING, SMTPUTF8, SIZE 8 MiB, 452 after 3 recipients per
   transaction, 550 for ``reject*@``, drops the connection after the data for ``drop*@``.
-* ``strict``: the same without PIPELINING and SMTPUTF8, SIZE 100,000 octets.
-* ``tls``: STARTTLS (trustme certificate), AUTH PLAIN, LOGIN and XOAUTH2.
-* ``implicit``: implicit TLS (the port-465 kind), the same AUTH.
+* ``strict``: the same without PIPELINING and SMTPUTF8, SIZE 100,000 octets, and AUTH
+  offered in plaintext (which the client must not use).
+* ``tls``: STARTTLS (trustme certificate), AUTH PLAIN, LOGIN and XOAUTH2 (a refused
+  token gets the 334 error challenge, as Gmail does).
+* ``implicit``: implicit TLS (the port-465 kind), the same AUTH, but a refused token
+  gets a plain 535.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ AUTH = ["PLAIN", "LOGIN", "XOAUTH2"]
 PLAIN = {"starttls": False, "size": 8 * 1024 * 1024, "max_rcpt": 3, "reject": "reject",
          "drop": "drop", "chunks": True}  # fmt: skip
 STRICT = {"starttls": False, "size": 100_000, "max_rcpt": 3, "reject": "reject",
-          "hide": ["PIPELINING", "SMTPUTF8"], "chunks": True}  # fmt: skip
+          "hide": ["PIPELINING", "SMTPUTF8"], "chunks": True, "auth": ["PLAIN", "LOGIN"],
+          "users": {"alice": "s3cret-pass"}}  # fmt: skip
 TLS = {"auth": AUTH, "users": USERS, "tokens": [GOOD_TOKEN]}
 
 
@@ -70,7 +74,7 @@ def tls(peer: Callable[..., PeerServer]) -> PeerServer:
 
 @pytest.fixture
 def implicit(peer: Callable[..., PeerServer]) -> PeerServer:
-    return peer(secure=True, **TLS)
+    return peer(secure=True, oauth_535=True, **TLS)
 
 
 @pytest.fixture
@@ -462,3 +466,55 @@ async def test_xoauth2_refused_token_is_refreshed_then_accepted(
     replies = tls.ledger.replies(mark)
     assert any(r.startswith("334 ") for r in replies)
     assert any(r.startswith("535") for r in replies)
+
+
+async def test_xoauth2_refresh_on_a_plain_535(
+    implicit: PeerServer, token_endpoint: TokenEndpoint
+) -> None:
+    """A server that answers a stale token with 535 at once (no 334 error challenge)."""
+    token_endpoint.tokens = [GOOD_TOKEN]
+    oauth2 = {"access_token": "ya29.stale-token", "token_url": token_endpoint.url,
+              "client_id": "cid", "client_secret": "cs-SECRET",
+              "refresh_token": "rt-SECRET"}  # fmt: skip
+    mark = implicit.ledger.mark()
+    await send(implicit, message(), auth={"user": "alice", "oauth2": oauth2})
+    attempts = [(a["token"], a["ok"]) for a in implicit.ledger.events(mark, "auth")]
+    assert attempts == [("ya29.stale-token", False), (GOOD_TOKEN, True)]
+    assert len(token_endpoint.requests) == 1
+    replies = implicit.ledger.replies(mark)
+    assert any(r.startswith("535") for r in replies)
+    assert not any(r.startswith("334") for r in replies)
+    assert implicit.ledger.messages(mark)[0]["user"] == "alice"
+
+
+async def test_one_refresh_for_a_whole_pool(tls: PeerServer, token_endpoint: TokenEndpoint) -> None:
+    token_endpoint.tokens = [GOOD_TOKEN]
+    token_endpoint.delay = 0.2  # the refresh is in flight while other connections are refused
+    oauth2 = {"access_token": "ya29.stale-token", "token_url": token_endpoint.url,
+              "client_id": "cid", "client_secret": "cs-SECRET",
+              "refresh_token": "rt-SECRET"}  # fmt: skip
+    msgs = [message([f"oauth{i}@example.org"]) for i in range(40)]
+    mark = tls.ledger.mark()
+    config = tls.config(auth={"user": "alice", "oauth2": oauth2}, pool=True, max_connections=4)
+    async with SMTPProvider.from_config("peer", config) as provider:
+        await asyncio.wait_for(asyncio.gather(*(provider.send(m) for m in msgs)), 60)
+    assert len(token_endpoint.requests) == 1
+    connections = tls.ledger.events(mark, "connect")
+    accepted = [a for a in tls.ledger.events(mark, "auth") if a["ok"]]
+    assert len(connections) <= 4
+    assert [a["token"] for a in accepted] == [GOOD_TOKEN] * len(connections)
+    got = tls.ledger.messages(mark)
+    assert sorted(by_message_id(got).elements()) == sorted(m.message_id for m in msgs)
+    assert {e["user"] for e in got} == {"alice"}
+
+
+async def test_no_auth_in_plaintext(strict: PeerServer) -> None:
+    """The server offers AUTH without TLS (and would take it): the password stays home."""
+    mark = strict.ledger.mark()
+    with pytest.raises(AuthError, match="refusing to send AUTH over a plaintext") as info:
+        await send(strict, message(), auth={"user": "alice", "password": "s3cret-pass"})
+    assert "AUTH PLAIN LOGIN" in "".join(strict.ledger.replies(mark))  # offered in clear
+    assert "s3cret-pass" not in str(info.value)
+    assert not any(c.startswith("AUTH") for c in strict.ledger.commands(mark))
+    assert strict.ledger.events(mark, "auth") == []
+    assert strict.ledger.messages(mark) == []
