@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _node import BENCH_DIR, ROOT, installed_version, npm_install
+from _shared import BENCH_DIR, ROOT, installed_version, npm_install, terminate
 
 TOOLS = Path(os.environ.get("MAILER_BENCH_TOOLS", ROOT.parent / "shared" / "tools"))
 POSTFIX_SINK = TOOLS / "postfix-sink"
@@ -73,23 +73,9 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it if it is still there after 3 s."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=3)
-
-
 def _kill_children() -> None:
     while _children:
-        _terminate(_children.pop())
+        terminate(_children.pop())
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -119,7 +105,7 @@ def spawn(args: Sequence[str | Path], **kwargs: Any) -> subprocess.Popen[bytes]:
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc in _children:
         _children.remove(proc)
-    _terminate(proc)
+    terminate(proc)
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 (run by ``smtp_server.js``) and Postfix's smtp-sink.
 
 smtp-server is npm-installed on first use into ``.bench/smtp-server`` (git-ignored) by the
-one helper the benchmarks use for Nodemailer (``benchmarks/_node.py``). Each server writes
+one helper the benchmarks use for Nodemailer (``benchmarks/_shared.py``). Each server writes
 what it saw to a JSON-lines *ledger* (see ``smtp_server.js``); the tests assert on the
 ledger, not on what our library says it did.
 """
@@ -10,12 +10,10 @@ ledger, not on what our library says it did.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import selectors
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._node import BENCH_DIR, npm_install
+from benchmarks._shared import BENCH_DIR, npm_install, terminate
 from tests.smtp.servers import TLS_NAME, Certs, free_port, wait_until
 
 __all__ = [
@@ -49,19 +47,6 @@ POSTFIX_SINK = (
 def install_smtp_server() -> str:
     """The installed smtp-server version; RuntimeError (with the reason) if unavailable."""
     return npm_install(NODE_DIR, "smtp-server", SMTP_SERVER_SPEC, timeout=240)
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM its process group, SIGKILL after 3 s: only the process we started."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=3)
 
 
 @dataclass
@@ -181,7 +166,7 @@ class PeerServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _terminate(self._proc)
+            terminate(self._proc)
             if self._proc.stdout is not None:
                 self._proc.stdout.close()
             self._proc = None
@@ -261,7 +246,7 @@ class SinkServer:
 
     def stop(self) -> None:
         if self._proc is not None:
-            _terminate(self._proc)
+            terminate(self._proc)
             self._proc = None
 
     def mark(self) -> set[Path]:

@@ -1,5 +1,6 @@
-"""Installing npm packages on first use, for the benchmarks (Nodemailer) and the peer tests
-(Nodemailer's smtp-server): one rule in one place.
+"""Helpers shared by the benchmarks and the peer tests (tests/peers), one rule in one place:
+installing npm packages on first use (Nodemailer; Nodemailer's smtp-server) and stopping
+a helper process started in its own process group.
 
 Packages go into a folder under ``.bench/`` (git-ignored), one folder per purpose, with
 its own ``package.json``. Nothing here has side effects at import (the peer tests import
@@ -12,13 +13,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / ".bench"
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it if it is still there after 3 s. Only for a
+    process started with ``start_new_session=True`` (its group is its own)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=3)
 
 
 @contextlib.contextmanager
