@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / ".bench"
+from _shared import BENCH_DIR, ROOT, installed_version, npm_install, terminate
+
 TOOLS = Path(os.environ.get("MAILER_BENCH_TOOLS", ROOT.parent / "shared" / "tools"))
 POSTFIX_SINK = TOOLS / "postfix-sink"
 LATENCY_PROXY = TOOLS / "latency-proxy"
@@ -73,23 +73,9 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group, SIGKILL it if it is still there after 3 s."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=3)
-
-
 def _kill_children() -> None:
     while _children:
-        _terminate(_children.pop())
+        terminate(_children.pop())
 
 
 def _on_signal(signum: int, frame: object) -> None:
@@ -119,7 +105,7 @@ def spawn(args: Sequence[str | Path], **kwargs: Any) -> subprocess.Popen[bytes]:
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc in _children:
         _children.remove(proc)
-    _terminate(proc)
+    terminate(proc)
 
 
 def free_port() -> int:
@@ -206,23 +192,12 @@ def node_dir(version: str = "latest") -> Path:
 def ensure_nodemailer(version: str = "latest") -> Path | None:
     """npm-install nodemailer into .bench/node (git-ignored); None if that fails."""
     where = node_dir(version)
-    marker = where / "node_modules" / "nodemailer" / "package.json"
-    if not marker.exists():
-        where.mkdir(parents=True, exist_ok=True)
-        if not (where / "package.json").exists():
-            (where / "package.json").write_text('{"private": true}\n')
-        spec = "nodemailer" if version == "latest" else f"nodemailer@{version}"
-        try:
-            subprocess.run(
-                ["npm", "install", "--no-audit", "--no-fund", "--silent", spec],
-                cwd=where,
-                check=True,
-                capture_output=True,
-                timeout=300,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            print(f"  (nodemailer unavailable: {exc})")
-            return None
+    spec = "nodemailer" if version == "latest" else f"nodemailer@{version}"
+    try:
+        npm_install(where, "nodemailer", spec)
+    except RuntimeError as exc:
+        print(f"  (nodemailer unavailable: {exc})")
+        return None
     driver = where / "driver.js"
     src = Path(__file__).resolve().parent / "nodemailer_driver.js"
     driver.write_text(src.read_text())
@@ -230,12 +205,7 @@ def ensure_nodemailer(version: str = "latest") -> Path | None:
 
 
 def nodemailer_version(version: str = "latest") -> str:
-    try:
-        pkg = node_dir(version) / "node_modules" / "nodemailer" / "package.json"
-        data = json.loads(pkg.read_text())
-        return str(data["version"])
-    except (OSError, ValueError, KeyError):
-        return "?"
+    return installed_version(node_dir(version), "nodemailer") or "?"
 
 
 def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dict[str, Any]:

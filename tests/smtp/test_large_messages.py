@@ -26,7 +26,7 @@ from dkim.canonicalization import Relaxed
 from mailer import Attachment, Message, MessageError, _dkim, _mime
 from mailer.message import model as message_module
 from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp.wire import message_payload, payload_size
+from mailer.providers.smtp.wire import declared_size, message_payload, payload_size
 
 from .servers import SMTPTestServer
 from .test_dkim import Keys, send_failing_over
@@ -98,6 +98,7 @@ def test_small_messages_stay_bytes_and_large_ones_stream(big_file: Path) -> None
     pieces = message_payload(msg)
     wire = b"".join(p if isinstance(p, bytes) else b"".join(p.chunks()) for p in pieces)
     assert payload_size(pieces) == len(wire)
+    assert declared_size(pieces) == len(data)  # RFC 1870: no terminator, no stuffed dots
     assert wire.endswith(b"\r\n.\r\n") and b"\r\n..first line" in wire
 
 
@@ -160,7 +161,7 @@ async def test_streamed_over_smtp_byte_for_byte(
     assert first == second == msg.as_bytes()
     assert attachment_bytes(first, "report.bin") == big_file.read_bytes()
     size = [c for c in servers[0].state.commands if c.startswith("MAIL")]
-    assert size and f"SIZE={payload_size(message_payload(msg))}" in size[0]
+    assert size and f"SIZE={len(msg.as_bytes())}" in size[0]
 
 
 async def test_same_bytes_and_one_signature_across_failover(

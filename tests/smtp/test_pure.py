@@ -32,7 +32,14 @@ from mailer.providers.smtp.classify import (
     too_many_recipients,
 )
 from mailer.providers.smtp.config import AuthOptions
-from mailer.providers.smtp.wire import command_line, encode_data, mail_command, rcpt_command
+from mailer.providers.smtp.wire import (
+    command_line,
+    data_pieces,
+    declared_size,
+    encode_data,
+    mail_command,
+    rcpt_command,
+)
 
 EP = Endpoint(host="smtp.example.com", port=587, secure=False, tls_name="smtp.example.com")
 EP465 = Endpoint(host="smtp.example.com", port=465, secure=False, tls_name="smtp.example.com")
@@ -260,6 +267,17 @@ def test_envelope_addresses_cannot_break_commands(address: str) -> None:
 def test_commands() -> None:
     assert command_line(mail_command("a@x.org", size=12)) == b"MAIL FROM:<a@x.org> SIZE=12\r\n"
     assert command_line(rcpt_command("b@y.org")) == b"RCPT TO:<b@y.org>\r\n"
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"a\r\n", b".\r\n..x\r\n.\r\nend", b"x\n.y\r.z\r\n", b"..\r\n." * 50]
+)
+def test_declared_size_counts_the_message_not_the_stuffing(payload: bytes) -> None:
+    """SIZE= (RFC 1870 section 4): CRLF line endings, no terminator, no stuffed dots."""
+    crlf = re.sub(rb"\r\n|\r|\n", b"\r\n", payload)
+    if crlf and not crlf.endswith(b"\r\n"):
+        crlf += b"\r\n"
+    assert declared_size(data_pieces(payload)) == len(crlf)
 
 
 # -- config --------------------------------------------------------------------------------

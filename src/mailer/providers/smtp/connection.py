@@ -68,7 +68,7 @@ from .classify import (
 from .config import SMTPConfig, is_loopback
 from .oauth import TokenSource
 from .pipeline import Reply, ReplyStream
-from .wire import Piece, command_line, mail_command, payload_size, rcpt_command
+from .wire import Piece, command_line, declared_size, mail_command, rcpt_command
 
 __all__ = ["Connection", "ConnectionStale", "Delivery", "Settings"]
 
@@ -416,7 +416,7 @@ class Connection:
                 "which this message needs for its non-ASCII address(es); nothing was sent"
             )
         pieces = (payload,) if isinstance(payload, bytes) else payload
-        size = payload_size(pieces) if self._size else None
+        size = declared_size(pieces) if self._size else None
         mail = command_line(mail_command(sender, size=size, smtputf8=smtputf8))
         previous, done = self._tail, asyncio.get_running_loop().create_future()
         self._tail = done

@@ -24,6 +24,7 @@ __all__ = [
     "check_envelope_address",
     "command_line",
     "data_pieces",
+    "declared_size",
     "encode_data",
     "mail_command",
     "message_payload",
@@ -92,8 +93,31 @@ def rendering_pieces(rendering: Rendering) -> tuple[Piece, ...]:
 
 
 def payload_size(pieces: tuple[Piece, ...]) -> int:
-    """Bytes on the wire (for SIZE=): the pieces' lengths, sources by their encoded size."""
+    """Bytes on the wire: the pieces' lengths, sources by their encoded size."""
     return sum(len(p) if isinstance(p, bytes) else p.size for p in pieces)
+
+
+def declared_size(pieces: tuple[Piece, ...]) -> int:
+    """The message size for ``SIZE=`` (RFC 1870 section 4): its octets with CRLF line
+    endings, without the terminating "." line and without the dots dot-stuffing doubled.
+
+    Not :func:`payload_size`: a server compares SIZE= with its limit, so counting the wire
+    bytes refuses a message that fits (found against Nodemailer's smtp-server, which
+    checks ``SIZE > limit`` exactly). ``pieces`` are :func:`data_pieces` /
+    :func:`rendering_pieces` output: stuffed, the terminator last. After stuffing, every
+    line that starts with "." carries exactly one added dot, so the added dots are the
+    line starts with a "."; a source (base64) never holds one and never ends a line.
+    """
+    size, line_start = 0, True
+    for piece in pieces[:-1]:
+        if isinstance(piece, bytes):
+            stuffed = piece.count(b"\n.") + (line_start and piece.startswith(b"."))
+            size += len(piece) - stuffed
+            line_start = piece.endswith(b"\n")
+        else:
+            size += piece.size
+            line_start = False
+    return size
 
 
 class _Renders(Protocol):
