@@ -113,6 +113,7 @@ async def connect(
     waiting = list(candidates)
     running: dict[asyncio.Task[socket.socket], AddrInfo] = {}
     errors: list[tuple[str, OSError]] = []
+    winner: tuple[socket.socket, str] | None = None
     try:
         while waiting or running:
             if waiting:
@@ -122,7 +123,6 @@ async def connect(
             done, _ = await asyncio.wait(
                 running, timeout=delay if waiting else None, return_when=asyncio.FIRST_COMPLETED
             )
-            winner: tuple[socket.socket, str] | None = None
             for task in done:
                 info = running.pop(task)
                 error = task.exception()
@@ -138,7 +138,12 @@ async def connect(
             if winner is not None:
                 return winner
     finally:
-        await _close_all(running)
+        try:
+            await _close_all(running)
+        except BaseException:
+            if winner is not None:  # cancelled while reaping the losers: no one gets it
+                winner[0].close()
+            raise
     raise ConnectFailed(host, errors) from _telling(errors)
 
 
