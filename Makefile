@@ -67,6 +67,7 @@ bench: install
 # A longer run of the fault matrix (2,000 sends per fault instead of 200); not part of CI.
 soak: install
 	MAILER_FAULTS_N=2000 $(BIN)/pytest -q tests/faults/test_matrix.py
+	MAILER_SOAK_QUEUED=10000 $(BIN)/pytest -q -s tests/faults/test_slow_failures.py -k soak
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

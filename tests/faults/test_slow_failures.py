@@ -9,6 +9,7 @@ the wait); only the backup is a healthy local server.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -205,18 +206,24 @@ async def test_a_long_envelope_is_progress_not_a_hang(
     assert result.provider == "a" and len(result.accepted) == 30
 
 
+@pytest.mark.parametrize("max_messages", [100, 1])
 async def test_sends_queued_on_a_busy_pool_are_progress_not_a_hang(
-    smtp: Callable[..., FaultServer],
+    smtp: Callable[..., FaultServer], max_messages: int
 ) -> None:
     """60 concurrent sends on one pooled connection, each answered 0.1 s after its "."
     (about 6 s for the last, twice the default 3 s budget): the pool keeps freeing its
     slot, so every waiter is queued, not stuck, and all go out on the primary. (With the
     budget counting the pool wait, the last 30 failed over or failed, and the adaptive
-    budget learned the queueing as set-up time.)"""
+    budget learned the queueing as set-up time.) With ``max_messages = 1`` every send
+    opens its own connection after queueing, with a whole budget restarted when its slot
+    came. (That it once had only what was left of its budget, which made one connect in
+    10,000 time out as a hung server's and release every waiter, shows only at the
+    scale of the soak below, which is its regression test.)"""
     server = smtp()
     server.state.fail("DATA_END", "delay:0.1:", times=None)
     backup = ScriptedProvider("backup")
-    primary = provider("a", server.config(), pool=True, max_connections=1)
+    primary = provider("a", server.config(), pool=True, max_connections=1,
+                       max_messages=max_messages)  # fmt: skip
     mailer = Mailer([primary, backup])
     batch = messages(60)
     async with mailer:
@@ -229,3 +236,31 @@ async def test_sends_queued_on_a_busy_pool_are_progress_not_a_hang(
     summary = check_ledger(outcomes, {"a": server.received(), "backup": Counter()})
     assert summary.sent == {"a": 60} and not summary.errors, summary
     assert backup.calls == 0
+
+
+SOAK_QUEUED = int(os.environ.get("MAILER_SOAK_QUEUED", "0"))
+
+
+@pytest.mark.skipif(not SOAK_QUEUED, reason="a soak: `make soak` sets MAILER_SOAK_QUEUED")
+@pytest.mark.timeout(600)
+async def test_soak_a_burst_far_larger_than_the_pool(smtp: Callable[..., FaultServer]) -> None:
+    """MAILER_SOAK_QUEUED sends (10,000 in `make soak`) started at once on the default pool
+    of 5 connections, default settings: the queue takes many budgets to drain, and every
+    message goes out once, on the primary (the backup is never needed)."""
+    server = smtp()
+    backup = ScriptedProvider("backup")
+    mailer = Mailer([provider("a", server.config(), pool=True), backup])
+    batch = messages(SOAK_QUEUED)
+    async with mailer:
+        started = time.monotonic()
+        outcomes = await run_load(mailer, batch, concurrency=SOAK_QUEUED, timeout=540)
+        took = time.monotonic() - started
+    reasons = Counter(
+        str(a.error)[:90] for o in outcomes if o.result is not None
+        for a in o.result.attempts if a.error is not None
+    )  # fmt: skip
+    assert not reasons, reasons.most_common(5)
+    summary = check_ledger(outcomes, {"a": server.received(), "backup": Counter()})
+    assert summary.sent == {"a": SOAK_QUEUED} and not summary.errors, summary
+    assert backup.calls == 0
+    print(f"{SOAK_QUEUED} queued sends in {took:.1f} s ({SOAK_QUEUED / took:.0f} msg/s)")

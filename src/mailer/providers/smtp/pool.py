@@ -112,7 +112,7 @@ class Pool:
             wait = deadline_remaining(None)
             if wait is None:
                 await self._slots.acquire()
-                attempt_queued(time.monotonic() - began)
+                _queued_for(time.monotonic() - began)
                 return
             freed = self._freed
             try:
@@ -120,7 +120,7 @@ class Pool:
                 # thousands queued on one connection, that cost showed in throughput)
                 async with asyncio.timeout(wait):
                     await self._slots.acquire()
-                attempt_queued(time.monotonic() - began)
+                _queued_for(time.monotonic() - began)
                 return
             except TimeoutError:
                 if self._freed != freed and _progressed():
@@ -217,6 +217,14 @@ class _Slot:
             self.released = True
             self._pool._freed += 1
             self._pool._slots.release()
+
+
+def _queued_for(seconds: float) -> None:
+    """A slot came after queueing: the attempt's set-up starts now, with a whole budget
+    (a send that waited nearly a budget must not have to connect in what is left, and
+    a timeout there would read as a hung server), and the wait is not set-up time."""
+    attempt_queued(seconds)
+    attempt_progress()
 
 
 def _progressed() -> bool:
