@@ -17,11 +17,13 @@ class HTTPTestServer:
     ``ok``: answer 200 with a JSON id; ``503``: answer 503 with a JSON error (an API
     that is down but answering); ``hang``: read the whole request, never answer;
     ``drop``: read it and hang up; ``silent``: accept TCP, never read or write (a TLS
-    handshake with it never ends).
+    handshake with it never ends). ``delay`` seconds pass before each answer (a slow
+    but healthy API).
     """
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, delay: float = 0.0) -> None:
         self.mode = mode
+        self.delay = delay
         self.connections = 0
         self.requests = 0
         self.port = 0
@@ -43,6 +45,8 @@ class HTTPTestServer:
                     await asyncio.sleep(30)
                 if self.mode == "drop":
                     break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
                 status, body = b"200 OK", b'{"id": "real-1"}'
                 if self.mode == "503":
                     status = b"503 Service Unavailable"
@@ -59,9 +63,11 @@ class HTTPTestServer:
 
 
 @contextlib.asynccontextmanager
-async def serve(mode: str, tls: ssl.SSLContext | None = None) -> AsyncIterator[HTTPTestServer]:
+async def serve(
+    mode: str, tls: ssl.SSLContext | None = None, delay: float = 0.0
+) -> AsyncIterator[HTTPTestServer]:
     """A started server (HTTPS with ``tls``, a server-side context)."""
-    state = HTTPTestServer(mode)
+    state = HTTPTestServer(mode, delay)
     server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=tls)
     state.port = server.sockets[0].getsockname()[1]
     try:

@@ -162,3 +162,35 @@ async def test_certificate_error_is_not_worth_retrying_here(tmp_path: Any) -> No
     assert not state.committed
     assert type(error) is TransientError
     assert not error.retry_here
+
+
+async def test_a_burst_larger_than_the_pool_is_queued_not_failed_over() -> None:
+    """40 sends at once on 2 connections to an API answering in 0.25 s: about 5 s for the
+    last, longer than the default 3 s budget. Waiting for a connection is queueing behind
+    our own sends, so every one goes to the primary. (It used to end 'no progress to the
+    commit point within the 3s pre-commit budget (a hang ...)' for the last ones, read as
+    a hung provider: the breaker opened and the rest were released to the backup.)"""
+    from collections import Counter
+
+    from mailer import Mailer
+    from mailer.testing import ScriptedProvider
+
+    backup = ScriptedProvider("backup")
+    async with serve("ok", delay=0.25) as api:
+        primary = ResendProvider.from_config("resend", {
+            "api_key": "re_key_1234", "base_url": f"http://127.0.0.1:{api.port}",
+            "max_connections": 2,
+        })  # fmt: skip
+        mailer = Mailer([primary, backup])  # every timing setting at its default
+        messages = [Message(sender="a@example.com", to=[f"u{i}@example.org"], text="x")
+                    for i in range(40)]  # fmt: skip
+        async with mailer:
+            started = time.monotonic()
+            results = await asyncio.gather(*(mailer.send(m) for m in messages))
+            took = time.monotonic() - started
+            # the adaptive budget learns set-up times, not time spent queued
+            assert mailer.health()["resend"]["budget"] < 4.0
+    assert took > 3.0, "drained within one budget: the test proves nothing"
+    assert Counter(r.provider for r in results) == {"resend": 40}
+    assert api.requests == 40 and backup.calls == 0
+    assert api.connections <= 2

@@ -64,6 +64,7 @@ from ..errors import (
 from ..message import Address, Attachment, Envelope, Message
 from ..provider import Provider, ProviderConfig, deadline_remaining, deep_merge
 from ..result import SendResult
+from ..routing.slots import Slots
 from ._coalesce import Coalescer, batching
 
 __all__ = [
@@ -327,6 +328,9 @@ class HTTPProvider(Provider):
         super().__init__(name, config)
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
+        #: requests in flight, at most max_connections: waiting for one is queueing, not
+        #: a hang (routing/slots.py). With the client, per loop; None off asyncio
+        self._slots: Slots | None = None
         #: merges Mailer.send_many's concurrent sends into batch requests
         self._coalescer: Coalescer | None = None
 
@@ -403,6 +407,11 @@ class HTTPProvider(Provider):
             proxy=proxy.get_secret_value() if (proxy := self.config.proxy) else None,
         )
         self._http_loop = loop
+        self._slots = (
+            Slots(self.config.max_connections, f"connection to {self.name!r}")
+            if loop is not None
+            else None
+        )
         return self._http
 
     def send_target(self) -> str:
@@ -853,6 +862,19 @@ class HTTPProvider(Provider):
         stops bounding the read: the send's own deadline does.
         """
         client = self.client()
+        slots = self._slots
+        if slots is None:
+            return await self._request(client, request, commit)
+        await slots.acquire()  # TransientError when nothing was freed for a whole budget
+        try:
+            return await self._request(client, request, commit)
+        finally:
+            slots.release()
+
+    async def _request(
+        self, client: httpx.AsyncClient, request: HTTPRequest, commit: bool
+    ) -> httpx.Response:
+        """:meth:`request` holding a slot: its timeouts start now, after any queueing."""
         total = deadline_remaining(self.config.timeout)
         assert total is not None
         timeout = httpx.Timeout(total, connect=min(total, self.config.connect_timeout))

@@ -29,8 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ...errors import TransientError
-from ...provider import deadline_remaining
-from ...routing.attempt import attempt_progress, attempt_queued
+from ...routing.slots import Slots
 from .connection import Connection, ConnectionStale
 
 __all__ = ["Pool"]
@@ -50,17 +49,13 @@ class Pool:
         idle_timeout: float,
     ) -> None:
         self._connect = connect
-        self._slots = asyncio.Semaphore(max_connections)
-        self._max_connections = max_connections
+        #: at most max_connections sends hold a connection; waiting is queueing (slots.py)
+        self._slots = Slots(max_connections, "pooled connection")
         self._max_messages = max_messages
         self._idle_timeout = idle_timeout
         self._idle: list[Connection] = []
         self._leased: set[Connection] = set()
         self._closed = False
-        #: sends waiting for a slot (a hand-off is only worth it when one is)
-        self._waiting = 0
-        #: slots freed so far: a waiter that saw this move was queued, not stuck
-        self._freed = 0
         #: connections opened so far (for metrics and tests)
         self.opened = 0
         #: sends whose group followed the previous send's payload (for metrics and tests)
@@ -75,12 +70,8 @@ class Pool:
         """Run ``job`` on a pooled connection; retry once when a reused one was stale."""
         if self._closed:
             raise TransientError("the SMTP provider was closed")
-        self._waiting += 1
-        try:
-            await self._wait_for_slot()
-        finally:
-            self._waiting -= 1
-        slot = _Slot(self)
+        await self._slots.acquire()
+        slot = _Slot(self._slots)
         try:
             conn, reused = await self._take(fresh=False)
             try:
@@ -94,49 +85,6 @@ class Pool:
         finally:
             slot.release()
 
-    async def _wait_for_slot(self) -> None:
-        """Take a slot, waiting at most one pre-commit budget *without progress*.
-
-        Queued behind our own sends is not a hang: while the pool keeps freeing slots
-        (sends finishing, hand-offs), the wait tells the attempt it is progressing, which
-        restarts its budget, as each RCPT answer does in a long envelope. So 10,000 sends
-        queued on 5 connections all go out (bounded by the send's deadline), while a pool
-        whose connections all hang frees nothing and its waiters fail over after one
-        budget, or sooner when the slow-call verdict releases them.
-        """
-        if not self._slots.locked():
-            await self._slots.acquire()  # free at once: no wait to bound or account
-            return
-        began = time.monotonic()
-        while True:
-            wait = deadline_remaining(None)
-            if wait is None:
-                await self._slots.acquire()
-                _queued_for(time.monotonic() - began)
-                return
-            freed = self._freed
-            try:
-                # asyncio.timeout, not wait_for: no extra Task per waiting send (with
-                # thousands queued on one connection, that cost showed in throughput)
-                async with asyncio.timeout(wait):
-                    await self._slots.acquire()
-                _queued_for(time.monotonic() - began)
-                return
-            except TimeoutError:
-                if self._freed != freed and _progressed():
-                    continue  # the pool moved on meanwhile: still queued, not hung
-            # Nothing of the message was sent: transient, so the Mailer fails over.
-            # Queued behind our own sends says nothing about the server's health (the
-            # sends holding the connections give that verdict).
-            busy = TransientError(
-                f"no pooled connection became free within {wait:.3g}s (the attempt's "
-                f"pre-commit budget or the send deadline): all {self._max_connections} "
-                "are busy and none finished meanwhile"
-            )
-            busy.no_verdict = True
-            busy.retry_here = False
-            raise busy from None
-
     async def _use(
         self, conn: Connection, job: Callable[[Connection], Awaitable[_T]], slot: _Slot
     ) -> _T:
@@ -145,7 +93,8 @@ class Pool:
 
         def handoff() -> None:
             nonlocal handed
-            if self._waiting and not self._closed and conn.messages < self._max_messages:
+            # a hand-off is only worth it when a send is waiting
+            if self._slots.waiting and not self._closed and conn.messages < self._max_messages:
                 handed = True
                 self.handoffs += 1
                 self._leased.discard(conn)
@@ -204,32 +153,15 @@ class Pool:
 
 
 class _Slot:
-    """One send's hold on the semaphore, released once (early, at a hand-off)."""
+    """One send's hold on a slot, released once (early, at a hand-off)."""
 
-    __slots__ = ("_pool", "released")
+    __slots__ = ("_slots", "released")
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
         self.released = False
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self._pool._freed += 1
-            self._pool._slots.release()
-
-
-def _queued_for(seconds: float) -> None:
-    """A slot came after queueing: the attempt's set-up starts now, with a whole budget
-    (a send that waited nearly a budget must not have to connect in what is left, and
-    a timeout there would read as a hung server), and the wait is not set-up time."""
-    attempt_queued(seconds)
-    attempt_progress()
-
-
-def _progressed() -> bool:
-    """Restart the attempt's pre-commit budget; False when the send's own deadline has
-    passed too (then waiting longer cannot help)."""
-    attempt_progress()
-    left = deadline_remaining(None)
-    return left is None or left > 0.001
+            self._slots.release()
