@@ -311,6 +311,32 @@ async def test_commit_point_is_recorded_before_it_is_crossed(
         assert server.received() == {mid: 1}
 
 
+async def test_a_pin_is_stored_claimed_listed_and_cleared_by_retry(db_url: str) -> None:
+    """The store's side of pinning: finish() keeps the pin, the next claim carries it,
+    items() (what `mailer outbox list` prints) shows it, an operator's retry clears it."""
+    store = open_store(OutboxConfig(url=db_url))
+    await store.open()
+    try:
+        m = make_message(1)
+        assert m.message_id
+        await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
+                                   m.as_bytes(), time.time()))  # fmt: skip
+        (first,) = await store.claim("w", 10, lease=30, max_age=3600)
+        assert first.pin is None
+        queued = Outcome("queued", next_at=time.time(), provider="resend", pin="resend")
+        assert await store.finish(first.row, first.claim, queued)
+        (item,) = await store.items()
+        assert (item.state, item.pin) == ("queued", "resend")
+        (second,) = await store.claim("w", 10, lease=30, max_age=3600)
+        assert second.pin == "resend"
+        assert await store.finish(second.row, second.claim, Outcome("unknown", error="x"))
+        assert await store.retry([m.message_id]) == 1
+        (item,) = await store.items()
+        assert (item.state, item.pin) == ("queued", None)
+    finally:
+        await store.close()
+
+
 async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
     """A dead worker's claims: back to queued if it never recorded a commit point, to
     unknown if it did; a late worker whose claim was taken cannot cross."""

@@ -141,7 +141,8 @@ def list_(
         fields = [
             item.message_id, item.state, str(item.attempts), _when(item.updated),
             _when(item.next_at) if item.state == "queued" else "-",
-            item.provider or "-", _one_line(item.last_error or "-", 300).replace("\t", " "),
+            f"{item.pin} (pinned)" if item.pin else item.provider or "-",
+            _one_line(item.last_error or "-", 300).replace("\t", " "),
         ]  # fmt: skip
         typer.echo("\t".join(fields))
 

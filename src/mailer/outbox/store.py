@@ -103,17 +103,20 @@ class OutboxItem:
     last_error: str | None
     #: the current (or last) attempt recorded crossing a commit point
     committed: bool
+    #: the only provider it may be sent through (see :attr:`Claimed.pin`)
+    pin: str | None = None
 
     #: the columns, in order, that :meth:`from_row` reads (every store selects these)
     COLUMNS: ClassVar[str] = (
-        "message_id, state, attempts, created, updated, next_at, provider, last_error, committed"
+        "message_id, state, attempts, created, updated, next_at, provider, last_error, committed,"
+        " pin"
     )
 
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> OutboxItem:
         return cls(
             message_id=r[0], state=r[1], attempts=r[2], created=r[3], updated=r[4],
-            next_at=r[5], provider=r[6], last_error=r[7], committed=bool(r[8]),
+            next_at=r[5], provider=r[6], last_error=r[7], committed=bool(r[8]), pin=r[9],
         )  # fmt: skip
 
 
