@@ -15,9 +15,12 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ._batch import Batcher
 from .config import redact_url
 from .store import (
     LEASE_EXPIRED_SAFE,
@@ -95,6 +98,8 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         #: when expired leases were last settled (time.monotonic())
         self._settled = -math.inf
+        #: commit-point records and results, grouped (see _batch and _WRITE)
+        self._writes: Batcher[_Write, tuple[int, bool]] = Batcher(self._write, _Write.key)
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact_url(self.dsn)!r}>"
@@ -120,6 +125,7 @@ class PostgresStore:
             await conn.execute(_SCHEMA)
 
     async def close(self) -> None:
+        await self._writes.aclose()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -154,25 +160,23 @@ class PostgresStore:
                     return claimed
 
     async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
-        status: str = await self._p().execute(
-            "UPDATE mailer_outbox SET committed = true, provider = $1,"
-            " updated = extract(epoch from now())"
-            " WHERE id = $2 AND claim = $3 AND state = 'sending'",
-            provider, row, claim,
-        )  # fmt: skip
-        return status.endswith(" 1")
+        return await self._writes.submit(_Write(row, claim, provider))
 
     async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
-        status: str = await self._p().execute(
-            "UPDATE mailer_outbox SET state = $1, next_at = COALESCE($2, next_at),"
-            " provider = COALESCE($3, provider), last_error = $4,"
-            " updated = extract(epoch from now()),"
-            " lease_owner = NULL, lease_until = NULL, pin = $7"
-            " WHERE id = $5 AND claim = $6 AND state IN ('sending', 'unknown')",
-            outcome.state, outcome.next_at, outcome.provider, outcome.error, row, claim,
-            outcome.pin,
+        return await self._writes.submit(_Write(row, claim, None, outcome))
+
+    async def _write(self, items: Sequence[_Write]) -> set[tuple[int, bool]]:
+        """Commit-point records and results of concurrent attempts, in one statement."""
+        marks = [w for w in items if w.outcome is None]
+        done = [(w, w.outcome) for w in items if w.outcome is not None]
+        rows = await self._p().fetch(
+            _WRITE,
+            [w.row for w in marks], [w.claim for w in marks], [w.provider for w in marks],
+            [w.row for w, _ in done], [w.claim for w, _ in done], [o.state for _, o in done],
+            [o.next_at for _, o in done], [o.provider for _, o in done],
+            [_text(o.error) for _, o in done], [o.pin for _, o in done],
         )  # fmt: skip
-        return status.endswith(" 1")
+        return {(r[0], r[1]) for r in rows}
 
     async def renew(self, owner: str, *, lease: float) -> int:
         status: str = await self._p().execute(
@@ -223,6 +227,26 @@ class PostgresStore:
         return int(status.rsplit(" ", 1)[-1])
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A commit-point record (``outcome`` None) or a result, waiting to be written."""
+
+    row: int
+    claim: str
+    #: the provider about to cross (a record)
+    provider: str | None
+    outcome: Outcome | None = None
+
+    def key(self) -> tuple[int, bool]:
+        """How :data:`_WRITE` reports it written: (row id, is a record)."""
+        return (self.row, self.outcome is None)
+
+
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL (a server's reply may): it would fail the write."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
@@ -269,4 +293,36 @@ got AS (
 SELECT id, claim, message_id, message, raw, attempts, created, pin FROM got
 UNION ALL
 SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dead
+"""
+
+#: Commit-point records ($1-$3: rows, claims, providers) and results ($4-$10: one array
+#: per column) of concurrent attempts in one statement: one round trip, one transaction,
+#: one WAL flush (synchronous_commit as the server has it: on by default) for all of
+#: them. Every row is written only while its claim matches (a lost claim is neither
+#: marked, so that attempt does not cross, nor finished); the ids written come back with
+#: ``true`` for a record, ``false`` for a result. A record and a result for one row
+#: cannot be in one statement under one claim (the result follows the send that follows
+#: the record); under two claims only the current one matches. A result is accepted over
+#: ``unknown`` too: a late worker's definitive outcome replaces what its expired lease
+#: was settled to.
+_WRITE = """
+WITH
+marked AS (
+    UPDATE mailer_outbox m SET committed = true, provider = v.provider,
+        updated = extract(epoch from now())
+    FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, claim, provider)
+    WHERE m.id = v.id AND m.claim = v.claim AND m.state = 'sending'
+    RETURNING m.id
+),
+finished AS (
+    UPDATE mailer_outbox m SET state = v.state, next_at = COALESCE(v.next_at, m.next_at),
+        provider = COALESCE(v.provider, m.provider), last_error = v.error,
+        updated = extract(epoch from now()), lease_owner = NULL, lease_until = NULL,
+        pin = v.pin
+    FROM unnest($4::bigint[], $5::text[], $6::text[], $7::float8[], $8::text[],
+                $9::text[], $10::text[]) AS v(id, claim, state, next_at, provider, error, pin)
+    WHERE m.id = v.id AND m.claim = v.claim AND m.state IN ('sending', 'unknown')
+    RETURNING m.id
+)
+SELECT id, true FROM marked UNION ALL SELECT id, false FROM finished
 """

@@ -1,0 +1,153 @@
+"""Grouped writes: the Postgres store sends the commit-point records and results of
+concurrent attempts as one statement (mailer.outbox._batch), each row still checked
+against its own claim."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from mailer.outbox import OutboxConfig
+from mailer.outbox._batch import Batcher
+from mailer.outbox.postgres import PostgresStore
+from mailer.outbox.store import NewMessage, Outcome
+from mailer.outbox.worker import open_store
+
+from .conftest import execute, make_message, rows
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_concurrent_records_and_results_share_a_statement_each_checked_by_claim(
+    pg_url: str,
+) -> None:
+    store = open_store(OutboxConfig(url=pg_url))
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    statements: list[int] = []
+    write = store._write
+
+    async def counted(items: Sequence[object]) -> set[tuple[int, bool]]:
+        statements.append(len(items))
+        return await write(items)  # type: ignore[arg-type]
+
+    store._writes._write = counted
+    try:
+        for i in range(6):
+            m = make_message(i)
+            assert m.message_id
+            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
+                                       m.as_bytes(), time.time()))  # fmt: skip
+        c = await store.claim("a", 10, lease=30, max_age=3600)
+        assert len(c) == 6
+        # rows 4 and 5 were taken over by another worker (their lease expired)
+        execute(pg_url, "UPDATE outbox SET claim = 'other' WHERE id IN (?, ?)", c[4].row,
+                c[5].row)  # fmt: skip
+
+        # a lone record goes at once, in a statement of its own
+        assert await store.mark_committing(c[0].row, c[0].claim, "smtp")
+        assert statements == [1]
+
+        results = await asyncio.gather(
+            store.mark_committing(c[1].row, c[1].claim, "smtp"),
+            store.mark_committing(c[4].row, c[4].claim, "smtp"),  # lost: must not cross
+            store.finish(c[0].row, c[0].claim, Outcome("sent", provider="smtp")),
+            store.finish(c[2].row, c[2].claim, Outcome("failed", error="550 no\x00such")),
+            store.finish(c[3].row, c[3].claim, Outcome("queued", next_at=time.time() + 60,
+                                                       error="451", pin="resend")),
+            store.finish(c[5].row, c[5].claim, Outcome("sent")),  # lost
+        )  # fmt: skip
+        assert list(results) == [True, False, True, True, True, False]
+        assert sum(statements) == 7 and len(statements) < 7  # grouped
+        by_id = {r["id"]: r for r in rows(pg_url)}
+        assert by_id[c[0].row]["state"] == "sent" and by_id[c[0].row]["committed"]
+        assert by_id[c[1].row]["state"] == "sending" and by_id[c[1].row]["committed"]
+        assert by_id[c[2].row]["state"] == "failed"
+        assert by_id[c[2].row]["last_error"] == "550 no\ufffdsuch"  # NUL cannot be stored
+        assert (by_id[c[3].row]["state"], by_id[c[3].row]["pin"]) == ("queued", "resend")
+        for lost in (c[4], c[5]):
+            assert (by_id[lost.row]["state"], by_id[lost.row]["committed"]) == ("sending", False)
+    finally:
+        await store.close()
+
+
+async def _gather_in_order(batcher: Batcher[int, int], items: Sequence[int]) -> list[object]:
+    return list(await asyncio.gather(*(batcher.submit(i) for i in items),
+                                     return_exceptions=True))  # fmt: skip
+
+
+async def test_batcher_sends_a_lone_write_at_once_and_groups_what_waits() -> None:
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def write(items: Sequence[int]) -> set[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            await gate.wait()  # the first statement is "in flight" until released
+        return {i for i in items if i % 2 == 0}
+
+    batcher: Batcher[int, int] = Batcher(write, lambda i: i)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert calls == [[0]]  # sent without waiting for company
+    rest = asyncio.create_task(_gather_in_order(batcher, [1, 2, 3]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == [[0]]  # waiting for the statement in flight
+    gate.set()
+    assert await first is True
+    assert await rest == [False, True, False]
+    assert calls == [[0], [1, 2, 3]]
+
+
+async def test_batcher_a_failing_batch_fails_only_its_bad_item() -> None:
+    calls: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def write(items: Sequence[int]) -> set[int]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            await gate.wait()
+        if 13 in items:
+            raise ValueError("refused")
+        return set(items)
+
+    batcher: Batcher[int, int] = Batcher(write, lambda i: i)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    rest = asyncio.create_task(_gather_in_order(batcher, [2, 13, 4]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gate.set()
+    assert await first is True
+    got = await rest
+    assert got[0] is True and got[2] is True
+    assert isinstance(got[1], ValueError)
+    assert calls == [[1], [2, 13, 4], [2], [13], [4]]
+
+
+async def test_batcher_a_cancelled_caller_does_not_cancel_the_others() -> None:
+    gate = asyncio.Event()
+    written: list[int] = []
+
+    async def write(items: Sequence[int]) -> set[int]:
+        await gate.wait()
+        written.extend(items)
+        return set(items)
+
+    batcher: Batcher[int, int] = Batcher(write, lambda i: i)
+    a = asyncio.create_task(batcher.submit(1))
+    b = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    a.cancel()
+    await asyncio.sleep(0)
+    gate.set()
+    assert await b is True
+    assert a.cancelled()
+    await batcher.aclose()
+    assert written == [1, 2]  # the cancelled caller's write was still applied
