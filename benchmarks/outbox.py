@@ -12,9 +12,13 @@ connections) in every case, medians of interleaved rounds:
 * sqlite-full   - the same with ``?synchronous=full`` (every transaction fsync'd);
 * sqlite-normal - the same with ``?synchronous=normal`` (none is: durable against a
                   crashed process, not against power loss);
-* postgres      - the same on a throwaway local cluster (tests/pgcluster.py), fsync on.
+* postgres      - the same on a throwaway local cluster (tests/pgcluster.py) with a
+                  user's defaults for durability: fsync and synchronous_commit on (the
+                  run prints them), so every claim, commit-point record and result is
+                  flushed before it returns.
 
     .venv/bin/python benchmarks/outbox.py [--count 2000] [--rounds 3] [--no-postgres]
+        [--only direct,postgres]
 """
 
 from __future__ import annotations
@@ -105,11 +109,15 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--only", help="comma-separated cases to run (direct always runs)")
     args = ap.parse_args()
+    only = None if args.only is None else {"direct", *args.only.split(",")}
     results: dict[str, list[dict[str, float]]] = {}
     with postfix_sink() as port, tempfile.TemporaryDirectory() as tmp, \
             (contextlib.nullcontext(None) if args.no_postgres else postgres()) as dsn:  # fmt: skip
         import asyncpg  # noqa: F401 - fail early when the driver is missing
+
+        settings = "" if dsn is None else asyncio.run(_pg_settings(dsn))
 
         n = args.count
         for r in range(args.rounds):
@@ -126,11 +134,14 @@ def main() -> None:
             if dsn is not None:
                 cases["postgres"] = lambda r=r: _pg_round(port, n, dsn, r)
             for name, case in cases.items():
+                if only is not None and name not in only:
+                    continue
                 results.setdefault(name, []).append(asyncio.run(case()))
     ref = statistics.median(r["rate"] for r in results["direct"])
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{args.count} messages of 2 KB into smtp-sink, {CONCURRENCY} at once, 5 SMTP "
-          f"connections; medians of {args.rounds} rounds; load average {load}")  # fmt: skip
+          f"connections; medians of {args.rounds} rounds; load average {load}"
+          f"{settings}")  # fmt: skip
     print(f"{'case':14s} {'msg/s':>8s} {'x direct':>9s} {'enqueue p50':>12s} {'p99':>8s}")
     for name, runs in results.items():
         rate = statistics.median(x["rate"] for x in runs)
@@ -138,6 +149,21 @@ def main() -> None:
         p99 = statistics.median(x.get("p99", 0.0) for x in runs)
         lat = f"{p50:9.2f} ms {p99:6.2f} ms" if name != "direct" else ""
         print(f"{name:14s} {rate:8.0f} {rate / ref:8.2f}x {lat}")
+
+
+async def _pg_settings(dsn: str) -> str:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit'),"
+            " current_setting('wal_sync_method')"
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return f"; postgres fsync={row[0]} synchronous_commit={row[1]} wal_sync_method={row[2]}"
 
 
 async def _pg_round(port: int, n: int, dsn: str, r: int) -> dict[str, float]:

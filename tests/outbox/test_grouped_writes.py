@@ -151,3 +151,21 @@ async def test_batcher_a_cancelled_caller_does_not_cancel_the_others() -> None:
     assert a.cancelled()
     await batcher.aclose()
     assert written == [1, 2]  # the cancelled caller's write was still applied
+
+
+async def test_a_server_that_does_not_flush_commits_is_warned_about(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    name = f"lazy_{time.time_ns()}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}".encode())
+        conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = off".encode())
+    for url, warned in ((pg_url, False), (pg_url.rsplit("/", 1)[0] + f"/{name}", True)):
+        caplog.clear()
+        store = open_store(OutboxConfig(url=url))
+        with caplog.at_level("WARNING", logger="mailer.outbox"):
+            await store.open()
+        await store.close()
+        assert any("synchronous_commit=off" in r.getMessage() for r in caplog.records) is warned

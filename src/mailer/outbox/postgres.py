@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._log import get_logger
 from ..errors import ConfigError
 from ._batch import Batcher
 from .config import redact_url
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     import asyncpg
 
 __all__ = ["ADD_SQL", "IDENTITY_SQL", "PostgresStore", "add_params"]
+
+log = get_logger("mailer.outbox")
 
 #: Storing one message; ``{}`` are the driver's placeholders (asyncpg's ``$1``, psycopg's
 #: ``%s``), since the Django backend runs it on its own connection, in the app's
@@ -123,6 +126,15 @@ class PostgresStore:
         async with self._p().acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
             await conn.execute(_SCHEMA)
+            settings = await conn.fetchrow(
+                "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
+            )
+        if settings is not None and "off" in tuple(settings):
+            log.warning(
+                "the Postgres outbox's server has synchronous_commit=%s and fsync=%s: a "
+                "server crash can lose the latest commit-point records, and a message "
+                "sent just before it may be sent again (set both to on)", *settings,
+            )  # fmt: skip
 
     async def close(self) -> None:
         await self._writes.aclose()
