@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -30,9 +31,9 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
     statements: list[int] = []
     write = store._write
 
-    async def counted(items: Sequence[object]) -> set[tuple[int, bool]]:
+    async def counted(items: Sequence[Any]) -> list[Any]:
         statements.append(len(items))
-        return await write(items)  # type: ignore[arg-type]
+        return await write(items)
 
     store._writes._write = counted
     try:
@@ -43,6 +44,8 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
                                        m.as_bytes(), time.time()))  # fmt: skip
         c = await store.claim("a", 10, lease=30, max_age=3600)
         assert len(c) == 6
+        assert statements == [1]  # the claim goes through the same writer
+        statements.clear()
         # rows 4 and 5 were taken over by another worker (their lease expired)
         execute(pg_url, "UPDATE outbox SET claim = 'other' WHERE id IN (?, ?)", c[4].row,
                 c[5].row)  # fmt: skip
@@ -70,11 +73,31 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
         assert (by_id[c[3].row]["state"], by_id[c[3].row]["pin"]) == ("queued", "resend")
         for lost in (c[4], c[5]):
             assert (by_id[lost.row]["state"], by_id[lost.row]["committed"]) == ("sending", False)
+
+        # a claim shares the statement with what waits with it
+        new = []
+        for i in range(6, 8):
+            m = make_message(i)
+            assert m.message_id
+            new.append(m.message_id)
+            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
+                                       m.as_bytes(), time.time()))  # fmt: skip
+        statements.clear()
+        first = asyncio.ensure_future(store.finish(c[1].row, c[1].claim, Outcome("sent")))
+        await asyncio.sleep(0)  # in flight: what follows waits for it
+        claimed, lost, done = await asyncio.gather(
+            store.claim("a", 10, lease=30, max_age=3600),
+            store.mark_committing(c[4].row, c[4].claim, "smtp"),
+            first,
+        )
+        assert statements == [1, 2]
+        assert [x.message_id for x in claimed] == new
+        assert (lost, done) == (False, True)
     finally:
         await store.close()
 
 
-async def _gather_in_order(batcher: Batcher[int, int], items: Sequence[int]) -> list[object]:
+async def _gather_in_order(batcher: Batcher[int, bool], items: Sequence[int]) -> list[object]:
     return list(await asyncio.gather(*(batcher.submit(i) for i in items),
                                      return_exceptions=True))  # fmt: skip
 
@@ -83,13 +106,13 @@ async def test_batcher_sends_a_lone_write_at_once_and_groups_what_waits() -> Non
     calls: list[list[int]] = []
     gate = asyncio.Event()
 
-    async def write(items: Sequence[int]) -> set[int]:
+    async def write(items: Sequence[int]) -> list[bool]:
         calls.append(list(items))
         if len(calls) == 1:
             await gate.wait()  # the first statement is "in flight" until released
-        return {i for i in items if i % 2 == 0}
+        return [i % 2 == 0 for i in items]
 
-    batcher: Batcher[int, int] = Batcher(write, lambda i: i)
+    batcher: Batcher[int, bool] = Batcher(write)
     first = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -108,15 +131,15 @@ async def test_batcher_a_failing_batch_fails_only_its_bad_item() -> None:
     calls: list[list[int]] = []
     gate = asyncio.Event()
 
-    async def write(items: Sequence[int]) -> set[int]:
+    async def write(items: Sequence[int]) -> list[bool]:
         calls.append(list(items))
         if len(calls) == 1:
             await gate.wait()
         if 13 in items:
             raise ValueError("refused")
-        return set(items)
+        return [True for _ in items]
 
-    batcher: Batcher[int, int] = Batcher(write, lambda i: i)
+    batcher: Batcher[int, bool] = Batcher(write)
     first = asyncio.create_task(batcher.submit(1))
     await asyncio.sleep(0)
     rest = asyncio.create_task(_gather_in_order(batcher, [2, 13, 4]))
@@ -134,12 +157,12 @@ async def test_batcher_a_cancelled_caller_does_not_cancel_the_others() -> None:
     gate = asyncio.Event()
     written: list[int] = []
 
-    async def write(items: Sequence[int]) -> set[int]:
+    async def write(items: Sequence[int]) -> list[bool]:
         await gate.wait()
         written.extend(items)
-        return set(items)
+        return [True for _ in items]
 
-    batcher: Batcher[int, int] = Batcher(write, lambda i: i)
+    batcher: Batcher[int, bool] = Batcher(write)
     a = asyncio.create_task(batcher.submit(1))
     b = asyncio.create_task(batcher.submit(2))
     await asyncio.sleep(0)

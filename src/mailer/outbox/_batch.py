@@ -14,20 +14,21 @@ busy machine the server's cost per statement is what the attempts wait for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["Batcher"]
 
 T = TypeVar("T")
-K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
 
 
-class Batcher(Generic[T, K]):
-    """``await batcher.submit(item)``: True when ``write`` reports ``key(item)`` written.
+class Batcher(Generic[T, R]):
+    """``await batcher.submit(item)``: ``item``'s result from ``write``.
 
-    ``write(items)`` runs one statement for all ``items`` and returns the keys of those
-    it wrote (rows whose claim still matched). At most one ``write`` is in flight; it
+    ``write(items)`` runs one statement for all ``items`` and returns one result per
+    item, in order (for a write: whether its row's claim still matched). At most one
+    ``write`` is in flight; it
     runs in its own task, so a caller cancelled while waiting does not cancel the
     statement for the others (its own write may still be applied, as when a
     cancellation arrives after a statement was sent).
@@ -38,19 +39,17 @@ class Batcher(Generic[T, K]):
 
     def __init__(
         self,
-        write: Callable[[Sequence[T]], Awaitable[Collection[K]]],
-        key: Callable[[T], K],
+        write: Callable[[Sequence[T]], Awaitable[Sequence[R]]],
         *,
         limit: int = 256,
     ) -> None:
         self._write = write
-        self._key = key
         self._limit = limit
-        self._pending: list[tuple[T, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, item: T) -> bool:
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if self._task is None:
             self._task = asyncio.create_task(self._flush())
@@ -74,9 +73,9 @@ class Batcher(Generic[T, K]):
                     future.set_exception(RuntimeError("the outbox store was closed"))
             self._pending.clear()
 
-    async def _send(self, batch: list[tuple[T, asyncio.Future[bool]]]) -> None:
+    async def _send(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            written = await self._write([item for item, _ in batch])
+            results = await self._write([item for item, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 if not batch[0][1].done():
@@ -85,9 +84,9 @@ class Batcher(Generic[T, K]):
             for one in batch:
                 await self._send([one])
             return
-        for item, future in batch:
+        for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
-                future.set_result(self._key(item) in written)
+                future.set_result(result)
 
     async def aclose(self) -> None:
         """Wait for the writes already submitted (a closing store finishes them)."""
