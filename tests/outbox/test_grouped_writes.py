@@ -44,8 +44,6 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
                                        m.as_bytes(), time.time()))  # fmt: skip
         c = await store.claim("a", 10, lease=30, max_age=3600)
         assert len(c) == 6
-        assert statements == [1]  # the claim goes through the same writer
-        statements.clear()
         # rows 4 and 5 were taken over by another worker (their lease expired)
         execute(pg_url, "UPDATE outbox SET claim = 'other' WHERE id IN (?, ?)", c[4].row,
                 c[5].row)  # fmt: skip
@@ -73,26 +71,6 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
         assert (by_id[c[3].row]["state"], by_id[c[3].row]["pin"]) == ("queued", "resend")
         for lost in (c[4], c[5]):
             assert (by_id[lost.row]["state"], by_id[lost.row]["committed"]) == ("sending", False)
-
-        # a claim shares the statement with what waits with it
-        new = []
-        for i in range(6, 8):
-            m = make_message(i)
-            assert m.message_id
-            new.append(m.message_id)
-            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
-                                       m.as_bytes(), time.time()))  # fmt: skip
-        statements.clear()
-        first = asyncio.ensure_future(store.finish(c[1].row, c[1].claim, Outcome("sent")))
-        await asyncio.sleep(0)  # in flight: what follows waits for it
-        claimed, lost, done = await asyncio.gather(
-            store.claim("a", 10, lease=30, max_age=3600),
-            store.mark_committing(c[4].row, c[4].claim, "smtp"),
-            first,
-        )
-        assert statements == [1, 2]
-        assert [x.message_id for x in claimed] == new
-        assert (lost, done) == (False, True)
     finally:
         await store.close()
 

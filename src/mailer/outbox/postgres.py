@@ -102,7 +102,7 @@ class PostgresStore:
         #: when expired leases were last settled (time.monotonic())
         self._settled = -math.inf
         #: commit-point records and results, grouped (see _batch and _WRITE)
-        self._writes: Batcher[_Op, bool | list[Any]] = Batcher(self._write)
+        self._writes: Batcher[_Write, bool] = Batcher(self._write)
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact_url(self.dsn)!r}>"
@@ -153,59 +153,43 @@ class PostgresStore:
         return tuple(str(value) for value in row)
 
     async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
-        # Expired leases need settling promptly, not within a millisecond: at most every
-        # _SETTLE_EVERY, which saves a round trip on most claims under load.
-        now = time.monotonic()
-        if now - self._settled >= _SETTLE_EVERY:
-            self._settled = now
-            await self._p().execute(_SETTLE, LEASE_EXPIRED_SAFE, LEASE_EXPIRED_UNKNOWN)
-        ask = _Claim(owner, lease, secrets.token_hex(8), limit, max_age)
-        # Bounded: each pass moves the rows it locks out of "queued" (or stops).
-        while True:
-            rows = await self._writes.submit(ask)
-            assert isinstance(rows, list)
-            claimed = [Claimed(r[1], r[2], r[3], bytes(r[4]), _bytes(r[5]), r[6], r[7], r[8])
-                       for r in rows if r[2] is not None]  # fmt: skip
-            # every row found was too old (now dead): look again for due ones
-            if claimed or not rows:
-                return claimed
+        token = secrets.token_hex(8)
+        async with self._p().acquire() as conn:
+            # Expired leases need settling promptly, not within a millisecond: at most
+            # every _SETTLE_EVERY, which saves a round trip on most claims under load.
+            now = time.monotonic()
+            if now - self._settled >= _SETTLE_EVERY:
+                self._settled = now
+                await conn.execute(_SETTLE, LEASE_EXPIRED_SAFE, LEASE_EXPIRED_UNKNOWN)
+            # Bounded: each pass moves the rows it locks out of "queued" (or stops).
+            while True:
+                rows = await conn.fetch(_CLAIM, owner, lease, token, limit, max_age,
+                                        MAX_AGE_PASSED)  # fmt: skip
+                claimed = [Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7])
+                           for r in rows if r[1] is not None]  # fmt: skip
+                # every row found was too old (now dead): look again for due ones
+                if claimed or not rows:
+                    return claimed
 
     async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
-        return bool(await self._writes.submit(_Write(row, claim, provider)))
+        return await self._writes.submit(_Write(row, claim, provider))
 
     async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
-        return bool(await self._writes.submit(_Write(row, claim, None, outcome)))
+        return await self._writes.submit(_Write(row, claim, None, outcome))
 
-    async def _write(self, items: Sequence[_Op]) -> list[bool | list[Any]]:
-        """Claims, commit-point records and results of concurrent attempts, in one
-        statement (a second claim waiting in the same batch gets a statement of its own:
-        only one worker loop per store claims, as a rule)."""
-        writes = [w for w in items if isinstance(w, _Write)]
-        marks = [w for w in writes if w.outcome is None]
-        done = [(w, w.outcome) for w in writes if w.outcome is not None]
-        claims = [c for c in items if isinstance(c, _Claim)]
-        ask = claims[0] if claims else _Claim("", 0.0, "", 0, 0.0)
+    async def _write(self, items: Sequence[_Write]) -> list[bool]:
+        """Commit-point records and results of concurrent attempts, in one statement."""
+        marks = [w for w in items if w.outcome is None]
+        done = [(w, w.outcome) for w in items if w.outcome is not None]
         rows = await self._p().fetch(
             _WRITE,
             [w.row for w in marks], [w.claim for w in marks], [w.provider for w in marks],
             [w.row for w, _ in done], [w.claim for w, _ in done], [o.state for _, o in done],
             [o.next_at for _, o in done], [o.provider for _, o in done],
             [_text(o.error) for _, o in done], [o.pin for _, o in done],
-            ask.owner, ask.lease, ask.token, ask.limit, ask.max_age, MAX_AGE_PASSED,
         )  # fmt: skip
-        written = {(r[1], r[0]) for r in rows if r[0] != _CLAIMED}
-        got: dict[int, list[Any]] = {}
-        if claims:
-            got[id(claims[0])] = [r for r in rows if r[0] == _CLAIMED]
-        for extra in claims[1:]:
-            got[id(extra)] = list(await self._p().fetch(
-                _WRITE, [], [], [], [], [], [], [], [], [], [],
-                extra.owner, extra.lease, extra.token, extra.limit, extra.max_age,
-                MAX_AGE_PASSED,
-            ))  # fmt: skip
-        return [got[id(i)] if isinstance(i, _Claim)
-                else (i.row, _MARKED if i.outcome is None else _FINISHED) in written
-                for i in items]  # fmt: skip
+        written = {(r[0], r[1]) for r in rows}
+        return [(w.row, w.outcome is None) in written for w in items]
 
     async def renew(self, owner: str, *, lease: float) -> int:
         status: str = await self._p().execute(
@@ -267,20 +251,6 @@ class _Write:
     outcome: Outcome | None = None
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class _Claim:
-    """A claim waiting to be sent with the writes (see :data:`_WRITE`)."""
-
-    owner: str
-    lease: float
-    token: str
-    limit: int
-    max_age: float
-
-
-_Op = _Write | _Claim
-
-
 def _text(value: str | None) -> str | None:
     """Postgres text cannot hold NUL (a server's reply may): it would fail the write."""
     return None if value is None else value.replace("\x00", "\ufffd")
@@ -306,44 +276,46 @@ UPDATE mailer_outbox SET state = 'unknown', lease_owner = NULL, lease_until = NU
 WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND committed
 """
 
-#: what each row _WRITE returns is (its first column)
-_CLAIMED, _MARKED, _FINISHED = 0, 1, 2
-
-#: One statement for all that waits: a claim ($11-$16; limit 0 when there is none),
-#: commit-point records ($1-$3: rows, claims, providers) and results ($4-$10: one array
-#: per column). One round trip, one transaction, one WAL flush (synchronous_commit as
-#: the server has it: on by default) for all of them.
-#:
-#: The claim leases up to $14 due messages, sending those older than max_age ($15) to
+#: Lease up to $4 due messages in one statement, sending those older than max_age to
 #: dead instead (checked as they come due: scanning every queued row on every claim made
-#: a backlog quadratic). Every record and result is written only while its row's claim
-#: matches (a lost claim is neither marked, so that attempt does not cross, nor
-#: finished). A result is accepted over ``unknown`` too: a late worker's definitive
-#: outcome replaces what its expired lease was settled to. The parts touch different
-#: rows: the claim takes only rows queued in the statement's snapshot, records and
-#: results only rows being sent; a record and a result for one row under one claim
-#: cannot meet (the result follows the send that follows the record), and under two
-#: claims only the current one matches.
-_WRITE = """
+#: a backlog quadratic).
+_CLAIM = """
 WITH
 due AS (
-    SELECT id, created < extract(epoch from now()) - $15::float8 AS too_old FROM mailer_outbox
+    SELECT id, created < extract(epoch from now()) - $5::float8 AS too_old FROM mailer_outbox
     WHERE state = 'queued' AND next_at <= extract(epoch from now())
-    ORDER BY next_at, id LIMIT $14 FOR UPDATE SKIP LOCKED
+    ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
 ),
 dead AS (
-    UPDATE mailer_outbox m SET state = 'dead', last_error = $16,
+    UPDATE mailer_outbox m SET state = 'dead', last_error = $6,
         updated = extract(epoch from now())
     FROM due WHERE m.id = due.id AND due.too_old
     RETURNING m.id
 ),
 got AS (
-    UPDATE mailer_outbox m SET state = 'sending', lease_owner = $11,
-        lease_until = extract(epoch from now()) + $12, claim = $13 || ':' || m.id,
+    UPDATE mailer_outbox m SET state = 'sending', lease_owner = $1,
+        lease_until = extract(epoch from now()) + $2, claim = $3 || ':' || m.id,
         committed = false, attempts = attempts + 1, updated = extract(epoch from now())
     FROM due WHERE m.id = due.id AND NOT due.too_old
     RETURNING m.id, m.claim, m.message_id, m.message, m.raw, m.attempts, m.created, m.pin
-),
+)
+SELECT id, claim, message_id, message, raw, attempts, created, pin FROM got
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dead
+"""
+
+#: Commit-point records ($1-$3: rows, claims, providers) and results ($4-$10: one array
+#: per column) of concurrent attempts in one statement: one round trip, one transaction,
+#: one WAL flush (synchronous_commit as the server has it: on by default) for all of
+#: them. Every row is written only while its claim matches (a lost claim is neither
+#: marked, so that attempt does not cross, nor finished); the ids written come back with
+#: ``true`` for a record, ``false`` for a result. A record and a result for one row
+#: cannot be in one statement under one claim (the result follows the send that follows
+#: the record); under two claims only the current one matches. A result is accepted over
+#: ``unknown`` too: a late worker's definitive outcome replaces what its expired lease
+#: was settled to.
+_WRITE = """
+WITH
 marked AS (
     UPDATE mailer_outbox m SET committed = true, provider = v.provider,
         updated = extract(epoch from now())
@@ -361,8 +333,5 @@ finished AS (
     WHERE m.id = v.id AND m.claim = v.claim AND m.state IN ('sending', 'unknown')
     RETURNING m.id
 )
-SELECT 0, id, claim, message_id, message, raw, attempts, created, pin FROM got
-UNION ALL SELECT 0, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dead
-UNION ALL SELECT 1, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM marked
-UNION ALL SELECT 2, id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM finished
+SELECT id, true FROM marked UNION ALL SELECT id, false FROM finished
 """
