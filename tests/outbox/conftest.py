@@ -5,6 +5,7 @@ throwaway Postgres cluster."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from tests.faults.conftest import certs, smtp  # the fault matrix's servers (ledger)
 
 from mailer import Message
+from mailer.outbox import OutboxStore
+from mailer.outbox.store import NewMessage
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -86,6 +89,19 @@ def make_message(i: int) -> Message:
         sender="app@example.com", to=[f"user{i}@example.org"], subject=f"Message {i}",
         text=f"body {i}",
     )  # fmt: skip
+
+
+async def add_messages(store: OutboxStore, count: int, *, start: int = 0) -> list[str]:
+    """Store ``count`` test messages straight into ``store``, due now, oldest first;
+    their Message-IDs."""
+    ids = []
+    for i in range(start, start + count):
+        m = make_message(i)
+        assert m.message_id
+        ids.append(m.message_id)
+        await store.add(NewMessage(m.message_id, m.model_dump_json().encode(), m.as_bytes(),
+                                   time.time()))  # fmt: skip
+    return ids
 
 
 __all__ = ["certs", "smtp"]  # re-exported fixtures

@@ -14,10 +14,10 @@ import pytest
 from mailer.outbox import OutboxConfig
 from mailer.outbox._batch import Batcher
 from mailer.outbox.postgres import PostgresStore
-from mailer.outbox.store import NewMessage, Outcome
+from mailer.outbox.store import Outcome
 from mailer.outbox.worker import open_store
 
-from .conftest import execute, make_message, rows
+from .conftest import add_messages, execute, rows
 
 pytestmark = pytest.mark.anyio
 
@@ -37,11 +37,7 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
 
     store._writes._write = counted
     try:
-        for i in range(6):
-            m = make_message(i)
-            assert m.message_id
-            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
-                                       m.as_bytes(), time.time()))  # fmt: skip
+        await add_messages(store, 6)
         c = await store.claim("a", 10, lease=30, max_age=3600)
         assert len(c) == 6
         # rows 4 and 5 were taken over by another worker (their lease expired)
@@ -80,17 +76,26 @@ async def _gather_in_order(batcher: Batcher[int, bool], items: Sequence[int]) ->
                                      return_exceptions=True))  # fmt: skip
 
 
-async def test_batcher_sends_a_lone_write_at_once_and_groups_what_waits() -> None:
+def _gated(refuse: int | None = None) -> tuple[Batcher[int, bool], list[list[int]], asyncio.Event]:
+    """A Batcher whose first statement stays "in flight" until the event is set; every
+    statement is recorded; a statement holding ``refuse`` fails; even items are
+    "written"."""
     calls: list[list[int]] = []
     gate = asyncio.Event()
 
     async def write(items: Sequence[int]) -> list[bool]:
         calls.append(list(items))
         if len(calls) == 1:
-            await gate.wait()  # the first statement is "in flight" until released
+            await gate.wait()
+        if refuse in items:
+            raise ValueError("refused")
         return [i % 2 == 0 for i in items]
 
-    batcher: Batcher[int, bool] = Batcher(write)
+    return Batcher(write), calls, gate
+
+
+async def test_batcher_sends_a_lone_write_at_once_and_groups_what_waits() -> None:
+    batcher, calls, gate = _gated()
     first = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -106,19 +111,8 @@ async def test_batcher_sends_a_lone_write_at_once_and_groups_what_waits() -> Non
 
 
 async def test_batcher_a_failing_batch_fails_only_its_bad_item() -> None:
-    calls: list[list[int]] = []
-    gate = asyncio.Event()
-
-    async def write(items: Sequence[int]) -> list[bool]:
-        calls.append(list(items))
-        if len(calls) == 1:
-            await gate.wait()
-        if 13 in items:
-            raise ValueError("refused")
-        return [True for _ in items]
-
-    batcher: Batcher[int, bool] = Batcher(write)
-    first = asyncio.create_task(batcher.submit(1))
+    batcher, calls, gate = _gated(refuse=13)
+    first = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0)
     rest = asyncio.create_task(_gather_in_order(batcher, [2, 13, 4]))
     for _ in range(3):
@@ -128,7 +122,7 @@ async def test_batcher_a_failing_batch_fails_only_its_bad_item() -> None:
     got = await rest
     assert got[0] is True and got[2] is True
     assert isinstance(got[1], ValueError)
-    assert calls == [[1], [2, 13, 4], [2], [13], [4]]
+    assert calls == [[0], [2, 13, 4], [2], [13], [4]]
 
 
 async def test_batcher_a_cancelled_caller_does_not_cancel_the_others() -> None:

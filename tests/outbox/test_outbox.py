@@ -32,7 +32,7 @@ from mailer.outbox.store import NewMessage, Outcome
 from mailer.outbox.worker import open_store
 from mailer.testing import ScriptedProvider
 
-from .conftest import execute, fast_outbox, make_message, reset, rows, smtp_entry
+from .conftest import add_messages, execute, fast_outbox, make_message, reset, rows, smtp_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -343,11 +343,7 @@ async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
     store = open_store(OutboxConfig(url=db_url))
     await store.open()
     try:
-        for i in range(2):
-            m = make_message(i)
-            assert m.message_id
-            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
-                                       m.as_bytes(), time.time()))  # fmt: skip
+        await add_messages(store, 2)
         a, b = await store.claim("dead-worker", 10, lease=0.2, max_age=3600)
         assert await store.mark_committing(b.row, b.claim, "smtp")
         assert await store.claim("other", 10, lease=30, max_age=3600) == []  # leased
