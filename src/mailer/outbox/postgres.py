@@ -3,7 +3,9 @@
 Claims are one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers
 that claim at the same moment each lock different rows instead of waiting on each other,
 and never get the same message. Every statement is its own short transaction; nothing is
-held open while a message is sent.
+held open while a message is sent. The commit-point records and results of concurrent
+attempts share statements (:data:`_WRITE`, grouped by :mod:`._batch`): on a busy server
+the cost per statement, not the flush, is what an attempt waits for.
 
 Lease times come from the database's clock (``now()``), so workers on machines whose
 clocks disagree still agree on when a lease has expired. asyncpg was chosen over
