@@ -42,7 +42,9 @@ def two_smtp(db_url: str, ports: tuple[int, int], **options: Any) -> Mailer:
         "providers": [smtp_entry("primary", ports[0], 1), smtp_entry("backup", ports[1], 2)],
         "retry": {"attempts": 1},
         "health": {"cooldown": 0.2, "max_cooldown": 0.5},
-        "outbox": fast_outbox(db_url),
+        # leases of 5 s, not fast_outbox's 1 s: these tests expire no lease, and a loaded
+        # machine stalling a worker past 1 s would make a delivered message `unknown`
+        "outbox": fast_outbox(db_url, lease=5.0),
         **options,
     })  # fmt: skip
 
