@@ -46,9 +46,6 @@ class Slots:
         #: tasks waiting for a slot now
         self.waiting = 0
 
-    def locked(self) -> bool:
-        return self._semaphore.locked()
-
     async def acquire(self) -> None:
         """Take a slot; TransientError (nothing was sent, no verdict on the provider) when
         none was freed for a whole budget, or the send's deadline passed."""
