@@ -84,6 +84,15 @@ class Ledger:
     def replies(self, since: int = 0) -> list[str]:
         return [e["line"] for e in self.events(since, "S")]
 
+    def await_reply(self, since: int, text: str, timeout: float = 5.0) -> list[str]:
+        """The replies since ``since`` once one contains ``text`` (bounded wait).
+
+        smtp-server's logger, which the ledger's S lines come from, may write a reply's
+        line after the reply itself left: a client that got it and hung up at once can
+        read the ledger before the line is there (seen once in a full run)."""
+        wait_until(lambda: any(text in r for r in self.replies(since)), timeout)
+        return self.replies(since)
+
 
 def raw(message_event: dict[str, Any]) -> bytes:
     """The bytes the server received for one message (after dot-unstuffing)."""

@@ -174,7 +174,7 @@ async def test_pipelining_on_and_off(name: str, request: pytest.FixtureRequest) 
     heads = [e["head"] for e in server.ledger.events(mark, "chunk")]
     grouped = [h for h in heads if "MAIL FROM" in h and "RCPT TO" in h]
     if name == "plain":
-        assert "PIPELINING" in "".join(server.ledger.replies(mark))
+        assert "PIPELINING" in "".join(server.ledger.await_reply(mark, "PIPELINING"))
         assert any(h.count("RCPT TO") == 3 and "DATA\r\n" in h for h in grouped), heads
     else:
         assert "PIPELINING" not in "".join(server.ledger.replies(mark))
@@ -233,7 +233,7 @@ async def test_over_size_message_is_refused_before_data(
         await send(server, message(attachments=[{"path": path}]))
     assert info.value.code == 552
     assert "exceeds fixed maximum message size" in str(info.value)
-    replies = server.ledger.replies(mark)
+    replies = server.ledger.await_reply(mark, "552")
     assert any(r.startswith("552") for r in replies), replies
     assert not any(r.startswith("354") for r in replies)  # the server never took data
     assert server.ledger.messages(mark) == []
@@ -471,7 +471,7 @@ async def test_xoauth2_refused_token_is_refreshed_then_accepted(
     assert token_endpoint.requests[0]["refresh_token"] == "rt-SECRET"
     [got] = server.ledger.messages(mark)
     assert got["user"] == "alice"
-    replies = server.ledger.replies(mark)
+    replies = server.ledger.await_reply(mark, "535")
     assert any(r.startswith("535") for r in replies)
     assert any(r.startswith("334 ") for r in replies) == (name == "tls")
 
@@ -500,7 +500,8 @@ async def test_no_auth_in_plaintext(strict: PeerServer) -> None:
     mark = strict.ledger.mark()
     with pytest.raises(AuthError, match="refusing to send AUTH over a plaintext") as info:
         await send(strict, message(), auth={"user": "alice", "password": "s3cret-pass"})
-    assert "AUTH PLAIN LOGIN" in "".join(strict.ledger.replies(mark))  # offered in clear
+    offered = strict.ledger.await_reply(mark, "AUTH PLAIN LOGIN")
+    assert "AUTH PLAIN LOGIN" in "".join(offered)  # offered in clear
     assert "s3cret-pass" not in str(info.value)
     assert not any(c.startswith("AUTH") for c in strict.ledger.commands(mark))
     assert strict.ledger.events(mark, "auth") == []
