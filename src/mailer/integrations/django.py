@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.message
 import email.utils
 import mimetypes
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,8 +331,9 @@ def _enqueue_in_transaction(
     return MailerResult(item.message_id, queued=True)
 
 
-#: (id of the SyncMailer, Django's connection settings) already found to share the table
-_same_table: set[tuple[int, str]] = set()
+#: per SyncMailer, the Django connection settings already found to share its table (weak
+#: keys: an id() could be reused by a later SyncMailer with another outbox)
+_same_table: weakref.WeakKeyDictionary[SyncMailer, set[str]] = weakref.WeakKeyDictionary()
 
 
 def _check_same_table(sync: SyncMailer, connection: Any) -> None:
@@ -341,8 +343,9 @@ def _check_same_table(sync: SyncMailer, connection: Any) -> None:
 
     settings_dict = connection.settings_dict
     where = sorted((k, str(settings_dict.get(k))) for k in ("NAME", "HOST", "PORT", "OPTIONS"))
-    key = (id(sync), repr(where))
-    if key in _same_table:
+    key = repr(where)
+    checked = _same_table.setdefault(sync, set())
+    if key in checked:
         return
     if connection.vendor != "postgresql":
         raise ConfigError(
@@ -360,7 +363,7 @@ def _check_same_table(sync: SyncMailer, connection: Any) -> None:
             f"(database, server start, mailer_outbox table: {ours} here, {theirs} for the "
             "outbox): point the outbox URL at the same database and schema"
         )
-    _same_table.add(key)
+    checked.add(key)
 
 
 #: send_messages' placeholder for a message whose result comes when its transaction commits
