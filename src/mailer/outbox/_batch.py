@@ -28,10 +28,9 @@ class Batcher(Generic[T, R]):
 
     ``write(items)`` runs one statement for all ``items`` and returns one result per
     item, in order (for a write: whether its row's claim still matched). At most one
-    ``write`` is in flight; it
-    runs in its own task, so a caller cancelled while waiting does not cancel the
-    statement for the others (its own write may still be applied, as when a
-    cancellation arrives after a statement was sent).
+    ``write`` is in flight; it runs in its own task, so a caller cancelled while waiting
+    does not cancel the statement for the others (its own write may still be applied,
+    as when a cancellation arrives after a statement was sent).
 
     A batch whose statement fails is written again one item at a time, so one bad item
     (or a connection lost mid-batch) fails only itself, as it would without batching.
