@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import HOST, free_port, latency_proxy, machine, ratio, spawn, stop, table, wait_port
 
 from mailer import Mailer, Message, SendResult
+from mailer.providers._postmark import PostmarkProvider
+from mailer.providers._resend import ResendProvider
 from mailer.providers.http import HTTPProvider
-from mailer.providers.postmark import PostmarkProvider
-from mailer.providers.resend import ResendProvider
 
 FAKE = Path(__file__).resolve().parent / "_fake_esp.py"
 

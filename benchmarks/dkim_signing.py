@@ -29,7 +29,8 @@ if OURS_SRC is not None:
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailer import Attachment, Message, _dkim
+from mailer import Attachment, Message
+from mailer._message import dkim as _dkim
 
 
 def _key() -> str:

@@ -26,7 +26,7 @@ from _common import machine, table
 
 from mailer import Mailer, Message
 from mailer.otel import Telemetry
-from mailer.providers.memory import outbox
+from mailer.providers._memory import outbox
 from mailer.testing import MemoryProvider
 
 CASES = ["no listener", "log listener (default)", "otel API, no SDK", "otel SDK, all sampled"]

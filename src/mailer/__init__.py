@@ -6,7 +6,7 @@ base every HTTP API adapter builds on) and ``mailer.testing`` (``ProviderConform
 ``ScriptedProvider``, the ``outbox`` fixture). Every other module is private.
 """
 
-from .errors import (
+from ._errors import (
     AllProvidersFailed,
     AuthError,
     ConfigError,
@@ -21,14 +21,14 @@ from .errors import (
     TransientError,
     UnsupportedFeature,
 )
-from .health import BreakerState, HealthConfig
-from .mailer import Event, Mailer, Route
-from .message import Address, Attachment, Envelope, Message
-from .provider import Provider, ProviderConfig
-from .result import Attempt, SendResult
-from .routing.attempt import commit_hooks
-from .routing.group import Failover, Group, RoundRobin, Weighted
-from .sync import SyncMailer
+from ._mailer import Event, Mailer, Route
+from ._message import Address, Attachment, Envelope, Message
+from ._provider import Provider, ProviderConfig
+from ._result import Attempt, SendResult
+from ._routing.attempt import commit_hooks
+from ._routing.group import Failover, Group, RoundRobin, Weighted
+from ._routing.health import BreakerState, HealthConfig
+from ._sync import SyncMailer
 
 __version__ = "0.1.0"
 

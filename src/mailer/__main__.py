@@ -1,5 +1,5 @@
 """``python -m mailer``: the same as the ``mailer`` console script, for when it is not on PATH."""
 
-from .cli import main
+from ._cli import main
 
 main()

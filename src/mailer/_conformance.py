@@ -46,7 +46,7 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from .errors import (
+from ._errors import (
     AuthError,
     ConfigError,
     DeliveryError,
@@ -56,9 +56,9 @@ from .errors import (
     RecipientsRefused,
     TransientError,
 )
-from .message import Attachment, Message
-from .provider import Provider
-from .result import SendResult
+from ._message import Attachment, Message
+from ._provider import Provider
+from ._result import SendResult
 
 if TYPE_CHECKING:
     import respx

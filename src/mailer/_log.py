@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, SecretStr
 
 if TYPE_CHECKING:
-    from .routing.events import Event
+    from ._routing.events import Event
 
 __all__ = ["get_logger", "log_event", "one_line", "redact", "register_secret", "secret_values"]
 

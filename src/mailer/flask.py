@@ -1,5 +1,5 @@
 """Flask integration: ``mail = Mail(app)`` with ``app.config["MAILER"]`` (docs/frameworks.md)."""
 
-from .integrations.flask import Mail
+from ._integrations.flask import Mail
 
 __all__ = ["Mail"]

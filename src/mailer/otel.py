@@ -3,6 +3,6 @@
 Needs the ``otel`` extra (``pip install mailer-failover[otel]``): the OpenTelemetry API only.
 """
 
-from .integrations.otel import BREAKER_STATE_VALUES, Telemetry, instrument
+from ._integrations.otel import BREAKER_STATE_VALUES, Telemetry, instrument
 
 __all__ = ["BREAKER_STATE_VALUES", "Telemetry", "instrument"]

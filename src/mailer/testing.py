@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from ._conformance import ErrorCase, ProviderConformance
-from .message import Message
-from .providers.memory import MemoryConfig, MemoryProvider, Outcome
-from .providers.memory import outbox as _outbox
+from ._message import Message
+from .providers._memory import MemoryConfig, MemoryProvider, Outcome
+from .providers._memory import outbox as _outbox
 
 __all__ = ["ErrorCase", "MemoryProvider", "ProviderConformance", "ScriptedProvider", "outbox"]
 

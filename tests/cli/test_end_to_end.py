@@ -145,8 +145,8 @@ def test_relative_paths_resolve_against_the_config_file(
 
 
 def test_relative_ca_file_resolves_against_the_config_file(tmp_path: Path) -> None:
-    from mailer.config import load_config
-    from mailer.providers.smtp.config import SMTPConfig
+    from mailer._config import load_config
+    from mailer.providers._smtp.config import SMTPConfig
 
     path = tmp_path / "conf" / "mailer.json"
     path.parent.mkdir()

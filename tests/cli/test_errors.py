@@ -78,7 +78,7 @@ def test_usage_error_exit_2(mailer_cli: Any) -> None:
 )
 def test_message_errors_get_hints_that_fit(fields: dict[str, Any], needle: str) -> None:
     from mailer import Message, MessageError
-    from mailer.cli import explain
+    from mailer._cli.commands import explain
 
     try:
         message = Message(**fields)
@@ -97,10 +97,10 @@ def test_every_page_a_hint_names_is_shipped() -> None:
     import re
     from pathlib import Path
 
-    import mailer.cli
+    import mailer._cli.commands
     from mailer._docs import page_path
 
-    source = Path(mailer.cli.__file__).read_text()
+    source = Path(mailer._cli.commands.__file__).read_text()
     pages = set(re.findall(r'see\("([a-z-]+)"', source))
     assert {"configuration", "troubleshooting", "security"} <= pages
     for page in pages:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mailer import ConfigError, Mailer, Message, Route
-from mailer.providers.file import FileProvider
-from mailer.providers.memory import MemoryProvider
+from mailer.providers._file import FileProvider
+from mailer.providers._memory import MemoryProvider
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mailer import ConfigError, Mailer
-from mailer.config import interpolate_dsn, load_config, parse_dsn
+from mailer._config import interpolate_dsn, load_config, parse_dsn
 
 
 def _error(config: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from mailer import (
     Weighted,
     commit_hooks,
 )
-from mailer.routing.budget import BudgetConfig, SetupEstimator
+from mailer._routing.budget import BudgetConfig, SetupEstimator
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio

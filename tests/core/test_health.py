@@ -16,7 +16,7 @@ from mailer import (
     Message,
     TransientError,
 )
-from mailer.health import CircuitBreaker
+from mailer._routing.health import CircuitBreaker
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio

@@ -278,7 +278,7 @@ def test_defaults_fill_only_empty_fields() -> None:
 
 
 def test_defaults_copy_has_its_own_rendering_and_shares_the_id() -> None:
-    from mailer.message import MAX_HEADERS, MessageDefaults
+    from mailer._message import MAX_HEADERS, MessageDefaults
 
     defaults = MessageDefaults({"from": "app@example.com", "cc": ["copy@example.org"]})
     bare = Message(to=["u@example.org"], text="x")
@@ -326,7 +326,7 @@ def test_json_round_trip_keeps_message_id_and_bytes() -> None:
 @pytest.mark.anyio
 async def test_no_mailer_invalid_id_when_the_sender_comes_from_defaults() -> None:
     from mailer import Mailer
-    from mailer.providers.memory import MemoryProvider
+    from mailer.providers._memory import MemoryProvider
 
     memory = MemoryProvider.from_config("memory")
     mailer = Mailer([memory], defaults={"sender": "App <app@billing.example.com>"})
@@ -344,7 +344,7 @@ async def test_no_mailer_invalid_id_when_the_sender_comes_from_defaults() -> Non
 @pytest.mark.anyio
 async def test_an_id_the_caller_read_before_sending_is_the_one_sent() -> None:
     from mailer import Mailer
-    from mailer.providers.memory import MemoryProvider
+    from mailer.providers._memory import MemoryProvider
 
     memory = MemoryProvider.from_config("memory")
     mailer = Mailer([memory], defaults={"sender": "app@billing.example.com"})

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer import Address, Attachment, Message, MessageError, _mime
+from mailer import Address, Attachment, Message, MessageError
+from mailer._message import mime as _mime
 
 DATE = "Sun, 22 Nov 2026 00:00:00 +0000"
 TEXT = st.text(

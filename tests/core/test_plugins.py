@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mailer import Mailer, Message
-from mailer.plugins import discover, load_provider_class
+from mailer._plugins import discover, load_provider_class
 
 pytestmark = pytest.mark.anyio
 

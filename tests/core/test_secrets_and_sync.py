@@ -11,7 +11,7 @@ import pytest
 
 from mailer import ConfigError, Mailer, Message, SyncMailer
 from mailer._log import get_logger, register_secret
-from mailer.providers.memory import MemoryProvider
+from mailer.providers._memory import MemoryProvider
 from mailer.testing import ScriptedProvider
 
 CANARY = "CANARY-s3cr3t-token-91x"

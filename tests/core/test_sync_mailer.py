@@ -24,8 +24,8 @@ from mailer import (
     SyncMailer,
     TransientError,
 )
-from mailer.providers.memory import MemoryConfig, MemoryProvider
-from mailer.sync import CLOSE_TIMEOUT, SEND_GRACE
+from mailer._sync import CLOSE_TIMEOUT, SEND_GRACE
+from mailer.providers._memory import MemoryConfig, MemoryProvider
 
 # Scheduling slack on a loaded 2-core machine; the bounds themselves are what is tested.
 SLACK = 1.5

@@ -16,13 +16,13 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from mailer._dkim import DKIMOptions
-from mailer.config import MailerConfig
-from mailer.health import HealthConfig
-from mailer.outbox.config import OutboxConfig
-from mailer.plugins import discover
-from mailer.routing.budget import BudgetConfig
-from mailer.routing.runtime import RetryConfig
+from mailer._config import MailerConfig
+from mailer._message.dkim import DKIMOptions
+from mailer._outbox.config import OutboxConfig
+from mailer._plugins import discover
+from mailer._routing.budget import BudgetConfig
+from mailer._routing.health import HealthConfig
+from mailer._routing.runtime import RetryConfig
 
 DOCS = "\n".join(p.read_text() for p in sorted((Path(__file__).parents[2] / "docs").glob("*.md")))
 

@@ -18,8 +18,8 @@ import anyio
 import pytest
 
 from mailer import AllProvidersFailed, DeliveryUncertain, Mailer, TransientError
-from mailer.mailer import Event
-from mailer.providers.smtp import SMTPProvider
+from mailer._mailer import Event
+from mailer.providers._smtp import SMTPProvider
 
 from .kit import FaultServer, check_ledger, messages, run_load
 

@@ -18,8 +18,8 @@ import anyio
 import pytest
 
 from mailer import Mailer
-from mailer.providers.resend import ResendProvider
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._resend import ResendProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .kit import (
     FaultServer,

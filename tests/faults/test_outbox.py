@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message, TransientError
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .kit import FaultServer, free_port
 

@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message
-from mailer.errors import DeliveryUncertain, TransientError
+from mailer._errors import DeliveryUncertain, TransientError
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def test_no_retry_on_a_provider_whose_breaker_opened_meanwhile() -> None:
 
 
 def test_not_tried_is_transient() -> None:
-    from mailer.routing.group import _NotTried
+    from mailer._routing.group import _NotTried
 
     assert issubclass(_NotTried, TransientError)
 
@@ -87,8 +87,8 @@ async def test_a_failed_token_refresh_is_shared_with_the_connections_queued_on_i
     # connection queued on the refresh lock asked the failing endpoint again, one after
     # another, so the last one waited 5 x token_timeout, past the send deadline, and the
     # Mailer's backstop reported DeliveryUncertain for a send that never reached MAIL.
-    from mailer.providers.smtp.config import OAuth2Options
-    from mailer.providers.smtp.oauth import TokenSource
+    from mailer.providers._smtp.config import OAuth2Options
+    from mailer.providers._smtp.oauth import TokenSource
 
     from .kit import TokenEndpoint
 
@@ -122,9 +122,9 @@ async def test_a_failed_token_refresh_is_shared_with_the_connections_queued_on_i
 async def test_waiting_for_a_token_refresh_is_bounded_by_the_send_deadline() -> None:
     import time
 
-    from mailer.provider import _DEADLINE
-    from mailer.providers.smtp.config import OAuth2Options
-    from mailer.providers.smtp.oauth import TokenSource
+    from mailer._provider import _DEADLINE
+    from mailer.providers._smtp.config import OAuth2Options
+    from mailer.providers._smtp.oauth import TokenSource
 
     source = TokenSource(OAuth2Options(token_url="http://127.0.0.1:9/t", client_id="c",
                                        client_secret="s", refresh_token="r"))  # fmt: skip

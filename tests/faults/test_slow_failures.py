@@ -19,8 +19,8 @@ import anyio
 import pytest
 
 from mailer import Failover, Mailer, Message, Weighted
-from mailer.providers.smtp import SMTPProvider
-from mailer.routing.budget import BudgetConfig
+from mailer._routing.budget import BudgetConfig
+from mailer.providers._smtp import SMTPProvider
 from mailer.testing import ScriptedProvider
 
 from .kit import FaultServer, SilentServer, check_ledger, messages, run_load

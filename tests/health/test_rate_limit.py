@@ -8,10 +8,10 @@ import time
 import pytest
 
 from mailer import Mailer, Message
-from mailer.config import load_config
-from mailer.errors import ConfigError
-from mailer.providers.smtp.config import SMTPConfig
-from mailer.routing.ratelimit import Gcra, RateLimit
+from mailer._config import load_config
+from mailer._errors import ConfigError
+from mailer._routing.ratelimit import Gcra, RateLimit
+from mailer.providers._smtp.config import SMTPConfig
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio

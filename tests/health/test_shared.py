@@ -18,7 +18,7 @@ import pytest
 from tests.health.redis_kit import RedisServer
 
 from mailer import HealthConfig, Mailer, Message
-from mailer.errors import ConfigError
+from mailer._errors import ConfigError
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from mailer import DeliveryError, Message, SendResult
-from mailer.provider import Provider
+from mailer._provider import Provider
 
 
 @dataclass

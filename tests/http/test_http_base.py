@@ -28,7 +28,7 @@ from mailer import (
     SendResult,
     TransientError,
 )
-from mailer.provider import _DEADLINE
+from mailer._provider import _DEADLINE
 from mailer.providers.http import (
     MAX_BODY,
     HTTPConfig,

@@ -19,9 +19,9 @@ from mailer import (
     RecipientsRefused,
     SendResult,
 )
-from mailer.providers.postmark import PostmarkProvider
-from mailer.providers.resend import ResendProvider
-from mailer.providers.sendgrid import SendGridProvider
+from mailer.providers._postmark import PostmarkProvider
+from mailer.providers._resend import ResendProvider
+from mailer.providers._sendgrid import SendGridProvider
 
 pytestmark = pytest.mark.anyio
 

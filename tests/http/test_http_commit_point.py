@@ -21,8 +21,8 @@ import anyio
 import pytest
 
 from mailer import DeliveryError, DeliveryUncertain, Message, TransientError
-from mailer.providers.resend import ResendProvider
-from mailer.routing.attempt import AttemptState, _enter, _exit, commit_hooks
+from mailer._routing.attempt import AttemptState, _enter, _exit, commit_hooks
+from mailer.providers._resend import ResendProvider
 
 from .servers import serve
 
@@ -101,7 +101,7 @@ async def test_abandoned_at_the_commit_point_sends_no_body() -> None:
     state_box: list[AttemptState] = []
 
     async def release() -> None:  # another send found the provider down meanwhile
-        from mailer.routing.attempt import current_attempt
+        from mailer._routing.attempt import current_attempt
 
         current = current_attempt()
         assert current is not None

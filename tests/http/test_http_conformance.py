@@ -18,11 +18,11 @@ from mailer import (
     RateLimited,
     RecipientsRefused,
 )
-from mailer.providers.mailgun import MailgunProvider
-from mailer.providers.postmark import PostmarkProvider
-from mailer.providers.resend import ResendProvider
-from mailer.providers.sendgrid import SendGridProvider
-from mailer.providers.ses import SESProvider
+from mailer.providers._mailgun import MailgunProvider
+from mailer.providers._postmark import PostmarkProvider
+from mailer.providers._resend import ResendProvider
+from mailer.providers._sendgrid import SendGridProvider
+from mailer.providers._ses import SESProvider
 from mailer.testing import ErrorCase, ProviderConformance
 
 

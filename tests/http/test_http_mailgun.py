@@ -14,7 +14,7 @@ import pytest
 import respx
 
 from mailer import Attachment, ConfigError, Message, MessageError
-from mailer.providers.mailgun import MailgunProvider
+from mailer.providers._mailgun import MailgunProvider
 
 pytestmark = pytest.mark.anyio
 

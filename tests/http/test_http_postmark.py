@@ -16,7 +16,7 @@ from mailer import (
     PermanentError,
     RecipientsRefused,
 )
-from mailer.providers.postmark import PostmarkProvider
+from mailer.providers._postmark import PostmarkProvider
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from tests.smtp.conftest import certs  # noqa: F401 - the shared certificate fix
 from tests.smtp.servers import TLS_NAME, Certs, HTTPConnectProxy, SOCKSProxy
 
 from mailer import ConfigError, Mailer, Message, TransientError
-from mailer.providers.resend import ResendProvider
+from mailer.providers._resend import ResendProvider
 from mailer.testing import ScriptedProvider
 
 from .servers import serve

@@ -18,7 +18,7 @@ from mailer import (
     PermanentError,
     RateLimited,
 )
-from mailer.providers.resend import ResendProvider, idempotency_key
+from mailer.providers._resend import ResendProvider, idempotency_key
 
 pytestmark = pytest.mark.anyio
 

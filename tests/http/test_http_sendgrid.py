@@ -12,7 +12,7 @@ import pytest
 import respx
 
 from mailer import Attachment, ConfigError, Message, MessageError, PermanentError, RateLimited
-from mailer.providers.sendgrid import SendGridProvider
+from mailer.providers._sendgrid import SendGridProvider
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from mailer import (
     PermanentError,
     RateLimited,
 )
-from mailer.providers.ses import SESProvider
+from mailer.providers._ses import SESProvider
 
 pytestmark = pytest.mark.anyio
 

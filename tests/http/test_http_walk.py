@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from mailer import Message, MessageError, UnsupportedFeature
+from mailer.providers._mailgun import MailgunProvider
+from mailer.providers._postmark import PostmarkProvider
+from mailer.providers._resend import ResendProvider
+from mailer.providers._sendgrid import SendGridProvider
+from mailer.providers._ses import SESProvider
 from mailer.providers.http import HTTPProvider
-from mailer.providers.mailgun import MailgunProvider
-from mailer.providers.postmark import PostmarkProvider
-from mailer.providers.resend import ResendProvider
-from mailer.providers.sendgrid import SendGridProvider
-from mailer.providers.ses import SESProvider
 
 pytestmark = pytest.mark.anyio
 

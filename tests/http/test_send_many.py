@@ -18,7 +18,7 @@ from mailer import (
     SendResult,
     commit_hooks,
 )
-from mailer.providers.postmark import PostmarkProvider
+from mailer.providers._postmark import PostmarkProvider
 from mailer.testing import ScriptedProvider
 
 pytestmark = pytest.mark.anyio

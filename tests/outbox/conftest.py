@@ -13,8 +13,8 @@ import pytest
 from tests.faults.conftest import certs, smtp  # the fault matrix's servers (ledger)
 
 from mailer import Message
-from mailer.outbox import OutboxStore
-from mailer.outbox.store import NewMessage
+from mailer._outbox import OutboxStore
+from mailer._outbox.store import NewMessage
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

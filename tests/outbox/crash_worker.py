@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from mailer import Mailer, Message, SendResult
-from mailer.outbox.store import Claimed, Outcome
+from mailer._outbox.store import Claimed, Outcome
 
 
 def die() -> None:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from mailer.outbox import OutboxConfig
-from mailer.outbox._batch import Batcher
-from mailer.outbox.postgres import PostgresStore
-from mailer.outbox.store import Outcome
-from mailer.outbox.worker import open_store
+from mailer._outbox import OutboxConfig
+from mailer._outbox._batch import Batcher
+from mailer._outbox.postgres import PostgresStore
+from mailer._outbox.store import Outcome
+from mailer._outbox.worker import open_store
 
 from .conftest import add_messages, execute, rows
 

@@ -26,10 +26,10 @@ from mailer import (
     RateLimited,
     SendResult,
 )
-from mailer.config import load_config
-from mailer.outbox import OutboxConfig
-from mailer.outbox.store import NewMessage, Outcome
-from mailer.outbox.worker import open_store
+from mailer._config import load_config
+from mailer._outbox import OutboxConfig
+from mailer._outbox.store import NewMessage, Outcome
+from mailer._outbox.worker import open_store
 from mailer.testing import ScriptedProvider
 
 from .conftest import add_messages, execute, fast_outbox, make_message, reset, rows, smtp_entry
@@ -160,7 +160,7 @@ def test_decide_pins_only_what_an_idempotency_key_protects() -> None:
     from random import Random
 
     from mailer import AllProvidersFailed, TransientError
-    from mailer.outbox.worker import decide
+    from mailer._outbox.worker import decide
 
     config = OutboxConfig(url="sqlite:///unused.db", max_attempts=5)
     windows = {"resend": 86400.0, "resend2": 86400.0}
@@ -238,8 +238,8 @@ async def test_outcomes_permanent_max_attempts_max_age_rate_limit(db_url: str) -
 async def test_backoff_grows_with_jitter(db_url: str) -> None:
     from random import Random
 
-    from mailer.outbox.config import BackoffConfig
-    from mailer.outbox.worker import backoff_delay
+    from mailer._outbox.config import BackoffConfig
+    from mailer._outbox.worker import backoff_delay
 
     cfg = BackoffConfig()  # the defaults: first retry within 30 s
     rng = Random(7)
@@ -294,7 +294,7 @@ async def test_commit_point_is_recorded_before_it_is_crossed(
         mid = await m.enqueue(make_message(2))
         store = m.outbox.store
         (claim,) = await store.claim("test", 1, lease=30, max_age=3600)
-        from mailer.routing.attempt import commit_hooks
+        from mailer._routing.attempt import commit_hooks
 
         marks: list[tuple[str, int]] = []
 

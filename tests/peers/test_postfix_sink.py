@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from mailer import DeliveryUncertain, Mailer, Message
-from mailer.providers.memory import MemoryProvider
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._memory import MemoryProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .kit import SinkServer, header
 

@@ -39,8 +39,8 @@ from mailer import (
     TransientError,
     UnsupportedFeature,
 )
-from mailer.providers.memory import MemoryProvider
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._memory import MemoryProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .kit import TLS_NAME, PeerServer, header, raw
 

@@ -22,7 +22,7 @@ import respx
 from tests.smtp import servers
 
 from mailer import AllProvidersFailed, Mailer, Message
-from mailer.plugins import load_provider_class
+from mailer._plugins import load_provider_class
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailer import Address, Attachment, Message, MessageError
-from mailer.message import MAX_FILENAME_CHARS, MAX_HEADER_CHARS, MAX_HEADERS
+from mailer._message import MAX_FILENAME_CHARS, MAX_HEADER_CHARS, MAX_HEADERS
 
 
 def make(**kw: object) -> Message:

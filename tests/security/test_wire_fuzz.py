@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tests.smtp import servers
 
 from mailer import ConfigError, Message, MessageError
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._smtp import SMTPProvider
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

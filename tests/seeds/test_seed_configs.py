@@ -410,7 +410,7 @@ def test_both_spellings_are_an_error(config: dict[str, Any], needle: str) -> Non
 
 
 def test_the_docs_table_lists_every_alias_and_refused_option() -> None:
-    from mailer.providers.smtp.config import (
+    from mailer.providers._smtp.config import (
         AuthOptions,
         OAuth2Options,
         SMTPConfig,

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from mailer import Message
-from mailer.errors import AuthError, TransientError
-from mailer.providers.smtp import OAuth2Options, SMTPProvider
+from mailer._errors import AuthError, TransientError
+from mailer.providers._smtp import OAuth2Options, SMTPProvider
 
 from .servers import USERS, SMTPTestServer, TokenEndpoint, free_port
 

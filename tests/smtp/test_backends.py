@@ -15,8 +15,8 @@ import pytest
 
 from mailer import ConfigError, Mailer, Message
 from mailer._demo.http_fake import FakeResendServer
-from mailer.providers.memory import MemoryProvider
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._memory import MemoryProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .servers import SMTPTestServer
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from mailer import Mailer, Message
-from mailer.errors import (
+from mailer._errors import (
     AuthError,
     DeliveryUncertain,
     PermanentError,
@@ -15,9 +15,9 @@ from mailer.errors import (
     RecipientsRefused,
     TransientError,
 )
-from mailer.provider import _DEADLINE
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp.wire import encode_data
+from mailer._provider import _DEADLINE
+from mailer.providers._smtp import SMTPProvider
+from mailer.providers._smtp.wire import encode_data
 
 from .servers import ScriptedServer, SMTPTestServer, free_port, running
 from .test_pure import SMUGGLING

@@ -22,12 +22,13 @@ import respx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailer import ConfigError, Mailer, Message, MessageError, TransientError, _dkim
-from mailer.providers.file import FileProvider
-from mailer.providers.memory import MemoryProvider
-from mailer.providers.sendgrid import SendGridProvider
-from mailer.providers.ses import SESProvider
-from mailer.providers.smtp import SMTPProvider
+from mailer import ConfigError, Mailer, Message, MessageError, TransientError
+from mailer._message import dkim as _dkim
+from mailer.providers._file import FileProvider
+from mailer.providers._memory import MemoryProvider
+from mailer.providers._sendgrid import SendGridProvider
+from mailer.providers._ses import SESProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .servers import SMTPTestServer
 

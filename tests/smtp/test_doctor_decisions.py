@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.providers.smtp.doctor import (
+from mailer.providers._smtp.doctor import (
     CertInfo,
     Diagnosis,
     Probe,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from mailer import Message
-from mailer.errors import TransientError
-from mailer.providers.smtp import SMTPProvider, _happy
-from mailer.providers.smtp._happy import ATTEMPT_DELAY, interleave
+from mailer._errors import TransientError
+from mailer.providers._smtp import SMTPProvider, _happy
+from mailer.providers._smtp._happy import ATTEMPT_DELAY, interleave
 
 from .servers import TLS_NAME, Blackhole, SMTPTestServer, free_port
 

@@ -23,10 +23,12 @@ import dkim
 import pytest
 from dkim.canonicalization import Relaxed
 
-from mailer import Attachment, Message, MessageError, _dkim, _mime
-from mailer.message import model as message_module
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp.wire import declared_size, message_payload, payload_size
+from mailer import Attachment, Message, MessageError
+from mailer._message import dkim as _dkim
+from mailer._message import mime as _mime
+from mailer._message import model as message_module
+from mailer.providers._smtp import SMTPProvider
+from mailer.providers._smtp.wire import declared_size, message_payload, payload_size
 
 from .servers import SMTPTestServer
 from .test_dkim import Keys, send_failing_over
@@ -255,7 +257,7 @@ def test_header_only_signing_matches_a_whole_message_verifier(keys: Keys) -> Non
 async def test_the_file_provider_streams_and_leaves_nothing_half_written(
     big_file: Path, tmp_path: Path
 ) -> None:
-    from mailer.providers.file import FileProvider
+    from mailer.providers._file import FileProvider
 
     folder = tmp_path / "eml"
     provider = FileProvider.from_config("file", {"directory": str(folder)})

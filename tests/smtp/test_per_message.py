@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from mailer import Mailer, Message, MessageError
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._smtp import SMTPProvider
 from mailer.testing import ScriptedProvider
 
 from .servers import SMTPTestServer

@@ -20,15 +20,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer import Message
-from mailer.errors import (
+from mailer._errors import (
     DeliveryUncertain,
     PermanentError,
     RecipientsRefused,
     TransientError,
 )
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp.pipeline import Reply, parse_replies
-from mailer.providers.smtp.wire import (
+from mailer.providers._smtp import SMTPProvider
+from mailer.providers._smtp.pipeline import Reply, parse_replies
+from mailer.providers._smtp.wire import (
     _PAYLOADS,
     data_pieces,
     encode_data,

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from mailer import Message
-from mailer.errors import RecipientsRefused, TransientError
-from mailer.providers.smtp import SMTPProvider
+from mailer._errors import RecipientsRefused, TransientError
+from mailer.providers._smtp import SMTPProvider
 
 from .servers import SMTPTestServer
 

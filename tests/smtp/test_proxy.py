@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from mailer import ConfigError, Mailer, Message
-from mailer.config import parse_dsn
-from mailer.errors import AuthError, TransientError
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp._proxy import parse_proxy
+from mailer._config import parse_dsn
+from mailer._errors import AuthError, TransientError
+from mailer.providers._smtp import SMTPProvider
+from mailer.providers._smtp._proxy import parse_proxy
 
 from .servers import TLS_NAME, HTTPConnectProxy, SMTPTestServer, SOCKSProxy, free_port
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 from aiosmtplib import errors as smtp_errors
 
-from mailer.errors import (
+from mailer._errors import (
     AuthError,
     ConfigError,
     DeliveryUncertain,
@@ -20,9 +20,9 @@ from mailer.errors import (
     RecipientsRefused,
     TransientError,
 )
-from mailer.providers.smtp import SMTPConfig, SMTPProvider
-from mailer.providers.smtp.auth import choose_mechanism
-from mailer.providers.smtp.classify import (
+from mailer.providers._smtp import SMTPConfig, SMTPProvider
+from mailer.providers._smtp.auth import choose_mechanism
+from mailer.providers._smtp.classify import (
     Endpoint,
     Phase,
     classify_recipients,
@@ -31,8 +31,8 @@ from mailer.providers.smtp.classify import (
     map_exception,
     too_many_recipients,
 )
-from mailer.providers.smtp.config import AuthOptions
-from mailer.providers.smtp.wire import (
+from mailer.providers._smtp.config import AuthOptions
+from mailer.providers._smtp.wire import (
     command_line,
     data_pieces,
     declared_size,

@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 from mailer import Mailer, Message, RecipientsDeferred, RecipientsRefused, TransientError
-from mailer.providers.memory import MemoryProvider
-from mailer.providers.smtp import SMTPProvider
+from mailer.providers._memory import MemoryProvider
+from mailer.providers._smtp import SMTPProvider
 
 from .servers import SMTPTestServer
 

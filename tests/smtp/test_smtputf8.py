@@ -15,8 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from mailer import Address, Mailer, Message, MessageError, UnsupportedFeature
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp.wire import mail_command, rcpt_command
+from mailer.providers._smtp import SMTPProvider
+from mailer.providers._smtp.wire import mail_command, rcpt_command
 
 from .servers import SMTPTestServer
 
@@ -157,7 +157,7 @@ async def test_server_without_smtputf8_is_unsupported_naming_it(
 
 
 async def test_ses_refuses_internationalized_local_parts_before_any_request() -> None:
-    from mailer.providers.ses import SESProvider
+    from mailer.providers._ses import SESProvider
 
     provider = SESProvider.from_config(
         "ses", {"region": "eu-west-1", "access_key_id": "AKIDEXAMPLE",

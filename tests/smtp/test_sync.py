@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mailer import DeliveryUncertain, MailerError, Message, SendResult, SyncMailer
-from mailer.sync import SEND_GRACE
+from mailer._sync import SEND_GRACE
 
 from .servers import SMTPTestServer
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from mailer import Message
-from mailer.errors import AuthError, TransientError
-from mailer.providers.smtp import SMTPProvider
+from mailer._errors import AuthError, TransientError
+from mailer.providers._smtp import SMTPProvider
 
 from .servers import TLS_NAME, USERS, SilentServer, SMTPTestServer, running
 

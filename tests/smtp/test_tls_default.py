@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from mailer import ConfigError, Message
-from mailer.errors import TransientError
-from mailer.providers.smtp import SMTPProvider
-from mailer.providers.smtp.config import SMTPConfig, is_loopback
+from mailer._errors import TransientError
+from mailer.providers._smtp import SMTPProvider
+from mailer.providers._smtp.config import SMTPConfig, is_loopback
 
 from .servers import TLS_NAME, SMTPTestServer, StripTLSProxy
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from mailer import Message
-from mailer.errors import AuthError
-from mailer.providers.smtp import SMTPProvider
+from mailer._errors import AuthError
+from mailer.providers._smtp import SMTPProvider
 
 from .servers import USERS, SMTPTestServer, TokenEndpoint
 

@@ -27,9 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import MailerError
-from ..mailer import Event, Mailer
-from ..message import Message
+from .._errors import MailerError
+from .._mailer import Event, Mailer
+from .._message import Message
 from .http_fake import FakeResendServer
 from .smtp_sink import SMTPSink
 

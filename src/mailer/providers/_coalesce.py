@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DeliveryError, DeliveryUncertain, MessageError
-from ..result import SendResult
-from ..routing.attempt import commit_point
+from .._errors import DeliveryError, DeliveryUncertain, MessageError
+from .._result import SendResult
+from .._routing.attempt import commit_point
 
 __all__ = ["WINDOW", "Coalescer", "batching"]
 

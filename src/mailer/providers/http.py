@@ -46,11 +46,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 import httpx
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from .._dkim import DKIMOptions, choose, sign
-from .._log import get_logger, register_secret, secret_values
-from .._mime import encode_header_value
-from .._proxy_url import parse_proxy_url
-from ..errors import (
+from .._errors import (
     AuthError,
     ConfigError,
     DeliveryError,
@@ -61,10 +57,14 @@ from ..errors import (
     TransientError,
     UnsupportedFeature,
 )
-from ..message import Address, Attachment, Envelope, Message
-from ..provider import Provider, ProviderConfig, deadline_remaining, deep_merge
-from ..result import SendResult
-from ..routing.slots import Slots
+from .._log import get_logger, register_secret, secret_values
+from .._message import Address, Attachment, Envelope, Message
+from .._message.dkim import DKIMOptions, choose, sign
+from .._message.mime import encode_header_value
+from .._provider import Provider, ProviderConfig, deadline_remaining, deep_merge
+from .._proxy_url import parse_proxy_url
+from .._result import SendResult
+from .._routing.slots import Slots
 from ._coalesce import Coalescer, batching
 
 __all__ = [
@@ -238,7 +238,7 @@ class Payload:
     ``flags`` lets a hook tell :meth:`HTTPProvider.finish` what it saw (SES: go Raw);
     ``dkim`` the signing options a hook accepted (the signature is made before
     :meth:`HTTPProvider.finish`, off the event loop, and read back with
-    :func:`mailer._dkim.signature`).
+    :func:`mailer._message.dkim.signature`).
     """
 
     message: Message
@@ -657,7 +657,7 @@ class HTTPProvider(Provider):
 
         A signature covers the bytes it was made over; only an adapter that sends the
         message's own MIME (SES Raw) can carry one: it sets ``payload.dkim`` and sends
-        :func:`mailer._dkim.signature` before those bytes. An API that builds the MIME
+        :func:`mailer._message.dkim.signature` before those bytes. An API that builds the MIME
         from JSON fields cannot, so by default the feature is refused.
         """
         self.unsupported(

@@ -1,0 +1,204 @@
+"""``mailer worker`` and ``mailer outbox status|list|retry|purge``: rendering only; the
+work is the Outbox's. Registered on the ``mailer`` command by mailer._cli."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import anyio
+import typer
+from rich.table import Table
+
+from .._outbox.config import parse_duration
+from .._outbox.store import STATES, State
+from .commands import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    _fail,
+    _friendly,
+    _one_line,
+    _run,
+    app,
+    out,
+)
+
+if TYPE_CHECKING:
+    from .._mailer import Mailer
+
+__all__ = ["outbox_app"]
+
+outbox_app = typer.Typer(
+    name="outbox",
+    help="Look at and manage the durable outbox (docs/outbox.md).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(outbox_app)
+
+StateOption = Annotated[str | None, typer.Option("--state", help=f"One of: {', '.join(STATES)}.")]
+
+
+def _mailer(config: Path) -> Mailer:
+    from .._mailer import Mailer
+
+    mailer = Mailer.from_config(config)
+    mailer.outbox  # noqa: B018 - ConfigError when the config has none
+    return mailer
+
+
+def _state(value: str | None) -> State | None:
+    if value is None:
+        return None
+    if value not in STATES:
+        _fail(f"unknown state {value!r}", f"use one of: {', '.join(STATES)}", EXIT_USAGE)
+    return value  # type: ignore[return-value]
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command()
+@_friendly
+def worker(
+    config: ConfigOption = Path("mailer.toml"),
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, max=1024, help="Messages sent at once (default: config).")
+    ] = None,
+) -> None:
+    """Deliver from the outbox until SIGTERM or SIGINT, then finish the sends under way."""
+    mailer = _mailer(config)
+    logger = logging.getLogger("mailer")
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        # a daemon's log is how an operator sees it work (unless --verbose set one up)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    log = logging.getLogger("mailer.outbox")
+
+    async def go() -> dict[str, int]:
+        stop = anyio.Event()
+        async with mailer, anyio.create_task_group() as tg:
+
+            async def signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                    async for signum in received:
+                        if stop.is_set():
+                            name = signal.Signals(signum).name
+                            log.warning("second %s: stopping now; leases will settle what "
+                                        "was in flight", name)  # fmt: skip
+                            tg.cancel_scope.cancel()
+                            return
+                        log.info("%s: finishing the sends under way, then exiting",
+                                 signal.Signals(signum).name)  # fmt: skip
+                        stop.set()
+
+            tg.start_soon(signals)
+            log.info("outbox worker started (%s)", mailer.outbox.store)
+            counts = await mailer.outbox.run(concurrency=concurrency, stop=stop)
+            tg.cancel_scope.cancel()
+        return counts
+
+    counts = _run(go)
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing"
+    log.info("outbox worker stopped: %s", summary)
+
+
+@outbox_app.command("status")
+@_friendly
+def status(config: ConfigOption = Path("mailer.toml")) -> None:
+    """Messages per state."""
+    mailer = _mailer(config)
+
+    async def go() -> dict[str, int]:
+        async with mailer:
+            return dict(await mailer.outbox.stats())
+
+    stats = _run(go)
+    table = Table("state", "messages")
+    for state in STATES:
+        table.add_row(state, str(stats[state]))
+    out.print(table)
+
+
+@outbox_app.command("list")
+@_friendly
+def list_(
+    config: ConfigOption = Path("mailer.toml"),
+    state: StateOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 100,
+) -> None:
+    """Messages (oldest first), one tab-separated line each: no content, no wrapping."""
+    mailer = _mailer(config)
+    wanted = _state(state)
+
+    async def go() -> list[Any]:
+        async with mailer:
+            return list(await mailer.outbox.items(wanted, limit))
+
+    items = _run(go)
+    # One tab-separated line per message, never wrapped: Message-IDs are copied from here
+    # into `mailer outbox retry`, and scripts read it with cut/awk.
+    typer.echo("message-id\tstate\tattempts\tupdated (UTC)\tnext (UTC)\tprovider\tlast error")
+    for item in items:
+        fields = [
+            item.message_id, item.state, str(item.attempts), _when(item.updated),
+            _when(item.next_at) if item.state == "queued" else "-",
+            f"{item.pin} (pinned)" if item.pin else item.provider or "-",
+            _one_line(item.last_error or "-", 300).replace("\t", " "),
+        ]  # fmt: skip
+        typer.echo("\t".join(fields))
+
+
+@outbox_app.command("retry")
+@_friendly
+def retry(
+    message_ids: Annotated[list[str], typer.Argument(help="Message-IDs to queue again.")],
+    config: ConfigOption = Path("mailer.toml"),
+) -> None:
+    """Queue messages again, due now (for unknown ones: it may deliver a second copy)."""
+    mailer = _mailer(config)
+
+    async def go() -> int:
+        async with mailer:
+            return int(await mailer.outbox.retry(*message_ids))
+
+    count = _run(go)
+    out.print(f"{count} of {len(message_ids)} queued again")
+    if count < len(message_ids):
+        _fail("some Message-IDs are not in the outbox (or are being sent right now)",
+              "see `mailer outbox list`", EXIT_FAILED)  # fmt: skip
+
+
+@outbox_app.command("purge")
+@_friendly
+def purge(
+    state: Annotated[str, typer.Option("--state", help="sent, failed, dead, unknown, queued.")],
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Not updated for this long: 3600, 12h, 7d.")
+    ],
+    config: ConfigOption = Path("mailer.toml"),
+) -> None:
+    """Delete messages in one state that have not changed for a while."""
+    wanted = _state(state)
+    assert wanted is not None
+    if wanted == "sending":
+        _fail("messages being sent cannot be purged", code=EXIT_USAGE)
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        _fail(f"--older-than: {exc}", code=EXIT_USAGE)
+    mailer = _mailer(config)
+
+    async def go() -> int:
+        async with mailer:
+            return int(await mailer.outbox.purge(wanted, seconds))
+
+    out.print(f"purged {_run(go)} {wanted} messages")

@@ -1,0 +1,89 @@
+"""A small Flask extension: ``mail = Mail(app)``, then ``mail.send(message)`` in views.
+
+The Mailer comes from ``app.config["MAILER"]`` (a mapping or a TOML/JSON path) and is
+shared by every request of the process: its SMTP pool and HTTP keep-alive and its
+breakers are worth having only across requests. So it is *not* closed when a request's
+app context is torn down (that would cost a TCP, TLS and AUTH handshake per request);
+it is closed by ``mail.close()``, or at interpreter exit. Forked workers (gunicorn) each
+build their own on first use.
+
+Async views use ``await mail.send_async(message)``: Flask runs each async view on an
+event loop of its own, so the send runs on the shared Mailer's loop and is awaited here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+
+from .._errors import ConfigError
+from .._message import Message
+from .._result import SendResult
+from .._sync import SyncMailer
+from ._process import build, config_key, discard, read_source, shared_mailer
+
+__all__ = ["Mail"]
+
+_EXTENSION = "mailer"
+
+
+class Mail:
+    """The extension. ``Mail(app)``, or ``mail = Mail()`` then ``mail.init_app(app)``.
+
+    Settings: ``MAILER`` (required: the Mailer config) and ``MAILER_OPENTELEMETRY``
+    (default False: instrument the Mailer with the global OpenTelemetry providers).
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        source = app.config.get("MAILER")
+        if not isinstance(source, Mapping | str | Path):
+            raise ConfigError(
+                'app.config["MAILER"] must be the Mailer config: a mapping or the path of '
+                "a TOML/JSON file"
+            )
+        telemetry = bool(app.config.get("MAILER_OPENTELEMETRY", False))
+        key = config_key("flask", source, telemetry)
+        app.extensions[_EXTENSION] = (key, source, telemetry)
+        # Built now, so a bad config fails at start-up rather than at the first send.
+        self._app_mailer(app)
+
+    def _app_mailer(self, app: Flask | None = None) -> SyncMailer:
+        app = app if app is not None else current_app
+        try:
+            key, source, telemetry = app.extensions[_EXTENSION]
+        except KeyError:
+            raise ConfigError("Mail.init_app(app) was not called for this app") from None
+        return shared_mailer(key, lambda: build(read_source(source), opentelemetry=telemetry))
+
+    @property
+    def mailer(self) -> SyncMailer:
+        """The current app's SyncMailer (its ``.mailer`` is the async Mailer)."""
+        return self._app_mailer()
+
+    def send(self, message: Message | Mapping[str, Any]) -> SendResult:
+        """Send and wait; raises what ``Mailer.send`` raises."""
+        return self.mailer.send(_message(message))
+
+    async def send_async(self, message: Message | Mapping[str, Any]) -> SendResult:
+        """For async views: the blocking send runs in a worker thread (Flask gives each
+        async view a loop of its own; the shared Mailer lives on another one)."""
+        mailer = self.mailer  # resolved here: the worker thread has no app context
+        return await asyncio.to_thread(mailer.send, _message(message))
+
+    def close(self, app: Flask | None = None) -> None:
+        """Close the app's Mailer (QUIT to pooled SMTP connections); the next send after
+        this builds a new one. Also done at interpreter exit."""
+        key = (app if app is not None else current_app).extensions[_EXTENSION][0]
+        discard(key)
+
+
+def _message(message: Message | Mapping[str, Any]) -> Message:
+    return message if isinstance(message, Message) else Message.build(message)

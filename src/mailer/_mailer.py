@@ -1,0 +1,449 @@
+"""The Mailer: a thin front end over one root provider.
+
+It applies the defaults, sets the send's deadline, renders and checks the message once
+before any I/O, and reports events; the routing itself (order, breakers, the pre-commit
+budget, retries, failover) belongs to the provider groups in :mod:`mailer._routing`, so
+that it nests and can be tested group by group. ``Mailer([a, b])`` builds
+``Failover([a, b])``; providers of equal priority share load in a ``Weighted`` group.
+
+The decision table lives in :mod:`mailer._routing.group`; docs/failure-semantics.md
+explains each row.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+
+from ._config import MailerConfig, ProviderEntry, load_config, load_outbox_config
+from ._errors import (
+    AllProvidersFailed,
+    ConfigError,
+    DeliveryError,
+    DeliveryUncertain,
+    MailerError,
+    MessageError,
+    TransientError,
+    UnsupportedFeature,
+)
+from ._log import get_logger, register_secret, secret_values
+from ._message import Message, MessageDefaults
+from ._outbox import Outbox, OutboxConfig
+from ._plugins import load_provider_class
+from ._provider import _DEADLINE, AsyncClosing, Provider
+from ._result import SendResult
+from ._routing.budget import BudgetConfig
+from ._routing.events import Event
+from ._routing.group import Failover, Group, Weighted, make_group
+from ._routing.health import BreakerState, HealthConfig
+from ._routing.runtime import _SEND, RetryConfig, Runtime, SendContext
+from .providers._coalesce import batching
+
+__all__ = ["Event", "Mailer", "Route"]
+
+log = get_logger("mailer")
+
+
+@dataclass(eq=False)
+class Route:
+    """A provider with its place in the order. Lower priority numbers go first; equal
+    priorities share load by ``weight``."""
+
+    provider: Provider
+    priority: int = 1
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+
+def _root(routes: Sequence[Route]) -> Group:
+    """Priority tiers in order; a tier of several providers is a Weighted group."""
+    if len(routes) == 1 and isinstance(routes[0].provider, Group):
+        return routes[0].provider
+    tiers: list[Provider] = []
+    ordered = sorted(routes, key=lambda r: r.priority)  # stable: config order within a tier
+    for priority, tier in groupby(ordered, key=lambda r: r.priority):
+        members = list(tier)
+        if len(members) == 1:
+            tiers.append(members[0].provider)
+        else:
+            tiers.append(
+                Weighted(
+                    [r.provider for r in members],
+                    [r.weight for r in members],
+                    name=f"priority {priority}",
+                )
+            )
+    return Failover(tiers, name="mailer")
+
+
+class Mailer(AsyncClosing):
+    """Sends each message through the first healthy provider that takes it.
+
+    ``providers`` are Provider instances (priority = position, 1 first), Routes, or one
+    group (``Failover``, ``Weighted``, ``RoundRobin``), which may nest.
+    ``clock`` drives the breakers (inject a fake one in tests); deadlines use real time.
+    """
+
+    def __init__(
+        self,
+        providers: Sequence[Provider | Route],
+        *,
+        defaults: Mapping[str, Any] | None = None,
+        on_uncertain: Literal["raise", "failover"] = "raise",
+        send_timeout: float = 60.0,
+        health: HealthConfig | Mapping[str, Any] | None = None,
+        retry: RetryConfig | Mapping[str, Any] | None = None,
+        budget: BudgetConfig | Mapping[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
+        on_all_failed: Literal["raise", "enqueue"] = "raise",
+    ) -> None:
+        if not providers:
+            raise ConfigError("a Mailer needs at least one provider")
+        if on_uncertain not in ("raise", "failover"):
+            raise ConfigError("on_uncertain must be 'raise' or 'failover'")
+        if not send_timeout > 0:
+            raise ConfigError("send_timeout must be a positive number of seconds")
+        self.on_uncertain = on_uncertain
+        self.send_timeout = float(send_timeout)
+        self._defaults = self._check_defaults(defaults or {})
+        #: the defaults as validated values (``sender`` an Address, ``cc`` a list of them)
+        self.defaults: dict[str, Any] = self._defaults.values
+        self._runtime = Runtime(
+            health=_model(HealthConfig, health),
+            retry=_model(RetryConfig, retry),
+            budget=_model(BudgetConfig, budget),
+            on_uncertain=on_uncertain,
+            send_timeout=self.send_timeout,
+            clock=clock,
+            rng=rng,
+        )
+        routes = [p if isinstance(p, Route) else Route(p, priority=i + 1)
+                  for i, p in enumerate(providers)]  # fmt: skip
+        self._priority = {r.name: r.priority for r in routes}
+        self.root = _root(routes)
+        self.root.bind(self._runtime)
+        # config order (not priority order), groups flattened
+        self._leaves = [leaf for r in routes for leaf in _flatten(r.provider)]
+        for leaf in self._leaves:
+            for secret in secret_values(leaf.config):
+                register_secret(secret)
+        self._subsets: dict[tuple[str, ...], Group] = {}
+        self._outbox = self._build_outbox(outbox, on_all_failed)
+
+    @property
+    def health_config(self) -> HealthConfig:
+        return self._runtime.health
+
+    @property
+    def retry_config(self) -> RetryConfig:
+        return self._runtime.retry
+
+    @property
+    def budget_config(self) -> BudgetConfig:
+        return self._runtime.budget
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, source: Mapping[str, Any] | str | Path | MailerConfig, **kwargs: Any
+    ) -> Mailer:
+        """Build from a mapping, a TOML/JSON file, or a MailerConfig (see docs)."""
+        config = load_config(source)
+        routes = []
+        for i, entry in enumerate(config.providers):
+            if not entry.enabled:
+                continue
+            provider = _build(entry)
+            priority = entry.priority if entry.priority is not None else i + 1
+            routes.append(Route(provider, priority=priority, weight=entry.weight))
+        if not routes:
+            raise ConfigError("every provider in the config is disabled")
+        options: dict[str, Any] = {
+            "defaults": config.defaults,
+            "on_uncertain": config.on_uncertain,
+            "send_timeout": config.send_timeout,
+            "health": config.health,
+            "retry": config.retry,
+            "budget": config.budget,
+            "outbox": config.outbox,
+            "on_all_failed": config.on_all_failed,
+        }
+        options.update(kwargs)
+        return cls(routes, **options)
+
+    @staticmethod
+    def _check_defaults(defaults: Mapping[str, Any]) -> MessageDefaults:
+        try:
+            return MessageDefaults(defaults)
+        except MessageError as exc:
+            raise ConfigError(f"invalid defaults: {exc}") from None
+
+    # -- introspection -----------------------------------------------------------------
+
+    @property
+    def providers(self) -> list[Provider]:
+        """Every provider that sends (groups flattened), in config order."""
+        return list(self._leaves)
+
+    def health(self) -> dict[str, dict[str, Any]]:
+        """Each provider's breaker state, for dashboards and the CLI."""
+        now = self._runtime.clock()
+        out: dict[str, dict[str, Any]] = {}
+        for leaf in self._leaves:
+            h = self._runtime.leaf(leaf)
+            b = h.breaker
+            out[leaf.name] = {
+                "state": b.state.value,
+                "priority": self._priority.get(leaf.name),
+                "retry_in": max(b.open_until - now, 0.0) if b.state is BreakerState.OPEN else 0.0,
+                "budget": h.estimator.budget(),
+            }
+        return out
+
+    def subscribe(self, listener: Callable[[Event], Any]) -> Callable[[], None]:
+        """Call ``listener(event)`` for each attempt, failover, result and breaker change.
+
+        Listeners run inline and must be quick; an exception in one is logged, not raised.
+        Returns a function that unsubscribes.
+        """
+        listeners = self._runtime.listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def send(self, message: Message, *, providers: Sequence[str] | None = None) -> SendResult:
+        """Deliver ``message`` once, through the first provider that takes it.
+
+        ``providers`` names the providers to use for this message, in that order (the
+        others are not tried). Raises MessageError (bad message, before any I/O),
+        PermanentError (refused for a reason every provider shares), DeliveryUncertain
+        (may have been delivered; with ``on_uncertain="raise"``) or AllProvidersFailed
+        (keeps the message and each provider's error, so the caller can store it and
+        retry). With an outbox and ``on_all_failed="enqueue"``, a send that every provider
+        failed before its commit point is stored instead, and the result's ``status`` is
+        ``"queued"``.
+        """
+        if self._outbox is None or self.on_all_failed == "raise":
+            return await self._deliver(message, providers)
+        try:
+            return await self._deliver(message, providers)
+        except AllProvidersFailed as failure:
+            if failure.possibly_delivered or failure.message is None:
+                raise
+            error = failure
+        return await self._outbox.queue_failed(error)  # outside except: no chained context
+
+    async def _deliver(
+        self, message: Message, providers: Sequence[str] | None = None
+    ) -> SendResult:
+        """``send`` without the outbox: what the outbox's workers call."""
+        root = self.root if providers is None else self._subset(providers)
+        msg = message.with_defaults(self._defaults)
+        msg.render()  # render and check once, before any I/O
+        msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
+        if msg.provider_options:  # refused before any I/O, not half-way through failover
+            for leaf in self._leaves:
+                options = leaf.options_for(msg)
+                if options is not None:
+                    leaf.check_options(options)
+        ctx = SendContext(msg.message_id, time.monotonic() + self.send_timeout, root=root)
+        send_token = _SEND.set(ctx)
+        deadline_token = _DEADLINE.set(ctx.deadline)
+        emit = self._runtime.emit
+        emit(Event("start", message_id=msg.message_id))
+        try:
+            return await root.send(msg)
+        except AllProvidersFailed as failure:
+            failure.attempts = ctx.attempts
+            errors = list(failure.errors.values())
+            ending: DeliveryError = failure
+            if errors and all(isinstance(e, UnsupportedFeature) for e in errors):
+                # No provider can carry it: a message problem for this Mailer.
+                ending = UnsupportedFeature(
+                    "no provider of this Mailer can send this message: "
+                    + "; ".join(str(e.args[0]) for e in errors)
+                )
+                ending.attempts = ctx.attempts
+            emit(Event("failed", message_id=msg.message_id, error=ending))
+            if ending is failure:
+                raise
+            raise ending from failure
+        except BaseException as exc:
+            if not ctx.ended:  # every send ends with one "sent" or "failed" event
+                emit(Event("failed", message_id=msg.message_id, error=_ending(exc, ctx)))
+            raise
+        finally:
+            _DEADLINE.reset(deadline_token)
+            _SEND.reset(send_token)
+
+    async def send_many(
+        self,
+        messages: Sequence[Message],
+        *,
+        providers: Sequence[str] | None = None,
+        concurrency: int = 100,
+    ) -> list[SendResult | DeliveryError | MessageError]:
+        """Send every message; one result or error per message, in order.
+
+        One message's failure never raises for the others. Each message is routed as by
+        :meth:`send` (so only the items that failed fail over, and breakers and events
+        see each item), ``concurrency`` at a time; HTTP providers with a batch endpoint
+        (Postmark, Resend, Mailjet) carry concurrent sends in batch requests.
+        """
+        if concurrency < 1:
+            raise ConfigError("send_many needs concurrency >= 1")
+        results: list[SendResult | DeliveryError | MessageError | None] = [None] * len(messages)
+        limit = anyio.Semaphore(concurrency)
+
+        async def one(index: int, message: Message) -> None:
+            async with limit:
+                try:
+                    results[index] = await self.send(message, providers=providers)
+                except (DeliveryError, MessageError) as exc:
+                    results[index] = exc
+
+        token = batching.set(True)
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, message in enumerate(messages):
+                    tg.start_soon(one, index, message)
+        finally:
+            batching.reset(token)
+        return [r for r in results if r is not None]
+
+    def _subset(self, names: Sequence[str]) -> Group:
+        key = tuple(names)
+        group = self._subsets.get(key)
+        if group is not None:
+            return group
+        by_name = {p.name: p for p in self._leaves}
+        unknown = [n for n in key if n not in by_name]
+        if unknown or not key:
+            raise MessageError(
+                f"send(providers=...) names no provider of this Mailer: {unknown or '[]'}; "
+                f"it has {sorted(by_name)}"
+            )
+        group = Failover([by_name[n] for n in key], name=f"providers({' '.join(key)})")
+        group.bind(self._runtime)
+        self._subsets[key] = group
+        return group
+
+    # -- the outbox (docs/outbox.md) ----------------------------------------------------
+
+    def _build_outbox(
+        self, config: str | Mapping[str, Any] | OutboxConfig | None, on_all_failed: str
+    ) -> Outbox | None:
+        if on_all_failed not in ("raise", "enqueue"):
+            raise ConfigError("on_all_failed must be 'raise' or 'enqueue'")
+        if on_all_failed == "enqueue" and config is None:
+            raise ConfigError('on_all_failed="enqueue" needs an outbox (the outbox option)')
+        self.on_all_failed = on_all_failed
+        if config is None:
+            return None
+        if not isinstance(config, OutboxConfig):
+            config = load_outbox_config(config)
+        windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
+        return Outbox(config, self._deliver, window=lambda n: windows.get(n or "", 0.0))
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox (stats, list, retry, purge); ConfigError when there is none."""
+        if self._outbox is None:
+            raise ConfigError("this Mailer has no outbox (set the outbox option)")
+        return self._outbox
+
+    async def enqueue(self, message: Message) -> str:
+        """Store ``message`` durably for a worker to send; returns its Message-ID.
+
+        The Mailer's defaults are applied and attachments given by path are read now;
+        the message is committed to the outbox before this returns.
+        """
+        return await self.outbox.enqueue(message.with_defaults(self._defaults))
+
+    async def drain(self, timeout: float | None = None) -> dict[str, int]:
+        """Deliver what the outbox has due, in this process, until nothing is due (with
+        a ``timeout``: nothing comes due before it passes). Returns how many messages
+        went to each state."""
+        return await self.outbox.drain(timeout)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def verify(self) -> dict[str, Exception | None]:
+        """Check every provider concurrently: None where it is fine, else the error."""
+        results: dict[str, Exception | None] = {}
+
+        async def one(provider: Provider) -> None:
+            try:
+                await provider.verify()
+                results[provider.name] = None
+            except Exception as exc:
+                results[provider.name] = exc
+
+        async with anyio.create_task_group() as tg:
+            for provider in self._leaves:
+                tg.start_soon(one, provider)
+        return {p.name: results[p.name] for p in self._leaves}
+
+    async def aclose(self) -> None:
+        """Stop background probes and close every provider; raise failures together."""
+        await self._runtime.aclose()
+        if self._outbox is not None:
+            await self._outbox.aclose()
+        await self.root.aclose()
+
+    def __repr__(self) -> str:
+        names = ", ".join(f"{p.name}(p{self._priority.get(p.name)})" for p in self._leaves)
+        return f"<Mailer [{names}] on_uncertain={self.on_uncertain!r}>"
+
+
+def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
+    """The error a "failed" event reports for a send that ended without one: the
+    error itself when it is a delivery error, else what the end means for delivery."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, MailerError):  # a message or config problem found mid-send
+        return DeliveryError(f"not sent: {exc}")
+    crossed = any(a.committed or a.outcome == "DeliveryUncertain" for a in ctx.attempts)
+    what = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else (
+        f"ended by {type(exc).__name__}")  # fmt: skip
+    if crossed:
+        return DeliveryUncertain(f"the send was {what} after a commit point: it may have "
+                                 "been delivered")  # fmt: skip
+    if any(a.committed is None and not a.ok for a in ctx.attempts):
+        return DeliveryUncertain(f"the send was {what} during an attempt at a provider that "
+                                 "reports no commit point: it may have been delivered")  # fmt: skip
+    return TransientError(f"the send was {what} before any commit point: not sent")
+
+
+def _flatten(provider: Provider) -> list[Provider]:
+    return list(provider.leaves()) if isinstance(provider, Group) else [provider]
+
+
+def _model(cls: Any, value: Any) -> Any:
+    return value if isinstance(value, cls) else cls(**(value or {}))
+
+
+def _build(entry: ProviderEntry) -> Provider:
+    """A provider, or a group of providers, from one config entry."""
+    if entry.providers is not None:
+        children = [_build(child) for child in entry.providers if child.enabled]
+        options: dict[str, Any] = {"name": entry.name}
+        if entry.weights is not None:
+            options["weights"] = entry.weights
+        return make_group(entry.type, children, **options)
+    provider_cls = load_provider_class(entry.type)
+    return provider_cls.from_config(entry.name or entry.type, entry.config)

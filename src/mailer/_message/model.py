@@ -1,0 +1,563 @@
+"""The Message model: validated on construction, rendered once, one Message-ID for life.
+
+The rendered bytes are cached on the (frozen) message, so every attempt, on every
+provider, sends the same bytes and the same id; the id is made when first read (see
+``_MessageId``), and a copy made by ``with_defaults`` shares it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+from .._errors import MessageError
+from . import mime as _mime
+from ._checks import (
+    FROM_JSON,
+    HEADER_NAME,
+    MAX_HEADERS,
+    PATH_FROM_JSON,
+    Strict,
+    check_length,
+    check_text,
+    describe,
+)
+from .address import Address
+from .attachment import Attachment
+from .dkim import DKIMOptions
+from .wire import check_wire
+
+# 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
+_POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
+# RFC 6532: a message with an internationalized address carries it in UTF-8
+_POLICY_UTF8 = _POLICY.clone(utf8=True)
+_RENDER_LOCK = threading.Lock()
+
+# Headers the Message owns: set through its fields, never through ``headers``.
+_RESERVED_HEADERS = frozenset(
+    {
+        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
+        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+        "sender",
+    }
+)  # fmt: skip
+
+# Trace and authentication headers are written by the servers a message passes through
+# (RFC 5321 4.4, RFC 8601, RFC 8617) or by the signer (DKIM-Signature, from ``dkim``).
+# One set by the sender is a forgery that filters and people may trust.
+_TRACE_HEADERS = frozenset(
+    {
+        "received", "return-path", "received-spf", "authentication-results",
+        "dkim-signature", "domainkey-signature", "delivered-to", "x-original-to",
+    }
+)  # fmt: skip
+_TRACE_PREFIXES = ("arc-", "resent-")
+
+
+def _as_list(value: Any) -> Any:
+    if value is None:
+        return []
+    if isinstance(value, str | Address | Mapping | tuple) and not (
+        isinstance(value, tuple) and value and not isinstance(value[0], str | None)
+    ):
+        return [value]
+    return value
+
+
+class Envelope(Strict):
+    """The SMTP envelope when it differs from the headers (Nodemailer's ``envelope``):
+    a bounce address (VERP), or recipients other than To/Cc/Bcc. Either may be left
+    out: the message's own sender or recipients are used for it."""
+
+    sender: Address | None = Field(default=None, alias="from")
+    recipients: list[Address] | None = Field(default=None, alias="to")
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @field_validator("recipients", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return None if value is None else _as_list(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Envelope:
+        if self.recipients is not None and not self.recipients:
+            raise MessageError("envelope.recipients is empty: leave it out to use to/cc/bcc")
+        return self
+
+
+class Message(Strict):
+    """An email to send. Frozen: what was validated is what is sent.
+
+    ``sender`` also accepts the alias ``from`` (``Message(**{"from": ...})``). The sender may
+    be left out when the Mailer has ``defaults.sender``.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        populate_by_name=True,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+    )
+
+    sender: Address | None = Field(default=None, alias="from")
+    to: list[Address] = Field(default_factory=list)
+    cc: list[Address] = Field(default_factory=list)
+    bcc: list[Address] = Field(default_factory=list)
+    reply_to: list[Address] = Field(default_factory=list)
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    message_id: str | None = None
+    #: DKIM signing for this message; wins over the provider's ``dkim``
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
+    #: the SMTP envelope, when it differs from the headers (providers that cannot send
+    #: one refuse the message rather than ignore it)
+    envelope: Envelope | None = None
+    #: per-provider options for this message, keyed by provider name or type: deep-merged
+    #: into an HTTP provider's request body; for SMTP, overrides of its config for a
+    #: one-off connection (see docs/configuration.md)
+    provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+
+    #: the rendering, made once: bytes, or with large attachments a streamed Rendering
+    _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
+    #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
+    _id_cell: _IdCell | None = PrivateAttr(default=None)
+    #: DKIM-Signature headers made for this message, by signing options (see _dkim)
+    _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # Field values only: whether one copy has been rendered yet does not matter.
+        if not isinstance(other, Message):
+            return NotImplemented
+        if self.message_id != other.message_id:
+            return False
+        mine = {k: v for k, v in self.__dict__.items() if k != "message_id"}
+        return mine == {k: v for k, v in other.__dict__.items() if k != "message_id"}
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def build(cls, data: Mapping[str, Any]) -> Message:
+        """Construct from a mapping (as from JSON), raising MessageError on bad input."""
+        return cls(**dict(data))
+
+    # -- field validation ------------------------------------------------------------
+
+    @field_validator("to", "cc", "bcc", "reply_to", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> Any:
+        return _as_list(value)
+
+    @field_validator("attachments", mode="before")
+    @classmethod
+    def _attachments(cls, value: Any) -> Any:
+        items = _as_list(value) if not isinstance(value, list) else value
+        out = []
+        for item in items:
+            if isinstance(item, str | Path):
+                if FROM_JSON.get():
+                    raise MessageError(PATH_FROM_JSON)
+                out.append(Attachment(path=Path(item)))
+            else:
+                out.append(item)
+        return out
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        return check_length(check_text(value, "subject"), "subject")
+
+    @field_validator("text", "html")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        # NUL is the one character no SMTP body may carry (RFC 5321 4.1.1.4, RFC 2045 2.7).
+        if value is not None and "\x00" in value:
+            raise MessageError("the body contains a NUL character")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_HEADERS:
+            raise MessageError(f"{len(value)} custom headers; the limit is {MAX_HEADERS}")
+        for name, text in value.items():
+            if not HEADER_NAME.match(name):
+                raise MessageError(f"invalid header name: {describe(name)}")
+            lower = name.lower()
+            if lower in _RESERVED_HEADERS:
+                raise MessageError(
+                    f"header {name!r} is set from the message's own fields; use them instead"
+                )
+            if lower in _TRACE_HEADERS or lower.startswith(_TRACE_PREFIXES):
+                raise MessageError(
+                    f"header {name!r} is a trace or authentication header, which only the "
+                    "servers a message passes through (or its DKIM signer: use the dkim "
+                    "option) may add; a sender-supplied one is a forgery"
+                )
+            check_text(text, f"header {name!r}", allow_tab=True)
+            check_length(text, f"header {name!r}")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            check_text(tag, "tag")
+            if not tag or len(tag) > 128:
+                raise MessageError(f"tags must be 1 to 128 characters: {describe(tag)}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            check_text(key, "metadata key")
+            check_text(text, f"metadata {key!r}")
+        return value
+
+    @field_validator("provider_options")
+    @classmethod
+    def _provider_options(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for key, options in value.items():
+            check_text(key, "provider_options key")
+            if not isinstance(options, dict):
+                raise MessageError(f"provider_options[{key!r}] must be a mapping of options")
+        return value
+
+    @field_validator("message_id")
+    @classmethod
+    def _message_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_text(value, "message_id")
+        core = value.strip().strip("<>")
+        if core.count("@") != 1 or any(c in core for c in ' <>"\\') or not core.isascii():
+            raise MessageError(f"invalid message_id: {describe(value)}")
+        return f"<{core}>"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Message:
+        if not (self.to or self.cc or self.bcc):
+            raise MessageError("a message needs at least one recipient (to, cc or bcc)")
+        if any(a.inline for a in self.attachments) and self.html is None:
+            raise MessageError("inline attachments need an html body that refers to them")
+        return self
+
+    # -- derived values --------------------------------------------------------------
+
+    def with_defaults(self, defaults: Mapping[str, Any] | MessageDefaults) -> Message:
+        """Fill fields the caller left empty from the Mailer's defaults.
+
+        Runs on every send, so it validates nothing itself: the defaults were validated
+        once (``MessageDefaults``) and each field of this message when it was built, and
+        filling an empty field cannot break a rule that spans fields (a default cc or bcc
+        only adds recipients). What can, the merged headers' count, is checked here.
+        Revalidating the whole copy cost about 20 us a send.
+        """
+        if not isinstance(defaults, MessageDefaults):
+            defaults = MessageDefaults(defaults)
+        updates: dict[str, Any] = {}
+        for key, value in defaults.values.items():
+            if key == "headers":
+                merged = {**value, **self.headers}
+                if merged != self.headers:
+                    if len(merged) > MAX_HEADERS:
+                        raise MessageError(
+                            f"{len(merged)} headers with the Mailer's defaults; "
+                            f"the limit is {MAX_HEADERS}"
+                        )
+                    updates["headers"] = merged
+            elif not getattr(self, key, None) and value:
+                updates[key] = list(value) if isinstance(value, list) else value  # unshared
+        if not updates:
+            return self  # the common case, on every send: no copy, the rendering is kept
+        # model_copy keeps __dict__'s message_id as it is: None while nobody has read it
+        # (reading self.message_id here would fix the id before the sender is known).
+        filled = self.model_copy(update=updates)
+        # A fresh private state: the original's rendering or signatures are not the copy's.
+        filled.__pydantic_private__ = {
+            name: attr.get_default() for name, attr in self.__private_attributes__.items()
+        }
+        if filled.__dict__["message_id"] is None:
+            # One id for both: whichever is read first fixes it, with the filled-in
+            # sender's domain unless the caller already read the original's.
+            cell = _id_cell(self)
+            if cell.domain is None and filled.sender is not None:
+                cell.domain = filled.sender.domain
+            filled.__pydantic_private__["_id_cell"] = cell
+        return filled
+
+    @field_serializer("message_id")
+    def _dump_message_id(self, value: str | None) -> str:
+        return self.message_id  # type: ignore[return-value]  # made when first read
+
+    def with_content(self) -> Message:
+        """A copy whose attachments hold their bytes: files given by path are read now.
+
+        For storing a message (the outbox): what is sent later must not depend on a file
+        that may change or vanish meanwhile. Returns the message itself when no attachment
+        is given by path.
+        """
+        if all(a.path is None for a in self.attachments):
+            return self
+        attachments = [a.with_content() for a in self.attachments]
+        data = self.model_dump(by_alias=False, exclude_defaults=True)
+        data.update(attachments=attachments, message_id=self.message_id)
+        return Message(**data)
+
+    @property
+    def envelope_sender(self) -> str:
+        if self.envelope is not None and self.envelope.sender is not None:
+            return self.envelope.sender.email
+        if self.sender is None:
+            raise MessageError("the message has no sender and the Mailer no default sender")
+        return self.sender.email
+
+    @property
+    def smtputf8(self) -> bool:
+        """Whether an address has a non-ASCII local part (EAI): SMTP needs SMTPUTF8.
+
+        Such an address cannot be encoded (RFC 2047 covers display names, not addresses),
+        so the headers carry it as UTF-8 (RFC 6532) and the server must offer SMTPUTF8.
+        """
+        if self.sender is not None and not self.sender.email.isascii():
+            return True
+        if any(not a.email.isascii() for a in (*self.to, *self.cc, *self.bcc, *self.reply_to)):
+            return True
+        envelope = self.envelope
+        if envelope is None:
+            return False
+        chosen = [*([envelope.sender] if envelope.sender else []), *(envelope.recipients or [])]
+        return any(not a.email.isascii() for a in chosen)
+
+    @property
+    def envelope_recipients(self) -> list[str]:
+        """Every recipient once, in order: to, then cc, then bcc (or the envelope's)."""
+        seen: dict[str, None] = {}
+        envelope = self.envelope
+        chosen = envelope.recipients if envelope is not None else None
+        for addr in chosen if chosen is not None else (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(addr.email, None)
+        return list(seen)
+
+    # -- rendering -------------------------------------------------------------------
+
+    def as_bytes(self) -> bytes:
+        """The RFC 5322 message (CRLF line endings, no Bcc header), rendered once.
+
+        A message with large attachments (see :meth:`render`) is joined anew on every
+        call and not kept: providers that can stream use :meth:`render` instead.
+        """
+        private = self.__pydantic_private__
+        assert private is not None
+        data = private["_rendered"]  # the hot path: one dict look-up once rendered
+        if type(data) is bytes:
+            return data
+        rendered = self.render()
+        return rendered if isinstance(rendered, bytes) else rendered.join()
+
+    @property
+    def rendered_size(self) -> int:
+        """Length of :meth:`as_bytes` in bytes, without joining a streamed rendering."""
+        rendered = self.render()
+        return len(rendered) if isinstance(rendered, bytes) else rendered.size
+
+    def render(self) -> bytes | _mime.Rendering:
+        """Render and check once; the bytes, or a :class:`Rendering` to stream.
+
+        Attachments of at least ``_mime.STREAM_THRESHOLD`` bytes (1 MiB) make a
+        Rendering: the headers and small parts rendered and checked now, the large
+        attachments base64-encoded chunk by chunk as they are sent (a file by path is
+        read again on each attempt and must not have changed). Everything else, i.e.
+        nearly every message, is plain bytes, as fast as before.
+        """
+        # The private-attribute dict directly: pydantic's __getattr__ for private
+        # attributes costs more than the rest of this method, and it runs on every send.
+        private = self.__pydantic_private__
+        assert private is not None
+        data: bytes | _mime.Rendering | None = private["_rendered"]
+        if data is None:
+            with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
+                data = private["_rendered"]
+                if data is None:
+                    data = private["_rendered"] = self._render()
+        return data
+
+    def _render(self) -> bytes | _mime.Rendering:
+        if self.sender is None:
+            raise MessageError("the message has no sender and the Mailer no default sender")
+        date = format_datetime(_utcnow())
+        fast = _mime.render(self, date)
+        if fast is not None:
+            segments, names = fast
+            if len(segments) == 1:
+                data = segments[0]
+                assert isinstance(data, bytes)
+                check_wire(data, names)
+                return data
+            for i, segment in enumerate(segments):
+                if isinstance(segment, bytes):
+                    check_wire(segment, names, head=i == 0)
+            return _mime.Rendering(segments)
+        return self._render_stdlib(date)
+
+    def _render_stdlib(self, date: str) -> bytes:
+        """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
+        assert self.sender is not None
+        policy = _POLICY_UTF8 if self.smtputf8 else _POLICY
+        msg = EmailMessage(policy=policy)
+        expected = ["from", "subject", "date", "message-id"]
+        msg["From"] = self.sender.header_value()
+        for field, header in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
+            addrs: list[Address] = getattr(self, field)
+            if addrs:
+                msg[header] = [a.header_value() for a in addrs]
+                expected.append(header.lower())
+        msg["Subject"] = self.subject
+        msg["Date"] = date
+        msg["Message-ID"] = self.message_id
+        for name, value in self.headers.items():
+            msg[name] = value
+            expected.append(name.lower())
+        self._add_body(msg)
+        try:
+            data = msg.as_bytes(policy=policy)
+        except (ValueError, TypeError, UnicodeError) as exc:
+            raise MessageError(f"cannot render message: {exc}") from exc
+        check_wire(data, expected)
+        return data
+
+    def _add_body(self, msg: EmailMessage) -> None:
+        text, html = self.text, self.html
+        if text is None and html is None and not self.attachments:
+            text = ""
+        if text is not None:
+            msg.set_content(text)
+            if html is not None:
+                msg.add_alternative(html, subtype="html")
+        elif html is not None:
+            msg.set_content(html, subtype="html")
+        inline = [a for a in self.attachments if a.inline]
+        if inline:
+            html_part = msg.get_body(("html",))
+            assert isinstance(html_part, EmailMessage)
+            for att in inline:
+                html_part.add_related(
+                    att.data(), att.maintype, att.subtype,
+                    cid=f"<{att.content_id}>", filename=att.filename, disposition="inline",
+                )  # fmt: skip
+        for att in self.attachments:
+            if not att.inline:
+                msg.add_attachment(att.data(), att.maintype, att.subtype, filename=att.filename)
+
+
+class MessageDefaults:
+    """A Mailer's ``defaults``, validated once when the Mailer is made.
+
+    Validated as a message would validate them (a probe message carries them), so a bad
+    default is a ConfigError at start-up, not a MessageError on every send, and
+    ``Message.with_defaults`` can fill fields without validating again.
+    """
+
+    __slots__ = ("values",)
+
+    _PROBE_RECIPIENT = "probe@example.invalid"
+
+    def __init__(self, defaults: Mapping[str, Any]) -> None:
+        raw = dict(defaults)
+        if "from" in raw:
+            raw["sender"] = raw.pop("from")
+        probe = Message(**{"to": [self._PROBE_RECIPIENT], **raw})
+        #: field name -> validated value (Address, list[Address], dict, list)
+        self.values: dict[str, Any] = {key: getattr(probe, key) for key in raw}
+
+
+class _IdCell:
+    """A Message-ID not made yet: its domain, and the value once someone reads it."""
+
+    __slots__ = ("domain", "value")
+
+    def __init__(self, domain: str | None) -> None:
+        self.domain = domain
+        self.value: str | None = None
+
+
+_ID_LOCK = threading.Lock()
+
+
+def _id_cell(message: Message) -> _IdCell:
+    private = message.__pydantic_private__
+    assert private is not None
+    cell: _IdCell | None = private["_id_cell"]
+    if cell is None:
+        with _ID_LOCK:
+            cell = private["_id_cell"]
+            if cell is None:
+                sender = message.sender
+                cell = private["_id_cell"] = _IdCell(sender.domain if sender else None)
+    return cell
+
+
+class _MessageId:
+    """``Message.message_id``: made on first read, never changed after.
+
+    A message left without a sender (the Mailer's ``defaults.sender`` fills it) used to get
+    an id under ``mailer.invalid`` at construction, and every such message went out with
+    it. Re-homing the id when the defaults were applied was rejected: a caller who read
+    ``message.message_id`` before sending (an outbox, the demo) would then look for an id
+    that never went out. Made lazily, the id is fixed by whoever reads it first: the
+    renderer, after the defaults gave the copy a sender (the sender's domain), or the
+    caller, before that (then ``mailer.invalid``, and it stays, since they saw it). The
+    original and its with_defaults copy share one cell, so both always read the same id.
+
+    A data descriptor, so it takes precedence over the instance ``__dict__`` where pydantic
+    keeps the field (None until made, or the caller's own id).
+    """
+
+    def __get__(self, obj: Message | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value: str | None = obj.__dict__.get("message_id")
+        if value is not None:
+            return value
+        cell = _id_cell(obj)
+        with _ID_LOCK:
+            if cell.value is None:
+                cell.value = f"<{uuid.uuid4().hex}@{cell.domain or 'mailer.invalid'}>"
+            value = cell.value
+        obj.__dict__["message_id"] = value
+        return value
+
+    def __set__(self, obj: Message, value: str | None) -> None:
+        obj.__dict__["message_id"] = value
+
+
+type.__setattr__(Message, "message_id", _MessageId())
+
+
+def _utcnow() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(time.time(), UTC)

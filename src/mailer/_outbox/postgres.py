@@ -1,0 +1,339 @@
+"""The outbox in PostgreSQL: many workers on many machines (driver: asyncpg).
+
+Claims are one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: workers
+that claim at the same moment each lock different rows instead of waiting on each other,
+and never get the same message. Every statement is its own short transaction; nothing is
+held open while a message is sent. The commit-point records and results of concurrent
+attempts share statements (:data:`_WRITE`, grouped by :mod:`._batch`): on a busy server
+the cost per statement, not the flush, is what an attempt waits for.
+
+Lease times come from the database's clock (``now()``), so workers on machines whose
+clocks disagree still agree on when a lease has expired. asyncpg was chosen over
+psycopg 3 by measurement (benchmarks/outbox_pg_drivers.py, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConfigError
+from .._log import get_logger
+from ._batch import Batcher
+from .config import redact_url
+from .store import (
+    LEASE_EXPIRED_SAFE,
+    LEASE_EXPIRED_UNKNOWN,
+    MAX_AGE_PASSED,
+    STATES,
+    Claimed,
+    NewMessage,
+    OutboxItem,
+    Outcome,
+    State,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["ADD_SQL", "IDENTITY_SQL", "PostgresStore", "add_params"]
+
+log = get_logger("mailer.outbox")
+
+#: Storing one message; ``{}`` are the driver's placeholders (asyncpg's ``$1``, psycopg's
+#: ``%s``), since the Django backend runs it on its own connection, in the app's
+#: transaction. Params: :func:`add_params`.
+ADD_SQL = (
+    "INSERT INTO mailer_outbox (message_id, state, message, raw, attempts, created,"
+    " updated, next_at, last_error) VALUES ({}, 'queued', {}, {}, {},"
+    " extract(epoch from now()), extract(epoch from now()), {}, {})"
+    " ON CONFLICT (message_id) DO NOTHING"
+)
+_DOLLARS = tuple(f"${i}" for i in range(1, 7))
+
+#: What says two connections write the same table: the database's name, the server's
+#: start time (two servers with one database name differ there) and the table's oid as
+#: this connection's search_path resolves it (NULL when it cannot see the table)
+IDENTITY_SQL = (
+    "SELECT current_database(), extract(epoch from pg_postmaster_start_time())::text,"
+    " to_regclass('mailer_outbox')::oid::text"
+)
+
+
+def add_params(item: NewMessage) -> tuple[Any, ...]:
+    """The parameters of :data:`ADD_SQL` for ``item``."""
+    return (item.message_id, item.message_json, item.raw, item.attempts, item.next_at,
+            item.last_error)  # fmt: skip
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailer_outbox (
+    id          BIGSERIAL PRIMARY KEY,
+    message_id  TEXT    NOT NULL UNIQUE,
+    state       TEXT    NOT NULL,
+    message     BYTEA   NOT NULL,
+    raw         BYTEA,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created     DOUBLE PRECISION NOT NULL,
+    updated     DOUBLE PRECISION NOT NULL,
+    next_at     DOUBLE PRECISION NOT NULL,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    claim       TEXT,
+    committed   BOOLEAN NOT NULL DEFAULT false,
+    provider    TEXT,
+    last_error  TEXT,
+    pin         TEXT
+);
+CREATE INDEX IF NOT EXISTS mailer_outbox_state_next ON mailer_outbox (state, next_at);
+CREATE INDEX IF NOT EXISTS mailer_outbox_lease ON mailer_outbox (state, lease_until);
+"""
+
+
+class PostgresStore:
+    """An :class:`~mailer._outbox.store.OutboxStore` in table ``mailer_outbox``."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        #: when expired leases were last settled (time.monotonic())
+        self._settled = -math.inf
+        #: commit-point records and results, grouped (see _batch and _WRITE)
+        self._writes: Batcher[_Write, bool] = Batcher(self._write)
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {redact_url(self.dsn)!r}>"
+
+    def _p(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the Postgres outbox store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            import asyncpg
+        except ImportError:
+            raise ConfigError(
+                "a postgresql:// outbox needs asyncpg: pip install 'mailer-failover[postgres]'"
+            ) from None
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+        # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
+        async with self._p().acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
+            await conn.execute(_SCHEMA)
+            settings = await conn.fetchrow(
+                "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
+            )
+        if settings is not None and "off" in tuple(settings):
+            log.warning(
+                "the Postgres outbox's server has synchronous_commit=%s and fsync=%s: a "
+                "server crash can lose the latest commit-point records, and a message "
+                "sent just before it may be sent again (set both to on)", *settings,
+            )  # fmt: skip
+
+    async def close(self) -> None:
+        await self._writes.aclose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def add(self, item: NewMessage) -> bool:
+        status: str = await self._p().execute(ADD_SQL.format(*_DOLLARS), *add_params(item))
+        return status.endswith(" 1")
+
+    async def identity(self) -> tuple[str, ...]:
+        """This store's database and table (see :data:`IDENTITY_SQL`)."""
+        row = await self._p().fetchrow(IDENTITY_SQL)
+        assert row is not None
+        return tuple(str(value) for value in row)
+
+    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+        token = secrets.token_hex(8)
+        async with self._p().acquire() as conn:
+            # Expired leases need settling promptly, not within a millisecond: at most
+            # every _SETTLE_EVERY, which saves a round trip on most claims under load.
+            now = time.monotonic()
+            if now - self._settled >= _SETTLE_EVERY:
+                self._settled = now
+                await conn.execute(_SETTLE, LEASE_EXPIRED_SAFE, LEASE_EXPIRED_UNKNOWN)
+            # Bounded: each pass moves the rows it locks out of "queued" (or stops).
+            while True:
+                rows = await conn.fetch(_CLAIM, owner, lease, token, limit, max_age,
+                                        MAX_AGE_PASSED)  # fmt: skip
+                claimed = [Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7])
+                           for r in rows if r[1] is not None]  # fmt: skip
+                # every row found was too old (now dead): look again for due ones
+                if claimed or not rows:
+                    return claimed
+
+    async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
+        return await self._writes.submit(_Write(row, claim, provider))
+
+    async def finish(self, row: int, claim: str, outcome: Outcome) -> bool:
+        return await self._writes.submit(_Write(row, claim, None, outcome))
+
+    async def _write(self, items: Sequence[_Write]) -> list[bool]:
+        """Commit-point records and results of concurrent attempts, in one statement."""
+        marks = [w for w in items if w.outcome is None]
+        done = [(w, w.outcome) for w in items if w.outcome is not None]
+        rows = await self._p().fetch(
+            _WRITE,
+            [w.row for w in marks], [w.claim for w in marks], [w.provider for w in marks],
+            [w.row for w, _ in done], [w.claim for w, _ in done], [o.state for _, o in done],
+            [o.next_at for _, o in done], [o.provider for _, o in done],
+            [_text(o.error) for _, o in done], [o.pin for _, o in done],
+        )  # fmt: skip
+        written = {(r[0], r[1]) for r in rows}
+        return [(w.row, w.outcome is None) in written for w in items]
+
+    async def renew(self, owner: str, *, lease: float) -> int:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET lease_until = extract(epoch from now()) + $1"
+            " WHERE state = 'sending' AND lease_owner = $2",
+            lease, owner,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def next_due(self) -> float | None:
+        value = await self._p().fetchval(
+            "SELECT MIN(next_at) FROM mailer_outbox WHERE state = 'queued'"
+        )
+        return None if value is None else float(value)
+
+    async def stats(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for state, n in await self._p().fetch(
+            "SELECT state, COUNT(*) FROM mailer_outbox GROUP BY state"
+        ):
+            counts[state] = int(n)
+        return counts
+
+    async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
+        rows = await self._p().fetch(
+            f"SELECT {OutboxItem.COLUMNS} FROM mailer_outbox"  # noqa: S608 - constant columns
+            " WHERE $1::text IS NULL OR state = $1 ORDER BY id LIMIT $2",
+            state, limit,
+        )  # fmt: skip
+        return [OutboxItem.from_row(r) for r in rows]
+
+    async def retry(self, message_ids: list[str]) -> int:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET state = 'queued', next_at = extract(epoch from now()),"
+            " updated = extract(epoch from now()), pin = NULL,"
+            " committed = false, claim = NULL, lease_owner = NULL, lease_until = NULL"
+            " WHERE message_id = ANY($1::text[]) AND state != 'sending'",
+            message_ids,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def purge(self, state: State, older_than: float) -> int:
+        status: str = await self._p().execute(
+            "DELETE FROM mailer_outbox"
+            " WHERE state = $1 AND updated < extract(epoch from now()) - $2",
+            state, older_than,
+        )  # fmt: skip
+        return int(status.rsplit(" ", 1)[-1])
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """A commit-point record (``outcome`` None) or a result, waiting to be written."""
+
+    row: int
+    claim: str
+    #: the provider about to cross (a record)
+    provider: str | None
+    outcome: Outcome | None = None
+
+
+def _text(value: str | None) -> str | None:
+    """Postgres text cannot hold NUL (a server's reply may): it would fail the write."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+#: seconds between two settlings of expired leases by one store (see claim)
+_SETTLE_EVERY = 0.1
+
+#: Expired leases, settled by the commit flag as the SQLite store does (one round trip).
+_SETTLE = """
+WITH
+safe AS (
+    UPDATE mailer_outbox SET state = 'queued', lease_owner = NULL, lease_until = NULL,
+        claim = NULL, last_error = $1, updated = extract(epoch from now())
+    WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND NOT committed
+)
+UPDATE mailer_outbox SET state = 'unknown', lease_owner = NULL, lease_until = NULL,
+    last_error = $2, updated = extract(epoch from now())
+WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND committed
+"""
+
+#: Lease up to $4 due messages in one statement, sending those older than max_age to
+#: dead instead (checked as they come due: scanning every queued row on every claim made
+#: a backlog quadratic).
+_CLAIM = """
+WITH
+due AS (
+    SELECT id, created < extract(epoch from now()) - $5::float8 AS too_old FROM mailer_outbox
+    WHERE state = 'queued' AND next_at <= extract(epoch from now())
+    ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED
+),
+dead AS (
+    UPDATE mailer_outbox m SET state = 'dead', last_error = $6,
+        updated = extract(epoch from now())
+    FROM due WHERE m.id = due.id AND due.too_old
+    RETURNING m.id
+),
+got AS (
+    UPDATE mailer_outbox m SET state = 'sending', lease_owner = $1,
+        lease_until = extract(epoch from now()) + $2, claim = $3 || ':' || m.id,
+        committed = false, attempts = attempts + 1, updated = extract(epoch from now())
+    FROM due WHERE m.id = due.id AND NOT due.too_old
+    RETURNING m.id, m.claim, m.message_id, m.message, m.raw, m.attempts, m.created, m.pin
+)
+SELECT id, claim, message_id, message, raw, attempts, created, pin FROM got
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM dead
+"""
+
+#: Commit-point records ($1-$3: rows, claims, providers) and results ($4-$10: one array
+#: per column) of concurrent attempts in one statement: one round trip, one transaction,
+#: one WAL flush (synchronous_commit as the server has it: on by default) for all of
+#: them. Every row is written only while its claim matches (a lost claim is neither
+#: marked, so that attempt does not cross, nor finished); the ids written come back with
+#: ``true`` for a record, ``false`` for a result. A record and a result for one row
+#: cannot be in one statement under one claim (the result follows the send that follows
+#: the record); under two claims only the current one matches. A result is accepted over
+#: ``unknown`` too: a late worker's definitive outcome replaces what its expired lease
+#: was settled to.
+_WRITE = """
+WITH
+marked AS (
+    UPDATE mailer_outbox m SET committed = true, provider = v.provider,
+        updated = extract(epoch from now())
+    FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(id, claim, provider)
+    WHERE m.id = v.id AND m.claim = v.claim AND m.state = 'sending'
+    RETURNING m.id
+),
+finished AS (
+    UPDATE mailer_outbox m SET state = v.state, next_at = COALESCE(v.next_at, m.next_at),
+        provider = COALESCE(v.provider, m.provider), last_error = v.error,
+        updated = extract(epoch from now()), lease_owner = NULL, lease_until = NULL,
+        pin = v.pin
+    FROM unnest($4::bigint[], $5::text[], $6::text[], $7::float8[], $8::text[],
+                $9::text[], $10::text[]) AS v(id, claim, state, next_at, provider, error, pin)
+    WHERE m.id = v.id AND m.claim = v.claim AND m.state IN ('sending', 'unknown')
+    RETURNING m.id
+)
+SELECT id, true FROM marked UNION ALL SELECT id, false FROM finished
+"""

@@ -1,0 +1,517 @@
+"""The outbox front (enqueue, stats, retry, purge) and the worker that delivers from it.
+
+How a message is kept safe across a crash, step by step:
+
+1. **Claim.** One transaction leases due messages to this worker and counts the attempt,
+   before any I/O. A heartbeat renews the lease while the worker lives.
+2. **The commit point.** The send runs under :func:`~mailer._routing.attempt.commit_hooks`:
+   right before any attempt crosses its commit point (SMTP: before the data's final
+   ``.``; providers that report none: before they start), the worker records
+   ``committed`` in the row, durably, and only then lets the attempt cross. If the lease
+   was lost meanwhile, the hook refuses and the attempt does not cross.
+3. **The result** is written in one more transaction: sent, failed, unknown, queued again
+   (with backoff) or dead.
+
+A worker killed between 1 and 2 leaves a row whose lease expires with ``committed = 0``:
+it is queued again, safely (nothing can have been delivered). Killed between 2 and 3:
+``committed = 1``, so the row goes to ``unknown``: it may have been delivered, and is not
+sent again unless an operator says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+
+from .._errors import (
+    AllProvidersFailed,
+    ConfigError,
+    DeliveryError,
+    DeliveryUncertain,
+    MessageError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from .._log import get_logger, register_secret
+from .._message import Message
+from .._result import SendResult
+from .._routing.attempt import commit_hooks, current_attempt
+from .config import BackoffConfig, OutboxConfig, parse_store_url
+from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
+
+__all__ = ["Outbox", "backoff_delay", "decide", "open_store"]
+
+log = get_logger("mailer.outbox")
+
+#: the Mailer's send without the outbox, restricted to the providers named (None: all)
+Deliver = Callable[[Message, Sequence[str] | None], Awaitable[SendResult]]
+
+
+def open_store(config: OutboxConfig) -> OutboxStore:
+    """The store the URL names (not yet opened: that happens on first use)."""
+    url = parse_store_url(config.url)
+    if url.kind == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url.target, synchronous=url.options.get("synchronous", "auto"))
+    from .postgres import PostgresStore
+
+    return PostgresStore(url.target)
+
+
+def backoff_delay(attempts: int, backoff: BackoffConfig, rng: random.Random) -> float:
+    """Seconds before try ``attempts + 1``, jittered (see BackoffConfig)."""
+    base = min(backoff.max, backoff.initial * backoff.multiplier ** max(attempts - 1, 0))
+    return base * rng.uniform(1.0 - backoff.jitter, 1.0 + backoff.jitter)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, DeliveryError | MessageError) else repr(exc)
+    return f"{type(exc).__name__}: {text}"[:2000]
+
+
+def _uncertain_on(exc: BaseException) -> list[str | None] | None:
+    """The providers that may have accepted the message by this error's account, or
+    None when the error is not one we can read (anything may have happened)."""
+    if isinstance(exc, AllProvidersFailed):
+        return [e.provider for e in exc.errors.values() if isinstance(e, DeliveryUncertain)]
+    if isinstance(exc, DeliveryUncertain):
+        return [exc.provider]
+    return [] if isinstance(exc, DeliveryError | MessageError) else None
+
+
+def _retry_after(exc: BaseException) -> float:
+    errors = exc.errors.values() if isinstance(exc, AllProvidersFailed) else [exc]
+    waits = [e.retry_after for e in errors if isinstance(e, RateLimited) and e.retry_after]
+    return max(waits, default=0.0)
+
+
+def decide(
+    exc: BaseException,
+    *,
+    crossed: bool,
+    attempts: int,
+    created: float,
+    config: OutboxConfig,
+    window: Callable[[str | None], float],
+    rng: random.Random,
+    now: float,
+    pin: str | None = None,
+) -> Outcome:
+    """Where a message goes after an attempt that raised ``exc``.
+
+    ``crossed``: some attempt of this send recorded crossing a commit point. Without that,
+    nothing can have been delivered whatever the error says, and a retry is safe.
+
+    ``pin``: an earlier attempt may have reached this idempotent provider. A message that
+    may have been accepted is retried only on that one provider, with the same
+    idempotency key, and only while the provider still recognises the key
+    (``window(provider)`` seconds, counted from the message's creation, which is
+    earlier than any attempt): a retry on another provider, or after the window, could
+    deliver it twice, so it goes to ``unknown`` instead.
+    """
+    error = _error_text(exc)
+    provider = getattr(exc, "provider", None)
+    if isinstance(exc, PermanentError | MessageError):
+        return Outcome("failed", provider=provider, error=error)
+    if pin is not None and isinstance(exc, ConfigError):
+        return Outcome("unknown", provider=pin, error=f"{pin!r} may have accepted it "
+                       f"and can no longer be tried; {error}")  # fmt: skip
+    if crossed:
+        reached = _uncertain_on(exc)
+        if reached is None or any(name is None or not window(name) for name in reached):
+            return Outcome("unknown", provider=provider, error=error)  # not idempotent
+        candidates = {name for name in (*reached, pin) if name is not None}
+        if len(candidates) > 1:
+            return Outcome(
+                "unknown",
+                provider=provider,
+                error=f"may have been accepted by {sorted(candidates)}; {error}",
+            )
+        pin = next(iter(candidates), None)
+    if attempts >= config.max_attempts:
+        state: State = "unknown" if pin else "dead"
+        return Outcome(state, provider=provider, error=f"max_attempts reached; {error}")
+    delay = max(backoff_delay(attempts, config.backoff, rng), _retry_after(exc))
+    if pin is not None and now + delay - created >= window(pin):
+        return Outcome("unknown", provider=pin, error=f"{pin!r}'s idempotency window would "
+                       f"pass before the next try; {error}")  # fmt: skip
+    if now + delay - created >= config.max_age:
+        state = "unknown" if pin else "dead"
+        return Outcome(state, provider=provider, error=f"max_age reached; {error}")
+    return Outcome("queued", next_at=now + delay, provider=provider, error=error, pin=pin)
+
+
+class Outbox:
+    """A durable queue of messages in front of a Mailer's providers.
+
+    Built by the Mailer from its ``outbox`` option; ``deliver`` is the Mailer's send
+    (which raises rather than queue). Only the asyncio event loop is supported (the
+    database drivers are asyncio-only).
+    """
+
+    def __init__(
+        self,
+        config: OutboxConfig,
+        deliver: Deliver,
+        *,
+        window: Callable[[str | None], float] = lambda name: 0.0,
+        store: OutboxStore | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._deliver = deliver
+        #: each provider's idempotency window in seconds (0: not idempotent)
+        self._window = window
+        self.store: OutboxStore = store if store is not None else open_store(config)
+        self._rng = rng or random.Random()
+        self._opened = False
+        self._open_lock: anyio.Lock | None = None
+        #: a send through this outbox has recorded a commit point: hooks are wired
+        self._hooks_seen = False
+        password = _password(config.url)
+        register_secret(password)
+
+    def __repr__(self) -> str:
+        return f"<Outbox {self.store!r}>"
+
+    async def _ready(self) -> OutboxStore:
+        if not self._opened:
+            if self._open_lock is None:
+                self._open_lock = anyio.Lock()
+            async with self._open_lock:
+                if not self._opened:
+                    await self.store.open()
+                    self._opened = True
+        return self.store
+
+    # -- putting messages in -----------------------------------------------------------
+
+    async def enqueue(self, message: Message) -> str:
+        """Store ``message`` (committed before this returns); returns its Message-ID.
+
+        Attachments given by path are read now. The message is rendered now, and those
+        bytes are what every attempt sends. A Message-ID already stored is not stored
+        twice.
+        """
+        await self._store(message, attempts=0, next_at=time.time(), error=None)
+        assert message.message_id is not None
+        return message.message_id
+
+    async def _store(
+        self, message: Message, *, attempts: int, next_at: float, error: str | None
+    ) -> bool:
+        item = self.prepare(message, attempts=attempts, next_at=next_at, error=error)
+        store = await self._ready()
+        with anyio.CancelScope(shield=True):  # half-stored is worse than late
+            added = await store.add(item)
+        return added
+
+    @staticmethod
+    def prepare(
+        message: Message,
+        *,
+        attempts: int = 0,
+        next_at: float | None = None,
+        error: str | None = None,
+    ) -> NewMessage:
+        """The row to store for ``message``: what every attempt will send, checked now.
+
+        Attachments given by path are read and the message is rendered here, so a bad
+        message fails before anything is stored. No database I/O: the Django backend
+        writes this row through its own connection, inside the app's transaction.
+        """
+        msg = message.with_content()
+        if msg.dkim is not None and msg.dkim.private_key is not None:
+            # A stored message must load again, and the store never holds a secret: the
+            # JSON masks the key, so the message could never be signed and sent.
+            raise MessageError(
+                "a message with an inline dkim.private_key cannot be stored in the outbox "
+                "(the store never holds a secret): use dkim.private_key_file, or set dkim "
+                "on the provider"
+            )
+        raw = msg.as_bytes()  # renders and checks: a bad message fails here, not later
+        msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
+        assert msg.message_id is not None
+        return NewMessage(
+            message_id=msg.message_id, message_json=msg.model_dump_json().encode(), raw=raw,
+            next_at=time.time() if next_at is None else next_at, attempts=attempts,
+            last_error=error,
+        )  # fmt: skip
+
+    async def identity(self) -> tuple[str, ...]:
+        """Which database and table this outbox writes to (opening it, and so creating
+        its table, first): the Django backend compares it with its own connection's
+        before writing rows there. Postgres only."""
+        store = await self._ready()
+        identity = getattr(store, "identity", None)
+        if identity is None:
+            raise ConfigError(f"{store!r} cannot be written from another connection")
+        result: tuple[str, ...] = await identity()
+        return result
+
+    async def queue_failed(self, failure: AllProvidersFailed) -> SendResult:
+        """Store the message of a send that every provider refused before any commit
+        point (``on_all_failed="enqueue"``), due after the first backoff."""
+        message = failure.message
+        if message is None or failure.possibly_delivered:
+            raise failure
+        now = time.time()
+        delay = max(backoff_delay(1, self.config.backoff, self._rng), _retry_after(failure))
+        try:
+            await self._store(message, attempts=1, next_at=now + delay,
+                              error=_error_text(failure))  # fmt: skip
+        except MessageError as exc:
+            # Not storable (an inline DKIM key): the caller keeps the message, as with
+            # on_all_failed="raise", and learns why it was not queued.
+            log.warning("message %s not queued: %s", message.message_id, exc)
+            raise failure from exc
+        log.warning("every provider failed; message %s queued in the outbox", message.message_id)
+        return SendResult(
+            provider="outbox", message_id=message.message_id, attempts=failure.attempts,
+            status="queued",
+        )  # fmt: skip
+
+    # -- looking at it -----------------------------------------------------------------
+
+    async def stats(self) -> dict[str, int]:
+        """Messages per state: queued, sending, sent, failed, unknown, dead."""
+        return await (await self._ready()).stats()
+
+    async def items(self, state: State | None = None, limit: int = 100) -> list[OutboxItem]:
+        return await (await self._ready()).items(state, limit)
+
+    async def retry(self, *message_ids: str) -> int:
+        """Queue these messages again, due now (an operator's decision for ``unknown``:
+        it may duplicate a delivery). Returns how many were found."""
+        return await (await self._ready()).retry(list(message_ids))
+
+    async def purge(self, state: State, older_than: float) -> int:
+        if state == "sending":
+            raise ValueError("messages being sent cannot be purged")
+        return await (await self._ready()).purge(state, older_than)
+
+    # -- delivering --------------------------------------------------------------------
+
+    async def drain(
+        self, timeout: float | None = None, *, concurrency: int | None = None
+    ) -> dict[str, int]:
+        """Deliver what is due, in this process, and return the outcomes.
+
+        Without ``timeout``: until nothing is due now. With it: also what comes due
+        (retries after their backoff) before ``timeout`` seconds pass; sends under way
+        when it passes still finish.
+        """
+        worker = _Worker(self, concurrency or self.config.concurrency)
+        return await worker.run(until_idle=True, timeout=timeout)
+
+    async def run(
+        self, *, concurrency: int | None = None, stop: anyio.Event | None = None
+    ) -> dict[str, int]:
+        """Work until ``stop`` is set, then finish the sends under way and return."""
+        worker = _Worker(self, concurrency or self.config.concurrency)
+        return await worker.run(until_idle=False, stop=stop)
+
+    async def aclose(self) -> None:
+        if self._opened:
+            self._opened = False
+            await self.store.close()
+
+    # -- one message -------------------------------------------------------------------
+
+    async def _attempt(self, store: OutboxStore, item: Claimed) -> Outcome:
+        """Send one claimed message; the outcome is recorded by :meth:`_record`."""
+        crossed = False
+
+        async def hook() -> None:
+            nonlocal crossed
+            attempt = current_attempt()
+            try:
+                ok = await store.mark_committing(
+                    item.row, item.claim, attempt.provider if attempt else None
+                )
+            except Exception as exc:
+                raise TransientError(
+                    f"the outbox could not record the commit point ({exc!r}): not sending"
+                ) from exc
+            if not ok:
+                raise TransientError(
+                    "this worker's claim on the message expired (another worker may hold "
+                    "it now): not sending"
+                )
+            crossed = True
+
+        outcome: Outcome
+        try:
+            message = Message.model_validate_json(item.message_json)
+            if item.raw is not None:
+                _keep_rendering(message, item.raw)
+            with commit_hooks(hook):
+                pinned = None if item.pin is None else [item.pin]
+                result = await self._deliver(message, pinned)
+        except Exception as exc:
+            outcome = decide(
+                exc, crossed=crossed or not self._hooks_seen, attempts=item.attempts,
+                created=item.created, config=self.config, window=self._window,
+                rng=self._rng, now=time.time(), pin=item.pin,
+            )  # fmt: skip
+            level = logging.WARNING if outcome.state in ("unknown", "dead", "failed") else 20
+            log.log(level, "outbox %s: attempt %d -> %s (%s)", item.message_id,
+                    item.attempts, outcome.state, outcome.error)  # fmt: skip
+        else:
+            if crossed:
+                self._hooks_seen = True
+            else:
+                log.error(
+                    "outbox: a send succeeded without recording a commit point; the "
+                    "routing layer does not run commit hooks, so interrupted sends will "
+                    "be treated as possibly delivered"
+                )
+            outcome = Outcome("sent", provider=result.provider)
+        return outcome
+
+    async def _record(self, store: OutboxStore, item: Claimed, outcome: Outcome) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if not await store.finish(item.row, item.claim, outcome):
+                    log.warning("outbox %s: claim lost before the outcome (%s) was recorded",
+                                item.message_id, outcome.state)  # fmt: skip
+            except Exception:
+                log.exception(
+                    "outbox %s: recording the outcome (%s) failed; the lease will expire "
+                    "and settle it", item.message_id, outcome.state,
+                )  # fmt: skip
+
+
+def _keep_rendering(message: Message, raw: bytes) -> None:
+    """Send the stored bytes, not a fresh rendering (which would differ in its Date)."""
+    private = message.__pydantic_private__
+    assert private is not None
+    private["_rendered"] = raw
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+class _Worker:
+    """One run of claiming and sending, with its heartbeat (drain, or a worker process)."""
+
+    def __init__(self, outbox: Outbox, concurrency: int) -> None:
+        self.outbox = outbox
+        self.concurrency = concurrency
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.inflight = 0
+        self.batch = max(1, concurrency // 4)
+        #: outcomes being written (their slots are already free)
+        self.recording = 0
+        self.counts: Counter[str] = Counter()
+        self._wake = anyio.Event()
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    async def _wait(self, seconds: float) -> None:
+        with anyio.move_on_after(max(seconds, 0.0)):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def run(
+        self, *, until_idle: bool, timeout: float | None = None, stop: anyio.Event | None = None
+    ) -> dict[str, int]:
+        outbox, config = self.outbox, self.outbox.config
+        store = await outbox._ready()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def stopping() -> bool:
+            if stop is not None and stop.is_set():
+                return True
+            return deadline is not None and time.monotonic() >= deadline
+
+        async def one(item: Claimed) -> None:
+            recording = False
+            try:
+                outcome = await outbox._attempt(store, item)
+                self.counts[outcome.state] += 1
+                # The slot is free once the send is over: the outcome's commit need not
+                # hold it (the lease covers the row until then).
+                self.recording += 1
+                recording = True
+            finally:
+                self.inflight -= 1
+                self._poke()
+            try:
+                await outbox._record(store, item, outcome)
+            finally:
+                if recording:
+                    self.recording -= 1
+                    self._poke()
+
+        async def heartbeat() -> None:
+            while True:
+                await anyio.sleep(config.lease / 3)
+                try:
+                    await store.renew(self.owner, lease=config.lease)
+                except Exception:
+                    log.exception("outbox heartbeat failed (the lease may expire)")
+
+        async def watch_stop() -> None:
+            assert stop is not None
+            await stop.wait()
+            self._poke()
+
+        async with anyio.create_task_group() as beats:
+            beats.start_soon(heartbeat)
+            if stop is not None:
+                beats.start_soon(watch_stop)
+            async with anyio.create_task_group() as sends:
+                while not stopping():
+                    free = self.concurrency - self.inflight
+                    # Claim in batches (one transaction for several messages) unless
+                    # idle: waiting for a quarter of the slots costs little concurrency.
+                    if free <= 0 or (self.inflight and free < self.batch):
+                        await self._wait(config.poll_interval)
+                        continue
+                    try:
+                        claimed = await store.claim(
+                            self.owner, free, lease=config.lease, max_age=config.max_age
+                        )
+                    except Exception:
+                        log.exception("outbox claim failed; trying again")
+                        await self._wait(config.poll_interval)
+                        continue
+                    for item in claimed:
+                        self.inflight += 1
+                        sends.start_soon(one, item)
+                    if claimed:
+                        continue
+                    wait = config.poll_interval
+                    if until_idle and self.inflight == 0 and self.recording == 0:
+                        # Idle. Without a timeout, done; with one, wait for what comes
+                        # due before it passes (a retry after backoff), if anything.
+                        due = await store.next_due()
+                        if due is None or deadline is None:
+                            break
+                        until_due = due - time.time()
+                        if until_due >= deadline - time.monotonic():
+                            break
+                        wait = min(wait, until_due)
+                    if deadline is not None:
+                        wait = min(wait, deadline - time.monotonic())
+                    await self._wait(wait)
+            beats.cancel_scope.cancel()
+        return dict(self.counts)

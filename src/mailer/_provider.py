@@ -1,0 +1,225 @@
+"""The one interface every provider implements, built-in or plugin.
+
+A template method, as in Symfony Mailer's transports: :meth:`Provider.send` does the
+shared work (refuse an unsendable message before I/O, stamp the provider name on errors,
+map anything unexpected to :class:`DeliveryUncertain`) and a subclass fills in one step,
+:meth:`Provider._send`.
+
+Why an unexpected exception becomes *uncertain* rather than transient: we cannot know
+whether the provider had already accepted the message when its code blew up, and failing
+over on a guess is how mail gets sent twice.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Self
+from urllib.parse import SplitResult
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ._errors import (
+    AllProvidersFailed,
+    ConfigError,
+    DeliveryError,
+    DeliveryUncertain,
+    MailerError,
+)
+from ._message import Message
+from ._options import config_error_text
+from ._result import SendResult
+from ._routing.attempt import commit_point, current_attempt
+from ._routing.ratelimit import RateLimit
+
+__all__ = ["Provider", "ProviderConfig", "deadline_remaining"]
+
+# The Mailer's overall deadline for the current send (a time.monotonic() value), so that
+# providers can shorten their own timeouts and fail with a precise error before it passes.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "mailer_deadline", default=None
+)
+
+
+def deadline_remaining(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what is left of the current attempt's deadline.
+
+    Before the attempt's commit point that is its pre-commit budget (or the send's
+    deadline, if sooner); after it, the send's deadline.
+    """
+    attempt = current_attempt()
+    deadline = attempt.deadline() if attempt is not None else _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = max(deadline - time.monotonic(), 0.001)
+    return left if timeout is None else min(timeout, left)
+
+
+class ProviderConfig(BaseModel):
+    """Base for provider config models: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: at most ``messages`` per ``per`` seconds through this provider (across processes
+    #: with a shared health store); see mailer._routing.ratelimit
+    rate_limit: RateLimit | None = None
+
+
+class AsyncClosing:
+    """``async with x:`` closes ``x`` on the way out (Mailer and Provider share this)."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class Provider(AsyncClosing):
+    """Base class for providers. Subclasses set ``Config`` and implement ``_send``.
+
+    Providers are async context managers; ``aclose()`` releases pooled connections.
+    """
+
+    Config: ClassVar[type[BaseModel]] = ProviderConfig
+    #: True when a re-send after an uncertain outcome cannot duplicate (idempotency keys)
+    idempotent: ClassVar[bool] = False
+    #: how long the provider recognises a re-send as the same request (seconds; Resend's
+    #: keys last 24 h). The outbox re-sends an uncertain message to an idempotent
+    #: provider only within it; 0 with ``idempotent``: no limit is known, so it never does
+    idempotency_window: ClassVar[float] = 0.0
+    #: True when ``_send`` awaits :meth:`commit_point` before the step after which the
+    #: message may have been accepted. Left False, the attempt counts as committed from
+    #: its start: never abandoned for speed, and any interruption is DeliveryUncertain.
+    reports_commit_point: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+        self.name = name
+        self.config: Any = config if config is not None else self.Config()
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, name: str, config: Mapping[str, Any] | BaseModel | None = None) -> Self:
+        """Validate ``config`` against ``cls.Config`` and build the provider.
+
+        Validation errors become ConfigError without echoing input values, which may be
+        secrets.
+        """
+        if isinstance(config, BaseModel):
+            return cls(name, config)
+        try:
+            validated = cls.Config.model_validate(dict(config or {}))
+        except ValidationError as exc:
+            error = ConfigError(config_error_text(f"provider {name!r}", exc, cls.Config))
+        else:
+            return cls(name, validated)
+        # Raised outside the except block so that the pydantic error, which holds the
+        # input values (secrets among them), is not kept as __context__.
+        raise error
+
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        """Turn a DSN (``type://...``) into this provider's config mapping.
+
+        ``params`` holds the query parameters that are not Mailer routing options
+        (priority, weight, name). Providers that accept URLs override this.
+        """
+        raise ConfigError(f"provider type {url.scheme!r} cannot be configured from a URL")
+
+    # -- the interface -----------------------------------------------------------------
+
+    async def send(self, message: Message) -> SendResult:
+        """Send one message; raise a DeliveryError subclass when it was not delivered."""
+        message.render()  # render (and check) before any I/O; cached on the message
+        message.envelope_sender  # noqa: B018 - raises MessageError when there is none
+        try:
+            result = await self._send(message)
+        except AllProvidersFailed:
+            raise  # a group's: about several providers, not this one
+        except DeliveryError as exc:
+            if exc.provider is None:
+                exc.provider = self.name
+            raise
+        except MailerError:
+            raise
+        except Exception as exc:
+            raise DeliveryUncertain(
+                f"unexpected {type(exc).__name__} in provider: {exc}", provider=self.name
+            ) from exc
+        return result
+
+    async def _send(self, message: Message) -> SendResult:
+        raise NotImplementedError
+
+    # -- per-message options ------------------------------------------------------------
+
+    def options_for(self, message: Message) -> dict[str, Any] | None:
+        """This provider's share of ``message.provider_options``: the entry for its type,
+        then the entry for its name deep-merged over it (the name is more specific).
+        None when the message has none for it."""
+        found: dict[str, Any] | None = None
+        for key, options in message.provider_options.items():
+            if key != self.name and not _is_type_of(key, type(self)):
+                continue
+            if key == self.name:
+                found = deep_merge(found or {}, options)
+            else:
+                found = deep_merge(options, found or {})
+        return found
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse per-message options this provider cannot apply, with a MessageError,
+        before any I/O (the Mailer calls it for every provider a message names). The
+        default takes any: HTTP providers merge them into the request body."""
+
+    async def commit_point(self) -> None:
+        """Await right before crossing the commit point (see ``reports_commit_point``).
+
+        SMTP: before the end of the data is written; HTTP: before the request body is
+        sent. Raises TransientError if the attempt was abandoned meanwhile (out of its
+        pre-commit budget, or released because another send found this provider down):
+        then do not cross.
+        """
+        await commit_point()
+
+    async def verify(self) -> None:
+        """Check connectivity and credentials without sending; raise DeliveryError if not."""
+
+    async def aclose(self) -> None:
+        """Release connections. Safe to call more than once."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, mappings merged key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = deep_merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_type_of(key: str, cls: type[Provider]) -> bool:
+    """Whether ``key`` is a provider type name (an entry point) that loads ``cls``."""
+    from ._plugins import load_provider_class
+
+    try:
+        return issubclass(cls, load_provider_class(key))
+    except ConfigError:
+        return False

@@ -1,0 +1,105 @@
+"""A provider's connection slots: waiting for one is queueing, not a hang.
+
+The SMTP pool and the HTTP providers each allow ``size`` requests in flight. A send that
+finds every slot taken waits; that wait comes before its commit point, so the attempt's
+pre-commit budget (routing/attempt.py) bounds it. Counted naively, a burst larger than
+what the slots drain in one budget (10,000 sends on 5 SMTP connections; 200 on 10 HTTP
+connections to an API answering in 0.2 s) fails over, or fails, though the provider is
+healthy, and an HTTP wait cut by the budget even read as a hung provider and opened its
+breaker. The rule here:
+
+* A waiter whose budget runs out checks whether any slot was freed meanwhile. If one
+  was, the provider is working through our own queue: the budget restarts (as it does
+  for each RCPT answer of a long envelope) and the waiter keeps its place. The send's
+  own deadline still bounds the whole wait.
+* Slots that hang free nothing, so their waiters still leave after one budget (or at
+  once, when the slow-call verdict releases them): hang detection is unchanged.
+* The time queued is kept out of the set-up times the adaptive budget learns, and a send
+  that gets its slot after queueing starts its set-up with a whole budget.
+
+asyncio only (the SMTP provider is; the HTTP providers use it on asyncio and leave
+httpx's own pool limit to act alone under trio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .._errors import TransientError
+from .._provider import deadline_remaining
+from .attempt import attempt_progress, attempt_queued
+
+__all__ = ["Slots"]
+
+
+class Slots:
+    """At most ``size`` holders at once; :meth:`acquire` waits as the module says."""
+
+    def __init__(self, size: int, what: str) -> None:
+        self._semaphore = asyncio.Semaphore(size)
+        self.size = size
+        #: what a slot is, for the error ("pooled connection", "connection to 'resend'")
+        self._what = what
+        #: slots freed so far: a waiter that saw this move was queued, not stuck
+        self._freed = 0
+        #: tasks waiting for a slot now
+        self.waiting = 0
+
+    async def acquire(self) -> None:
+        """Take a slot; TransientError (nothing was sent, no verdict on the provider) when
+        none was freed for a whole budget, or the send's deadline passed."""
+        if not self._semaphore.locked():
+            await self._semaphore.acquire()  # free at once: no wait to bound or account
+            return
+        self.waiting += 1
+        try:
+            await self._wait()
+        finally:
+            self.waiting -= 1
+
+    def release(self) -> None:
+        self._freed += 1
+        self._semaphore.release()
+
+    async def _wait(self) -> None:
+        began = time.monotonic()
+        while True:
+            wait = deadline_remaining(None)
+            if wait is None:
+                await self._semaphore.acquire()
+                break
+            freed = self._freed
+            try:
+                # asyncio.timeout, not wait_for: no extra Task per waiting send (with
+                # thousands queued on one connection, that cost showed in throughput)
+                async with asyncio.timeout(wait):
+                    await self._semaphore.acquire()
+                break
+            except TimeoutError:
+                if self._freed != freed and _progressed():
+                    continue  # slots were freed meanwhile: still queued, not hung
+            busy = TransientError(
+                f"no {self._what} became free within {wait:.3g}s (the attempt's pre-commit "
+                f"budget or the send deadline): all {self.size} are busy and none "
+                "finished meanwhile"
+            )
+            # Queued behind our own sends says nothing about the provider's health (the
+            # sends holding the slots give that verdict), and another try here would wait
+            # in the same queue.
+            busy.no_verdict = True
+            busy.retry_here = False
+            raise busy from None
+        # The slot came after queueing: set-up starts now, with a whole budget (a send
+        # that waited nearly a budget must not have to connect in what is left of it),
+        # and the wait is not set-up time.
+        attempt_queued(time.monotonic() - began)
+        attempt_progress()
+
+
+def _progressed() -> bool:
+    """Restart the attempt's pre-commit budget; False when the send's own deadline has
+    passed too (then waiting longer cannot help)."""
+    attempt_progress()
+    left = deadline_remaining(None)
+    return left is None or left > 0.001

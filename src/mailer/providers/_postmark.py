@@ -1,0 +1,152 @@
+"""Postmark: ``POST /email`` (``/email/batch`` for 500 at once), X-Postmark-Server-Token.
+
+Postmark reports errors as an ``ErrorCode`` in a JSON body (mostly with HTTP 422), so the
+status alone does not say what happened (the table is in docs/providers.md):
+
+* ErrorCode 406 (inactive recipient: hard bounce, complaint, suppression): nothing was
+  sent -> :class:`RecipientsRefused` naming the addresses Postmark listed.
+* ErrorCode 0 with "will not deliver to these inactive addresses": sent to the others ->
+  success with those addresses in ``rejected``.
+* ErrorCode 300 naming an invalid To/Cc/Bcc address of the message -> RecipientsRefused
+  keyed by the message's own recipient; any other 300 -> PermanentError.
+* Account-level codes (bad token, sender signature missing or unconfirmed, not allowed to
+  send, account pending or may not send) -> :class:`AuthError`: another provider can send
+  the same message, and this one will not work until someone fixes the account.
+
+Postmark takes a single tag per message and needs a To recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import SecretStr
+
+from .._errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
+from .._message import Address, Attachment, Message
+from .._result import SendResult
+from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, addresses_text
+
+__all__ = ["PostmarkConfig", "PostmarkProvider"]
+
+#: ErrorCodes that say the account, not the message, is the problem
+_ACCOUNT_ERRORS = {
+    10: "bad or missing server token",
+    400: "sender signature not found",
+    401: "sender signature not confirmed",
+    405: "not allowed to send (account, credits)",
+    412: "account pending approval",
+    413: "account may not send",
+}
+_INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", re.S | re.I)
+_INVALID = re.compile(r"^(?:Invalid|Error\s+parsing)\s+'(?:To|Cc|Bcc)'[^']*'([^']*)'", re.I)
+
+
+class PostmarkConfig(HTTPConfig):
+    server_token: SecretStr
+    message_stream: str | None = None
+
+
+def _listed(pattern: re.Pattern[str], text: str) -> list[str]:
+    match = pattern.search(text)
+    return [a.strip() for a in match.group(1).split(",")] if match else []
+
+
+class PostmarkProvider(HTTPProvider):
+    """Postmark's Email API."""
+
+    Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
+    config: PostmarkConfig
+    default_base_url = "https://api.postmarkapp.com"
+    send_path = "/email"
+    dsn_key_field = "server_token"
+    key_header = "X-Postmark-Server-Token"
+    response_id_field = "MessageID"
+    verify_path = "/server"
+    max_tags = 1
+    batch_size = 500
+    max_message_bytes = 10_000_000  # "10 MB including attachments", base64-encoded
+    batch_max_bytes = 50_000_000  # "up to 50 MB payload size, including attachments"
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "From", "subject": "Subject", "to": "To", "cc": "Cc", "bcc": "Bcc",
+        "reply_to": "ReplyTo", "text": "TextBody", "html": "HtmlBody", "tags": "Tag",
+        "metadata": "Metadata",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "Attachments", "filename": "Name", "content": "Content",
+        "type": "ContentType", "content_id": "ContentID",
+    }  # fmt: skip
+
+    def json_addresses(self, addresses: list[Address]) -> str:
+        return addresses_text(addresses)  # Postmark takes one comma-separated string
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.data["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
+
+    def content_id(self, attachment: Attachment) -> str:
+        return f"cid:{attachment.content_id}"
+
+    def finish(self, payload: Payload) -> HTTPRequest:
+        if self.config.message_stream:
+            payload.data["MessageStream"] = self.config.message_stream
+        return super().finish(payload)
+
+    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
+        data = self.json_body(response)
+        return self._item_result(message, response, data if isinstance(data, dict) else {})
+
+    def _item_result(
+        self, message: Message, response: httpx.Response, data: dict[str, Any]
+    ) -> SendResult:
+        text = str(data.get("Message", ""))
+        refused = self.recipients_in(message, _listed(_INACTIVE, text))
+        msg_id = data.get("MessageID")
+        return self.result(message, response, provider_message_id=msg_id,
+                           rejected=dict.fromkeys(refused, text))  # fmt: skip
+
+    def classify_error(
+        self, response: httpx.Response, text: str, message: Message | None
+    ) -> DeliveryError | None:
+        data = self.json_body(response)
+        if not isinstance(data, dict):
+            return None
+        code = data.get("ErrorCode")
+        where = f"Postmark ErrorCode {code}"
+        if code == 406:
+            refused = self.recipients_in(message, _listed(_INACTIVE, text))
+            if not refused and message is not None:
+                refused = message.envelope_recipients
+            return RecipientsRefused(f"{where}: {text}",
+                                     refused=dict.fromkeys(refused, text))  # fmt: skip
+        if code == 300:
+            refused = self.recipients_in(message, _listed(_INVALID, text))
+            if refused:
+                return RecipientsRefused(f"{where}: {text}",
+                                         refused=dict.fromkeys(refused, text))  # fmt: skip
+            return PermanentError(f"{where} (invalid email request): {text}")
+        if isinstance(code, int) and code in _ACCOUNT_ERRORS:
+            return AuthError(f"{where} ({_ACCOUNT_ERRORS[code]}): {text}")
+        return None
+
+    # -- /email/batch: up to 500 messages, one answer item per message, in order --------
+
+    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+        bodies = [self.finish(p).json for p in payloads]
+        return HTTPRequest("POST", "/email/batch", json=bodies)
+
+    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
+        data = self.json_body(response)
+        if not isinstance(data, list) or len(data) != len(messages):
+            # a 2xx that does not say what happened to each message
+            error = self.uncertain(f"batch answer has no item per message: {self.body(response)}")
+            return [self._item_copy(error) for _ in messages]
+        out: list[BatchOutcome] = []
+        for message, item in zip(messages, data, strict=True):
+            item = item if isinstance(item, dict) else {}
+            if item.get("ErrorCode") == 0:
+                out.append(self._item_result(message, httpx.Response(200, json=item), item))
+            else:
+                out.append(self.item_error(422, item, message))
+        return out

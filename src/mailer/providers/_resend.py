@@ -1,0 +1,158 @@
+"""Resend: ``POST /emails`` (``/emails/batch`` for 100 at once), Bearer key, Idempotency-Key.
+
+The key is derived from the Message-ID alone, so every attempt at one message (a retry
+after a timeout, a retry by the Mailer after DeliveryUncertain) carries the same key and
+Resend delivers it at most once within its 24-hour idempotency window. That is why this
+provider declares ``idempotent = True``. The request body is built only from the message
+(no timestamps), because Resend refuses a reused key with a different payload. A batch
+carries its own key, derived from its messages' ids, so a batch re-sent after an
+ambiguous failure cannot deliver twice either.
+
+Resend tags are name/value pairs limited to ASCII letters, digits, ``_`` and ``-``:
+metadata maps to them directly, and a plain tag ``t`` becomes ``{"name": t, "value":
+"true"}``.
+
+Quota: Resend answers 429 ``daily_quota_exceeded`` ("wait until 24 hours have passed")
+and ``monthly_quota_exceeded`` (until the plan's cycle renews or the plan changes). Both
+rest the provider for :data:`QUOTA_REST` (a day, or longer if Resend says so): another
+provider sends meanwhile, and one probe a day finds the quota back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import SecretStr
+
+from .._errors import DeliveryError, DeliveryUncertain, RateLimited
+from .._message import Message
+from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+
+__all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
+
+_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+#: seconds a quota 429 rests Resend: its daily quota is a rolling 24 hours
+QUOTA_REST = 24 * 3600.0
+_QUOTAS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
+
+
+class ResendConfig(HTTPConfig):
+    api_key: SecretStr
+
+
+def idempotency_key(message: Message) -> str:
+    """The same key for every attempt at ``message``; does not reveal the Message-ID."""
+    assert message.message_id is not None
+    digest = hashlib.sha256(message.message_id.encode("ascii")).hexdigest()
+    return f"mailer-{digest}"
+
+
+def batch_idempotency_key(messages: list[Message]) -> str:
+    """The same key for every attempt at one batch (the same messages, in order)."""
+    digest = hashlib.sha256("\n".join(m.message_id or "" for m in messages).encode()).hexdigest()
+    return f"mailer-batch-{digest}"
+
+
+class ResendProvider(HTTPProvider):
+    """Resend's Emails API."""
+
+    Config: ClassVar[type[ResendConfig]] = ResendConfig
+    config: ResendConfig
+    idempotent = True
+    idempotency_window = 24 * 3600.0  # "Idempotency keys expire after 24 hours"
+    default_base_url = "https://api.resend.com"
+    send_path = "/emails"
+    dsn_key_field = "api_key"
+    key_header = "Authorization"
+    key_prefix = "Bearer "
+    response_id_field = "id"
+    verify_path = "/domains"
+    rate_limit_reset_headers = ("ratelimit-reset",)
+    batch_size = 100
+    max_message_bytes = 40_000_000  # "up to 40MB" with attachments base64-encoded
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "from", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
+        "reply_to": "reply_to", "text": "text", "html": "html", "headers": "headers",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachments", "filename": "filename", "content": "content",
+        "type": "content_type", "content_id": "content_id",
+    }  # fmt: skip
+
+    def _add_tags(self, payload: Payload, pairs: list[tuple[str, str]]) -> None:
+        for name, value in pairs:
+            if _TAG.match(name) and _TAG.match(value):
+                payload.data.setdefault("tags", []).append({"name": name, "value": value})
+            else:
+                self.unsupported(
+                    f"tag or metadata {name!r} (Resend tags allow only A-Z a-z 0-9 _ -)"
+                )
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        self._add_tags(payload, [(t, "true") for t in tags])
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        self._add_tags(payload, list(metadata.items()))
+
+    def finish(self, payload: Payload) -> HTTPRequest:
+        payload.headers["Idempotency-Key"] = idempotency_key(payload.message)
+        return super().finish(payload)
+
+    def classify_error(
+        self, response: httpx.Response, text: str, message: Message | None
+    ) -> DeliveryError | None:
+        data = self.json_body(response)
+        name = data.get("name") if isinstance(data, dict) else None
+        if response.status_code == 409 and name == "concurrent_idempotent_requests":
+            # an earlier attempt with this key is still running and may deliver
+            return DeliveryUncertain(f"Resend {name}: {text}")
+        if response.status_code == 429 and name in _QUOTAS:
+            rest = max(self.retry_after(response) or 0.0, QUOTA_REST)
+            return RateLimited(f"Resend {name} (resting {rest / 3600:.0f} h): {text}",
+                               retry_after=rest)  # fmt: skip
+        return None
+
+    def verify_accepts(self, response: httpx.Response) -> bool:
+        """GET /domains; a sending-only key is refused there, yet it is a valid key."""
+        data = self.json_body(response)
+        restricted = isinstance(data, dict) and data.get("name") == "restricted_api_key"
+        return response.is_success or restricted
+
+    # -- /emails/batch: up to 100, permissive (each item its own result), idempotent ----
+
+    def batchable(self, message: Message) -> bool:
+        return not message.attachments  # the batch endpoint takes no attachments
+
+    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+        headers = {
+            "Idempotency-Key": batch_idempotency_key([p.message for p in payloads]),
+            "x-batch-validation": "permissive",
+        }
+        return HTTPRequest("POST", "/emails/batch", json=[p.data for p in payloads],
+                           headers=headers)  # fmt: skip
+
+    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
+        data = self.json_body(response)
+        data = data if isinstance(data, dict) else {}
+        failed: dict[int, Any] = {}
+        for item in data.get("errors") or []:
+            if isinstance(item, dict) and isinstance(item.get("index"), int):
+                failed[item["index"]] = item
+        created = [d for d in data.get("data") or [] if isinstance(d, dict)]
+        if len(created) != len(messages) - len(failed):
+            error = self.uncertain(f"batch answer does not match its items: {self.body(response)}")
+            return [self._item_copy(error) for _ in messages]
+        ids = iter(created)
+        out: list[BatchOutcome] = []
+        for index, message in enumerate(messages):
+            if index in failed:
+                item = {"name": "validation_error", **failed[index]}
+                out.append(self.item_error(422, item, message))
+            else:
+                item = next(ids)
+                out.append(self.result(message, httpx.Response(200, json=item),
+                                       provider_message_id=item.get("id")))  # fmt: skip
+        return out

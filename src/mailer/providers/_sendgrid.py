@@ -1,0 +1,80 @@
+"""SendGrid v3 Mail Send: ``POST /v3/mail/send``, a Bearer API key, 202 and X-Message-Id.
+
+One personalization carries to/cc/bcc, so every recipient gets the same message (the
+SMTP semantics); tags become ``categories`` and metadata ``custom_args``, which SendGrid
+echoes back in its event webhooks.
+
+Errors: 401 (bad key, or "Maximum credits exceeded") and 403 (the From address is not a
+verified Sender Identity, or the key lacks the mail.send scope) are account-level ->
+AuthError, fail over; 400 and 413 are about the message -> PermanentError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import httpx
+from pydantic import SecretStr
+
+from .._message import Address
+from .http import HTTPConfig, HTTPProvider, Payload, address_dict
+
+__all__ = ["SendGridConfig", "SendGridProvider"]
+
+
+class SendGridConfig(HTTPConfig):
+    api_key: SecretStr
+
+
+class SendGridProvider(HTTPProvider):
+    """SendGrid's v3 Web API."""
+
+    Config: ClassVar[type[SendGridConfig]] = SendGridConfig
+    config: SendGridConfig
+    default_base_url = "https://api.sendgrid.com"
+    send_path = "/v3/mail/send"
+    max_message_bytes = 30_000_000  # "The total message size should not exceed 30MB"
+    verify_path = "/v3/scopes"
+    dsn_key_field = "api_key"
+    key_header = "Authorization"
+    key_prefix = "Bearer "
+    rate_limit_reset_headers = ("X-RateLimit-Reset",)
+    max_tags = 10
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "from", "subject": "subject", "headers": "headers", "tags": "categories",
+        "metadata": "custom_args",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachments", "filename": "filename", "content": "content", "type": "type",
+        "disposition": "disposition", "content_id": "content_id",
+    }  # fmt: skip
+
+    def json_address(self, address: Address) -> dict[str, str]:
+        return address_dict(address)
+
+    @staticmethod
+    def _personalization(payload: Payload) -> dict[str, Any]:
+        personalizations = payload.data.setdefault("personalizations", [{}])
+        first: dict[str, Any] = personalizations[0]
+        return first
+
+    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
+        self._personalization(payload)[kind] = self.json_addresses(addresses)
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        if len(reply_to) == 1:
+            payload.data["reply_to"] = address_dict(reply_to[0])
+        else:
+            payload.data["reply_to_list"] = self.json_addresses(reply_to)
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        # SendGrid requires text/plain before text/html, and at least one non-empty part
+        content = payload.data["content"] = []
+        if text is not None:
+            content.append({"type": "text/plain", "value": text or " "})
+        if html is not None:
+            content.append({"type": "text/html", "value": html})
+
+    def provider_id(self, response: httpx.Response) -> str | None:
+        msg_id: str | None = response.headers.get("X-Message-Id")
+        return msg_id

@@ -1,0 +1,235 @@
+"""Amazon SES v2: ``POST /v2/email/outbound-emails``, signed with SigV4 by httpx-auth.
+
+A message with attachments or custom headers goes as ``Content.Raw``: the MIME bytes the
+Message rendered, so SES sends exactly what SMTP would (and Bcc recipients, who are not
+in the bytes, go in ``Destination``). Otherwise ``Content.Simple``. Metadata becomes SES
+``EmailTags`` (name/value pairs SES publishes with its events); plain tags have no SES
+equivalent. SES replaces the Message-ID with its own; its id is returned as
+``provider_message_id``.
+
+Credentials come from the config, else from the standard AWS environment variables
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), read once when
+the provider is built.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from email.utils import formataddr
+from typing import Any, ClassVar
+from urllib.parse import SplitResult
+
+import httpx
+from httpx_auth import AWS4Auth
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+
+from .._errors import AuthError, DeliveryError, RateLimited
+from .._message import Address, Attachment, Message
+from .._message.dkim import DKIMOptions, signature
+from .http import HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+
+__all__ = ["SESConfig", "SESProvider"]
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+#: SES error types that mean the account cannot send now: another provider can
+_ACCOUNT_ERRORS = frozenset(
+    {
+        "AccountSuspendedException",
+        "SendingPausedException",
+        "MailFromDomainNotVerifiedException",
+        "NotFoundException",  # the configuration set does not exist
+        "AccessDeniedException",
+    }
+)
+_NOT_VERIFIED = re.compile(r"not verified", re.I)
+_DAILY_QUOTA = re.compile(r"daily message quota exceeded", re.I)
+#: seconds a daily-quota refusal rests SES: the quota is a rolling 24 hours, so capacity
+#: comes back gradually; one probe an hour finds it
+QUOTA_REST = 3600.0
+_THROTTLED = frozenset({"TooManyRequestsException", "LimitExceededException", "Throttling",
+                        "ThrottlingException"})  # fmt: skip
+
+
+class SESConfig(HTTPConfig):
+    region: str
+    #: DKIM-sign every message (sent as Content.Raw; a message's own ``dkim`` wins)
+    dkim: DKIMOptions | None = Field(default=None, repr=False)
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    session_token: SecretStr | None = None
+    configuration_set: str | None = None
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError("region must be an AWS region name such as eu-west-1")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: Any) -> Any:
+        """Fill missing keys from the AWS environment, as every AWS SDK does."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, env in (("access_key_id", "AWS_ACCESS_KEY_ID"),
+                             ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                             ("session_token", "AWS_SESSION_TOKEN")):  # fmt: skip
+                if data.get(key) is None and os.environ.get(env):
+                    data[key] = os.environ[env]
+        return data
+
+    @model_validator(mode="after")
+    def _need_keys(self) -> SESConfig:
+        if self.access_key_id is None or self.secret_access_key is None:
+            raise ValueError(
+                "access_key_id and secret_access_key are required "
+                "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment)"
+            )
+        return self
+
+
+def _addr(address: Address) -> str:
+    """SES wants RFC 2047 encoded-words for non-ASCII display names."""
+    return formataddr((address.name or "", address.email), charset="utf-8")
+
+
+def _text(data: str) -> dict[str, str]:
+    return {"Data": data, "Charset": "UTF-8"}
+
+
+class SESProvider(HTTPProvider):
+    """Amazon SES's v2 API."""
+
+    Config: ClassVar[type[SESConfig]] = SESConfig
+    config: SESConfig
+    verify_path = "/v2/email/account"
+    send_path = "/v2/email/outbound-emails"
+    max_message_bytes = 40_000_000  # SES v2: 40 MB a message, attachments encoded
+    response_id_field = "MessageId"
+    requires_to = False  # Destination may hold Bcc addresses only
+    sends_message_id = False  # SES sets its own Message-ID
+    smtputf8 = False  # SES documents 7-bit ASCII local parts only
+
+    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+        super().__init__(name, config)
+        self._signer: AWS4Auth | None = None
+
+    @classmethod
+    def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
+        """``ses://ACCESS_KEY_ID:SECRET_ACCESS_KEY@default?region=eu-west-1``.
+
+        Without user info the keys come from the AWS environment variables.
+        """
+        access, secret = cls.url_credentials(url)
+        out: dict[str, Any] = {**params, **cls.url_base(url)}
+        if access:
+            out["access_key_id"] = access
+        if secret:
+            out["secret_access_key"] = secret
+        return out
+
+    @property
+    def base_url(self) -> str:
+        return self.config.base_url or f"https://email.{self.config.region}.amazonaws.com"
+
+    def auth(self) -> httpx.Auth:
+        if self._signer is None:
+            cfg = self.config
+            assert cfg.access_key_id is not None
+            assert cfg.secret_access_key is not None
+            token = cfg.session_token.get_secret_value() if cfg.session_token else None
+            self._signer = AWS4Auth(
+                access_id=cfg.access_key_id.get_secret_value(),
+                secret_key=cfg.secret_access_key.get_secret_value(),
+                region=cfg.region,
+                service="ses",
+                security_token=token,
+            )
+        return self._signer
+
+    def set_from(self, payload: Payload, sender: Address) -> None:
+        payload.data["FromEmailAddress"] = _addr(sender)
+
+    def set_subject(self, payload: Payload, subject: str) -> None:
+        payload.data["Content"] = {"Simple": {"Subject": _text(subject), "Body": {}}}
+
+    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
+        key = f"{kind.capitalize()}Addresses"  # ToAddresses, CcAddresses, BccAddresses
+        payload.data.setdefault("Destination", {})[key] = [_addr(a) for a in addresses]
+
+    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+        payload.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
+
+    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+        body = payload.data["Content"]["Simple"]["Body"]
+        if text is not None:
+            body["Text"] = _text(text)
+        if html is not None:
+            body["Html"] = _text(html)
+
+    # Headers and attachments: the message goes as Raw MIME, which carries them all
+    # (RFC 2047-encoded by the renderer). Bcc recipients stay in Destination only.
+
+    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
+        payload.flags.add("raw")
+
+    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
+        payload.flags.add("raw")
+
+    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
+        payload.flags.add("raw")
+
+    def set_dkim(self, payload: Payload, options: DKIMOptions) -> None:
+        payload.flags.add("raw")  # the signature covers these very bytes
+        payload.dkim = options
+
+    def set_tags(self, payload: Payload, tags: list[str]) -> None:
+        self.unsupported("tags (SES has only name/value EmailTags: use metadata)")
+
+    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+        for key, value in metadata.items():
+            if _TAG.match(key) and _TAG.match(value):
+                payload.data.setdefault("EmailTags", []).append({"Name": key, "Value": value})
+            else:
+                self.unsupported(f"metadata {key!r} (SES EmailTags allow only A-Z a-z 0-9 _ -)")
+
+    def finish(self, payload: Payload) -> HTTPRequest:
+        payload.data.setdefault("Destination", {})
+        if "raw" in payload.flags:
+            raw = payload.message.as_bytes()
+            if payload.dkim is not None:  # made off the loop by _send: read back here
+                raw = signature(payload.message, payload.dkim) + raw
+            payload.data["Content"] = {"Raw": {"Data": b64(raw)}}
+        if self.config.configuration_set:
+            payload.data["ConfigurationSetName"] = self.config.configuration_set
+        return super().finish(payload)
+
+    def classify_error(
+        self, response: httpx.Response, text: str, message: Message | None
+    ) -> DeliveryError | None:
+        # "MessageRejected:http://internal.amazon.com/coral/..." -> "MessageRejected"
+        kind = response.headers.get("x-amzn-ErrorType", "").split(":", 1)[0]
+        if not kind:
+            data = self.json_body(response)
+            if isinstance(data, dict):
+                kind = str(data.get("__type", "")).rpartition("#")[2]
+        if not kind:
+            return None
+        where = f"SES {kind}"
+        if _DAILY_QUOTA.search(text):
+            rest = max(self.retry_after(response) or 0.0, QUOTA_REST)
+            return RateLimited(f"{where} (daily quota, resting {rest / 60:.0f} min): {text}",
+                               retry_after=rest)  # fmt: skip
+        if kind in _THROTTLED:
+            return RateLimited(f"{where}: {text}", retry_after=self.retry_after(response))
+        if kind in _ACCOUNT_ERRORS:
+            return AuthError(f"{where}: {text}")
+        if kind == "MessageRejected" and _NOT_VERIFIED.search(text):
+            # the sender identity (or, in the sandbox, a recipient) is not verified in
+            # this account and region: another provider can send the same message
+            return AuthError(f"{where} (identity not verified): {text}")
+        return None
