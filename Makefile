@@ -46,9 +46,11 @@ redis-server:
 		fi; \
 	fi
 
+# tools/check_imports.py: no import cycle in src/ and the layer table of DESIGN.md kept.
 lint: install
-	$(BIN)/ruff check src tests plugins benchmarks
-	$(BIN)/ruff format --check src tests plugins benchmarks
+	$(BIN)/ruff check src tests plugins benchmarks tools
+	$(BIN)/ruff format --check src tests plugins benchmarks tools
+	$(BIN)/python tools/check_imports.py src
 
 typecheck: install
 	$(BIN)/mypy

@@ -11,6 +11,7 @@ import builtins
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
+from . import _entry_points
 from ._errors import ConfigError
 from ._log import get_logger
 from ._options import close_names
@@ -18,10 +19,8 @@ from ._provider import Provider
 
 __all__ = ["PluginInfo", "discover", "load_provider_class"]
 
-GROUP = "mailer.providers"
+GROUP = _entry_points.GROUP
 log = get_logger("mailer.plugins")
-
-_cache: dict[str, type[Provider]] = {}
 
 
 @dataclass(frozen=True)
@@ -40,16 +39,7 @@ class PluginInfo:
         return self.error is None
 
 
-def _entry_points() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        # On a name clash, the first one found wins; discover() reports the others.
-        found.setdefault(ep.name, ep)
-    return found
-
-
-def _load(ep: EntryPoint) -> type[Provider]:
-    obj = ep.load()
+def _checked(obj: object, ep: EntryPoint) -> type[Provider]:
     if not (isinstance(obj, type) and issubclass(obj, Provider)):
         raise TypeError(f"{ep.value} is not a mailer.Provider subclass")
     return obj
@@ -57,31 +47,31 @@ def _load(ep: EntryPoint) -> type[Provider]:
 
 def load_provider_class(type_name: str) -> type[Provider]:
     """The Provider class for a type name, or a ConfigError that says what to install."""
-    if type_name in _cache:
-        return _cache[type_name]
-    ep = _entry_points().get(type_name)
-    if ep is None:
-        installed = sorted(_entry_points())
-        near = close_names(type_name, installed)
-        known = ", ".join(installed) or "none"
-        if near:
-            raise ConfigError(
-                f"unknown provider type {type_name!r}; did you mean {near[0]!r}? "
-                f"(if not: pip install mailer-{type_name}; installed types: {known})"
-            )
-        raise ConfigError(
-            f"unknown provider type {type_name!r}; pip install mailer-{type_name} "
-            f"(installed types: {known})"
-        )
     try:
-        cls = _load(ep)
+        obj = _entry_points.load(type_name)
+        if isinstance(obj, type) and issubclass(obj, Provider):
+            return obj  # the common case, without reading the entry points again
+        return _checked(obj, _entry_points.by_name()[type_name])
+    except _entry_points.UnknownType:
+        pass
     except Exception as exc:
-        dist = ep.dist.name if ep.dist is not None else "an unknown package"
+        ep = _entry_points.by_name().get(type_name)
+        dist = ep.dist.name if ep is not None and ep.dist is not None else "an unknown package"
         raise ConfigError(
             f"provider type {type_name!r} (from {dist}) failed to load: {type(exc).__name__}: {exc}"
         ) from exc
-    _cache[type_name] = cls
-    return cls
+    installed = sorted(_entry_points.by_name())
+    near = close_names(type_name, installed)
+    known = ", ".join(installed) or "none"
+    if near:
+        raise ConfigError(
+            f"unknown provider type {type_name!r}; did you mean {near[0]!r}? "
+            f"(if not: pip install mailer-{type_name}; installed types: {known})"
+        )
+    raise ConfigError(
+        f"unknown provider type {type_name!r}; pip install mailer-{type_name} "
+        f"(installed types: {known})"
+    )
 
 
 def discover() -> list[PluginInfo]:
@@ -91,7 +81,7 @@ def discover() -> list[PluginInfo]:
         dist = ep.dist.name if ep.dist is not None else None
         version = ep.dist.version if ep.dist is not None else None
         try:
-            cls: type[Provider] | None = _load(ep)
+            cls: type[Provider] | None = _checked(ep.load(), ep)
             error = None
         except Exception as exc:
             log.warning("provider plugin %r from %s failed to load: %s", ep.name, dist, exc)

@@ -21,6 +21,7 @@ from urllib.parse import SplitResult
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import _entry_points
 from ._errors import (
     AllProvidersFailed,
     ConfigError,
@@ -216,10 +217,10 @@ def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, A
 
 
 def _is_type_of(key: str, cls: type[Provider]) -> bool:
-    """Whether ``key`` is a provider type name (an entry point) that loads ``cls``."""
-    from ._plugins import load_provider_class
-
+    """Whether ``key`` is a provider type name (an entry point) that loads ``cls`` or a base
+    of it. Asked of the entry points, not of ``_plugins``, which builds on this module."""
     try:
-        return issubclass(cls, load_provider_class(key))
-    except ConfigError:
+        target = _entry_points.load(key)
+    except Exception:  # not a type name, or one that fails to load: not ours either way
         return False
+    return isinstance(target, type) and issubclass(target, Provider) and issubclass(cls, target)

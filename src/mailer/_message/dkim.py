@@ -35,6 +35,10 @@ import anyio
 import idna
 from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_validator, model_validator
 
+from .._errors import MessageError
+from .._options import Alias, normalize_options
+from ._checks import HEADER_NAME
+
 if TYPE_CHECKING:
     from . import Message
 
@@ -132,8 +136,6 @@ class DKIMOptions(BaseModel):
     def _nodemailer_names(cls, data: Any) -> Any:
         """Nodemailer's ``dkim`` block (``domainName``, ``keySelector``, ``privateKey``)
         pasted as is: renamed like the rest of the seeds' vocabulary."""
-        from .._options import Alias, normalize_options
-
         aliases = {"domainName": Alias("domain"), "keySelector": Alias("selector"),
                    "privateKey": Alias("private_key")}  # fmt: skip
         return normalize_options(data, aliases=aliases)
@@ -158,8 +160,6 @@ class DKIMOptions(BaseModel):
     def _headers(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is None:
             return None
-        from . import HEADER_NAME  # the one header-name rule (a cycle at import)
-
         names = tuple(h.strip().lower() for h in value)
         if not all(HEADER_NAME.match(h) for h in names):
             raise ValueError("dkim.headers must be header field names")
@@ -288,8 +288,6 @@ def signature(message: Message, options: DKIMOptions) -> bytes:
     try:
         header = _sign_rendered(message, options)
     except ValueError as exc:
-        from .._errors import MessageError
-
         raise MessageError(str(exc)) from None
     if not header.endswith(b"\r\n"):
         header += b"\r\n"
