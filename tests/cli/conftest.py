@@ -137,7 +137,7 @@ def mailer_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runner:
     """Run the ``mailer`` command in-process, in ``tmp_path``, as CliRunner sees it."""
     from typer.testing import CliRunner
 
-    from mailer._cli.commands import app
+    from mailer._cli import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MAILER_CONFIG", raising=False)

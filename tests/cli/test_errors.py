@@ -78,7 +78,7 @@ def test_usage_error_exit_2(mailer_cli: Any) -> None:
 )
 def test_message_errors_get_hints_that_fit(fields: dict[str, Any], needle: str) -> None:
     from mailer import Message, MessageError
-    from mailer._cli.commands import explain
+    from mailer._cli.common import explain
 
     try:
         message = Message(**fields)
@@ -97,10 +97,11 @@ def test_every_page_a_hint_names_is_shipped() -> None:
     import re
     from pathlib import Path
 
-    import mailer._cli.commands
+    import mailer._cli
     from mailer._docs import page_path
 
-    source = Path(mailer._cli.commands.__file__).read_text()
+    package = Path(mailer._cli.__file__).parent
+    source = "\n".join(path.read_text() for path in sorted(package.glob("*.py")))
     pages = set(re.findall(r'see\("([a-z-]+)"', source))
     assert {"configuration", "troubleshooting", "security"} <= pages
     for page in pages:

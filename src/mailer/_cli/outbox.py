@@ -1,5 +1,5 @@
 """``mailer worker`` and ``mailer outbox status|list|retry|purge``: rendering only; the
-work is the Outbox's. Registered on the ``mailer`` command by mailer._cli."""
+work is the Outbox's."""
 
 from __future__ import annotations
 
@@ -14,19 +14,10 @@ import anyio
 import typer
 from rich.table import Table
 
+from .._log import one_line
 from .._outbox.config import parse_duration
 from .._outbox.store import STATES, State
-from .commands import (
-    EXIT_FAILED,
-    EXIT_USAGE,
-    ConfigOption,
-    _fail,
-    _friendly,
-    _one_line,
-    _run,
-    app,
-    out,
-)
+from .common import EXIT_FAILED, EXIT_USAGE, ConfigOption, app, fail, friendly, out, run
 
 if TYPE_CHECKING:
     from .._mailer import Mailer
@@ -56,7 +47,7 @@ def _state(value: str | None) -> State | None:
     if value is None:
         return None
     if value not in STATES:
-        _fail(f"unknown state {value!r}", f"use one of: {', '.join(STATES)}", EXIT_USAGE)
+        fail(f"unknown state {value!r}", f"use one of: {', '.join(STATES)}", EXIT_USAGE)
     return value  # type: ignore[return-value]
 
 
@@ -65,7 +56,7 @@ def _when(timestamp: float) -> str:
 
 
 @app.command()
-@_friendly
+@friendly
 def worker(
     config: ConfigOption = Path("mailer.toml"),
     concurrency: Annotated[
@@ -106,13 +97,13 @@ def worker(
             tg.cancel_scope.cancel()
         return counts
 
-    counts = _run(go)
+    counts = run(go)
     summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing"
     log.info("outbox worker stopped: %s", summary)
 
 
 @outbox_app.command("status")
-@_friendly
+@friendly
 def status(config: ConfigOption = Path("mailer.toml")) -> None:
     """Messages per state."""
     mailer = _mailer(config)
@@ -121,15 +112,15 @@ def status(config: ConfigOption = Path("mailer.toml")) -> None:
         async with mailer:
             return dict(await mailer.outbox.stats())
 
-    stats = _run(go)
+    stats = run(go)
     table = Table("state", "messages")
     for state in STATES:
         table.add_row(state, str(stats[state]))
-    out.print(table)
+    out().print(table)
 
 
 @outbox_app.command("list")
-@_friendly
+@friendly
 def list_(
     config: ConfigOption = Path("mailer.toml"),
     state: StateOption = None,
@@ -143,7 +134,7 @@ def list_(
         async with mailer:
             return list(await mailer.outbox.items(wanted, limit))
 
-    items = _run(go)
+    items = run(go)
     # One tab-separated line per message, never wrapped: Message-IDs are copied from here
     # into `mailer outbox retry`, and scripts read it with cut/awk.
     typer.echo("message-id\tstate\tattempts\tupdated (UTC)\tnext (UTC)\tprovider\tlast error")
@@ -152,13 +143,13 @@ def list_(
             item.message_id, item.state, str(item.attempts), _when(item.updated),
             _when(item.next_at) if item.state == "queued" else "-",
             f"{item.pin} (pinned)" if item.pin else item.provider or "-",
-            _one_line(item.last_error or "-", 300).replace("\t", " "),
+            one_line(item.last_error or "-", 300).replace("\t", " "),
         ]  # fmt: skip
         typer.echo("\t".join(fields))
 
 
 @outbox_app.command("retry")
-@_friendly
+@friendly
 def retry(
     message_ids: Annotated[list[str], typer.Argument(help="Message-IDs to queue again.")],
     config: ConfigOption = Path("mailer.toml"),
@@ -170,15 +161,15 @@ def retry(
         async with mailer:
             return int(await mailer.outbox.retry(*message_ids))
 
-    count = _run(go)
-    out.print(f"{count} of {len(message_ids)} queued again")
+    count = run(go)
+    out().print(f"{count} of {len(message_ids)} queued again")
     if count < len(message_ids):
-        _fail("some Message-IDs are not in the outbox (or are being sent right now)",
+        fail("some Message-IDs are not in the outbox (or are being sent right now)",
               "see `mailer outbox list`", EXIT_FAILED)  # fmt: skip
 
 
 @outbox_app.command("purge")
-@_friendly
+@friendly
 def purge(
     state: Annotated[str, typer.Option("--state", help="sent, failed, dead, unknown, queued.")],
     older_than: Annotated[
@@ -190,15 +181,15 @@ def purge(
     wanted = _state(state)
     assert wanted is not None
     if wanted == "sending":
-        _fail("messages being sent cannot be purged", code=EXIT_USAGE)
+        fail("messages being sent cannot be purged", code=EXIT_USAGE)
     try:
         seconds = parse_duration(older_than)
     except ValueError as exc:
-        _fail(f"--older-than: {exc}", code=EXIT_USAGE)
+        fail(f"--older-than: {exc}", code=EXIT_USAGE)
     mailer = _mailer(config)
 
     async def go() -> int:
         async with mailer:
             return int(await mailer.outbox.purge(wanted, seconds))
 
-    out.print(f"purged {_run(go)} {wanted} messages")
+    out().print(f"purged {run(go)} {wanted} messages")

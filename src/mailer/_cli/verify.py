@@ -1,0 +1,110 @@
+"""``mailer verify``: every provider's connection, TLS and credentials checked at once,
+without sending."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from .._docs import see
+from .._log import one_line
+from .common import (
+    EXIT_FAILED,
+    ConfigOption,
+    JsonOption,
+    app,
+    error_json,
+    fail,
+    friendly,
+    out,
+    print_json,
+    run,
+)
+
+
+@app.command()
+@friendly
+def verify(
+    config: ConfigOption = Path("mailer.toml"),
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each provider's check may take (they run at once).")
+    ] = 30.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Check every provider (connect, TLS, auth) without sending; exit 1 if any fails."""
+    from .._config import load_config
+    from .._mailer import Mailer
+
+    cfg = load_config(config)
+    types = {entry.name or entry.type: entry.type for entry in cfg.providers if entry.enabled}
+    mailer = Mailer.from_config(cfg)
+    health = mailer.health()  # names and priorities, in the Mailer's order
+
+    async def go() -> dict[str, Exception | None]:
+        results: dict[str, Exception | None] = {}
+
+        async def one(name: str, provider: Any) -> None:
+            # Each check under its own deadline, so one that hangs is named, not
+            # "verify did not finish"; the others still report.
+            try:
+                with anyio.fail_after(timeout):
+                    await provider.verify()
+            except TimeoutError:
+                results[name] = TimeoutError(
+                    f"no answer within {timeout:g}s: the provider hangs (check its host, "
+                    "port, secure setting and timeouts)"
+                )
+            except Exception as exc:
+                results[name] = exc
+            else:
+                results[name] = None
+
+        async with mailer, anyio.create_task_group() as tg:
+            for provider in mailer.providers:
+                tg.start_soon(one, provider.name, provider)
+        return {name: results[name] for name in health}
+
+    results: dict[str, Exception | None] = run(go)
+    failed = [name for name, error in results.items() if error is not None]
+    if as_json:
+        print_json(
+            {
+                "ok": not failed,
+                "config": str(config),
+                "providers": [
+                    {
+                        "name": name,
+                        "type": types.get(name),
+                        "priority": health[name]["priority"],
+                        "ok": error is None,
+                        "error": None if error is None else error_json(error),
+                    }
+                    for name, error in results.items()
+                ],
+            }
+        )
+        if failed:
+            raise typer.Exit(EXIT_FAILED)
+        return
+    table = Table(title=f"Providers in {config}", title_justify="left")
+    for col in ("priority", "name", "type", "result"):
+        table.add_column(col)
+    for name, error in results.items():
+        if error is None:
+            status = "[green]ok[/]"
+        else:
+            why = one_line(str(error.args[0]) if error.args else str(error), 200)
+            status = f"[red]FAILED[/] {escape(type(error).__name__)}: {escape(why)}"
+        table.add_row(str(health[name]["priority"]), escape(name), types.get(name, "?"), status)
+    out().print(table)
+    if failed:
+        fail(
+            f"{len(failed)} of {len(results)} provider(s) failed: {', '.join(failed)}",
+            "each message is explained in " + see("troubleshooting"),
+        )
+    out().print(f"[green]all {len(results)} provider(s) ok[/]")
