@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
-from ._options import config_error_text, resolve_paths
+from ._options import resolve_paths, validation_text
 from ._outbox.config import OutboxConfig
 from ._routing.budget import BudgetConfig
 from ._routing.group import GROUPS
@@ -342,7 +342,7 @@ def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> Mailer
     try:
         return MailerConfig.model_validate(data)
     except ValidationError as exc:
-        error = ConfigError(config_error_text("mailer", exc, MailerConfig))
+        error = ConfigError(validation_text("config for mailer", exc, MailerConfig))
     raise error  # outside the except: the pydantic error holds input values (secrets)
 
 
@@ -351,5 +351,5 @@ def load_outbox_config(source: Mapping[str, Any] | str) -> OutboxConfig:
     try:
         return OutboxConfig.model_validate(source)
     except ValidationError as exc:
-        error = ConfigError(config_error_text("outbox", exc, OutboxConfig))
+        error = ConfigError(validation_text("config for outbox", exc, OutboxConfig))
     raise error  # outside the except: the pydantic error holds input values (a password)

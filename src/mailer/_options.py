@@ -29,9 +29,9 @@ __all__ = [
     "MS_LOOKING_SECONDS",
     "Alias",
     "close_names",
-    "config_error_text",
     "normalize_options",
     "resolve_paths",
+    "validation_text",
 ]
 
 #: a duration in seconds at least this large was almost certainly meant as milliseconds
@@ -170,21 +170,26 @@ def _suggestion(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
     return f"; did you mean {best}?"
 
 
-def config_error_text(what: str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
-    """A one-line summary of a pydantic error that never shows input values.
+def validation_text(what: str, exc: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """``invalid WHAT: `` and a one-line summary of a pydantic error that never shows input
+    values: the one summariser, for config (``config for provider 'x'``) and messages
+    (``message``) alike.
 
-    With ``model`` (the model that was validated), an unknown option gets "did you mean"
+    Each error reads ``where: why``. A nested model that raised its own summary (an
+    Address inside ``to``) is not announced twice. With ``model`` (the model that was
+    validated, for config), an unknown key reads "unknown option" with "did you mean"
     from that level's option names and aliases.
     """
+    lead = f"invalid {what}: "
     parts = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = tuple(err["loc"])
-        text = str(err.get("msg", "")).removeprefix("Value error, ")
-        if err.get("type") == "extra_forbidden":
+        text = str(err.get("msg", "")).removeprefix("Value error, ").removeprefix(lead)
+        if model is not None and err.get("type") == "extra_forbidden":
             text = "unknown option" + _suggestion(model, loc)
         where = ".".join(str(p) for p in loc)
         parts.append(f"{where}: {text}" if where else text)
-    return f"invalid config for {what}: " + "; ".join(parts)
+    return lead + "; ".join(parts)
 
 
 def _is_path(annotation: Any) -> bool:

@@ -30,7 +30,7 @@ from ._errors import (
     MailerError,
 )
 from ._message import Message
-from ._options import config_error_text
+from ._options import validation_text
 from ._result import SendResult
 from ._routing.attempt import commit_point, current_attempt
 from ._routing.ratelimit import RateLimit
@@ -122,7 +122,7 @@ class Provider(AsyncClosing):
         try:
             validated = cls.Config.model_validate(dict(config or {}))
         except ValidationError as exc:
-            error = ConfigError(config_error_text(f"provider {name!r}", exc, cls.Config))
+            error = ConfigError(validation_text(f"config for provider {name!r}", exc, cls.Config))
         else:
             return cls(name, validated)
         # Raised outside the except block so that the pydantic error, which holds the

@@ -15,6 +15,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._errors import MessageError
+from .._options import validation_text
 
 # C0 controls (HTAB included: it has no business in a name or address), DEL, C1 controls
 # and the Unicode line/paragraph separators that str.splitlines() treats as newlines.
@@ -96,7 +97,7 @@ class Strict(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            error = MessageError(validation_summary(exc))
+            error = MessageError(validation_text("message", exc))
         else:
             return
         raise error  # outside the except: the pydantic error holds every input value
@@ -113,19 +114,7 @@ class Strict(BaseModel):
         try:
             return super().model_validate_json(json_data, **kwargs)
         except ValidationError as exc:
-            error = MessageError(validation_summary(exc))
+            error = MessageError(validation_text("message", exc))
         finally:
             FROM_JSON.reset(token)
         raise error  # outside the except, as above
-
-
-def validation_summary(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        text = str(err.get("msg", ""))
-        text = text.removeprefix("Value error, ")
-        # a nested model (an Address in ``to``) already summarised its own error
-        text = text.removeprefix("invalid message: ").removeprefix("message: ")
-        parts.append(f"{loc}: {text}" if loc else text)
-    return "invalid message: " + "; ".join(parts)

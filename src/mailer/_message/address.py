@@ -27,13 +27,13 @@ from pydantic import (
 )
 
 from .._errors import MessageError
+from .._options import validation_text
 from ._checks import (
     ENCODED_WORD,
     Strict,
     check_length,
     check_text,
     describe,
-    validation_summary,
 )
 
 _ATEXT = re.compile(r"^[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+$")
@@ -271,7 +271,7 @@ class Address(Strict):
         try:
             return cls.model_validate(value)
         except ValidationError as exc:
-            raise MessageError(validation_summary(exc)) from None
+            raise MessageError(validation_text("message", exc)) from None
 
     @property
     def domain(self) -> str:

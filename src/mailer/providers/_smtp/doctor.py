@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from ..._log import one_line
-from ..._options import config_error_text
+from ..._options import validation_text
 from .config import SMTPConfig, is_loopback
 
 __all__ = [
@@ -398,7 +398,7 @@ def check_settings(settings: dict[str, Any]) -> str | None:
     try:
         SMTPConfig.model_validate(settings)
     except ValidationError as exc:
-        return config_error_text("the suggested settings", exc, SMTPConfig)
+        return validation_text("config for the suggested settings", exc, SMTPConfig)
     return None
 
 

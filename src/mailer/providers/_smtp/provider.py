@@ -22,7 +22,7 @@ from ..._backend import current_async_library
 from ..._errors import ConfigError, DeliveryError, MessageError
 from ..._message import Message
 from ..._message.dkim import choose, sign
-from ..._options import config_error_text
+from ..._options import validation_text
 from ..._provider import Provider, deep_merge
 from ..._result import SendResult
 from ._proxy import require_library
@@ -176,9 +176,10 @@ class SMTPProvider(Provider):
         base = self._cfg.model_dump(exclude_unset=True)
         try:
             return SMTPConfig.model_validate(deep_merge(base, options))
-        except (ValidationError, ConfigError) as exc:
-            text = config_error_text(f"provider {self.name!r}", exc, SMTPConfig) if isinstance(
-                exc, ValidationError) else str(exc)  # fmt: skip
+        except ValidationError as exc:
+            text = validation_text(f"config for provider {self.name!r}", exc, SMTPConfig)
+        except ConfigError as exc:
+            text = str(exc)
         raise MessageError(f"provider_options for {self.name!r} cannot apply: {text}")
 
     def check_options(self, options: dict[str, Any]) -> None:
