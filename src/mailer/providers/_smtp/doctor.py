@@ -18,16 +18,19 @@ import contextlib
 import ipaddress
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from aiosmtplib.errors import SMTPResponseException
 from pydantic import ValidationError
 
 from ..._log import one_line
 from ..._options import validation_text
 from .config import SMTPConfig, is_loopback
+from .pipeline import Reply, parse_replies
 
 __all__ = [
     "CertInfo",
@@ -101,25 +104,27 @@ class Diagnosis:
         return self.reachable and self.mode != "unknown" and not self.problems
 
 
-async def _reply(reader: asyncio.StreamReader, timeout: float) -> tuple[int, list[str]]:
-    """One (multi-line) SMTP reply; bounded in lines and time."""
-    lines: list[str] = []
-    for _ in range(200):
+async def _reply(reader: asyncio.StreamReader, timeout: float) -> Reply:
+    """One (multi-line) SMTP reply, read a line at a time (so nothing past it is taken)
+    and parsed by the parser the SMTP provider uses; bounded in size and time."""
+    buffer, replies = bytearray(), deque[Reply]()
+    while not replies:
         raw = await asyncio.wait_for(reader.readline(), timeout)
         if not raw:
             raise ConnectionError("the server closed the connection")
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if len(line) < 3 or not line[:3].isdigit() or (len(line) > 3 and line[3] not in " -"):
-            raise _NotSMTP(f"not an SMTP reply: {line[:60]!r}")
-        lines.append(line[4:])
-        if len(line) == 3 or line[3] == " ":
-            return int(line[:3]), lines
-    raise _NotSMTP("an SMTP reply of more than 200 lines")
+        buffer += raw
+        try:
+            parse_replies(buffer, replies, 1)
+        except SMTPResponseException as exc:
+            raise _NotSMTP(f"not an SMTP reply ({exc.message})") from None
+    code, text = replies[0]
+    # shown to a person, not matched: bytes that are not UTF-8 become U+FFFD
+    return Reply(code, text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
 
 
 async def _command(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter, line: str, timeout: float
-) -> tuple[int, list[str]]:
+) -> Reply:
     writer.write(line.encode("ascii") + b"\r\n")
     await asyncio.wait_for(writer.drain(), timeout)
     return await _reply(reader, timeout)
@@ -140,13 +145,13 @@ async def _ehlo(
     sock = writer.get_extra_info("sockname")
     local = sock[0] if isinstance(sock, tuple) else "127.0.0.1"
     literal = f"[IPv6:{local}]" if ":" in local else f"[{local}]"
-    code, lines = await _command(reader, writer, f"EHLO {literal}", timeout)
-    if code != 250:
-        code, lines = await _command(reader, writer, f"HELO {literal}", timeout)
-        if code != 250:
-            raise _NotSMTP(f"EHLO and HELO refused: {code} {' '.join(lines)}")
+    reply = await _command(reader, writer, f"EHLO {literal}", timeout)
+    if reply.code != 250:
+        reply = await _command(reader, writer, f"HELO {literal}", timeout)
+        if reply.code != 250:
+            raise _NotSMTP(f"EHLO and HELO refused: {reply.code} {' '.join(reply.lines)}")
         return {}
-    return _extensions(lines)
+    return _extensions(reply.lines)
 
 
 def _contexts(ca_file: Path | None) -> tuple[ssl.SSLContext, ssl.SSLContext, ssl.SSLContext]:
@@ -249,20 +254,21 @@ async def _session(
             )
             _describe_tls(writer, cert)
         try:
-            code, lines = await _reply(reader, timeout)
+            greeting = await _reply(reader, timeout)
         except TimeoutError:
             probe.failure = f"no greeting within {timeout:g}s"
             return probe, cert
-        probe.greeting = f"{code} {lines[0] if lines else ''}".strip()
-        if code != 220:
+        probe.greeting = f"{greeting.code} {greeting.lines[0]}".strip()
+        if greeting.code != 220:
             probe.failure = f"the server refuses sessions: {probe.greeting}"
             return probe, cert
         probe.extensions = await _ehlo(reader, writer, timeout)
         probe.ok = True
         if not implicit and "STARTTLS" in probe.extensions and context is not None:
-            code, lines = await _command(reader, writer, "STARTTLS", timeout)
-            if code != 220:
-                probe.failure = f"STARTTLS offered but refused: {code} {' '.join(lines)}"
+            reply = await _command(reader, writer, "STARTTLS", timeout)
+            if reply.code != 220:
+                text = " ".join(reply.lines)
+                probe.failure = f"STARTTLS offered but refused: {reply.code} {text}"
                 return probe, cert
             await asyncio.wait_for(writer.start_tls(context, server_hostname=servername), timeout)
             probe.starttls = True

@@ -49,12 +49,20 @@ class Reply(NamedTuple):
     code: int
     message: str
 
+    @property
+    def lines(self) -> list[str]:
+        """The text of each line of the reply, in order (EHLO's first is the greeting)."""
+        return self.message.split("\n")
+
 
 def parse_replies(buffer: bytearray, out: deque[Reply], limit: int) -> None:
     """Move up to ``limit`` complete replies from the front of ``buffer`` to ``out``.
 
-    Raises ``SMTPResponseException(-1, ...)`` for a malformed or oversized reply. What
-    is left in ``buffer`` is an incomplete reply (or more than ``limit`` replies).
+    The one parser of SMTP replies of ours: this stream's and ``mailer doctor``'s (which
+    feeds it line by line). Raises ``SMTPResponseException(-1, ...)`` for a malformed or
+    oversized reply, worded as aiosmtplib words its own, so that a bad reply reads the same
+    whichever reader met it. What is left in ``buffer`` is an incomplete reply (or more
+    than ``limit`` replies).
     """
     start = 0
     lines: list[bytes] = []
