@@ -33,7 +33,7 @@ class Rule:
 
 
 # Leaf helpers that import nothing of ours: any layer may use them.
-BASE = ("mailer._errors", "mailer._options")
+BASE = ("mailer._errors", "mailer._options", "mailer._text")
 
 # The front end and what sits on it: no layer below the Mailer reaches up into them.
 FRONT = ("mailer._mailer", "mailer._sync", "mailer._outbox", "mailer._config")

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
+from ._text import LINE, clip
+
 if TYPE_CHECKING:
     from ._routing.events import Event
 
@@ -85,13 +87,13 @@ def get_logger(name: str = "mailer") -> logging.Logger:
     return logger
 
 
-def one_line(text: str, limit: int = 400) -> str:
+def one_line(text: str, limit: int = LINE) -> str:
     """Redacted, on one line, at most ``limit`` characters: for CLI errors and reports.
 
     Server replies and validation errors can span lines; a one-line error must not.
     """
     flat = " ".join(redact(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    return clip(flat, limit)
 
 
 # ----------------------------------------------------------------- delivery records

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from .._errors import ConfigError
 from .._log import one_line
+from .._text import REASON
 from .common import ConfigOption, JsonOption, app, fail, friendly, out, print_json, run
 
 
@@ -37,7 +38,7 @@ def health(config: ConfigOption = Path("mailer.toml"), as_json: JsonOption = Fal
             except Exception as exc:
                 error = ConfigError(
                     f"cannot read the health store {store}: {type(exc).__name__}: "
-                    f"{one_line(str(exc), 200)}"
+                    f"{one_line(str(exc), REASON)}"
                 )
             raise error
 

@@ -143,7 +143,7 @@ def list_(
             item.message_id, item.state, str(item.attempts), _when(item.updated),
             _when(item.next_at) if item.state == "queued" else "-",
             f"{item.pin} (pinned)" if item.pin else item.provider or "-",
-            one_line(item.last_error or "-", 300).replace("\t", " "),
+            one_line(item.last_error or "-").replace("\t", " "),
         ]  # fmt: skip
         typer.echo("\t".join(fields))
 

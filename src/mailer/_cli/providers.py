@@ -6,6 +6,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .._log import one_line
+from .._text import REASON
 from .common import app, friendly, out
 
 
@@ -28,7 +29,7 @@ def providers() -> None:
             status = "[green]ok[/]"
         else:
             broken += 1
-            status = f"[red]failed to load[/]: {escape(one_line(info.error or '', 160))}"
+            status = f"[red]failed to load[/]: {escape(one_line(info.error or '', REASON))}"
         table.add_row(info.type, escape(package), escape(info.target), status)
     out().print(table)
     if broken:

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .._docs import see
 from .._log import one_line
+from .._text import REASON
 from .common import (
     EXIT_FAILED,
     ConfigOption,
@@ -98,7 +99,7 @@ def verify(
         if error is None:
             status = "[green]ok[/]"
         else:
-            why = one_line(str(error.args[0]) if error.args else str(error), 200)
+            why = one_line(str(error.args[0]) if error.args else str(error), REASON)
             status = f"[red]FAILED[/] {escape(type(error).__name__)}: {escape(why)}"
         table.add_row(str(health[name]["priority"]), escape(name), types.get(name, "?"), status)
     out().print(table)

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, SecretStr, field_valida
 
 from .._errors import MessageError
 from .._options import Alias, normalize_options
+from .._text import REASON, clip
 from ._checks import HEADER_NAME
 
 if TYPE_CHECKING:
@@ -250,7 +251,7 @@ def _sign_head(head: bytes, bh: bytes, options: DKIMOptions, *, what: str = "dki
     except Exception as exc:  # dkimpy's KeyFormatError, ParameterError, NaCl errors...
         # dkimpy's reasons name the format problem ("Private key not found"), never the
         # key; cut to one short line all the same
-        reason = (str(exc).splitlines() or [""])[0][:120]
+        reason = clip((str(exc).splitlines() or [""])[0], REASON)
         raise ValueError(
             f"{what} cannot sign with {options.algorithm}: {type(exc).__name__}"
             + (f" ({reason})" if reason else "")

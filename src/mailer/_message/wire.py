@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable
 
 from .._errors import MessageError
+from .._text import QUOTE, clip
 
 _OVERLONG_LINE = re.compile(rb"(?m)^[^\r\n]{999}")  # anchored: linear, not quadratic
 _LINE_START = re.compile(rb"(?m)^(?:([!-9;-~]+):|[ \t])")
@@ -44,7 +45,7 @@ def _check_head(data: bytes, expected_headers: Iterable[str]) -> None:
             raise MessageError("rendered header line longer than 998 octets")
         m = _LINE_START.match(line)
         if m is None:
-            raise MessageError(f"rendered header has an unexpected line: {line[:60]!r}")
+            raise MessageError(f"rendered header has an unexpected line: {clip(line, QUOTE)!r}")
         if m.group(1) is not None:
             name = m.group(1).decode("ascii").lower()
             if name not in allowed:

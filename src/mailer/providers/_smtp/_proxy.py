@@ -35,6 +35,7 @@ from typing import Literal
 
 from ..._log import register_secret
 from ..._proxy_url import ProxyURL, parse_proxy_url
+from ..._text import QUOTE, REASON, clip
 from . import _happy
 
 __all__ = ["SCHEMES", "ProxyFailure", "ProxyURL", "connect", "parse_proxy", "require_library"]
@@ -171,13 +172,13 @@ async def _http_connect(proxy: ProxyURL, host: str, port: int) -> socket.socket:
     parts = status.split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
         sock.close()
-        raise ProxyFailure("protocol", proxy, f"not an HTTP answer: {status[:80]!r}")
+        raise ProxyFailure("protocol", proxy, f"not an HTTP answer: {clip(status, QUOTE)!r}")
     code = int(parts[1])
     if 200 <= code < 300:
         return sock
     sock.close()
     kind: FailureKind = "auth" if code == 407 else "rejected"
-    raise ProxyFailure(kind, proxy, f"HTTP {status.partition(' ')[2][:120]}")
+    raise ProxyFailure(kind, proxy, f"HTTP {clip(status.partition(' ')[2], REASON)}")
 
 
 async def _read_head(
@@ -191,13 +192,13 @@ async def _read_head(
             raise ProxyFailure("protocol", proxy, "the CONNECT answer has no end")
         byte = await loop.sock_recv(sock, 1)
         if not byte:
-            shown = bytes(head).split(b"\r\n", 1)[0].decode("latin-1")[:80]
+            shown = clip(bytes(head).split(b"\r\n", 1)[0].decode("latin-1"), QUOTE)
             detail = f"closed the connection after {shown!r}" if head else "closed the connection"
             raise ProxyFailure("protocol", proxy, detail)
         head += byte
         if byte == b"\n" and head.count(b"\n") == 1 and not head.startswith(b"HTTP/"):
             # not an HTTP proxy (an SMTP server's 220, say): no blank line will come
-            shown = bytes(head).strip().decode("latin-1")[:80]
+            shown = clip(bytes(head).strip().decode("latin-1"), QUOTE)
             raise ProxyFailure("protocol", proxy, f"not an HTTP answer: {shown!r}")
     return bytes(head)
 

@@ -48,6 +48,7 @@ from ..._errors import (
     RecipientsRefused,
     TransientError,
 )
+from ..._text import REASON, clip
 from ._proxy import ProxyFailure
 
 _E = TypeVar("_E", bound=BaseException)
@@ -408,7 +409,7 @@ def _map_exception(
         )
     if response is not None:  # code -1: a reply we could not parse
         return TransientError(
-            f"malformed reply from {endpoint.where} at {phase}: {response.message[:120]}"
+            f"malformed reply from {endpoint.where} at {phase}: {clip(response.message, REASON)}"
         )
     if isinstance(exc, smtp_errors.SMTPException | OSError):
         return TransientError(f"connection to {endpoint.where} lost at {phase}")

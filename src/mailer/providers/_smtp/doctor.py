@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from ..._log import one_line
 from ..._options import validation_text
+from ..._text import REASON
 from .config import SMTPConfig, is_loopback
 from .pipeline import Reply, parse_replies
 
@@ -354,15 +355,17 @@ async def diagnose(
     try:
         tls_probe = await _probe(host, port, name, True, ca_file, timeout)
     except (ssl.SSLError, ConnectionError, TimeoutError, asyncio.IncompleteReadError) as exc:
-        tls_probe = Probe("implicit-tls", failure=f"no TLS handshake ({one_line(str(exc), 120)})")
+        tls_probe = Probe(
+            "implicit-tls", failure=f"no TLS handshake ({one_line(str(exc), REASON)})"
+        )
     except (_NotSMTP, OSError) as exc:
-        tls_probe = Probe("implicit-tls", failure=one_line(str(exc), 160))
+        tls_probe = Probe("implicit-tls", failure=one_line(str(exc), REASON))
     diag.probes.append(tls_probe)
     if not tls_probe.ok:
         try:
             plain = await _probe(host, port, name, False, ca_file, timeout)
         except (_NotSMTP, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            plain = Probe("plaintext", failure=one_line(str(exc) or type(exc).__name__, 160))
+            plain = Probe("plaintext", failure=one_line(str(exc) or type(exc).__name__, REASON))
         diag.probes.append(plain)
     conclude(diag, ca_file)
     return diag

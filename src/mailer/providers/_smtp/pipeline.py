@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from aiosmtplib import errors as smtp_errors
 
+from ..._text import QUOTE, clip
 from .wire import Piece, payload_size
 
 __all__ = ["Reply", "ReplyStream", "parse_replies"]
@@ -77,7 +78,7 @@ def parse_replies(buffer: bytearray, out: deque[Reply], limit: int) -> None:
             raise smtp_errors.SMTPResponseException(-1, "Response too long")
         head = line[:3]
         if not head.isdigit() or line[3:4] not in (b" ", b"-", b"\r", b"\n"):
-            text = line.decode("utf-8", "replace").strip()
+            text = clip(line.decode("utf-8", "replace").strip(), QUOTE)
             raise smtp_errors.SMTPResponseException(-1, f"Malformed SMTP response line: {text}")
         code = int(head)
         lines.append(line[4:].strip(b" \t\r\n"))

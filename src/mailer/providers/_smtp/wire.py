@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..._errors import MessageError
 from ..._message.mime import Rendering, Source
+from ..._text import QUOTE, clip
 
 __all__ = [
     "check_envelope_address",
@@ -175,7 +176,7 @@ def check_envelope_address(address: str, what: str, *, utf8: bool = False) -> st
     Non-ASCII is allowed only with ``utf8`` (a transaction with SMTPUTF8, RFC 6531).
     """
     if not address or _FORBIDDEN_IN_ADDRESS.search(address) or not (utf8 or address.isascii()):
-        shown = repr(address[:80])
+        shown = repr(clip(address, QUOTE))
         raise MessageError(
             f"{what} cannot go into an SMTP command (empty, non-ASCII without SMTPUTF8, "
             f"space, angle bracket or control character): {shown}"
