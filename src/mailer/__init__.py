@@ -1,9 +1,17 @@
 """mailer-failover: send email through several providers, failing over between them.
 
-The public API is what ``__all__`` lists. Two more modules are public, for plugin
-authors: ``mailer.providers.http`` (``HTTPProvider``, ``HTTPConfig``, ``HTTPRequest``: the
-base every HTTP API adapter builds on) and ``mailer.testing`` (``ProviderConformance``,
-``ScriptedProvider``, the ``outbox`` fixture). Every other module is private.
+The public API is what ``__all__`` lists, and the public modules are the ones
+``PUBLIC_MODULES`` names, here and nowhere else:
+
+* ``mailer``: this API;
+* ``mailer.providers``: the built-in provider classes, to build one in Python;
+* ``mailer.providers.http``: ``HTTPProvider``, ``HTTPConfig``, ``HTTPRequest``, the base
+  every HTTP API adapter (a plugin) builds on;
+* ``mailer.testing``: ``ProviderConformance``, ``ScriptedProvider``, the ``outbox`` fixture;
+* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
+
+Every other module is private (its name, or a package above it, starts with ``_``), and
+the documentation imports only public ones (tests/docs checks both).
 """
 
 from ._errors import (
@@ -32,7 +40,19 @@ from ._sync import SyncMailer
 
 __version__ = "0.1.0"
 
+#: every module a user may import; anything else is private and may change in any release
+PUBLIC_MODULES = (
+    "mailer",
+    "mailer.providers",
+    "mailer.providers.http",
+    "mailer.testing",
+    "mailer.django",
+    "mailer.flask",
+    "mailer.otel",
+)
+
 __all__ = [
+    "PUBLIC_MODULES",
     "Address",
     "AllProvidersFailed",
     "Attachment",

@@ -1,1 +1,73 @@
-"""Built-in providers. Each registers through the ``mailer.providers`` entry-point group."""
+"""The built-in providers, for building one in Python rather than from a config file::
+
+    from mailer.providers import SMTPProvider
+    primary = SMTPProvider.from_config("primary", {"host": "smtp.example.com"})
+
+This is their one public home (their modules are private). Each is imported on first use
+(a module ``__getattr__``, PEP 562), so ``import mailer`` still imports neither aiosmtplib
+nor httpx. A config file names the same classes by type (``type = "smtp"``), through the
+``mailer.providers`` entry-point group, which plugins join.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._file import FileProvider
+    from ._mailgun import MailgunConfig, MailgunProvider
+    from ._memory import MemoryProvider
+    from ._postmark import PostmarkConfig, PostmarkProvider
+    from ._resend import ResendConfig, ResendProvider
+    from ._sendgrid import SendGridConfig, SendGridProvider
+    from ._ses import SESConfig, SESProvider
+    from ._smtp import SMTPConfig, SMTPProvider
+
+# name -> the private module it lives in
+_HOMES = {
+    "FileProvider": "._file",
+    "MailgunConfig": "._mailgun",
+    "MailgunProvider": "._mailgun",
+    "MemoryProvider": "._memory",
+    "PostmarkConfig": "._postmark",
+    "PostmarkProvider": "._postmark",
+    "ResendConfig": "._resend",
+    "ResendProvider": "._resend",
+    "SESConfig": "._ses",
+    "SESProvider": "._ses",
+    "SMTPConfig": "._smtp",
+    "SMTPProvider": "._smtp",
+    "SendGridConfig": "._sendgrid",
+    "SendGridProvider": "._sendgrid",
+}
+
+__all__ = [
+    "FileProvider",
+    "MailgunConfig",
+    "MailgunProvider",
+    "MemoryProvider",
+    "PostmarkConfig",
+    "PostmarkProvider",
+    "ResendConfig",
+    "ResendProvider",
+    "SESConfig",
+    "SESProvider",
+    "SMTPConfig",
+    "SMTPProvider",
+    "SendGridConfig",
+    "SendGridProvider",
+]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # the next look-up is an ordinary one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
