@@ -93,8 +93,12 @@ class ErrorCase:
 
 #: the Message features the field check sends one at a time, with a marker each
 _MARK = "mkr7q"
-_BASE: dict[str, Any] = {"sender": "s@example.com", "to": ["to@example.org"], "subject": "x",
-                         "text": "t"}  # fmt: skip
+_BASE: dict[str, Any] = {
+    "sender": "s@example.com",
+    "to": ["to@example.org"],
+    "subject": "x",
+    "text": "t",
+}
 _FEATURES: dict[str, dict[str, Any]] = {
     "to": {"to": [f"{_MARK}-to@example.org"]},
     "cc": {"cc": [f"{_MARK}-cc@example.org"]},
@@ -429,8 +433,12 @@ class ProviderConformance:
         pytest.importorskip("dkim")
         pytest.importorskip("nacl")
         seed = base64.b64encode(os.urandom(32)).decode()  # any 32 bytes: an ed25519 key
-        options = {"domain": "example.com", "selector": "conformance", "private_key": seed,
-                   "algorithm": "ed25519-sha256"}  # fmt: skip
+        options = {
+            "domain": "example.com",
+            "selector": "conformance",
+            "private_key": seed,
+            "algorithm": "ed25519-sha256",
+        }
         message = Message(**_BASE, dkim=options)
         refusal: str | None = None
         with self.stub(self.success_response()) as route:

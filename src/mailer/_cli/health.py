@@ -46,11 +46,19 @@ def health(config: ConfigOption = Path("mailer.toml"), as_json: JsonOption = Fal
     try:
         rows: dict[str, dict[str, Any]] = run(go)
     except ConfigError as exc:
-        fail(str(exc), "is Redis running and is health.store its URL? Sends do not need it: "
-              "each process falls back to its own breakers")  # fmt: skip
+        fail(
+            str(exc),
+            "is Redis running and is health.store its URL? Sends do not need it: "
+            "each process falls back to its own breakers",
+        )
     if as_json:
-        print_json({"store": store, "prefix": cfg.health.prefix if shared else None,
-                     "providers": [{"name": n, **row} for n, row in rows.items()]})  # fmt: skip
+        print_json(
+            {
+                "store": store,
+                "prefix": cfg.health.prefix if shared else None,
+                "providers": [{"name": n, **row} for n, row in rows.items()],
+            }
+        )
         return
     title = f"Health in {store}" + (f" (prefix {cfg.health.prefix})" if shared else "")
     table = Table(title=title, title_justify="left")
@@ -67,12 +75,15 @@ def health(config: ConfigOption = Path("mailer.toml"), as_json: JsonOption = Fal
         if row["probe_holder"]:
             holder += f" ({row['probe_lease_left']:.1f}s left)"
         limit = row["rate_limit"]
-        rate = "-" if limit is None else (
-            f"{limit['slots_left']}/{limit['burst']} left ({limit['messages']} per "
-            f"{limit['per']:g}s)"
-        )  # fmt: skip
-        table.add_row(escape(name), f"[{colour}]{state}[/]", str(row["failures"]), probe,
-                      escape(holder), rate)  # fmt: skip
+        rate = "-"
+        if limit is not None:
+            rate = (
+                f"{limit['slots_left']}/{limit['burst']} left "
+                f"({limit['messages']} per {limit['per']:g}s)"
+            )
+        table.add_row(
+            escape(name), f"[{colour}]{state}[/]", str(row["failures"]), probe, escape(holder), rate
+        )
     out().print(table)
     if not shared:
         out().print(

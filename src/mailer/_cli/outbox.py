@@ -83,12 +83,16 @@ def worker(
                     async for signum in received:
                         if stop.is_set():
                             name = signal.Signals(signum).name
-                            log.warning("second %s: stopping now; leases will settle what "
-                                        "was in flight", name)  # fmt: skip
+                            log.warning(
+                                "second %s: stopping now; leases will settle what was in flight",
+                                name,
+                            )
                             tg.cancel_scope.cancel()
                             return
-                        log.info("%s: finishing the sends under way, then exiting",
-                                 signal.Signals(signum).name)  # fmt: skip
+                        log.info(
+                            "%s: finishing the sends under way, then exiting",
+                            signal.Signals(signum).name,
+                        )
                         stop.set()
 
             tg.start_soon(signals)
@@ -140,11 +144,14 @@ def list_(
     typer.echo("message-id\tstate\tattempts\tupdated (UTC)\tnext (UTC)\tprovider\tlast error")
     for item in items:
         fields = [
-            item.message_id, item.state, str(item.attempts), _when(item.updated),
+            item.message_id,
+            item.state,
+            str(item.attempts),
+            _when(item.updated),
             _when(item.next_at) if item.state == "queued" else "-",
             f"{item.pin} (pinned)" if item.pin else item.provider or "-",
             one_line(item.last_error or "-").replace("\t", " "),
-        ]  # fmt: skip
+        ]
         typer.echo("\t".join(fields))
 
 
@@ -164,8 +171,11 @@ def retry(
     count = run(go)
     out().print(f"{count} of {len(message_ids)} queued again")
     if count < len(message_ids):
-        fail("some Message-IDs are not in the outbox (or are being sent right now)",
-              "see `mailer outbox list`", EXIT_FAILED)  # fmt: skip
+        fail(
+            "some Message-IDs are not in the outbox (or are being sent right now)",
+            "see `mailer outbox list`",
+            EXIT_FAILED,
+        )
 
 
 @outbox_app.command("purge")

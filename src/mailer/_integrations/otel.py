@@ -222,9 +222,12 @@ class Telemetry:
         send.failovers += 1
         send.span.add_event(
             "failover",
-            {"provider": event.provider or "unknown", "mailer.failover.to": event.next_provider
-             or "none", "error.type": error_type},
-        )  # fmt: skip
+            {
+                "provider": event.provider or "unknown",
+                "mailer.failover.to": event.next_provider or "none",
+                "error.type": error_type,
+            },
+        )
 
     def _on_end(self, event: Event, error: DeliveryError | None) -> None:
         with self._lock:

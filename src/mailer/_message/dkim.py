@@ -137,8 +137,11 @@ class DKIMOptions(BaseModel):
     def _nodemailer_names(cls, data: Any) -> Any:
         """Nodemailer's ``dkim`` block (``domainName``, ``keySelector``, ``privateKey``)
         pasted as is: renamed like the rest of the seeds' vocabulary."""
-        aliases = {"domainName": Alias("domain"), "keySelector": Alias("selector"),
-                   "privateKey": Alias("private_key")}  # fmt: skip
+        aliases = {
+            "domainName": Alias("domain"),
+            "keySelector": Alias("selector"),
+            "privateKey": Alias("private_key"),
+        }
         return normalize_options(data, aliases=aliases)
 
     @field_validator("domain")

@@ -66,8 +66,14 @@ IDENTITY_SQL = (
 
 def add_params(item: NewMessage) -> tuple[Any, ...]:
     """The parameters of :data:`ADD_SQL` for ``item``."""
-    return (item.message_id, item.message_json, item.raw, item.attempts, item.next_at,
-            item.last_error)  # fmt: skip
+    return (
+        item.message_id,
+        item.message_json,
+        item.raw,
+        item.attempts,
+        item.next_at,
+        item.last_error,
+    )
 
 
 _SCHEMA = """
@@ -135,8 +141,9 @@ class PostgresStore:
             log.warning(
                 "the Postgres outbox's server has synchronous_commit=%s and fsync=%s: a "
                 "server crash can lose the latest commit-point records, and a message "
-                "sent just before it may be sent again (set both to on)", *settings,
-            )  # fmt: skip
+                "sent just before it may be sent again (set both to on)",
+                *settings,
+            )
 
     async def close(self) -> None:
         await self._writes.aclose()
@@ -165,10 +172,12 @@ class PostgresStore:
                 await conn.execute(_SETTLE, LEASE_EXPIRED_SAFE, LEASE_EXPIRED_UNKNOWN)
             # Bounded: each pass moves the rows it locks out of "queued" (or stops).
             while True:
-                rows = await conn.fetch(_CLAIM, owner, lease, token, limit, max_age,
-                                        MAX_AGE_PASSED)  # fmt: skip
-                claimed = [Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7])
-                           for r in rows if r[1] is not None]  # fmt: skip
+                rows = await conn.fetch(_CLAIM, owner, lease, token, limit, max_age, MAX_AGE_PASSED)
+                claimed = [
+                    Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7])
+                    for r in rows
+                    if r[1] is not None
+                ]
                 # every row found was too old (now dead): look again for due ones
                 if claimed or not rows:
                     return claimed
@@ -197,8 +206,9 @@ class PostgresStore:
         status: str = await self._p().execute(
             "UPDATE mailer_outbox SET lease_until = extract(epoch from now()) + $1"
             " WHERE state = 'sending' AND lease_owner = $2",
-            lease, owner,
-        )  # fmt: skip
+            lease,
+            owner,
+        )
         return int(status.rsplit(" ", 1)[-1])
 
     async def next_due(self) -> float | None:
@@ -219,8 +229,9 @@ class PostgresStore:
         rows = await self._p().fetch(
             f"SELECT {OutboxItem.COLUMNS} FROM mailer_outbox"  # noqa: S608 - constant columns
             " WHERE $1::text IS NULL OR state = $1 ORDER BY id LIMIT $2",
-            state, limit,
-        )  # fmt: skip
+            state,
+            limit,
+        )
         return [OutboxItem.from_row(r) for r in rows]
 
     async def retry(self, message_ids: list[str]) -> int:
@@ -230,15 +241,16 @@ class PostgresStore:
             " committed = false, claim = NULL, lease_owner = NULL, lease_until = NULL"
             " WHERE message_id = ANY($1::text[]) AND state != 'sending'",
             message_ids,
-        )  # fmt: skip
+        )
         return int(status.rsplit(" ", 1)[-1])
 
     async def purge(self, state: State, older_than: float) -> int:
         status: str = await self._p().execute(
             "DELETE FROM mailer_outbox"
             " WHERE state = $1 AND updated < extract(epoch from now()) - $2",
-            state, older_than,
-        )  # fmt: skip
+            state,
+            older_than,
+        )
         return int(status.rsplit(" ", 1)[-1])
 
 

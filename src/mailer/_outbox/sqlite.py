@@ -309,7 +309,7 @@ class SQLiteStore:
 
         ``durable``: on disk before it returns, under ``synchronous=auto``; ``atomic``:
         ``op`` runs one statement, which needs no savepoint of its own.
-        """  # fmt: skip
+        """
         writer = self._writer or self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -417,9 +417,17 @@ class SQLiteStore:
                 " provider = COALESCE(?, provider), last_error = ?, updated = ?,"
                 " lease_owner = NULL, lease_until = NULL, pin = ?"
                 " WHERE id = ? AND claim = ? AND state IN ('sending', 'unknown')",
-                (outcome.state, outcome.next_at, outcome.provider, outcome.error, now,
-                 outcome.pin, row, claim),
-            )  # fmt: skip
+                (
+                    outcome.state,
+                    outcome.next_at,
+                    outcome.provider,
+                    outcome.error,
+                    now,
+                    outcome.pin,
+                    row,
+                    claim,
+                ),
+            )
             return cur.rowcount == 1
 
         return await self._do(op, atomic=True)

@@ -115,9 +115,17 @@ class OutboxItem:
     @classmethod
     def from_row(cls, r: Sequence[Any]) -> OutboxItem:
         return cls(
-            message_id=r[0], state=r[1], attempts=r[2], created=r[3], updated=r[4],
-            next_at=r[5], provider=r[6], last_error=r[7], committed=bool(r[8]), pin=r[9],
-        )  # fmt: skip
+            message_id=r[0],
+            state=r[1],
+            attempts=r[2],
+            created=r[3],
+            updated=r[4],
+            next_at=r[5],
+            provider=r[6],
+            last_error=r[7],
+            committed=bool(r[8]),
+            pin=r[9],
+        )
 
 
 class OutboxStore(Protocol):

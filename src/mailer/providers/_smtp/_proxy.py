@@ -107,9 +107,13 @@ async def connect(proxy: ProxyURL, host: str, port: int) -> socket.socket:
 
     kind_name, remote_dns = SCHEMES[proxy.scheme]
     client = Proxy(
-        ProxyType[kind_name], proxy.host, proxy.port,
-        username=proxy.username, password=proxy.password, rdns=remote_dns,
-    )  # fmt: skip
+        ProxyType[kind_name],
+        proxy.host,
+        proxy.port,
+        username=proxy.username,
+        password=proxy.password,
+        rdns=remote_dns,
+    )
     try:
         sock: socket.socket = await client.connect(host, port, timeout=_NO_TIMER)
     except ProxyConnectionError as exc:

@@ -61,9 +61,11 @@ _CONTROL = re.compile("[\x00-\x20\x7f-\x9f\u2028\u2029]")
 def _normalize(cls: Any, data: Any) -> Any:
     """Aliases renamed, refused options refused: from the model's own tables."""
     return normalize_options(
-        data, aliases=cls.option_aliases, refused=cls.refused_options,
+        data,
+        aliases=cls.option_aliases,
+        refused=cls.refused_options,
         seconds=cls.seconds_options,
-    )  # fmt: skip
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -192,9 +194,10 @@ class OAuth2Options(_Options):
             raise ValueError("give either a token endpoint (token_url/preset) or callback")
         if grant:
             missing = [
-                n for n in ("client_id", "client_secret", "refresh_token")
+                n
+                for n in ("client_id", "client_secret", "refresh_token")
                 if getattr(self, n) is None
-            ]  # fmt: skip
+            ]
             if missing:
                 raise ValueError(f"a refresh-token grant needs {', '.join(missing)}")
         elif self.callback is None and self.access_token is None:

@@ -69,14 +69,17 @@ class SMTPProvider(Provider):
         self._settings = Settings(
             config=cfg,
             endpoint=Endpoint(
-                host=cfg.host, port=cfg.port_number, secure=cfg.implicit_tls,
-                tls_name=cfg.tls_name, via=proxy.shown if proxy is not None else None,
+                host=cfg.host,
+                port=cfg.port_number,
+                secure=cfg.implicit_tls,
+                tls_name=cfg.tls_name,
+                via=proxy.shown if proxy is not None else None,
             ),
             tls_context=build_context(cfg.tls),
             ehlo_name=cfg.name or _default_ehlo_name(),
             tokens=self.tokens,
             proxy=proxy,
-        )  # fmt: skip
+        )
         self._pool: Pool | None = None
 
     @classmethod
