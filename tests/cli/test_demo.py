@@ -28,8 +28,11 @@ def test_demo_runs_to_completion_and_verifies(mailer_cli: Any) -> None:
     assert "smtp-primary: half-open -> closed" in out  # traffic came back to the primary
     assert "0 failed, 0 lost, 0 duplicated, 0 misreported, 0 unexpected" in out
     assert "OK: every message was received exactly once" in out
-    rows = {line.split("│")[1].strip(): line.split("│") for line in out.splitlines()
-            if line.startswith("│")}  # fmt: skip
+    rows = {
+        line.split("│")[1].strip(): line.split("│")
+        for line in out.splitlines()
+        if line.startswith("│")
+    }
     for name in ("smtp-primary", "http-resend", "smtp-backup"):
         sent, received = rows[name][3].strip(), rows[name][4].strip()
         assert sent == received and int(sent) > 0, rows[name]
@@ -118,8 +121,13 @@ def test_fake_resend_counts_once_per_idempotency_key_and_throttles(loop: _Loop) 
     fake = FakeResendServer(api_key="re_test")
     loop.run(fake.start())
     try:
-        body = {"from": "a@example.com", "to": ["b@example.org"], "subject": "s",
-                "text": "t", "headers": {"Message-ID": "<m1@example.com>"}}  # fmt: skip
+        body = {
+            "from": "a@example.com",
+            "to": ["b@example.org"],
+            "subject": "s",
+            "text": "t",
+            "headers": {"Message-ID": "<m1@example.com>"},
+        }
         auth = {"Authorization": "Bearer re_test", "Idempotency-Key": "k1"}
         with httpx.Client(base_url=fake.base_url, timeout=5) as http:
             first = http.post("/emails", json=body, headers=auth)
@@ -127,13 +135,17 @@ def test_fake_resend_counts_once_per_idempotency_key_and_throttles(loop: _Loop) 
             assert first.status_code == replay.status_code == 200
             assert first.json()["id"] == replay.json()["id"]
             assert fake.received == {"<m1@example.com>": 1}
-            assert http.post("/emails", json=body, headers={"Authorization": "Bearer x"}
-                             ).status_code == 401  # fmt: skip
+            assert (
+                http.post("/emails", json=body, headers={"Authorization": "Bearer x"}).status_code
+                == 401
+            )
             fake.mode = "throttle"
             limited = http.post("/emails", json=body, headers={**auth, "Idempotency-Key": "k2"})
             assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
-            assert http.post("/emails", json={"to": ["x@example.org"]},
-                             headers=auth).status_code == 429  # fmt: skip
+            assert (
+                http.post("/emails", json={"to": ["x@example.org"]}, headers=auth).status_code
+                == 429
+            )
             fake.mode = "ok"
             missing = http.post("/emails", json={"to": ["x@example.org"]}, headers=auth)
             assert missing.status_code == 422

@@ -18,8 +18,16 @@ def _diagnosis(result: Any) -> dict[str, Any]:
 
 def test_starttls_server(mailer_cli: Any, starttls_server: Any, certs: Any) -> None:
     port, ca_file = starttls_server.port, certs[1]
-    result = mailer_cli("doctor", "127.0.0.1", "--port", str(port), "--ca-file", str(ca_file),
-                        "--servername", TLS_NAME)  # fmt: skip
+    result = mailer_cli(
+        "doctor",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ca-file",
+        str(ca_file),
+        "--servername",
+        TLS_NAME,
+    )
     assert result.code == 0, result.output
     assert "mode          STARTTLS" in result.stdout
     assert f"valid for {TLS_NAME}" in result.stdout
@@ -28,8 +36,19 @@ def test_starttls_server(mailer_cli: Any, starttls_server: Any, certs: Any) -> N
     assert "\n  secure = true\n" not in result.stdout  # not among the settings
     assert "TLS on 587" in result.stdout  # the mistake to avoid on a STARTTLS port
 
-    data = _diagnosis(mailer_cli("doctor", "127.0.0.1", "-p", str(port), "--ca-file",
-                                 str(ca_file), "--servername", TLS_NAME, "--json"))  # fmt: skip
+    data = _diagnosis(
+        mailer_cli(
+            "doctor",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--ca-file",
+            str(ca_file),
+            "--servername",
+            TLS_NAME,
+            "--json",
+        )
+    )
     assert data["mode"] == "STARTTLS" and data["ok"] is True
     implicit, plain = data["probes"]
     assert implicit["mode"] == "implicit-tls" and not implicit["ok"]
@@ -42,15 +61,27 @@ def test_starttls_server(mailer_cli: Any, starttls_server: Any, certs: Any) -> N
 
 def test_implicit_tls_server(mailer_cli: Any, implicit_tls_server: Any, certs: Any) -> None:
     port, ca_file = implicit_tls_server.port, certs[1]
-    result = mailer_cli("doctor", "127.0.0.1", "-p", str(port), "--ca-file", str(ca_file),
-                        "--servername", TLS_NAME)  # fmt: skip
+    result = mailer_cli(
+        "doctor", "127.0.0.1", "-p", str(port), "--ca-file", str(ca_file), "--servername", TLS_NAME
+    )
     assert result.code == 0, result.output
     assert "mode          implicit TLS" in result.stdout
     assert "\n  secure = true\n" in result.stdout
     assert "require_tls" not in result.stdout
 
-    data = _diagnosis(mailer_cli("doctor", "127.0.0.1", "-p", str(port), "--ca-file",
-                                 str(ca_file), "--servername", TLS_NAME, "--json"))  # fmt: skip
+    data = _diagnosis(
+        mailer_cli(
+            "doctor",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--ca-file",
+            str(ca_file),
+            "--servername",
+            TLS_NAME,
+            "--json",
+        )
+    )
     assert data["mode"] == "implicit TLS" and data["ok"] is True
     assert len(data["probes"]) == 1  # no plaintext probe: it would only wait for a greeting
     assert data["probes"][0]["cert"]["tls_version"] in ("TLSv1.2", "TLSv1.3")
@@ -61,8 +92,9 @@ def test_certificate_without_the_host_name_suggests_servername(
     mailer_cli: Any, implicit_tls_server: Any, certs: Any
 ) -> None:
     # The certificate carries only TLS_NAME, not 127.0.0.1: the classic SNI mistake.
-    result = mailer_cli("doctor", "127.0.0.1", "-p", str(implicit_tls_server.port),
-                        "--ca-file", str(certs[1]))  # fmt: skip
+    result = mailer_cli(
+        "doctor", "127.0.0.1", "-p", str(implicit_tls_server.port), "--ca-file", str(certs[1])
+    )
     assert result.code == 1
     assert "NOT valid for 127.0.0.1" in result.stdout
     assert f"tls.servername = '{TLS_NAME}'" in result.stdout
@@ -70,8 +102,9 @@ def test_certificate_without_the_host_name_suggests_servername(
 
 
 def test_untrusted_certificate_is_named(mailer_cli: Any, starttls_server: Any) -> None:
-    result = mailer_cli("doctor", "127.0.0.1", "-p", str(starttls_server.port), "--servername",
-                        TLS_NAME, "--json")  # fmt: skip
+    result = mailer_cli(
+        "doctor", "127.0.0.1", "-p", str(starttls_server.port), "--servername", TLS_NAME, "--json"
+    )
     assert result.code == 1
     data = json.loads(result.stdout)[0]
     assert data["mode"] == "STARTTLS"

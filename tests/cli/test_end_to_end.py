@@ -57,9 +57,17 @@ def test_send_end_to_end(
 ) -> None:
     config = write_config(smtp_toml("primary", smtp_server.port, 1))
     result = mailer_cli_subprocess(
-        "send", "-c", str(config), "--from", "app@example.com", "--to", "u@example.org",
-        "--text", "x", "--json",
-    )  # fmt: skip
+        "send",
+        "-c",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "u@example.org",
+        "--text",
+        "x",
+        "--json",
+    )
     assert result.code == 0, result.output
     data = json.loads(result.stdout)
     assert data["ok"] is True and data["provider"] == "primary"
@@ -82,9 +90,17 @@ def test_send_json_failure_has_every_reason_uncut(
         smtp_toml("primary", closed_port, 1) + smtp_toml("backup", closed_port, 2)
     )
     result = mailer_cli(
-        "send", "-c", str(config), "--from", "app@example.com", "--to", "u@example.org",
-        "--text", "x", "--json",
-    )  # fmt: skip
+        "send",
+        "-c",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "u@example.org",
+        "--text",
+        "x",
+        "--json",
+    )
     assert result.code == 1
     data = json.loads(result.stdout)
     error = data["error"]
@@ -150,7 +166,17 @@ def test_relative_ca_file_resolves_against_the_config_file(tmp_path: Path) -> No
 
     path = tmp_path / "conf" / "mailer.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"providers": [{"type": "smtp", "config": {
-        "host": "mx.example.com", "tls": {"ca_file": "certs/ca.pem"}}}]}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "providers": [
+                    {
+                        "type": "smtp",
+                        "config": {"host": "mx.example.com", "tls": {"ca_file": "certs/ca.pem"}},
+                    }
+                ]
+            }
+        )
+    )
     config = SMTPConfig.model_validate(load_config(path).providers[0].config)
     assert config.tls.ca_file == path.parent / "certs" / "ca.pem"

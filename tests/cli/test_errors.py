@@ -9,14 +9,23 @@ import pytest
 BAD_CONFIGS = {
     "missing file": (None, "cannot read config file", "--config"),
     "invalid TOML": ("[[providers]\ntype = ", "is not valid TOML", "syntax"),
-    "unknown type": ('[[providers]]\ntype = "nope"\n', "unknown provider type 'nope'",
-                     "mailer providers"),
-    "unknown option": ('[[providers]]\ntype = "smtp"\nconfig = { hots = "x" }\n',
-                       "hots: unknown option; did you mean host?", "mailer docs configuration"),
-    "missing env": ('[[providers]]\ntype = "resend"\nconfig = { api_key = "${NOT_SET_X}" }\n',
-                    "environment variable NOT_SET_X is not set", "export it"),
+    "unknown type": (
+        '[[providers]]\ntype = "nope"\n',
+        "unknown provider type 'nope'",
+        "mailer providers",
+    ),
+    "unknown option": (
+        '[[providers]]\ntype = "smtp"\nconfig = { hots = "x" }\n',
+        "hots: unknown option; did you mean host?",
+        "mailer docs configuration",
+    ),
+    "missing env": (
+        '[[providers]]\ntype = "resend"\nconfig = { api_key = "${NOT_SET_X}" }\n',
+        "environment variable NOT_SET_X is not set",
+        "export it",
+    ),
     "broken plugin": ('[[providers]]\ntype = "broken"\n', "failed to load", "mailer providers"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("command", ["verify", "send"])
@@ -37,8 +46,9 @@ def test_bad_config_is_one_line_and_exit_2(
 
 
 def test_secret_in_config_never_echoed(mailer_cli: Any, write_config: Any) -> None:
-    path = write_config('[[providers]]\ntype = "resend"\n'
-                        'config = { api_key = "re_supersecret_value", bogus = 1 }\n')  # fmt: skip
+    path = write_config(
+        '[[providers]]\ntype = "resend"\nconfig = { api_key = "re_supersecret_value", bogus = 1 }\n'
+    )
     result = mailer_cli("verify", "-c", str(path))
     assert result.code == 2
     assert "bogus" in result.stderr

@@ -12,10 +12,22 @@ def test_send_delivers_and_prints_provider_and_message_id(
 ) -> None:
     config = write_config(smtp_toml("primary", smtp_server.port, 1))
     result = mailer_cli(
-        "send", "--config", str(config), "--from", "App <app@example.com>",
-        "--to", "user@example.org", "--to", "second@example.org",
-        "--subject", "Hello from the CLI", "--text", "plain body", "--html", "<p>html</p>",
-    )  # fmt: skip
+        "send",
+        "--config",
+        str(config),
+        "--from",
+        "App <app@example.com>",
+        "--to",
+        "user@example.org",
+        "--to",
+        "second@example.org",
+        "--subject",
+        "Hello from the CLI",
+        "--text",
+        "plain body",
+        "--html",
+        "<p>html</p>",
+    )
     assert result.code == 0, result.output
     match = re.search(r"sent via primary\s+message-id (<[^>]+>)", result.stdout)
     assert match, result.stdout
@@ -37,9 +49,20 @@ def test_send_attachment_and_text_from_a_file(
     report = tmp_path / "report.csv"
     report.write_bytes(b"a,b\n1,2\n")
     result = mailer_cli(
-        "send", "-c", str(config), "--from", "app@example.com", "--to", "u@example.org",
-        "--subject", "Report", "--text", f"@{body}", "--attach", str(report),
-    )  # fmt: skip
+        "send",
+        "-c",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "u@example.org",
+        "--subject",
+        "Report",
+        "--text",
+        f"@{body}",
+        "--attach",
+        str(report),
+    )
     assert result.code == 0, result.output
     parsed = message_from_bytes(smtp_server.messages[0].data)
     parts = {p.get_filename(): p for p in parsed.walk() if p.get_filename()}
@@ -55,9 +78,18 @@ def test_send_fails_over_and_says_so(
         smtp_toml("primary", closed_port, 1) + smtp_toml("backup", smtp_server.port, 2)
     )
     result = mailer_cli(
-        "send", "-c", str(config), "--from", "app@example.com", "--to", "u@example.org",
-        "--subject", "Failover", "--text", "x",
-    )  # fmt: skip
+        "send",
+        "-c",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "u@example.org",
+        "--subject",
+        "Failover",
+        "--text",
+        "x",
+    )
     assert result.code == 0, result.output
     assert "sent via backup" in result.stdout
     assert "failed over from primary" in result.stdout
@@ -69,9 +101,16 @@ def test_send_when_every_provider_is_down_is_one_line_and_exit_1(
 ) -> None:
     config = write_config(smtp_toml("primary", closed_port, 1))
     result = mailer_cli(
-        "send", "-c", str(config), "--from", "app@example.com", "--to", "u@example.org",
-        "--text", "x",
-    )  # fmt: skip
+        "send",
+        "-c",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "u@example.org",
+        "--text",
+        "x",
+    )
     assert result.code == 1
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("error: all providers failed")
@@ -85,9 +124,18 @@ def test_send_refuses_header_injection_before_any_io(
 ) -> None:
     config = write_config(smtp_toml("primary", smtp_server.port, 1))
     result = mailer_cli(
-        "send", "-c", str(config), "--from", "app@example.com", "--to", "u@example.org",
-        "--subject", "Hi\r\nBcc: victim@example.net", "--text", "x",
-    )  # fmt: skip
+        "send",
+        "-c",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "u@example.org",
+        "--subject",
+        "Hi\r\nBcc: victim@example.net",
+        "--text",
+        "x",
+    )
     assert result.code == 2
     assert result.stderr.startswith("error: message:")
     assert "control character" in result.stderr
@@ -107,8 +155,19 @@ def test_debug_shows_the_smtp_transcript_without_secrets(
     mailer_cli: Any, write_config: Any, smtp_toml: Any, smtp_server: Any
 ) -> None:
     config = write_config(smtp_toml("primary", smtp_server.port, 1))
-    args = ("send", "--config", str(config), "--from", "app@example.com",
-            "--to", "user@example.org", "--subject", "S", "--text", "the secret body")  # fmt: skip
+    args = (
+        "send",
+        "--config",
+        str(config),
+        "--from",
+        "app@example.com",
+        "--to",
+        "user@example.org",
+        "--subject",
+        "S",
+        "--text",
+        "the secret body",
+    )
     result = mailer_cli("--debug", *args)
     assert result.code == 0, result.output
     assert "C: MAIL FROM:<app@example.com>" in result.stderr

@@ -51,8 +51,11 @@ def test_verify_reads_json_config_with_env_values(
 def test_providers_lists_builtins_plugin_and_the_broken_one(mailer_cli: Any) -> None:
     result = mailer_cli("providers")
     assert result.code == 0, result.output
-    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
-            if line.startswith("│") and line.split("│")[1].strip()}  # fmt: skip
+    rows = {
+        line.split("│")[1].strip(): line
+        for line in result.stdout.splitlines()
+        if line.startswith("│") and line.split("│")[1].strip()
+    }
     for builtin in ("smtp", "resend", "sendgrid", "memory", "file"):
         assert "mailer-failover" in rows[builtin] and "built-in" in rows[builtin]
         assert " ok " in rows[builtin]

@@ -28,8 +28,14 @@ DOCS = "\n".join(p.read_text() for p in sorted((Path(__file__).parents[2] / "doc
 
 
 def models() -> list[type[BaseModel]]:
-    found: list[type[BaseModel]] = [MailerConfig, HealthConfig, RetryConfig, BudgetConfig,
-                                    OutboxConfig, DKIMOptions]  # fmt: skip
+    found: list[type[BaseModel]] = [
+        MailerConfig,
+        HealthConfig,
+        RetryConfig,
+        BudgetConfig,
+        OutboxConfig,
+        DKIMOptions,
+    ]
     for info in discover():
         cls = info.provider_class
         if cls is not None and cls.__module__.startswith("mailer."):

@@ -39,8 +39,11 @@ def test_status_list_retry_purge(tmp_path: Path) -> None:
 
     status = mailer_cmd("outbox", "status", "--config", str(config))
     assert status.returncode == 0, status.stderr
-    lines = {line.split("│")[1].strip(): line.split("│")[2].strip()
-             for line in status.stdout.splitlines() if line.count("│") == 3}  # fmt: skip
+    lines = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in status.stdout.splitlines()
+        if line.count("│") == 3
+    }
     assert lines["queued"] == "2" and lines["failed"] == "1" and lines["sent"] == "0"
 
     listed = mailer_cmd("outbox", "list", "--state", "failed", "--config", str(config))
@@ -55,13 +58,16 @@ def test_status_list_retry_purge(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "not in the outbox" in missing.stderr
 
     with sqlite3.connect(tmp_path / "outbox.db") as conn:
-        conn.execute("UPDATE outbox SET state = 'sent', updated = 0 WHERE message_id = ?",
-                     (queued[0],))  # fmt: skip
-    purged = mailer_cmd("outbox", "purge", "--state", "sent", "--older-than", "7d",
-                        "--config", str(config))  # fmt: skip
+        conn.execute(
+            "UPDATE outbox SET state = 'sent', updated = 0 WHERE message_id = ?", (queued[0],)
+        )
+    purged = mailer_cmd(
+        "outbox", "purge", "--state", "sent", "--older-than", "7d", "--config", str(config)
+    )
     assert purged.returncode == 0 and "purged 1 sent" in purged.stdout
-    nope = mailer_cmd("outbox", "purge", "--state", "sent", "--older-than", "soon",
-                      "--config", str(config))  # fmt: skip
+    nope = mailer_cmd(
+        "outbox", "purge", "--state", "sent", "--older-than", "soon", "--config", str(config)
+    )
     assert nope.returncode == 2
 
     no_outbox = tmp_path / "plain.json"

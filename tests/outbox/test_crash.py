@@ -76,8 +76,10 @@ def start_worker(config: Path, *extra: str) -> subprocess.Popen[bytes]:
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop_worker
     proc = subprocess.Popen(
         [sys.executable, "-m", "mailer", "worker", "--config", str(config), *extra],
-        stdout=subprocess.DEVNULL, stderr=log, env=env(),
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+        env=env(),
+    )
     _LOGS[proc.pid] = log
     return proc
 
@@ -107,8 +109,10 @@ def test_sigkill_at_each_phase_then_restart(
 
     crashed = subprocess.run(
         [sys.executable, str(HERE / "crash_worker.py"), str(config), phase],
-        capture_output=True, timeout=60, env=env(),
-    )  # fmt: skip
+        capture_output=True,
+        timeout=60,
+        env=env(),
+    )
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
     before = states(url)
     assert "sending" in before.values(), before  # it died holding claims
@@ -174,10 +178,15 @@ def test_four_workers_on_postgres_one_killed(
     entry = smtp_entry("smtp", server.port, 1)
     entry["config"]["pool"] = True
     config = tmp_path / "mailer.json"
-    config.write_text(json.dumps({
-        "providers": [entry], "retry": {"attempts": 1},
-        "outbox": fast_outbox(pg_url, lease="2s", concurrency=8),
-    }))  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "providers": [entry],
+                "retry": {"attempts": 1},
+                "outbox": fast_outbox(pg_url, lease="2s", concurrency=8),
+            }
+        )
+    )
 
     async def fill() -> list[str]:
         async with Mailer.from_config(config) as mailer:
@@ -200,8 +209,9 @@ def test_four_workers_on_postgres_one_killed(
         assert wait_for(lambda: sum(server.received().values()) >= 1000, timeout=120)
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=30)
-        assert wait_for(lambda: not {"queued", "sending"} & set(pg_states(pg_url).values()),
-                        timeout=240)  # fmt: skip
+        assert wait_for(
+            lambda: not {"queued", "sending"} & set(pg_states(pg_url).values()), timeout=240
+        )
     finally:
         codes = [stop_worker(w) for w in workers[1:]]
     assert all(code == 0 for code, _ in codes), [log[-1000:] for _, log in codes]

@@ -41,8 +41,7 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
         c = await store.claim("a", 10, lease=30, max_age=3600)
         assert len(c) == 6
         # rows 4 and 5 were taken over by another worker (their lease expired)
-        execute(pg_url, "UPDATE outbox SET claim = 'other' WHERE id IN (?, ?)", c[4].row,
-                c[5].row)  # fmt: skip
+        execute(pg_url, "UPDATE outbox SET claim = 'other' WHERE id IN (?, ?)", c[4].row, c[5].row)
 
         # a lone record goes at once, in a statement of its own
         assert await store.mark_committing(c[0].row, c[0].claim, "smtp")
@@ -53,10 +52,13 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
             store.mark_committing(c[4].row, c[4].claim, "smtp"),  # lost: must not cross
             store.finish(c[0].row, c[0].claim, Outcome("sent", provider="smtp")),
             store.finish(c[2].row, c[2].claim, Outcome("failed", error="550 no\x00such")),
-            store.finish(c[3].row, c[3].claim, Outcome("queued", next_at=time.time() + 60,
-                                                       error="451", pin="resend")),
+            store.finish(
+                c[3].row,
+                c[3].claim,
+                Outcome("queued", next_at=time.time() + 60, error="451", pin="resend"),
+            ),
             store.finish(c[5].row, c[5].claim, Outcome("sent")),  # lost
-        )  # fmt: skip
+        )
         assert list(results) == [True, False, True, True, True, False]
         assert sum(statements) == 7 and len(statements) < 7  # grouped
         by_id = {r["id"]: r for r in rows(pg_url)}
@@ -72,8 +74,7 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
 
 
 async def _gather_in_order(batcher: Batcher[int, bool], items: Sequence[int]) -> list[object]:
-    return list(await asyncio.gather(*(batcher.submit(i) for i in items),
-                                     return_exceptions=True))  # fmt: skip
+    return list(await asyncio.gather(*(batcher.submit(i) for i in items), return_exceptions=True))
 
 
 def _gated(refuse: int | None = None) -> tuple[Batcher[int, bool], list[list[int]], asyncio.Event]:

@@ -38,15 +38,17 @@ pytestmark = pytest.mark.anyio
 
 
 def two_smtp(db_url: str, ports: tuple[int, int], **options: Any) -> Mailer:
-    return Mailer.from_config({
-        "providers": [smtp_entry("primary", ports[0], 1), smtp_entry("backup", ports[1], 2)],
-        "retry": {"attempts": 1},
-        "health": {"cooldown": 0.2, "max_cooldown": 0.5},
-        # leases of 5 s, not fast_outbox's 1 s: these tests expire no lease, and a loaded
-        # machine stalling a worker past 1 s would make a delivered message `unknown`
-        "outbox": fast_outbox(db_url, lease=5.0),
-        **options,
-    })  # fmt: skip
+    return Mailer.from_config(
+        {
+            "providers": [smtp_entry("primary", ports[0], 1), smtp_entry("backup", ports[1], 2)],
+            "retry": {"attempts": 1},
+            "health": {"cooldown": 0.2, "max_cooldown": 0.5},
+            # leases of 5 s, not fast_outbox's 1 s: these tests expire no lease, and a loaded
+            # machine stalling a worker past 1 s would make a delivered message `unknown`
+            "outbox": fast_outbox(db_url, lease=5.0),
+            **options,
+        }
+    )
 
 
 async def test_all_down_then_back_500_enqueued_and_500_queued_by_send(
@@ -130,8 +132,10 @@ async def test_an_uncertain_idempotent_send_is_retried_on_that_provider_only(
     breaker had opened) and the message could be delivered twice."""
     keyed = Keyed("keyed", ["uncertain", "uncertain"])  # both of the Mailer's own tries
     backup = ScriptedProvider("backup")
-    options: dict[str, Any] = {"retry": {"attempts": 2, "backoff": 0},
-                               "health": {"failure_threshold": 1, "cooldown": 0.3}}  # fmt: skip
+    options: dict[str, Any] = {
+        "retry": {"attempts": 2, "backoff": 0},
+        "health": {"failure_threshold": 1, "cooldown": 0.3},
+    }
     async with Mailer([keyed, backup], outbox=fast_outbox(db_url), **options) as mailer:
         await mailer.enqueue(make_message(1))
         outcomes = await mailer.drain(timeout=10)
@@ -165,11 +169,25 @@ def test_decide_pins_only_what_an_idempotency_key_protects() -> None:
     config = OutboxConfig(url="sqlite:///unused.db", max_attempts=5)
     windows = {"resend": 86400.0, "resend2": 86400.0}
 
-    def outcome(exc: BaseException, *, crossed: bool = True, pin: str | None = None,
-                attempts: int = 1, created: float = 0.0) -> Outcome:  # fmt: skip
-        return decide(exc, crossed=crossed, attempts=attempts, created=created,
-                      config=config, window=lambda n: windows.get(n or "", 0.0),
-                      rng=Random(1), now=10.0, pin=pin)  # fmt: skip
+    def outcome(
+        exc: BaseException,
+        *,
+        crossed: bool = True,
+        pin: str | None = None,
+        attempts: int = 1,
+        created: float = 0.0,
+    ) -> Outcome:
+        return decide(
+            exc,
+            crossed=crossed,
+            attempts=attempts,
+            created=created,
+            config=config,
+            window=lambda n: windows.get(n or "", 0.0),
+            rng=Random(1),
+            now=10.0,
+            pin=pin,
+        )
 
     def uncertain(name: str) -> DeliveryUncertain:
         return DeliveryUncertain("timed out after the body", provider=name)
@@ -180,8 +198,7 @@ def test_decide_pins_only_what_an_idempotency_key_protects() -> None:
     # pinned: a failure before any commit point keeps the pin (the first try may count)
     again = outcome(TransientError("refused", provider="resend"), crossed=False, pin="resend")
     assert (again.state, again.pin) == ("queued", "resend")
-    both = AllProvidersFailed({"resend": uncertain("resend"),
-                                "resend2": uncertain("resend2")})  # fmt: skip
+    both = AllProvidersFailed({"resend": uncertain("resend"), "resend2": uncertain("resend2")})
     assert outcome(both).state == "unknown"  # two keys, two possible deliveries
     assert outcome(uncertain("resend2"), pin="resend").state == "unknown"
     assert outcome(uncertain("resend"), pin="resend", attempts=5).state == "unknown"
@@ -205,8 +222,12 @@ async def test_outcomes_permanent_max_attempts_max_age_rate_limit(db_url: str) -
 
     reset(db_url)
     down = ScriptedProvider("p", ["transient"] * 100)
-    async with Mailer([down], outbox=fast_outbox(db_url, max_attempts=3), retry={"attempts": 1},
-                      health={"failure_threshold": 1000}) as mailer:  # fmt: skip
+    async with Mailer(
+        [down],
+        outbox=fast_outbox(db_url, max_attempts=3),
+        retry={"attempts": 1},
+        health={"failure_threshold": 1000},
+    ) as mailer:
         await mailer.enqueue(make_message(2))
         outcomes = await mailer.drain(timeout=10)
         assert outcomes == {"queued": 2, "dead": 1}
@@ -217,8 +238,9 @@ async def test_outcomes_permanent_max_attempts_max_age_rate_limit(db_url: str) -
     reset(db_url)
     # max_age: the next retry would come after the message's age limit
     aged = fast_outbox(db_url, max_age=0.3, backoff={"initial": 0.1, "jitter": 0})
-    async with Mailer([ScriptedProvider("p", ["transient"] * 100)], retry={"attempts": 1},
-                      outbox=aged) as mailer:  # fmt: skip
+    async with Mailer(
+        [ScriptedProvider("p", ["transient"] * 100)], retry={"attempts": 1}, outbox=aged
+    ) as mailer:
         await mailer.enqueue(make_message(3))
         outcomes = await mailer.drain(timeout=10)
         (row,) = rows(db_url)
@@ -288,9 +310,13 @@ async def test_commit_point_is_recorded_before_it_is_crossed(
     reset(db_url)
     server = smtp()
     server.state.fail("RCPT", "451 4.3.0 later", times=1)
-    async with Mailer.from_config({"providers": [smtp_entry("s", server.port, 1)],
-                                   "retry": {"attempts": 1},
-                                   "outbox": fast_outbox(db_url)}) as m:  # fmt: skip
+    async with Mailer.from_config(
+        {
+            "providers": [smtp_entry("s", server.port, 1)],
+            "retry": {"attempts": 1},
+            "outbox": fast_outbox(db_url),
+        }
+    ) as m:
         mid = await m.enqueue(make_message(2))
         store = m.outbox.store
         (claim,) = await store.claim("test", 1, lease=30, max_age=3600)
@@ -321,8 +347,9 @@ async def test_a_pin_is_stored_claimed_listed_and_cleared_by_retry(db_url: str) 
     try:
         m = make_message(1)
         assert m.message_id
-        await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
-                                   m.as_bytes(), time.time()))  # fmt: skip
+        await store.add(
+            NewMessage(m.message_id, m.model_dump_json().encode(), m.as_bytes(), time.time())
+        )
         (first,) = await store.claim("w", 10, lease=30, max_age=3600)
         assert first.pin is None
         queued = Outcome("queued", next_at=time.time(), provider="resend", pin="resend")
@@ -353,8 +380,14 @@ async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
         again = await store.claim("other", 10, lease=30, max_age=3600)
         assert [c.message_id for c in again] == [a.message_id]
         assert again[0].attempts == 2
-        assert await store.stats() == {"queued": 0, "sending": 1, "sent": 0, "failed": 0,
-                                       "unknown": 1, "dead": 0}  # fmt: skip
+        assert await store.stats() == {
+            "queued": 0,
+            "sending": 1,
+            "sent": 0,
+            "failed": 0,
+            "unknown": 1,
+            "dead": 0,
+        }
         # the first worker wakes up late: its claim on `a` is gone, so it must not cross
         assert not await store.mark_committing(a.row, a.claim, "smtp")
         assert not await store.finish(a.row, a.claim, Outcome("sent"))
@@ -384,10 +417,14 @@ async def test_max_age_is_checked_as_messages_come_due(db_url: str) -> None:
             m = make_message(i)
             assert m.message_id
             ids.append(m.message_id)
-            await store.add(NewMessage(m.message_id, m.model_dump_json().encode(),
-                                       m.as_bytes(), time.time() - 10 + i))  # fmt: skip
-        execute(db_url, "UPDATE outbox SET created = ? WHERE message_id = ?",
-                time.time() - 7200, ids[0])  # fmt: skip
+            await store.add(
+                NewMessage(
+                    m.message_id, m.model_dump_json().encode(), m.as_bytes(), time.time() - 10 + i
+                )
+            )
+        execute(
+            db_url, "UPDATE outbox SET created = ? WHERE message_id = ?", time.time() - 7200, ids[0]
+        )
         got = await store.claim("w", 1, lease=30, max_age=3600)
         assert [c.message_id for c in got] == [ids[1]] and got[0].raw is not None
         assert (await store.stats())["dead"] == 1
@@ -413,8 +450,10 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) 
 
     # 3 ms a send, so that neither drainer can take all 300 before the other starts,
     # however loaded the machine
-    mailers = [Mailer([ScriptedProvider("p", [record] * 1000, latency=0.003)],
-                      outbox=fast_outbox(db_url)) for _ in range(2)]  # fmt: skip
+    mailers = [
+        Mailer([ScriptedProvider("p", [record] * 1000, latency=0.003)], outbox=fast_outbox(db_url))
+        for _ in range(2)
+    ]
     ids = [await mailers[0].enqueue(make_message(i)) for i in range(300)]
     results: list[dict[str, int]] = []
 
@@ -438,10 +477,16 @@ async def test_enqueue_stores_content_and_sends_the_stored_bytes(
     attached = tmp_path / "report.txt"
     attached.write_bytes(b"version 1")
     server = smtp()
-    message = Message(sender="app@example.com", to="u@example.org", subject="Report",
-                      text="see attached", attachments=[attached])  # fmt: skip
-    async with Mailer.from_config({"providers": [smtp_entry("s", server.port, 1)],
-                                   "outbox": fast_outbox(db_url)}) as mailer:  # fmt: skip
+    message = Message(
+        sender="app@example.com",
+        to="u@example.org",
+        subject="Report",
+        text="see attached",
+        attachments=[attached],
+    )
+    async with Mailer.from_config(
+        {"providers": [smtp_entry("s", server.port, 1)], "outbox": fast_outbox(db_url)}
+    ) as mailer:
         mid = await mailer.enqueue(message)
         assert mid == message.message_id
         attached.unlink()
@@ -451,8 +496,9 @@ async def test_enqueue_stores_content_and_sends_the_stored_bytes(
     assert server.received() == {mid: 1}
     with server.state.lock:
         (envelope,) = server.state.messages
-    assert (envelope.original_content or envelope.content).replace(b"\r\n", b"\n") == \
-        row["raw"].replace(b"\r\n", b"\n")  # fmt: skip
+    assert (envelope.original_content or envelope.content).replace(b"\r\n", b"\n") == row[
+        "raw"
+    ].replace(b"\r\n", b"\n")
 
 
 async def test_enqueue_refuses_bad_messages_before_storing(db_url: str) -> None:
@@ -505,9 +551,17 @@ async def test_inline_dkim_keys_are_refused_at_enqueue(db_url: str) -> None:
     pytest.importorskip("dkim")
     pytest.importorskip("nacl")
     seed = base64.b64encode(bytes(range(32))).decode()
-    message = Message(sender="app@example.com", to=["u@example.org"], text="x",
-                      dkim={"domain": "example.com", "selector": "s1", "private_key": seed,
-                            "algorithm": "ed25519-sha256"})  # fmt: skip
+    message = Message(
+        sender="app@example.com",
+        to=["u@example.org"],
+        text="x",
+        dkim={
+            "domain": "example.com",
+            "selector": "s1",
+            "private_key": seed,
+            "algorithm": "ed25519-sha256",
+        },
+    )
     mailer = Mailer([ScriptedProvider("p")], outbox=fast_outbox(db_url))
     with pytest.raises(MessageError, match="private_key_file"):
         await mailer.enqueue(message)

@@ -38,8 +38,11 @@ _HEADER_LINE = re.compile(rb"^([!-9;-~]+):")
 
 def header_names(data: bytes) -> list[str]:
     head = data.split(b"\r\n\r\n", 1)[0]
-    return [m.group(1).decode().lower() for line in head.split(b"\r\n")
-            if (m := _HEADER_LINE.match(line))]  # fmt: skip
+    return [
+        m.group(1).decode().lower()
+        for line in head.split(b"\r\n")
+        if (m := _HEADER_LINE.match(line))
+    ]
 
 
 def check_wire(m: Message, extra: set[str]) -> None:
@@ -65,8 +68,14 @@ def check_wire(m: Message, extra: set[str]) -> None:
 @given(subject=TEXT, value=TEXT, text=TEXT, html=TEXT)
 def test_header_and_body_text(subject: str, value: str, text: str, html: str) -> None:
     try:
-        m = Message(sender="a@example.com", to=["b@example.org"], subject=subject,
-                    headers={"X-Fuzz": value}, text=text, html=html or None)  # fmt: skip
+        m = Message(
+            sender="a@example.com",
+            to=["b@example.org"],
+            subject=subject,
+            headers={"X-Fuzz": value},
+            text=text,
+            html=html or None,
+        )
     except MessageError:
         return
     check_wire(m, {"x-fuzz"})
@@ -91,8 +100,11 @@ def test_any_body_renders_safely(text: str, html: str) -> None:
 
 
 @SETTINGS
-@given(to=st.lists(MAILBOX, min_size=1, max_size=4), cc=st.lists(MAILBOX, max_size=2),
-       bcc=st.lists(ADDR, max_size=2))  # fmt: skip
+@given(
+    to=st.lists(MAILBOX, min_size=1, max_size=4),
+    cc=st.lists(MAILBOX, max_size=2),
+    bcc=st.lists(ADDR, max_size=2),
+)
 def test_recipients_envelope_equals_input(to: list[str], cc: list[str], bcc: list[str]) -> None:
     try:
         m = Message(sender="a@example.com", to=to, cc=cc, bcc=bcc, text="x")

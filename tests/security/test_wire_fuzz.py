@@ -23,9 +23,11 @@ from tests.smtp import servers
 from mailer import ConfigError, Message, MessageError
 from mailer.providers._smtp import SMTPProvider
 
-SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                           HealthCheck.too_slow])  # fmt: skip
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 NASTY = st.sampled_from(
     ["\r", "\n", "\r\n", "\x00", ".", ":", "<", ">", '"', "@", ",", ";", "(", ")", "=?",
@@ -70,8 +72,9 @@ def send_and_check(server: Any, build: Any) -> None:
     assert got.mail_from == message.envelope_sender
     content: bytes = got.original_content
     head = content.split(b"\r\n\r\n", 1)[0]
-    names = [m.group(1).decode().lower() for line in head.split(b"\r\n")
-             if (m := _HEADER.match(line))]  # fmt: skip
+    names = [
+        m.group(1).decode().lower() for line in head.split(b"\r\n") if (m := _HEADER.match(line))
+    ]
     assert set(names) <= ALLOWED, names
     assert "bcc" not in names
     assert names.count("message-id") == 1
@@ -79,13 +82,27 @@ def send_and_check(server: Any, build: Any) -> None:
 
 
 @SETTINGS
-@given(subject=TEXT, value=TEXT, text=TEXT, to=st.lists(MAILBOX, min_size=1, max_size=3),
-       bcc=st.lists(ADDR, max_size=2))  # fmt: skip
-def test_generated_messages_on_the_wire(server: Any, subject: str, value: str, text: str,
-                                        to: list[str], bcc: list[str]) -> None:  # fmt: skip
-    send_and_check(server, lambda: Message(sender="app@example.com", to=to, bcc=bcc,
-                                           subject=subject, headers={"X-Fuzz": value},
-                                           text=text))  # fmt: skip
+@given(
+    subject=TEXT,
+    value=TEXT,
+    text=TEXT,
+    to=st.lists(MAILBOX, min_size=1, max_size=3),
+    bcc=st.lists(ADDR, max_size=2),
+)
+def test_generated_messages_on_the_wire(
+    server: Any, subject: str, value: str, text: str, to: list[str], bcc: list[str]
+) -> None:
+    send_and_check(
+        server,
+        lambda: Message(
+            sender="app@example.com",
+            to=to,
+            bcc=bcc,
+            subject=subject,
+            headers={"X-Fuzz": value},
+            text=text,
+        ),
+    )
 
 
 # Known real cases: each is refused, or delivered to exactly the intended envelope.
@@ -115,8 +132,13 @@ KNOWN = {
 
 @pytest.mark.parametrize("case", sorted(KNOWN))
 def test_known_real_cases(server: Any, case: str) -> None:
-    fields = {"sender": "app@example.com", "to": ["u@example.org"], "subject": "s",
-              "text": "t", **KNOWN[case]}  # fmt: skip
+    fields = {
+        "sender": "app@example.com",
+        "to": ["u@example.org"],
+        "subject": "s",
+        "text": "t",
+        **KNOWN[case],
+    }
     before = len(server.state.messages)
     send_and_check(server, lambda: Message(**fields))
     if len(server.state.messages) > before:
@@ -129,8 +151,7 @@ def test_known_real_cases(server: Any, case: str) -> None:
             assert rcpts == ["u@example.org"] or not any("evil" in r for r in rcpts), rcpts
 
 
-@pytest.mark.parametrize("name", ["client\r\nMAIL FROM:<evil@evil.example>", "a b", "x\n",
-                                  "x\x00"])  # fmt: skip
+@pytest.mark.parametrize("name", ["client\r\nMAIL FROM:<evil@evil.example>", "a b", "x\n", "x\x00"])
 def test_crlf_in_ehlo_name_is_refused_at_config(server: Any, name: str) -> None:
     with pytest.raises(ConfigError):
         SMTPProvider.from_config("p", server.config(name=name))

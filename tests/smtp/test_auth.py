@@ -24,9 +24,11 @@ def oauth(endpoint: TokenEndpoint | None = None, **extra: object) -> dict[str, o
     settings: dict[str, object] = dict(extra)
     if endpoint is not None:
         settings.update(
-            token_url=endpoint.url, client_id="cid", client_secret="cs-SECRET",
+            token_url=endpoint.url,
+            client_id="cid",
+            client_secret="cs-SECRET",
             refresh_token="rt-SECRET",
-        )  # fmt: skip
+        )
     return {"user": "alice", "oauth2": settings}
 
 
@@ -111,8 +113,12 @@ async def test_token_endpoint_server_error_is_transient(
 
 
 async def test_token_endpoint_unreachable_is_transient(starttls_server: SMTPTestServer) -> None:
-    settings = oauth(token_url=f"http://127.0.0.1:{free_port()}/token", client_id="c",
-                     client_secret="s", refresh_token="r")  # fmt: skip
+    settings = oauth(
+        token_url=f"http://127.0.0.1:{free_port()}/token",
+        client_id="c",
+        client_secret="s",
+        refresh_token="r",
+    )
     with pytest.raises(TransientError, match="unreachable"):
         await SMTPProvider.from_config("p", starttls_server.config(auth=settings)).send(message())
 

@@ -74,8 +74,13 @@ class Keys:
         return {"domain": domain, "selector": "rsa", "private_key": self.rsa_pem, **kw}
 
     def ed(self, domain: str = "example.com", **kw: Any) -> dict[str, Any]:
-        return {"domain": domain, "selector": "ed", "private_key": self.ed_seed,
-                "algorithm": "ed25519-sha256", **kw}  # fmt: skip
+        return {
+            "domain": domain,
+            "selector": "ed",
+            "private_key": self.ed_seed,
+            "algorithm": "ed25519-sha256",
+            **kw,
+        }
 
     def verify(self, data: bytes) -> dict[bytes, bytes]:
         """Verify with dkimpy; return the signature's tags."""
@@ -98,9 +103,13 @@ def keys() -> Keys:
 
 
 def message(**kw: Any) -> Message:
-    base: dict[str, Any] = {"sender": "App <app@example.com>", "to": ["u@example.org"],
-                            "subject": "Signed", "text": "hello\r\n.\r\nstill here\n",
-                            "html": "<p>hello</p>"}  # fmt: skip
+    base: dict[str, Any] = {
+        "sender": "App <app@example.com>",
+        "to": ["u@example.org"],
+        "subject": "Signed",
+        "text": "hello\r\n.\r\nstill here\n",
+        "html": "<p>hello</p>",
+    }
     base.update(kw)
     return Message(**base)
 
@@ -122,8 +131,9 @@ async def test_smtp_provider_signs_and_the_signature_verifies(
         options["private_key"] = keys.rsa_pkcs8
     config = plain_server.config(auth=None, dkim=options)
     async with SMTPProvider.from_config("smtp", config) as provider:
-        await provider.send(message(attachments=[{"content": b"\x00\x01" * 5000,
-                                                 "filename": "a.bin"}]))  # fmt: skip
+        await provider.send(
+            message(attachments=[{"content": b"\x00\x01" * 5000, "filename": "a.bin"}])
+        )
     tags = keys.verify(received(plain_server))
     assert tags[b"d"] == b"example.com"
     assert tags[b"a"] == (b"ed25519-sha256" if algorithm == "ed" else b"rsa-sha256")
@@ -231,9 +241,13 @@ async def test_memory_and_file_providers_sign_with_their_own_options(
 
 
 async def test_ses_sends_signed_raw_mime(keys: Keys) -> None:
-    config = {"region": "eu-west-1", "access_key_id": "AKIDEXAMPLE",
-              "secret_access_key": "wJalrXUtnFEMI/K7MDENG", "base_url": "https://ses.test",
-              "dkim": keys.rsa()}  # fmt: skip
+    config = {
+        "region": "eu-west-1",
+        "access_key_id": "AKIDEXAMPLE",
+        "secret_access_key": "wJalrXUtnFEMI/K7MDENG",
+        "base_url": "https://ses.test",
+        "dkim": keys.rsa(),
+    }
     with respx.mock(assert_all_called=True) as router:
         route = router.post("https://ses.test/v2/email/outbound-emails").mock(
             return_value=httpx.Response(200, json={"MessageId": "ses-1"})
@@ -271,9 +285,15 @@ def test_bad_options_are_config_errors_without_the_key(keys: Keys, tmp_path: Pat
         (keys.rsa(headers=["subject"]), "must include from"),
         (keys.rsa(selector="bad selector"), "selector"),
         (keys.rsa(domain="☃.net"), "dkim.domain"),
-        ({"domain": "example.com", "selector": "s",
-          "private_key_file": str(tmp_path / "missing.pem")}, "cannot be read"),
-    ]  # fmt: skip
+        (
+            {
+                "domain": "example.com",
+                "selector": "s",
+                "private_key_file": str(tmp_path / "missing.pem"),
+            },
+            "cannot be read",
+        ),
+    ]
     for options, expected in cases:
         with pytest.raises(ConfigError, match=expected) as info:
             SMTPProvider.from_config("p", {"host": "127.0.0.1", "dkim": options})

@@ -20,10 +20,15 @@ def _starttls(auth: str, host: str = "smtp.example.com", port: int = 587) -> Dia
     diag.probes = [
         Probe("implicit-tls", failure="no TLS handshake"),
         Probe(
-            "plaintext", ok=True, greeting="220 hi", extensions={"STARTTLS": ""},
-            starttls=True, tls_extensions={"AUTH": auth} if auth else {}, cert=cert,
+            "plaintext",
+            ok=True,
+            greeting="220 hi",
+            extensions={"STARTTLS": ""},
+            starttls=True,
+            tls_extensions={"AUTH": auth} if auth else {},
+            cert=cert,
         ),
-    ]  # fmt: skip
+    ]
     conclude(diag)
     return diag
 

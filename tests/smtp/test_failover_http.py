@@ -32,15 +32,18 @@ def build(server: SMTPTestServer, clock: Clock) -> Mailer:
     return Mailer.from_config(
         {
             "providers": [
-                {"type": "sendgrid", "name": "sendgrid", "priority": 1,
-                 "config": {"api_key": "SG.canary-key", "base_url": SENDGRID}},
-                {"type": "smtp", "name": "smtp", "priority": 2,
-                 "config": server.config(auth=None)},
+                {
+                    "type": "sendgrid",
+                    "name": "sendgrid",
+                    "priority": 1,
+                    "config": {"api_key": "SG.canary-key", "base_url": SENDGRID},
+                },
+                {"type": "smtp", "name": "smtp", "priority": 2, "config": server.config(auth=None)},
             ],
             "retry": {"attempts": 2, "backoff": 0},
         },
         clock=clock,
-    )  # fmt: skip
+    )
 
 
 def message(i: int) -> Message:

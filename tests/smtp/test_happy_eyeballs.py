@@ -89,8 +89,12 @@ def blackhole() -> Iterator[Callable[[str], Blackhole]]:
 def default_config(server: SMTPTestServer) -> dict[str, Any]:
     """Default timeouts (10 s connect): only what reaching the test server needs."""
     assert server.certs is not None
-    return {"host": TLS_NAME, "port": server.port, "name": "client.test",
-            "tls": {"ca_file": str(server.certs.ca_file)}}  # fmt: skip
+    return {
+        "host": TLS_NAME,
+        "port": server.port,
+        "name": "client.test",
+        "tls": {"ca_file": str(server.certs.ca_file)},
+    }
 
 
 @pytest.fixture
@@ -120,12 +124,18 @@ def test_interleave_alternates_families_keeping_the_resolvers_order() -> None:
     v4 = [(socket.AF_INET, 1, 6, "", (f"192.0.2.{i}", 25)) for i in (1, 2)]
     got = interleave([*v6, *v4, v6[0]])  # a duplicate, dropped
     assert [info[4][0] for info in got] == [
-        "2001:db8::1", "192.0.2.1", "2001:db8::2", "192.0.2.2", "2001:db8::3",
-    ]  # fmt: skip
+        "2001:db8::1",
+        "192.0.2.1",
+        "2001:db8::2",
+        "192.0.2.2",
+        "2001:db8::3",
+    ]
     # IPv4 first when the resolver put it first
     assert [info[0] for info in interleave([v4[0], *v6[:2]])] == [
-        socket.AF_INET, socket.AF_INET6, socket.AF_INET6,
-    ]  # fmt: skip
+        socket.AF_INET,
+        socket.AF_INET6,
+        socket.AF_INET6,
+    ]
 
 
 # ----------------------------------------------------------------- the whole send
@@ -230,9 +240,11 @@ async def test_every_address_hangs_is_the_connection_timeout(
 
 
 async def test_the_losers_are_closed(
-    starttls_server: SMTPTestServer, resolve: Resolve, blackhole: Callable[[str], Blackhole],
+    starttls_server: SMTPTestServer,
+    resolve: Resolve,
+    blackhole: Callable[[str], Blackhole],
     made: list[socket.socket],
-) -> None:  # fmt: skip
+) -> None:
     hole = blackhole("127.0.0.1")
     resolve([(hole.host, hole.port), ("127.0.0.1", starttls_server.port)])
     sock, peer = await _happy.connect(TLS_NAME, starttls_server.port)

@@ -84,8 +84,12 @@ def attachment_bytes(data: bytes, name: str) -> bytes:
 
 
 def test_small_messages_stay_bytes_and_large_ones_stream(big_file: Path) -> None:
-    small = Message(sender="a@example.com", to=["b@example.org"], text="hi",
-                    attachments=[Attachment(content=b"x" * 1000, filename="x.bin")])  # fmt: skip
+    small = Message(
+        sender="a@example.com",
+        to=["b@example.org"],
+        text="hi",
+        attachments=[Attachment(content=b"x" * 1000, filename="x.bin")],
+    )
     assert isinstance(small.render(), bytes)
     msg = large(big_file)
     rendering = msg.render()
@@ -116,8 +120,11 @@ def test_streamed_rendering_is_byte_identical_to_the_in_memory_one(
     def rendered(threshold: int) -> bytes | _mime.Rendering:
         monkeypatch.setattr(_mime, "STREAM_THRESHOLD", threshold)
         _mime._rng.seed(1)
-        att = (Attachment(path=big_file) if by == "path" else
-               Attachment(content=big_file.read_bytes(), filename="report.bin"))  # fmt: skip
+        att = (
+            Attachment(path=big_file)
+            if by == "path"
+            else Attachment(content=big_file.read_bytes(), filename="report.bin")
+        )
         return large(big_file, attachments=[att], message_id="<same@example.com>").render()
 
     streamed, whole = rendered(1), rendered(1 << 40)

@@ -38,8 +38,12 @@ async def test_envelope_differs_from_the_headers(plain_server: SMTPTestServer) -
 
 async def test_provider_options_use_a_one_off_connection(plain_server: SMTPTestServer) -> None:
     p = provider(plain_server, pool=True)
-    message = Message(sender="app@example.com", to=["u@example.org"], text="x",
-                      provider_options={"smtp": {"name": "other.test"}})  # fmt: skip
+    message = Message(
+        sender="app@example.com",
+        to=["u@example.org"],
+        text="x",
+        provider_options={"smtp": {"name": "other.test"}},
+    )
     async with Mailer([p]) as mailer:
         await mailer.send(Message(sender="app@example.com", to=["u@example.org"], text="y"))
         opened = p.pool.opened if p.pool else 0
@@ -51,8 +55,12 @@ async def test_provider_options_use_a_one_off_connection(plain_server: SMTPTestS
 
 async def test_bad_smtp_options_are_refused_before_any_io(plain_server: SMTPTestServer) -> None:
     other = ScriptedProvider("first")
-    message = Message(sender="app@example.com", to=["u@example.org"], text="x",
-                      provider_options={"smtp": {"no_such_option": 1}})  # fmt: skip
+    message = Message(
+        sender="app@example.com",
+        to=["u@example.org"],
+        text="x",
+        provider_options={"smtp": {"no_such_option": 1}},
+    )
     async with Mailer([other, provider(plain_server)]) as mailer:
         with pytest.raises(MessageError, match="no_such_option"):
             await mailer.send(message)
@@ -62,7 +70,11 @@ async def test_bad_smtp_options_are_refused_before_any_io(plain_server: SMTPTest
 async def test_options_for_providers_not_in_the_mailer_are_ignored(
     plain_server: SMTPTestServer,
 ) -> None:
-    message = Message(sender="app@example.com", to=["u@example.org"], text="x",
-                      provider_options={"postmark": {"MessageStream": "outbound"}})  # fmt: skip
+    message = Message(
+        sender="app@example.com",
+        to=["u@example.org"],
+        text="x",
+        provider_options={"postmark": {"MessageStream": "outbound"}},
+    )
     async with Mailer([provider(plain_server)]) as mailer:
         assert (await mailer.send(message)).provider == "smtp"

@@ -65,9 +65,13 @@ def via(server: SMTPTestServer, proxy_url: str, **overrides: Any) -> dict[str, A
 
 @pytest.mark.parametrize(
     ("scheme", "asked_for"),
-    [("socks5h", TLS_NAME), ("socks5", "127.0.0.1"), ("socks4a", TLS_NAME),
-     ("socks4", "127.0.0.1")],
-)  # fmt: skip
+    [
+        ("socks5h", TLS_NAME),
+        ("socks5", "127.0.0.1"),
+        ("socks4a", TLS_NAME),
+        ("socks4", "127.0.0.1"),
+    ],
+)
 @pytest.mark.usefixtures("resolve_here")
 async def test_send_through_socks(
     starttls_server: SMTPTestServer, proxies: Callable[..., Any], scheme: str, asked_for: str
@@ -111,9 +115,12 @@ async def test_implicit_tls_through_a_proxy(
 @pytest.mark.parametrize("kind", [SOCKSProxy, HTTPConnectProxy])
 @pytest.mark.parametrize("given", [None, "wrong-password"])
 async def test_refused_proxy_credentials_are_an_auth_error(
-    starttls_server: SMTPTestServer, proxies: Callable[..., Any], kind: Any, given: str | None,
+    starttls_server: SMTPTestServer,
+    proxies: Callable[..., Any],
+    kind: Any,
+    given: str | None,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     proxy = proxies(kind, user=USER, password=PASSWORD)
     scheme = "socks5h" if kind is SOCKSProxy else "http"
     creds = f"{USER}:{given}@" if given else ""

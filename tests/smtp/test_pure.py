@@ -286,8 +286,12 @@ def test_declared_size_counts_the_message_not_the_stuffing(payload: bytes) -> No
 def test_defaults() -> None:
     cfg = SMTPConfig()
     assert (cfg.port, cfg.secure, cfg.pool, cfg.max_connections, cfg.max_messages) == (
-        587, False, False, 5, 100,
-    )  # fmt: skip
+        587,
+        False,
+        False,
+        5,
+        100,
+    )
     assert (cfg.connection_timeout, cfg.greeting_timeout, cfg.socket_timeout) == (10, 10, 30)
     assert SMTPConfig(port=465).secure is True
     assert SMTPConfig(secure=True).port == 465
@@ -321,11 +325,19 @@ def test_config_errors(config: dict[str, object], fragment: str) -> None:
 def test_secrets_never_in_repr_or_errors() -> None:
     provider = SMTPProvider.from_config(
         "p",
-        {"auth": {"user": "u", "oauth2": {
-            "access_token": "tok-SECRET-1", "token_url": "https://t.example/token",
-            "client_id": "cid", "client_secret": "cs-SECRET-2", "refresh_token": "rt-SECRET-3",
-        }}},
-    )  # fmt: skip
+        {
+            "auth": {
+                "user": "u",
+                "oauth2": {
+                    "access_token": "tok-SECRET-1",
+                    "token_url": "https://t.example/token",
+                    "client_id": "cid",
+                    "client_secret": "cs-SECRET-2",
+                    "refresh_token": "rt-SECRET-3",
+                },
+            }
+        },
+    )
     text = repr(provider) + repr(provider.config) + str(provider.config.model_dump())
     assert "SECRET" not in text
     with pytest.raises(ConfigError) as info:
@@ -354,8 +366,12 @@ def test_url_form() -> None:
     provider = SMTPProvider.from_config("p", config)
     cfg = provider.config
     assert (cfg.host, cfg.port, cfg.secure, cfg.pool, cfg.max_connections) == (
-        "smtp.example.com", 587, False, True, 10,
-    )  # fmt: skip
+        "smtp.example.com",
+        587,
+        False,
+        True,
+        10,
+    )
     assert cfg.auth.user == "app@example.com"
     assert cfg.auth.password.get_secret_value() == "p@ss"
 

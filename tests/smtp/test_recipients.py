@@ -66,12 +66,21 @@ async def test_refused_and_deferred_recipients_mixed_across_transactions(
     server = smtp_server(pipelining=pipelining)
     server.state.max_recipients = 2
     server.state.fail("RCPT", "550 5.1.1 no such user", match="bad@")
-    recipients = ["r0@example.org", "bad@example.org", "r1@example.org", "r2@example.org",
-                  "r3@example.org"]  # fmt: skip
+    recipients = [
+        "r0@example.org",
+        "bad@example.org",
+        "r1@example.org",
+        "r2@example.org",
+        "r3@example.org",
+    ]
     provider = SMTPProvider.from_config("p", server.config())
     result = await provider.send(message(recipients))
-    assert result.accepted == ["r0@example.org", "r1@example.org", "r2@example.org",
-                               "r3@example.org"]  # fmt: skip
+    assert result.accepted == [
+        "r0@example.org",
+        "r1@example.org",
+        "r2@example.org",
+        "r3@example.org",
+    ]
     assert result.rejected == {"bad@example.org": "550 5.1.1 no such user"}
     assert [e.rcpt_tos for e in server.state.messages] == [
         ["r0@example.org", "r1@example.org"],

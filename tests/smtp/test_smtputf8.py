@@ -84,8 +84,9 @@ def test_headers_carry_the_address_in_utf8_per_rfc6532() -> None:
     assert b"=?utf-8?b?R3LDvMOfZQ==?=" in head  # the subject is still an encoded-word
     parsed = parse(data)
     assert [a.addr_spec for a in parsed["To"].addresses] == [
-        "用户@xn--fsqu00a.xn--4rr70v", "bob@example.org"
-    ]  # fmt: skip
+        "用户@xn--fsqu00a.xn--4rr70v",
+        "bob@example.org",
+    ]
     assert parsed["To"].addresses[0].display_name == "Ünïcode 用户"
     assert parsed["Reply-To"].addresses[0].username == "δοκιμή"
 
@@ -98,8 +99,11 @@ def test_the_stdlib_fallback_renders_utf8_addresses_too() -> None:
 
 def test_wire_commands() -> None:
     assert mail_command("josé@example.com", size=10, smtputf8=True) == (
-        b"MAIL", "FROM:<josé@example.com>".encode(), b"SIZE=10", b"SMTPUTF8"
-    )  # fmt: skip
+        b"MAIL",
+        "FROM:<josé@example.com>".encode(),
+        b"SIZE=10",
+        b"SMTPUTF8",
+    )
     assert rcpt_command("用户@x.example", smtputf8=True) == (
         b"RCPT",
         "TO:<用户@x.example>".encode(),
@@ -118,8 +122,7 @@ async def test_sent_with_smtputf8_when_the_server_offers_it(
     server = smtp_server(smtputf8=True, pipelining=pipelining)
     async with SMTPProvider.from_config("p", server.config(auth=None)) as provider:
         result = await provider.send(eai_message(bcc=["ähm@example.net"]))
-    assert result.accepted == ["用户@xn--fsqu00a.xn--4rr70v", "bob@example.org",
-                               "ähm@example.net"]  # fmt: skip
+    assert result.accepted == ["用户@xn--fsqu00a.xn--4rr70v", "bob@example.org", "ähm@example.net"]
     (envelope,) = server.state.messages
     assert envelope.mail_from == "josé@example.com"
     assert "SMTPUTF8" in [o.upper() for o in envelope.mail_options]
@@ -160,9 +163,14 @@ async def test_ses_refuses_internationalized_local_parts_before_any_request() ->
     from mailer.providers._ses import SESProvider
 
     provider = SESProvider.from_config(
-        "ses", {"region": "eu-west-1", "access_key_id": "AKIDEXAMPLE",
-                "secret_access_key": "secret-example", "base_url": "https://ses.test"}
-    )  # fmt: skip
+        "ses",
+        {
+            "region": "eu-west-1",
+            "access_key_id": "AKIDEXAMPLE",
+            "secret_access_key": "secret-example",
+            "base_url": "https://ses.test",
+        },
+    )
     with pytest.raises(MessageError, match="non-ASCII local part"):
         await provider.send(eai_message())
 
@@ -171,8 +179,12 @@ async def test_a_server_without_smtputf8_fails_over_to_one_with_it(
     smtp_server: Callable[..., SMTPTestServer],
 ) -> None:
     old, new = smtp_server(smtputf8=False), smtp_server(smtputf8=True)
-    mailer = Mailer([SMTPProvider.from_config("old", old.config(auth=None)),
-                     SMTPProvider.from_config("new", new.config(auth=None))])  # fmt: skip
+    mailer = Mailer(
+        [
+            SMTPProvider.from_config("old", old.config(auth=None)),
+            SMTPProvider.from_config("new", new.config(auth=None)),
+        ]
+    )
     async with mailer:
         result = await mailer.send(eai_message())
         assert result.provider == "new"

@@ -28,9 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def msg(tag: str) -> Message:
     return Message(
-        sender="app@example.com", to=["b@example.org"], subject=tag, text="x",
+        sender="app@example.com",
+        to=["b@example.org"],
+        subject=tag,
+        text="x",
         message_id=f"<{tag}@sync.test>",
-    )  # fmt: skip
+    )
 
 
 def test_close_under_load_tells_every_caller_and_nothing_wrong(
@@ -42,11 +45,14 @@ def test_close_under_load_tells_every_caller_and_nothing_wrong(
     server.state.fail("DATA_END", "delay:0.3")
     config = {
         "providers": [
-            {"type": "smtp", "name": "smtp",
-             "config": server.config(pool=True, max_connections=4, socket_timeout=10.0)},
+            {
+                "type": "smtp",
+                "name": "smtp",
+                "config": server.config(pool=True, max_connections=4, socket_timeout=10.0),
+            },
         ],
         "send_timeout": 30,
-    }  # fmt: skip
+    }
     sm = SyncMailer.from_config(config)
     told: dict[str, SendResult | BaseException] = {}
     lock = threading.Lock()
@@ -165,8 +171,11 @@ def test_after_fork_the_child_sends_through_fresh_connections(
     }
     run = subprocess.run(
         [sys.executable, "-c", FORK_SCRIPT, json.dumps(config), str(tmp_path / "child.json")],
-        capture_output=True, text=True, timeout=90, cwd=ROOT,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout.strip().splitlines()[-1])
     assert report["fork_status"] == 0
@@ -179,9 +188,18 @@ def test_after_fork_the_child_sends_through_fresh_connections(
     ids = server.state.message_ids()
     assert Counter(ids) == Counter(
         f"<{t}@fork.test>"
-        for t in ("parent-1", "parent-obj", "parent-2", "fork-a", "fork-b", "fork-unused",
-                  "mp-a", "mp-b", "mp-unused")
-    )  # fmt: skip
+        for t in (
+            "parent-1",
+            "parent-obj",
+            "parent-2",
+            "fork-a",
+            "fork-b",
+            "fork-unused",
+            "mp-a",
+            "mp-b",
+            "mp-unused",
+        )
+    )
     peer = dict(zip(ids, server.state.peers, strict=True))
     parent = peer["<parent-1@fork.test>"]
     assert peer["<parent-2@fork.test>"] == parent  # kept its pooled connection

@@ -41,8 +41,13 @@ async def test_tls_verified_with_custom_ca_and_sni_for_ip_host(
 @pytest.mark.parametrize("mode", ["starttls", "implicit"])
 async def test_unknown_ca_refused(smtp_server: Callable[..., SMTPTestServer], mode: str) -> None:
     server = smtp_server(tls=mode)
-    config = server.config(auth=AUTH, tls={"ca_file": str(server.certs.other_ca_file),  # type: ignore[union-attr]
-                                           "servername": TLS_NAME})  # fmt: skip
+    config = server.config(
+        auth=AUTH,
+        tls={
+            "ca_file": str(server.certs.other_ca_file),  # type: ignore[union-attr]
+            "servername": TLS_NAME,
+        },
+    )
     provider = SMTPProvider.from_config("p", config)
     with pytest.raises(TransientError) as info:
         await provider.send(message())

@@ -26,8 +26,12 @@ pytestmark = pytest.mark.anyio
 
 
 def message(n: int = 0) -> Message:
-    return Message(sender="app@example.com", to=["u@example.org"], subject=f"m{n}",
-                   text="the secret quarterly figures")  # fmt: skip
+    return Message(
+        sender="app@example.com",
+        to=["u@example.org"],
+        subject=f"m{n}",
+        text="the secret quarterly figures",
+    )
 
 
 @pytest.fixture
@@ -155,9 +159,16 @@ async def test_loopback_plaintext_is_not_a_warning(
 def oauth(token_url: str) -> dict[str, Any]:
     return {
         "host": "smtp.example.com",
-        "auth": {"user": "u", "oauth2": {"token_url": token_url, "client_id": "c",
-                                         "client_secret": "s", "refresh_token": "r"}},
-    }  # fmt: skip
+        "auth": {
+            "user": "u",
+            "oauth2": {
+                "token_url": token_url,
+                "client_id": "c",
+                "client_secret": "s",
+                "refresh_token": "r",
+            },
+        },
+    }
 
 
 @pytest.mark.parametrize(
@@ -170,8 +181,12 @@ def test_token_endpoint_must_be_https(url: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["https://oauth.example/token", "http://127.0.0.1:8080/token", "http://localhost/t",
-     "http://[::1]:9000/token"],
-)  # fmt: skip
+    [
+        "https://oauth.example/token",
+        "http://127.0.0.1:8080/token",
+        "http://localhost/t",
+        "http://[::1]:9000/token",
+    ],
+)
 def test_https_or_loopback_token_endpoints_are_accepted(url: str) -> None:
     SMTPProvider.from_config("p", oauth(url))

@@ -76,9 +76,10 @@ async def test_full_transcript_with_password_auth(
 
 
 async def test_xoauth2_tokens_are_redacted_through_a_refresh(
-    starttls_server: SMTPTestServer, token_endpoint: TokenEndpoint,
+    starttls_server: SMTPTestServer,
+    token_endpoint: TokenEndpoint,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     """The refused token, the 334 error challenge, the empty answer, the fresh token."""
     caplog.set_level(logging.DEBUG, logger=LOGGER)
     starttls_server.state.valid_tokens.add("fresh-token")
