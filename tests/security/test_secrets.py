@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 import respx
-from tests.smtp import servers
 
 from mailer import AllProvidersFailed, Mailer, Message
 from mailer._plugins import load_provider_class
+from mailer.testing import SMTPTestServer, TokenEndpoint, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -96,8 +96,8 @@ async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Pa
     caplog.set_level(logging.DEBUG, logger="aiosmtplib")
     caplog.set_level(logging.DEBUG, logger="httpx")
     caplog.set_level(logging.DEBUG, logger="httpcore")
-    smtp = servers.SMTPTestServer(auth=True).start()
-    token = servers.TokenEndpoint().start()
+    smtp = SMTPTestServer(auth=True).start()
+    token = TokenEndpoint().start()
     token.error = "invalid_grant"
     try:
         oauth2 = {"token_url": token.url, "client_id": "cid",
@@ -122,7 +122,7 @@ async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Pa
             {"type": "resend", "config": {"api_key": CANARIES["resend"], "base_url": api}},
             # unreachable: httpx's own error text and chain
             {"type": "resend", "name": "resend-down", "config": {
-                "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{servers.free_port()}"}},
+                "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{free_port()}"}},
         ]  # fmt: skip
         mailer = Mailer.from_config({"providers": entries, "send_timeout": 10,
                                      "retry": {"attempts": 1}})  # fmt: skip
