@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -19,7 +18,7 @@ from tests.health.redis_kit import RedisServer
 
 from mailer import HealthConfig, Mailer, Message
 from mailer._errors import ConfigError
-from mailer.testing import ScriptedProvider
+from mailer.testing import ScriptedProvider, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -39,15 +38,6 @@ def build(url: str, prefix: str, primary: ScriptedProvider, *, clock: Any = None
         budget={"pre_commit": budget, "max": max(budget, 1.0)},
         **options,
     )  # fmt: skip
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await anyio.sleep(0.02)
-    return check()
 
 
 def state(m: Mailer, name: str = "primary") -> str:

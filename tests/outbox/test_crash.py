@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +22,7 @@ import anyio
 import pytest
 
 from mailer import Mailer
-from mailer.testing import SMTPTestServer
+from mailer.testing import SMTPTestServer, wait_until
 
 from .conftest import fast_outbox, make_message, rows, smtp_entry
 
@@ -55,12 +54,8 @@ def states(url: str) -> dict[str, str]:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    """Poll a database query: every 50 ms rather than the kit's default 10 ms."""
+    return wait_until(predicate, timeout, interval=0.05)
 
 
 def env() -> dict[str, str]:
