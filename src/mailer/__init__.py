@@ -1,9 +1,10 @@
 """mailer-failover: send email through several providers, failing over between them.
 
 The public API is what ``__all__`` lists. Two more modules are public, for plugin
-authors: ``mailer.providers.http`` (``HTTPProvider``, ``HTTPConfig``, ``HTTPRequest``: the
-base every HTTP API adapter builds on) and ``mailer.testing`` (``ProviderConformance``,
-``ScriptedProvider``, the ``outbox`` fixture). Every other module is private.
+authors and tests: ``mailer.providers.http`` (``HTTPProvider``, ``HTTPConfig``,
+``HTTPRequest``: the base every HTTP API adapter builds on) and ``mailer.testing`` (the
+test kit: ``ProviderConformance``, ``ScriptedProvider``, the ``outbox`` fixture, local
+SMTP and HTTP servers with faults). Every other module is private.
 """
 
 from ._errors import (

@@ -11,7 +11,7 @@ says what was expected.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import anyio
 
@@ -28,17 +28,16 @@ def wait_until(
     """Poll ``predicate()`` every ``interval`` seconds until it is true; blocking.
 
     Gives up after ``timeout`` seconds or ``polls`` checks (default: as many as fit in
-    ``timeout``), whichever comes first, and returns the last check.
+    ``timeout``), whichever comes first: False when no check was true.
     """
     deadline = time.monotonic() + timeout
-    budget = polls if polls is not None else max(1, int(timeout / interval) + 1)
-    for _ in range(budget):
+    for last in _checks(timeout, interval, polls):
         if predicate():
             return True
-        if time.monotonic() >= deadline:
-            break
+        if last or time.monotonic() >= deadline:
+            return False
         time.sleep(interval)
-    return bool(predicate())
+    return False
 
 
 async def eventually(
@@ -50,11 +49,17 @@ async def eventually(
 ) -> bool:
     """:func:`wait_until` for async tests: sleeps with anyio, so the loop keeps running."""
     deadline = time.monotonic() + timeout
-    budget = polls if polls is not None else max(1, int(timeout / interval) + 1)
-    for _ in range(budget):
+    for last in _checks(timeout, interval, polls):
         if predicate():
             return True
-        if time.monotonic() >= deadline:
-            break
+        if last or time.monotonic() >= deadline:
+            return False
         await anyio.sleep(interval)
-    return bool(predicate())
+    return False
+
+
+def _checks(timeout: float, interval: float, polls: int | None) -> Iterator[bool]:
+    """One item per allowed check, True for the last: ``polls``, or as many as fit."""
+    budget = polls if polls is not None else max(1, int(timeout / interval) + 1)
+    for n in range(budget):
+        yield n == budget - 1

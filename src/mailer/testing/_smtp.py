@@ -383,8 +383,9 @@ class SMTPTestServer:
     ``tls``: None (plaintext), "starttls" or "implicit" (needs ``certs``). ``auth``: offer
     AUTH (PLAIN, LOGIN, XOAUTH2) - on a plaintext server that means AUTH without TLS,
     which the client must refuse unless allowed; ``auth_mechanisms`` are the ones offered;
-    ``auth_require_tls`` hides AUTH until STARTTLS. ``users``: the accounts (None: any login succeeds). ``idle_timeout``: the
-    server's own idle timeout. ``smtputf8``: offer SMTPUTF8 (RFC 6531).
+    ``auth_require_tls`` hides AUTH until STARTTLS. ``users``: the accounts (None: any
+    login succeeds). ``idle_timeout``: the server's own idle timeout. ``smtputf8``: offer
+    SMTPUTF8 (RFC 6531). ``server_hostname``: the name in its greeting.
     ``pipelining``: offer PIPELINING in EHLO (aiosmtpd itself does not, though it reads
     pipelined commands in order); None reads ``SMTP_TEST_PIPELINING=1`` from the
     environment, so a whole suite can be run against pipelining servers.
