@@ -23,6 +23,7 @@ for name in ("aiosmtpd", "trustme", "respx", "pytest"):
     sys.modules[name] = None  # import fails as if not installed
 import mailer.testing as kit
 from mailer.testing import FakeResend, HTTPTestServer, SMTPSink, wait_until
+import mailer._demo.runner  # `mailer demo` runs from a plain install
 for name in ("SMTPTestServer", "make_certs"):
     try:
         getattr(kit, name)(*(["."] if name == "make_certs" else []))
@@ -31,7 +32,7 @@ for name in ("SMTPTestServer", "make_certs"):
 """
 
 
-def test_the_kit_imports_without_the_extra_and_names_it_when_needed() -> None:
+def test_the_kit_and_the_demo_import_without_the_extra_naming_it_when_needed() -> None:
     out = subprocess.run(
         [sys.executable, "-c", _NO_EXTRA], capture_output=True, text=True, timeout=60, check=True
     ).stdout
