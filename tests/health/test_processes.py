@@ -204,7 +204,7 @@ class _HTTPThread:
     """The Resend fake on an event loop of its own (the workers are other processes)."""
 
     def __init__(self) -> None:
-        self.server = FakeResend(api_key="re_demo_key")
+        self.server = FakeResend()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
