@@ -37,8 +37,7 @@ from mailer.providers.http import (
     parse_retry_after,
     unique_recipients,
 )
-
-from .servers import serve
+from mailer.testing import serve
 
 pytestmark = pytest.mark.anyio
 

@@ -14,13 +14,11 @@ from typing import Any
 
 import pytest
 from tests.smtp.conftest import certs  # noqa: F401 - the shared certificate fixture
-from tests.smtp.servers import TLS_NAME, Certs, HTTPConnectProxy, SOCKSProxy
+from tests.smtp.network import HTTPConnectProxy, SOCKSProxy
 
 from mailer import ConfigError, Mailer, Message, TransientError
 from mailer.providers._resend import ResendProvider
-from mailer.testing import ScriptedProvider
-
-from .servers import serve
+from mailer.testing import TLS_NAME, Certs, ScriptedProvider, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,8 @@ from typing import Any
 import django
 import pytest
 from tests.smtp.conftest import certs, smtp_server  # noqa: F401 - the shared server fixtures
-from tests.smtp.servers import SMTPTestServer
+
+from mailer.testing import SMTPTestServer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.djangoproject.settings")
 django.setup()

@@ -17,10 +17,10 @@ from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import call_command
 from django.test import Client
-from tests.smtp.servers import SMTPTestServer
 
 from mailer import ConfigError, MessageError, RecipientsRefused
 from mailer.django import EmailBackend, get_mailer
+from mailer.testing import SMTPTestServer
 
 from .conftest import smtp_config
 

@@ -29,8 +29,8 @@ from mailer._message import mime as _mime
 from mailer._message import model as message_module
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import declared_size, message_payload, payload_size
+from mailer.testing import SMTPTestServer
 
-from .servers import SMTPTestServer
 from .test_dkim import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio
