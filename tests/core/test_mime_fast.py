@@ -202,8 +202,16 @@ def test_attached_message_goes_unencoded() -> None:
     assert forwarded["Subject"] == "the original"
     assert forwarded.get_payload().strip() == "inner body"
 
+    # issue 21 item 16: an 8-bit attached message is re-encoded to 7 bits inside
     eight_bit = Attachment(content="Subject: ü\n\nx".encode(), filename="f.eml",
                            content_type="message/rfc822")  # fmt: skip
-    bad = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[eight_bit])
+    ok = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[eight_bit])
+    (part,) = parsed(ok.as_bytes()).iter_attachments()
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    assert part.get_payload(0)["Subject"] == "ü"
+    # 8-bit text that names no charset cannot be re-encoded faithfully: still refused
+    unnamed = Attachment(content=b"Subject: x\n\n\xfc\n", filename="f.eml",
+                         content_type="message/rfc822")  # fmt: skip
+    bad = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[unnamed])
     with pytest.raises(MessageError, match="message/rfc822"):
         bad.as_bytes()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import email.message
 import email.utils
 import mimetypes
+import smtplib
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,23 @@ __all__ = ["EmailBackend", "MailerResult", "close_mailers", "get_mailer", "to_me
 
 log = get_logger("mailer.django")
 
-#: get_connection() keyword arguments Django itself passes (send_mail's auth_user and
-#: auth_password); accepted when None, refused otherwise: credentials live in MAILER.
-_DJANGO_CONNECTION_ARGS = frozenset(
-    {"username", "password", "host", "port", "use_tls", "use_ssl", "timeout",
-     "ssl_keyfile", "ssl_certfile"}
-)  # fmt: skip
+#: get_connection() keywords of Django's SMTP backend, and where each setting lives in
+#: MAILER instead (docs/django.md). Accepted so that code written for that backend runs;
+#: an empty value (None, "", False, 0) is what Django itself passes and is ignored, any
+#: other is ignored with one warning per keyword and process (MAILER decides).
+SMTP_KEYWORDS = {
+    "host": "providers[].config.host",
+    "port": "providers[].config.port",
+    "username": "providers[].config.auth.user",
+    "password": "providers[].config.auth.password",
+    "use_tls": "providers[].config.require_tls",
+    "use_ssl": "providers[].config.secure",
+    "timeout": "providers[].config.socket_timeout (and send_timeout)",
+    "ssl_keyfile": "providers[].config.tls.key_file",
+    "ssl_certfile": "providers[].config.tls.cert_file",
+}
+#: the keywords already warned about in this process (each once: a backend is made per send)
+_warned_keywords: set[str] = set()
 #: django-anymail's message attributes that have no equivalent here: refused rather than
 #: silently dropped, so a project migrating from anymail finds each one at its first send
 _ANYMAIL_ONLY = (
@@ -191,22 +203,19 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         super().__init__(fail_silently=fail_silently)
-        for key, value in kwargs.items():
-            if key in _DJANGO_CONNECTION_ARGS and value is None:
-                continue
-            raise ConfigError(
-                f"mailer.django.EmailBackend does not take {key!r}: put provider settings "
-                "and credentials in MAILER (see docs/django.md)"
-            )
+        _ignore_keywords(kwargs)
         self.config = config
 
-    def send_messages(self, email_messages: Sequence[Any]) -> int:
+    def send_messages(self, email_messages: Iterable[Any]) -> int:
         """Send every message concurrently; return how many were sent.
 
         Each message gets ``mailer_result``. Without ``fail_silently`` the first error
         (in the order given) is raised once every message has finished, so one bad
         message never stops the others; with it, our errors are logged and swallowed.
+        Django allows any iterable: it is read once, into a list, since the messages are
+        walked twice (convert and send, then results and errors).
         """
+        email_messages = list(email_messages)
         if not email_messages:
             return 0
         try:
@@ -263,7 +272,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
 
     def _fail(self, error: MailerError) -> int:
         if not self.fail_silently:
-            raise error
+            raise smtp_error(error)
         return 0
 
     @staticmethod
@@ -370,6 +379,61 @@ def _check_same_table(sync: SyncMailer, connection: Any) -> None:
 _SCHEDULED = MailerResult(None)
 
 
+def _ignore_keywords(kwargs: Mapping[str, Any]) -> None:
+    """Django's BaseEmailBackend takes and ignores keywords it does not use, and Django
+    passes the SMTP backend's (``send_mail``'s ``auth_user``/``auth_password`` become
+    ``username``/``password``, often ""): refusing them broke ``get_connection()`` calls
+    written for Django. The setting they name lives in MAILER; a non-empty one is logged
+    (its name, never its value) so that nobody believes it took effect."""
+    for key, value in kwargs.items():
+        if not value or key in _warned_keywords:
+            continue
+        _warned_keywords.add(key)
+        where = SMTP_KEYWORDS.get(key)
+        hint = f"set {where} in MAILER" if where else "it has no meaning here"
+        log.warning(
+            "mailer.django.EmailBackend ignores the get_connection() keyword %r: %s "
+            "(see docs/django.md)",
+            key,
+            hint,
+        )
+
+
+#: per MailerError class, its subclass that is also an smtplib.SMTPException
+_smtp_classes: dict[type[MailerError], type[MailerError]] = {}
+
+
+def smtp_error(error: MailerError) -> MailerError:
+    """``error`` as an instance of a subclass of its class and of smtplib.SMTPException.
+
+    Code written for Django's SMTP backend catches ``smtplib.SMTPException`` or
+    ``OSError`` (which SMTPException is) around ``send_mail``; our errors are neither, so
+    a server outage escaped those handlers. The copy keeps every attribute, the class
+    name and ``except AllProvidersFailed`` working; it pickles as the original error.
+    A MessageError is the caller's bug, not an outage: it stays a ValueError only.
+    """
+    if isinstance(error, smtplib.SMTPException | MessageError):
+        return error  # a MessageError is a ValueError, as Django's BadHeaderError is
+    cls = type(error)
+    sub = _smtp_classes.get(cls)
+    if sub is None:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        sub = type(cls.__name__, (cls, smtplib.SMTPException), namespace)
+        sub.__reduce__ = _reduce_plain  # type: ignore[assignment]
+        _smtp_classes[cls] = sub
+    copy = sub.__new__(sub)
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    copy.__cause__ = error.__cause__
+    copy.__suppress_context__ = error.__suppress_context__
+    copy.__dict__["_plain"] = error
+    return copy
+
+
+def _reduce_plain(self: MailerError) -> tuple[Any, ...]:
+    return (smtp_error, (self.__dict__["_plain"],))
+
+
 def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResult:
     if isinstance(outcome, MailerError):
         return MailerResult(message.message_id, error=outcome)
@@ -397,7 +461,7 @@ def to_message(source: Any) -> Message:
     headers = {str(k): str(v) for k, v in (source.extra_headers or {}).items()}
     names = {k.lower(): k for k in headers}
     data: dict[str, Any] = {
-        "sender": Address.parse(source.from_email),
+        "sender": Address.parse(str(source.from_email)),  # str(): it may be lazy
         "to": _addresses(source.to),
         "cc": _addresses(source.cc),
         "bcc": _addresses(source.bcc),
@@ -518,6 +582,8 @@ def _bodies(source: Any) -> tuple[str | None, str | None]:
             )
     if html is not None and text == "":
         text = None  # Django would send an empty text/plain part next to the HTML
+    if text == "" and html is None and source.attachments:
+        text = None  # as Django: an attachment-only message has no empty text part
     return text, html
 
 

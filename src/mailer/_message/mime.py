@@ -47,7 +47,14 @@ from .._errors import MessageError
 if TYPE_CHECKING:
     from . import Address, Attachment, Message
 
-__all__ = ["STREAM_THRESHOLD", "Rendering", "Source", "encode_header_value", "render"]
+__all__ = [
+    "STREAM_THRESHOLD",
+    "Rendering",
+    "Source",
+    "encode_header_value",
+    "render",
+    "rfc822_body",
+]
 
 CRLF = b"\r\n"
 _MAX_LINE = 78  # RFC 5322 SHOULD; the hard limit (998) is enforced by the wire check
@@ -388,9 +395,9 @@ def _attachment_part(att: Attachment) -> _Part:
     if att.content_type == "message/rfc822":
         # RFC 2046 5.2.1: a message/rfc822 part must not be base64 (readers show the
         # base64 text instead of the message), so it goes as it is, 7bit.
-        body, cte = _rfc822_body(att.data()), "7bit"
+        body, cte = rfc822_body(att.data()), "7bit"
     lines = [
-        f"Content-Type: {att.content_type}",
+        f"Content-Type: {att.mime_type()}",
         f"Content-Transfer-Encoding: {cte}",
         f"Content-Disposition: {disposition}; {_param('filename', att.filename)}",
     ]
@@ -409,16 +416,55 @@ def _raw_size(att: Attachment) -> int:
     return _stat(att.path).st_size
 
 
-def _rfc822_body(data: bytes) -> bytes:
-    """An attached message as 7bit lines with CRLF; MessageError when it cannot be one
-    (8-bit or over-long lines would need an encoding the RFC does not allow here)."""
+def rfc822_body(data: bytes) -> bytes:
+    """An attached message as 7bit lines with CRLF, re-encoded to 7 bits when it has 8.
+
+    RFC 2046 5.2.1 allows only 7bit, 8bit or binary for a message/rfc822 part, and 8bit
+    needs 8BITMIME on every hop; so an 8-bit attached message (Django attaches them,
+    #36119) is re-encoded inside: its 8-bit text parts as base64 with their charset, its
+    UTF-8 header values as RFC 2047 encoded-words. MessageError when even that cannot
+    make it 7-bit (an 8-bit part that names no charset, a NUL, an over-long line).
+    """
     text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text.isascii():
+        text = _seven_bit(text)
     if not text.isascii() or _LONG_LINE.search(text.decode("ascii")) or b"\x00" in text:
         raise MessageError(
             "an attached message (message/rfc822) must be 7-bit ASCII with lines of at most "
-            "998 characters; attach it as application/octet-stream instead"
+            "998 characters, or 8-bit text parts that name their charset; attach it as "
+            "application/octet-stream instead"
         )
     return text.rstrip(b"\n").replace(b"\n", CRLF)
+
+
+def _seven_bit(text: bytes) -> bytes:
+    """``text`` (an 8-bit message, LF line ends) re-encoded by the stdlib's generator
+    with a 7-bit policy; header values that are UTF-8 are re-set as text first, so they
+    are encoded as utf-8 words (the generator alone labels raw bytes unknown-8bit)."""
+    import email
+    import email.policy
+    from email.generator import BytesGenerator
+
+    policy = email.policy.SMTP.clone(cte_type="7bit", linesep="\n")
+    inner = email.message_from_bytes(text, policy=policy)
+    for part in inner.walk():
+        items = list(part.raw_items())
+        if all(value.isascii() for _, value in items):
+            continue
+        for name in {name for name, _ in items}:
+            del part[name]
+        for name, value in items:
+            raw = value.encode("ascii", "surrogateescape")
+            try:
+                part[name] = raw.decode("utf-8") if not raw.isascii() else value
+            except (UnicodeDecodeError, ValueError, TypeError):
+                part[name] = value  # left 8-bit: refused by the caller
+    out = io.BytesIO()
+    try:
+        BytesGenerator(out, policy=policy).flatten(inner)
+    except (ValueError, TypeError, UnicodeError, LookupError):
+        return text  # not ASCII: refused by the caller
+    return out.getvalue()
 
 
 def _boundary(parts: Sequence[_Part]) -> str:

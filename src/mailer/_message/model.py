@@ -470,7 +470,12 @@ class Message(Strict):
                 )  # fmt: skip
         for att in self.attachments:
             if not att.inline:
-                msg.add_attachment(att.data(), att.maintype, att.subtype, filename=att.filename)
+                ctype, _, charset = att.mime_type().partition("; charset=")
+                maintype, subtype = ctype.split("/", 1)
+                params = {"charset": charset} if charset else {}
+                msg.add_attachment(
+                    att.data(), maintype, subtype, filename=att.filename, params=params
+                )
 
 
 class MessageDefaults:
