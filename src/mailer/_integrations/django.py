@@ -472,8 +472,6 @@ def to_message(source: Any) -> Message:
         data["message_id"] = headers.pop(names["message-id"])
     if "reply-to" in names:  # Django lets the header win over reply_to
         data["reply_to"] = _header_addresses(headers.pop(names["reply-to"]))
-    if "date" in names:
-        raise MessageError("a Date header cannot be set: it is written when the message is sent")
     envelope: dict[str, Any] = {}
     # Django's rule: from_email and to/cc/bcc are the envelope, these headers only what
     # readers see. When they name other mailboxes, the envelope keeps Django's.

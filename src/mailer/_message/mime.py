@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .._errors import MessageError
+from .address import Address as _Address
 
 if TYPE_CHECKING:
     from . import Address, Attachment, Message
@@ -52,6 +53,7 @@ __all__ = [
     "Rendering",
     "Source",
     "encode_header_value",
+    "header",
     "render",
     "rfc822_body",
 ]
@@ -510,6 +512,14 @@ def _body(message: Message) -> _Part:
 # ------------------------------------------------------------------------------ message
 
 
+def header(headers: dict[str, str], lower: str) -> str | None:
+    """The value of the custom header named ``lower`` (any case), or None."""
+    for name, value in headers.items():
+        if name.lower() == lower:
+            return value.strip()
+    return None
+
+
 def render(message: Message, date: str) -> tuple[list[bytes | Source], list[str]] | None:
     """The message and the header names written, or None to use the stdlib.
 
@@ -530,8 +540,14 @@ def render(message: Message, date: str) -> tuple[list[bytes | Source], list[str]
         out.write(f"Date: {date}\r\nMessage-ID: {message.message_id}\r\n".encode("ascii"))
         names += ["subject", "date", "message-id"]
         for name, value in message.headers.items():
-            out.write(_unstructured(name, value))
-            names.append(name.lower())
+            lower = name.lower()
+            if lower == "date":
+                continue  # the caller's Date is ``date``, written above
+            if lower == "sender":
+                out.write(_addresses(name, [_Address.parse(value)]))
+            else:
+                out.write(_unstructured(name, value))
+            names.append(lower)
         head, pieces = _body(message)
         out.write(b"MIME-Version: 1.0\r\n")
         out.write(head)

@@ -7,13 +7,14 @@ provider, sends the same bytes and the same id; the id is made when first read (
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_tz
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,13 @@ _RENDER_LOCK = threading.Lock()
 # Headers the Message owns: set through its fields, never through ``headers``.
 _RESERVED_HEADERS = frozenset(
     {
-        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
+        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id",
         "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
-        "sender",
     }
 )  # fmt: skip
+# Headers that ``headers`` may set, checked for what they hold (see _checked_header):
+# Sender (bounce handling, on behalf of) and Date (imports of old mail, a fixed date).
+_CHECKED_HEADERS = frozenset({"sender", "date"})
 
 # Trace and authentication headers are written by the servers a message passes through
 # (RFC 5321 4.4, RFC 8601, RFC 8617) or by the signer (DKIM-Signature, from ``dkim``).
@@ -68,6 +71,12 @@ _TRACE_HEADERS = frozenset(
     }
 )  # fmt: skip
 _TRACE_PREFIXES = ("arc-", "resent-")
+# RFC 5322 3.3's date-time, loosely (folding and comments aside): [day ","] d mon y
+# hh:mm[:ss] zone. parsedate_tz alone takes nearly anything with a number in it.
+_DATE = re.compile(
+    r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?\s+"
+    r"(?:[+-]\d{4}|UT|GMT|[ECMP][SD]T|[A-IK-Za-ik-z])$"
+)
 
 
 def _as_list(value: Any) -> Any:
@@ -218,6 +227,11 @@ class Message(Strict):
                 )
             check_text(text, f"header {name!r}", allow_tab=True)
             check_length(text, f"header {name!r}")
+            if lower in _CHECKED_HEADERS:
+                _checked_header(lower, name, text)
+        for special in _CHECKED_HEADERS:
+            if sum(name.lower() == special for name in value) > 1:
+                raise MessageError(f"header {special.title()!r} is given more than once")
         return value
 
     @field_validator("tags")
@@ -408,7 +422,7 @@ class Message(Strict):
     def _render(self) -> bytes | _mime.Rendering:
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
-        date = format_datetime(_utcnow())
+        date = _mime.header(self.headers, "date") or format_datetime(_utcnow())
         fast = _mime.render(self, date)
         if fast is not None:
             segments, names = fast
@@ -439,8 +453,11 @@ class Message(Strict):
         msg["Date"] = date
         msg["Message-ID"] = self.message_id
         for name, value in self.headers.items():
-            msg[name] = value
-            expected.append(name.lower())
+            lower = name.lower()
+            if lower == "date":
+                continue  # written above, in its place
+            msg[name] = Address.parse(value).header_value() if lower == "sender" else value
+            expected.append(lower)
         self._add_body(msg)
         try:
             data = msg.as_bytes(policy=policy)
@@ -476,6 +493,23 @@ class Message(Strict):
                 msg.add_attachment(
                     att.data(), maintype, subtype, filename=att.filename, params=params
                 )
+
+
+def _checked_header(lower: str, name: str, value: str) -> None:
+    """A Sender header must be one mailbox, by our address rules; a Date header an RFC
+    5322 date with its zone (a date without one is read differently by every reader)."""
+    if lower == "sender":
+        Address.parse(value)  # MessageError, naming what is wrong
+        return
+    try:
+        parsed = parsedate_tz(value)
+    except (TypeError, ValueError, IndexError):
+        parsed = None
+    if parsed is None or parsed[9] is None or not _DATE.match(value.strip()):
+        raise MessageError(
+            f"header {name!r} is not an RFC 5322 date with a zone "
+            f"(like 'Tue, 01 Jul 2025 10:00:00 +0000'): {describe(value)}"
+        )
 
 
 class MessageDefaults:
