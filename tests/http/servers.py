@@ -26,6 +26,8 @@ class HTTPTestServer:
         self.delay = delay
         self.connections = 0
         self.requests = 0
+        #: each request's body, as received
+        self.bodies: list[bytes] = []
         self.port = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -39,8 +41,9 @@ class HTTPTestServer:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":")[1])
-                await reader.readexactly(length)
+                body = await reader.readexactly(length)
                 self.requests += 1
+                self.bodies.append(body)
                 if self.mode == "hang":
                     await asyncio.sleep(30)
                 if self.mode == "drop":

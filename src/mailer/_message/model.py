@@ -499,7 +499,11 @@ def _checked_header(lower: str, name: str, value: str) -> None:
     """A Sender header must be one mailbox, by our address rules; a Date header an RFC
     5322 date with its zone (a date without one is read differently by every reader)."""
     if lower == "sender":
-        Address.parse(value)  # MessageError, naming what is wrong
+        try:
+            Address.parse(value)
+        except MessageError as exc:
+            reason = str(exc).removeprefix("invalid message: ")
+            raise MessageError(f"header {name!r} must be one mailbox: {reason}") from None
         return
     try:
         parsed = parsedate_tz(value)
