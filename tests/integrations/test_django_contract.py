@@ -181,3 +181,50 @@ def test_attached_eight_bit_email_message(smtp_server: Servers, use_mailer: UseM
     assert isinstance(forwarded, StdMessage)
     assert forwarded["Subject"] == "Grüße"
     assert forwarded.get_content().strip() == "Grüße aus Köln"
+
+
+def test_what_the_excluded_tests_check(smtp_server: Servers, use_mailer: UseMailer) -> None:
+    """Django's suite tests excluded for their encoding bytes or domainless addresses
+    (test_django_suite.EXCLUDED): everything else they check, with real domains."""
+    server = smtp_server()
+    use_mailer(smtp_config(server))
+    _ = gettext_lazy
+    sent = [
+        mail.EmailMessage("Chère maman", "Je t'aime très fort", "from@example.com",
+                          ["to@example.com"]),  # test_send_unicode
+        mail.EmailMessage(from_email='"Firstname Sürname" <from@example.com>',
+                          to=["to@example.com"]),  # test_send_verbose_name
+        mail.EmailMessage("Subject", "В южных морях " * 60, "from@example.com",
+                          ["to@example.com"]),  # test_send_long_lines
+        mail.EmailMessage(from_email=_("tester@example.com"),
+                          to=[_("to1@example.com"), _("to2@example.com")],
+                          cc=[_("cc1@example.com"), _("cc2@example.com")],
+                          bcc=[_("bcc@example.com")],
+                          reply_to=[_("reply@example.com")]),  # test_lazy_addresses
+    ]  # fmt: skip
+    assert mail.get_connection().send_messages(sent) == 4
+    # sent concurrently: told apart by what each one's From and Subject are
+    by_kind = {}
+    for envelope, parsed in zip(server.state.messages, received(server, 4), strict=True):
+        by_kind[envelope.mail_from, str(parsed["Subject"] or "")] = (envelope, parsed)
+    unicode = by_kind["from@example.com", "Chère maman"][1]
+    verbose = by_kind["from@example.com", ""][1]
+    long_envelope, long_lines = by_kind["from@example.com", "Subject"]
+    lazy_envelope, lazy = by_kind["tester@example.com", ""]
+    assert unicode["Subject"] == "Chère maman"
+    assert unicode.get_content().rstrip("\r\n") == "Je t'aime très fort"
+    assert verbose["From"] == "Firstname Sürname <from@example.com>"
+    assert long_lines.get_content_type() == "text/plain"
+    assert long_lines.get_content_charset() == "utf-8"
+    assert long_lines.get_content().rstrip("\r\n") == "В южных морях " * 60
+    data = long_envelope.original_content or long_envelope.content
+    assert isinstance(data, bytes)
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert lazy["From"] == "tester@example.com"
+    assert lazy["To"] == "to1@example.com, to2@example.com"
+    assert lazy["Cc"] == "cc1@example.com, cc2@example.com"
+    assert lazy["Reply-To"] == "reply@example.com"
+    assert lazy_envelope.rcpt_tos == [
+        "to1@example.com", "to2@example.com", "cc1@example.com", "cc2@example.com",
+        "bcc@example.com",
+    ]  # fmt: skip
