@@ -11,6 +11,7 @@ import pickle
 import smtplib
 from collections.abc import Callable
 from email.message import EmailMessage as StdMessage
+from email.mime.text import MIMEText
 from typing import Any
 
 import pytest
@@ -144,7 +145,12 @@ def test_mime_structure_matches_django(smtp_server: Servers, use_mailer: UseMail
     html_only = mail.EmailMultiAlternatives("s", "", "a@example.com", ["r@example.org"])
     html_only.attach_alternative("<p>hi</p>", "text/html")
     html_only.send()
-    first, second = received(server, 2)
+    latin = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
+    part = MIMEText("Grüße", "plain", "iso-8859-1")
+    part.add_header("Content-Disposition", "attachment", filename="latin.txt")
+    latin.attach(part)
+    latin.send()
+    first, second, third = received(server, 3)
     assert first.get_content_type() == "multipart/mixed"
     parts = list(first.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/csv", "application/pdf"]
@@ -152,6 +158,10 @@ def test_mime_structure_matches_django(smtp_server: Servers, use_mailer: UseMail
     assert parts[0].get_content_charset() == "utf-8"
     assert second.get_content_type() == "text/html"
     assert second.get_content().strip() == "<p>hi</p>"
+    # a MIMEText in another charset keeps its text: re-encoded to UTF-8, labelled so
+    (latin_part,) = third.iter_attachments()
+    assert latin_part.get_content_charset() == "utf-8"
+    assert latin_part.get_content() == "Grüße"
 
 
 def test_date_and_sender_headers_from_django(smtp_server: Servers, use_mailer: UseMailer) -> None:

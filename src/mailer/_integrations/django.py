@@ -612,7 +612,7 @@ def _mime_attachment(part: email.message.Message, *, has_html: bool) -> Attachme
         data = inner.as_bytes()
     else:
         payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
+        data = _as_utf8(part, payload) if isinstance(payload, bytes) else b""
     cid = part.get("Content-ID")
     inline = cid is not None and has_html and part.get_content_disposition() != "attachment"
     return Attachment(
@@ -622,6 +622,19 @@ def _mime_attachment(part: email.message.Message, *, has_html: bool) -> Attachme
         inline=inline,
         content_id=str(cid) if cid is not None else None,
     )
+
+
+def _as_utf8(part: email.message.Message, data: bytes) -> bytes:
+    """A text part's bytes in UTF-8 (``MIMEText(..., _charset="iso-8859-1")``): our text
+    attachments are labelled utf-8 when they are, and sent as octet-stream when not, so
+    the charset the part named must not be lost. Left as they are when it is unknown."""
+    charset = part.get_content_charset()
+    if part.get_content_maintype() != "text" or charset in (None, "utf-8", "us-ascii"):
+        return data
+    try:
+        return data.decode(str(charset)).encode("utf-8")
+    except (LookupError, UnicodeDecodeError):
+        return data
 
 
 def _default_name(mimetype: str | None) -> str:
