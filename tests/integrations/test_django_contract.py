@@ -50,8 +50,9 @@ def test_send_messages_takes_an_iterator(smtp_server: Servers, use_mailer: UseMa
     assert [m.mailer_result.status for m in messages] == ["sent", "sent"]  # type: ignore[attr-defined]
     assert len(received(server, 2)) == 2
 
-    bad = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"],
-                            headers={"Date": "not a date"})  # fmt: skip
+    bad = mail.EmailMessage(
+        "s", "b", "a@example.com", ["r@example.org"], headers={"Date": "not a date"}
+    )
     good = mail.EmailMessage("s", "b", "a@example.com", ["r3@example.org"])
     with pytest.raises(MessageError, match="RFC 5322 date"):
         mail.get_connection().send_messages(m for m in (good, bad))
@@ -65,9 +66,11 @@ def test_lazy_from_email(smtp_server: Servers, use_mailer: UseMailer) -> None:
     server = smtp_server()
     use_mailer(smtp_config(server))
     sent = mail.send_mail(
-        gettext_lazy("Subject"), "Content", gettext_lazy("Team <team@example.com>"),
+        gettext_lazy("Subject"),
+        "Content",
+        gettext_lazy("Team <team@example.com>"),
         [gettext_lazy("anna@example.org")],
-    )  # fmt: skip
+    )
     assert sent == 1
     (msg,) = received(server)
     assert msg["From"] == "Team <team@example.com>"
@@ -87,9 +90,12 @@ def test_smtp_backend_keywords_are_accepted(
         assert caplog.records == []
         for _ in range(3):  # a backend per send, as Django makes them: one warning each
             connection = mail.get_connection(
-                host="smtp.example.com", username="u", password="hunter2", timeout=5,
+                host="smtp.example.com",
+                username="u",
+                password="hunter2",
+                timeout=5,
                 fancy_option=True,
-            )  # fmt: skip
+            )
     warned = sorted(r.args[0] for r in caplog.records)  # type: ignore[index]
     assert warned == ["fancy_option", "host", "password", "timeout", "username"]
     assert "hunter2" not in caplog.text
@@ -107,9 +113,14 @@ def test_errors_are_smtp_exceptions(smtp_server: Servers, use_mailer: UseMailer)
     server = smtp_server()
     port = server.port
     server.stop()
-    use_mailer({"providers": [{"type": "smtp", "name": "down",
-                               "config": {"host": "127.0.0.1", "port": port}}],
-                "retry": {"attempts": 1}})  # fmt: skip
+    use_mailer(
+        {
+            "providers": [
+                {"type": "smtp", "name": "down", "config": {"host": "127.0.0.1", "port": port}}
+            ],
+            "retry": {"attempts": 1},
+        }
+    )
     message = mail.EmailMessage("s", "b", "a@example.com", ["r@example.org"])
     with pytest.raises(smtplib.SMTPException) as info:
         message.send()
@@ -200,18 +211,23 @@ def test_what_the_excluded_tests_check(smtp_server: Servers, use_mailer: UseMail
     use_mailer(smtp_config(server))
     _ = gettext_lazy
     sent = [
-        mail.EmailMessage("Chère maman", "Je t'aime très fort", "from@example.com",
-                          ["to@example.com"]),  # test_send_unicode
-        mail.EmailMessage(from_email='"Firstname Sürname" <from@example.com>',
-                          to=["to@example.com"]),  # test_send_verbose_name
-        mail.EmailMessage("Subject", "В южных морях " * 60, "from@example.com",
-                          ["to@example.com"]),  # test_send_long_lines
-        mail.EmailMessage(from_email=_("tester@example.com"),
-                          to=[_("to1@example.com"), _("to2@example.com")],
-                          cc=[_("cc1@example.com"), _("cc2@example.com")],
-                          bcc=[_("bcc@example.com")],
-                          reply_to=[_("reply@example.com")]),  # test_lazy_addresses
-    ]  # fmt: skip
+        mail.EmailMessage(
+            "Chère maman", "Je t'aime très fort", "from@example.com", ["to@example.com"]
+        ),  # test_send_unicode
+        mail.EmailMessage(
+            from_email='"Firstname Sürname" <from@example.com>', to=["to@example.com"]
+        ),  # test_send_verbose_name
+        mail.EmailMessage(
+            "Subject", "В южных морях " * 60, "from@example.com", ["to@example.com"]
+        ),  # test_send_long_lines
+        mail.EmailMessage(
+            from_email=_("tester@example.com"),
+            to=[_("to1@example.com"), _("to2@example.com")],
+            cc=[_("cc1@example.com"), _("cc2@example.com")],
+            bcc=[_("bcc@example.com")],
+            reply_to=[_("reply@example.com")],
+        ),  # test_lazy_addresses
+    ]
     assert mail.get_connection().send_messages(sent) == 4
     # sent concurrently: told apart by what each one's From and Subject are
     by_kind = {}
@@ -235,6 +251,9 @@ def test_what_the_excluded_tests_check(smtp_server: Servers, use_mailer: UseMail
     assert lazy["Cc"] == "cc1@example.com, cc2@example.com"
     assert lazy["Reply-To"] == "reply@example.com"
     assert lazy_envelope.rcpt_tos == [
-        "to1@example.com", "to2@example.com", "cc1@example.com", "cc2@example.com",
+        "to1@example.com",
+        "to2@example.com",
+        "cc1@example.com",
+        "cc2@example.com",
         "bcc@example.com",
-    ]  # fmt: skip
+    ]

@@ -58,14 +58,15 @@ def test_text_attachments_say_their_charset(smtp_server: Servers, tmp_path: Path
         server,
         message(
             attachments=[
-                Attachment(filename="note.txt", content=GREETING.encode(),
-                           content_type="text/plain"),
+                Attachment(
+                    filename="note.txt", content=GREETING.encode(), content_type="text/plain"
+                ),
                 Attachment(path=note),
                 Attachment(filename="legacy.txt", content=GREETING.encode("latin-1")),
                 Attachment(filename="data.csv", content=b"a,b\r\n1,2\r\n"),
             ]
         ),
-    )  # fmt: skip
+    )
     parts = {p.get_filename(): p for p in received.iter_attachments()}
     assert isinstance(parts["note.txt"], StdMessage)
     for name in ("note.txt", "from-disk.txt"):
@@ -91,11 +92,14 @@ async def test_json_api_sends_the_same_content_type() -> None:
     async with serve("ok") as server:
         config = {
             "providers": [
-                {"type": "resend", "name": "resend",
-                 "config": {"api_key": "re_test", "base_url": f"http://127.0.0.1:{server.port}"}}
+                {
+                    "type": "resend",
+                    "name": "resend",
+                    "config": {"api_key": "re_test", "base_url": f"http://127.0.0.1:{server.port}"},
+                }
             ],
             "retry": {"attempts": 1},
-        }  # fmt: skip
+        }
         async with Mailer.from_config(config) as mailer:
             await mailer.send(
                 message(

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parsedate_tz
@@ -486,7 +487,12 @@ class Message(Strict):
                     cid=f"<{att.content_id}>", filename=att.filename, disposition="inline",
                 )  # fmt: skip
         for att in self.attachments:
-            if not att.inline:
+            if att.inline:
+                continue
+            if att.content_type == "message/rfc822":  # 7-bit, as the fast renderer's
+                inner = message_from_bytes(_mime.rfc822_body(att.data()), policy=_POLICY)
+                msg.add_attachment(inner, cte="7bit", filename=att.filename)
+            else:
                 ctype, _, charset = att.mime_type().partition("; charset=")
                 maintype, subtype = ctype.split("/", 1)
                 params = {"charset": charset} if charset else {}
