@@ -8,6 +8,7 @@ import email
 import email.policy
 import logging
 import pickle
+import re
 import smtplib
 from collections.abc import Callable
 from email.message import EmailMessage as StdMessage
@@ -87,7 +88,7 @@ def test_smtp_backend_keywords_are_accepted(
     integration._warned_keywords.clear()
     with caplog.at_level(logging.WARNING, logger="mailer.django"):
         quiet = mail.get_connection(username="", password="", timeout=None, use_tls=False)
-        assert caplog.records == []
+        assert [r for r in caplog.records if r.name == "mailer.django"] == []
         for _ in range(3):  # a backend per send, as Django makes them: one warning each
             connection = mail.get_connection(
                 host="smtp.example.com",
@@ -96,7 +97,9 @@ def test_smtp_backend_keywords_are_accepted(
                 timeout=5,
                 fancy_option=True,
             )
-    warned = sorted(r.args[0] for r in caplog.records)  # type: ignore[index]
+    ours = [r for r in caplog.records if r.name == "mailer.django"]  # not other loggers'
+    # by message text: the secret redactor may have formatted a record already
+    warned = sorted(re.search(r"keyword '(\w+)'", r.getMessage())[1] for r in ours)  # type: ignore[index]
     assert warned == ["fancy_option", "host", "password", "timeout", "username"]
     assert "hunter2" not in caplog.text
     assert "providers[].config.auth.password" in caplog.text

@@ -118,21 +118,65 @@ async def test_json_api_sends_the_same_content_type() -> None:
 
 
 def test_eight_bit_attached_message_is_sent(smtp_server: Servers) -> None:
-    """Item 16: an attached message with 8-bit headers and body goes out re-encoded to 7
-    bits inside (RFC 2046 5.2.1 allows no base64 around it); it reads the same."""
-    server = smtp_server()
+    """Item 16: an attached message with 8-bit headers and body goes as it is to a
+    server that offers 8BITMIME (MAIL ... BODY=8BITMIME); to one that does not, it is
+    re-encoded to 7 bits inside (RFC 2046 5.2.1 allows no base64 around it). Both read
+    the same."""
     attached = Attachment(
         filename="forwarded.eml", content=EIGHT_BIT_MESSAGE, content_type="message/rfc822"
     )
-    received = deliver(server, message(attachments=[attached]))
+    eight_bit, seven_bit = smtp_server(), smtp_server()
+    seven_bit.state.eight_bit_mime = False
+    for server, cte in ((eight_bit, "8bit"), (seven_bit, "7bit")):
+        received = deliver(server, message(attachments=[attached]))
+        (part,) = received.iter_attachments()
+        assert part.get_content_type() == "message/rfc822"
+        assert part["Content-Transfer-Encoding"] == cte
+        inner = part.get_payload(0)
+        assert isinstance(inner, StdMessage)
+        assert inner["Subject"] == "Grüße"
+        assert inner["From"] == "Jörg <joerg@example.com>"
+        assert inner.get_content().strip() == GREETING
+        (mail,) = [c for c in server.state.commands if c.startswith("MAIL")]
+        assert ("BODY=8BITMIME" in mail) == (cte == "8bit")
+        envelope = server.state.messages[-1]
+        raw = envelope.original_content or envelope.content
+        assert isinstance(raw, bytes)
+        assert raw.isascii() == (cte == "7bit")
+        if cte == "8bit":  # byte for byte, line ends aside
+            assert EIGHT_BIT_MESSAGE.rstrip(b"\r\n") in raw
+
+
+def test_eight_bit_rides_on_smtputf8_and_never_under_dkim(smtp_server: Servers) -> None:
+    """Item 16: SMTPUTF8 in use implies 8-bit data (RFC 6531 3.1), with no BODY= when
+    the server does not list 8BITMIME; a DKIM-signed message goes 7-bit (the signature
+    covers that rendering)."""
+    attached = Attachment(
+        filename="forwarded.eml", content=EIGHT_BIT_MESSAGE, content_type="message/rfc822"
+    )
+    utf8 = smtp_server(smtputf8=True)
+    utf8.state.eight_bit_mime = False
+    received = deliver(utf8, message(to=["josé@example.org"], attachments=[attached]))
     (part,) = received.iter_attachments()
-    assert part.get_content_type() == "message/rfc822"
+    assert part["Content-Transfer-Encoding"] == "8bit"
+    (mail,) = [c for c in utf8.state.commands if c.startswith("MAIL")]
+    assert "SMTPUTF8" in mail and "BODY=" not in mail
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    dkim = {"domain": "example.com", "selector": "s1", "private_key": pem}
+    signed = smtp_server()
+    received = deliver(signed, message(attachments=[attached], dkim=dkim))
+    assert "DKIM-Signature" in received
+    (part,) = received.iter_attachments()
     assert part["Content-Transfer-Encoding"] == "7bit"
-    inner = part.get_payload(0)
-    assert isinstance(inner, StdMessage)
-    assert inner["Subject"] == "Grüße"
-    assert inner["From"] == "Jörg <joerg@example.com>"
-    assert inner.get_content().strip() == GREETING
 
 
 def test_sender_and_date_headers(smtp_server: Servers) -> None:

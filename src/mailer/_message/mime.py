@@ -53,6 +53,7 @@ __all__ = [
     "Rendering",
     "Source",
     "encode_header_value",
+    "has_8bit_message",
     "header",
     "render",
     "rfc822_body",
@@ -64,6 +65,7 @@ _ATOM_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]+")
 _PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
 _TEXT_7BIT = re.compile(r"[\x20-\x7e\t\n]*")
 _LONG_LINE = re.compile(r"(?m)^[^\n]{999}")  # anchored at line starts: linear
+_LONG_LINE_BYTES = re.compile(rb"(?m)^[^\n]{999}")
 _EW_PAYLOAD = 42  # UTF-8 bytes per encoded-word: 56 base64 chars + 12 = 68 columns
 _B64_CHUNK = 57 * 1024  # input bytes per base64 chunk (57 bytes make one 76-char line)
 _rng = random.Random()
@@ -387,7 +389,7 @@ def _text_part(text: str, subtype: str) -> _Part:
     return head, [body[:-2]]
 
 
-def _attachment_part(att: Attachment) -> _Part:
+def _attachment_part(att: Attachment, eight_bit: bool = False) -> _Part:
     assert att.filename is not None
     disposition = "inline" if att.inline else "attachment"
     body: _Piece = _Base64(att)
@@ -396,8 +398,11 @@ def _attachment_part(att: Attachment) -> _Part:
         body = Source(att)
     if att.content_type == "message/rfc822":
         # RFC 2046 5.2.1: a message/rfc822 part must not be base64 (readers show the
-        # base64 text instead of the message), so it goes as it is, 7bit.
-        body, cte = rfc822_body(att.data()), "7bit"
+        # base64 text instead of the message), so it goes as it is: 7bit, or 8bit in
+        # the rendering for a server that takes it (see Message.render_8bit)
+        data = att.data()
+        raw = _rfc822_8bit(data) if eight_bit else None
+        body, cte = (raw, "8bit") if raw is not None else (rfc822_body(data), "7bit")
     lines = [
         f"Content-Type: {att.mime_type()}",
         f"Content-Transfer-Encoding: {cte}",
@@ -437,6 +442,22 @@ def rfc822_body(data: bytes) -> bytes:
             "application/octet-stream instead"
         )
     return text.rstrip(b"\n").replace(b"\n", CRLF)
+
+
+def _rfc822_8bit(data: bytes) -> bytes | None:
+    """An 8-bit attached message as it is (CRLF lines), or None when it is 7-bit anyway
+    or cannot go as 8bit either (a NUL, a line over 998 octets)."""
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if text.isascii() or b"\x00" in text or _LONG_LINE_BYTES.search(text):
+        return None
+    return text.rstrip(b"\n").replace(b"\n", CRLF)
+
+
+def has_8bit_message(message: Message) -> bool:
+    """Whether an attached message (message/rfc822) has 8-bit content."""
+    return any(
+        a.content_type == "message/rfc822" and not a.data().isascii() for a in message.attachments
+    )
 
 
 def _seven_bit(text: bytes) -> bytes:
@@ -490,7 +511,7 @@ def _multipart(subtype: str, parts: list[_Part]) -> _Part:
     return head, body
 
 
-def _body(message: Message) -> _Part:
+def _body(message: Message, eight_bit: bool = False) -> _Part:
     text, html = message.text, message.html
     inline = [a for a in message.attachments if a.inline]
     files = [a for a in message.attachments if not a.inline]
@@ -500,11 +521,13 @@ def _body(message: Message) -> _Part:
     if html is not None:
         html_part = _text_part(html, "html")
         if inline:
-            html_part = _multipart("related", [html_part, *map(_attachment_part, inline)])
+            related = [_attachment_part(a, eight_bit) for a in inline]
+            html_part = _multipart("related", [html_part, *related])
     parts = [p for p in (None if text is None else _text_part(text, "plain"), html_part) if p]
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts) if parts else None
     if files:
-        body = _multipart("mixed", [*([body] if body else []), *map(_attachment_part, files)])
+        attached = [_attachment_part(a, eight_bit) for a in files]
+        body = _multipart("mixed", [*([body] if body else []), *attached])
     assert body is not None
     return body
 
@@ -520,11 +543,15 @@ def header(headers: dict[str, str], lower: str) -> str | None:
     return None
 
 
-def render(message: Message, date: str) -> tuple[list[bytes | Source], list[str]] | None:
+def render(
+    message: Message, date: str, *, eight_bit: bool = False
+) -> tuple[list[bytes | Source], list[str]] | None:
     """The message and the header names written, or None to use the stdlib.
 
     The message is one bytes segment, or with large attachments, bytes segments with a
     :class:`Source` between each two (the first segment holds the whole header block).
+    ``eight_bit``: attached messages with 8-bit content go as they are (8bit), for a
+    server that offers 8BITMIME; otherwise they are re-encoded to 7 bits.
     """
     assert message.sender is not None and message.message_id is not None
     try:
@@ -548,7 +575,7 @@ def render(message: Message, date: str) -> tuple[list[bytes | Source], list[str]
             else:
                 out.write(_unstructured(name, value))
             names.append(lower)
-        head, pieces = _body(message)
+        head, pieces = _body(message, eight_bit)
         out.write(b"MIME-Version: 1.0\r\n")
         out.write(head)
         out.write(CRLF)

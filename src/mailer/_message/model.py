@@ -152,6 +152,10 @@ class Message(Strict):
 
     #: the rendering, made once: bytes, or with large attachments a streamed Rendering
     _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
+    #: its Date, which the 8-bit rendering (see render_8bit) shares
+    _date: str | None = PrivateAttr(default=None)
+    #: the rendering with 8-bit attached messages as they are; False when there is none
+    _rendered_8bit: bytes | _mime.Rendering | bool | None = PrivateAttr(default=None)
     #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
     _id_cell: _IdCell | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
@@ -424,19 +428,37 @@ class Message(Strict):
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
         date = _mime.header(self.headers, "date") or format_datetime(_utcnow())
+        private = self.__pydantic_private__
+        assert private is not None
+        private["_date"] = date
         fast = _mime.render(self, date)
         if fast is not None:
-            segments, names = fast
-            if len(segments) == 1:
-                data = segments[0]
-                assert isinstance(data, bytes)
-                check_wire(data, names)
-                return data
-            for i, segment in enumerate(segments):
-                if isinstance(segment, bytes):
-                    check_wire(segment, names, head=i == 0)
-            return _mime.Rendering(segments)
+            return _checked(*fast)
         return self._render_stdlib(date)
+
+    def render_8bit(self) -> bytes | _mime.Rendering | None:
+        """The rendering for a server that takes 8-bit data (8BITMIME, or SMTPUTF8): an
+        attached message with 8-bit content as it is, not re-encoded; None when the
+        message has none (then :meth:`render` is the only rendering).
+
+        Made once, after :meth:`render` and with its Date and Message-ID, so both
+        renderings are the same message. Re-encoding an attached message changes its
+        bytes (and breaks its own DKIM signature); a server that offers 8BITMIME gets
+        it untouched. Only the SMTP provider asks for it.
+        """
+        if not _mime.has_8bit_message(self):
+            return None
+        self.render()
+        private = self.__pydantic_private__
+        assert private is not None
+        data = private["_rendered_8bit"]
+        if data is None:
+            with _RENDER_LOCK:
+                data = private["_rendered_8bit"]
+                if data is None:
+                    fast = _mime.render(self, private["_date"], eight_bit=True)
+                    data = private["_rendered_8bit"] = False if fast is None else _checked(*fast)
+        return None if isinstance(data, bool) else data
 
     def _render_stdlib(self, date: str) -> bytes:
         """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
@@ -499,6 +521,19 @@ class Message(Strict):
                 msg.add_attachment(
                     att.data(), maintype, subtype, filename=att.filename, params=params
                 )
+
+
+def _checked(segments: list[bytes | _mime.Source], names: list[str]) -> bytes | _mime.Rendering:
+    """The fast renderer's output, through the wire check: bytes, or a Rendering."""
+    if len(segments) == 1:
+        data = segments[0]
+        assert isinstance(data, bytes)
+        check_wire(data, names)
+        return data
+    for i, segment in enumerate(segments):
+        if isinstance(segment, bytes):
+            check_wire(segment, names, head=i == 0)
+    return _mime.Rendering(segments)
 
 
 def _checked_header(lower: str, name: str, value: str) -> None:
