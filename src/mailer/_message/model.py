@@ -7,7 +7,6 @@ provider, sends the same bytes and the same id; the id is made when first read (
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 import uuid
@@ -15,7 +14,7 @@ from collections.abc import Mapping
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
-from email.utils import format_datetime, parsedate_tz
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,6 @@ from .._errors import MessageError
 from . import mime as _mime
 from ._checks import (
     FROM_JSON,
-    HEADER_NAME,
     MAX_HEADERS,
     PATH_FROM_JSON,
     Strict,
@@ -43,6 +41,7 @@ from ._checks import (
 from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
+from .headers import check_headers
 from .wire import check_wire
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
@@ -50,34 +49,6 @@ _POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
 # RFC 6532: a message with an internationalized address carries it in UTF-8
 _POLICY_UTF8 = _POLICY.clone(utf8=True)
 _RENDER_LOCK = threading.Lock()
-
-# Headers the Message owns: set through its fields, never through ``headers``.
-_RESERVED_HEADERS = frozenset(
-    {
-        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id",
-        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
-    }
-)  # fmt: skip
-# Headers that ``headers`` may set, checked for what they hold (see _checked_header):
-# Sender (bounce handling, on behalf of) and Date (imports of old mail, a fixed date).
-_CHECKED_HEADERS = frozenset({"sender", "date"})
-
-# Trace and authentication headers are written by the servers a message passes through
-# (RFC 5321 4.4, RFC 8601, RFC 8617) or by the signer (DKIM-Signature, from ``dkim``).
-# One set by the sender is a forgery that filters and people may trust.
-_TRACE_HEADERS = frozenset(
-    {
-        "received", "return-path", "received-spf", "authentication-results",
-        "dkim-signature", "domainkey-signature", "delivered-to", "x-original-to",
-    }
-)  # fmt: skip
-_TRACE_PREFIXES = ("arc-", "resent-")
-# RFC 5322 3.3's date-time, loosely (folding and comments aside): [day ","] d mon y
-# hh:mm[:ss] zone. parsedate_tz alone takes nearly anything with a number in it.
-_DATE = re.compile(
-    r"^(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?\s+"
-    r"(?:[+-]\d{4}|UT|GMT|[ECMP][SD]T|[A-IK-Za-ik-z])$"
-)
 
 
 def _as_list(value: Any) -> Any:
@@ -214,30 +185,7 @@ class Message(Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_HEADERS:
-            raise MessageError(f"{len(value)} custom headers; the limit is {MAX_HEADERS}")
-        for name, text in value.items():
-            if not HEADER_NAME.match(name):
-                raise MessageError(f"invalid header name: {describe(name)}")
-            lower = name.lower()
-            if lower in _RESERVED_HEADERS:
-                raise MessageError(
-                    f"header {name!r} is set from the message's own fields; use them instead"
-                )
-            if lower in _TRACE_HEADERS or lower.startswith(_TRACE_PREFIXES):
-                raise MessageError(
-                    f"header {name!r} is a trace or authentication header, which only the "
-                    "servers a message passes through (or its DKIM signer: use the dkim "
-                    "option) may add; a sender-supplied one is a forgery"
-                )
-            check_text(text, f"header {name!r}", allow_tab=True)
-            check_length(text, f"header {name!r}")
-            if lower in _CHECKED_HEADERS:
-                _checked_header(lower, name, text)
-        for special in _CHECKED_HEADERS:
-            if sum(name.lower() == special for name in value) > 1:
-                raise MessageError(f"header {special.title()!r} is given more than once")
-        return value
+        return check_headers(value)
 
     @field_validator("tags")
     @classmethod
@@ -534,27 +482,6 @@ def _checked(segments: list[bytes | _mime.Source], names: list[str]) -> bytes | 
         if isinstance(segment, bytes):
             check_wire(segment, names, head=i == 0)
     return _mime.Rendering(segments)
-
-
-def _checked_header(lower: str, name: str, value: str) -> None:
-    """A Sender header must be one mailbox, by our address rules; a Date header an RFC
-    5322 date with its zone (a date without one is read differently by every reader)."""
-    if lower == "sender":
-        try:
-            Address.parse(value)
-        except MessageError as exc:
-            reason = str(exc).removeprefix("invalid message: ")
-            raise MessageError(f"header {name!r} must be one mailbox: {reason}") from None
-        return
-    try:
-        parsed = parsedate_tz(value)
-    except (TypeError, ValueError, IndexError):
-        parsed = None
-    if parsed is None or parsed[9] is None or not _DATE.match(value.strip()):
-        raise MessageError(
-            f"header {name!r} is not an RFC 5322 date with a zone "
-            f"(like 'Tue, 01 Jul 2025 10:00:00 +0000'): {describe(value)}"
-        )
 
 
 class MessageDefaults:
