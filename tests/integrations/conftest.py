@@ -1,4 +1,4 @@
-"""Real Django (a tiny project in djangoproject/), real SMTP servers from tests.smtp.servers."""
+"""Real Django (a tiny project in djangoproject/), real SMTP servers from mailer.testing."""
 
 from __future__ import annotations
 

@@ -100,12 +100,12 @@ class MailgunProvider(HTTPProvider):
 
     def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
         payload.parts.append(
-            ("attachment", (attachment.filename, attachment.data(), attachment.content_type))
+            ("attachment", (attachment.filename, attachment.data(), attachment.mime_type()))
         )
 
     def add_inline(self, payload: Payload, attachment: Attachment) -> None:
         payload.parts.append(
-            ("inline", (attachment.content_id, attachment.data(), attachment.content_type))
+            ("inline", (attachment.content_id, attachment.data(), attachment.mime_type()))
         )
 
     def set_tags(self, payload: Payload, tags: list[str]) -> None:

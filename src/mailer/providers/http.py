@@ -707,7 +707,7 @@ class HTTPProvider(Provider):
             return False
         item = {names["filename"]: att.filename or "", names["content"]: b64(att.data())}
         if "type" in names:
-            item[names["type"]] = att.content_type or ""
+            item[names["type"]] = att.mime_type()
         if "disposition" in names:
             item[names["disposition"]] = "inline" if inline else "attachment"
         if inline:

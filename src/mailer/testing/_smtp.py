@@ -113,6 +113,8 @@ class ServerState:
     peak: int = 0
     #: offer PIPELINING (RFC 2920) in EHLO
     pipelining: bool = False
+    #: offer 8BITMIME (RFC 6152) in EHLO, as aiosmtpd does; False: a 7-bit-only server
+    eight_bit_mime: bool = True
     #: (verb, whether more input was already waiting when it was handled): a True after
     #: MAIL means the client did not wait for MAIL's reply before sending RCPT
     buffered: list[tuple[str, bool]] = field(default_factory=list)
@@ -242,6 +244,8 @@ class _FaultySMTP(SMTP):
             self._greeted = True
             if await self._greeting_fault():
                 return
+        if self._in_ehlo and not self._state.eight_bit_mime and status == "250-8BITMIME":
+            return
         if self._in_ehlo and self._state.pipelining and status == "250 HELP":
             await super().push("250-PIPELINING")
         await super().push(status)
