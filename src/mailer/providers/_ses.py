@@ -103,7 +103,8 @@ def _text(data: str) -> dict[str, str]:
 
 class SESPayload(Payload["SESProvider"]):
     signs_dkim = True  # Raw carries the signature made over these very bytes
-    #: headers, attachments or a DKIM signature: the message goes as Raw MIME
+    #: headers, attachments or a DKIM signature: the message goes as Raw MIME, which carries
+    #: them all (RFC 2047-encoded by the renderer); Bcc recipients stay in Destination only
     raw = False
 
     def set_from(self, sender: Address) -> None:
@@ -125,9 +126,6 @@ class SESPayload(Payload["SESProvider"]):
             body["Text"] = _text(text)
         if html is not None:
             body["Html"] = _text(html)
-
-    # Headers and attachments: the message goes as Raw MIME, which carries them all
-    # (RFC 2047-encoded by the renderer). Bcc recipients stay in Destination only.
 
     def set_headers(self, headers: dict[str, str]) -> None:
         self.raw = True
