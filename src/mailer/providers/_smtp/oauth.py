@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from ..._errors import AuthError, DeliveryError, TransientError
 from ..._provider import deadline_remaining
-from ..._redact import redact, register_config, register_secret
+from ..._redact import redact, redact_url, register_config, register_secret
 from .config import OAuth2Options
 
 __all__ = ["TokenSource"]
@@ -146,7 +146,7 @@ class TokenSource:
         }
         if opts.effective_scope:
             form["scope"] = opts.effective_scope
-        where = url.split("?", 1)[0]
+        where = redact_url(url)
         try:
             if self._client_factory is not None:
                 client = await self._client_factory()
@@ -194,7 +194,9 @@ class TokenSource:
         return redact(text) if text else ""
 
     def __repr__(self) -> str:
-        return f"<TokenSource endpoint={self._options.endpoint!r} refreshes={self.refreshes}>"
+        endpoint = self._options.endpoint
+        shown = redact_url(endpoint) if endpoint is not None else None
+        return f"<TokenSource endpoint={shown!r} refreshes={self.refreshes}>"
 
 
 def _json(reply: httpx.Response) -> dict[str, Any]:
