@@ -26,7 +26,7 @@ from pydantic import SecretStr
 from .._errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
 from .._message import Address, Attachment, Message
 from .._result import SendResult
-from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, redact
 from .http.payload import addresses_text
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
@@ -97,7 +97,7 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
     batch_max_bytes = 50_000_000  # "up to 50 MB payload size, including attachments"
 
     def parse_success(self, message: Message, answer: Answer) -> SendResult:
-        text = str(answer.get("Message") or "")
+        text = redact(str(answer.get("Message") or ""))
         refused = self.recipients_in(message, _listed(_INACTIVE, text))
         return self.result(message, answer, provider_message_id=answer.get("MessageID"),
                            rejected=dict.fromkeys(refused, text))  # fmt: skip

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..._errors import DeliveryError, DeliveryUncertain, MessageError
 from ..._message import Message
 from ..._message.dkim import sign
+from ..._redact import redact
 from ..._result import SendResult
 
 if TYPE_CHECKING:
@@ -87,9 +88,8 @@ async def send_batch(
             try:
                 results = await send_chunk(provider, items)
             except Exception as exc:  # as Provider.send: we cannot know what was sent
-                error = DeliveryUncertain(
-                    f"unexpected {type(exc).__name__} in batch: {exc}", provider=provider.name
-                )
+                text = redact(f"unexpected {type(exc).__name__} in batch: {exc}")
+                error = DeliveryUncertain(text, provider=provider.name)
                 results = [item_copy(error, provider.name) for _ in items]
         for (index, _), outcome in zip(items, results, strict=True):
             outcomes[index] = outcome
