@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._redact import redact, register_secret, secret_values
+from ._redact import any_registered, redact, register_secret, secret_values
 
 if TYPE_CHECKING:
     from ._routing.events import Event
@@ -29,6 +29,8 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
 
 class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if not any_registered():
+            return True
         message = record.getMessage()
         shown = redact(message)
         if shown != message:

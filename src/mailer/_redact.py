@@ -31,6 +31,7 @@ from pydantic import BaseModel, SecretStr
 __all__ = [
     "MASK",
     "MIN_LENGTH",
+    "any_registered",
     "redact",
     "redact_url",
     "register_config",
@@ -120,6 +121,11 @@ def _pairs(model: Any) -> Iterator[tuple[str | None, SecretStr]]:
         yield user, password
     for name in type(model).model_fields:
         yield from _pairs(getattr(model, name, None))
+
+
+def any_registered() -> bool:
+    """Whether any secret is known (the log filter skips formatting a record otherwise)."""
+    return _pattern is not None
 
 
 def redact(text: str) -> str:
