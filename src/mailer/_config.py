@@ -286,7 +286,7 @@ def interpolate_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
 
 
 #: ``scheme://`` (or ``scheme:/``, which is what ``Path`` makes of it) starting a "path"
-_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: not C:/
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

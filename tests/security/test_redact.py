@@ -168,6 +168,9 @@ def test_a_missing_config_file_is_still_named(tmp_path: Path) -> None:
     missing = tmp_path / "mailer.toml"
     with pytest.raises(ConfigError, match=r"cannot read config file .*mailer\.toml"):
         Mailer.from_config(missing)
+    # a drive letter is not a URL scheme
+    with pytest.raises(ConfigError, match=r"cannot read config file C:/nope/mailer\.toml"):
+        Mailer.from_config("C:/nope/mailer.toml")
 
 
 def test_redaction_reaches_a_sent_message_error() -> None:
