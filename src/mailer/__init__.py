@@ -6,6 +6,7 @@ base every HTTP API adapter builds on) and ``mailer.testing`` (``ProviderConform
 ``ScriptedProvider``, the ``outbox`` fixture). Every other module is private.
 """
 
+from ._attempt import commit_hooks
 from ._errors import (
     AllProvidersFailed,
     AuthError,
@@ -25,7 +26,6 @@ from ._mailer import Event, Mailer, Route
 from ._message import Address, Attachment, Envelope, Message
 from ._provider import Provider, ProviderConfig
 from ._result import Attempt, SendResult
-from ._routing.attempt import commit_hooks
 from ._routing.group import Failover, Group, RoundRobin, Weighted
 from ._routing.health import BreakerState, HealthConfig
 from ._sync import SyncMailer

@@ -46,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+from ._attempt import commit_hooks
 from ._backend import current_async_library
 from ._config import MailerConfig
 from ._errors import ConfigError, DeliveryUncertain, MailerError, TransientError
@@ -53,7 +54,6 @@ from ._log import get_logger
 from ._mailer import Event, Mailer
 from ._message import Message
 from ._result import SendResult
-from ._routing.attempt import commit_hooks
 from .providers._coalesce import batching
 
 __all__ = ["CLOSE_TIMEOUT", "SEND_GRACE", "SyncMailer"]

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
+from .._attempt import attached, commit_hooks, current_attempt
 from .._errors import (
     AllProvidersFailed,
     ConfigError,
@@ -44,7 +45,6 @@ from .._errors import (
 from .._log import get_logger, register_secret
 from .._message import Message
 from .._result import SendResult
-from .._routing.attempt import commit_hooks, current_attempt
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
 
@@ -337,7 +337,7 @@ class Outbox:
             attempt = current_attempt()
             try:
                 ok = await store.mark_committing(
-                    item.row, item.claim, attempt.provider if attempt else None
+                    item.row, item.claim, attempt.provider if attached(attempt) else None
                 )
             except Exception as exc:
                 raise TransientError(

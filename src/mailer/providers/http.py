@@ -64,8 +64,8 @@ from .._message.mime import encode_header_value
 from .._provider import Provider, ProviderConfig, deadline_remaining, deep_merge
 from .._proxy_url import parse_proxy_url
 from .._result import SendResult
-from .._routing.slots import Slots
 from ._coalesce import Coalescer, batching
+from ._slots import Slots
 
 __all__ = [
     "MAX_BODY",
@@ -329,7 +329,7 @@ class HTTPProvider(Provider):
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
         #: requests in flight, at most max_connections: waiting for one is queueing, not
-        #: a hang (routing/slots.py). With the client, per loop; None off asyncio
+        #: a hang (providers/_slots.py). With the client, per loop; None off asyncio
         self._slots: Slots | None = None
         #: merges Mailer.send_many's concurrent sends into batch requests
         self._coalescer: Coalescer | None = None
@@ -925,27 +925,30 @@ class HTTPProvider(Provider):
         slow_to_heal = isinstance(exc, httpx.TimeoutException) or _caused_by(
             exc, (ssl.SSLError, ssl.CertificateError, socket.gaierror)
         )
-        error: DeliveryError
+        # waiting for our own pool says nothing about the provider's health
+        no_verdict = isinstance(exc, httpx.PoolTimeout)
         if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                             httpx.ProxyError)) or not sent:  # fmt: skip
-            # nothing reached the API: the next provider cannot cause a duplicate
-            error = TransientError(f"{where}: {text} (nothing was sent)", provider=self.name)
-        elif isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
-                              httpx.RemoteProtocolError)):  # fmt: skip
-            # read/write timeout, reset or dropped reply: the API may have the message
-            error = DeliveryUncertain(
-                f"{where}: {text} after the request was sent; the message may have been accepted",
+            # nothing reached the API: the next provider cannot cause a duplicate; a hang
+            # before the commit point is a slow call (the breaker opens at once), as for SMTP
+            return TransientError(
+                f"{where}: {text} (nothing was sent)",
                 provider=self.name,
+                retry_here=not slow_to_heal,
+                timed_out=timed_out,
+                no_verdict=no_verdict,
             )
-        else:
-            error = DeliveryUncertain(f"{where}: {text}", provider=self.name)
-        # as for SMTP: a hang before the commit point is a slow call (the breaker opens at
-        # once); a missing answer after it is DeliveryUncertain, judged on its own
-        error.timed_out = timed_out and not isinstance(error, DeliveryUncertain)
-        error.retry_here = not slow_to_heal
-        # waiting for our own pool says nothing about the provider's health
-        error.no_verdict = isinstance(exc, httpx.PoolTimeout)
-        return error
+        # a missing answer after the commit point is DeliveryUncertain, judged on its own
+        if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
+                            httpx.RemoteProtocolError)):  # fmt: skip
+            # read/write timeout, reset or dropped reply: the API may have the message
+            text = f"{text} after the request was sent; the message may have been accepted"
+        return DeliveryUncertain(
+            f"{where}: {text}",
+            provider=self.name,
+            retry_here=not slow_to_heal,
+            no_verdict=no_verdict,
+        )
 
     def _describe(self, exc: Exception) -> str:
         text = str(exc) or "no detail"
@@ -985,12 +988,12 @@ class HTTPProvider(Provider):
         if status in (502, 503):
             return TransientError(f"HTTP {status} provider unavailable: {text}", **kw)
         if status >= 500:
-            error = DeliveryUncertain(
-                f"HTTP {status}: {text}; the provider may have accepted the message", **kw
+            # 504: a gateway gave up waiting, and a retry would wait as long
+            return DeliveryUncertain(
+                f"HTTP {status}: {text}; the provider may have accepted the message",
+                retry_here=status != 504,
+                **kw,
             )
-            if status == 504:  # a gateway gave up waiting: a retry would wait as long
-                error.retry_here = False
-            return error
         # 1xx/3xx: something between us and the API (a redirecting proxy, a wrong
         # base_url) answered instead of it, so the API never saw the request
         return TransientError(f"HTTP {status} unexpected answer (check base_url): {text}", **kw)
