@@ -51,6 +51,7 @@ __all__ = [
     "RecipientsRefused",
     "TransientError",
     "UnsupportedFeature",
+    "possibly_delivered",
 ]
 
 
@@ -224,8 +225,25 @@ class AllProvidersFailed(DeliveryError):
 
     @property
     def possibly_delivered(self) -> bool:
-        return any(
-            isinstance(e, DeliveryUncertain)
-            or (isinstance(e, AllProvidersFailed) and e.possibly_delivered)
-            for e in self.errors.values()
-        )
+        return possibly_delivered(self)
+
+
+def possibly_delivered(error: BaseException | None, committed: bool | None = False) -> bool:
+    """Whether the message may have been accepted, by how an attempt (or a send) ended.
+
+    The one place this is decided; the Mailer's "failed" event, SyncMailer's verdict on a
+    cut call, the outbox worker, AllProvidersFailed and the Django result all ask it.
+
+    ``error`` is how it ended (None: it succeeded). ``committed`` is whether the attempt
+    crossed its commit point: None when its provider does not say (so it may have sent
+    from its first instruction), False (the default) when the error alone is the
+    evidence. Anything but a success, a crossing, an unknown crossing or an uncertain
+    end (or a group's error holding one) is "not delivered": other errors are raised
+    only when nothing was accepted. A foreign exception says nothing, so it counts as
+    not delivered here; callers that must treat it as unknown (the outbox) check first.
+    """
+    if error is None or committed is not False:
+        return True
+    if isinstance(error, AllProvidersFailed):
+        return any(possibly_delivered(e) for e in error.errors.values())
+    return isinstance(error, DeliveryUncertain)

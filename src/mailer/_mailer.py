@@ -412,15 +412,18 @@ def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
         return exc
     if isinstance(exc, MailerError):  # a message or config problem found mid-send
         return DeliveryError(f"not sent: {exc}")
-    crossed = any(a.committed or a.outcome == "DeliveryUncertain" for a in ctx.attempts)
-    what = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else (
-        f"ended by {type(exc).__name__}")  # fmt: skip
-    if crossed:
-        return DeliveryUncertain(f"the send was {what} after a commit point: it may have "
-                                 "been delivered")  # fmt: skip
-    if any(a.committed is None and not a.ok for a in ctx.attempts):
-        return DeliveryUncertain(f"the send was {what} during an attempt at a provider that "
-                                 "reports no commit point: it may have been delivered")  # fmt: skip
+    cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+    what = "cancelled" if cancelled else f"ended by {type(exc).__name__}"
+    maybe = [a for a in ctx.attempts if a.possibly_delivered]
+    if any(a.committed is not None for a in maybe):
+        return DeliveryUncertain(
+            f"the send was {what} after a commit point: it may have been delivered"
+        )
+    if maybe:
+        return DeliveryUncertain(
+            f"the send was {what} during an attempt at a provider that reports no commit "
+            "point: it may have been delivered"
+        )
     return TransientError(f"the send was {what} before any commit point: not sent")
 
 

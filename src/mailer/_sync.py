@@ -127,7 +127,7 @@ def _on_event(event: Event) -> None:
     if call is None or event.kind != "attempt":
         return
     call.evidence += 1
-    if event.error is None or isinstance(event.error, DeliveryUncertain):
+    if event.attempt is not None and event.attempt.possibly_delivered:
         call.possibly_delivered = True
 
 

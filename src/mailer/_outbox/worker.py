@@ -36,11 +36,11 @@ from .._errors import (
     AllProvidersFailed,
     ConfigError,
     DeliveryError,
-    DeliveryUncertain,
     MessageError,
     PermanentError,
     RateLimited,
     TransientError,
+    possibly_delivered,
 )
 from .._log import get_logger, register_secret
 from .._message import Message
@@ -83,10 +83,10 @@ def _uncertain_on(exc: BaseException) -> list[str | None] | None:
     """The providers that may have accepted the message by this error's account, or
     None when the error is not one we can read (anything may have happened)."""
     if isinstance(exc, AllProvidersFailed):
-        return [e.provider for e in exc.errors.values() if isinstance(e, DeliveryUncertain)]
-    if isinstance(exc, DeliveryUncertain):
-        return [exc.provider]
-    return [] if isinstance(exc, DeliveryError | MessageError) else None
+        return [e.provider for e in exc.errors.values() if possibly_delivered(e)]
+    if isinstance(exc, DeliveryError):
+        return [exc.provider] if possibly_delivered(exc) else []
+    return [] if isinstance(exc, MessageError) else None
 
 
 def _retry_after(exc: BaseException) -> float:

@@ -346,6 +346,7 @@ class Runtime:
         error: DeliveryError | None,
         committed: bool | None,
     ) -> None:
+        from .._errors import possibly_delivered
         from .._result import Attempt
         from .events import Event
 
@@ -356,6 +357,7 @@ class Runtime:
             error=None if error is None else str(error.args[0] if error.args else error),
             code=None if error is None else error.code,
             committed=committed,
+            possibly_delivered=possibly_delivered(error, committed),
         )
         attempts.append(attempt)
         self.emit(Event("attempt", provider=provider, message_id=message_id,
