@@ -35,7 +35,7 @@ class FileConfig(ProviderConfig):
     dkim: DKIMOptions | None = Field(default=None, repr=False)
 
 
-class FileProvider(Provider):
+class FileProvider(Provider[FileConfig]):
     Config = FileConfig
     config: FileConfig
 

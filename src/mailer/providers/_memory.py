@@ -69,7 +69,7 @@ class MemoryConfig(ProviderConfig):
         return [_check_outcome(spec) for spec in value]
 
 
-class MemoryProvider(Provider):
+class MemoryProvider(Provider[MemoryConfig]):
     Config = MemoryConfig
     config: MemoryConfig
     #: ``latency`` and the refusals come before the commit point; acceptance after it
