@@ -31,21 +31,22 @@ def now() -> float:
 class FakeClock:
     """A clock that moves only when told to; install it with ``with FakeClock() as c``.
 
-    While installed, every reader of :func:`now` sees ``c.time``; :meth:`advance` moves
-    it. It is also a plain callable, for APIs that take a clock (``Mailer(clock=...)``).
-    It starts at the real monotonic time so that deadlines computed before it was
-    installed stay meaningful.
+    While installed, every reader of :func:`now` sees ``c.now``; :meth:`advance` (or
+    ``c.now += s``) moves it. It is also a plain callable, for APIs that take a clock
+    (``Mailer(clock=...)``, ``Gcra``) without installing it. By default it starts at the
+    real monotonic time, so that deadlines computed before it was installed stay
+    meaningful.
     """
 
     def __init__(self, start: float | None = None) -> None:
-        self.time = time.monotonic() if start is None else start
+        self.now = time.monotonic() if start is None else start
         self._previous: Callable[[], float] | None = None
 
     def __call__(self) -> float:
-        return self.time
+        return self.now
 
     def advance(self, seconds: float) -> None:
-        self.time += seconds
+        self.now += seconds
 
     def __enter__(self) -> FakeClock:
         global _source
