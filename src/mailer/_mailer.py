@@ -130,8 +130,9 @@ class Mailer(AsyncClosing):
             clock=clock,
             rng=rng,
         )
-        routes = [p if isinstance(p, Route) else Route(p, priority=i + 1)
-                  for i, p in enumerate(providers)]  # fmt: skip
+        routes = [
+            p if isinstance(p, Route) else Route(p, priority=i + 1) for i, p in enumerate(providers)
+        ]
         self._priority = {r.name: r.priority for r in routes}
         self.root = _root(routes)
         self.root.bind(self._runtime)

@@ -472,8 +472,7 @@ class SyncMailer:
                 closing.result(_ACLOSE_TIMEOUT)
             except concurrent.futures.TimeoutError:
                 closing.cancel()
-                log.warning("closing the providers took over %gs: left to the OS",
-                            _ACLOSE_TIMEOUT)  # fmt: skip
+                log.warning("closing the providers took over %gs: left to the OS", _ACLOSE_TIMEOUT)
             except Exception as exc:
                 failure = exc
         loop.call_soon_threadsafe(loop.stop)

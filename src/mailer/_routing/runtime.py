@@ -205,8 +205,12 @@ class Runtime:
                     if self.shared is not None
                     else leaf.limiter.left()[0]
                 )
-                entry["rate_limit"] = {"messages": limit.messages, "per": limit.per,
-                                       "burst": limit.slots, "slots_left": left}  # fmt: skip
+                entry["rate_limit"] = {
+                    "messages": limit.messages,
+                    "per": limit.per,
+                    "burst": limit.slots,
+                    "slots_left": left,
+                }
             out[name] = entry
         return out
 
@@ -360,8 +364,9 @@ class Runtime:
             possibly_delivered=possibly_delivered(error, committed),
         )
         attempts.append(attempt)
-        self.emit(Event("attempt", provider=provider, message_id=message_id,
-                        attempt=attempt, error=error))  # fmt: skip
+        self.emit(
+            Event("attempt", provider=provider, message_id=message_id, attempt=attempt, error=error)
+        )
 
     def sent(self, provider: str, message_id: str | None, result: SendResult) -> None:
         from .events import Event

@@ -77,8 +77,12 @@ class FileProvider(Provider[FileConfig]):
             raise TransientError(
                 f"cannot write to {self.config.directory}: {exc.strerror}"
             ) from exc
-        return SendResult(provider=self.name, message_id=message.message_id,
-                          accepted=message.envelope_recipients, response=str(path))  # fmt: skip
+        return SendResult(
+            provider=self.name,
+            message_id=message.message_id,
+            accepted=message.envelope_recipients,
+            response=str(path),
+        )
 
     async def verify(self) -> None:
         folder = self.config.directory
