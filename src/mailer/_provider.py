@@ -211,6 +211,12 @@ class Provider(AsyncClosing, Generic[ConfigT]):
         """
         await commit_point()
 
+    def time_left(self, timeout: float | None) -> float | None:
+        """``timeout`` (one step's own) cut to what is left of the attempt: its pre-commit
+        budget before :meth:`commit_point`, the send's deadline after it. Unchanged when
+        the provider is used on its own."""
+        return deadline_remaining(timeout)
+
     async def verify(self) -> None:
         """Check connectivity and credentials without sending; raise DeliveryError if not."""
 
