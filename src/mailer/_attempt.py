@@ -100,6 +100,37 @@ class AttemptContext:
     #: the budget's timer (asyncio): cancels the scope unless the commit point came first
     _timer: asyncio.TimerHandle | None = None
 
+    @classmethod
+    def open(
+        cls,
+        provider: str,
+        *,
+        deadline: float,
+        started: float,
+        grace: float,
+        budget: float | None,
+    ) -> AttemptContext:
+        """An attempt that starts at ``started`` (:func:`mailer._clock.now`) under the
+        send's ``deadline``, in a scope that fires ``grace`` after it (the backstop: the
+        provider's own cut timeouts fail first, and more precisely). ``budget``: the
+        pre-commit budget, or None for a provider that does not report its commit point
+        (then it counts as committed from the start, and only the deadline applies)."""
+        base = loop_time()
+        lift_to = base + (deadline - started) + grace
+        state = cls(provider, deadline=deadline, started=started, lift_to=lift_to)
+        state.scope = anyio.CancelScope(deadline=lift_to)
+        if budget is not None:
+            state.budget_deadline = started + budget
+            state.budget, state.grace = budget, min(0.25, budget * 0.1)
+            state.arm(base + budget + state.grace)
+        return state
+
+    @property
+    def reported(self) -> bool | None:
+        """Whether it crossed its commit point, as recorded: None when its provider
+        does not report one (it counted as committed from the start)."""
+        return self.committed if self.budget_deadline is not None else None
+
     # -- what the provider calls ---------------------------------------------------------
 
     def limit(self) -> float | None:

@@ -26,7 +26,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from .. import _clock
-from .._attempt import AttemptContext, loop_time
+from .._attempt import AttemptContext
 from .._errors import (
     DeliveryError,
     DeliveryUncertain,
@@ -310,16 +310,15 @@ class Leaf:
             except _OverRateLimit as exc:  # recorded, so the caller sees why it was skipped
                 rt.record(name, message.message_id, ctx.attempts, now, exc, False)
                 raise
-            remaining = ctx.deadline - now
-        state = AttemptContext(name, deadline=ctx.deadline, started=now)
-        base = loop_time()
-        state.lift_to = base + remaining + grace
-        scope = anyio.CancelScope(deadline=state.lift_to)
-        state.scope = scope
-        if provider.reports_commit_point:
-            state.budget_deadline = now + budget
-            state.budget, state.grace = budget, min(0.25, budget * 0.1)
-            state.arm(base + budget + state.grace)
+        state = AttemptContext.open(
+            name,
+            deadline=ctx.deadline,
+            started=now,
+            grace=grace,
+            budget=budget if provider.reports_commit_point else None,
+        )
+        scope = state.scope
+        assert scope is not None
         leaf.inflight.add(state)
         token = state.enter()
         try:
@@ -345,7 +344,7 @@ class Leaf:
                 # Another send's verdict ended it, not this attempt's own failure: the
                 # breaker must not count it. Kept here, not written onto the error.
                 ctx.unjudged = exc
-            rt.record(name, message.message_id, ctx.attempts, now, exc, self._committed(state))
+            rt.record(name, message.message_id, ctx.attempts, now, exc, state.reported)
             raise
         finally:
             state.disarm()
@@ -353,7 +352,7 @@ class Leaf:
             leaf.inflight.discard(state)
         if state.setup_time is not None:
             leaf.estimator.observe(state.setup_time)
-        rt.record(name, message.message_id, ctx.attempts, now, None, self._committed(state))
+        rt.record(name, message.message_id, ctx.attempts, now, None, state.reported)
         return result
 
     async def _wait_for_slot(self, budget: float, remaining: float) -> float:
@@ -384,10 +383,6 @@ class Leaf:
         if wait > 0:
             await anyio.sleep(wait)
         return _clock.now()
-
-    @staticmethod
-    def _committed(state: AttemptContext) -> bool | None:
-        return state.committed if state.budget_deadline is not None else None
 
     def _timed_out(self, state: AttemptContext, budget: float) -> DeliveryError:
         """The error for an attempt its scope ended: the deadline, the budget or a
