@@ -26,9 +26,11 @@ from ._errors import (
     RateLimited,
     RecipientsDeferred,
     RecipientsRefused,
+    RecipientsSuppressed,
     TransientError,
     UnsupportedFeature,
 )
+from ._events import DeliveryEvent, IngestReport, SuppressionEntry
 from ._mailer import Event, Mailer, Route
 from ._message import Address, Attachment, Envelope, Message
 from ._provider import Provider, ProviderConfig
@@ -61,12 +63,14 @@ __all__ = [
     "BreakerState",
     "ConfigError",
     "DeliveryError",
+    "DeliveryEvent",
     "DeliveryUncertain",
     "Envelope",
     "Event",
     "Failover",
     "Group",
     "HealthConfig",
+    "IngestReport",
     "Mailer",
     "MailerError",
     "Message",
@@ -77,9 +81,11 @@ __all__ = [
     "RateLimited",
     "RecipientsDeferred",
     "RecipientsRefused",
+    "RecipientsSuppressed",
     "RoundRobin",
     "Route",
     "SendResult",
+    "SuppressionEntry",
     "SyncMailer",
     "TransientError",
     "UnsupportedFeature",
