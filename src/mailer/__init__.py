@@ -8,6 +8,7 @@ The public API is what ``__all__`` lists, and the public modules are the ones
 * ``mailer.providers.http``: ``HTTPProvider``, ``HTTPConfig``, ``HTTPRequest``, the base
   every HTTP API adapter (a plugin) builds on;
 * ``mailer.testing``: ``ProviderConformance``, ``ScriptedProvider``, the ``outbox`` fixture;
+* ``mailer.bounces``: ``parse``, SMTP bounces (RFC 3464) and complaints (RFC 5965) as events;
 * ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
@@ -48,6 +49,7 @@ PUBLIC_MODULES = (
     "mailer.providers",
     "mailer.providers.http",
     "mailer.testing",
+    "mailer.bounces",
     "mailer.django",
     "mailer.flask",
     "mailer.otel",

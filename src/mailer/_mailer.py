@@ -49,6 +49,7 @@ from ._events import (
     SuppressionConfig,
 )
 from ._events.backends import open_backend
+from ._events.bounces import parse as parse_bounce
 from ._events.hub import Listener
 from ._log import get_logger, register_secret, secret_values
 from ._message import Message, MessageDefaults
@@ -466,12 +467,11 @@ class Mailer(AsyncClosing):
         ``unknown`` outbox rows, listeners. Returns once they are stored and applied."""
         return await self._hub.ingest(events)
 
-    async def ingest_bounce(self, raw: bytes) -> IngestReport:
+    async def ingest_bounce(self, raw: bytes, *, provider: str = "smtp") -> IngestReport:
         """Parse an SMTP bounce (RFC 3464 DSN) or complaint (RFC 5965 ARF) and ingest
-        its events; a message that is neither gives an empty report."""
-        from ._events.bounces import parse
-
-        return await self._hub.ingest(parse(raw))
+        its events, recorded for ``provider``; a message that is neither gives an empty
+        report."""
+        return await self._hub.ingest(parse_bounce(raw, provider=provider))
 
     async def delivery_events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
         """The events stored for ``message_id``, oldest first."""

@@ -381,10 +381,12 @@ class SyncMailer:
         report: IngestReport = self._call(lambda m: m.ingest_events(events), "ingest_events")
         return report
 
-    def ingest_bounce(self, raw: bytes) -> IngestReport:
+    def ingest_bounce(self, raw: bytes, *, provider: str = "smtp") -> IngestReport:
         """``Mailer.ingest_bounce()``: an SMTP bounce or ARF report, parsed and ingested."""
         self._refuse_in_loop("ingest_bounce", "await mailer.ingest_bounce(raw)")
-        report: IngestReport = self._call(lambda m: m.ingest_bounce(raw), "ingest_bounce")
+        report: IngestReport = self._call(
+            lambda m: m.ingest_bounce(raw, provider=provider), "ingest_bounce"
+        )
         return report
 
     def delivery_events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
