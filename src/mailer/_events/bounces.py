@@ -59,14 +59,15 @@ def parse(raw: bytes, *, provider: str = "smtp") -> list[DeliveryEvent]:
     msg = email.message_from_bytes(bytes(raw), policy=email.policy.compat32)
     if msg.get_content_type() != "multipart/report":
         return []
-    kind = (msg.get_param("report-type") or "").lower()
+    param = msg.get_param("report-type")
+    kind = param.lower() if isinstance(param, str) else ""
     report_id = (msg.get("Message-ID") or "").strip()
     when = _date(msg.get("Date")) or datetime.now(UTC)
     original = _original_headers(msg)
     message_id = (original.get("Message-ID") or "").strip() or None if original else None
-    if isinstance(kind, str) and kind == "delivery-status":
+    if kind == "delivery-status":
         return _dsn(msg, provider, report_id, when, message_id)
-    if isinstance(kind, str) and kind == "feedback-report":
+    if kind == "feedback-report":
         return _arf(msg, provider, report_id, when, message_id, original)
     return []
 
@@ -79,6 +80,9 @@ def _dsn(
         return []
     blocks = part.get_payload()
     if not isinstance(blocks, list) or len(blocks) < 2:
+        return []
+    blocks = [b for b in blocks if isinstance(b, EmailMessage)]
+    if len(blocks) < 2:
         return []
     per_message, recipients = blocks[0], blocks[1:]
     arrival = _date(per_message.get("Arrival-Date"))
