@@ -78,10 +78,10 @@ def _dsn(
     part = _part(msg, "message/delivery-status")
     if part is None:
         return []
-    blocks = part.get_payload()
-    if not isinstance(blocks, list) or len(blocks) < 2:
+    payload = part.get_payload()
+    if not isinstance(payload, list):
         return []
-    blocks = [b for b in blocks if isinstance(b, EmailMessage)]
+    blocks: list[EmailMessage] = [b for b in payload if isinstance(b, EmailMessage)]
     if len(blocks) < 2:
         return []
     per_message, recipients = blocks[0], blocks[1:]
