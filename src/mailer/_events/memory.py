@@ -24,7 +24,8 @@ class MemoryBackend:
     """An :class:`EventStore` and :class:`SuppressionStore` in memory."""
 
     def __init__(self) -> None:
-        self._events: dict[tuple[str, str], DeliveryEvent] = {}
+        #: (provider, event key) -> (when stored, the event)
+        self._events: dict[tuple[str, str], tuple[float, DeliveryEvent]] = {}
         self._sends: OrderedDict[tuple[str, str], SendRecord] = OrderedDict()
         self._entries: dict[str, SuppressionEntry] = {}
         self._version = 0
@@ -42,11 +43,12 @@ class MemoryBackend:
 
     async def add_events(self, events: Sequence[DeliveryEvent]) -> list[bool]:
         new: list[bool] = []
+        now = time.time()
         for event in events:
             key = (event.provider, event_key(event))
             fresh = key not in self._events
             if fresh:
-                self._events[key] = event
+                self._events[key] = (now, event)
             new.append(fresh)
         return new
 
@@ -65,12 +67,12 @@ class MemoryBackend:
         return out
 
     async def events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
-        found = [e for e in self._events.values() if e.message_id == message_id]
+        found = [e for _, e in self._events.values() if e.message_id == message_id]
         return sorted(found, key=lambda e: e.timestamp)[:limit]
 
     async def purge_events(self, older_than: float) -> int:
         cut = time.time() - older_than
-        old = [k for k, e in self._events.items() if e.timestamp.timestamp() < cut]
+        old = [k for k, (stored, _) in self._events.items() if stored < cut]
         for key in old:
             del self._events[key]
         for key in [k for k, r in self._sends.items() if r.created < cut]:
