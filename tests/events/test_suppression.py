@@ -191,3 +191,32 @@ def test_sync_mailer_api() -> None:
         assert result.provider == "p"
         assert [e.address for e in m.suppression.list()] == ["x@example.org"]
         assert m.suppression.remove("x@example.org")
+
+
+async def test_store_down(own_redis: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Down after the first load: sends go on with the local copy (logged). Down from the
+    start: refused before any I/O as a TransientError, nothing sent."""
+    from mailer import TransientError
+    from mailer.testing import MemoryProvider
+
+    provider = MemoryProvider("p")
+    config = {"store": own_redis.url, "refresh": 0.05}
+    msg = Message(sender="a@example.com", to=["ok@example.org"], text="t")
+    async with Mailer([provider], suppression=config) as mailer:
+        await mailer.suppression.add("gone@example.org")
+        await mailer.send(msg)
+        own_redis.stop()
+        import anyio
+
+        await anyio.sleep(0.15)  # older than twice `refresh`: the send waits for a refresh
+        with caplog.at_level(logging.WARNING, logger="mailer"):
+            await mailer.send(msg)
+            with pytest.raises(RecipientsSuppressed):  # the local copy still holds it
+                await mailer.send(Message(sender="a@example.com", to=["gone@example.org"], text="t"))
+        assert any(r.__dict__.get("event") == "suppression_stale" for r in caplog.records)
+        assert provider.calls == 2
+    async with Mailer([provider], suppression=config) as mailer:
+        with pytest.raises(TransientError, match="cannot be read") as caught:
+            await mailer.send(msg)
+        assert own_redis.url not in str(caught.value)
+        assert provider.calls == 2

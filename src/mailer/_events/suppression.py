@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 import anyio
 from sniffio import current_async_library
 
+from .._errors import TransientError
 from .._log import get_logger
 from .config import SuppressionConfig
 from .model import normalize_recipient
@@ -89,7 +90,24 @@ class Suppression:
             if self._task is None:
                 self._task = asyncio.get_running_loop().create_task(self._background())
             return
-        await self.refresh()
+        try:
+            await self.refresh()
+        except Exception as exc:
+            if not self._loaded:  # no list at all: do not send blind
+                error = TransientError(
+                    f"the suppression list's store cannot be read ({type(exc).__name__}): "
+                    "nothing was sent; try again later"
+                )
+                error.no_verdict = True
+                raise error from None
+            # A stale list beats no mail: send on the copy we have, and try the store
+            # again in the background from the next send on.
+            log.warning(
+                "suppression list refresh failed (%s): sending on the local copy, %.0f s old",
+                type(exc).__name__, self._clock() - self._loaded_at,
+                extra={"event": "suppression_stale"},
+            )  # fmt: skip
+            self._loaded_at = self._clock() - self.config.refresh
 
     async def _background(self) -> None:
         try:
