@@ -50,7 +50,9 @@ def test_arf_report() -> None:
     (e,) = bounces.parse(sample("arf_rfc5965.eml"))
     assert (e.type, e.recipient, e.message_id) == ("complained", "user@example.com", MID)
     assert e.reason == "feedback report: abuse"
-    not_spam = sample("arf_rfc5965.eml").replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam")
+    not_spam = sample("arf_rfc5965.eml").replace(
+        b"Feedback-Type: abuse", b"Feedback-Type: not-spam"
+    )
     assert bounces.parse(not_spam) == []
 
 

@@ -114,7 +114,9 @@ async def test_bypass_is_sent_and_logged(
         assert record.__dict__["message_id"] == result.message_id
 
 
-async def test_remove_takes_effect_at_once(smtp: Callable[..., FaultServer], tmp_path: Path) -> None:
+async def test_remove_takes_effect_at_once(
+    smtp: Callable[..., FaultServer], tmp_path: Path
+) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b, suppression=f"sqlite:///{tmp_path / 'm.db'}") as mailer:
         assert await mailer.suppression.add("x@example.org")
@@ -166,7 +168,11 @@ async def test_api_on_every_store(any_url: str | None) -> None:
             assert await s.add(f"u{i}@example.org", reason=f"r{i}", provider="p")
         assert not await s.add("u0@example.org")
         entries = await s.list(limit=3, offset=1)
-        assert [e.address for e in entries] == ["u1@example.org", "u2@example.org", "u3@example.org"]
+        assert [e.address for e in entries] == [
+            "u1@example.org",
+            "u2@example.org",
+            "u3@example.org",
+        ]
         got = await s.get("u4@EXAMPLE.org")
         assert got is not None and (got.reason, got.provider) == ("r4", "p")
         assert await s.get("nobody@example.org") is None
@@ -212,7 +218,9 @@ async def test_store_down(own_redis: Any, caplog: pytest.LogCaptureFixture) -> N
         with caplog.at_level(logging.WARNING, logger="mailer"):
             await mailer.send(msg)
             with pytest.raises(RecipientsSuppressed):  # the local copy still holds it
-                await mailer.send(Message(sender="a@example.com", to=["gone@example.org"], text="t"))
+                await mailer.send(
+                    Message(sender="a@example.com", to=["gone@example.org"], text="t")
+                )
         assert any(r.__dict__.get("event") == "suppression_stale" for r in caplog.records)
         assert provider.calls == 2
     async with Mailer([provider], suppression=config) as mailer:
