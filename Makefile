@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint typecheck pytest demo bench soak clean postgres redis-server
+.PHONY: install test lint typecheck pytest demo bench soak clean postgres redis-server django-tests
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,8 +55,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install django-tests
 	$(BIN)/pytest -q tests $(wildcard plugins/*/tests)
+
+# Django's own mail tests (tests/mail/tests.py of the installed Django's sdist, from PyPI
+# with pip download --no-binary), cached under .venv and never committed: the suite runs
+# its BaseEmailBackendTests against our backend (tests/integrations/test_django_suite.py).
+django-tests: install
+	$(BIN)/python -m tests.integrations.django_suite
 
 test: lint typecheck pytest
 

@@ -5,19 +5,19 @@
 Answers ``POST /email`` and ``/email/batch`` (Postmark) and ``POST /emails`` and
 ``/emails/batch`` (Resend) with their documented success bodies, over HTTP/1.1 keep-alive,
 in its own process so that the client being timed does not share its CPU. It parses each
-JSON body (a server has to) and counts messages; it checks nothing else.
+JSON body (a server has to) and counts messages; it checks nothing else. The server is
+the test kit's scripted HTTP server (``mailer.testing.HTTPTestServer``) with this answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 from typing import Any
 
-from mailer._demo.http_fake import _read_request
+from mailer.testing import HTTPRequest, HTTPTestServer, Reply
 
 _ids = itertools.count(1)
 
@@ -35,23 +35,16 @@ def _answer(path: str, body: Any) -> Any:
     return None
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ValueError):
-        while (request := await _read_request(reader)) is not None:
-            _method, path, _headers, raw = request
-            answer = _answer(path, json.loads(raw or b"null"))
-            status = b"200 OK" if answer is not None else b"404 Not Found"
-            data = json.dumps(answer if answer is not None else {"message": "no route"}).encode()
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(data) + data)  # fmt: skip
-            await writer.drain()
-    writer.close()
+def _respond(request: HTTPRequest) -> Reply:
+    answer = _answer(request.path, json.loads(request.body or b"null"))
+    if answer is None:
+        return Reply(404, {"message": "no route"})
+    return Reply(200, answer)
 
 
 async def main(port: int) -> None:
-    server = await asyncio.start_server(_handle, "127.0.0.1", port, backlog=1024)
-    async with server:
-        await server.serve_forever()
+    await HTTPTestServer(respond=_respond, port=port, keep=0, backlog=1024).start()
+    await asyncio.Event().wait()  # until the benchmark kills the process
 
 
 if __name__ == "__main__":

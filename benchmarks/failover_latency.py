@@ -27,81 +27,40 @@ import contextlib
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test kit's HTTP server
 
 from _common import free_port, machine, table
-from tests.http.servers import serve as http_server
 
 from mailer import DeliveryError, Mailer, Message
-from mailer._demo.smtp_sink import SMTPSink
+from mailer.testing import SilentServer, SMTPSink, SMTPTestServer
+from mailer.testing import serve as http_server
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        await reader.read()  # never answers; returns when the client goes
-
-
-async def _hang_at_mail(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"220 hang.test ESMTP\r\n")
-    with contextlib.suppress(Exception):
-        while line := await reader.readline():
-            verb = line[:4].upper()
-            if verb in (b"EHLO", b"HELO"):
-                writer.write(b"250-hang.test\r\n250 PIPELINING\r\n")
-            elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
-                break
-            else:
-                await reader.read()  # MAIL FROM: never answered
-                break
-        await writer.drain()
+#: each SMTP outage as faults of the test kit's server: (greeting fault, command faults)
+_SLOW = [("GREETING", "delay:2")] + [
+    (verb, "delay:2") for verb in ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "RSET",
+                                   "NOOP", "QUIT")
+]  # fmt: skip
+_FAULTS = {"hang-at-MAIL": [("MAIL", "hang")], "slow-2s": _SLOW}
 
 
-async def _slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A working server that answers every reply after 2 s."""
-    with contextlib.suppress(Exception):
-        await asyncio.sleep(2)
-        writer.write(b"220 slow.test ESMTP\r\n")
-        data = False
-        while line := await reader.readline():
-            if data:
-                if line == b".\r\n":
-                    data = False
-                    await asyncio.sleep(2)
-                    writer.write(b"250 queued\r\n")
-                continue
-            verb = line[:4].upper()
-            await asyncio.sleep(2)
-            if verb in (b"EHLO", b"HELO"):
-                writer.write(b"250 slow.test\r\n")
-            elif verb == b"DATA":
-                writer.write(b"354 go on\r\n")
-                data = True
-            elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
-                break
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-
-
-@contextlib.asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[int]:
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield port
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1)
+@contextlib.contextmanager
+def smtp_outage(outage: str) -> Iterator[int]:
+    """A port where the SMTP server acts out ``outage``; stopped on exit."""
+    if outage == "silent":
+        silent = SilentServer().start()
+        try:
+            yield silent.port
+        finally:
+            silent.stop()
+        return
+    with SMTPTestServer(auth=False, pipelining=True) as server:
+        for command, reply in _FAULTS[outage]:
+            server.state.fail(command, reply)
+        yield server.port
 
 
 @contextlib.asynccontextmanager
@@ -121,8 +80,7 @@ async def primary(outage: str, pool: bool) -> AsyncIterator[dict[str, Any]]:
             config = {"api_key": "re_bench", "base_url": base_url}
             yield {"type": "resend", "name": "primary", "config": config}
         return
-    handler = {"silent": _silent, "hang-at-MAIL": _hang_at_mail, "slow-2s": _slow}[outage]
-    async with serve(handler) as port:
+    with smtp_outage(outage) as port:
         smtp["config"]["port"] = port
         yield smtp
 

@@ -33,10 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.health.redis_kit import RedisServer  # noqa: E402
-from tests.smtp.servers import SilentServer, SMTPTestServer  # noqa: E402
 
 from mailer import Mailer, Message  # noqa: E402
-from mailer.testing import ScriptedProvider  # noqa: E402
+from mailer.testing import (  # noqa: E402
+    ScriptedProvider,
+    SilentServer,
+    SMTPTestServer,
+)
 
 WORKER = ROOT / "tests" / "health" / "worker.py"
 

@@ -26,11 +26,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 
 from _common import latency_proxy, machine, table  # noqa: E402
-from tests.smtp.servers import SMTPTestServer, make_certs  # noqa: E402
 
 from mailer import Message  # noqa: E402
 from mailer._routing.budget import BudgetConfig  # noqa: E402
 from mailer.providers._smtp import SMTPProvider  # noqa: E402
+from mailer.testing import SMTPTestServer, make_certs  # noqa: E402
 
 
 async def measure(port: int, config: dict[str, object], sends: int) -> tuple[list[float], ...]:

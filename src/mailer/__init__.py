@@ -7,7 +7,8 @@ The public API is what ``__all__`` lists, and the public modules are the ones
 * ``mailer.providers``: the built-in provider classes, to build one in Python;
 * ``mailer.providers.http``: ``HTTPProvider``, ``HTTPConfig``, ``HTTPRequest``, the base
   every HTTP API adapter (a plugin) builds on;
-* ``mailer.testing``: ``ProviderConformance``, ``ScriptedProvider``, the ``outbox`` fixture;
+* ``mailer.testing``: the test kit (``ProviderConformance``, ``ScriptedProvider``, the
+  ``outbox`` fixture, local SMTP and HTTP servers with faults);
 * ``mailer.bounces``: ``parse``, SMTP bounces (RFC 3464) and complaints (RFC 5965) as events;
 * ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
 

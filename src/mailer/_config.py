@@ -29,6 +29,7 @@ from ._errors import ConfigError
 from ._events.config import EventsConfig, SuppressionConfig
 from ._options import resolve_paths, validation_text
 from ._outbox.config import OutboxConfig
+from ._redact import redact, redact_url
 from ._routing.budget import BudgetConfig
 from ._routing.group import GROUPS
 from ._routing.health import HealthConfig
@@ -291,12 +292,27 @@ def interpolate_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
     return value
 
 
+#: ``scheme://`` (or ``scheme:/``, which is what ``Path`` makes of it) starting a "path"
+_URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: not C:/
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a TOML or JSON file; errors never echo a connection URL's secrets."""
+    text = str(path)
+    if _URL_LIKE.match(text) and not Path(text).exists():
+        # a DSN given where a file was expected (Path() makes "smtp://" into "smtp:/"):
+        # say so, without its password
+        scheme, _, rest = text.partition(":")
+        shown = redact_url(f"{scheme}://{rest.lstrip('/')}")
+        raise ConfigError(
+            f"{shown!r} looks like a provider URL, not a config file: pass a mapping "
+            "such as {'providers': [URL]}, or the path of a TOML or JSON file"
+        )
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read config file {redact(text)}: {exc.strerror}") from None
     try:
         if p.suffix.lower() == ".json":
             data = json.loads(raw)

@@ -1,60 +1,25 @@
 """Logging with secrets redacted.
 
 Secrets are ``SecretStr`` everywhere, so formatting one prints ``**********``. This filter
-is the second line: any secret value registered here (passwords, API keys, OAuth tokens,
-including tokens fetched at run time) is replaced in every record our loggers emit, in
-case one ever reaches a log line through a server's echo or a third-party message.
+is the second line: every secret registered in :mod:`mailer._redact` (passwords, API keys,
+OAuth tokens, including tokens fetched at run time) is replaced in every record our
+loggers emit, in case one ever reaches a log line through a server's echo or a
+third-party message. The registry and the rule live there, not here: one home.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, SecretStr
-
+from ._redact import any_registered, redact, register_secret, secret_values
 from ._text import LINE, clip
 
 if TYPE_CHECKING:
     from ._routing.events import Event
 
+# register_secret, secret_values and redact are re-exported for the modules that log
 __all__ = ["get_logger", "log_event", "one_line", "redact", "register_secret", "secret_values"]
-
-_secrets: set[str] = set()
-_lock = threading.Lock()
-_MIN_LEN = 4  # shorter values would redact ordinary words
-
-
-def secret_values(model: Any) -> Iterator[str]:
-    """Every SecretStr value in a (nested) config model, mapping or list."""
-    if isinstance(model, SecretStr):
-        yield model.get_secret_value()
-    elif isinstance(model, BaseModel):
-        for name in type(model).model_fields:
-            yield from secret_values(getattr(model, name, None))
-    elif isinstance(model, Mapping):
-        for value in model.values():
-            yield from secret_values(value)
-    elif isinstance(model, list | tuple):
-        for value in model:
-            yield from secret_values(value)
-
-
-def register_secret(value: str | None) -> None:
-    if value and len(value) >= _MIN_LEN:
-        with _lock:
-            _secrets.add(value)
-
-
-def redact(text: str) -> str:
-    if not _secrets:
-        return text
-    for secret in sorted(_secrets, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "**********")
-    return text
 
 
 # What every LogRecord has; anything else on a record came through ``extra=``.
@@ -65,12 +30,15 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
 
 class _RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if _secrets:
-            message = redact(record.getMessage())
-            record.msg, record.args = message, None
-            for key, value in vars(record).items():  # the extra= fields too
-                if isinstance(value, str) and key not in _STANDARD_ATTRS:
-                    setattr(record, key, redact(value))
+        if not any_registered():
+            return True
+        message = record.getMessage()
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        for key, value in vars(record).items():  # the extra= fields too
+            if isinstance(value, str) and key not in _STANDARD_ATTRS:
+                setattr(record, key, redact(value))
         return True
 
 

@@ -51,11 +51,12 @@ from ._events import (
 from ._events.backends import open_backend
 from ._events.bounces import parse as parse_bounce
 from ._events.hub import Listener
-from ._log import get_logger, register_secret, secret_values
+from ._log import get_logger
 from ._message import Message, MessageDefaults
 from ._outbox import Outbox, OutboxConfig
 from ._plugins import load_provider_class
 from ._provider import _DEADLINE, AsyncClosing, Provider
+from ._redact import register_config
 from ._result import SendResult
 from ._routing.budget import BudgetConfig
 from ._routing.events import Event
@@ -157,8 +158,7 @@ class Mailer(AsyncClosing):
         # config order (not priority order), groups flattened
         self._leaves = [leaf for r in routes for leaf in _flatten(r.provider)]
         for leaf in self._leaves:
-            for secret in secret_values(leaf.config):
-                register_secret(secret)
+            register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
         self._outbox = self._build_outbox(outbox, on_all_failed)
         self._hub = self._build_events(suppression, events)

@@ -12,6 +12,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
+from ._redact import redact_url, register_credentials
+
 __all__ = ["ProxyURL", "parse_proxy_url"]
 
 
@@ -27,10 +29,10 @@ class ProxyURL:
 
     @property
     def shown(self) -> str:
-        """``socks5://***@proxy:1080``: where, never who."""
+        """``socks5://***@proxy:1080``: where, never who (:func:`mailer._redact.redact_url`)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        creds = "***@" if self.username is not None or self.password is not None else ""
-        return f"{self.scheme}://{creds}{host}:{self.port}"
+        creds = "user@" if self.username is not None or self.password is not None else ""
+        return redact_url(f"{self.scheme}://{creds}{host}:{self.port}")
 
     def __repr__(self) -> str:
         return f"ProxyURL({self.shown!r})"
@@ -68,4 +70,5 @@ def parse_proxy_url(text: str, schemes: Collection[str], *, https_hint: str = ""
         raise ValueError("a SOCKS5 proxy with authentication needs both user and password")
     if scheme.startswith("socks4") and password is not None:
         raise ValueError("SOCKS4 has a user id but no password: socks4://userid@host:port")
+    register_credentials(username, password)  # in case a proxy or a trace echoes them
     return ProxyURL(scheme, url.hostname, port, username, password)

@@ -3,36 +3,27 @@
 Commands run in-process through Typer's CliRunner (``mailer_cli``): fast, and a failure
 shows the traceback. A few end-to-end tests use ``mailer_cli_subprocess`` instead
 (``python -m mailer``, the way a person runs it), so exit codes, stdout and stderr are also
-checked exactly as a shell sees them. The servers are
-aiosmtpd (a dev dependency, fine in tests) with trustme certificates for TLS.
+checked exactly as a shell sees them. The servers are the test kit's
+(``mailer.testing.SMTPTestServer``, any login accepted) with trustme certificates for TLS.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from mailer.testing import Certs, SMTPTestServer, closed_port, make_certs
 
 #: the only name in the test certificate: an IP host needs --servername to match it
 TLS_NAME = "localhost"
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (aiosmtpd cannot bind port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -43,79 +34,65 @@ class Received:
 
 
 @dataclass
-class Recorder:
-    messages: list[Received] = field(default_factory=list)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        self.messages.append(Received(envelope.mail_from or "", list(envelope.rcpt_tos), content))
-        return "250 2.0.0 OK"
-
-
-@dataclass
 class Server:
-    port: int
-    recorder: Recorder
+    """A started server, and what it received as (sender, recipients, bytes)."""
+
+    server: SMTPTestServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     @property
     def messages(self) -> list[Received]:
-        return self.recorder.messages
+        with self.server.state.lock:
+            envelopes = list(self.server.state.messages)
+        return [
+            Received(e.mail_from or "", list(e.rcpt_tos), e.original_content or b"")
+            for e in envelopes
+        ]
 
 
-def _accept_any(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-    return AuthResult(success=True)
+def _serve(certs: Certs | None = None, **options: Any) -> Iterator[Server]:
+    options.setdefault("auth_mechanisms", ("PLAIN", "LOGIN"))
+    server = SMTPTestServer(certs, users=None, **options)
+    with server:
+        yield Server(server)
 
 
 @pytest.fixture
 def smtp_server() -> Iterator[Server]:
     """A plaintext SMTP server without STARTTLS (like a loopback relay)."""
-    recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield Server(controller.port, recorder)
-    finally:
-        controller.stop()
+    yield from _serve(auth=False)
 
 
 @pytest.fixture
-def certs(tmp_path: Path) -> tuple[trustme.CA, Path, ssl.SSLContext]:
+def tls_certs(tmp_path: Path) -> Certs:
+    return make_certs(tmp_path, (TLS_NAME,))
+
+
+@pytest.fixture
+def certs(tls_certs: Certs) -> tuple[Any, Path, ssl.SSLContext]:
     """(CA, its PEM file, a server context with a certificate for TLS_NAME only)."""
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(TLS_NAME).configure_cert(context)
-    return ca, ca_file, context
-
-
-def _serve(**tls: Any) -> Iterator[Server]:
-    recorder = Recorder()
-    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(),
-                            authenticator=_accept_any, **tls)  # fmt: skip
-    controller.start()
-    try:
-        yield Server(controller.port, recorder)
-    finally:
-        controller.stop()
+    return tls_certs.ca, tls_certs.ca_file, tls_certs.server_context()
 
 
 @pytest.fixture
-def starttls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
+def starttls_server(tls_certs: Certs) -> Iterator[Server]:
     """Plaintext greeting, STARTTLS offered, AUTH only after TLS (a port-587 server)."""
-    yield from _serve(tls_context=certs[2], auth_require_tls=True)
+    yield from _serve(tls_certs, tls="starttls", auth_require_tls=True)
 
 
 @pytest.fixture
-def implicit_tls_server(certs: tuple[trustme.CA, Path, ssl.SSLContext]) -> Iterator[Server]:
+def implicit_tls_server(tls_certs: Certs) -> Iterator[Server]:
     """TLS from the first byte (a port-465 server)."""
-    yield from _serve(ssl_context=certs[2], auth_require_tls=False)
+    yield from _serve(tls_certs, tls="implicit")
 
 
-@pytest.fixture
-def closed_port() -> int:
+@pytest.fixture(name="closed_port")
+def closed_port_fixture() -> int:
     """A port nothing listens on: connecting to it is refused at once."""
-    return free_port()
+    return closed_port()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mailer._demo import FakeResendServer, SMTPSink
+from mailer.testing import FakeResend, SMTPSink
 
 
 @pytest.mark.slow
@@ -118,7 +118,7 @@ def test_sink_outage_refuses_new_and_says_421_to_open_connections(loop: _Loop) -
 
 
 def test_fake_resend_counts_once_per_idempotency_key_and_throttles(loop: _Loop) -> None:
-    fake = FakeResendServer(api_key="re_test")
+    fake = FakeResend(api_key="re_test")
     loop.run(fake.start())
     try:
         body = {
@@ -139,7 +139,7 @@ def test_fake_resend_counts_once_per_idempotency_key_and_throttles(loop: _Loop) 
                 http.post("/emails", json=body, headers={"Authorization": "Bearer x"}).status_code
                 == 401
             )
-            fake.mode = "throttle"
+            fake.mode = "429:1"
             limited = http.post("/emails", json=body, headers={**auth, "Idempotency-Key": "k2"})
             assert limited.status_code == 429 and limited.headers["Retry-After"] == "1"
             assert (

@@ -175,6 +175,38 @@ def test_shapes_same_as_stdlib(kw: dict[str, Any]) -> None:
     assert fast == reference
 
 
+def test_text_charsets_attached_messages_and_sender_same_as_stdlib() -> None:
+    """Issue 21: text attachments' charset rule, 8-bit attached messages re-encoded and
+    the Sender header come out the same from both renderers."""
+    eight_bit = "Subject: Grüße\nContent-Type: text/plain; charset=utf-8\n\nKöln\n".encode()
+    m = Message(
+        sender="a@example.com",
+        to=["b@example.org"],
+        text="see",
+        headers={"Sender": "Zoë <bounces@example.com>"},
+        attachments=[
+            Attachment(content="Grüße".encode(), filename="utf8.txt"),
+            Attachment(content="Grüße".encode("latin-1"), filename="latin.txt"),
+            Attachment(content=eight_bit, filename="fwd.eml", content_type="message/rfc822"),
+        ],
+    )
+    fast, reference = both(m)
+    assert fast == reference
+    types = [p["type"] for p in fast["parts"]]
+    assert types == [
+        "multipart/mixed",
+        "text/plain",
+        "text/plain",
+        "application/octet-stream",
+        "message/rfc822",
+        "text/plain",
+    ]
+    for data in (fast_bytes(m), m._render_stdlib(DATE)):
+        msg = parsed(data)
+        assert msg["Sender"] == "Zoë <bounces@example.com>"
+        assert [p.get_content_charset() for p in msg.iter_attachments()][:2] == ["utf-8", None]
+
+
 def test_unfoldable_header_falls_back_to_stdlib() -> None:
     m = Message(sender="a@example.com", to=["b@example.org"], text="x", subject="y" * 998)
     assert _mime.render(m, DATE) is None
@@ -202,8 +234,17 @@ def test_attached_message_goes_unencoded() -> None:
     assert forwarded["Subject"] == "the original"
     assert forwarded.get_payload().strip() == "inner body"
 
+    # issue 21 item 16: an 8-bit attached message is re-encoded to 7 bits inside
     eight_bit = Attachment(content="Subject: ü\n\nx".encode(), filename="f.eml",
                            content_type="message/rfc822")  # fmt: skip
-    bad = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[eight_bit])
+    ok = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[eight_bit])
+    (part,) = parsed(ok.as_bytes()).iter_attachments()
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    assert part.get_payload(0)["Subject"] == "ü"
+    # 8-bit text that names no charset cannot be re-encoded faithfully: still refused
+    unnamed = Attachment(
+        content=b"Subject: x\n\n\xfc\n", filename="f.eml", content_type="message/rfc822"
+    )
+    bad = Message(sender="a@example.com", to="b@example.org", text="s", attachments=[unnamed])
     with pytest.raises(MessageError, match="message/rfc822"):
         bad.as_bytes()

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.smtp import servers
-from tests.smtp.servers import Certs, SMTPTestServer, make_certs
+
+from mailer.testing import USERS, Certs, SMTPTestServer, make_certs
 
 ROOT = Path(__file__).parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -104,9 +104,9 @@ def docs_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 @pytest.fixture
-def smtp(docs_certs: Certs, monkeypatch: pytest.MonkeyPatch) -> Iterator[SMTPTestServer]:
-    monkeypatch.setitem(servers.USERS, "app@example.com", SMTP_PASSWORD)
-    server = SMTPTestServer(docs_certs, tls="starttls").start()
+def smtp(docs_certs: Certs) -> Iterator[SMTPTestServer]:
+    users = {**USERS, "app@example.com": SMTP_PASSWORD}
+    server = SMTPTestServer(docs_certs, tls="starttls", users=users).start()
     yield server
     server.stop()
 

@@ -1,7 +1,7 @@
 """Fixtures for the fault matrix: real servers on 127.0.0.1, stopped after each test.
 
-The SMTP servers come from tests/smtp/servers.py (imported as tests.smtp.servers: the
-repository root is on pytest's pythonpath), extended in kit.py.
+The servers are the test kit's (``mailer.testing``); kit.py holds the load runner and
+the ledger check.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .kit import Certs, FaultServer, HTTPFake, TokenEndpoint, make_certs
+from mailer.testing import Certs, FakeResend, SMTPTestServer, TokenEndpoint, make_certs
 
 
 @pytest.fixture(scope="session")
@@ -21,14 +21,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 
 
 @pytest.fixture
-def smtp(certs: Certs) -> Iterator[Callable[..., FaultServer]]:
+def smtp(certs: Certs) -> Iterator[Callable[..., SMTPTestServer]]:
     """A factory: ``smtp(tls=None|"starttls"|"implicit", auth=..., idle_timeout=...)``;
     ``port=`` starts it on that port (a provider that comes back where it was)."""
-    started: list[FaultServer] = []
+    started: list[SMTPTestServer] = []
 
-    def make(port: int | None = None, **kwargs: Any) -> FaultServer:
+    def make(port: int | None = None, **kwargs: Any) -> SMTPTestServer:
         kwargs.setdefault("auth", False)
-        server = FaultServer(certs, **kwargs).start(port)
+        server = SMTPTestServer(certs, **kwargs).start(port)
         started.append(server)
         return server
 
@@ -38,8 +38,8 @@ def smtp(certs: Certs) -> Iterator[Callable[..., FaultServer]]:
 
 
 @pytest.fixture
-async def http_fake() -> AsyncIterator[HTTPFake]:
-    fake = await HTTPFake().start()
+async def http_fake() -> AsyncIterator[FakeResend]:
+    fake = await FakeResend().start()
     yield fake
     await fake.stop()
 

@@ -1,14 +1,11 @@
-"""The fault-matrix kit: faulty real servers, a load runner, and the ledger check.
+"""The fault matrix's load runner and ledger check; the faulty servers are the test kit's.
 
-* The SMTP servers are the SMTP provider's own test servers (``tests/smtp/servers.py``,
-  imported as tests.smtp.servers), extended here with faults that kit
-  lacks: a reply that comes *late* (``"delay:SECONDS:REPLY"``, or ``"delay:SECONDS:"``
-  to run the real command late), and a message the server *queues* before it hangs up
-  or goes silent (``"queue-drop"``, ``"queue-hang"``) - the uncertain case where the
-  message really was delivered.
-* :class:`HTTPFake` is a Resend-compatible API on 127.0.0.1 (so the real Resend adapter
-  and httpx talk to a real socket), scripted per request: 429 with Retry-After, 5xx,
-  a reply that never comes, a dropped connection, each before or after it accepts.
+* The servers are ``mailer.testing``'s: :class:`~mailer.testing.SMTPTestServer` with its
+  faults (late replies, a message queued before the server hangs up or goes silent: the
+  uncertain case where the message really was delivered) and
+  :class:`~mailer.testing.FakeResend`, Resend's API scripted per request (429 with
+  Retry-After, 5xx, a reply that never comes, a dropped connection, each before or after
+  it accepts).
 * :func:`run_load` sends many messages concurrently, bounded in time, and keeps every
   outcome; :func:`check_ledger` proves the promise from what each server received, by
   Message-ID: delivered exactly once where the caller was told "sent", never where the
@@ -17,19 +14,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import re
-import secrets
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from tests.smtp import servers
 
 from mailer import (
     AllProvidersFailed,
@@ -39,238 +30,6 @@ from mailer import (
     Message,
     SendResult,
 )
-
-Certs = servers.Certs
-SilentServer = servers.SilentServer
-ScriptedServer = servers.ScriptedServer
-TokenEndpoint = servers.TokenEndpoint
-free_port = servers.free_port
-make_certs = servers.make_certs
-USERS = servers.USERS
-
-_MESSAGE_ID = re.compile(rb"(?im)^Message-ID:[ \t]*(<[^>\r\n]+>)")
-
-
-def message_id_of(content: bytes) -> str:
-    m = _MESSAGE_ID.search(content)
-    assert m is not None, content[:300]
-    return m.group(1).decode()
-
-
-# -- SMTP -------------------------------------------------------------------------------
-
-
-class _FaultSMTP(servers._FaultySMTP):  # type: ignore[name-defined,misc]
-    """The kit's server protocol, plus late replies (``delay:SECONDS:REPLY``)."""
-
-    def _wrap(self, verb: str, method: Any) -> Any:
-        async def wrapper(arg: str) -> None:
-            shown = (arg or "").split(" ", 1)[0] if verb == "AUTH" else (arg or "")
-            self._state.commands.append(f"{verb} {shown}".strip())
-            fault = self._state.take_fault(verb, arg)
-            if fault is None:
-                await method(arg)
-                return
-            reply = fault.reply
-            if reply.startswith("delay:"):
-                _, seconds, reply = reply.split(":", 2)
-                await asyncio.sleep(float(seconds))
-                if not reply:
-                    await method(arg)
-                    return
-            if reply == "drop":
-                if self.transport is not None:
-                    self.transport.close()
-            elif reply == "hang":
-                await asyncio.sleep(60)
-            else:
-                await self.push(reply)
-                if reply.startswith("421") and self.transport is not None:
-                    self.transport.close()
-
-        return wrapper
-
-
-class _FaultHandler(servers._Handler):  # type: ignore[name-defined,misc]
-    """Replies after the final ".", including the ones where the message was queued."""
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        fault = self.state.take_fault("DATA_END", "")
-        if fault is None:
-            self.state.messages.append(envelope)
-            return "250 2.0.0 OK queued as test"
-        reply = fault.reply
-        if reply.startswith("delay:"):
-            # queued at once; the 250 saying so comes late
-            _, seconds, reply = reply.split(":", 2)
-            reply = reply or "250 2.0.0 OK queued, answered late"
-            if reply.startswith("250"):
-                self.state.messages.append(envelope)
-            await asyncio.sleep(float(seconds))
-            return str(reply)
-        if reply.startswith("queue-"):
-            self.state.messages.append(envelope)  # it is queued: only the answer is lost
-            reply = reply.removeprefix("queue-")
-        if reply == "drop":
-            if server.transport is not None:
-                server.transport.close()
-            await asyncio.sleep(60)  # cancelled when the connection goes
-        if reply == "hang":
-            await asyncio.sleep(60)
-        return str(reply)
-
-
-class FaultServer(servers.SMTPTestServer):  # type: ignore[name-defined,misc]
-    """The kit's SMTPTestServer with the extra faults above."""
-
-    def start(self, port: int | None = None) -> FaultServer:
-        super().start(port)
-        controller = self._controller
-        assert controller is not None
-        handler = _FaultHandler(self.state)
-        controller.handler = handler
-        controller.factory = lambda: _FaultSMTP(handler, state=self.state, **controller.SMTP_kwargs)
-        return self
-
-    def received(self) -> Counter[str]:
-        with self.state.lock:
-            envelopes = list(self.state.messages)
-        return Counter(message_id_of(e.original_content or e.content) for e in envelopes)
-
-    def recipients(self) -> dict[str, list[str]]:
-        with self.state.lock:
-            envelopes = list(self.state.messages)
-        return {message_id_of(e.original_content or e.content): list(e.rcpt_tos) for e in envelopes}
-
-
-# -- HTTP -------------------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class HTTPFake:
-    """Resend's ``POST /emails`` on 127.0.0.1, with a per-request fault script.
-
-    Each request takes the next mode from ``script`` (then ``mode``): ``ok``;
-    ``429:SECONDS`` (Retry-After); ``503``; ``500``; ``hang`` / ``drop`` (no answer,
-    nothing accepted); ``accept-500`` / ``accept-hang`` / ``accept-drop`` (accepted,
-    then the answer is an error or never comes). With ``idempotent`` (Resend's
-    behaviour) a repeated Idempotency-Key delivers nothing new.
-    """
-
-    api_key: str = "re_fault_key"
-    mode: str = "ok"
-    idempotent: bool = True
-    script: deque[str] = field(default_factory=deque)
-    received: Counter[str] = field(default_factory=Counter)
-    requests: int = 0
-    port: int = 0
-    _keys: dict[str, str] = field(default_factory=dict)
-    _server: asyncio.Server | None = None
-    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def config(self, **overrides: Any) -> dict[str, Any]:
-        return {"api_key": self.api_key, "base_url": self.base_url, "timeout": 1.0, **overrides}
-
-    async def start(self) -> HTTPFake:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
-
-    def _next_mode(self) -> str:
-        return self.script.popleft() if self.script else self.mode
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            while True:
-                line = await reader.readline()
-                if not line:
-                    return
-                headers: dict[str, str] = {}
-                for _ in range(100):
-                    raw = await reader.readline()
-                    if raw in (b"\r\n", b"\n", b""):
-                        break
-                    name, _, value = raw.decode("latin-1").partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length", "0")))
-                if not await self._answer(writer, headers, body):
-                    return
-        except (OSError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
-            pass  # the client left, or the fake is stopping
-        finally:
-            self._writers.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.close()
-
-    async def _answer(
-        self, writer: asyncio.StreamWriter, headers: dict[str, str], body: bytes
-    ) -> bool:
-        self.requests += 1
-        mode = self._next_mode()
-        if headers.get("authorization") != f"Bearer {self.api_key}":
-            return self._write(writer, 401, {"name": "validation_error", "message": "bad key"})
-        if mode.startswith("429"):
-            seconds = mode.partition(":")[2] or "1"
-            return self._write(
-                writer,
-                429,
-                {"name": "rate_limit_exceeded", "message": "slow"},
-                {"Retry-After": seconds},
-            )
-        if mode in ("503", "500"):
-            return self._write(writer, int(mode), {"name": "server_error", "message": "down"})
-        if mode in ("hang", "drop"):
-            if mode == "hang":
-                await asyncio.sleep(30)
-            return False
-        email = json.loads(body)
-        key = headers.get("idempotency-key")
-        if self.idempotent and key and key in self._keys:
-            return self._write(writer, 200, {"id": self._keys[key]})  # a replay
-        email_id = secrets.token_hex(8)
-        if key:
-            self._keys[key] = email_id
-        self.received[email["headers"]["Message-ID"]] += 1
-        if mode == "accept-500":
-            return self._write(writer, 500, {"name": "server_error", "message": "oops"})
-        if mode == "accept-hang":
-            await asyncio.sleep(30)
-            return False
-        if mode == "accept-drop":
-            return False
-        return self._write(writer, 200, {"id": email_id})
-
-    @staticmethod
-    def _write(
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: dict[str, Any],
-        extra: dict[str, str] | None = None,
-    ) -> bool:
-        data = json.dumps(payload).encode()
-        head = [
-            f"HTTP/1.1 {status} X",
-            "Content-Type: application/json",
-            f"Content-Length: {len(data)}",
-            *(f"{k}: {v}" for k, v in (extra or {}).items()),
-        ]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-        return True
-
-
-# -- load and ledger --------------------------------------------------------------------
 
 
 @dataclass

@@ -20,15 +20,16 @@ import pytest
 from mailer import AllProvidersFailed, DeliveryUncertain, Mailer, TransientError
 from mailer._mailer import Event
 from mailer.providers._smtp import SMTPProvider
+from mailer.testing import SMTPTestServer
 
-from .kit import FaultServer, check_ledger, messages, run_load
+from .kit import check_ledger, messages, run_load
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 PHASES = ["EHLO", "MAIL", "RCPT", "DATA", "DATA_END"]
 
 
-def provider(server: FaultServer, **overrides: Any) -> SMTPProvider:
+def provider(server: SMTPTestServer, **overrides: Any) -> SMTPProvider:
     config = server.config(pool=True, max_connections=2, socket_timeout=5.0, **overrides)
     return SMTPProvider.from_config("a", config)
 
@@ -48,7 +49,7 @@ async def cancel_one(mailer: Mailer, how: str) -> None:
 @pytest.mark.parametrize("how", ["fail_after", "task_group"])
 @pytest.mark.parametrize("phase", PHASES)
 async def test_cancelled_at_each_phase(
-    smtp: Callable[..., FaultServer], phase: str, how: str
+    smtp: Callable[..., SMTPTestServer], phase: str, how: str
 ) -> None:
     server = smtp()
     p = provider(server)
@@ -83,7 +84,7 @@ async def test_cancelled_at_each_phase(
 @pytest.mark.parametrize(("phase", "kind"), [("RCPT", TransientError),
                                              ("DATA_END", DeliveryUncertain)])  # fmt: skip
 async def test_send_timeout_at_a_phase(
-    smtp: Callable[..., FaultServer], phase: str, kind: type[Exception]
+    smtp: Callable[..., SMTPTestServer], phase: str, kind: type[Exception]
 ) -> None:
     # The Mailer's own deadline cuts the provider's timeouts short: before the final "."
     # that is a plain failure (nothing sent, fail over); after it, uncertain.
@@ -110,7 +111,7 @@ async def test_send_timeout_at_a_phase(
 
 
 async def test_waiting_for_a_pool_slot_past_the_deadline_is_not_uncertain(
-    smtp: Callable[..., FaultServer],
+    smtp: Callable[..., SMTPTestServer],
 ) -> None:
     # A send queued behind a hung connection has sent nothing: when the deadline passes
     # while it waits for a pool slot, it fails over (TransientError), not uncertain.

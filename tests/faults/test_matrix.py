@@ -20,19 +20,16 @@ import pytest
 from mailer import Mailer
 from mailer.providers._resend import ResendProvider
 from mailer.providers._smtp import SMTPProvider
-
-from .kit import (
-    FaultServer,
-    HTTPFake,
+from mailer.testing import (
+    FakeResend,
     ScriptedServer,
     SilentServer,
+    SMTPTestServer,
     TokenEndpoint,
-    check_ledger,
-    fast_mailer,
     free_port,
-    messages,
-    run_load,
 )
+
+from .kit import check_ledger, fast_mailer, messages, run_load
 
 #: messages per case; `MAILER_FAULTS_N=2000` makes the matrix a soak test
 N = int(os.environ.get("MAILER_FAULTS_N", "200"))
@@ -40,7 +37,7 @@ SCALE = max(N / 200, 1.0)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30 * SCALE)]
 
-Factory = Callable[..., FaultServer]
+Factory = Callable[..., SMTPTestServer]
 
 
 def smtp_provider(name: str, config: dict[str, Any], **overrides: Any) -> SMTPProvider:
@@ -360,7 +357,7 @@ async def test_token_endpoint_ok_then_everything_goes_to_the_primary(
     ],
 )
 async def test_http_api_faults(
-    smtp: Factory, http_fake: HTTPFake, script: list[str], sent_by: dict[str, int] | None
+    smtp: Factory, http_fake: FakeResend, script: list[str], sent_by: dict[str, int] | None
 ) -> None:
     b = smtp()
     http_fake.script = deque(script)
@@ -387,7 +384,7 @@ async def test_http_api_faults(
 # -- flapping ------------------------------------------------------------------------------
 
 
-async def test_flapping_providers(smtp: Factory, http_fake: HTTPFake) -> None:
+async def test_flapping_providers(smtp: Factory, http_fake: FakeResend) -> None:
     a, b = smtp(), smtp()
     # As many HTTP connections as sends in flight: with fewer, the sends waiting for a
     # connection end in PoolTimeout (nothing sent: transient) while the others hang, and

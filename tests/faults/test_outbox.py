@@ -12,8 +12,7 @@ import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message, TransientError
 from mailer.providers._smtp import SMTPProvider
-
-from .kit import FaultServer, free_port
+from mailer.testing import SMTPTestServer, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +38,7 @@ async def test_all_failed_raises_with_the_message_by_default() -> None:
 
 
 async def test_all_failed_is_queued_then_delivered_once(
-    smtp: Callable[..., FaultServer], tmp_path: Path
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path
 ) -> None:
     port = free_port()  # nobody listens yet
     config = {

@@ -89,8 +89,7 @@ async def test_a_failed_token_refresh_is_shared_with_the_connections_queued_on_i
     # Mailer's backstop reported DeliveryUncertain for a send that never reached MAIL.
     from mailer.providers._smtp.config import OAuth2Options
     from mailer.providers._smtp.oauth import TokenSource
-
-    from .kit import TokenEndpoint
+    from mailer.testing import TokenEndpoint
 
     endpoint = TokenEndpoint(["tok"]).start()
     endpoint.delay = 0.6

@@ -21,9 +21,9 @@ import pytest
 from mailer import Failover, Mailer, Message, Weighted
 from mailer._routing.budget import BudgetConfig
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import ScriptedProvider
+from mailer.testing import ScriptedProvider, SilentServer, SMTPTestServer
 
-from .kit import FaultServer, SilentServer, check_ledger, messages, run_load
+from .kit import check_ledger, messages, run_load
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -45,7 +45,7 @@ def silent_config(server: SilentServer) -> dict[str, Any]:
 @pytest.mark.parametrize("pool", [True, False])
 @pytest.mark.parametrize("outage", ["silent", "hang-at-MAIL"])
 async def test_hung_primary_fails_over_within_the_budget(
-    smtp: Callable[..., FaultServer], outage: str, pool: bool
+    smtp: Callable[..., SMTPTestServer], outage: str, pool: bool
 ) -> None:
     backup_server = smtp()
     if outage == "silent":
@@ -87,7 +87,7 @@ async def test_hung_primary_fails_over_within_the_budget(
 
 @pytest.mark.parametrize("pool", [True, False])
 async def test_fifty_concurrent_sends_on_a_hung_primary_all_reach_the_backup(
-    smtp: Callable[..., FaultServer], pool: bool
+    smtp: Callable[..., SMTPTestServer], pool: bool
 ) -> None:
     # The previous release: 35 of 50 ended in AllProvidersFailed at the 60 s deadline.
     dead = SilentServer().start()
@@ -134,7 +134,7 @@ async def test_waiting_sends_are_released_when_the_breaker_opens() -> None:
 
 @pytest.mark.parametrize("fault", ["untrusted-cert", "require-tls"])
 async def test_tls_failures_are_not_retried_on_the_same_provider(
-    smtp: Callable[..., FaultServer], fault: str
+    smtp: Callable[..., SMTPTestServer], fault: str
 ) -> None:
     backup_server = smtp()
     if fault == "untrusted-cert":
@@ -154,7 +154,7 @@ async def test_tls_failures_are_not_retried_on_the_same_provider(
 
 
 async def test_background_probe_costs_no_caller_a_wait(
-    smtp: Callable[..., FaultServer],
+    smtp: Callable[..., SMTPTestServer],
 ) -> None:
     # After the cooldown the resting primary is verified in the background; sends go to
     # the backup meanwhile, and come back to the primary once the probe succeeds.
@@ -192,7 +192,7 @@ async def test_nested_groups_fail_over_as_one_provider() -> None:
 
 
 async def test_a_long_envelope_is_progress_not_a_hang(
-    smtp: Callable[..., FaultServer],
+    smtp: Callable[..., SMTPTestServer],
 ) -> None:
     # 30 recipients, each RCPT answered after 0.1 s, one at a time (no PIPELINING): 3 s
     # to the commit point, six times the 0.5 s budget; every answer restarts the budget.
@@ -208,7 +208,7 @@ async def test_a_long_envelope_is_progress_not_a_hang(
 
 @pytest.mark.parametrize("max_messages", [100, 1])
 async def test_sends_queued_on_a_busy_pool_are_progress_not_a_hang(
-    smtp: Callable[..., FaultServer], max_messages: int
+    smtp: Callable[..., SMTPTestServer], max_messages: int
 ) -> None:
     """60 concurrent sends on one pooled connection, each answered 0.1 s after its "."
     (about 6 s for the last, twice the default 3 s budget): the pool keeps freeing its
@@ -243,7 +243,7 @@ SOAK_QUEUED = int(os.environ.get("MAILER_SOAK_QUEUED", "0"))
 
 @pytest.mark.skipif(not SOAK_QUEUED, reason="a soak: `make soak` sets MAILER_SOAK_QUEUED")
 @pytest.mark.timeout(600)
-async def test_soak_a_burst_far_larger_than_the_pool(smtp: Callable[..., FaultServer]) -> None:
+async def test_soak_a_burst_far_larger_than_the_pool(smtp: Callable[..., SMTPTestServer]) -> None:
     """MAILER_SOAK_QUEUED sends (10,000 in `make soak`) started at once on the default pool
     of 5 connections, default settings: the queue takes many budgets to drain, and every
     message goes out once, on the primary (the backup is never needed)."""

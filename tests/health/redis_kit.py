@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.smtp.servers import free_port
+
+from mailer.testing import free_port
 
 __all__ = ["RedisServer", "require_redis_server"]
 

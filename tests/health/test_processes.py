@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 from tests.health.redis_kit import RedisServer
-from tests.smtp.servers import SilentServer, SMTPTestServer, SwitchServer
-from tests.smtp.servers import wait_until as _wait
+from tests.smtp.network import SwitchServer
 
-from mailer._demo.http_fake import FakeResendServer
+from mailer.testing import FakeResend, SilentServer, SMTPTestServer
+from mailer.testing import wait_until as _wait
 
 pytestmark = pytest.mark.slow
 
@@ -204,11 +204,11 @@ class _HTTPThread:
     """The Resend fake on an event loop of its own (the workers are other processes)."""
 
     def __init__(self) -> None:
-        self.server = FakeResendServer(retry_after=30)
+        self.server = FakeResend()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> FakeResendServer:
+    def __enter__(self) -> FakeResend:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
         return self.server
@@ -219,15 +219,15 @@ class _HTTPThread:
         self.thread.join(5)
 
 
-def _resend(server: FakeResendServer) -> dict[str, Any]:
+def _resend(server: FakeResend) -> dict[str, Any]:
     return {"type": "resend", "name": "primary",
             "config": {"api_key": server.api_key, "base_url": server.base_url}}  # fmt: skip
 
 
-def _throttle_once(server: FakeResendServer) -> int:
+def _throttle_once(server: FakeResend) -> int:
     """Answer 429 (Retry-After: 30) until one request got it; the requests so far."""
     before = server.requests
-    server.mode = "throttle"
+    server.mode = "429:30"
     assert _wait(lambda: server.requests > before, 10)
     server.mode = "ok"
     return server.requests

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -19,7 +18,7 @@ from tests.health.redis_kit import RedisServer
 
 from mailer import HealthConfig, Mailer, Message
 from mailer._errors import ConfigError
-from mailer.testing import ScriptedProvider
+from mailer.testing import ScriptedProvider, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -39,15 +38,6 @@ def build(url: str, prefix: str, primary: ScriptedProvider, *, clock: Any = None
         budget={"pre_commit": budget, "max": max(budget, 1.0)},
         **options,
     )  # fmt: skip
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await anyio.sleep(0.02)
-    return check()
 
 
 def state(m: Mailer, name: str = "primary") -> str:
@@ -246,7 +236,7 @@ async def test_redis_down_is_a_degraded_mode_logged_once(
 
 
 async def test_redis_unreachable_from_the_start(prefix: str) -> None:
-    from tests.smtp.servers import free_port
+    from mailer.testing import free_port
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     async with build(url, prefix, ScriptedProvider("primary"), store_timeout=0.2) as a:

@@ -31,14 +31,14 @@ from mailer import (
 from mailer._provider import _DEADLINE
 from mailer.providers.http import (
     MAX_BODY,
+    Answer,
     HTTPConfig,
     HTTPProvider,
     HTTPRequest,
     parse_retry_after,
     unique_recipients,
 )
-
-from .servers import serve
+from mailer.testing import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -50,11 +50,10 @@ class EchoConfig(HTTPConfig):
     token: SecretStr
 
 
-class EchoProvider(HTTPProvider):
+class EchoProvider(HTTPProvider[EchoConfig]):
     """The smallest adapter: posts the subject, reads an id."""
 
     Config: ClassVar[type[EchoConfig]] = EchoConfig
-    config: EchoConfig
     default_base_url = "https://api.example.test"
     verify_path = "/me"
     rate_limit_reset_headers = ("X-Reset",)
@@ -67,9 +66,8 @@ class EchoProvider(HTTPProvider):
             self.unsupported("tags")
         return HTTPRequest("POST", "/send", json={"subject": message.subject})
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        data = self.json_body(response)
-        return self.result(message, response, provider_message_id=data and data.get("id"))
+    def parse_success(self, message: Message, answer: Answer) -> SendResult:
+        return self.result(message, answer, provider_message_id=answer.get("id"))
 
 
 def make(**config: Any) -> EchoProvider:

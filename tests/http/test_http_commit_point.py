@@ -23,8 +23,7 @@ import pytest
 from mailer import DeliveryError, DeliveryUncertain, Message, TransientError
 from mailer._routing.attempt import AttemptState, _enter, _exit, commit_hooks
 from mailer.providers._resend import ResendProvider
-
-from .servers import serve
+from mailer.testing import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -149,16 +148,9 @@ async def test_certificate_error_is_not_worth_retrying_here(tmp_path: Any) -> No
     ca_file = tmp_path / "other.pem"
     other.cert_pem.write_to_path(str(ca_file))  # trusts a CA that did not sign the server
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        provider = make(f"https://127.0.0.1:{port}", ca_file=str(ca_file))
+    async with serve("drop", tls=context) as server:
+        provider = make(f"https://127.0.0.1:{server.port}", ca_file=str(ca_file))
         state, _, error, _ = await attempt(provider, budget=5, deadline=5)
-    finally:
-        server.close()
     assert not state.committed
     assert type(error) is TransientError
     assert not error.retry_here

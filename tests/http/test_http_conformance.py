@@ -21,7 +21,7 @@ from mailer import (
 from mailer.providers._mailgun import MailgunProvider
 from mailer.providers._postmark import PostmarkProvider
 from mailer.providers._resend import ResendProvider
-from mailer.providers._sendgrid import SendGridProvider
+from mailer.providers._sendgrid import SendGridPayload, SendGridProvider
 from mailer.providers._ses import SESProvider
 from mailer.testing import ErrorCase, ProviderConformance
 
@@ -121,11 +121,15 @@ class TestResendConformance(ProviderConformance):
         )
 
 
+class _DropsCcPayload(SendGridPayload):
+    def set_cc(self, cc: Any) -> None:
+        pass
+
+
 class _DropsCc(SendGridProvider):
     """An adapter that forgets cc: exactly what the field check exists to catch."""
 
-    def set_cc(self, payload: Any, cc: Any) -> None:
-        pass
+    payload_class = _DropsCcPayload
 
 
 class _DropsCcCheck(TestSendGridConformance):

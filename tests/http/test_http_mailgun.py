@@ -11,10 +11,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import respx
 
 from mailer import Attachment, ConfigError, Message, MessageError
 from mailer.providers._mailgun import MailgunProvider
+from mailer.testing import Reply, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -124,14 +124,16 @@ async def test_forbidden_plain_text_body(stubbed: Any) -> None:
 
 
 async def test_verify_gets_the_domain() -> None:
-    provider = make()
-    with respx.mock(assert_all_mocked=True) as router:
-        route = router.get("https://api.mailgun.net/v3/domains/mg.example.com").mock(
-            return_value=httpx.Response(200, json={"domain": {}})
-        )
-        await provider.verify()
-    await provider.aclose()
-    assert route.call_count == 1
+    """What a real server received: one authenticated GET of this domain's record."""
+    async with serve("ok", respond=lambda request: Reply(200, {"domain": {}})) as api:
+        provider = make(base_url=api.base_url)
+        try:
+            await provider.verify()
+        finally:
+            await provider.aclose()
+    assert [(r.method, r.path) for r in api.log] == [("GET", "/v3/domains/mg.example.com")]
+    expected = base64.b64encode(f"api:{KEY}".encode()).decode()
+    assert api.log[0].headers["authorization"] == f"Basic {expected}"
 
 
 def test_config_and_dsn() -> None:

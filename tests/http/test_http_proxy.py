@@ -1,6 +1,6 @@
 """HTTP providers through a proxy (the ``proxy`` option, httpx's ``proxy=``).
 
-Real parts: a local HTTPS API (tests/http/servers.py, with the SMTP kit's trustme
+Real parts: a local HTTPS API (mailer.testing, with the SMTP kit's trustme
 certificate for TLS_NAME) behind the SMTP kit's real SOCKS5 and HTTP CONNECT relays, which
 record every destination and credential they were given. TLS runs end to end: the
 certificate is checked for TLS_NAME, which only the proxy resolves.
@@ -14,13 +14,11 @@ from typing import Any
 
 import pytest
 from tests.smtp.conftest import certs  # noqa: F401 - the shared certificate fixture
-from tests.smtp.servers import TLS_NAME, Certs, HTTPConnectProxy, SOCKSProxy
+from tests.smtp.network import HTTPConnectProxy, SOCKSProxy
 
 from mailer import ConfigError, Mailer, Message, TransientError
 from mailer.providers._resend import ResendProvider
-from mailer.testing import ScriptedProvider
-
-from .servers import serve
+from mailer.testing import TLS_NAME, Certs, ScriptedProvider, serve
 
 pytestmark = pytest.mark.anyio
 

@@ -1,4 +1,4 @@
-"""Real Django (a tiny project in djangoproject/), real SMTP servers from tests.smtp.servers."""
+"""Real Django (a tiny project in djangoproject/), real SMTP servers from mailer.testing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import django
 import pytest
 from tests.smtp.conftest import certs, smtp_server  # noqa: F401 - the shared server fixtures
-from tests.smtp.servers import SMTPTestServer
+
+from mailer.testing import SMTPTestServer
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.integrations.djangoproject.settings")
 django.setup()

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from flask import Flask
-from tests.smtp.servers import SMTPTestServer
 
 from mailer import ConfigError
 from mailer.flask import Mail
+from mailer.testing import SMTPTestServer
 
 from .docs import doc_block
 

@@ -12,10 +12,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from tests.smtp.servers import SMTPTestServer
 
 from mailer import DeliveryUncertain, Mailer, Message
 from mailer.otel import instrument
+from mailer.testing import SMTPTestServer
 
 from .conftest import smtp_config
 

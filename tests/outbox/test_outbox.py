@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 import pytest
-from tests.faults.kit import FaultServer, free_port
 
 from mailer import (
     ConfigError,
@@ -30,7 +29,7 @@ from mailer._config import load_config
 from mailer._outbox import OutboxConfig
 from mailer._outbox.store import NewMessage, Outcome
 from mailer._outbox.worker import open_store
-from mailer.testing import ScriptedProvider
+from mailer.testing import ScriptedProvider, SMTPTestServer, free_port
 
 from .conftest import add_messages, execute, fast_outbox, make_message, reset, rows, smtp_entry
 
@@ -52,7 +51,7 @@ def two_smtp(db_url: str, ports: tuple[int, int], **options: Any) -> Mailer:
 
 
 async def test_all_down_then_back_500_enqueued_and_500_queued_by_send(
-    smtp: Callable[..., FaultServer], db_url: str
+    smtp: Callable[..., SMTPTestServer], db_url: str
 ) -> None:
     """Both providers down: 500 messages enqueued, 500 more sent with on_all_failed =
     "enqueue" (queued, not raised); the providers come back; each of the 1,000 is
@@ -83,7 +82,7 @@ async def test_all_down_then_back_500_enqueued_and_500_queued_by_send(
 
 
 async def test_drain_while_providers_recover_delivers_each_once(
-    smtp: Callable[..., FaultServer], db_url: str
+    smtp: Callable[..., SMTPTestServer], db_url: str
 ) -> None:
     """Retries with backoff while the servers refuse (421 at the greeting, 451 at MAIL),
     then the servers heal mid-drain: each message delivered once."""
@@ -272,7 +271,7 @@ async def test_backoff_grows_with_jitter(db_url: str) -> None:
 
 
 async def test_commit_point_is_recorded_before_it_is_crossed(
-    smtp: Callable[..., FaultServer], db_url: str
+    smtp: Callable[..., SMTPTestServer], db_url: str
 ) -> None:
     """SMTP records the crossing before the payload; a provider that reports no commit
     point records it before it starts. Seen from inside the send, in the database."""
@@ -470,7 +469,7 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) 
 
 
 async def test_enqueue_stores_content_and_sends_the_stored_bytes(
-    smtp: Callable[..., FaultServer], db_url: str, tmp_path: Path
+    smtp: Callable[..., SMTPTestServer], db_url: str, tmp_path: Path
 ) -> None:
     """Path attachments are read at enqueue (the file may vanish); every attempt sends
     the bytes rendered at enqueue, with the same Message-ID."""

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import pytest
-from tests.smtp.servers import Certs, TokenEndpoint, make_certs
+
+from mailer.testing import Certs, TokenEndpoint, make_certs
 
 from .kit import PeerServer, SinkServer, install_smtp_server, postfix_sink_reason
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._shared import BENCH_DIR, npm_install, terminate
-from tests.smtp.servers import TLS_NAME, Certs, free_port, wait_until
+
+from mailer.testing import TLS_NAME, Certs, free_port, wait_until
 
 __all__ = [
     "SMTP_SERVER_SPEC",

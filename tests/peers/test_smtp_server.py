@@ -27,7 +27,6 @@ from typing import Any
 
 import dkim
 import pytest
-from tests.smtp.servers import TokenEndpoint
 from tests.smtp.test_dkim import Keys
 
 from mailer import (
@@ -41,6 +40,7 @@ from mailer import (
 )
 from mailer.providers._memory import MemoryProvider
 from mailer.providers._smtp import SMTPProvider
+from mailer.testing import TokenEndpoint
 
 from .kit import TLS_NAME, PeerServer, header, raw
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from tests.smtp import servers
 
 from mailer import AllProvidersFailed, Mailer, Message
 from mailer._plugins import load_provider_class
+from mailer.testing import SMTPTestServer, TokenEndpoint, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -37,6 +38,9 @@ CANARIES = {
     "ses_id": "AKIACANARYSES0001",
     "ses_secret": "CANARY-ses-secret-2f7d",
     "resend": "re_CANARY-resend-4e8a",
+    "brevo": "xkeysib-CANARY-brevo-19d0",
+    "mailjet_key": "CANARY-mailjet-key-c41e",
+    "mailjet_secret": "CANARY-mailjet-secret-85b2",
 }
 
 
@@ -84,10 +88,51 @@ def echo_credentials(request: httpx.Request) -> httpx.Response:
     auth = request.headers.get("authorization", "")
     if auth.startswith("Basic "):
         auth += " " + base64.b64decode(auth[6:]).decode()
-    for header in ("x-postmark-server-token",):
+    for header in ("x-postmark-server-token", "api-key"):
         auth += " " + request.headers.get(header, "")
     body = {"message": f"invalid credentials: {auth}", "errors": [{"message": auth}]}
     return httpx.Response(401, json=body, headers={"WWW-Authenticate": auth[:200]})
+
+
+def canary_entries(
+    smtp_config: Callable[..., dict[str, Any]], token_url: str
+) -> list[dict[str, Any]]:
+    """One provider of every type with credentials, each configured with its canaries;
+    the HTTP APIs at api.canary.test (stubbed), one of them unreachable."""
+    oauth2 = {"token_url": token_url, "client_id": "cid",
+              "client_secret": CANARIES["oauth_client_secret"],
+              "refresh_token": CANARIES["oauth_refresh"],
+              "access_token": CANARIES["oauth_access"]}  # fmt: skip
+    api = "https://api.canary.test"
+    entries: list[dict[str, Any]] = [
+        {"type": "smtp", "name": "smtp-pass", "config": smtp_config(
+            auth={"user": "alice", "password": CANARIES["smtp_password"]},
+            allow_plaintext_auth=True)},
+        {"type": "smtp", "name": "smtp-oauth", "config": smtp_config(
+            auth={"user": "alice", "oauth2": oauth2}, allow_plaintext_auth=True)},
+        {"type": "sendgrid", "config": {"api_key": CANARIES["sendgrid"], "base_url": api}},
+        {"type": "mailgun", "config": {"api_key": CANARIES["mailgun"],
+                                       "domain": "mg.example.com", "base_url": api}},
+        {"type": "postmark", "config": {"server_token": CANARIES["postmark"],
+                                        "base_url": api}},
+        {"type": "ses", "config": {"region": "eu-west-1", "base_url": api,
+                                   "access_key_id": CANARIES["ses_id"],
+                                   "secret_access_key": CANARIES["ses_secret"]}},
+        {"type": "resend", "config": {"api_key": CANARIES["resend"], "base_url": api}},
+        # unreachable: httpx's own error text and chain
+        {"type": "resend", "name": "resend-down", "config": {
+            "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{free_port()}"}},
+    ]  # fmt: skip
+    # the plugins of this repository, when installed (make install does)
+    registered = {ep.name for ep in entry_points(group="mailer.providers")}
+    if "brevo" in registered:
+        entries.append({"type": "brevo", "config": {"api_key": CANARIES["brevo"],
+                                                    "base_url": api}})  # fmt: skip
+    if "mailjet" in registered:
+        entries.append({"type": "mailjet", "config": {
+            "api_key": CANARIES["mailjet_key"], "secret_key": CANARIES["mailjet_secret"],
+            "base_url": api}})  # fmt: skip
+    return entries
 
 
 async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
@@ -96,34 +141,11 @@ async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Pa
     caplog.set_level(logging.DEBUG, logger="aiosmtplib")
     caplog.set_level(logging.DEBUG, logger="httpx")
     caplog.set_level(logging.DEBUG, logger="httpcore")
-    smtp = servers.SMTPTestServer(auth=True).start()
-    token = servers.TokenEndpoint().start()
+    smtp = SMTPTestServer(auth=True).start()
+    token = TokenEndpoint().start()
     token.error = "invalid_grant"
     try:
-        oauth2 = {"token_url": token.url, "client_id": "cid",
-                  "client_secret": CANARIES["oauth_client_secret"],
-                  "refresh_token": CANARIES["oauth_refresh"],
-                  "access_token": CANARIES["oauth_access"]}  # fmt: skip
-        api = "https://api.canary.test"
-        entries: list[dict[str, Any]] = [
-            {"type": "smtp", "name": "smtp-pass", "config": smtp.config(
-                auth={"user": "alice", "password": CANARIES["smtp_password"]},
-                allow_plaintext_auth=True)},
-            {"type": "smtp", "name": "smtp-oauth", "config": smtp.config(
-                auth={"user": "alice", "oauth2": oauth2}, allow_plaintext_auth=True)},
-            {"type": "sendgrid", "config": {"api_key": CANARIES["sendgrid"], "base_url": api}},
-            {"type": "mailgun", "config": {"api_key": CANARIES["mailgun"],
-                                           "domain": "mg.example.com", "base_url": api}},
-            {"type": "postmark", "config": {"server_token": CANARIES["postmark"],
-                                            "base_url": api}},
-            {"type": "ses", "config": {"region": "eu-west-1", "base_url": api,
-                                       "access_key_id": CANARIES["ses_id"],
-                                       "secret_access_key": CANARIES["ses_secret"]}},
-            {"type": "resend", "config": {"api_key": CANARIES["resend"], "base_url": api}},
-            # unreachable: httpx's own error text and chain
-            {"type": "resend", "name": "resend-down", "config": {
-                "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{servers.free_port()}"}},
-        ]  # fmt: skip
+        entries = canary_entries(smtp.config, token.url)
         mailer = Mailer.from_config({"providers": entries, "send_timeout": 10,
                                      "retry": {"attempts": 1}})  # fmt: skip
         for p in mailer.providers:
@@ -157,7 +179,25 @@ async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Pa
         token.stop()
 
 
+#: provider types with no credential to leak (they never leave the process)
+NO_CREDENTIALS = {"memory", "file"}
+#: the test suite's own plugin (tests/fixtures): an echo and a type that fails to load
+TEST_FIXTURES = "mailer-testplugin"
+
+
 def test_every_provider_type_has_a_canary() -> None:
-    # if a provider type is added, it must be added above
-    for kind in ("smtp", "sendgrid", "mailgun", "postmark", "ses", "resend"):
-        load_provider_class(kind)
+    """Every registered provider type (entry points, plugins included; not the suite's
+    own fixture plugin) is either one of the canary test's providers (by class: ``smtps``
+    is ``smtp``'s) or credential-free. A new type fails here until it gets a canary."""
+    entries = canary_entries(lambda **options: options, "http://127.0.0.1:9/token")
+    covered = {load_provider_class(entry["type"]) for entry in entries}
+    types = {
+        ep.name
+        for ep in entry_points(group="mailer.providers")
+        if ep.dist is None or ep.dist.name != TEST_FIXTURES
+    }
+    assert {"smtp", "resend", "memory"} <= types, types  # the entry points were read
+    missing = sorted(
+        name for name in types - NO_CREDENTIALS if load_provider_class(name) not in covered
+    )
+    assert not missing, f"provider types without a canary: {missing}"

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.smtp import servers
 
 from mailer import ConfigError, Message, MessageError
 from mailer.providers._smtp import SMTPProvider
+from mailer.testing import SMTPTestServer
 
 SETTINGS = settings(
     max_examples=60,
@@ -46,7 +46,7 @@ _HEADER = re.compile(rb"^([!-9;-~]+):")
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    s = servers.SMTPTestServer(auth=False).start()
+    s = SMTPTestServer(auth=False).start()
     yield s
     s.stop()
 

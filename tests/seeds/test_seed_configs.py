@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.smtp import servers
-from tests.smtp.servers import Certs, SMTPTestServer, TokenEndpoint, make_certs
 
 from mailer import ConfigError, Mailer, Message
+from mailer.testing import TLS_NAME, USERS, Certs, SMTPTestServer, TokenEndpoint, make_certs
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +32,16 @@ SEED_TOKEN = "ya29.A0AR-seed-token"
 @pytest.fixture(scope="module")
 def seed_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A server certificate for 127.0.0.1 and the names the seed pages use."""
-    names = ("127.0.0.1", "smtp.yourdomain.com", servers.TLS_NAME)
+    names = ("127.0.0.1", "smtp.yourdomain.com", TLS_NAME)
     return make_certs(Path(tmp_path_factory.mktemp("seed-certs")), names)
 
 
 @pytest.fixture
-def server(seed_certs: Certs, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
-    monkeypatch.setitem(servers.USERS, SEED_USER, SEED_PASS)
+def server(seed_certs: Certs) -> Iterator[Callable[..., Any]]:
     started: list[SMTPTestServer] = []
 
     def make(**kwargs: Any) -> SMTPTestServer:
+        kwargs.setdefault("users", {**USERS, SEED_USER: SEED_PASS})
         s = SMTPTestServer(seed_certs, **kwargs).start()
         started.append(s)
         return s

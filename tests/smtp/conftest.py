@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .servers import Certs, SMTPTestServer, TokenEndpoint, make_certs
+from mailer.testing import Certs, SMTPTestServer, TokenEndpoint, make_certs
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ import pytest
 from mailer import Message
 from mailer._errors import AuthError, TransientError
 from mailer.providers._smtp import OAuth2Options, SMTPProvider
-
-from .servers import USERS, SMTPTestServer, TokenEndpoint, free_port
+from mailer.testing import USERS, SMTPTestServer, TokenEndpoint, free_port
 
 pytestmark = pytest.mark.anyio
 

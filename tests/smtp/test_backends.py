@@ -14,11 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from mailer import ConfigError, Mailer, Message
-from mailer._demo.http_fake import FakeResendServer
 from mailer.providers._memory import MemoryProvider
 from mailer.providers._smtp import SMTPProvider
-
-from .servers import SMTPTestServer
+from mailer.testing import FakeResend, SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 
@@ -33,9 +31,9 @@ def message() -> Message:
 
 
 @pytest.fixture
-def resend_api() -> Iterator[FakeResendServer]:
+def resend_api() -> Iterator[FakeResend]:
     """The fake Resend API on its own asyncio loop in a thread (the test runs on trio)."""
-    server = FakeResendServer(api_key="re_test")
+    server = FakeResend(api_key="re_test")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -73,7 +71,7 @@ async def test_a_mailer_with_smtp_under_trio_says_so_instead_of_failing_over(
     await mailer.aclose()
 
 
-async def test_http_provider_and_mailer_run_under_trio(resend_api: FakeResendServer) -> None:
+async def test_http_provider_and_mailer_run_under_trio(resend_api: FakeResend) -> None:
     mailer = Mailer.from_config(
         {
             "providers": [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from tests.smtp.network import running
 
 from mailer import Mailer, Message
 from mailer._errors import (
@@ -18,8 +19,8 @@ from mailer._errors import (
 from mailer._provider import _DEADLINE
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import encode_data
+from mailer.testing import ScriptedServer, SMTPTestServer, free_port
 
-from .servers import ScriptedServer, SMTPTestServer, free_port, running
 from .test_pure import SMUGGLING
 
 pytestmark = pytest.mark.anyio

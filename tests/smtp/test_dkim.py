@@ -29,8 +29,7 @@ from mailer.providers._memory import MemoryProvider
 from mailer.providers._sendgrid import SendGridProvider
 from mailer.providers._ses import SESProvider
 from mailer.providers._smtp import SMTPProvider
-
-from .servers import SMTPTestServer
+from mailer.testing import SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

@@ -12,8 +12,7 @@ import pytest
 import respx
 
 from mailer import Mailer, Message
-
-from .servers import SMTPTestServer
+from mailer.testing import SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.smtp.network import Blackhole
 
 from mailer import Message
 from mailer._errors import TransientError
 from mailer.providers._smtp import SMTPProvider, _happy
 from mailer.providers._smtp._happy import ATTEMPT_DELAY, interleave
-
-from .servers import TLS_NAME, Blackhole, SMTPTestServer, free_port
+from mailer.testing import TLS_NAME, SMTPTestServer, free_port
 
 pytestmark = pytest.mark.anyio
 

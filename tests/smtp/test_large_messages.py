@@ -1,6 +1,6 @@
 """Large messages: attachments streamed from the file (or from memory) in chunks.
 
-Real parts: aiosmtpd servers on 127.0.0.1 (tests/smtp/servers.py), files in tmp_path,
+Real parts: aiosmtpd servers on 127.0.0.1 (mailer.testing), files in tmp_path,
 dkimpy's verifier against the DNS record the test serves it. What is checked: the bytes
 the server got are the message's, byte for byte, on every attempt; a file that changed
 between attempts is refused with a clear error and never sent; the chunked DKIM body
@@ -29,8 +29,8 @@ from mailer._message import mime as _mime
 from mailer._message import model as message_module
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import declared_size, message_payload, payload_size
+from mailer.testing import SMTPTestServer
 
-from .servers import SMTPTestServer
 from .test_dkim import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio

@@ -8,9 +8,7 @@ import pytest
 
 from mailer import Mailer, Message, MessageError
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import ScriptedProvider
-
-from .servers import SMTPTestServer
+from mailer.testing import ScriptedProvider, SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

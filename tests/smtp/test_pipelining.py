@@ -34,8 +34,8 @@ from mailer.providers._smtp.wire import (
     encode_data,
     message_payload,
 )
+from mailer.testing import SMTPTestServer
 
-from .servers import SMTPTestServer
 from .test_pure import SMUGGLING
 
 Factory = Callable[..., SMTPTestServer]

@@ -10,8 +10,7 @@ import pytest
 from mailer import Message
 from mailer._errors import RecipientsRefused, TransientError
 from mailer.providers._smtp import SMTPProvider
-
-from .servers import SMTPTestServer
+from mailer.testing import SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

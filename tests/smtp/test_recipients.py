@@ -16,8 +16,7 @@ import pytest
 from mailer import Mailer, Message, RecipientsDeferred, RecipientsRefused, TransientError
 from mailer.providers._memory import MemoryProvider
 from mailer.providers._smtp import SMTPProvider
-
-from .servers import SMTPTestServer
+from mailer.testing import SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

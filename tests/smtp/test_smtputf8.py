@@ -17,8 +17,7 @@ import pytest
 from mailer import Address, Mailer, Message, MessageError, UnsupportedFeature
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import mail_command, rcpt_command
-
-from .servers import SMTPTestServer
+from mailer.testing import SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

@@ -20,8 +20,7 @@ from pathlib import Path
 
 from mailer import DeliveryUncertain, MailerError, Message, SendResult, SyncMailer
 from mailer._sync import SEND_GRACE
-
-from .servers import SMTPTestServer
+from mailer.testing import SMTPTestServer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,12 +6,12 @@ import time
 from collections.abc import Callable
 
 import pytest
+from tests.smtp.network import running
 
 from mailer import Message
 from mailer._errors import AuthError, TransientError
 from mailer.providers._smtp import SMTPProvider
-
-from .servers import TLS_NAME, USERS, SilentServer, SMTPTestServer, running
+from mailer.testing import TLS_NAME, USERS, SilentServer, SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from tests.smtp.network import StripTLSProxy
 
 from mailer import ConfigError, Message
 from mailer._errors import TransientError
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.config import SMTPConfig, is_loopback
-
-from .servers import TLS_NAME, SMTPTestServer, StripTLSProxy
+from mailer.testing import TLS_NAME, SMTPTestServer
 
 pytestmark = pytest.mark.anyio
 

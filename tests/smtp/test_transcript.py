@@ -11,8 +11,7 @@ import pytest
 from mailer import Message
 from mailer._errors import AuthError
 from mailer.providers._smtp import SMTPProvider
-
-from .servers import USERS, SMTPTestServer, TokenEndpoint
+from mailer.testing import USERS, SMTPTestServer, TokenEndpoint
 
 pytestmark = pytest.mark.anyio
 

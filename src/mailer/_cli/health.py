@@ -23,7 +23,7 @@ def health(config: ConfigOption = Path("mailer.toml"), as_json: JsonOption = Fal
     next probe may run, and the rate-limit slots left (shared ones with a Redis store)."""
     from .._config import load_config
     from .._mailer import Mailer
-    from .._routing.health import redact_url
+    from .._redact import redact_url
 
     cfg = load_config(config)
     mailer = Mailer.from_config(cfg)

@@ -30,12 +30,14 @@ from rich.text import Text
 from .._errors import MailerError
 from .._mailer import Event, Mailer
 from .._message import Message
-from .http_fake import FakeResendServer
-from .smtp_sink import SMTPSink
+from ..testing._resend import FakeResend
+from ..testing._sink import SMTPSink
 
 __all__ = ["DemoOptions", "DemoReport", "build_config", "render_summary", "run_demo"]
 
 PRIMARY, HTTP, BACKUP = "smtp-primary", "http-resend", "smtp-backup"
+#: what the throttled HTTP provider answers in Retry-After, in seconds
+_RETRY_AFTER = 1.0
 _STATE_STYLE = {"closed": "green", "open": "red", "half-open": "yellow"}
 
 
@@ -184,7 +186,7 @@ async def run_demo(
     console = console or Console()
     report = DemoReport()
     primary, backup = SMTPSink("primary"), SMTPSink("backup")
-    http = FakeResendServer()
+    http = FakeResend(api_key="re_demo_key")
     try:
         await primary.start()
         await backup.start()
@@ -209,13 +211,13 @@ async def _drive(
     console: Console,
     report: DemoReport,
     primary: SMTPSink,
-    http: FakeResendServer,
+    http: FakeResend,
 ) -> None:
     view = _View(
         opts.messages,
         {
             PRIMARY: lambda: "up" if primary.running else "down",
-            HTTP: lambda: {"ok": "up", "throttle": "429 throttling", "down": "down"}[http.mode],
+            HTTP: lambda: "429 throttling" if http.mode.startswith("429") else "up",
             BACKUP: lambda: "up",
         },
     )
@@ -270,7 +272,7 @@ async def _drive(
 
     def throttle(mode: str) -> Callable[[], None]:
         def apply() -> None:
-            http.mode = mode  # type: ignore[assignment]
+            http.mode = mode
 
         return apply
 
@@ -291,8 +293,8 @@ async def _drive(
             tg.start_soon(
                 at,
                 opts.throttle_at,
-                throttle("throttle"),
-                f"{HTTP} starts throttling (429, Retry-After: {http.retry_after:g}s)",
+                throttle(f"429:{_RETRY_AFTER:g}"),
+                f"{HTTP} starts throttling (429, Retry-After: {_RETRY_AFTER:g}s)",
                 "bold yellow",
             )
             tg.start_soon(
@@ -314,9 +316,7 @@ async def _drive(
     report.elapsed = anyio.current_time() - started
 
 
-def _verify(
-    report: DemoReport, primary: SMTPSink, http: FakeResendServer, backup: SMTPSink
-) -> None:
+def _verify(report: DemoReport, primary: SMTPSink, http: FakeResend, backup: SMTPSink) -> None:
     """Compare what the Mailer reported with what each server actually stored."""
     servers: dict[str, Counter[str]] = {
         PRIMARY: primary.received,

@@ -7,8 +7,9 @@ share one connection (pool) when they share one URL.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from .._redact import register_secret
 from .memory import MemoryBackend
 from .store import EventStore, SuppressionStore
 
@@ -20,10 +21,14 @@ class Backend(EventStore, SuppressionStore):
 
 
 def open_backend(url: str | None) -> Backend:
-    """The backend for ``url`` (checked by the config already); not opened yet."""
+    """The backend for ``url`` (checked by the config already); not opened yet. A
+    password in the URL is registered as a secret, so no log line or error shows it."""
     if url is None:
         return MemoryBackend()  # type: ignore[return-value]
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    if parts.password:
+        register_secret(unquote(parts.password))
+    scheme = parts.scheme
     if scheme == "sqlite":
         from .sqlite import SQLiteBackend, sqlite_path
 

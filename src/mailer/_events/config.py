@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._errors import ConfigError
-from .._outbox.config import Duration, redact_url
+from .._outbox.config import Duration
+from .._redact import redact_url
 
 __all__ = ["DEFAULT_ON", "SUPPRESSING", "EventsConfig", "SuppressionConfig", "check_store_url"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
-from .._outbox.config import redact_url
+from .._redact import redact_url
 from .model import DeliveryEvent
 from .store import Changes, SendRecord, SuppressionEntry, event_from_row, event_row
 

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .._errors import ConfigError
-from .._outbox.config import redact_url
+from .._redact import redact_url
 from .model import DeliveryEvent
 from .store import Changes, SendRecord, SuppressionEntry, event_from_row, event_key, event_row
 

@@ -12,11 +12,9 @@ both unchanged since Django 1.x, so the same backend serves 4.2 to 6.x (and ``MA
 
 from __future__ import annotations
 
-import email.message
-import email.utils
-import mimetypes
+import smtplib
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,27 +25,33 @@ from django.db import DEFAULT_DB_ALIAS
 
 from .._errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError, MessageError
 from .._log import get_logger
-from .._message import Address, Attachment, Envelope, Message
+from .._message import Message
 from .._result import SendResult
 from .._sync import SyncMailer
+from ._django_message import providers_of, to_message
 from ._process import build, close_all, config_key, read_source, shared_mailer
 
 __all__ = ["EmailBackend", "MailerResult", "close_mailers", "get_mailer", "to_message"]
 
 log = get_logger("mailer.django")
 
-#: get_connection() keyword arguments Django itself passes (send_mail's auth_user and
-#: auth_password); accepted when None, refused otherwise: credentials live in MAILER.
-_DJANGO_CONNECTION_ARGS = frozenset(
-    {"username", "password", "host", "port", "use_tls", "use_ssl", "timeout",
-     "ssl_keyfile", "ssl_certfile"}
-)  # fmt: skip
-#: django-anymail's message attributes that have no equivalent here: refused rather than
-#: silently dropped, so a project migrating from anymail finds each one at its first send
-_ANYMAIL_ONLY = (
-    "template_id", "merge_data", "merge_global_data", "merge_metadata", "merge_headers",
-    "send_at", "track_clicks", "track_opens", "esp_extra",
-)  # fmt: skip
+#: get_connection() keywords of Django's SMTP backend, and where each setting lives in
+#: MAILER instead (docs/django.md). Accepted so that code written for that backend runs;
+#: an empty value (None, "", False, 0) is what Django itself passes and is ignored, any
+#: other is ignored with one warning per keyword and process (MAILER decides).
+SMTP_KEYWORDS = {
+    "host": "providers[].config.host",
+    "port": "providers[].config.port",
+    "username": "providers[].config.auth.user",
+    "password": "providers[].config.auth.password",
+    "use_tls": "providers[].config.require_tls",
+    "use_ssl": "providers[].config.secure",
+    "timeout": "providers[].config.socket_timeout (and send_timeout)",
+    "ssl_keyfile": "providers[].config.tls.key_file",
+    "ssl_certfile": "providers[].config.tls.cert_file",
+}
+#: the keywords already warned about in this process (each once: a backend is made per send)
+_warned_keywords: set[str] = set()
 #: keys of the "django" table inside the MAILER config
 _OPTIONS = frozenset({"opentelemetry", "enqueue_on_commit", "enqueue_in_transaction"})
 
@@ -191,22 +195,19 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         super().__init__(fail_silently=fail_silently)
-        for key, value in kwargs.items():
-            if key in _DJANGO_CONNECTION_ARGS and value is None:
-                continue
-            raise ConfigError(
-                f"mailer.django.EmailBackend does not take {key!r}: put provider settings "
-                "and credentials in MAILER (see docs/django.md)"
-            )
+        _ignore_keywords(kwargs)
         self.config = config
 
-    def send_messages(self, email_messages: Sequence[Any]) -> int:
+    def send_messages(self, email_messages: Iterable[Any]) -> int:
         """Send every message concurrently; return how many were sent.
 
         Each message gets ``mailer_result``. Without ``fail_silently`` the first error
         (in the order given) is raised once every message has finished, so one bad
         message never stops the others; with it, our errors are logged and swallowed.
+        Django allows any iterable: it is read once, into a list, since the messages are
+        walked twice (convert and send, then results and errors).
         """
+        email_messages = list(email_messages)
         if not email_messages:
             return 0
         try:
@@ -221,7 +222,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
             if not message.recipients():
                 continue  # as Django's SMTP backend: nobody to send to, nothing counted
             try:
-                batch.append((i, to_message(message), _providers(message)))
+                batch.append((i, to_message(message), providers_of(message)))
             except MailerError as exc:
                 log.warning("cannot send a Django EmailMessage: %s", exc)
                 outcomes[i] = MailerResult(None, error=exc)
@@ -263,7 +264,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]
 
     def _fail(self, error: MailerError) -> int:
         if not self.fail_silently:
-            raise error
+            raise smtp_error(error)
         return 0
 
     @staticmethod
@@ -370,6 +371,61 @@ def _check_same_table(sync: SyncMailer, connection: Any) -> None:
 _SCHEDULED = MailerResult(None)
 
 
+def _ignore_keywords(kwargs: Mapping[str, Any]) -> None:
+    """Django's BaseEmailBackend takes and ignores keywords it does not use, and Django
+    passes the SMTP backend's (``send_mail``'s ``auth_user``/``auth_password`` become
+    ``username``/``password``, often ""): refusing them broke ``get_connection()`` calls
+    written for Django. The setting they name lives in MAILER; a non-empty one is logged
+    (its name, never its value) so that nobody believes it took effect."""
+    for key, value in kwargs.items():
+        if not value or key in _warned_keywords:
+            continue
+        _warned_keywords.add(key)
+        where = SMTP_KEYWORDS.get(key)
+        hint = f"set {where} in MAILER" if where else "it has no meaning here"
+        log.warning(
+            "mailer.django.EmailBackend ignores the get_connection() keyword %r: %s "
+            "(see docs/django.md)",
+            key,
+            hint,
+        )
+
+
+#: per MailerError class, its subclass that is also an smtplib.SMTPException
+_smtp_classes: dict[type[MailerError], type[MailerError]] = {}
+
+
+def smtp_error(error: MailerError) -> MailerError:
+    """``error`` as an instance of a subclass of its class and of smtplib.SMTPException.
+
+    Code written for Django's SMTP backend catches ``smtplib.SMTPException`` or
+    ``OSError`` (which SMTPException is) around ``send_mail``; our errors are neither, so
+    a server outage escaped those handlers. The copy keeps every attribute, the class
+    name and ``except AllProvidersFailed`` working; it pickles as the original error.
+    A MessageError is the caller's bug, not an outage: it stays a ValueError only.
+    """
+    if isinstance(error, smtplib.SMTPException | MessageError):
+        return error  # a MessageError is a ValueError, as Django's BadHeaderError is
+    cls = type(error)
+    sub = _smtp_classes.get(cls)
+    if sub is None:
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        sub = type(cls.__name__, (cls, smtplib.SMTPException), namespace)
+        sub.__reduce__ = _reduce_plain  # type: ignore[assignment]
+        _smtp_classes[cls] = sub
+    copy = sub.__new__(sub)
+    copy.__dict__.update(error.__dict__)
+    copy.args = error.args
+    copy.__cause__ = error.__cause__
+    copy.__suppress_context__ = error.__suppress_context__
+    copy.__dict__["_plain"] = error
+    return copy
+
+
+def _reduce_plain(self: MailerError) -> tuple[Any, ...]:
+    return (smtp_error, (self.__dict__["_plain"],))
+
+
 def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResult:
     if isinstance(outcome, MailerError):
         return MailerResult(message.message_id, error=outcome)
@@ -380,187 +436,3 @@ def _outcome(message: Message, outcome: SendResult | MailerError) -> MailerResul
         rejected=dict(outcome.rejected),
         queued=outcome.status == "queued",
     )
-
-
-# ------------------------------------------------------------------------ the mapping
-
-
-def to_message(source: Any) -> Message:
-    """Our Message for a Django EmailMessage or EmailMultiAlternatives (MessageError if
-    it holds something we cannot send as asked)."""
-    for name in _ANYMAIL_ONLY:
-        if getattr(source, name, None) is not None:
-            raise MessageError(
-                f"the django-anymail attribute {name!r} is not supported by mailer.django "
-                "(see docs/django.md); the message was not sent"
-            )
-    headers = {str(k): str(v) for k, v in (source.extra_headers or {}).items()}
-    names = {k.lower(): k for k in headers}
-    data: dict[str, Any] = {
-        "sender": Address.parse(source.from_email),
-        "to": _addresses(source.to),
-        "cc": _addresses(source.cc),
-        "bcc": _addresses(source.bcc),
-        "reply_to": _addresses(source.reply_to),
-        "subject": str(source.subject or ""),
-    }
-    if "message-id" in names:
-        data["message_id"] = headers.pop(names["message-id"])
-    if "reply-to" in names:  # Django lets the header win over reply_to
-        data["reply_to"] = _header_addresses(headers.pop(names["reply-to"]))
-    if "date" in names:
-        raise MessageError("a Date header cannot be set: it is written when the message is sent")
-    envelope: dict[str, Any] = {}
-    # Django's rule: from_email and to/cc/bcc are the envelope, these headers only what
-    # readers see. When they name other mailboxes, the envelope keeps Django's.
-    recipients = [*data["to"], *data["cc"], *data["bcc"]]
-    for header, key in (("from", "sender"), ("to", "to"), ("cc", "cc")):
-        if header in names:
-            shown = _header_addresses(headers.pop(names[header]))
-            if header == "from":
-                if len(shown) != 1:
-                    raise MessageError("a From header must name exactly one mailbox")
-                if shown[0].email.lower() != data["sender"].email.lower():
-                    envelope["sender"] = data["sender"]
-                data["sender"] = shown[0]
-            else:
-                if _emails(shown) != _emails(data[key]):
-                    envelope["recipients"] = recipients
-                data[key] = shown
-    bounce = getattr(source, "envelope_sender", None)  # django-anymail's name for it
-    if bounce is not None:
-        envelope["sender"] = Address.parse(str(bounce))
-    envelope.update(_explicit_envelope(getattr(source, "envelope", None)))
-    if envelope:
-        data["envelope"] = envelope
-    options = getattr(source, "provider_options", None)
-    if options is not None:
-        if not isinstance(options, Mapping):
-            raise MessageError("message.provider_options must map provider names to options")
-        data["provider_options"] = {str(k): dict(v) for k, v in options.items()}
-    text, html = _bodies(source)
-    data.update(text=text, html=html, headers=headers)
-    data["attachments"] = [_attachment(a, has_html=html is not None) for a in source.attachments]
-    tags = getattr(source, "tags", None)
-    if tags:
-        data["tags"] = [str(t) for t in tags]
-    metadata = getattr(source, "metadata", None)
-    if metadata:
-        data["metadata"] = {str(k): str(v) for k, v in dict(metadata).items()}
-    return Message(**data)
-
-
-def _providers(source: Any) -> list[str] | None:
-    """``message.providers = ["ses", "smtp"]``: only these, in this order (Mailer.send's
-    ``providers``; an unknown name is a MessageError from the Mailer)."""
-    names = getattr(source, "providers", None)
-    if names is None:
-        return None
-    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
-        raise MessageError("message.providers must be a list of provider names")
-    return list(names)
-
-
-def _addresses(values: Iterable[Any] | None) -> list[Address]:
-    return [Address.parse(str(v)) for v in (values or []) if v]
-
-
-def _header_addresses(value: str) -> list[Address]:
-    """A header's address list. The stdlib only splits it: each piece then goes through
-    our strict parser, so nothing it tolerates (CVE-2023-27043) gets through."""
-    pairs = email.utils.getaddresses([value])
-    if not pairs or any(not addr for _, addr in pairs):
-        raise MessageError(f"cannot parse the address header {value[:80]!r}")
-    return [Address(name=name or None, email=addr) for name, addr in pairs]
-
-
-def _emails(addresses: Iterable[Address]) -> list[str]:
-    return sorted(a.email.lower() for a in addresses)
-
-
-def _explicit_envelope(value: Any) -> dict[str, Any]:
-    """``message.envelope``: an Envelope, or a mapping with ``from``/``sender`` and
-    ``to``/``recipients`` (it wins over what the headers implied)."""
-    if value is None:
-        return {}
-    if isinstance(value, Envelope):
-        return {k: v for k, v in (("sender", value.sender), ("recipients", value.recipients))
-                if v is not None}  # fmt: skip
-    if not isinstance(value, Mapping):
-        raise MessageError("message.envelope must be a mapping (from, to) or an Envelope")
-    aliases = {"from": "sender", "to": "recipients"}
-    return {aliases.get(str(k), str(k)): v for k, v in value.items()}
-
-
-def _text(content: Any) -> str:
-    return content.decode("utf-8") if isinstance(content, bytes) else str(content)
-
-
-def _bodies(source: Any) -> tuple[str | None, str | None]:
-    subtype = getattr(source, "content_subtype", "plain")
-    body = _text(source.body or "")
-    if subtype == "html":
-        text, html = None, body
-    elif subtype == "plain":
-        text, html = body, None
-    else:
-        raise MessageError(f"a text/{subtype} body is not supported (only plain and html)")
-    for content, mimetype in getattr(source, "alternatives", None) or []:
-        kind = str(mimetype).lower()
-        if kind == "text/html" and html is None:
-            html = _text(content)
-        elif kind == "text/plain" and not text:
-            text = _text(content)
-        else:
-            raise MessageError(
-                f"an alternative of type {mimetype!r} is not supported (one text/plain "
-                "body and one text/html alternative are)"
-            )
-    if html is not None and text == "":
-        text = None  # Django would send an empty text/plain part next to the HTML
-    return text, html
-
-
-def _attachment(item: Any, *, has_html: bool) -> Attachment:
-    if isinstance(item, email.message.Message):
-        return _mime_attachment(item, has_html=has_html)
-    filename, content, mimetype = item
-    mimetype = mimetype or (filename and mimetypes.guess_type(filename)[0]) or None
-    if mimetype == "message/rfc822" and not isinstance(content, str | bytes):
-        # an EmailMessage (Django) or an email.message.Message
-        content = content.message() if hasattr(content, "message") else content
-        content = content.as_bytes()
-    data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-    return Attachment(
-        content=data, filename=filename or _default_name(mimetype), content_type=mimetype
-    )
-
-
-def _mime_attachment(part: email.message.Message, *, has_html: bool) -> Attachment:
-    """A MIMEBase part (MIMEImage, MIMEApplication, ...): its decoded body, type, file name
-    and Content-ID. A Content-ID makes it an inline part of the HTML when there is one."""
-    ctype = part.get_content_type()
-    if part.is_multipart():
-        if ctype != "message/rfc822":
-            raise MessageError(f"a {ctype} attachment part is not supported")
-        inner = part.get_payload(0)
-        assert isinstance(inner, email.message.Message)
-        data = inner.as_bytes()
-    else:
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-    cid = part.get("Content-ID")
-    inline = cid is not None and has_html and part.get_content_disposition() != "attachment"
-    return Attachment(
-        content=data,
-        filename=part.get_filename() or _default_name(ctype),
-        content_type=ctype,
-        inline=inline,
-        content_id=str(cid) if cid is not None else None,
-    )
-
-
-def _default_name(mimetype: str | None) -> str:
-    """Django allows attachments without a file name; ours need one."""
-    extension = mimetypes.guess_extension(mimetype or "") or ".bin"
-    return f"attachment{extension}"

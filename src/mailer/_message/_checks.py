@@ -103,6 +103,16 @@ class Strict(BaseModel):
         raise error  # outside the except: the pydantic error holds every input value
 
     @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        """Validate a mapping (or a model), raising MessageError on bad input: as
+        ``model_validate_json``, the error never quotes the input (bodies included)."""
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            error = MessageError(validation_text("message", exc))
+        raise error  # outside the except, as in __init__
+
+    @classmethod
     def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
         """Parse JSON (a stored or received message), raising MessageError on bad input.
 

@@ -60,6 +60,7 @@ def check_display_name(name: str, email: str) -> None:
     """
     if name.isascii() and "@" not in name and "=?" not in name:
         return  # the common case, on every named address: one scan
+    _check_visible(name)
     candidates = [unicodedata.normalize("NFKC", name)]
     for word in ENCODED_WORD.findall(name):
         with contextlib.suppress(Exception):
@@ -75,6 +76,39 @@ def check_display_name(name: str, email: str) -> None:
                     f"that is not the mailbox's own ({email}): mail clients would show it as "
                     "the sender; leave the address out of the name"
                 )
+
+
+#: bidirectional controls (embeddings, overrides, isolates, marks): they reorder what a
+#: reader sees, so "moc.knab" can show as "bank.com" (Trojan Source, CVE-2021-42574)
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+#: letters that render as nothing (Hangul fillers, the braille blank), beyond format
+#: characters (Cf), marks alone (Mn, Me) and spaces (Z*)
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Mn", "Me", "Zs", "Zl", "Zp", "Cc"})
+
+
+def _check_visible(name: str) -> None:
+    """Refuse a display name that shows nothing, or that holds a bidi control.
+
+    A name of one zero-width space makes clients show no name, or the address in a way
+    the sender chose; a bidi override reorders the name as displayed. Both are spoofing
+    aids and no real name needs them (right-to-left names display right without them).
+    """
+    for ch in name:
+        if ch in _BIDI_CONTROLS:
+            raise MessageError(
+                f"display name {describe(name)} holds a bidirectional control character "
+                f"(U+{ord(ch):04X}), which reorders what readers see; remove it"
+            )
+    if all(
+        ch in _BLANK_LETTERS or unicodedata.category(ch) in _INVISIBLE_CATEGORIES for ch in name
+    ):
+        raise MessageError(
+            f"display name {describe(name)} has no visible character (only zero-width, "
+            "blank or combining characters); give a real name or none"
+        )
 
 
 def _parse_domain(domain: str, original: str) -> str:

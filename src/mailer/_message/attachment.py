@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import mimetypes
 import re
 import uuid
@@ -9,6 +10,8 @@ from pathlib import Path
 
 from pydantic import (
     Field,
+    FieldSerializationInfo,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -23,6 +26,9 @@ from ._checks import (
     check_text,
     describe,
 )
+
+#: bytes read at a time when a text file given by path is checked for UTF-8
+_CHECK_CHUNK = 1024 * 1024
 
 _CONTENT_TYPE = re.compile(
     r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
@@ -88,6 +94,54 @@ class Attachment(Strict):
         elif self.inline:
             object.__setattr__(self, "content_id", f"{uuid.uuid4().hex}@mailer")
         return self
+
+    @field_serializer("content", when_used="json")
+    def _dump_content(self, value: bytes | None, info: FieldSerializationInfo) -> bytes | None:
+        # JSON carries the bytes, never a path: model_validate_json refuses a path (it
+        # would read whatever file stored JSON names), so a dumped message reloads
+        return self.data() if value is None else value
+
+    @field_serializer("path", when_used="json")
+    def _dump_path(self, value: Path | None, info: FieldSerializationInfo) -> None:
+        return None
+
+    def mime_type(self) -> str:
+        """The Content-Type to send: ``content_type``, with a charset for text.
+
+        A text part without a charset is read as US-ASCII (RFC 2046 4.1.2), so UTF-8 text
+        arrived garbled. Text that is valid UTF-8 says so; other text (an unknown legacy
+        charset we cannot name) goes as application/octet-stream, as Django sends it,
+        so that nothing guesses. The one rule for every path: the MIME renderers and the
+        JSON APIs that take a content type.
+        """
+        ctype = self.content_type or "application/octet-stream"
+        if self.maintype != "text":
+            return ctype
+        if not self._is_utf8():
+            return "application/octet-stream"
+        return f"{ctype}; charset=utf-8"
+
+    def _is_utf8(self) -> bool:
+        if self.content is not None:
+            try:
+                self.content.decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+            return True
+        assert self.path is not None
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            with self.path.open("rb") as f:
+                while chunk := f.read(_CHECK_CHUNK):
+                    decoder.decode(chunk)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return False
+        except OSError as exc:
+            raise MessageError(
+                f"attachment file {str(self.path)!r} cannot be read: {exc.strerror}"
+            ) from None
+        return True
 
     def with_content(self) -> Attachment:
         """The same attachment with its bytes (a file given by path is read now)."""

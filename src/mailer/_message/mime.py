@@ -43,11 +43,21 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .._errors import MessageError
+from .address import Address as _Address
 
 if TYPE_CHECKING:
     from . import Address, Attachment, Message
 
-__all__ = ["STREAM_THRESHOLD", "Rendering", "Source", "encode_header_value", "render"]
+__all__ = [
+    "STREAM_THRESHOLD",
+    "Rendering",
+    "Source",
+    "encode_header_value",
+    "has_8bit_message",
+    "header",
+    "render",
+    "rfc822_body",
+]
 
 CRLF = b"\r\n"
 _MAX_LINE = 78  # RFC 5322 SHOULD; the hard limit (998) is enforced by the wire check
@@ -55,6 +65,7 @@ _ATOM_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]+")
 _PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
 _TEXT_7BIT = re.compile(r"[\x20-\x7e\t\n]*")
 _LONG_LINE = re.compile(r"(?m)^[^\n]{999}")  # anchored at line starts: linear
+_LONG_LINE_BYTES = re.compile(rb"(?m)^[^\n]{999}")
 _EW_PAYLOAD = 42  # UTF-8 bytes per encoded-word: 56 base64 chars + 12 = 68 columns
 _B64_CHUNK = 57 * 1024  # input bytes per base64 chunk (57 bytes make one 76-char line)
 _rng = random.Random()
@@ -378,7 +389,7 @@ def _text_part(text: str, subtype: str) -> _Part:
     return head, [body[:-2]]
 
 
-def _attachment_part(att: Attachment) -> _Part:
+def _attachment_part(att: Attachment, eight_bit: bool = False) -> _Part:
     assert att.filename is not None
     disposition = "inline" if att.inline else "attachment"
     body: _Piece = _Base64(att)
@@ -387,10 +398,13 @@ def _attachment_part(att: Attachment) -> _Part:
         body = Source(att)
     if att.content_type == "message/rfc822":
         # RFC 2046 5.2.1: a message/rfc822 part must not be base64 (readers show the
-        # base64 text instead of the message), so it goes as it is, 7bit.
-        body, cte = _rfc822_body(att.data()), "7bit"
+        # base64 text instead of the message), so it goes as it is: 7bit, or 8bit in
+        # the rendering for a server that takes it (see Message.render_8bit)
+        data = att.data()
+        raw = _rfc822_8bit(data) if eight_bit else None
+        body, cte = (raw, "8bit") if raw is not None else (rfc822_body(data), "7bit")
     lines = [
-        f"Content-Type: {att.content_type}",
+        f"Content-Type: {att.mime_type()}",
         f"Content-Transfer-Encoding: {cte}",
         f"Content-Disposition: {disposition}; {_param('filename', att.filename)}",
     ]
@@ -409,16 +423,71 @@ def _raw_size(att: Attachment) -> int:
     return _stat(att.path).st_size
 
 
-def _rfc822_body(data: bytes) -> bytes:
-    """An attached message as 7bit lines with CRLF; MessageError when it cannot be one
-    (8-bit or over-long lines would need an encoding the RFC does not allow here)."""
+def rfc822_body(data: bytes) -> bytes:
+    """An attached message as 7bit lines with CRLF, re-encoded to 7 bits when it has 8.
+
+    RFC 2046 5.2.1 allows only 7bit, 8bit or binary for a message/rfc822 part, and 8bit
+    needs 8BITMIME on every hop; so an 8-bit attached message (Django attaches them,
+    #36119) is re-encoded inside: its 8-bit text parts as base64 with their charset, its
+    UTF-8 header values as RFC 2047 encoded-words. MessageError when even that cannot
+    make it 7-bit (an 8-bit part that names no charset, a NUL, an over-long line).
+    """
     text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if not text.isascii():
+        text = _seven_bit(text)
     if not text.isascii() or _LONG_LINE.search(text.decode("ascii")) or b"\x00" in text:
         raise MessageError(
             "an attached message (message/rfc822) must be 7-bit ASCII with lines of at most "
-            "998 characters; attach it as application/octet-stream instead"
+            "998 characters, or 8-bit text parts that name their charset; attach it as "
+            "application/octet-stream instead"
         )
     return text.rstrip(b"\n").replace(b"\n", CRLF)
+
+
+def _rfc822_8bit(data: bytes) -> bytes | None:
+    """An 8-bit attached message as it is (CRLF lines), or None when it is 7-bit anyway
+    or cannot go as 8bit either (a NUL, a line over 998 octets)."""
+    text = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if text.isascii() or b"\x00" in text or _LONG_LINE_BYTES.search(text):
+        return None
+    return text.rstrip(b"\n").replace(b"\n", CRLF)
+
+
+def has_8bit_message(message: Message) -> bool:
+    """Whether an attached message (message/rfc822) has 8-bit content."""
+    return any(
+        a.content_type == "message/rfc822" and not a.data().isascii() for a in message.attachments
+    )
+
+
+def _seven_bit(text: bytes) -> bytes:
+    """``text`` (an 8-bit message, LF line ends) re-encoded by the stdlib's generator
+    with a 7-bit policy; header values that are UTF-8 are re-set as text first, so they
+    are encoded as utf-8 words (the generator alone labels raw bytes unknown-8bit)."""
+    import email
+    import email.policy
+    from email.generator import BytesGenerator
+
+    policy = email.policy.SMTP.clone(cte_type="7bit", linesep="\n")
+    inner = email.message_from_bytes(text, policy=policy)
+    for part in inner.walk():
+        items = list(part.raw_items())
+        if all(value.isascii() for _, value in items):
+            continue
+        for name in {name for name, _ in items}:
+            del part[name]
+        for name, value in items:
+            raw = value.encode("ascii", "surrogateescape")
+            try:
+                part[name] = raw.decode("utf-8") if not raw.isascii() else value
+            except (UnicodeDecodeError, ValueError, TypeError):
+                part[name] = value  # left 8-bit: refused by the caller
+    out = io.BytesIO()
+    try:
+        BytesGenerator(out, policy=policy).flatten(inner)
+    except (ValueError, TypeError, UnicodeError, LookupError):
+        return text  # not ASCII: refused by the caller
+    return out.getvalue()
 
 
 def _boundary(parts: Sequence[_Part]) -> str:
@@ -442,7 +511,7 @@ def _multipart(subtype: str, parts: list[_Part]) -> _Part:
     return head, body
 
 
-def _body(message: Message) -> _Part:
+def _body(message: Message, eight_bit: bool = False) -> _Part:
     text, html = message.text, message.html
     inline = [a for a in message.attachments if a.inline]
     files = [a for a in message.attachments if not a.inline]
@@ -452,11 +521,13 @@ def _body(message: Message) -> _Part:
     if html is not None:
         html_part = _text_part(html, "html")
         if inline:
-            html_part = _multipart("related", [html_part, *map(_attachment_part, inline)])
+            related = [_attachment_part(a, eight_bit) for a in inline]
+            html_part = _multipart("related", [html_part, *related])
     parts = [p for p in (None if text is None else _text_part(text, "plain"), html_part) if p]
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts) if parts else None
     if files:
-        body = _multipart("mixed", [*([body] if body else []), *map(_attachment_part, files)])
+        attached = [_attachment_part(a, eight_bit) for a in files]
+        body = _multipart("mixed", [*([body] if body else []), *attached])
     assert body is not None
     return body
 
@@ -464,11 +535,23 @@ def _body(message: Message) -> _Part:
 # ------------------------------------------------------------------------------ message
 
 
-def render(message: Message, date: str) -> tuple[list[bytes | Source], list[str]] | None:
+def header(headers: dict[str, str], lower: str) -> str | None:
+    """The value of the custom header named ``lower`` (any case), or None."""
+    for name, value in headers.items():
+        if name.lower() == lower:
+            return value.strip()
+    return None
+
+
+def render(
+    message: Message, date: str, *, eight_bit: bool = False
+) -> tuple[list[bytes | Source], list[str]] | None:
     """The message and the header names written, or None to use the stdlib.
 
     The message is one bytes segment, or with large attachments, bytes segments with a
     :class:`Source` between each two (the first segment holds the whole header block).
+    ``eight_bit``: attached messages with 8-bit content go as they are (8bit), for a
+    server that offers 8BITMIME; otherwise they are re-encoded to 7 bits.
     """
     assert message.sender is not None and message.message_id is not None
     try:
@@ -484,9 +567,15 @@ def render(message: Message, date: str) -> tuple[list[bytes | Source], list[str]
         out.write(f"Date: {date}\r\nMessage-ID: {message.message_id}\r\n".encode("ascii"))
         names += ["subject", "date", "message-id"]
         for name, value in message.headers.items():
-            out.write(_unstructured(name, value))
-            names.append(name.lower())
-        head, pieces = _body(message)
+            lower = name.lower()
+            if lower == "date":
+                continue  # the caller's Date is ``date``, written above
+            if lower == "sender":
+                out.write(_addresses(name, [_Address.parse(value)]))
+            else:
+                out.write(_unstructured(name, value))
+            names.append(lower)
+        head, pieces = _body(message, eight_bit)
         out.write(b"MIME-Version: 1.0\r\n")
         out.write(head)
         out.write(CRLF)

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
@@ -30,7 +31,6 @@ from .._errors import MessageError
 from . import mime as _mime
 from ._checks import (
     FROM_JSON,
-    HEADER_NAME,
     MAX_HEADERS,
     PATH_FROM_JSON,
     Strict,
@@ -41,6 +41,7 @@ from ._checks import (
 from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
+from .headers import check_headers
 from .wire import check_wire
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
@@ -48,26 +49,6 @@ _POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
 # RFC 6532: a message with an internationalized address carries it in UTF-8
 _POLICY_UTF8 = _POLICY.clone(utf8=True)
 _RENDER_LOCK = threading.Lock()
-
-# Headers the Message owns: set through its fields, never through ``headers``.
-_RESERVED_HEADERS = frozenset(
-    {
-        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date",
-        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
-        "sender",
-    }
-)  # fmt: skip
-
-# Trace and authentication headers are written by the servers a message passes through
-# (RFC 5321 4.4, RFC 8601, RFC 8617) or by the signer (DKIM-Signature, from ``dkim``).
-# One set by the sender is a forgery that filters and people may trust.
-_TRACE_HEADERS = frozenset(
-    {
-        "received", "return-path", "received-spf", "authentication-results",
-        "dkim-signature", "domainkey-signature", "delivered-to", "x-original-to",
-    }
-)  # fmt: skip
-_TRACE_PREFIXES = ("arc-", "resent-")
 
 
 def _as_list(value: Any) -> Any:
@@ -142,6 +123,10 @@ class Message(Strict):
 
     #: the rendering, made once: bytes, or with large attachments a streamed Rendering
     _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
+    #: its Date, which the 8-bit rendering (see render_8bit) shares
+    _date: str | None = PrivateAttr(default=None)
+    #: the rendering with 8-bit attached messages as they are; False when there is none
+    _rendered_8bit: bytes | _mime.Rendering | bool | None = PrivateAttr(default=None)
     #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
     _id_cell: _IdCell | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
@@ -200,25 +185,7 @@ class Message(Strict):
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_HEADERS:
-            raise MessageError(f"{len(value)} custom headers; the limit is {MAX_HEADERS}")
-        for name, text in value.items():
-            if not HEADER_NAME.match(name):
-                raise MessageError(f"invalid header name: {describe(name)}")
-            lower = name.lower()
-            if lower in _RESERVED_HEADERS:
-                raise MessageError(
-                    f"header {name!r} is set from the message's own fields; use them instead"
-                )
-            if lower in _TRACE_HEADERS or lower.startswith(_TRACE_PREFIXES):
-                raise MessageError(
-                    f"header {name!r} is a trace or authentication header, which only the "
-                    "servers a message passes through (or its DKIM signer: use the dkim "
-                    "option) may add; a sender-supplied one is a forgery"
-                )
-            check_text(text, f"header {name!r}", allow_tab=True)
-            check_length(text, f"header {name!r}")
-        return value
+        return check_headers(value)
 
     @field_validator("tags")
     @classmethod
@@ -434,20 +401,38 @@ class Message(Strict):
     def _render(self) -> bytes | _mime.Rendering:
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
-        date = format_datetime(_utcnow())
+        date = _mime.header(self.headers, "date") or format_datetime(_utcnow())
+        private = self.__pydantic_private__
+        assert private is not None
+        private["_date"] = date
         fast = _mime.render(self, date)
         if fast is not None:
-            segments, names = fast
-            if len(segments) == 1:
-                data = segments[0]
-                assert isinstance(data, bytes)
-                check_wire(data, names)
-                return data
-            for i, segment in enumerate(segments):
-                if isinstance(segment, bytes):
-                    check_wire(segment, names, head=i == 0)
-            return _mime.Rendering(segments)
+            return _checked(*fast)
         return self._render_stdlib(date)
+
+    def render_8bit(self) -> bytes | _mime.Rendering | None:
+        """The rendering for a server that takes 8-bit data (8BITMIME, or SMTPUTF8): an
+        attached message with 8-bit content as it is, not re-encoded; None when the
+        message has none (then :meth:`render` is the only rendering).
+
+        Made once, after :meth:`render` and with its Date and Message-ID, so both
+        renderings are the same message. Re-encoding an attached message changes its
+        bytes (and breaks its own DKIM signature); a server that offers 8BITMIME gets
+        it untouched. Only the SMTP provider asks for it.
+        """
+        if not _mime.has_8bit_message(self):
+            return None
+        self.render()
+        private = self.__pydantic_private__
+        assert private is not None
+        data = private["_rendered_8bit"]
+        if data is None:
+            with _RENDER_LOCK:
+                data = private["_rendered_8bit"]
+                if data is None:
+                    fast = _mime.render(self, private["_date"], eight_bit=True)
+                    data = private["_rendered_8bit"] = False if fast is None else _checked(*fast)
+        return None if isinstance(data, bool) else data
 
     def _render_stdlib(self, date: str) -> bytes:
         """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
@@ -465,8 +450,11 @@ class Message(Strict):
         msg["Date"] = date
         msg["Message-ID"] = self.message_id
         for name, value in self.headers.items():
-            msg[name] = value
-            expected.append(name.lower())
+            lower = name.lower()
+            if lower == "date":
+                continue  # written above, in its place
+            msg[name] = Address.parse(value).header_value() if lower == "sender" else value
+            expected.append(lower)
         self._add_body(msg)
         try:
             data = msg.as_bytes(policy=policy)
@@ -495,8 +483,31 @@ class Message(Strict):
                     cid=f"<{att.content_id}>", filename=att.filename, disposition="inline",
                 )  # fmt: skip
         for att in self.attachments:
-            if not att.inline:
-                msg.add_attachment(att.data(), att.maintype, att.subtype, filename=att.filename)
+            if att.inline:
+                continue
+            if att.content_type == "message/rfc822":  # 7-bit, as the fast renderer's
+                inner = message_from_bytes(_mime.rfc822_body(att.data()), policy=_POLICY)
+                msg.add_attachment(inner, cte="7bit", filename=att.filename)
+            else:
+                ctype, _, charset = att.mime_type().partition("; charset=")
+                maintype, subtype = ctype.split("/", 1)
+                params = {"charset": charset} if charset else {}
+                msg.add_attachment(
+                    att.data(), maintype, subtype, filename=att.filename, params=params
+                )
+
+
+def _checked(segments: list[bytes | _mime.Source], names: list[str]) -> bytes | _mime.Rendering:
+    """The fast renderer's output, through the wire check: bytes, or a Rendering."""
+    if len(segments) == 1:
+        data = segments[0]
+        assert isinstance(data, bytes)
+        check_wire(data, names)
+        return data
+    for i, segment in enumerate(segments):
+        if isinstance(segment, bytes):
+            check_wire(segment, names, head=i == 0)
+    return _mime.Rendering(segments)
 
 
 class MessageDefaults:

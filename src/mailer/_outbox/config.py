@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from .._errors import ConfigError
+from .._redact import redact_url
 
 __all__ = [
     "BackoffConfig",
@@ -21,7 +22,6 @@ __all__ = [
     "StoreURL",
     "parse_duration",
     "parse_store_url",
-    "redact_url",
 ]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -144,15 +144,3 @@ def parse_store_url(url: str) -> StoreURL:
         "outbox URL must start with sqlite:/// or postgresql:// "
         f"(got scheme {parts.scheme or 'none'!r})"
     )
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for repr, logs and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()

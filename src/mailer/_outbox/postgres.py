@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from .._log import get_logger
+from .._redact import redact_url
 from ._batch import Batcher
-from .config import redact_url
 from .store import (
     LEASE_EXPIRED_SAFE,
     LEASE_EXPIRED_UNKNOWN,

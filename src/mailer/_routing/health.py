@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .._errors import AuthError, DeliveryError, DeliveryUncertain, RateLimited
+from .._redact import redact_url
 
 __all__ = ["BreakerObserver", "BreakerState", "CircuitBreaker", "HealthConfig"]
 
@@ -101,17 +102,6 @@ class HealthConfig(BaseModel):
         # The store URL may carry a password: show only where it points.
         for key, value in super().__repr_args__():
             yield key, (redact_url(value) if key == "store" else value)
-
-
-def redact_url(url: str) -> str:
-    """``redis://:secret@host:6379/0`` -> ``redis://***@host:6379/0``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 class BreakerState(enum.StrEnum):

@@ -49,7 +49,8 @@ from typing import TYPE_CHECKING, Any
 from .._backend import current_async_library
 from .._errors import AuthError, ConfigError, DeliveryError, RateLimited
 from .._log import get_logger, register_secret
-from .health import BreakerState, CircuitBreaker, HealthConfig, redact_url
+from .._redact import redact_url
+from .health import BreakerState, CircuitBreaker, HealthConfig
 from .ratelimit import Gcra
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from pydantic import SecretStr, field_validator
 
 from .._errors import AuthError, DeliveryError
 from .._message import Address, Attachment, Message
-from .http import HTTPConfig, HTTPProvider, Payload, addresses_text, require
+from .http import Answer, HTTPConfig, HTTPProvider, Payload, addresses_text, require
 
 __all__ = ["MailgunConfig", "MailgunProvider"]
 
@@ -44,14 +44,54 @@ class MailgunConfig(HTTPConfig):
         return value
 
 
-class MailgunProvider(HTTPProvider):
+class MailgunPayload(Payload["MailgunProvider"]):
+    max_tags = 3
+
+    def set_from(self, sender: Address) -> None:
+        self.add_field("from", str(sender))
+
+    def set_subject(self, subject: str) -> None:
+        self.add_field("subject", subject)
+
+    def add_recipients(self, kind: str, addresses: list[Address]) -> None:
+        for addr in addresses:
+            self.add_field(kind, str(addr))
+
+    def set_reply_to(self, reply_to: list[Address]) -> None:
+        self.add_field("h:Reply-To", addresses_text(reply_to))
+
+    def set_body(self, text: str | None, html: str | None) -> None:
+        if text is not None:
+            self.add_field("text", text)
+        if html is not None:
+            self.add_field("html", html)
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        for name, value in headers.items():
+            self.add_field(f"h:{name}", value)
+
+    def add_attachment(self, attachment: Attachment) -> None:
+        self.add_file("attachment", attachment.filename, attachment)
+
+    def add_inline(self, attachment: Attachment) -> None:
+        self.add_file("inline", attachment.content_id, attachment)
+
+    def set_tags(self, tags: list[str]) -> None:
+        for tag in tags:
+            self.add_field("o:tag", tag)
+
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        for key, value in metadata.items():
+            self.add_field(f"v:{key}", value)
+
+
+class MailgunProvider(HTTPProvider[MailgunConfig]):
     """Mailgun's Messages API (US or EU region)."""
 
     Config: ClassVar[type[MailgunConfig]] = MailgunConfig
-    config: MailgunConfig
+    payload_class = MailgunPayload
     default_base_url = _REGIONS["us"]
     response_id_field = "id"
-    max_tags = 3
     max_message_bytes = 25_000_000  # "The maximum message size Mailgun supports is 25MB"
 
     @classmethod
@@ -75,51 +115,10 @@ class MailgunProvider(HTTPProvider):
     def auth(self) -> httpx.Auth:
         return httpx.BasicAuth("api", self.config.api_key.get_secret_value())
 
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.add_field("from", str(sender))
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.add_field("subject", subject)
-
-    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
-        for addr in addresses:
-            payload.add_field(kind, str(addr))
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        payload.add_field("h:Reply-To", addresses_text(reply_to))
-
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
-        if text is not None:
-            payload.add_field("text", text)
-        if html is not None:
-            payload.add_field("html", html)
-
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        for name, value in headers.items():
-            payload.add_field(f"h:{name}", value)
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        payload.parts.append(
-            ("attachment", (attachment.filename, attachment.data(), attachment.content_type))
-        )
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        payload.parts.append(
-            ("inline", (attachment.content_id, attachment.data(), attachment.content_type))
-        )
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        for tag in tags:
-            payload.add_field("o:tag", tag)
-
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        for key, value in metadata.items():
-            payload.add_field(f"v:{key}", value)
-
     def classify_error(
-        self, response: httpx.Response, text: str, message: Message | None
+        self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
-        why = _ACCOUNT_STATUSES.get(response.status_code)
+        why = _ACCOUNT_STATUSES.get(answer.status)
         if why is not None and message is not None:
-            return AuthError(f"Mailgun HTTP {response.status_code} ({why}): {text}")
+            return AuthError(f"Mailgun HTTP {answer.status} ({why}): {text}")
         return None

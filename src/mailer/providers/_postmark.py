@@ -21,13 +21,13 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import SecretStr
 
 from .._errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
 from .._message import Address, Attachment, Message
 from .._result import SendResult
-from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, addresses_text
+from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, redact
+from .http.payload import addresses_text
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
 
@@ -54,21 +54,8 @@ def _listed(pattern: re.Pattern[str], text: str) -> list[str]:
     return [a.strip() for a in match.group(1).split(",")] if match else []
 
 
-class PostmarkProvider(HTTPProvider):
-    """Postmark's Email API."""
-
-    Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
-    config: PostmarkConfig
-    default_base_url = "https://api.postmarkapp.com"
-    send_path = "/email"
-    dsn_key_field = "server_token"
-    key_header = "X-Postmark-Server-Token"
-    response_id_field = "MessageID"
-    verify_path = "/server"
+class PostmarkPayload(Payload["PostmarkProvider"]):
     max_tags = 1
-    batch_size = 500
-    max_message_bytes = 10_000_000  # "10 MB including attachments", base64-encoded
-    batch_max_bytes = 50_000_000  # "up to 50 MB payload size, including attachments"
     json_fields: ClassVar[dict[str, str]] = {
         "from": "From", "subject": "Subject", "to": "To", "cc": "Cc", "bcc": "Bcc",
         "reply_to": "ReplyTo", "text": "TextBody", "html": "HtmlBody", "tags": "Tag",
@@ -82,37 +69,45 @@ class PostmarkProvider(HTTPProvider):
     def json_addresses(self, addresses: list[Address]) -> str:
         return addresses_text(addresses)  # Postmark takes one comma-separated string
 
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        payload.data["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
+    def set_headers(self, headers: dict[str, str]) -> None:
+        self.data["Headers"] = [{"Name": k, "Value": v} for k, v in headers.items()]
 
     def content_id(self, attachment: Attachment) -> str:
         return f"cid:{attachment.content_id}"
 
-    def finish(self, payload: Payload) -> HTTPRequest:
-        if self.config.message_stream:
-            payload.data["MessageStream"] = self.config.message_stream
-        return super().finish(payload)
+    def request(self) -> HTTPRequest:
+        if self.provider.config.message_stream:
+            self.data["MessageStream"] = self.provider.config.message_stream
+        return super().request()
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        data = self.json_body(response)
-        return self._item_result(message, response, data if isinstance(data, dict) else {})
 
-    def _item_result(
-        self, message: Message, response: httpx.Response, data: dict[str, Any]
-    ) -> SendResult:
-        text = str(data.get("Message", ""))
+class PostmarkProvider(HTTPProvider[PostmarkConfig]):
+    """Postmark's Email API."""
+
+    Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
+    payload_class = PostmarkPayload
+    default_base_url = "https://api.postmarkapp.com"
+    send_path = "/email"
+    dsn_key_field = "server_token"
+    key_header = "X-Postmark-Server-Token"
+    response_id_field = "MessageID"
+    verify_path = "/server"
+    batch_size = 500
+    max_message_bytes = 10_000_000  # "10 MB including attachments", base64-encoded
+    batch_max_bytes = 50_000_000  # "up to 50 MB payload size, including attachments"
+
+    def parse_success(self, message: Message, answer: Answer) -> SendResult:
+        text = redact(str(answer.get("Message") or ""))
         refused = self.recipients_in(message, _listed(_INACTIVE, text))
-        msg_id = data.get("MessageID")
-        return self.result(message, response, provider_message_id=msg_id,
+        return self.result(message, answer, provider_message_id=answer.get("MessageID"),
                            rejected=dict.fromkeys(refused, text))  # fmt: skip
 
     def classify_error(
-        self, response: httpx.Response, text: str, message: Message | None
+        self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
-        data = self.json_body(response)
-        if not isinstance(data, dict):
+        code = answer.get("ErrorCode")
+        if code is None:
             return None
-        code = data.get("ErrorCode")
         where = f"Postmark ErrorCode {code}"
         if code == 406:
             refused = self.recipients_in(message, _listed(_INACTIVE, text))
@@ -132,21 +127,20 @@ class PostmarkProvider(HTTPProvider):
 
     # -- /email/batch: up to 500 messages, one answer item per message, in order --------
 
-    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
-        bodies = [self.finish(p).json for p in payloads]
-        return HTTPRequest("POST", "/email/batch", json=bodies)
+    def batch_request(self, payloads: list[Payload[Any]]) -> HTTPRequest:
+        return HTTPRequest("POST", "/email/batch", json=[p.request().json for p in payloads])
 
-    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
-        data = self.json_body(response)
+    def parse_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
+        data = answer.data
         if not isinstance(data, list) or len(data) != len(messages):
             # a 2xx that does not say what happened to each message
-            error = self.uncertain(f"batch answer has no item per message: {self.body(response)}")
-            return [self._item_copy(error) for _ in messages]
+            text = f"batch answer has no item per message: {self.body(answer)}"
+            return self.uncertain(text, len(messages))
         out: list[BatchOutcome] = []
         for message, item in zip(messages, data, strict=True):
             item = item if isinstance(item, dict) else {}
-            if item.get("ErrorCode") == 0:
-                out.append(self._item_result(message, httpx.Response(200, json=item), item))
-            else:
-                out.append(self.item_error(422, item, message))
+            status = 200 if item.get("ErrorCode") == 0 else 422
+            read = Answer.item(status, item)
+            out.append(self.parse_success(message, read) if status == 200 else
+                       self.error_for(read, message))  # fmt: skip
         return out

@@ -24,12 +24,11 @@ import hashlib
 import re
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import SecretStr
 
 from .._errors import DeliveryError, DeliveryUncertain, RateLimited
 from .._message import Message
-from .http import BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
 
 __all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
 
@@ -56,11 +55,41 @@ def batch_idempotency_key(messages: list[Message]) -> str:
     return f"mailer-batch-{digest}"
 
 
-class ResendProvider(HTTPProvider):
+class ResendPayload(Payload["ResendProvider"]):
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "from", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
+        "reply_to": "reply_to", "text": "text", "html": "html", "headers": "headers",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachments", "filename": "filename", "content": "content",
+        "type": "content_type", "content_id": "content_id",
+    }  # fmt: skip
+
+    def _add_tags(self, pairs: list[tuple[str, str]]) -> None:
+        for name, value in pairs:
+            if _TAG.match(name) and _TAG.match(value):
+                self.data.setdefault("tags", []).append({"name": name, "value": value})
+            else:
+                self.unsupported(
+                    f"tag or metadata {name!r} (Resend tags allow only A-Z a-z 0-9 _ -)"
+                )
+
+    def set_tags(self, tags: list[str]) -> None:
+        self._add_tags([(t, "true") for t in tags])
+
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        self._add_tags(list(metadata.items()))
+
+    def request(self) -> HTTPRequest:
+        self.headers["Idempotency-Key"] = idempotency_key(self.message)
+        return super().request()
+
+
+class ResendProvider(HTTPProvider[ResendConfig]):
     """Resend's Emails API."""
 
     Config: ClassVar[type[ResendConfig]] = ResendConfig
-    config: ResendConfig
+    payload_class = ResendPayload
     idempotent = True
     idempotency_window = 24 * 3600.0  # "Idempotency keys expire after 24 hours"
     default_base_url = "https://api.resend.com"
@@ -73,60 +102,30 @@ class ResendProvider(HTTPProvider):
     rate_limit_reset_headers = ("ratelimit-reset",)
     batch_size = 100
     max_message_bytes = 40_000_000  # "up to 40MB" with attachments base64-encoded
-    json_fields: ClassVar[dict[str, str]] = {
-        "from": "from", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
-        "reply_to": "reply_to", "text": "text", "html": "html", "headers": "headers",
-    }  # fmt: skip
-    attachment_fields: ClassVar[dict[str, str]] = {
-        "list": "attachments", "filename": "filename", "content": "content",
-        "type": "content_type", "content_id": "content_id",
-    }  # fmt: skip
-
-    def _add_tags(self, payload: Payload, pairs: list[tuple[str, str]]) -> None:
-        for name, value in pairs:
-            if _TAG.match(name) and _TAG.match(value):
-                payload.data.setdefault("tags", []).append({"name": name, "value": value})
-            else:
-                self.unsupported(
-                    f"tag or metadata {name!r} (Resend tags allow only A-Z a-z 0-9 _ -)"
-                )
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        self._add_tags(payload, [(t, "true") for t in tags])
-
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        self._add_tags(payload, list(metadata.items()))
-
-    def finish(self, payload: Payload) -> HTTPRequest:
-        payload.headers["Idempotency-Key"] = idempotency_key(payload.message)
-        return super().finish(payload)
 
     def classify_error(
-        self, response: httpx.Response, text: str, message: Message | None
+        self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
-        data = self.json_body(response)
-        name = data.get("name") if isinstance(data, dict) else None
-        if response.status_code == 409 and name == "concurrent_idempotent_requests":
+        name = answer.get("name")
+        if answer.status == 409 and name == "concurrent_idempotent_requests":
             # an earlier attempt with this key is still running and may deliver
             return DeliveryUncertain(f"Resend {name}: {text}")
-        if response.status_code == 429 and name in _QUOTAS:
-            rest = max(self.retry_after(response) or 0.0, QUOTA_REST)
+        if answer.status == 429 and name in _QUOTAS:
+            rest = max(self.retry_after(answer) or 0.0, QUOTA_REST)
             return RateLimited(f"Resend {name} (resting {rest / 3600:.0f} h): {text}",
                                retry_after=rest)  # fmt: skip
         return None
 
-    def verify_accepts(self, response: httpx.Response) -> bool:
+    def verify_accepts(self, answer: Answer) -> bool:
         """GET /domains; a sending-only key is refused there, yet it is a valid key."""
-        data = self.json_body(response)
-        restricted = isinstance(data, dict) and data.get("name") == "restricted_api_key"
-        return response.is_success or restricted
+        return answer.is_success or answer.get("name") == "restricted_api_key"
 
     # -- /emails/batch: up to 100, permissive (each item its own result), idempotent ----
 
     def batchable(self, message: Message) -> bool:
         return not message.attachments  # the batch endpoint takes no attachments
 
-    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+    def batch_request(self, payloads: list[Payload[Any]]) -> HTTPRequest:
         headers = {
             "Idempotency-Key": batch_idempotency_key([p.message for p in payloads]),
             "x-batch-validation": "permissive",
@@ -134,17 +133,15 @@ class ResendProvider(HTTPProvider):
         return HTTPRequest("POST", "/emails/batch", json=[p.data for p in payloads],
                            headers=headers)  # fmt: skip
 
-    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
-        data = self.json_body(response)
-        data = data if isinstance(data, dict) else {}
+    def parse_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
         failed: dict[int, Any] = {}
-        for item in data.get("errors") or []:
+        for item in answer.get("errors") or []:
             if isinstance(item, dict) and isinstance(item.get("index"), int):
                 failed[item["index"]] = item
-        created = [d for d in data.get("data") or [] if isinstance(d, dict)]
+        created = [d for d in answer.get("data") or [] if isinstance(d, dict)]
         if len(created) != len(messages) - len(failed):
-            error = self.uncertain(f"batch answer does not match its items: {self.body(response)}")
-            return [self._item_copy(error) for _ in messages]
+            text = f"batch answer does not match its items: {self.body(answer)}"
+            return self.uncertain(text, len(messages))
         ids = iter(created)
         out: list[BatchOutcome] = []
         for index, message in enumerate(messages):
@@ -153,6 +150,6 @@ class ResendProvider(HTTPProvider):
                 out.append(self.item_error(422, item, message))
             else:
                 item = next(ids)
-                out.append(self.result(message, httpx.Response(200, json=item),
+                out.append(self.result(message, Answer.item(200, item),
                                        provider_message_id=item.get("id")))  # fmt: skip
         return out

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import httpx
 from pydantic import SecretStr
 
 from .._message import Address
-from .http import HTTPConfig, HTTPProvider, Payload, address_dict
+from .http import Answer, HTTPConfig, HTTPProvider, Payload, address_dict
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
 
@@ -26,19 +25,8 @@ class SendGridConfig(HTTPConfig):
     api_key: SecretStr
 
 
-class SendGridProvider(HTTPProvider):
-    """SendGrid's v3 Web API."""
-
-    Config: ClassVar[type[SendGridConfig]] = SendGridConfig
-    config: SendGridConfig
-    default_base_url = "https://api.sendgrid.com"
-    send_path = "/v3/mail/send"
-    max_message_bytes = 30_000_000  # "The total message size should not exceed 30MB"
-    verify_path = "/v3/scopes"
-    dsn_key_field = "api_key"
-    key_header = "Authorization"
-    key_prefix = "Bearer "
-    rate_limit_reset_headers = ("X-RateLimit-Reset",)
+class SendGridPayload(Payload["SendGridProvider"]):
+    address_fields = ("email", "name")
     max_tags = 10
     json_fields: ClassVar[dict[str, str]] = {
         "from": "from", "subject": "subject", "headers": "headers", "tags": "categories",
@@ -49,32 +37,38 @@ class SendGridProvider(HTTPProvider):
         "disposition": "disposition", "content_id": "content_id",
     }  # fmt: skip
 
-    def json_address(self, address: Address) -> dict[str, str]:
-        return address_dict(address)
+    def add_recipients(self, kind: str, addresses: list[Address]) -> None:
+        personalization: dict[str, Any] = self.data.setdefault("personalizations", [{}])[0]
+        personalization[kind] = self.json_addresses(addresses)
 
-    @staticmethod
-    def _personalization(payload: Payload) -> dict[str, Any]:
-        personalizations = payload.data.setdefault("personalizations", [{}])
-        first: dict[str, Any] = personalizations[0]
-        return first
-
-    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
-        self._personalization(payload)[kind] = self.json_addresses(addresses)
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
+    def set_reply_to(self, reply_to: list[Address]) -> None:
         if len(reply_to) == 1:
-            payload.data["reply_to"] = address_dict(reply_to[0])
+            self.data["reply_to"] = address_dict(reply_to[0])
         else:
-            payload.data["reply_to_list"] = self.json_addresses(reply_to)
+            self.data["reply_to_list"] = self.json_addresses(reply_to)
 
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+    def set_body(self, text: str | None, html: str | None) -> None:
         # SendGrid requires text/plain before text/html, and at least one non-empty part
-        content = payload.data["content"] = []
+        content = self.data["content"] = []
         if text is not None:
             content.append({"type": "text/plain", "value": text or " "})
         if html is not None:
             content.append({"type": "text/html", "value": html})
 
-    def provider_id(self, response: httpx.Response) -> str | None:
-        msg_id: str | None = response.headers.get("X-Message-Id")
-        return msg_id
+
+class SendGridProvider(HTTPProvider[SendGridConfig]):
+    """SendGrid's v3 Web API."""
+
+    Config: ClassVar[type[SendGridConfig]] = SendGridConfig
+    payload_class = SendGridPayload
+    default_base_url = "https://api.sendgrid.com"
+    send_path = "/v3/mail/send"
+    max_message_bytes = 30_000_000  # "The total message size should not exceed 30MB"
+    verify_path = "/v3/scopes"
+    dsn_key_field = "api_key"
+    key_header = "Authorization"
+    key_prefix = "Bearer "
+    rate_limit_reset_headers = ("X-RateLimit-Reset",)
+
+    def provider_id(self, answer: Answer) -> str | None:
+        return answer.headers.get("X-Message-Id")

@@ -22,12 +22,12 @@ from urllib.parse import SplitResult
 
 import httpx
 from httpx_auth import AWS4Auth
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Attachment, Message
 from .._message.dkim import DKIMOptions, signature
-from .http import HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 
 __all__ = ["SESConfig", "SESProvider"]
 
@@ -101,11 +101,71 @@ def _text(data: str) -> dict[str, str]:
     return {"Data": data, "Charset": "UTF-8"}
 
 
-class SESProvider(HTTPProvider):
+class SESPayload(Payload["SESProvider"]):
+    signs_dkim = True  # Raw carries the signature made over these very bytes
+    #: headers, attachments or a DKIM signature: the message goes as Raw MIME, which carries
+    #: them all (RFC 2047-encoded by the renderer); Bcc recipients stay in Destination only
+    raw = False
+
+    def set_from(self, sender: Address) -> None:
+        self.data["FromEmailAddress"] = _addr(sender)
+
+    def set_subject(self, subject: str) -> None:
+        self.data["Content"] = {"Simple": {"Subject": _text(subject), "Body": {}}}
+
+    def add_recipients(self, kind: str, addresses: list[Address]) -> None:
+        key = f"{kind.capitalize()}Addresses"  # ToAddresses, CcAddresses, BccAddresses
+        self.data.setdefault("Destination", {})[key] = [_addr(a) for a in addresses]
+
+    def set_reply_to(self, reply_to: list[Address]) -> None:
+        self.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
+
+    def set_body(self, text: str | None, html: str | None) -> None:
+        body = self.data["Content"]["Simple"]["Body"]
+        if text is not None:
+            body["Text"] = _text(text)
+        if html is not None:
+            body["Html"] = _text(html)
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        self.raw = True
+
+    def add_attachment(self, attachment: Attachment) -> None:
+        self.raw = True
+
+    add_inline = add_attachment
+
+    def set_dkim(self, options: DKIMOptions) -> None:
+        self.raw = True
+        self.dkim = options
+
+    def set_tags(self, tags: list[str]) -> None:
+        self.unsupported("tags (SES has only name/value EmailTags: use metadata)")
+
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        for key, value in metadata.items():
+            if _TAG.match(key) and _TAG.match(value):
+                self.data.setdefault("EmailTags", []).append({"Name": key, "Value": value})
+            else:
+                self.unsupported(f"metadata {key!r} (SES EmailTags allow only A-Z a-z 0-9 _ -)")
+
+    def request(self) -> HTTPRequest:
+        self.data.setdefault("Destination", {})
+        if self.raw:
+            raw = self.message.as_bytes()
+            if self.dkim is not None:  # made off the loop by presign: read back here
+                raw = signature(self.message, self.dkim) + raw
+            self.data["Content"] = {"Raw": {"Data": b64(raw)}}
+        if self.provider.config.configuration_set:
+            self.data["ConfigurationSetName"] = self.provider.config.configuration_set
+        return super().request()
+
+
+class SESProvider(HTTPProvider[SESConfig]):
     """Amazon SES's v2 API."""
 
     Config: ClassVar[type[SESConfig]] = SESConfig
-    config: SESConfig
+    payload_class = SESPayload
     verify_path = "/v2/email/account"
     send_path = "/v2/email/outbound-emails"
     max_message_bytes = 40_000_000  # SES v2: 40 MB a message, attachments encoded
@@ -113,10 +173,8 @@ class SESProvider(HTTPProvider):
     requires_to = False  # Destination may hold Bcc addresses only
     sends_message_id = False  # SES sets its own Message-ID
     smtputf8 = False  # SES documents 7-bit ASCII local parts only
-
-    def __init__(self, name: str, config: BaseModel | None = None) -> None:
-        super().__init__(name, config)
-        self._signer: AWS4Auth | None = None
+    #: the SigV4 signer, made on first use
+    _signer: AWS4Auth | None = None
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -151,81 +209,22 @@ class SESProvider(HTTPProvider):
             )
         return self._signer
 
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        payload.data["FromEmailAddress"] = _addr(sender)
-
-    def set_subject(self, payload: Payload, subject: str) -> None:
-        payload.data["Content"] = {"Simple": {"Subject": _text(subject), "Body": {}}}
-
-    def add_recipients(self, payload: Payload, kind: str, addresses: list[Address]) -> None:
-        key = f"{kind.capitalize()}Addresses"  # ToAddresses, CcAddresses, BccAddresses
-        payload.data.setdefault("Destination", {})[key] = [_addr(a) for a in addresses]
-
-    def set_reply_to(self, payload: Payload, reply_to: list[Address]) -> None:
-        payload.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
-
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
-        body = payload.data["Content"]["Simple"]["Body"]
-        if text is not None:
-            body["Text"] = _text(text)
-        if html is not None:
-            body["Html"] = _text(html)
-
-    # Headers and attachments: the message goes as Raw MIME, which carries them all
-    # (RFC 2047-encoded by the renderer). Bcc recipients stay in Destination only.
-
-    def set_headers(self, payload: Payload, headers: dict[str, str]) -> None:
-        payload.flags.add("raw")
-
-    def add_attachment(self, payload: Payload, attachment: Attachment) -> None:
-        payload.flags.add("raw")
-
-    def add_inline(self, payload: Payload, attachment: Attachment) -> None:
-        payload.flags.add("raw")
-
-    def set_dkim(self, payload: Payload, options: DKIMOptions) -> None:
-        payload.flags.add("raw")  # the signature covers these very bytes
-        payload.dkim = options
-
-    def set_tags(self, payload: Payload, tags: list[str]) -> None:
-        self.unsupported("tags (SES has only name/value EmailTags: use metadata)")
-
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        for key, value in metadata.items():
-            if _TAG.match(key) and _TAG.match(value):
-                payload.data.setdefault("EmailTags", []).append({"Name": key, "Value": value})
-            else:
-                self.unsupported(f"metadata {key!r} (SES EmailTags allow only A-Z a-z 0-9 _ -)")
-
-    def finish(self, payload: Payload) -> HTTPRequest:
-        payload.data.setdefault("Destination", {})
-        if "raw" in payload.flags:
-            raw = payload.message.as_bytes()
-            if payload.dkim is not None:  # made off the loop by _send: read back here
-                raw = signature(payload.message, payload.dkim) + raw
-            payload.data["Content"] = {"Raw": {"Data": b64(raw)}}
-        if self.config.configuration_set:
-            payload.data["ConfigurationSetName"] = self.config.configuration_set
-        return super().finish(payload)
-
     def classify_error(
-        self, response: httpx.Response, text: str, message: Message | None
+        self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
         # "MessageRejected:http://internal.amazon.com/coral/..." -> "MessageRejected"
-        kind = response.headers.get("x-amzn-ErrorType", "").split(":", 1)[0]
-        if not kind:
-            data = self.json_body(response)
-            if isinstance(data, dict):
-                kind = str(data.get("__type", "")).rpartition("#")[2]
+        kind = answer.headers.get("x-amzn-ErrorType", "").split(":", 1)[0]
+        if not kind and isinstance(answer.data, dict):
+            kind = str(answer.data.get("__type", "")).rpartition("#")[2]
         if not kind:
             return None
         where = f"SES {kind}"
         if _DAILY_QUOTA.search(text):
-            rest = max(self.retry_after(response) or 0.0, QUOTA_REST)
+            rest = max(self.retry_after(answer) or 0.0, QUOTA_REST)
             return RateLimited(f"{where} (daily quota, resting {rest / 60:.0f} min): {text}",
                                retry_after=rest)  # fmt: skip
         if kind in _THROTTLED:
-            return RateLimited(f"{where}: {text}", retry_after=self.retry_after(response))
+            return RateLimited(f"{where}: {text}", retry_after=self.retry_after(answer))
         if kind in _ACCOUNT_ERRORS:
             return AuthError(f"{where}: {text}")
         if kind == "MessageRejected" and _NOT_VERIFIED.search(text):

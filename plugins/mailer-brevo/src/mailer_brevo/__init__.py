@@ -26,11 +26,10 @@ import json
 import re
 from typing import ClassVar
 
-import httpx
 from pydantic import SecretStr
 
-from mailer import Address, AuthError, DeliveryError, Message
-from mailer.providers.http import HTTPConfig, HTTPProvider, Payload, address_dict
+from mailer import AuthError, DeliveryError, Message
+from mailer.providers.http import Answer, HTTPConfig, HTTPProvider, Payload
 
 __all__ = ["BrevoConfig", "BrevoProvider"]
 #: one version source: mailer-failover's (see this package's pyproject)
@@ -50,18 +49,8 @@ class BrevoConfig(HTTPConfig):
     api_key: SecretStr
 
 
-class BrevoProvider(HTTPProvider):
-    """Brevo's transactional email API."""
-
-    Config: ClassVar[type[BrevoConfig]] = BrevoConfig
-    config: BrevoConfig
-    default_base_url = "https://api.brevo.com"
-    send_path = "/v3/smtp/email"
-    dsn_key_field = "api_key"
-    key_header = "api-key"
-    response_id_field = "messageId"
-    verify_path = "/v3/account"
-    rate_limit_reset_headers = ("x-sib-ratelimit-reset",)
+class BrevoPayload(Payload["BrevoProvider"]):
+    address_fields = ("email", "name")
     max_reply_to = 1
     json_fields: ClassVar[dict[str, str]] = {
         "from": "sender", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
@@ -72,27 +61,37 @@ class BrevoProvider(HTTPProvider):
         "list": "attachment", "filename": "name", "content": "content",
     }  # fmt: skip
 
-    def json_address(self, address: Address) -> dict[str, str]:
-        return address_dict(address)
-
-    def set_body(self, payload: Payload, text: str | None, html: str | None) -> None:
+    def set_body(self, text: str | None, html: str | None) -> None:
         if html is None:
             # htmlContent is required: the text, escaped, its line breaks kept
             escaped = html_lib.escape(text or "").replace("\n", "<br>\n")
             html = f"<html><body>{escaped}</body></html>"
-        payload.data["htmlContent"] = html
+        self.data["htmlContent"] = html
         if text is not None:
-            payload.data["textContent"] = text
+            self.data["textContent"] = text
 
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
+    def set_metadata(self, metadata: dict[str, str]) -> None:
         custom = json.dumps(metadata, separators=(",", ":"))
-        payload.data.setdefault("headers", {})["X-Mailin-custom"] = custom
+        self.data.setdefault("headers", {})["X-Mailin-custom"] = custom
+
+
+class BrevoProvider(HTTPProvider[BrevoConfig]):
+    """Brevo's transactional email API."""
+
+    Config: ClassVar[type[BrevoConfig]] = BrevoConfig
+    payload_class = BrevoPayload
+    default_base_url = "https://api.brevo.com"
+    send_path = "/v3/smtp/email"
+    dsn_key_field = "api_key"
+    key_header = "api-key"
+    response_id_field = "messageId"
+    verify_path = "/v3/account"
+    rate_limit_reset_headers = ("x-sib-ratelimit-reset",)
 
     def classify_error(
-        self, response: httpx.Response, text: str, message: Message | None
+        self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
-        data = self.json_body(response)
-        code = data.get("code") if isinstance(data, dict) else None
+        code = answer.get("code")
         if isinstance(code, str) and code in _ACCOUNT_CODES:
             return AuthError(f"Brevo {code} ({_ACCOUNT_CODES[code]}): {text}")
         if code == "invalid_parameter" and _SENDER_INVALID.search(text):

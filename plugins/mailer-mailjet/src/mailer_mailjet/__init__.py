@@ -41,11 +41,13 @@ from mailer import (
     SendResult,
 )
 from mailer.providers.http import (
+    Answer,
     BatchOutcome,
     HTTPConfig,
     HTTPProvider,
     HTTPRequest,
     Payload,
+    redact,
     unique_recipients,
 )
 
@@ -64,18 +66,12 @@ class MailjetConfig(HTTPConfig):
     sandbox: bool = False
 
 
-class MailjetProvider(HTTPProvider):
-    """Mailjet's Send API v3.1 (Basic auth with the API key and secret key)."""
+class MailjetPayload(Payload["MailjetProvider"]):
+    """One item of ``Messages``: a single send is a batch of one."""
 
-    Config: ClassVar[type[MailjetConfig]] = MailjetConfig
-    config: MailjetConfig
-    default_base_url = "https://api.mailjet.com"
-    send_path = "/v3.1/send"
-    verify_path = "/v3/REST/apikey"
-    sends_message_id = False
+    address_fields = ("Email", "Name")
     max_reply_to = 1
     max_tags = 1  # one CustomCampaign
-    batch_size = 50
     json_fields: ClassVar[dict[str, str]] = {
         "from": "From", "subject": "Subject", "to": "To", "cc": "Cc", "bcc": "Bcc",
         "reply_to": "ReplyTo", "text": "TextPart", "html": "HTMLPart", "headers": "Headers",
@@ -85,6 +81,29 @@ class MailjetProvider(HTTPProvider):
         "list": "Attachments", "inline_list": "InlinedAttachments", "filename": "Filename",
         "content": "Base64Content", "type": "ContentType", "content_id": "ContentID",
     }  # fmt: skip
+
+    def set_from(self, sender: Address) -> None:
+        super().set_from(sender)
+        self.data["CustomID"] = self.message.message_id
+
+    def set_metadata(self, metadata: dict[str, str]) -> None:
+        # returned verbatim in Mailjet's event webhooks
+        self.data["EventPayload"] = json.dumps(metadata, separators=(",", ":"))
+
+    def request(self) -> HTTPRequest:
+        return self.provider.batch_request([self])
+
+
+class MailjetProvider(HTTPProvider[MailjetConfig]):
+    """Mailjet's Send API v3.1 (Basic auth with the API key and secret key)."""
+
+    Config: ClassVar[type[MailjetConfig]] = MailjetConfig
+    payload_class = MailjetPayload
+    default_base_url = "https://api.mailjet.com"
+    send_path = "/v3.1/send"
+    verify_path = "/v3/REST/apikey"
+    sends_message_id = False
+    batch_size = 50
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -102,26 +121,7 @@ class MailjetProvider(HTTPProvider):
             self.config.api_key.get_secret_value(), self.config.secret_key.get_secret_value()
         )
 
-    # -- the request -------------------------------------------------------------------
-
-    def json_address(self, address: Address) -> dict[str, str]:
-        out = {"Email": address.email}
-        if address.name:
-            out["Name"] = address.name
-        return out
-
-    def set_from(self, payload: Payload, sender: Address) -> None:
-        super().set_from(payload, sender)
-        payload.data["CustomID"] = payload.message.message_id
-
-    def set_metadata(self, payload: Payload, metadata: dict[str, str]) -> None:
-        # returned verbatim in Mailjet's event webhooks
-        payload.data["EventPayload"] = json.dumps(metadata, separators=(",", ":"))
-
-    def finish(self, payload: Payload) -> HTTPRequest:
-        return self.batch_request([payload])
-
-    def batch_request(self, payloads: list[Payload]) -> HTTPRequest:
+    def batch_request(self, payloads: list[Payload[Any]]) -> HTTPRequest:
         body: dict[str, Any] = {"Messages": [p.data for p in payloads]}
         if self.config.sandbox:
             body["SandboxMode"] = True
@@ -129,39 +129,39 @@ class MailjetProvider(HTTPProvider):
 
     # -- the answer: one status per message ---------------------------------------------
 
-    def _items(self, response: httpx.Response) -> list[Any]:
-        data = self.json_body(response)
-        messages = data.get("Messages") if isinstance(data, dict) else None
+    @staticmethod
+    def _items(answer: Answer) -> list[Any]:
+        messages = answer.get("Messages")
         return messages if isinstance(messages, list) else []
 
-    def parse_success(self, message: Message, response: httpx.Response) -> SendResult:
-        items = self._items(response)
+    def parse_success(self, message: Message, answer: Answer) -> SendResult:
+        items = self._items(answer)
         if not items or not isinstance(items[0], dict):
             # a 2xx is an acceptance even when its body cannot be read
-            return self.result(message, response)
-        outcome = self._outcome(message, items[0], response)
+            return self.result(message, answer)
+        outcome = self._outcome(message, items[0], answer)
         if isinstance(outcome, DeliveryError):
             raise outcome
         return outcome
 
-    def batch_has_items(self, response: httpx.Response, count: int) -> bool:
-        return response.status_code in (400, 422) and len(self._items(response)) == count
+    def batch_has_items(self, answer: Answer, count: int) -> bool:
+        return answer.status in (400, 422) and len(self._items(answer)) == count
 
-    def parse_batch(self, messages: list[Message], response: httpx.Response) -> list[BatchOutcome]:
-        items = self._items(response)
+    def parse_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
+        items = self._items(answer)
         if len(items) != len(messages):
-            error = self.uncertain(f"batch answer has no item per message: {self.body(response)}")
-            return [self._item_copy(error) for _ in messages]
+            text = f"batch answer has no item per message: {self.body(answer)}"
+            return self.uncertain(text, len(messages))
         return [
-            self._outcome(m, item if isinstance(item, dict) else {}, response)
+            self._outcome(m, item if isinstance(item, dict) else {}, answer)
             for m, item in zip(messages, items, strict=True)
         ]
 
     def _outcome(
-        self, message: Message, item: dict[str, Any], response: httpx.Response
+        self, message: Message, item: dict[str, Any], answer: Answer
     ) -> SendResult | DeliveryError:
         if item.get("Status") != "success":
-            return self.message_error(item, response, message)
+            return self.message_error(item, answer, message)
         listed: dict[str, str | None] = {}
         for key in ("To", "Cc", "Bcc"):
             for entry in item.get(key) or []:
@@ -176,39 +176,39 @@ class MailjetProvider(HTTPProvider):
                 if r.lower() not in listed
             }
         first_id = next((v for v in listed.values() if v), None)
-        return self.result(message, httpx.Response(200, json=item),
+        return self.result(message, Answer.item(200, item),
                            provider_message_id=first_id, rejected=rejected)  # fmt: skip
 
     def classify_error(
-        self, response: httpx.Response, text: str, message: Message | None
+        self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
-        items = self._items(response)
+        items = self._items(answer)
         first = items[0] if items else None
         error_item = isinstance(first, dict) and first.get("Status") == "error"
-        if response.status_code in (400, 422) and error_item:
+        if answer.status in (400, 422) and error_item:
             assert isinstance(first, dict)
-            return self.message_error(first, response, message)
+            return self.message_error(first, answer, message)
         return None
 
-    def error_text(self, response: httpx.Response) -> str:
+    def error_text(self, answer: Answer) -> str:
         texts = [
             str(err.get("ErrorMessage", ""))
-            for m in self._items(response)
+            for m in self._items(answer)
             if isinstance(m, dict)
             for err in m.get("Errors") or []
             if isinstance(err, dict)
         ]
         if any(texts):
             return "; ".join(t for t in texts if t)
-        return super().error_text(response)
+        return super().error_text(answer)
 
     def message_error(
-        self, item: dict[str, Any], response: httpx.Response, message: Message | None
+        self, item: dict[str, Any], answer: Answer, message: Message | None
     ) -> DeliveryError:
         """A Mailjet per-message error: sender refused, recipients refused, or the message."""
         errors = [e for e in item.get("Errors") or [] if isinstance(e, dict)]
-        text = self.scrub("; ".join(str(e.get("ErrorMessage", "")) for e in errors)) or "error"
-        kw: dict[str, Any] = {"code": response.status_code, "response": self.body(response)}
+        text = redact("; ".join(str(e.get("ErrorMessage", "")) for e in errors)) or "error"
+        kw: dict[str, Any] = {"code": answer.status, "response": self.body(answer)}
         for err in errors:
             related = [str(r) for r in err.get("ErrorRelatedTo") or []]
             if err.get("ErrorCode") in _SENDER_CODES or (
@@ -225,7 +225,7 @@ class MailjetProvider(HTTPProvider):
                 for hit in hits:
                     addr = self._recipient_at(message, hit.group(1), int(hit.group(2)))
                     if addr is not None:
-                        refused[addr] = self.scrub(str(err.get("ErrorMessage", "")))
+                        refused[addr] = redact(str(err.get("ErrorMessage", "")))
         if errors and recipient_errors == len(errors) and refused:
             return RecipientsRefused(f"Mailjet refused recipients: {text}", refused=refused, **kw)
         return PermanentError(f"Mailjet refused the message: {text}", **kw)

@@ -33,7 +33,6 @@ import base64
 import socket
 from typing import Literal
 
-from ..._log import register_secret
 from ..._proxy_url import ProxyURL, parse_proxy_url
 from ..._text import QUOTE, REASON, clip
 from . import _happy
@@ -99,7 +98,6 @@ async def connect(proxy: ProxyURL, host: str, port: int) -> socket.socket:
     The caller bounds this with its own timeout (connection_timeout, cut short by the
     pre-commit budget), so python-socks' own timer is set out of the way.
     """
-    register_secret(proxy.password)  # in case a proxy ever echoes it
     if proxy.scheme == "http":
         return await _http_connect(proxy, host, port)
     from python_socks import ProxyConnectionError, ProxyError, ProxyType

@@ -172,6 +172,7 @@ class Connection:
         self.pipelining = False
         self._size = False
         self._smtputf8 = False
+        self._8bitmime = False
         #: the mail-transaction layer, once the session is set up
         self._stream: ReplyStream | None = None
         #: a failed pipelined transaction's RSET, sent in front of the next MAIL
@@ -378,6 +379,7 @@ class Connection:
         self.pipelining = smtp.supports_extension("pipelining")
         self._size = smtp.supports_extension("size")
         self._smtputf8 = smtp.supports_extension("smtputf8")
+        self._8bitmime = smtp.supports_extension("8bitmime")
 
     def _ready(self) -> ReplyStream:
         stream = self._stream
@@ -400,8 +402,12 @@ class Connection:
         payload: bytes | tuple[Piece, ...],
         *,
         smtputf8: bool = False,
+        payload_8bit: bytes | tuple[Piece, ...] | None = None,
     ) -> Delivery:
         """MAIL, RCPT for each recipient, DATA, payload; the server's verdict.
+
+        ``payload_8bit`` is sent instead of ``payload`` when the server takes 8-bit
+        data (8BITMIME, RFC 6152; or SMTPUTF8 in use, RFC 6531 3.1, which implies it).
 
         ``payload`` is already encoded (:func:`.wire.encode_data`, or the pieces of
         :func:`.wire.data_pieces`): CRLF, dot-stuffed, terminated. With PIPELINING,
@@ -415,9 +421,17 @@ class Connection:
                 f"{self._endpoint.where} does not offer the SMTPUTF8 extension (RFC 6531), "
                 "which this message needs for its non-ASCII address(es); nothing was sent"
             )
+        body_8bit = payload_8bit is not None and (self._8bitmime or (smtputf8 and self._smtputf8))
+        if body_8bit:
+            assert payload_8bit is not None
+            payload = payload_8bit
         pieces = (payload,) if isinstance(payload, bytes) else payload
         size = declared_size(pieces) if self._size else None
-        mail = command_line(mail_command(sender, size=size, smtputf8=smtputf8))
+        mail = command_line(
+            mail_command(
+                sender, size=size, smtputf8=smtputf8, body_8bit=body_8bit and self._8bitmime
+            )
+        )
         previous, done = self._tail, asyncio.get_running_loop().create_future()
         self._tail = done
         self._inflight += 1

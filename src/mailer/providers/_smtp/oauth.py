@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from ..._errors import AuthError, DeliveryError, TransientError
 from ..._provider import deadline_remaining
+from ..._redact import redact, redact_url, register_config, register_secret
 from .config import OAuth2Options
 
 __all__ = ["TokenSource"]
@@ -37,6 +38,7 @@ class TokenSource:
         client: Callable[[], Awaitable[httpx.AsyncClient]] | None = None,
     ) -> None:
         self._options = options
+        register_config(options)
         self._token: SecretStr | None = options.access_token
         # expires_at is wall-clock (epoch) time; we keep monotonic time
         self._expires_at: float | None = (
@@ -110,6 +112,7 @@ class TokenSource:
                 self._failure = (time.monotonic(), exc)
                 raise
             self._failure = None
+            register_secret(token)  # redacted wherever a server or a trace echoes it
             self._token = token
             self._expires_at = time.monotonic() + expires_in if expires_in else None
             self.refreshes += 1
@@ -143,7 +146,7 @@ class TokenSource:
         }
         if opts.effective_scope:
             form["scope"] = opts.effective_scope
-        where = url.split("?", 1)[0]
+        where = redact_url(url)
         try:
             if self._client_factory is not None:
                 client = await self._client_factory()
@@ -188,15 +191,12 @@ class TokenSource:
 
     def _scrub(self, text: str | None) -> str:
         """Endpoint text with any of our secrets blanked, in case a server echoes them."""
-        if not text:
-            return ""
-        for secret in (self._options.refresh_token, self._options.client_secret, self._token):
-            if secret is not None and secret.get_secret_value():
-                text = text.replace(secret.get_secret_value(), "**********")
-        return text
+        return redact(text) if text else ""
 
     def __repr__(self) -> str:
-        return f"<TokenSource endpoint={self._options.endpoint!r} refreshes={self.refreshes}>"
+        endpoint = self._options.endpoint
+        shown = redact_url(endpoint) if endpoint is not None else None
+        return f"<TokenSource endpoint={shown!r} refreshes={self.refreshes}>"
 
 
 def _json(reply: httpx.Response) -> dict[str, Any]:

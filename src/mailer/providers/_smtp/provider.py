@@ -32,7 +32,7 @@ from .connection import Connection, Delivery, Settings
 from .oauth import TokenSource
 from .pool import Pool
 from .tls import build_context
-from .wire import check_envelope_address, message_payload
+from .wire import check_envelope_address, message_payload, payload_8bit
 
 __all__ = ["SMTPProvider"]
 
@@ -139,9 +139,14 @@ class SMTPProvider(Provider):
         dkim = choose(message, self._cfg.dkim)
         if dkim is not None:  # made once per message too: a header line in front
             payload = (await sign(message, dkim), *payload)
+        # an 8-bit attached message as it is, for a server that takes 8-bit data (the
+        # signature covers the 7-bit rendering only: a signed message is sent 7-bit)
+        eight_bit = payload_8bit(message) if dkim is None else None
 
         async def job(conn: Connection) -> Delivery:
-            return await conn.transaction(sender, recipients, payload, smtputf8=utf8)
+            return await conn.transaction(
+                sender, recipients, payload, smtputf8=utf8, payload_8bit=eight_bit
+            )
 
         options = self.options_for(message)
         if options:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import re
 import threading
 import weakref
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..._errors import MessageError
 from ..._message.mime import Rendering, Source
 from ..._text import QUOTE, clip
+
+if TYPE_CHECKING:
+    from ..._message import Message
 
 __all__ = [
     "check_envelope_address",
@@ -168,6 +171,15 @@ def message_payload(message: _Renders) -> tuple[Piece, ...]:
     return pieces
 
 
+def payload_8bit(message: Message) -> tuple[Piece, ...] | None:
+    """The DATA pieces of :meth:`Message.render_8bit`, or None when the message has no
+    8-bit rendering. Not cached here: the rendering is, and the message is rare."""
+    rendered = message.render_8bit()
+    if rendered is None:
+        return None
+    return data_pieces(rendered) if isinstance(rendered, bytes) else rendering_pieces(rendered)
+
+
 def check_envelope_address(address: str, what: str, *, utf8: bool = False) -> str:
     """Refuse an address that could break out of ``MAIL FROM:<...>`` / ``RCPT TO:<...>``.
 
@@ -185,13 +197,16 @@ def check_envelope_address(address: str, what: str, *, utf8: bool = False) -> st
 
 
 def mail_command(
-    sender: str, *, size: int | None = None, smtputf8: bool = False
+    sender: str, *, size: int | None = None, smtputf8: bool = False, body_8bit: bool = False
 ) -> tuple[bytes, ...]:
-    """``MAIL FROM:<sender> [SIZE=n] [SMTPUTF8]`` as the argument tuple aiosmtplib sends."""
+    """``MAIL FROM:<sender> [SIZE=n] [BODY=8BITMIME] [SMTPUTF8]`` as the argument tuple
+    aiosmtplib sends (``body_8bit``: the payload has 8-bit data, RFC 6152)."""
     check_envelope_address(sender, "envelope sender", utf8=smtputf8)
     args: tuple[bytes, ...] = (b"MAIL", b"FROM:<" + sender.encode("utf-8") + b">")
     if size is not None:
         args += (b"SIZE=%d" % size,)
+    if body_8bit:
+        args += (b"BODY=8BITMIME",)
     if smtputf8:
         args += (b"SMTPUTF8",)
     return args

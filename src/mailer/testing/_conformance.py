@@ -46,7 +46,7 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
-from ._errors import (
+from .._errors import (
     AuthError,
     ConfigError,
     DeliveryError,
@@ -56,9 +56,10 @@ from ._errors import (
     RecipientsRefused,
     TransientError,
 )
-from ._message import Attachment, Message
-from ._provider import Provider
-from ._result import SendResult
+from .._message import Attachment, Message
+from .._provider import Provider
+from .._result import SendResult
+from ._respx import stub_endpoint
 
 if TYPE_CHECKING:
     import respx
@@ -247,15 +248,8 @@ class ProviderConformance:
     @contextmanager
     def stub(self, response: httpx.Response | Exception) -> Iterator[respx.Route]:
         """Stub the send endpoint with one answer (or a transport exception)."""
-        import respx
-
         method, url = self.endpoint
-        with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-            route = router.request(method, url)
-            if isinstance(response, Exception):
-                route.mock(side_effect=response)
-            else:
-                route.mock(return_value=response)
+        with stub_endpoint(method, url, response) as route:
             yield route
 
     def send(self, provider: Provider, message: Message | None = None) -> SendResult:

@@ -1,10 +1,11 @@
-"""A small SMTP sink server on asyncio streams, for the demo (and tests that want one).
+"""A small SMTP sink on asyncio streams that keeps what it receives and can go down.
 
-Why not aiosmtpd: it is only a dev dependency, and ``mailer demo`` must run from a plain
-install. The sink speaks just enough SMTP for a real client (EHLO/HELO, MAIL, RCPT, DATA
-with dot-unstuffing, RSET, NOOP, VRFY, QUIT, pipelined commands) and counts every message
-it receives by Message-ID, which is the demo's ground truth for "nothing lost, nothing
-duplicated".
+Why a second SMTP server beside the aiosmtpd one: ``mailer demo`` runs on it, and must
+work from a plain install (no ``[testing]`` extra), and its outage is the clean kind a
+demo wants to show. It speaks just enough SMTP for a real client (EHLO/HELO, MAIL, RCPT,
+DATA with dot-unstuffing, RSET, NOOP, VRFY, QUIT, pipelined commands) and counts every
+message it receives by Message-ID: the ground truth for "nothing lost, nothing
+duplicated". For injected faults, TLS and AUTH use :class:`~mailer.testing.SMTPTestServer`.
 
 An outage is simulated the way a real server shuts down, so that no message is left in
 doubt: the listening socket closes (new connections are refused), idle connections get an

@@ -1,0 +1,231 @@
+"""The one httpx boundary: the client (TLS, proxy, pool), and the one place where an httpx
+exception becomes an error of ours.
+
+Every request of an HTTP provider goes through :meth:`Transport.send`, and every foreign
+exception it can raise is mapped by :func:`transport_error`, by one question: could the
+request body have reached the API?
+
+* Nothing left the process (connect error or timeout, waiting for a pooled connection, a
+  proxy refusing): :class:`TransientError`, fail over, no duplicate is possible.
+* The body may have left and no answer came back (read or write timeout, a dropped
+  connection): :class:`DeliveryUncertain`. Failing over may deliver twice; the Mailer's
+  ``on_uncertain`` decides, and idempotent adapters (Resend) are retried instead.
+
+This is also the only module of the package that talks to the attempt layer (the commit
+point, the deadline, the connection slots and their queueing): re-point it here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ..._errors import DeliveryError, DeliveryUncertain, TransientError
+from ..._provider import deadline_remaining
+from ..._redact import redact, register_secret
+from ..._routing.slots import Slots
+from .responses import Answer
+
+if TYPE_CHECKING:
+    from .provider import HTTPProvider
+
+__all__ = ["HTTPRequest", "Transport", "transport_error"]
+
+logger = logging.getLogger("mailer.providers.http")
+
+_USER_AGENT = "mailer-failover (+https://pypi.org/project/mailer-failover/)"
+
+
+@dataclass(slots=True)
+class HTTPRequest:
+    """One API call, as an adapter describes it; the transport sends it.
+
+    ``path`` is relative to the provider's base URL. ``files`` holds multipart parts as
+    httpx takes them (``(field, (filename or None, content, content_type?))``).
+    """
+
+    method: str
+    path: str
+    json: Any = None
+    files: list[tuple[str, tuple[Any, ...]]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def register_auth(auth: httpx.Auth | None) -> None:
+    """A Basic ``Authorization`` header carries ``user:password`` base64-encoded: an API
+    that echoes the header it was sent must not print it."""
+    if isinstance(auth, httpx.BasicAuth):
+        register_secret(auth._auth_header.split(" ", 1)[-1])
+
+
+class Transport:
+    """One provider's client, made on first use so building a Mailer costs no I/O."""
+
+    def __init__(self, provider: HTTPProvider[Any]) -> None:
+        self._provider = provider
+        self._http: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        #: requests in flight, at most max_connections: waiting for one is queueing, not
+        #: a hang (routing/slots.py). With the client, per loop; None off asyncio
+        self._slots: Slots | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        ca_file = self._provider.config.ca_file
+        if ca_file is not None:
+            context.load_verify_locations(cafile=str(ca_file))
+        return context
+
+    def client(self) -> httpx.AsyncClient:
+        """The client of the running loop. A client's pooled connections belong to the
+        loop that opened them; from a new loop (a test, a restarted SyncMailer) the old
+        client is dropped rather than reused across loops."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self._http is not None and not self._http.is_closed and self._loop is loop:
+            return self._http
+        config, provider = self._provider.config, self._provider
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=config.max_connections,
+            keepalive_expiry=30.0,
+        )
+        self._http = httpx.AsyncClient(
+            base_url=provider.base_url,
+            limits=limits,
+            verify=self._ssl_context(),
+            headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+            proxy=proxy.get_secret_value() if (proxy := config.proxy) else None,
+        )
+        self._loop = loop
+        self._slots = (
+            Slots(config.max_connections, f"connection to {provider.name!r}")
+            if loop is not None
+            else None
+        )
+        return self._http
+
+    async def aclose(self) -> None:
+        client, self._http = self._http, None
+        if client is not None and not client.is_closed:
+            # a client opened on a loop that is gone has nothing left to close
+            with contextlib.suppress(RuntimeError):
+                await client.aclose()
+
+    async def send(self, request: HTTPRequest, *, commit: bool = True) -> Answer:
+        """Send one request; its answer, or an error of ours (never an httpx one).
+
+        With ``commit``, the attempt's commit point is awaited right before the request
+        body is written (httpcore's ``send_request_body.started`` trace event): a failure
+        before it left nothing at the API (TransientError, safe to abandon or fail over);
+        from it on, only an answer is certain. At the commit point the pre-commit budget
+        stops bounding the read: the send's own deadline does.
+        """
+        client = self.client()
+        slots = self._slots
+        if slots is None:
+            return await self._send(client, request, commit)
+        await slots.acquire()  # TransientError when nothing was freed for a whole budget
+        try:
+            return await self._send(client, request, commit)
+        finally:
+            slots.release()
+
+    async def _send(self, client: httpx.AsyncClient, request: HTTPRequest, commit: bool) -> Answer:
+        """:meth:`send` holding a slot: its timeouts start now, after any queueing."""
+        provider = self._provider
+        total = deadline_remaining(provider.config.timeout)
+        assert total is not None
+        timeout = httpx.Timeout(total, connect=min(total, provider.config.connect_timeout))
+        headers = {**request.headers, **provider.auth_headers()}
+        auth = provider.auth()
+        where = f"{request.method} {provider.base_url}{request.path}"
+        # httpcore reports each step through the trace extension; the stubbed transports
+        # of tests report none, and then the exception's type is all we know
+        steps: list[str] = []
+
+        async def trace(event: str, info: dict[str, Any]) -> None:
+            steps.append(event)
+            if commit and event.endswith(".send_request_body.started"):
+                await provider.commit_point()
+                steps.append("committed")
+                timeouts = info["request"].extensions.get("timeout")
+                if isinstance(timeouts, dict):
+                    left = deadline_remaining(provider.config.timeout)
+                    timeouts["read"] = timeouts["write"] = left
+
+        try:
+            response = await client.request(
+                request.method,
+                request.path,
+                json=request.json,
+                files=request.files,
+                headers=headers,
+                auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                timeout=timeout,
+                extensions={"trace": trace},
+            )
+        except httpx.HTTPError as exc:
+            sent = not steps or "committed" in steps
+            raise transport_error(where, exc, sent=sent, provider=provider.name) from exc
+        logger.debug("provider %r: %s -> %s", provider.name, where, response.status_code)
+        return Answer.of(response)
+
+
+def transport_error(
+    where: str, exc: httpx.HTTPError, *, sent: bool, provider: str
+) -> DeliveryError:
+    """The one mapping from an httpx exception to the error tree.
+
+    ``sent``: the body may have left (or we cannot tell). Before that, nothing reached
+    the API and any failure is a TransientError.
+    """
+    text = redact(f"{type(exc).__name__}: {str(exc) or 'no detail'}")
+    timed_out = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.PoolTimeout)
+    # these do not heal in seconds: a same-provider retry only spends the deadline
+    slow_to_heal = isinstance(exc, httpx.TimeoutException) or _caused_by(
+        exc, (ssl.SSLError, ssl.CertificateError, socket.gaierror)
+    )
+    error: DeliveryError
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                        httpx.ProxyError)) or not sent:  # fmt: skip
+        # nothing reached the API: the next provider cannot cause a duplicate
+        error = TransientError(f"{where}: {text} (nothing was sent)", provider=provider)
+    elif isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
+                          httpx.RemoteProtocolError)):  # fmt: skip
+        # read/write timeout, reset or dropped reply: the API may have the message
+        error = DeliveryUncertain(
+            f"{where}: {text} after the request was sent; the message may have been accepted",
+            provider=provider,
+        )
+    else:
+        error = DeliveryUncertain(f"{where}: {text}", provider=provider)
+    # as for SMTP: a hang before the commit point is a slow call (the breaker opens at
+    # once); a missing answer after it is DeliveryUncertain, judged on its own
+    error.timed_out = timed_out and not isinstance(error, DeliveryUncertain)
+    error.retry_here = not slow_to_heal
+    # waiting for our own pool says nothing about the provider's health
+    error.no_verdict = isinstance(exc, httpx.PoolTimeout)
+    return error
+
+
+def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` or an exception it was raised from is one of ``kinds``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

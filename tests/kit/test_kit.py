@@ -1,0 +1,115 @@
+"""The test kit's own promises: what it needs installed, and the faults no other test
+acts out on its own (the greeting, a body never read, an answer lost after acceptance)."""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from mailer.testing import FakeResend, SMTPTestServer, eventually, serve, wait_until
+
+pytestmark = pytest.mark.anyio
+
+#: runs without the extra and without pytest: both are made unimportable first
+_NO_EXTRA = """
+import sys
+for name in ("aiosmtpd", "trustme", "respx", "pytest"):
+    sys.modules[name] = None  # import fails as if not installed
+import mailer.testing as kit
+from mailer.testing import FakeResend, HTTPTestServer, SMTPSink, wait_until
+import mailer._demo.runner  # `mailer demo` runs from a plain install
+for name in ("SMTPTestServer", "make_certs"):
+    try:
+        getattr(kit, name)(*(["."] if name == "make_certs" else []))
+    except ImportError as exc:
+        print(name, exc)
+"""
+
+
+def test_the_kit_and_the_demo_import_without_the_extra_naming_it_when_needed() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _NO_EXTRA], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert lines[0].startswith("SMTPTestServer") and "mailer-failover[testing]" in lines[0]
+    assert lines[1].startswith("make_certs") and "mailer-failover[testing]" in lines[1]
+
+
+def test_greeting_faults() -> None:
+    with SMTPTestServer(auth=False) as server:
+        server.state.fail("GREETING", "421 4.3.2 too busy", times=1)
+        with pytest.raises(smtplib.SMTPConnectError) as info:
+            smtplib.SMTP(server.host, server.port, timeout=5)
+        assert info.value.smtp_code == 421
+        server.state.fail("GREETING", "delay:0.5", times=1)
+        started = time.monotonic()
+        with smtplib.SMTP(server.host, server.port, timeout=5) as client:
+            assert time.monotonic() - started >= 0.5
+            assert client.noop()[0] == 250
+        server.state.fail("GREETING", "hang", times=1)
+        with pytest.raises((TimeoutError, smtplib.SMTPServerDisconnected)):
+            smtplib.SMTP(server.host, server.port, timeout=0.5)
+
+
+def test_a_late_reply_after_the_data_queues_the_message_at_once() -> None:
+    with SMTPTestServer(auth=False) as server:
+        server.state.fail("DATA_END", "delay:1:250 2.0.0 late")
+        client = smtplib.SMTP(server.host, server.port, timeout=0.3)
+        with pytest.raises((TimeoutError, smtplib.SMTPServerDisconnected)):
+            client.sendmail("a@example.com", ["b@example.org"], "Message-ID: <m@x>\r\n\r\nhi")
+        client.close()
+        assert server.received() == {"<m@x>": 1}  # received, though the client was not told
+
+
+async def test_hang_before_the_body_reads_nothing() -> None:
+    async with serve("hang-before-body") as api, httpx.AsyncClient(timeout=0.3) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(f"{api.base_url}/x", content=b"body")
+        assert api.connections == 1 and api.requests == 0 and api.log == []
+
+
+async def test_an_answer_lost_after_acceptance_and_the_replay() -> None:
+    async with FakeResend(mode="accept-500") as api, httpx.AsyncClient(timeout=2) as client:
+        email = {"from": "a@example.com", "to": ["b@example.org"], "subject": "s",
+                 "headers": {"Message-ID": "<m1@example.com>"}}  # fmt: skip
+        headers = {"Authorization": f"Bearer {api.api_key}", "Idempotency-Key": "k1"}
+        first = await client.post(f"{api.base_url}/emails", json=email, headers=headers)
+        replay = await client.post(f"{api.base_url}/emails", json=email, headers=headers)
+        assert first.status_code == 500  # accepted, but the caller was told otherwise
+        assert replay.status_code == 200  # the replay is final: nothing new to lose
+        assert api.received == {"<m1@example.com>": 1}
+        assert [r.json()["subject"] for r in api.log] == ["s", "s"]
+
+
+def test_wait_until_is_bounded_by_count_and_by_time() -> None:
+    calls: list[float] = []
+
+    def never() -> bool:
+        calls.append(time.monotonic())
+        return False
+
+    assert not wait_until(never, timeout=10, polls=3)
+    assert len(calls) == 3
+    calls.clear()
+    started = time.monotonic()
+    assert not wait_until(never, timeout=0.2, interval=0.05)
+    assert 0.2 <= time.monotonic() - started < 1.0
+    assert wait_until(lambda: len(calls) >= 2 or never(), timeout=5)
+
+
+async def test_eventually_sees_a_change() -> None:
+    state: dict[str, Any] = {"n": 0}
+
+    def bump() -> bool:
+        state["n"] += 1
+        return bool(state["n"] >= 3)
+
+    assert await eventually(bump, timeout=2, interval=0.01)
+    assert state["n"] == 3
