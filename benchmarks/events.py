@@ -40,8 +40,13 @@ from mailer import DeliveryEvent, Mailer, Message
 from mailer._events import SuppressionEntry
 from mailer.testing import MemoryProvider
 
-_SG_TYPES = {"delivered": "delivered", "open": "opened", "deferred": "deferred",
-             "bounce": "bounced", "spamreport": "complained"}  # fmt: skip
+_SG_TYPES = {
+    "delivered": "delivered",
+    "open": "opened",
+    "deferred": "deferred",
+    "bounce": "bounced",
+    "spamreport": "complained",
+}
 _MIX = ["delivered"] * 6 + ["open"] * 2 + ["deferred", "bounce", "spamreport"]
 
 
@@ -55,8 +60,12 @@ async def bench_check(entries: int) -> None:
         await mailer.suppression.add_entries(_entries(entries))
         local = {e.address: e.reason for e in _entries(1000)}
         for rcpts in (1, 10):
-            msg = Message(sender="a@example.com", to=[f"u{i}@example.org" for i in range(rcpts)],
-                          subject="s", text="t")  # fmt: skip
+            msg = Message(
+                sender="a@example.com",
+                to=[f"u{i}@example.org" for i in range(rcpts)],
+                subject="s",
+                text="t",
+            )
             msg = msg.with_defaults({})
             addresses = msg.envelope_recipients
             ours, floor = [], []
@@ -70,10 +79,12 @@ async def bench_check(entries: int) -> None:
                 t2 = time.perf_counter()
                 ours.append((t1 - t0) / 200 / rcpts * 1e6)
                 floor.append((t2 - t1) / 200 / rcpts * 1e6)
-            print(f"check, {rcpts:2d} recipient(s), list of {entries:,}: "
-                  f"p50 {statistics.median(ours):.2f} µs per recipient "
-                  f"(p99 {sorted(ours)[int(len(ours) * 0.99)]:.2f}); "
-                  f"bare dict look-up {statistics.median(floor):.2f} µs")  # fmt: skip
+            print(
+                f"check, {rcpts:2d} recipient(s), list of {entries:,}: "
+                f"p50 {statistics.median(ours):.2f} µs per recipient "
+                f"(p99 {sorted(ours)[int(len(ours) * 0.99)]:.2f}); "
+                f"bare dict look-up {statistics.median(floor):.2f} µs"
+            )
 
 
 async def bench_send(entries: int, sends: int, rounds: int) -> None:
@@ -90,8 +101,12 @@ async def bench_send(entries: int, sends: int, rounds: int) -> None:
 
             async def block(mailer: Mailer) -> float:
                 nonlocal n
-                messages = [Message(sender="a@example.com", to=[f"u{n + i}@example.org"],
-                                    subject="s", text="t") for i in range(sends)]  # fmt: skip
+                messages = [
+                    Message(
+                        sender="a@example.com", to=[f"u{n + i}@example.org"], subject="s", text="t"
+                    )
+                    for i in range(sends)
+                ]
                 n += sends
                 t0 = time.perf_counter()
                 for m in messages:
@@ -106,9 +121,11 @@ async def bench_send(entries: int, sends: int, rounds: int) -> None:
                 for mailer in pair:
                     (on if mailer is on_mailer else off).append(await block(mailer))
         m_on, m_off = statistics.median(on), statistics.median(off)
-        print(f"send (memory provider, {rounds} alternating blocks of {sends} sends): "
-              f"suppression off {m_off:.1f} µs, on {m_on:.1f} µs per send -> "
-              f"{m_on / m_off:.3f}x (list of {entries:,} in SQLite, refreshed every 1 s)")  # fmt: skip
+        print(
+            f"send (memory provider, {rounds} alternating blocks of {sends} sends): "
+            f"suppression off {m_off:.1f} µs, on {m_on:.1f} µs per send -> "
+            f"{m_on / m_off:.3f}x (list of {entries:,} in SQLite, refreshed every 1 s)"
+        )
 
 
 def sendgrid_post(batch: int, size: int, rng: random.Random) -> bytes:
@@ -118,11 +135,14 @@ def sendgrid_post(batch: int, size: int, rng: random.Random) -> bytes:
         kind = rng.choice(_MIX)
         n = batch * size + i
         event: dict[str, Any] = {
-            "email": f"user{n % 5000}@example.org", "timestamp": now - rng.randrange(600),
-            "event": kind, "sg_event_id": f"sg-{batch}-{i}-{rng.getrandbits(40):x}",
+            "email": f"user{n % 5000}@example.org",
+            "timestamp": now - rng.randrange(600),
+            "event": kind,
+            "sg_event_id": f"sg-{batch}-{i}-{rng.getrandbits(40):x}",
             "sg_message_id": f"14c5d75ce93.dfd.64b469.filter0001.{n}.0",
-            "smtp-id": f"<{n}@app.example.com>", "category": ["receipt"],
-        }  # fmt: skip
+            "smtp-id": f"<{n}@app.example.com>",
+            "category": ["receipt"],
+        }
         if i % 10:
             event["mailer_message_id"] = f"<{n}@app.example.com>"  # custom_args, echoed
         if kind == "bounce":
@@ -136,14 +156,20 @@ def parse_sendgrid(body: bytes) -> list[DeliveryEvent]:
     out = []
     for e in json.loads(body):
         kind = _SG_TYPES.get(e["event"], "unknown")
-        out.append(DeliveryEvent(
-            type=kind, provider="sendgrid", recipient=e["email"],  # type: ignore[arg-type]
-            timestamp=datetime.fromtimestamp(e["timestamp"], UTC),
-            message_id=e.get("mailer_message_id"),
-            provider_message_id=e["sg_message_id"].partition(".filter")[0],
-            bounce="hard" if kind == "bounced" else None, reason=e.get("reason"),
-            event_id=e["sg_event_id"], raw=e,
-        ))  # fmt: skip
+        out.append(
+            DeliveryEvent(
+                type=kind,
+                provider="sendgrid",
+                recipient=e["email"],  # type: ignore[arg-type]
+                timestamp=datetime.fromtimestamp(e["timestamp"], UTC),
+                message_id=e.get("mailer_message_id"),
+                provider_message_id=e["sg_message_id"].partition(".filter")[0],
+                bounce="hard" if kind == "bounced" else None,
+                reason=e.get("reason"),
+                event_id=e["sg_event_id"],
+                raw=e,
+            )
+        )
     return out
 
 
@@ -165,10 +191,12 @@ async def bench_ingest(name: str, url: str, posts: int) -> None:
         for body in bodies[:5]:
             assert (await mailer.ingest_events(parse_sendgrid(body))).duplicates == 1000
         dup = (time.perf_counter() - t1) / 5
-    print(f"ingest into {name}: {posts * 1000 / total:,.0f} events/s over {posts} posts of "
-          f"1,000 (p50 {statistics.median(per_post) * 1000:.0f} ms, max "
-          f"{max(per_post) * 1000:.0f} ms a post); a retried post (all duplicates) "
-          f"{dup * 1000:.0f} ms")  # fmt: skip
+    print(
+        f"ingest into {name}: {posts * 1000 / total:,.0f} events/s over {posts} posts of "
+        f"1,000 (p50 {statistics.median(per_post) * 1000:.0f} ms, max "
+        f"{max(per_post) * 1000:.0f} ms a post); a retried post (all duplicates) "
+        f"{dup * 1000:.0f} ms"
+    )
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -341,9 +341,10 @@ class Mailer(AsyncClosing):
         """The recipients to leave out; RecipientsSuppressed when that is all of them."""
         if not check:
             log.warning(
-                "suppression list bypassed for %s (send(suppression=False))", msg.message_id,
+                "suppression list bypassed for %s (send(suppression=False))",
+                msg.message_id,
                 extra={"event": "suppression_bypass", "message_id": msg.message_id},
-            )  # fmt: skip
+            )
             return {}
         lst = self.suppression
         if not lst.config.check:
@@ -360,9 +361,11 @@ class Mailer(AsyncClosing):
                 suppressed=hit,
             )
         log.info(
-            "%d recipient(s) of %s left out: on the suppression list", len(hit), msg.message_id,
+            "%d recipient(s) of %s left out: on the suppression list",
+            len(hit),
+            msg.message_id,
             extra={"event": "suppressed", "message_id": msg.message_id, "count": len(hit)},
-        )  # fmt: skip
+        )
         return hit
 
     async def send_many(

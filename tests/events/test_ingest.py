@@ -108,11 +108,19 @@ async def test_provider_id_finds_the_message_id(
     # closed: its buffered records were flushed; a webhook process reads them
     async with Mailer.from_config(config) as receiver:
         report = await receiver.ingest_events(
-            [event("delivered", provider="resend", recipient="u@example.org",
-                   provider_message_id=result.provider_message_id, event_id="r1"),
-             event("delivered", provider="resend", provider_message_id="unknown-id",
-                   event_id="r2")]
-        )  # fmt: skip
+            [
+                event(
+                    "delivered",
+                    provider="resend",
+                    recipient="u@example.org",
+                    provider_message_id=result.provider_message_id,
+                    event_id="r1",
+                ),
+                event(
+                    "delivered", provider="resend", provider_message_id="unknown-id", event_id="r2"
+                ),
+            ]
+        )
         assert report.new == 2
         (mine,) = await receiver.delivery_events(result.message_id or "")
         assert mine.event_id == "r1" and mine.provider_message_id == result.provider_message_id
@@ -146,13 +154,15 @@ def test_sync_mailer_ingest_and_listener() -> None:
 
 
 async def test_retention_purges_old_events(any_url: str | None) -> None:
-    async with Mailer([MemoryProvider("p")], suppression={"store": any_url},
-                      events={"retention": "1d"}) as mailer:  # fmt: skip
+    async with Mailer(
+        [MemoryProvider("p")], suppression={"store": any_url}, events={"retention": "1d"}
+    ) as mailer:
         await mailer.ingest_events([event(event_id="old", message_id="<a@b>")])
         assert await mailer.purge_events() == 0  # stored just now: kept
         assert len(await mailer.delivery_events("a@b")) == 1
-    async with Mailer([MemoryProvider("p")], suppression={"store": any_url},
-                      events={"retention": 0.001}) as mailer:  # fmt: skip
+    async with Mailer(
+        [MemoryProvider("p")], suppression={"store": any_url}, events={"retention": 0.001}
+    ) as mailer:
         if any_url is None or not any_url.startswith("redis"):
             import anyio
 

@@ -207,8 +207,15 @@ def events_list(
     events = run(go)
     typer.echo("timestamp (UTC)\ttype\tprovider\trecipient\tbounce\tevent id\treason")
     for e in events:
-        fields = [_when(e.timestamp.timestamp()), e.type, e.provider, e.recipient,
-                  e.bounce or "-", e.event_id or "-", one_line(e.reason or "-")]  # fmt: skip
+        fields = [
+            _when(e.timestamp.timestamp()),
+            e.type,
+            e.provider,
+            e.recipient,
+            e.bounce or "-",
+            e.event_id or "-",
+            one_line(e.reason or "-"),
+        ]
         typer.echo("\t".join(f.replace("\t", " ") for f in fields))
     if not events:
         fail(f"no events stored for {message_id}", code=EXIT_FAILED)

@@ -247,20 +247,34 @@ class DeliveryHub:
                 settled.append(message_id)
                 log.info(
                     "outbox row %s settled from unknown to sent by a %s event from %s",
-                    message_id, e.type, e.provider,
-                    extra={"event": "settled", "provider": e.provider, "message_id": message_id,
-                           "delivery_event": e.type},
-                )  # fmt: skip
+                    message_id,
+                    e.type,
+                    e.provider,
+                    extra={
+                        "event": "settled",
+                        "provider": e.provider,
+                        "message_id": message_id,
+                        "delivery_event": e.type,
+                    },
+                )
         return settled
 
     def _log(self, e: DeliveryEvent) -> None:
         log.info(
             "delivery event %s for %s from %s",
-            e.type, e.message_id or "an unmatched message", e.provider,
-            extra={"event": "delivery", "delivery_event": e.type, "provider": e.provider,
-                   "message_id": e.message_id, "provider_message_id": e.provider_message_id,
-                   "bounce": e.bounce, "event_id": e.event_id},
-        )  # fmt: skip
+            e.type,
+            e.message_id or "an unmatched message",
+            e.provider,
+            extra={
+                "event": "delivery",
+                "delivery_event": e.type,
+                "provider": e.provider,
+                "message_id": e.message_id,
+                "provider_message_id": e.provider_message_id,
+                "bounce": e.bounce,
+                "event_id": e.event_id,
+            },
+        )
 
     async def _notify(self, event: DeliveryEvent) -> None:
         for listener in list(self._listeners):
@@ -270,9 +284,11 @@ class DeliveryHub:
                     await result
             except Exception as exc:
                 log.warning(
-                    "an on_delivery listener raised %s: %s", type(exc).__name__, exc,
+                    "an on_delivery listener raised %s: %s",
+                    type(exc).__name__,
+                    exc,
                     extra={"event": "listener_error", "message_id": event.message_id},
-                )  # fmt: skip
+                )
 
     async def events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
         await self._open()

@@ -190,9 +190,13 @@ class RedisBackend:
 
 def _dump(e: SuppressionEntry) -> str:
     return json.dumps(
-        {"reason": e.reason, "created": e.created, "provider": e.provider,
-         "message_id": e.message_id}
-    )  # fmt: skip
+        {
+            "reason": e.reason,
+            "created": e.created,
+            "provider": e.provider,
+            "message_id": e.message_id,
+        }
+    )
 
 
 def _load(address: str, value: str) -> SuppressionEntry:

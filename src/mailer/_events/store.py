@@ -73,9 +73,15 @@ def event_key(event: DeliveryEvent) -> str:
         return event.event_id
     text = "\0".join(
         str(v)
-        for v in (event.type, event.recipient, event.timestamp.isoformat(),
-                  event.message_id, event.provider_message_id, event.bounce)
-    )  # fmt: skip
+        for v in (
+            event.type,
+            event.recipient,
+            event.timestamp.isoformat(),
+            event.message_id,
+            event.provider_message_id,
+            event.bounce,
+        )
+    )
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -88,10 +94,17 @@ def event_row(event: DeliveryEvent) -> tuple[Any, ...]:
     except (TypeError, ValueError):
         raw = json.dumps(repr(event.raw))
     return (
-        event.provider, event_key(event), event.type, event.message_id,
-        event.provider_message_id, event.recipient, event.timestamp.timestamp(),
-        event.bounce, event.reason, raw,
-    )  # fmt: skip
+        event.provider,
+        event_key(event),
+        event.type,
+        event.message_id,
+        event.provider_message_id,
+        event.recipient,
+        event.timestamp.timestamp(),
+        event.bounce,
+        event.reason,
+        raw,
+    )
 
 
 def event_from_row(row: Sequence[Any]) -> DeliveryEvent:

@@ -104,9 +104,10 @@ class Suppression:
             # again in the background from the next send on.
             log.warning(
                 "suppression list refresh failed (%s): sending on the local copy, %.0f s old",
-                type(exc).__name__, self._clock() - self._loaded_at,
+                type(exc).__name__,
+                self._clock() - self._loaded_at,
                 extra={"event": "suppression_stale"},
-            )  # fmt: skip
+            )
             self._loaded_at = self._clock() - self.config.refresh
 
     async def _background(self) -> None:
