@@ -448,8 +448,13 @@ class Mailer(AsyncClosing):
         e_config = load_model_config(EventsConfig, events, "events")
         outbox_url = self._outbox.config.url if self._outbox is not None else None
         events_url = e_config.store or outbox_url or s_config.store
-        s_store = open_backend(s_config.store)
-        e_store = s_store if events_url == s_config.store else open_backend(events_url)
+        retention = e_config.retention
+        s_store = open_backend(s_config.store, retention=retention)
+        e_store = (
+            s_store
+            if events_url == s_config.store
+            else open_backend(events_url, retention=retention)
+        )
         suppression_list = Suppression(s_config, s_store, shared=s_config.store is not None)
         outbox = self._outbox
         return DeliveryHub(

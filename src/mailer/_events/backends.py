@@ -20,9 +20,10 @@ class Backend(EventStore, SuppressionStore):
     """Both protocols (for typing)."""
 
 
-def open_backend(url: str | None) -> Backend:
+def open_backend(url: str | None, *, retention: float = 30 * 86400.0) -> Backend:
     """The backend for ``url`` (checked by the config already); not opened yet. A
-    password in the URL is registered as a secret, so no log line or error shows it."""
+    password in the URL is registered as a secret, so no log line or error shows it.
+    ``retention`` (seconds) is the TTL of what Redis keeps for events."""
     if url is None:
         return MemoryBackend()  # type: ignore[return-value]
     parts = urlsplit(url)
@@ -39,4 +40,4 @@ def open_backend(url: str | None) -> Backend:
         return PostgresBackend(url)  # type: ignore[return-value]
     from .redis import RedisBackend
 
-    return RedisBackend(url)  # type: ignore[return-value]
+    return RedisBackend(url, ttl=retention)  # type: ignore[return-value]
