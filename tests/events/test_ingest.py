@@ -171,3 +171,27 @@ async def test_retention_purges_old_events(any_url: str | None) -> None:
             await anyio.sleep(0.01)
             assert await mailer.purge_events() >= 1
             assert await mailer.delivery_events("c@d") == []
+
+
+async def test_a_failed_suppression_write_stores_no_event(tmp_path: Path) -> None:
+    """Events and their suppressions are one transaction when one store holds both: if
+    the suppression write fails, the batch is not stored either, so the ESP's retry is
+    new, not a duplicate whose suppression was never written."""
+    import sqlite3
+
+    db = tmp_path / "mail.db"
+    async with Mailer([MemoryProvider("p")], suppression=f"sqlite:///{db}") as mailer:
+        await mailer.ingest_events([event(event_id="warm-up")])  # the schema exists
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER fail BEFORE INSERT ON mailer_suppression"
+                " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+            )
+        complaint = event("complained", event_id="c1", recipient="angry@example.org")
+        with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+            await mailer.ingest_events([event(event_id="d1"), complaint])
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TRIGGER fail")
+            assert conn.execute("SELECT count(*) FROM mailer_events").fetchone() == (1,)
+        retry = await mailer.ingest_events([event(event_id="d1"), complaint])
+        assert (retry.new, retry.suppressed) == (2, ("angry@example.org",))

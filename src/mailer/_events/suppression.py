@@ -188,10 +188,15 @@ class Suppression:
             return []
         await self._open()
         added = await self.store.add(entries)
-        for entry in entries:  # in the copy even when another process added it first
+        self.remember(entries)
+        return added
+
+    def remember(self, entries: Sequence[SuppressionEntry]) -> None:
+        """Put entries the store now holds into the local copy (at once, for this
+        process's next send), even those another process added first."""
+        for entry in entries:
             if entry.address not in self._local:
                 self._set(entry.address, entry.reason)
-        return added
 
     async def remove(self, address: str) -> bool:
         """Take ``address`` off the list; False when it was not on it."""
