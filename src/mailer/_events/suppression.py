@@ -94,12 +94,11 @@ class Suppression:
             await self.refresh()
         except Exception as exc:
             if not self._loaded:  # no list at all: do not send blind
-                error = TransientError(
+                raise TransientError(
                     f"the suppression list's store cannot be read ({type(exc).__name__}): "
-                    "nothing was sent; try again later"
-                )
-                error.no_verdict = True
-                raise error from None
+                    "nothing was sent; try again later",
+                    no_verdict=True,
+                ) from None
             # A stale list beats no mail: send on the copy we have, and try the store
             # again in the background from the next send on.
             log.warning(
