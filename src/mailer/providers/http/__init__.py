@@ -24,16 +24,30 @@ from .payload import Payload, address_dict, addresses_text, b64, unique_recipien
 from .provider import HTTPProvider
 from .responses import MAX_BODY, Answer, parse_retry_after
 from .transport import HTTPRequest
+from .webhook import (
+    BasicAuthWebhookConfig,
+    WebhookConfig,
+    WebhookMalformed,
+    WebhookParser,
+    WebhookRefused,
+    WebhookRequest,
+)
 
 __all__ = [
     "CORRELATION_KEY",
     "MAX_BODY",
     "Answer",
+    "BasicAuthWebhookConfig",
     "BatchOutcome",
     "HTTPConfig",
     "HTTPProvider",
     "HTTPRequest",
     "Payload",
+    "WebhookConfig",
+    "WebhookMalformed",
+    "WebhookParser",
+    "WebhookRefused",
+    "WebhookRequest",
     "address_dict",
     "addresses_text",
     "b64",
