@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faults.kit import FaultServer
 
 from mailer import Mailer, Message, PermanentError, RecipientsSuppressed, SyncMailer
 from mailer._events import SuppressionConfig
+from mailer.testing import SMTPTestServer
 
 from .conftest import event, smtp_entry
 
 pytestmark = pytest.mark.anyio
 
 
-def two_smtp(a: FaultServer, b: FaultServer, **options: Any) -> Mailer:
+def two_smtp(a: SMTPTestServer, b: SMTPTestServer, **options: Any) -> Mailer:
     return Mailer.from_config(
         {
             "providers": [smtp_entry("primary", a.port, 1), smtp_entry("backup", b.port, 2)],
@@ -36,15 +36,23 @@ def message(*to: str) -> Message:
 
 @pytest.mark.parametrize("kind", ["bounced:hard", "complained", "unsubscribed"])
 async def test_event_at_a_stops_the_next_send_through_b_before_any_io(
-    smtp: Callable[..., FaultServer], tmp_path: Path, kind: str
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path, kind: str
 ) -> None:
     a, b = smtp(), smtp()
     type_, _, bounce = kind.partition(":")
     async with two_smtp(a, b, suppression=f"sqlite:///{tmp_path / 'mail.db'}") as mailer:
         report = await mailer.ingest_events(
-            [event(type_, bounce=bounce or None, provider="primary",
-                   recipient="Gone@EXAMPLE.org", event_id="e1", reason="550 no such user")]
-        )  # fmt: skip
+            [
+                event(
+                    type_,
+                    bounce=bounce or None,
+                    provider="primary",
+                    recipient="Gone@EXAMPLE.org",
+                    event_id="e1",
+                    reason="550 no such user",
+                )
+            ]
+        )
         assert report.suppressed == ("Gone@example.org",)
         with pytest.raises(RecipientsSuppressed) as caught:
             await mailer.send(message("Gone@example.org"), providers=["backup"])
@@ -59,26 +67,35 @@ async def test_event_at_a_stops_the_next_send_through_b_before_any_io(
 
 
 async def test_soft_bounce_and_other_events_do_not_suppress(
-    smtp: Callable[..., FaultServer],
+    smtp: Callable[..., SMTPTestServer],
 ) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         report = await mailer.ingest_events(
-            [event("bounced", bounce="soft", event_id="1"), event("deferred", event_id="2"),
-             event("delivered", event_id="3"), event("opened", event_id="4")]
-        )  # fmt: skip
+            [
+                event("bounced", bounce="soft", event_id="1"),
+                event("deferred", event_id="2"),
+                event("delivered", event_id="3"),
+                event("opened", event_id="4"),
+            ]
+        )
         assert report.new == 4 and report.suppressed == ()
         result = await mailer.send(message("user@example.org"), providers=["backup"])
         assert result.suppressed == {}
         assert list(b.recipients().values()) == [["user@example.org"]]
 
 
-async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., FaultServer]) -> None:
+async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., SMTPTestServer]) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         await mailer.suppression.add("gone@example.org", "manual: left the company")
-        msg = Message(to=["gone@example.org", "here@example.org"], cc=["cc@example.org"],
-                      bcc=["gone@example.org"], subject="hi", text="body")  # fmt: skip
+        msg = Message(
+            to=["gone@example.org", "here@example.org"],
+            cc=["cc@example.org"],
+            bcc=["gone@example.org"],
+            subject="hi",
+            text="body",
+        )
         result = await mailer.send(msg)
         assert result.suppressed == {"gone@example.org": "manual: left the company"}
         assert result.message_id == msg.message_id  # the same message, fewer recipients
@@ -87,7 +104,7 @@ async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., FaultServ
         assert b.state.connections == 0
 
 
-async def test_matching_is_exact_on_the_local_part(smtp: Callable[..., FaultServer]) -> None:
+async def test_matching_is_exact_on_the_local_part(smtp: Callable[..., SMTPTestServer]) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         await mailer.suppression.add("Jo@BÜCHER.example")
@@ -100,7 +117,7 @@ async def test_matching_is_exact_on_the_local_part(smtp: Callable[..., FaultServ
 
 
 async def test_bypass_is_sent_and_logged(
-    smtp: Callable[..., FaultServer], caplog: pytest.LogCaptureFixture
+    smtp: Callable[..., SMTPTestServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
@@ -115,7 +132,7 @@ async def test_bypass_is_sent_and_logged(
 
 
 async def test_remove_takes_effect_at_once(
-    smtp: Callable[..., FaultServer], tmp_path: Path
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path
 ) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b, suppression=f"sqlite:///{tmp_path / 'm.db'}") as mailer:
@@ -192,8 +209,9 @@ def test_sync_mailer_api() -> None:
         assert m.suppression.add("x@example.org", "manual")
         with pytest.raises(RecipientsSuppressed):
             m.send(Message(sender="a@example.com", to=["x@example.org"], text="t"))
-        result = m.send(Message(sender="a@example.com", to=["x@example.org"], text="t"),
-                        suppression=False)  # fmt: skip
+        result = m.send(
+            Message(sender="a@example.com", to=["x@example.org"], text="t"), suppression=False
+        )
         assert result.provider == "p"
         assert [e.address for e in m.suppression.list()] == ["x@example.org"]
         assert m.suppression.remove("x@example.org")
