@@ -16,7 +16,9 @@ import anyio
 import pytest
 
 from mailer import Mailer, Message
+from mailer._outbox import reconcile as reconcile_module
 from mailer._outbox.reconcile import reconcile
+from mailer.providers.http import lookup
 from mailer.testing import HTTPTestServer
 from mailer.testing._http import HTTPRequest, Reply
 
@@ -103,3 +105,8 @@ async def _items(tmp_path: Path, base_url: str) -> list[Any]:
 def _age_rows(tmp_path: Path, seconds: float) -> None:
     with sqlite3.connect(tmp_path / "outbox.db") as db:
         db.execute("UPDATE outbox SET updated = updated - ? WHERE state = 'unknown'", (seconds,))
+
+
+def test_the_two_absence_thresholds_agree() -> None:
+    """The outbox keeps its own copy so that `import mailer` does not load httpx."""
+    assert reconcile_module.ABSENT_AFTER == lookup.ABSENT_AFTER

@@ -16,8 +16,11 @@ from typing import Any
 
 from .._errors import DeliveryError
 from .._log import get_logger
-from ..providers.http.lookup import ABSENT_AFTER, Lookup
 from .worker import Outbox
+
+#: as mailer.providers.http.lookup.ABSENT_AFTER (not imported here: `import mailer` does
+#: not load httpx, and the lookup module's package does)
+ABSENT_AFTER = 900.0
 
 __all__ = ["ReconcileReport", "reconcile"]
 
@@ -38,6 +41,8 @@ async def reconcile(
     absent_after: float = ABSENT_AFTER,
 ) -> ReconcileReport:  # fmt: skip
     """Ask, then settle, re-queue or leave each ``unknown`` row (at most ``limit``)."""
+    from ..providers.http.lookup import Lookup  # here: see ABSENT_AFTER
+
     by_name = {p.name: p for p in providers}
     report = ReconcileReport()
     for item in await outbox.items("unknown", limit):
