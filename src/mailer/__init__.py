@@ -10,6 +10,7 @@ The public API is what ``__all__`` lists, and the public modules are the ones
 * ``mailer.testing``: the test kit (``ProviderConformance``, ``ScriptedProvider``, the
   ``outbox`` fixture, local SMTP and HTTP servers with faults);
 * ``mailer.bounces``: ``parse``, SMTP bounces (RFC 3464) and complaints (RFC 5965) as events;
+* ``mailer.webhooks``: ``asgi_app``, ``wsgi_app``: the ESPs' event webhooks, verified;
 * ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
@@ -51,7 +52,9 @@ PUBLIC_MODULES = (
     "mailer.providers.http",
     "mailer.testing",
     "mailer.bounces",
+    "mailer.webhooks",
     "mailer.django",
+    "mailer.django.urls",
     "mailer.flask",
     "mailer.otel",
 )
