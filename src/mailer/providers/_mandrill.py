@@ -130,6 +130,7 @@ class MandrillProvider(HTTPProvider[MandrillConfig]):
     payload_class = MandrillPayload
     default_base_url = "https://mandrillapp.com"
     send_path = "/api/1.3/messages/send.json"
+    requires_to = False  # Bcc-only: every recipient has its own type
     dsn_key_field = "api_key"  # in the body (MandrillPayload.request), not a header
     max_message_bytes = 25_000_000  # "maximum message size, including attachments, is 25 MB"
 
