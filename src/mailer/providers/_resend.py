@@ -29,6 +29,7 @@ from pydantic import SecretStr
 from .._errors import DeliveryError, DeliveryUncertain, RateLimited
 from .._message import Message
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+from .http.correlation import tag_safe
 
 __all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
 
@@ -79,6 +80,9 @@ class ResendPayload(Payload["ResendProvider"]):
 
     def set_metadata(self, metadata: dict[str, str]) -> None:
         self._add_tags(list(metadata.items()))
+
+    def correlation_value(self, message_id: str) -> str:
+        return tag_safe(message_id)  # tag values allow only A-Z a-z 0-9 _ -
 
     def request(self) -> HTTPRequest:
         self.headers["Idempotency-Key"] = idempotency_key(self.message)

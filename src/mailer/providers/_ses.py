@@ -28,6 +28,7 @@ from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Attachment, Message
 from .._message.dkim import DKIMOptions, signature
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+from .http.correlation import tag_safe
 
 __all__ = ["SESConfig", "SESProvider"]
 
@@ -148,6 +149,9 @@ class SESPayload(Payload["SESProvider"]):
                 self.data.setdefault("EmailTags", []).append({"Name": key, "Value": value})
             else:
                 self.unsupported(f"metadata {key!r} (SES EmailTags allow only A-Z a-z 0-9 _ -)")
+
+    def correlation_value(self, message_id: str) -> str:
+        return tag_safe(message_id)  # tag values allow only A-Z a-z 0-9 _ -
 
     def request(self) -> HTTPRequest:
         self.data.setdefault("Destination", {})
