@@ -29,6 +29,7 @@ from mailer.providers import (
     SparkPostProvider,
 )
 from mailer.providers.http import addresses_text
+from mailer.providers.http.correlation import CORRELATION_KEY
 from mailer.testing import HTTPTestServer, Reply, serve
 from mailer.testing._http import HTTPRequest as Recorded
 
@@ -130,6 +131,12 @@ def _config(server: HTTPTestServer, ca_file: Path, **extra: Any) -> dict[str, An
     return {"base_url": server.base_url, "ca_file": str(ca_file), **extra}
 
 
+def _metadata(message: Message) -> dict[str, str]:
+    """The metadata a sender through the SDK adds too: the correlation key that brings
+    the ESP's events back to the message (docs/events.md)."""
+    return {**message.metadata, CORRELATION_KEY: message.message_id or ""}
+
+
 def _files(message: Message, *, inline: bool) -> list[Attachment]:
     return [a for a in message.attachments if a.inline == inline]
 
@@ -167,8 +174,7 @@ def sparkpost_sdk(port: int, message: Message) -> Callable[[], Any]:
                   for a in _files(message, inline=True)]  # fmt: skip
         if images:
             kw["inline_images"] = images
-        if message.metadata:
-            kw["metadata"] = dict(message.metadata)
+        kw["metadata"] = _metadata(message)
         return client.transmissions.send(**kw)
 
     return call
@@ -280,7 +286,7 @@ def mailtrap_sdk(port: int, message: Message, **client: Any) -> Callable[[], Any
             html=message.html,
             category=message.tags[0] if message.tags else None,
             headers={**message.headers, "Message-ID": message.message_id or ""},
-            custom_variables=dict(message.metadata) or None,
+            custom_variables=_metadata(message),
             attachments=files or None,
         )
         return sdk.send(mail)
@@ -351,8 +357,7 @@ def mandrill_message(message: Message) -> dict[str, Any]:
         out["images"] = images
     if message.tags:
         out["tags"] = list(message.tags)
-    if message.metadata:
-        out["metadata"] = dict(message.metadata)
+    out["metadata"] = _metadata(message)
     return out
 
 
