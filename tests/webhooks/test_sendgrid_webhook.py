@@ -35,9 +35,11 @@ def provider() -> SendGridProvider:
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Mailer, str]]:
     store = {"store": f"sqlite:///{tmp_path / 'mail.db'}"}
-    async with Mailer([provider()], suppression=store) as mailer:
-        async with asgi_server(asgi_app(mailer)) as url:
-            yield mailer, url
+    async with (
+        Mailer([provider()], suppression=store) as mailer,
+        asgi_server(asgi_app(mailer)) as url,
+    ):
+        yield mailer, url
 
 
 async def post(url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:

@@ -34,6 +34,7 @@ from pydantic import SecretStr
 from .._errors import AuthError, DeliveryError, RateLimited, RecipientsRefused
 from .._message import Address, Message
 from .._result import SendResult
+from ._mailersend_webhook import MailerSendWebhook, MailerSendWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload
 
 __all__ = ["MailerSendConfig", "MailerSendProvider"]
@@ -44,6 +45,8 @@ _LIMITS = {"to": 50, "cc": 10, "bcc": 10}
 
 class MailerSendConfig(HTTPConfig):
     api_key: SecretStr
+    #: the webhook's signing secret (docs/events.md)
+    webhook: MailerSendWebhookConfig | None = None
 
 
 def until_midnight_utc(now: float | None = None) -> float:
@@ -81,6 +84,7 @@ class MailerSendProvider(HTTPProvider[MailerSendConfig]):
 
     Config: ClassVar[type[MailerSendConfig]] = MailerSendConfig
     payload_class = MailerSendPayload
+    webhook_parser = MailerSendWebhook
     default_base_url = "https://api.mailersend.com"
     send_path = "/v1/email"
     verify_path = "/v1/api-quota"

@@ -44,6 +44,7 @@ from .._errors import (
 )
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from ._mandrill_webhook import MandrillWebhook, MandrillWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, addresses_text, b64
 
 __all__ = ["MandrillConfig", "MandrillProvider"]
@@ -61,6 +62,8 @@ _ACCEPTED = {"sent", "queued", "scheduled"}
 
 class MandrillConfig(HTTPConfig):
     api_key: SecretStr
+    #: the webhook's key and registered URL (docs/events.md)
+    webhook: MandrillWebhookConfig | None = None
 
 
 class MandrillPayload(Payload["MandrillProvider"]):
@@ -128,6 +131,7 @@ class MandrillProvider(HTTPProvider[MandrillConfig]):
 
     Config: ClassVar[type[MandrillConfig]] = MandrillConfig
     payload_class = MandrillPayload
+    webhook_parser = MandrillWebhook
     default_base_url = "https://mandrillapp.com"
     send_path = "/api/1.3/messages/send.json"
     requires_to = False  # Bcc-only: every recipient has its own type

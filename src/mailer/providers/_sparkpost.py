@@ -32,7 +32,9 @@ from pydantic import SecretStr
 
 from .._errors import AuthError, DeliveryError, RateLimited, RecipientsRefused
 from .._message import Address, Attachment, Message
+from ._sparkpost_webhook import SparkPostWebhook
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, addresses_text, b64
+from .http.webhook import BasicAuthWebhookConfig
 
 __all__ = ["SparkPostConfig", "SparkPostProvider"]
 
@@ -47,6 +49,8 @@ _ACCOUNT_CODES = {"7001": "sending domain not configured or verified",
 class SparkPostConfig(HTTPConfig):
     api_key: SecretStr
     region: Literal["us", "eu"] = "us"
+    #: the event webhook's Basic credentials (docs/events.md)
+    webhook: BasicAuthWebhookConfig | None = None
 
 
 def _address(address: Address) -> dict[str, str]:
@@ -126,6 +130,7 @@ class SparkPostProvider(HTTPProvider[SparkPostConfig]):
 
     Config: ClassVar[type[SparkPostConfig]] = SparkPostConfig
     payload_class = SparkPostPayload
+    webhook_parser = SparkPostWebhook
     default_base_url = _REGIONS["us"]
     send_path = "/api/v1/transmissions"
     verify_path = "/api/v1/account"
