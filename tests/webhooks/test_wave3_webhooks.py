@@ -1,4 +1,4 @@
-"""SparkPost, MailerSend and Mandrill webhooks through uvicorn on 127.0.0.1: each ESP's
+"""SparkPost, MailerSend, Mailtrap and Mandrill webhooks through uvicorn on 127.0.0.1: each ESP's
 documented event shapes, authenticated as the ESP does it, stored with the right fields
 (our Message-ID from the correlation key where the ESP echoes metadata); a forged post
 is refused (401) with nothing stored; a repeated post is applied once."""
@@ -18,7 +18,12 @@ import httpx
 import pytest
 
 from mailer import ConfigError, Mailer
-from mailer.providers import MailerSendProvider, MandrillProvider, SparkPostProvider
+from mailer.providers import (
+    MailerSendProvider,
+    MailtrapProvider,
+    MandrillProvider,
+    SparkPostProvider,
+)
 from mailer.providers._mandrill_webhook import signature
 from mailer.webhooks import asgi_app
 
@@ -30,6 +35,7 @@ MID = "<m7@app.example.com>"
 BASIC = "hooks:sp-basic-secret"
 MS_SECRET = "ms-signing-secret-42"
 MD_KEY = "md-webhook-key-42"
+MT_SECRET = "mt-signing-secret-42"
 
 
 def providers(url: str) -> list[Any]:
@@ -38,6 +44,8 @@ def providers(url: str) -> list[Any]:
                                              "webhook": {"basic_auth": BASIC}}),
         MailerSendProvider.from_config("ms", {"api_key": "ms-k",
                                               "webhook": {"signing_secret": MS_SECRET}}),
+        MailtrapProvider.from_config("mt", {"api_token": "mt-k",
+                                            "webhook": {"signing_secret": MT_SECRET}}),
         MandrillProvider.from_config("md", {"api_key": "md-k",
                                             "webhook": {"key": MD_KEY, "url": f"{url}/md"}}),
     ]  # fmt: skip
@@ -216,3 +224,52 @@ def test_mandrill_webhook_url_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"webhook\.url") as info:
         MandrillProvider.from_config("md", {"api_key": "md-k", "webhook": hook})
     assert MD_KEY not in str(info.value)
+
+
+# -- Mailtrap: Mailtrap-Signature = hex HMAC-SHA256 of the body (the SDK's algorithm) ------
+
+
+def mailtrap_events() -> dict[str, Any]:
+    common = {
+        "message_id": "1df37d17-0286-4d8b-8edf-bc4ec5be86e6",
+        "email": "dan@example.org",
+        "sending_stream": "transactional",
+        "category": "orders",
+        "custom_variables": {"mailer_message_id": MID},
+        "timestamp": 1716306250,
+    }
+    return {
+        "events": [
+            {**common, "event": "delivery", "event_id": "bede7236-2284-43d6-a953-1fdcafd0fdbc"},
+            {
+                **common,
+                "event": "soft bounce",
+                "event_id": "ec0c4a0d-1e4e-4e5e-9a2b-1b4b4b0b0b0b",
+                "response": "421 4.7.0 try again later",
+                "response_code": 421,
+                "bounce_category": "unavailable",
+            },
+        ]
+    }
+
+
+async def test_mailtrap_events_are_stored_and_verified_as_the_sdk_does(
+    served: tuple[Mailer, str],
+) -> None:
+    from mailtrap.webhooks import verify_signature
+
+    mailer, url = served
+    body = json.dumps(mailtrap_events()).encode()
+    digest = hmac.new(MT_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert verify_signature(body, digest, MT_SECRET)  # the SDK agrees with our signer
+    headers = {"Mailtrap-Signature": digest, "Content-Type": "application/json"}
+    response = await post(f"{url}/mt", body, headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"stored": 2, "duplicates": 0}
+    events = await mailer.delivery_events(MID)
+    assert [(e.type, e.bounce) for e in events] == [("delivered", None), ("bounced", "soft")]
+    assert events[1].reason == "421 4.7.0 try again later"
+    assert events[1].provider_message_id == "1df37d17-0286-4d8b-8edf-bc4ec5be86e6"
+    forged = {**headers, "Mailtrap-Signature": "0" * 64}
+    refused = await post(f"{url}/mt", body, forged)
+    assert refused.status_code == 401 and MT_SECRET not in refused.text

@@ -28,6 +28,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from .._errors import AuthError, DeliveryError
 from .._message import Message
+from ._mailtrap_webhook import MailtrapWebhook, MailtrapWebhookConfig
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
 
 __all__ = ["MailtrapConfig", "MailtrapProvider"]
@@ -51,6 +52,8 @@ class MailtrapConfig(HTTPConfig):
     inbox_id: int | None = Field(default=None, ge=1)
     #: the Bulk stream (promotional mail), on its own host
     bulk: bool = False
+    #: the webhook's signing secret (docs/events.md)
+    webhook: MailtrapWebhookConfig | None = None
 
     @model_validator(mode="after")
     def _check_mode(self) -> MailtrapConfig:
@@ -83,6 +86,7 @@ class MailtrapProvider(HTTPProvider[MailtrapConfig]):
 
     Config: ClassVar[type[MailtrapConfig]] = MailtrapConfig
     payload_class = MailtrapPayload
+    webhook_parser = MailtrapWebhook
     default_base_url = _HOSTS["send"]
     dsn_key_field = "api_token"
     key_header = "Authorization"
