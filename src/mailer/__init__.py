@@ -54,6 +54,7 @@ PUBLIC_MODULES = (
     "mailer.bounces",
     "mailer.webhooks",
     "mailer.django",
+    "mailer.django.urls",
     "mailer.flask",
     "mailer.otel",
 )

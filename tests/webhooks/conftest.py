@@ -14,7 +14,9 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import uvicorn
 
+from mailer import Mailer
 from mailer.testing import free_port
+from mailer.webhooks import asgi_app
 
 SAMPLES = Path(__file__).parent / "samples"
 
@@ -22,6 +24,15 @@ SAMPLES = Path(__file__).parent / "samples"
 def sample(name: str) -> Any:
     """An ESP's documented sample events (tests/webhooks/samples/NAME.json)."""
     return json.loads((SAMPLES / f"{name}.json").read_text())
+
+
+@asynccontextmanager
+async def served_mailer(tmp_path: Path, *providers: Any) -> AsyncIterator[tuple[Mailer, str]]:
+    """A Mailer over ``providers`` with an SQLite event store, its ASGI receiver under
+    uvicorn; yields the Mailer and the receiver's base URL."""
+    mailer = Mailer(list(providers), suppression={"store": f"sqlite:///{tmp_path / 'm.db'}"})
+    async with mailer, asgi_server(asgi_app(mailer)) as url:
+        yield mailer, url
 
 
 @asynccontextmanager

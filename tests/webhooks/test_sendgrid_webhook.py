@@ -16,9 +16,8 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 
 from mailer import ConfigError, Mailer
 from mailer.providers._sendgrid import SendGridProvider
-from mailer.webhooks import asgi_app
 
-from .conftest import asgi_server, sample
+from .conftest import sample, served_mailer
 from .sign import SendGridSigner
 
 pytestmark = pytest.mark.anyio
@@ -34,11 +33,7 @@ def provider() -> SendGridProvider:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Mailer, str]]:
-    store = {"store": f"sqlite:///{tmp_path / 'mail.db'}"}
-    async with (
-        Mailer([provider()], suppression=store) as mailer,
-        asgi_server(asgi_app(mailer)) as url,
-    ):
+    async with served_mailer(tmp_path, provider()) as (mailer, url):
         yield mailer, url
 
 

@@ -21,13 +21,20 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def asgi_app(mailer: Mailer, *, handler: WebhookHandler | None = None) -> ASGIApp:
-    """An ASGI app answering the ESPs' webhook posts for ``mailer``'s providers."""
+def asgi_app(
+    mailer: Mailer, *, handler: WebhookHandler | None = None, close: bool = False
+) -> ASGIApp:
+    """An ASGI app answering the ESPs' webhook posts for ``mailer``'s providers.
+
+    ``handler`` is one made beforehand (tests reach its parsers through it); ``close``
+    closes the Mailer at the server's lifespan shutdown (``mailer webhooks serve``: the
+    app owns it there).
+    """
     webhooks = handler or WebhookHandler(mailer)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, mailer if close else None)
             return
         if scope["type"] != "http":
             return
@@ -79,11 +86,13 @@ async def _answer(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def _lifespan(receive: Receive, send: Send, owned: Mailer | None) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if owned is not None:
+                await owned.aclose()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 from .._sync import SyncMailer
 from .handler import MAX_BODY, Reply, handler_for, too_large
 
-__all__ = ["wsgi_app"]
+__all__ = ["serve_sync", "wsgi_app"]
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             405: "Method Not Allowed", 413: "Content Too Large",
@@ -35,20 +35,8 @@ def wsgi_app(mailer: SyncMailer) -> WSGIApp:
         name = environ.get("PATH_INFO", "").rstrip("/").rpartition("/")[2]
         method = environ.get("REQUEST_METHOD", "GET")
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-        handler = handler_for(mailer.mailer)
-        routed = handler.route(method, name, length)
-        if isinstance(routed, Reply):
-            reply = routed
-        else:
-            data = _read(environ["wsgi.input"], length)
-            if data is None:
-                reply = too_large()
-            else:
-                parser, posted = routed, data
-                # the handler runs on the SyncMailer's event loop, as its send() does
-                reply = mailer._call(
-                    lambda m: handler_for(m).process(parser, headers, posted, query), "webhook"
-                )
+        reply = serve_sync(mailer, method, name, headers, length, environ["wsgi.input"].read,
+                           query)  # fmt: skip
         answer = reply.json()
         start_response(f"{reply.status} {_REASONS.get(reply.status, '')}".strip(),
                        [*reply.headers, ("Content-Length", str(len(answer)))])  # fmt: skip
@@ -57,10 +45,22 @@ def wsgi_app(mailer: SyncMailer) -> WSGIApp:
     return app
 
 
-def _read(stream: Any, length: int | None) -> bytes | None:
-    """The body, read in this (the server's) thread; None past MAX_BODY."""
-    body: bytes = stream.read(length) if length is not None else stream.read(MAX_BODY + 1)
-    return None if len(body) > MAX_BODY else body
+def serve_sync(
+    mailer: SyncMailer, method: str, name: str, headers: dict[str, str], length: int | None,
+    read: Callable[[int], bytes], query: dict[str, str],
+) -> Reply:  # fmt: skip
+    """One request for a synchronous server (WSGI, Django, Flask): routed and read in
+    the server's thread (at most MAX_BODY + 1 bytes), then verified, parsed and stored
+    on the SyncMailer's event loop, as its send() is."""
+    handler = handler_for(mailer.mailer)
+    routed = handler.route(method, name, length)
+    if isinstance(routed, Reply):
+        return routed
+    body: bytes = read(length if length is not None else MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        return too_large()
+    parser = routed
+    return mailer._call(lambda m: handler_for(m).process(parser, headers, body, query), "webhook")
 
 
 def _length(value: str | None) -> int | None:

@@ -28,6 +28,7 @@ from pydantic import SecretStr
 
 from .._errors import DeliveryError, DeliveryUncertain, RateLimited
 from .._message import Message
+from ._resend_webhook import ResendWebhook, ResendWebhookConfig
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
 from .http.correlation import tag_safe
 
@@ -41,6 +42,8 @@ _QUOTAS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 
 class ResendConfig(HTTPConfig):
     api_key: SecretStr
+    #: the webhook receiver's secret (docs/events.md)
+    webhook: ResendWebhookConfig | None = None
 
 
 def idempotency_key(message: Message) -> str:
@@ -94,6 +97,7 @@ class ResendProvider(HTTPProvider[ResendConfig]):
 
     Config: ClassVar[type[ResendConfig]] = ResendConfig
     payload_class = ResendPayload
+    webhook_parser = ResendWebhook
     idempotent = True
     idempotency_window = 24 * 3600.0  # "Idempotency keys expire after 24 hours"
     default_base_url = "https://api.resend.com"

@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Attachment, Message
 from .._message.dkim import DKIMOptions, signature
+from ._ses_webhook import SESWebhook, SESWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 from .http.correlation import tag_safe
 
@@ -62,6 +63,8 @@ class SESConfig(HTTPConfig):
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
     configuration_set: str | None = None
+    #: the SNS topics SES publishes events to (docs/events.md)
+    webhook: SESWebhookConfig | None = None
 
     @field_validator("region")
     @classmethod
@@ -170,6 +173,7 @@ class SESProvider(HTTPProvider[SESConfig]):
 
     Config: ClassVar[type[SESConfig]] = SESConfig
     payload_class = SESPayload
+    webhook_parser = SESWebhook
     verify_path = "/v2/email/account"
     send_path = "/v2/email/outbound-emails"
     max_message_bytes = 40_000_000  # SES v2: 40 MB a message, attachments encoded

@@ -31,6 +31,11 @@ from .webhook import (
     WebhookParser,
     WebhookRefused,
     WebhookRequest,
+    check_basic_auth,
+    check_skew,
+    event_time,
+    json_body,
+    stable_event_id,
 )
 
 __all__ = [
@@ -51,9 +56,14 @@ __all__ = [
     "address_dict",
     "addresses_text",
     "b64",
+    "check_basic_auth",
+    "check_skew",
     "encode_header_value",
+    "event_time",
+    "json_body",
     "parse_retry_after",
     "redact",
     "require",
+    "stable_event_id",
     "unique_recipients",
 ]
