@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faults.kit import HTTPFake
 
 from mailer import DeliveryEvent, Mailer, Message, SyncMailer
-from mailer.testing import MemoryProvider
+from mailer.testing import FakeResend, MemoryProvider
 
 from .conftest import event
 
@@ -91,7 +90,7 @@ async def test_bad_input_is_refused_before_anything_is_stored() -> None:
 
 @pytest.mark.parametrize("store", ["sqlite", "postgresql", "redis"])
 async def test_provider_id_finds_the_message_id(
-    http_fake: HTTPFake, request: pytest.FixtureRequest, tmp_path: Path, store: str
+    http_fake: FakeResend, request: pytest.FixtureRequest, tmp_path: Path, store: str
 ) -> None:
     """A real HTTP send records (provider, provider id) -> Message-ID; an event carrying
     only the provider's id, ingested by another Mailer on the same store, gets it."""
@@ -119,7 +118,7 @@ async def test_provider_id_finds_the_message_id(
         assert mine.event_id == "r1" and mine.provider_message_id == result.provider_message_id
 
 
-async def test_same_process_lookup_needs_no_flush(http_fake: HTTPFake) -> None:
+async def test_same_process_lookup_needs_no_flush(http_fake: FakeResend) -> None:
     config = {
         "providers": [{"type": "resend", "name": "resend", "config": http_fake.config()}],
         "defaults": {"sender": "app@example.com"},

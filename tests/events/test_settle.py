@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.faults.kit import FaultServer
 
 from mailer import Mailer, Message
+from mailer.testing import SMTPTestServer
 
 from .conftest import event, smtp_entry
 
@@ -24,7 +24,7 @@ def outbox_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def test_unknown_row_settled_by_an_event(
-    smtp: Callable[..., FaultServer], outbox_url: str
+    smtp: Callable[..., SMTPTestServer], outbox_url: str
 ) -> None:
     server = smtp()
     # the message is queued by the server, then the connection drops before its 250

@@ -9,17 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faults.kit import FaultServer
 
 from mailer import Mailer, Message, PermanentError, RecipientsSuppressed, SyncMailer
 from mailer._events import SuppressionConfig
+from mailer.testing import SMTPTestServer
 
 from .conftest import event, smtp_entry
 
 pytestmark = pytest.mark.anyio
 
 
-def two_smtp(a: FaultServer, b: FaultServer, **options: Any) -> Mailer:
+def two_smtp(a: SMTPTestServer, b: SMTPTestServer, **options: Any) -> Mailer:
     return Mailer.from_config(
         {
             "providers": [smtp_entry("primary", a.port, 1), smtp_entry("backup", b.port, 2)],
@@ -36,7 +36,7 @@ def message(*to: str) -> Message:
 
 @pytest.mark.parametrize("kind", ["bounced:hard", "complained", "unsubscribed"])
 async def test_event_at_a_stops_the_next_send_through_b_before_any_io(
-    smtp: Callable[..., FaultServer], tmp_path: Path, kind: str
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path, kind: str
 ) -> None:
     a, b = smtp(), smtp()
     type_, _, bounce = kind.partition(":")
@@ -59,7 +59,7 @@ async def test_event_at_a_stops_the_next_send_through_b_before_any_io(
 
 
 async def test_soft_bounce_and_other_events_do_not_suppress(
-    smtp: Callable[..., FaultServer],
+    smtp: Callable[..., SMTPTestServer],
 ) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
@@ -73,7 +73,7 @@ async def test_soft_bounce_and_other_events_do_not_suppress(
         assert list(b.recipients().values()) == [["user@example.org"]]
 
 
-async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., FaultServer]) -> None:
+async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., SMTPTestServer]) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         await mailer.suppression.add("gone@example.org", "manual: left the company")
@@ -87,7 +87,7 @@ async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., FaultServ
         assert b.state.connections == 0
 
 
-async def test_matching_is_exact_on_the_local_part(smtp: Callable[..., FaultServer]) -> None:
+async def test_matching_is_exact_on_the_local_part(smtp: Callable[..., SMTPTestServer]) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         await mailer.suppression.add("Jo@BÜCHER.example")
@@ -100,7 +100,7 @@ async def test_matching_is_exact_on_the_local_part(smtp: Callable[..., FaultServ
 
 
 async def test_bypass_is_sent_and_logged(
-    smtp: Callable[..., FaultServer], caplog: pytest.LogCaptureFixture
+    smtp: Callable[..., SMTPTestServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
@@ -115,7 +115,7 @@ async def test_bypass_is_sent_and_logged(
 
 
 async def test_remove_takes_effect_at_once(
-    smtp: Callable[..., FaultServer], tmp_path: Path
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path
 ) -> None:
     a, b = smtp(), smtp()
     async with two_smtp(a, b, suppression=f"sqlite:///{tmp_path / 'm.db'}") as mailer:
