@@ -54,6 +54,7 @@ from ._events.hub import Listener
 from ._log import get_logger
 from ._message import Message, MessageDefaults
 from ._outbox import Outbox, OutboxConfig
+from ._outbox.reconcile import ReconcileReport, reconcile
 from ._plugins import load_provider_class
 from ._provider import AsyncClosing, Provider
 from ._redact import register_config
@@ -337,9 +338,10 @@ class Mailer(AsyncClosing):
         """The recipients to leave out; RecipientsSuppressed when that is all of them."""
         if not check:
             log.warning(
-                "suppression list bypassed for %s (send(suppression=False))", msg.message_id,
+                "suppression list bypassed for %s (send(suppression=False))",
+                msg.message_id,
                 extra={"event": "suppression_bypass", "message_id": msg.message_id},
-            )  # fmt: skip
+            )
             return {}
         lst = self.suppression
         if not lst.config.check:
@@ -356,9 +358,11 @@ class Mailer(AsyncClosing):
                 suppressed=hit,
             )
         log.info(
-            "%d recipient(s) of %s left out: on the suppression list", len(hit), msg.message_id,
+            "%d recipient(s) of %s left out: on the suppression list",
+            len(hit),
+            msg.message_id,
             extra={"event": "suppressed", "message_id": msg.message_id, "count": len(hit)},
-        )  # fmt: skip
+        )
         return hit
 
     async def send_many(
@@ -441,8 +445,13 @@ class Mailer(AsyncClosing):
         e_config = load_model_config(EventsConfig, events, "events")
         outbox_url = self._outbox.config.url if self._outbox is not None else None
         events_url = e_config.store or outbox_url or s_config.store
-        s_store = open_backend(s_config.store)
-        e_store = s_store if events_url == s_config.store else open_backend(events_url)
+        retention = e_config.retention
+        s_store = open_backend(s_config.store, retention=retention)
+        e_store = (
+            s_store
+            if events_url == s_config.store
+            else open_backend(events_url, retention=retention)
+        )
         suppression_list = Suppression(s_config, s_store, shared=s_config.store is not None)
         outbox = self._outbox
         return DeliveryHub(
@@ -483,6 +492,12 @@ class Mailer(AsyncClosing):
         if self._outbox is None:
             raise ConfigError("this Mailer has no outbox (set the outbox option)")
         return self._outbox
+
+    async def reconcile(self, *, limit: int = 1000) -> ReconcileReport:
+        """Ask the providers about each ``unknown`` outbox row: settle it to ``sent``,
+        re-queue it where the provider's record proves it never arrived, or leave it
+        (docs/outbox.md, ``mailer outbox reconcile``)."""
+        return await reconcile(self.outbox, self._leaves, limit=limit)
 
     async def enqueue(self, message: Message) -> str:
         """Store ``message`` durably for a worker to send; returns its Message-ID.

@@ -50,14 +50,15 @@ from ._attempt import commit_hooks
 from ._backend import current_async_library
 from ._config import MailerConfig
 from ._errors import ConfigError, DeliveryUncertain, MailerError, TransientError
-from ._events import DeliveryEvent, IngestReport, SuppressionEntry
+from ._events import DeliveryEvent, IngestReport
+from ._events.blocking import SyncSuppression
 from ._log import get_logger
 from ._mailer import Event, Mailer
 from ._message import Message
 from ._result import SendResult
 from .providers._coalesce import batching
 
-__all__ = ["CLOSE_TIMEOUT", "SEND_GRACE", "SyncMailer", "SyncSuppression"]
+__all__ = ["CLOSE_TIMEOUT", "SEND_GRACE", "SyncMailer"]
 
 T = TypeVar("T")
 
@@ -557,33 +558,6 @@ class SyncMailer:
 
     def __repr__(self) -> str:
         return f"<SyncMailer {self._mailer!r}>"
-
-
-class SyncSuppression:
-    """``SyncMailer.suppression``: the list's API, each call bounded like a send."""
-
-    def __init__(self, owner: SyncMailer) -> None:
-        self._owner = owner
-
-    def add(self, address: str, reason: str = "manual") -> bool:
-        added: bool = self._owner._call(lambda m: m.suppression.add(address, reason), "add")
-        return added
-
-    def remove(self, address: str) -> bool:
-        removed: bool = self._owner._call(lambda m: m.suppression.remove(address), "remove")
-        return removed
-
-    def get(self, address: str) -> SuppressionEntry | None:
-        entry: SuppressionEntry | None = self._owner._call(
-            lambda m: m.suppression.get(address), "get"
-        )
-        return entry
-
-    def list(self, limit: int = 100, offset: int = 0) -> list[SuppressionEntry]:
-        entries: list[SuppressionEntry] = self._owner._call(
-            lambda m: m.suppression.list(limit, offset), "list"
-        )
-        return entries
 
 
 def _built(factory: Callable[[], Mailer]) -> Mailer:

@@ -48,7 +48,15 @@ def event(kind: str = "delivered", **fields: Any) -> DeliveryEvent:
 
 def smtp_entry(name: str, port: int, priority: int) -> dict[str, Any]:
     return {
-        "type": "smtp", "name": name, "priority": priority,
-        "config": {"host": "127.0.0.1", "port": port, "connection_timeout": 1.0,
-                   "greeting_timeout": 1.0, "socket_timeout": 3.0, "name": "client.test"},
-    }  # fmt: skip
+        "type": "smtp",
+        "name": name,
+        "priority": priority,
+        "config": {
+            "host": "127.0.0.1",
+            "port": port,
+            "connection_timeout": 1.0,
+            "greeting_timeout": 1.0,
+            "socket_timeout": 3.0,
+            "name": "client.test",
+        },
+    }

@@ -106,15 +106,28 @@ def test_cli_pipe_from_the_mta(tmp_path: Path) -> None:
     assert b"suppressed: user@example.com" in done.stdout
     listing = subprocess.run(
         [sys.executable, "-m", "mailer", "suppression", "list", "--config", str(config)],
-        capture_output=True, timeout=60, text=True,
-    )  # fmt: skip
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     assert listing.returncode == 0, listing.stderr
     assert "user@example.com\tcomplained: feedback report: abuse\tsmtp" in listing.stdout
     events = subprocess.run(
-        [sys.executable, "-m", "mailer", "events", "list", "--config", str(config),
-         "--message-id", MID.strip("<>")],
-        capture_output=True, timeout=60, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "mailer",
+            "events",
+            "list",
+            "--config",
+            str(config),
+            "--message-id",
+            MID.strip("<>"),
+        ],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     assert events.returncode == 0, events.stderr
     assert "\tcomplained\tsmtp\tuser@example.com\t" in events.stdout
 

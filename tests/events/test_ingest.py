@@ -108,11 +108,19 @@ async def test_provider_id_finds_the_message_id(
     # closed: its buffered records were flushed; a webhook process reads them
     async with Mailer.from_config(config) as receiver:
         report = await receiver.ingest_events(
-            [event("delivered", provider="resend", recipient="u@example.org",
-                   provider_message_id=result.provider_message_id, event_id="r1"),
-             event("delivered", provider="resend", provider_message_id="unknown-id",
-                   event_id="r2")]
-        )  # fmt: skip
+            [
+                event(
+                    "delivered",
+                    provider="resend",
+                    recipient="u@example.org",
+                    provider_message_id=result.provider_message_id,
+                    event_id="r1",
+                ),
+                event(
+                    "delivered", provider="resend", provider_message_id="unknown-id", event_id="r2"
+                ),
+            ]
+        )
         assert report.new == 2
         (mine,) = await receiver.delivery_events(result.message_id or "")
         assert mine.event_id == "r1" and mine.provider_message_id == result.provider_message_id
@@ -146,13 +154,15 @@ def test_sync_mailer_ingest_and_listener() -> None:
 
 
 async def test_retention_purges_old_events(any_url: str | None) -> None:
-    async with Mailer([MemoryProvider("p")], suppression={"store": any_url},
-                      events={"retention": "1d"}) as mailer:  # fmt: skip
+    async with Mailer(
+        [MemoryProvider("p")], suppression={"store": any_url}, events={"retention": "1d"}
+    ) as mailer:
         await mailer.ingest_events([event(event_id="old", message_id="<a@b>")])
         assert await mailer.purge_events() == 0  # stored just now: kept
         assert len(await mailer.delivery_events("a@b")) == 1
-    async with Mailer([MemoryProvider("p")], suppression={"store": any_url},
-                      events={"retention": 0.001}) as mailer:  # fmt: skip
+    async with Mailer(
+        [MemoryProvider("p")], suppression={"store": any_url}, events={"retention": 0.001}
+    ) as mailer:
         if any_url is None or not any_url.startswith("redis"):
             import anyio
 
@@ -161,3 +171,27 @@ async def test_retention_purges_old_events(any_url: str | None) -> None:
             await anyio.sleep(0.01)
             assert await mailer.purge_events() >= 1
             assert await mailer.delivery_events("c@d") == []
+
+
+async def test_a_failed_suppression_write_stores_no_event(tmp_path: Path) -> None:
+    """Events and their suppressions are one transaction when one store holds both: if
+    the suppression write fails, the batch is not stored either, so the ESP's retry is
+    new, not a duplicate whose suppression was never written."""
+    import sqlite3
+
+    db = tmp_path / "mail.db"
+    async with Mailer([MemoryProvider("p")], suppression=f"sqlite:///{db}") as mailer:
+        await mailer.ingest_events([event(event_id="warm-up")])  # the schema exists
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER fail BEFORE INSERT ON mailer_suppression"
+                " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+            )
+        complaint = event("complained", event_id="c1", recipient="angry@example.org")
+        with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+            await mailer.ingest_events([event(event_id="d1"), complaint])
+        with sqlite3.connect(db) as conn:
+            conn.execute("DROP TRIGGER fail")
+            assert conn.execute("SELECT count(*) FROM mailer_events").fetchone() == (1,)
+        retry = await mailer.ingest_events([event(event_id="d1"), complaint])
+        assert (retry.new, retry.suppressed) == (2, ("angry@example.org",))

@@ -14,10 +14,14 @@ from .conftest import event
 
 def test_fields_and_normalisation() -> None:
     e = event(
-        "bounced", bounce="hard", recipient=" <Jo.Smith@Bücher.EXAMPLE> ", message_id="a@b",
+        "bounced",
+        bounce="hard",
+        recipient=" <Jo.Smith@Bücher.EXAMPLE> ",
+        message_id="a@b",
         timestamp=datetime(2026, 1, 1, 12, 0, tzinfo=timezone(timedelta(hours=2))),
-        event_id="ev-1", raw={"k": 1},
-    )  # fmt: skip
+        event_id="ev-1",
+        raw={"k": 1},
+    )
     assert e.recipient == "Jo.Smith@xn--bcher-kva.example"  # local part exact, domain IDNA
     assert e.message_id == "<a@b>"  # the form SendResult.message_id has
     assert e.timestamp == datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
@@ -44,8 +48,12 @@ def test_fields_and_normalisation() -> None:
     ],
 )
 def test_bad_fields_are_refused(fields: dict[str, object], message: str) -> None:
-    base: dict[str, object] = {"type": "delivered", "provider": "p", "recipient": "u@example.org",
-                               "timestamp": datetime.now(UTC)}  # fmt: skip
+    base: dict[str, object] = {
+        "type": "delivered",
+        "provider": "p",
+        "recipient": "u@example.org",
+        "timestamp": datetime.now(UTC),
+    }
     with pytest.raises(ValueError, match=message):
         DeliveryEvent(**{**base, **fields})  # type: ignore[arg-type]
 

@@ -25,8 +25,10 @@ async def test_second_process_sees_an_entry_within_2s(shared_url: str) -> None:
     address = "leaver@example.org"
     peer = subprocess.Popen(
         [sys.executable, str(PEER), shared_url, address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert peer.stdout is not None
         first = peer.stdout.readline()  # blocks until the peer's first send (bounded below)

@@ -32,11 +32,17 @@ async def test_unknown_row_settled_by_an_event(
     config = {
         "providers": [smtp_entry("primary", server.port, 1)],
         "retry": {"attempts": 1},
-        "outbox": {"url": outbox_url, "lease": 5.0, "poll_interval": 0.05,
-                   "backoff": {"initial": 0.05, "max": 0.05, "jitter": 0.0}},
-    }  # fmt: skip
-    messages = [Message(sender="app@example.com", to=[f"u{i}@example.org"], subject="s",
-                        text="t") for i in range(2)]  # fmt: skip
+        "outbox": {
+            "url": outbox_url,
+            "lease": 5.0,
+            "poll_interval": 0.05,
+            "backoff": {"initial": 0.05, "max": 0.05, "jitter": 0.0},
+        },
+    }
+    messages = [
+        Message(sender="app@example.com", to=[f"u{i}@example.org"], subject="s", text="t")
+        for i in range(2)
+    ]
     async with Mailer.from_config(config) as mailer:
         ids = [await mailer.enqueue(m) for m in messages]
         await mailer.drain(timeout=5.0)
@@ -46,18 +52,31 @@ async def test_unknown_row_settled_by_an_event(
 
         # an event for another message, and one that proves nothing, settle nothing
         report = await mailer.ingest_events(
-            [event("delivered", provider="primary", message_id="<not-ours@example.com>",
-                   event_id="e0"),
-             event("rejected", provider="primary", message_id=mine, event_id="e1"),
-             event("unknown", provider="primary", message_id=mine, event_id="e2")]
-        )  # fmt: skip
+            [
+                event(
+                    "delivered",
+                    provider="primary",
+                    message_id="<not-ours@example.com>",
+                    event_id="e0",
+                ),
+                event("rejected", provider="primary", message_id=mine, event_id="e1"),
+                event("unknown", provider="primary", message_id=mine, event_id="e2"),
+            ]
+        )
         assert report.settled == ()
         assert (await mailer.outbox.stats())["unknown"] == 2
 
         report = await mailer.ingest_events(
-            [event("delivered", provider="primary", message_id=mine, recipient="u0@example.org",
-                   event_id="e3")]
-        )  # fmt: skip
+            [
+                event(
+                    "delivered",
+                    provider="primary",
+                    message_id=mine,
+                    recipient="u0@example.org",
+                    event_id="e3",
+                )
+            ]
+        )
         assert report.settled == (mine,)
         items = {i.message_id: i for i in await mailer.outbox.items()}
         assert items[mine].state == "sent" and items[mine].provider == "primary"
@@ -71,9 +90,8 @@ async def test_unknown_row_settled_by_an_event(
         assert again.settled == () and again.new == 1
         # a bounce is proof too: the provider took the message
         bounce = await mailer.ingest_events(
-            [event("bounced", bounce="soft", provider="primary", message_id=other,
-                   event_id="e5")]
-        )  # fmt: skip
+            [event("bounced", bounce="soft", provider="primary", message_id=other, event_id="e5")]
+        )
         assert bounce.settled == (other,)
         stats = await mailer.outbox.stats()
         assert (stats["sent"], stats["unknown"]) == (2, 0)

@@ -42,9 +42,17 @@ async def test_event_at_a_stops_the_next_send_through_b_before_any_io(
     type_, _, bounce = kind.partition(":")
     async with two_smtp(a, b, suppression=f"sqlite:///{tmp_path / 'mail.db'}") as mailer:
         report = await mailer.ingest_events(
-            [event(type_, bounce=bounce or None, provider="primary",
-                   recipient="Gone@EXAMPLE.org", event_id="e1", reason="550 no such user")]
-        )  # fmt: skip
+            [
+                event(
+                    type_,
+                    bounce=bounce or None,
+                    provider="primary",
+                    recipient="Gone@EXAMPLE.org",
+                    event_id="e1",
+                    reason="550 no such user",
+                )
+            ]
+        )
         assert report.suppressed == ("Gone@example.org",)
         with pytest.raises(RecipientsSuppressed) as caught:
             await mailer.send(message("Gone@example.org"), providers=["backup"])
@@ -64,9 +72,13 @@ async def test_soft_bounce_and_other_events_do_not_suppress(
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         report = await mailer.ingest_events(
-            [event("bounced", bounce="soft", event_id="1"), event("deferred", event_id="2"),
-             event("delivered", event_id="3"), event("opened", event_id="4")]
-        )  # fmt: skip
+            [
+                event("bounced", bounce="soft", event_id="1"),
+                event("deferred", event_id="2"),
+                event("delivered", event_id="3"),
+                event("opened", event_id="4"),
+            ]
+        )
         assert report.new == 4 and report.suppressed == ()
         result = await mailer.send(message("user@example.org"), providers=["backup"])
         assert result.suppressed == {}
@@ -77,8 +89,13 @@ async def test_some_suppressed_the_others_are_sent(smtp: Callable[..., SMTPTestS
     a, b = smtp(), smtp()
     async with two_smtp(a, b) as mailer:
         await mailer.suppression.add("gone@example.org", "manual: left the company")
-        msg = Message(to=["gone@example.org", "here@example.org"], cc=["cc@example.org"],
-                      bcc=["gone@example.org"], subject="hi", text="body")  # fmt: skip
+        msg = Message(
+            to=["gone@example.org", "here@example.org"],
+            cc=["cc@example.org"],
+            bcc=["gone@example.org"],
+            subject="hi",
+            text="body",
+        )
         result = await mailer.send(msg)
         assert result.suppressed == {"gone@example.org": "manual: left the company"}
         assert result.message_id == msg.message_id  # the same message, fewer recipients
@@ -192,8 +209,9 @@ def test_sync_mailer_api() -> None:
         assert m.suppression.add("x@example.org", "manual")
         with pytest.raises(RecipientsSuppressed):
             m.send(Message(sender="a@example.com", to=["x@example.org"], text="t"))
-        result = m.send(Message(sender="a@example.com", to=["x@example.org"], text="t"),
-                        suppression=False)  # fmt: skip
+        result = m.send(
+            Message(sender="a@example.com", to=["x@example.org"], text="t"), suppression=False
+        )
         assert result.provider == "p"
         assert [e.address for e in m.suppression.list()] == ["x@example.org"]
         assert m.suppression.remove("x@example.org")

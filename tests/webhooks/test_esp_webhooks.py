@@ -143,12 +143,14 @@ async def test_a_repeated_post_is_applied_once(name: str, tmp_path: Path) -> Non
         assert len(seen) == len(esp.types)
 
 
-@pytest.mark.parametrize("attack", ["forged", "unsigned", "replayed"])
-@pytest.mark.parametrize("name", list(BY_NAME))
+# Basic auth signs no timestamp: there a replay is a duplicate, applied once (above)
+ATTACKS = [(esp.name, attack) for esp in ESPS for attack in ("forged", "unsigned", "replayed")
+           if attack != "replayed" or esp.signed]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "attack"), ATTACKS)
 async def test_refused_posts_store_nothing(name: str, attack: str, tmp_path: Path) -> None:
     esp = BY_NAME[name]
-    if attack == "replayed" and not esp.signed:
-        pytest.skip("Basic auth signs no timestamp: a replay is a duplicate (applied once)")
     event = sample(name)[1]
     async with served_mailer(tmp_path, esp.make()) as (mailer, url):
         body, headers = esp.sign(event, time.time() - (360 if attack == "replayed" else 0), 7)

@@ -165,9 +165,14 @@ def import_(
             bad.append(line)
             continue
         entries.append(
-            SuppressionEntry(address, (row.get("reason") or reason).strip() or reason, now,
-                             row.get("provider") or None, row.get("message_id") or None)
-        )  # fmt: skip
+            SuppressionEntry(
+                address,
+                (row.get("reason") or reason).strip() or reason,
+                _created(row.get("created"), now),
+                row.get("provider") or None,
+                row.get("message_id") or None,
+            )
+        )
     mailer = _mailer(config)
 
     async def go() -> int:
@@ -202,11 +207,29 @@ def events_list(
     events = run(go)
     typer.echo("timestamp (UTC)\ttype\tprovider\trecipient\tbounce\tevent id\treason")
     for e in events:
-        fields = [_when(e.timestamp.timestamp()), e.type, e.provider, e.recipient,
-                  e.bounce or "-", e.event_id or "-", one_line(e.reason or "-")]  # fmt: skip
+        fields = [
+            _when(e.timestamp.timestamp()),
+            e.type,
+            e.provider,
+            e.recipient,
+            e.bounce or "-",
+            e.event_id or "-",
+            one_line(e.reason or "-"),
+        ]
         typer.echo("\t".join(f.replace("\t", " ") for f in fields))
     if not events:
         fail(f"no events stored for {message_id}", code=EXIT_FAILED)
+
+
+def _created(text: str | None, default: float) -> float:
+    """An exported ``created`` (ISO 8601, UTC) back to epoch seconds; else ``default``."""
+    if not text:
+        return default
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return default
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _checked(fn: Any) -> int:

@@ -4,7 +4,8 @@ One concept a module: ``model`` (DeliveryEvent, IngestReport, address matching),
 ``config`` (the ``suppression`` and ``events`` blocks), ``store`` (the protocols),
 ``memory``/``sqlite``/``postgres``/``redis`` (the backends), ``backends`` (one per URL),
 ``suppression`` (the list and its local copy), ``hub`` (ingest, listeners, the sends'
-records), ``bounces`` (RFC 3464 DSNs and RFC 5965 ARF reports).
+records), ``bounces`` (RFC 3464 DSNs and RFC 5965 ARF reports), ``blocking`` (the
+suppression API for SyncMailer).
 """
 
 from __future__ import annotations

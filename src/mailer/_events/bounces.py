@@ -101,9 +101,19 @@ def _dsn(
         diagnostic = " ".join((block.get("Diagnostic-Code") or "").split())
         reason = diagnostic.partition(";")[2].strip() or diagnostic or status or None
         events.append(
-            _event(kind, provider, recipient, _date(block.get("Last-Attempt-Date")) or arrival
-                   or when, message_id, report_id, bounce, reason, status, action)
-        )  # fmt: skip
+            _event(
+                kind,
+                provider,
+                recipient,
+                _date(block.get("Last-Attempt-Date")) or arrival or when,
+                message_id,
+                report_id,
+                bounce,
+                reason,
+                status,
+                action,
+            )
+        )
     return events
 
 
@@ -127,10 +137,20 @@ def _arf(
         rcpts = [a for _, a in getaddresses(original.get_all("To") or []) if "@" in a]
     arrival = _date(fields.get("Arrival-Date")) or when
     return [
-        _event("complained", provider, r, arrival, message_id, report_id, None,
-               f"feedback report: {feedback}", None, feedback)
+        _event(
+            "complained",
+            provider,
+            r,
+            arrival,
+            message_id,
+            report_id,
+            None,
+            f"feedback report: {feedback}",
+            None,
+            feedback,
+        )
         for r in dict.fromkeys(rcpts)
-    ]  # fmt: skip
+    ]
 
 
 def _event(

@@ -35,7 +35,7 @@ import anyio
 from .._log import get_logger
 from .config import EventsConfig, SuppressionConfig
 from .model import PROOF_OF_ACCEPTANCE, DeliveryEvent, IngestReport
-from .store import EventStore, SendRecord, SuppressionEntry
+from .store import AtomicIngest, EventStore, SendRecord, SuppressionEntry, entries_for
 from .suppression import Suppression, _on_asyncio
 
 __all__ = ["DeliveryHub", "Listener", "Settle"]
@@ -184,9 +184,18 @@ class DeliveryHub:
             await self.flush()
         events = await self._correlate(events)
         with anyio.CancelScope(shield=True):  # stored and applied together, or not at all
-            fresh = await self.store.add_events(events)
-            new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
-            suppressed = await self._suppress(new)
+            atomic = self._atomic()
+            if atomic is not None:  # one transaction: events and their suppressions
+                fresh, entries, suppressed = await atomic.add_events_and_entries(
+                    events, self._entry_for
+                )
+                self.suppression.remember(entries)
+                new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
+            else:
+                fresh = await self.store.add_events(events)
+                new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
+                entries = entries_for(new, [True] * len(new), self._entry_for)
+                suppressed = await self.suppression.add_entries(entries)
             settled = await self._settle_rows(new)
         for event in new:
             self._log(event)
@@ -223,16 +232,21 @@ class DeliveryHub:
             for e in events
         ]
 
-    async def _suppress(self, new: list[DeliveryEvent]) -> list[str]:
-        config = self.suppression.config
-        entries: dict[str, SuppressionEntry] = {}
-        for e in new:
-            if config.suppresses(e.suppression_key) and e.recipient not in entries:
-                reason = e.suppression_key + (f": {e.reason}" if e.reason else "")
-                entries[e.recipient] = SuppressionEntry(
-                    e.recipient, reason[:500], e.timestamp.timestamp(), e.provider, e.message_id
-                )
-        return await self.suppression.add_entries(list(entries.values()))
+    def _atomic(self) -> AtomicIngest | None:
+        """The store, when it also holds the suppression list and can write a batch and
+        its suppressions in one transaction (SQLite, Postgres, memory; not Redis)."""
+        store: object = self.store
+        if store is self.suppression.store and hasattr(store, "add_events_and_entries"):
+            return store  # type: ignore[return-value]
+        return None
+
+    def _entry_for(self, e: DeliveryEvent) -> SuppressionEntry | None:
+        if not self.suppression.config.suppresses(e.suppression_key):
+            return None
+        reason = e.suppression_key + (f": {e.reason}" if e.reason else "")
+        return SuppressionEntry(
+            e.recipient, reason[:500], e.timestamp.timestamp(), e.provider, e.message_id
+        )
 
     async def _settle_rows(self, new: list[DeliveryEvent]) -> list[str]:
         if self._settle is None:
@@ -247,20 +261,34 @@ class DeliveryHub:
                 settled.append(message_id)
                 log.info(
                     "outbox row %s settled from unknown to sent by a %s event from %s",
-                    message_id, e.type, e.provider,
-                    extra={"event": "settled", "provider": e.provider, "message_id": message_id,
-                           "delivery_event": e.type},
-                )  # fmt: skip
+                    message_id,
+                    e.type,
+                    e.provider,
+                    extra={
+                        "event": "settled",
+                        "provider": e.provider,
+                        "message_id": message_id,
+                        "delivery_event": e.type,
+                    },
+                )
         return settled
 
     def _log(self, e: DeliveryEvent) -> None:
         log.info(
             "delivery event %s for %s from %s",
-            e.type, e.message_id or "an unmatched message", e.provider,
-            extra={"event": "delivery", "delivery_event": e.type, "provider": e.provider,
-                   "message_id": e.message_id, "provider_message_id": e.provider_message_id,
-                   "bounce": e.bounce, "event_id": e.event_id},
-        )  # fmt: skip
+            e.type,
+            e.message_id or "an unmatched message",
+            e.provider,
+            extra={
+                "event": "delivery",
+                "delivery_event": e.type,
+                "provider": e.provider,
+                "message_id": e.message_id,
+                "provider_message_id": e.provider_message_id,
+                "bounce": e.bounce,
+                "event_id": e.event_id,
+            },
+        )
 
     async def _notify(self, event: DeliveryEvent) -> None:
         for listener in list(self._listeners):
@@ -270,9 +298,11 @@ class DeliveryHub:
                     await result
             except Exception as exc:
                 log.warning(
-                    "an on_delivery listener raised %s: %s", type(exc).__name__, exc,
+                    "an on_delivery listener raised %s: %s",
+                    type(exc).__name__,
+                    exc,
                     extra={"event": "listener_error", "message_id": event.message_id},
-                )  # fmt: skip
+                )
 
     async def events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
         await self._open()

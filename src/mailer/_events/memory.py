@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .model import DeliveryEvent
-from .store import Changes, SendRecord, SuppressionEntry, event_key
+from .store import Changes, EntryFor, SendRecord, SuppressionEntry, entries_for, event_key
 
 __all__ = ["MemoryBackend"]
 
@@ -51,6 +51,13 @@ class MemoryBackend:
                 self._events[key] = (now, event)
             new.append(fresh)
         return new
+
+    async def add_events_and_entries(
+        self, events: Sequence[DeliveryEvent], entry_for: EntryFor
+    ) -> tuple[list[bool], list[SuppressionEntry], list[str]]:
+        fresh = await self.add_events(events)
+        entries = entries_for(events, fresh, entry_for)
+        return fresh, entries, await self.add(entries)
 
     async def record_sends(self, records: Sequence[SendRecord]) -> None:
         for record in records:

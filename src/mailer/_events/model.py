@@ -51,9 +51,17 @@ BOUNCE_KINDS: frozenset[str] = frozenset(get_args(BounceKind))
 #: row to ``sent``. ``rejected`` (the provider refused it before sending) and ``unknown``
 #: prove nothing, so they never settle a row.
 PROOF_OF_ACCEPTANCE: frozenset[str] = frozenset(
-    {"accepted", "delivered", "deferred", "bounced", "complained", "unsubscribed", "opened",
-     "clicked"}
-)  # fmt: skip
+    {
+        "accepted",
+        "delivered",
+        "deferred",
+        "bounced",
+        "complained",
+        "unsubscribed",
+        "opened",
+        "clicked",
+    }
+)
 
 _MAX_ADDRESS = 320  # RFC 5321: 64 octets of local part, "@", 255 of domain
 _MAX_TEXT = 1000  # ids and reasons: an ESP's text, clipped rather than refused

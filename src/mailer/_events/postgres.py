@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConfigError
 from .._redact import redact_url
 from .model import DeliveryEvent
-from .store import Changes, SendRecord, SuppressionEntry, event_from_row, event_row
+from .store import (
+    Changes,
+    EntryFor,
+    SendRecord,
+    SuppressionEntry,
+    entries_for,
+    event_from_row,
+    event_row,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -149,16 +157,17 @@ class PostgresBackend:
     # -- events --------------------------------------------------------------------------
 
     async def add_events(self, events: Sequence[DeliveryEvent]) -> list[bool]:
-        rows = [event_row(e) for e in events]
-        columns = [list(c) for c in zip(*rows, strict=True)]
-        returned = await self._p().fetch(_ADD_EVENTS, *columns, time.time())
-        fresh = {(r[0], r[1]) for r in returned}
-        out = []
-        for row in rows:
-            key = (row[0], row[1])
-            out.append(key in fresh)
-            fresh.discard(key)  # a second copy in the same batch is a duplicate
-        return out
+        async with self._p().acquire() as conn:
+            return await _insert_events(conn, events)
+
+    async def add_events_and_entries(
+        self, events: Sequence[DeliveryEvent], entry_for: EntryFor
+    ) -> tuple[list[bool], list[SuppressionEntry], list[str]]:
+        async with self._p().acquire() as conn, conn.transaction():
+            fresh = await _insert_events(conn, events)
+            entries = entries_for(events, fresh, entry_for)
+            added = await _insert_entries(conn, entries) if entries else []
+        return fresh, entries, added
 
     async def record_sends(self, records: Sequence[SendRecord]) -> None:
         await self._p().execute(
@@ -203,15 +212,8 @@ class PostgresBackend:
     # -- suppression ---------------------------------------------------------------------
 
     async def add(self, entries: Sequence[SuppressionEntry]) -> list[str]:
-        rows = await self._p().fetch(
-            _ADD_ENTRIES,
-            [e.address for e in entries],
-            [e.reason for e in entries],
-            [e.provider for e in entries],
-            [e.message_id for e in entries],
-            [e.created for e in entries],
-        )
-        return [r[0] for r in rows]
+        async with self._p().acquire() as conn:
+            return await _insert_entries(conn, entries)
 
     async def remove(self, address: str) -> bool:
         async with self._p().acquire() as conn, conn.transaction():
@@ -265,3 +267,31 @@ class PostgresBackend:
             frozenset(a for a, r in last.items() if r is None),
             rows[-1][0] if rows else cursor,
         )
+
+
+async def _insert_events(conn: Any, events: Sequence[DeliveryEvent]) -> list[bool]:
+    """One statement for the batch; for each event, whether it was new (a second copy
+    in the same batch is a duplicate)."""
+    rows = [event_row(e) for e in events]
+    columns = [list(c) for c in zip(*rows, strict=True)]
+    returned = await conn.fetch(_ADD_EVENTS, *columns, time.time())
+    fresh = {(r[0], r[1]) for r in returned}
+    out = []
+    for row in rows:
+        key = (row[0], row[1])
+        out.append(key in fresh)
+        fresh.discard(key)
+    return out
+
+
+async def _insert_entries(conn: Any, entries: Sequence[SuppressionEntry]) -> list[str]:
+    """The entries and their log rows in one statement; the addresses that were new."""
+    rows = await conn.fetch(
+        _ADD_ENTRIES,
+        [e.address for e in entries],
+        [e.reason for e in entries],
+        [e.provider for e in entries],
+        [e.message_id for e in entries],
+        [e.created for e in entries],
+    )
+    return [r[0] for r in rows]

@@ -64,7 +64,7 @@ class RedisBackend:
         self.url = urlunsplit(
             parts._replace(query="&".join(f"{k}={v}" for k, v in options.items()))
         )
-        self.ttl = int(ttl)
+        self.ttl = max(int(ttl), 1)
         #: a redis.asyncio.Redis with decode_responses=True (typed Any: redis-py's types
         #: are str | bytes everywhere, whatever decode_responses says)
         self._redis: Any = None
@@ -190,9 +190,13 @@ class RedisBackend:
 
 def _dump(e: SuppressionEntry) -> str:
     return json.dumps(
-        {"reason": e.reason, "created": e.created, "provider": e.provider,
-         "message_id": e.message_id}
-    )  # fmt: skip
+        {
+            "reason": e.reason,
+            "created": e.created,
+            "provider": e.provider,
+            "message_id": e.message_id,
+        }
+    )
 
 
 def _load(address: str, value: str) -> SuppressionEntry:

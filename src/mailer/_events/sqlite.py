@@ -26,7 +26,15 @@ from urllib.parse import urlsplit
 import anyio
 
 from .model import DeliveryEvent
-from .store import Changes, SendRecord, SuppressionEntry, event_from_row, event_row
+from .store import (
+    Changes,
+    EntryFor,
+    SendRecord,
+    SuppressionEntry,
+    entries_for,
+    event_from_row,
+    event_row,
+)
 
 __all__ = ["SQLiteBackend", "sqlite_path"]
 
@@ -141,13 +149,17 @@ class SQLiteBackend:
     async def add_events(self, events: Sequence[DeliveryEvent]) -> list[bool]:
         rows = [event_row(e) for e in events]
 
-        def op(conn: sqlite3.Connection) -> list[bool]:
-            now = time.time()
-            sql = (
-                f"INSERT OR IGNORE INTO mailer_events ({_EVENT_COLUMNS}, stored)"  # noqa: S608 - constant columns
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            )
-            return [conn.execute(sql, (*row, now)).rowcount == 1 for row in rows]
+        return await self._run(lambda conn: _insert_events(conn, rows))
+
+    async def add_events_and_entries(
+        self, events: Sequence[DeliveryEvent], entry_for: EntryFor
+    ) -> tuple[list[bool], list[SuppressionEntry], list[str]]:
+        rows = [event_row(e) for e in events]
+
+        def op(conn: sqlite3.Connection) -> tuple[list[bool], list[SuppressionEntry], list[str]]:
+            fresh = _insert_events(conn, rows)
+            entries = entries_for(events, fresh, entry_for)
+            return fresh, entries, _insert_entries(conn, entries)
 
         return await self._run(op)
 
@@ -201,23 +213,7 @@ class SQLiteBackend:
     # -- suppression ---------------------------------------------------------------------
 
     async def add(self, entries: Sequence[SuppressionEntry]) -> list[str]:
-        def op(conn: sqlite3.Connection) -> list[str]:
-            added = []
-            now = time.time()
-            for e in entries:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO mailer_suppression VALUES (?, ?, ?, ?, ?)",
-                    (e.address, e.reason, e.provider, e.message_id, e.created),
-                )
-                if cur.rowcount == 1:
-                    added.append(e.address)
-                    conn.execute(
-                        "INSERT INTO mailer_suppression_log (address, reason, at) VALUES (?, ?, ?)",
-                        (e.address, e.reason, now),
-                    )
-            return added
-
-        return await self._run(op)
+        return await self._run(lambda conn: _insert_entries(conn, entries))
 
     async def remove(self, address: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -278,6 +274,34 @@ class SQLiteBackend:
             return _fold(rows, cursor)
 
         return await self._run(op)
+
+
+def _insert_events(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[bool]:
+    """Insert event rows; for each, whether it was new."""
+    now = time.time()
+    sql = (
+        f"INSERT OR IGNORE INTO mailer_events ({_EVENT_COLUMNS}, stored)"  # noqa: S608 - constant
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    return [conn.execute(sql, (*row, now)).rowcount == 1 for row in rows]
+
+
+def _insert_entries(conn: sqlite3.Connection, entries: Sequence[SuppressionEntry]) -> list[str]:
+    """Insert suppression entries (and their log rows); the addresses that were new."""
+    added = []
+    now = time.time()
+    for e in entries:
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO mailer_suppression VALUES (?, ?, ?, ?, ?)",
+            (e.address, e.reason, e.provider, e.message_id, e.created),
+        )
+        if cur.rowcount == 1:
+            added.append(e.address)
+            conn.execute(
+                "INSERT INTO mailer_suppression_log (address, reason, at) VALUES (?, ?, ?)",
+                (e.address, e.reason, now),
+            )
+    return added
 
 
 def _fold(rows: Sequence[Sequence[Any]], cursor: Any) -> Changes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,11 +22,14 @@ from typing import Any, Protocol
 from .model import DeliveryEvent
 
 __all__ = [
+    "AtomicIngest",
     "Changes",
+    "EntryFor",
     "EventStore",
     "SendRecord",
     "SuppressionEntry",
     "SuppressionStore",
+    "entries_for",
     "event_from_row",
     "event_key",
     "event_row",
@@ -73,9 +76,15 @@ def event_key(event: DeliveryEvent) -> str:
         return event.event_id
     text = "\0".join(
         str(v)
-        for v in (event.type, event.recipient, event.timestamp.isoformat(),
-                  event.message_id, event.provider_message_id, event.bounce)
-    )  # fmt: skip
+        for v in (
+            event.type,
+            event.recipient,
+            event.timestamp.isoformat(),
+            event.message_id,
+            event.provider_message_id,
+            event.bounce,
+        )
+    )
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -88,10 +97,17 @@ def event_row(event: DeliveryEvent) -> tuple[Any, ...]:
     except (TypeError, ValueError):
         raw = json.dumps(repr(event.raw))
     return (
-        event.provider, event_key(event), event.type, event.message_id,
-        event.provider_message_id, event.recipient, event.timestamp.timestamp(),
-        event.bounce, event.reason, raw,
-    )  # fmt: skip
+        event.provider,
+        event_key(event),
+        event.type,
+        event.message_id,
+        event.provider_message_id,
+        event.recipient,
+        event.timestamp.timestamp(),
+        event.bounce,
+        event.reason,
+        raw,
+    )
 
 
 def event_from_row(row: Sequence[Any]) -> DeliveryEvent:
@@ -135,6 +151,35 @@ class EventStore(Protocol):
 
     async def purge_events(self, older_than: float) -> int:
         """Delete events and send records older than ``older_than`` seconds."""
+
+
+#: which suppression entry, if any, a new event makes (None: it suppresses nobody)
+EntryFor = Callable[[DeliveryEvent], "SuppressionEntry | None"]
+
+
+def entries_for(
+    events: Sequence[DeliveryEvent], fresh: Sequence[bool], entry_for: EntryFor
+) -> list[SuppressionEntry]:
+    """The suppression entries of the new events, one per address (the first wins)."""
+    entries: dict[str, SuppressionEntry] = {}
+    for event, is_new in zip(events, fresh, strict=True):
+        if is_new:
+            entry = entry_for(event)
+            if entry is not None and entry.address not in entries:
+                entries[entry.address] = entry
+    return list(entries.values())
+
+
+class AtomicIngest(Protocol):
+    """A backend that holds both lists stores a batch and its suppression entries in one
+    transaction: a crash between the two cannot leave events stored (so their retries
+    dropped as duplicates) whose suppression was never written."""
+
+    async def add_events_and_entries(
+        self, events: Sequence[DeliveryEvent], entry_for: EntryFor
+    ) -> tuple[list[bool], list[SuppressionEntry], list[str]]:
+        """As ``add_events``, then ``add`` of the new events' entries, in one transaction:
+        (which events were new, the entries tried, the addresses that were new)."""
 
 
 class SuppressionStore(Protocol):

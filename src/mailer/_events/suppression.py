@@ -94,19 +94,19 @@ class Suppression:
             await self.refresh()
         except Exception as exc:
             if not self._loaded:  # no list at all: do not send blind
-                error = TransientError(
+                raise TransientError(
                     f"the suppression list's store cannot be read ({type(exc).__name__}): "
-                    "nothing was sent; try again later"
-                )
-                error.no_verdict = True
-                raise error from None
+                    "nothing was sent; try again later",
+                    no_verdict=True,
+                ) from None
             # A stale list beats no mail: send on the copy we have, and try the store
             # again in the background from the next send on.
             log.warning(
                 "suppression list refresh failed (%s): sending on the local copy, %.0f s old",
-                type(exc).__name__, self._clock() - self._loaded_at,
+                type(exc).__name__,
+                self._clock() - self._loaded_at,
                 extra={"event": "suppression_stale"},
-            )  # fmt: skip
+            )
             self._loaded_at = self._clock() - self.config.refresh
 
     async def _background(self) -> None:
@@ -187,10 +187,15 @@ class Suppression:
             return []
         await self._open()
         added = await self.store.add(entries)
-        for entry in entries:  # in the copy even when another process added it first
+        self.remember(entries)
+        return added
+
+    def remember(self, entries: Sequence[SuppressionEntry]) -> None:
+        """Put entries the store now holds into the local copy (at once, for this
+        process's next send), even those another process added first."""
+        for entry in entries:
             if entry.address not in self._local:
                 self._set(entry.address, entry.reason)
-        return added
 
     async def remove(self, address: str) -> bool:
         """Take ``address`` off the list; False when it was not on it."""
