@@ -1,12 +1,13 @@
-"""A local fake of the Postmark and Resend send APIs, for benchmarks/batch.py.
+"""A local fake of the Postmark, Resend and Mailtrap send APIs, for benchmarks/batch.py.
 
     python benchmarks/_fake_esp.py --port 8025
 
-Answers ``POST /email`` and ``/email/batch`` (Postmark) and ``POST /emails`` and
-``/emails/batch`` (Resend) with their documented success bodies, over HTTP/1.1 keep-alive,
-in its own process so that the client being timed does not share its CPU. It parses each
-JSON body (a server has to) and counts messages; it checks nothing else. The server is
-the test kit's scripted HTTP server (``mailer.testing.HTTPTestServer``) with this answer.
+Answers ``POST /email`` and ``/email/batch`` (Postmark), ``POST /emails`` and
+``/emails/batch`` (Resend), ``POST /api/send`` and ``/api/batch`` (Mailtrap) with their
+documented success bodies, over HTTP/1.1 keep-alive, in its own process so that the
+client being timed does not share its CPU. It parses each JSON body (a server has to) and
+counts messages; it checks nothing else. The server is the test kit's scripted HTTP server
+(``mailer.testing.HTTPTestServer``) with this answer.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _answer(path: str, body: Any) -> Any:
         return {"id": f"re-{next(_ids)}"}
     if path == "/emails/batch":
         return {"data": [{"id": f"re-{next(_ids)}"} for _ in body]}
+    if path == "/api/send":
+        return {"success": True, "message_ids": [f"mt-{next(_ids)}"]}
+    if path == "/api/batch":
+        return {"success": True, "responses": [_answer("/api/send", item)
+                                               for item in body["requests"]]}  # fmt: skip
     return None
 
 

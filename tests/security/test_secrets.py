@@ -41,6 +41,10 @@ CANARIES = {
     "brevo": "xkeysib-CANARY-brevo-19d0",
     "mailjet_key": "CANARY-mailjet-key-c41e",
     "mailjet_secret": "CANARY-mailjet-secret-85b2",
+    "sparkpost": "CANARY-sparkpost-7a21",
+    "mailersend": "mlsn.CANARY-mailersend-3c90",
+    "mailtrap": "CANARY-mailtrap-b5e4",
+    "mandrill": "md-CANARY-mandrill-e612",
 }
 
 
@@ -119,6 +123,11 @@ def canary_entries(
                                    "access_key_id": CANARIES["ses_id"],
                                    "secret_access_key": CANARIES["ses_secret"]}},
         {"type": "resend", "config": {"api_key": CANARIES["resend"], "base_url": api}},
+        {"type": "sparkpost", "config": {"api_key": CANARIES["sparkpost"], "base_url": api}},
+        {"type": "mailersend", "config": {"api_key": CANARIES["mailersend"], "base_url": api}},
+        {"type": "mailtrap", "config": {"api_token": CANARIES["mailtrap"], "base_url": api}},
+        # Mandrill carries its key in the JSON body, not a header
+        {"type": "mandrill", "config": {"api_key": CANARIES["mandrill"], "base_url": api}},
         # unreachable: httpx's own error text and chain
         {"type": "resend", "name": "resend-down", "config": {
             "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{free_port()}"}},

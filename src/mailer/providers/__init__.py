@@ -16,19 +16,31 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._file import FileProvider
+    from ._mailersend import MailerSendConfig, MailerSendProvider
     from ._mailgun import MailgunConfig, MailgunProvider
+    from ._mailtrap import MailtrapConfig, MailtrapProvider
+    from ._mandrill import MandrillConfig, MandrillProvider
     from ._memory import MemoryProvider
     from ._postmark import PostmarkConfig, PostmarkProvider
     from ._resend import ResendConfig, ResendProvider
     from ._sendgrid import SendGridConfig, SendGridProvider
     from ._ses import SESConfig, SESProvider
     from ._smtp import SMTPConfig, SMTPProvider
+    from ._sparkpost import SparkPostConfig, SparkPostProvider
 
 # name -> the private module it lives in
 _HOMES = {
     "FileProvider": "._file",
     "MailgunConfig": "._mailgun",
     "MailgunProvider": "._mailgun",
+    "MailerSendConfig": "._mailersend",
+    "MailerSendProvider": "._mailersend",
+    "MailtrapConfig": "._mailtrap",
+    "MailtrapProvider": "._mailtrap",
+    "MandrillConfig": "._mandrill",
+    "MandrillProvider": "._mandrill",
+    "SparkPostConfig": "._sparkpost",
+    "SparkPostProvider": "._sparkpost",
     "MemoryProvider": "._memory",
     "PostmarkConfig": "._postmark",
     "PostmarkProvider": "._postmark",
@@ -44,8 +56,14 @@ _HOMES = {
 
 __all__ = [
     "FileProvider",
+    "MailerSendConfig",
+    "MailerSendProvider",
     "MailgunConfig",
     "MailgunProvider",
+    "MailtrapConfig",
+    "MailtrapProvider",
+    "MandrillConfig",
+    "MandrillProvider",
     "MemoryProvider",
     "PostmarkConfig",
     "PostmarkProvider",
@@ -57,6 +75,8 @@ __all__ = [
     "SMTPProvider",
     "SendGridConfig",
     "SendGridProvider",
+    "SparkPostConfig",
+    "SparkPostProvider",
 ]
 
 
