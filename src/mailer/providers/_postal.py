@@ -1,0 +1,127 @@
+"""Postal (self-hosted): ``POST {host}/api/v1/send/message``, ``X-Server-API-Key``.
+
+Postal has no public host: ``base_url`` (or the DSN's host) names the user's own
+installation, and is required. The key is a server's API credential.
+
+Postal's legacy API answers **HTTP 200 to everything it understood**, errors included:
+``{"status": "error", "data": {"code": "...", "message": "..."}}`` (or ``"parameter-error"``
+for a malformed body), so an answer is read by its ``status`` field, not its HTTP status
+(the table is in docs/providers.md):
+
+* ``AccessDenied``, ``InvalidServerAPIKey`` (the key is echoed back: it is redacted),
+  ``ServerSuspended``, ``UnauthenticatedFromAddress`` (the From domain is not one of the
+  server's): about the server -> :class:`AuthError`, fail over;
+* ``ValidationError``, ``NoRecipients``, ``NoContent``, ``TooMany*Addresses``,
+  ``FromAddressMissing``, ``Attachment*``, a parameter error: about this message ->
+  :class:`PermanentError`;
+* a 200 that is neither success nor a Postal error (a proxy's page): the request reached
+  something that may have forwarded it -> :class:`DeliveryUncertain`.
+
+What Postal's ``send/message`` takes: one tag, one reply-to, attachments without a
+Content-ID (no inline images: its issue #731), no metadata. It builds the MIME itself and
+sets its own Message-ID after any custom header, so ours cannot go out: the result's
+``provider_message_id`` is Postal's (``data.message_id``), the id its webhooks carry.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import SecretStr
+
+from .._errors import AuthError, DeliveryError, DeliveryUncertain, PermanentError
+from .._message import Address, Message
+from .._result import SendResult
+from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+
+__all__ = ["PostalConfig", "PostalProvider"]
+
+#: Postal's error codes that say the server or its domain, not the message, is refused
+_ACCOUNT_CODES = {
+    "AccessDenied": "no server API key",
+    "InvalidServerAPIKey": "the server API key is not valid",
+    "ServerSuspended": "the mail server is suspended",
+    "UnauthenticatedFromAddress": "the From domain is not authenticated for this server",
+}
+#: Postal refuses more than this many addresses in each of to, cc and bcc
+MAX_ADDRESSES = 50
+
+
+class PostalConfig(HTTPConfig):
+    """``base_url`` is the Postal installation (``https://postal.example.com``): required."""
+
+    server_key: SecretStr
+    base_url: str  # required here: there is no public Postal
+
+
+class PostalPayload(Payload["PostalProvider"]):
+    max_tags = 1
+    max_reply_to = 1
+    json_fields: ClassVar[dict[str, str]] = {
+        "from": "from", "subject": "subject", "to": "to", "cc": "cc", "bcc": "bcc",
+        "reply_to": "reply_to", "text": "plain_body", "html": "html_body",
+        "headers": "headers", "tags": "tag",
+    }  # fmt: skip
+    attachment_fields: ClassVar[dict[str, str]] = {
+        "list": "attachments", "filename": "name", "content": "data", "type": "content_type",
+    }  # fmt: skip
+
+    def add_recipients(self, kind: str, addresses: list[Address]) -> None:
+        if len(addresses) > MAX_ADDRESSES:
+            self.refuse(f"takes at most {MAX_ADDRESSES} {kind} addresses")
+        super().add_recipients(kind, addresses)
+
+
+class PostalProvider(HTTPProvider[PostalConfig]):
+    """A Postal mail server's HTTP API."""
+
+    Config: ClassVar[type[PostalConfig]] = PostalConfig
+    payload_class = PostalPayload
+    send_path = "/api/v1/send/message"
+    dsn_key_field = "server_key"
+    key_header = "X-Server-API-Key"
+    sends_message_id = False  # Postal sets its own Message-ID over any header of ours
+    requires_to = False  # any of to, cc or bcc will do
+
+    def parse_success(self, message: Message, answer: Answer) -> SendResult:
+        if answer.get("status") != "success":
+            raise self.error_for(answer, message)
+        data = answer.get("data")
+        data = data if isinstance(data, dict) else {}
+        found = data.get("message_id")
+        return self.result(message, answer, provider_message_id=str(found) if found else None)
+
+    def error_text(self, answer: Answer) -> str:
+        data = answer.get("data")
+        if isinstance(data, dict) and (data.get("code") or data.get("message")):
+            return f"{data.get('code') or 'error'}: {data.get('message') or ''}".strip()
+        return super().error_text(answer)
+
+    def classify_error(
+        self, answer: Answer, text: str, message: Message | None
+    ) -> DeliveryError | None:
+        status = answer.get("status")
+        if not answer.is_success:
+            return None  # a proxy's or the server's own HTTP error: the status mapping
+        data = answer.get("data")
+        code = data.get("code") if isinstance(data, dict) else None
+        if status == "error" and code in _ACCOUNT_CODES:
+            return AuthError(f"Postal {code} ({_ACCOUNT_CODES[code]}): {text}")
+        if status in ("error", "parameter-error"):
+            return PermanentError(f"Postal {code or status}: {text}")
+        return DeliveryUncertain(
+            f"HTTP {answer.status} that is not a Postal answer; the message may have been "
+            f"accepted: {text}"
+        )
+
+    # -- verify: a look-up of message 0 needs a valid key and sends nothing -------------
+
+    def verify_request(self) -> HTTPRequest:
+        return HTTPRequest("POST", "/api/v1/messages/message", json={"id": 0})
+
+    def verify_accepts(self, answer: Answer) -> bool:
+        data = answer.get("data")
+        code = data.get("code") if isinstance(data, dict) else None
+        return answer.is_success and (
+            answer.get("status") == "success" or code == "MessageNotFound"
+        )
