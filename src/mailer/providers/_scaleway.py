@@ -129,7 +129,7 @@ class ScalewayProvider(HTTPProvider[ScalewayConfig]):
             rest = max(self.retry_after(answer) or 0.0, QUOTA_REST)
             return RateLimited(f"Scaleway {kind} (resting {rest / 60:.0f} min): {text}",
                                retry_after=rest)  # fmt: skip
-        if kind in _ACCOUNT_TYPES and (kind != "not_found" or message is not None):
+        if kind in _ACCOUNT_TYPES:
             return AuthError(f"Scaleway {kind} ({_ACCOUNT_TYPES[kind]}): {text}")
         return None
 
