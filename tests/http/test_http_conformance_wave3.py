@@ -478,3 +478,14 @@ class TestAzureConformance(ProviderConformance):
             "500", 500, _az("InternalServerError", "Internal error"), DeliveryUncertain, False
         ),
     )
+
+
+class TestPostalRawConformance(TestPostalConformance):
+    """``endpoint = "raw"``: our MIME through send/raw (the same answers and errors)."""
+
+    config: ClassVar[dict[str, Any]] = {
+        "server_key": "postal-conformance-secret",
+        "base_url": "https://postal.example.com",
+        "endpoint": "raw",
+    }
+    endpoint = ("POST", "https://postal.example.com/api/v1/send/raw")

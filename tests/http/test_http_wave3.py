@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from mailer import (
+    Attachment,
     AuthError,
     ConfigError,
     DeliveryUncertain,
@@ -344,3 +345,65 @@ async def test_azure_409_means_an_earlier_attempt_arrived() -> None:
     error = provider.error_for(Answer.of(answer), ONE)
     assert isinstance(error, DeliveryUncertain)
     assert not error.failover
+
+
+async def test_postal_raw_sends_our_mime_with_the_envelope() -> None:
+    """send/raw: our Message-ID, an inline image and Bcc (in rcpt_to only) go out."""
+    message = Message(
+        sender="Shop <shop@example.com>",
+        to=["a@example.org"],
+        cc=["c@example.org"],
+        bcc=["hidden@example.org"],
+        subject="Grüße",
+        text="t",
+        html='<img src="cid:logo@x">',
+        attachments=[
+            Attachment(
+                content=b"PNG",
+                filename="logo.png",
+                content_type="image/png",
+                inline=True,
+                content_id="logo@x",
+            )
+        ],
+    )
+    reply = Reply(
+        200,
+        {
+            "status": "success",
+            "time": 0,
+            "flags": {},
+            "data": {"message_id": "x@rp", "messages": {}},
+        },
+    )
+    async with serve(respond=lambda request: reply) as server:
+        provider = PostalProvider.from_config(
+            "p", {"server_key": "k", "base_url": server.base_url, "endpoint": "raw"}
+        )
+        try:
+            await provider.send(message)
+        finally:
+            await provider.aclose()
+    request = server.log[0]
+    assert request.path == "/api/v1/send/raw"
+    body = request.json()
+    assert body["mail_from"] == "shop@example.com"
+    assert body["rcpt_to"] == ["a@example.org", "c@example.org", "hidden@example.org"]
+    assert body["bounce"] is False
+    raw = base64.b64decode(body["data"])
+    assert raw == message.as_bytes()
+    assert f"Message-ID: {message.message_id}".encode() in raw
+    assert b"Content-ID: <logo@x>" in raw
+    assert b"hidden@example.org" not in raw
+
+
+async def test_postal_raw_refuses_tags_before_io() -> None:
+    provider = PostalProvider.from_config(
+        "p", {"server_key": "k", "base_url": "https://postal.example.com", "endpoint": "raw"}
+    )
+    tagged = Message(
+        sender="s@example.com", to=["a@example.org"], subject="x", text="t", tags=["t"]
+    )
+    tagged.render()
+    with pytest.raises(UnsupportedFeature, match="tags"):
+        provider.build_request(tagged)

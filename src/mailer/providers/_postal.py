@@ -21,18 +21,23 @@ What Postal's ``send/message`` takes: one tag, one reply-to, attachments without
 Content-ID (no inline images: its issue #731), no metadata. It builds the MIME itself and
 sets its own Message-ID after any custom header, so ours cannot go out: the result's
 ``provider_message_id`` is Postal's (``data.message_id``), the id its webhooks carry.
+
+``endpoint = "raw"`` sends through ``send/raw`` instead: our own rendered MIME (base64
+``data``) with the envelope (``mail_from``, ``rcpt_to``), so the message goes out as the
+SMTP provider would send it, our Message-ID, inline images and non-ASCII headers
+included; only tags and metadata, which have no place in the raw form, are refused.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import SecretStr
 
 from .._errors import AuthError, DeliveryError, DeliveryUncertain, PermanentError
-from .._message import Address, Message
+from .._message import Address, Attachment, Message
 from .._result import SendResult
-from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 
 __all__ = ["PostalConfig", "PostalProvider"]
 
@@ -52,6 +57,8 @@ class PostalConfig(HTTPConfig):
 
     server_key: SecretStr
     base_url: str  # required here: there is no public Postal
+    #: ``message`` (Postal builds the MIME) or ``raw`` (we send ours: our Message-ID)
+    endpoint: Literal["message", "raw"] = "message"
 
 
 class PostalPayload(Payload["PostalProvider"]):
@@ -72,6 +79,42 @@ class PostalPayload(Payload["PostalProvider"]):
         super().add_recipients(kind, addresses)
 
 
+class PostalRawPayload(Payload["PostalProvider"]):
+    """``send/raw``: the message's own MIME bytes and its envelope; every header, body and
+    attachment travels inside ``data``, so their hooks only have to let them through."""
+
+    def set_from(self, sender: Address) -> None:
+        self.data["mail_from"] = sender.email
+
+    def set_subject(self, subject: str) -> None:
+        pass  # in the MIME
+
+    def add_recipients(self, kind: str, addresses: list[Address]) -> None:
+        if len(addresses) > MAX_ADDRESSES:
+            self.refuse(f"takes at most {MAX_ADDRESSES} {kind} addresses")
+        self.data.setdefault("rcpt_to", []).extend(a.email for a in addresses)
+
+    def set_reply_to(self, reply_to: list[Address]) -> None:
+        pass  # in the MIME
+
+    def set_body(self, text: str | None, html: str | None) -> None:
+        pass  # in the MIME
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        pass  # in the MIME (RFC 2047-encoded by the renderer)
+
+    def add_attachment(self, attachment: Attachment) -> None:
+        pass  # in the MIME
+
+    def add_inline(self, attachment: Attachment) -> None:
+        pass  # in the MIME, with its Content-ID
+
+    def request(self) -> HTTPRequest:
+        self.data["data"] = b64(self.message.as_bytes())
+        self.data.setdefault("bounce", False)
+        return super().request()
+
+
 class PostalProvider(HTTPProvider[PostalConfig]):
     """A Postal mail server's HTTP API."""
 
@@ -82,6 +125,14 @@ class PostalProvider(HTTPProvider[PostalConfig]):
     key_header = "X-Server-API-Key"
     sends_message_id = False  # Postal sets its own Message-ID over any header of ours
     requires_to = False  # any of to, cc or bcc will do
+
+    def payload(self, message: Message) -> Payload[Any]:
+        if self.config.endpoint == "raw":
+            return PostalRawPayload(self, message).walk()
+        return super().payload(message)
+
+    def send_target(self) -> str:
+        return "/api/v1/send/raw" if self.config.endpoint == "raw" else self.send_path
 
     def parse_success(self, message: Message, answer: Answer) -> SendResult:
         if answer.get("status") != "success":
