@@ -26,8 +26,10 @@ from pydantic import SecretStr
 from .._errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from ._postmark_webhook import PostmarkWebhook
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, redact
 from .http.payload import addresses_text
+from .http.webhook import BasicAuthWebhookConfig
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
 
@@ -46,6 +48,8 @@ _INVALID = re.compile(r"^(?:Invalid|Error\s+parsing)\s+'(?:To|Cc|Bcc)'[^']*'([^'
 
 class PostmarkConfig(HTTPConfig):
     server_token: SecretStr
+    #: the webhook receiver's secret (docs/events.md)
+    webhook: BasicAuthWebhookConfig | None = None
     message_stream: str | None = None
 
 
@@ -86,6 +90,7 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
 
     Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
     payload_class = PostmarkPayload
+    webhook_parser = PostmarkWebhook
     default_base_url = "https://api.postmarkapp.com"
     send_path = "/email"
     dsn_key_field = "server_token"

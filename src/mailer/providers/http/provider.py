@@ -35,6 +35,7 @@ from .config import HTTPConfig, key_config, url_base, url_credentials
 from .payload import Payload
 from .responses import MAX_BODY, Answer, error_text, parse_retry_after, status_error
 from .transport import HTTPRequest, Transport, register_auth
+from .webhook import WebhookParser
 
 __all__ = ["HTTPProvider"]
 
@@ -59,6 +60,9 @@ class HTTPProvider(Provider[ConfigT]):
     Config: ClassVar[type[BaseModel]] = HTTPConfig
     #: the Payload subclass that maps a Message to this API's request
     payload_class: ClassVar[type[Payload[Any]]] = Payload
+    #: the ESP's webhook receiver (verify and parse); its config is the ``webhook``
+    #: block of ``Config`` (docs/events.md). None: the ESP posts no events we read
+    webhook_parser: ClassVar[type[WebhookParser[Any]] | None] = None
     #: the request body leaves in the transport, which awaits the commit point first
     reports_commit_point = True
 
@@ -399,3 +403,11 @@ class HTTPProvider(Provider[ConfigT]):
     def parse_batch(self, messages: list[Message], answer: Answer) -> list[batch.BatchOutcome]:
         """One outcome per message from the batch answer, in order."""
         raise NotImplementedError
+
+    def webhook(self) -> WebhookParser[Any] | None:
+        """This provider's webhook receiver, or None without a parser or a ``webhook``
+        block in its config (its events are then not accepted)."""
+        config = getattr(self.config, "webhook", None)
+        if self.webhook_parser is None or config is None:
+            return None
+        return self.webhook_parser(self.name, config)
