@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from .._errors import AuthError, DeliveryError, DeliveryUncertain, PermanentError
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from ._postal_webhook import PostalWebhook, PostalWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 
 __all__ = ["PostalConfig", "PostalProvider"]
@@ -59,6 +60,8 @@ class PostalConfig(HTTPConfig):
     base_url: str  # required here: there is no public Postal
     #: ``message`` (Postal builds the MIME) or ``raw`` (we send ours: our Message-ID)
     endpoint: Literal["message", "raw"] = "message"
+    #: the webhook receiver's key (docs/events.md)
+    webhook: PostalWebhookConfig | None = None
 
 
 class PostalPayload(Payload["PostalProvider"]):
@@ -125,6 +128,7 @@ class PostalProvider(HTTPProvider[PostalConfig]):
     key_header = "X-Server-API-Key"
     sends_message_id = False  # Postal sets its own Message-ID over any header of ours
     requires_to = False  # any of to, cc or bcc will do
+    webhook_parser = PostalWebhook
 
     def payload(self, message: Message) -> Payload[Any]:
         if self.config.endpoint == "raw":

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from .._errors import AuthError, DeliveryError, RecipientsDeferred, RecipientsRefused
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from ._unisender_go_webhook import UnisenderGoWebhook, UnisenderGoWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 
 __all__ = ["UnisenderGoConfig", "UnisenderGoProvider"]
@@ -47,6 +48,8 @@ _FOR_NOW = frozenset({"temporary_unavailable"})
 class UnisenderGoConfig(HTTPConfig):
     api_key: SecretStr
     data_centre: Literal["go1", "go2"] = "go1"
+    #: the webhook receiver's key (docs/events.md)
+    webhook: UnisenderGoWebhookConfig | None = None
 
 
 class UnisenderGoPayload(Payload["UnisenderGoProvider"]):
@@ -108,6 +111,7 @@ class UnisenderGoProvider(HTTPProvider[UnisenderGoConfig]):
     response_id_field = "job_id"
     sends_message_id = False  # Unisender Go sets its own Message-ID
     max_message_bytes = 10_000_000  # "requests ... of at most 10 megabytes"
+    webhook_parser = UnisenderGoWebhook
 
     @property
     def base_url(self) -> str:
