@@ -54,6 +54,7 @@ from ._events.hub import Listener
 from ._log import get_logger
 from ._message import Message, MessageDefaults
 from ._outbox import Outbox, OutboxConfig
+from ._outbox.reconcile import ReconcileReport, reconcile
 from ._plugins import load_provider_class
 from ._provider import AsyncClosing, Provider
 from ._redact import register_config
@@ -491,6 +492,12 @@ class Mailer(AsyncClosing):
         if self._outbox is None:
             raise ConfigError("this Mailer has no outbox (set the outbox option)")
         return self._outbox
+
+    async def reconcile(self, *, limit: int = 1000) -> ReconcileReport:
+        """Ask the providers about each ``unknown`` outbox row: settle it to ``sent``,
+        re-queue it where the provider's record proves it never arrived, or leave it
+        (docs/outbox.md, ``mailer outbox reconcile``)."""
+        return await reconcile(self.outbox, self._leaves, limit=limit)
 
     async def enqueue(self, message: Message) -> str:
         """Store ``message`` durably for a worker to send; returns its Message-ID.

@@ -203,3 +203,22 @@ def purge(
             return int(await mailer.outbox.purge(wanted, seconds))
 
     out().print(f"purged {run(go)} {wanted} messages")
+
+
+@outbox_app.command("reconcile")
+@friendly
+def reconcile_(
+    config: ConfigOption = Path("mailer.toml"),
+    limit: Annotated[int, typer.Option(help="At most this many unknown rows.")] = 1000,
+) -> None:
+    """Ask the providers about each unknown message: settle it to sent, queue it again
+    where the provider's record proves it never arrived, or leave it unknown."""
+    mailer = _mailer(config)
+
+    async def go() -> tuple[int, int, int]:
+        async with mailer:
+            report = await mailer.reconcile(limit=limit)
+        return len(report.settled), len(report.requeued), len(report.left)
+
+    settled, requeued, left = run(go)
+    out().print(f"{settled} settled to sent, {requeued} queued again, {left} left unknown")

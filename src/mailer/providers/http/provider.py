@@ -32,6 +32,7 @@ from ..._result import SendResult
 from .._coalesce import Coalescer, batching
 from . import batch
 from .config import HTTPConfig, key_config, url_base, url_credentials
+from .lookup import Lookup
 from .payload import Payload
 from .responses import MAX_BODY, Answer, error_text, parse_retry_after, status_error
 from .transport import HTTPRequest, Transport, register_auth
@@ -411,3 +412,9 @@ class HTTPProvider(Provider[ConfigT]):
         if self.webhook_parser is None or config is None:
             return None
         return self.webhook_parser(self.name, config)
+
+    async def lookup(self, message_id: str, *, age: float) -> Lookup:
+        """What the provider's own records say about ``message_id`` (sent ``age``
+        seconds ago at the latest); an adapter with a search API overrides it. The
+        default knows nothing."""
+        return Lookup("unknown", f"{type(self).__name__} offers no lookup")
