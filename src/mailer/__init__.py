@@ -9,7 +9,9 @@ The public API is what ``__all__`` lists, and the public modules are the ones
   every HTTP API adapter (a plugin) builds on;
 * ``mailer.testing``: the test kit (``ProviderConformance``, ``ScriptedProvider``, the
   ``outbox`` fixture, local SMTP and HTTP servers with faults);
-* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
+* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations;
+* ``mailer.celery``, ``mailer.rq``, ``mailer.arq``, ``mailer.django.tasks``: delivery on
+  the app's task queue (docs/task-queues.md), each importing its engine only when used.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
 the documentation imports only public ones (tests/docs checks both).
@@ -50,6 +52,10 @@ PUBLIC_MODULES = (
     "mailer.django",
     "mailer.flask",
     "mailer.otel",
+    "mailer.celery",
+    "mailer.rq",
+    "mailer.arq",
+    "mailer.django.tasks",
 )
 
 __all__ = [
