@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .store import MAX_AGE_PASSED, Claimed
 
@@ -136,19 +136,18 @@ class SQLiteDispatch:
         return await self._do(op)
 
     async def dispatch_stats(self) -> dict[str, dict[str, int]]:
-        """Per engine: rows handed to it, tasks published, and rows waiting by state."""
+        """Per engine: rows handed to it, tasks published, and those rows by state."""
 
         def op(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-            out: dict[str, dict[str, Any]] = {}
-            for engine, rows, publishes in conn.execute(
-                "SELECT engine, COUNT(*), SUM(publishes) FROM outbox_dispatch GROUP BY engine"
-            ):
-                out[engine] = {"rows": int(rows), "published": int(publishes or 0)}
-            for engine, state, n in conn.execute(
-                "SELECT d.engine, o.state, COUNT(*) FROM outbox_dispatch d"
+            out: dict[str, dict[str, int]] = {}
+            for engine, state, rows, publishes in conn.execute(
+                "SELECT d.engine, o.state, COUNT(*), SUM(d.publishes) FROM outbox_dispatch d"
                 " JOIN outbox o ON o.id = d.id GROUP BY d.engine, o.state"
             ):
-                out.setdefault(engine, {"rows": 0, "published": 0})[state] = int(n)
+                counts = out.setdefault(engine, {"rows": 0, "published": 0})
+                counts["rows"] += int(rows)
+                counts["published"] += int(publishes)
+                counts[state] = int(rows)
             return out
 
         return await self._do(op, atomic=True)
