@@ -8,7 +8,7 @@ job. ``arq`` is imported here, so only when this module is.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
@@ -51,20 +51,30 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         await mailer.aclose()
 
 
-class _Settings(type):
-    """Reads the config when arq asks for the Redis server, not at import."""
-
-    @property
-    def redis_settings(cls) -> RedisSettings:
-        redis = DispatchConfig.model_validate(_data()["outbox"]["dispatch"]).redis
-        assert redis is not None
-        return RedisSettings.from_dsn(redis)
+def _redis_settings() -> RedisSettings:
+    redis = DispatchConfig.model_validate(_data()["outbox"]["dispatch"]).redis
+    assert redis is not None
+    return RedisSettings.from_dsn(redis)
 
 
-class WorkerSettings(metaclass=_Settings):
-    """``arq mailer.arq.WorkerSettings``: the delivery task and the sweep (every minute)."""
+class _Settings(dict[str, Any]):
+    """arq's settings as a mapping (arq reads a dict's items, a class's ``__dict__``),
+    whose ``redis_settings`` comes from the config when arq asks, not at import."""
 
-    functions: ClassVar = (func(deliver, name=ARQ_TASK),)  # type: ignore[arg-type]
-    cron_jobs: ClassVar = (cron(sweep, second={0}, run_at_startup=True),)  # type: ignore[arg-type]
-    on_startup = _startup
-    on_shutdown = _shutdown
+    def __missing__(self, key: str) -> Any:
+        if key != "redis_settings":
+            raise KeyError(key)
+        return _redis_settings()
+
+    def items(self) -> Any:  # what arq's run_worker reads
+        return {**self, "redis_settings": self["redis_settings"]}.items()
+
+
+#: ``arq mailer.arq.WorkerSettings``: the delivery task and the sweep (every minute, and
+#: when the worker starts)
+WorkerSettings = _Settings(
+    functions=[func(deliver, name=ARQ_TASK)],  # type: ignore[arg-type]
+    cron_jobs=[cron(sweep, second={0}, run_at_startup=True)],  # type: ignore[arg-type]
+    on_startup=_startup,
+    on_shutdown=_shutdown,
+)
