@@ -32,12 +32,14 @@ if os.environ.get("NAIVE") == "1":
 
     @app.task(name="naive.send")
     def send(i: int) -> None:
-        naive_mailer.send(
-            Message(
-                sender="app@example.com", to=[f"user{i}@example.org"], subject=f"Naive {i}",
-                text=f"body {i}", message_id=f"<naive-{i}@chaos.test>",
-            )  # fmt: skip
+        message = Message(
+            sender="app@example.com",
+            to=[f"user{i}@example.org"],
+            subject=f"Naive {i}",
+            text=f"body {i}",
+            message_id=f"<naive-{i}@chaos.test>",
         )
+        naive_mailer.send(message)
 else:
     import mailer.celery
 

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.outbox.conftest import db_url  # the fixture: both stores
 
+from mailer import Message
 from mailer.testing import SMTPTestServer, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +48,13 @@ def write_config(tmp_path: Path, port: int, dispatch: dict[str, Any] | None) -> 
     path = tmp_path / "mailer.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def message(i: int) -> Message:
+    return Message(
+        sender="app@example.com", to=[f"user{i}@example.org"], subject=f"Message {i}",
+        text=f"body {i}",
+    )  # fmt: skip
 
 
 def rows(tmp_path: Path) -> list[dict[str, Any]]:
@@ -161,6 +170,16 @@ def check_ledger(tmp_path: Path, server: SMTPTestServer, kills: int) -> dict[str
 
 
 __all__ = [
-    "check_ledger", "children", "rows", "settle", "states", "wait", "write_config", "workers",
-    "smtp_server", "Workers",
-]  # fmt: skip
+    "Workers",
+    "check_ledger",
+    "children",
+    "db_url",
+    "message",
+    "rows",
+    "settle",
+    "smtp_server",
+    "states",
+    "wait",
+    "workers",
+    "write_config",
+]

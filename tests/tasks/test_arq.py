@@ -13,10 +13,10 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from tests.health.redis_kit import RedisServer
 
-from mailer import Mailer, Message
+from mailer import Mailer
 from mailer.testing import SMTPTestServer
 
-from .conftest import Workers, rows, wait, write_config
+from .conftest import Workers, message, rows, wait, write_config
 
 N = 30
 
@@ -31,10 +31,7 @@ def test_arq_worker_delivers_each_message_once(
     async def enqueue() -> None:
         async with Mailer.from_config(config) as mailer:
             for i in range(N):
-                await mailer.enqueue(
-                    Message(sender="app@example.com", to=[f"user{i}@example.org"],
-                            subject=f"Message {i}", text=f"body {i}")  # fmt: skip
-                )
+                await mailer.enqueue(message(i))
 
     anyio.run(enqueue, backend="asyncio")
     wait(lambda: len(smtp_server.received()) >= N, 60, "every message", w)

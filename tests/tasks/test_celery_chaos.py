@@ -19,10 +19,10 @@ import pytest
 from celery import Celery
 from tests.health.redis_kit import RedisServer
 
-from mailer import Mailer, Message
+from mailer import Mailer
 from mailer.testing import SMTPTestServer
 
-from .conftest import Workers, check_ledger, children, settle, wait, write_config
+from .conftest import Workers, check_ledger, children, message, settle, wait, write_config
 
 N = 300
 #: slow sends (longer than the visibility timeout): Redis redelivers them meanwhile
@@ -47,10 +47,7 @@ def enqueue_all(config: Path, n: int) -> None:
     async def go() -> None:
         async with Mailer.from_config(config) as mailer:
             for i in range(n):
-                await mailer.enqueue(
-                    Message(sender="app@example.com", to=[f"user{i}@example.org"],
-                            subject=f"Message {i}", text=f"body {i}")  # fmt: skip
-                )
+                await mailer.enqueue(message(i))
 
     anyio.run(go, backend="asyncio")
 
@@ -108,9 +105,7 @@ def test_naive_send_in_a_celery_task_duplicates(
     the task to another process, which sends the message again."""
     smtp_server.state.fail("DATA_END", "delay:2:250 2.0.0 queued", times=8)
     config = write_config(tmp_path, smtp_server.port, None)
-    w: Workers = workers(
-        {"MAILER_CONFIG": str(config), "BROKER_URL": own_redis.url, "NAIVE": "1"}
-    )
+    w: Workers = workers({"MAILER_CONFIG": str(config), "BROKER_URL": own_redis.url, "NAIVE": "1"})
     worker = celery_worker(w)
     app = Celery("producer", broker=own_redis.url)
     n = 40

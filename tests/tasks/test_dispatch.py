@@ -5,6 +5,7 @@ publishes what was lost; bad config and bad task arguments fail before any I/O."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -16,7 +17,7 @@ import pytest
 from redis import Redis
 from rq import Queue
 from tests.health.redis_kit import RedisServer
-from tests.outbox.conftest import db_url, execute  # noqa: F401 - the fixture, both stores
+from tests.outbox.conftest import execute
 
 from mailer import ConfigError, Mailer, Message, SyncMailer
 from mailer._integrations import tasks
@@ -190,3 +191,32 @@ def test_import_mailer_imports_no_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_outbox_status_shows_the_engine_and_sweep_publishes(
+    tmp_path: Path, smtp_server: SMTPTestServer, own_redis: RedisServer
+) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    cfg = config(url, smtp_server.port, own_redis.url, "mail", sweep_after=0.1)
+    path = tmp_path / "mailer.json"
+    path.write_text(json.dumps(cfg))
+    own_redis.stop()
+
+    async def go() -> None:
+        async with Mailer.from_config(cfg) as mailer:
+            await mailer.enqueue(message())
+
+    run(go)
+    own_redis.start()
+    mailer_cli = [sys.executable, "-m", "mailer", "outbox"]
+    swept = subprocess.run([*mailer_cli, "sweep", "--config", str(path)],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert swept.returncode == 0, swept.stderr
+    assert "1 task(s) published again" in swept.stdout
+    status = subprocess.run([*mailer_cli, "status", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    engine_line = next(line for line in status.stdout.splitlines() if "rq" in line)
+    cells = [c.strip() for c in engine_line.replace("│", "|").split("|") if c.strip()]
+    # rows 1, published 2 (the lost one and the sweep's), then by state: 1 queued
+    assert cells[:4] == ["rq", "1", "2", "1"], status.stdout

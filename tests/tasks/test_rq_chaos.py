@@ -17,10 +17,10 @@ from redis import Redis
 from rq import Queue
 from tests.health.redis_kit import RedisServer
 
-from mailer import Mailer, Message
+from mailer import Mailer
 from mailer.testing import SMTPTestServer
 
-from .conftest import Workers, check_ledger, settle, wait, write_config
+from .conftest import Workers, check_ledger, message, settle, wait, write_config
 
 N = 300
 
@@ -36,10 +36,7 @@ def enqueue_all(config: Path, n: int) -> None:
     async def go() -> None:
         async with Mailer.from_config(config) as mailer:
             for i in range(n):
-                await mailer.enqueue(
-                    Message(sender="app@example.com", to=[f"user{i}@example.org"],
-                            subject=f"Message {i}", text=f"body {i}")  # fmt: skip
-                )
+                await mailer.enqueue(message(i))
 
     anyio.run(go, backend="asyncio")
 
@@ -79,7 +76,16 @@ def test_rq_delivers_each_message_once(
         own_redis.start()
 
     queue = Queue("mail", connection=Redis.from_url(own_redis.url))
-    settle(tmp_path, lambda: queue.enqueue("mailer.rq.sweep"), 60, w)
+
+    def sweep() -> None:
+        # An RQ worker exits when it loses Redis; its supervisor (here: the test)
+        # starts it again.
+        for i, proc in enumerate(running):
+            if proc.poll() is not None:
+                running[i] = rq_worker(w, own_redis.url)
+        queue.enqueue("mailer.rq.sweep")
+
+    settle(tmp_path, sweep, 60, w)
     wait(lambda: received() >= N - kills, 30, "the ledger", w)
     by_state = check_ledger(tmp_path, smtp_server, kills)
     assert by_state.get("sent", 0) >= N - kills
