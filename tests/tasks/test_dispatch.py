@@ -220,3 +220,21 @@ def test_outbox_status_shows_the_engine_and_sweep_publishes(
     cells = [c.strip() for c in engine_line.replace("│", "|").split("|") if c.strip()]
     # rows 1, published 2 (the lost one and the sweep's), then by state: 1 queued
     assert cells[:4] == ["rq", "1", "2", "1"], status.stdout
+
+
+def test_a_failed_publish_is_logged_without_the_brokers_password(
+    tmp_path: Path, smtp_server: SMTPTestServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mailer.testing import closed_port
+
+    redis = f"redis://:hunter2-secret@127.0.0.1:{closed_port()}/0"
+    cfg = config(f"sqlite:///{tmp_path / 'o.db'}", smtp_server.port, redis, "mail")
+
+    async def go() -> str:
+        async with Mailer.from_config(cfg) as mailer:
+            return await mailer.enqueue(message())  # stored, its task not published
+
+    mid = run(go)
+    assert "the sweep will publish it" in caplog.text
+    assert mid in caplog.text
+    assert "hunter2" not in caplog.text

@@ -189,6 +189,8 @@ class Outbox:
         self._publisher: dispatch.Publisher | None = None
         password = _password(config.url)
         register_secret(password)
+        if config.dispatch is not None and config.dispatch.redis is not None:
+            register_secret(_password(config.dispatch.redis))  # in a broker's error text
 
     def __repr__(self) -> str:
         return f"<Outbox {self.store!r}>"
