@@ -19,7 +19,10 @@ from .._errors import ConfigError
 from .config import DispatchConfig
 
 __all__ = [
+    "ARQ_TASK",
     "CELERY_TASK",
+    "DJANGO_TASK",
+    "RQ_TASK",
     "ArqPublisher",
     "CeleryPublisher",
     "DjangoPublisher",
