@@ -11,7 +11,9 @@ The public API is what ``__all__`` lists, and the public modules are the ones
   ``outbox`` fixture, local SMTP and HTTP servers with faults);
 * ``mailer.bounces``: ``parse``, SMTP bounces (RFC 3464) and complaints (RFC 5965) as events;
 * ``mailer.webhooks``: ``asgi_app``, ``wsgi_app``: the ESPs' event webhooks, verified;
-* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
+* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations;
+* ``mailer.celery``, ``mailer.rq``, ``mailer.arq``, ``mailer.django.tasks``: delivery on
+  the app's task queue (docs/task-queues.md), each importing its engine only when used.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
 the documentation imports only public ones (tests/docs checks both).
@@ -57,6 +59,10 @@ PUBLIC_MODULES = (
     "mailer.django.urls",
     "mailer.flask",
     "mailer.otel",
+    "mailer.celery",
+    "mailer.rq",
+    "mailer.arq",
+    "mailer.django.tasks",
 )
 
 __all__ = [
