@@ -5,17 +5,14 @@ URL (``webhook.basic_auth``). One event per post, told apart by ``RecordType``; 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from .._events.model import DeliveryEvent
 from .http.correlation import CORRELATION_KEY
 from .http.webhook import (
-    BasicAuthWebhookConfig,
-    WebhookConfig,
+    BasicAuthWebhookParser,
     WebhookMalformed,
-    WebhookParser,
     WebhookRequest,
-    check_basic_auth,
     event_time,
     json_body,
     stable_event_id,
@@ -44,12 +41,7 @@ SUPPRESSION_REASONS: dict[str, tuple[str, str | None]] = {
 }  # fmt: skip
 
 
-class PostmarkWebhook(WebhookParser[BasicAuthWebhookConfig]):
-    Config: ClassVar[type[WebhookConfig]] = BasicAuthWebhookConfig
-
-    async def verify(self, request: WebhookRequest) -> None:
-        check_basic_auth(request, self.config)
-
+class PostmarkWebhook(BasicAuthWebhookParser):
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         record = json_body(request)
         if not isinstance(record, dict) or not isinstance(record.get("RecordType"), str):

@@ -13,17 +13,14 @@ failure, 30 generic without RCPT, 90 unsubscribe), soft otherwise.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from .._events.model import DeliveryEvent
 from .http.correlation import CORRELATION_KEY
 from .http.webhook import (
-    BasicAuthWebhookConfig,
-    WebhookConfig,
+    BasicAuthWebhookParser,
     WebhookMalformed,
-    WebhookParser,
     WebhookRequest,
-    check_basic_auth,
     event_time,
     json_body,
 )
@@ -44,12 +41,7 @@ EVENT_TYPES: dict[str, str] = {
 _HARD = {"10", "25", "30", "90"}
 
 
-class SparkPostWebhook(WebhookParser[BasicAuthWebhookConfig]):
-    Config: ClassVar[type[WebhookConfig]] = BasicAuthWebhookConfig
-
-    async def verify(self, request: WebhookRequest) -> None:
-        check_basic_auth(request, self.config)
-
+class SparkPostWebhook(BasicAuthWebhookParser):
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         items = json_body(request)
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):

@@ -6,17 +6,14 @@ it) comes back in ``X-Mailin-custom`` as the JSON we sent.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 from mailer import DeliveryEvent
 from mailer.providers.http import (
     CORRELATION_KEY,
-    BasicAuthWebhookConfig,
-    WebhookConfig,
+    BasicAuthWebhookParser,
     WebhookMalformed,
-    WebhookParser,
     WebhookRequest,
-    check_basic_auth,
     event_time,
     json_body,
     stable_event_id,
@@ -36,12 +33,7 @@ EVENT_TYPES: dict[str, tuple[str, str | None]] = {
 }  # fmt: skip
 
 
-class BrevoWebhook(WebhookParser[BasicAuthWebhookConfig]):
-    Config: ClassVar[type[WebhookConfig]] = BasicAuthWebhookConfig
-
-    async def verify(self, request: WebhookRequest) -> None:
-        check_basic_auth(request, self.config)
-
+class BrevoWebhook(BasicAuthWebhookParser):
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         item = json_body(request)
         if not isinstance(item, dict) or not isinstance(item.get("event"), str):

@@ -6,17 +6,14 @@ Message-ID comes back as ``CustomID`` and in ``Payload`` (the EventPayload we se
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any
 
 from mailer import DeliveryEvent
 from mailer.providers.http import (
     CORRELATION_KEY,
-    BasicAuthWebhookConfig,
-    WebhookConfig,
+    BasicAuthWebhookParser,
     WebhookMalformed,
-    WebhookParser,
     WebhookRequest,
-    check_basic_auth,
     event_time,
     json_body,
     stable_event_id,
@@ -32,12 +29,7 @@ EVENT_TYPES: dict[str, str] = {
 }  # fmt: skip
 
 
-class MailjetWebhook(WebhookParser[BasicAuthWebhookConfig]):
-    Config: ClassVar[type[WebhookConfig]] = BasicAuthWebhookConfig
-
-    async def verify(self, request: WebhookRequest) -> None:
-        check_basic_auth(request, self.config)
-
+class MailjetWebhook(BasicAuthWebhookParser):
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         body = json_body(request)
         items = body if isinstance(body, list) else [body]

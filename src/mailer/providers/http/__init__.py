@@ -26,6 +26,7 @@ from .responses import MAX_BODY, Answer, parse_retry_after
 from .transport import HTTPRequest
 from .webhook import (
     BasicAuthWebhookConfig,
+    BasicAuthWebhookParser,
     WebhookConfig,
     WebhookMalformed,
     WebhookParser,
@@ -43,6 +44,7 @@ __all__ = [
     "MAX_BODY",
     "Answer",
     "BasicAuthWebhookConfig",
+    "BasicAuthWebhookParser",
     "BatchOutcome",
     "HTTPConfig",
     "HTTPProvider",

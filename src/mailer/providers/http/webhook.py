@@ -34,6 +34,7 @@ from ..._events.model import DeliveryEvent
 __all__ = [
     "MAX_SKEW",
     "BasicAuthWebhookConfig",
+    "BasicAuthWebhookParser",
     "WebhookConfig",
     "WebhookMalformed",
     "WebhookParser",
@@ -123,6 +124,17 @@ class WebhookParser(Generic[ConfigT]):
             return DeliveryEvent(provider=self.provider, **fields)
         except (ValueError, TypeError) as exc:
             raise WebhookMalformed(f"an event does not fit: {exc}") from None
+
+
+class BasicAuthWebhookParser(WebhookParser[BasicAuthWebhookConfig]):
+    """A parser for an ESP that does not sign (Postmark, SparkPost, Mailjet, Brevo): the
+    ``webhook`` block is :class:`BasicAuthWebhookConfig` and :meth:`verify` is
+    :func:`check_basic_auth`; the subclass writes :meth:`parse`."""
+
+    Config: ClassVar[type[WebhookConfig]] = BasicAuthWebhookConfig
+
+    async def verify(self, request: WebhookRequest) -> None:
+        check_basic_auth(request, self.config)
 
 
 def json_body(request: WebhookRequest) -> Any:
