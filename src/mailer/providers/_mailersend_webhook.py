@@ -10,8 +10,6 @@ event names ``data.email.message.id``, the ``X-Message-Id`` the send recorded as
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
@@ -21,8 +19,8 @@ from .http.webhook import (
     WebhookConfig,
     WebhookMalformed,
     WebhookParser,
-    WebhookRefused,
     WebhookRequest,
+    check_hmac_sha256_hex,
     event_time,
     json_body,
 )
@@ -51,13 +49,13 @@ class MailerSendWebhook(WebhookParser[MailerSendWebhookConfig]):
     Config: ClassVar[type[WebhookConfig]] = MailerSendWebhookConfig
 
     async def verify(self, request: WebhookRequest) -> None:
-        given = request.header(SIGNATURE)
-        if not given:
-            raise WebhookRefused("no MailerSend Signature header")
-        key = self.config.signing_secret.get_secret_value().encode()
-        expected = hmac.new(key, request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.strip().lower(), expected):
-            raise WebhookRefused("the MailerSend signature does not verify")
+        check_hmac_sha256_hex(
+            request,
+            SIGNATURE,
+            self.config.signing_secret,
+            missing="no MailerSend Signature header",
+            bad="the MailerSend signature does not verify",
+        )
 
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         item = json_body(request)

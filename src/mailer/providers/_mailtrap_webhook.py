@@ -11,8 +11,6 @@ logs as ``soft_bounce``): both are read.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
@@ -23,8 +21,8 @@ from .http.webhook import (
     WebhookConfig,
     WebhookMalformed,
     WebhookParser,
-    WebhookRefused,
     WebhookRequest,
+    check_hmac_sha256_hex,
     event_time,
     json_body,
     stable_event_id,
@@ -52,13 +50,13 @@ class MailtrapWebhook(WebhookParser[MailtrapWebhookConfig]):
     Config: ClassVar[type[WebhookConfig]] = MailtrapWebhookConfig
 
     async def verify(self, request: WebhookRequest) -> None:
-        given = request.header(SIGNATURE)
-        if not given:
-            raise WebhookRefused("no Mailtrap-Signature header")
-        key = self.config.signing_secret.get_secret_value().encode()
-        expected = hmac.new(key, request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.strip().lower(), expected):
-            raise WebhookRefused("the Mailtrap signature does not verify")
+        check_hmac_sha256_hex(
+            request,
+            SIGNATURE,
+            self.config.signing_secret,
+            missing="no Mailtrap-Signature header",
+            bad="the Mailtrap signature does not verify",
+        )
 
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         body = json_body(request)

@@ -41,6 +41,7 @@ __all__ = [
     "WebhookRefused",
     "WebhookRequest",
     "check_basic_auth",
+    "check_hmac_sha256_hex",
     "check_skew",
     "event_time",
     "json_body",
@@ -167,6 +168,21 @@ def check_basic_auth(request: WebhookRequest, config: BasicAuthWebhookConfig) ->
     expected = config.basic_auth.get_secret_value().encode()
     if not hmac.compare_digest(given, expected):
         raise WebhookRefused("the HTTP Basic credentials do not match webhook.basic_auth")
+
+
+def check_hmac_sha256_hex(
+    request: WebhookRequest, header: str, secret: SecretStr, *, missing: str, bad: str
+) -> None:
+    """Refuse unless header ``header`` is the hex HMAC-SHA256 of the body keyed with
+    ``secret`` (case and surrounding space ignored), compared in constant time; ``missing``
+    and ``bad`` are the refusals' texts."""
+    given = request.header(header)
+    if not given:
+        raise WebhookRefused(missing)
+    key = secret.get_secret_value().encode()
+    expected = hmac.new(key, request.body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(given.strip().lower(), expected):
+        raise WebhookRefused(bad)
 
 
 def event_time(value: Any) -> datetime:
