@@ -23,6 +23,7 @@ from .http.webhook import (
     check_hmac_sha256_hex,
     event_time,
     json_body,
+    nonempty_text,
 )
 
 __all__ = ["EVENT_TYPES", "MailerSendWebhook", "MailerSendWebhookConfig"]
@@ -75,10 +76,10 @@ class MailerSendWebhook(WebhookParser[MailerSendWebhookConfig]):
                 type=ours,
                 recipient=recipient.get("email"),
                 timestamp=event_time(data.get("created_at") or item.get("created_at")),
-                provider_message_id=_text(message.get("id")),
+                provider_message_id=nonempty_text(message.get("id")),
                 bounce=bounce,
-                reason=_text(morph.get("readable_reason") or morph.get("reason")),
-                event_id=_text(data.get("id")),
+                reason=nonempty_text(morph.get("readable_reason") or morph.get("reason")),
+                event_id=nonempty_text(data.get("id")),
                 raw=item,
             )
         ]
@@ -86,7 +87,3 @@ class MailerSendWebhook(WebhookParser[MailerSendWebhookConfig]):
 
 def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -23,6 +23,7 @@ from .http.webhook import (
     check_skew,
     event_time,
     json_body,
+    nonempty_text,
 )
 
 __all__ = ["EVENT_TYPES", "MailgunWebhook", "MailgunWebhookConfig"]
@@ -77,16 +78,16 @@ class MailgunWebhook(WebhookParser[MailgunWebhookConfig]):
         reason = status.get("description") or status.get("message") or data.get("reason")
         variables = data.get("user-variables") or {}
         headers = (data.get("message") or {}).get("headers") or {}
-        header_id = _text(headers.get("message-id"))
+        header_id = nonempty_text(headers.get("message-id"))
         return self.event(
             type=ours,
             recipient=data.get("recipient"),
             timestamp=event_time(data.get("timestamp")),
-            message_id=_text(variables.get(CORRELATION_KEY)),
+            message_id=nonempty_text(variables.get(CORRELATION_KEY)),
             provider_message_id=f"<{header_id.strip('<>')}>" if header_id else None,
             bounce=bounce,
-            reason=_text(reason),
-            event_id=_text(data.get("id")),
+            reason=nonempty_text(reason),
+            event_id=nonempty_text(data.get("id")),
             raw=data,
         )
 
@@ -103,7 +104,3 @@ def _object(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise WebhookMalformed("a Mailgun post is a JSON object")
     return value
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

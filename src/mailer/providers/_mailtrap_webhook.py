@@ -25,6 +25,7 @@ from .http.webhook import (
     check_hmac_sha256_hex,
     event_time,
     json_body,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -77,15 +78,11 @@ class MailtrapWebhook(WebhookParser[MailtrapWebhookConfig]):
             type=ours,
             recipient=item.get("email"),
             timestamp=event_time(item.get("timestamp")),
-            message_id=_text(meta.get(CORRELATION_KEY)) if isinstance(meta, dict) else None,
-            provider_message_id=_text(item.get("message_id")),
+            message_id=nonempty_text(meta.get(CORRELATION_KEY)) if isinstance(meta, dict) else None,
+            provider_message_id=nonempty_text(item.get("message_id")),
             bounce=bounce,
-            reason=_text(reason if reason else item.get("reason")),
-            event_id=_text(item.get("event_id"))
+            reason=nonempty_text(reason if reason else item.get("reason")),
+            event_id=nonempty_text(item.get("event_id"))
             or stable_event_id(item.get("message_id"), kind, item.get("timestamp")),
             raw=item,
         )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -33,6 +33,7 @@ from .http.webhook import (
     WebhookRefused,
     WebhookRequest,
     event_time,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -114,14 +115,10 @@ class MandrillWebhook(WebhookParser[MandrillWebhookConfig]):
             type=ours,
             recipient=msg.get("email"),
             timestamp=event_time(item.get("ts")),
-            message_id=_text(meta.get(CORRELATION_KEY)) if isinstance(meta, dict) else None,
-            provider_message_id=_text(item.get("_id") or msg.get("_id")),
+            message_id=nonempty_text(meta.get(CORRELATION_KEY)) if isinstance(meta, dict) else None,
+            provider_message_id=nonempty_text(item.get("_id") or msg.get("_id")),
             bounce=bounce,
-            reason=_text(msg.get("diag") or msg.get("bounce_description")),
+            reason=nonempty_text(msg.get("diag") or msg.get("bounce_description")),
             event_id=stable_event_id(item.get("_id"), kind, item.get("ts")),
             raw=item,
         )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

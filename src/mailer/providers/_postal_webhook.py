@@ -27,6 +27,7 @@ from .http.webhook import (
     event_time,
     json_body,
     need_cryptography,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -111,14 +112,10 @@ class PostalWebhook(WebhookParser[PostalWebhookConfig]):
             type=ours,
             recipient=message.get("to"),
             timestamp=event_time(body.get("timestamp") or payload.get("timestamp")),
-            provider_message_id=_text(message.get("message_id")),
+            provider_message_id=nonempty_text(message.get("message_id")),
             bounce=bounce,
-            reason=_text(reason),
-            event_id=_text(body.get("uuid")) or stable_event_id(name, message.get("id"),
+            reason=nonempty_text(reason),
+            event_id=nonempty_text(body.get("uuid")) or stable_event_id(name, message.get("id"),
                                                                 body.get("timestamp")),
             raw=body,
         )]  # fmt: skip
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

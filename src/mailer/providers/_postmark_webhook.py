@@ -5,8 +5,6 @@ URL (``webhook.basic_auth``). One event per post, told apart by ``RecordType``; 
 
 from __future__ import annotations
 
-from typing import Any
-
 from .._events.model import DeliveryEvent
 from .http.correlation import CORRELATION_KEY
 from .http.webhook import (
@@ -15,6 +13,7 @@ from .http.webhook import (
     WebhookRequest,
     event_time,
     json_body,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -69,15 +68,11 @@ class PostmarkWebhook(BasicAuthWebhookParser):
                 type=kind,
                 recipient=recipient,
                 timestamp=event_time(stamp),
-                message_id=_text(metadata.get(CORRELATION_KEY)),
-                provider_message_id=_text(record.get("MessageID")),
+                message_id=nonempty_text(metadata.get(CORRELATION_KEY)),
+                provider_message_id=nonempty_text(record.get("MessageID")),
                 bounce=bounce,
-                reason=_text(reason),
+                reason=nonempty_text(reason),
                 event_id=event_id,
                 raw=record,
             )
         ]
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

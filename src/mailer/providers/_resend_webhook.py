@@ -27,6 +27,7 @@ from .http.webhook import (
     check_skew,
     event_time,
     json_body,
+    nonempty_text,
 )
 
 __all__ = ["EVENT_TYPES", "ResendWebhook", "ResendWebhookConfig"]
@@ -102,9 +103,9 @@ class ResendWebhook(WebhookParser[ResendWebhookConfig]):
                 recipient=recipient,
                 timestamp=event_time(body.get("created_at")),
                 message_id=_message_id(data.get("tags")),
-                provider_message_id=_text(data.get("email_id")),
+                provider_message_id=nonempty_text(data.get("email_id")),
                 bounce=bounce,
-                reason=_text(reason),
+                reason=nonempty_text(reason),
                 event_id=svix_id if len(recipients) == 1 else f"{svix_id}:{n}",
                 raw=body,
             )
@@ -118,7 +119,3 @@ def _message_id(tags: Any) -> str | None:
         tags = {t.get("name"): t.get("value") for t in tags if isinstance(t, dict)}
     value = tags.get(CORRELATION_KEY) if isinstance(tags, dict) else None
     return from_tag_safe(value) if isinstance(value, str) else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -30,6 +30,7 @@ from .http.webhook import (
     event_time,
     json_body,
     need_cryptography,
+    nonempty_text,
 )
 
 if TYPE_CHECKING:
@@ -117,14 +118,10 @@ class SendGridWebhook(WebhookParser[SendGridWebhookConfig]):
             type=ours,
             recipient=item.get("email"),
             timestamp=event_time(item.get("timestamp")),
-            message_id=_text(item.get(CORRELATION_KEY)),
+            message_id=nonempty_text(item.get(CORRELATION_KEY)),
             provider_message_id=sg_id.split(".", 1)[0] if isinstance(sg_id, str) else None,
             bounce=bounce,
-            reason=_text(item.get("reason") or item.get("response")),
-            event_id=_text(item.get("sg_event_id")),
+            reason=nonempty_text(item.get("reason") or item.get("response")),
+            event_id=nonempty_text(item.get("sg_event_id")),
             raw=item,
         )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

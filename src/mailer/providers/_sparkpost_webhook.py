@@ -23,6 +23,7 @@ from .http.webhook import (
     WebhookRequest,
     event_time,
     json_body,
+    nonempty_text,
 )
 
 __all__ = ["EVENT_TYPES", "SparkPostWebhook"]
@@ -67,14 +68,10 @@ class SparkPostWebhook(BasicAuthWebhookParser):
             type=ours,
             recipient=body.get("rcpt_to"),
             timestamp=event_time(body.get("timestamp")),
-            message_id=_text(meta.get(CORRELATION_KEY)) if isinstance(meta, dict) else None,
-            provider_message_id=_text(body.get("transmission_id")),
+            message_id=nonempty_text(meta.get(CORRELATION_KEY)) if isinstance(meta, dict) else None,
+            provider_message_id=nonempty_text(body.get("transmission_id")),
             bounce=bounce,
-            reason=_text(body.get("raw_reason") or body.get("reason")),
-            event_id=_text(body.get("event_id")),
+            reason=nonempty_text(body.get("raw_reason") or body.get("reason")),
+            event_id=nonempty_text(body.get("event_id")),
             raw=body,
         )
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -27,6 +27,7 @@ from .http.webhook import (
     WebhookRefused,
     WebhookRequest,
     json_body,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -91,9 +92,9 @@ class UnisenderGoWebhook(WebhookParser[UnisenderGoWebhookConfig]):
             recipient=data.get("email"),
             timestamp=when,
             message_id=message_id if isinstance(message_id, str) else None,
-            provider_message_id=_text(data.get("job_id")),
+            provider_message_id=nonempty_text(data.get("job_id")),
             bounce=bounce,
-            reason=_text(info.get("destination_response") or info.get("delivery_status")),
+            reason=nonempty_text(info.get("destination_response") or info.get("delivery_status")),
             event_id=stable_event_id(
                 data.get("job_id"), data.get("email"), status, data.get("event_time")
             ),
@@ -115,7 +116,3 @@ def _time(value: Any) -> datetime:
         return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
     except ValueError:
         raise WebhookMalformed("an event_time is missing or unreadable") from None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

@@ -16,6 +16,7 @@ from mailer.providers.http import (
     WebhookRequest,
     event_time,
     json_body,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -46,9 +47,9 @@ class BrevoWebhook(BasicAuthWebhookParser):
                 recipient=item.get("email"),
                 timestamp=event_time(stamp),
                 message_id=_correlation(item.get("X-Mailin-custom")),
-                provider_message_id=_text(item.get("message-id")),
+                provider_message_id=nonempty_text(item.get("message-id")),
                 bounce=bounce,
-                reason=_text(item.get("reason")),
+                reason=nonempty_text(item.get("reason")),
                 event_id=stable_event_id(
                     item["event"], item.get("message-id"), item.get("email"), stamp
                 ),
@@ -63,8 +64,4 @@ def _correlation(custom: Any) -> str | None:
     except ValueError:
         return None  # the user's own X-Mailin-custom text, not ours
     found = value.get(CORRELATION_KEY) if isinstance(value, dict) else None
-    return _text(found)
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return nonempty_text(found)

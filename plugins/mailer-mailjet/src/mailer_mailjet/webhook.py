@@ -16,6 +16,7 @@ from mailer.providers.http import (
     WebhookRequest,
     event_time,
     json_body,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -48,7 +49,7 @@ class MailjetWebhook(BasicAuthWebhookParser):
             message_id=_correlation(item),
             provider_message_id=str(mj_id) if mj_id is not None else None,
             bounce=bounce,
-            reason=_text(item.get("error") or item.get("smtp_reply")),
+            reason=nonempty_text(item.get("error") or item.get("smtp_reply")),
             event_id=stable_event_id(item["event"], mj_id, item.get("email"), item.get("time")),
             raw=item,
         )
@@ -60,11 +61,7 @@ def _correlation(item: dict[str, Any]) -> str | None:
         payload = json.loads(item.get("Payload") or "null")
     except (TypeError, ValueError):
         payload = None
-    if isinstance(payload, dict) and _text(payload.get(CORRELATION_KEY)):
+    if isinstance(payload, dict) and nonempty_text(payload.get(CORRELATION_KEY)):
         return str(payload[CORRELATION_KEY])
-    custom = _text(item.get("CustomID"))
+    custom = nonempty_text(item.get("CustomID"))
     return custom if custom and custom.startswith("<") and "@" in custom else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None

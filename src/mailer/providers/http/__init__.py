@@ -37,6 +37,7 @@ from .webhook import (
     check_skew,
     event_time,
     json_body,
+    nonempty_text,
     stable_event_id,
 )
 
@@ -65,6 +66,7 @@ __all__ = [
     "encode_header_value",
     "event_time",
     "json_body",
+    "nonempty_text",
     "parse_retry_after",
     "redact",
     "require",

@@ -46,6 +46,7 @@ __all__ = [
     "event_time",
     "json_body",
     "need_cryptography",
+    "nonempty_text",
     "stable_event_id",
 ]
 
@@ -204,6 +205,11 @@ def _number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def nonempty_text(value: Any) -> str | None:
+    """``value`` when it is a non-empty string, else None: an ESP's optional text field."""
+    return value if isinstance(value, str) and value else None
 
 
 def stable_event_id(*parts: Any) -> str:
