@@ -33,6 +33,7 @@ from ._routing.budget import BudgetConfig
 from ._routing.group import GROUPS
 from ._routing.health import HealthConfig
 from ._routing.runtime import RetryConfig
+from ._templates import TemplatesConfig
 
 __all__ = [
     "GROUP_TYPES",
@@ -135,6 +136,8 @@ class MailerConfig(BaseModel):
     #: the durable outbox (docs/outbox.md): a URL or a table; None: no outbox
     outbox: OutboxConfig | None = None
     on_all_failed: Literal["raise", "enqueue"] = "raise"
+    #: local templates (docs/templates.md): ``{"dir": "templates/"}``; None: none
+    templates: TemplatesConfig | None = None
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -35,6 +35,7 @@ from ._errors import (
 )
 from ._log import get_logger
 from ._message import Message, MessageDefaults
+from ._message.template import with_variant
 from ._outbox import Outbox, OutboxConfig
 from ._plugins import load_provider_class
 from ._provider import _DEADLINE, AsyncClosing, Provider
@@ -45,6 +46,7 @@ from ._routing.events import Event
 from ._routing.group import Failover, Group, Weighted, make_group
 from ._routing.health import BreakerState, HealthConfig
 from ._routing.runtime import _SEND, RetryConfig, Runtime, SendContext
+from ._templates import LocalTemplates, TemplatesConfig
 from .providers._coalesce import batching
 
 __all__ = ["Event", "Mailer", "Route"]
@@ -109,6 +111,7 @@ class Mailer(AsyncClosing):
         rng: random.Random | None = None,
         outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
         on_all_failed: Literal["raise", "enqueue"] = "raise",
+        templates: TemplatesConfig | Mapping[str, Any] | None = None,
     ) -> None:
         if not providers:
             raise ConfigError("a Mailer needs at least one provider")
@@ -141,6 +144,8 @@ class Mailer(AsyncClosing):
             register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
         self._outbox = self._build_outbox(outbox, on_all_failed)
+        #: the local templates (``templates.dir``), None without them
+        self.templates = None if templates is None else LocalTemplates(templates)
 
     @property
     def health_config(self) -> HealthConfig:
@@ -180,6 +185,7 @@ class Mailer(AsyncClosing):
             "budget": config.budget,
             "outbox": config.outbox,
             "on_all_failed": config.on_all_failed,
+            "templates": config.templates,
         }
         options.update(kwargs)
         return cls(routes, **options)
@@ -253,6 +259,8 @@ class Mailer(AsyncClosing):
         """``send`` without the outbox: what the outbox's workers call."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
+        if msg.template is not None:
+            self._render_template(msg)
         msg.render()  # render and check once, before any I/O
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
@@ -289,6 +297,28 @@ class Mailer(AsyncClosing):
         finally:
             _DEADLINE.reset(deadline_token)
             _SEND.reset(send_token)
+
+    def _render_template(self, msg: Message) -> None:
+        """Render ``msg``'s template locally once, before any I/O, and attach the result.
+
+        Rendered whenever local templates are configured, even when the first provider
+        has a stored template of its own: a missing variable is then an error now, not
+        after a failover, and the variant is ready for any provider without a mapping.
+        Without local templates every provider that may send must have a mapping.
+        """
+        name = msg.template
+        assert name is not None
+        if self.templates is None:
+            unmapped = [leaf.name for leaf in self._leaves if leaf.template_id(name) is None]
+            if unmapped:
+                raise MessageError(
+                    f"template {name!r}: provider(s) {', '.join(map(repr, unmapped))} have "
+                    "no stored template of that name, and the Mailer has no local "
+                    "templates (templates.dir) to render it"
+                )
+            return
+        rendered = self.templates.render(name, dict(msg.template_data))
+        with_variant(msg, rendered.subject, rendered.text, rendered.html)
 
     async def send_many(
         self,

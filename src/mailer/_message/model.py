@@ -42,6 +42,7 @@ from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
 from .headers import check_headers
+from .template import check_template_data, check_template_message, check_template_name
 from .wire import check_wire
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
@@ -120,6 +121,12 @@ class Message(Strict):
     #: into an HTTP provider's request body; for SMTP, overrides of its config for a
     #: one-off connection (see docs/configuration.md)
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    #: a template named once: a provider with a stored template of that name (its
+    #: ``templates`` mapping) sends through its template API, any other the same template
+    #: rendered locally with the same data (see docs/templates.md)
+    template: str | None = None
+    #: the template's variables (JSON values)
+    template_data: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     #: the rendering, made once: bytes, or with large attachments a streamed Rendering
     _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
@@ -131,6 +138,8 @@ class Message(Strict):
     _id_cell: _IdCell | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
     _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
+    #: with a template: the copy rendered locally, for providers without a stored one
+    _variant: Message | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.
@@ -213,6 +222,16 @@ class Message(Strict):
                 raise MessageError(f"provider_options[{key!r}] must be a mapping of options")
         return value
 
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return check_template_name(value)
+
+    @field_validator("template_data")
+    @classmethod
+    def _template_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_template_data(value)
+
     @field_validator("message_id")
     @classmethod
     def _message_id(cls, value: str | None) -> str | None:
@@ -230,6 +249,7 @@ class Message(Strict):
             raise MessageError("a message needs at least one recipient (to, cc or bcc)")
         if any(a.inline for a in self.attachments) and self.html is None:
             raise MessageError("inline attachments need an html body that refers to them")
+        check_template_message(self)
         return self
 
     # -- derived values --------------------------------------------------------------

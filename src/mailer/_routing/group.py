@@ -110,6 +110,7 @@ class Group(Provider):
 
     #: a group's children report their own commit points
     reports_commit_point = True
+    resolves_templates = False
     kind: str = "group"
 
     def __init__(self, providers: Sequence[Provider], *, name: str | None = None) -> None:
