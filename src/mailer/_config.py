@@ -34,6 +34,7 @@ from ._routing.group import GROUPS
 from ._routing.health import HealthConfig
 from ._routing.runtime import RetryConfig
 from ._templates import TemplatesConfig
+from ._unsubscribe import UnsubscribeConfig
 
 __all__ = [
     "GROUP_TYPES",
@@ -138,6 +139,8 @@ class MailerConfig(BaseModel):
     on_all_failed: Literal["raise", "enqueue"] = "raise"
     #: local templates (docs/templates.md): ``{"dir": "templates/"}``; None: none
     templates: TemplatesConfig | None = None
+    #: one-click unsubscribe (docs/deliverability.md): base_url, key, mailto, max_age
+    unsubscribe: UnsubscribeConfig | None = None
 
     @field_validator("providers", mode="before")
     @classmethod

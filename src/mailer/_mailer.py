@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+from pydantic import ValidationError
 
 from ._config import MailerConfig, ProviderEntry, load_config, load_outbox_config
 from ._errors import (
@@ -36,6 +37,7 @@ from ._errors import (
 from ._log import get_logger
 from ._message import Message, MessageDefaults
 from ._message.template import with_variant
+from ._options import validation_text
 from ._outbox import Outbox, OutboxConfig
 from ._plugins import load_provider_class
 from ._provider import _DEADLINE, AsyncClosing, Provider
@@ -47,6 +49,7 @@ from ._routing.group import Failover, Group, Weighted, make_group
 from ._routing.health import BreakerState, HealthConfig
 from ._routing.runtime import _SEND, RetryConfig, Runtime, SendContext
 from ._templates import LocalTemplates, TemplatesConfig
+from ._unsubscribe import UnsubscribeConfig, unsubscribe_headers
 from .providers._coalesce import batching
 
 __all__ = ["Event", "Mailer", "Route"]
@@ -112,6 +115,7 @@ class Mailer(AsyncClosing):
         outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
         on_all_failed: Literal["raise", "enqueue"] = "raise",
         templates: TemplatesConfig | Mapping[str, Any] | None = None,
+        unsubscribe: UnsubscribeConfig | Mapping[str, Any] | None = None,
     ) -> None:
         if not providers:
             raise ConfigError("a Mailer needs at least one provider")
@@ -146,6 +150,8 @@ class Mailer(AsyncClosing):
         self._outbox = self._build_outbox(outbox, on_all_failed)
         #: the local templates (``templates.dir``), None without them
         self.templates = None if templates is None else LocalTemplates(templates)
+        #: one-click unsubscribe: the token key and the endpoint's base URL
+        self.unsubscribe = None if unsubscribe is None else _unsubscribe_config(unsubscribe)
 
     @property
     def health_config(self) -> HealthConfig:
@@ -186,6 +192,7 @@ class Mailer(AsyncClosing):
             "outbox": config.outbox,
             "on_all_failed": config.on_all_failed,
             "templates": config.templates,
+            "unsubscribe": config.unsubscribe,
         }
         options.update(kwargs)
         return cls(routes, **options)
@@ -259,6 +266,8 @@ class Mailer(AsyncClosing):
         """``send`` without the outbox: what the outbox's workers call."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
+        if msg.unsubscribe:  # the same two headers whichever provider sends
+            msg = msg.with_defaults({"headers": unsubscribe_headers(self.unsubscribe, msg)})
         if msg.template is not None:
             self._render_template(msg)
         msg.render()  # render and check once, before any I/O
@@ -461,6 +470,17 @@ def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
 
 def _flatten(provider: Provider) -> list[Provider]:
     return list(provider.leaves()) if isinstance(provider, Group) else [provider]
+
+
+def _unsubscribe_config(value: UnsubscribeConfig | Mapping[str, Any]) -> UnsubscribeConfig:
+    """Validated without ever echoing the key (pydantic's own errors show input values)."""
+    if isinstance(value, UnsubscribeConfig):
+        return value
+    try:
+        return UnsubscribeConfig.model_validate(dict(value))
+    except ValidationError as exc:
+        error = ConfigError(validation_text("unsubscribe", exc, UnsubscribeConfig))
+    raise error  # outside the except: the pydantic error (with the key) is not __context__
 
 
 def _model(cls: Any, value: Any) -> Any:

@@ -42,7 +42,12 @@ from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
 from .headers import check_headers
-from .template import check_template_data, check_template_message, check_template_name
+from .template import (
+    TEMPLATE_NAME,
+    check_template_data,
+    check_template_message,
+    check_template_name,
+)
 from .wire import check_wire
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
@@ -127,6 +132,9 @@ class Message(Strict):
     template: str | None = None
     #: the template's variables (JSON values)
     template_data: dict[str, Any] = Field(default_factory=dict, repr=False)
+    #: one-click unsubscribe (RFC 8058): True, or the list's name; False: none even when
+    #: the Mailer's ``defaults.unsubscribe`` says so (see docs/deliverability.md)
+    unsubscribe: bool | str | None = None
 
     #: the rendering, made once: bytes, or with large attachments a streamed Rendering
     _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
@@ -227,6 +235,13 @@ class Message(Strict):
     def _template(cls, value: str | None) -> str | None:
         return check_template_name(value)
 
+    @field_validator("unsubscribe")
+    @classmethod
+    def _unsubscribe(cls, value: bool | str | None) -> bool | str | None:
+        if isinstance(value, str) and not TEMPLATE_NAME.fullmatch(value):
+            raise MessageError(f"invalid unsubscribe list name {describe(value)}")
+        return value
+
     @field_validator("template_data")
     @classmethod
     def _template_data(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -276,6 +291,9 @@ class Message(Strict):
                             f"the limit is {MAX_HEADERS}"
                         )
                     updates["headers"] = merged
+            elif key == "unsubscribe":  # False on the message says no, and wins
+                if self.unsubscribe is None and value is not None:
+                    updates[key] = value
             elif not getattr(self, key, None) and value:
                 updates[key] = list(value) if isinstance(value, list) else value  # unshared
         if not updates:
