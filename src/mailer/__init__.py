@@ -9,7 +9,8 @@ The public API is what ``__all__`` lists, and the public modules are the ones
   every HTTP API adapter (a plugin) builds on;
 * ``mailer.testing``: the test kit (``ProviderConformance``, ``ScriptedProvider``, the
   ``outbox`` fixture, local SMTP and HTTP servers with faults);
-* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
+* ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations;
+* ``mailer.unsubscribe``: the one-click unsubscribe endpoint (an ASGI app) and its token.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
 the documentation imports only public ones (tests/docs checks both).
@@ -50,6 +51,7 @@ PUBLIC_MODULES = (
     "mailer.django",
     "mailer.flask",
     "mailer.otel",
+    "mailer.unsubscribe",
 )
 
 __all__ = [
