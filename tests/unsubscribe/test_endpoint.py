@@ -122,3 +122,31 @@ def test_the_app_needs_the_unsubscribe_config_and_a_store() -> None:
             asgi_app(configured)
     else:
         assert callable(asgi_app(configured))
+
+
+def _has_suppression_list() -> bool:
+    probe = Mailer([SMTPProvider.from_config("smtp", {"host": "127.0.0.1"})])
+    return getattr(probe, "suppression", None) is not None
+
+
+@pytest.mark.skipif(
+    not _has_suppression_list(), reason="the Mailer's suppression list (events branch) not merged"
+)
+async def test_post_suppresses_so_the_next_send_is_refused_before_any_io(
+    sent_path: str,
+) -> None:
+    from mailer import RecipientsSuppressed  # type: ignore[attr-defined]  # events branch
+
+    with SMTPTestServer(auth=False) as server:
+        smtp = SMTPProvider.from_config("smtp", server.config())
+        async with Mailer([smtp], unsubscribe=CONFIG) as mailer:
+            transport = httpx.ASGITransport(app=asgi_app(mailer))  # the default suppress
+            async with httpx.AsyncClient(transport=transport, base_url="https://example.com") as c:
+                started = time.monotonic()
+                assert (await c.post(sent_path)).status_code == 200
+                assert time.monotonic() - started < 1.0
+            connections = server.state.connections
+            with pytest.raises(RecipientsSuppressed):
+                await mailer.send(Message(**{"from": "news@example.com", "to": "ada@example.org",
+                                             "subject": "again", "text": "hi"}))  # fmt: skip
+        assert server.state.connections == connections and server.state.messages == []
