@@ -36,7 +36,7 @@ from ._errors import (
 )
 from ._log import get_logger
 from ._message import Message, MessageDefaults
-from ._message.template import with_variant
+from ._message.template import variant_of, with_variant
 from ._options import validation_text
 from ._outbox import Outbox, OutboxConfig
 from ._plugins import load_provider_class
@@ -265,10 +265,12 @@ class Mailer(AsyncClosing):
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
         if msg.unsubscribe:  # the same two headers whichever provider sends
-            msg = msg.with_defaults({"headers": unsubscribe_headers(self.unsubscribe, msg)})
+            headers = unsubscribe_headers(self.unsubscribe, msg)
+            msg = msg.with_defaults(MessageDefaults.made({"headers": headers}))
         if msg.template is not None:
             self._render_template(msg)
-        msg.render()  # render and check once, before any I/O
+        # render and check once, before any I/O (a template's local rendering, if any)
+        (variant_of(msg) or msg).render()
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
             for leaf in self._leaves:

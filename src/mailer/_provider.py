@@ -169,7 +169,10 @@ class Provider(AsyncClosing, Generic[ConfigT]):
             and self.template_id(message.template) is None
         ):
             message = local_variant(message, self.name)  # rendered once, by the Mailer
-        message.render()  # render (and check) before any I/O; cached on the message
+        if message.template is None or self.resolves_templates:
+            # render (and check) before any I/O; cached on the message. A group leaves a
+            # template message to its leaves: each renders what it sends
+            message.render()
         message.envelope_sender  # noqa: B018 - raises MessageError when there is none
         try:
             result = await self._send(message)

@@ -542,6 +542,14 @@ class MessageDefaults:
         #: field name -> validated value (Address, list[Address], dict, list)
         self.values: dict[str, Any] = {key: getattr(probe, key) for key in raw}
 
+    @classmethod
+    def made(cls, values: dict[str, Any]) -> MessageDefaults:
+        """Values the library made from checked parts (the unsubscribe headers), used
+        without the probe message: validating them again on every send cost ~0.3 ms."""
+        made = cls.__new__(cls)
+        made.values = values
+        return made
+
 
 class _IdCell:
     """A Message-ID not made yet: its domain, and the value once someone reads it."""

@@ -21,7 +21,14 @@ from ._checks import check_length, check_text, describe
 if TYPE_CHECKING:
     from .model import Message
 
-__all__ = ["TEMPLATE_NAME", "check_template_data", "check_template_name", "local_variant"]
+__all__ = [
+    "TEMPLATE_NAME",
+    "check_template_data",
+    "check_template_name",
+    "local_variant",
+    "variant_of",
+    "with_variant",
+]
 
 #: a template name: also a file name stem under the templates dir, so no path separators
 TEMPLATE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -74,15 +81,24 @@ def with_variant(message: Message, subject: str, text: str | None, html: str | N
     check_length(check_text(subject, "subject"), "subject")  # the three new values
     if "\x00" in (text or "") + (html or ""):
         raise MessageError(f"template {message.template!r} rendered a NUL character")
-    data = {k: v for k, v in message.__dict__.items() if k not in ("template", "template_data")}
-    data.update(subject=subject, text=text, html=html, message_id=message.message_id)
-    cls = type(message)
-    variant = cls.model_construct(**data)  # every other field was validated on the original
+    updates: dict[str, Any] = {"subject": subject, "text": text, "html": html, "template": None,
+               "template_data": {}, "message_id": message.message_id}  # fmt: skip
+    # model_copy: every other field was validated on the original, and copying its
+    # __dict__ is several times cheaper than model_construct
+    variant = message.model_copy(update=updates)
     variant.__pydantic_private__ = {
-        name: attr.get_default() for name, attr in cls.__private_attributes__.items()
+        name: attr.get_default() for name, attr in type(message).__private_attributes__.items()
     }
     private["_variant"] = variant
     return message
+
+
+def variant_of(message: Message) -> Message | None:
+    """The local rendering attached to ``message``, if any."""
+    private = message.__pydantic_private__
+    assert private is not None
+    variant: Message | None = private.get("_variant")
+    return variant
 
 
 def local_variant(message: Message, provider: str) -> Message:

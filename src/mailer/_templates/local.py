@@ -89,45 +89,48 @@ class LocalTemplates:
         self._jinja = jinja
         self._lock = threading.Lock()
 
-    def names(self) -> list[str]:
-        """The templates the directory holds (those with a subject file)."""
-        suffix = ".subject.txt"
-        return sorted(p.name[: -len(suffix)] for p in self.config.dir.glob(f"*{suffix}"))
-
-    def exists(self, name: str) -> bool:
-        return (self.config.dir / f"{name}.subject.txt").is_file()
-
     def render(self, name: str, data: dict[str, Any]) -> Rendered:
         """The subject, text and HTML of template ``name`` with ``data``.
 
         Raises MessageError for a missing template or variable, or a template error.
+        Each file is looked up through Jinja2's cache (one stat to see it is current).
         """
-        folder = self.config.dir
-        if not (folder / f"{name}.subject.txt").is_file():
-            raise MessageError(f"template {name!r}: no {name}.subject.txt in {str(folder)!r}")
+        folder = str(self.config.dir)
         html_file = f"{name}.mjml" if self.config.mjml else f"{name}.html"
-        has_text = (folder / f"{name}.txt").is_file()
-        has_html = (folder / html_file).is_file()
-        if not (has_text or has_html):
-            raise MessageError(
-                f"template {name!r}: neither {name}.txt nor {html_file} in {str(folder)!r}"
-            )
         subject = self._render(self._text_env, f"{name}.subject.txt", name, data)
+        if subject is None:
+            raise MessageError(f"template {name!r}: no {name}.subject.txt in {folder!r}")
         # a subject is one line: the trailing newline an editor adds is not part of it
         subject = " ".join(subject.split())
-        text = self._render(self._text_env, f"{name}.txt", name, data) if has_text else None
-        html = self._render(self._html_env, html_file, name, data) if has_html else None
+        text = self._render(self._text_env, f"{name}.txt", name, data)
+        html = self._render(self._html_env, html_file, name, data)
+        if text is None and html is None:
+            raise MessageError(
+                f"template {name!r}: neither {name}.txt nor {html_file} in {folder!r}"
+            )
         if html is not None and self._mjml is not None:
             html = self._mjml.mjml_to_html(html).html
         if html is not None and self._css is not None:
             html = self._css.inline(html)
         return Rendered(subject, text, html)
 
-    def _render(self, env: jinja2.Environment, file: str, name: str, data: dict[str, Any]) -> str:
+    def _render(
+        self, env: jinja2.Environment, file: str, name: str, data: dict[str, Any]
+    ) -> str | None:
+        """``file`` rendered, None when there is no such file."""
         jinja = self._jinja
         try:
             with self._lock:  # the environment's cache is not documented thread-safe
                 template = env.get_template(file)
+        except jinja.TemplateNotFound as exc:
+            if exc.name != file:  # an {% include %} of a missing file is an error
+                raise MessageError(f"template {name!r} ({file}): {exc.message}") from None
+            return None
+        except jinja.TemplateSyntaxError as exc:
+            raise MessageError(
+                f"template {name!r} ({file}, line {exc.lineno}): {exc.message}"
+            ) from None
+        try:
             return template.render(data)
         except jinja.UndefinedError as exc:
             raise MessageError(f"template {name!r} ({file}): {exc.message}") from None
