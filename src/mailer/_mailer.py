@@ -409,7 +409,10 @@ class Mailer(AsyncClosing):
         The Mailer's defaults are applied and attachments given by path are read now;
         the message is committed to the outbox before this returns.
         """
-        return await self.outbox.enqueue(message.with_defaults(self._defaults))
+        msg = message.with_defaults(self._defaults)
+        if msg.template is not None:  # a missing variable fails now, not in the worker
+            self._render_template(msg)
+        return await self.outbox.enqueue(msg)
 
     async def drain(self, timeout: float | None = None) -> dict[str, int]:
         """Deliver what the outbox has due, in this process, until nothing is due (with

@@ -103,3 +103,20 @@ async def test_without_local_templates_every_provider_needs_a_mapping() -> None:
                     await mailer.send(_message())
             assert api.connections == 0
         assert smtp_server.state.connections == 0
+
+
+async def test_enqueue_checks_the_template_before_storing(
+    template_dir: Path, tmp_path: Path
+) -> None:
+    with SMTPTestServer(auth=False) as smtp_server:
+        smtp = SMTPProvider.from_config("smtp", smtp_server.config())
+        outbox = f"sqlite:///{tmp_path / 'outbox.db'}"
+        async with Mailer([smtp], templates={"dir": template_dir}, outbox=outbox) as mailer:
+            with pytest.raises(MessageError, match=r"'plan' is undefined"):
+                await mailer.enqueue(_message(template_data={"name": "Ada"}))
+            message_id = await mailer.enqueue(_message())
+            assert await mailer.drain(timeout=10) == {"sent": 1}
+        [envelope] = smtp_server.state.messages
+    parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+    assert parsed["Message-ID"] == message_id
+    assert parsed["Subject"] == "Welcome, Ada <Lovelace>!"
