@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -115,27 +114,15 @@ def test_the_app_needs_the_unsubscribe_config_and_a_store() -> None:
     bare = Mailer([SMTPProvider.from_config("smtp", {"host": "127.0.0.1"})])
     with pytest.raises(ConfigError, match="no unsubscribe config"):
         asgi_app(bare, suppress=Recorder())
-    configured: Any = Mailer([SMTPProvider.from_config("smtp", {"host": "127.0.0.1"})],
-                             unsubscribe=CONFIG)  # fmt: skip
-    if getattr(configured, "suppression", None) is None:  # main before the events branch
-        with pytest.raises(ConfigError, match="no suppression list"):
-            asgi_app(configured)
-    else:
-        assert callable(asgi_app(configured))
+    configured = Mailer([SMTPProvider.from_config("smtp", {"host": "127.0.0.1"})],
+                        unsubscribe=CONFIG)  # fmt: skip
+    assert callable(asgi_app(configured))  # the Mailer's suppression list by default
 
 
-def _has_suppression_list() -> bool:
-    probe = Mailer([SMTPProvider.from_config("smtp", {"host": "127.0.0.1"})])
-    return getattr(probe, "suppression", None) is not None
-
-
-@pytest.mark.skipif(
-    not _has_suppression_list(), reason="the Mailer's suppression list (events branch) not merged"
-)
 async def test_post_suppresses_so_the_next_send_is_refused_before_any_io(
     sent_path: str,
 ) -> None:
-    from mailer import RecipientsSuppressed  # type: ignore[attr-defined]  # events branch
+    from mailer import RecipientsSuppressed
 
     with SMTPTestServer(auth=False) as server:
         smtp = SMTPProvider.from_config("smtp", server.config())
@@ -148,5 +135,12 @@ async def test_post_suppresses_so_the_next_send_is_refused_before_any_io(
             connections = server.state.connections
             with pytest.raises(RecipientsSuppressed):
                 await mailer.send(Message(**{"from": "news@example.com", "to": "ada@example.org",
-                                             "subject": "again", "text": "hi"}))  # fmt: skip
-        assert server.state.connections == connections and server.state.messages == []
+                                             "subject": "again", "text": "hi",
+                                             "unsubscribe": "weekly"}))  # fmt: skip
+            assert server.state.connections == connections and server.state.messages == []
+            # the unsubscribe was from "weekly": a receipt and another list still go
+            for extra in ({}, {"unsubscribe": "news"}):
+                fields = {"from": "shop@example.com", "to": "ada@example.org",
+                          "subject": "receipt", "text": "hi", **extra}  # fmt: skip
+                await mailer.send(Message(**fields))
+        assert len(server.state.messages) == 2

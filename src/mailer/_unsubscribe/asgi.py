@@ -1,8 +1,9 @@
 """The ASGI face of :class:`.endpoint.UnsubscribeEndpoint` (``mailer.unsubscribe``).
 
 Its own small app until the webhook app (``mailer.webhooks.asgi_app``) can carry the
-route; ``suppress`` is the one call that stores an unsubscribe, so moving onto the
-Mailer's suppression list is one line (:func:`default_suppress`).
+route (``UnsubscribeEndpoint`` is server-agnostic); ``suppress`` is the one call that
+stores an unsubscribe, by default on the Mailer's suppression list
+(:func:`default_suppress`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from .endpoint import MAX_BODY, Answer, Suppress, UnsubscribeEndpoint
+from .headers import LIST_REASON
 from .token import Claim
 
 if TYPE_CHECKING:
@@ -26,16 +28,11 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def default_suppress(mailer: Mailer) -> Suppress:
-    """The Mailer's suppression list (``mailer.suppression.add``), where it has one."""
-    suppression = getattr(mailer, "suppression", None)
-    if suppression is None:
-        raise ConfigError(
-            "this Mailer has no suppression list to store unsubscribes in: pass "
-            "suppress=async_callable(claim) to asgi_app"
-        )
+    """The Mailer's suppression list, the entry scoped to the claim's list (its reason
+    ``unsubscribed:list=NAME``: the Mailer's check stops only that list's mail)."""
 
     async def suppress(claim: Claim) -> None:
-        await suppression.add(claim.recipient, reason=f"unsubscribed:list={claim.list}")
+        await mailer.suppression.add(claim.recipient, reason=f"{LIST_REASON}{claim.list}")
 
     return suppress
 

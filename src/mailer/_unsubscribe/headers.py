@@ -17,10 +17,34 @@ from .token import UnsubscribeConfig, make_token
 if TYPE_CHECKING:
     from .._message import Message
 
-__all__ = ["POST_VALUE", "unsubscribe_headers"]
+__all__ = ["LIST_REASON", "POST_VALUE", "list_of", "suppressed_for", "unsubscribe_headers"]
+
+#: the suppression reason of an unsubscribe from one list: ``unsubscribed:list=NAME``
+LIST_REASON = "unsubscribed:list="
 
 #: RFC 8058 section 3.1: the one value List-Unsubscribe-Post may have
 POST_VALUE = "List-Unsubscribe=One-Click"
+
+
+def list_of(message: Message, config: UnsubscribeConfig | None) -> str | None:
+    """The list ``message`` is sent to (its ``unsubscribe``), None for other mail."""
+    if isinstance(message.unsubscribe, str):
+        return message.unsubscribe
+    if message.unsubscribe:
+        return config.default_list if config is not None else "default"
+    return None
+
+
+def suppressed_for(reason: str, list_name: str | None) -> bool:
+    """Whether a suppression entry with ``reason`` stops a message to ``list_name``.
+
+    An unsubscribe from one list (``unsubscribed:list=weekly``) stops that list only: a
+    password reset or a receipt (no list) still goes, and so does another list. Every
+    other reason (a hard bounce, a complaint, a manual entry) stops all mail.
+    """
+    if not reason.startswith(LIST_REASON):
+        return True
+    return list_name is not None and reason[len(LIST_REASON) :] == list_name
 
 
 def unsubscribe_headers(
