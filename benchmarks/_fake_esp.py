@@ -1,12 +1,17 @@
-"""A local fake of the Postmark and Resend send APIs, for benchmarks/batch.py.
+"""A local fake of the Postmark, Resend, Mailtrap, Azure and Scaleway send APIs, for
+benchmarks/batch.py and benchmarks/sdk_send.py.
 
     python benchmarks/_fake_esp.py --port 8025
 
-Answers ``POST /email`` and ``/email/batch`` (Postmark) and ``POST /emails`` and
-``/emails/batch`` (Resend) with their documented success bodies, over HTTP/1.1 keep-alive,
-in its own process so that the client being timed does not share its CPU. It parses each
-JSON body (a server has to) and counts messages; it checks nothing else. The server is
-the test kit's scripted HTTP server (``mailer.testing.HTTPTestServer``) with this answer.
+Answers ``POST /email`` and ``/email/batch`` (Postmark), ``POST /emails`` and
+``/emails/batch`` (Resend), ``POST /api/send`` and ``/api/batch`` (Mailtrap),
+``POST /emails:send`` (Azure: 202 and an operation) and
+``POST /transactional-email/v1alpha1/regions/*/emails`` (Scaleway: one ``emails`` item per
+recipient, every field its SDK reads) with their documented success bodies, over HTTP/1.1
+keep-alive, in its own process so that the client being timed does not share its CPU. It
+parses each JSON body (a server has to) and counts messages; it checks nothing else. The
+server is the test kit's scripted HTTP server (``mailer.testing.HTTPTestServer``) with this
+answer.
 """
 
 from __future__ import annotations
@@ -32,14 +37,32 @@ def _answer(path: str, body: Any) -> Any:
         return {"id": f"re-{next(_ids)}"}
     if path == "/emails/batch":
         return {"data": [{"id": f"re-{next(_ids)}"} for _ in body]}
+    if path == "/api/send":
+        return {"success": True, "message_ids": [f"mt-{next(_ids)}"]}
+    if path == "/api/batch":
+        return {"success": True, "responses": [_answer("/api/send", item)
+                                               for item in body["requests"]]}  # fmt: skip
+    if path.startswith("/emails:send"):
+        return {"id": f"az-{next(_ids)}", "status": "Running", "error": None}
+    if path.startswith("/transactional-email/") and path.endswith("/emails"):
+        return {"emails": [_scaleway_email(body, rcpt["email"]) for rcpt in body.get("to", [])]}
     return None
+
+
+def _scaleway_email(body: Any, rcpt: str) -> dict[str, Any]:
+    return {"id": f"scw-{next(_ids)}", "message_id": f"m-{next(_ids)}",
+            "project_id": body.get("project_id"), "mail_from": body["from"]["email"],
+            "rcpt_to": rcpt, "mail_rcpt": rcpt, "rcpt_type": "to", "subject": body["subject"],
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "status": "new", "status_details": None, "try_count": 0, "last_tries": [],
+            "flags": []}  # fmt: skip
 
 
 def _respond(request: HTTPRequest) -> Reply:
     answer = _answer(request.path, json.loads(request.body or b"null"))
     if answer is None:
         return Reply(404, {"message": "no route"})
-    return Reply(200, answer)
+    return Reply(202 if request.path.startswith("/emails:send") else 200, answer)
 
 
 async def main(port: int) -> None:

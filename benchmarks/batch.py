@@ -1,22 +1,29 @@
 """Batch sending: ``Mailer.send_many`` and ``send_batch`` vs a loop of ``send`` vs the
 official SDK, per ESP.
 
-A local fake of the Postmark and Resend APIs (benchmarks/_fake_esp.py, its own process)
+A local fake of the Postmark, Resend and Mailtrap APIs (benchmarks/_fake_esp.py, its own process)
 behind latency-proxy --delay-ms 5 (a 10 ms round trip). For each ESP, in one run:
 
 * ``Mailer.send_many``: a Mailer over the provider, ``await mailer.send_many(messages)``
   (each message routed as by ``send``, 100 at a time, merged into batch requests);
 * ``send_batch``: ``provider.send_batch(messages)`` (Postmark /email/batch 500 per request,
-  Resend /emails/batch 100 per request), ``max_connections`` requests at a time;
+  Resend /emails/batch 100 per request, Mailtrap /api/batch 500 per request),
+  ``max_connections`` requests at a time;
 * ``loop of send``: ``for m in messages: await provider.send(m)``;
 * the official SDK's per-message call, in a loop: postmarker's
-  ``PostmarkClient.emails.send`` and resend's ``resend.Emails.send`` (both synchronous,
-  on requests).
+  ``PostmarkClient.emails.send``, resend's ``resend.Emails.send`` and mailtrap's
+  ``MailtrapClient.send`` (all synchronous, on requests; Mailtrap's client builds
+  ``https://`` URLs only, so its HttpClient is pointed at the plain-HTTP fake by one
+  override of ``_url``, the rest of the SDK unchanged).
+
+SparkPost, MailerSend and Mandrill have no batch form that answers per message (see
+docs/providers.md, "Batch sending"), so they are not here.
 
 The sequential cases run ``--loop-count`` messages (their rate does not depend on how many):
 10,000 of them would take minutes each. Messages/s are compared in the same run.
 
     .venv/bin/python benchmarks/batch.py [--count 10000] [--loop-count 500] [--rounds 3]
+        [--esps postmark,resend,mailtrap]
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import HOST, free_port, latency_proxy, machine, ratio, spawn, stop, table, wait_port
 
 from mailer import Mailer, Message, SendResult
+from mailer.providers._mailtrap import MailtrapProvider
 from mailer.providers._postmark import PostmarkProvider
 from mailer.providers._resend import ResendProvider
 from mailer.providers.http import HTTPProvider
@@ -50,6 +58,9 @@ def messages(n: int) -> list[Message]:
 def provider(kind: str, base_url: str) -> HTTPProvider:
     if kind == "postmark":
         return PostmarkProvider.from_config("postmark", {"server_token": "bench-token",
+                                                         "base_url": base_url})  # fmt: skip
+    if kind == "mailtrap":
+        return MailtrapProvider.from_config("mailtrap", {"api_token": "mt-bench",
                                                          "base_url": base_url})  # fmt: skip
     return ResendProvider.from_config("resend", {"api_key": "re_bench", "base_url": base_url})
 
@@ -100,6 +111,24 @@ def _sdk(kind: str, base_url: str, n: int) -> float:
         def send(m: Message) -> None:
             client.emails.send(From=str(m.sender), To=str(m.to[0]), Subject=m.subject,
                                TextBody=m.text, HtmlBody=m.html)  # fmt: skip
+    elif kind == "mailtrap":
+        from mailtrap import MailtrapClient
+        from mailtrap.api.sending import SendingApi
+        from mailtrap.http import HttpClient
+        from mailtrap.models.mail import Address, Mail
+
+        class PlainHTTP(HttpClient):  # the fake speaks plain HTTP; the SDK builds https://
+            def _url(self, path: str) -> str:
+                return f"{base_url}/{path.lstrip('/')}"
+
+        sdk = MailtrapClient(token="mt-bench")
+        api = SendingApi(client=PlainHTTP(host="fake", headers=sdk.headers))
+
+        def send(m: Message) -> None:
+            assert m.sender is not None
+            api.send(Mail(sender=Address(email=m.sender.email, name=m.sender.name),
+                          to=[Address(email=m.to[0].email)], subject=m.subject,
+                          text=m.text, html=m.html))  # fmt: skip
     else:
         import resend
 
@@ -117,7 +146,7 @@ def _sdk(kind: str, base_url: str, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def run(count: int, loop_count: int, rounds: int, delay_ms: float) -> None:
+def run(count: int, loop_count: int, rounds: int, delay_ms: float, esps: list[str]) -> None:
     print(f"batch: {machine()}")
     print(f"  latency-proxy {delay_ms:g} ms each way; send_batch {count} messages, "
           f"sequential cases {loop_count}; {rounds} rounds, medians")  # fmt: skip
@@ -128,7 +157,7 @@ def run(count: int, loop_count: int, rounds: int, delay_ms: float) -> None:
         with latency_proxy(port, delay_ms) as proxied:
             base_url = f"http://{HOST}:{proxied}"
             rows = []
-            for kind in ("postmark", "resend"):
+            for kind in esps:
                 cases: dict[str, Callable[[], float]] = {
                     "Mailer.send_many": lambda k=kind: asyncio.run(_send_many(k, base_url, count)),
                     "send_batch": lambda k=kind: asyncio.run(_batch(k, base_url, count)),
@@ -160,8 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loop-count", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=5.0)
+    parser.add_argument("--esps", default="postmark,resend,mailtrap")
     args = parser.parse_args(argv)
-    run(args.count, args.loop_count, args.rounds, args.delay_ms)
+    run(args.count, args.loop_count, args.rounds, args.delay_ms, args.esps.split(","))
 
 
 if __name__ == "__main__":

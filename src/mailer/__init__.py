@@ -10,7 +10,10 @@ The public API is what ``__all__`` lists, and the public modules are the ones
 * ``mailer.testing``: the test kit (``ProviderConformance``, ``ScriptedProvider``, the
   ``outbox`` fixture, local SMTP and HTTP servers with faults);
 * ``mailer.bounces``: ``parse``, SMTP bounces (RFC 3464) and complaints (RFC 5965) as events;
+* ``mailer.webhooks``: ``asgi_app``, ``wsgi_app``: the ESPs' event webhooks, verified;
 * ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations;
+* ``mailer.celery``, ``mailer.rq``, ``mailer.arq``, ``mailer.django.tasks``: delivery on
+  the app's task queue (docs/task-queues.md), each importing its engine only when used.
 * ``mailer.unsubscribe``: the one-click unsubscribe endpoint (an ASGI app) and its token.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
@@ -52,9 +55,15 @@ PUBLIC_MODULES = (
     "mailer.providers.http",
     "mailer.testing",
     "mailer.bounces",
+    "mailer.webhooks",
     "mailer.django",
+    "mailer.django.urls",
     "mailer.flask",
     "mailer.otel",
+    "mailer.celery",
+    "mailer.rq",
+    "mailer.arq",
+    "mailer.django.tasks",
     "mailer.unsubscribe",
 )
 

@@ -57,6 +57,7 @@ from ._message import Message, MessageDefaults
 from ._message.template import variant_of, with_variant
 from ._options import validation_text
 from ._outbox import Outbox, OutboxConfig
+from ._outbox.reconcile import ReconcileReport, reconcile
 from ._plugins import load_provider_class
 from ._provider import AsyncClosing, Provider
 from ._redact import register_config
@@ -536,6 +537,12 @@ class Mailer(AsyncClosing):
         if self._outbox is None:
             raise ConfigError("this Mailer has no outbox (set the outbox option)")
         return self._outbox
+
+    async def reconcile(self, *, limit: int = 1000) -> ReconcileReport:
+        """Ask the providers about each ``unknown`` outbox row: settle it to ``sent``,
+        re-queue it where the provider's record proves it never arrived, or leave it
+        (docs/outbox.md, ``mailer outbox reconcile``)."""
+        return await reconcile(self.outbox, self._leaves, limit=limit)
 
     async def enqueue(self, message: Message) -> str:
         """Store ``message`` durably for a worker to send; returns its Message-ID.

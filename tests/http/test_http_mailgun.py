@@ -84,6 +84,7 @@ async def test_request_shape(stubbed: Any) -> None:
         ("o:tag", "orders"),
         ("o:tag", "eu"),
         ("v:order_id", "42"),
+        ("v:mailer_message_id", message.message_id),  # the correlation key
     ]
     files = [
         (p.get_param("name", header="content-disposition"), p.get_filename(),

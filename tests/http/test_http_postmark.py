@@ -72,7 +72,7 @@ async def test_request_shape(stubbed: Any) -> None:
         "Headers": [{"Name": "X-Campaign", "Value": "spring"},
                     {"Name": "Message-ID", "Value": message.message_id}],
         "Tag": "orders",
-        "Metadata": {"order_id": "42"},
+        "Metadata": {"order_id": "42", "mailer_message_id": message.message_id},
         "Attachments": [
             {"Name": "invoice.pdf", "Content": base64.b64encode(b"%PDF").decode(),
              "ContentType": "application/pdf"},

@@ -19,6 +19,7 @@ from mailer import (
     RateLimited,
 )
 from mailer.providers._resend import ResendProvider, idempotency_key
+from mailer.providers.http.correlation import tag_safe
 
 pytestmark = pytest.mark.anyio
 
@@ -74,7 +75,8 @@ async def test_request_shape(stubbed: Any) -> None:
             {"filename": "logo.png", "content": base64.b64encode(b"PNG").decode(),
              "content_type": "image/png", "content_id": "logo"},
         ],
-        "tags": [{"name": "orders", "value": "true"}, {"name": "order_id", "value": "42"}],
+        "tags": [{"name": "orders", "value": "true"}, {"name": "order_id", "value": "42"},
+                 {"name": "mailer_message_id", "value": tag_safe(message.message_id)}],
     }  # fmt: skip
     assert sent.result.provider_message_id == "49a3999c-0ce1-4ea6-ab68-afcd6dc2e794"
 

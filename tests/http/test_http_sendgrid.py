@@ -75,7 +75,7 @@ async def test_request_shape(stubbed: Any) -> None:
     ]  # fmt: skip
     assert body["headers"] == {"X-Campaign": "spring", "Message-ID": FULL.message_id}
     assert body["categories"] == ["orders", "eu"]
-    assert body["custom_args"] == {"order_id": "42"}
+    assert body["custom_args"] == {"order_id": "42", "mailer_message_id": FULL.message_id}
     result = sent.result
     assert result.provider_message_id == "sg-abc"
     assert result.message_id == FULL.message_id

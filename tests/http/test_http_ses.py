@@ -21,6 +21,7 @@ from mailer import (
     RateLimited,
 )
 from mailer.providers._ses import SESProvider
+from mailer.providers.http.correlation import tag_safe
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,9 @@ async def test_simple_request_is_signed(stubbed: Any) -> None:
         "Body": {"Text": {"Data": "plain", "Charset": "UTF-8"},
                  "Html": {"Data": "<p>html</p>", "Charset": "UTF-8"}}}}  # fmt: skip
     assert body["EmailTags"] == [{"Name": "order_id", "Value": "42"},
-                                 {"Name": "campaign", "Value": "spring-1"}]  # fmt: skip
+                                 {"Name": "campaign", "Value": "spring-1"},
+                                 {"Name": "mailer_message_id",
+                                  "Value": tag_safe(message.message_id)}]  # fmt: skip
     assert body["ConfigurationSetName"] == "tracking"
     assert sent.result.provider_message_id == "0102-ses-1"
     assert sent.result.message_id == message.message_id

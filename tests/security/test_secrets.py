@@ -41,6 +41,15 @@ CANARIES = {
     "brevo": "xkeysib-CANARY-brevo-19d0",
     "mailjet_key": "CANARY-mailjet-key-c41e",
     "mailjet_secret": "CANARY-mailjet-secret-85b2",
+    "sparkpost": "CANARY-sparkpost-7a21",
+    "mailersend": "mlsn.CANARY-mailersend-3c90",
+    "mailtrap": "CANARY-mailtrap-b5e4",
+    "mandrill": "md-CANARY-mandrill-e612",
+    "postal": "CANARY-postal-key-3a61",
+    "scaleway": "CANARY-scaleway-secret-9d27",
+    "unisendergo": "CANARY-unisendergo-key-50be",
+    # Azure's access key is base64 (it is decoded to sign): the canary is one
+    "azure": base64.b64encode(b"CANARY-azure-access-key-e2c4").decode(),
 }
 
 
@@ -88,7 +97,8 @@ def echo_credentials(request: httpx.Request) -> httpx.Response:
     auth = request.headers.get("authorization", "")
     if auth.startswith("Basic "):
         auth += " " + base64.b64decode(auth[6:]).decode()
-    for header in ("x-postmark-server-token", "api-key"):
+    for header in ("x-postmark-server-token", "api-key", "x-server-api-key", "x-auth-token",
+                   "x-api-key"):  # fmt: skip
         auth += " " + request.headers.get(header, "")
     body = {"message": f"invalid credentials: {auth}", "errors": [{"message": auth}]}
     return httpx.Response(401, json=body, headers={"WWW-Authenticate": auth[:200]})
@@ -119,6 +129,18 @@ def canary_entries(
                                    "access_key_id": CANARIES["ses_id"],
                                    "secret_access_key": CANARIES["ses_secret"]}},
         {"type": "resend", "config": {"api_key": CANARIES["resend"], "base_url": api}},
+        {"type": "sparkpost", "config": {"api_key": CANARIES["sparkpost"], "base_url": api}},
+        {"type": "mailersend", "config": {"api_key": CANARIES["mailersend"], "base_url": api}},
+        {"type": "mailtrap", "config": {"api_token": CANARIES["mailtrap"], "base_url": api}},
+        # Mandrill carries its key in the JSON body, not a header
+        {"type": "mandrill", "config": {"api_key": CANARIES["mandrill"], "base_url": api}},
+        {"type": "postal", "config": {"server_key": CANARIES["postal"], "base_url": api}},
+        {"type": "scaleway", "config": {"secret_key": CANARIES["scaleway"], "base_url": api,
+                                        "project_id": "6a7a4d0e-3c6a-4d39-8d57-2f0c4a7b9e11"}},
+        {"type": "unisendergo", "config": {"api_key": CANARIES["unisendergo"],
+                                           "base_url": api}},
+        {"type": "azure", "config": {"connection_string":
+                                     f"endpoint={api};accesskey={CANARIES['azure']}"}},
         # unreachable: httpx's own error text and chain
         {"type": "resend", "name": "resend-down", "config": {
             "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{free_port()}"}},

@@ -123,7 +123,9 @@ def test_request_shape_for_every_feature() -> None:
         "headers": {
             "X-Campaign": "spring",
             "Message-ID": message.message_id,
-            "X-Mailin-custom": '{"order":"42"}',
+            "X-Mailin-custom": json.dumps(
+                {"order": "42", "mailer_message_id": message.message_id}, separators=(",", ":")
+            ),
         },
         "attachment": [{"name": "a.pdf", "content": base64.b64encode(b"%PDF").decode()}],
         "tags": ["orders", "eu"],
@@ -162,7 +164,12 @@ def test_text_only_message_sends_html_content_too() -> None:
     body = json.loads(request.content)
     assert body["textContent"] == "a < b\nline two"
     assert body["htmlContent"] == "<html><body>a &lt; b<br>\nline two</body></html>"
-    assert body["headers"] == {"Message-ID": message.message_id}
+    assert body["headers"] == {
+        "Message-ID": message.message_id,
+        "X-Mailin-custom": json.dumps(
+            {"mailer_message_id": message.message_id}, separators=(",", ":")
+        ),
+    }
 
 
 def test_bcc_only_is_refused_before_io() -> None:

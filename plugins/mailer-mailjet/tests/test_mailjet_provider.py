@@ -156,7 +156,10 @@ def test_request_shape_for_every_feature() -> None:
          "Base64Content": base64.b64encode(b"PNG").decode()}
     ]  # fmt: skip
     assert msg["CustomCampaign"] == "orders"
-    assert json.loads(msg["EventPayload"]) == {"order": "42"}
+    assert json.loads(msg["EventPayload"]) == {
+        "order": "42",
+        "mailer_message_id": message.message_id,
+    }
     assert msg["CustomID"] == message.message_id
     assert "SandboxMode" not in body
     assert result.provider_message_id == "uuid-0"

@@ -1,8 +1,8 @@
 """The ``mailer`` command, one module per command or command group (``send``,
 ``preview``, ``verify``, ``health``, ``providers``, ``doctor``, ``docs``, ``demo``,
-``outbox`` with ``worker``, ``suppression`` with ``events``, ``bounces``), all registered
-on the one Typer app of :mod:`.common`, which also holds what they share (exit codes,
-consoles, error rendering). The commands render; the work stays in the library.
+``outbox`` with ``worker``, ``suppression`` with ``events``, ``bounces``, ``webhooks``), all
+registered on the one Typer app of :mod:`.common`, which also holds what they share (exit
+codes, consoles, error rendering). The commands render; the work stays in the library.
 
 Importing this package assembles the whole command: the order of the imports below is the
 order of ``mailer --help``. Nothing in the library imports this package (the import-graph
@@ -10,7 +10,7 @@ check of ``make lint`` keeps it so); only ``python -m mailer`` and the console s
 """
 
 from . import send, preview, verify, health, providers, doctor, docs, demo, outbox  # noqa: I001, F401
-from . import suppression, bounces  # noqa: F401
+from . import suppression, bounces, webhooks  # noqa: F401
 from .common import app
 from .root import main
 

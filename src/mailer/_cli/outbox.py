@@ -18,6 +18,7 @@ from .._log import one_line
 from .._outbox.config import parse_duration
 from .._outbox.store import STATES, State
 from .common import EXIT_FAILED, EXIT_USAGE, ConfigOption, app, fail, friendly, out, run
+from .dispatch import dispatch_table
 
 if TYPE_CHECKING:
     from .._mailer import Mailer
@@ -112,15 +113,20 @@ def status(config: ConfigOption = Path("mailer.toml")) -> None:
     """Messages per state."""
     mailer = _mailer(config)
 
-    async def go() -> dict[str, int]:
+    async def go() -> tuple[dict[str, int], dict[str, dict[str, int]]]:
         async with mailer:
-            return dict(await mailer.outbox.stats())
+            engines = {}
+            if mailer.outbox.config.dispatch is not None:
+                engines = await mailer.outbox.dispatch_stats()
+            return dict(await mailer.outbox.stats()), engines
 
-    stats = run(go)
+    stats, engines = run(go)
     table = Table("state", "messages")
     for state in STATES:
         table.add_row(state, str(stats[state]))
     out().print(table)
+    if engines:
+        out().print(dispatch_table(engines))
 
 
 @outbox_app.command("list")
@@ -203,3 +209,42 @@ def purge(
             return int(await mailer.outbox.purge(wanted, seconds))
 
     out().print(f"purged {run(go)} {wanted} messages")
+
+
+@outbox_app.command("reconcile")
+@friendly
+def reconcile_(
+    config: ConfigOption = Path("mailer.toml"),
+    limit: Annotated[int, typer.Option(help="At most this many unknown rows.")] = 1000,
+) -> None:
+    """Ask the providers about each unknown message: settle it to sent, queue it again
+    where the provider's record proves it never arrived, or leave it unknown."""
+    mailer = _mailer(config)
+
+    async def go() -> tuple[int, int, int]:
+        async with mailer:
+            report = await mailer.reconcile(limit=limit)
+        return len(report.settled), len(report.requeued), len(report.left)
+
+    settled, requeued, left = run(go)
+    out().print(f"{settled} settled to sent, {requeued} queued again, {left} left unknown")
+
+
+@outbox_app.command("sweep")
+@friendly
+def sweep(config: ConfigOption = Path("mailer.toml")) -> None:
+    """Publish again the task-queue tasks that were lost (rows due but not picked up).
+
+    For a cron job where the engine has no scheduler (RQ, django.tasks); Celery's beat
+    and arq's cron run it themselves. docs/task-queues.md.
+    """
+    mailer = _mailer(config)
+
+    async def go() -> int:
+        async with mailer:
+            if mailer.outbox.config.dispatch is None:
+                fail("this outbox has no dispatch: `mailer worker` delivers it", code=EXIT_USAGE)
+            return await mailer.outbox.sweep()
+
+    published = run(go)
+    out().print(f"{published} task(s) published again")

@@ -332,6 +332,13 @@ def _enqueue_in_transaction(
         return MailerResult(message.message_id, error=exc)
     with connection.cursor() as cursor:  # a database error raises into the transaction
         cursor.execute(ADD_SQL.format(*["%s"] * 6), add_params(item))
+    if sync._current().outbox.config.dispatch is not None:
+        # the row exists only once the transaction commits: its task is published then
+        from django.db import transaction
+
+        from .tasks import publish_after_commit
+
+        transaction.on_commit(lambda: publish_after_commit(sync, item.message_id), using=alias)
     return MailerResult(item.message_id, queued=True)
 
 

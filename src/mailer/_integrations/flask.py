@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Blueprint, Flask, Response, current_app, request
 
 from .._errors import ConfigError
 from .._message import Message
 from .._result import SendResult
 from .._sync import SyncMailer
+from .._webhooks.wsgi import serve_sync
 from ._process import build, config_key, discard, read_source, shared_mailer
 
 __all__ = ["Mail"]
@@ -62,6 +63,26 @@ class Mail:
         except KeyError:
             raise ConfigError("Mail.init_app(app) was not called for this app") from None
         return shared_mailer(key, lambda: build(read_source(source), opentelemetry=telemetry))
+
+    def webhooks_blueprint(self, name: str = "mailer_webhooks") -> Blueprint:
+        """A blueprint answering the ESPs' webhook posts, ``POST /{provider name}``
+        (docs/events.md): ``app.register_blueprint(mail.webhooks_blueprint(),
+        url_prefix="/mail/events")``. It uses this extension's shared SyncMailer."""
+        blueprint = Blueprint(name, __name__)
+
+        @blueprint.route("/<provider>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+        def receive(provider: str) -> Response:
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            reply = serve_sync(self.mailer, request.method, provider, headers,
+                               request.content_length, request.stream.read,
+                               dict(request.args.items()))  # fmt: skip
+            response = Response(reply.json(), status=reply.status, mimetype="application/json")
+            for header, value in reply.headers:
+                if header != "content-type":
+                    response.headers[header] = value
+            return response
+
+        return blueprint
 
     @property
     def mailer(self) -> SyncMailer:

@@ -18,6 +18,7 @@ from .._redact import redact_url
 
 __all__ = [
     "BackoffConfig",
+    "DispatchConfig",
     "OutboxConfig",
     "StoreURL",
     "parse_duration",
@@ -62,6 +63,47 @@ class BackoffConfig(BaseModel):
     jitter: float = Field(default=0.5, ge=0.0, lt=1.0)
 
 
+class DispatchConfig(BaseModel):
+    """The outbox's ``dispatch`` table: which task engine delivers (docs/task-queues.md).
+
+    The engine only carries "deliver row N"; the outbox stays the source of truth.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["celery", "django", "rq", "arq"]
+    #: celery: the app, as ``"module:attribute"`` (``"proj.celery:app"``)
+    app: str | None = None
+    #: rq, arq: the Redis server the engine's queue lives on
+    redis: str | None = None
+    #: celery, rq: the queue the tasks go to (celery: None is the app's default queue)
+    queue: str | None = None
+    #: a due row still queued this long after its task was published is swept again
+    sweep_after: Duration = Field(default=60.0, gt=0)
+    #: how often the periodic sweep task runs (celery beat, arq cron)
+    sweep_every: Duration = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> DispatchConfig:
+        if self.engine == "celery" and self.app is not None and ":" not in self.app:
+            raise ConfigError('dispatch: app is "module:attribute", e.g. "proj.celery:app"')
+        if self.engine in ("rq", "arq") and not self.redis:
+            raise ConfigError(f'dispatch: engine "{self.engine}" needs redis = "redis://..."')
+        if self.redis is not None and urlsplit(self.redis).scheme not in (
+            "redis",
+            "rediss",
+            "unix",
+        ):
+            raise ConfigError("dispatch: redis must be a redis://, rediss:// or unix:// URL")
+        if self.engine in ("django", "arq") and self.queue is not None:
+            raise ConfigError(f'dispatch: engine "{self.engine}" takes no queue option')
+        return self
+
+    def __repr_args__(self) -> Any:
+        for key, value in super().__repr_args__():
+            yield key, redact_url(value) if key == "redis" and value else value
+
+
 class OutboxConfig(BaseModel):
     """The ``outbox`` table of the Mailer config (see docs/outbox.md)."""
 
@@ -80,6 +122,8 @@ class OutboxConfig(BaseModel):
     poll_interval: Duration = Field(default=1.0, gt=0)
     #: messages a worker (or ``drain``) sends at once
     concurrency: int = Field(default=16, ge=1, le=1024)
+    #: a task engine that delivers instead of ``mailer worker`` (docs/task-queues.md)
+    dispatch: DispatchConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from .._errors import ConfigError
 from .._log import get_logger
 from .._redact import redact_url
 from ._batch import Batcher
+from .postgres_dispatch import DISPATCH_SCHEMA, PostgresDispatch
 from .store import (
     LEASE_EXPIRED_SAFE,
     LEASE_EXPIRED_UNKNOWN,
@@ -100,7 +101,7 @@ CREATE INDEX IF NOT EXISTS mailer_outbox_lease ON mailer_outbox (state, lease_un
 """
 
 
-class PostgresStore:
+class PostgresStore(PostgresDispatch):
     """An :class:`~mailer._outbox.store.OutboxStore` in table ``mailer_outbox``."""
 
     def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
@@ -133,7 +134,7 @@ class PostgresStore:
         # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
         async with self._p().acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
-            await conn.execute(_SCHEMA)
+            await conn.execute(_SCHEMA + DISPATCH_SCHEMA)
             settings = await conn.fetchrow(
                 "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
             )

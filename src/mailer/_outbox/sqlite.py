@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .sqlite_dispatch import DISPATCH_SCHEMA, SQLiteDispatch
 from .store import (
     LEASE_EXPIRED_SAFE,
     LEASE_EXPIRED_UNKNOWN,
@@ -272,7 +273,7 @@ def _settle(answers: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDispatch):
     """An :class:`~mailer._outbox.store.OutboxStore` in one SQLite file (asyncio only)."""
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "auto") -> None:
@@ -283,6 +284,10 @@ class SQLiteStore:
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
+
+    @staticmethod
+    def _settle_expired(conn: sqlite3.Connection, now: float) -> None:
+        _settle_expired(conn, now)
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -319,7 +324,7 @@ class SQLiteStore:
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
             # one statement at a time: executescript would COMMIT the surrounding savepoint
-            for statement in _SCHEMA.split(";"):
+            for statement in (*_SCHEMA.split(";"), DISPATCH_SCHEMA):
                 if statement.strip():
                     conn.execute(statement)
 

@@ -45,6 +45,7 @@ from .._errors import (
 from .._log import get_logger, register_secret
 from .._message import Message
 from .._result import SendResult
+from . import dispatch
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
 
@@ -184,8 +185,12 @@ class Outbox:
         self._open_lock: anyio.Lock | None = None
         #: a send through this outbox has recorded a commit point: hooks are wired
         self._hooks_seen = False
+        #: the task engine's publisher (config.dispatch), built on first use
+        self._publisher: dispatch.Publisher | None = None
         password = _password(config.url)
         register_secret(password)
+        if config.dispatch is not None and config.dispatch.redis is not None:
+            register_secret(_password(config.dispatch.redis))  # in a broker's error text
 
     def __repr__(self) -> str:
         return f"<Outbox {self.store!r}>"
@@ -209,8 +214,10 @@ class Outbox:
         bytes are what every attempt sends. A Message-ID already stored is not stored
         twice.
         """
-        await self._store(message, attempts=0, next_at=time.time(), error=None)
+        added = await self._store(message, attempts=0, next_at=time.time(), error=None)
         assert message.message_id is not None
+        if added and self.config.dispatch is not None:
+            await dispatch.publish(self, message.message_id, 0.0)
         return message.message_id
 
     async def _store(
@@ -284,6 +291,8 @@ class Outbox:
             log.warning("message %s not queued: %s", message.message_id, exc)
             raise failure from exc
         log.warning("every provider failed; message %s queued in the outbox", message.message_id)
+        if self.config.dispatch is not None and message.message_id is not None:
+            await dispatch.publish(self, message.message_id, delay)
         return SendResult(
             provider="outbox",
             message_id=message.message_id,
@@ -338,7 +347,31 @@ class Outbox:
         worker = _Worker(self, concurrency or self.config.concurrency)
         return await worker.run(until_idle=False, stop=stop)
 
+    # -- on a task engine (dispatch, docs/task-queues.md) ------------------------------
+
+    def publisher(self) -> dispatch.Publisher | None:
+        """The engine that carries this outbox's tasks (None without ``dispatch``)."""
+        if self._publisher is None and self.config.dispatch is not None:
+            self._publisher = dispatch.open_publisher(self.config.dispatch)
+        return self._publisher
+
+    async def deliver_row(self, row: int) -> str:
+        """The engine's task: deliver row ``row`` once (see :func:`.dispatch.deliver_row`)."""
+        return await dispatch.deliver_row(self, row)
+
+    async def sweep(self) -> int:
+        """Publish again the tasks that were lost; returns how many."""
+        return await dispatch.sweep(self)
+
+    async def dispatch_stats(self) -> dict[str, dict[str, int]]:
+        """Per engine: rows handed to it, tasks published, rows by state."""
+        await self._ready()
+        return await dispatch.dispatch_store(self).dispatch_stats()
+
     async def aclose(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.aclose()
         if self._opened:
             self._opened = False
             await self.store.close()

@@ -22,6 +22,7 @@ from pydantic import SecretStr, field_validator
 
 from .._errors import AuthError, DeliveryError
 from .._message import Address, Attachment, Message
+from ._mailgun_webhook import MailgunWebhook, MailgunWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, addresses_text, require
 
 __all__ = ["MailgunConfig", "MailgunProvider"]
@@ -33,6 +34,8 @@ _ACCOUNT_STATUSES = {402: "request failed for the account", 404: "sending domain
 
 class MailgunConfig(HTTPConfig):
     api_key: SecretStr
+    #: the webhook receiver's secret (docs/events.md)
+    webhook: MailgunWebhookConfig | None = None
     domain: str
     region: Literal["us", "eu"] = "us"
 
@@ -96,6 +99,7 @@ class MailgunProvider(HTTPProvider[MailgunConfig]):
 
     Config: ClassVar[type[MailgunConfig]] = MailgunConfig
     payload_class = MailgunPayload
+    webhook_parser = MailgunWebhook
     default_base_url = _REGIONS["us"]
     response_id_field = "id"
     max_message_bytes = 25_000_000  # "The maximum message size Mailgun supports is 25MB"

@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import re
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
 from .._errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from ._postmark_webhook import PostmarkWebhook
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, redact
+from .http.correlation import CORRELATION_KEY
+from .http.lookup import ABSENT_AFTER, Lookup
 from .http.payload import addresses_text
+from .http.webhook import BasicAuthWebhookConfig
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
 
@@ -61,6 +66,8 @@ def _keys(data: Any) -> list[str]:
 
 class PostmarkConfig(HTTPConfig):
     server_token: SecretStr
+    #: the webhook receiver's secret (docs/events.md)
+    webhook: BasicAuthWebhookConfig | None = None
     message_stream: str | None = None
 
 
@@ -119,6 +126,7 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
 
     Config: ClassVar[type[PostmarkConfig]] = PostmarkConfig
     payload_class = PostmarkPayload
+    webhook_parser = PostmarkWebhook
     default_base_url = "https://api.postmarkapp.com"
     send_path = "/email"
     dsn_key_field = "server_token"
@@ -157,6 +165,23 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
         if isinstance(code, int) and code in _ACCOUNT_ERRORS:
             return AuthError(f"{where} ({_ACCOUNT_ERRORS[code]}): {text}")
         return None
+
+    async def lookup(self, message_id: str, *, age: float) -> Lookup:
+        """Postmark's outbound message search, filtered by our Metadata key: a message it
+        accepted is listed there (for its 45 days of retention). An empty result proves
+        absence only once the row is older than ABSENT_AFTER (the index lags)."""
+        query = urlencode({"count": 1, "offset": 0, f"metadata_{CORRELATION_KEY}": message_id})
+        answer = await self.request(HTTPRequest("GET", f"/messages/outbound?{query}"),
+                                    commit=False)  # fmt: skip
+        total, found = answer.get("TotalCount"), answer.get("Messages")
+        if not answer.is_success or not isinstance(total, int):
+            return Lookup("unknown", f"Postmark's search answered HTTP {answer.status}")
+        if total > 0 and isinstance(found, list) and found and isinstance(found[0], dict):
+            return Lookup("sent", "listed in Postmark's outbound messages",
+                          str(found[0].get("MessageID") or "") or None)  # fmt: skip
+        if total == 0 and age >= ABSENT_AFTER:
+            return Lookup("absent", "not in Postmark's outbound messages")
+        return Lookup("unknown", "not (yet) in Postmark's outbound messages")
 
     # -- /email/batch: up to 500 messages, one answer item per message, in order --------
 

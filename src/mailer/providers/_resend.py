@@ -28,7 +28,9 @@ from pydantic import SecretStr
 
 from .._errors import DeliveryError, DeliveryUncertain, RateLimited
 from .._message import Message
+from ._resend_webhook import ResendWebhook, ResendWebhookConfig
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+from .http.correlation import tag_safe
 
 __all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
 
@@ -40,6 +42,8 @@ _QUOTAS = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
 
 class ResendConfig(HTTPConfig):
     api_key: SecretStr
+    #: the webhook receiver's secret (docs/events.md)
+    webhook: ResendWebhookConfig | None = None
 
 
 def idempotency_key(message: Message) -> str:
@@ -94,6 +98,9 @@ class ResendPayload(Payload["ResendProvider"]):
     def set_metadata(self, metadata: dict[str, str]) -> None:
         self._add_tags(list(metadata.items()))
 
+    def correlation_value(self, message_id: str) -> str:
+        return tag_safe(message_id)  # tag values allow only A-Z a-z 0-9 _ -
+
     def request(self) -> HTTPRequest:
         self.headers["Idempotency-Key"] = idempotency_key(self.message)
         return super().request()
@@ -104,6 +111,7 @@ class ResendProvider(HTTPProvider[ResendConfig]):
 
     Config: ClassVar[type[ResendConfig]] = ResendConfig
     payload_class = ResendPayload
+    webhook_parser = ResendWebhook
     idempotent = True
     idempotency_window = 24 * 3600.0  # "Idempotency keys expire after 24 hours"
     default_base_url = "https://api.resend.com"

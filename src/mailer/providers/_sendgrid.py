@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from pydantic import SecretStr
 
 from .._message import Address
+from ._sendgrid_webhook import SendGridWebhook, SendGridWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, address_dict
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
@@ -28,6 +29,8 @@ __all__ = ["SendGridConfig", "SendGridProvider"]
 
 class SendGridConfig(HTTPConfig):
     api_key: SecretStr
+    #: the Signed Event Webhook's verification key (docs/events.md)
+    webhook: SendGridWebhookConfig | None = None
 
 
 class SendGridPayload(Payload["SendGridProvider"]):
@@ -88,6 +91,7 @@ class SendGridProvider(HTTPProvider[SendGridConfig]):
 
     Config: ClassVar[type[SendGridConfig]] = SendGridConfig
     payload_class = SendGridPayload
+    webhook_parser = SendGridWebhook
     default_base_url = "https://api.sendgrid.com"
     send_path = "/v3/mail/send"
     max_message_bytes = 30_000_000  # "The total message size should not exceed 30MB"

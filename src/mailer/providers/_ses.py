@@ -28,7 +28,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Attachment, Message
 from .._message.dkim import DKIMOptions, signature
+from ._ses_webhook import SESWebhook, SESWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+from .http.correlation import tag_safe
 
 __all__ = ["SESConfig", "SESProvider"]
 
@@ -62,6 +64,8 @@ class SESConfig(HTTPConfig):
     secret_access_key: SecretStr | None = None
     session_token: SecretStr | None = None
     configuration_set: str | None = None
+    #: the SNS topics SES publishes events to (docs/events.md)
+    webhook: SESWebhookConfig | None = None
 
     @field_validator("region")
     @classmethod
@@ -175,6 +179,9 @@ class SESPayload(Payload["SESProvider"]):
             else:
                 self.unsupported(f"metadata {key!r} (SES EmailTags allow only A-Z a-z 0-9 _ -)")
 
+    def correlation_value(self, message_id: str) -> str:
+        return tag_safe(message_id)  # tag values allow only A-Z a-z 0-9 _ -
+
     def request(self) -> HTTPRequest:
         self.data.setdefault("Destination", {})
         if self.template is not None:
@@ -196,6 +203,7 @@ class SESProvider(HTTPProvider[SESConfig]):
 
     Config: ClassVar[type[SESConfig]] = SESConfig
     payload_class = SESPayload
+    webhook_parser = SESWebhook
     verify_path = "/v2/email/account"
     send_path = "/v2/email/outbound-emails"
     max_message_bytes = 40_000_000  # SES v2: 40 MB a message, attachments encoded

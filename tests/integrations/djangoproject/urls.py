@@ -1,3 +1,6 @@
 from django.urls import include, path
 
-urlpatterns = [path("accounts/", include("django.contrib.auth.urls"))]
+urlpatterns = [
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("mail/events/", include("mailer.django.urls")),
+]

@@ -29,7 +29,9 @@ from typing import Any, ClassVar
 from pydantic import SecretStr
 
 from mailer import AuthError, DeliveryError, Message
-from mailer.providers.http import Answer, HTTPConfig, HTTPProvider, Payload
+from mailer.providers.http import Answer, BasicAuthWebhookConfig, HTTPConfig, HTTPProvider, Payload
+
+from .webhook import BrevoWebhook
 
 __all__ = ["BrevoConfig", "BrevoProvider"]
 #: one version source: mailer-failover's (see this package's pyproject)
@@ -47,6 +49,8 @@ _SENDER_INVALID = re.compile(r"sender\b.*\b(?:not valid|not verified|validate)",
 
 class BrevoConfig(HTTPConfig):
     api_key: SecretStr
+    #: HTTP Basic credentials for the webhook receiver (docs/events.md)
+    webhook: BasicAuthWebhookConfig | None = None
 
 
 class BrevoPayload(Payload["BrevoProvider"]):
@@ -90,6 +94,7 @@ class BrevoProvider(HTTPProvider[BrevoConfig]):
 
     Config: ClassVar[type[BrevoConfig]] = BrevoConfig
     payload_class = BrevoPayload
+    webhook_parser = BrevoWebhook
     default_base_url = "https://api.brevo.com"
     send_path = "/v3/smtp/email"
     dsn_key_field = "api_key"

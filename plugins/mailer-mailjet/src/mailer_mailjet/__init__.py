@@ -42,6 +42,7 @@ from mailer import (
 )
 from mailer.providers.http import (
     Answer,
+    BasicAuthWebhookConfig,
     BatchOutcome,
     HTTPConfig,
     HTTPProvider,
@@ -50,6 +51,8 @@ from mailer.providers.http import (
     redact,
     unique_recipients,
 )
+
+from .webhook import MailjetWebhook
 
 __all__ = ["MailjetConfig", "MailjetProvider"]
 #: one version source: mailer-failover's (see this package's pyproject)
@@ -63,6 +66,8 @@ _SENDER_CODES = frozenset({"send-0008"})
 class MailjetConfig(HTTPConfig):
     api_key: SecretStr
     secret_key: SecretStr
+    #: HTTP Basic credentials for the webhook receiver (docs/events.md)
+    webhook: BasicAuthWebhookConfig | None = None
     sandbox: bool = False
 
 
@@ -107,6 +112,7 @@ class MailjetProvider(HTTPProvider[MailjetConfig]):
 
     Config: ClassVar[type[MailjetConfig]] = MailjetConfig
     payload_class = MailjetPayload
+    webhook_parser = MailjetWebhook
     default_base_url = "https://api.mailjet.com"
     send_path = "/v3.1/send"
     verify_path = "/v3/REST/apikey"

@@ -19,25 +19,51 @@ from ..._message.mime import encode_header_value
 from ..._redact import redact
 from .batch import BatchOutcome
 from .config import HTTPConfig, require
+from .correlation import CORRELATION_KEY
 from .payload import Payload, address_dict, addresses_text, b64, unique_recipients
 from .provider import HTTPProvider
 from .responses import MAX_BODY, Answer, parse_retry_after
 from .transport import HTTPRequest
+from .webhook import (
+    BasicAuthWebhookConfig,
+    WebhookConfig,
+    WebhookMalformed,
+    WebhookParser,
+    WebhookRefused,
+    WebhookRequest,
+    check_basic_auth,
+    check_skew,
+    event_time,
+    json_body,
+    stable_event_id,
+)
 
 __all__ = [
+    "CORRELATION_KEY",
     "MAX_BODY",
     "Answer",
+    "BasicAuthWebhookConfig",
     "BatchOutcome",
     "HTTPConfig",
     "HTTPProvider",
     "HTTPRequest",
     "Payload",
+    "WebhookConfig",
+    "WebhookMalformed",
+    "WebhookParser",
+    "WebhookRefused",
+    "WebhookRequest",
     "address_dict",
     "addresses_text",
     "b64",
+    "check_basic_auth",
+    "check_skew",
     "encode_header_value",
+    "event_time",
+    "json_body",
     "parse_retry_after",
     "redact",
     "require",
+    "stable_event_id",
     "unique_recipients",
 ]

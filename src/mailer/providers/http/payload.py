@@ -26,6 +26,7 @@ from ..._message import Address, Attachment, Envelope, Message
 from ..._message.dkim import DKIMOptions
 from ..._message.mime import encode_header_value
 from ..._provider import deep_merge
+from .correlation import CORRELATION_KEY, plain
 from .transport import HTTPRequest
 
 if TYPE_CHECKING:
@@ -174,8 +175,16 @@ class Payload(Generic[ProviderT]):
                 self.add_attachment(att)
         if message.tags:
             self.set_tags(self._limited(list(message.tags), self.max_tags, "tag", "tags"))
-        if message.metadata:
-            self.set_metadata(dict(message.metadata))
+        metadata = dict(message.metadata)
+        if message.message_id is not None and self.correlates():
+            if CORRELATION_KEY in metadata:
+                self.refuse(
+                    f"metadata key {CORRELATION_KEY!r} is the library's own (it carries the "
+                    "Message-ID to the provider's events): rename it"
+                )
+            metadata[CORRELATION_KEY] = self.correlation_value(message.message_id)
+        if metadata:
+            self.set_metadata(metadata)
         dkim = self.provider.dkim_options(message)
         if dkim is not None:
             self.set_dkim(dkim)
@@ -185,6 +194,17 @@ class Payload(Generic[ProviderT]):
         if options:  # last, so that they win over what the walk put there
             self.set_provider_options(options)
         return self
+
+    def correlates(self) -> bool:
+        """True when the API echoes metadata in its events, so the correlation key
+        (:data:`CORRELATION_KEY`) goes into every attempt's metadata; an adapter with no
+        metadata field says False rather than refuse every message."""
+        return "metadata" in self.json_fields or type(self).set_metadata is not Payload.set_metadata
+
+    def correlation_value(self, message_id: str) -> str:
+        """The key's value: the Message-ID as is; tag-only APIs encode it
+        (:func:`~mailer.providers.http.correlation.tag_safe`)."""
+        return plain(message_id)
 
     def _limited(self, items: list[T], limit: int | None, one: str, many: str) -> list[T]:
         if limit is not None and len(items) > limit:

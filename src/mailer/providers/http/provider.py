@@ -32,9 +32,11 @@ from ..._result import SendResult
 from .._coalesce import Coalescer, batching
 from . import batch
 from .config import HTTPConfig, key_config, url_base, url_credentials
+from .lookup import Lookup
 from .payload import Payload
 from .responses import MAX_BODY, Answer, error_text, parse_retry_after, status_error
 from .transport import HTTPRequest, Transport, register_auth
+from .webhook import WebhookParser
 
 __all__ = ["HTTPProvider"]
 
@@ -59,6 +61,9 @@ class HTTPProvider(Provider[ConfigT]):
     Config: ClassVar[type[BaseModel]] = HTTPConfig
     #: the Payload subclass that maps a Message to this API's request
     payload_class: ClassVar[type[Payload[Any]]] = Payload
+    #: the ESP's webhook receiver (verify and parse); its config is the ``webhook``
+    #: block of ``Config`` (docs/events.md). None: the ESP posts no events we read
+    webhook_parser: ClassVar[type[WebhookParser[Any]] | None] = None
     #: the request body leaves in the transport, which awaits the commit point first
     reports_commit_point = True
 
@@ -410,3 +415,17 @@ class HTTPProvider(Provider[ConfigT]):
     def parse_batch(self, messages: list[Message], answer: Answer) -> list[batch.BatchOutcome]:
         """One outcome per message from the batch answer, in order."""
         raise NotImplementedError
+
+    def webhook(self) -> WebhookParser[Any] | None:
+        """This provider's webhook receiver, or None without a parser or a ``webhook``
+        block in its config (its events are then not accepted)."""
+        config = getattr(self.config, "webhook", None)
+        if self.webhook_parser is None or config is None:
+            return None
+        return self.webhook_parser(self.name, config)
+
+    async def lookup(self, message_id: str, *, age: float) -> Lookup:
+        """What the provider's own records say about ``message_id`` (sent ``age``
+        seconds ago at the latest); an adapter with a search API overrides it. The
+        default knows nothing."""
+        return Lookup("unknown", f"{type(self).__name__} offers no lookup")

@@ -149,7 +149,9 @@ class Transport:
         timeout = httpx.Timeout(total, connect=min(total, provider.config.connect_timeout))
         headers = {**request.headers, **provider.auth_headers()}
         auth = provider.auth()
-        where = f"{request.method} {provider.base_url}{request.path}"
+        # a path is relative to the base URL, unless the API has a second host (Mailtrap)
+        url = request.path if "://" in request.path else provider.base_url + request.path
+        where = f"{request.method} {url}"
         # httpcore reports each step through the trace extension; the stubbed transports
         # of tests report none, and then the exception's type is all we know
         steps: list[str] = []

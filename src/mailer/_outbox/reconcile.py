@@ -1,0 +1,69 @@
+"""``mailer outbox reconcile``: settle ``unknown`` rows by asking the provider.
+
+For each ``unknown`` row (oldest first) the provider it went through is asked about the
+message (:meth:`HTTPProvider.lookup`). ``sent`` settles the row, as a delivery event
+would. ``absent`` (the provider's own record proves the message never arrived)
+re-queues it. ``unknown`` leaves it for a person or a later run. A provider without a
+lookup, an error or a timeout is ``unknown``: this never re-queues on a guess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import DeliveryError
+from .._log import get_logger
+from .worker import Outbox
+
+#: as mailer.providers.http.lookup.ABSENT_AFTER (not imported here: `import mailer` does
+#: not load httpx, and the lookup module's package does)
+ABSENT_AFTER = 900.0
+
+__all__ = ["ReconcileReport", "reconcile"]
+
+log = get_logger("mailer.outbox")
+
+
+@dataclass
+class ReconcileReport:
+    """Message-IDs per outcome."""
+
+    settled: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+
+async def reconcile(
+    outbox: Outbox, providers: Sequence[Any], *, limit: int = 1000,
+    absent_after: float = ABSENT_AFTER,
+) -> ReconcileReport:  # fmt: skip
+    """Ask, then settle, re-queue or leave each ``unknown`` row (at most ``limit``)."""
+    from ..providers.http.lookup import Lookup  # here: see ABSENT_AFTER
+
+    by_name = {p.name: p for p in providers}
+    report = ReconcileReport()
+    for item in await outbox.items("unknown", limit):
+        provider = by_name.get(item.provider or "")
+        answer = Lookup("unknown", f"no provider named {item.provider!r} in the config")
+        if provider is not None and callable(getattr(provider, "lookup", None)):
+            try:
+                answer = await provider.lookup(item.message_id, age=time.time() - item.updated)
+            except DeliveryError as exc:
+                answer = Lookup("unknown", f"the lookup failed: {type(exc).__name__}")
+        if answer.verdict == "sent" and await outbox.settle(
+            item.message_id, str(item.provider), time.time()
+        ):
+            report.settled.append(item.message_id)
+        elif answer.verdict == "absent" and time.time() - item.updated >= absent_after:
+            if await outbox.retry(item.message_id):
+                report.requeued.append(item.message_id)
+        else:
+            report.left.append(item.message_id)
+        log.info("reconcile %s via %s: %s (%s)", item.message_id, item.provider,
+                 answer.verdict, answer.detail,
+                 extra={"event": "reconcile", "message_id": item.message_id,
+                        "provider": item.provider, "verdict": answer.verdict})  # fmt: skip
+    return report

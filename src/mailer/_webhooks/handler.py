@@ -1,0 +1,134 @@
+"""What a webhook POST is answered, whichever server received it.
+
+The order is the contract (docs/events.md, "Answers"): 405 for anything but POST, 404
+for a provider name the config lacks (or one without a ``webhook`` block), 413 for a
+body over :data:`MAX_BODY` (a declared length is refused before reading; the adapters
+stop reading at the limit otherwise), then the ESP's own check (401: signature,
+credentials, replayed timestamp), then parsing (400), then
+:meth:`Mailer.ingest_events`; only once it returns is the answer 200, so the ESP retries
+anything not stored. A failing store answers 503 (the ESP retries later).
+
+Nothing is stored or changed before verification passes, and no answer or log line
+carries a secret or a payload: the refusal names the check that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._log import get_logger
+from .._mailer import Mailer
+from ..providers.http.webhook import (
+    WebhookMalformed,
+    WebhookParser,
+    WebhookRefused,
+    WebhookRequest,
+)
+
+__all__ = ["MAX_BODY", "Reply", "WebhookHandler"]
+
+#: the largest body accepted (bytes): 5 MiB, above any ESP's batch (SendGrid: 1,000 events)
+MAX_BODY = 5 * 1024 * 1024
+
+log = get_logger("mailer.webhooks")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer: status and a small JSON body (never the payload)."""
+
+    status: int
+    body: dict[str, Any]
+
+    def json(self) -> bytes:
+        return json.dumps(self.body, separators=(",", ":")).encode()
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        extra = [("allow", "POST")] if self.status == 405 else []
+        return [("content-type", "application/json"), *extra]
+
+
+def _refused(status: int, error: str) -> Reply:
+    return Reply(status, {"error": error})
+
+
+class WebhookHandler:
+    """One Mailer's receivers, by provider name; ``clock`` is for tests of the replay
+    window (the default is the wall clock)."""
+
+    def __init__(self, mailer: Mailer, *, clock: Callable[[], float] = time.time) -> None:
+        self.mailer = mailer
+        self.clock = clock
+        self.parsers: dict[str, WebhookParser[Any]] = {}
+        for provider in mailer.providers:
+            make = getattr(provider, "webhook", None)
+            parser = make() if callable(make) else None
+            if isinstance(parser, WebhookParser):
+                self.parsers[provider.name] = parser
+
+    def route(self, method: str, provider: str, length: int | None) -> Reply | WebhookParser[Any]:
+        """The parser for ``provider``, or the answer that ends the request before its
+        body is read."""
+        if method.upper() != "POST":
+            return _refused(405, "only POST is accepted")
+        parser = self.parsers.get(provider)
+        if parser is None:
+            return _refused(404, "no webhook is configured for this provider name")
+        if length is not None and length > MAX_BODY:
+            return too_large()
+        return parser
+
+    async def process(
+        self, parser: WebhookParser[Any], headers: Mapping[str, str], body: bytes,
+        query: Mapping[str, str] | None = None,
+    ) -> Reply:  # fmt: skip
+        """Verify, parse, store; the answer."""
+        request = WebhookRequest(
+            provider=parser.provider,
+            headers={k.lower(): v for k, v in headers.items()},
+            body=body,
+            query=dict(query or {}),
+            now=self.clock(),
+        )
+        try:
+            await parser.verify(request)
+        except WebhookRefused as exc:
+            _log(parser, "webhook_refused", f"refused: {exc}")
+            return _refused(401, str(exc))
+        try:
+            events = await parser.parse(request)
+        except WebhookMalformed as exc:
+            _log(parser, "webhook_malformed", f"malformed: {exc}")
+            return _refused(400, str(exc))
+        try:
+            report = await self.mailer.ingest_events(events)
+        except Exception as exc:  # the store is down: the ESP must retry, so not 2xx
+            _log(parser, "webhook_not_stored", f"not stored: {type(exc).__name__}")
+            return _refused(503, "the events could not be stored; retry later")
+        return Reply(200, {"stored": report.new, "duplicates": report.duplicates})
+
+
+def _log(parser: WebhookParser[Any], event: str, text: str) -> None:
+    log.warning("webhook from %s %s", parser.provider, text,
+                extra={"event": event, "provider": parser.provider})  # fmt: skip
+
+
+def too_large() -> Reply:
+    return _refused(413, f"the body is over {MAX_BODY} bytes")
+
+
+_HANDLERS: weakref.WeakKeyDictionary[Mailer, WebhookHandler] = weakref.WeakKeyDictionary()
+
+
+def handler_for(mailer: Mailer) -> WebhookHandler:
+    """One handler per Mailer (a SyncMailer may build its Mailer again after a fork)."""
+    handler = _HANDLERS.get(mailer)
+    if handler is None:
+        handler = _HANDLERS[mailer] = WebhookHandler(mailer)
+    return handler
