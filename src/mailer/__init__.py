@@ -14,6 +14,7 @@ The public API is what ``__all__`` lists, and the public modules are the ones
 * ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations;
 * ``mailer.celery``, ``mailer.rq``, ``mailer.arq``, ``mailer.django.tasks``: delivery on
   the app's task queue (docs/task-queues.md), each importing its engine only when used.
+* ``mailer.unsubscribe``: the one-click unsubscribe endpoint (an ASGI app) and its token.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
 the documentation imports only public ones (tests/docs checks both).
@@ -63,6 +64,7 @@ PUBLIC_MODULES = (
     "mailer.rq",
     "mailer.arq",
     "mailer.django.tasks",
+    "mailer.unsubscribe",
 )
 
 __all__ = [

@@ -34,6 +34,8 @@ from ._routing.budget import BudgetConfig
 from ._routing.group import GROUPS
 from ._routing.health import HealthConfig
 from ._routing.runtime import RetryConfig
+from ._templates import TemplatesConfig
+from ._unsubscribe import UnsubscribeConfig
 
 __all__ = [
     "GROUP_TYPES",
@@ -138,6 +140,10 @@ class MailerConfig(BaseModel):
     #: the durable outbox (docs/outbox.md): a URL or a table; None: no outbox
     outbox: OutboxConfig | None = None
     on_all_failed: Literal["raise", "enqueue"] = "raise"
+    #: local templates (docs/templates.md): ``{"dir": "templates/"}``; None: none
+    templates: TemplatesConfig | None = None
+    #: one-click unsubscribe (docs/deliverability.md): base_url, key, mailto, max_age
+    unsubscribe: UnsubscribeConfig | None = None
     #: the suppression list (docs/suppression.md): a store URL or a table
     suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
     #: delivery events' storage and retention (docs/events.md)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+from pydantic import ValidationError
 
 from . import _clock
 from ._config import (
@@ -53,6 +54,8 @@ from ._events.bounces import parse as parse_bounce
 from ._events.hub import Listener
 from ._log import get_logger
 from ._message import Message, MessageDefaults
+from ._message.template import variant_of, with_variant
+from ._options import validation_text
 from ._outbox import Outbox, OutboxConfig
 from ._outbox.reconcile import ReconcileReport, reconcile
 from ._plugins import load_provider_class
@@ -64,6 +67,9 @@ from ._routing.events import Event
 from ._routing.group import Failover, Group, Weighted, make_group
 from ._routing.health import BreakerState, HealthConfig
 from ._routing.runtime import _SEND, RetryConfig, Runtime, SendContext
+from ._templates import LocalTemplates, TemplatesConfig
+from ._unsubscribe import UnsubscribeConfig, unsubscribe_headers
+from ._unsubscribe.headers import list_of, suppressed_for
 from .providers._coalesce import batching
 
 __all__ = ["Event", "Mailer", "Route"]
@@ -129,6 +135,8 @@ class Mailer(AsyncClosing):
         rng: random.Random | None = None,
         outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
         on_all_failed: Literal["raise", "enqueue"] = "raise",
+        templates: TemplatesConfig | Mapping[str, Any] | None = None,
+        unsubscribe: UnsubscribeConfig | Mapping[str, Any] | None = None,
         suppression: str | Mapping[str, Any] | SuppressionConfig | None = None,
         events: Mapping[str, Any] | EventsConfig | None = None,
     ) -> None:
@@ -164,6 +172,10 @@ class Mailer(AsyncClosing):
             register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
         self._outbox = self._build_outbox(outbox, on_all_failed)
+        #: the local templates (``templates.dir``), None without them
+        self.templates = None if templates is None else LocalTemplates(templates)
+        #: one-click unsubscribe: the token key and the endpoint's base URL
+        self.unsubscribe = None if unsubscribe is None else _unsubscribe_config(unsubscribe)
         self._hub = self._build_events(suppression, events)
         #: the suppression list (docs/suppression.md): ``add``, ``remove``, ``get``, ``list``
         self.suppression: Suppression = self._hub.suppression
@@ -202,6 +214,8 @@ class Mailer(AsyncClosing):
             "budget": config.budget,
             "outbox": config.outbox,
             "on_all_failed": config.on_all_failed,
+            "templates": config.templates,
+            "unsubscribe": config.unsubscribe,
             "suppression": config.suppression,
             "events": config.events,
         }
@@ -291,7 +305,13 @@ class Mailer(AsyncClosing):
         dropped = await self._check_suppression(msg, suppression)
         if dropped:
             msg = msg.without_recipients(frozenset(dropped))
-        msg.render()  # render and check once, before any I/O
+        if msg.unsubscribe:  # the same two headers whichever provider sends
+            headers = unsubscribe_headers(self.unsubscribe, msg)
+            msg = msg.with_defaults(MessageDefaults.made({"headers": headers}))
+        if msg.template is not None:
+            self._render_template(msg)
+        # render and check once, before any I/O (a template's local rendering, if any)
+        (variant_of(msg) or msg).render()
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
             for leaf in self._leaves:
@@ -349,6 +369,9 @@ class Mailer(AsyncClosing):
         await lst.ready()
         recipients = msg.envelope_recipients
         hit = lst.check(recipients)
+        if hit:  # an unsubscribe from one list stops that list only
+            list_name = list_of(msg, self.unsubscribe)
+            hit = {a: why for a, why in hit.items() if suppressed_for(why, list_name)}
         if not hit:
             return {}
         if len(hit) == len(recipients):
@@ -364,6 +387,28 @@ class Mailer(AsyncClosing):
             extra={"event": "suppressed", "message_id": msg.message_id, "count": len(hit)},
         )
         return hit
+
+    def _render_template(self, msg: Message) -> None:
+        """Render ``msg``'s template locally once, before any I/O, and attach the result.
+
+        Rendered whenever local templates are configured, even when the first provider
+        has a stored template of its own: a missing variable is then an error now, not
+        after a failover, and the variant is ready for any provider without a mapping.
+        Without local templates every provider that may send must have a mapping.
+        """
+        name = msg.template
+        assert name is not None
+        if self.templates is None:
+            unmapped = [leaf.name for leaf in self._leaves if leaf.template_id(name) is None]
+            if unmapped:
+                raise MessageError(
+                    f"template {name!r}: provider(s) {', '.join(map(repr, unmapped))} have "
+                    "no stored template of that name, and the Mailer has no local "
+                    "templates (templates.dir) to render it"
+                )
+            return
+        rendered = self.templates.render(name, dict(msg.template_data))
+        with_variant(msg, rendered.subject, rendered.text, rendered.html)
 
     async def send_many(
         self,
@@ -505,7 +550,10 @@ class Mailer(AsyncClosing):
         The Mailer's defaults are applied and attachments given by path are read now;
         the message is committed to the outbox before this returns.
         """
-        return await self.outbox.enqueue(message.with_defaults(self._defaults))
+        msg = message.with_defaults(self._defaults)
+        if msg.template is not None:  # a missing variable fails now, not in the worker
+            self._render_template(msg)
+        return await self.outbox.enqueue(msg)
 
     async def drain(self, timeout: float | None = None) -> dict[str, int]:
         """Deliver what the outbox has due, in this process, until nothing is due (with
@@ -571,6 +619,17 @@ def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
 
 def _flatten(provider: Provider) -> list[Provider]:
     return list(provider.leaves()) if isinstance(provider, Group) else [provider]
+
+
+def _unsubscribe_config(value: UnsubscribeConfig | Mapping[str, Any]) -> UnsubscribeConfig:
+    """Validated without ever echoing the key (pydantic's own errors show input values)."""
+    if isinstance(value, UnsubscribeConfig):
+        return value
+    try:
+        return UnsubscribeConfig.model_validate(dict(value))
+    except ValidationError as exc:
+        error = ConfigError(validation_text("unsubscribe", exc, UnsubscribeConfig))
+    raise error  # outside the except: the pydantic error (with the key) is not __context__
 
 
 def _model(cls: Any, value: Any) -> Any:

@@ -31,6 +31,7 @@ from ._errors import (
     MailerError,
 )
 from ._message import Message
+from ._message.template import local_variant
 from ._options import validation_text
 from ._result import SendResult
 
@@ -121,6 +122,8 @@ class Provider(AsyncClosing, Generic[ConfigT]):
     #: message may have been accepted. Left False, the attempt counts as committed from
     #: its start: never abandoned for speed, and any interruption is DeliveryUncertain.
     reports_commit_point: ClassVar[bool] = False
+    #: False for a group: its children pick a message's template variant, each for itself
+    resolves_templates: ClassVar[bool] = True
 
     def __init__(self, name: str, config: ConfigT | None = None) -> None:
         self.name = name
@@ -160,7 +163,16 @@ class Provider(AsyncClosing, Generic[ConfigT]):
 
     async def send(self, message: Message) -> SendResult:
         """Send one message; raise a DeliveryError subclass when it was not delivered."""
-        message.render()  # render (and check) before any I/O; cached on the message
+        if (
+            message.template is not None
+            and self.resolves_templates
+            and self.template_id(message.template) is None
+        ):
+            message = local_variant(message, self.name)  # rendered once, by the Mailer
+        if message.template is None or self.resolves_templates:
+            # render (and check) before any I/O; cached on the message. A group leaves a
+            # template message to its leaves: each renders what it sends
+            message.render()
         message.envelope_sender  # noqa: B018 - raises MessageError when there is none
         try:
             result = await self._send(message)
@@ -180,6 +192,13 @@ class Provider(AsyncClosing, Generic[ConfigT]):
 
     async def _send(self, message: Message) -> SendResult:
         raise NotImplementedError
+
+    # -- templates ------------------------------------------------------------------------
+
+    def template_id(self, name: str) -> str | None:
+        """This provider's stored template for ``name``, None when it has none (then the
+        message's locally rendered variant is sent). Only API providers have any."""
+        return None
 
     # -- per-message options ------------------------------------------------------------
 

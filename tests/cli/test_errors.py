@@ -71,9 +71,13 @@ def test_mailer_config_env_var_is_the_default_config(mailer_cli: Any, write_conf
 
 
 def test_usage_error_exit_2(mailer_cli: Any) -> None:
-    result = mailer_cli("doctor")
+    result = mailer_cli("preview")
     assert result.code == 2
     assert "Missing argument" in result.output
+    # doctor takes HOST or --domain: neither is the same usage error, said in its words
+    result = mailer_cli("doctor")
+    assert result.code == 2
+    assert "give an SMTP HOST to probe, or --domain DOMAIN" in result.output
 
 
 @pytest.mark.parametrize(

@@ -186,3 +186,17 @@ def test_non_ascii_header_value_is_rfc2047_encoded() -> None:
                       headers={"X-Greeting": "Grüße"})  # fmt: skip
     _, request = send(message, httpx.Response(201, json={"messageId": "<m@brevo>"}))
     assert json.loads(request.content)["headers"]["X-Greeting"] == "=?utf-8?b?R3LDvMOfZQ==?="
+
+
+def test_a_stored_template_goes_as_template_id_and_params() -> None:
+    from mailer import UnsupportedFeature
+
+    provider = BrevoProvider.from_config("brevo", {**CONFIG, "templates": {"welcome": "12"}})
+    message = Message(**{"from": "a@example.com", "to": "b@example.org",
+                         "template": "welcome", "template_data": {"name": "Ada"}})  # fmt: skip
+    body = provider.build_request(message).json
+    assert body["templateId"] == 12 and body["params"] == {"name": "Ada"}
+    assert "htmlContent" not in body and "subject" not in body
+    named = BrevoProvider.from_config("brevo", {**CONFIG, "templates": {"welcome": "hi"}})
+    with pytest.raises(UnsupportedFeature, match="numeric templateId"):
+        named.build_request(message)

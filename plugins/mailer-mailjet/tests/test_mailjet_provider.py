@@ -240,3 +240,18 @@ def test_batch_of_messages_in_one_request_with_per_message_results() -> None:
     assert isinstance(outcomes[1], RecipientsRefused)
     assert list(outcomes[1].refused) == ["r1@example.org"]
     assert outcomes[2].accepted == ["r2@example.org"]
+
+
+def test_a_stored_template_goes_as_template_id_and_variables() -> None:
+    from mailer import UnsupportedFeature
+
+    provider = MailjetProvider.from_config("mj", {**CONFIG, "templates": {"welcome": "4242"}})
+    message = Message(**{"from": "a@example.com", "to": "b@example.org",
+                         "template": "welcome", "template_data": {"name": "Ada"}})  # fmt: skip
+    [item] = provider.build_request(message).json["Messages"]
+    assert item["TemplateID"] == 4242 and item["TemplateLanguage"] is True
+    assert item["Variables"] == {"name": "Ada"}
+    assert "TextPart" not in item and "Subject" not in item
+    named = MailjetProvider.from_config("mj", {**CONFIG, "templates": {"welcome": "w"}})
+    with pytest.raises(UnsupportedFeature, match="numeric TemplateID"):
+        named.build_request(message)

@@ -235,6 +235,12 @@ def _sign_head(head: bytes, bh: bytes, options: DKIMOptions, *, what: str = "dki
             include = tuple(h.encode("ascii") for h in options.headers)
         else:
             include = tuple(h.lower() for h in signer.default_sign_headers())
+        # RFC 8058 section 4: both one-click headers must be covered by the signature;
+        # dkimpy's default list has List-Unsubscribe but not List-Unsubscribe-Post
+        present = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")}
+        for name in (b"list-unsubscribe", b"list-unsubscribe-post"):
+            if name in present and name not in {h.lower() for h in include}:
+                include += (name,)
         signer.include_headers = include
         policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
         fields = [

@@ -42,6 +42,12 @@ from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
 from .headers import check_headers
+from .template import (
+    TEMPLATE_NAME,
+    check_template_data,
+    check_template_message,
+    check_template_name,
+)
 from .wire import check_wire
 
 # 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
@@ -120,6 +126,15 @@ class Message(Strict):
     #: into an HTTP provider's request body; for SMTP, overrides of its config for a
     #: one-off connection (see docs/configuration.md)
     provider_options: dict[str, dict[str, Any]] = Field(default_factory=dict, repr=False)
+    #: a template named once: a provider with a stored template of that name (its
+    #: ``templates`` mapping) sends through its template API, any other the same template
+    #: rendered locally with the same data (see docs/templates.md)
+    template: str | None = None
+    #: the template's variables (JSON values)
+    template_data: dict[str, Any] = Field(default_factory=dict, repr=False)
+    #: one-click unsubscribe (RFC 8058): True, or the list's name; False: none even when
+    #: the Mailer's ``defaults.unsubscribe`` says so (see docs/deliverability.md)
+    unsubscribe: bool | str | None = None
 
     #: the rendering, made once: bytes, or with large attachments a streamed Rendering
     _rendered: bytes | _mime.Rendering | None = PrivateAttr(default=None)
@@ -131,6 +146,8 @@ class Message(Strict):
     _id_cell: _IdCell | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
     _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
+    #: with a template: the copy rendered locally, for providers without a stored one
+    _variant: Message | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.
@@ -213,6 +230,23 @@ class Message(Strict):
                 raise MessageError(f"provider_options[{key!r}] must be a mapping of options")
         return value
 
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return check_template_name(value)
+
+    @field_validator("unsubscribe")
+    @classmethod
+    def _unsubscribe(cls, value: bool | str | None) -> bool | str | None:
+        if isinstance(value, str) and not TEMPLATE_NAME.fullmatch(value):
+            raise MessageError(f"invalid unsubscribe list name {describe(value)}")
+        return value
+
+    @field_validator("template_data")
+    @classmethod
+    def _template_data(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_template_data(value)
+
     @field_validator("message_id")
     @classmethod
     def _message_id(cls, value: str | None) -> str | None:
@@ -230,6 +264,7 @@ class Message(Strict):
             raise MessageError("a message needs at least one recipient (to, cc or bcc)")
         if any(a.inline for a in self.attachments) and self.html is None:
             raise MessageError("inline attachments need an html body that refers to them")
+        check_template_message(self)
         return self
 
     # -- derived values --------------------------------------------------------------
@@ -256,6 +291,9 @@ class Message(Strict):
                             f"the limit is {MAX_HEADERS}"
                         )
                     updates["headers"] = merged
+            elif key == "unsubscribe":  # False on the message says no, and wins
+                if self.unsubscribe is None and value is not None:
+                    updates[key] = value
             elif not getattr(self, key, None) and value:
                 updates[key] = list(value) if isinstance(value, list) else value  # unshared
         if not updates:
@@ -529,6 +567,14 @@ class MessageDefaults:
         probe = Message(**{"to": [self._PROBE_RECIPIENT], **raw})
         #: field name -> validated value (Address, list[Address], dict, list)
         self.values: dict[str, Any] = {key: getattr(probe, key) for key in raw}
+
+    @classmethod
+    def made(cls, values: dict[str, Any]) -> MessageDefaults:
+        """Values the library made from checked parts (the unsubscribe headers), used
+        without the probe message: validating them again on every send cost ~0.3 ms."""
+        made = cls.__new__(cls)
+        made.values = values
+        return made
 
 
 class _IdCell:

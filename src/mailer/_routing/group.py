@@ -67,6 +67,7 @@ class Group(Provider[ProviderConfig]):
 
     #: a group's children report their own commit points
     reports_commit_point = True
+    resolves_templates = False
     kind: str = "group"
 
     def __init__(self, providers: Sequence[Provider], *, name: str | None = None) -> None:

@@ -13,6 +13,7 @@ are about the domain or account -> AuthError, fail over. 400 is about the messag
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult, quote
 
@@ -68,6 +69,11 @@ class MailgunPayload(Payload["MailgunProvider"]):
             self.add_field("text", text)
         if html is not None:
             self.add_field("html", html)
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        # the stored template's name, its variables as one JSON form field
+        self.add_field("template", template_id)
+        self.add_field("t:variables", json.dumps(data))
 
     def set_headers(self, headers: dict[str, str]) -> None:
         for name, value in headers.items():

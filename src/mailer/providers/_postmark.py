@@ -13,6 +13,9 @@ status alone does not say what happened (the table is in docs/providers.md):
   send, account pending or may not send) -> :class:`AuthError`: another provider can send
   the same message, and this one will not work until someone fixes the account.
 
+A stored template (``templates``: ``{"welcome": "welcome-v2"}`` for a TemplateAlias, or a
+numeric TemplateId) goes to ``POST /email/withTemplate`` with ``TemplateModel``, the data.
+
 Postmark takes a single tag per message and needs a To recipient.
 """
 
@@ -49,6 +52,18 @@ _INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", r
 _INVALID = re.compile(r"^(?:Invalid|Error\s+parsing)\s+'(?:To|Cc|Bcc)'[^']*'([^']*)'", re.I)
 
 
+_MODEL_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _keys(data: Any) -> list[str]:
+    """Every key of a JSON value, nested objects and lists of objects included."""
+    if isinstance(data, dict):
+        return [k for key, value in data.items() for k in (str(key), *_keys(value))]
+    if isinstance(data, list):
+        return [k for item in data for k in _keys(item)]
+    return []
+
+
 class PostmarkConfig(HTTPConfig):
     server_token: SecretStr
     #: the webhook receiver's secret (docs/events.md)
@@ -81,6 +96,24 @@ class PostmarkPayload(Payload["PostmarkProvider"]):
 
     def content_id(self, attachment: Attachment) -> str:
         return f"cid:{attachment.content_id}"
+
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        # TemplateModel is a JSON object whose keys Mustachio reads as names: a key with a
+        # dot or a space cannot be reached ({{a.b}} walks into a), so it is a mistake
+        for key in _keys(data):
+            if not _MODEL_KEY.fullmatch(key):
+                self.refuse(
+                    f"cannot reach TemplateModel key {key!r} from a template (Mustachio "
+                    "names: letters, digits, '_' and '-', no dots or spaces)"
+                )
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        if template_id.isdigit():
+            self.data["TemplateId"] = int(template_id)
+        else:
+            self.data["TemplateAlias"] = template_id
+        self.data["TemplateModel"] = data
+        self.target = "/email/withTemplate"
 
     def request(self) -> HTTPRequest:
         if self.provider.config.message_stream:

@@ -78,6 +78,20 @@ class ResendPayload(Payload["ResendProvider"]):
                     f"tag or metadata {name!r} (Resend tags allow only A-Z a-z 0-9 _ -)"
                 )
 
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        # Resend's template variables are strings or numbers, and at most 50 of them
+        if len(data) > 50:
+            self.refuse(f"takes at most 50 template variables, and this message has {len(data)}")
+        for key, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, str | int | float):
+                self.refuse(
+                    f"takes template variables that are strings or numbers, and {key!r} is "
+                    f"a {type(value).__name__}"
+                )
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        self.data["template"] = {"id": template_id, "variables": data}
+
     def set_tags(self, tags: list[str]) -> None:
         self._add_tags([(t, "true") for t in tags])
 

@@ -1,5 +1,9 @@
 """SendGrid v3 Mail Send: ``POST /v3/mail/send``, a Bearer API key, 202 and X-Message-Id.
 
+A stored template (the config's ``templates``: ``{"welcome": "d-..."}``, a dynamic
+template) goes as ``template_id`` with the data in the personalization's
+``dynamic_template_data``, and no ``content``/``subject`` (the template has them).
+
 One personalization carries to/cc/bcc, so every recipient gets the same message (the
 SMTP semantics); tags become ``categories`` and metadata ``custom_args``, which SendGrid
 echoes back in its event webhooks.
@@ -11,6 +15,7 @@ AuthError, fail over; 400 and 413 are about the message -> PermanentError.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
@@ -49,6 +54,28 @@ class SendGridPayload(Payload["SendGridProvider"]):
             self.data["reply_to"] = address_dict(reply_to[0])
         else:
             self.data["reply_to_list"] = self.json_addresses(reply_to)
+
+    #: "The total collective size of your handlebar substitutions may not exceed 10,000
+    #: bytes per personalization object" (SendGrid's dynamic template docs)
+    max_template_data_bytes: ClassVar[int] = 10_000
+
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        if not template_id.startswith("d-"):
+            self.refuse(
+                f"sends dynamic templates only (ids start with 'd-'), and {template_id!r} "
+                "is not one: legacy templates take no dynamic_template_data"
+            )
+        size = len(json.dumps(data, ensure_ascii=False).encode())
+        if size > self.max_template_data_bytes:
+            self.refuse(
+                f"takes at most {self.max_template_data_bytes} bytes of dynamic_template_data "
+                f"a message, and this one has {size}"
+            )
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        self.data["template_id"] = template_id
+        personalization: dict[str, Any] = self.data.setdefault("personalizations", [{}])[0]
+        personalization["dynamic_template_data"] = data
 
     def set_body(self, text: str | None, html: str | None) -> None:
         # SendGrid requires text/plain before text/html, and at least one non-empty part

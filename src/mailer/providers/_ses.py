@@ -14,6 +14,7 @@ the provider is built.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from email.utils import formataddr
@@ -110,6 +111,11 @@ class SESPayload(Payload["SESProvider"]):
     #: headers, attachments or a DKIM signature: the message goes as Raw MIME, which carries
     #: them all (RFC 2047-encoded by the renderer); Bcc recipients stay in Destination only
     raw = False
+    #: a stored template (``Content.Template``), and the headers it carries itself
+    template: dict[str, Any] | None = None
+    template_headers: list[dict[str, str]] | None = None
+    #: SES v2 Template.TemplateData: "Maximum length of 262144"
+    max_template_data_chars: ClassVar[int] = 262_144
 
     def set_from(self, sender: Address) -> None:
         self.data["FromEmailAddress"] = _addr(sender)
@@ -131,15 +137,35 @@ class SESPayload(Payload["SESProvider"]):
         if html is not None:
             body["Html"] = _text(html)
 
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        size = len(json.dumps(data))
+        if size > self.max_template_data_chars:
+            self.refuse(
+                f"takes TemplateData up to {self.max_template_data_chars} characters, and "
+                f"this message's is {size}"
+            )
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        self.template = {"TemplateName": template_id, "TemplateData": json.dumps(data)}
+
     def set_headers(self, headers: dict[str, str]) -> None:
+        if self.template is not None:  # Template carries headers itself: no Raw needed
+            self.template_headers = [{"Name": k, "Value": v} for k, v in headers.items()]
+            return
         self.raw = True
 
     def add_attachment(self, attachment: Attachment) -> None:
+        if self.template is not None:
+            self.unsupported("attachments with a stored SES template")
         self.raw = True
 
     add_inline = add_attachment
 
     def set_dkim(self, options: DKIMOptions) -> None:
+        if self.template is not None:
+            self.unsupported("our own DKIM signature with a stored SES template (SES signs "
+                             "with Easy DKIM)")  # fmt: skip
+            return
         self.raw = True
         self.dkim = options
 
@@ -158,7 +184,11 @@ class SESPayload(Payload["SESProvider"]):
 
     def request(self) -> HTTPRequest:
         self.data.setdefault("Destination", {})
-        if self.raw:
+        if self.template is not None:
+            if self.template_headers:
+                self.template["Headers"] = self.template_headers
+            self.data["Content"] = {"Template": self.template}
+        elif self.raw:
             raw = self.message.as_bytes()
             if self.dkim is not None:  # made off the loop by presign: read back here
                 raw = signature(self.message, self.dkim) + raw

@@ -24,7 +24,7 @@ import html as html_lib
 import importlib.metadata
 import json
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
@@ -73,6 +73,16 @@ class BrevoPayload(Payload["BrevoProvider"]):
         self.data["htmlContent"] = html
         if text is not None:
             self.data["textContent"] = text
+
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        if not template_id.isdigit():
+            self.refuse(f"takes numeric templateId values, and {template_id!r} is not one")
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        # the stored template brings subject and content; params fill its {{ params.x }}
+        self.data["templateId"] = int(template_id)
+        if data:
+            self.data["params"] = data
 
     def set_metadata(self, metadata: dict[str, str]) -> None:
         custom = json.dumps(metadata, separators=(",", ":"))

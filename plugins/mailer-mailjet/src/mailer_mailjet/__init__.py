@@ -91,6 +91,14 @@ class MailjetPayload(Payload["MailjetProvider"]):
         super().set_from(sender)
         self.data["CustomID"] = self.message.message_id
 
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        if not template_id.isdigit():
+            self.refuse(f"takes numeric TemplateID values, and {template_id!r} is not one")
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        # TemplateLanguage on: without it Mailjet sends the template's {{var:x}} unfilled
+        self.data.update(TemplateID=int(template_id), TemplateLanguage=True, Variables=data)
+
     def set_metadata(self, metadata: dict[str, str]) -> None:
         # returned verbatim in Mailjet's event webhooks
         self.data["EventPayload"] = json.dumps(metadata, separators=(",", ":"))

@@ -41,6 +41,10 @@ class HTTPConfig(ProviderConfig):
     #: ``socks5://`` or ``socks5h://`` (the ``proxy`` extra); ``user:password@`` allowed.
     #: A secret. Without it, httpx's environment variables (HTTPS_PROXY, NO_PROXY) apply
     proxy: SecretStr | None = Field(default=None, repr=False)
+    #: template name -> this API's stored template (a SendGrid ``d-...`` id, a Postmark
+    #: alias or numeric id, ...): a Message naming one of these sends through the API's
+    #: template endpoint with ``template_data``; any other template is rendered locally
+    templates: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("proxy")
     @classmethod

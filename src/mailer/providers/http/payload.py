@@ -111,6 +111,9 @@ class Payload(Generic[ProviderT]):
         self.headers: dict[str, str] = {}
         self.dkim: DKIMOptions | None = None
         self.size = 0
+        #: the request's path when it is not the provider's send target (Postmark sends
+        #: a stored template to ``/email/withTemplate``)
+        self.target: str | None = None
 
     def add_field(self, name: str, value: str) -> None:
         """A plain multipart form field (a part without a filename)."""
@@ -137,7 +140,12 @@ class Payload(Generic[ProviderT]):
         assert message.sender is not None  # the check refused the message otherwise
         to, cc, bcc = unique_recipients(message)
         self.set_from(message.sender)
-        self.set_subject(message.subject)
+        # a message reaching a walk with a template is one this API has a stored one for
+        # (Provider.send swapped in the local rendering otherwise)
+        template_id = None if message.template is None else (
+            self.provider.template_id(message.template))  # fmt: skip
+        if template_id is None:
+            self.set_subject(message.subject)
         if to:
             self.set_to(to)
         if cc:
@@ -148,9 +156,13 @@ class Payload(Generic[ProviderT]):
             reply_to = self._limited(list(message.reply_to), self.max_reply_to,
                                      "reply-to address", "reply-to addresses")  # fmt: skip
             self.set_reply_to(reply_to)
-        # the body rule: HTML alone, or a text part (possibly empty) with or without it
-        text = "" if message.text is None and message.html is None else message.text
-        self.set_body(text, message.html)
+        if template_id is not None:
+            self.check_template_data(template_id, message.template_data)
+            self.set_template(template_id, dict(message.template_data))
+        else:
+            # the body rule: HTML alone, or a text part (possibly empty) with or without it
+            text = "" if message.text is None and message.html is None else message.text
+            self.set_body(text, message.html)
         headers = {name: encode_header_value(value) for name, value in message.headers.items()}
         if self.provider.sends_message_id and message.message_id is not None:
             headers["Message-ID"] = message.message_id
@@ -204,7 +216,7 @@ class Payload(Generic[ProviderT]):
         """The send request from the filled payload; adapters add config-level options."""
         return HTTPRequest(
             "POST",
-            self.provider.send_target(),
+            self.target or self.provider.send_target(),
             json=self.data if not self.parts else None,
             files=self.parts or None,
             headers=self.headers,
@@ -261,6 +273,17 @@ class Payload(Generic[ProviderT]):
             self._put("text", text, None)
         if html is not None:
             self._put("html", html, None)
+
+    def set_template(self, template_id: str, data: dict[str, Any]) -> None:
+        """Send through the API's stored template ``template_id`` with ``data`` instead
+        of a subject and body. Refused by default: an adapter whose API has templates
+        overrides it (and the message is then sent rendered locally by another provider)."""
+        self.unsupported("stored templates")
+
+    def check_template_data(self, template_id: str, data: dict[str, Any]) -> None:
+        """Refuse, before any I/O, template data the API's rules reject (a size limit, a
+        shape) with :meth:`refuse`: UnsupportedFeature, so the Mailer moves the message on
+        to a provider that renders the template locally instead."""
 
     def set_reply_to(self, reply_to: list[Address]) -> None:
         """A single value when the API takes one (``max_reply_to = 1``), else a list."""

@@ -241,8 +241,19 @@ class HTTPProvider(Provider[ConfigT]):
             if dkim is not None:
                 await sign(message, dkim)
 
+    # -- templates: the config's ``templates`` mapping; the payload's set_template sends --
+
+    def template_id(self, name: str) -> str | None:
+        return self.config.templates.get(name)
+
     async def _send(self, message: Message) -> SendResult:
-        if self.batch_size and batching.get() and self.batchable(message):
+        if (
+            self.batch_size
+            and batching.get()
+            and self.batchable(message)
+            # a stored template goes through its own endpoint, one message a request
+            and (message.template is None or self.template_id(message.template) is None)
+        ):
             # One of Mailer.send_many's sends: it goes in a batch request with others.
             payload = self.payload(message)  # may refuse the message: before any I/O
             if self._coalescer is None:
