@@ -39,6 +39,7 @@ __all__ = [
     "MailerConfig",
     "ProviderEntry",
     "RetryConfig",
+    "config_url",
     "interpolate_dsn",
     "load_config",
     "load_outbox_config",
@@ -289,18 +290,33 @@ def interpolate_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: not C:/
 
 
+def config_url(source: object) -> str | None:
+    """The provider URL (DSN) when ``source`` is one rather than a file path, else None.
+
+    Nodemailer users write ``createTransport("smtps://user:pass@host")``, so a URL is
+    accepted wherever a config is: ``SyncMailer(url)``, ``Mailer.from_config(url)``,
+    ``--config URL``, ``MAILER_CONFIG=URL`` and the framework settings. ``Path`` (the
+    CLI's option type) turns ``smtp://`` into ``smtp:/``: the slashes are restored. An
+    existing file of that name stays a file.
+    """
+    if not isinstance(source, str | Path):
+        return None
+    text = str(source).strip()
+    if _GROUP_DSN.fullmatch(text):
+        return text
+    if not _URL_LIKE.match(text) or Path(text).exists():
+        return None
+    scheme, _, rest = text.partition(":")
+    return f"{scheme}://{rest.lstrip('/')}" if isinstance(source, Path) else text
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a TOML or JSON file; errors never echo a connection URL's secrets."""
+    """The mapping in a TOML or JSON file, or ``{"providers": [url]}`` for a provider
+    URL; errors never echo a connection URL's secrets."""
+    url = config_url(path)
+    if url is not None:
+        return {"providers": [url]}
     text = str(path)
-    if _URL_LIKE.match(text) and not Path(text).exists():
-        # a DSN given where a file was expected (Path() makes "smtp://" into "smtp:/"):
-        # say so, without its password
-        scheme, _, rest = text.partition(":")
-        shown = redact_url(f"{scheme}://{rest.lstrip('/')}")
-        raise ConfigError(
-            f"{shown!r} looks like a provider URL, not a config file: pass a mapping "
-            "such as {'providers': [URL]}, or the path of a TOML or JSON file"
-        )
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -353,7 +369,7 @@ def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> Mailer
     data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
     data = _interpolate_dsns(data)
     data = interpolate_env(data)
-    if isinstance(source, str | Path):
+    if isinstance(source, str | Path) and config_url(source) is None:
         data = _paths_from_file(data, Path(source).resolve().parent)
     try:
         return MailerConfig.model_validate(data)

@@ -44,6 +44,12 @@ class _RedactFilter(logging.Filter):
 
 _FILTER = _RedactFilter()
 
+# A library adds a NullHandler to its top logger (Python's logging HOWTO, "Configuring
+# Logging for a Library"): without one, a script that never configured logging gets our
+# warnings on stderr through logging.lastResort. An app that configures logging (root
+# handlers, dictConfig) still receives every record: this handler only stops the fallback.
+logging.getLogger("mailer").addHandler(logging.NullHandler())
+
 
 def get_logger(name: str = "mailer") -> logging.Logger:
     """A logger under ``mailer`` with the redaction filter attached (filters on a logger
