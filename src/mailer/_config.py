@@ -28,7 +28,7 @@ from pydantic import (
 from ._errors import ConfigError
 from ._options import resolve_paths, validation_text
 from ._outbox.config import OutboxConfig
-from ._redact import redact, redact_url
+from ._redact import redact
 from ._routing.budget import BudgetConfig
 from ._routing.group import GROUPS
 from ._routing.health import HealthConfig

@@ -75,8 +75,8 @@ def send(
     as_json: JsonOption = False,
 ) -> None:
     """Send one message; print which provider took it and its Message-ID."""
-    from .._mailer import Mailer
     from .._errors import MessageError
+    from .._mailer import Mailer
     from .._message import Message
 
     headers: dict[str, str] = {}
