@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from pydantic import (
@@ -125,6 +125,13 @@ class MailerConfig(BaseModel):
     """The whole Mailer configuration (see docs/configuration.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: settings-table names of an SMTP login pasted at the top (lower-cased)
+    option_moves: ClassVar[Mapping[str, str]] = {
+        "username": "providers[].config.auth.user",
+        "user": "providers[].config.auth.user",
+        "password": "providers[].config.auth.password",
+        "pass": "providers[].config.auth.password",
+    }
 
     providers: list[ProviderEntry] = Field(min_length=1)
     defaults: dict[str, Any] = Field(default_factory=dict)
@@ -362,11 +369,33 @@ def _paths_from_file(entry: Any, base: Path) -> Any:
     return entry
 
 
+def _one_provider(data: dict[str, Any]) -> dict[str, Any]:
+    """A config block pasted alone, as one provider, with the Mailer's own keys kept.
+
+    Nodemailer's transport object (``{host, port, secure, auth}``) and NexoMailer's
+    ``config: {...}`` block are SMTP settings; NexoMailer's ``{type, config}`` is one
+    entry of ``providers``. Whatever is not a Mailer option (retry, outbox, ...) goes to
+    the provider, which names any key it does not know, with its suggestion.
+    """
+    if "providers" in data:
+        return data
+    top = {k: v for k, v in data.items() if k in MailerConfig.model_fields}
+    rest = {k: v for k, v in data.items() if k not in MailerConfig.model_fields}
+    if isinstance(rest.get("type"), str) and isinstance(rest.get("config"), Mapping):
+        return {**top, "providers": [rest]}  # one entry of NexoMailer's providers
+    if set(rest) == {"config"} and isinstance(rest["config"], Mapping):
+        rest = dict(rest["config"])  # NexoMailer's config block, still in its wrapper
+    if "host" in rest:
+        return {**top, "providers": [{"type": "smtp", "config": rest}]}
+    return data
+
+
 def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> MailerConfig:
     """Build a validated MailerConfig from a mapping, a TOML/JSON file path, or a model."""
     if isinstance(source, MailerConfig):
         return source
     data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
+    data = _one_provider(data)
     data = _interpolate_dsns(data)
     data = interpolate_env(data)
     if isinstance(source, str | Path) and config_url(source) is None:
