@@ -55,8 +55,10 @@ def test_a_nodemailer_transport_object_alone_is_one_smtp_provider(
 
 
 def test_nexomailer_config_block_alone(server: SMTPTestServer) -> None:
-    block = {**_loopback(server), "pool": True, "maxConnections": 10,
-             "connectionTimeout": 5000, "socketTimeout": 10000, "name": "my-custom-app"}  # fmt: skip
+    block = {
+        **_loopback(server), "pool": True, "maxConnections": 10, "connectionTimeout": 5000,
+        "socketTimeout": 10000, "name": "my-custom-app",
+    }  # fmt: skip
     assert _send({"config": block}) == "smtp"  # as it sits on the page: `config: {...}`
     assert _send({"type": "smtp", "priority": 2, "config": block}) == "smtp"  # one entry
     assert server.state.verbs().count("MAIL") == 2
