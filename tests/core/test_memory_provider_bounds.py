@@ -25,12 +25,12 @@ def test_a_long_run_keeps_the_last_messages_and_frees_them_with_the_mailer() -> 
     provider = MemoryProvider.from_config("memory", {"keep": 50})
     mailer = Mailer([provider])
 
-    async def go() -> None:
-        async with mailer:
+    async def go(sending: Mailer) -> None:
+        async with sending:
             for i in range(2200):
-                await mailer.send(_message(i))
+                await sending.send(_message(i))
 
-    anyio.run(go, backend="asyncio")
+    anyio.run(go, mailer, backend="asyncio")
     assert provider.accepted == 2200
     assert [m.subject for m in provider.messages] == [f"m{i}" for i in range(2150, 2200)]
     assert len(provider.raw) == 50 and b"Subject: m2199" in provider.raw[-1]
