@@ -256,7 +256,7 @@ def nodemailer_cases(
 
 def ours_available() -> str | None:
     """None if the SMTP provider is importable, else why not."""
-    code = "import mailer.providers.smtp as m; print(m.__file__)"
+    code = "import mailer.providers._smtp as m; print(m.__file__)"
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=60, env=worker_env()
     )

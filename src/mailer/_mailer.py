@@ -141,6 +141,7 @@ class Mailer(AsyncClosing):
             register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
         self._outbox = self._build_outbox(outbox, on_all_failed)
+        _preload()
 
     @property
     def health_config(self) -> HealthConfig:
@@ -431,6 +432,21 @@ def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
 
 def _flatten(provider: Provider) -> list[Provider]:
     return list(provider.leaves()) if isinstance(provider, Group) else [provider]
+
+
+def _preload() -> None:
+    """Import now what the first send would import inside the event loop.
+
+    anyio loads its asyncio backend on the first cancel scope (100-150 ms of imports),
+    which was the first send's stall: every task on the loop waited for it (issue 21,
+    item 20; ``benchmarks/memory.py --stall-only``, "ours first send"). A Mailer is built
+    at start-up, where that time costs nobody a wait. Both are cached after the first
+    Mailer, so this is free from then on.
+    """
+    import concurrent.futures.thread  # noqa: F401 - the loop's executor (getaddrinfo)
+    import encodings.idna  # noqa: F401 - host names on connect
+
+    import anyio._backends._asyncio  # noqa: F401
 
 
 def _model(cls: Any, value: Any) -> Any:
