@@ -35,13 +35,25 @@ from ._result import SendResult
 from ._routing.attempt import commit_point, current_attempt
 from ._routing.ratelimit import RateLimit
 
-__all__ = ["Provider", "ProviderConfig", "deadline_remaining"]
+__all__ = ["Provider", "ProviderConfig", "deadline_name", "deadline_remaining"]
 
 # The Mailer's overall deadline for the current send (a time.monotonic() value), so that
 # providers can shorten their own timeouts and fail with a precise error before it passes.
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "mailer_deadline", default=None
 )
+
+
+#: what ``_DEADLINE`` is, for a timeout it cut short ("greeting_timeout, cut short by
+#: ..."): a send's deadline, or the budget ``mailer verify`` holds each check to
+_DEADLINE_NAME: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "mailer_deadline_name", default="the send deadline"
+)
+
+
+def deadline_name() -> str:
+    """What the deadline outside an attempt is (see ``_DEADLINE_NAME``)."""
+    return _DEADLINE_NAME.get()
 
 
 def deadline_remaining(timeout: float | None) -> float | None:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,3 +137,44 @@ def test_flask_close_outside_an_app_context(smtp_server: Server) -> None:
     mail.close()  # no app context: Mail(app) knows its app
     assert server.wait_for(lambda: server.state.current == 0, timeout=10)
     assert "QUIT" in server.state.verbs()
+
+
+def test_verify_is_held_to_the_send_budget_and_says_what_it_waits_for(
+    mailer_cli: Runner, write_config: Callable[[str], Path], implicit_tls_server: Server
+) -> None:
+    """A port that expects implicit TLS, configured with secure=false: the greeting never
+    comes. verify gives up when a send would (budget.pre_commit, 3 s by default), not
+    after greeting_timeout (10 s), and names the step."""
+    config = write_config(
+        f'[[providers]]\ntype = "smtp"\nname = "p"\n[providers.config]\nhost = "127.0.0.1"\n'
+        f"port = {implicit_tls_server.port}\nsecure = false\n"
+    )
+    started = time.monotonic()
+    result = mailer_cli("verify", "-c", str(config))
+    took = time.monotonic() - started
+    assert result.code == 1, result.output
+    assert took < 6, took
+    assert "each within 3s (the pre-commit budget)" in result.stderr
+    assert "waiting for the greeting" in result.stdout
+    assert "cut short by the pre-commit budget" in result.stdout
+    assert "set secure=True" in result.stdout
+    assert not re.search(r"within \d+\.\d{3,}s|after \d+\.\d{3,}s", result.output)
+    assert result.stderr.count("more: ") <= 1
+    sent = mailer_cli(*SEND, "--text", "x", "-c", str(config))
+    assert sent.code == 1
+    assert not re.search(r"after \d+\.\d{3,}s", sent.stderr), sent.stderr
+    assert sent.stderr.count("(more: ") == 1
+
+
+def test_doctor_warns_that_credentials_cross_in_clear_on_loopback(mailer_cli: Runner) -> None:
+    """A loopback server offering AUTH without TLS (MailHog, a dev relay): usable, so
+    exit 0, but the settings it prints send the password unencrypted, and it says so."""
+    with SMTPTestServer(None, users=None, auth_mechanisms=("PLAIN", "LOGIN")) as server:
+        result = mailer_cli("doctor", "127.0.0.1", "-p", str(server.port))
+        data = mailer_cli("doctor", "127.0.0.1", "-p", str(server.port), "--json")
+    assert result.code == 0, result.output
+    assert "allow_plaintext_auth = true" in result.stdout
+    assert "warning: credentials will cross in clear" in " ".join(result.stdout.split())
+    (diag,) = json.loads(data.stdout)
+    assert diag["ok"] is True and diag["settings"]["allow_plaintext_auth"] is True
+    assert any("credentials will cross in clear" in w for w in diag["warnings"])

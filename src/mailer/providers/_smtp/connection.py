@@ -51,7 +51,7 @@ from ..._errors import (
     UnsupportedFeature,
 )
 from ..._log import get_logger
-from ..._provider import deadline_remaining
+from ..._provider import deadline_name, deadline_remaining
 from ..._routing.attempt import attempt_progress, commit_point, current_attempt
 from . import _happy, _proxy
 from ._proxy import ProxyURL
@@ -237,7 +237,7 @@ class Connection:
             "the pre-commit budget"
             if attempt is not None and not attempt.committed and attempt.budget_deadline is not None
             and (attempt.send_deadline is None or attempt.budget_deadline < attempt.send_deadline)
-            else "the send deadline"
+            else deadline_name()
         )  # fmt: skip
         label = name if value == configured else f"{name}, cut short by {by}"
         return value, label
