@@ -12,6 +12,8 @@ import pytest
 from tests.health.redis_kit import RedisServer
 from tests.pgcluster import PostgresCluster, find_bin
 
+from mailer._clock import FakeClock
+
 #: the tests' own plugin (a provider that loads, one that cannot): found through its
 #: dist-info on sys.path, never installed, so a demo install does not list it
 TEST_PLUGIN_PATH = str(Path(__file__).parent / "fixtures" / "mailer-testplugin" / "src")
@@ -29,22 +31,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeClock:
-    """A clock the tests move by hand, so breaker tests never sleep."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    """A clock the tests move by hand, so breaker tests never sleep."""
+    return FakeClock(1000.0)
 
 
 @pytest.fixture(scope="session")

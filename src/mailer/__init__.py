@@ -15,6 +15,7 @@ Every other module is private (its name, or a package above it, starts with ``_`
 the documentation imports only public ones (tests/docs checks both).
 """
 
+from ._attempt import commit_hooks
 from ._errors import (
     AllProvidersFailed,
     AuthError,
@@ -34,7 +35,6 @@ from ._mailer import Event, Mailer, Route
 from ._message import Address, Attachment, Envelope, Message
 from ._provider import Provider, ProviderConfig
 from ._result import Attempt, SendResult
-from ._routing.attempt import commit_hooks
 from ._routing.group import Failover, Group, RoundRobin, Weighted
 from ._routing.health import BreakerState, HealthConfig
 from ._sync import SyncMailer

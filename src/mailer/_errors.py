@@ -51,6 +51,7 @@ __all__ = [
     "RecipientsRefused",
     "TransientError",
     "UnsupportedFeature",
+    "possibly_delivered",
 ]
 
 
@@ -76,12 +77,16 @@ class DeliveryError(MailerError):
 
     #: whether the Mailer may try the next provider after this error
     failover: bool = False
+    # The three judgements below are made where the error is raised, by whoever saw what
+    # happened, and given to the constructor (a class sets its own default): an error is
+    # complete when it is built, so no later layer rewrites what an earlier one found.
+
     #: whether a retry on the same provider within seconds can help. False for what does
     #: not heal that fast: timeouts and hangs, TLS and certificate errors, a TLS policy
-    #: refusal, a TLS/plaintext port mix-up, a DNS failure. Set per instance.
+    #: refusal, a TLS/plaintext port mix-up, a DNS failure.
     retry_here: bool = True
     #: the provider did not answer in time (a hang, not a refusal): such a slow call opens
-    #: the provider's breaker at once, for every send. Set per instance.
+    #: the provider's breaker at once, for every send.
     timed_out: bool = False
     #: the error says nothing about the provider's health (it was never asked, or we were
     #: only queued behind its other sends): its breaker records no verdict.
@@ -94,11 +99,21 @@ class DeliveryError(MailerError):
         provider: str | None = None,
         code: int | None = None,
         response: str | None = None,
+        retry_here: bool | None = None,
+        timed_out: bool | None = None,
+        no_verdict: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.code = code
         self.response = response
+        # Only when given: the class attribute stays the default for everyone else.
+        if retry_here is not None:
+            self.retry_here = retry_here
+        if timed_out is not None:
+            self.timed_out = timed_out
+        if no_verdict is not None:
+            self.no_verdict = no_verdict
         #: the attempts the Mailer made before this error reached the caller
         self.attempts: list[Attempt] = []
 
@@ -210,8 +225,25 @@ class AllProvidersFailed(DeliveryError):
 
     @property
     def possibly_delivered(self) -> bool:
-        return any(
-            isinstance(e, DeliveryUncertain)
-            or (isinstance(e, AllProvidersFailed) and e.possibly_delivered)
-            for e in self.errors.values()
-        )
+        return possibly_delivered(self)
+
+
+def possibly_delivered(error: BaseException | None, committed: bool | None = False) -> bool:
+    """Whether the message may have been accepted, by how an attempt (or a send) ended.
+
+    The one place this is decided; the Mailer's "failed" event, SyncMailer's verdict on a
+    cut call, the outbox worker, AllProvidersFailed and the Django result all ask it.
+
+    ``error`` is how it ended (None: it succeeded). ``committed`` is whether the attempt
+    crossed its commit point: None when its provider does not say (so it may have sent
+    from its first instruction), False (the default) when the error alone is the
+    evidence. Anything but a success, a crossing, an unknown crossing or an uncertain
+    end (or a group's error holding one) is "not delivered": other errors are raised
+    only when nothing was accepted. A foreign exception says nothing, so it counts as
+    not delivered here; callers that must treat it as unknown (the outbox) check first.
+    """
+    if error is None or committed is not False:
+        return True
+    if isinstance(error, AllProvidersFailed):
+        return any(possibly_delivered(e) for e in error.errors.values())
+    return isinstance(error, DeliveryUncertain)

@@ -13,7 +13,6 @@ explains each row.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 import anyio
 
+from . import _clock
 from ._config import MailerConfig, ProviderEntry, load_config, load_outbox_config
 from ._errors import (
     AllProvidersFailed,
@@ -37,7 +37,7 @@ from ._log import get_logger
 from ._message import Message, MessageDefaults
 from ._outbox import Outbox, OutboxConfig
 from ._plugins import load_provider_class
-from ._provider import _DEADLINE, AsyncClosing, Provider
+from ._provider import AsyncClosing, Provider
 from ._redact import register_config
 from ._result import SendResult
 from ._routing.budget import BudgetConfig
@@ -92,7 +92,8 @@ class Mailer(AsyncClosing):
 
     ``providers`` are Provider instances (priority = position, 1 first), Routes, or one
     group (``Failover``, ``Weighted``, ``RoundRobin``), which may nest.
-    ``clock`` drives the breakers (inject a fake one in tests); deadlines use real time.
+    ``clock`` drives this Mailer's breakers; to move every clock at once (breakers,
+    deadlines, budgets, rate limits) install a ``mailer._clock.FakeClock`` instead.
     """
 
     def __init__(
@@ -105,7 +106,7 @@ class Mailer(AsyncClosing):
         health: HealthConfig | Mapping[str, Any] | None = None,
         retry: RetryConfig | Mapping[str, Any] | None = None,
         budget: BudgetConfig | Mapping[str, Any] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _clock.now,
         rng: random.Random | None = None,
         outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
         on_all_failed: Literal["raise", "enqueue"] = "raise",
@@ -130,8 +131,9 @@ class Mailer(AsyncClosing):
             clock=clock,
             rng=rng,
         )
-        routes = [p if isinstance(p, Route) else Route(p, priority=i + 1)
-                  for i, p in enumerate(providers)]  # fmt: skip
+        routes = [
+            p if isinstance(p, Route) else Route(p, priority=i + 1) for i, p in enumerate(providers)
+        ]
         self._priority = {r.name: r.priority for r in routes}
         self.root = _root(routes)
         self.root.bind(self._runtime)
@@ -150,10 +152,6 @@ class Mailer(AsyncClosing):
     @property
     def retry_config(self) -> RetryConfig:
         return self._runtime.retry
-
-    @property
-    def budget_config(self) -> BudgetConfig:
-        return self._runtime.budget
 
     # -- construction ------------------------------------------------------------------
 
@@ -261,9 +259,8 @@ class Mailer(AsyncClosing):
                 options = leaf.options_for(msg)
                 if options is not None:
                     leaf.check_options(options)
-        ctx = SendContext(msg.message_id, time.monotonic() + self.send_timeout, root=root)
+        ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout, root=root)
         send_token = _SEND.set(ctx)
-        deadline_token = _DEADLINE.set(ctx.deadline)
         emit = self._runtime.emit
         emit(Event("start", message_id=msg.message_id))
         try:
@@ -288,7 +285,6 @@ class Mailer(AsyncClosing):
                 emit(Event("failed", message_id=msg.message_id, error=_ending(exc, ctx)))
             raise
         finally:
-            _DEADLINE.reset(deadline_token)
             _SEND.reset(send_token)
 
     async def send_many(
@@ -418,15 +414,18 @@ def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
         return exc
     if isinstance(exc, MailerError):  # a message or config problem found mid-send
         return DeliveryError(f"not sent: {exc}")
-    crossed = any(a.committed or a.outcome == "DeliveryUncertain" for a in ctx.attempts)
-    what = "cancelled" if isinstance(exc, anyio.get_cancelled_exc_class()) else (
-        f"ended by {type(exc).__name__}")  # fmt: skip
-    if crossed:
-        return DeliveryUncertain(f"the send was {what} after a commit point: it may have "
-                                 "been delivered")  # fmt: skip
-    if any(a.committed is None and not a.ok for a in ctx.attempts):
-        return DeliveryUncertain(f"the send was {what} during an attempt at a provider that "
-                                 "reports no commit point: it may have been delivered")  # fmt: skip
+    cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+    what = "cancelled" if cancelled else f"ended by {type(exc).__name__}"
+    maybe = [a for a in ctx.attempts if a.possibly_delivered]
+    if any(a.committed is not None for a in maybe):
+        return DeliveryUncertain(
+            f"the send was {what} after a commit point: it may have been delivered"
+        )
+    if maybe:
+        return DeliveryUncertain(
+            f"the send was {what} during an attempt at a provider that reports no commit "
+            "point: it may have been delivered"
+        )
     return TransientError(f"the send was {what} before any commit point: not sent")
 
 

@@ -12,16 +12,17 @@ over on a guess is how mail gets sent twice.
 
 from __future__ import annotations
 
-import contextvars
-import time
+import math
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Literal, Self, cast
 from urllib.parse import SplitResult
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from typing_extensions import TypeVar
 
 from . import _entry_points
+from ._attempt import commit_point, deadline_remaining
 from ._errors import (
     AllProvidersFailed,
     ConfigError,
@@ -32,42 +33,38 @@ from ._errors import (
 from ._message import Message
 from ._options import validation_text
 from ._result import SendResult
-from ._routing.attempt import commit_point, current_attempt
-from ._routing.ratelimit import RateLimit
 
-__all__ = ["Provider", "ProviderConfig", "deadline_name", "deadline_remaining"]
-
-# The Mailer's overall deadline for the current send (a time.monotonic() value), so that
-# providers can shorten their own timeouts and fail with a precise error before it passes.
-_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "mailer_deadline", default=None
-)
+__all__ = ["ConfigT", "Provider", "ProviderConfig", "RateLimit", "deadline_remaining"]
 
 
-#: what ``_DEADLINE`` is, for a timeout it cut short ("greeting_timeout, cut short by
-#: ..."): a send's deadline, or the budget ``mailer verify`` holds each check to
-_DEADLINE_NAME: contextvars.ContextVar[str] = contextvars.ContextVar(
-    "mailer_deadline_name", default="the send deadline"
-)
+class RateLimit(BaseModel):
+    """``rate_limit`` on a provider. Seconds."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-def deadline_name() -> str:
-    """What the deadline outside an attempt is (see ``_DEADLINE_NAME``)."""
-    return _DEADLINE_NAME.get()
+    messages: int = Field(ge=1)
+    per: float = Field(default=1.0, gt=0)
+    #: slots that may be taken at once (default: ``messages``)
+    burst: int | None = Field(default=None, ge=1)
+    #: how long a send waits for its slot before going to the next provider
+    max_wait: float | Literal["budget", "deadline"] = "budget"
 
+    @model_validator(mode="after")
+    def _check(self) -> RateLimit:
+        if isinstance(self.max_wait, float) and not (
+            math.isfinite(self.max_wait) and self.max_wait >= 0
+        ):
+            raise ValueError("rate_limit.max_wait is 'budget', 'deadline' or seconds >= 0")
+        return self
 
-def deadline_remaining(timeout: float | None) -> float | None:
-    """``timeout`` shortened to what is left of the current attempt's deadline.
+    @property
+    def interval(self) -> float:
+        """Seconds between two slots."""
+        return self.per / self.messages
 
-    Before the attempt's commit point that is its pre-commit budget (or the send's
-    deadline, if sooner); after it, the send's deadline.
-    """
-    attempt = current_attempt()
-    deadline = attempt.deadline() if attempt is not None else _DEADLINE.get()
-    if deadline is None:
-        return timeout
-    left = max(deadline - time.monotonic(), 0.001)
-    return left if timeout is None else min(timeout, left)
+    @property
+    def slots(self) -> int:
+        return self.burst if self.burst is not None else self.messages
 
 
 class ProviderConfig(BaseModel):
@@ -98,8 +95,17 @@ class AsyncClosing:
         await self.aclose()
 
 
-class Provider(AsyncClosing):
+#: a provider's config model. Defaults to Any, so that ``class P(Provider)`` without a
+#: parameter (a plugin written before configs were typed) still reads ``self.config.x``.
+ConfigT = TypeVar("ConfigT", bound=BaseModel, default=Any)
+
+
+class Provider(AsyncClosing, Generic[ConfigT]):
     """Base class for providers. Subclasses set ``Config`` and implement ``_send``.
+
+    Generic over the config model, so that ``class SMTP(Provider[SMTPConfig])`` reads
+    ``self.config`` as an SMTPConfig; ``Config`` names the same class at run time (a
+    ClassVar cannot use the type parameter).
 
     Providers are async context managers; ``aclose()`` releases pooled connections.
     """
@@ -116,9 +122,9 @@ class Provider(AsyncClosing):
     #: its start: never abandoned for speed, and any interruption is DeliveryUncertain.
     reports_commit_point: ClassVar[bool] = False
 
-    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+    def __init__(self, name: str, config: ConfigT | None = None) -> None:
         self.name = name
-        self.config: Any = config if config is not None else self.Config()
+        self.config: ConfigT = config if config is not None else cast(ConfigT, self.Config())
 
     # -- construction ------------------------------------------------------------------
 
@@ -130,9 +136,9 @@ class Provider(AsyncClosing):
         secrets.
         """
         if isinstance(config, BaseModel):
-            return cls(name, config)
+            return cls(name, cast(ConfigT, config))
         try:
-            validated = cls.Config.model_validate(dict(config or {}))
+            validated = cast(ConfigT, cls.Config.model_validate(dict(config or {})))
         except ValidationError as exc:
             error = ConfigError(validation_text(f"config for provider {name!r}", exc, cls.Config))
         else:
@@ -205,6 +211,12 @@ class Provider(AsyncClosing):
         then do not cross.
         """
         await commit_point()
+
+    def time_left(self, timeout: float | None) -> float | None:
+        """``timeout`` (one step's own) cut to what is left of the attempt: its pre-commit
+        budget before :meth:`commit_point`, the send's deadline after it. Unchanged when
+        the provider is used on its own."""
+        return deadline_remaining(timeout)
 
     async def verify(self) -> None:
         """Check connectivity and credentials without sending; raise DeliveryError if not."""

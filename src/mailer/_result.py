@@ -28,6 +28,9 @@ class Attempt:
     #: whether the attempt reached its commit point (the message may have been accepted
     #: from then on); None when the provider does not report it
     committed: bool | None = None
+    #: whether the message may have been accepted by this attempt
+    #: (:func:`mailer._errors.possibly_delivered`, decided when the attempt ended)
+    possibly_delivered: bool = False
 
     @property
     def ok(self) -> bool:

@@ -46,6 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
+from ._attempt import commit_hooks
 from ._backend import current_async_library
 from ._config import MailerConfig
 from ._errors import ConfigError, DeliveryUncertain, MailerError, TransientError
@@ -53,7 +54,6 @@ from ._log import get_logger
 from ._mailer import Event, Mailer
 from ._message import Message
 from ._result import SendResult
-from ._routing.attempt import commit_hooks
 from .providers._coalesce import batching
 
 __all__ = ["CLOSE_TIMEOUT", "SEND_GRACE", "SyncMailer"]
@@ -127,7 +127,7 @@ def _on_event(event: Event) -> None:
     if call is None or event.kind != "attempt":
         return
     call.evidence += 1
-    if event.error is None or isinstance(event.error, DeliveryUncertain):
+    if event.attempt is not None and event.attempt.possibly_delivered:
         call.possibly_delivered = True
 
 
@@ -472,8 +472,7 @@ class SyncMailer:
                 closing.result(_ACLOSE_TIMEOUT)
             except concurrent.futures.TimeoutError:
                 closing.cancel()
-                log.warning("closing the providers took over %gs: left to the OS",
-                            _ACLOSE_TIMEOUT)  # fmt: skip
+                log.warning("closing the providers took over %gs: left to the OS", _ACLOSE_TIMEOUT)
             except Exception as exc:
                 failure = exc
         loop.call_soon_threadsafe(loop.stop)

@@ -134,7 +134,7 @@ def test_verify_json_and_a_hanging_provider_is_named(
     assert rows["stuck"]["ok"] is False
     # the deadline cuts the provider's own timeout short, so the step is named
     assert "waiting for the greeting" in rows["stuck"]["error"]["message"]
-    assert "cut short by --timeout" in rows["stuck"]["error"]["message"]
+    assert "cut short by the pre-commit budget" in rows["stuck"]["error"]["message"]
     # and in the table, by name, while the healthy one still reports
     text = mailer_cli("verify", "-c", str(config), "--timeout", "1")
     stuck = next(line for line in text.stdout.splitlines() if "stuck" in line)

@@ -59,7 +59,7 @@ async def test_no_retry_on_a_provider_whose_breaker_opened_meanwhile() -> None:
 
 
 def test_not_tried_is_transient() -> None:
-    from mailer._routing.group import _NotTried
+    from mailer._routing.leaf import _NotTried
 
     assert issubclass(_NotTried, TransientError)
 
@@ -121,17 +121,17 @@ async def test_a_failed_token_refresh_is_shared_with_the_connections_queued_on_i
 async def test_waiting_for_a_token_refresh_is_bounded_by_the_send_deadline() -> None:
     import time
 
-    from mailer._provider import _DEADLINE
+    from mailer._attempt import AttemptContext
     from mailer.providers._smtp.config import OAuth2Options
     from mailer.providers._smtp.oauth import TokenSource
 
     source = TokenSource(OAuth2Options(token_url="http://127.0.0.1:9/t", client_id="c",
                                        client_secret="s", refresh_token="r"))  # fmt: skip
     await source._lock.acquire()  # another connection's refresh is running
-    token = _DEADLINE.set(time.monotonic() + 0.2)
+    token = AttemptContext("p", deadline=time.monotonic() + 0.2).enter()
     try:
         with anyio.fail_after(2), pytest.raises(TransientError, match="deadline passed"):
             await source.get()
     finally:
-        _DEADLINE.reset(token)
+        AttemptContext.exit(token)
         source._lock.release()

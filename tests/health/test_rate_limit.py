@@ -8,6 +8,7 @@ import time
 import pytest
 
 from mailer import Mailer, Message
+from mailer._clock import FakeClock
 from mailer._config import load_config
 from mailer._errors import ConfigError
 from mailer._routing.ratelimit import Gcra, RateLimit
@@ -21,16 +22,8 @@ def msg() -> Message:
     return Message(sender="app@example.com", to=["u@example.org"], text="hi")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_gcra_spaces_slots_and_allows_the_burst() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     g = Gcra(RateLimit(messages=4, per=1.0), clock)
     assert [g.reserve(0) for _ in range(4)] == [0, 0, 0, 0]  # burst = messages
     assert g.reserve(0) is None  # the fifth must wait 0.25 s: not taken

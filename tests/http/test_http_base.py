@@ -28,7 +28,7 @@ from mailer import (
     SendResult,
     TransientError,
 )
-from mailer._provider import _DEADLINE
+from mailer._attempt import AttemptContext
 from mailer.providers.http import (
     MAX_BODY,
     Answer,
@@ -260,13 +260,13 @@ async def test_keep_alive_reuses_one_connection() -> None:
 async def test_send_deadline_shortens_the_timeout() -> None:
     async with serve("hang") as server:
         provider = make(base_url=f"http://127.0.0.1:{server.port}", timeout=30)
-        token = _DEADLINE.set(time.monotonic() + 0.3)
+        token = AttemptContext("p", deadline=time.monotonic() + 0.3).enter()
         start = time.monotonic()
         try:
             with pytest.raises(DeliveryUncertain):
                 await provider.send(MESSAGE)
         finally:
-            _DEADLINE.reset(token)
+            AttemptContext.exit(token)
             await provider.aclose()
     assert time.monotonic() - start < 5
 

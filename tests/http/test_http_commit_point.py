@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from mailer import DeliveryError, DeliveryUncertain, Message, TransientError
-from mailer._routing.attempt import AttemptState, _enter, _exit, commit_hooks
+from mailer._attempt import AttemptContext, attached, commit_hooks, current_attempt
 from mailer.providers._resend import ResendProvider
 from mailer.testing import serve
 
@@ -36,14 +36,18 @@ async def attempt(
     budget: float,
     deadline: float,
     hooks: tuple[Callable[[], Awaitable[None]], ...] = (),
-) -> tuple[AttemptState, anyio.CancelScope, DeliveryError | None, float]:
+) -> tuple[AttemptContext, anyio.CancelScope, DeliveryError | None, float]:
     """One attempt as the routing layer runs it: a scope cancelled at the pre-commit
     budget, lifted to the send's deadline at the commit point."""
     now = time.monotonic()
-    state = AttemptState(provider=provider.name, send_deadline=now + deadline,
-                         budget_deadline=now + budget, lift_to=now + deadline + 1)  # fmt: skip
+    state = AttemptContext(
+        provider=provider.name,
+        deadline=now + deadline,
+        budget_deadline=now + budget,
+        lift_to=now + deadline + 1,
+    )
     with commit_hooks(*hooks):
-        token = _enter(state)
+        token = state.enter()
     error = None
     try:
         with anyio.CancelScope(deadline=state.budget_deadline) as scope:
@@ -53,7 +57,7 @@ async def attempt(
             except DeliveryError as exc:
                 error = exc
     finally:
-        _exit(token)
+        state.exit(token)
         await provider.aclose()
     return state, scope, error, time.monotonic() - now
 
@@ -97,13 +101,11 @@ async def test_hang_after_the_body_is_uncertain_at_the_send_deadline() -> None:
 
 
 async def test_abandoned_at_the_commit_point_sends_no_body() -> None:
-    state_box: list[AttemptState] = []
+    state_box: list[AttemptContext] = []
 
     async def release() -> None:  # another send found the provider down meanwhile
-        from mailer._routing.attempt import current_attempt
-
         current = current_attempt()
-        assert current is not None
+        assert attached(current)
         state_box.append(current)
         current.release()
 

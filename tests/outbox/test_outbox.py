@@ -319,7 +319,7 @@ async def test_commit_point_is_recorded_before_it_is_crossed(
         mid = await m.enqueue(make_message(2))
         store = m.outbox.store
         (claim,) = await store.claim("test", 1, lease=30, max_age=3600)
-        from mailer._routing.attempt import commit_hooks
+        from mailer._attempt import commit_hooks
 
         marks: list[tuple[str, int]] = []
 

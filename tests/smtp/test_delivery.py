@@ -8,6 +8,7 @@ import pytest
 from tests.smtp.network import running
 
 from mailer import Mailer, Message
+from mailer._attempt import AttemptContext
 from mailer._errors import (
     AuthError,
     DeliveryUncertain,
@@ -16,7 +17,6 @@ from mailer._errors import (
     RecipientsRefused,
     TransientError,
 )
-from mailer._provider import _DEADLINE
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import encode_data
 from mailer.testing import ScriptedServer, SMTPTestServer, free_port
@@ -143,13 +143,13 @@ async def test_smuggling_sequences_never_end_the_data(
 async def test_send_deadline_shortens_timeouts(plain_server: SMTPTestServer) -> None:
     plain_server.state.fail("RCPT", "hang")
     provider = SMTPProvider.from_config("p", plain_server.config(socket_timeout=30))
-    token = _DEADLINE.set(time.monotonic() + 0.5)
+    token = AttemptContext("p", deadline=time.monotonic() + 0.5).enter()
     started = time.monotonic()
     try:
         with pytest.raises(TransientError, match="cut short by the send deadline"):
             await provider.send(message())
     finally:
-        _DEADLINE.reset(token)
+        AttemptContext.exit(token)
     assert time.monotonic() - started < 2
 
 

@@ -12,6 +12,7 @@ import pytest
 import respx
 
 from mailer import Mailer, Message
+from mailer._clock import FakeClock
 from mailer.testing import SMTPTestServer
 
 pytestmark = pytest.mark.anyio
@@ -19,15 +20,7 @@ pytestmark = pytest.mark.anyio
 SENDGRID = "https://api.sendgrid.test"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def build(server: SMTPTestServer, clock: Clock) -> Mailer:
+def build(server: SMTPTestServer, clock: FakeClock) -> Mailer:
     return Mailer.from_config(
         {
             "providers": [
@@ -60,7 +53,7 @@ def delivered_ids(server: SMTPTestServer) -> list[str]:
 
 
 async def test_503_fails_over_to_smtp(plain_server: SMTPTestServer) -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     async with build(plain_server, clock) as mailer:
         with respx.mock(assert_all_called=True) as mock:
             route = mock.post(f"{SENDGRID}/v3/mail/send").mock(
@@ -76,7 +69,7 @@ async def test_503_fails_over_to_smtp(plain_server: SMTPTestServer) -> None:
 
 
 async def test_429_rests_sendgrid_until_retry_after(plain_server: SMTPTestServer) -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     async with build(plain_server, clock) as mailer:
         with respx.mock() as mock:
             route = mock.post(f"{SENDGRID}/v3/mail/send")
@@ -100,7 +93,7 @@ async def test_429_rests_sendgrid_until_retry_after(plain_server: SMTPTestServer
 async def test_read_timeout_is_not_failed_over(plain_server: SMTPTestServer) -> None:
     from mailer import DeliveryUncertain
 
-    clock = Clock()
+    clock = FakeClock(100.0)
     async with build(plain_server, clock) as mailer:
         with respx.mock() as mock:
             mock.post(f"{SENDGRID}/v3/mail/send").mock(side_effect=httpx.ReadTimeout("slow"))

@@ -3,7 +3,6 @@ without sending."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,9 +11,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from .. import _clock
+from .._attempt import AttemptContext
 from .._docs import see
 from .._log import one_line
-from .._provider import _DEADLINE, _DEADLINE_NAME
 from .._text import REASON
 from .common import (
     EXIT_FAILED,
@@ -70,14 +70,20 @@ def verify(
         async def one(name: str, provider: Any) -> None:
             # Each check under its own deadline, so one that hangs is named, not
             # "verify did not finish"; the others still report.
-            # the deadline cuts the provider's own timeouts short, so its error names
-            # the step that did not answer (the greeting, TLS, a reply); the scope is
-            # the backstop for a provider that does not read it
-            deadline = _DEADLINE.set(time.monotonic() + limit)
-            named = _DEADLINE_NAME.set(budget)
+            # An attempt under the budget, as routing opens for a send: it cuts the
+            # provider's own timeouts short, so its error names the step that did not
+            # answer (the greeting, TLS, a reply); the scope is the backstop.
+            now = _clock.now()
+            attempt = AttemptContext.open(
+                name, deadline=now + limit + 1.0, started=now, grace=0.5, budget=limit
+            )
+            token = attempt.enter()
             try:
-                with anyio.fail_after(limit + 0.5):
+                assert attempt.scope is not None
+                with attempt.scope:
                     await provider.verify()
+                if attempt.scope.cancelled_caught:
+                    raise TimeoutError
             except TimeoutError:
                 results[name] = TimeoutError(
                     f"no answer within {limit:.3g}s ({budget}): the provider hangs (check "
@@ -88,8 +94,8 @@ def verify(
             else:
                 results[name] = None
             finally:
-                _DEADLINE_NAME.reset(named)
-                _DEADLINE.reset(deadline)
+                attempt.disarm()
+                AttemptContext.exit(token)
 
         async with mailer, anyio.create_task_group() as tg:
             for provider in mailer.providers:

@@ -23,7 +23,13 @@ from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import DEFAULT_DB_ALIAS
 
-from .._errors import ConfigError, DeliveryError, DeliveryUncertain, MailerError, MessageError
+from .._errors import (
+    ConfigError,
+    DeliveryError,
+    MailerError,
+    MessageError,
+    possibly_delivered,
+)
 from .._log import get_logger
 from .._message import Message
 from .._result import SendResult
@@ -93,10 +99,7 @@ class MailerResult:
     @property
     def possibly_delivered(self) -> bool:
         """True when the send failed uncertainly: sending it again may duplicate it."""
-        error = self.error
-        return isinstance(error, DeliveryUncertain) or bool(
-            getattr(error, "possibly_delivered", False)
-        )
+        return self.error is not None and possibly_delivered(self.error)
 
 
 # ------------------------------------------------------------------------ the Mailer

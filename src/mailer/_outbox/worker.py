@@ -31,20 +31,20 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
+from .._attempt import attached, commit_hooks, current_attempt
 from .._errors import (
     AllProvidersFailed,
     ConfigError,
     DeliveryError,
-    DeliveryUncertain,
     MessageError,
     PermanentError,
     RateLimited,
     TransientError,
+    possibly_delivered,
 )
 from .._log import get_logger, register_secret
 from .._message import Message
 from .._result import SendResult
-from .._routing.attempt import commit_hooks, current_attempt
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
 
@@ -83,10 +83,10 @@ def _uncertain_on(exc: BaseException) -> list[str | None] | None:
     """The providers that may have accepted the message by this error's account, or
     None when the error is not one we can read (anything may have happened)."""
     if isinstance(exc, AllProvidersFailed):
-        return [e.provider for e in exc.errors.values() if isinstance(e, DeliveryUncertain)]
-    if isinstance(exc, DeliveryUncertain):
-        return [exc.provider]
-    return [] if isinstance(exc, DeliveryError | MessageError) else None
+        return [e.provider for e in exc.errors.values() if possibly_delivered(e)]
+    if isinstance(exc, DeliveryError):
+        return [exc.provider] if possibly_delivered(exc) else []
+    return [] if isinstance(exc, MessageError) else None
 
 
 def _retry_after(exc: BaseException) -> float:
@@ -124,8 +124,11 @@ def decide(
     if isinstance(exc, PermanentError | MessageError):
         return Outcome("failed", provider=provider, error=error)
     if pin is not None and isinstance(exc, ConfigError):
-        return Outcome("unknown", provider=pin, error=f"{pin!r} may have accepted it "
-                       f"and can no longer be tried; {error}")  # fmt: skip
+        return Outcome(
+            "unknown",
+            provider=pin,
+            error=f"{pin!r} may have accepted it and can no longer be tried; {error}",
+        )
     if crossed:
         reached = _uncertain_on(exc)
         if reached is None or any(name is None or not window(name) for name in reached):
@@ -143,8 +146,11 @@ def decide(
         return Outcome(state, provider=provider, error=f"max_attempts reached; {error}")
     delay = max(backoff_delay(attempts, config.backoff, rng), _retry_after(exc))
     if pin is not None and now + delay - created >= window(pin):
-        return Outcome("unknown", provider=pin, error=f"{pin!r}'s idempotency window would "
-                       f"pass before the next try; {error}")  # fmt: skip
+        return Outcome(
+            "unknown",
+            provider=pin,
+            error=f"{pin!r}'s idempotency window would pass before the next try; {error}",
+        )
     if now + delay - created >= config.max_age:
         state = "unknown" if pin else "dead"
         return Outcome(state, provider=provider, error=f"max_age reached; {error}")
@@ -243,10 +249,13 @@ class Outbox:
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         assert msg.message_id is not None
         return NewMessage(
-            message_id=msg.message_id, message_json=msg.model_dump_json().encode(), raw=raw,
-            next_at=time.time() if next_at is None else next_at, attempts=attempts,
+            message_id=msg.message_id,
+            message_json=msg.model_dump_json().encode(),
+            raw=raw,
+            next_at=time.time() if next_at is None else next_at,
+            attempts=attempts,
             last_error=error,
-        )  # fmt: skip
+        )
 
     async def identity(self) -> tuple[str, ...]:
         """Which database and table this outbox writes to (opening it, and so creating
@@ -268,8 +277,7 @@ class Outbox:
         now = time.time()
         delay = max(backoff_delay(1, self.config.backoff, self._rng), _retry_after(failure))
         try:
-            await self._store(message, attempts=1, next_at=now + delay,
-                              error=_error_text(failure))  # fmt: skip
+            await self._store(message, attempts=1, next_at=now + delay, error=_error_text(failure))
         except MessageError as exc:
             # Not storable (an inline DKIM key): the caller keeps the message, as with
             # on_all_failed="raise", and learns why it was not queued.
@@ -277,9 +285,11 @@ class Outbox:
             raise failure from exc
         log.warning("every provider failed; message %s queued in the outbox", message.message_id)
         return SendResult(
-            provider="outbox", message_id=message.message_id, attempts=failure.attempts,
+            provider="outbox",
+            message_id=message.message_id,
+            attempts=failure.attempts,
             status="queued",
-        )  # fmt: skip
+        )
 
     # -- looking at it -----------------------------------------------------------------
 
@@ -337,7 +347,7 @@ class Outbox:
             attempt = current_attempt()
             try:
                 ok = await store.mark_committing(
-                    item.row, item.claim, attempt.provider if attempt else None
+                    item.row, item.claim, attempt.provider if attached(attempt) else None
                 )
             except Exception as exc:
                 raise TransientError(
@@ -360,13 +370,25 @@ class Outbox:
                 result = await self._deliver(message, pinned)
         except Exception as exc:
             outcome = decide(
-                exc, crossed=crossed or not self._hooks_seen, attempts=item.attempts,
-                created=item.created, config=self.config, window=self._window,
-                rng=self._rng, now=time.time(), pin=item.pin,
-            )  # fmt: skip
+                exc,
+                crossed=crossed or not self._hooks_seen,
+                attempts=item.attempts,
+                created=item.created,
+                config=self.config,
+                window=self._window,
+                rng=self._rng,
+                now=time.time(),
+                pin=item.pin,
+            )
             level = logging.WARNING if outcome.state in ("unknown", "dead", "failed") else 20
-            log.log(level, "outbox %s: attempt %d -> %s (%s)", item.message_id,
-                    item.attempts, outcome.state, outcome.error)  # fmt: skip
+            log.log(
+                level,
+                "outbox %s: attempt %d -> %s (%s)",
+                item.message_id,
+                item.attempts,
+                outcome.state,
+                outcome.error,
+            )
         else:
             if crossed:
                 self._hooks_seen = True
@@ -383,13 +405,18 @@ class Outbox:
         with anyio.CancelScope(shield=True):
             try:
                 if not await store.finish(item.row, item.claim, outcome):
-                    log.warning("outbox %s: claim lost before the outcome (%s) was recorded",
-                                item.message_id, outcome.state)  # fmt: skip
+                    log.warning(
+                        "outbox %s: claim lost before the outcome (%s) was recorded",
+                        item.message_id,
+                        outcome.state,
+                    )
             except Exception:
                 log.exception(
                     "outbox %s: recording the outcome (%s) failed; the lease will expire "
-                    "and settle it", item.message_id, outcome.state,
-                )  # fmt: skip
+                    "and settle it",
+                    item.message_id,
+                    outcome.state,
+                )
 
 
 def _keep_rendering(message: Message, raw: bytes) -> None:

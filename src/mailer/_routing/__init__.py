@@ -1,3 +1,3 @@
-"""Routing: attempts and their commit point, the pre-commit budget, health, and the
-provider groups (Failover, Weighted) that the Mailer is a front end over. Private: the
-public names are re-exported from ``mailer``."""
+"""Routing: the provider tree (groups and their leaves), the pre-commit budget, health
+and rate limits, over the attempt layer (``mailer._attempt``). Private: the public names
+are re-exported from ``mailer``."""

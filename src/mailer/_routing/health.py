@@ -17,7 +17,7 @@ Why each rule:
 * A slow call (no answer in time: a hang) opens at once, as Resilience4j counts slow
   calls: a hang seen by one send is news for every send, and each further send that tries
   would wait out its own budget. The sends already waiting on the provider are released
-  to the next one when it opens (see :mod:`mailer._routing.attempt`).
+  to the next one when it opens (see :mod:`mailer._attempt`).
 * AuthError opens at once and rests long: credentials do not fix themselves in seconds.
 * RateLimited with ``retry_after`` opens for exactly that long: the provider told us.
 * Half-open lets a single probe through; other sends go elsewhere until it answers.

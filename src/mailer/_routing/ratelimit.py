@@ -16,49 +16,20 @@ the next provider (no verdict on this one's health). How long it may wait is
 ``max_wait``: ``"budget"`` (default) is the attempt's pre-commit budget, so a rate limit
 never costs a caller more than a hang would; ``"deadline"`` waits up to the send's
 deadline (a provider with nothing behind it); a number is seconds.
+
+The config model, :class:`~mailer._provider.RateLimit`, lives with the provider config it
+is a field of; this module is what routing does with it.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from .. import _clock
+from .._provider import RateLimit
 
 __all__ = ["Gcra", "RateLimit"]
-
-
-class RateLimit(BaseModel):
-    """``rate_limit`` on a provider. Seconds."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    messages: int = Field(ge=1)
-    per: float = Field(default=1.0, gt=0)
-    #: slots that may be taken at once (default: ``messages``)
-    burst: int | None = Field(default=None, ge=1)
-    #: how long a send waits for its slot before going to the next provider
-    max_wait: float | Literal["budget", "deadline"] = "budget"
-
-    @model_validator(mode="after")
-    def _check(self) -> RateLimit:
-        if isinstance(self.max_wait, float) and not (
-            math.isfinite(self.max_wait) and self.max_wait >= 0
-        ):
-            raise ValueError("rate_limit.max_wait is 'budget', 'deadline' or seconds >= 0")
-        return self
-
-    @property
-    def interval(self) -> float:
-        """Seconds between two slots."""
-        return self.per / self.messages
-
-    @property
-    def slots(self) -> int:
-        return self.burst if self.burst is not None else self.messages
 
 
 @dataclass(slots=True)
@@ -66,7 +37,7 @@ class Gcra:
     """The in-process limiter (the Redis one runs the same steps in Lua)."""
 
     limit: RateLimit
-    clock: Callable[[], float] = time.monotonic
+    clock: Callable[[], float] = _clock.now
     #: the theoretical arrival time of the next slot
     tat: float = 0.0
 

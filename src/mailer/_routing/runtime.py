@@ -15,16 +15,16 @@ import asyncio
 import contextvars
 import itertools
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .. import _clock
+from .._attempt import AttemptContext
 from .._backend import current_async_library
 from .._log import get_logger, log_event
-from .attempt import AttemptState
 from .budget import BudgetConfig, SetupEstimator
 from .health import BreakerState, CircuitBreaker, HealthConfig
 from .ratelimit import Gcra, RateLimit
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .._result import Attempt, SendResult
     from .events import Event
 
-__all__ = ["LeafHealth", "RetryConfig", "Runtime", "SendContext", "current_send"]
+__all__ = ["LeafHealth", "RetryConfig", "Runtime", "SendContext"]
 
 log = get_logger("mailer")
 
@@ -60,7 +60,7 @@ class LeafHealth:
     provider: Provider
     breaker: CircuitBreaker
     estimator: SetupEstimator
-    inflight: set[AttemptState] = field(default_factory=set)
+    inflight: set[AttemptContext] = field(default_factory=set)
     probe: asyncio.Task[None] | None = None
     #: the provider's ``rate_limit``, kept in this process (the memory store)
     limiter: Gcra | None = None
@@ -96,6 +96,9 @@ class SendContext:
     send_id: int = field(default_factory=lambda: _next_send_id())
     #: whether its "sent" or "failed" event went out
     ended: bool = False
+    #: the error of an attempt that another send's verdict released: no verdict on the
+    #: provider (routing's knowledge, so not written onto the provider's error)
+    unjudged: DeliveryError | None = None
 
 
 _SEND_IDS = itertools.count(1)
@@ -110,10 +113,6 @@ _SEND: contextvars.ContextVar[SendContext | None] = contextvars.ContextVar(
 )
 
 
-def current_send() -> SendContext | None:
-    return _SEND.get()
-
-
 class Runtime:
     """Settings, health and listeners for one provider tree."""
 
@@ -125,7 +124,7 @@ class Runtime:
         budget: BudgetConfig | None = None,
         on_uncertain: Literal["raise", "failover"] = "raise",
         send_timeout: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = _clock.now,
         rng: random.Random | None = None,
     ) -> None:
         self.health = health or HealthConfig()
@@ -156,7 +155,7 @@ class Runtime:
         limit = limit if isinstance(limit, RateLimit) else None
         leaf = LeafHealth(provider, breaker, SetupEstimator(self.budget))
         if limit is not None:
-            leaf.limiter = Gcra(limit, time.monotonic)
+            leaf.limiter = Gcra(limit, _clock.now)
         breaker.on_change = self._breaker_listener(leaf)
         if self.shared is not None:
             self.shared.register(provider.name, breaker, leaf.limiter)
@@ -206,8 +205,12 @@ class Runtime:
                     if self.shared is not None
                     else leaf.limiter.left()[0]
                 )
-                entry["rate_limit"] = {"messages": limit.messages, "per": limit.per,
-                                       "burst": limit.slots, "slots_left": left}  # fmt: skip
+                entry["rate_limit"] = {
+                    "messages": limit.messages,
+                    "per": limit.per,
+                    "burst": limit.slots,
+                    "slots_left": left,
+                }
             out[name] = entry
         return out
 
@@ -286,15 +289,16 @@ class Runtime:
         from .._errors import DeliveryError, TransientError
 
         name = leaf.provider.name
-        started = time.monotonic()
+        started = _clock.now()
         limit = self.budget.max
         error: DeliveryError | None = None
         try:
             async with asyncio.timeout(limit):
                 await leaf.provider.verify()
         except TimeoutError:
-            error = TransientError(f"probe: no answer within {limit:g}s", provider=name)
-            error.timed_out = True
+            error = TransientError(
+                f"probe: no answer within {limit:g}s", provider=name, timed_out=True
+            )
         except DeliveryError as exc:
             error = exc
         except Exception as exc:  # a plugin's verify blew up: not back
@@ -302,7 +306,7 @@ class Runtime:
         finally:
             leaf.probe = None
         if error is None:
-            leaf.estimator.observe(time.monotonic() - started)
+            leaf.estimator.observe(_clock.now() - started)
             log.info("provider %s: background probe ok, back in service", name)
             leaf.breaker.record_success()
         else:
@@ -346,20 +350,23 @@ class Runtime:
         error: DeliveryError | None,
         committed: bool | None,
     ) -> None:
+        from .._errors import possibly_delivered
         from .._result import Attempt
         from .events import Event
 
         attempt = Attempt(
             provider=provider,
             outcome="sent" if error is None else type(error).__name__,
-            duration=time.monotonic() - started,
+            duration=_clock.now() - started,
             error=None if error is None else str(error.args[0] if error.args else error),
             code=None if error is None else error.code,
             committed=committed,
+            possibly_delivered=possibly_delivered(error, committed),
         )
         attempts.append(attempt)
-        self.emit(Event("attempt", provider=provider, message_id=message_id,
-                        attempt=attempt, error=error))  # fmt: skip
+        self.emit(
+            Event("attempt", provider=provider, message_id=message_id, attempt=attempt, error=error)
+        )
 
     def sent(self, provider: str, message_id: str | None, result: SendResult) -> None:
         from .events import Event

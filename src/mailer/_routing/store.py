@@ -411,10 +411,16 @@ class RedisHealth:
         )
         self._scripts = {
             name: client.register_script(text)
-            for name, text in (("failure", _FAILURE), ("success", _SUCCESS), ("claim", _CLAIM),
-                               ("release", _RELEASE), ("merge", _MERGE), ("read", _READ),
-                               ("rate", _RATE))
-        }  # fmt: skip
+            for name, text in (
+                ("failure", _FAILURE),
+                ("success", _SUCCESS),
+                ("claim", _CLAIM),
+                ("release", _RELEASE),
+                ("merge", _MERGE),
+                ("read", _READ),
+                ("rate", _RATE),
+            )
+        }
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             async with asyncio.timeout(t * 4):
@@ -442,8 +448,9 @@ class RedisHealth:
                     self._tried.set()
                 if self._warned:
                     self._warned = False
-                    log.warning("health store %s is reachable again: breakers shared again",
-                                self.where)  # fmt: skip
+                    log.warning(
+                        "health store %s is reachable again: breakers shared again", self.where
+                    )
                 loop = asyncio.get_running_loop()
                 next_read = loop.time() + refresh
                 while True:
@@ -478,8 +485,10 @@ class RedisHealth:
             self._warned = True
             log.warning(
                 "health store %s is unreachable (%s): each process uses its own breakers "
-                "until it is back", self.where, f"{type(exc).__name__}: {exc}",
-            )  # fmt: skip
+                "until it is back",
+                self.where,
+                f"{type(exc).__name__}: {exc}",
+            )
 
     async def _call(self, script: str, keys: list[str], args: list[Any]) -> Any:
         client = self._client
@@ -520,10 +529,17 @@ class RedisHealth:
             left = breaker.open_until - breaker.clock()
             if breaker.state is BreakerState.OPEN and left > 0:
                 await self._call(
-                        "merge", [self._key("health", name), self._key("probe", name)],
-                        [name, self.channel, int(left * 1000), int(breaker.slow_call),
-                         int(breaker.verify_can_probe), breaker.trips],
-                    )  # fmt: skip
+                    "merge",
+                    [self._key("health", name), self._key("probe", name)],
+                    [
+                        name,
+                        self.channel,
+                        int(left * 1000),
+                        int(breaker.slow_call),
+                        int(breaker.verify_can_probe),
+                        breaker.trips,
+                    ],
+                )
         self._versions.clear()
         await self._read()
 
@@ -577,8 +593,9 @@ class RedisHealth:
             return None
         keys = [self._key("health", name), self._key("probe", name)]
         try:
-            raw = await self._call("claim", keys, [name, self.channel, self.token,
-                                                   int(self.lease * 1000)])  # fmt: skip
+            raw = await self._call(
+                "claim", keys, [name, self.channel, self.token, int(self.lease * 1000)]
+            )
         except Exception as exc:
             self._down(exc)
             return None
@@ -599,10 +616,10 @@ class RedisHealth:
         limit = local.limit
         try:
             taken, wait, _ = await self._call(
-                "rate", [self._key("rate", name)],
-                [max(int(limit.interval * 1e6), 1), limit.slots,
-                 int(min(max_wait, 1e9) * 1e6), 0],
-            )  # fmt: skip
+                "rate",
+                [self._key("rate", name)],
+                [max(int(limit.interval * 1e6), 1), limit.slots, int(min(max_wait, 1e9) * 1e6), 0],
+            )
         except Exception as exc:
             self._down(exc)
             return local.reserve(max_wait)
@@ -611,9 +628,10 @@ class RedisHealth:
     async def rate_left(self, name: str) -> int:
         limit = self.limits[name].limit
         _, _, free = await self._call(
-            "rate", [self._key("rate", name)], [max(int(limit.interval * 1e6), 1),
-                                                 limit.slots, 0, 1],
-        )  # fmt: skip
+            "rate",
+            [self._key("rate", name)],
+            [max(int(limit.interval * 1e6), 1), limit.slots, 0, 1],
+        )
         return int(free)
 
     # -- for the CLI -------------------------------------------------------------------

@@ -21,9 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._attempt import commit_point
 from .._errors import DeliveryError, DeliveryUncertain, MessageError
 from .._result import SendResult
-from .._routing.attempt import commit_point
 
 __all__ = ["WINDOW", "Coalescer", "batching"]
 
@@ -35,10 +35,6 @@ batching: contextvars.ContextVar[bool] = contextvars.ContextVar("mailer_batching
 
 Outcome = SendResult | DeliveryError | MessageError
 SendChunk = Callable[[list[tuple[int, Any]]], Awaitable[list[Outcome]]]
-
-
-def _future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
 
 
 @dataclass(eq=False)

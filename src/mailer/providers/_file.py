@@ -35,7 +35,7 @@ class FileConfig(ProviderConfig):
     dkim: DKIMOptions | None = Field(default=None, repr=False)
 
 
-class FileProvider(Provider):
+class FileProvider(Provider[FileConfig]):
     Config = FileConfig
     config: FileConfig
 
@@ -77,8 +77,12 @@ class FileProvider(Provider):
             raise TransientError(
                 f"cannot write to {self.config.directory}: {exc.strerror}"
             ) from exc
-        return SendResult(provider=self.name, message_id=message.message_id,
-                          accepted=message.envelope_recipients, response=str(path))  # fmt: skip
+        return SendResult(
+            provider=self.name,
+            message_id=message.message_id,
+            accepted=message.envelope_recipients,
+            response=str(path),
+        )
 
     async def verify(self) -> None:
         folder = self.config.directory

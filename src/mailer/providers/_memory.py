@@ -95,7 +95,7 @@ class MemoryConfig(ProviderConfig):
         return [_check_outcome(spec) for spec in value]
 
 
-class MemoryProvider(Provider):
+class MemoryProvider(Provider[MemoryConfig]):
     Config = MemoryConfig
     config: MemoryConfig
     #: ``latency`` and the refusals come before the commit point; acceptance after it
@@ -157,8 +157,9 @@ class MemoryProvider(Provider):
         if kind == "transient":
             raise TransientError("scripted transient failure", code=451)
         if kind == "rate_limited":
-            raise RateLimited("scripted rate limit", code=429,
-                              retry_after=float(arg) if arg else None)  # fmt: skip
+            raise RateLimited(
+                "scripted rate limit", code=429, retry_after=float(arg) if arg else None
+            )
         if kind == "auth":
             raise AuthError("scripted auth failure", code=535)
         if kind == "permanent":
@@ -173,14 +174,16 @@ class MemoryProvider(Provider):
             await anyio.sleep_forever()
         if kind == "refuse":
             refused = {a.strip() for a in arg.split(",") if a.strip()}
-            rejected = {r: "550 5.1.1 scripted refusal" for r in message.envelope_recipients
-                        if r in refused}  # fmt: skip
+            rejected = {
+                r: "550 5.1.1 scripted refusal" for r in message.envelope_recipients if r in refused
+            }
             if len(rejected) == len(message.envelope_recipients):
                 raise RecipientsRefused("all recipients refused", refused=rejected, code=550)
         self._accept(message, signature)
         accepted = [r for r in message.envelope_recipients if r not in rejected]
-        return SendResult(provider=self.name, message_id=message.message_id,
-                          accepted=accepted, rejected=rejected)  # fmt: skip
+        return SendResult(
+            provider=self.name, message_id=message.message_id, accepted=accepted, rejected=rejected
+        )
 
     def _accept(self, message: Message, signature: bytes) -> None:
         self.accepted += 1

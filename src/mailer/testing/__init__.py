@@ -16,7 +16,9 @@ Real servers on 127.0.0.1, for the faults a mock cannot act out:
   server that keeps what it receives and goes down like a real one;
 * ``HTTPTestServer``: a scripted loopback HTTP server (status, hang, drop, slow, per
   request) that records what it received; ``FakeResend``, Resend's API on it;
-* ``wait_until`` / ``eventually``: the bounded polling helpers.
+* ``wait_until`` / ``eventually``: the bounded polling helpers;
+* ``FakeClock``: the one clock breakers, deadlines, budgets and rate limits read, moved
+  by hand (``with FakeClock() as clock: clock.advance(30)``).
 
 The SMTP server and the certificates need ``mailer-failover[testing]`` (aiosmtpd,
 trustme, respx); the names load on first use, so ``import mailer.testing`` never needs
@@ -29,6 +31,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._clock import FakeClock
     from ..providers._memory import MemoryProvider
     from ._certs import TLS_NAME, Certs, make_certs
     from ._conformance import ErrorCase, ProviderConformance
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
     from ._token import TokenEndpoint
 
 _WHERE = {
+    "FakeClock": ".._clock",
     "MemoryProvider": "..providers._memory",
     "TLS_NAME": "._certs",
     "Certs": "._certs",
@@ -89,6 +93,7 @@ __all__ = [
     "USERS",
     "Certs",
     "ErrorCase",
+    "FakeClock",
     "FakeResend",
     "Fault",
     "HTTPRequest",

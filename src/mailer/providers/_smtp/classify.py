@@ -34,7 +34,7 @@ import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import TypedDict, TypeVar
 
 from aiosmtplib import errors as smtp_errors
 
@@ -247,13 +247,34 @@ def _find(exc: BaseException, kind: type[_E]) -> _E | None:
     return None
 
 
-def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint) -> DeliveryError:
+class _Flags(TypedDict):
+    retry_here: bool
+    timed_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What :func:`map_exception` read from the exception chain, for the constructors."""
+
+    retry_here: bool
+    timed_out: bool
+
+    def transient(self) -> _Flags:
+        return {"retry_here": self.retry_here, "timed_out": self.timed_out}
+
+    def uncertain(self) -> _Flags:
+        # no answer after the commit point is judged on its own, not as a slow call
+        return {"retry_here": self.retry_here, "timed_out": False}
+
+
+def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint, verdict: _Verdict) -> DeliveryError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
         return TransientError(
             f"TLS certificate verification failed for {endpoint.tls_name!r} at "
             f"{endpoint.where}: {detail} (for a private CA set tls.ca_file; when the "
-            "certificate names another host set tls.servername)"
+            "certificate names another host set tls.servername)",
+            **verdict.transient(),
         )
     why = getattr(exc, "reason", None) or exc
     reason = f"{why} {exc}"
@@ -262,16 +283,18 @@ def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint) -> DeliveryError:
             return TransientError(
                 f"TLS handshake with {endpoint.where} failed: the server answered in "
                 f"plaintext, so port {endpoint.port} expects STARTTLS or plaintext: set "
-                "secure=False (implicit TLS is usually port 465)"
+                "secure=False (implicit TLS is usually port 465)",
+                **verdict.transient(),
             )
         return TransientError(
             f"TLS handshake with {endpoint.where} failed after STARTTLS: the server did "
-            f"not speak TLS ({why})"
+            f"not speak TLS ({why})",
+            **verdict.transient(),
         )
-    return TransientError(f"TLS error with {endpoint.where}: {why}")
+    return TransientError(f"TLS error with {endpoint.where}: {why}", **verdict.transient())
 
 
-def _proxy_error(failure: ProxyFailure, endpoint: Endpoint) -> DeliveryError:
+def _proxy_error(failure: ProxyFailure, endpoint: Endpoint, verdict: _Verdict) -> DeliveryError:
     """The proxy did not connect us. A proxy that is down, or that could not reach the
     server, may heal in a retry's backoff; refused credentials or a proxy that speaks
     another protocol do not."""
@@ -279,23 +302,26 @@ def _proxy_error(failure: ProxyFailure, endpoint: Endpoint) -> DeliveryError:
     if failure.kind == "unreachable":
         return TransientError(
             f"cannot connect to proxy {proxy} (for {where}): {detail}; is the proxy up, "
-            "and is this its port?"
+            "and is this its port?",
+            **verdict.transient(),
         )
     if failure.kind == "rejected":
-        return TransientError(f"proxy {proxy} could not connect to {where}: {detail}")
-    error: DeliveryError
+        return TransientError(
+            f"proxy {proxy} could not connect to {where}: {detail}", **verdict.transient()
+        )
     if failure.kind == "auth":
-        error = AuthError(
+        return AuthError(
             f"proxy {proxy} refused authentication (for {where}): {detail}; check the user "
-            "and password in the proxy URL"
+            "and password in the proxy URL",
+            retry_here=False,
+            timed_out=verdict.timed_out,
         )
-    else:
-        error = TransientError(
-            f"proxy {proxy} did not answer as a {failure.proxy.scheme}:// proxy (for "
-            f"{where}): {detail}; check the proxy URL's scheme and port"
-        )
-    error.retry_here = False
-    return error
+    return TransientError(
+        f"proxy {proxy} did not answer as a {failure.proxy.scheme}:// proxy (for "
+        f"{where}): {detail}; check the proxy URL's scheme and port",
+        retry_here=False,
+        timed_out=verdict.timed_out,
+    )
 
 
 def map_exception(
@@ -310,16 +336,16 @@ def map_exception(
 
     Also says whether a same-provider retry can help: not after a timeout (a hang does
     not clear in the 200 ms of a retry's backoff, and the retry doubles the wait), a TLS
-    or certificate error, or a DNS failure.
+    or certificate error, or a DNS failure. Both verdicts go to the error's constructor.
     """
-    error = _map_exception(exc, phase, endpoint, timeout=timeout, timeout_name=timeout_name)
-    if isinstance(error, DeliveryError) and error is not exc:
-        if _find(exc, TimeoutError) is not None:
-            error.retry_here = False
-            error.timed_out = not isinstance(error, DeliveryUncertain)
-        elif _find(exc, socket.gaierror) is not None or _tls_setup_error(exc, phase):
-            error.retry_here = False
-    return error
+    timed_out = _find(exc, TimeoutError) is not None
+    heals = not (
+        timed_out or _find(exc, socket.gaierror) is not None or _tls_setup_error(exc, phase)
+    )
+    verdict = _Verdict(retry_here=heals, timed_out=timed_out)
+    return _map_exception(
+        exc, phase, endpoint, timeout=timeout, timeout_name=timeout_name, verdict=verdict
+    )
 
 
 def _tls_setup_error(exc: BaseException, phase: Phase) -> bool:
@@ -338,6 +364,7 @@ def _map_exception(
     *,
     timeout: float | None,
     timeout_name: str,
+    verdict: _Verdict,
 ) -> DeliveryError | MessageError:
     if isinstance(exc, DeliveryError | MessageError):
         return exc
@@ -353,41 +380,49 @@ def _map_exception(
         if timed_out:
             return DeliveryUncertain(
                 f"no reply within {secs} ({timeout_name}) after the message was sent "
-                "(final '.'): it may have been delivered"
+                "(final '.'): it may have been delivered",
+                **verdict.uncertain(),
             )
         return DeliveryUncertain(
             f"connection to {endpoint.where} lost after the message was sent (final '.'), "
-            "before the server replied: it may have been delivered"
+            "before the server replied: it may have been delivered",
+            **verdict.uncertain(),
         )
     if ssl_exc is not None:
-        return _ssl_error(ssl_exc, endpoint)
+        return _ssl_error(ssl_exc, endpoint, verdict)
     if phase is Phase.CONNECT:
         proxied = _find(exc, ProxyFailure)
         if proxied is not None:
-            return _proxy_error(proxied, endpoint)
+            return _proxy_error(proxied, endpoint, verdict)
         if timed_out:
             return TransientError(
-                f"timed out after {secs} connecting to {endpoint.route} ({timeout_name})"
+                f"timed out after {secs} connecting to {endpoint.route} ({timeout_name})",
+                **verdict.transient(),
             )
         if _find(exc, ConnectionRefusedError) is not None:
             return TransientError(
                 f"connection refused by {endpoint.where}: is the server up, and is this the "
-                "right port?"
+                "right port?",
+                **verdict.transient(),
             )
         gai = _find(exc, socket.gaierror)
         if gai is not None:
-            return TransientError(f"cannot resolve host {endpoint.host!r}: {gai.strerror}")
-        return TransientError(f"cannot connect to {endpoint.route}: {exc}")
+            return TransientError(
+                f"cannot resolve host {endpoint.host!r}: {gai.strerror}", **verdict.transient()
+            )
+        return TransientError(f"cannot connect to {endpoint.route}: {exc}", **verdict.transient())
     if phase is Phase.GREETING and timed_out:
         if endpoint.secure and "connecting" in str(exc):
             return TransientError(
                 f"timed out after {secs} in the TLS handshake with {endpoint.where} "
-                f"({timeout_name})"
+                f"({timeout_name})",
+                **verdict.transient(),
             )
         if not endpoint.secure and endpoint.port == 465:
             return TransientError(
                 f"port 465 expects implicit TLS: set secure=True (no greeting from "
-                f"{endpoint.where} within {secs})"
+                f"{endpoint.where} within {secs})",
+                **verdict.transient(),
             )
         hint = (
             ""
@@ -396,21 +431,29 @@ def _map_exception(
         )
         return TransientError(
             f"timed out after {secs} waiting for the greeting from {endpoint.where} "
-            f"({timeout_name}){hint}"
+            f"({timeout_name}){hint}",
+            **verdict.transient(),
         )
     if phase in (Phase.TLS, Phase.STARTTLS) and timed_out:
         return TransientError(
-            f"timed out after {secs} in the TLS handshake with {endpoint.where} ({timeout_name})"
+            f"timed out after {secs} in the TLS handshake with {endpoint.where} ({timeout_name})",
+            **verdict.transient(),
         )
     if timed_out:
         return TransientError(
             f"timed out after {secs} waiting for the reply to {phase} from "
-            f"{endpoint.where} ({timeout_name})"
+            f"{endpoint.where} ({timeout_name})",
+            **verdict.transient(),
         )
     if response is not None:  # code -1: a reply we could not parse
         return TransientError(
-            f"malformed reply from {endpoint.where} at {phase}: {clip(response.message, REASON)}"
+            f"malformed reply from {endpoint.where} at {phase}: {clip(response.message, REASON)}",
+            **verdict.transient(),
         )
     if isinstance(exc, smtp_errors.SMTPException | OSError):
-        return TransientError(f"connection to {endpoint.where} lost at {phase}")
-    return TransientError(f"{phase} failed with {endpoint.where}: {type(exc).__name__}")
+        return TransientError(
+            f"connection to {endpoint.where} lost at {phase}", **verdict.transient()
+        )
+    return TransientError(
+        f"{phase} failed with {endpoint.where}: {type(exc).__name__}", **verdict.transient()
+    )

@@ -42,6 +42,7 @@ from typing import TypeVar, cast
 import aiosmtplib
 from aiosmtplib import errors as smtp_errors
 
+from ..._attempt import current_attempt
 from ..._errors import (
     AuthError,
     DeliveryError,
@@ -51,8 +52,6 @@ from ..._errors import (
     UnsupportedFeature,
 )
 from ..._log import get_logger
-from ..._provider import deadline_name, deadline_remaining
-from ..._routing.attempt import attempt_progress, commit_point, current_attempt
 from . import _happy, _proxy
 from ._proxy import ProxyURL
 from ._transcript import Transcript, TranscriptSMTP, TranscriptStream
@@ -231,16 +230,11 @@ class Connection:
 
     def _timeout(self, name: str) -> tuple[float | None, str]:
         configured: float = getattr(self._settings.config, name)
-        value = deadline_remaining(configured)
         attempt = current_attempt()
-        by = (
-            "the pre-commit budget"
-            if attempt is not None and not attempt.committed and attempt.budget_deadline is not None
-            and (attempt.send_deadline is None or attempt.budget_deadline < attempt.send_deadline)
-            else deadline_name()
-        )  # fmt: skip
-        label = name if value == configured else f"{name}, cut short by {by}"
-        return value, label
+        value = attempt.timeout(configured)
+        if value == configured:
+            return value, name
+        return value, f"{name}, cut short by {attempt.limited_by()}"
 
     @contextlib.contextmanager
     def _guard(self, phase: Phase, timeout: float | None, label: str) -> Iterator[None]:
@@ -327,14 +321,13 @@ class Connection:
                 self.encrypted = True
                 await self._ehlo(smtp)
             elif cfg.require_tls:
-                refused = TransientError(
+                raise TransientError(
                     f"{s.endpoint.where} does not offer STARTTLS and require_tls is on (the "
                     "default for every host but loopback): refusing to send in plaintext. "
                     "A man in the middle may be stripping STARTTLS; if the server really has "
-                    "no TLS, set require_tls: false to send in clear"
+                    "no TLS, set require_tls: false to send in clear",
+                    retry_here=False,  # a TLS policy does not change in seconds
                 )
-                refused.retry_here = False  # a TLS policy does not change in seconds
-                raise refused
         if not self.encrypted:
             _log_plaintext(cfg, s.endpoint)
         if cfg.auth is not None:
@@ -392,7 +385,7 @@ class Connection:
         with self._guard(phase, timeout, label):
             reply = await stream.read(timeout)
         if phase is Phase.MAIL or phase is Phase.RCPT:
-            attempt_progress()  # a long envelope is progress, not a hang
+            current_attempt().progress()  # a long envelope is progress, not a hang
         return reply
 
     async def transaction(
@@ -694,7 +687,7 @@ class Connection:
         # The commit point: from the end of the data on, the server may have the message.
         # Marked before the payload (not just before its last chunk) so that the budget
         # never cuts a payload short that is already on its way.
-        await commit_point()
+        await current_attempt().commit()
         timeout, label = self._timeout("socket_timeout")
         # Until the final "." is written nothing can be delivered: a failure is transient.
         with self._guard(Phase.DATA, timeout, label):

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from ..._attempt import current_attempt
 from ..._errors import AuthError, DeliveryError, TransientError
-from ..._provider import deadline_remaining
 from ..._redact import redact, redact_url, register_config, register_secret
 from .config import OAuth2Options
 
@@ -90,7 +90,7 @@ class TokenSource:
 
     async def _refresh(self, stale: SecretStr | None) -> SecretStr:
         asked = time.monotonic()
-        wait = deadline_remaining(None)
+        wait = current_attempt().timeout(None)
         try:
             await asyncio.wait_for(self._lock.acquire(), wait)
         except TimeoutError:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from ..._errors import TransientError
-from ..._routing.slots import Slots
+from .._slots import Slots
 from .connection import Connection, ConnectionStale
 
 __all__ = ["Pool"]

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ..._backend import current_async_library
 from ..._errors import ConfigError, DeliveryError, MessageError
@@ -47,16 +47,16 @@ def _default_ehlo_name() -> str:
     return name if _HOSTNAME.fullmatch(name) else "localhost"
 
 
-class SMTPProvider(Provider):
+class SMTPProvider(Provider[SMTPConfig]):
     """Send through an SMTP server (``type = "smtp"`` or ``"smtps"``)."""
 
     Config = SMTPConfig
     #: the commit point is the end of the data (:meth:`.connection.Connection._message`)
     reports_commit_point = True
 
-    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+    def __init__(self, name: str, config: SMTPConfig | None = None) -> None:
         super().__init__(name, config)
-        cfg: SMTPConfig = self.config
+        cfg = self.config
         self._cfg = cfg
         self._http: httpx.AsyncClient | None = None
         oauth2 = cfg.auth.oauth2 if cfg.auth is not None else None

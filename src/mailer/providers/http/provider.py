@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from email.utils import getaddresses
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import SplitResult
 
 import httpx
@@ -48,9 +48,7 @@ def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
-# When the attempt layer's generic Provider lands, this line becomes
-# ``class HTTPProvider(Provider[ConfigT]):`` and ``config: ConfigT`` below goes.
-class HTTPProvider(Provider, Generic[ConfigT]):
+class HTTPProvider(Provider[ConfigT]):
     """Base class for providers that send through an HTTP API, the django-anymail way.
 
     Everything that decides *whether the Mailer may fail over* lives in the base: the
@@ -59,7 +57,6 @@ class HTTPProvider(Provider, Generic[ConfigT]):
     """
 
     Config: ClassVar[type[BaseModel]] = HTTPConfig
-    config: ConfigT
     #: the Payload subclass that maps a Message to this API's request
     payload_class: ClassVar[type[Payload[Any]]] = Payload
     #: the request body leaves in the transport, which awaits the commit point first
@@ -97,7 +94,7 @@ class HTTPProvider(Provider, Generic[ConfigT]):
     #: the size limit of one batch request in bytes (0: none); a batch is cut to fit
     batch_max_bytes: ClassVar[int] = 0
 
-    def __init__(self, name: str, config: BaseModel | None = None) -> None:
+    def __init__(self, name: str, config: ConfigT | None = None) -> None:
         super().__init__(name, config)
         register_config(self.config)  # redacted from every error text and log from now on
         register_auth(self.auth())

@@ -137,12 +137,12 @@ def status_error(status: int, text: str, *, retry_after: float | None = None,
     if status in (502, 503):
         return TransientError(f"HTTP {status} provider unavailable: {text}", **kw)
     if status >= 500:
-        error = DeliveryUncertain(
-            f"HTTP {status}: {text}; the provider may have accepted the message", **kw
+        # 504: a gateway gave up waiting, and a retry would wait as long
+        return DeliveryUncertain(
+            f"HTTP {status}: {text}; the provider may have accepted the message",
+            retry_here=status != 504,
+            **kw,
         )
-        if status == 504:  # a gateway gave up waiting: a retry would wait as long
-            error.retry_here = False
-        return error
     # 1xx/3xx: something between us and the API (a redirecting proxy, a wrong base_url)
     # answered instead of it, so the API never saw the request
     return TransientError(f"HTTP {status} unexpected answer (check base_url): {text}", **kw)

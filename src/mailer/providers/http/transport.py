@@ -30,7 +30,7 @@ import httpx
 from ..._errors import DeliveryError, DeliveryUncertain, TransientError
 from ..._provider import deadline_remaining
 from ..._redact import redact, register_secret
-from ..._routing.slots import Slots
+from .._slots import Slots
 from .responses import Answer
 
 if TYPE_CHECKING:
@@ -203,27 +203,27 @@ def transport_error(
     slow_to_heal = isinstance(exc, httpx.TimeoutException) or _caused_by(
         exc, (ssl.SSLError, ssl.CertificateError, socket.gaierror)
     )
-    error: DeliveryError
+    # waiting for our own pool says nothing about the provider's health
+    no_verdict = isinstance(exc, httpx.PoolTimeout)
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
                         httpx.ProxyError)) or not sent:  # fmt: skip
-        # nothing reached the API: the next provider cannot cause a duplicate
-        error = TransientError(f"{where}: {text} (nothing was sent)", provider=provider)
-    elif isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
-                          httpx.RemoteProtocolError)):  # fmt: skip
-        # read/write timeout, reset or dropped reply: the API may have the message
-        error = DeliveryUncertain(
-            f"{where}: {text} after the request was sent; the message may have been accepted",
+        # nothing reached the API: the next provider cannot cause a duplicate; a hang
+        # before the commit point is a slow call (the breaker opens at once), as for SMTP
+        return TransientError(
+            f"{where}: {text} (nothing was sent)",
             provider=provider,
+            retry_here=not slow_to_heal,
+            timed_out=timed_out,
+            no_verdict=no_verdict,
         )
-    else:
-        error = DeliveryUncertain(f"{where}: {text}", provider=provider)
-    # as for SMTP: a hang before the commit point is a slow call (the breaker opens at
-    # once); a missing answer after it is DeliveryUncertain, judged on its own
-    error.timed_out = timed_out and not isinstance(error, DeliveryUncertain)
-    error.retry_here = not slow_to_heal
-    # waiting for our own pool says nothing about the provider's health
-    error.no_verdict = isinstance(exc, httpx.PoolTimeout)
-    return error
+    # a missing answer after the commit point is DeliveryUncertain, judged on its own
+    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
+                        httpx.RemoteProtocolError)):  # fmt: skip
+        # read/write timeout, reset or dropped reply: the API may have the message
+        text = f"{text} after the request was sent; the message may have been accepted"
+    return DeliveryUncertain(
+        f"{where}: {text}", provider=provider, retry_here=not slow_to_heal, no_verdict=no_verdict
+    )
 
 
 def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:

@@ -2,7 +2,7 @@
 
 The SMTP pool and the HTTP providers each allow ``size`` requests in flight. A send that
 finds every slot taken waits; that wait comes before its commit point, so the attempt's
-pre-commit budget (routing/attempt.py) bounds it. Counted naively, a burst larger than
+pre-commit budget (mailer/_attempt.py) bounds it. Counted naively, a burst larger than
 what the slots drain in one budget (10,000 sends on 5 SMTP connections; 200 on 10 HTTP
 connections to an API answering in 0.2 s) fails over, or fails, though the provider is
 healthy, and an HTTP wait cut by the budget even read as a hung provider and opened its
@@ -24,11 +24,10 @@ httpx's own pool limit to act alone under trio).
 from __future__ import annotations
 
 import asyncio
-import time
 
+from .. import _clock
+from .._attempt import AttemptContext, current_attempt
 from .._errors import TransientError
-from .._provider import deadline_remaining
-from .attempt import attempt_progress, attempt_queued
 
 __all__ = ["Slots"]
 
@@ -63,9 +62,10 @@ class Slots:
         self._semaphore.release()
 
     async def _wait(self) -> None:
-        began = time.monotonic()
+        attempt = current_attempt()
+        began = _clock.now()
         while True:
-            wait = deadline_remaining(None)
+            wait = attempt.timeout(None)
             if wait is None:
                 await self._semaphore.acquire()
                 break
@@ -77,29 +77,28 @@ class Slots:
                     await self._semaphore.acquire()
                 break
             except TimeoutError:
-                if self._freed != freed and _progressed():
+                if self._freed != freed and _progressed(attempt):
                     continue  # slots were freed meanwhile: still queued, not hung
-            busy = TransientError(
-                f"no {self._what} became free within {wait:.3g}s (the attempt's pre-commit "
-                f"budget or the send deadline): all {self.size} are busy and none "
-                "finished meanwhile"
-            )
             # Queued behind our own sends says nothing about the provider's health (the
             # sends holding the slots give that verdict), and another try here would wait
             # in the same queue.
-            busy.no_verdict = True
-            busy.retry_here = False
-            raise busy from None
+            raise TransientError(
+                f"no {self._what} became free within {wait:.3g}s (the attempt's pre-commit "
+                f"budget or the send deadline): all {self.size} are busy and none "
+                "finished meanwhile",
+                no_verdict=True,
+                retry_here=False,
+            ) from None
         # The slot came after queueing: set-up starts now, with a whole budget (a send
         # that waited nearly a budget must not have to connect in what is left of it),
         # and the wait is not set-up time.
-        attempt_queued(time.monotonic() - began)
-        attempt_progress()
+        attempt.queued(_clock.now() - began)
+        attempt.progress()
 
 
-def _progressed() -> bool:
+def _progressed(attempt: AttemptContext) -> bool:
     """Restart the attempt's pre-commit budget; False when the send's own deadline has
     passed too (then waiting longer cannot help)."""
-    attempt_progress()
-    left = deadline_remaining(None)
+    attempt.progress()
+    left = attempt.timeout(None)
     return left is None or left > 0.001

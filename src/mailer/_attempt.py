@@ -1,0 +1,327 @@
+"""One attempt at one provider: its deadline, its pre-commit budget, its commit point.
+
+The layer between routing and the providers. Routing opens an :class:`AttemptContext`
+for each try at a provider and reads it afterwards; the provider, while it runs, reaches
+the same object through :func:`current_attempt` and talks to it through four calls:
+:meth:`~AttemptContext.timeout` (how long this step may take), :meth:`~AttemptContext.commit`
+(about to cross the commit point), :meth:`~AttemptContext.progress` (a reply in a long
+envelope) and :meth:`~AttemptContext.queued` (time spent waiting for a free connection).
+Neither side reads the other's state: this module imports neither routing nor providers,
+and both import it. A provider used on its own (outside a group) sees a detached context
+that has no deadline and whose calls do nothing, so it never has to test for None.
+
+Every attempt has a moment after which the provider may have accepted the message: for
+SMTP the end of the data (the final ``.``), for an HTTP API the request body. Before it,
+abandoning the attempt is always safe, because nothing can have been delivered; after it,
+the outcome is a success, a classified error, or :class:`~mailer.DeliveryUncertain`.
+
+A provider marks the moment by awaiting :func:`commit_point` (plugins:
+``await self.commit_point()``) just *before* it crosses it, and says that it does so with
+``reports_commit_point = True``. A provider that says nothing is treated as committed from
+its first instruction: the safe default, since we cannot know when it sent anything.
+
+What the commit point buys:
+
+* **The pre-commit budget.** Until the commit point, an attempt runs under a short
+  budget (pool wait, connect, TLS, greeting, EHLO, AUTH, MAIL, RCPT, DATA all count). A
+  provider that hangs is abandoned when the budget runs out, as a TransientError, and the
+  send moves on. At the commit point the budget is lifted: from then on only the send's
+  own deadline applies, because abandoning a send that may have been accepted is how mail
+  is lost track of.
+* **Release.** When another send finds the provider down (its breaker opens), every
+  attempt still before its commit point on that provider is cancelled at once and moves
+  to the next provider, instead of waiting out its own timeout.
+* **Hooks.** Callers (the outbox) can record, durably, that an attempt is about to cross
+  the commit point, before it does: a worker killed after that record left a message that
+  may have been delivered, one killed before it did not.
+
+**One deadline.** The send's deadline is held here, by the attempt, and nowhere else a
+provider can see: :meth:`AttemptContext.limit` is the one answer to "until when may I
+wait", the budget's end before the commit point and the send's deadline after it.
+
+Concurrency style: anyio for the scope (the core runs on asyncio and trio), with an
+asyncio loop timer for the budget where there is a loop (see :meth:`AttemptContext.arm`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+
+from . import _clock
+from ._errors import TransientError
+
+__all__ = [
+    "AttemptContext",
+    "CommitHook",
+    "attached",
+    "commit_hooks",
+    "commit_point",
+    "current_attempt",
+    "deadline_remaining",
+    "loop_time",
+]
+
+CommitHook = Callable[[], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
+class AttemptContext:
+    """One try at one provider: what routing sets up and the provider reports into."""
+
+    provider: str
+    #: the send's deadline (:func:`mailer._clock.now`), or None without one
+    deadline: float | None = None
+    #: when the pre-commit budget runs out (:func:`mailer._clock.now`), or None without one
+    budget_deadline: float | None = None
+    #: the scope the attempt runs in; cancelled when the budget runs out or on release
+    scope: anyio.CancelScope | None = None
+    #: the scope's deadline once the commit point is crossed (the send's deadline + grace)
+    lift_to: float = math.inf
+    committed: bool = False
+    #: set when another send's verdict cancelled this attempt before its commit point
+    released: bool = False
+    hooks: Sequence[CommitHook] = ()
+    started: float = field(default_factory=_clock.now)
+    #: seconds from the start to the commit point, once crossed (feeds the adaptive budget)
+    setup_time: float | None = None
+    #: seconds spent queued behind this process's own sends (a busy pool): not set-up
+    #: time, so not fed to the adaptive budget, which would learn queueing as slowness
+    waited: float = 0.0
+    #: the budget's length, and how much later than it the scope fires (the provider's
+    #: own, more precise timeout errors come first)
+    budget: float | None = None
+    grace: float = 0.0
+    #: the budget's timer (asyncio): cancels the scope unless the commit point came first
+    _timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def open(
+        cls,
+        provider: str,
+        *,
+        deadline: float,
+        started: float,
+        grace: float,
+        budget: float | None,
+    ) -> AttemptContext:
+        """An attempt that starts at ``started`` (:func:`mailer._clock.now`) under the
+        send's ``deadline``, in a scope that fires ``grace`` after it (the backstop: the
+        provider's own cut timeouts fail first, and more precisely). ``budget``: the
+        pre-commit budget, or None for a provider that does not report its commit point
+        (then it counts as committed from the start, and only the deadline applies)."""
+        base = loop_time()
+        lift_to = base + (deadline - started) + grace
+        state = cls(provider, deadline=deadline, started=started, lift_to=lift_to)
+        state.scope = anyio.CancelScope(deadline=lift_to)
+        if budget is not None:
+            state.budget_deadline = started + budget
+            state.budget, state.grace = budget, min(0.25, budget * 0.1)
+            state.arm(base + budget + state.grace)
+        return state
+
+    @property
+    def reported(self) -> bool | None:
+        """Whether it crossed its commit point, as recorded: None when its provider
+        does not report one (it counted as committed from the start)."""
+        return self.committed if self.budget_deadline is not None else None
+
+    # -- what the provider calls ---------------------------------------------------------
+
+    def limit(self) -> float | None:
+        """The deadline that applies now: the budget's before the commit point."""
+        if not self.committed and self.budget_deadline is not None:
+            if self.deadline is None:
+                return self.budget_deadline
+            return min(self.budget_deadline, self.deadline)
+        return self.deadline
+
+    def timeout(self, configured: float | None) -> float | None:
+        """``configured`` (a step's own timeout) shortened to what is left of
+        :meth:`limit`; never below a millisecond, so that a step fails with its own
+        precise error rather than not starting."""
+        deadline = self.limit()
+        if deadline is None:
+            return configured
+        left = max(deadline - _clock.now(), 0.001)
+        return left if configured is None else min(configured, left)
+
+    def limited_by(self) -> str:
+        """What :meth:`timeout` is cutting short, for the provider's error text."""
+        budget = self.budget_deadline
+        if (
+            not self.committed
+            and budget is not None
+            and (self.deadline is None or budget < self.deadline)
+        ):
+            return "the pre-commit budget"
+        return "the send deadline"
+
+    def progress(self) -> None:
+        """The provider got an answer in a long envelope (MAIL, each RCPT): the budget
+        starts again from now. A hang is still caught within one budget of the last
+        answer; 10,000 recipients to a server 50 ms away are not mistaken for one."""
+        if self.committed or self.budget is None:
+            return
+        self.budget_deadline = _clock.now() + self.budget
+        # The asyncio timer checks budget_deadline when it fires and re-arms itself if it
+        # moved (one timer per attempt, not one per RCPT answer); trio's scope is moved.
+        scope = self.scope
+        if self._timer is None and scope is not None and not scope.cancel_called:
+            self.arm(loop_time() + self.budget + self.grace)
+
+    def queued(self, seconds: float) -> None:
+        """The provider waited ``seconds`` for a free connection of its own."""
+        self.waited += seconds
+
+    async def commit(self) -> None:
+        """About to cross the commit point: run the hooks, then lift the budget.
+
+        Raises TransientError when the attempt was abandoned meanwhile (its budget ran
+        out, or another send released it): the caller must then not cross.
+        """
+        if self.committed:
+            return
+        for hook in self.hooks:
+            with anyio.CancelScope(shield=True):
+                await hook()
+        scope = self.scope
+        if scope is not None and scope.cancel_called:
+            # Abandoned while the hooks ran, or just before: do not cross. Raised rather
+            # than left to the next checkpoint, because the crossing itself may not await.
+            why = "released" if self.released else "out of budget"
+            raise TransientError(f"attempt abandoned before its commit point ({why})")
+        self.committed = True
+        self.setup_time = _clock.now() - self.started - self.waited
+        self.disarm()
+
+    # -- what routing calls --------------------------------------------------------------
+
+    def arm(self, at: float) -> None:
+        """Cancel the attempt at ``at`` (``anyio.current_time()``) unless it has committed.
+
+        A timer rather than the scope's own deadline: moving an anyio scope's deadline
+        at the commit point cost about 20 us per send, a loop timer's cancel almost
+        nothing. Under trio (no asyncio loop) the scope's deadline is used.
+        """
+        self.disarm()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self.scope is not None:
+                self.scope.deadline = min(at, self.lift_to)
+            return
+        self._timer = loop.call_at(at, self._expire)
+
+    def disarm(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        elif self.scope is not None and self.scope.deadline != self.lift_to:
+            self.scope.deadline = self.lift_to  # trio: the scope's deadline was the budget
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self.committed or self.scope is None:
+            return
+        if self.budget_deadline is not None:
+            left = self.budget_deadline + self.grace - _clock.now()
+            if left > 0.001:  # progress() moved the budget on meanwhile
+                self._timer = asyncio.get_running_loop().call_later(left, self._expire)
+                return
+        self.scope.cancel()
+
+    def release(self) -> None:
+        """Cancel this attempt if it has not reached its commit point (else: nothing)."""
+        if not self.committed and self.scope is not None:
+            self.released = True
+            self.scope.cancel()
+
+    def enter(self) -> contextvars.Token[AttemptContext]:
+        """Make this the attempt the provider sees (with the caller's commit hooks)."""
+        self.hooks = _HOOKS.get()
+        return _CURRENT.set(self)
+
+    @staticmethod
+    def exit(token: contextvars.Token[AttemptContext]) -> None:
+        _CURRENT.reset(token)
+
+
+@dataclass(eq=False, slots=True)
+class _Detached(AttemptContext):
+    """The attempt a provider sees when it is used on its own: no deadline, no budget,
+    no hooks; its commit point and reports change nothing (there is no one to tell)."""
+
+    async def commit(self) -> None:
+        return
+
+    def progress(self) -> None:
+        return
+
+    def queued(self, seconds: float) -> None:
+        return
+
+
+_DETACHED = _Detached("")
+_CURRENT: contextvars.ContextVar[AttemptContext] = contextvars.ContextVar(
+    "mailer_attempt", default=_DETACHED
+)
+#: hooks to run at the commit point of every attempt made in this context (the outbox)
+_HOOKS: contextvars.ContextVar[tuple[CommitHook, ...]] = contextvars.ContextVar(
+    "mailer_commit_hooks", default=()
+)
+
+
+def current_attempt() -> AttemptContext:
+    """The attempt under way in this task; outside any, a detached one whose calls do
+    nothing (:func:`attached` tells them apart)."""
+    return _CURRENT.get()
+
+
+def attached(attempt: AttemptContext) -> bool:
+    """Whether ``attempt`` is one routing opened (not the detached stand-in)."""
+    return attempt is not _DETACHED
+
+
+def loop_time() -> float:
+    """``anyio.current_time()``, without anyio's backend lookup (sniffio, a few
+    microseconds a call) when the loop is asyncio's: it is on every attempt's path."""
+    loop = asyncio._get_running_loop()
+    return loop.time() if loop is not None else anyio.current_time()
+
+
+def deadline_remaining(timeout: float | None) -> float | None:
+    """``timeout`` shortened to what is left of the current attempt's deadline."""
+    return _CURRENT.get().timeout(timeout)
+
+
+async def commit_point() -> None:
+    """Mark that the provider is about to cross its commit point (see the module).
+
+    Await it immediately before the step after which the message may have been accepted
+    (before writing the end of the SMTP data, before the HTTP request body goes out).
+    Raises TransientError when the attempt was abandoned meanwhile. Outside an attempt
+    (a provider used on its own) it does nothing.
+    """
+    await _CURRENT.get().commit()
+
+
+class commit_hooks:
+    """``with commit_hooks(hook): await mailer.send(m)``: await ``hook()`` before each
+    attempt of that send crosses its commit point (shielded from cancellation)."""
+
+    def __init__(self, *hooks: CommitHook) -> None:
+        self._hooks = hooks
+        self._token: contextvars.Token[tuple[CommitHook, ...]] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _HOOKS.set(_HOOKS.get() + self._hooks)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._token is not None
+        _HOOKS.reset(self._token)

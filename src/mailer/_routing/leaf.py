@@ -1,0 +1,437 @@
+"""A Leaf: one provider as a node of the routing tree, with everything per provider.
+
+A group asks each of its children the same four questions (:class:`Node`): may you be
+tried now (``available``), when may you be tried next (``due_at``), may this send have
+you (``acquire``), and send this (``try_send``). A :class:`~mailer._routing.group.Group`
+answers them for its children as a whole; a Leaf answers them for one provider, and owns
+what is per provider: the breaker, the same-provider retries, the rate-limit slot, the
+pre-commit budget and the attempt itself (:class:`~mailer._attempt.AttemptContext`).
+So a group treats every child alike, as Symfony's ``RoundRobinTransport`` does, and the
+per-provider machinery lives in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import anyio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+
+from .. import _clock
+from .._attempt import AttemptContext
+from .._errors import (
+    DeliveryError,
+    DeliveryUncertain,
+    PermanentError,
+    RateLimited,
+    TransientError,
+)
+from .._log import get_logger
+from .._message import Message
+from .._provider import Provider
+from .._result import SendResult
+from .events import Event
+from .health import BreakerState
+from .runtime import LeafHealth, Runtime, SendContext
+
+__all__ = ["Leaf", "Node"]
+
+log = get_logger("mailer")
+
+
+class Node(Protocol):
+    """What a group asks of each child: a :class:`Leaf` or another group."""
+
+    @property
+    def name(self) -> str: ...
+
+    def bind(self, runtime: Runtime) -> None:
+        """Join the tree's runtime (health, settings, listeners)."""
+
+    def leaves(self) -> Iterator[Provider]:
+        """The providers below, depth first, in config order."""
+
+    def available(self) -> bool:
+        """Whether something below may be tried now (without claiming a probe)."""
+
+    def due_at(self) -> float:
+        """The soonest time something below may be tried again."""
+
+    async def acquire(self) -> bool:
+        """Whether this send may go here now (may claim a half-open probe)."""
+
+    def force(self, ctx: SendContext) -> None:
+        """Every provider rests: let this send through here anyway."""
+
+    async def try_send(
+        self, message: Message, ctx: SendContext, errors: dict[str, DeliveryError]
+    ) -> SendResult | None:
+        """Send here; None (with ``errors`` filled in) means: go on to the next child."""
+
+
+class _NotTried(TransientError):
+    """The send's deadline passed before this provider was asked: nothing was sent, and
+    the provider's health is unknown, so its breaker must not count it as a failure."""
+
+    no_verdict = True
+    retry_here = False
+
+
+class _OverRateLimit(TransientError):
+    """The provider's rate-limit slot is further away than this send may wait: nothing
+    was sent, and the provider is healthy, so its breaker is not touched."""
+
+    no_verdict = True
+    retry_here = False
+
+
+def _past(deadline: float, margin: float, took: float) -> bool:
+    """Whether another try, as long as the tries so far, would end past the deadline."""
+    return _clock.now() + margin + took >= deadline
+
+
+class _StopAtDeadline(stop_base):
+    """tenacity's view of :func:`_past`; ``before`` is the time of the first try."""
+
+    def __init__(self, deadline: float, margin: float, before: float) -> None:
+        self.deadline, self.margin, self.before = deadline, margin, before
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        spent = self.before + (retry_state.seconds_since_start or 0.0)
+        took = spent / (retry_state.attempt_number + 1)
+        return _past(self.deadline, self.margin, took)
+
+
+class Leaf:
+    """One provider in a tree: its breaker, retries, rate slot, budget and attempts."""
+
+    runtime: Runtime
+    health: LeafHealth
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    @property
+    def name(self) -> str:
+        return self.provider.name
+
+    def bind(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.health = runtime.leaf(self.provider)
+
+    def leaves(self) -> Iterator[Provider]:
+        yield self.provider
+
+    def available(self) -> bool:
+        return self.health.breaker.available()
+
+    def due_at(self) -> float:
+        return self.health.breaker.due_at
+
+    async def acquire(self) -> bool:
+        return await self.runtime.acquire(self.health)
+
+    def force(self, ctx: SendContext) -> None:
+        self.health.breaker.acquire(force=True)
+
+    def __repr__(self) -> str:
+        return f"<Leaf {self.name!r}>"
+
+    # -- one send: the breaker's verdict ---------------------------------------------------
+
+    async def try_send(
+        self, message: Message, ctx: SendContext, errors: dict[str, DeliveryError]
+    ) -> SendResult | None:
+        """The decision table of :mod:`mailer._routing.group`, for one provider."""
+        rt = self.runtime
+        breaker = self.health.breaker
+        name = self.name
+        settled = False
+        probe = breaker.state is not BreakerState.CLOSED  # acquired as the half-open probe
+        try:
+            result = await self._with_retries(message, ctx, probe)
+        except PermanentError as exc:
+            breaker.record_success()  # it answered, so it is healthy
+            settled = True
+            exc.attempts = ctx.attempts
+            rt.emit(Event("failed", provider=name, message_id=message.message_id, error=exc))
+            raise
+        except DeliveryUncertain as exc:
+            breaker.record_failure(exc)
+            settled = True
+            errors[name] = exc
+            if rt.on_uncertain == "raise":
+                exc.attempts = ctx.attempts
+                rt.emit(Event("failed", provider=name, message_id=message.message_id, error=exc))
+                raise
+            return None
+        except DeliveryError as exc:
+            if not exc.failover:
+                raise
+            if exc.no_verdict or exc is ctx.unjudged:
+                breaker.release()  # never asked, queued behind our own sends, or released
+            else:
+                breaker.record_failure(exc)
+            settled = True
+            errors[name] = exc
+            return None
+        finally:
+            if not settled:
+                breaker.release()  # MessageError, cancellation: no verdict on the provider
+        breaker.record_success()
+        result.attempts = ctx.attempts
+        if result.message_id is None:
+            result.message_id = message.message_id
+        rt.sent(name, message.message_id, result)
+        return result
+
+    # -- retries on this provider ----------------------------------------------------------
+
+    def _retryable(self, probe: bool) -> Callable[[BaseException], bool]:
+        breaker = self.health.breaker
+        idempotent = self.provider.idempotent
+
+        def check(exc: BaseException) -> bool:
+            if not probe and breaker.state is not BreakerState.CLOSED:
+                return False  # other sends proved it down meanwhile: go elsewhere now
+            if isinstance(exc, RateLimited):
+                return False  # it asked us to go away: go elsewhere
+            if isinstance(exc, DeliveryUncertain):
+                return idempotent  # its key makes a re-send safe
+            if isinstance(exc, DeliveryError) and not exc.retry_here:
+                return False  # a hang, TLS, DNS: does not heal in a retry's backoff
+            return isinstance(exc, TransientError)
+
+        return check
+
+    async def _with_retries(self, message: Message, ctx: SendContext, probe: bool) -> SendResult:
+        """One try, then tenacity's retries only after a retryable failure.
+
+        The first try is made directly: most sends succeed on it, and building and
+        running tenacity's machinery cost about as much as the rest of the routing.
+        """
+        cfg = self.runtime.retry
+        check = self._retryable(probe)
+        started = _clock.now()
+        try:
+            return await self._attempt(message, ctx)
+        except DeliveryError as exc:
+            took = _clock.now() - started
+            if cfg.attempts < 2 or not check(exc) or _past(ctx.deadline, cfg.backoff, took):
+                raise
+            first = exc
+        return await self._retry(message, ctx, check, first, took)
+
+    async def _retry(
+        self,
+        message: Message,
+        ctx: SendContext,
+        check: Callable[[BaseException], bool],
+        first: DeliveryError,
+        took: float,
+    ) -> SendResult:
+        """Tries 2..N on one provider, with tenacity's backoff (first wait: ``backoff``)."""
+        cfg = self.runtime.retry
+        await anyio.sleep(min(cfg.backoff, cfg.max_backoff))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(cfg.attempts - 1)
+            | _StopAtDeadline(ctx.deadline, cfg.backoff, took),
+            wait=wait_exponential(multiplier=cfg.backoff * 2, max=cfg.max_backoff)
+            if cfg.backoff
+            else (lambda state: 0.0),
+            retry=retry_if_exception(check),
+            reraise=True,
+            sleep=anyio.sleep,
+        )
+        uncertain = [first] if isinstance(first, DeliveryUncertain) else []
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        return await self._attempt(message, ctx)
+                    except DeliveryUncertain as exc:
+                        uncertain.append(exc)
+                        raise
+        except DeliveryError as exc:
+            if uncertain and not isinstance(exc, DeliveryUncertain):
+                # An earlier attempt may have delivered it (the retry of an idempotent
+                # provider failed differently): the outcome is still uncertain.
+                raise DeliveryUncertain(
+                    f"an earlier attempt may have delivered the message "
+                    f"({uncertain[0].args[0]}); the retry then failed: "
+                    f"{exc.args[0] if exc.args else exc}",
+                    provider=self.name,
+                    code=exc.code,
+                    response=exc.response,
+                ) from exc
+            raise
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    async def _attempt(self, message: Message, ctx: SendContext) -> SendResult:
+        """One try, held to the pre-commit budget before its commit point and to the
+        send's deadline after it."""
+        rt = self.runtime
+        leaf = self.health
+        provider = self.provider
+        name = provider.name
+        now = _clock.now()
+        remaining = ctx.deadline - now
+        if remaining <= 0:
+            raise _NotTried("send_timeout expired before this provider was tried", provider=name)
+        # Providers shorten their own timeouts to the deadline (AttemptContext.timeout)
+        # and fail precisely; the scope is the backstop, a little later.
+        grace = min(0.5, rt.send_timeout * 0.25)
+        budget = leaf.estimator.budget()
+        if leaf.limiter is not None:
+            # The wait for a slot is checked against the budget but not taken from it:
+            # the attempt gets its whole budget once its slot comes.
+            try:
+                now = await self._wait_for_slot(budget, remaining)
+            except _OverRateLimit as exc:  # recorded, so the caller sees why it was skipped
+                rt.record(name, message.message_id, ctx.attempts, now, exc, False)
+                raise
+        state = AttemptContext.open(
+            name,
+            deadline=ctx.deadline,
+            started=now,
+            grace=grace,
+            budget=budget if provider.reports_commit_point else None,
+        )
+        scope = state.scope
+        assert scope is not None
+        leaf.inflight.add(state)
+        token = state.enter()
+        try:
+            with scope:
+                if not provider.reports_commit_point:
+                    # The safe default: we cannot know when it sends, so it counts as
+                    # committed from its first instruction (and the hooks run first).
+                    await state.commit()
+                result = await provider.send(message)
+            if scope.cancelled_caught:
+                raise TimeoutError
+        except anyio.get_cancelled_exc_class():
+            self._cancelled(state, message, ctx)
+            raise
+        except TimeoutError:
+            error = self._timed_out(state, budget)
+            rt.record(name, message.message_id, ctx.attempts, now, error, state.committed)
+            raise error from None
+        except DeliveryError as exc:
+            if exc.provider is None:
+                exc.provider = name
+            if state.released and not state.committed:
+                # Another send's verdict ended it, not this attempt's own failure: the
+                # breaker must not count it. Kept here, not written onto the error.
+                ctx.unjudged = exc
+            rt.record(name, message.message_id, ctx.attempts, now, exc, state.reported)
+            raise
+        finally:
+            state.disarm()
+            state.exit(token)
+            leaf.inflight.discard(state)
+        if state.setup_time is not None:
+            leaf.estimator.observe(state.setup_time)
+        rt.record(name, message.message_id, ctx.attempts, now, None, state.reported)
+        return result
+
+    async def _wait_for_slot(self, budget: float, remaining: float) -> float:
+        """Wait for the provider's rate-limit slot; the time after. Raises
+        _OverRateLimit when it is further away than the send may wait."""
+        leaf = self.health
+        assert leaf.limiter is not None
+        limit = leaf.limiter.limit
+        if limit.max_wait == "budget":
+            max_wait = min(budget, remaining)
+        elif limit.max_wait == "deadline":
+            max_wait = remaining
+        else:
+            max_wait = min(limit.max_wait, remaining)
+        wait = await self.runtime.reserve(leaf, max_wait)
+        if wait is None:
+            if limit.max_wait == "budget":
+                what = f"the {budget:.3g}s pre-commit budget"
+            elif limit.max_wait == "deadline":
+                what = "the send's deadline"
+            else:
+                what = f"rate_limit.max_wait ({limit.max_wait:g}s)"
+            raise _OverRateLimit(
+                f"rate limit ({limit.messages} per {limit.per:g}s): the next slot is past "
+                f"{what}; nothing was sent",
+                provider=self.name,
+            )
+        if wait > 0:
+            await anyio.sleep(wait)
+        return _clock.now()
+
+    def _timed_out(self, state: AttemptContext, budget: float) -> DeliveryError:
+        """The error for an attempt its scope ended: the deadline, the budget or a
+        release, told apart by what the attempt knows."""
+        name = state.provider
+        timeout = self.runtime.send_timeout
+        if state.committed:
+            return DeliveryUncertain(
+                f"send_timeout ({timeout:g}s) expired during the attempt; the provider may "
+                "have accepted the message",
+                provider=name,
+            )
+        if state.deadline is not None and _clock.now() >= state.deadline:
+            return TransientError(
+                f"send_timeout ({timeout:g}s) expired before the commit point: nothing was sent",
+                provider=name,
+                retry_here=False,
+            )
+        if state.released:
+            return TransientError(
+                "released before the commit point: another send found this provider down "
+                "(nothing was sent)",
+                provider=name,
+                retry_here=False,
+                no_verdict=True,
+            )
+        return TransientError(
+            f"no progress to the commit point within the {budget:.3g}s pre-commit budget "
+            "(a hang: connect, TLS, greeting or a reply never came); nothing was sent",
+            provider=name,
+            retry_here=False,
+            timed_out=True,
+        )
+
+    def _cancelled(self, state: AttemptContext, message: Message, ctx: SendContext) -> None:
+        """The caller cancelled (its own timeout, a task group)."""
+        committed = state.committed
+        error: DeliveryError
+        if committed:
+            error = DeliveryUncertain(
+                "the send was cancelled after the commit point; the provider may have "
+                "accepted the message",
+                provider=state.provider,
+            )
+            log.warning(
+                "send %s via %s cancelled after the commit point: it may have been delivered",
+                message.message_id,
+                state.provider,
+            )
+        else:
+            error = TransientError(
+                "the send was cancelled before the commit point: not sent",
+                provider=state.provider,
+            )
+            log.info(
+                "send %s via %s cancelled before the commit point: not sent",
+                message.message_id,
+                state.provider,
+            )
+        self.runtime.record(
+            state.provider, message.message_id, ctx.attempts, state.started, error, committed
+        )
