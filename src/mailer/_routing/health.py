@@ -40,6 +40,7 @@ store.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -140,6 +141,9 @@ class CircuitBreaker:
     slow_call: bool = False
     #: a shared store mirroring the verdicts; None: this breaker is all there is
     observer: BreakerObserver | None = None
+    #: the last failure this process saw (class and text, already redacted), for "why
+    #: it was skipped" when every provider rests
+    last_error: str | None = None
 
     def _set(self, new: BreakerState) -> None:
         old, self.state = self.state, new
@@ -162,6 +166,16 @@ class CircuitBreaker:
         if self.state is BreakerState.OPEN:
             return self.clock() >= self.open_until
         return not self.probe_in_flight
+
+    def why_resting(self) -> str:
+        """Why a send skips it now: resting until when (wall clock, and how long more)
+        and after what, or another send holding its probe."""
+        if self.state is BreakerState.HALF_OPEN:
+            return "not tried: another send is probing it after its rest"
+        left = max(self.open_until - self.clock(), 0.0)
+        until = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+        after = f" after {self.last_error}" if self.last_error else ""
+        return f"not tried: resting until {until} ({left:.3g}s more){after}"
 
     def acquire(self, *, force: bool = False) -> bool:
         """Claim the right to send now. In half-open, only one caller gets it (the probe).
@@ -226,6 +240,7 @@ class CircuitBreaker:
 
     def _record_failure(self, error: DeliveryError) -> None:
         self.probe_in_flight = False
+        self.last_error = f"{type(error).__name__}: {error.args[0] if error.args else ''}"
         self.slow_call = error.timed_out
         self.verify_can_probe = (
             error.timed_out or isinstance(error, AuthError) or not error.retry_here

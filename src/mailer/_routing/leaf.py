@@ -71,6 +71,9 @@ class Node(Protocol):
     def force(self, ctx: SendContext) -> None:
         """Every provider rests: let this send through here anyway."""
 
+    def why_resting(self) -> str:
+        """Why ``acquire`` said no, for the error when every provider rests."""
+
     async def try_send(
         self, message: Message, ctx: SendContext, errors: dict[str, DeliveryError]
     ) -> SendResult | None:
@@ -141,6 +144,9 @@ class Leaf:
 
     def force(self, ctx: SendContext) -> None:
         self.health.breaker.acquire(force=True)
+
+    def why_resting(self) -> str:
+        return self.health.breaker.why_resting()
 
     def __repr__(self) -> str:
         return f"<Leaf {self.name!r}>"
