@@ -144,6 +144,10 @@ class CircuitBreaker:
     #: the last failure this process saw (class and text, already redacted), for "why
     #: it was skipped" when every provider rests
     last_error: str | None = None
+    #: the openings in a row before a background verify closed it: a verify checks less
+    #: than a send (no MAIL, RCPT, DATA), so until a real send succeeds, the next
+    #: opening grows the rest from here instead of starting again at ``cooldown``
+    probation: int = 0
 
     def _set(self, new: BreakerState) -> None:
         old, self.state = self.state, new
@@ -204,10 +208,25 @@ class CircuitBreaker:
         was = (self.state, self.failures)
         self.failures = 0
         self.trips = 0
+        self.probation = 0
         self.probe_in_flight = False
         self._set(BreakerState.CLOSED)
         if self.observer is not None:
             self.observer.success(self, was)
+
+    def record_probe_success(self) -> None:
+        """A background verify passed: back in service, on probation.
+
+        A primary that hangs at MAIL passes a verify (connect, EHLO, QUIT), so a plain
+        success here made every cooldown end the same way: closed, then the next real
+        send hung for the whole budget, then the same rest again, forever (issue 21,
+        item 18). The openings so far are kept: if the next real send fails, the rest
+        grows (``backoff_factor``, up to ``max_cooldown``); a real send's success clears
+        them. So a hung primary costs one user-visible wait per growing interval.
+        """
+        carried = max(self.trips, self.probation)
+        self.record_success()
+        self.probation = carried
 
     def record_failure(self, error: DeliveryError) -> None:
         self._record_failure(error)
@@ -265,6 +284,7 @@ class CircuitBreaker:
 
     def _open(self, now: float, rest: float, *, grow: bool = True) -> None:
         cfg = self.config
+        self.trips, self.probation = max(self.trips, self.probation), 0
         if grow:
             rest = min(rest * cfg.backoff_factor**self.trips, cfg.max_cooldown)
         self.trips += 1
