@@ -57,8 +57,8 @@ class Mail:
         source = app.config.get("MAILER")
         if not isinstance(source, Mapping | str | Path):
             raise ConfigError(
-                'app.config["MAILER"] must be the Mailer config: a mapping or the path of '
-                "a TOML/JSON file"
+                'app.config["MAILER"] must be the Mailer config: a mapping, a provider URL '
+                "or the path of a TOML/JSON file"
             )
         telemetry = bool(app.config.get("MAILER_OPENTELEMETRY", False))
         key = config_key("flask", source, telemetry)
