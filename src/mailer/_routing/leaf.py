@@ -211,9 +211,7 @@ class Leaf:
             if isinstance(exc, RateLimited):
                 return False  # it asked us to go away: go elsewhere
             if isinstance(exc, DeliveryUncertain):
-                # its key makes a re-send safe; a hang after the body does not heal in a
-                # backoff, and its retry would wait the whole timeout again
-                return idempotent and exc.retry_here
+                return idempotent  # its key makes a re-send safe
             if isinstance(exc, DeliveryError) and not exc.retry_here:
                 return False  # a hang, TLS, DNS: does not heal in a retry's backoff
             return isinstance(exc, TransientError)

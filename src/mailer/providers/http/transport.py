@@ -223,9 +223,7 @@ def transport_error(
         text = f"{text} after the request was sent; the message may have been accepted"
     # A timeout after the body is a slow call too (timed_out): the breaker opens on the
     # first one, so the sends after it go to the next provider at once instead of each
-    # waiting the whole timeout; and it is not retried here, even with an idempotency
-    # key, since a hang does not heal in a backoff (issue 21, item 19: Resend's retry
-    # made one send wait 20.2 s)
+    # waiting the whole timeout (issue 21, item 19)
     return DeliveryUncertain(
         f"{where}: {text}", provider=provider, retry_here=not slow_to_heal,
         no_verdict=no_verdict, timed_out=timed_out,
