@@ -9,6 +9,7 @@ The public API is what ``__all__`` lists, and the public modules are the ones
   every HTTP API adapter (a plugin) builds on;
 * ``mailer.testing``: the test kit (``ProviderConformance``, ``ScriptedProvider``, the
   ``outbox`` fixture, local SMTP and HTTP servers with faults);
+* ``mailer.bounces``: ``parse``, SMTP bounces (RFC 3464) and complaints (RFC 5965) as events;
 * ``mailer.django``, ``mailer.flask``, ``mailer.otel``: the integrations.
 
 Every other module is private (its name, or a package above it, starts with ``_``), and
@@ -28,9 +29,11 @@ from ._errors import (
     RateLimited,
     RecipientsDeferred,
     RecipientsRefused,
+    RecipientsSuppressed,
     TransientError,
     UnsupportedFeature,
 )
+from ._events import DeliveryEvent, IngestReport, SuppressionEntry
 from ._mailer import Event, Mailer, Route
 from ._message import Address, Attachment, Envelope, Message
 from ._provider import Provider, ProviderConfig
@@ -47,6 +50,7 @@ PUBLIC_MODULES = (
     "mailer.providers",
     "mailer.providers.http",
     "mailer.testing",
+    "mailer.bounces",
     "mailer.django",
     "mailer.flask",
     "mailer.otel",
@@ -62,12 +66,14 @@ __all__ = [
     "BreakerState",
     "ConfigError",
     "DeliveryError",
+    "DeliveryEvent",
     "DeliveryUncertain",
     "Envelope",
     "Event",
     "Failover",
     "Group",
     "HealthConfig",
+    "IngestReport",
     "Mailer",
     "MailerError",
     "Message",
@@ -78,9 +84,11 @@ __all__ = [
     "RateLimited",
     "RecipientsDeferred",
     "RecipientsRefused",
+    "RecipientsSuppressed",
     "RoundRobin",
     "Route",
     "SendResult",
+    "SuppressionEntry",
     "SyncMailer",
     "TransientError",
     "UnsupportedFeature",

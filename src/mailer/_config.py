@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from pydantic import (
@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
+from ._events.config import EventsConfig, SuppressionConfig
 from ._options import resolve_paths, validation_text
 from ._outbox.config import OutboxConfig
 from ._redact import redact
@@ -42,10 +43,12 @@ __all__ = [
     "config_url",
     "interpolate_dsn",
     "load_config",
+    "load_model_config",
     "load_outbox_config",
     "parse_dsn",
 ]
 
+M = TypeVar("M", bound=BaseModel)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _ROUTING_PARAMS = ("priority", "weight", "name", "enabled")
 
@@ -143,6 +146,10 @@ class MailerConfig(BaseModel):
     #: the durable outbox (docs/outbox.md): a URL or a table; None: no outbox
     outbox: OutboxConfig | None = None
     on_all_failed: Literal["raise", "enqueue"] = "raise"
+    #: the suppression list (docs/suppression.md): a store URL or a table
+    suppression: SuppressionConfig = Field(default_factory=SuppressionConfig)
+    #: delivery events' storage and retention (docs/events.md)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @field_validator("providers", mode="before")
     @classmethod
@@ -413,4 +420,16 @@ def load_outbox_config(source: Mapping[str, Any] | str) -> OutboxConfig:
         return OutboxConfig.model_validate(source)
     except ValidationError as exc:
         error = ConfigError(validation_text("config for outbox", exc, OutboxConfig))
+    raise error  # outside the except: the pydantic error holds input values (a password)
+
+
+def load_model_config(cls: type[M], source: Any, what: str) -> M:
+    """A config block given to the Mailer directly (``suppression=``, ``events=``): the
+    model itself, a mapping, a URL string where the block takes one, or None (defaults)."""
+    if isinstance(source, cls):
+        return source
+    try:
+        return cls.model_validate(source if source is not None else {})
+    except ValidationError as exc:
+        error = ConfigError(validation_text(f"config for {what}", exc, cls))
     raise error  # outside the except: the pydantic error holds input values (a password)

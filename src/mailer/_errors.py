@@ -15,7 +15,9 @@
         │                         when no provider can
         ├── AuthError             credentials refused -> fail over, provider rests long
         ├── PermanentError        fails on any provider (5.1.x bad mailbox, 4xx validation)
-        │   └── RecipientsRefused .refused {address: reply}
+        │   ├── RecipientsRefused .refused {address: reply}
+        │   └── RecipientsSuppressed .suppressed {address: reason}: on the suppression
+        │                         list; raised before any I/O, no provider tried
         ├── DeliveryUncertain     request or final "." sent, no definitive answer
         └── AllProvidersFailed    .errors per provider; .possibly_delivered; .message
 
@@ -49,6 +51,7 @@ __all__ = [
     "RateLimited",
     "RecipientsDeferred",
     "RecipientsRefused",
+    "RecipientsSuppressed",
     "TransientError",
     "UnsupportedFeature",
     "possibly_delivered",
@@ -189,6 +192,21 @@ class RecipientsRefused(PermanentError):
     def __init__(self, message: str, *, refused: Mapping[str, str], **kw: Any) -> None:
         super().__init__(message, **kw)
         self.refused = dict(refused)
+
+
+class RecipientsSuppressed(PermanentError):
+    """Every envelope recipient is on the suppression list (docs/suppression.md).
+
+    Raised by the Mailer before any I/O: no provider was tried and no breaker touched.
+    ``suppressed`` maps each address to the reason it was suppressed. Send with
+    ``suppression=False`` to bypass the list (a legal or security notice).
+    """
+
+    no_verdict = True
+
+    def __init__(self, message: str, *, suppressed: Mapping[str, str], **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.suppressed = dict(suppressed)
 
 
 class DeliveryUncertain(DeliveryError):

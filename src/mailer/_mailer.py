@@ -22,7 +22,13 @@ from typing import Any, Literal
 import anyio
 
 from . import _clock
-from ._config import MailerConfig, ProviderEntry, load_config, load_outbox_config
+from ._config import (
+    MailerConfig,
+    ProviderEntry,
+    load_config,
+    load_model_config,
+    load_outbox_config,
+)
 from ._errors import (
     AllProvidersFailed,
     ConfigError,
@@ -30,9 +36,21 @@ from ._errors import (
     DeliveryUncertain,
     MailerError,
     MessageError,
+    RecipientsSuppressed,
     TransientError,
     UnsupportedFeature,
 )
+from ._events import (
+    DeliveryEvent,
+    DeliveryHub,
+    EventsConfig,
+    IngestReport,
+    Suppression,
+    SuppressionConfig,
+)
+from ._events.backends import open_backend
+from ._events.bounces import parse as parse_bounce
+from ._events.hub import Listener
 from ._log import get_logger
 from ._message import Message, MessageDefaults
 from ._outbox import Outbox, OutboxConfig
@@ -110,6 +128,8 @@ class Mailer(AsyncClosing):
         rng: random.Random | None = None,
         outbox: str | Mapping[str, Any] | OutboxConfig | None = None,
         on_all_failed: Literal["raise", "enqueue"] = "raise",
+        suppression: str | Mapping[str, Any] | SuppressionConfig | None = None,
+        events: Mapping[str, Any] | EventsConfig | None = None,
     ) -> None:
         if not providers:
             raise ConfigError("a Mailer needs at least one provider")
@@ -143,6 +163,9 @@ class Mailer(AsyncClosing):
             register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
         self._outbox = self._build_outbox(outbox, on_all_failed)
+        self._hub = self._build_events(suppression, events)
+        #: the suppression list (docs/suppression.md): ``add``, ``remove``, ``get``, ``list``
+        self.suppression: Suppression = self._hub.suppression
         _preload()
 
     @property
@@ -179,6 +202,8 @@ class Mailer(AsyncClosing):
             "budget": config.budget,
             "outbox": config.outbox,
             "on_all_failed": config.on_all_failed,
+            "suppression": config.suppression,
+            "events": config.events,
         }
         options.update(kwargs)
         return cls(routes, **options)
@@ -224,7 +249,13 @@ class Mailer(AsyncClosing):
 
     # -- sending -----------------------------------------------------------------------
 
-    async def send(self, message: Message, *, providers: Sequence[str] | None = None) -> SendResult:
+    async def send(
+        self,
+        message: Message,
+        *,
+        providers: Sequence[str] | None = None,
+        suppression: bool = True,
+    ) -> SendResult:
         """Deliver ``message`` once, through the first provider that takes it.
 
         ``providers`` names the providers to use for this message, in that order (the
@@ -235,11 +266,16 @@ class Mailer(AsyncClosing):
         retry). With an outbox and ``on_all_failed="enqueue"``, a send that every provider
         failed before its commit point is stored instead, and the result's ``status`` is
         ``"queued"``.
+
+        Recipients on the suppression list are left out before any I/O (the result's
+        ``suppressed`` lists them); when all are, RecipientsSuppressed is raised and no
+        provider is tried. ``suppression=False`` bypasses the list (logged), for legal or
+        security notices.
         """
         if self._outbox is None or self.on_all_failed == "raise":
-            return await self._deliver(message, providers)
+            return await self._deliver(message, providers, suppression)
         try:
-            return await self._deliver(message, providers)
+            return await self._deliver(message, providers, suppression)
         except AllProvidersFailed as failure:
             if failure.possibly_delivered or failure.message is None:
                 raise
@@ -247,11 +283,14 @@ class Mailer(AsyncClosing):
         return await self._outbox.queue_failed(error)  # outside except: no chained context
 
     async def _deliver(
-        self, message: Message, providers: Sequence[str] | None = None
+        self, message: Message, providers: Sequence[str] | None = None, suppression: bool = True
     ) -> SendResult:
         """``send`` without the outbox: what the outbox's workers call."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
+        dropped = await self._check_suppression(msg, suppression)
+        if dropped:
+            msg = msg.without_recipients(frozenset(dropped))
         msg.render()  # render and check once, before any I/O
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
@@ -264,7 +303,7 @@ class Mailer(AsyncClosing):
         emit = self._runtime.emit
         emit(Event("start", message_id=msg.message_id))
         try:
-            return await root.send(msg)
+            result = await root.send(msg)
         except AllProvidersFailed as failure:
             failure.attempts = ctx.attempts
             errors = list(failure.errors.values())
@@ -286,6 +325,45 @@ class Mailer(AsyncClosing):
             raise
         finally:
             _SEND.reset(send_token)
+        if dropped:
+            result.suppressed = dropped
+        if result.provider_message_id and result.message_id and result.status == "sent":
+            hub = self._hub
+            hub.record_send(result.provider, result.provider_message_id, result.message_id)
+            if hub.flush_due():
+                await hub.flush_soon()
+        return result
+
+    async def _check_suppression(self, msg: Message, check: bool) -> dict[str, str]:
+        """The recipients to leave out; RecipientsSuppressed when that is all of them."""
+        if not check:
+            log.warning(
+                "suppression list bypassed for %s (send(suppression=False))",
+                msg.message_id,
+                extra={"event": "suppression_bypass", "message_id": msg.message_id},
+            )
+            return {}
+        lst = self.suppression
+        if not lst.config.check:
+            return {}
+        await lst.ready()
+        recipients = msg.envelope_recipients
+        hit = lst.check(recipients)
+        if not hit:
+            return {}
+        if len(hit) == len(recipients):
+            raise RecipientsSuppressed(
+                f"every recipient is on the suppression list ({len(hit)}): nothing sent; "
+                "send(suppression=False) bypasses the list",
+                suppressed=hit,
+            )
+        log.info(
+            "%d recipient(s) of %s left out: on the suppression list",
+            len(hit),
+            msg.message_id,
+            extra={"event": "suppressed", "message_id": msg.message_id, "count": len(hit)},
+        )
+        return hit
 
     async def send_many(
         self,
@@ -356,6 +434,58 @@ class Mailer(AsyncClosing):
         windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
         return Outbox(config, self._deliver, window=lambda n: windows.get(n or "", 0.0))
 
+    # -- delivery events and suppression (docs/events.md) --------------------------------
+
+    def _build_events(
+        self,
+        suppression: str | Mapping[str, Any] | SuppressionConfig | None,
+        events: Mapping[str, Any] | EventsConfig | None,
+    ) -> DeliveryHub:
+        s_config = load_model_config(SuppressionConfig, suppression, "suppression")
+        e_config = load_model_config(EventsConfig, events, "events")
+        outbox_url = self._outbox.config.url if self._outbox is not None else None
+        events_url = e_config.store or outbox_url or s_config.store
+        retention = e_config.retention
+        s_store = open_backend(s_config.store, retention=retention)
+        e_store = (
+            s_store
+            if events_url == s_config.store
+            else open_backend(events_url, retention=retention)
+        )
+        suppression_list = Suppression(s_config, s_store, shared=s_config.store is not None)
+        outbox = self._outbox
+        return DeliveryHub(
+            e_store,
+            suppression_list,
+            e_config,
+            settle=outbox.settle if outbox is not None else None,
+        )
+
+    def on_delivery(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` once per delivery event stored (sync or async);
+        returns a function that unsubscribes. An exception in it is logged, not raised."""
+        return self._hub.on_delivery(listener)
+
+    async def ingest_events(self, events: Sequence[DeliveryEvent]) -> IngestReport:
+        """Store ``events`` durably (one transaction), drop those already seen (by
+        provider and event id), then apply the new ones: the suppression list, settling
+        ``unknown`` outbox rows, listeners. Returns once they are stored and applied."""
+        return await self._hub.ingest(events)
+
+    async def ingest_bounce(self, raw: bytes, *, provider: str = "smtp") -> IngestReport:
+        """Parse an SMTP bounce (RFC 3464 DSN) or complaint (RFC 5965 ARF) and ingest
+        its events, recorded for ``provider``; a message that is neither gives an empty
+        report."""
+        return await self._hub.ingest(parse_bounce(raw, provider=provider))
+
+    async def delivery_events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
+        """The events stored for ``message_id``, oldest first."""
+        return await self._hub.events(message_id, limit)
+
+    async def purge_events(self) -> int:
+        """Delete events older than ``events.retention``; returns how many."""
+        return await self._hub.purge()
+
     @property
     def outbox(self) -> Outbox:
         """The outbox (stats, list, retry, purge); ConfigError when there is none."""
@@ -398,6 +528,10 @@ class Mailer(AsyncClosing):
     async def aclose(self) -> None:
         """Stop background probes and close every provider; raise failures together."""
         await self._runtime.aclose()
+        try:
+            await self._hub.aclose()
+        finally:
+            await self.suppression.aclose()
         if self._outbox is not None:
             await self._outbox.aclose()
         await self.root.aclose()

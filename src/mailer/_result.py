@@ -58,3 +58,6 @@ class SendResult:
     provider_message_id: str | None = None
     response: str | None = None
     status: Literal["sent", "queued"] = "sent"
+    #: envelope recipients left out because they are on the suppression list, each with
+    #: its reason; the message went to the others (docs/suppression.md)
+    suppressed: dict[str, str] = field(default_factory=dict)

@@ -50,6 +50,8 @@ from ._attempt import commit_hooks
 from ._backend import current_async_library
 from ._config import MailerConfig
 from ._errors import ConfigError, DeliveryUncertain, MailerError, TransientError
+from ._events import DeliveryEvent, IngestReport
+from ._events.blocking import SyncSuppression
 from ._log import get_logger
 from ._mailer import Event, Mailer
 from ._message import Message
@@ -213,6 +215,9 @@ class SyncMailer:
     def _adopt(self, mailer: Mailer) -> None:
         self._mailer = mailer
         self._unsubscribe = mailer.subscribe(_on_event)
+        listeners: list[Callable[[DeliveryEvent], Any]] = getattr(self, "_listeners", [])
+        self._listeners = listeners
+        self._delivery_unsubs = {id(f): mailer.on_delivery(f) for f in listeners}
 
     def _current(self) -> Mailer:
         if self._mailer is None:
@@ -348,17 +353,75 @@ class SyncMailer:
 
     # -- the API -----------------------------------------------------------------------
 
-    def send(self, message: Message, *, providers: Sequence[str] | None = None) -> SendResult:
+    def send(
+        self,
+        message: Message,
+        *,
+        providers: Sequence[str] | None = None,
+        suppression: bool = True,
+    ) -> SendResult:
         """Send and wait; raises what ``Mailer.send`` raises, within ``send_timeout`` +
-        :data:`SEND_GRACE`. ``providers``: only those, in that order (as ``Mailer.send``).
-        After close(): MailerError (nothing sent)."""
+        :data:`SEND_GRACE`. ``providers``: only those, in that order (as ``Mailer.send``);
+        ``suppression=False`` bypasses the suppression list. After close(): MailerError
+        (nothing sent)."""
         self._refuse_in_loop("send", "await mailer.send(message)")
         context = contextvars.copy_context()
         result: SendResult = self._call(
-            lambda mailer: _in_context(context, mailer.send(message, providers=providers)),
+            lambda mailer: _in_context(
+                context, mailer.send(message, providers=providers, suppression=suppression)
+            ),
             "send",
         )
         return result
+
+    # -- delivery events and suppression (docs/events.md) --------------------------------
+
+    def ingest_events(self, events: Sequence[DeliveryEvent]) -> IngestReport:
+        """``Mailer.ingest_events()``: store, dedupe and apply; bounded like send."""
+        self._refuse_in_loop("ingest_events", "await mailer.ingest_events(events)")
+        report: IngestReport = self._call(lambda m: m.ingest_events(events), "ingest_events")
+        return report
+
+    def ingest_bounce(self, raw: bytes, *, provider: str = "smtp") -> IngestReport:
+        """``Mailer.ingest_bounce()``: an SMTP bounce or ARF report, parsed and ingested."""
+        self._refuse_in_loop("ingest_bounce", "await mailer.ingest_bounce(raw)")
+        report: IngestReport = self._call(
+            lambda m: m.ingest_bounce(raw, provider=provider), "ingest_bounce"
+        )
+        return report
+
+    def delivery_events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
+        """``Mailer.delivery_events()``: a message's stored events, oldest first."""
+        self._refuse_in_loop("delivery_events", "await mailer.delivery_events(message_id)")
+        found: list[DeliveryEvent] = self._call(
+            lambda m: m.delivery_events(message_id, limit), "delivery_events"
+        )
+        return found
+
+    def on_delivery(self, listener: Callable[[DeliveryEvent], Any]) -> Callable[[], None]:
+        """``Mailer.on_delivery()``: ``listener`` runs on the Mailer's loop thread, once
+        per stored event (sync or async); returns a function that unsubscribes. Kept
+        across the rebuild of the Mailer in a forked child."""
+        with self._lock:
+            self._listeners.append(listener)
+            mailer = self._mailer
+            if mailer is not None:
+                self._delivery_unsubs[id(listener)] = mailer.on_delivery(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+                undo = self._delivery_unsubs.pop(id(listener), None)
+            if undo is not None:
+                undo()
+
+        return unsubscribe
+
+    @property
+    def suppression(self) -> SyncSuppression:
+        """The suppression list, blocking: ``add``, ``remove``, ``get``, ``list``."""
+        return SyncSuppression(self)
 
     def send_many(
         self, messages: Sequence[Message], *, providers: Sequence[str] | None = None

@@ -148,3 +148,25 @@ async def test_global_providers_by_default(
         stop = instrument(mailer)  # the global providers (no-op ones without an SDK)
         assert (await mailer.send(msg(1))).provider == "primary"
         stop()
+
+
+async def test_delivery_events_counter() -> None:
+    """One count per stored delivery event, by provider and type; duplicates are not."""
+    from datetime import UTC, datetime
+
+    from mailer import DeliveryEvent
+    from mailer.testing import MemoryProvider
+
+    def ev(kind: str, event_id: str, provider: str = "primary") -> DeliveryEvent:
+        return DeliveryEvent(type=kind, provider=provider, recipient="u@example.org",  # type: ignore[arg-type]
+                             timestamp=datetime.now(UTC), event_id=event_id)  # fmt: skip
+
+    tel = Telemetry()
+    async with Mailer([MemoryProvider("primary"), MemoryProvider("backup")]) as mailer:
+        stop = instrument(mailer, meter_provider=tel.meters, tracer_provider=tel.tracers)
+        await mailer.ingest_events([ev("delivered", "1"), ev("delivered", "2"),
+                                    ev("opened", "3", "backup"), ev("delivered", "1")])  # fmt: skip
+        stop()
+        await mailer.ingest_events([ev("delivered", "9")])  # after undo: not counted
+    counts = {(a["provider"], a["type"]): v for a, v in tel.points("mailer.delivery.events")}
+    assert counts == {("primary", "delivered"): 2, ("backup", "opened"): 1}

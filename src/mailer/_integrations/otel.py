@@ -33,6 +33,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .. import __version__
 from .._errors import AllProvidersFailed, DeliveryError, DeliveryUncertain
+from .._events import DeliveryEvent
 from .._mailer import Event, Mailer
 from .._routing.health import BreakerState
 
@@ -106,6 +107,12 @@ class Telemetry:
             description="Attempts that ended without a definitive answer after the message "
             "left: each may have been delivered.",
         )
+        self._delivery = meter.create_counter(
+            "mailer.delivery.events",
+            unit="{event}",
+            description="Delivery events stored (webhooks, bounces), by provider and type; "
+            "duplicates are not counted.",
+        )
         meter.create_observable_gauge(
             "mailer.breaker.state",
             callbacks=[self._observe_breakers],
@@ -128,13 +135,18 @@ class Telemetry:
 
     def instrument(self, mailer: Mailer) -> Callable[[], None]:
         unsubscribe = mailer.subscribe(self._on_event)
+        unsubscribe_delivery = mailer.on_delivery(self._on_delivery)
         self._mailers.add(mailer)
 
         def undo() -> None:
             unsubscribe()
+            unsubscribe_delivery()
             self._mailers.discard(mailer)
 
         return undo
+
+    def _on_delivery(self, event: DeliveryEvent) -> None:
+        self._delivery.add(1, {"provider": event.provider, "type": event.type})
 
     def _observe_breakers(self, options: CallbackOptions) -> Iterable[Observation]:
         for mailer in list(self._mailers):

@@ -276,6 +276,32 @@ class Message(Strict):
             filled.__pydantic_private__["_id_cell"] = cell
         return filled
 
+    def without_recipients(self, drop: set[str] | frozenset[str]) -> Message:
+        """This message without the envelope recipients in ``drop`` (their ``email``):
+        taken out of to, cc and bcc (or of the envelope's recipients, when it has its
+        own), with the same Message-ID. The suppression check sends the rest this way;
+        like :meth:`with_defaults` it copies without revalidating, and the copy renders
+        anew. At least one recipient must remain (the caller checks)."""
+        updates: dict[str, Any] = {}
+        if self.envelope is not None and self.envelope.recipients is not None:
+            kept = [a for a in self.envelope.recipients if a.email not in drop]
+            updates["envelope"] = self.envelope.model_copy(update={"recipients": kept})
+        else:
+            for key in ("to", "cc", "bcc"):
+                current: list[Address] = getattr(self, key)
+                kept = [a for a in current if a.email not in drop]
+                if len(kept) != len(current):
+                    updates[key] = kept
+        if not updates:
+            return self
+        copy = self.model_copy(update=updates)
+        copy.__pydantic_private__ = {
+            name: attr.get_default() for name, attr in self.__private_attributes__.items()
+        }
+        if copy.__dict__["message_id"] is None:
+            copy.__pydantic_private__["_id_cell"] = _id_cell(self)
+        return copy
+
     @field_serializer("message_id")
     def _dump_message_id(self, value: str | None) -> str:
         return self.message_id  # type: ignore[return-value]  # made when first read

@@ -244,6 +244,17 @@ class PostgresStore:
         )
         return int(status.rsplit(" ", 1)[-1])
 
+    async def settle(self, message_id: str, provider: str, note: str) -> bool:
+        status: str = await self._p().execute(
+            "UPDATE mailer_outbox SET state = 'sent', provider = $2, last_error = $3,"
+            " updated = extract(epoch from now())"
+            " WHERE message_id = $1 AND state = 'unknown'",
+            message_id,
+            provider,
+            note,
+        )
+        return status.endswith(" 1")
+
     async def purge(self, state: State, older_than: float) -> int:
         status: str = await self._p().execute(
             "DELETE FROM mailer_outbox"

@@ -486,6 +486,18 @@ class SQLiteStore:
 
         return await self._do(op, durable=True)
 
+    async def settle(self, message_id: str, provider: str, note: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE outbox SET state = 'sent', provider = ?, last_error = ?, updated = ?"
+                " WHERE message_id = ? AND state = 'unknown'",
+                (provider, note, time.time(), message_id),
+            )
+            return cur.rowcount == 1
+
+        result: bool = await self._do(op, durable=True)
+        return result
+
     async def purge(self, state: State, older_than: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
             args = (state, time.time() - older_than)

@@ -171,5 +171,10 @@ class OutboxStore(Protocol):
         """Queue these messages again, due now, whatever their state (except sending).
         Returns how many were."""
 
+    async def settle(self, message_id: str, provider: str, note: str) -> bool:
+        """Move the message's row from ``unknown`` to ``sent`` (a delivery event proved
+        that ``provider`` took it), keeping ``note`` as its last word. False when the
+        row is not ``unknown`` (or not there): only ``unknown`` is ever settled."""
+
     async def purge(self, state: State, older_than: float) -> int:
         """Delete messages in ``state`` not updated for ``older_than`` seconds."""

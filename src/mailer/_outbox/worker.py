@@ -305,6 +305,13 @@ class Outbox:
         it may duplicate a delivery). Returns how many were found."""
         return await (await self._ready()).retry(list(message_ids))
 
+    async def settle(self, message_id: str, provider: str, when: float) -> bool:
+        """A delivery event proved ``provider`` took the message: its ``unknown`` row
+        becomes ``sent``. False when the row is in any other state, or absent."""
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+        note = f"settled: {provider} reported the message taken (event at {at})"
+        return await (await self._ready()).settle(message_id, provider, note)
+
     async def purge(self, state: State, older_than: float) -> int:
         if state == "sending":
             raise ValueError("messages being sent cannot be purged")
