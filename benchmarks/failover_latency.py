@@ -2,8 +2,9 @@
 
 For each outage of the primary (SMTP: silent after accept, hangs at MAIL FROM, answers
 every reply after 2 s, refuses connections; HTTP: hangs in the TLS handshake, answers
-503), with the SMTP pool on and off, a fresh Mailer (primary first, a healthy local SMTP
-backup second, every timeout, budget and breaker setting at its default) makes:
+503, takes the request body and never answers (Resend, idempotent)), with the SMTP pool
+on and off, a fresh Mailer (primary first, a healthy local SMTP backup second, every
+timeout, budget and breaker setting at its default) makes:
 
 * 1 send;
 * 20 sequential sends;
@@ -16,7 +17,10 @@ reference, in the same run: the backup alone, 20 sequential sends.
 Targets (issue 10): no send fails while the backup is healthy; every send <= 5 s (aim
 <= 3 s); after detection, p99 within 100 ms of the backup alone.
 
-    .venv/bin/python benchmarks/failover_latency.py [--quick]
+    .venv/bin/python benchmarks/failover_latency.py [--quick] [--outage NAME ...]
+
+http-hang-after-body: the send that meets it ends DeliveryUncertain (the body left: it
+may have been delivered; ``on_uncertain = "raise"`` by default), so "failed" counts it.
 """
 
 from __future__ import annotations
@@ -72,10 +76,11 @@ async def primary(outage: str, pool: bool) -> AsyncIterator[dict[str, Any]]:
         yield smtp
         return
     if outage.startswith("http"):
-        mode = "503" if outage == "http-503" else "silent"
+        modes = {"http-503": "503", "http-hang-after-body": "hang"}
+        mode = modes.get(outage, "silent")
         async with http_server(mode) as http:
             port = http.port
-            scheme = "http" if outage == "http-503" else "https"  # a hang in TLS set-up
+            scheme = "http" if mode != "silent" else "https"  # silent: a hang in TLS set-up
             base_url = f"{scheme}://127.0.0.1:{port}"
             config = {"api_key": "re_bench", "base_url": base_url}
             yield {"type": "resend", "name": "primary", "config": config}
@@ -148,9 +153,12 @@ async def backup_alone(backup_port: int, pool: bool) -> list[str]:
             f"{p99 * 1000:,.1f}", f"{mx * 1000:,.1f}", "0", "-"]  # fmt: skip
 
 
-async def main(quick: bool) -> None:
+OUTAGES = ["silent", "hang-at-MAIL", "slow-2s", "refused", "http-hang-tls", "http-503",
+           "http-hang-after-body"]  # fmt: skip
+
+
+async def main(quick: bool, outages: list[str]) -> None:
     print(f"failover_latency (default settings): {machine()}")
-    outages = ["silent", "hang-at-MAIL", "slow-2s", "refused", "http-hang-tls", "http-503"]
     rows: list[list[str]] = []
     async with SMTPSink(name="backup") as sink:
         for pool in (True, False):
@@ -166,4 +174,7 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="skip the 50-concurrent case")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--outage", action="append", choices=OUTAGES,
+                        help="only these outages (repeatable; default: all)")  # fmt: skip
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.outage or OUTAGES))

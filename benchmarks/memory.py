@@ -19,9 +19,12 @@ makes it 68 MiB on the wire). Cases:
 Loop stall: a task that sleeps 1 ms in a loop records its longest gap while one message
 with the attachment is built and sent (target: <= 20 ms). Ours by path, by path with
 DKIM, by bytes; aiosmtplib (stdlib EmailMessage, send_message); Nodemailer (a 1 ms
-setInterval on its own event loop, the same measure).
+setInterval on its own event loop, the same measure). And a fresh process's first send of
+a small message (ours, aiosmtplib), the client built before the clock: what a first send
+imports or sets up inside the loop (issue 21, item 20).
 
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--queued 10000] [--quick]
+    .venv/bin/python benchmarks/memory.py --stall-only [--rounds 5]   # the stall table alone
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def attachment(size_mib: int) -> Path:
     return path
 
 
-def run(rounds: int, queued: int, size_mib: int) -> dict[str, Any]:
+def run(rounds: int, queued: int, size_mib: int, stall_only: bool = False) -> dict[str, Any]:
     print(f"memory: {machine()}")
     print(f"  {rounds} rounds; fresh process per case; attachment {size_mib} MiB random bytes;")
     print(f"  {queued} queued sends over 5 connections")
@@ -73,7 +76,9 @@ def run(rounds: int, queued: int, size_mib: int) -> dict[str, Any]:
     ensure_nodemailer()
     with postfix_sink() as port:
         cases: dict[str, Any] = {}
-        if not unavailable:
+        if stall_only:
+            pass
+        elif not unavailable:
             cases["ours attach-path"] = lambda: run_worker(["mem", "attach-path", HOST, port, path])
             cases["ours attach-path-dkim"] = lambda: run_worker(
                 ["mem", "attach-path-dkim", HOST, port, path]
@@ -84,12 +89,17 @@ def run(rounds: int, queued: int, size_mib: int) -> dict[str, Any]:
             cases["ours queued"] = lambda: run_worker(
                 ["mem", "queued", HOST, port, queued], timeout=600
             )
-        cases["aiosmtplib attach"] = lambda: run_worker(
-            ["mem", "aiosmtplib-attach", HOST, port, path]
-        )
-        cases["nodemailer attach"] = lambda: run_worker(["nodemailer", "mem", HOST, port, path])
-        results = rounds_of(cases, rounds)
+        if not stall_only:
+            cases["aiosmtplib attach"] = lambda: run_worker(
+                ["mem", "aiosmtplib-attach", HOST, port, path]
+            )
+            cases["nodemailer attach"] = lambda: run_worker(["nodemailer", "mem", HOST, port, path])
+        results = rounds_of(cases, rounds) if cases else {}
         stalls: dict[str, Any] = {}
+        stalls["ours first send"] = lambda: run_worker(["stall", "first", HOST, port, path])
+        stalls["aiosmtplib first send"] = lambda: run_worker(
+            ["stall", "aiosmtplib-first", HOST, port, path]
+        )
         if not unavailable:
             for case in ("path", "path-dkim", "bytes"):
                 stalls[f"ours attach-{case}"] = lambda case=case: run_worker(
@@ -99,10 +109,11 @@ def run(rounds: int, queued: int, size_mib: int) -> dict[str, Any]:
         stalls["nodemailer attach"] = lambda: run_worker(["nodemailer", "stall", HOST, port, path])
         stall_results = rounds_of(stalls, rounds)
     size_kb = size_mib * 1024
-    print()
-    print(f"Peak RSS above the idle process (median of {rounds} rounds)")
     rows = []
     summary: dict[str, Any] = {}
+    if results:
+        print()
+        print(f"Peak RSS above the idle process (median of {rounds} rounds)")
     for name, res in results.items():
         delta = median_of(res, "delta_kb")
         base = median_of(res, "base_kb")
@@ -115,12 +126,13 @@ def run(rounds: int, queued: int, size_mib: int) -> dict[str, Any]:
             note = f"{num(mult, '.2f')}x the attachment"
         rows.append([name, num(None if base is None else base / 1024, ".1f"),
                      num(None if delta is None else delta / 1024, ".1f"), note])  # fmt: skip
-    print(table(["case", "idle MiB", "peak above idle, MiB", ""], rows))
-    mult = summary.get("ours attach-path", {}).get("x")
-    print(
-        f"target {size_mib} MiB attachment by path: peak RSS above idle <= 0.5x its size: "
-        f"{verdict(None if mult is None else mult <= 0.5)}"
-    )
+    if results:
+        print(table(["case", "idle MiB", "peak above idle, MiB", ""], rows))
+        mult = summary.get("ours attach-path", {}).get("x")
+        print(
+            f"target {size_mib} MiB attachment by path: peak RSS above idle <= 0.5x its size: "
+            f"{verdict(None if mult is None else mult <= 0.5)}"
+        )
     print()
     print(f"Longest event-loop stall while sending it (median of {rounds} rounds)")
     rows = []
@@ -142,10 +154,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--queued", type=int, default=10000)
     ap.add_argument("--size-mib", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="1 round, 1,000 queued sends")
+    ap.add_argument("--stall-only", action="store_true", help="the loop-stall table alone")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.queued = 1, 1000
-    return run(args.rounds, args.queued, args.size_mib)
+    return run(args.rounds, args.queued, args.size_mib, args.stall_only)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from pydantic import (
@@ -29,7 +29,7 @@ from ._errors import ConfigError
 from ._events.config import EventsConfig, SuppressionConfig
 from ._options import resolve_paths, validation_text
 from ._outbox.config import OutboxConfig
-from ._redact import redact, redact_url
+from ._redact import redact
 from ._routing.budget import BudgetConfig
 from ._routing.group import GROUPS
 from ._routing.health import HealthConfig
@@ -42,6 +42,7 @@ __all__ = [
     "MailerConfig",
     "ProviderEntry",
     "RetryConfig",
+    "config_url",
     "interpolate_dsn",
     "load_config",
     "load_model_config",
@@ -129,6 +130,13 @@ class MailerConfig(BaseModel):
     """The whole Mailer configuration (see docs/configuration.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    #: settings-table names of an SMTP login pasted at the top (lower-cased)
+    option_moves: ClassVar[Mapping[str, str]] = {
+        "username": "providers[].config.auth.user",
+        "user": "providers[].config.auth.user",
+        "password": "providers[].config.auth.password",
+        "pass": "providers[].config.auth.password",
+    }
 
     providers: list[ProviderEntry] = Field(min_length=1)
     defaults: dict[str, Any] = Field(default_factory=dict)
@@ -302,18 +310,33 @@ def interpolate_env(value: Any, env: Mapping[str, str] | None = None) -> Any:
 _URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # two letters at least: not C:/
 
 
+def config_url(source: object) -> str | None:
+    """The provider URL (DSN) when ``source`` is one rather than a file path, else None.
+
+    Nodemailer users write ``createTransport("smtps://user:pass@host")``, so a URL is
+    accepted wherever a config is: ``SyncMailer(url)``, ``Mailer.from_config(url)``,
+    ``--config URL``, ``MAILER_CONFIG=URL`` and the framework settings. ``Path`` (the
+    CLI's option type) turns ``smtp://`` into ``smtp:/``: the slashes are restored. An
+    existing file of that name stays a file.
+    """
+    if not isinstance(source, str | Path):
+        return None
+    text = str(source).strip()
+    if _GROUP_DSN.fullmatch(text):
+        return text
+    if not _URL_LIKE.match(text) or Path(text).exists():
+        return None
+    scheme, _, rest = text.partition(":")
+    return f"{scheme}://{rest.lstrip('/')}" if isinstance(source, Path) else text
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The mapping in a TOML or JSON file; errors never echo a connection URL's secrets."""
+    """The mapping in a TOML or JSON file, or ``{"providers": [url]}`` for a provider
+    URL; errors never echo a connection URL's secrets."""
+    url = config_url(path)
+    if url is not None:
+        return {"providers": [url]}
     text = str(path)
-    if _URL_LIKE.match(text) and not Path(text).exists():
-        # a DSN given where a file was expected (Path() makes "smtp://" into "smtp:/"):
-        # say so, without its password
-        scheme, _, rest = text.partition(":")
-        shown = redact_url(f"{scheme}://{rest.lstrip('/')}")
-        raise ConfigError(
-            f"{shown!r} looks like a provider URL, not a config file: pass a mapping "
-            "such as {'providers': [URL]}, or the path of a TOML or JSON file"
-        )
     p = Path(path)
     try:
         raw = p.read_bytes()
@@ -359,14 +382,36 @@ def _paths_from_file(entry: Any, base: Path) -> Any:
     return entry
 
 
+def _one_provider(data: dict[str, Any]) -> dict[str, Any]:
+    """A config block pasted alone, as one provider, with the Mailer's own keys kept.
+
+    Nodemailer's transport object (``{host, port, secure, auth}``) and NexoMailer's
+    ``config: {...}`` block are SMTP settings; NexoMailer's ``{type, config}`` is one
+    entry of ``providers``. Whatever is not a Mailer option (retry, outbox, ...) goes to
+    the provider, which names any key it does not know, with its suggestion.
+    """
+    if "providers" in data:
+        return data
+    top = {k: v for k, v in data.items() if k in MailerConfig.model_fields}
+    rest = {k: v for k, v in data.items() if k not in MailerConfig.model_fields}
+    if isinstance(rest.get("type"), str) and isinstance(rest.get("config"), Mapping):
+        return {**top, "providers": [rest]}  # one entry of NexoMailer's providers
+    if set(rest) == {"config"} and isinstance(rest["config"], Mapping):
+        rest = dict(rest["config"])  # NexoMailer's config block, still in its wrapper
+    if "host" in rest:
+        return {**top, "providers": [{"type": "smtp", "config": rest}]}
+    return data
+
+
 def load_config(source: Mapping[str, Any] | str | Path | MailerConfig) -> MailerConfig:
     """Build a validated MailerConfig from a mapping, a TOML/JSON file path, or a model."""
     if isinstance(source, MailerConfig):
         return source
     data = read_config_file(source) if isinstance(source, str | Path) else dict(source)
+    data = _one_provider(data)
     data = _interpolate_dsns(data)
     data = interpolate_env(data)
-    if isinstance(source, str | Path):
+    if isinstance(source, str | Path) and config_url(source) is None:
         data = _paths_from_file(data, Path(source).resolve().parent)
     try:
         return MailerConfig.model_validate(data)

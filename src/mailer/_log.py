@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._errors import DeliveryUncertain
 from ._redact import any_registered, redact, register_secret, secret_values
 from ._text import LINE, clip
 
@@ -43,6 +44,12 @@ class _RedactFilter(logging.Filter):
 
 
 _FILTER = _RedactFilter()
+
+# A library adds a NullHandler to its top logger (Python's logging HOWTO, "Configuring
+# Logging for a Library"): without one, a script that never configured logging gets our
+# warnings on stderr through logging.lastResort. An app that configures logging (root
+# handlers, dictConfig) still receives every record: this handler only stops the fallback.
+logging.getLogger("mailer").addHandler(logging.NullHandler())
 
 
 def get_logger(name: str = "mailer") -> logging.Logger:
@@ -125,8 +132,14 @@ def log_event(event: Event) -> None:
         error = event.error
         duration = round(sum(a.duration for a in error.attempts), 6)
         provider = event.provider or error.provider
+        # one wording per outcome: "not sent" only when that is certain; an error
+        # that says it may have been delivered is never logged under "not sent"
+        maybe = isinstance(error, DeliveryUncertain) or bool(
+            getattr(error, "possibly_delivered", False)
+        )
         _delivery.error(
-            "not sent %s: %s", event.message_id, error,
+            "%s %s: %s", "may have been delivered" if maybe else "not sent",
+            event.message_id, error,
             extra={"event": "failed", "provider": provider, "message_id": event.message_id,
                    "outcome": type(error).__name__, "duration": duration, "code": error.code,
                    "attempts": len(error.attempts), "error": str(error)},

@@ -179,6 +179,7 @@ class Mailer(AsyncClosing):
         self._hub = self._build_events(suppression, events)
         #: the suppression list (docs/suppression.md): ``add``, ``remove``, ``get``, ``list``
         self.suppression: Suppression = self._hub.suppression
+        _preload()
 
     @property
     def health_config(self) -> HealthConfig:
@@ -630,6 +631,21 @@ def _unsubscribe_config(value: UnsubscribeConfig | Mapping[str, Any]) -> Unsubsc
     except ValidationError as exc:
         error = ConfigError(validation_text("unsubscribe", exc, UnsubscribeConfig))
     raise error  # outside the except: the pydantic error (with the key) is not __context__
+
+
+def _preload() -> None:
+    """Import now what the first send would import inside the event loop.
+
+    anyio loads its asyncio backend on the first cancel scope (100-150 ms of imports),
+    which was the first send's stall: every task on the loop waited for it (issue 21,
+    item 20; ``benchmarks/memory.py --stall-only``, "ours first send"). A Mailer is built
+    at start-up, where that time costs nobody a wait. Both are cached after the first
+    Mailer, so this is free from then on.
+    """
+    import concurrent.futures.thread  # noqa: F401 - the loop's executor (getaddrinfo)
+    import encodings.idna  # noqa: F401 - host names on connect
+
+    import anyio._backends._asyncio  # noqa: F401
 
 
 def _model(cls: Any, value: Any) -> Any:

@@ -26,7 +26,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 __all__ = [
+    "MOVED_KEYS",
     "MS_LOOKING_SECONDS",
+    "SHORTEST_MS",
     "Alias",
     "close_names",
     "normalize_options",
@@ -36,6 +38,11 @@ __all__ = [
 
 #: a duration in seconds at least this large was almost certainly meant as milliseconds
 MS_LOOKING_SECONDS = 1000.0
+
+
+#: a duration alias in milliseconds below this is refused: no connection or reply comes
+#: that fast, so it was written in seconds (``connectionTimeout: 5``)
+SHORTEST_MS = 100.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ def normalize_options(
     """
     if not isinstance(data, Mapping):
         return data  # let the model report the wrong type
+    seconds = frozenset(seconds)
     out: dict[str, Any] = {}
     for key, value in data.items():
         if refused and key in refused:
@@ -95,6 +103,12 @@ def normalize_options(
             number = _number(value)
             if number is None:
                 raise ValueError(f"{key} must be a number of milliseconds")
+            if alias.canonical in seconds and 0 < number < SHORTEST_MS:
+                raise ValueError(
+                    f"{key} = {number:g} is in milliseconds ({number / 1000:g} s), too short "
+                    f"for a timeout: write {key} = {number * 1000:g} for {number:g} seconds, "
+                    f"or {alias.canonical} = {number:g} (our name, in seconds)"
+                )
             value = number / 1000.0
         out[alias.canonical] = value
     for key in seconds:
@@ -153,12 +167,27 @@ def _model_at(model: type[BaseModel] | None, path: Iterable[Any]) -> type[BaseMo
     return model
 
 
+#: keys from settings tables and other libraries that belong elsewhere in our config,
+#: whatever the level they were pasted at (lower-cased): the sender is a message default
+#: in every config; a model adds its own moves in ``option_moves`` (SMTP: the login)
+MOVED_KEYS: Mapping[str, str] = {
+    "from_email": "defaults.from (at the top of the Mailer config, beside providers)",
+    "from_name": "defaults.from, as 'Name <address>' (at the top of the Mailer config)",
+    "from": "defaults.from (at the top of the Mailer config, beside providers)",
+    "sender": "defaults.from (at the top of the Mailer config, beside providers)",
+}
+
+
 def _suggestion(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
     """ " (did you mean X?)" for an unknown key at ``loc``, or ""."""
     where = _model_at(model, loc[:-1])
     key = loc[-1] if loc else None
     if where is None or not isinstance(key, str):
         return ""
+    moves: Mapping[str, str] = {**MOVED_KEYS, **getattr(where, "option_moves", {})}
+    moved = moves.get(key.lower())
+    if moved is not None:
+        return f"; it belongs at {moved}"
     aliases: Mapping[str, Alias] = getattr(where, "option_aliases", {})
     names = [*where.model_fields, *aliases]
     matches = close_names(key, names)

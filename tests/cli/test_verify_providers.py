@@ -33,7 +33,9 @@ def test_verify_names_the_provider_that_is_down_and_exits_1(
     assert "FAILED" in backup_row
     primary_row = next(line for line in result.stdout.splitlines() if "primary" in line)
     assert "FAILED" not in primary_row and " ok" in primary_row
-    assert result.stderr.startswith("error: 1 of 2 provider(s) failed: backup")
+    first, error = result.stderr.splitlines()[:2]
+    assert first.startswith("checking 2 provider(s)")  # what it waits for, up front
+    assert error.startswith("error: 1 of 2 provider(s) failed: backup")
 
 
 def test_verify_reads_json_config_with_env_values(

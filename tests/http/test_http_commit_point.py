@@ -96,7 +96,9 @@ async def test_hang_after_the_body_is_uncertain_at_the_send_deadline() -> None:
     assert not scope.cancelled_caught, "an attempt past its commit point was abandoned"
     assert isinstance(error, DeliveryUncertain)
     assert not error.retry_here
-    assert not error.timed_out  # not a pre-commit hang: judged as uncertain, as for SMTP
+    # uncertain (the body left), and a slow call all the same: the breaker opens on the
+    # first, so later sends do not each wait the whole timeout (issue 21, item 19)
+    assert error.timed_out
     assert 1.0 < took < 10, "the read was bounded by the budget instead of the send deadline"
 
 

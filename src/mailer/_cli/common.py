@@ -43,6 +43,9 @@ R = TypeVar("R")
 #: exit codes: 1 = something failed (delivery, a check); 2 = the input is wrong
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+#: ``mailer send``: not sent yet, but stored in the outbox for a worker (scripts must be
+#: able to tell it from sent, 0, and from lost, 1)
+EXIT_QUEUED = 3
 
 #: the page every hint ends by naming, unless the hint names it already
 MORE_PAGE = "troubleshooting"
@@ -100,7 +103,8 @@ ConfigOption = Annotated[
         "--config",
         "-c",
         envvar="MAILER_CONFIG",
-        help="Mailer config file (TOML with [[providers]], or JSON).",
+        help="Mailer config file (TOML with [[providers]], or JSON), or one provider URL "
+        "such as smtps://user:pass@host.",
         show_default=True,
     ),
 ]
@@ -113,7 +117,10 @@ JsonOption = Annotated[
 # -- errors: one line and a hint ----------------------------------------------------------
 
 _CONFIG_HINTS: list[tuple[str, str]] = [
-    ("cannot read config file", "pass --config PATH (TOML or JSON) or set MAILER_CONFIG"),
+    (
+        "cannot read config file",
+        "pass --config PATH (TOML or JSON) or a provider URL, or set MAILER_CONFIG",
+    ),
     ("unknown provider type", "run `mailer providers` to list the installed provider types"),
     ("failed to load", "run `mailer providers` to see why that plugin cannot be imported"),
     ("environment variable", "export it, or give a default in the config: ${NAME:-value}"),
@@ -128,6 +135,7 @@ _CONFIG_HINTS: list[tuple[str, str]] = [
 
 # (words in the message, hint): the first match wins; most specific first
 _MESSAGE_HINTS: list[tuple[tuple[str, ...], str]] = [
+    (("no body",), "'--text -' reads the body from stdin, --text @FILE from a file"),
     (("no sender",), "give --from (or sender= on the Message), or set defaults.sender"),
     (("at least one recipient",), "give --to, --cc or --bcc (to=, cc=, bcc= on the Message)"),
     (("attachment path",), "check the path: relative paths start at the current folder"),

@@ -81,6 +81,8 @@ def _render_diagnosis(diag: Diagnosis) -> None:
         out().print(f"  {key} = {escape(_toml_value(value))}")
     for note in diag.notes:
         out().print(f"[cyan]note[/]: {escape(note)}")
+    for warning in diag.warnings:
+        out().print(f"[yellow]warning[/]: {escape(warning)}")
     for problem in diag.problems:
         out().print(f"[red]problem[/]: {escape(problem)}")
 

@@ -75,7 +75,7 @@ def worker(
         logger.setLevel(logging.INFO)
     log = logging.getLogger("mailer.outbox")
 
-    async def go() -> dict[str, int]:
+    async def go() -> tuple[dict[str, int], int]:
         stop = anyio.Event()
         async with mailer, anyio.create_task_group() as tg:
 
@@ -99,12 +99,25 @@ def worker(
             tg.start_soon(signals)
             log.info("outbox worker started (%s)", mailer.outbox.store)
             counts = await mailer.outbox.run(concurrency=concurrency, stop=stop)
+            left = (await mailer.outbox.stats())["queued"]
             tg.cancel_scope.cancel()
-        return counts
+        return counts, left
 
-    counts = run(go)
-    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing"
-    log.info("outbox worker stopped: %s", summary)
+    counts, left = run(go)
+    log.info("outbox worker stopped: %s", worker_summary(counts, left))
+
+
+def worker_summary(counts: dict[str, int], left: int) -> str:
+    """What a worker run did, as events, and what is still queued.
+
+    The run counts the outcome of each attempt: ``queued`` there means an attempt failed
+    and the message was put back for a retry (one message can be counted several
+    times), not that anything is queued now: ``4 queued, 5 sent`` read as a backlog.
+    """
+    words = {"queued": "re-queued for a retry", "sending": "left in flight"}
+    done = [f"{n} {words.get(state, state)}" for state, n in sorted(counts.items(),
+            key=lambda kv: (kv[0] != "sent", kv[0])) if n]  # fmt: skip
+    return f"{', '.join(done) or 'nothing sent'}; {left} queued now"
 
 
 @outbox_app.command("status")

@@ -109,8 +109,8 @@ def _setting() -> Any:
     source = getattr(settings, "MAILER", None)
     if source is None:
         raise ConfigError(
-            "settings.MAILER is not set: give the Mailer config as a mapping or the path "
-            "of a TOML/JSON file (see docs/django.md)"
+            "settings.MAILER is not set: give the Mailer config as a mapping, a provider URL "
+            "or the path of a TOML/JSON file (see docs/django.md)"
         )
     return source
 
@@ -171,7 +171,9 @@ def _mailer_and_options(
 def _source(config: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | str | Path:
     source = _setting() if config is None else config
     if not isinstance(source, Mapping | str | Path):
-        raise ConfigError("MAILER must be a mapping or the path of a TOML/JSON file")
+        raise ConfigError(
+            "MAILER must be a mapping, a provider URL or the path of a TOML/JSON file"
+        )
     return source
 
 

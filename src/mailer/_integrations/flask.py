@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, has_app_context, request
 
 from .._errors import ConfigError
 from .._message import Message
@@ -40,15 +40,26 @@ class Mail:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        #: the app given to the constructor: ``close()`` and ``mailer`` need no app
+        #: context for it (a script or a shutdown hook has none)
+        self._app = app
         if app is not None:
             self.init_app(app)
+
+    def _current(self, app: Flask | None) -> Flask:
+        """``app``, else the app of the current context, else the constructor's app."""
+        if app is not None:
+            return app
+        if has_app_context() or self._app is None:
+            return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+        return self._app
 
     def init_app(self, app: Flask) -> None:
         source = app.config.get("MAILER")
         if not isinstance(source, Mapping | str | Path):
             raise ConfigError(
-                'app.config["MAILER"] must be the Mailer config: a mapping or the path of '
-                "a TOML/JSON file"
+                'app.config["MAILER"] must be the Mailer config: a mapping, a provider URL '
+                "or the path of a TOML/JSON file"
             )
         telemetry = bool(app.config.get("MAILER_OPENTELEMETRY", False))
         key = config_key("flask", source, telemetry)
@@ -57,7 +68,7 @@ class Mail:
         self._app_mailer(app)
 
     def _app_mailer(self, app: Flask | None = None) -> SyncMailer:
-        app = app if app is not None else current_app
+        app = self._current(app)
         try:
             key, source, telemetry = app.extensions[_EXTENSION]
         except KeyError:
@@ -102,7 +113,7 @@ class Mail:
     def close(self, app: Flask | None = None) -> None:
         """Close the app's Mailer (QUIT to pooled SMTP connections); the next send after
         this builds a new one. Also done at interpreter exit."""
-        key = (app if app is not None else current_app).extensions[_EXTENSION][0]
+        key = self._current(app).extensions[_EXTENSION][0]
         discard(key)
 
 

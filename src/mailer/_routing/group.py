@@ -40,7 +40,13 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import _clock
-from .._errors import AllProvidersFailed, ConfigError, DeliveryError, DeliveryUncertain
+from .._errors import (
+    AllProvidersFailed,
+    ConfigError,
+    DeliveryError,
+    DeliveryUncertain,
+    TransientError,
+)
 from .._log import get_logger
 from .._message import Message
 from .._provider import Provider, ProviderConfig
@@ -127,6 +133,12 @@ class Group(Provider[ProviderConfig]):
     def force(self, ctx: SendContext) -> None:
         ctx.force = True  # passed down: this group tries its own soonest-due child
 
+    def why_resting(self) -> str:
+        return "not tried: " + "; ".join(
+            f"{child.name} {child.why_resting().removeprefix('not tried: ')}"
+            for child in self.nodes
+        )
+
     async def try_send(
         self, message: Message, ctx: SendContext, errors: dict[str, DeliveryError]
     ) -> SendResult | None:
@@ -170,8 +182,10 @@ class Group(Provider[ProviderConfig]):
         tried = False
         # Only the root, or a group the root forced, tries a resting provider early.
         may_force, ctx.force = ctx.force or ctx.root is self, False
+        skipped: dict[str, str] = {}
         for index, child in enumerate(plan):
             if not await child.acquire():
+                skipped[child.name] = child.why_resting()
                 continue
             tried = True
             result = await child.try_send(message, ctx, errors)
@@ -196,6 +210,13 @@ class Group(Provider[ProviderConfig]):
             result = await child.try_send(message, ctx, errors)
             if result is not None:
                 return result
+        # Every provider is named, the skipped ones with why (issue 21, item 9): an error
+        # that names only the one tried early reads as if the others were never there.
+        for name, why in skipped.items():
+            if name not in errors:
+                error = TransientError(why, provider=name)
+                error.no_verdict, error.retry_here = True, False
+                errors[name] = error
         raise AllProvidersFailed(errors, message=message)
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -40,6 +40,7 @@ store.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -140,6 +141,13 @@ class CircuitBreaker:
     slow_call: bool = False
     #: a shared store mirroring the verdicts; None: this breaker is all there is
     observer: BreakerObserver | None = None
+    #: the last failure this process saw (class and text, already redacted), for "why
+    #: it was skipped" when every provider rests
+    last_error: str | None = None
+    #: the openings in a row before a background verify closed it: a verify checks less
+    #: than a send (no MAIL, RCPT, DATA), so until a real send succeeds, the next
+    #: opening grows the rest from here instead of starting again at ``cooldown``
+    probation: int = 0
 
     def _set(self, new: BreakerState) -> None:
         old, self.state = self.state, new
@@ -162,6 +170,16 @@ class CircuitBreaker:
         if self.state is BreakerState.OPEN:
             return self.clock() >= self.open_until
         return not self.probe_in_flight
+
+    def why_resting(self) -> str:
+        """Why a send skips it now: resting until when (wall clock, and how long more)
+        and after what, or another send holding its probe."""
+        if self.state is BreakerState.HALF_OPEN:
+            return "not tried: another send is probing it after its rest"
+        left = max(self.open_until - self.clock(), 0.0)
+        until = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+        after = f" after {self.last_error}" if self.last_error else ""
+        return f"not tried: resting until {until} ({left:.3g}s more){after}"
 
     def acquire(self, *, force: bool = False) -> bool:
         """Claim the right to send now. In half-open, only one caller gets it (the probe).
@@ -190,10 +208,25 @@ class CircuitBreaker:
         was = (self.state, self.failures)
         self.failures = 0
         self.trips = 0
+        self.probation = 0
         self.probe_in_flight = False
         self._set(BreakerState.CLOSED)
         if self.observer is not None:
             self.observer.success(self, was)
+
+    def record_probe_success(self) -> None:
+        """A background verify passed: back in service, on probation.
+
+        A primary that hangs at MAIL passes a verify (connect, EHLO, QUIT), so a plain
+        success here made every cooldown end the same way: closed, then the next real
+        send hung for the whole budget, then the same rest again, forever (issue 21,
+        item 18). The openings so far are kept: if the next real send fails, the rest
+        grows (``backoff_factor``, up to ``max_cooldown``); a real send's success clears
+        them. So a hung primary costs one user-visible wait per growing interval.
+        """
+        carried = max(self.trips, self.probation)
+        self.record_success()
+        self.probation = carried
 
     def record_failure(self, error: DeliveryError) -> None:
         self._record_failure(error)
@@ -226,6 +259,7 @@ class CircuitBreaker:
 
     def _record_failure(self, error: DeliveryError) -> None:
         self.probe_in_flight = False
+        self.last_error = f"{type(error).__name__}: {error.args[0] if error.args else ''}"
         self.slow_call = error.timed_out
         self.verify_can_probe = (
             error.timed_out or isinstance(error, AuthError) or not error.retry_here
@@ -250,6 +284,7 @@ class CircuitBreaker:
 
     def _open(self, now: float, rest: float, *, grow: bool = True) -> None:
         cfg = self.config
+        self.trips, self.probation = max(self.trips, self.probation), 0
         if grow:
             rest = min(rest * cfg.backoff_factor**self.trips, cfg.max_cooldown)
         self.trips += 1

@@ -71,6 +71,9 @@ class Node(Protocol):
     def force(self, ctx: SendContext) -> None:
         """Every provider rests: let this send through here anyway."""
 
+    def why_resting(self) -> str:
+        """Why ``acquire`` said no, for the error when every provider rests."""
+
     async def try_send(
         self, message: Message, ctx: SendContext, errors: dict[str, DeliveryError]
     ) -> SendResult | None:
@@ -141,6 +144,9 @@ class Leaf:
 
     def force(self, ctx: SendContext) -> None:
         self.health.breaker.acquire(force=True)
+
+    def why_resting(self) -> str:
+        return self.health.breaker.why_resting()
 
     def __repr__(self) -> str:
         return f"<Leaf {self.name!r}>"
@@ -310,9 +316,14 @@ class Leaf:
         scope = state.scope
         assert scope is not None
         leaf.inflight.add(state)
-        token = state.enter()
+        token = None
         try:
             with scope:
+                # Entered after the scope: its deadline timer copies the context when it
+                # is armed, and a cancelled timer stays in the loop's heap until its time
+                # (send_timeout); with this attempt in that context, every attempt of the
+                # last minute was kept alive (50,000 fast sends: ~100 MB).
+                token = state.enter()
                 if not provider.reports_commit_point:
                     # The safe default: we cannot know when it sends, so it counts as
                     # committed from its first instruction (and the hooks run first).
@@ -338,7 +349,8 @@ class Leaf:
             raise
         finally:
             state.disarm()
-            state.exit(token)
+            if token is not None:
+                state.exit(token)
             leaf.inflight.discard(state)
         if state.setup_time is not None:
             leaf.estimator.observe(state.setup_time)

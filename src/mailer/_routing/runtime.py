@@ -308,7 +308,7 @@ class Runtime:
         if error is None:
             leaf.estimator.observe(_clock.now() - started)
             log.info("provider %s: background probe ok, back in service", name)
-            leaf.breaker.record_success()
+            leaf.breaker.record_probe_success()
         else:
             log.info("provider %s: background probe failed: %s", name, error)
             leaf.breaker.record_failure(error)

@@ -1,5 +1,11 @@
 """The memory provider: keeps messages in a list. For tests, and for scripting failures.
 
+What it keeps is bounded (``keep``, the most recent messages per provider) and held by
+the provider alone, so it goes with the Mailer that owns it; the module-wide ``outbox``
+(the pytest fixture's) fills only while that fixture records. A script or a benchmark
+that sends 100k messages through ``memory://`` once held every one of them, module-wide,
+after its Mailer was closed.
+
 Outcomes can be scripted, in config (``outcomes = ["transient", "ok"]``) or in code
 (``provider.script(TransientError("down"), "ok")``), so that failover can be tested
 against real Mailer logic without a network. Each send takes the next scripted outcome;
@@ -9,7 +15,8 @@ when the script is used up, sends succeed (or the script repeats, with ``repeat`
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import SplitResult
 
@@ -30,10 +37,27 @@ from .._message.dkim import DKIMOptions, choose, sign
 from .._provider import Provider, ProviderConfig
 from .._result import SendResult
 
-__all__ = ["MemoryProvider", "outbox"]
+__all__ = ["MemoryProvider", "outbox", "recording"]
 
-#: every message any memory provider accepted, in order (the pytest ``outbox`` fixture)
+#: every message any memory provider accepted while ``recording()`` (the pytest
+#: ``outbox`` fixture), in order
 outbox: list[Message] = []
+_recording = 0
+
+
+@contextmanager
+def recording() -> Iterator[list[Message]]:
+    """Collect every message memory providers accept meanwhile in ``outbox`` (emptied on
+    the way in and out): the pytest ``outbox`` fixture, like Django's ``mail.outbox``."""
+    global _recording
+    outbox.clear()
+    _recording += 1
+    try:
+        yield outbox
+    finally:
+        _recording -= 1
+        outbox.clear()
+
 
 Outcome = str | MailerError | Callable[[Message], Any]
 
@@ -62,6 +86,8 @@ class MemoryConfig(ProviderConfig):
     latency: float = Field(default=0.0, ge=0)
     #: DKIM-sign every message (a message's own ``dkim`` wins); see ``MemoryProvider.raw``
     dkim: DKIMOptions | None = Field(default=None, repr=False)
+    #: the most recent messages kept in ``messages`` and ``raw`` (older ones are dropped)
+    keep: int = Field(default=1000, ge=1)
 
     @field_validator("outcomes")
     @classmethod
@@ -77,9 +103,13 @@ class MemoryProvider(Provider[MemoryConfig]):
 
     def __init__(self, name: str = "memory", config: MemoryConfig | None = None) -> None:
         super().__init__(name, config or MemoryConfig())
+        #: the last ``keep`` messages accepted, oldest first (lists, as tests compare and
+        #: slice them; trimming the head of 1000 items costs a memmove of 8 KB)
         self.messages: list[Message] = []
-        #: the bytes each accepted message went out as (DKIM-Signature first when signed)
+        #: the bytes each of them went out as (DKIM-Signature first when signed)
         self.raw: list[bytes] = []
+        #: every message accepted, the dropped ones included
+        self.accepted = 0
         self._script: deque[Outcome] = deque(self.config.outcomes)
         self.calls = 0
         self.closed = False
@@ -156,9 +186,15 @@ class MemoryProvider(Provider[MemoryConfig]):
         )
 
     def _accept(self, message: Message, signature: bytes) -> None:
+        self.accepted += 1
         self.messages.append(message)
         self.raw.append(signature + message.as_bytes() if signature else message.as_bytes())
-        outbox.append(message)
+        if len(self.messages) > self.config.keep:
+            del self.messages[0], self.raw[0]
+        if _recording:
+            outbox.append(message)
 
     async def aclose(self) -> None:
+        """Closed with its Mailer; what it kept stays readable (tests look after the
+        ``async with``) and goes when the provider does."""
         self.closed = True

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from .._message import Message
-from ..providers._memory import outbox as _outbox
+from ..providers._memory import recording
 
 __all__ = ["outbox"]
 
@@ -20,6 +20,5 @@ __all__ = ["outbox"]
 def outbox() -> Iterator[list[Message]]:
     """Messages accepted by memory providers during this test, like Django's
     ``mail.outbox``."""
-    _outbox.clear()
-    yield _outbox
-    _outbox.clear()
+    with recording() as messages:
+        yield messages

@@ -373,7 +373,7 @@ def _map_exception(
     response = _find(exc, smtp_errors.SMTPResponseException)
     if response is not None and response.code > 0:
         return classify_reply(phase, response.code, response.message, endpoint)
-    secs = f"{timeout:g}s" if timeout is not None else "the timeout"
+    secs = f"{timeout:.3g}s" if timeout is not None else "the timeout"
     timed_out = _find(exc, TimeoutError) is not None
     ssl_exc = _find(exc, ssl.SSLError)
     if phase is Phase.MESSAGE:

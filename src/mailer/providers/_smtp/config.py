@@ -293,6 +293,41 @@ class AuthOptions(_Options):
         return self
 
 
+def _no_login(data: Any) -> Any:
+    """Empty credentials (MailHog's "leave empty", ``auth: {user: "", pass: ""}``) mean
+    no AUTH, as in Nodemailer; one empty and one given is still an error."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("auth"), Mapping):
+        return data
+    auth = data["auth"]
+    if set(auth) <= {"user", "pass", "password"} and all(v in ("", None) for v in auth.values()):
+        return {k: v for k, v in data.items() if k != "auth"}
+    return data
+
+
+#: what settings tables call the connection's security, and which of ours it is
+_TLS_MODES = {
+    "ssl": "secure: true (implicit TLS from the first byte, usually port 465)",
+    "ssl/tls": "secure: true (implicit TLS from the first byte, usually port 465)",
+    "implicit": "secure: true (implicit TLS from the first byte, usually port 465)",
+    "tls": "secure: false (STARTTLS, usually port 587; require_tls: true insists on it)",
+    "starttls": "secure: false (STARTTLS, usually port 587; require_tls: true insists on it)",
+    "none": "secure: false and ignore_tls: true (no encryption: loopback servers only)",
+}
+
+
+def _tls_mode(data: Any) -> Any:
+    """``tls: "SSL"`` (a mode, as settings tables name it) is refused with our spelling;
+    our ``tls`` holds certificate options."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("tls"), str | bool):
+        return data
+    mode = str(data["tls"]).strip().lower()
+    ours = _TLS_MODES.get(mode, _TLS_MODES["ssl"] + "; or " + _TLS_MODES["tls"])
+    raise ValueError(
+        "tls takes certificate options (verify, ca_file, servername, ...), not a mode; "
+        f"for this mode write {ours}"
+    )
+
+
 def _nodemailer_logger(data: Any) -> Any:
     """Nodemailer's ``logger: true`` (log to the console) is dropped: our logs always go
     to Python logging (the ``mailer`` loggers), where handlers and levels are set. Its
@@ -361,6 +396,13 @@ class SMTPConfig(ProviderConfig):
     seconds_options: ClassVar[frozenset[str]] = frozenset(
         {"connection_timeout", "greeting_timeout", "socket_timeout"}
     )
+    #: settings-table names of the login (lower-cased), for "it belongs at"
+    option_moves: ClassVar[Mapping[str, str]] = {
+        "username": "auth.user",
+        "user": "auth.user",
+        "password": "auth.password",
+        "pass": "auth.password",
+    }
 
     @model_validator(mode="before")
     @classmethod
@@ -375,7 +417,7 @@ class SMTPConfig(ProviderConfig):
             if "method" in auth:
                 raise ValueError("authMethod and auth.method are the same option; give one")
             data["auth"] = {**auth, "method": method.upper() if isinstance(method, str) else method}
-        return _normalize(cls, _rate_aliases(_nodemailer_logger(data)))
+        return _normalize(cls, _rate_aliases(_nodemailer_logger(_tls_mode(_no_login(data)))))
 
     host: str = "localhost"
     #: 465 when ``secure``, else 587

@@ -98,6 +98,9 @@ class Diagnosis:
     size: int | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: usable as is, but at a cost the user must accept knowingly (not a problem: the
+    #: exit code stays 0)
+    warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -492,9 +495,11 @@ def conclude(diag: Diagnosis, ca_file: Path | None = None) -> None:
             settings["ignore_tls"] = True
             settings["allow_plaintext_auth"] = True
             settings["auth"] = auth
-            diag.notes.append(
-                "no STARTTLS on a loopback server: allow_plaintext_auth = true lets the "
-                "password cross in clear, which is acceptable on loopback only"
+            diag.warnings.append(
+                "credentials will cross in clear: this server offers AUTH without TLS "
+                "(no STARTTLS), so allow_plaintext_auth = true sends the user and password "
+                "unencrypted; acceptable for a loopback test server only, and only with "
+                "a password used nowhere else"
             )
         # elsewhere: no auth settings; the problems above say why
     else:

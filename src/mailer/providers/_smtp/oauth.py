@@ -15,15 +15,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from pydantic import SecretStr
 
 from ..._attempt import current_attempt
 from ..._errors import AuthError, DeliveryError, TransientError
 from ..._redact import redact, redact_url, register_config, register_secret
 from .config import OAuth2Options
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["TokenSource"]
 
@@ -147,6 +149,8 @@ class TokenSource:
         if opts.effective_scope:
             form["scope"] = opts.effective_scope
         where = redact_url(url)
+        import httpx  # loaded when the provider is built (SMTPProvider): free by now
+
         try:
             if self._client_factory is not None:
                 client = await self._client_factory()

@@ -12,10 +12,9 @@ from __future__ import annotations
 import re
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult
 
-import httpx
 from pydantic import ValidationError
 
 from ..._backend import current_async_library
@@ -33,6 +32,9 @@ from .oauth import TokenSource
 from .pool import Pool
 from .tls import build_context
 from .wire import check_envelope_address, message_payload, payload_8bit
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["SMTPProvider"]
 
@@ -58,6 +60,10 @@ class SMTPProvider(Provider[SMTPConfig]):
         self._cfg = cfg
         self._http: httpx.AsyncClient | None = None
         oauth2 = cfg.auth.oauth2 if cfg.auth is not None else None
+        if oauth2 is not None and oauth2.endpoint is not None:
+            # httpx (and through it click, rich and pygments: 100-170 ms) only for a token
+            # endpoint, and now rather than at the first token fetch, inside a send
+            import httpx  # noqa: F401
         #: the shared XOAUTH2 token cache (None without oauth2)
         self.tokens = TokenSource(oauth2, client=self._http_client) if oauth2 else None
         proxy = cfg.proxy_url
@@ -90,6 +96,8 @@ class SMTPProvider(Provider[SMTPConfig]):
 
     async def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
+            import httpx
+
             self._http = httpx.AsyncClient()
         return self._http
 

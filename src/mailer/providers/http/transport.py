@@ -66,10 +66,17 @@ def register_auth(auth: httpx.Auth | None) -> None:
 
 
 class Transport:
-    """One provider's client, made on first use so building a Mailer costs no I/O."""
+    """One provider's client, made on first use so building a Mailer costs no network
+    I/O. What making it imports (httpcore, h11, and trio when installed: 150-300 ms) and
+    its TLS context (the CA bundle read and parsed) are done here, when the provider is
+    built, rather than inside the first send, where every task on the loop waited for
+    them (issue 21, item 20). The context is shared by the clients of every loop."""
 
     def __init__(self, provider: HTTPProvider[Any]) -> None:
+        import httpcore  # noqa: F401 - httpx imports it only when a client is made
+
         self._provider = provider
+        self._context = self._ssl_context()
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         #: requests in flight, at most max_connections: waiting for one is queueing, not
@@ -102,7 +109,7 @@ class Transport:
         self._http = httpx.AsyncClient(
             base_url=provider.base_url,
             limits=limits,
-            verify=self._ssl_context(),
+            verify=self._context,
             headers={"User-Agent": _USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
             proxy=proxy.get_secret_value() if (proxy := config.proxy) else None,
@@ -216,9 +223,13 @@ def transport_error(
                         httpx.RemoteProtocolError)):  # fmt: skip
         # read/write timeout, reset or dropped reply: the API may have the message
         text = f"{text} after the request was sent; the message may have been accepted"
+    # A timeout after the body is a slow call too (timed_out): the breaker opens on the
+    # first one, so the sends after it go to the next provider at once instead of each
+    # waiting the whole timeout (issue 21, item 19)
     return DeliveryUncertain(
-        f"{where}: {text}", provider=provider, retry_here=not slow_to_heal, no_verdict=no_verdict
-    )
+        f"{where}: {text}", provider=provider, retry_here=not slow_to_heal,
+        no_verdict=no_verdict, timed_out=timed_out,
+    )  # fmt: skip
 
 
 def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
