@@ -2,7 +2,8 @@
 
 ``asgi_app(mailer)`` answers ``POST {prefix}/u/{token}`` (unsubscribe, 200 once stored),
 ``GET`` (a confirmation page; never unsubscribes) and 400 for a bad or expired token.
-Mount it where the Mailer's ``unsubscribe.base_url`` points. ``suppress`` stores the
+Mount it where the Mailer's ``unsubscribe.base_url`` points; or serve the webhook app
+(``mailer.webhooks.asgi_app``/``wsgi_app``), which carries the same route. ``suppress`` stores the
 unsubscribe (default: the Mailer's suppression list).
 """
 

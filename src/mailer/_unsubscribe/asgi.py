@@ -1,8 +1,9 @@
 """The ASGI face of :class:`.endpoint.UnsubscribeEndpoint` (``mailer.unsubscribe``).
 
-Its own small app until the webhook app (``mailer.webhooks.asgi_app``) can carry the
-route (``UnsubscribeEndpoint`` is server-agnostic); ``suppress`` is the one call that
-stores an unsubscribe, by default on the Mailer's suppression list
+The standalone app, for a service that serves only the unsubscribes; the webhook app
+(``mailer.webhooks.asgi_app``) delegates ``.../u/{token}`` to it when the Mailer has an
+``unsubscribe`` config (``UnsubscribeEndpoint`` is server-agnostic). ``suppress`` is the
+one call that stores an unsubscribe, by default on the Mailer's suppression list
 (:func:`default_suppress`).
 """
 

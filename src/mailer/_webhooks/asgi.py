@@ -1,4 +1,6 @@
-"""The ASGI receiver: ``POST /{provider name}`` (under whatever prefix it is mounted at).
+"""The ASGI receiver: ``POST /{provider name}`` (under whatever prefix it is mounted at),
+and, when the Mailer has an ``unsubscribe`` config, ``GET``/``POST /u/{token}``: the
+one-click endpoint of ``mailer.unsubscribe.asgi_app``, the same answers.
 
 The body is read chunk by chunk and the request answered 413 as soon as it passes
 :data:`MAX_BODY`, so an over-long post is never held whole in memory.
@@ -11,7 +13,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .._mailer import Mailer
-from .handler import MAX_BODY, Reply, WebhookHandler, too_large
+from .._unsubscribe.asgi import asgi_app as unsubscribe_app
+from .._unsubscribe.endpoint import UnsubscribeEndpoint
+from .handler import MAX_BODY, Reply, WebhookHandler, serves_unsubscribe, too_large
 
 __all__ = ["ASGIApp", "asgi_app"]
 
@@ -24,19 +28,25 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 def asgi_app(
     mailer: Mailer, *, handler: WebhookHandler | None = None, close: bool = False
 ) -> ASGIApp:
-    """An ASGI app answering the ESPs' webhook posts for ``mailer``'s providers.
+    """An ASGI app answering the ESPs' webhook posts for ``mailer``'s providers, and
+    ``.../u/{token}`` (one-click unsubscribe) when ``mailer`` has an ``unsubscribe``
+    config; then a provider named ``u`` with a webhook is a ConfigError.
 
     ``handler`` is one made beforehand (tests reach its parsers through it); ``close``
     closes the Mailer at the server's lifespan shutdown (``mailer webhooks serve``: the
     app owns it there).
     """
     webhooks = handler or WebhookHandler(mailer)
+    unsubscribe = unsubscribe_app(mailer) if serves_unsubscribe(webhooks) else None
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan(receive, send, mailer if close else None)
             return
         if scope["type"] != "http":
+            return
+        if unsubscribe is not None and UnsubscribeEndpoint.token_of(scope["path"]) is not None:
+            await unsubscribe(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         name = scope["path"].rstrip("/").rpartition("/")[2]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._errors import ConfigError
 from .._log import get_logger
 from .._mailer import Mailer
 from ..providers.http.webhook import (
@@ -30,7 +31,10 @@ from ..providers.http.webhook import (
     WebhookRequest,
 )
 
-__all__ = ["MAX_BODY", "Reply", "WebhookHandler"]
+__all__ = ["MAX_BODY", "UNSUBSCRIBE_SEGMENT", "Reply", "WebhookHandler", "serves_unsubscribe"]
+
+#: the path segment before a one-click token: ``.../u/{token}`` (docs/deliverability.md)
+UNSUBSCRIBE_SEGMENT = "u"
 
 #: the largest body accepted (bytes): 5 MiB, above any ESP's batch (SendGrid: 1,000 events)
 MAX_BODY = 5 * 1024 * 1024
@@ -132,3 +136,19 @@ def handler_for(mailer: Mailer) -> WebhookHandler:
     if handler is None:
         handler = _HANDLERS[mailer] = WebhookHandler(mailer)
     return handler
+
+
+def serves_unsubscribe(handler: WebhookHandler) -> bool:
+    """Whether the webhook app also answers ``.../u/{token}`` (the Mailer has an
+    ``unsubscribe`` config). A provider named ``u`` with a ``webhook`` block is then
+    refused (ConfigError): its posts (``.../u``) and the unsubscribe links
+    (``.../u/{token}``) would share a path segment, which invites a misrouted URL."""
+    if handler.mailer.unsubscribe is None:
+        return False
+    if UNSUBSCRIBE_SEGMENT in handler.parsers:
+        raise ConfigError(
+            f"a provider named {UNSUBSCRIBE_SEGMENT!r} has a webhook, but the webhook app "
+            f"serves one-click unsubscribes at /{UNSUBSCRIBE_SEGMENT}/{{token}}: rename the "
+            "provider"
+        )
+    return True

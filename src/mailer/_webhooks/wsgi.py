@@ -1,7 +1,9 @@
 """The WSGI receiver, for a SyncMailer: the same answers, the work on its event loop.
 
 The body is read from ``wsgi.input`` up to :data:`MAX_BODY` + 1 bytes at most, so an
-over-long post is answered 413 without being held whole.
+over-long post is answered 413 without being held whole. ``.../u/{token}`` goes to the
+one-click unsubscribe endpoint (when the Mailer has an ``unsubscribe`` config), as in the
+ASGI app.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from .._mailer import Mailer
 from .._sync import SyncMailer
-from .handler import MAX_BODY, Reply, handler_for, too_large
+from .._unsubscribe.asgi import default_suppress
+from .._unsubscribe.endpoint import MAX_BODY as UNSUBSCRIBE_MAX_BODY
+from .._unsubscribe.endpoint import Answer, UnsubscribeEndpoint
+from .handler import MAX_BODY, Reply, handler_for, serves_unsubscribe, too_large
 
 __all__ = ["serve_sync", "wsgi_app"]
 
@@ -24,9 +30,14 @@ WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def wsgi_app(mailer: SyncMailer) -> WSGIApp:
-    """A WSGI app answering the ESPs' webhook posts for ``mailer``'s providers."""
+    """A WSGI app answering the ESPs' webhook posts for ``mailer``'s providers (and the
+    one-click unsubscribe route when the Mailer has an ``unsubscribe`` config)."""
+    unsubscribe = serves_unsubscribe(handler_for(mailer.mailer))
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if unsubscribe and UnsubscribeEndpoint.token_of(path) is not None:
+            return _unsubscribe(mailer, environ, path, start_response)
         headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items()
                    if k.startswith("HTTP_")}  # fmt: skip
         if environ.get("CONTENT_TYPE"):
@@ -61,6 +72,32 @@ def serve_sync(
         return too_large()
     parser = routed
     return mailer._call(lambda m: handler_for(m).process(parser, headers, body, query), "webhook")
+
+
+def _unsubscribe(
+    mailer: SyncMailer, environ: dict[str, Any], path: str, start_response: StartResponse
+) -> Iterable[bytes]:
+    """``GET``/``POST .../u/{token}``: the endpoint's answer, stored on the SyncMailer's
+    event loop (its suppression list) before a 200."""
+    # the body is not needed (the token is the authority): read it only within bounds
+    length = _length(environ.get("CONTENT_LENGTH"))
+    method = environ.get("REQUEST_METHOD", "GET")
+    if length is not None and length > UNSUBSCRIBE_MAX_BODY:
+        answer = Answer(413, "a one-click request has a short body\n")
+    else:
+        if length:
+            environ["wsgi.input"].read(length)
+        answer = mailer._call(lambda m: _endpoint(m).handle(method, path), "unsubscribe")
+    data = answer.body.encode()
+    start_response(f"{answer.status} {_REASONS.get(answer.status, '')}".strip(), [
+        *answer.headers, ("Content-Type", answer.content_type),
+        ("Content-Length", str(len(data))), ("Cache-Control", "no-store")])  # fmt: skip
+    return [data]
+
+
+def _endpoint(m: Mailer) -> UnsubscribeEndpoint:
+    assert m.unsubscribe is not None  # serves_unsubscribe checked it
+    return UnsubscribeEndpoint(m.unsubscribe, default_suppress(m))
 
 
 def _length(value: str | None) -> int | None:
