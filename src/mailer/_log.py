@@ -90,10 +90,12 @@ def log_event(event: Event) -> None:
     if kind == "attempt" and event.attempt is not None:
         attempt = event.attempt
         level = (
-            logging.DEBUG if attempt.ok
-            else logging.WARNING if attempt.outcome == "DeliveryUncertain"
+            logging.DEBUG
+            if attempt.ok
+            else logging.WARNING
+            if attempt.outcome == "DeliveryUncertain"
             else logging.INFO
-        )  # fmt: skip
+        )
         if not _delivery.isEnabledFor(level):
             return
         fields = {
@@ -102,8 +104,12 @@ def log_event(event: Event) -> None:
             "code": attempt.code, "error": attempt.error, "committed": attempt.committed,
         }  # fmt: skip
         text = "attempt %s via %s: %s in %.3fs"
-        args: tuple[Any, ...] = (event.message_id, attempt.provider, attempt.outcome,
-                                 attempt.duration)  # fmt: skip
+        args: tuple[Any, ...] = (
+            event.message_id,
+            attempt.provider,
+            attempt.outcome,
+            attempt.duration,
+        )
         if attempt.error:
             text, args = text + " (%s)", (*args, attempt.error)
         _delivery.log(level, text, *args, extra=fields)
@@ -111,23 +117,39 @@ def log_event(event: Event) -> None:
         error = event.error
         outcome = type(error).__name__ if error is not None else None
         _delivery.warning(
-            "failover of %s from %s (%s) to %s", event.message_id, event.provider, outcome,
+            "failover of %s from %s (%s) to %s",
+            event.message_id,
+            event.provider,
+            outcome,
             event.next_provider or "nobody",
-            extra={"event": "failover", "provider": event.provider,
-                   "message_id": event.message_id, "outcome": outcome,
-                   "next_provider": event.next_provider,
-                   "code": error.code if error is not None else None},
-        )  # fmt: skip
+            extra={
+                "event": "failover",
+                "provider": event.provider,
+                "message_id": event.message_id,
+                "outcome": outcome,
+                "next_provider": event.next_provider,
+                "code": error.code if error is not None else None,
+            },
+        )
     elif kind == "sent" and event.result is not None and _delivery.isEnabledFor(logging.INFO):
         result = event.result
         duration = round(sum(a.duration for a in result.attempts), 6)
         _delivery.info(
-            "sent %s via %s after %d attempt(s) in %.3fs", event.message_id, result.provider,
-            len(result.attempts), duration,
-            extra={"event": "sent", "provider": result.provider,
-                   "message_id": event.message_id, "outcome": "sent", "duration": duration,
-                   "code": None, "attempts": len(result.attempts)},
-        )  # fmt: skip
+            "sent %s via %s after %d attempt(s) in %.3fs",
+            event.message_id,
+            result.provider,
+            len(result.attempts),
+            duration,
+            extra={
+                "event": "sent",
+                "provider": result.provider,
+                "message_id": event.message_id,
+                "outcome": "sent",
+                "duration": duration,
+                "code": None,
+                "attempts": len(result.attempts),
+            },
+        )
     elif kind == "failed" and event.error is not None and _delivery.isEnabledFor(logging.ERROR):
         error = event.error
         duration = round(sum(a.duration for a in error.attempts), 6)
@@ -138,9 +160,18 @@ def log_event(event: Event) -> None:
             getattr(error, "possibly_delivered", False)
         )
         _delivery.error(
-            "%s %s: %s", "may have been delivered" if maybe else "not sent",
-            event.message_id, error,
-            extra={"event": "failed", "provider": provider, "message_id": event.message_id,
-                   "outcome": type(error).__name__, "duration": duration, "code": error.code,
-                   "attempts": len(error.attempts), "error": str(error)},
-        )  # fmt: skip
+            "%s %s: %s",
+            "may have been delivered" if maybe else "not sent",
+            event.message_id,
+            error,
+            extra={
+                "event": "failed",
+                "provider": provider,
+                "message_id": event.message_id,
+                "outcome": type(error).__name__,
+                "duration": duration,
+                "code": error.code,
+                "attempts": len(error.attempts),
+                "error": str(error),
+            },
+        )

@@ -17,7 +17,9 @@ def dispatch_table(engines: dict[str, dict[str, int]]) -> Table:
     table = Table("engine", "rows", "tasks published", *STATES)
     for engine, counts in sorted(engines.items()):
         table.add_row(
-            engine, str(counts["rows"]), str(counts["published"]),
+            engine,
+            str(counts["rows"]),
+            str(counts["published"]),
             *(str(counts.get(state, 0)) for state in STATES),
-        )  # fmt: skip
+        )
     return table

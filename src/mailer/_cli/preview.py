@@ -30,8 +30,7 @@ def _data(source: Path | None) -> dict[str, Any]:
     except ValueError as exc:
         fail(f"--data {source} is not JSON: {exc}", code=EXIT_USAGE)
     if not isinstance(data, dict):
-        fail(f"--data {source} must hold a JSON object (the template's variables)",
-             code=EXIT_USAGE)  # fmt: skip
+        fail(f"--data {source} must hold a JSON object (the template's variables)", code=EXIT_USAGE)
     return data
 
 
@@ -62,24 +61,31 @@ def preview(
         from .._config import load_config
 
         if not config.is_file():
-            fail(f"no --templates and no config file {config}",
-                 "give --templates DIR, or --config FILE with a templates.dir",
-                 EXIT_USAGE)  # fmt: skip
+            fail(
+                f"no --templates and no config file {config}",
+                "give --templates DIR, or --config FILE with a templates.dir",
+                EXIT_USAGE,
+            )
         found = load_config(config).templates
         if found is None:
             fail(f"{config} has no templates section", "give --templates DIR", EXIT_USAGE)
         settings = found
     rendered = LocalTemplates(settings).render(name, _data(data))
     if as_json:
-        print_json({"ok": True, "subject": rendered.subject, "text": rendered.text,
-                    "html": rendered.html})  # fmt: skip
+        print_json(
+            {"ok": True, "subject": rendered.subject, "text": rendered.text, "html": rendered.html}
+        )
     else:
         console = out()
         console.print(f"[bold]Subject:[/] {escape(rendered.subject)}", soft_wrap=True)
         for label, part in (("text", rendered.text), ("html", rendered.html)):
             console.print(f"\n[bold]--- {label} ---[/]")
-            console.print(part if part is not None else "(none)", markup=False,
-                          highlight=False, soft_wrap=True)  # fmt: skip
+            console.print(
+                part if part is not None else "(none)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     if open_html and rendered.html is not None:
         with tempfile.NamedTemporaryFile(
             "w", suffix=".html", prefix=f"mailer-{name}-", delete=False, encoding="utf-8"

@@ -34,8 +34,10 @@ def serve(
     try:
         import uvicorn
     except ImportError:
-        fail("mailer webhooks serve needs uvicorn: pip install 'mailer-failover[webhooks]'",
-             code=EXIT_USAGE)  # fmt: skip
+        fail(
+            "mailer webhooks serve needs uvicorn: pip install 'mailer-failover[webhooks]'",
+            code=EXIT_USAGE,
+        )
     from .._mailer import Mailer
     from .._webhooks.asgi import asgi_app
     from .._webhooks.handler import WebhookHandler
@@ -45,5 +47,10 @@ def serve(
     if not handler.parsers:
         fail("no provider in the config has a webhook block (docs/events.md)", code=EXIT_USAGE)
     out().print(f"webhooks for {', '.join(sorted(handler.parsers))} on http://{host}:{port}/")
-    uvicorn.run(asgi_app(mailer, handler=handler, close=True), host=host, port=port,
-                log_level="warning", lifespan="on")  # fmt: skip
+    uvicorn.run(
+        asgi_app(mailer, handler=handler, close=True),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )

@@ -21,9 +21,16 @@ __all__ = ["providers_of", "to_message"]
 #: django-anymail's message attributes that have no equivalent here: refused rather than
 #: silently dropped, so a project migrating from anymail finds each one at its first send
 _ANYMAIL_ONLY = (
-    "template_id", "merge_data", "merge_global_data", "merge_metadata", "merge_headers",
-    "send_at", "track_clicks", "track_opens", "esp_extra",
-)  # fmt: skip
+    "template_id",
+    "merge_data",
+    "merge_global_data",
+    "merge_metadata",
+    "merge_headers",
+    "send_at",
+    "track_clicks",
+    "track_opens",
+    "esp_extra",
+)
 
 
 def to_message(source: Any) -> Message:

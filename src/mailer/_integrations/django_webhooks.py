@@ -21,8 +21,15 @@ def receive(request: HttpRequest, provider: str) -> HttpResponse:
     headers = {k.lower(): v for k, v in request.headers.items()}
     length_text = request.META.get("CONTENT_LENGTH")
     length = int(length_text) if length_text and length_text.isdigit() else None
-    reply = serve_sync(get_mailer(), request.method or "GET", provider, headers, length,
-                       request.read, dict(request.GET.items()))  # fmt: skip
+    reply = serve_sync(
+        get_mailer(),
+        request.method or "GET",
+        provider,
+        headers,
+        length,
+        request.read,
+        dict(request.GET.items()),
+    )
     response = HttpResponse(reply.json(), status=reply.status, content_type="application/json")
     for name, value in reply.headers:
         if name != "content-type":

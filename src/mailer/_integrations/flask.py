@@ -84,9 +84,15 @@ class Mail:
         @blueprint.route("/<provider>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
         def receive(provider: str) -> Response:
             headers = {k.lower(): v for k, v in request.headers.items()}
-            reply = serve_sync(self.mailer, request.method, provider, headers,
-                               request.content_length, request.stream.read,
-                               dict(request.args.items()))  # fmt: skip
+            reply = serve_sync(
+                self.mailer,
+                request.method,
+                provider,
+                headers,
+                request.content_length,
+                request.stream.read,
+                dict(request.args.items()),
+            )
             response = Response(reply.json(), status=reply.status, mimetype="application/json")
             for header, value in reply.headers:
                 if header != "content-type":

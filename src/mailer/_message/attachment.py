@@ -148,9 +148,12 @@ class Attachment(Strict):
         if self.path is None:
             return self
         return Attachment(
-            content=self.data(), filename=self.filename, content_type=self.content_type,
-            inline=self.inline, content_id=self.content_id,
-        )  # fmt: skip
+            content=self.data(),
+            filename=self.filename,
+            content_type=self.content_type,
+            inline=self.inline,
+            content_id=self.content_id,
+        )
 
     def data(self) -> bytes:
         if self.content is not None:

@@ -19,10 +19,19 @@ __all__ = ["check_headers"]
 # Headers the Message owns: set through its fields, never through ``headers``.
 _RESERVED_HEADERS = frozenset(
     {
-        "from", "to", "cc", "bcc", "reply-to", "subject", "message-id",
-        "mime-version", "content-type", "content-transfer-encoding", "content-disposition",
+        "from",
+        "to",
+        "cc",
+        "bcc",
+        "reply-to",
+        "subject",
+        "message-id",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
     }
-)  # fmt: skip
+)
 # Headers that ``headers`` may set, checked for what they hold (see _checked_header):
 # Sender (bounce handling, on behalf of) and Date (imports of old mail, a fixed date).
 _CHECKED_HEADERS = frozenset({"sender", "date"})
@@ -32,10 +41,16 @@ _CHECKED_HEADERS = frozenset({"sender", "date"})
 # One set by the sender is a forgery that filters and people may trust.
 _TRACE_HEADERS = frozenset(
     {
-        "received", "return-path", "received-spf", "authentication-results",
-        "dkim-signature", "domainkey-signature", "delivered-to", "x-original-to",
+        "received",
+        "return-path",
+        "received-spf",
+        "authentication-results",
+        "dkim-signature",
+        "domainkey-signature",
+        "delivered-to",
+        "x-original-to",
     }
-)  # fmt: skip
+)
 _TRACE_PREFIXES = ("arc-", "resent-")
 # RFC 5322 3.3's date-time, loosely (folding and comments aside): [day ","] d mon y
 # hh:mm[:ss] zone. parsedate_tz alone takes nearly anything with a number in it.

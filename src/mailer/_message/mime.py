@@ -558,8 +558,11 @@ def render(
         names = ["from"]
         out = io.BytesIO()
         out.write(_addresses("From", [message.sender]))
-        for header, addrs in (("To", message.to), ("Cc", message.cc),
-                              ("Reply-To", message.reply_to)):  # fmt: skip
+        for header, addrs in (
+            ("To", message.to),
+            ("Cc", message.cc),
+            ("Reply-To", message.reply_to),
+        ):
             if addrs:
                 out.write(_addresses(header, addrs))
                 names.append(header.lower())

@@ -517,9 +517,13 @@ class Message(Strict):
             assert isinstance(html_part, EmailMessage)
             for att in inline:
                 html_part.add_related(
-                    att.data(), att.maintype, att.subtype,
-                    cid=f"<{att.content_id}>", filename=att.filename, disposition="inline",
-                )  # fmt: skip
+                    att.data(),
+                    att.maintype,
+                    att.subtype,
+                    cid=f"<{att.content_id}>",
+                    filename=att.filename,
+                    disposition="inline",
+                )
         for att in self.attachments:
             if att.inline:
                 continue

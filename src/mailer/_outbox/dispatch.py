@@ -86,8 +86,10 @@ async def publish(outbox: Outbox, message_id: str, delay: float) -> None:
     except Exception as exc:
         log.warning(
             "outbox %s: its %s task was not published (%s); the sweep will publish it",
-            message_id, publisher.engine, exc,
-        )  # fmt: skip
+            message_id,
+            publisher.engine,
+            exc,
+        )
 
 
 async def deliver_row(outbox: Outbox, row: int) -> str:

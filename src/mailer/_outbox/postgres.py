@@ -195,11 +195,17 @@ class PostgresStore(PostgresDispatch):
         done = [(w, w.outcome) for w in items if w.outcome is not None]
         rows = await self._p().fetch(
             _WRITE,
-            [w.row for w in marks], [w.claim for w in marks], [w.provider for w in marks],
-            [w.row for w, _ in done], [w.claim for w, _ in done], [o.state for _, o in done],
-            [o.next_at for _, o in done], [o.provider for _, o in done],
-            [_text(o.error) for _, o in done], [o.pin for _, o in done],
-        )  # fmt: skip
+            [w.row for w in marks],
+            [w.claim for w in marks],
+            [w.provider for w in marks],
+            [w.row for w, _ in done],
+            [w.claim for w, _ in done],
+            [o.state for _, o in done],
+            [o.next_at for _, o in done],
+            [o.provider for _, o in done],
+            [_text(o.error) for _, o in done],
+            [o.pin for _, o in done],
+        )
         written = {(r[0], r[1]) for r in rows}
         return [(w.row, w.outcome is None) in written for w in items]
 

@@ -110,8 +110,10 @@ class PostgresDispatch:
             " last_error = CASE WHEN committed THEN $3 ELSE $2 END,"
             " updated = extract(epoch from now())"
             " WHERE id = $1 AND state = 'sending' AND lease_until < extract(epoch from now())",
-            row, LEASE_EXPIRED_SAFE, LEASE_EXPIRED_UNKNOWN,
-        )  # fmt: skip
+            row,
+            LEASE_EXPIRED_SAFE,
+            LEASE_EXPIRED_UNKNOWN,
+        )
         token = secrets.token_hex(8)
         r = await pool.fetchrow(
             _CLAIM_ROW, row, owner, lease, max_age, DUE_SLACK, MAX_AGE_PASSED, token
@@ -119,8 +121,16 @@ class PostgresDispatch:
         assert r is not None
         state, early, dead = r[0], r[1], r[2]
         if r[3] is not None:
-            return Claimed(row, r[3], r[4], bytes(r[5]), None if r[6] is None else bytes(r[6]),
-                           r[7], r[8], r[9])  # fmt: skip
+            return Claimed(
+                row,
+                r[3],
+                r[4],
+                bytes(r[5]),
+                None if r[6] is None else bytes(r[6]),
+                r[7],
+                r[8],
+                r[9],
+            )
         if state is None:
             # missing, or locked by a claim under way this very moment
             exists = await pool.fetchval("SELECT state FROM mailer_outbox WHERE id = $1", row)

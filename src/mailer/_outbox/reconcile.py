@@ -37,9 +37,12 @@ class ReconcileReport:
 
 
 async def reconcile(
-    outbox: Outbox, providers: Sequence[Any], *, limit: int = 1000,
+    outbox: Outbox,
+    providers: Sequence[Any],
+    *,
+    limit: int = 1000,
     absent_after: float = ABSENT_AFTER,
-) -> ReconcileReport:  # fmt: skip
+) -> ReconcileReport:
     """Ask, then settle, re-queue or leave each ``unknown`` row (at most ``limit``)."""
     from ..providers.http.lookup import Lookup  # here: see ABSENT_AFTER
 
@@ -62,8 +65,17 @@ async def reconcile(
                 report.requeued.append(item.message_id)
         else:
             report.left.append(item.message_id)
-        log.info("reconcile %s via %s: %s (%s)", item.message_id, item.provider,
-                 answer.verdict, answer.detail,
-                 extra={"event": "reconcile", "message_id": item.message_id,
-                        "provider": item.provider, "verdict": answer.verdict})  # fmt: skip
+        log.info(
+            "reconcile %s via %s: %s (%s)",
+            item.message_id,
+            item.provider,
+            answer.verdict,
+            answer.detail,
+            extra={
+                "event": "reconcile",
+                "message_id": item.message_id,
+                "provider": item.provider,
+                "verdict": answer.verdict,
+            },
+        )
     return report

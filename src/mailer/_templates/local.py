@@ -83,9 +83,12 @@ class LocalTemplates:
             loader=loader, autoescape=True, undefined=jinja.StrictUndefined, auto_reload=True
         )
         self._text_env: jinja2.Environment = jinja.Environment(
-            loader=loader, autoescape=False, undefined=jinja.StrictUndefined,
-            keep_trailing_newline=True, auto_reload=True,
-        )  # fmt: skip
+            loader=loader,
+            autoescape=False,
+            undefined=jinja.StrictUndefined,
+            keep_trailing_newline=True,
+            auto_reload=True,
+        )
         self._jinja = jinja
         self._lock = threading.Lock()
 

@@ -92,8 +92,11 @@ class UnsubscribeEndpoint:
             claim = read_token(self.config, token)
         except InvalidToken as exc:
             logger.info("unsubscribe refused: %s", exc)
-            return _page(400, "This link does not work", html.escape(
-                f"{exc}. Use the unsubscribe link of a more recent message."))  # fmt: skip
+            return _page(
+                400,
+                "This link does not work",
+                html.escape(f"{exc}. Use the unsubscribe link of a more recent message."),
+            )
         who = html.escape(claim.recipient)
         if method == "GET":
             form = _FORM
@@ -102,9 +105,14 @@ class UnsubscribeEndpoint:
         try:
             await self.suppress(claim)
         except Exception as exc:  # stored nothing we know of: the client may retry
-            logger.error("unsubscribe of a recipient failed to store: %s",
-                         redact(f"{type(exc).__name__}: {exc}"))  # fmt: skip
+            logger.error(
+                "unsubscribe of a recipient failed to store: %s",
+                redact(f"{type(exc).__name__}: {exc}"),
+            )
             return _page(503, "Please try again", "The unsubscribe could not be saved.")
         logger.info("unsubscribed a recipient from list %r", claim.list)
-        return _page(200, "Unsubscribed", f"<b>{who}</b> will get no more mail from "
-                     f"<b>{html.escape(claim.list)}</b>.")  # fmt: skip
+        return _page(
+            200,
+            "Unsubscribed",
+            f"<b>{who}</b> will get no more mail from <b>{html.escape(claim.list)}</b>.",
+        )

@@ -89,9 +89,12 @@ class WebhookHandler:
         return parser
 
     async def process(
-        self, parser: WebhookParser[Any], headers: Mapping[str, str], body: bytes,
+        self,
+        parser: WebhookParser[Any],
+        headers: Mapping[str, str],
+        body: bytes,
         query: Mapping[str, str] | None = None,
-    ) -> Reply:  # fmt: skip
+    ) -> Reply:
         """Verify, parse, store; the answer."""
         request = WebhookRequest(
             provider=parser.provider,
@@ -119,8 +122,12 @@ class WebhookHandler:
 
 
 def _log(parser: WebhookParser[Any], event: str, text: str) -> None:
-    log.warning("webhook from %s %s", parser.provider, text,
-                extra={"event": event, "provider": parser.provider})  # fmt: skip
+    log.warning(
+        "webhook from %s %s",
+        parser.provider,
+        text,
+        extra={"event": event, "provider": parser.provider},
+    )
 
 
 def too_large() -> Reply:

@@ -46,20 +46,26 @@ def wsgi_app(mailer: SyncMailer) -> WSGIApp:
         name = environ.get("PATH_INFO", "").rstrip("/").rpartition("/")[2]
         method = environ.get("REQUEST_METHOD", "GET")
         query = dict(parse_qsl(environ.get("QUERY_STRING", "")))
-        reply = serve_sync(mailer, method, name, headers, length, environ["wsgi.input"].read,
-                           query)  # fmt: skip
+        reply = serve_sync(mailer, method, name, headers, length, environ["wsgi.input"].read, query)
         answer = reply.json()
-        start_response(f"{reply.status} {_REASONS.get(reply.status, '')}".strip(),
-                       [*reply.headers, ("Content-Length", str(len(answer)))])  # fmt: skip
+        start_response(
+            f"{reply.status} {_REASONS.get(reply.status, '')}".strip(),
+            [*reply.headers, ("Content-Length", str(len(answer)))],
+        )
         return [answer]
 
     return app
 
 
 def serve_sync(
-    mailer: SyncMailer, method: str, name: str, headers: dict[str, str], length: int | None,
-    read: Callable[[int], bytes], query: dict[str, str],
-) -> Reply:  # fmt: skip
+    mailer: SyncMailer,
+    method: str,
+    name: str,
+    headers: dict[str, str],
+    length: int | None,
+    read: Callable[[int], bytes],
+    query: dict[str, str],
+) -> Reply:
     """One request for a synchronous server (WSGI, Django, Flask): routed and read in
     the server's thread (at most MAX_BODY + 1 bytes), then verified, parsed and stored
     on the SyncMailer's event loop, as its send() is."""
@@ -89,9 +95,15 @@ def _unsubscribe(
             environ["wsgi.input"].read(length)
         answer = mailer._call(lambda m: _endpoint(m).handle(method, path), "unsubscribe")
     data = answer.body.encode()
-    start_response(f"{answer.status} {_REASONS.get(answer.status, '')}".strip(), [
-        *answer.headers, ("Content-Type", answer.content_type),
-        ("Content-Length", str(len(data))), ("Cache-Control", "no-store")])  # fmt: skip
+    start_response(
+        f"{answer.status} {_REASONS.get(answer.status, '')}".strip(),
+        [
+            *answer.headers,
+            ("Content-Type", answer.content_type),
+            ("Content-Length", str(len(data))),
+            ("Cache-Control", "no-store"),
+        ],
+    )
     return [data]
 
 

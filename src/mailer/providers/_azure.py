@@ -50,12 +50,21 @@ SIGNED = "x-ms-date;host;x-ms-content-sha256"
 #: our Operation-Ids: UUID-5s in this namespace, so they say nothing of the Message-ID
 _NAMESPACE = uuid.UUID("6f1c2b1e-3a0a-5f6e-9a53-7d1c0e5b8a21")
 #: error codes (``error.code``) about the resource, its domain or sender, not the message
-_ACCOUNT_CODES = ("Denied", "Unauthorized", "Forbidden", "DomainNotLinked", "InvalidSender",
-                  "SenderNotFound", "DomainNotFound", "EmailServiceNotProvisioned")  # fmt: skip
+_ACCOUNT_CODES = (
+    "Denied",
+    "Unauthorized",
+    "Forbidden",
+    "DomainNotLinked",
+    "InvalidSender",
+    "SenderNotFound",
+    "DomainNotFound",
+    "EmailServiceNotProvisioned",
+)
 
 
-def signature(key: bytes, method: str, path_and_query: str, date: str, host: str,
-              content_hash: str) -> str:  # fmt: skip
+def signature(
+    key: bytes, method: str, path_and_query: str, date: str, host: str, content_hash: str
+) -> str:
     """The SDK's ``HMAC-SHA256`` signature (``HMACCredentialsPolicy``), base64."""
     text = f"{method.upper()}\n{path_and_query}\n{date};{host};{content_hash}"
     return base64.b64encode(hmac.new(key, text.encode(), hashlib.sha256).digest()).decode()
@@ -211,9 +220,11 @@ class AzureProvider(HTTPProvider[AzureConfig]):
         it is base64 and may hold ``/``, ``+`` and ``=``)."""
         user, password = url_credentials(url)
         key = password or user
-        require(bool(key) and bool(url.hostname) and url.hostname != "default",
-                "azure URL needs the access key and the resource host: "
-                "azure://ACCESS_KEY@RESOURCE.communication.azure.com")  # fmt: skip
+        require(
+            bool(key) and bool(url.hostname) and url.hostname != "default",
+            "azure URL needs the access key and the resource host: "
+            "azure://ACCESS_KEY@RESOURCE.communication.azure.com",
+        )
         port = f":{url.port}" if url.port else ""
         return {**params, "endpoint": f"https://{url.hostname}{port}", "access_key": key}
 
@@ -255,7 +266,8 @@ class AzureProvider(HTTPProvider[AzureConfig]):
                 f"Azure HTTP 409 (an operation with this Operation-Id exists: an earlier "
                 f"attempt reached Azure and may deliver): {text}"
             )
-        if answer.status in (400, 403, 404) and any(c.lower() in code.lower()
-                                                    for c in _ACCOUNT_CODES):  # fmt: skip
+        if answer.status in (400, 403, 404) and any(
+            c.lower() in code.lower() for c in _ACCOUNT_CODES
+        ):
             return AuthError(f"Azure {code} (the resource, domain or sender): {text}")
         return None

@@ -71,8 +71,10 @@ class MailerSendPayload(Payload["MailerSendProvider"]):
     def add_recipients(self, kind: str, addresses: list[Address]) -> None:
         limit = _LIMITS[kind]
         if len(addresses) > limit:
-            self.refuse(f"takes at most {limit} {kind} recipients per message "
-                        f"(this one has {len(addresses)}); split it or use SMTP")  # fmt: skip
+            self.refuse(
+                f"takes at most {limit} {kind} recipients per message "
+                f"(this one has {len(addresses)}); split it or use SMTP"
+            )
         super().add_recipients(kind, addresses)
 
     def set_headers(self, headers: dict[str, str]) -> None:
@@ -119,11 +121,19 @@ class MailerSendProvider(HTTPProvider[MailerSendConfig]):
         refused = self.recipients_in(message, addresses)
         if every:
             refused = refused or list(message.envelope_recipients)
-            raise RecipientsRefused(f"MailerSend ALL_SUPPRESSED: {text}",
-                                    refused=dict.fromkeys(refused, text), provider=self.name,
-                                    code=answer.status, response=self.body(answer))  # fmt: skip
-        return self.result(message, answer, provider_message_id=self.provider_id(answer),
-                           rejected=dict.fromkeys(refused, text))  # fmt: skip
+            raise RecipientsRefused(
+                f"MailerSend ALL_SUPPRESSED: {text}",
+                refused=dict.fromkeys(refused, text),
+                provider=self.name,
+                code=answer.status,
+                response=self.body(answer),
+            )
+        return self.result(
+            message,
+            answer,
+            provider_message_id=self.provider_id(answer),
+            rejected=dict.fromkeys(refused, text),
+        )
 
     def error_text(self, answer: Answer) -> str:
         message = answer.get("message")
@@ -144,6 +154,7 @@ class MailerSendProvider(HTTPProvider[MailerSendConfig]):
             return AuthError(f"MailerSend sender refused (verify the domain): {text}")
         if answer.status == 429 and "quota" in text.lower():
             rest = max(self.retry_after(answer) or 0.0, until_midnight_utc())
-            return RateLimited(f"MailerSend daily quota (resting {rest / 3600:.1f} h): {text}",
-                               retry_after=rest)  # fmt: skip
+            return RateLimited(
+                f"MailerSend daily quota (resting {rest / 3600:.1f} h): {text}", retry_after=rest
+            )
         return None

@@ -108,8 +108,10 @@ class MailgunProvider(HTTPProvider[MailgunConfig]):
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
         """``mailgun://API_KEY:DOMAIN@default?region=eu`` (the form Symfony Mailer uses)."""
         key, domain = cls.url_credentials(url)
-        require(bool(key) and bool(domain),
-                "mailgun URL needs key and domain: mailgun://API_KEY:DOMAIN@default")  # fmt: skip
+        require(
+            bool(key) and bool(domain),
+            "mailgun URL needs key and domain: mailgun://API_KEY:DOMAIN@default",
+        )
         return {**params, **cls.url_base(url), "api_key": key, "domain": domain}
 
     @property

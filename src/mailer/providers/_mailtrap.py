@@ -41,8 +41,11 @@ _HOSTS = {
 #: the general API (accounts, inboxes), where verify() reads
 _GENERAL_HOST = "https://mailtrap.io"
 #: a 400 about the sending domain (account-level: fail over), not about the message
-_DOMAIN = re.compile(r"domain.*(not verified|not found|unverified|verify)|"
-                     r"sending.*domain.*(missing|not allowed)", re.I)  # fmt: skip
+_DOMAIN = re.compile(
+    r"domain.*(not verified|not found|unverified|verify)|"
+    r"sending.*domain.*(missing|not allowed)",
+    re.I,
+)
 
 
 class MailtrapConfig(HTTPConfig):
@@ -130,8 +133,9 @@ class MailtrapProvider(HTTPProvider[MailtrapConfig]):
     # -- /api/batch: up to 500, each answer item in order -----------------------------
 
     def batch_request(self, payloads: list[Payload[Any]]) -> HTTPRequest:
-        return HTTPRequest("POST", self._path("batch"),
-                           json={"requests": [p.request().json for p in payloads]})  # fmt: skip
+        return HTTPRequest(
+            "POST", self._path("batch"), json={"requests": [p.request().json for p in payloads]}
+        )
 
     def parse_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
         items = answer.get("responses")

@@ -167,13 +167,16 @@ class MandrillProvider(HTTPProvider[MandrillConfig]):
             text = "; ".join(f"{a}: {why}" for a, why in refused.items()) or self.body(answer)
             account = reasons & _ACCOUNT_REJECTS
             if account:
-                raise AuthError(f"Mandrill rejected the sender ({', '.join(sorted(account))}): "
-                                f"{text}", **kw)  # fmt: skip
+                raise AuthError(
+                    f"Mandrill rejected the sender ({', '.join(sorted(account))}): {text}", **kw
+                )
             refused = refused or dict.fromkeys(message.envelope_recipients, text)
-            raise RecipientsRefused(f"Mandrill refused every recipient: {text}",
-                                    refused=refused, **kw)  # fmt: skip
-        return self.result(message, answer, provider_message_id=ids[0] if ids else None,
-                           rejected=refused)  # fmt: skip
+            raise RecipientsRefused(
+                f"Mandrill refused every recipient: {text}", refused=refused, **kw
+            )
+        return self.result(
+            message, answer, provider_message_id=ids[0] if ids else None, rejected=refused
+        )
 
     def classify_error(
         self, answer: Answer, text: str, message: Message | None

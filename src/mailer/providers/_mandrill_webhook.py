@@ -76,8 +76,11 @@ class MandrillWebhook(WebhookParser[MandrillWebhookConfig]):
     @staticmethod
     def _fields(request: WebhookRequest) -> list[tuple[str, str]]:
         try:
-            return parse_qsl(request.body.decode("utf-8"), keep_blank_values=True,
-                             strict_parsing=bool(request.body))  # fmt: skip
+            return parse_qsl(
+                request.body.decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=bool(request.body),
+            )
         except (UnicodeDecodeError, ValueError):
             raise WebhookMalformed("a Mandrill post is form-encoded") from None
 

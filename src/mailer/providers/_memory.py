@@ -62,9 +62,16 @@ def recording() -> Iterator[list[Message]]:
 Outcome = str | MailerError | Callable[[Message], Any]
 
 _NAMED = (
-    "ok", "transient", "rate_limited", "auth", "permanent", "uncertain", "refuse", "hang",
+    "ok",
+    "transient",
+    "rate_limited",
+    "auth",
+    "permanent",
+    "uncertain",
+    "refuse",
+    "hang",
     "stall",
-)  # fmt: skip
+)
 
 
 def _check_outcome(spec: str) -> str:

@@ -140,8 +140,12 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
     def parse_success(self, message: Message, answer: Answer) -> SendResult:
         text = redact(str(answer.get("Message") or ""))
         refused = self.recipients_in(message, _listed(_INACTIVE, text))
-        return self.result(message, answer, provider_message_id=answer.get("MessageID"),
-                           rejected=dict.fromkeys(refused, text))  # fmt: skip
+        return self.result(
+            message,
+            answer,
+            provider_message_id=answer.get("MessageID"),
+            rejected=dict.fromkeys(refused, text),
+        )
 
     def classify_error(
         self, answer: Answer, text: str, message: Message | None
@@ -154,13 +158,11 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
             refused = self.recipients_in(message, _listed(_INACTIVE, text))
             if not refused and message is not None:
                 refused = message.envelope_recipients
-            return RecipientsRefused(f"{where}: {text}",
-                                     refused=dict.fromkeys(refused, text))  # fmt: skip
+            return RecipientsRefused(f"{where}: {text}", refused=dict.fromkeys(refused, text))
         if code == 300:
             refused = self.recipients_in(message, _listed(_INVALID, text))
             if refused:
-                return RecipientsRefused(f"{where}: {text}",
-                                         refused=dict.fromkeys(refused, text))  # fmt: skip
+                return RecipientsRefused(f"{where}: {text}", refused=dict.fromkeys(refused, text))
             return PermanentError(f"{where} (invalid email request): {text}")
         if isinstance(code, int) and code in _ACCOUNT_ERRORS:
             return AuthError(f"{where} ({_ACCOUNT_ERRORS[code]}): {text}")
@@ -171,14 +173,16 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
         accepted is listed there (for its 45 days of retention). An empty result proves
         absence only once the row is older than ABSENT_AFTER (the index lags)."""
         query = urlencode({"count": 1, "offset": 0, f"metadata_{CORRELATION_KEY}": message_id})
-        answer = await self.request(HTTPRequest("GET", f"/messages/outbound?{query}"),
-                                    commit=False)  # fmt: skip
+        answer = await self.request(HTTPRequest("GET", f"/messages/outbound?{query}"), commit=False)
         total, found = answer.get("TotalCount"), answer.get("Messages")
         if not answer.is_success or not isinstance(total, int):
             return Lookup("unknown", f"Postmark's search answered HTTP {answer.status}")
         if total > 0 and isinstance(found, list) and found and isinstance(found[0], dict):
-            return Lookup("sent", "listed in Postmark's outbound messages",
-                          str(found[0].get("MessageID") or "") or None)  # fmt: skip
+            return Lookup(
+                "sent",
+                "listed in Postmark's outbound messages",
+                str(found[0].get("MessageID") or "") or None,
+            )
         if total == 0 and age >= ABSENT_AFTER:
             return Lookup("absent", "not in Postmark's outbound messages")
         return Lookup("unknown", "not (yet) in Postmark's outbound messages")
@@ -199,6 +203,9 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
             item = item if isinstance(item, dict) else {}
             status = 200 if item.get("ErrorCode") == 0 else 422
             read = Answer.item(status, item)
-            out.append(self.parse_success(message, read) if status == 200 else
-                       self.error_for(read, message))  # fmt: skip
+            out.append(
+                self.parse_success(message, read)
+                if status == 200
+                else self.error_for(read, message)
+            )
         return out

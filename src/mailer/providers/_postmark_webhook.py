@@ -58,9 +58,11 @@ class PostmarkWebhook(BasicAuthWebhookParser):
                 kind = "unknown"  # reactivated: our list is changed by hand only
         recipient = record.get("Recipient") or record.get("Email")
         stamp = record.get(time_field)
-        event_id = (f"bounce:{record['ID']}" if record.get("ID") is not None else
-                    stable_event_id(record["RecordType"], record.get("MessageID"), recipient,
-                                    stamp))  # fmt: skip
+        event_id = (
+            f"bounce:{record['ID']}"
+            if record.get("ID") is not None
+            else stable_event_id(record["RecordType"], record.get("MessageID"), recipient, stamp)
+        )
         metadata = record.get("Metadata") or {}
         reason = record.get("Description") or record.get("Details")
         return [

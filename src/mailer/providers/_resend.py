@@ -134,8 +134,9 @@ class ResendProvider(HTTPProvider[ResendConfig]):
             return DeliveryUncertain(f"Resend {name}: {text}")
         if answer.status == 429 and name in _QUOTAS:
             rest = max(self.retry_after(answer) or 0.0, QUOTA_REST)
-            return RateLimited(f"Resend {name} (resting {rest / 3600:.0f} h): {text}",
-                               retry_after=rest)  # fmt: skip
+            return RateLimited(
+                f"Resend {name} (resting {rest / 3600:.0f} h): {text}", retry_after=rest
+            )
         return None
 
     def verify_accepts(self, answer: Answer) -> bool:
@@ -152,8 +153,9 @@ class ResendProvider(HTTPProvider[ResendConfig]):
             "Idempotency-Key": batch_idempotency_key([p.message for p in payloads]),
             "x-batch-validation": "permissive",
         }
-        return HTTPRequest("POST", "/emails/batch", json=[p.data for p in payloads],
-                           headers=headers)  # fmt: skip
+        return HTTPRequest(
+            "POST", "/emails/batch", json=[p.data for p in payloads], headers=headers
+        )
 
     def parse_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
         failed: dict[int, Any] = {}
@@ -172,6 +174,7 @@ class ResendProvider(HTTPProvider[ResendConfig]):
                 out.append(self.item_error(422, item, message))
             else:
                 item = next(ids)
-                out.append(self.result(message, Answer.item(200, item),
-                                       provider_message_id=item.get("id")))  # fmt: skip
+                out.append(
+                    self.result(message, Answer.item(200, item), provider_message_id=item.get("id"))
+                )
         return out

@@ -127,8 +127,9 @@ class ScalewayProvider(HTTPProvider[ScalewayConfig]):
         kind = answer.get("type")
         if kind == "quotas_exceeded":
             rest = max(self.retry_after(answer) or 0.0, QUOTA_REST)
-            return RateLimited(f"Scaleway {kind} (resting {rest / 60:.0f} min): {text}",
-                               retry_after=rest)  # fmt: skip
+            return RateLimited(
+                f"Scaleway {kind} (resting {rest / 60:.0f} min): {text}", retry_after=rest
+            )
         if kind in _ACCOUNT_TYPES:
             return AuthError(f"Scaleway {kind} ({_ACCOUNT_TYPES[kind]}): {text}")
         return None
@@ -138,7 +139,6 @@ def reply_to_text(addresses: list[Address]) -> str:
     """Reply-To as a header value: a non-ASCII display name RFC 2047-encoded, as the
     header will be written."""
     return ", ".join(
-        f"{encode_header_value(a.name)} <{a.email}>" if a.name and not a.name.isascii()
-        else str(a)
+        f"{encode_header_value(a.name)} <{a.email}>" if a.name and not a.name.isascii() else str(a)
         for a in addresses
-    )  # fmt: skip
+    )

@@ -52,8 +52,9 @@ _DAILY_QUOTA = re.compile(r"daily message quota exceeded", re.I)
 #: seconds a daily-quota refusal rests SES: the quota is a rolling 24 hours, so capacity
 #: comes back gradually; one probe an hour finds it
 QUOTA_REST = 3600.0
-_THROTTLED = frozenset({"TooManyRequestsException", "LimitExceededException", "Throttling",
-                        "ThrottlingException"})  # fmt: skip
+_THROTTLED = frozenset(
+    {"TooManyRequestsException", "LimitExceededException", "Throttling", "ThrottlingException"}
+)
 
 
 class SESConfig(HTTPConfig):
@@ -80,9 +81,11 @@ class SESConfig(HTTPConfig):
         """Fill missing keys from the AWS environment, as every AWS SDK does."""
         if isinstance(data, dict):
             data = dict(data)
-            for key, env in (("access_key_id", "AWS_ACCESS_KEY_ID"),
-                             ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
-                             ("session_token", "AWS_SESSION_TOKEN")):  # fmt: skip
+            for key, env in (
+                ("access_key_id", "AWS_ACCESS_KEY_ID"),
+                ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+                ("session_token", "AWS_SESSION_TOKEN"),
+            ):
                 if data.get(key) is None and os.environ.get(env):
                     data[key] = os.environ[env]
         return data
@@ -163,8 +166,9 @@ class SESPayload(Payload["SESProvider"]):
 
     def set_dkim(self, options: DKIMOptions) -> None:
         if self.template is not None:
-            self.unsupported("our own DKIM signature with a stored SES template (SES signs "
-                             "with Easy DKIM)")  # fmt: skip
+            self.unsupported(
+                "our own DKIM signature with a stored SES template (SES signs with Easy DKIM)"
+            )
             return
         self.raw = True
         self.dkim = options
@@ -259,8 +263,9 @@ class SESProvider(HTTPProvider[SESConfig]):
         where = f"SES {kind}"
         if _DAILY_QUOTA.search(text):
             rest = max(self.retry_after(answer) or 0.0, QUOTA_REST)
-            return RateLimited(f"{where} (daily quota, resting {rest / 60:.0f} min): {text}",
-                               retry_after=rest)  # fmt: skip
+            return RateLimited(
+                f"{where} (daily quota, resting {rest / 60:.0f} min): {text}", retry_after=rest
+            )
         if kind in _THROTTLED:
             return RateLimited(f"{where}: {text}", retry_after=self.retry_after(answer))
         if kind in _ACCOUNT_ERRORS:

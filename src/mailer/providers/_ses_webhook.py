@@ -125,8 +125,9 @@ class SESWebhook(WebhookParser[SESWebhookConfig]):
         if version not in ("1", "2"):
             raise WebhookRefused("the SNS SignatureVersion is not 1 or 2")
         check_skew(event_time(message.get("Timestamp")).timestamp(), request.now)
-        certificate = await self._certificate(_sns_url(message.get("SigningCertURL"),
-                                                       "SigningCertURL"))  # fmt: skip
+        certificate = await self._certificate(
+            _sns_url(message.get("SigningCertURL"), "SigningCertURL")
+        )
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding, rsa

@@ -174,8 +174,9 @@ class SparkPostProvider(HTTPProvider[SparkPostConfig]):
         if answer.status == 420 or any(code in _LIMITS for code in codes):
             rest = max([_LIMITS.get(code, 3600.0) for code in codes] or [3600.0])
             rest = max(rest, self.retry_after(answer) or 0.0)
-            return RateLimited(f"SparkPost sending limit (resting {rest / 3600:.0f} h): {text}",
-                               retry_after=rest)  # fmt: skip
+            return RateLimited(
+                f"SparkPost sending limit (resting {rest / 3600:.0f} h): {text}", retry_after=rest
+            )
         for code in codes:
             if code in _ACCOUNT_CODES:
                 return AuthError(f"SparkPost code {code} ({_ACCOUNT_CODES[code]}): {text}")

@@ -135,17 +135,24 @@ class UnisenderGoProvider(HTTPProvider[UnisenderGoConfig]):
         if mine and len(mine) == len(message.envelope_recipients):
             text = f"Unisender Go took no recipient: {rejected}"
             kind = RecipientsDeferred if _FOR_NOW & set(rejected.values()) else RecipientsRefused
-            raise kind(text, refused=rejected, provider=self.name, code=answer.status,
-                       response=self.body(answer))  # fmt: skip
-        return self.result(message, answer, provider_message_id=self.provider_id(answer),
-                           rejected=rejected)  # fmt: skip
+            raise kind(
+                text,
+                refused=rejected,
+                provider=self.name,
+                code=answer.status,
+                response=self.body(answer),
+            )
+        return self.result(
+            message, answer, provider_message_id=self.provider_id(answer), rejected=rejected
+        )
 
     def classify_error(
         self, answer: Answer, text: str, message: Message | None
     ) -> DeliveryError | None:
         if answer.status == 404:
-            return AuthError(f"Unisender Go HTTP 404 (no such method: check data_centre "
-                             f"or base_url): {text}")  # fmt: skip
+            return AuthError(
+                f"Unisender Go HTTP 404 (no such method: check data_centre or base_url): {text}"
+            )
         if answer.status == 400 and _SENDER_DOMAIN.search(text):
             return AuthError(f"Unisender Go sender domain not verified: {text}")
         return None

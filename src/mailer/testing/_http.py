@@ -163,9 +163,13 @@ class HTTPTestServer:
         """Listen (on a free port the first time, on the same port after a stop)."""
         if self._server is None:
             self._server = await asyncio.start_server(
-                self._handle, self.host, self.port, ssl=self._tls, reuse_address=True,
+                self._handle,
+                self.host,
+                self.port,
+                ssl=self._tls,
+                reuse_address=True,
                 backlog=self._backlog,
-            )  # fmt: skip
+            )
             self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -123,8 +123,15 @@ class ServerState:
     too_many_reply: str = "452 4.5.3 Error: too many recipients"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fail(self, command: str, reply: str, *, match: str | None = None,
-             times: int | None = None, skip: int = 0) -> None:  # fmt: skip
+    def fail(
+        self,
+        command: str,
+        reply: str,
+        *,
+        match: str | None = None,
+        times: int | None = None,
+        skip: int = 0,
+    ) -> None:
         """Inject a fault for later commands."""
         with self.lock:
             self.faults.append(Fault(command.upper(), reply, match, times, skip))
@@ -296,9 +303,13 @@ class _Handler:
         self.users = users
 
     async def handle_RCPT(
-        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
-    ) -> str:  # fmt: skip
+    ) -> str:
         limit = self.state.max_recipients
         if limit is not None and len(envelope.rcpt_tos) >= limit:
             return self.state.too_many_reply
@@ -457,9 +468,14 @@ class SMTPTestServer:
         for _ in range(5 if port is None else 20):
             self.port = free_port() if port is None else port
             controller = _Controller(
-                handler, self.state, hostname=self.host, port=self.port,
-                server_hostname=self._server_hostname, ready_timeout=5.0, **kwargs,
-            )  # fmt: skip
+                handler,
+                self.state,
+                hostname=self.host,
+                port=self.port,
+                server_hostname=self._server_hostname,
+                ready_timeout=5.0,
+                **kwargs,
+            )
             try:
                 controller.start()
             except OSError:

@@ -113,6 +113,9 @@ def key_config(url: SplitResult, params: dict[str, str], field: str) -> dict[str
     secret is the password when there is one (``apikey:KEY@``), else the user."""
     user, password = url_credentials(url)
     secret = password or user
-    require(bool(secret), f"{url.scheme} URL needs the {field.replace('_', ' ')}: "
-                          f"{url.scheme}://{field.upper()}@default")  # fmt: skip
+    require(
+        bool(secret),
+        f"{url.scheme} URL needs the {field.replace('_', ' ')}: "
+        f"{url.scheme}://{field.upper()}@default",
+    )
     return {**params, **url_base(url), field: secret}

@@ -142,8 +142,9 @@ class Payload(Generic[ProviderT]):
         self.set_from(message.sender)
         # a message reaching a walk with a template is one this API has a stored one for
         # (Provider.send swapped in the local rendering otherwise)
-        template_id = None if message.template is None else (
-            self.provider.template_id(message.template))  # fmt: skip
+        template_id = (
+            None if message.template is None else (self.provider.template_id(message.template))
+        )
         if template_id is None:
             self.set_subject(message.subject)
         if to:
@@ -153,8 +154,9 @@ class Payload(Generic[ProviderT]):
         if bcc:
             self.set_bcc(bcc)
         if message.reply_to:
-            reply_to = self._limited(list(message.reply_to), self.max_reply_to,
-                                     "reply-to address", "reply-to addresses")  # fmt: skip
+            reply_to = self._limited(
+                list(message.reply_to), self.max_reply_to, "reply-to address", "reply-to addresses"
+            )
             self.set_reply_to(reply_to)
         if template_id is not None:
             self.check_template_data(template_id, message.template_data)

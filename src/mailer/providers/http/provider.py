@@ -174,8 +174,9 @@ class HTTPProvider(Provider[ConfigT]):
             return
         raise UnsupportedFeature(
             f"provider {self.name!r} ({type(self).__name__}) does not support {feature}; "
-            "set ignore_unsupported=true to send without it", provider=self.name,
-        )  # fmt: skip
+            "set ignore_unsupported=true to send without it",
+            provider=self.name,
+        )
 
     def refuse(self, rule: str) -> None:
         """Refuse a message that breaks an API rule no option can work around (another
@@ -334,8 +335,9 @@ class HTTPProvider(Provider[ConfigT]):
             special.response = special.response if special.response is not None else body
             return special
         retry_after = self.retry_after(answer) if status == 429 else None
-        return status_error(status, text, retry_after=retry_after, provider=self.name,
-                            code=status, response=body)  # fmt: skip
+        return status_error(
+            status, text, retry_after=retry_after, provider=self.name, code=status, response=body
+        )
 
     def item_error(
         self, status: int, item: Mapping[str, Any], message: Message | None
@@ -379,8 +381,9 @@ class HTTPProvider(Provider[ConfigT]):
 
     def uncertain(self, text: str, count: int) -> list[batch.BatchOutcome]:
         """A 2xx batch answer we cannot read per message: each may have been accepted."""
-        error = DeliveryUncertain(f"{text}; the provider may have accepted the message",
-                                  provider=self.name)  # fmt: skip
+        error = DeliveryUncertain(
+            f"{text}; the provider may have accepted the message", provider=self.name
+        )
         return [batch.item_copy(error, self.name) for _ in range(count)]
 
     # -- batches -------------------------------------------------------------------------

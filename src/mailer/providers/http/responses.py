@@ -59,8 +59,9 @@ class Answer:
             data = response.json()
         except (ValueError, UnicodeDecodeError):
             data = None
-        return cls(response.status_code, data, response.text, response.headers,
-                   response.reason_phrase)  # fmt: skip
+        return cls(
+            response.status_code, data, response.text, response.headers, response.reason_phrase
+        )
 
     @classmethod
     def item(cls, status: int, item: Mapping[str, Any]) -> Answer:
@@ -122,8 +123,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(number, 0.0)
 
 
-def status_error(status: int, text: str, *, retry_after: float | None = None,
-                 **kw: Any) -> DeliveryError:  # fmt: skip
+def status_error(
+    status: int, text: str, *, retry_after: float | None = None, **kw: Any
+) -> DeliveryError:
     """The error tree's verdict on a non-2xx status (``kw``: provider, code, response)."""
     if status == 429:
         hint = f" (retry after {retry_after:.0f}s)" if retry_after is not None else ""

@@ -207,8 +207,12 @@ def transport_error(
     )
     # waiting for our own pool says nothing about the provider's health
     no_verdict = isinstance(exc, httpx.PoolTimeout)
-    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                        httpx.ProxyError)) or not sent:  # fmt: skip
+    if (
+        isinstance(
+            exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
+        )
+        or not sent
+    ):
         # nothing reached the API: the next provider cannot cause a duplicate; a hang
         # before the commit point is a slow call (the breaker opens at once), as for SMTP
         return TransientError(
@@ -219,17 +223,19 @@ def transport_error(
             no_verdict=no_verdict,
         )
     # a missing answer after the commit point is DeliveryUncertain, judged on its own
-    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError,
-                        httpx.RemoteProtocolError)):  # fmt: skip
+    if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
         # read/write timeout, reset or dropped reply: the API may have the message
         text = f"{text} after the request was sent; the message may have been accepted"
     # A timeout after the body is a slow call too (timed_out): the breaker opens on the
     # first one, so the sends after it go to the next provider at once instead of each
     # waiting the whole timeout (issue 21, item 19)
     return DeliveryUncertain(
-        f"{where}: {text}", provider=provider, retry_here=not slow_to_heal,
-        no_verdict=no_verdict, timed_out=timed_out,
-    )  # fmt: skip
+        f"{where}: {text}",
+        provider=provider,
+        retry_here=not slow_to_heal,
+        no_verdict=no_verdict,
+        timed_out=timed_out,
+    )
 
 
 def _caused_by(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
