@@ -16,11 +16,11 @@ from pydantic import SecretStr
 
 from .._events.model import DeliveryEvent
 from .http.webhook import (
+    HmacBodyWebhookParser,
+    SigningSecretWebhookConfig,
     WebhookConfig,
     WebhookMalformed,
-    WebhookParser,
     WebhookRequest,
-    check_hmac_sha256_hex,
     event_time,
     json_body,
     nonempty_text,
@@ -41,22 +41,16 @@ EVENT_TYPES: dict[str, str] = {
 }  # fmt: skip
 
 
-class MailerSendWebhookConfig(WebhookConfig):
+class MailerSendWebhookConfig(SigningSecretWebhookConfig):
     #: the webhook's signing secret, as MailerSend's webhook page shows it
     signing_secret: SecretStr
 
 
-class MailerSendWebhook(WebhookParser[MailerSendWebhookConfig]):
+class MailerSendWebhook(HmacBodyWebhookParser[MailerSendWebhookConfig]):
     Config: ClassVar[type[WebhookConfig]] = MailerSendWebhookConfig
-
-    async def verify(self, request: WebhookRequest) -> None:
-        check_hmac_sha256_hex(
-            request,
-            SIGNATURE,
-            self.config.signing_secret,
-            missing="no MailerSend Signature header",
-            bad="the MailerSend signature does not verify",
-        )
+    signature_header = SIGNATURE
+    missing_signature = "no MailerSend Signature header"
+    bad_signature = "the MailerSend signature does not verify"
 
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         item = json_body(request)

@@ -18,11 +18,11 @@ from pydantic import SecretStr
 from .._events.model import DeliveryEvent
 from .http.correlation import CORRELATION_KEY
 from .http.webhook import (
+    HmacBodyWebhookParser,
+    SigningSecretWebhookConfig,
     WebhookConfig,
     WebhookMalformed,
-    WebhookParser,
     WebhookRequest,
-    check_hmac_sha256_hex,
     event_time,
     json_body,
     nonempty_text,
@@ -42,22 +42,16 @@ EVENT_TYPES: dict[str, str] = {
 }  # fmt: skip
 
 
-class MailtrapWebhookConfig(WebhookConfig):
+class MailtrapWebhookConfig(SigningSecretWebhookConfig):
     #: the webhook's signing secret (returned when the webhook is created)
     signing_secret: SecretStr
 
 
-class MailtrapWebhook(WebhookParser[MailtrapWebhookConfig]):
+class MailtrapWebhook(HmacBodyWebhookParser[MailtrapWebhookConfig]):
     Config: ClassVar[type[WebhookConfig]] = MailtrapWebhookConfig
-
-    async def verify(self, request: WebhookRequest) -> None:
-        check_hmac_sha256_hex(
-            request,
-            SIGNATURE,
-            self.config.signing_secret,
-            missing="no Mailtrap-Signature header",
-            bad="the Mailtrap signature does not verify",
-        )
+    signature_header = SIGNATURE
+    missing_signature = "no Mailtrap-Signature header"
+    bad_signature = "the Mailtrap signature does not verify"
 
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         body = json_body(request)

@@ -27,6 +27,8 @@ from .transport import HTTPRequest
 from .webhook import (
     BasicAuthWebhookConfig,
     BasicAuthWebhookParser,
+    HmacBodyWebhookParser,
+    SigningSecretWebhookConfig,
     WebhookConfig,
     WebhookMalformed,
     WebhookParser,
@@ -51,7 +53,9 @@ __all__ = [
     "HTTPConfig",
     "HTTPProvider",
     "HTTPRequest",
+    "HmacBodyWebhookParser",
     "Payload",
+    "SigningSecretWebhookConfig",
     "WebhookConfig",
     "WebhookMalformed",
     "WebhookParser",

@@ -35,6 +35,8 @@ __all__ = [
     "MAX_SKEW",
     "BasicAuthWebhookConfig",
     "BasicAuthWebhookParser",
+    "HmacBodyWebhookParser",
+    "SigningSecretWebhookConfig",
     "WebhookConfig",
     "WebhookMalformed",
     "WebhookParser",
@@ -54,6 +56,7 @@ __all__ = [
 MAX_SKEW = 300.0
 
 ConfigT = TypeVar("ConfigT", bound="WebhookConfig")
+SecretConfigT = TypeVar("SecretConfigT", bound="SigningSecretWebhookConfig")
 
 
 class WebhookRefused(Exception):
@@ -137,6 +140,33 @@ class BasicAuthWebhookParser(WebhookParser[BasicAuthWebhookConfig]):
 
     async def verify(self, request: WebhookRequest) -> None:
         check_basic_auth(request, self.config)
+
+
+class SigningSecretWebhookConfig(WebhookConfig):
+    """The ``webhook`` block of an ESP that signs the body with a shared secret."""
+
+    #: the webhook's signing secret, as the ESP shows it when the webhook is made
+    signing_secret: SecretStr
+
+
+class HmacBodyWebhookParser(WebhookParser[SecretConfigT]):
+    """A parser for an ESP that sends the hex HMAC-SHA256 of the body in one header
+    (MailerSend, Mailtrap): :meth:`verify` is :func:`check_hmac_sha256_hex` with the
+    subclass's header and refusal texts; the subclass writes :meth:`parse`."""
+
+    #: the header carrying the signature, and the refusals when it is missing or bad
+    signature_header: ClassVar[str]
+    missing_signature: ClassVar[str]
+    bad_signature: ClassVar[str]
+
+    async def verify(self, request: WebhookRequest) -> None:
+        check_hmac_sha256_hex(
+            request,
+            self.signature_header,
+            self.config.signing_secret,
+            missing=self.missing_signature,
+            bad=self.bad_signature,
+        )
 
 
 def json_body(request: WebhookRequest) -> Any:
