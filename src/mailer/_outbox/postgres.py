@@ -262,6 +262,12 @@ class PostgresStore(PostgresDispatch):
         )
         return status.endswith(" 1")
 
+    async def content(self, message_id: str) -> bytes | None:
+        value = await self._p().fetchval(
+            "SELECT message FROM mailer_outbox WHERE message_id = $1", message_id
+        )
+        return bytes(value) if value is not None else None
+
     async def purge(self, state: State, older_than: float) -> int:
         status: str = await self._p().execute(
             "DELETE FROM mailer_outbox"

@@ -503,6 +503,17 @@ class SQLiteStore(SQLiteDispatch):
         result: bool = await self._do(op, durable=True)
         return result
 
+    async def content(self, message_id: str) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT b.message FROM outbox o JOIN outbox_body b ON b.id = o.id"
+                " WHERE o.message_id = ?",
+                (message_id,),
+            ).fetchone()
+            return bytes(row[0]) if row is not None else None
+
+        return await self._do(op, atomic=True)
+
     async def purge(self, state: State, older_than: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
             args = (state, time.time() - older_than)

@@ -176,5 +176,10 @@ class OutboxStore(Protocol):
         that ``provider`` took it), keeping ``note`` as its last word. False when the
         row is not ``unknown`` (or not there): only ``unknown`` is ever settled."""
 
+    async def content(self, message_id: str) -> bytes | None:
+        """The message's stored JSON (as :class:`NewMessage` had it), None when there
+        is no such row. ``mailer outbox reconcile`` compares it with a provider's
+        record where the provider cannot be searched by our key (Resend)."""
+
     async def purge(self, state: State, older_than: float) -> int:
         """Delete messages in ``state`` not updated for ``older_than`` seconds."""
