@@ -1,10 +1,12 @@
 """``mailer outbox reconcile``: settle ``unknown`` rows by asking the provider.
 
 For each ``unknown`` row (oldest first) the provider it went through is asked about the
-message (:meth:`HTTPProvider.lookup`). ``sent`` settles the row, as a delivery event
-would. ``absent`` (the provider's own record proves the message never arrived)
-re-queues it. ``unknown`` leaves it for a person or a later run. A provider without a
-lookup, an error or a timeout is ``unknown``: this never re-queues on a guess.
+message (:meth:`HTTPProvider.lookup`), with the row's creation time and its stored
+content for a provider that can only be searched by content (Resend). ``sent`` settles
+the row, as a delivery event would. ``absent`` (the provider's own record proves the
+message never arrived) re-queues it. ``unknown`` leaves it for a person or a later run.
+A provider without a lookup, an error or a timeout is ``unknown``: this never re-queues
+on a guess.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from .._errors import DeliveryError
 from .._log import get_logger
+from .._message import Message
 from .worker import Outbox
 
 #: as mailer.providers.http.lookup.ABSENT_AFTER (not imported here: `import mailer` does
@@ -53,7 +56,12 @@ async def reconcile(
         answer = Lookup("unknown", f"no provider named {item.provider!r} in the config")
         if provider is not None and callable(getattr(provider, "lookup", None)):
             try:
-                answer = await provider.lookup(item.message_id, age=time.time() - item.updated)
+                answer = await provider.lookup(
+                    item.message_id,
+                    age=time.time() - item.updated,
+                    created=item.created,
+                    message=await _message(outbox, item.message_id),
+                )
             except DeliveryError as exc:
                 answer = Lookup("unknown", f"the lookup failed: {type(exc).__name__}")
         if answer.verdict == "sent" and await outbox.settle(
@@ -79,3 +87,15 @@ async def reconcile(
             },
         )
     return report
+
+
+async def _message(outbox: Outbox, message_id: str) -> Message | None:
+    """The row's message, for a lookup that compares content (Resend); None when the
+    stored JSON no longer reads as a Message (an older version's row)."""
+    raw = await outbox.store.content(message_id)
+    if raw is None:
+        return None
+    try:
+        return Message.model_validate_json(raw)
+    except ValueError:
+        return None

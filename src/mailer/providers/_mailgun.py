@@ -22,8 +22,10 @@ from pydantic import SecretStr, field_validator
 
 from .._errors import AuthError, DeliveryError
 from .._message import Address, Attachment, Message
+from . import _mailgun_records as records
 from ._mailgun_webhook import MailgunWebhook, MailgunWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, addresses_text, require
+from .http.lookup import Lookup
 
 __all__ = ["MailgunConfig", "MailgunProvider"]
 
@@ -134,3 +136,14 @@ class MailgunProvider(HTTPProvider[MailgunConfig]):
         if why is not None and message is not None:
             return AuthError(f"Mailgun HTTP {answer.status} ({why}): {text}")
         return None
+
+    async def lookup(
+        self,
+        message_id: str,
+        *,
+        age: float,
+        created: float | None = None,
+        message: Message | None = None,
+    ) -> Lookup:
+        """Mailgun's own record of the message (:mod:`mailer.providers._mailgun_records`)."""
+        return await records.lookup(self, message_id, age=age, created=created)

@@ -168,7 +168,14 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
             return AuthError(f"{where} ({_ACCOUNT_ERRORS[code]}): {text}")
         return None
 
-    async def lookup(self, message_id: str, *, age: float) -> Lookup:
+    async def lookup(
+        self,
+        message_id: str,
+        *,
+        age: float,
+        created: float | None = None,
+        message: Message | None = None,
+    ) -> Lookup:
         """Postmark's outbound message search, filtered by our Metadata key: a message it
         accepted is listed there (for its 45 days of retention). An empty result proves
         absence only once the row is older than ABSENT_AFTER (the index lags)."""

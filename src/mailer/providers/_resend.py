@@ -28,9 +28,11 @@ from pydantic import SecretStr
 
 from .._errors import DeliveryError, DeliveryUncertain, RateLimited
 from .._message import Message
+from ._resend_lookup import find
 from ._resend_webhook import ResendWebhook, ResendWebhookConfig
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload
 from .http.correlation import tag_safe
+from .http.lookup import Lookup
 
 __all__ = ["QUOTA_REST", "ResendConfig", "ResendProvider", "idempotency_key"]
 
@@ -142,6 +144,18 @@ class ResendProvider(HTTPProvider[ResendConfig]):
     def verify_accepts(self, answer: Answer) -> bool:
         """GET /domains; a sending-only key is refused there, yet it is a valid key."""
         return answer.is_success or answer.get("name") == "restricted_api_key"
+
+    async def lookup(
+        self,
+        message_id: str,
+        *,
+        age: float,
+        created: float | None = None,
+        message: Message | None = None,
+    ) -> Lookup:
+        """Resend cannot be searched by our key: its email list is compared with the
+        message's content instead (:mod:`mailer.providers._resend_lookup`)."""
+        return await find(self, age=age, created=created, message=message)
 
     # -- /emails/batch: up to 100, permissive (each item its own result), idempotent ----
 

@@ -20,9 +20,11 @@ from typing import Any, ClassVar
 
 from pydantic import SecretStr
 
-from .._message import Address
+from .._message import Address, Message
+from . import _sendgrid_records as records
 from ._sendgrid_webhook import SendGridWebhook, SendGridWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, address_dict
+from .http.lookup import Lookup
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
 
@@ -103,3 +105,14 @@ class SendGridProvider(HTTPProvider[SendGridConfig]):
 
     def provider_id(self, answer: Answer) -> str | None:
         return answer.headers.get("X-Message-Id")
+
+    async def lookup(
+        self,
+        message_id: str,
+        *,
+        age: float,
+        created: float | None = None,
+        message: Message | None = None,
+    ) -> Lookup:
+        """SendGrid's own record of the message (:mod:`mailer.providers._sendgrid_records`)."""
+        return await records.lookup(self, message_id, age=age)

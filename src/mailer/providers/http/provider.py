@@ -427,8 +427,16 @@ class HTTPProvider(Provider[ConfigT]):
             return None
         return self.webhook_parser(self.name, config)
 
-    async def lookup(self, message_id: str, *, age: float) -> Lookup:
+    async def lookup(
+        self,
+        message_id: str,
+        *,
+        age: float,
+        created: float | None = None,
+        message: Message | None = None,
+    ) -> Lookup:
         """What the provider's own records say about ``message_id`` (sent ``age``
-        seconds ago at the latest); an adapter with a search API overrides it. The
-        default knows nothing."""
+        seconds ago at the latest; first queued at ``created``, epoch seconds; its
+        content ``message`` when the outbox still holds it); an adapter with a search
+        API overrides it. The default knows nothing."""
         return Lookup("unknown", f"{type(self).__name__} offers no lookup")

@@ -1,0 +1,67 @@
+"""What SendGrid's own records say: the Email Activity API for ``mailer outbox reconcile``.
+
+``GET /v3/messages?query=unique_args['mailer_message_id']="<our Message-ID>"`` searches
+the activity feed by the ``custom_args`` every attempt carries (SendGrid files them as
+unique_args). The API needs SendGrid's paid "additional email activity history" and a
+key with the ``email_activity.read`` scope: without them it answers 401/403, and the row
+stays ``unknown`` with a detail that says so.
+
+Verdicts: a message listed (``processed``, ``delivered`` or ``not_delivered``: SendGrid
+took the request either way) -> ``sent``. An empty search proves absence only between
+``ABSENT_AFTER`` (the feed lags the send) and :data:`ACTIVITY_KEPT` (the 30 days the
+feed keeps with that add-on); anything else -> ``unknown``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode
+
+from .http import HTTPRequest
+from .http.correlation import CORRELATION_KEY
+from .http.lookup import ABSENT_AFTER, Lookup
+
+if TYPE_CHECKING:
+    from ._sendgrid import SendGridProvider
+
+__all__ = ["ACTIVITY_KEPT", "lookup", "query"]
+
+#: seconds of history the Email Activity API keeps (30 days, with the add-on it needs)
+ACTIVITY_KEPT = 30 * 86_400.0
+
+
+def query(message_id: str) -> str | None:
+    """The activity query for our key, or None when the id cannot be quoted in one."""
+    if '"' in message_id or "\\" in message_id:
+        return None
+    return f"unique_args['{CORRELATION_KEY}']=\"{message_id}\""
+
+
+async def lookup(provider: SendGridProvider, message_id: str, *, age: float) -> Lookup:
+    """SendGrid's verdict on ``message_id`` (see the module's docstring)."""
+    text = query(message_id)
+    if text is None:
+        return Lookup("unknown", "the Message-ID cannot be quoted in an activity query")
+    params = urlencode({"query": text, "limit": 10})
+    answer = await provider.request(HTTPRequest("GET", f"/v3/messages?{params}"), commit=False)
+    if answer.status in (401, 403):
+        return Lookup(
+            "unknown",
+            f"SendGrid's Email Activity API answered HTTP {answer.status}: it needs the "
+            "email activity history add-on and a key with email_activity.read",
+        )
+    found = answer.get("messages")
+    if not answer.is_success or not isinstance(found, list):
+        return Lookup("unknown", f"SendGrid's Email Activity API answered HTTP {answer.status}")
+    listed = [m for m in found if isinstance(m, dict)]
+    if listed:
+        status = str(listed[0].get("status") or "listed")
+        msg_id = listed[0].get("msg_id")
+        return Lookup(
+            "sent",
+            f"{status} in SendGrid's email activity",
+            msg_id if isinstance(msg_id, str) else None,
+        )
+    if ABSENT_AFTER <= age <= ACTIVITY_KEPT:
+        return Lookup("absent", "not in SendGrid's email activity")
+    return Lookup("unknown", "not in SendGrid's email activity (yet, or any longer)")
