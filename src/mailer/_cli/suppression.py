@@ -1,5 +1,5 @@
-"""``mailer suppression list|add|remove|import|export`` (CSV) and ``mailer events list``:
-rendering only; the work is the suppression list's and the event store's."""
+"""``mailer suppression list|add|remove|import|export|sync`` (CSV) and ``mailer events
+list|purge``: rendering only; the work is the suppression list's and the event store's."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from .._log import one_line
-from .common import EXIT_FAILED, EXIT_USAGE, ConfigOption, app, fail, friendly, out, run
+from .common import EXIT_FAILED, EXIT_USAGE, ConfigOption, app, err, fail, friendly, out, run
 
 if TYPE_CHECKING:
     from .._events import SuppressionEntry
@@ -188,6 +189,66 @@ def import_(
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
         fail(f"{len(bad)} row(s) without a valid address skipped (lines {shown})")
+
+
+@suppression_app.command("sync")
+@friendly
+def sync_(
+    config: ConfigOption = Path("mailer.toml"),
+    provider: Annotated[
+        list[str] | None,
+        typer.Option("--provider", help="Only this provider (by its name); repeatable."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read the lists, count, write nothing.")
+    ] = False,
+) -> None:
+    """Import each provider's own suppression list (SES account list, Postmark
+    suppressions, SendGrid bounces/spam reports/unsubscribes, Mailgun bounces/
+    complaints/unsubscribes) into ours; a second run adds nothing."""
+    from .._events.sync import SyncReport, sync
+
+    mailer = _mailer(config)
+    names = [p.name for p in mailer.providers]
+    unknown = sorted(set(provider or ()) - set(names))
+    if unknown:
+        fail(
+            f"no provider named {', '.join(map(repr, unknown))} in the config",
+            f"the providers are: {', '.join(names)}",
+            EXIT_USAGE,
+        )
+    if mailer.suppression.config.store is None:
+        fail(
+            "no suppression.store in the config: the list would live in this process only",
+            'set suppression = {store = "sqlite:///mail.db"} (or postgresql://, redis://)',
+            EXIT_USAGE,
+        )
+
+    async def go() -> SyncReport:
+        async with mailer:
+            return await sync(
+                mailer.suppression, mailer.providers, dry_run=dry_run, only=provider or ()
+            )
+
+    report = run(go)
+    added = "would add" if dry_run else "added"
+    typer.echo(f"provider\tlist\tlisted\t{added}\tskipped")
+    for c in report.counts.values():
+        typer.echo(f"{c.provider}\t{c.kind}\t{c.listed}\t{c.added}\t{c.skipped}")
+    total = sum(c.listed for c in report.counts.values())
+    out().print(
+        f"{total} listed, {report.added} {added}"
+        + (" (dry run: nothing written)" if dry_run else "")
+    )
+    if report.unsupported:
+        out().print(f"no suppression list to read from: {', '.join(report.unsupported)}")
+    if report.errors:
+        for name, error in report.errors.items():
+            err().print(f"{name}: {escape(one_line(error))}", soft_wrap=True)
+        fail(
+            f"{len(report.errors)} provider list(s) could not be read in full",
+            "the pages read were kept; fix the key's access and run sync again",
+        )
 
 
 @events_app.command("list")

@@ -14,6 +14,7 @@ are about the domain or account -> AuthError, fail over. 400 is about the messag
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult, quote
 
@@ -26,6 +27,7 @@ from . import _mailgun_records as records
 from ._mailgun_webhook import MailgunWebhook, MailgunWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, addresses_text, require
 from .http.lookup import Lookup
+from .http.suppressions import Listed
 
 __all__ = ["MailgunConfig", "MailgunProvider"]
 
@@ -147,3 +149,7 @@ class MailgunProvider(HTTPProvider[MailgunConfig]):
     ) -> Lookup:
         """Mailgun's own record of the message (:mod:`mailer.providers._mailgun_records`)."""
         return await records.lookup(self, message_id, age=age, created=created)
+
+    def suppressions(self) -> AsyncIterator[list[Listed]]:
+        """Mailgun's own suppression list (:mod:`mailer.providers._mailgun_records`)."""
+        return records.suppressions(self)

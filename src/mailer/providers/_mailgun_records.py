@@ -1,4 +1,5 @@
-"""What Mailgun's own records say: its events API for ``mailer outbox reconcile``.
+"""What Mailgun's own records say: its events API for ``mailer outbox reconcile``, its
+suppression lists for ``mailer suppression sync``.
 
 ``GET /v3/{domain}/events?message-id=...`` filters the domain's event log by the
 Message-ID header, which is ours: the payload sends it as ``h:Message-ID``, and Mailgun
@@ -16,17 +17,19 @@ shortest retention of Mailgun's plans); anything else -> ``unknown``.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from .http import HTTPRequest
 from .http.correlation import CORRELATION_KEY
 from .http.lookup import Lookup
+from .http.suppressions import MAX_PAGES, Kind, Listed, epoch
 
 if TYPE_CHECKING:
     from ._mailgun import MailgunProvider
 
-__all__ = ["EVENTS_KEPT", "EVENTS_SETTLE", "lookup"]
+__all__ = ["EVENTS_KEPT", "EVENTS_SETTLE", "SUPPRESSION_LISTS", "lookup", "suppressions"]
 
 #: seconds after which Mailgun's event log for a moment is complete ("half an hour")
 EVENTS_SETTLE = 1800.0
@@ -72,3 +75,43 @@ def _is_ours(item: dict[str, Any], message_id: str, header: str) -> bool:
     headers = message.get("headers") if isinstance(message, dict) else None
     found = headers.get("message-id") if isinstance(headers, dict) else None
     return isinstance(found, str) and found.strip().strip("<>") == header
+
+
+#: Mailgun's suppression lists of the domain: name -> what an entry there means
+SUPPRESSION_LISTS: dict[str, Kind] = {
+    "bounces": "bounced:hard",
+    "complaints": "complained",
+    "unsubscribes": "unsubscribed",
+}
+
+
+async def suppressions(provider: MailgunProvider) -> AsyncIterator[list[Listed]]:
+    """The domain's bounces, complaints and unsubscribes, ``limit`` 1000 a page, then
+    each answer's ``paging.next`` until a page comes back empty. Only the path and query
+    of ``paging.next`` are followed: the credentials go to the configured base URL only."""
+    domain = quote(provider.config.domain, safe="")
+    for name, kind in SUPPRESSION_LISTS.items():
+        target = f"/v3/{domain}/{name}?{urlencode({'limit': 1000})}"
+        for _page in range(MAX_PAGES):
+            answer = await provider.request(HTTPRequest("GET", target), commit=False)
+            if not answer.is_success:
+                raise provider.error_for(answer)
+            items = answer.get("items")
+            items = items if isinstance(items, list) else []
+            page = []
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("address"), str):
+                    why = item.get("error") or item.get("code")
+                    detail = f"Mailgun {name}" + (f" ({why})" if why else "")
+                    page.append(
+                        Listed(item["address"], kind, detail, epoch(item.get("created_at")))
+                    )
+            yield page
+            paging = answer.get("paging")
+            following = paging.get("next") if isinstance(paging, dict) else None
+            if not items or not isinstance(following, str):
+                break
+            parts = urlsplit(following)
+            if not parts.path.startswith(f"/v3/{domain}/{name}"):
+                break  # not a page of this list: stop rather than follow it
+            target = parts.path + (f"?{parts.query}" if parts.query else "")

@@ -22,6 +22,7 @@ Postmark takes a single tag per message and needs a To recipient.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
@@ -30,11 +31,13 @@ from pydantic import SecretStr
 from .._errors import AuthError, DeliveryError, PermanentError, RecipientsRefused
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from . import _postmark_records as postmark_records
 from ._postmark_webhook import PostmarkWebhook
 from .http import Answer, BatchOutcome, HTTPConfig, HTTPProvider, HTTPRequest, Payload, redact
 from .http.correlation import CORRELATION_KEY
 from .http.lookup import ABSENT_AFTER, Lookup
 from .http.payload import addresses_text
+from .http.suppressions import Listed
 from .http.webhook import BasicAuthWebhookConfig
 
 __all__ = ["PostmarkConfig", "PostmarkProvider"]
@@ -216,3 +219,7 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
                 else self.error_for(read, message)
             )
         return out
+
+    def suppressions(self) -> AsyncIterator[list[Listed]]:
+        """Postmark's own suppression list (:mod:`mailer.providers._postmark_records`)."""
+        return postmark_records.suppressions(self)

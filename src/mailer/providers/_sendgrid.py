@@ -16,6 +16,7 @@ AuthError, fail over; 400 and 413 are about the message -> PermanentError.
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from pydantic import SecretStr
@@ -25,6 +26,7 @@ from . import _sendgrid_records as records
 from ._sendgrid_webhook import SendGridWebhook, SendGridWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, Payload, address_dict
 from .http.lookup import Lookup
+from .http.suppressions import Listed
 
 __all__ = ["SendGridConfig", "SendGridProvider"]
 
@@ -116,3 +118,7 @@ class SendGridProvider(HTTPProvider[SendGridConfig]):
     ) -> Lookup:
         """SendGrid's own record of the message (:mod:`mailer.providers._sendgrid_records`)."""
         return await records.lookup(self, message_id, age=age)
+
+    def suppressions(self) -> AsyncIterator[list[Listed]]:
+        """SendGrid's own suppression list (:mod:`mailer.providers._sendgrid_records`)."""
+        return records.suppressions(self)

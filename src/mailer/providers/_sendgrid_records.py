@@ -1,4 +1,5 @@
-"""What SendGrid's own records say: the Email Activity API for ``mailer outbox reconcile``.
+"""What SendGrid's own records say: the Email Activity API for ``mailer outbox reconcile``,
+its suppression lists for ``mailer suppression sync``.
 
 ``GET /v3/messages?query=unique_args['mailer_message_id']="<our Message-ID>"`` searches
 the activity feed by the ``custom_args`` every attempt carries (SendGrid files them as
@@ -14,17 +15,19 @@ feed keeps with that add-on); anything else -> ``unknown``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from .http import HTTPRequest
 from .http.correlation import CORRELATION_KEY
 from .http.lookup import ABSENT_AFTER, Lookup
+from .http.suppressions import MAX_PAGES, Kind, Listed, epoch
 
 if TYPE_CHECKING:
     from ._sendgrid import SendGridProvider
 
-__all__ = ["ACTIVITY_KEPT", "lookup", "query"]
+__all__ = ["ACTIVITY_KEPT", "SUPPRESSION_LISTS", "lookup", "query", "suppressions"]
 
 #: seconds of history the Email Activity API keeps (30 days, with the add-on it needs)
 ACTIVITY_KEPT = 30 * 86_400.0
@@ -65,3 +68,35 @@ async def lookup(provider: SendGridProvider, message_id: str, *, age: float) -> 
     if ABSENT_AFTER <= age <= ACTIVITY_KEPT:
         return Lookup("absent", "not in SendGrid's email activity")
     return Lookup("unknown", "not in SendGrid's email activity (yet, or any longer)")
+
+
+#: SendGrid's suppression lists: path -> what an entry there means
+SUPPRESSION_LISTS: dict[str, Kind] = {
+    "/v3/suppression/bounces": "bounced:hard",
+    "/v3/suppression/spam_reports": "complained",
+    "/v3/suppression/unsubscribes": "unsubscribed",
+}
+#: entries a page (the lists' documented maximum ``limit``)
+PAGE = 500
+
+
+async def suppressions(provider: SendGridProvider) -> AsyncIterator[list[Listed]]:
+    """Bounces, spam reports and global unsubscribes, ``limit``/``offset`` pages of
+    :data:`PAGE` until a short page."""
+    for path, kind in SUPPRESSION_LISTS.items():
+        name = path.rsplit("/", 1)[-1]
+        for page_number in range(MAX_PAGES):
+            query = urlencode({"limit": PAGE, "offset": page_number * PAGE})
+            answer = await provider.request(HTTPRequest("GET", f"{path}?{query}"), commit=False)
+            if not answer.is_success:
+                raise provider.error_for(answer)
+            items = answer.data if isinstance(answer.data, list) else []
+            page = []
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("email"), str):
+                    why = item.get("reason") or item.get("status")
+                    detail = f"SendGrid {name}" + (f" ({why})" if why else "")
+                    page.append(Listed(item["email"], kind, detail, epoch(item.get("created"))))
+            yield page
+            if len(items) < PAGE:
+                break

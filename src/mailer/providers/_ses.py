@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import AsyncIterator
 from email.utils import formataddr
 from typing import Any, ClassVar
 from urllib.parse import SplitResult
@@ -28,9 +29,11 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Attachment, Message
 from .._message.dkim import DKIMOptions, signature
+from . import _ses_records as ses_records
 from ._ses_webhook import SESWebhook, SESWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
 from .http.correlation import tag_safe
+from .http.suppressions import Listed
 
 __all__ = ["SESConfig", "SESProvider"]
 
@@ -275,3 +278,7 @@ class SESProvider(HTTPProvider[SESConfig]):
             # this account and region: another provider can send the same message
             return AuthError(f"{where} (identity not verified): {text}")
         return None
+
+    def suppressions(self) -> AsyncIterator[list[Listed]]:
+        """SES's own suppression list (:mod:`mailer.providers._ses_records`)."""
+        return ses_records.suppressions(self)

@@ -15,7 +15,7 @@ case a provider echoes a credential back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from email.utils import getaddresses
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import SplitResult
@@ -35,6 +35,7 @@ from .config import HTTPConfig, key_config, url_base, url_credentials
 from .lookup import Lookup
 from .payload import Payload
 from .responses import MAX_BODY, Answer, error_text, parse_retry_after, status_error
+from .suppressions import Listed
 from .transport import HTTPRequest, Transport, register_auth
 from .webhook import WebhookParser
 
@@ -426,6 +427,11 @@ class HTTPProvider(Provider[ConfigT]):
         if self.webhook_parser is None or config is None:
             return None
         return self.webhook_parser(self.name, config)
+
+    def suppressions(self) -> AsyncIterator[list[Listed]] | None:
+        """The ESP's own suppression list, page by page, for ``mailer suppression
+        sync`` (:mod:`.suppressions`); None when the adapter cannot list it."""
+        return None
 
     async def lookup(
         self,
