@@ -528,9 +528,11 @@ class Mailer(AsyncClosing):
         """The events stored for ``message_id``, oldest first."""
         return await self._hub.events(message_id, limit)
 
-    async def purge_events(self) -> int:
-        """Delete events older than ``events.retention``; returns how many."""
-        return await self._hub.purge()
+    async def purge_events(self, older_than: float | None = None) -> int:
+        """Delete events stored more than ``older_than`` seconds ago (by default
+        ``events.retention``), with the sends' id records of that age; returns how many
+        events. ``mailer events purge`` runs it."""
+        return await self._hub.purge(older_than)
 
     @property
     def outbox(self) -> Outbox:

@@ -390,6 +390,13 @@ class SyncMailer:
         )
         return report
 
+    def purge_events(self, older_than: float | None = None) -> int:
+        """``Mailer.purge_events()``: delete events older than ``older_than`` seconds
+        (``events.retention`` by default); returns how many."""
+        self._refuse_in_loop("purge_events", "await mailer.purge_events()")
+        count: int = self._call(lambda m: m.purge_events(older_than), "purge_events")
+        return count
+
     def delivery_events(self, message_id: str, limit: int = 1000) -> list[DeliveryEvent]:
         """``Mailer.delivery_events()``: a message's stored events, oldest first."""
         self._refuse_in_loop("delivery_events", "await mailer.delivery_events(message_id)")

@@ -3,6 +3,7 @@ the console command, against a SQLite store."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,33 @@ def test_add_list_remove_export_import(config: Path, tmp_path: Path) -> None:
 def test_events_list_none(config: Path) -> None:
     done = mailer(config, "events", "list", "--message-id", "<nothing@example.org>")
     assert done.returncode == 1 and "no events stored" in done.stderr
+
+
+def test_events_purge(config: Path, tmp_path: Path) -> None:
+    """Events stored long ago go, recent ones stay, the suppression list is untouched;
+    a bad --older-than is refused before the store is opened."""
+    from mailer import SyncMailer
+
+    from .conftest import event
+
+    with SyncMailer.from_config(config) as sync_mailer:
+        events = [event("delivered", message_id="<old@example.com>", event_id="e1"),
+                  event("bounced", bounce="hard", message_id="<old@example.com>",
+                        event_id="e2"),
+                  event("delivered", message_id="<new@example.com>", event_id="e3")]  # fmt: skip
+        assert sync_mailer.ingest_events(events).new == 3
+    with sqlite3.connect(tmp_path / "m.db") as db:  # the first two stored 2 days ago
+        db.execute("UPDATE mailer_events SET stored = stored - 172800 WHERE event_key != 'e3'")
+
+    done = mailer(config, "events", "purge", "--older-than", "1d")
+    assert done.returncode == 0, done.stderr
+    assert "purged 2 events" in done.stdout
+    assert mailer(config, "events", "list", "--message-id", "<old@example.com>").returncode == 1
+    assert "e3" in mailer(config, "events", "list", "--message-id", "<new@example.com>").stdout
+    assert "user@example.org" in mailer(config, "suppression", "list").stdout  # kept
+
+    # the default is events.retention (30 days): nothing is that old
+    assert "purged 0 events" in mailer(config, "events", "purge").stdout
+    for bad in ("banana", "0"):
+        refused = mailer(config, "events", "purge", "--older-than", bad)
+        assert refused.returncode == 2 and "--older-than" in refused.stderr

@@ -282,6 +282,40 @@ def events_list(
         fail(f"no events stored for {message_id}", code=EXIT_FAILED)
 
 
+@events_app.command("purge")
+@friendly
+def events_purge(
+    config: ConfigOption = Path("mailer.toml"),
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            help="Stored more than this long ago: 3600, 12h, 30d (default: events.retention).",
+        ),
+    ] = None,
+) -> None:
+    """Delete stored delivery events (and the sends' id records) older than
+    --older-than, by default the config's events.retention (30 days). The suppression
+    list is not touched. Redis expires events by itself: nothing to delete there."""
+    from .._outbox.config import parse_duration
+
+    seconds: float | None = None
+    if older_than is not None:
+        try:
+            seconds = parse_duration(older_than)
+        except ValueError as exc:
+            fail(f"--older-than: {exc}", code=EXIT_USAGE)
+        if not seconds > 0:
+            fail("--older-than must be more than 0", "for example 30d", EXIT_USAGE)
+    mailer = _mailer(config)
+
+    async def go() -> int:
+        async with mailer:
+            return await mailer.purge_events(seconds)
+
+    out().print(f"purged {run(go)} events")
+
+
 def _created(text: str | None, default: float) -> float:
     """An exported ``created`` (ISO 8601, UTC) back to epoch seconds; else ``default``."""
     if not text:

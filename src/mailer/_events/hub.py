@@ -311,7 +311,12 @@ class DeliveryHub:
         mid = message_id.strip().strip("<>")
         return await self.store.events(f"<{mid}>", limit)
 
-    async def purge(self) -> int:
-        """Delete what is older than ``events.retention``."""
+    async def purge(self, older_than: float | None = None) -> int:
+        """Delete what is older than ``older_than`` seconds (``events.retention`` by
+        default)."""
+        if older_than is not None and not older_than > 0:
+            raise ValueError("purge_events(older_than=...) takes a positive number of seconds")
         await self._open()
-        return await self.store.purge_events(self.config.retention)
+        return await self.store.purge_events(
+            self.config.retention if older_than is None else older_than
+        )
