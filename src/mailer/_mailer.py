@@ -367,15 +367,15 @@ class Mailer(AsyncClosing):
         lst = self.suppression
         if not lst.config.check:
             return {}
-        await lst.ready()
-        recipients = msg.envelope_recipients
-        hit = lst.check(recipients)
+        if lst.due():
+            await lst.ready()
+        hit = lst.check_message(msg)
         if hit:  # an unsubscribe from one list stops that list only
             list_name = list_of(msg, self.unsubscribe)
             hit = {a: why for a, why in hit.items() if suppressed_for(why, list_name)}
         if not hit:
             return {}
-        if len(hit) == len(recipients):
+        if len(hit) == len(msg.envelope_recipients):
             raise RecipientsSuppressed(
                 f"every recipient is on the suppression list ({len(hit)}): nothing sent; "
                 "send(suppression=False) bypasses the list",
