@@ -9,16 +9,23 @@ A batch of events is one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of arra
 statement did not return.
 
 The change log's sequence is a ``bigserial``: under concurrent writers a lower number can
-commit after a higher one that a reader already saw, and an incremental read would skip
-it. So besides the incremental reads, every :data:`RESYNC_EVERY` refreshes load a full
-snapshot: a change is seen within one refresh almost always, and within a resync in
-the rare race.
+commit after a higher one that a reader already saw, and a read of "after the highest
+seen" would skip it. So the cursor (:class:`LogCursor`) also holds the *holes*: numbers
+below its highest that were not there when read. Each read asks for what is after the
+highest and for the holes; a hole that fills is a change that committed late, and the
+addresses it names are read from the list itself (the truth, whatever order their log
+rows committed in). A hole still empty after :data:`HOLE_WAIT` seconds is a transaction
+that rolled back (a sequence number is never given back), or one open far longer than a
+write of ours takes: the next refresh then loads a full snapshot, once, rather than
+guess. So a change is seen by the next refresh after it commits, in every order, without
+the periodic full reload the list used to need (a 100,000-entry snapshot every 30 s).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
@@ -37,11 +44,35 @@ from .store import (
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["RESYNC_EVERY", "PostgresBackend"]
+__all__ = ["HOLE_WAIT", "MAX_HOLES", "LogCursor", "PostgresBackend"]
 
-#: incremental reads between full snapshots (see the module's doc)
-RESYNC_EVERY = 30
+#: seconds a hole in the change log is waited for before a full snapshot (see the doc)
+HOLE_WAIT = 60.0
+#: holes tracked at most; more (a storm of rolled-back writes) loads a full snapshot
+MAX_HOLES = 10_000
+#: log rows a snapshot looks back through for holes below its highest number
+_TAIL = 1000
 _LOG_KEEP = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogCursor:
+    """Where a reader is in the change log: its highest number read, and the lower
+    numbers it has not seen yet, each with when it was first missed (monotonic)."""
+
+    seq: int
+    holes: tuple[tuple[int, float], ...] = ()
+    #: when this reader last read the log (epoch seconds): the log is trimmed only of
+    #: rows older than :data:`_LOG_KEEP`, so a reader back within half of that cannot
+    #: have lost an unread row to the trim, and a gap at the log's start is a hole
+    read_at: float = 0.0
+
+
+def _holes(present: Iterable[int], low: int, high: int, now: float) -> list[tuple[int, float]]:
+    """The numbers in ``(low, high)`` not in ``present``, first missed ``now``."""
+    seen = set(present)
+    return [(n, now) for n in range(low + 1, high) if n not in seen]
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS mailer_events (
@@ -120,7 +151,8 @@ class PostgresBackend:
         self.dsn = dsn
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
-        self._reads = 0
+        #: the clock holes are timed by (a test may set its own)
+        self.clock: Callable[[], float] = time.monotonic
 
     def __repr__(self) -> str:
         return f"<PostgresBackend {redact_url(self.dsn)!r}>"
@@ -240,32 +272,69 @@ class PostgresBackend:
         return [SuppressionEntry(*r) for r in rows]
 
     async def snapshot(self) -> tuple[dict[str, str], Any]:
-        self._reads = 0
         async with self._p().acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            seq = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM mailer_suppression_log")
+            tail = await conn.fetch(
+                "SELECT seq, at < extract(epoch from now()) - $2 FROM mailer_suppression_log"
+                " ORDER BY seq DESC LIMIT $1",
+                _TAIL,
+                HOLE_WAIT,
+            )
             rows = await conn.fetch("SELECT address, reason FROM mailer_suppression")
-        return {r[0]: r[1] for r in rows}, seq
+        seqs = [r[0] for r in tail]
+        high = seqs[0] if seqs else 0
+        # A missing number above the last row written more than HOLE_WAIT ago may be a
+        # write still in flight (numbers are taken in time order); below it, it is a
+        # rollback or a trimmed row, and waiting for it would only force a resync.
+        settled = [r[0] for r in tail if r[1]]
+        floor = settled[0] if settled else max(0, high - _TAIL)
+        holes = _holes(seqs, floor, high, self.clock())
+        cursor = LogCursor(high, tuple(holes[-MAX_HOLES:]), time.time())
+        return {r[0]: r[1] for r in rows}, cursor
 
     async def changes(self, cursor: Any) -> Changes | None:
-        self._reads += 1
-        if self._reads >= RESYNC_EVERY:
+        if not isinstance(cursor, LogCursor):
             return None
+        now = self.clock()
+        holes = [(n, t) for n, t in cursor.holes if now - t < HOLE_WAIT]
+        if len(holes) < len(cursor.holes):
+            return None  # a hole that never filled: resync once (see the module's doc)
         async with self._p().acquire() as conn:
             low = await conn.fetchval("SELECT coalesce(min(seq), 0) FROM mailer_suppression_log")
-            if low > cursor + 1:
-                return None
+            if low > cursor.seq + 1 and time.time() - cursor.read_at > _LOG_KEEP / 2:
+                return None  # the log may have been trimmed past us
             rows = await conn.fetch(
-                "SELECT seq, address, reason FROM mailer_suppression_log WHERE seq > $1"
-                " ORDER BY seq",
-                cursor,
+                "SELECT seq, address, reason FROM mailer_suppression_log"
+                " WHERE seq > $1 OR seq = ANY($2::bigint[]) ORDER BY seq",
+                cursor.seq,
+                [n for n, _ in holes],
+            )
+            late = {r[1] for r in rows if r[0] <= cursor.seq}
+            truth = (
+                await conn.fetch(
+                    "SELECT address, reason FROM mailer_suppression WHERE address = ANY($1)",
+                    sorted(late),
+                )
+                if late
+                else []
             )
         last: dict[str, str | None] = {}
         for r in rows:
             last[r[1]] = r[2]
+        # a late row's address: its state now, not whichever of its rows came last here
+        current = {r[0]: r[1] for r in truth}
+        for address in late:
+            last[address] = current.get(address)
+        seqs = [r[0] for r in rows]
+        high = max(cursor.seq, seqs[-1] if seqs else 0)
+        filled = set(seqs)
+        still = [(n, t) for n, t in holes if n not in filled]
+        still += _holes((n for n in seqs if n > cursor.seq), cursor.seq, high, now)
+        if len(still) > MAX_HOLES:
+            return None
         return Changes(
             {a: r for a, r in last.items() if r is not None},
             frozenset(a for a, r in last.items() if r is None),
-            rows[-1][0] if rows else cursor,
+            LogCursor(high, tuple(still), time.time()),
         )
 
 
