@@ -195,3 +195,46 @@ async def test_a_failed_suppression_write_stores_no_event(tmp_path: Path) -> Non
             assert conn.execute("SELECT count(*) FROM mailer_events").fetchone() == (1,)
         retry = await mailer.ingest_events([event(event_id="d1"), complaint])
         assert (retry.new, retry.suppressed) == (2, ("angry@example.org",))
+
+
+async def test_two_stores_write_the_suppressions_first(tmp_path: Path) -> None:
+    """Events in the outbox's file, the list in another: the suppressions are written
+    before the events, so a failure between the two leaves the events unstored and the
+    ESP's retry applies them (the other order would lose the suppression for good, the
+    retry being a duplicate). Failures injected with SQLite triggers on the real files."""
+    import sqlite3
+
+    outbox, lst = tmp_path / "outbox.db", tmp_path / "list.db"
+    async with Mailer(
+        [MemoryProvider("p")], outbox=f"sqlite:///{outbox}", suppression=f"sqlite:///{lst}"
+    ) as mailer:
+        await mailer.ingest_events([event(event_id="warm-up")])  # both schemas exist
+        complaint = event("complained", event_id="c1", recipient="angry@example.org")
+        batch = [event(event_id="d1"), complaint]
+
+        # the events' write fails after the suppressions were written
+        with sqlite3.connect(outbox) as conn:
+            conn.execute("CREATE TRIGGER fail BEFORE INSERT ON mailer_events"
+                         " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")  # fmt: skip
+        with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+            await mailer.ingest_events(batch)
+        assert await mailer.suppression.get("angry@example.org") is not None
+        with sqlite3.connect(outbox) as conn:
+            conn.execute("DROP TRIGGER fail")
+        retry = await mailer.ingest_events(batch)  # the ESP's redelivery: new, applied
+        assert (retry.new, retry.duplicates, retry.suppressed) == (2, 0, ())
+
+        # the list's write fails: nothing of the batch is stored, the retry is new
+        bounce = event("bounced", bounce="hard", event_id="b1", recipient="gone@example.org")
+        with sqlite3.connect(lst) as conn:
+            conn.execute("CREATE TRIGGER fail BEFORE INSERT ON mailer_suppression"
+                         " BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")  # fmt: skip
+        with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
+            await mailer.ingest_events([bounce])
+        with sqlite3.connect(lst) as conn:
+            conn.execute("DROP TRIGGER fail")
+        with sqlite3.connect(outbox) as conn:
+            stored = conn.execute("SELECT count(*) FROM mailer_events WHERE event_key = 'b1'")
+            assert stored.fetchone() == (0,)
+        retry = await mailer.ingest_events([bounce])
+        assert (retry.new, retry.suppressed) == (1, ("gone@example.org",))

@@ -8,9 +8,16 @@
 
 ``ingest`` returns once the events are stored (a webhook answers 2xx after it); applying
 them is idempotent (an address already suppressed stays so, a settled row is no longer
-``unknown``), so a crash between storing and applying loses at most the listeners' calls
-for those events, never a suppression that a redelivery would not also miss: the
-suppression and the settling run before ``ingest`` returns too.
+``unknown``). Where one store holds both the events and the list, a batch and its
+suppressions are one transaction. Where they are two stores (events in the outbox's
+database, the list in Redis or another database), the batch's suppressions are written
+*first*, for every suppressing event in it, new or not: a crash after them and before the
+events leaves the events unstored, so the ESP's redelivery stores them (and adds nothing
+twice); the other order would store the events, lose the suppressions, and drop the
+redelivery as duplicates. The price: a redelivered event re-adds its address, also if
+someone removed it from the list in between. A crash after the events and before the
+settling leaves a row ``unknown`` (its redelivery is a duplicate): ``mailer outbox
+reconcile`` settles it. At most the listeners' calls for those events are lost.
 
 The sends' records (provider, provider's id -> our Message-ID) are written behind: a
 successful send appends to a buffer (no I/O on the send's path), flushed in one
@@ -191,11 +198,11 @@ class DeliveryHub:
                 )
                 self.suppression.remember(entries)
                 new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
-            else:
+            else:  # two stores: the suppressions first (see the module's doc)
+                entries = entries_for(events, [True] * len(events), self._entry_for)
+                suppressed = await self.suppression.add_entries(entries)
                 fresh = await self.store.add_events(events)
                 new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
-                entries = entries_for(new, [True] * len(new), self._entry_for)
-                suppressed = await self.suppression.add_entries(entries)
             settled = await self._settle_rows(new)
         for event in new:
             self._log(event)
