@@ -9,9 +9,10 @@ that header, so an event for another message never settles a row.
 Verdicts: any event but ``rejected`` (``accepted``, ``delivered``, ``failed``, ``opened``
 ...) -> ``sent``: Mailgun took the message. Only ``rejected`` ("Mailgun rejected the
 request to send") -> ``absent``. No event at all -> ``absent`` only in a window where the
-log is complete: older than :data:`EVENTS_SETTLE` (Mailgun's event polling guidance: a
-time range is final about half an hour later) and younger than :data:`EVENTS_KEPT` (the
-shortest retention of Mailgun's plans); anything else -> ``unknown``.
+log is complete: the last attempt older than :data:`EVENTS_SETTLE` (Mailgun's event
+polling guidance: a time range is final about half an hour later) and the row created
+within :data:`EVENTS_KEPT` (the shortest retention of Mailgun's plans), so the log still
+holds every attempt's events; anything else -> ``unknown``.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ async def lookup(
         return Lookup("sent", f"Mailgun logged {', '.join(kinds)}", f"<{header}>")
     if ours:
         return Lookup("absent", "Mailgun logged only 'rejected': it never took the message")
-    if EVENTS_SETTLE <= age <= EVENTS_KEPT:
+    # every attempt was made after the row's creation: the log must still reach it
+    span = time.time() - created if created is not None else age
+    if age >= EVENTS_SETTLE and span <= EVENTS_KEPT:
         return Lookup("absent", "no event for it in Mailgun's complete log")
     return Lookup("unknown", "no event for it in Mailgun's log (yet, or any longer)")
 

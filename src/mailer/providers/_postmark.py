@@ -22,6 +22,7 @@ Postmark takes a single tag per message and needs a To recipient.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -54,6 +55,10 @@ _ACCOUNT_ERRORS = {
 _INACTIVE = re.compile(r"inactive addresses:\s*(.*?)\.\s*Inactive recipients", re.S | re.I)
 _INVALID = re.compile(r"^(?:Invalid|Error\s+parsing)\s+'(?:To|Cc|Bcc)'[^']*'([^']*)'", re.I)
 
+
+#: seconds Postmark lists a message for at the least: its retention is 45 days by
+#: default and can be lowered to 7, so an older row's absence from the search is no proof
+SEARCH_KEPT = 7 * 86_400.0
 
 _MODEL_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -180,8 +185,9 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
         message: Message | None = None,
     ) -> Lookup:
         """Postmark's outbound message search, filtered by our Metadata key: a message it
-        accepted is listed there (for its 45 days of retention). An empty result proves
-        absence only once the row is older than ABSENT_AFTER (the index lags)."""
+        accepted is listed there (for the server's retention). An empty result proves
+        absence only once the last attempt is older than ABSENT_AFTER (the index lags) and
+        the row was created within :data:`SEARCH_KEPT` (every attempt still listed)."""
         query = urlencode({"count": 1, "offset": 0, f"metadata_{CORRELATION_KEY}": message_id})
         answer = await self.request(HTTPRequest("GET", f"/messages/outbound?{query}"), commit=False)
         total, found = answer.get("TotalCount"), answer.get("Messages")
@@ -193,7 +199,8 @@ class PostmarkProvider(HTTPProvider[PostmarkConfig]):
                 "listed in Postmark's outbound messages",
                 str(found[0].get("MessageID") or "") or None,
             )
-        if total == 0 and age >= ABSENT_AFTER:
+        span = time.time() - created if created is not None else age  # to the 1st try
+        if total == 0 and age >= ABSENT_AFTER and span <= SEARCH_KEPT:
             return Lookup("absent", "not in Postmark's outbound messages")
         return Lookup("unknown", "not (yet) in Postmark's outbound messages")
 

@@ -59,7 +59,7 @@ async def find(
         return Lookup("unknown", "no content to compare: Resend cannot be searched by our key")
     try:
         wanted = provider.payload(message).data
-    except (MessageError, DeliveryError) as exc:
+    except (MessageError, DeliveryError, ValueError) as exc:
         return Lookup("unknown", f"cannot rebuild the request to compare: {type(exc).__name__}")
     envelope = _envelope(wanted)
     since = created - CLOCK_SLACK

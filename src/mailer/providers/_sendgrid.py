@@ -117,7 +117,7 @@ class SendGridProvider(HTTPProvider[SendGridConfig]):
         message: Message | None = None,
     ) -> Lookup:
         """SendGrid's own record of the message (:mod:`mailer.providers._sendgrid_records`)."""
-        return await records.lookup(self, message_id, age=age)
+        return await records.lookup(self, message_id, age=age, created=created)
 
     def suppressions(self) -> AsyncIterator[list[Listed]]:
         """SendGrid's own suppression list (:mod:`mailer.providers._sendgrid_records`)."""

@@ -8,13 +8,15 @@ key with the ``email_activity.read`` scope: without them it answers 401/403, and
 stays ``unknown`` with a detail that says so.
 
 Verdicts: a message listed (``processed``, ``delivered`` or ``not_delivered``: SendGrid
-took the request either way) -> ``sent``. An empty search proves absence only between
-``ABSENT_AFTER`` (the feed lags the send) and :data:`ACTIVITY_KEPT` (the 30 days the
-feed keeps with that add-on); anything else -> ``unknown``.
+took the request either way) -> ``sent``. An empty search proves absence only when the
+last attempt is older than ``ABSENT_AFTER`` (the feed lags the send) and the row was
+created within :data:`ACTIVITY_KEPT` (the 30 days the feed keeps with that add-on), so
+every attempt is still in the feed; anything else -> ``unknown``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -40,7 +42,9 @@ def query(message_id: str) -> str | None:
     return f"unique_args['{CORRELATION_KEY}']=\"{message_id}\""
 
 
-async def lookup(provider: SendGridProvider, message_id: str, *, age: float) -> Lookup:
+async def lookup(
+    provider: SendGridProvider, message_id: str, *, age: float, created: float | None
+) -> Lookup:
     """SendGrid's verdict on ``message_id`` (see the module's docstring)."""
     text = query(message_id)
     if text is None:
@@ -65,7 +69,8 @@ async def lookup(provider: SendGridProvider, message_id: str, *, age: float) -> 
             f"{status} in SendGrid's email activity",
             msg_id if isinstance(msg_id, str) else None,
         )
-    if ABSENT_AFTER <= age <= ACTIVITY_KEPT:
+    span = time.time() - created if created is not None else age  # back to the 1st try
+    if age >= ABSENT_AFTER and span <= ACTIVITY_KEPT:
         return Lookup("absent", "not in SendGrid's email activity")
     return Lookup("unknown", "not in SendGrid's email activity (yet, or any longer)")
 
