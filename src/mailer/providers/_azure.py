@@ -39,6 +39,7 @@ from pydantic import SecretStr, field_validator, model_validator
 from .._errors import AuthError, DeliveryError, DeliveryUncertain
 from .._message import Address, Attachment, Message
 from .._redact import register_secret
+from ._azure_webhook import AzureWebhook, AzureWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, require
 from .http.config import url_credentials
 
@@ -121,6 +122,8 @@ class AzureConfig(HTTPConfig):
     access_key: SecretStr | None = None
     connection_string: SecretStr | None = None
     api_version: str = DEFAULT_API_VERSION
+    #: Event Grid's delivery reports: the secret in the webhook URL (docs/events.md)
+    webhook: AzureWebhookConfig | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -213,6 +216,7 @@ class AzureProvider(HTTPProvider[AzureConfig]):
     sends_message_id = False  # Azure sets its own Message-ID
     max_message_bytes = 10_000_000  # "10 MB" per email, attachments included (default)
     response_id_field = "id"
+    webhook_parser = AzureWebhook
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
