@@ -2,7 +2,8 @@
 
 The provider says how (``batch_size``, ``batch_max_bytes``, and its hooks
 :meth:`~HTTPProvider.batchable`, :meth:`~HTTPProvider.batch_request`,
-:meth:`~HTTPProvider.parse_batch`, :meth:`~HTTPProvider.batch_has_items`); this module
+:meth:`~HTTPProvider.parse_batch` or, for an API that reports items later,
+:meth:`~HTTPProvider.finish_batch`, :meth:`~HTTPProvider.batch_has_items`); this module
 cuts the messages into requests and gives each message its own outcome, never raising
 for one. A message the batch form cannot carry is sent alone; without a batch endpoint
 every message is sent alone, ``max_connections`` at a time.
@@ -123,4 +124,4 @@ async def send_chunk(provider: HTTPProvider[Any], items: list[Item]) -> list[Bat
     if not answer.is_success and not provider.batch_has_items(answer, len(items)):
         error = provider.error_for(answer)
         return [item_copy(error, provider.name) for _ in items]
-    return provider.parse_batch([payload.message for payload in payloads], answer)
+    return await provider.finish_batch([payload.message for payload in payloads], answer)

@@ -419,6 +419,14 @@ class HTTPProvider(Provider[ConfigT]):
         """One outcome per message from the batch answer, in order."""
         raise NotImplementedError
 
+    async def finish_batch(
+        self, messages: list[Message], answer: Answer
+    ) -> list[batch.BatchOutcome]:
+        """The outcomes of a batch the API accepted (2xx, or items reported): what
+        :meth:`parse_batch` reads from the answer, unless the API reports each item only
+        later (MailerSend's bulk endpoint: a bounded poll)."""
+        return self.parse_batch(messages, answer)
+
     def webhook(self) -> WebhookParser[Any] | None:
         """This provider's webhook receiver, or None without a parser or a ``webhook``
         block in its config (its events are then not accepted)."""
