@@ -1,29 +1,32 @@
 """Batch sending: ``Mailer.send_many`` and ``send_batch`` vs a loop of ``send`` vs the
 official SDK, per ESP.
 
-A local fake of the Postmark, Resend and Mailtrap APIs (benchmarks/_fake_esp.py, its own process)
-behind latency-proxy --delay-ms 5 (a 10 ms round trip). For each ESP, in one run:
+A local fake of the Postmark, Resend, Mailtrap and MailerSend APIs (benchmarks/_fake_esp.py,
+its own process) behind latency-proxy --delay-ms 5 (a 10 ms round trip). For each ESP, in one run:
 
 * ``Mailer.send_many``: a Mailer over the provider, ``await mailer.send_many(messages)``
   (each message routed as by ``send``, 100 at a time, merged into batch requests);
 * ``send_batch``: ``provider.send_batch(messages)`` (Postmark /email/batch 500 per request,
-  Resend /emails/batch 100 per request, Mailtrap /api/batch 500 per request),
+  Resend /emails/batch 100 per request, Mailtrap /api/batch 500 per request, MailerSend
+  /v1/bulk-email 500 per request with ``bulk = true``, then its status polled: the fake
+  completes a bulk at the first poll),
   ``max_connections`` requests at a time;
 * ``loop of send``: ``for m in messages: await provider.send(m)``;
 * the official SDK's per-message call, in a loop: postmarker's
-  ``PostmarkClient.emails.send``, resend's ``resend.Emails.send`` and mailtrap's
+  ``PostmarkClient.emails.send``, resend's ``resend.Emails.send``, mailersend's
+  ``MailerSendClient.emails.send`` and mailtrap's
   ``MailtrapClient.send`` (all synchronous, on requests; Mailtrap's client builds
   ``https://`` URLs only, so its HttpClient is pointed at the plain-HTTP fake by one
   override of ``_url``, the rest of the SDK unchanged).
 
-SparkPost, MailerSend and Mandrill have no batch form that answers per message (see
+SparkPost and Mandrill have no batch form for different messages (see
 docs/providers.md, "Batch sending"), so they are not here.
 
 The sequential cases run ``--loop-count`` messages (their rate does not depend on how many):
 10,000 of them would take minutes each. Messages/s are compared in the same run.
 
     .venv/bin/python benchmarks/batch.py [--count 10000] [--loop-count 500] [--rounds 3]
-        [--esps postmark,resend,mailtrap]
+        [--esps postmark,resend,mailtrap,mailersend]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import HOST, free_port, latency_proxy, machine, ratio, spawn, stop, table, wait_port
 
 from mailer import Mailer, Message, SendResult
+from mailer.providers._mailersend import MailerSendProvider
 from mailer.providers._mailtrap import MailtrapProvider
 from mailer.providers._postmark import PostmarkProvider
 from mailer.providers._resend import ResendProvider
@@ -62,6 +66,9 @@ def provider(kind: str, base_url: str) -> HTTPProvider:
     if kind == "mailtrap":
         return MailtrapProvider.from_config("mailtrap", {"api_token": "mt-bench",
                                                          "base_url": base_url})  # fmt: skip
+    if kind == "mailersend":
+        return MailerSendProvider.from_config("mailersend", {"api_key": "ms-bench", "bulk": True,
+                                                             "base_url": base_url})  # fmt: skip
     return ResendProvider.from_config("resend", {"api_key": "re_bench", "base_url": base_url})
 
 
@@ -129,6 +136,18 @@ def _sdk(kind: str, base_url: str, n: int) -> float:
             api.send(Mail(sender=Address(email=m.sender.email, name=m.sender.name),
                           to=[Address(email=m.to[0].email)], subject=m.subject,
                           text=m.text, html=m.html))  # fmt: skip
+    elif kind == "mailersend":
+        from mailersend import MailerSendClient
+        from mailersend.models.email import EmailContact, EmailRequest
+
+        ms = MailerSendClient(api_key="ms-bench", base_url=f"{base_url}/v1/", max_retries=0)
+
+        def send(m: Message) -> None:
+            assert m.sender is not None
+            ms.emails.send(EmailRequest(
+                from_email=EmailContact(email=m.sender.email, name=m.sender.name),
+                to=[EmailContact(email=m.to[0].email)], subject=m.subject, text=m.text,
+                html=m.html))  # fmt: skip
     else:
         import resend
 
@@ -189,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--loop-count", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--delay-ms", type=float, default=5.0)
-    parser.add_argument("--esps", default="postmark,resend,mailtrap")
+    parser.add_argument("--esps", default="postmark,resend,mailtrap,mailersend")
     args = parser.parse_args(argv)
     run(args.count, args.loop_count, args.rounds, args.delay_ms, args.esps.split(","))
 
