@@ -105,6 +105,32 @@ async def send_batch(
 
 
 async def send_chunk(provider: HTTPProvider[Any], items: list[Item]) -> list[BatchOutcome]:
+    """The chunk's per-item outcomes: one batch request per group the provider makes of
+    it (:meth:`HTTPProvider.batch_groups`: one group, unless the batch form carries only
+    messages that share content, as Mandrill's), the groups' requests concurrently."""
+    groups = provider.batch_groups([payload for _, payload in items])
+    if len(groups) == 1:
+        return await _send_group(provider, items)
+    outcomes: list[BatchOutcome | None] = [None] * len(items)
+
+    async def group(indexes: list[int]) -> None:
+        try:
+            results = await _send_group(provider, [items[i] for i in indexes])
+        except Exception as exc:  # as send_batch's chunk: we cannot know what was sent
+            text = redact(f"unexpected {type(exc).__name__} in batch: {exc}")
+            error = DeliveryUncertain(text, provider=provider.name)
+            results = [item_copy(error, provider.name) for _ in indexes]
+        for index, outcome in zip(indexes, results, strict=True):
+            outcomes[index] = outcome
+
+    async with asyncio.TaskGroup() as tasks:
+        for indexes in groups:
+            tasks.create_task(group(indexes))
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+async def _send_group(provider: HTTPProvider[Any], items: list[Item]) -> list[BatchOutcome]:
     """One batch request and its per-item outcomes. An idempotent request (one with an
     Idempotency-Key) is sent again once when its first answer was lost."""
     payloads = [payload for _, payload in items]

@@ -411,6 +411,12 @@ class HTTPProvider(Provider[ConfigT]):
         """One request sending every payload (adapters with ``batch_size`` implement it)."""
         raise NotImplementedError
 
+    def batch_groups(self, payloads: list[Payload[Any]]) -> list[list[int]]:
+        """The payloads (by position) that may share one batch request: all of them,
+        unless the batch form is one content to many recipients (Mandrill), where only
+        messages with the same content can."""
+        return [list(range(len(payloads)))]
+
     def batch_has_items(self, answer: Answer, count: int) -> bool:
         """Whether a non-2xx batch answer still reports each item (Mailjet does)."""
         return False
