@@ -1,4 +1,5 @@
-"""A local fake of the Postmark, Resend, Mailtrap, MailerSend, Azure and Scaleway send APIs, for
+"""A local fake of the Postmark, Resend, Mailtrap, MailerSend, Mandrill, Azure and Scaleway
+send APIs, for
 benchmarks/batch.py and benchmarks/sdk_send.py.
 
     python benchmarks/_fake_esp.py --port 8025
@@ -7,6 +8,7 @@ Answers ``POST /email`` and ``/email/batch`` (Postmark), ``POST /emails`` and
 ``/emails/batch`` (Resend), ``POST /api/send`` and ``/api/batch`` (Mailtrap),
 ``POST /v1/email`` and ``/v1/bulk-email`` with ``GET /v1/bulk-email/{id}`` (MailerSend: the
 bulk is ``completed`` at the first poll, sooner than MailerSend's queue would finish it),
+``POST /api/1.3/messages/send.json`` (Mandrill: one ``sent`` item per ``to`` entry),
 ``POST /emails:send`` (Azure: 202 and an operation) and
 ``POST /transactional-email/v1alpha1/regions/*/emails`` (Scaleway: one ``emails`` item per
 recipient, every field its SDK reads) with their documented success bodies, over HTTP/1.1
@@ -56,6 +58,9 @@ def _answer(path: str, body: Any) -> Any:
         return {"data": {"id": bulk, "state": "completed", "validation_errors_count": 0,
                          "validation_errors": None, "suppressed_recipients": None,
                          "messages_id": taken}}  # fmt: skip
+    if path == "/api/1.3/messages/send.json":
+        return [{"email": rcpt["email"], "status": "sent", "_id": f"md-{next(_ids)}",
+                 "reject_reason": None} for rcpt in body["message"]["to"]]  # fmt: skip
     if path.startswith("/emails:send"):
         return {"id": f"az-{next(_ids)}", "status": "Running", "error": None}
     if path.startswith("/transactional-email/") and path.endswith("/emails"):
