@@ -689,19 +689,25 @@ class Connection:
         # never cuts a payload short that is already on its way.
         await current_attempt().commit()
         timeout, label = self._timeout("socket_timeout")
+        handoff = self.on_handoff if last and self.pipelining else None
         # Until the final "." is written nothing can be delivered: a failure is transient.
         with self._guard(Phase.DATA, timeout, label):
             try:
-                await stream.send_payload(pieces, timeout=timeout)
+                # With a hand-off, a small payload is held for the rest of this loop turn
+                # so that the next message's group, written in it, leaves in one write.
+                await stream.send_payload(pieces, timeout=timeout, hold=handoff is not None)
             except MessageError:
                 # an attachment file changed mid-payload: the data cannot be ended
                 # (that would deliver a truncated message), so the session goes
                 self.abort()
                 raise
         if last:
-            handoff, self.on_handoff = self.on_handoff, None
-            if handoff is not None and self.pipelining:
-                handoff()  # the next message's group may follow our "." now
+            self.on_handoff = None
+            try:
+                if handoff is not None:
+                    handoff()  # the next message's group may follow our "." now
+            finally:
+                stream.flush_soon()  # after the next send's wake-up, which comes first
         reply = await self._read(stream, Phase.MESSAGE)
         if reply.code != 250:
             if reply.code == 421:
