@@ -250,7 +250,7 @@ class Connection:
 
     def _mapped(
         self, exc: Exception, phase: Phase, timeout: float | None, label: str
-    ) -> DeliveryError:
+    ) -> DeliveryError | MessageError:
         """What :meth:`_guard` raises for ``exc``: the connection is dropped first when
         the reply stream is in doubt (anything but a well-formed reply)."""
         reply = isinstance(exc, smtp_errors.SMTPResponseException) and exc.code > 0
