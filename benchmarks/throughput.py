@@ -18,6 +18,7 @@ Nodemailer measured in this run: 1 connection >= 1.3x, 5 connections >= 2.0x, th
 
     .venv/bin/python benchmarks/throughput.py [--rounds 5] [--count 3000] [--quick]
     .venv/bin/python benchmarks/throughput.py --rtt-rounds 0     # without the round trip
+    .venv/bin/python benchmarks/throughput.py --before cb7025f   # and that commit, in turn
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import latency
 from _common import (
     HOST,
     POSTFIX_SINK,
+    export_src,
     machine,
     median_of,
     nodemailer_cases,
@@ -72,6 +74,7 @@ def run(
     conns_list: list[int],
     node_versions: list[str],
     breakdown: bool = False,
+    before: str | None = None,
 ) -> dict[str, Any]:
     print(f"throughput: {machine()}")
     print(f"  {rounds} rounds; {count} messages per round per client ({count * 5} for C);")
@@ -86,6 +89,11 @@ def run(
             cases: dict[str, Any] = {}
             if not unavailable:
                 cases["ours"] = lambda c=conns: run_worker(["ours", HOST, port, c, count, BODY])
+            if before and not unavailable:
+                src = export_src(before)
+                cases["ours before"] = lambda c=conns, s=src: run_worker(
+                    ["ours", HOST, port, c, count, BODY], src=s
+                )
             if breakdown and not unavailable:
                 for variant in ("prerendered", "provider"):
                     cases[f"ours {variant}"] = lambda c=conns, v=variant: run_worker(
@@ -134,6 +142,15 @@ def run(
     headers = ["conns", "ours", "nodemailer", "aiosmtplib", "aio raw", "C"]
     headers += ["ours/node", "ours/aio", "ours/aio raw", "ours/C"]
     print(table(headers, rows))
+    if before:
+        print(f"Before and after in this run (ours before = commit {before}):")
+        for conns, s in summary.items():
+            print(
+                f"  {conns} conn(s): before {num(s.get('ours before'))} msg/s "
+                f"({ratio(s.get('ours before'), s['nodemailer'])} nodemailer), "
+                f"after {num(s['ours'])} msg/s ({ratio(s['ours'], s['nodemailer'])}); "
+                f"after/before {ratio(s['ours'], s.get('ours before'))}"
+            )
     if breakdown and not unavailable:
         print("Where ours spends its time (msg/s; the difference is the cost of that layer):")
         for conns, s in summary.items():
@@ -217,6 +234,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="also time ours with messages pre-rendered, and the provider without the Mailer",
     )
     ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also time ours at this commit (its src/ exported), for a before/after",
+    )
+    ap.add_argument(
         "--rtt-rounds",
         type=int,
         default=3,
@@ -228,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.rounds, args.count, rtt_count = 1, 300, 30
         args.rtt_rounds = min(args.rtt_rounds, 1)
-    summary = run(args.rounds, args.count, args.conns, args.nodemailer, args.breakdown)
+    summary = run(args.rounds, args.count, args.conns, args.nodemailer, args.breakdown, args.before)
     rtt = None
     if args.rtt_rounds > 0:
         print()
