@@ -110,6 +110,8 @@ def run(
             cases["C smtp-source"] = lambda c=conns: c_source(port, c, count * 5)
             results = rounds_of(cases, rounds)
             summary[conns] = {name: median_of(res, "rate") for name, res in results.items()}
+            for name in ("ours", "ours before"):
+                summary[conns][f"{name} cpu_us"] = median_of(results.get(name, []), "cpu_us")
             # Rounds are paired in time: the median of per-round ratios is steadier than
             # the ratio of medians when the machine's speed drifts during the run.
             for ref in ("nodemailer", "aiosmtplib"):
@@ -149,7 +151,8 @@ def run(
                 f"  {conns} conn(s): before {num(s.get('ours before'))} msg/s "
                 f"({ratio(s.get('ours before'), s['nodemailer'])} nodemailer), "
                 f"after {num(s['ours'])} msg/s ({ratio(s['ours'], s['nodemailer'])}); "
-                f"after/before {ratio(s['ours'], s.get('ours before'))}"
+                f"after/before {ratio(s['ours'], s.get('ours before'))}; CPU per message "
+                f"{num(s.get('ours before cpu_us'))} -> {num(s.get('ours cpu_us'))} us"
             )
     if breakdown and not unavailable:
         print("Where ours spends its time (msg/s; the difference is the cost of that layer):")
