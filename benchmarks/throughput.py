@@ -111,7 +111,8 @@ def run(
             results = rounds_of(cases, rounds)
             summary[conns] = {name: median_of(res, "rate") for name, res in results.items()}
             for name in ("ours", "ours before"):
-                summary[conns][f"{name} cpu_us"] = median_of(results.get(name, []), "cpu_us")
+                for key in ("cpu_us", "gc_us"):
+                    summary[conns][f"{name} {key}"] = median_of(results.get(name, []), key)
             # Rounds are paired in time: the median of per-round ratios is steadier than
             # the ratio of medians when the machine's speed drifts during the run.
             for ref in ("nodemailer", "aiosmtplib"):
@@ -144,6 +145,11 @@ def run(
     headers = ["conns", "ours", "nodemailer", "aiosmtplib", "aio raw", "C"]
     headers += ["ours/node", "ours/aio", "ours/aio raw", "ours/C"]
     print(table(headers, rows))
+    for conns, s in summary.items():
+        print(
+            f"{conns} conn(s): ours used {num(s.get('ours cpu_us'))} us of CPU a message, "
+            f"{num(s.get('ours gc_us'))} us of it in the garbage collector"
+        )
     if before:
         print(f"Before and after in this run (ours before = commit {before}):")
         for conns, s in summary.items():
