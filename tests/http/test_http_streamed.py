@@ -140,6 +140,18 @@ async def test_ses_streams_raw_json_with_its_length_and_signs_its_hash(
     assert got.headers["authorization"] == signed.headers["Authorization"]
 
 
+async def test_a_large_text_only_message_goes_to_ses_as_streamed_raw() -> None:
+    """No attachment, no header: Content.Simple for a small message, but a text part of
+    1 Mi characters goes Raw, streamed, rather than as a JSON string built whole."""
+    text = "".join(f"line {i} of a long report\n" for i in range(50_000))
+    message = Message(sender="a@example.com", to=["b@example.org"], text=text, html="<p>x</p>")
+    async with serve(respond=ses_reply) as server, ses(server) as provider:
+        assert provider.build_request(message).body is not None
+        await provider.send(message)
+    content = server.log[0].json()["Content"]
+    assert base64.b64decode(content["Raw"]["Data"]) == message.as_bytes()
+
+
 async def test_a_small_ses_raw_message_keeps_the_whole_body() -> None:
     message = Message(
         sender="a@example.com",

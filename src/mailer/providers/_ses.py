@@ -2,7 +2,10 @@
 
 A message with attachments or custom headers goes as ``Content.Raw``: the MIME bytes the
 Message rendered, so SES sends exactly what SMTP would (and Bcc recipients, who are not
-in the bytes, go in ``Destination``). Otherwise ``Content.Simple``. Metadata becomes SES
+in the bytes, go in ``Destination``); so does a large message (a body or attachment of
+1 MiB or more), whose base64 is streamed inside the JSON with its length known
+(providers/http/body.py) and its SigV4 hash made in a worker thread before the request.
+Otherwise ``Content.Simple``. Metadata becomes SES
 ``EmailTags`` (name/value pairs SES publishes with its events); plain tags have no SES
 equivalent. SES replaces the Message-ID with its own; its id is returned as
 ``provider_message_id``.
@@ -140,6 +143,11 @@ class SESPayload(Payload["SESProvider"]):
         self.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
 
     def set_body(self, text: str | None, html: str | None) -> None:
+        if isinstance(self.message.render(), Rendering):
+            # a large text or HTML part: as Raw, streamed, rather than a JSON string
+            # (which httpx would encode whole, then hold beside the message)
+            self.raw = True
+            return
         body = self.data["Content"]["Simple"]["Body"]
         if text is not None:
             body["Text"] = _text(text)
