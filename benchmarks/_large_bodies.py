@@ -7,6 +7,8 @@
         SHAPE  text   - a 25 MiB text part (7bit) and a 25 MiB HTML part with accents
                         (quoted-printable), built before the baseline (the caller's data)
                attach - Attachment(path=FILE), a short text part
+               idle   - nothing is sent: the ticker alone for 2 s, the machine's own
+                        noise (a loaded machine delays an idle loop too)
         MODE   streamed (the library as it is) | whole (STREAM_THRESHOLD set past the
                message: every body rendered whole, as before issue 25 item 4)
 
@@ -105,6 +107,11 @@ async def case(path: str, shape: str, mode: str, host: str, port: int, file: str
         await mailer.send(Message(to=[RCPT], subject="warm", text="warm", attachments=[warm]))
         text, html = _texts() if shape == "text" else ("see attached", None)
         base = max(vm("VmHWM"), vm("VmRSS"))
+        if shape == "idle":
+            with Ticker() as ticker:
+                await asyncio.sleep(2.0)
+            return {"base_kb": base, "peak_kb": vm("VmHWM"), "delta_kb": vm("VmHWM") - base,
+                    "elapsed": 2.0, "stall_ms": ticker.longest * 1000, "size": 0}  # fmt: skip
         with Ticker() as ticker:
             await asyncio.sleep(0.01)  # the ticker's own first wake-up is not the send's
             t0 = time.perf_counter()

@@ -106,6 +106,8 @@ def run_large(rounds: int, path: Path, size_mib: int) -> dict[str, Any]:
                 for mode in ("streamed", "whole"):
                     args = ["large", via, shape, mode, HOST, port, path]
                     cases[f"{via} {shape} {mode}"] = lambda args=args: run_worker(args)
+        idle = ["large", "smtp", "idle", "streamed", HOST, smtp_port, path]
+        cases["idle ticker, nothing sent"] = lambda: run_worker(idle)
         results = rounds_of(cases, rounds)
     print()
     print(f"Large bodies: a {size_mib} MiB message per path (median of {rounds} rounds)")
@@ -116,6 +118,10 @@ def run_large(rounds: int, path: Path, size_mib: int) -> dict[str, Any]:
         stall = median_of(res, "stall_ms")
         elapsed = median_of(res, "elapsed")
         x = None if delta is None or not size else delta * 1024 / size
+        if name.startswith("idle"):
+            rows.append([name, "", "", "", num(stall, ".1f"), ""])
+            summary["large idle"] = {"stall_ms": stall}
+            continue
         summary[f"large {name}"] = {"x": x, "stall_ms": stall, "elapsed": elapsed}
         if name.endswith("streamed"):
             worst_x = max(worst_x, x if x is not None else 99.0)

@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import email
 import random
-import threading
 from collections.abc import AsyncIterator, Callable
 from email import policy
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from mailer import Message, TransientError
@@ -161,24 +162,39 @@ def test_the_smtp_payload_is_stuffed_and_sized_before_it_is_read(
     assert wire == data.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
-async def test_render_async_renders_a_large_part_in_a_worker_thread(
+async def test_render_async_scans_a_large_part_on_the_loop_a_slice_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    threads: list[str] = []
-    real = _mime.TextSource
+    """The pass that finds a large part's encoding and size gives the loop a turn after
+    every slice, and the rendering takes the source it made (no second pass)."""
+    passes: list[bool] = []
+    real = _stream.TextSource.__init__
 
-    class Recording(real):  # type: ignore[misc,valid-type]
-        def __init__(self, text: str) -> None:
-            threads.append(threading.current_thread().name)
-            super().__init__(text)
+    def recording(self: _stream.TextSource, text: str, *, scan: bool = True) -> None:
+        passes.append(scan)
+        real(self, text, scan=scan)
 
-    monkeypatch.setattr(_mime, "TextSource", Recording)
+    monkeypatch.setattr(_stream.TextSource, "__init__", recording)
     small = Message(sender="a@example.com", to=["b@example.org"], text="hi")
-    assert isinstance(await small.render_async(), bytes) and threads == []
-    msg = Message(sender="a@example.com", to=["b@example.org"], html=big_text(MIB + 5))
-    rendering = await msg.render_async()
+    assert isinstance(await small.render_async(), bytes) and passes == []
+    html = big_text(MIB + 5, accents=True)  # quoted-printable: two passes over the slices
+    msg = Message(sender="a@example.com", to=["b@example.org"], html=html)
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        for _ in range(100_000):
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+        rendering = await msg.render_async()
+        tg.cancel_scope.cancel()
     assert isinstance(rendering, _mime.Rendering)
-    assert len(threads) == 1 and threads[0] != threading.main_thread().name
+    [source] = [p for p in rendering.pieces if isinstance(p, _stream.TextSource)]
+    assert source.cte == "quoted-printable" and passes == [False]  # made once, async
+    assert turns >= 2 * len(html) // _stream.TEXT_CHUNK
     assert await msg.render_async() is rendering  # made once
 
 

@@ -213,9 +213,10 @@ _Piece = bytes | _Base64 | Streamed
 _Part = tuple[bytes, list[_Piece]]
 
 
-def _text_part(text: str, subtype: str) -> _Part:
+def _text_part(text: str, subtype: str, scanned: Sequence[TextSource] = ()) -> _Part:
     if len(text) >= STREAM_THRESHOLD:  # encoded as it is sent, in slices
-        source = TextSource(text)
+        found = [s for s in scanned if s.is_of(text)]
+        source = found[0] if found else TextSource(text)
         return _text_head(subtype, source.cte), [source]
     data = text.replace("\r\n", "\n").replace("\r", "\n")
     if not data.endswith("\n"):
@@ -364,7 +365,7 @@ def _multipart(subtype: str, parts: list[_Part]) -> _Part:
     return head, body
 
 
-def _body(message: Message, eight_bit: bool = False) -> _Part:
+def _body(message: Message, eight_bit: bool = False, scanned: Sequence[TextSource] = ()) -> _Part:
     text, html = message.text, message.html
     inline = [a for a in message.attachments if a.inline]
     files = [a for a in message.attachments if not a.inline]
@@ -372,11 +373,12 @@ def _body(message: Message, eight_bit: bool = False) -> _Part:
         text = ""
     html_part: _Part | None = None
     if html is not None:
-        html_part = _text_part(html, "html")
+        html_part = _text_part(html, "html", scanned)
         if inline:
             related = [_attachment_part(a, eight_bit) for a in inline]
             html_part = _multipart("related", [html_part, *related])
-    parts = [p for p in (None if text is None else _text_part(text, "plain"), html_part) if p]
+    plain = None if text is None else _text_part(text, "plain", scanned)
+    parts = [p for p in (plain, html_part) if p]
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts) if parts else None
     if files:
         attached = [_attachment_part(a, eight_bit) for a in files]
@@ -397,7 +399,7 @@ def header(headers: dict[str, str], lower: str) -> str | None:
 
 
 def render(
-    message: Message, date: str, *, eight_bit: bool = False
+    message: Message, date: str, *, eight_bit: bool = False, scanned: Sequence[TextSource] = ()
 ) -> tuple[list[bytes | Streamed], list[str]] | None:
     """The message and the header names written, or None to use the stdlib.
 
@@ -405,7 +407,9 @@ def render(
     streamed piece (:class:`Source`, :class:`TextSource`) between each two (the first
     segment holds the whole header block).
     ``eight_bit``: attached messages with 8-bit content go as they are (8bit), for a
-    server that offers 8BITMIME; otherwise they are re-encoded to 7 bits.
+    server that offers 8BITMIME; otherwise they are re-encoded to 7 bits. ``scanned``:
+    large text parts' sources made beforehand (:meth:`TextSource.made`), used for the
+    very strings they were made of.
     """
     assert message.sender is not None and message.message_id is not None
     try:
@@ -432,7 +436,7 @@ def render(
             else:
                 out.write(_unstructured(name, value))
             names.append(lower)
-        head, pieces = _body(message, eight_bit)
+        head, pieces = _body(message, eight_bit, scanned)
         out.write(b"MIME-Version: 1.0\r\n")
         out.write(head)
         out.write(CRLF)

@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio.lowlevel
+
 from .._errors import MessageError
 
 if TYPE_CHECKING:
@@ -193,9 +195,26 @@ class TextSource:
 
     __slots__ = ("_cuts", "_text", "cte", "dots", "size")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, scan: bool = True) -> None:
         self._text = text
         self._cuts = _line_cuts(text, TEXT_CHUNK)
+        self.cte, self.size, self.dots = "", 0, 0
+        if scan:
+            for _ in self._scan():
+                pass
+
+    @classmethod
+    async def made(cls, text: str) -> TextSource:
+        """The source of ``text``, its pass made on the event loop a slice at a time
+        (the loop's turn after each): no thread, so no wait for the GIL or the CPU."""
+        source = cls(text, scan=False)
+        for _ in source._scan():
+            await anyio.lowlevel.checkpoint()
+        return source
+
+    def _scan(self) -> Iterator[None]:
+        """Find the transfer encoding, the encoded size and the "." lines; yields after
+        each slice (a caller may give the event loop a turn there)."""
         seven_bit = True
         utf8 = ascii_ = chars = newlines = dots = 0
         for piece in self._slices():
@@ -210,16 +229,22 @@ class TextSource:
             chars += len(piece)
             newlines += piece.count("\n")
             dots += piece.count("\n.") + piece.startswith(".")
+            yield
         if seven_bit:
             self.cte, self.size, self.dots = "7bit", chars + newlines - 2, dots
         elif (utf8 - ascii_) * 3 > utf8:
             self.cte, self.size, self.dots = "base64", encoded_size(utf8), 0
         else:
-            self.cte, size, dots = "quoted-printable", 0, 0
+            size = dots = 0
             for qp in self._qp():
                 size += len(qp) + qp.count(b"\n")
                 dots += qp.count(b"\n.") + qp.startswith(b".")
-            self.size, self.dots = size - 2, dots
+                yield
+            self.cte, self.size, self.dots = "quoted-printable", size - 2, dots
+
+    def is_of(self, text: str) -> bool:
+        """Whether this source encodes ``text`` (the very object, not an equal copy)."""
+        return self._text is text
 
     def _slices(self) -> Iterator[str]:
         """The text in slices with LF newlines, the last one ending with a newline."""
