@@ -4,7 +4,7 @@ A message with attachments or custom headers goes as ``Content.Raw``: the MIME b
 Message rendered, so SES sends exactly what SMTP would (and Bcc recipients, who are not
 in the bytes, go in ``Destination``); so does a large message (a body or attachment of
 1 MiB or more), whose base64 is streamed inside the JSON with its length known
-(providers/http/body.py) and its SigV4 hash made in a worker thread before the request.
+(providers/http/body.py) and its SigV4 hash made before the request, chunk by chunk.
 Otherwise ``Content.Simple``. Metadata becomes SES
 ``EmailTags`` (name/value pairs SES publishes with its events); plain tags have no SES
 equivalent. SES replaces the Message-ID with its own; its id is returned as
@@ -246,7 +246,7 @@ class _SigV4(AWS4Auth):
 
     AWS4Auth reads the whole body to hash it (``requires_request_body``), which would
     hold a streamed 50 MiB message in memory. A streamed request arrives with its hash
-    already in ``x-amz-content-sha256`` (made by the transport, in a worker thread);
+    already in ``x-amz-content-sha256`` (made by the transport, chunk by chunk);
     it is signed with that hash by httpx-auth's own canonicalization and key
     derivation, the steps of ``AWS4Auth.auth_flow`` after its hashing line. Any other
     request (its body in memory) goes through ``AWS4Auth.auth_flow`` unchanged.

@@ -18,7 +18,9 @@ message again, so a retry, a redirect or a second provider re-streams it whole
 (httpx re-iterates a body object that is not a generator). Between encoded chunks the
 event loop gets a turn, as in the SMTP path. An API whose signature covers the body
 (SES's SigV4 ``x-amz-content-sha256``) asks for ``digest``: one hashing pass made
-before the request, in a worker thread.
+before the request, on the event loop a chunk at a time (the loop's turn after each):
+in a worker thread the pass held the GIL and the loop waited for it, and for the CPU,
+at every switch (a 27 ms median stall for a 64 MiB message, against 10-15 ms here).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import hashlib
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
-import anyio
 import anyio.lowlevel
 import httpx
 
@@ -119,16 +120,14 @@ class StreamedBody:
         yield self.tail
 
     async def digest(self) -> str:
-        """SHA-256 of the body, hex; made once, in a worker thread (one encoding pass)."""
+        """SHA-256 of the body, hex; made once, by one encoding pass a chunk at a time."""
         if self._digest is None:
-            self._digest = await anyio.to_thread.run_sync(self._hash)
+            hasher = hashlib.sha256()
+            for chunk in self.chunks():
+                hasher.update(chunk)
+                await anyio.lowlevel.checkpoint()
+            self._digest = hasher.hexdigest()
         return self._digest
-
-    def _hash(self) -> str:
-        hasher = hashlib.sha256()
-        for chunk in self.chunks():
-            hasher.update(chunk)  # hashlib releases the GIL for large buffers
-        return hasher.hexdigest()
 
     def __repr__(self) -> str:
         return f"<StreamedBody {self.length} bytes, {self.content_type.split(';')[0]}>"

@@ -52,7 +52,7 @@ class HTTPRequest:
     httpx takes them (``(field, (filename or None, content, content_type?))``). ``body``
     is a streamed body instead of ``json`` or ``files`` (raw MIME of a large message),
     and ``digest_header`` names a header to carry its SHA-256 (SigV4's
-    ``x-amz-content-sha256``), computed before the request in a worker thread.
+    ``x-amz-content-sha256``), computed before the request (one encoding pass).
     """
 
     method: str
@@ -146,7 +146,7 @@ class Transport:
         """
         body = request.body
         if body is not None and request.digest_header is not None:
-            # one hashing pass over the encoded body, off the loop, before a slot is held
+            # one hashing pass over the encoded body, in slices, before a slot is held
             digest = await body.digest()
             request.headers = {**request.headers, request.digest_header: digest}
         client = self.client()
