@@ -24,7 +24,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from mailer import Message, TransientError
+from mailer import Attachment, Message, TransientError
 from mailer._message import mime as _mime
 from mailer._message import model as message_module
 from mailer._message import stream as _stream
@@ -196,6 +196,30 @@ async def test_render_async_scans_a_large_part_on_the_loop_a_slice_at_a_time(
     assert source.cte == "quoted-printable" and passes == [False]  # made once, async
     assert turns >= 2 * len(html) // _stream.TEXT_CHUNK
     assert await msg.render_async() is rendering  # made once
+
+
+def test_the_8bit_rendering_shares_the_text_sources(
+    monkeypatch: pytest.MonkeyPatch, fixed_date: None
+) -> None:
+    """A message with an 8-bit attached message has a second rendering (for 8BITMIME):
+    it takes the first one's text sources (no second pass) and is the whole one's."""
+    inner = "Subject: Grüße\nContent-Type: text/plain; charset=utf-8\n\nKöln\n".encode()
+    fwd = Attachment(content=inner, filename="fwd.eml", content_type="message/rfc822")
+    kw: dict[str, Any] = {"text": big_text(MIB + 7), "attachments": [fwd]}
+
+    def both(threshold: int) -> tuple[Any, Any]:
+        monkeypatch.setattr(_mime, "STREAM_THRESHOLD", threshold)
+        _mime._rng.seed(4)
+        msg = Message(sender="a@example.com", to=["b@example.org"], subject="s",
+                      message_id="<same@example.com>", **kw)  # fmt: skip
+        return msg.render(), msg.render_8bit()
+
+    first, eight = both(_stream.STREAM_THRESHOLD)
+    whole_first, whole_eight = both(1 << 40)
+    assert isinstance(first, _mime.Rendering) and isinstance(eight, _mime.Rendering)
+    shared = [p for p in eight.pieces if isinstance(p, _stream.TextSource)]
+    assert shared and all(any(p is q for q in first.pieces) for p in shared)
+    assert first.join() == whole_first and eight.join() == whole_eight != whole_first
 
 
 # ----------------------------------------------------------------------------------- SMTP

@@ -439,8 +439,8 @@ class Message(Strict):
         about 0.6 s for 50 MiB. Here that pass runs on the loop a slice at a time
         (:meth:`TextSource.made`), the loop's turn after each slice, and the rendering
         then takes the sources made. Not in a worker thread: the pass holds the GIL, and
-        under load the loop then waits for the GIL and the CPU in turn (measured: twice
-        the stalls). Every other message renders here, at once.
+        under load the loop then waits for the GIL and the CPU in turn (longer stalls:
+        docs/design-notes.md). Every other message renders here, at once.
         """
         private = self.__pydantic_private__
         assert private is not None
@@ -449,7 +449,7 @@ class Message(Strict):
             return data
         limit = _mime.STREAM_THRESHOLD
         large = [t for t in (self.text, self.html) if t is not None and len(t) >= limit]
-        if not large:
+        if not large or self.sender is None:  # (without a sender: the error, at once)
             return self.render()
         scanned = [await _mime.TextSource.made(text) for text in large]
         return self._render_once(scanned)
@@ -495,7 +495,13 @@ class Message(Strict):
             with _RENDER_LOCK:
                 data = private["_rendered_8bit"]
                 if data is None:
-                    fast = _mime.render(self, private["_date"], eight_bit=True)
+                    rendered = private["_rendered"]  # its text sources serve both
+                    scanned = (
+                        [p for p in rendered.pieces if isinstance(p, _mime.TextSource)]
+                        if isinstance(rendered, _mime.Rendering)
+                        else []
+                    )
+                    fast = _mime.render(self, private["_date"], eight_bit=True, scanned=scanned)
                     data = private["_rendered_8bit"] = False if fast is None else _checked(*fast)
         return None if isinstance(data, bool) else data
 
