@@ -126,6 +126,12 @@ class HTTPProvider(Provider[ConfigT]):
     def base_url(self) -> str:
         return self.config.base_url or self.default_base_url
 
+    @property
+    def attempts_timeout(self) -> float | None:
+        """``timeout`` bounds a try and its retries together: an idempotent retry after
+        a read timeout gets what is left of it, not a second ``timeout``."""
+        return float(self.config.timeout)
+
     def send_target(self) -> str:
         """The path a send POSTs to; a method so it can depend on the config."""
         return self.send_path
