@@ -171,8 +171,9 @@ class Provider(AsyncClosing, Generic[ConfigT]):
             message = local_variant(message, self.name)  # rendered once, by the Mailer
         if message.template is None or self.resolves_templates:
             # render (and check) before any I/O; cached on the message. A group leaves a
-            # template message to its leaves: each renders what it sends
-            message.render()
+            # template message to its leaves: each renders what it sends (a large text
+            # or HTML part a slice at a time, the loop's turn between slices)
+            await message.render_async()
         message.envelope_sender  # noqa: B018 - raises MessageError when there is none
         try:
             result = await self._send(message)
