@@ -38,10 +38,10 @@ What the commit point buys:
 **Early start.** A durable record takes a database round trip, and a provider that waits
 for it at the commit point holds its connection idle meanwhile (SMTP: between DATA's 354
 and the payload). So a provider may call :meth:`AttemptContext.prepare` when it starts
-the exchange that leads to its commit point (SMTP: as the transaction's MAIL, RCPT and
-DATA go out): a hook with a ``prepare()`` method (:class:`PreparedHook`) starts its write
-then, and the hook itself, awaited at the commit point as before, only waits for that
-write to be done. The guarantee is unchanged: nothing crosses before the record is
+the exchange that leads to its commit point (SMTP: as the attempt starts, before the
+pool wait and MAIL, RCPT and DATA): a hook with a ``prepare()`` method
+(:class:`PreparedHook`) starts its write then, and the hook itself, awaited at the
+commit point as before, only waits for that write to be done. The guarantee is unchanged: nothing crosses before the record is
 durable. What changes is the hook's side: its record may now exist for an attempt that
 never reached the commit point, and it must be harmless there (the outbox's is: see
 docs/design-notes.md, "Outbox near direct speed").

@@ -7,7 +7,8 @@ database write, and an SMTP connection waiting for it idles between DATA's 354 a
 payload (about a millisecond a message, most of the outbox's gap to sending directly).
 
 So the write starts early: :meth:`CommitRecord.prepare` is called by the attempt layer
-when the provider starts the transaction (SMTP: as MAIL, RCPT and DATA go out, see
+when the provider starts the message's attempt (SMTP: before it waits for a pooled
+connection and sends MAIL, RCPT and DATA; see
 :meth:`mailer._attempt.AttemptContext.prepare`), and the hook proper, awaited at the
 commit point, only waits for that write. Nothing crosses before it is durable and
 confirmed (its claim still held): the never-twice guarantee is where it was.
@@ -20,9 +21,10 @@ Why an early record is harmless for an attempt that never reaches its commit poi
   with backoff, ``failed``...). The next claim resets ``committed``.
 * **The worker dies.** The lease expires with ``committed`` set, so the row goes to
   ``unknown`` (may have been delivered), where before it went back to ``queued`` when the
-  worker died between MAIL and the commit point. That window is one round trip more
-  than it was; the outcome is on the safe side (never sent twice), at the price of an
-  operator's look at a message that in fact was not sent.
+  worker died between the start of the attempt and the commit point (the pool wait,
+  MAIL, RCPT, DATA). The outcome is on the safe side (never sent twice), at the price
+  of an operator's look at a message that in fact was not sent; a worker killed before
+  the provider starts (claimed, or routing) still leaves its rows ``queued``.
 * **Late writes.** Each write is bound to the claim and to ``state = 'sending'``, so one
   landing after the result (or after another worker's claim) changes nothing. The worker
   still waits for every early write before writing its result (:meth:`settled`): the
