@@ -41,10 +41,10 @@ and the payload). So a provider may call :meth:`AttemptContext.prepare` when it 
 the exchange that leads to its commit point (SMTP: as the attempt starts, before the
 pool wait and MAIL, RCPT and DATA): a hook with a ``prepare()`` method
 (:class:`PreparedHook`) starts its write then, and the hook itself, awaited at the
-commit point as before, only waits for that write to be done. The guarantee is unchanged: nothing crosses before the record is
-durable. What changes is the hook's side: its record may now exist for an attempt that
-never reached the commit point, and it must be harmless there (the outbox's is: see
-docs/design-notes.md, "Outbox near direct speed").
+commit point as before, only waits for that write to be done. The guarantee is
+unchanged: nothing crosses before the record is durable. What changes is the hook's
+side: its record may now exist for an attempt that never reached the commit point, and
+it must be harmless there (the outbox's is: see :mod:`mailer._outbox._commit`).
 
 **One deadline.** The send's deadline is held here, by the attempt, and nowhere else a
 provider can see: :meth:`AttemptContext.limit` is the one answer to "until when may I
