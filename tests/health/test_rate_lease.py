@@ -129,3 +129,52 @@ async def test_a_lease_is_spent_locally_then_refilled_and_a_full_bucket_spaces_s
         took = time.monotonic() - started
     # 10 at once (the burst; batch 1 here: a tenth of 10), then 3 more 100 ms apart
     assert 0.25 <= took < 1.5, took
+
+
+def test_a_lease_keeps_at_most_batch_minus_one_and_drops_stale_slots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailer._routing import ratelimit
+
+    now = [100.0]
+    monkeypatch.setattr(ratelimit.time, "monotonic", lambda: now[0])
+    limit = RateLimit(messages=1000, per=1.0, lease=8)
+    assert limit.batch == 8
+    assert RateLimit(messages=14).batch == 1  # SES's rate: one slot per call, as before
+    assert RateLimit(messages=50).batch == 5  # a tenth of the limit
+    lease = ratelimit.Lease(limit)
+    assert not lease.take()
+    lease.fill(8)  # one spent by the caller, 7 kept
+    lease.fill(8)  # a concurrent refill: still at most 7 kept (the rest are wasted)
+    assert lease.count == 7
+    assert [lease.take() for _ in range(8)] == [True] * 7 + [False]
+    lease.fill(5)
+    now[0] += 1.0  # min(per, 1 s) later: stale, dropped rather than spent late
+    assert not lease.take() and lease.count == 0
+
+
+@pytest.mark.anyio
+async def test_the_script_takes_only_what_is_free_now_then_one_slot_with_its_wait(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """Burst 5, batch asked 16: 5 slots at once (wait 0), then one with a wait of one
+    interval, then none past max_wait."""
+    from mailer._routing.health import HealthConfig
+    from mailer._routing.ratelimit import Gcra
+    from mailer._routing.store import RedisHealth
+
+    store = RedisHealth(HealthConfig(store=redis_server.url, prefix=prefix))
+    limit = RateLimit(messages=10, per=1.0, burst=5)
+    store.limits["p"] = Gcra(limit)
+    await store.connect_once()
+    try:
+        key = [store._key("rate", "p")]
+        interval = int(limit.interval * 1e6)
+        taken, wait, _ = await store._call("rate", key, [interval, 5, 10**6, 0, 16])
+        assert (taken, wait) == (5, 0)
+        taken, wait, _ = await store._call("rate", key, [interval, 5, 10**6, 0, 16])
+        assert taken == 1 and 0.05e6 < wait <= interval
+        taken, _, _ = await store._call("rate", key, [interval, 5, 1000, 0, 16])
+        assert taken == 0  # the next slot is further than 1 ms away: nothing taken
+    finally:
+        await store.aclose()
