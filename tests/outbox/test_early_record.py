@@ -33,11 +33,11 @@ def _config(port: int, url: str) -> dict[str, Any]:
 async def test_the_record_overlaps_the_envelope_and_lands_before_the_end_of_data(
     db_url: str, smtp: Callable[..., SMTPTestServer]
 ) -> None:
-    """A record that takes 0.4 s and a server that answers MAIL 0.4 s late: the two
-    overlap (one after the other took 0.8 s), and the message reaches the server only
+    """A record that takes 0.8 s and a server that answers MAIL 0.8 s late: the two
+    overlap (one after the other took 1.6 s), and the message reaches the server only
     after the record is written."""
     server = smtp()
-    server.state.fail("MAIL", "delay:0.4:", times=1)
+    server.state.fail("MAIL", "delay:0.8:", times=1)
     async with Mailer.from_config(_config(server.port, db_url)) as m:
         mid = await m.enqueue(make_message(1))
         store: Any = m.outbox.store
@@ -45,7 +45,7 @@ async def test_the_record_overlaps_the_envelope_and_lands_before_the_end_of_data
         seen: list[dict[str, int]] = []
 
         async def slow_mark(row: int, claim: str, provider: str | None) -> bool:
-            await asyncio.sleep(0.4)
+            await asyncio.sleep(0.8)
             ok: bool = await mark(row, claim, provider)
             seen.append(server.received())  # what the server had when it was written
             return ok
@@ -56,7 +56,7 @@ async def test_the_record_overlaps_the_envelope_and_lands_before_the_end_of_data
         elapsed = time.monotonic() - start
     assert seen == [{}]  # nothing had reached the server before the record
     assert server.received() == {mid: 1}
-    assert elapsed < 0.75, elapsed
+    assert elapsed < 1.4, elapsed
     (row,) = rows(db_url)
     assert row["state"] == "sent" and row["committed"] and row["provider"] == "s"
 
