@@ -72,10 +72,12 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
-# A longer run of the fault matrix (2,000 sends per fault instead of 200); not part of CI.
+# A longer run of the fault matrix (2,000 sends per fault instead of 200), and the task
+# queues' chaos runs that make test leaves out; not part of CI.
 soak: install
 	MAILER_FAULTS_N=2000 $(BIN)/pytest -q tests/faults/test_matrix.py
 	MAILER_SOAK_QUEUED=10000 $(BIN)/pytest -q -s tests/faults/test_slow_failures.py -k soak
+	MAILER_SOAK_CHAOS=1 $(BIN)/pytest -q tests/tasks/test_celery_chaos.py tests/tasks/test_rq_chaos.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -53,6 +53,12 @@ def _ours_src() -> tuple[Path | None, str]:
             return None, "working tree"
         return None, f"working tree at {head}" + (" with uncommitted src changes" if dirty else "")
     sha = _git("rev-parse", "--short", ref)
+    return export_src(sha), f"commit {sha} ({ref})"
+
+
+def export_src(ref: str) -> Path:
+    """That commit's src/, exported once into .bench/src-<sha> (an importable tree)."""
+    sha = _git("rev-parse", "--short", ref)
     dest = BENCH_DIR / f"src-{sha}"
     if not (dest / "src" / "mailer").is_dir():
         dest.mkdir(parents=True, exist_ok=True)
@@ -60,16 +66,19 @@ def _ours_src() -> tuple[Path | None, str]:
             ["git", "archive", sha, "src"], cwd=ROOT, capture_output=True, timeout=60, check=True
         )
         subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    return dest / "src", f"commit {sha} ({ref})"
+    return dest / "src"
 
 
 OURS_SRC, OURS_FROM = _ours_src()
 
 
-def worker_env() -> dict[str, str]:
+def worker_env(src: Path | None = None) -> dict[str, str]:
+    """The environment of a client process: "ours" from ``src`` (another commit's tree,
+    for a before/after in one run), else from MAILER_BENCH_REF's, else the working tree."""
     env = dict(os.environ)
-    if OURS_SRC is not None:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OURS_SRC), env.get("PYTHONPATH")]))
+    src = src or OURS_SRC
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
 
 
@@ -208,8 +217,11 @@ def nodemailer_version(version: str = "latest") -> str:
     return installed_version(node_dir(version), "nodemailer") or "?"
 
 
-def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dict[str, Any]:
-    """Run one client in a fresh process; it prints one JSON object as its last line."""
+def run_worker(
+    args: Sequence[str | int | float], timeout: float = 300.0, *, src: Path | None = None
+) -> dict[str, Any]:
+    """Run one client in a fresh process; it prints one JSON object as its last line.
+    ``src``: import "ours" from that tree (:func:`export_src`)."""
     if args and str(args[0]).startswith("nodemailer"):
         version = str(args[0]).partition("@")[2] or "latest"
         driver = ensure_nodemailer(version)
@@ -220,7 +232,7 @@ def run_worker(args: Sequence[str | int | float], timeout: float = 300.0) -> dic
     else:
         cmd = [sys.executable, str(CLIENTS), *[str(a) for a in args]]
         cwd = ROOT
-    env = worker_env()
+    env = worker_env(src)
     proc = spawn(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     try:
         out, err = proc.communicate(timeout=timeout)

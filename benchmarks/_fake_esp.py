@@ -1,10 +1,14 @@
-"""A local fake of the Postmark, Resend, Mailtrap, Azure and Scaleway send APIs, for
+"""A local fake of the Postmark, Resend, Mailtrap, MailerSend, Mandrill, Azure and Scaleway
+send APIs, for
 benchmarks/batch.py and benchmarks/sdk_send.py.
 
     python benchmarks/_fake_esp.py --port 8025
 
 Answers ``POST /email`` and ``/email/batch`` (Postmark), ``POST /emails`` and
 ``/emails/batch`` (Resend), ``POST /api/send`` and ``/api/batch`` (Mailtrap),
+``POST /v1/email`` and ``/v1/bulk-email`` with ``GET /v1/bulk-email/{id}`` (MailerSend: the
+bulk is ``completed`` at the first poll, sooner than MailerSend's queue would finish it),
+``POST /api/1.3/messages/send.json`` (Mandrill: one ``sent`` item per ``to`` entry),
 ``POST /emails:send`` (Azure: 202 and an operation) and
 ``POST /transactional-email/v1alpha1/regions/*/emails`` (Scaleway: one ``emails`` item per
 recipient, every field its SDK reads) with their documented success bodies, over HTTP/1.1
@@ -25,6 +29,8 @@ from typing import Any
 from mailer.testing import HTTPRequest, HTTPTestServer, Reply
 
 _ids = itertools.count(1)
+#: MailerSend bulks: id -> the number of messages posted
+_bulks: dict[str, int] = {}
 
 
 def _answer(path: str, body: Any) -> Any:
@@ -42,6 +48,19 @@ def _answer(path: str, body: Any) -> Any:
     if path == "/api/batch":
         return {"success": True, "responses": [_answer("/api/send", item)
                                                for item in body["requests"]]}  # fmt: skip
+    if path == "/v1/bulk-email":
+        bulk = f"bulk-{next(_ids)}"
+        _bulks[bulk] = len(body)
+        return {"message": "The bulk email is being processed.", "bulk_email_id": bulk}
+    if path.startswith("/v1/bulk-email/"):
+        bulk = path.rsplit("/", 1)[1]
+        taken = [f"ms-{next(_ids)}" for _ in range(_bulks[bulk])]
+        return {"data": {"id": bulk, "state": "completed", "validation_errors_count": 0,
+                         "validation_errors": None, "suppressed_recipients": None,
+                         "messages_id": taken}}  # fmt: skip
+    if path == "/api/1.3/messages/send.json":
+        return [{"email": rcpt["email"], "status": "sent", "_id": f"md-{next(_ids)}",
+                 "reject_reason": None} for rcpt in body["message"]["to"]]  # fmt: skip
     if path.startswith("/emails:send"):
         return {"id": f"az-{next(_ids)}", "status": "Running", "error": None}
     if path.startswith("/transactional-email/") and path.endswith("/emails"):
@@ -59,10 +78,14 @@ def _scaleway_email(body: Any, rcpt: str) -> dict[str, Any]:
 
 
 def _respond(request: HTTPRequest) -> Reply:
+    if request.path == "/v1/email":
+        json.loads(request.body)
+        return Reply(202, {}, headers={"X-Message-Id": f"ms-{next(_ids)}"})
     answer = _answer(request.path, json.loads(request.body or b"null"))
     if answer is None:
         return Reply(404, {"message": "no route"})
-    return Reply(202 if request.path.startswith("/emails:send") else 200, answer)
+    accepted = request.path.startswith("/emails:send") or request.path == "/v1/bulk-email"
+    return Reply(202 if accepted else 200, answer)
 
 
 async def main(port: int) -> None:

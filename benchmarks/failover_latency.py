@@ -1,7 +1,8 @@
 """Send latency while the primary is down, with the DEFAULT settings.
 
 For each outage of the primary (SMTP: silent after accept, hangs at MAIL FROM, answers
-every reply after 2 s, refuses connections; HTTP: hangs in the TLS handshake, answers
+every reply after 2 s, refuses connections, takes the message and never answers the
+final "."; HTTP: hangs in the TLS handshake, answers
 503, takes the request body and never answers (Resend, idempotent)), with the SMTP pool
 on and off, a fresh Mailer (primary first, a healthy local SMTP backup second, every
 timeout, budget and breaker setting at its default) makes:
@@ -19,8 +20,9 @@ Targets (issue 10): no send fails while the backup is healthy; every send <= 5 s
 
     .venv/bin/python benchmarks/failover_latency.py [--quick] [--outage NAME ...]
 
-http-hang-after-body: the send that meets it ends DeliveryUncertain (the body left: it
-may have been delivered; ``on_uncertain = "raise"`` by default), so "failed" counts it.
+http-hang-after-body and smtp-hang-after-dot: the send that meets it ends
+DeliveryUncertain (the message left: it may have been delivered; ``on_uncertain =
+"raise"`` by default), so "failed" counts it.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ _SLOW = [("GREETING", "delay:2")] + [
     (verb, "delay:2") for verb in ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "DATA_END", "RSET",
                                    "NOOP", "QUIT")
 ]  # fmt: skip
-_FAULTS = {"hang-at-MAIL": [("MAIL", "hang")], "slow-2s": _SLOW}
+_FAULTS = {"hang-at-MAIL": [("MAIL", "hang")], "slow-2s": _SLOW,
+           "smtp-hang-after-dot": [("DATA_END", "queue-hang")]}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -153,8 +156,8 @@ async def backup_alone(backup_port: int, pool: bool) -> list[str]:
             f"{p99 * 1000:,.1f}", f"{mx * 1000:,.1f}", "0", "-"]  # fmt: skip
 
 
-OUTAGES = ["silent", "hang-at-MAIL", "slow-2s", "refused", "http-hang-tls", "http-503",
-           "http-hang-after-body"]  # fmt: skip
+OUTAGES = ["silent", "hang-at-MAIL", "slow-2s", "refused", "smtp-hang-after-dot",
+           "http-hang-tls", "http-503", "http-hang-after-body"]  # fmt: skip
 
 
 async def main(quick: bool, outages: list[str]) -> None:

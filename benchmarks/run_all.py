@@ -1,4 +1,5 @@
-"""Run every benchmark in turn: throughput, latency, failover, memory, telemetry.
+"""Run every benchmark in turn: throughput (with the 10 ms round trip and issue 25's
+targets), latency, failover, memory, telemetry.
 
     .venv/bin/python benchmarks/run_all.py            # the full run (docs/benchmarks.md)
     .venv/bin/python benchmarks/run_all.py --quick    # a short smoke run (under a minute)

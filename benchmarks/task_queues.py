@@ -8,13 +8,16 @@ connections), a Redis broker started here (tests/health/redis_kit.py):
 * delivery   - N messages stored with the workers stopped, then delivered: messages per
                second between the first and the last one sent (the rows' own times, so a
                worker's start-up is not counted), ``mailer worker`` (16 at once, one
-               process) against ``celery worker`` (prefork, ``-c`` as given; threads, 16);
+               process) against ``celery worker``: prefork (``-c`` as given) with
+               ``dispatch.batch`` 1 (the default) and 16; threads (16) with and without
+               the workaround of celery#6941 (benchmarks/_celery_app.py);
 * latency    - with the workers running and idle, M messages enqueued 20 ms apart: from
                the row's creation to its ``sent`` record (p50, p99), so the added latency
                of the engine against ``mailer worker`` polling every ``poll_interval``
                (1 s by default; 0.05 s also shown).
 
     .venv/bin/python benchmarks/task_queues.py [--count 1000] [--latency 200] [--prefork 4]
+        [--only NAME-PART]
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ from _common import postfix_sink, table  # noqa: E402
 from mailer import Mailer, Message  # noqa: E402
 
 
-def config(port: int, db: Path, dispatch: bool, poll: float) -> dict[str, Any]:
+def config(port: int, db: Path, batch: int | None, poll: float) -> dict[str, Any]:
+    """The Mailer config; ``batch`` None: no dispatch (``mailer worker``), else the
+    Celery dispatch with that ``dispatch.batch``."""
     outbox: dict[str, Any] = {"url": f"sqlite:///{db}", "poll_interval": poll}
-    if dispatch:
-        outbox["dispatch"] = {"engine": "celery", "app": "_celery_app:app"}
+    if batch is not None:
+        outbox["dispatch"] = {"engine": "celery", "app": "_celery_app:app", "batch": batch}
     provider = {"type": "smtp", "name": "sink", "config": {
         "host": "127.0.0.1", "port": port, "pool": True, "max_connections": 5,
         "name": "bench.local"}}  # fmt: skip
@@ -115,16 +120,17 @@ def case(
     broker: str,
     n: int,
     m: int,
-    dispatch: bool,
+    batch: int | None,
     poll: float,
     worker: Callable[[Path], list[str]],
+    extra_env: dict[str, str],
 ) -> dict[str, float]:
     """One worker kind: dispatch rate, delivery rate, latency."""
     db = tmp / f"{name}.db"
-    cfg = config(port, db, dispatch, poll)
+    cfg = config(port, db, batch, poll)
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(cfg))
-    env = {**os.environ, "MAILER_CONFIG": str(path), "BROKER_URL": broker,
+    env = {**os.environ, **extra_env, "MAILER_CONFIG": str(path), "BROKER_URL": broker,
            "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "src")])}  # fmt: skip
     os.environ.update({"MAILER_CONFIG": str(path), "BROKER_URL": broker})
     enqueue_rate = asyncio.run(enqueue(cfg, n))
@@ -146,6 +152,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--latency", type=int, default=200)
     ap.add_argument("--prefork", type=int, default=4)
+    ap.add_argument("--only", help="the cases whose name holds this (and the reference)")
     args = ap.parse_args()
     from tests.health.redis_kit import RedisServer
 
@@ -153,22 +160,27 @@ def main() -> None:
     mailer_worker = lambda path: [py, "-m", "mailer", "worker", "--config", str(path)]  # noqa: E731
     celery = [py, "-m", "celery", "-A", "_celery_app", "worker", "--loglevel", "WARNING",
               "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    cases: list[tuple[str, bool, float, Callable[[Path], list[str]]]] = [
-        ("mailer worker (poll 1 s, default)", False, 1.0, mailer_worker),
-        ("mailer worker (poll 0.05 s)", False, 0.05, mailer_worker),
-        (f"celery prefork -c {args.prefork}", True, 1.0,
-         lambda path: [*celery, "--pool", "prefork", "--concurrency", str(args.prefork)]),
-        ("celery threads -c 16", True, 1.0,
-         lambda path: [*celery, "--pool", "threads", "--concurrency", "16"]),
+    prefork = [*celery, "--pool", "prefork", "--concurrency", str(args.prefork)]
+    threads = [*celery, "--pool", "threads", "--concurrency", "16"]
+    workaround = {"CELERY_6941_WORKAROUND": "1"}  # benchmarks/_celery_app.py
+    cases: list[tuple[str, int | None, float, Callable[[Path], list[str]], dict[str, str]]] = [
+        ("mailer worker (poll 1 s, default)", None, 1.0, mailer_worker, {}),
+        ("mailer worker (poll 0.05 s)", None, 0.05, mailer_worker, {}),
+        (f"celery prefork -c {args.prefork} (batch 1, default)", 1, 1.0, lambda p: prefork, {}),
+        (f"celery prefork -c {args.prefork}, batch 16", 16, 1.0, lambda p: prefork, {}),
+        ("celery threads -c 16 (batch 1)", 1, 1.0, lambda p: threads, {}),
+        ("celery threads -c 16, celery#6941 workaround", 1, 1.0, lambda p: threads, workaround),
     ]  # fmt: skip
+    if args.only:
+        cases = [c for c in cases if args.only in c[0] or c[0] == cases[0][0]]
     results = {}
     with postfix_sink() as port, tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         redis = RedisServer(tmp / "redis").start()
         try:
-            for i, (name, dispatch, poll, worker) in enumerate(cases):
+            for i, (name, batch, poll, worker, env) in enumerate(cases):
                 results[name] = case(tmp, f"c{i}", port, redis.url, args.count, args.latency,
-                                     dispatch, poll, worker)  # fmt: skip
+                                     batch, poll, worker, env)  # fmt: skip
         finally:
             redis.stop()
     ref = results[cases[0][0]]

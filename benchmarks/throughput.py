@@ -11,7 +11,14 @@ Side by side in one run, medians of several interleaved rounds:
                (the transport alone, aiosmtplib's best case; for reference);
 * C          - Postfix's smtp-source -d -s N (the upper bound for a client on this machine).
 
+Then, in the same run, one connection over a 10 ms round trip (latency.py's case: ours
+and Nodemailer through latency-proxy), and issue 25's targets, each as a ratio to
+Nodemailer measured in this run: 1 connection >= 1.3x, 5 connections >= 2.0x, the
+10 ms round trip >= 2.0x.
+
     .venv/bin/python benchmarks/throughput.py [--rounds 5] [--count 3000] [--quick]
+    .venv/bin/python benchmarks/throughput.py --rtt-rounds 0     # without the round trip
+    .venv/bin/python benchmarks/throughput.py --before cb7025f   # and that commit, in turn
 """
 
 from __future__ import annotations
@@ -26,9 +33,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import latency
 from _common import (
     HOST,
     POSTFIX_SINK,
+    export_src,
     machine,
     median_of,
     nodemailer_cases,
@@ -65,6 +74,7 @@ def run(
     conns_list: list[int],
     node_versions: list[str],
     breakdown: bool = False,
+    before: str | None = None,
 ) -> dict[str, Any]:
     print(f"throughput: {machine()}")
     print(f"  {rounds} rounds; {count} messages per round per client ({count * 5} for C);")
@@ -79,6 +89,11 @@ def run(
             cases: dict[str, Any] = {}
             if not unavailable:
                 cases["ours"] = lambda c=conns: run_worker(["ours", HOST, port, c, count, BODY])
+            if before and not unavailable:
+                src = export_src(before)
+                cases["ours before"] = lambda c=conns, s=src: run_worker(
+                    ["ours", HOST, port, c, count, BODY], src=s
+                )
             if breakdown and not unavailable:
                 for variant in ("prerendered", "provider"):
                     cases[f"ours {variant}"] = lambda c=conns, v=variant: run_worker(
@@ -95,6 +110,9 @@ def run(
             cases["C smtp-source"] = lambda c=conns: c_source(port, c, count * 5)
             results = rounds_of(cases, rounds)
             summary[conns] = {name: median_of(res, "rate") for name, res in results.items()}
+            for name in ("ours", "ours before"):
+                for key in ("cpu_us", "gc_us"):
+                    summary[conns][f"{name} {key}"] = median_of(results.get(name, []), key)
             # Rounds are paired in time: the median of per-round ratios is steadier than
             # the ratio of medians when the machine's speed drifts during the run.
             for ref in ("nodemailer", "aiosmtplib"):
@@ -127,6 +145,21 @@ def run(
     headers = ["conns", "ours", "nodemailer", "aiosmtplib", "aio raw", "C"]
     headers += ["ours/node", "ours/aio", "ours/aio raw", "ours/C"]
     print(table(headers, rows))
+    for conns, s in summary.items():
+        print(
+            f"{conns} conn(s): ours used {num(s.get('ours cpu_us'))} us of CPU a message, "
+            f"{num(s.get('ours gc_us'))} us of it in the garbage collector"
+        )
+    if before:
+        print(f"Before and after in this run (ours before = commit {before}):")
+        for conns, s in summary.items():
+            print(
+                f"  {conns} conn(s): before {num(s.get('ours before'))} msg/s "
+                f"({ratio(s.get('ours before'), s['nodemailer'])} nodemailer), "
+                f"after {num(s['ours'])} msg/s ({ratio(s['ours'], s['nodemailer'])}); "
+                f"after/before {ratio(s['ours'], s.get('ours before'))}; CPU per message "
+                f"{num(s.get('ours before cpu_us'))} -> {num(s.get('ours cpu_us'))} us"
+            )
     if breakdown and not unavailable:
         print("Where ours spends its time (msg/s; the difference is the cost of that layer):")
         for conns, s in summary.items():
@@ -157,24 +190,40 @@ def run(
             f"ours/nodemailer {num(s.get('paired ours/nodemailer'), '.2f')}x, "
             f"ours/aiosmtplib {num(s.get('paired ours/aiosmtplib'), '.2f')}x"
         )
-    if 5 in summary:
-        s = summary[5]
-        one = summary.get(1, {})
-        node_ok = None if s["ours"] is None else s["ours"] >= s["nodemailer"]
-        paired = s.get("paired ours/nodemailer")
-        print(
-            f"target 5 conns >= 1.0x nodemailer: {verdict(node_ok)} "
-            f"(ratio of medians {ratio(s['ours'], s['nodemailer'])}; "
-            f"median of per-round ratios {num(paired, '.2f')}x)"
-        )
-        for key in ("aiosmtplib", "aiosmtplib raw"):
-            ref = one.get(key)
-            ok = None if s["ours"] is None or ref is None else s["ours"] >= 3 * ref
-            print(
-                f"target 5 conns >= 3x {key} one reused connection: "
-                f"{verdict(ok)} ({ratio(s['ours'], ref)})"
-            )
     return summary
+
+
+#: issue 25's targets: ours / Nodemailer, per number of connections
+TARGETS = {1: 1.3, 5: 2.0}
+#: and over one connection with a 10 ms round trip
+RTT_TARGET = 2.0
+
+
+def targets(summary: dict[Any, Any], rtt: dict[str, Any] | None) -> None:
+    """Issue 25's targets from this run's figures; C smtp-source beside them."""
+    print()
+    print("Targets (issue 25), ours / Nodemailer in this run:")
+    for conns, goal in TARGETS.items():
+        s = summary.get(conns)
+        if s is None:
+            continue
+        ours, node = s.get("ours"), s.get("nodemailer")
+        paired = s.get("paired ours/nodemailer")
+        ok = None if ours is None or not node else ours >= goal * node
+        print(
+            f"  {conns} conn(s) >= {goal}x nodemailer: {verdict(ok)} "
+            f"(ratio of medians {ratio(ours, node)}; median of per-round ratios "
+            f"{num(paired, '.2f')}x; ours {num(ours)} msg/s, nodemailer {num(node)}, "
+            f"C smtp-source {num(s.get('C smtp-source'))})"
+        )
+    if rtt is not None:
+        ours, node = rtt.get("ours"), rtt.get("nodemailer")
+        ok = None if ours is None or not node else ours >= RTT_TARGET * node
+        print(
+            f"  1 conn, {rtt['rtt'] * 1000:.1f} ms round trip >= {RTT_TARGET}x nodemailer: "
+            f"{verdict(ok)} ({ratio(ours, node)}; ours {num(ours, ',.1f')} msg/s, "
+            f"nodemailer {num(node, ',.1f')})"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -193,11 +242,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="also time ours with messages pre-rendered, and the provider without the Mailer",
     )
+    ap.add_argument(
+        "--before",
+        metavar="REV",
+        help="also time ours at this commit (its src/ exported), for a before/after",
+    )
+    ap.add_argument(
+        "--rtt-rounds",
+        type=int,
+        default=3,
+        help="rounds of the 10 ms round-trip case (latency.py's, 200 messages); 0: skip it",
+    )
     ap.add_argument("--quick", action="store_true", help="1 round of 300 messages")
     args = ap.parse_args(argv)
+    rtt_count = 200
     if args.quick:
-        args.rounds, args.count = 1, 300
-    return run(args.rounds, args.count, args.conns, args.nodemailer, args.breakdown)
+        args.rounds, args.count, rtt_count = 1, 300, 30
+        args.rtt_rounds = min(args.rtt_rounds, 1)
+    summary = run(args.rounds, args.count, args.conns, args.nodemailer, args.breakdown, args.before)
+    rtt = None
+    if args.rtt_rounds > 0:
+        print()
+        rtt = latency.run(args.rtt_rounds, rtt_count, 5.0, ["latest"])
+    targets(summary, rtt)
+    return {"throughput": summary, "rtt": rtt}
 
 
 if __name__ == "__main__":

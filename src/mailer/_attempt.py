@@ -127,6 +127,10 @@ class AttemptContext:
     #: own, more precise timeout errors come first)
     budget: float | None = None
     grace: float = 0.0
+    #: the send's deadline, when ``deadline`` is a sooner one of the provider's (its
+    #: tries share its own timeout: routing/leaf.py): time queued behind this process's
+    #: own sends moves ``deadline`` on, up to here, as queueing is not the provider
+    cap: float | None = None
     #: the budget's timer (asyncio): cancels the scope unless the commit point came first
     _timer: asyncio.TimerHandle | None = None
 
@@ -139,15 +143,17 @@ class AttemptContext:
         started: float,
         grace: float,
         budget: float | None,
+        cap: float | None = None,
     ) -> AttemptContext:
         """An attempt that starts at ``started`` (:func:`mailer._clock.now`) under the
         send's ``deadline``, in a scope that fires ``grace`` after it (the backstop: the
         provider's own cut timeouts fail first, and more precisely). ``budget``: the
         pre-commit budget, or None for a provider that does not report its commit point
-        (then it counts as committed from the start, and only the deadline applies)."""
+        (then it counts as committed from the start, and only the deadline applies).
+        ``cap``: the send's deadline when ``deadline`` is the provider's sooner one."""
         base = loop_time()
         lift_to = base + (deadline - started) + grace
-        state = cls(provider, deadline=deadline, started=started, lift_to=lift_to)
+        state = cls(provider, deadline=deadline, started=started, lift_to=lift_to, cap=cap)
         state.scope = anyio.CancelScope(deadline=lift_to)
         if budget is not None:
             state.budget_deadline = started + budget
@@ -208,6 +214,13 @@ class AttemptContext:
     def queued(self, seconds: float) -> None:
         """The provider waited ``seconds`` for a free connection of its own."""
         self.waited += seconds
+        if self.cap is not None and self.deadline is not None and self.deadline < self.cap:
+            moved = min(self.deadline + seconds, self.cap) - self.deadline
+            self.deadline += moved
+            old, self.lift_to = self.lift_to, self.lift_to + moved
+            scope = self.scope
+            if scope is not None and scope.deadline == old:
+                scope.deadline = self.lift_to  # else trio's budget: disarm() lifts it
 
     def prepare(self) -> None:
         """The exchange that leads to the commit point starts now (SMTP: MAIL goes out):

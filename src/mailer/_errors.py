@@ -59,7 +59,26 @@ __all__ = [
 
 
 class MailerError(Exception):
-    """Base of every error this library raises on purpose."""
+    """Base of every error this library raises on purpose.
+
+    Every one pickles with its fields (a Celery or RQ result carries it to another
+    process): the default ``Exception`` pickling calls ``cls(*args)``, which the classes
+    with keyword-only fields (``refused``, ``errors``, ...) cannot take, so an error is
+    rebuilt without its constructor, from its ``args`` and its attributes. What it
+    carries is only what it shows (provider replies, never a credential), so pickling
+    reveals nothing ``str()`` and ``repr()`` do not.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args), self.__dict__ or None)
+
+
+def _rebuild(cls: type[MailerError], args: tuple[Any, ...]) -> MailerError:
+    """An error of class ``cls`` with ``args``, its constructor not run (its attributes
+    follow from the pickle's state)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class ConfigError(MailerError):

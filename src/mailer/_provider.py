@@ -241,6 +241,19 @@ class Provider(AsyncClosing, Generic[ConfigT]):
         """
         await commit_point()
 
+    @property
+    def attempts_timeout(self) -> float | None:
+        """Seconds that one send's tries on this provider share: the first try and its
+        same-provider retries (``retry.attempts``) together, after which the send moves
+        on (or, uncertain, ends). None: only the send's own deadline bounds them.
+
+        Without it an idempotent provider's retry after a timeout waited the whole
+        timeout again: a Resend API that took the body and never answered cost one send
+        20.2 s with the defaults, two 10 s waits (issue 21, item 19). HTTP providers
+        return their ``timeout``: "10 s at this API", whatever the retries.
+        """
+        return None
+
     def time_left(self, timeout: float | None) -> float | None:
         """``timeout`` (one step's own) cut to what is left of the attempt: its pre-commit
         budget before :meth:`commit_point`, the send's deadline after it. Unchanged when

@@ -214,10 +214,18 @@ async def test_no_answer_after_the_final_dot_is_uncertain_and_not_resent(
     a.state.fail("DATA_END", fault, times=20)
     mailer = fast_mailer([smtp_provider("a", a.config()), smtp_provider("b", b.config())])
     summary = await run(mailer, lambda: {"a": a.received(), "b": b.received()})
-    assert summary.errors == {"DeliveryUncertain": 20}
-    assert summary.sent.total() == N - 20
+    uncertain = summary.errors["DeliveryUncertain"]
+    assert set(summary.errors) == {"DeliveryUncertain"}
+    if fault.endswith("drop"):
+        assert uncertain == 20  # a dropped connection is not a hang: counted, threshold 3
+    else:
+        # a hang after the "." is a slow call: the breaker opens on the first, and the
+        # sends still before their commit point move to b instead of meeting it too (the
+        # pool's 5 connections were past it; a probe after a rest may meet one more)
+        assert 1 <= uncertain < 20
+    assert summary.sent.total() == N - uncertain
     # queued-then-lost really was delivered, once; the caller was told it may have been
-    assert summary.uncertain_delivered == (20 if fault.startswith("queue") else 0)
+    assert summary.uncertain_delivered == (uncertain if fault.startswith("queue") else 0)
 
 
 async def test_uncertain_failover_when_opted_in(smtp: Factory) -> None:
@@ -248,9 +256,13 @@ async def test_late_reply_after_a_timeout_is_never_matched(smtp: Factory, comman
         lambda: {"a": a.recipients(), "b": b.recipients()},
     )
     if command == "DATA_END":
-        # the message was queued; its 250 came too late: uncertain, and not resent
-        assert summary.errors == {"DeliveryUncertain": 10}
-        assert summary.uncertain_delivered == 10
+        # the message was queued; its 250 came too late: uncertain, and not resent. A
+        # timeout after the "." is a slow call: the breaker opens on the first, and the
+        # sends not yet past their commit point go to b (a probe may meet one more)
+        uncertain = summary.errors["DeliveryUncertain"]
+        assert set(summary.errors) == {"DeliveryUncertain"} and 1 <= uncertain <= 10
+        assert summary.uncertain_delivered == uncertain
+        assert summary.sent.total() == N - uncertain
     else:
         assert not summary.errors
         assert summary.sent.total() == N
@@ -365,7 +377,8 @@ async def test_http_api_faults(
     # connection end in PoolTimeout (nothing sent: transient) while the others hang, and
     # which comes first decides whether c's breaker opens before the uncertain sends
     # retry. Both orders keep the ledger exact; this makes the case deterministic.
-    c = ResendProvider.from_config("c", http_fake.config(timeout=0.5, max_connections=20))
+    # timeout 1.0: the try and its idempotent retry share it (0.5 s each)
+    c = ResendProvider.from_config("c", http_fake.config(timeout=1.0, max_connections=20))
     mailer = fast_mailer([c, smtp_provider("b", b.config())])
     summary = await run(mailer, lambda: {"c": http_fake.received, "b": b.received()})
     if sent_by is not None:
@@ -390,7 +403,8 @@ async def test_flapping_providers(smtp: Factory, http_fake: FakeResend) -> None:
     # connection end in PoolTimeout (nothing sent: transient) while the others hang, and
     # which comes first decides whether c's breaker opens before the uncertain sends
     # retry. Both orders keep the ledger exact; this makes the case deterministic.
-    c = ResendProvider.from_config("c", http_fake.config(timeout=0.5, max_connections=20))
+    # timeout 1.0: the try and its idempotent retry share it (0.5 s each)
+    c = ResendProvider.from_config("c", http_fake.config(timeout=1.0, max_connections=20))
     mailer = fast_mailer([smtp_provider("a", a.config()), c, smtp_provider("b", b.config())])
     down = False
 

@@ -81,6 +81,13 @@ def _answer(request: Recorded) -> Reply:
     if path.startswith("/api/v1/transmissions"):
         return Reply(200, {"results": {"id": "sp-1", "total_accepted_recipients": 1,
                                        "total_rejected_recipients": 0}})  # fmt: skip
+    if path == "/v1/bulk-email":
+        return Reply(202, {"message": "The bulk email is being processed.",
+                           "bulk_email_id": "bulk-1"})  # fmt: skip
+    if path.startswith("/v1/bulk-email/"):
+        return Reply(200, {"data": {"id": "bulk-1", "state": "completed",
+                                    "validation_errors": None,
+                                    "messages_id": ["ms-1", "ms-2", "ms-3"]}})  # fmt: skip
     if path.startswith("/v1/email"):
         return Reply(202, {}, headers={"X-Message-Id": "ms-1"})
     if path.startswith("/api/send"):
@@ -200,8 +207,8 @@ async def test_sparkpost_eu_region_is_the_sdks_eu_host() -> None:
 # -- MailerSend: mailersend 2.x (EmailRequest, as EmailBuilder builds it) -----------------
 
 
-def mailersend_sdk(base_url: str, message: Message) -> Callable[[], Any]:
-    from mailersend import MailerSendClient
+def mailersend_request(message: Message) -> Any:
+    """The SDK's EmailRequest for ``message``, as its EmailBuilder builds it."""
     from mailersend.models.email import (
         EmailAttachment,
         EmailContact,
@@ -212,31 +219,36 @@ def mailersend_sdk(base_url: str, message: Message) -> Callable[[], Any]:
     def contact(a: Any) -> EmailContact:
         return EmailContact(email=a.email, name=a.name or None)
 
+    attachments = [
+        EmailAttachment(
+            content=_b64(a.data()),
+            filename=a.filename or "",
+            disposition="inline" if a.inline else "attachment",
+            id=a.content_id if a.inline else None,
+        )
+        for a in message.attachments
+    ]
+    return EmailRequest(
+        from_email=contact(message.sender),
+        to=[contact(a) for a in message.to],
+        cc=[contact(a) for a in message.cc] or None,
+        bcc=[contact(a) for a in message.bcc] or None,
+        reply_to=contact(message.reply_to[0]) if message.reply_to else None,
+        subject=message.subject,
+        text=message.text if message.text is not None or message.html is None else None,
+        html=message.html,
+        attachments=attachments or None,
+        tags=list(message.tags) or None,
+        headers=[EmailHeader(name=k, value=v) for k, v in message.headers.items()] or None,
+    )
+
+
+def mailersend_sdk(base_url: str, message: Message) -> Callable[[], Any]:
+    from mailersend import MailerSendClient
+
     def call() -> Any:
         client = MailerSendClient(api_key=KEY, base_url=f"{base_url}/v1/", max_retries=0)
-        attachments = [
-            EmailAttachment(
-                content=_b64(a.data()),
-                filename=a.filename or "",
-                disposition="inline" if a.inline else "attachment",
-                id=a.content_id if a.inline else None,
-            )
-            for a in message.attachments
-        ]
-        email = EmailRequest(
-            from_email=contact(message.sender),
-            to=[contact(a) for a in message.to],
-            cc=[contact(a) for a in message.cc] or None,
-            bcc=[contact(a) for a in message.bcc] or None,
-            reply_to=contact(message.reply_to[0]) if message.reply_to else None,
-            subject=message.subject,
-            text=message.text if message.text is not None or message.html is None else None,
-            html=message.html,
-            attachments=attachments or None,
-            tags=list(message.tags) or None,
-            headers=[EmailHeader(name=k, value=v) for k, v in message.headers.items()] or None,
-        )
-        return client.emails.send(email)
+        return client.emails.send(mailersend_request(message))
 
     return call
 
@@ -251,6 +263,32 @@ async def test_mailersend_matches_sdk(api: Any, name: str) -> None:
     ours, _ = await _compare(server, provider, message, mailersend_sdk(server.base_url, message))
     assert ours.path == "/v1/email"
     assert ours.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_mailersend_bulk_matches_sdk(api: Any) -> None:
+    """``send_batch`` with ``bulk = true`` posts what the SDK's ``emails.send_bulk`` posts
+    for the same messages (then polls the status, which the SDK leaves to its caller)."""
+    from mailersend import MailerSendClient
+
+    server, ca_file = api
+    batch = [m.model_copy(update={"metadata": {}}) for m in reference_messages().values()]
+    provider = MailerSendProvider.from_config(
+        "ms", _config(server, ca_file, api_key=KEY, bulk=True, bulk_wait=5)
+    )
+    try:
+        outcomes = await provider.send_batch(batch)
+    finally:
+        await provider.aclose()
+    assert [o.provider_message_id for o in outcomes] == ["ms-1", "ms-2", "ms-3"]  # type: ignore[union-attr]
+
+    def sdk() -> Any:
+        client = MailerSendClient(api_key=KEY, base_url=f"{server.base_url}/v1/", max_retries=0)
+        return client.emails.send_bulk([mailersend_request(m) for m in batch])
+
+    await asyncio.to_thread(sdk)
+    posts = [r for r in server.log if r.method == "POST"]
+    assert len(posts) == 2 and posts[0].path == "/v1/bulk-email"
+    _same(*posts)
 
 
 # -- Mailtrap: mailtrap 2.x ---------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import pickle
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -186,6 +187,11 @@ async def test_no_canary_anywhere(caplog: pytest.LogCaptureFixture, tmp_path: Pa
         assert set(failure.errors) == {p.name for p in mailer.providers}
         for text in texts_of(failure):
             assert_clean(text, "AllProvidersFailed and its chain")
+        # what a Celery or RQ result stores (pickle): the bytes, and the errors rebuilt
+        pickled = pickle.dumps(failure)
+        assert_clean(pickled.decode("latin-1"), "the pickled AllProvidersFailed")
+        for text in texts_of(pickle.loads(pickled)):  # noqa: S301 (our own bytes)
+            assert_clean(text, "AllProvidersFailed after pickling")
         for name, error in verified.items():
             for text in texts_of(error):
                 assert_clean(text, f"verify() error of {name}")

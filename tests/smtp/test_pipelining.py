@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import re
+import socket
 from collections import deque
 from collections.abc import Callable
 
@@ -27,7 +28,7 @@ from mailer._errors import (
     TransientError,
 )
 from mailer.providers._smtp import SMTPProvider
-from mailer.providers._smtp.pipeline import Reply, parse_replies
+from mailer.providers._smtp.pipeline import CHUNK, Reply, ReplyStream, parse_replies
 from mailer.providers._smtp.wire import (
     _PAYLOADS,
     data_pieces,
@@ -395,3 +396,88 @@ def test_parse_replies_bounds_an_endless_reply() -> None:
 
     with pytest.raises(SMTPResponseException):
         _parse([b"250-" + b"x" * 100 + b"\r\n"] * 400)
+
+
+# -- a held payload: the next group in the same write ------------------------------------
+
+
+async def _stream_pair() -> tuple[ReplyStream, socket.socket]:
+    """A ReplyStream on a real loopback connection, and the peer's end (non-blocking)."""
+    loop = asyncio.get_running_loop()
+    ours, peer = socket.socketpair()
+    peer.setblocking(False)
+    transport, _ = await loop.create_connection(asyncio.Protocol, sock=ours)
+    return ReplyStream.take_over(transport), peer
+
+
+def _received(peer: socket.socket) -> bytes:
+    try:
+        return peer.recv(65536)
+    except BlockingIOError:
+        return b""
+
+
+async def test_held_payload_leaves_with_the_next_group_in_order() -> None:
+    stream, peer = await _stream_pair()
+    try:
+        await stream.send_payload((b"body\r\n", b".\r\n"), timeout=1.0, hold=True)
+        assert _received(peer) == b""  # held: nothing on the wire yet
+        stream.send(b"MAIL FROM:<a@x.org>\r\nRCPT TO:<b@x.org>\r\nDATA\r\n", replies=3)
+        stream.flush_soon()
+        assert _received(peer) == b""
+        await asyncio.sleep(0)  # the end of the loop turn
+        got = b""
+        for _ in range(50):  # bounded: the bytes are on loopback within a few turns
+            got += _received(peer)
+            if got.endswith(b"DATA\r\n"):
+                break
+            await asyncio.sleep(0.01)
+        assert got == b"body\r\n.\r\nMAIL FROM:<a@x.org>\r\nRCPT TO:<b@x.org>\r\nDATA\r\n"
+    finally:
+        stream.close()
+        peer.close()
+
+
+async def test_closing_writes_a_held_payload_first() -> None:
+    """Closed before the flush (a cancelled reader aborts): the "." leaves anyway, as it
+    did when it was written at once, so a delivered message is never reported unsent."""
+    stream, peer = await _stream_pair()
+    try:
+        await stream.send_payload((b"body\r\n.\r\n",), timeout=1.0, hold=True)
+        stream.flush_soon()
+        stream.close()
+        got = b""
+        for _ in range(50):
+            chunk = _received(peer)
+            got += chunk
+            if got.endswith(b".\r\n"):
+                break
+            await asyncio.sleep(0.01)
+        assert got == b"body\r\n.\r\n"
+    finally:
+        peer.close()
+
+
+async def test_a_large_payload_is_never_held() -> None:
+    """Only a payload that goes in one write is held: a chunked one keeps its order by
+    being written as it goes."""
+    stream, peer = await _stream_pair()
+    try:
+        big = b"x" * (CHUNK + 10) + b"\r\n"
+        reader = asyncio.ensure_future(_drain(peer, len(big) + 3))
+        await stream.send_payload((big, b".\r\n"), timeout=5.0, hold=True)
+        assert stream._held is None
+        assert await asyncio.wait_for(reader, 10) == big + b".\r\n"
+    finally:
+        stream.close()
+        peer.close()
+
+
+async def _drain(peer: socket.socket, size: int) -> bytes:
+    got = b""
+    for _ in range(1000):  # bounded in count and (with the sleeps) in time
+        got += _received(peer)
+        if len(got) >= size:
+            break
+        await asyncio.sleep(0.005)
+    return got

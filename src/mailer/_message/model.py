@@ -439,7 +439,7 @@ class Message(Strict):
     def _render(self) -> bytes | _mime.Rendering:
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
-        date = _mime.header(self.headers, "date") or format_datetime(_utcnow())
+        date = _mime.header(self.headers, "date") or _date_now()
         private = self.__pydantic_private__
         assert private is not None
         private["_date"] = date
@@ -648,3 +648,21 @@ def _utcnow() -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(time.time(), UTC)
+
+
+#: (the second, its Date header): a Date has no unit finer than the second (RFC 5322
+#: section 3.3), and formatting it was a tenth of rendering a small message
+_DATE: tuple[int, str] = (-1, "")
+
+
+def _date_now() -> str:
+    """The Date header value for now, formatted once per second."""
+    global _DATE
+    now = _utcnow()
+    second = int(now.timestamp())
+    cached = _DATE
+    if cached[0] == second:
+        return cached[1]
+    text = format_datetime(now.replace(microsecond=0))
+    _DATE = (second, text)
+    return text

@@ -82,6 +82,11 @@ class DispatchConfig(BaseModel):
     sweep_after: Duration = Field(default=60.0, gt=0)
     #: how often the periodic sweep task runs (celery beat, arq cron)
     sweep_every: Duration = Field(default=60.0, gt=0)
+    #: rows one task may deliver at once: its own and up to ``batch - 1`` other due
+    #: ones (their own tasks then find them taken and send nothing). 1: one message per
+    #: task, so a killed worker process leaves at most one row ``unknown``; more: that
+    #: many in flight per task, as ``mailer worker``'s ``concurrency``
+    batch: int = Field(default=1, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _check_engine(self) -> DispatchConfig:

@@ -94,15 +94,40 @@ async def publish(outbox: Outbox, message_id: str, delay: float) -> None:
 
 async def deliver_row(outbox: Outbox, row: int) -> str:
     """The task: claim row ``row`` and deliver it, once. Returns the row's new state, or
-    why nothing was sent (the state found, ``"not due"``, ``"missing"``)."""
+    why nothing was sent (the state found, ``"not due"``, ``"missing"``).
+
+    With ``dispatch.batch`` above 1 the task also claims up to ``batch - 1`` other due
+    rows and sends them all at once, on the process's one Mailer (its SMTP pool, the
+    store's grouped commit-point records), as ``mailer worker`` does with
+    ``concurrency``: the engine's cost per task (a broker round trip, the pool's
+    hand-off) is then shared by several messages. Never twice still holds by the claim:
+    each row is leased to one task, and the task published for a row another task took
+    finds it ``sending`` or ``sent`` and sends nothing (it may take other due rows).
+    """
     store = dispatch_store(outbox)
     core = await outbox._ready()
     config = outbox.config
+    batch = 1 if config.dispatch is None else config.dispatch.batch
     owner = f"{socket.gethostname()}:{os.getpid()}:task:{secrets.token_hex(4)}"
-    item = await store.claim_row(row, owner, lease=config.lease, max_age=config.max_age)
-    if isinstance(item, str):
-        log.info("outbox row %d: %s, nothing to send", row, item)
-        return item
+    found = await store.claim_row(row, owner, lease=config.lease, max_age=config.max_age)
+    items = [found] if isinstance(found, Claimed) else []
+    if batch > 1:
+        try:
+            items += await core.claim(owner, batch - 1, lease=config.lease, max_age=config.max_age)
+        except Exception:
+            log.exception("outbox row %d: claiming more due rows failed; this row alone", row)
+    if isinstance(found, str):
+        log.info("outbox row %d: %s, nothing to send", row, found)
+        if not items:
+            return found
+    states: dict[int, str] = {}
+
+    async def one(item: Claimed) -> None:
+        outcome = await outbox._attempt(core, item)
+        await outbox._record(core, item, outcome)
+        states[item.row] = outcome.state
+        if outcome.state == "queued" and outcome.next_at is not None:
+            await _again(outbox, item.row, outcome.next_at - time.time())
 
     async def heartbeat() -> None:
         while True:
@@ -114,12 +139,13 @@ async def deliver_row(outbox: Outbox, row: int) -> str:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(heartbeat)
-        outcome = await outbox._attempt(core, item)
+        async with anyio.create_task_group() as sends:
+            for item in items:
+                sends.start_soon(one, item)
         tg.cancel_scope.cancel()
-    await outbox._record(core, item, outcome)
-    if outcome.state == "queued" and outcome.next_at is not None:
-        await _again(outbox, row, outcome.next_at - time.time())
-    return outcome.state
+    if len(items) > 1:
+        log.debug("outbox row %d: its task delivered %d rows", row, len(items))
+    return found if isinstance(found, str) else states[row]
 
 
 async def _again(outbox: Outbox, row: int, delay: float) -> None:

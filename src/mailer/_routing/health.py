@@ -114,7 +114,9 @@ class BreakerState(enum.StrEnum):
 class BreakerObserver(Protocol):
     """Told of each verdict after the local breaker applied it (a shared store)."""
 
-    def success(self, breaker: CircuitBreaker, was: tuple[BreakerState, int]) -> None: ...
+    def success(self, breaker: CircuitBreaker, was: tuple[BreakerState, int, int]) -> None:
+        """``was``: (state, failures, probation) before; a background verify's success
+        leaves ``breaker.probation`` above 0, a real send's leaves it 0."""
 
     def failure(self, breaker: CircuitBreaker, error: DeliveryError) -> None: ...
 
@@ -205,10 +207,14 @@ class CircuitBreaker:
             self.observer.released(self)
 
     def record_success(self) -> None:
-        was = (self.state, self.failures)
+        """A real send got an answer: healthy, and off probation."""
+        self._succeed(0)
+
+    def _succeed(self, probation: int) -> None:
+        was = (self.state, self.failures, self.probation)
         self.failures = 0
         self.trips = 0
-        self.probation = 0
+        self.probation = probation
         self.probe_in_flight = False
         self._set(BreakerState.CLOSED)
         if self.observer is not None:
@@ -223,10 +229,10 @@ class CircuitBreaker:
         item 18). The openings so far are kept: if the next real send fails, the rest
         grows (``backoff_factor``, up to ``max_cooldown``); a real send's success clears
         them. So a hung primary costs one user-visible wait per growing interval.
+        With a shared store the count is kept in Redis too, so a probe in one process
+        and the failed send in another still grow the rest.
         """
-        carried = max(self.trips, self.probation)
-        self.record_success()
-        self.probation = carried
+        self._succeed(max(self.trips, self.probation, 1))
 
     def record_failure(self, error: DeliveryError) -> None:
         self._record_failure(error)
@@ -243,10 +249,11 @@ class CircuitBreaker:
         slow_call: bool,
         verify_can_probe: bool,
         probe_held: bool | None = None,
+        probation: int = 0,
     ) -> None:
         """Take the shared store's view (``remaining``: seconds of rest left, by the
         store's clock, so no host's clock is compared with another's)."""
-        self.failures, self.trips = failures, trips
+        self.failures, self.trips, self.probation = failures, trips, probation
         self.slow_call, self.verify_can_probe = slow_call, verify_can_probe
         if state is BreakerState.OPEN:
             self.open_until = self.clock() + max(remaining, 0.0)

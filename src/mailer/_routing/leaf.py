@@ -13,6 +13,7 @@ per-provider machinery lives in one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -101,16 +102,59 @@ def _past(deadline: float, margin: float, took: float) -> bool:
     return _clock.now() + margin + took >= deadline
 
 
-class _StopAtDeadline(stop_base):
-    """tenacity's view of :func:`_past`; ``before`` is the time of the first try."""
+@dataclass(slots=True)
+class _Tries:
+    """One send's tries on one provider and the deadline they share (see
+    :meth:`Leaf._with_retries`). The provider's window starts with the first try,
+    after any wait for its rate-limit slot, which the send's deadline bounds alone."""
 
-    def __init__(self, deadline: float, margin: float, before: float) -> None:
-        self.deadline, self.margin, self.before = deadline, margin, before
+    window: float | None  # the provider's attempts_timeout
+    deadline: float  # the send's, until the first try starts
+    cap: float  # the send's
+    #: tries that split the window: ``retry.attempts`` for an idempotent provider (its
+    #: retry follows even a timeout after the commit point), else 1 (a try may use all)
+    shares: int = 1
+    started: int = 0
+
+    @property
+    def split(self) -> bool:
+        return self.window is not None and self.shares > 1
+
+    def start(self, now: float) -> float:
+        """The deadline of a try starting ``now``: with a split window, an equal share
+        of what is left for this try and those that may follow it."""
+        if not self.started and self.window is not None:
+            self.deadline = min(self.deadline, now + self.window)
+        self.started += 1
+        left = self.shares - self.started + 1
+        if not self.split or left <= 1:
+            return self.deadline
+        return now + (self.deadline - now) / left
+
+    def queued(self, seconds: float) -> None:
+        """A try waited ``seconds`` for a connection of our own: not the provider's
+        time, so the window moves on by as much (within the send's deadline)."""
+        if seconds > 0 and self.window is not None:
+            self.deadline = min(self.deadline + seconds, self.cap)
+
+    def past(self, margin: float, took: float) -> bool:
+        """Whether a retry after ``margin`` seconds would end past the deadline. With a
+        split window a share was kept for it, so the tries so far do not count."""
+        if self.split:
+            return _clock.now() + margin >= self.deadline
+        return _past(self.deadline, margin, took)
+
+
+class _StopAtTries(stop_base):
+    """tenacity's view of :meth:`_Tries.past`; ``before`` is the time of the first try."""
+
+    def __init__(self, tries: _Tries, margin: float, before: float) -> None:
+        self.tries, self.margin, self.before = tries, margin, before
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         spent = self.before + (retry_state.seconds_since_start or 0.0)
         took = spent / (retry_state.attempt_number + 1)
-        return _past(self.deadline, self.margin, took)
+        return self.tries.past(self.margin, took)
 
 
 class Leaf:
@@ -223,33 +267,42 @@ class Leaf:
 
         The first try is made directly: most sends succeed on it, and building and
         running tenacity's machinery cost about as much as the rest of the routing.
+
+        **One deadline per provider.** The try and its retries share one deadline: the
+        send's, or sooner the provider's :attr:`~mailer.Provider.attempts_timeout` from
+        the first try's start (an HTTP API's ``timeout``). So a Resend API that takes
+        the body and never answers costs one ``timeout``, not one per try: after a read
+        timeout its idempotent retry has nothing left, and the send moves on.
         """
         cfg = self.runtime.retry
         check = self._retryable(probe)
         started = _clock.now()
+        shares = cfg.attempts if self.provider.idempotent else 1
+        tries = _Tries(self.provider.attempts_timeout, ctx.deadline, ctx.deadline, shares)
         try:
-            return await self._attempt(message, ctx)
+            return await self._attempt(message, ctx, tries)
         except DeliveryError as exc:
             took = _clock.now() - started
-            if cfg.attempts < 2 or not check(exc) or _past(ctx.deadline, cfg.backoff, took):
+            if cfg.attempts < 2 or not check(exc) or tries.past(cfg.backoff, took):
                 raise
             first = exc
-        return await self._retry(message, ctx, check, first, took)
+        return await self._retry(message, ctx, tries, check, first, took)
 
     async def _retry(
         self,
         message: Message,
         ctx: SendContext,
+        tries: _Tries,
         check: Callable[[BaseException], bool],
         first: DeliveryError,
         took: float,
     ) -> SendResult:
-        """Tries 2..N on one provider, with tenacity's backoff (first wait: ``backoff``)."""
+        """Tries 2..N on one provider, with tenacity's backoff (first wait: ``backoff``),
+        until the provider's deadline (see :meth:`_with_retries`)."""
         cfg = self.runtime.retry
         await anyio.sleep(min(cfg.backoff, cfg.max_backoff))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.attempts - 1)
-            | _StopAtDeadline(ctx.deadline, cfg.backoff, took),
+            stop=stop_after_attempt(cfg.attempts - 1) | _StopAtTries(tries, cfg.backoff, took),
             wait=wait_exponential(multiplier=cfg.backoff * 2, max=cfg.max_backoff)
             if cfg.backoff
             else (lambda state: 0.0),
@@ -262,7 +315,7 @@ class Leaf:
             async for attempt in retrying:
                 with attempt:
                     try:
-                        return await self._attempt(message, ctx)
+                        return await self._attempt(message, ctx, tries)
                     except DeliveryUncertain as exc:
                         uncertain.append(exc)
                         raise
@@ -283,9 +336,9 @@ class Leaf:
 
     # -- one attempt -----------------------------------------------------------------------
 
-    async def _attempt(self, message: Message, ctx: SendContext) -> SendResult:
+    async def _attempt(self, message: Message, ctx: SendContext, tries: _Tries) -> SendResult:
         """One try, held to the pre-commit budget before its commit point and to the
-        send's deadline after it."""
+        tries' deadline (the send's, or the provider's sooner one) after it."""
         rt = self.runtime
         leaf = self.health
         provider = self.provider
@@ -306,12 +359,20 @@ class Leaf:
             except _OverRateLimit as exc:  # recorded, so the caller sees why it was skipped
                 rt.record(name, message.message_id, ctx.attempts, now, exc, False)
                 raise
+        deadline = tries.start(now)
+        if deadline <= now:
+            raise _NotTried(
+                f"{name}'s timeout ({tries.window:g}s, for a try and its retries) expired "
+                "before this retry",
+                provider=name,
+            )
         state = AttemptContext.open(
             name,
-            deadline=ctx.deadline,
+            deadline=deadline,
             started=now,
             grace=grace,
             budget=budget if provider.reports_commit_point else None,
+            cap=ctx.deadline if deadline < ctx.deadline else None,
         )
         scope = state.scope
         assert scope is not None
@@ -335,7 +396,7 @@ class Leaf:
             self._cancelled(state, message, ctx)
             raise
         except TimeoutError:
-            error = self._timed_out(state, budget)
+            error = self._timed_out(state, budget, ctx)
             rt.record(name, message.message_id, ctx.attempts, now, error, state.committed)
             raise error from None
         except DeliveryError as exc:
@@ -352,6 +413,7 @@ class Leaf:
             if token is not None:
                 state.exit(token)
             leaf.inflight.discard(state)
+            tries.queued(state.waited)
         if state.setup_time is not None:
             leaf.estimator.observe(state.setup_time)
         rt.record(name, message.message_id, ctx.attempts, now, None, state.reported)
@@ -386,20 +448,26 @@ class Leaf:
             await anyio.sleep(wait)
         return _clock.now()
 
-    def _timed_out(self, state: AttemptContext, budget: float) -> DeliveryError:
+    def _timed_out(self, state: AttemptContext, budget: float, ctx: SendContext) -> DeliveryError:
         """The error for an attempt its scope ended: the deadline, the budget or a
         release, told apart by what the attempt knows."""
         name = state.provider
-        timeout = self.runtime.send_timeout
+        window = self.provider.attempts_timeout
+        if state.deadline is not None and state.deadline < ctx.deadline and window is not None:
+            what = f"{name}'s timeout ({window:g}s, for a try and its retries)"
+        else:
+            what = f"send_timeout ({self.runtime.send_timeout:g}s)"
         if state.committed:
+            # no answer after the commit point: a slow call, as the providers' own
+            # post-commit timeouts are (the breaker opens on the first)
             return DeliveryUncertain(
-                f"send_timeout ({timeout:g}s) expired during the attempt; the provider may "
-                "have accepted the message",
+                f"{what} expired during the attempt; the provider may have accepted the message",
                 provider=name,
+                timed_out=True,
             )
         if state.deadline is not None and _clock.now() >= state.deadline:
             return TransientError(
-                f"send_timeout ({timeout:g}s) expired before the commit point: nothing was sent",
+                f"{what} expired before the commit point: nothing was sent",
                 provider=name,
                 retry_here=False,
             )

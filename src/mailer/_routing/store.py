@@ -68,10 +68,11 @@ local function now_ms()
 end
 local function load(key)
   local h = redis.call('HMGET', key, 'state', 'failures', 'trips', 'open_until', 'slow',
-                       'vcp', 'ver')
+                       'vcp', 'ver', 'prob')
   return {state = h[1] or 'closed', failures = tonumber(h[2] or '0'),
           trips = tonumber(h[3] or '0'), open_until = tonumber(h[4] or '0'),
-          slow = tonumber(h[5] or '0'), vcp = tonumber(h[6] or '0'), ver = tonumber(h[7] or '0')}
+          slow = tonumber(h[5] or '0'), vcp = tonumber(h[6] or '0'), ver = tonumber(h[7] or '0'),
+          prob = tonumber(h[8] or '0')}
 end
 local function view(name, s, now, lease)
   local pttl = redis.call('PTTL', lease)
@@ -79,14 +80,14 @@ local function view(name, s, now, lease)
   local remaining = 0
   if s.state == 'open' then remaining = math.max(s.open_until - now, 0) end
   return {n = name, s = s.state, r = remaining, f = s.failures, t = s.trips, sl = s.slow,
-          v = s.vcp, l = pttl, h = redis.call('GET', lease) or '', ver = s.ver}
+          v = s.vcp, l = pttl, h = redis.call('GET', lease) or '', ver = s.ver, p = s.prob}
 end
 -- save, bump the version; publish when the state or the rest changed
 local function save(key, name, s, now, lease, channel, publish)
   s.ver = s.ver + 1
   redis.call('HSET', key, 'state', s.state, 'failures', s.failures, 'trips', s.trips,
              'open_until', string.format('%d', s.open_until), 'slow', s.slow, 'vcp', s.vcp,
-             'ver', s.ver)
+             'ver', s.ver, 'prob', s.prob)
   local out = view(name, s, now, lease)
   if publish then redis.call('PUBLISH', channel, cjson.encode(out)) end
   return out
@@ -95,7 +96,9 @@ end
 
 # KEYS: state hash, lease. ARGV: name, channel, kind, retry_after_ms, threshold,
 # cooldown_ms, factor, max_cooldown_ms, auth_cooldown_ms, slow, vcp.
-# The same rules as CircuitBreaker.record_failure (mailer.health), in Redis's clock.
+# The same rules as CircuitBreaker.record_failure (mailer.health), in Redis's clock: an
+# opening while on probation (closed by a background verify only) grows the rest from the
+# openings before it (prob), whichever process probed and whichever failed.
 _FAILURE = (
     _PRELUDE
     + """
@@ -106,6 +109,7 @@ local kind = ARGV[3]
 s.slow = tonumber(ARGV[10])
 s.vcp = tonumber(ARGV[11])
 local function open(rest, grow)
+  s.trips, s.prob = math.max(s.trips, s.prob), 0
   if grow then
     rest = math.min(rest * math.pow(tonumber(ARGV[7]), s.trips), tonumber(ARGV[8]))
   end
@@ -130,21 +134,33 @@ return cjson.encode(save(KEYS[1], ARGV[1], s, now, KEYS[2], ARGV[2], publish))
 """
 )
 
-# KEYS: state hash, lease. ARGV: name, channel, probe (1: from the lease's holder).
+# KEYS: state hash, lease. ARGV: name, channel, probe (1: from the lease's holder),
+# verified (1: a background verify passed, not a real send).
 # A success on an open breaker from anyone but a probe is stale (the attempt started
 # before the opening, as a send finishing just after another process's 429): ignored.
+# A verify closes on probation: the openings so far are kept in prob, and the next one
+# grows the rest from there (CircuitBreaker.record_probe_success); a real send's success
+# clears them.
 _SUCCESS = (
     _PRELUDE
     + """
 local now = now_ms()
 local s = load(KEYS[1])
-if (s.state == 'closed' and s.failures == 0) or (s.state == 'open' and ARGV[3] ~= '1') then
+local verified = ARGV[4] == '1'
+if (s.state == 'closed' and s.failures == 0 and (verified or s.prob == 0))
+    or (s.state == 'open' and ARGV[3] ~= '1') then
   return cjson.encode(view(ARGV[1], s, now, KEYS[2]))
 end
-local before = s.state
+local before, before_prob = s.state, s.prob
+if verified then
+  s.prob = math.max(s.trips, s.prob, 1)
+else
+  s.prob = 0
+end
 s.state, s.failures, s.trips, s.open_until = 'closed', 0, 0, 0
 redis.call('DEL', KEYS[2])
-return cjson.encode(save(KEYS[1], ARGV[1], s, now, KEYS[2], ARGV[2], before ~= 'closed'))
+local publish = before ~= 'closed' or s.prob ~= before_prob
+return cjson.encode(save(KEYS[1], ARGV[1], s, now, KEYS[2], ARGV[2], publish))
 """
 )
 
@@ -255,6 +271,8 @@ class ProviderView:
     holder: str  # who holds the probe: host:pid:id
     version: int
     granted: bool = False
+    #: openings carried while on probation (closed by a background verify only)
+    probation: int = 0
 
     @classmethod
     def parse(cls, raw: Any) -> ProviderView:
@@ -271,6 +289,7 @@ class ProviderView:
             holder=str(d.get("h") or ""),
             version=int(d["ver"]),
             granted=bool(d.get("g", 0)),
+            probation=int(d.get("p", 0)),
         )
 
 
@@ -291,10 +310,10 @@ class _Observer:
     store: RedisHealth
     name: str
 
-    def success(self, breaker: CircuitBreaker, was: tuple[BreakerState, int]) -> None:
-        if was[0] is BreakerState.CLOSED and was[1] == 0:
+    def success(self, breaker: CircuitBreaker, was: tuple[BreakerState, int, int]) -> None:
+        if was == (BreakerState.CLOSED, 0, 0) and not breaker.probation:
             return  # the hot path: a healthy send writes nothing
-        self.store.write(self.name, "success")
+        self.store.write(self.name, "success", verified=breaker.probation > 0)
 
     def failure(self, breaker: CircuitBreaker, error: DeliveryError) -> None:
         self.store.write(self.name, "failure", error)
@@ -522,6 +541,7 @@ class RedisHealth:
             slow_call=view.slow_call,
             verify_can_probe=view.verify_can_probe,
             probe_held=view.lease > 0 if view.state is BreakerState.HALF_OPEN else None,
+            probation=view.probation,
         )
 
     async def views(self, names: list[str]) -> list[ProviderView]:
@@ -555,8 +575,11 @@ class RedisHealth:
 
     # -- writing -----------------------------------------------------------------------
 
-    def write(self, name: str, kind: str, error: DeliveryError | None = None) -> None:
-        """Mirror a verdict in the store, without making the send wait for it."""
+    def write(
+        self, name: str, kind: str, error: DeliveryError | None = None, *, verified: bool = False
+    ) -> None:
+        """Mirror a verdict in the store, without making the send wait for it
+        (``verified``: the success is a background verify's, on probation)."""
         if not self.start():
             return  # alone for now; the resync merges what matters when back
         keys = [self._key("health", name), self._key("probe", name)]
@@ -576,7 +599,8 @@ class RedisHealth:
         elif kind == "success":
             probe = name in self.leases
             self.leases.discard(name)
-            self._spawn(self._write("success", keys, [name, self.channel, int(probe)]))
+            args = [name, self.channel, int(probe), int(verified)]
+            self._spawn(self._write("success", keys, args))
         else:
             self._spawn(self._write("release", [self._key("probe", name)], [self.token]))
 

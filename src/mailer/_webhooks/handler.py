@@ -4,7 +4,9 @@ The order is the contract (docs/events.md, "Answers"): 405 for anything but POST
 for a provider name the config lacks (or one without a ``webhook`` block), 413 for a
 body over :data:`MAX_BODY` (a declared length is refused before reading; the adapters
 stop reading at the limit otherwise), then the ESP's own check (401: signature,
-credentials, replayed timestamp), then parsing (400), then
+credentials, replayed timestamp), then the parser's handshake (a verified question such
+as Event Grid's subscription validation: 200 with the body the parser chose, nothing
+stored), then parsing (400), then
 :meth:`Mailer.ingest_events`; only once it returns is the answer 200, so the ESP retries
 anything not stored. A failing store answers 503 (the ESP retries later).
 
@@ -108,6 +110,18 @@ class WebhookHandler:
         except WebhookRefused as exc:
             _log(parser, "webhook_refused", f"refused: {exc}")
             return _refused(401, str(exc))
+        try:
+            answer = await parser.handshake(request)
+        except WebhookMalformed as exc:
+            _log(parser, "webhook_malformed", f"malformed: {exc}")
+            return _refused(400, str(exc))
+        if answer is not None:
+            log.info(
+                "webhook from %s: handshake answered",
+                parser.provider,
+                extra={"event": "webhook_handshake", "provider": parser.provider},
+            )
+            return Reply(200, answer)
         try:
             events = await parser.parse(request)
         except WebhookMalformed as exc:

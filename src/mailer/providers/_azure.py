@@ -39,16 +39,32 @@ from pydantic import SecretStr, field_validator, model_validator
 from .._errors import AuthError, DeliveryError, DeliveryUncertain
 from .._message import Address, Attachment, Message
 from .._redact import register_secret
+from ._azure_webhook import AzureWebhook, AzureWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, require
 from .http.config import url_credentials
+from .http.lookup import ABSENT_AFTER, Lookup
 
-__all__ = ["AzureConfig", "AzureProvider", "HMACAuth", "operation_id", "signature"]
+__all__ = [
+    "OPERATION_KEPT",
+    "AzureConfig",
+    "AzureProvider",
+    "HMACAuth",
+    "operation_id",
+    "operation_id_of",
+    "signature",
+]
 
 DEFAULT_API_VERSION = "2025-09-01"
 #: the headers the signature covers, in the SDK's order
 SIGNED = "x-ms-date;host;x-ms-content-sha256"
 #: our Operation-Ids: UUID-5s in this namespace, so they say nothing of the Message-ID
 _NAMESPACE = uuid.UUID("6f1c2b1e-3a0a-5f6e-9a53-7d1c0e5b8a21")
+#: how long a 404 for an operation is taken to prove it never arrived (seconds). Azure
+#: does not document how long it answers for an operation; past this a 404 may be a
+#: forgotten operation, so the lookup says unknown
+OPERATION_KEPT = 24 * 3600.0
+#: operation statuses that mean Azure has the message and is sending or has sent it
+_TAKEN = ("NotStarted", "Running", "Succeeded")
 #: error codes (``error.code``) about the resource, its domain or sender, not the message
 _ACCOUNT_CODES = (
     "Denied",
@@ -98,7 +114,12 @@ class HMACAuth(httpx.Auth):
 def operation_id(message: Message) -> str:
     """The same Operation-Id for every attempt at ``message``."""
     assert message.message_id is not None
-    return str(uuid.uuid5(_NAMESPACE, message.message_id))
+    return operation_id_of(message.message_id)
+
+
+def operation_id_of(message_id: str) -> str:
+    """The Operation-Id of the message with this Message-ID (what reconcile asks about)."""
+    return str(uuid.uuid5(_NAMESPACE, message_id))
 
 
 def parse_connection_string(text: str) -> tuple[str, str]:
@@ -121,6 +142,8 @@ class AzureConfig(HTTPConfig):
     access_key: SecretStr | None = None
     connection_string: SecretStr | None = None
     api_version: str = DEFAULT_API_VERSION
+    #: Event Grid's delivery reports: the secret in the webhook URL (docs/events.md)
+    webhook: AzureWebhookConfig | None = None
 
     @field_validator("endpoint")
     @classmethod
@@ -213,6 +236,7 @@ class AzureProvider(HTTPProvider[AzureConfig]):
     sends_message_id = False  # Azure sets its own Message-ID
     max_message_bytes = 10_000_000  # "10 MB" per email, attachments included (default)
     response_id_field = "id"
+    webhook_parser = AzureWebhook
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -271,3 +295,25 @@ class AzureProvider(HTTPProvider[AzureConfig]):
         ):
             return AuthError(f"Azure {code} (the resource, domain or sender): {text}")
         return None
+
+    async def lookup(self, message_id: str, *, age: float) -> Lookup:
+        """Azure answers exactly: the Operation-Id is the one every attempt at this
+        Message-ID used, so ``GET /emails/operations/{id}`` finds the send if it arrived.
+        NotStarted, Running or Succeeded: sent. Failed or Canceled: unknown (Azure will
+        not send it, and refuses this Operation-Id again; a person decides). 404: absent,
+        once the row is ABSENT_AFTER old (no answer in flight) and younger than
+        OPERATION_KEPT. A wrong ``absent`` still cannot duplicate while Azure remembers
+        the id: the re-send names the same operation and gets 409 (DeliveryUncertain)."""
+        op = operation_id_of(message_id)
+        target = f"/emails/operations/{op}?api-version={self.config.api_version}"
+        answer = await self.request(HTTPRequest("GET", target), commit=False)
+        status = answer.get("status")
+        if answer.is_success and status in _TAKEN:
+            return Lookup("sent", f"Azure's operation is {status}", op)
+        if answer.is_success:
+            return Lookup("unknown", f"Azure's operation is {status}: it will not be sent", op)
+        if answer.status == 404 and isinstance(answer.get("error"), dict):
+            if ABSENT_AFTER <= age < OPERATION_KEPT:
+                return Lookup("absent", "Azure has no operation with this Operation-Id")
+            return Lookup("unknown", "Azure has no such operation (too recent or too old to tell)")
+        return Lookup("unknown", f"Azure's operation status answered HTTP {answer.status}")

@@ -19,9 +19,11 @@ Answers (the table is in docs/providers.md):
   MailerSend resets it; other 429s rest for Retry-After.
 * 401 bad token, 403 plan or account refusal -> AuthError (the status mapping).
 
-MailerSend's bulk endpoint answers 202 before validating the messages and reports each
-one only later (``GET /v1/bulk-email/{id}``), so it is not used: ``send_many`` sends each
-message on its own and every result is definitive.
+Batches: with ``bulk = true``, ``send_batch``/``send_many`` go through
+``POST /v1/bulk-email`` (500 a request) and a bounded poll of its status
+(:mod:`._mailersend_bulk`, where what an unfinished poll means is said). Off by default:
+a bulk answers 202 before validating, so a poll that runs out leaves its messages
+uncertain where single sends would each have had a definitive answer.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from .._errors import AuthError, DeliveryError, RateLimited, RecipientsRefused
 from .._message import Address, Message
 from .._result import SendResult
+from ._mailersend_bulk import BULK_PATH, poll_bulk
 from ._mailersend_webhook import MailerSendWebhook, MailerSendWebhookConfig
-from .http import Answer, HTTPConfig, HTTPProvider, Payload
+from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload
+from .http.batch import BatchOutcome
 
 __all__ = ["MailerSendConfig", "MailerSendProvider"]
 
@@ -47,6 +51,10 @@ class MailerSendConfig(HTTPConfig):
     api_key: SecretStr
     #: the webhook's signing secret (docs/events.md)
     webhook: MailerSendWebhookConfig | None = None
+    #: send_batch/send_many through the bulk endpoint (docs/providers.md)
+    bulk: bool = False
+    #: how long a bulk's status is polled for each message's outcome (seconds)
+    bulk_wait: float = Field(default=30.0, gt=0, le=600)
 
 
 def until_midnight_utc(now: float | None = None) -> float:
@@ -96,6 +104,8 @@ class MailerSendProvider(HTTPProvider[MailerSendConfig]):
     sends_message_id = False  # MailerSend sets its own
     max_message_bytes = 25_000_000  # "total size of all attachments ... 25MB"
     rate_limit_reset_headers = ("x-ratelimit-reset",)
+    batch_size = 500  # "up to 500 email objects" per bulk request
+    batch_max_bytes = 50_000_000  # ours: MailerSend documents no size limit for a bulk
 
     def provider_id(self, answer: Answer) -> str | None:
         return answer.headers.get("X-Message-Id")
@@ -158,3 +168,14 @@ class MailerSendProvider(HTTPProvider[MailerSendConfig]):
                 f"MailerSend daily quota (resting {rest / 3600:.1f} h): {text}", retry_after=rest
             )
         return None
+
+    # -- /v1/bulk-email: 202 and an id, then each outcome from a poll -------------------
+
+    def batchable(self, message: Message) -> bool:
+        return self.config.bulk
+
+    def batch_request(self, payloads: list[Payload[Any]]) -> HTTPRequest:
+        return HTTPRequest("POST", BULK_PATH, json=[p.request().json for p in payloads])
+
+    async def finish_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
+        return await poll_bulk(self, messages, answer)

@@ -25,8 +25,9 @@ recipient is refused, the reason decides: about the account or sender
 (``invalid-sender``, ``unsigned``, ``test-mode-limit``) -> AuthError, fail over; about the
 addresses (bounces, spam, unsubscribed, rules) -> RecipientsRefused.
 
-Mandrill has no batch form for different messages (``messages/send`` sends one message
-to many recipients), so ``send_many`` sends each message on its own.
+Batches: Mandrill has no batch form for different messages, but ``messages/send`` sends
+one content to many recipients, so ``send_batch``/``send_many`` merge messages that differ
+only in their one To recipient (:mod:`._mandrill_batch`); any other message goes alone.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ from .._errors import (
 )
 from .._message import Address, Attachment, Message
 from .._result import SendResult
+from . import _mandrill_batch
 from ._mandrill_webhook import MandrillWebhook, MandrillWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, addresses_text, b64
+from .http.batch import BatchOutcome
 
 __all__ = ["MandrillConfig", "MandrillProvider"]
 
@@ -137,6 +140,7 @@ class MandrillProvider(HTTPProvider[MandrillConfig]):
     requires_to = False  # Bcc-only: every recipient has its own type
     dsn_key_field = "api_key"  # in the body (MandrillPayload.request), not a header
     max_message_bytes = 25_000_000  # "maximum message size, including attachments, is 25 MB"
+    batch_size = 500  # ours: recipients merged into one messages/send (Mandrill sets none)
 
     def auth_headers(self) -> dict[str, str]:
         return {}  # the key is in the JSON body
@@ -192,3 +196,17 @@ class MandrillProvider(HTTPProvider[MandrillConfig]):
         if name == "GeneralError":
             return None  # an unexpected error on Mandrill's side: the 500 rule (uncertain)
         return PermanentError(f"{where}: {text}")
+
+    # -- one content to many: messages/send with preserve_recipients false ---------------
+
+    def batchable(self, message: Message) -> bool:
+        return _mandrill_batch.batchable(message)
+
+    def batch_groups(self, payloads: list[Payload[Any]]) -> list[list[int]]:
+        return _mandrill_batch.groups(payloads)
+
+    def batch_request(self, payloads: list[Payload[Any]]) -> HTTPRequest:
+        return _mandrill_batch.merged_request(payloads)
+
+    def parse_batch(self, messages: list[Message], answer: Answer) -> list[BatchOutcome]:
+        return _mandrill_batch.outcomes(self, messages, answer)

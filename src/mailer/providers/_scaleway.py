@@ -28,6 +28,7 @@ from pydantic import SecretStr, field_validator
 from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Message
 from .._result import SendResult
+from ._scaleway_webhook import ScalewayWebhook, ScalewayWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, encode_header_value
 
 __all__ = ["QUOTA_REST", "ScalewayConfig", "ScalewayProvider"]
@@ -50,6 +51,8 @@ class ScalewayConfig(HTTPConfig):
     secret_key: SecretStr
     project_id: str
     region: str = "fr-par"
+    #: the Topics and Events subscription's topics and Scaleway's CA (docs/events.md)
+    webhook: ScalewayWebhookConfig | None = None
 
     @field_validator("region")
     @classmethod
@@ -103,6 +106,13 @@ class ScalewayProvider(HTTPProvider[ScalewayConfig]):
     smtputf8 = False
     max_message_bytes = 2_000_000  # "Maximum email size (API): 2 MB", attachments included
     rate_limit_reset_headers = ("X-RateLimit-Reset",)
+    webhook_parser = ScalewayWebhook
+
+    def webhook(self) -> ScalewayWebhook | None:
+        """The receiver, told the region whose CA to download when none is pinned."""
+        if self.config.webhook is None:
+            return None
+        return ScalewayWebhook(self.name, self.config.webhook, self.config.region)
 
     def _prefix(self) -> str:
         return f"/transactional-email/v1alpha1/regions/{self.config.region}"

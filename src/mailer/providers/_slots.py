@@ -77,8 +77,14 @@ class Slots:
                     await self._semaphore.acquire()
                 break
             except TimeoutError:
-                if self._freed != freed and _progressed(attempt):
-                    continue  # slots were freed meanwhile: still queued, not hung
+                if self._freed != freed:
+                    # still queued, not hung: the time so far is queueing (it moves a
+                    # provider's own deadline on), and the budget starts again
+                    now = _clock.now()
+                    attempt.queued(now - began)
+                    began = now
+                    if _progressed(attempt):
+                        continue
             # Queued behind our own sends says nothing about the provider's health (the
             # sends holding the slots give that verdict), and another try here would wait
             # in the same queue.

@@ -168,9 +168,11 @@ class TranscriptStream(ReplyStream):
         self.transcript.client(data)
         super().send(data, replies=replies)
 
-    async def send_payload(self, pieces: tuple[Piece, ...], *, timeout: float | None) -> None:
+    async def send_payload(
+        self, pieces: tuple[Piece, ...], *, timeout: float | None, hold: bool = False
+    ) -> None:
         self.transcript.payload(payload_size(pieces))
-        await super().send_payload(pieces, timeout=timeout)
+        await super().send_payload(pieces, timeout=timeout, hold=hold)
 
     async def read(self, timeout: float | None) -> Reply:
         reply = await super().read(timeout)

@@ -263,8 +263,11 @@ class _Verdict:
         return {"retry_here": self.retry_here, "timed_out": self.timed_out}
 
     def uncertain(self) -> _Flags:
-        # no answer after the commit point is judged on its own, not as a slow call
-        return {"retry_here": self.retry_here, "timed_out": False}
+        # No answer after the final "." within the timeout is a slow call too, as HTTP's
+        # post-body timeout is (providers/http/transport.py): the breaker opens on the
+        # first, so the sends after it go to the next provider at once instead of each
+        # waiting out socket_timeout (issue 21). A dropped connection is not a hang.
+        return {"retry_here": self.retry_here, "timed_out": self.timed_out}
 
 
 def _ssl_error(exc: ssl.SSLError, endpoint: Endpoint, verdict: _Verdict) -> DeliveryError:

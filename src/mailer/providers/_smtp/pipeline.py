@@ -108,6 +108,8 @@ class ReplyStream(asyncio.Protocol):
         self._error: BaseException | None = None
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
+        #: writes held back by ``send_payload(hold=True)`` until :meth:`flush_soon`'s turn
+        self._held: list[bytes] | None = None
         #: set when the server said something nobody asked for: never reuse
         self.unsolicited = False
 
@@ -132,6 +134,7 @@ class ReplyStream(asyncio.Protocol):
 
     def close(self) -> None:
         if self._transport is not None:
+            self._flush()  # what was written stays written, as without the hold
             self._transport.close()
 
     # -- writing -----------------------------------------------------------------------
@@ -142,22 +145,56 @@ class ReplyStream(asyncio.Protocol):
         if transport is None or transport.is_closing() or self._error is not None:
             raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")
         self._owed += replies
-        transport.write(data)
+        held = self._held
+        if held is not None:
+            held.append(data)  # behind the held payload, in one write with it
+        else:
+            transport.write(data)
 
-    async def send_payload(self, pieces: tuple[Piece, ...], *, timeout: float | None) -> None:
+    def flush_soon(self) -> None:
+        """Write what ``send_payload(hold=True)`` held, at this loop turn's end.
+
+        The callbacks already due run first: the pool's hand-off has just woken the next
+        send, whose MAIL/RCPT/DATA (:meth:`send`, in the same turn) then join the held
+        payload, so both leave in one ``send()`` and usually draw one read of replies.
+        """
+        if self._held is not None:
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        transport = self._transport
+        if not held or transport is None:
+            return
+        try:
+            transport.write(held[0] if len(held) == 1 else b"".join(held))
+        except Exception as exc:  # pragma: no cover - asyncio's transports log, not raise
+            self._fail(exc)  # the reader raises it: the "." may not have left
+            transport.close()
+
+    async def send_payload(
+        self, pieces: tuple[Piece, ...], *, timeout: float | None, hold: bool = False
+    ) -> None:
         """Write the payload pieces in chunks, waiting for the socket between them.
 
         One reply is owed once the last chunk (with the final ".") is written. A failure
         raised here means the end of the data has *not* been written: transient (or a
         MessageError from a source whose file changed, also before the end).
 
+        ``hold``: a payload that goes in one write is kept back for :meth:`flush_soon`
+        instead (then the caller must call it). Nothing else is written before it, the
+        stream keeps the order, and :meth:`close` writes it first: the bytes and their
+        order on the wire are as without the hold, only later in the same loop turn.
+
         A source (a large attachment) is encoded here, one chunk of about 234 KiB at a
         time, and the loop gets a turn after each chunk even when the socket keeps up:
         encoding a chunk holds it for a few milliseconds, never the whole attachment.
         """
+        self._flush()  # a held write goes first (none is, in practice: 354 came before)
         total = payload_size(pieces)
         if total <= CHUNK and len(pieces) > 1 and all(isinstance(p, bytes) for p in pieces):
             pieces = (b"".join(p for p in pieces if isinstance(p, bytes)),)  # one send()
+        hold = hold and len(pieces) == 1 and total <= CHUNK and isinstance(pieces[0], bytes)
         written = 0
         for piece in pieces:
             if isinstance(piece, bytes):
@@ -177,6 +214,9 @@ class ReplyStream(asyncio.Protocol):
                     raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")
                 if last:
                     self._owed += 1
+                    if hold:
+                        self._held = [bytes(chunk)]
+                        return
                 transport.write(chunk)
                 written += len(chunk)
 

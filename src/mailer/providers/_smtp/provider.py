@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult
 
@@ -32,7 +32,7 @@ from .connection import Connection, Delivery, Settings
 from .oauth import TokenSource
 from .pool import Pool
 from .tls import build_context
-from .wire import check_envelope_address, message_payload, payload_8bit
+from .wire import Piece, check_envelope_address, message_payload, payload_8bit
 
 if TYPE_CHECKING:
     import httpx
@@ -152,11 +152,7 @@ class SMTPProvider(Provider[SMTPConfig]):
         # signature covers the 7-bit rendering only: a signed message is sent 7-bit)
         eight_bit = payload_8bit(message) if dkim is None else None
 
-        async def job(conn: Connection) -> Delivery:
-            return await conn.transaction(
-                sender, recipients, payload, smtputf8=utf8, payload_8bit=eight_bit
-            )
-
+        job = _Transaction(sender, recipients, payload, utf8, eight_bit)
         current_attempt().prepare()  # the outbox's commit record starts now (_attempt)
         options = self.options_for(message)
         if options:
@@ -178,9 +174,7 @@ class SMTPProvider(Provider[SMTPConfig]):
             response=delivery.response,
         )
 
-    async def _run(
-        self, job: Callable[[Connection], Awaitable[Delivery]], *, pooled: bool
-    ) -> Delivery:
+    async def _run(self, job: _Transaction, *, pooled: bool) -> Delivery:
         if pooled:
             return await self._get_pool().run(job)
         conn = await self.connect()
@@ -226,3 +220,37 @@ class SMTPProvider(Provider[SMTPConfig]):
         where = self._settings.endpoint.where
         mode = "smtps" if self._cfg.implicit_tls else "smtp"
         return f"<SMTPProvider name={self.name!r} {mode}://{where} pool={self._cfg.pool}>"
+
+
+class _Transaction:
+    """One message's transaction, run on whichever connection the pool hands out.
+
+    A slotted object rather than a closure: a send queued for a pooled connection holds
+    it while it waits, and a closure with its cells is seven objects for the collector to
+    walk per queued send instead of one.
+    """
+
+    __slots__ = ("eight_bit", "payload", "recipients", "sender", "utf8")
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: list[str],
+        payload: tuple[Piece, ...],
+        utf8: bool,
+        eight_bit: tuple[Piece, ...] | None,
+    ) -> None:
+        self.sender = sender
+        self.recipients = recipients
+        self.payload = payload
+        self.utf8 = utf8
+        self.eight_bit = eight_bit
+
+    def __call__(self, conn: Connection) -> Awaitable[Delivery]:
+        return conn.transaction(
+            self.sender,
+            self.recipients,
+            self.payload,
+            smtputf8=self.utf8,
+            payload_8bit=self.eight_bit,
+        )

@@ -128,15 +128,24 @@ class _Renders(Protocol):
     def render(self) -> bytes | Rendering: ...
 
 
-_PAYLOADS: dict[int, tuple[weakref.ref[_Renders], tuple[Piece, ...]]] = {}
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference that knows its cache key: one shared callback, not a closure
+    (and its defaults tuple) per message, which the collector would walk while sends
+    queue."""
+
+    __slots__ = ("key",)
+    key: int
+
+
+_PAYLOADS: dict[int, tuple[_Ref, tuple[Piece, ...]]] = {}
 _PAYLOADS_LOCK = threading.Lock()
 
 
-def _forget(key: int, ref: weakref.ref[_Renders]) -> None:
+def _forget(ref: _Ref) -> None:
     with _PAYLOADS_LOCK:
-        entry = _PAYLOADS.get(key)
+        entry = _PAYLOADS.get(ref.key)
         if entry is not None and entry[0] is ref:
-            del _PAYLOADS[key]
+            del _PAYLOADS[ref.key]
 
 
 def message_payload(message: _Renders) -> tuple[Piece, ...]:
@@ -159,13 +168,11 @@ def message_payload(message: _Renders) -> tuple[Piece, ...]:
     rendered = message.render()
     pieces = data_pieces(rendered) if isinstance(rendered, bytes) else rendering_pieces(rendered)
 
-    def forget(ref: weakref.ref[_Renders], key: int = key) -> None:
-        _forget(key, ref)
-
     try:
-        ref = weakref.ref(message, forget)
+        ref = _Ref(message, _forget)
     except TypeError:  # not weak-referenceable: encode every time
         return pieces
+    ref.key = key
     with _PAYLOADS_LOCK:
         _PAYLOADS[key] = (ref, pieces)
     return pieces

@@ -2,7 +2,8 @@
 
 The provider says how (``batch_size``, ``batch_max_bytes``, and its hooks
 :meth:`~HTTPProvider.batchable`, :meth:`~HTTPProvider.batch_request`,
-:meth:`~HTTPProvider.parse_batch`, :meth:`~HTTPProvider.batch_has_items`); this module
+:meth:`~HTTPProvider.parse_batch` or, for an API that reports items later,
+:meth:`~HTTPProvider.finish_batch`, :meth:`~HTTPProvider.batch_has_items`); this module
 cuts the messages into requests and gives each message its own outcome, never raising
 for one. A message the batch form cannot carry is sent alone; without a batch endpoint
 every message is sent alone, ``max_connections`` at a time.
@@ -104,6 +105,32 @@ async def send_batch(
 
 
 async def send_chunk(provider: HTTPProvider[Any], items: list[Item]) -> list[BatchOutcome]:
+    """The chunk's per-item outcomes: one batch request per group the provider makes of
+    it (:meth:`HTTPProvider.batch_groups`: one group, unless the batch form carries only
+    messages that share content, as Mandrill's), the groups' requests concurrently."""
+    groups = provider.batch_groups([payload for _, payload in items])
+    if len(groups) == 1:
+        return await _send_group(provider, items)
+    outcomes: list[BatchOutcome | None] = [None] * len(items)
+
+    async def group(indexes: list[int]) -> None:
+        try:
+            results = await _send_group(provider, [items[i] for i in indexes])
+        except Exception as exc:  # as send_batch's chunk: we cannot know what was sent
+            text = redact(f"unexpected {type(exc).__name__} in batch: {exc}")
+            error = DeliveryUncertain(text, provider=provider.name)
+            results = [item_copy(error, provider.name) for _ in indexes]
+        for index, outcome in zip(indexes, results, strict=True):
+            outcomes[index] = outcome
+
+    async with asyncio.TaskGroup() as tasks:
+        for indexes in groups:
+            tasks.create_task(group(indexes))
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+async def _send_group(provider: HTTPProvider[Any], items: list[Item]) -> list[BatchOutcome]:
     """One batch request and its per-item outcomes. An idempotent request (one with an
     Idempotency-Key) is sent again once when its first answer was lost."""
     payloads = [payload for _, payload in items]
@@ -123,4 +150,4 @@ async def send_chunk(provider: HTTPProvider[Any], items: list[Item]) -> list[Bat
     if not answer.is_success and not provider.batch_has_items(answer, len(items)):
         error = provider.error_for(answer)
         return [item_copy(error, provider.name) for _ in items]
-    return provider.parse_batch([payload.message for payload in payloads], answer)
+    return await provider.finish_batch([payload.message for payload in payloads], answer)

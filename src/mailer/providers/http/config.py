@@ -26,7 +26,8 @@ class HTTPConfig(ProviderConfig):
     """Options every HTTP adapter takes.
 
     ``base_url`` points an adapter at an EU region, a proxy or a local fake;
-    ``timeout`` bounds one request (the Mailer's ``send_timeout`` may shorten it);
+    ``timeout`` bounds one send's requests to this API, a try and its same-provider
+    retries together (the Mailer's ``send_timeout`` may shorten it);
     ``ignore_unsupported`` sends a message without the features the provider lacks
     instead of refusing it.
     """

@@ -126,6 +126,12 @@ class HTTPProvider(Provider[ConfigT]):
     def base_url(self) -> str:
         return self.config.base_url or self.default_base_url
 
+    @property
+    def attempts_timeout(self) -> float | None:
+        """``timeout`` bounds a try and its retries together: an idempotent retry after
+        a read timeout gets what is left of it, not a second ``timeout``."""
+        return float(self.config.timeout)
+
     def send_target(self) -> str:
         """The path a send POSTs to; a method so it can depend on the config."""
         return self.send_path
@@ -411,6 +417,12 @@ class HTTPProvider(Provider[ConfigT]):
         """One request sending every payload (adapters with ``batch_size`` implement it)."""
         raise NotImplementedError
 
+    def batch_groups(self, payloads: list[Payload[Any]]) -> list[list[int]]:
+        """The payloads (by position) that may share one batch request: all of them,
+        unless the batch form is one content to many recipients (Mandrill), where only
+        messages with the same content can."""
+        return [list(range(len(payloads)))]
+
     def batch_has_items(self, answer: Answer, count: int) -> bool:
         """Whether a non-2xx batch answer still reports each item (Mailjet does)."""
         return False
@@ -418,6 +430,14 @@ class HTTPProvider(Provider[ConfigT]):
     def parse_batch(self, messages: list[Message], answer: Answer) -> list[batch.BatchOutcome]:
         """One outcome per message from the batch answer, in order."""
         raise NotImplementedError
+
+    async def finish_batch(
+        self, messages: list[Message], answer: Answer
+    ) -> list[batch.BatchOutcome]:
+        """The outcomes of a batch the API accepted (2xx, or items reported): what
+        :meth:`parse_batch` reads from the answer, unless the API reports each item only
+        later (MailerSend's bulk endpoint: a bounded poll)."""
+        return self.parse_batch(messages, answer)
 
     def webhook(self) -> WebhookParser[Any] | None:
         """This provider's webhook receiver, or None without a parser or a ``webhook``

@@ -118,6 +118,14 @@ class WebhookParser(Generic[ConfigT]):
         timestamp within :data:`MAX_SKEW`)."""
         raise NotImplementedError
 
+    async def handshake(self, request: WebhookRequest) -> dict[str, Any] | None:
+        """The JSON body answering a verified request that is a question rather than
+        events (Event Grid's subscription validation wants its code echoed back), or
+        None for an ordinary post (the default). A body returned here is answered 200
+        with nothing parsed or stored, so it must be built from the verified request
+        only; it is the one way a parser chooses what the response says."""
+        return None
+
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
         """The events of a verified request (WebhookMalformed when unreadable); may be
         empty (a test ping, a subscription confirmation)."""
