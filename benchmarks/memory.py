@@ -23,15 +23,28 @@ setInterval on its own event loop, the same measure). And a fresh process's firs
 a small message (ours, aiosmtplib), the client built before the clock: what a first send
 imports or sets up inside the loop (issue 21, item 20).
 
+Large bodies (issue 25 item 4), each path with a 50 MiB message of two shapes, mostly
+text/HTML (a 25 MiB text part, 7bit, and a 25 MiB HTML part with accents,
+quoted-printable; the strings are the caller's, in the baseline) and mostly attachment
+(the file by path): SMTP into smtp-sink, SES raw (``Content.Raw``, base64 in JSON) and
+Mailgun MIME (``messages.mime``) into a local HTTP sink in its own process that reads
+each body in 1 MiB pieces (so only the client is measured; it refuses a chunked body).
+Each case streamed (the library as it is) and whole (every body rendered whole, the
+reference: what the same library did before), peak RSS above idle and the longest loop
+stall while the message is built and sent, in the same process (_large_bodies.py).
+
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--queued 10000] [--quick]
     .venv/bin/python benchmarks/memory.py --stall-only [--rounds 5]   # the stall table alone
+    .venv/bin/python benchmarks/memory.py --large-only [--rounds 3]   # the large-body table
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +54,7 @@ from _common import (
     BENCH_DIR,
     HOST,
     ensure_nodemailer,
+    free_port,
     machine,
     median_of,
     num,
@@ -48,8 +62,11 @@ from _common import (
     postfix_sink,
     rounds_of,
     run_worker,
+    spawn,
+    stop,
     table,
     verdict,
+    wait_port,
 )
 
 MIB = 1024 * 1024
@@ -63,6 +80,60 @@ def attachment(size_mib: int) -> Path:
             for _ in range(size_mib):
                 f.write(os.urandom(MIB))
     return path
+
+
+@contextlib.contextmanager
+def http_sink() -> Iterator[int]:
+    """The HTTP API stand-in of _large_bodies.py, in its own process."""
+    port = free_port()
+    script = Path(__file__).resolve().parent / "_large_bodies.py"
+    proc = spawn([sys.executable, script, "sink", port])
+    try:
+        wait_port(port, proc)
+        yield port
+    finally:
+        stop(proc)
+
+
+def run_large(rounds: int, path: Path, size_mib: int) -> dict[str, Any]:
+    """The large-body table: SMTP, SES raw, Mailgun MIME; text/HTML and attachment;
+    streamed and whole (the reference), interleaved round by round."""
+    cases: dict[str, Any] = {}
+    with postfix_sink() as smtp_port, http_sink() as http_port:
+        for via in ("smtp", "ses", "mailgun"):
+            port = smtp_port if via == "smtp" else http_port
+            for shape in ("text", "attach"):
+                for mode in ("streamed", "whole"):
+                    args = ["large", via, shape, mode, HOST, port, path]
+                    cases[f"{via} {shape} {mode}"] = lambda args=args: run_worker(args)
+        idle = ["large", "smtp", "idle", "streamed", HOST, smtp_port, path]
+        cases["idle ticker, nothing sent"] = lambda: run_worker(idle)
+        results = rounds_of(cases, rounds)
+    print()
+    print(f"Large bodies: a {size_mib} MiB message per path (median of {rounds} rounds)")
+    rows, summary, worst_x, worst_ms = [], {}, 0.0, 0.0
+    for name, res in results.items():
+        delta = median_of(res, "delta_kb")
+        size = median_of(res, "size")
+        stall = median_of(res, "stall_ms")
+        elapsed = median_of(res, "elapsed")
+        x = None if delta is None or not size else delta * 1024 / size
+        if name.startswith("idle"):
+            rows.append([name, "", "", "", num(stall, ".1f"), ""])
+            summary["large idle"] = {"stall_ms": stall}
+            continue
+        summary[f"large {name}"] = {"x": x, "stall_ms": stall, "elapsed": elapsed}
+        if name.endswith("streamed"):
+            worst_x = max(worst_x, x if x is not None else 99.0)
+            worst_ms = max(worst_ms, stall if stall is not None else 1e9)
+        rows.append([name, num(None if size is None else size / MIB, ".1f"),
+                     num(None if delta is None else delta / 1024, ".1f"), num(x, ".2f"),
+                     num(stall, ".1f"), num(elapsed, ".2f")])  # fmt: skip
+    print(table(["case", "message MiB", "peak above idle, MiB", "x size", "longest stall, ms",
+                 "send, s"], rows))  # fmt: skip
+    print(f"target streamed: peak RSS above idle <= 0.5x the message: {verdict(worst_x <= 0.5)}")
+    print(f"target streamed: no loop stall over 20 ms: {verdict(worst_ms <= 20)}")
+    return summary
 
 
 def run(rounds: int, queued: int, size_mib: int, stall_only: bool = False) -> dict[str, Any]:
@@ -155,10 +226,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--size-mib", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="1 round, 1,000 queued sends")
     ap.add_argument("--stall-only", action="store_true", help="the loop-stall table alone")
+    ap.add_argument("--large-only", action="store_true", help="the large-body table alone")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.queued = 1, 1000
-    return run(args.rounds, args.queued, args.size_mib, args.stall_only)
+    if args.large_only:
+        print(f"memory: {machine()}")
+        return run_large(args.rounds, attachment(args.size_mib), args.size_mib)
+    summary = run(args.rounds, args.queued, args.size_mib, args.stall_only)
+    if not args.stall_only:
+        summary.update(run_large(args.rounds, attachment(args.size_mib), args.size_mib))
+    return summary
 
 
 if __name__ == "__main__":

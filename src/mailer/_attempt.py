@@ -35,6 +35,17 @@ What the commit point buys:
   the commit point, before it does: a worker killed after that record left a message that
   may have been delivered, one killed before it did not.
 
+**Early start.** A durable record takes a database round trip, and a provider that waits
+for it at the commit point holds its connection idle meanwhile (SMTP: between DATA's 354
+and the payload). So a provider may call :meth:`AttemptContext.prepare` when it starts
+the exchange that leads to its commit point (SMTP: as the attempt starts, before the
+pool wait and MAIL, RCPT and DATA): a hook with a ``prepare()`` method
+(:class:`PreparedHook`) starts its write then, and the hook itself, awaited at the
+commit point as before, only waits for that write to be done. The guarantee is
+unchanged: nothing crosses before the record is durable. What changes is the hook's
+side: its record may now exist for an attempt that never reached the commit point, and
+it must be harmless there (the outbox's is: see :mod:`mailer._outbox._commit`).
+
 **One deadline.** The send's deadline is held here, by the attempt, and nowhere else a
 provider can see: :meth:`AttemptContext.limit` is the one answer to "until when may I
 wait", the budget's end before the commit point and the send's deadline after it.
@@ -50,6 +61,7 @@ import contextvars
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 
@@ -59,6 +71,7 @@ from ._errors import TransientError
 __all__ = [
     "AttemptContext",
     "CommitHook",
+    "PreparedHook",
     "attached",
     "commit_hooks",
     "commit_point",
@@ -68,6 +81,21 @@ __all__ = [
 ]
 
 CommitHook = Callable[[], Awaitable[None]]
+
+
+class PreparedHook(Protocol):
+    """A commit hook that can start its work before the commit point (see the module).
+
+    ``prepare()`` is called, at most once per attempt and without awaiting, when the
+    provider starts the exchange that leads to its commit point; it must not block (it
+    starts a task). The hook is still awaited at the commit point, and only then may the
+    attempt cross. An attempt may be prepared and then fail, or be abandoned, before its
+    commit point: whatever ``prepare()`` started must be harmless then.
+    """
+
+    def __call__(self) -> Awaitable[None]: ...
+
+    def prepare(self) -> None: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -84,6 +112,8 @@ class AttemptContext:
     #: the scope's deadline once the commit point is crossed (the send's deadline + grace)
     lift_to: float = math.inf
     committed: bool = False
+    #: the provider announced its commit point is coming (:meth:`prepare`)
+    prepared: bool = False
     #: set when another send's verdict cancelled this attempt before its commit point
     released: bool = False
     hooks: Sequence[CommitHook] = ()
@@ -192,6 +222,19 @@ class AttemptContext:
             if scope is not None and scope.deadline == old:
                 scope.deadline = self.lift_to  # else trio's budget: disarm() lifts it
 
+    def prepare(self) -> None:
+        """The exchange that leads to the commit point starts now (SMTP: MAIL goes out):
+        hooks that can (:class:`PreparedHook`) start their work, to be awaited at the
+        commit point. Does nothing the second time, after the commit point, or without
+        such hooks; never blocks."""
+        if self.prepared or self.committed:
+            return
+        self.prepared = True
+        for hook in self.hooks:
+            start = getattr(hook, "prepare", None)  # a PreparedHook (no isinstance: slow)
+            if start is not None:
+                start()
+
     async def commit(self) -> None:
         """About to cross the commit point: run the hooks, then lift the budget.
 
@@ -271,6 +314,9 @@ class _Detached(AttemptContext):
     no hooks; its commit point and reports change nothing (there is no one to tell)."""
 
     async def commit(self) -> None:
+        return
+
+    def prepare(self) -> None:
         return
 
     def progress(self) -> None:

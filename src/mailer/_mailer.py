@@ -311,8 +311,9 @@ class Mailer(AsyncClosing):
             msg = msg.with_defaults(MessageDefaults.made({"headers": headers}))
         if msg.template is not None:
             self._render_template(msg)
-        # render and check once, before any I/O (a template's local rendering, if any)
-        (variant_of(msg) or msg).render()
+        # render and check once, before any I/O (a template's local rendering, if any); a
+        # large text or HTML part a slice at a time, so the loop is not held
+        await (variant_of(msg) or msg).render_async()
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         if msg.provider_options:  # refused before any I/O, not half-way through failover
             for leaf in self._leaves:

@@ -49,6 +49,9 @@ class RateLimit(BaseModel):
     burst: int | None = Field(default=None, ge=1)
     #: how long a send waits for its slot before going to the next provider
     max_wait: float | Literal["budget", "deadline"] = "budget"
+    #: with a shared (Redis) store: at most this many free slots taken per round trip
+    #: and spent locally (never more than a tenth of ``messages``; see :attr:`batch`)
+    lease: int = Field(default=16, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> RateLimit:
@@ -66,6 +69,13 @@ class RateLimit(BaseModel):
     @property
     def slots(self) -> int:
         return self.burst if self.burst is not None else self.messages
+
+    @property
+    def batch(self) -> int:
+        """Slots one process takes from the shared store at once: ``lease``, at most a
+        tenth of ``messages`` (1 under 20). Each process holds at most ``batch - 1``
+        unspent, which bounds how far past the limit the slots' late use can go."""
+        return max(1, min(self.lease, self.messages // 10))
 
 
 class ProviderConfig(BaseModel):
@@ -171,8 +181,9 @@ class Provider(AsyncClosing, Generic[ConfigT]):
             message = local_variant(message, self.name)  # rendered once, by the Mailer
         if message.template is None or self.resolves_templates:
             # render (and check) before any I/O; cached on the message. A group leaves a
-            # template message to its leaves: each renders what it sends
-            message.render()
+            # template message to its leaves: each renders what it sends (a large text
+            # or HTML part a slice at a time, the loop's turn between slices)
+            await message.render_async()
         message.envelope_sender  # noqa: B018 - raises MessageError when there is none
         try:
             result = await self._send(message)

@@ -14,13 +14,16 @@ same structures directly:
 * multipart/alternative, /related (inline parts) and /mixed (attachments), base64
   attachments encoded in chunks straight into one buffer.
 
-Large attachments (at least :data:`STREAM_THRESHOLD` bytes, by path or in memory) are
-not encoded here at all: the rendering keeps a :class:`Source` in their place, which
-encodes them chunk by chunk when the message is sent (so a 50 MiB file is never held
+Large bodies are not encoded here at all: attachments of at least
+:data:`STREAM_THRESHOLD` bytes (by path or in memory) and text or HTML parts of at least
+as many characters. The rendering keeps a streamed piece in their place
+(:mod:`mailer._message.stream`: a :class:`Source`, a :class:`TextSource`), which encodes
+the body chunk by chunk when the message is sent (so a 50 MiB body is never held encoded
 whole, and no single step holds the event loop for long), and :class:`Rendering` is the
-message as such a sequence of checked bytes and sources. Everything that is fixed per
-message (Date, Message-ID, boundaries) is fixed once, when the rendering is made, so
-every attempt sends the same bytes; a file that changed since is refused.
+message as such a sequence of checked bytes and streamed pieces. Everything that is fixed
+per message (Date, Message-ID, boundaries, transfer encodings) is fixed once, when the
+rendering is made, so every attempt sends the same bytes; a file that changed since is
+refused.
 
 It returns None for anything it does not handle (an unbreakable header line, say), and
 the caller falls back to the stdlib. Its output is checked by the same wire check as the
@@ -31,19 +34,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import io
-import os
 import random
 import re
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from .._errors import MessageError
 from .address import Address as _Address
+from .stream import STREAM_THRESHOLD, Rendering, Source, Streamed, TextSource, stat_path
 
 if TYPE_CHECKING:
     from . import Address, Attachment, Message
@@ -52,6 +52,8 @@ __all__ = [
     "STREAM_THRESHOLD",
     "Rendering",
     "Source",
+    "Streamed",
+    "TextSource",
     "encode_header_value",
     "has_8bit_message",
     "header",
@@ -69,11 +71,6 @@ _LONG_LINE_BYTES = re.compile(rb"(?m)^[^\n]{999}")
 _EW_PAYLOAD = 42  # UTF-8 bytes per encoded-word: 56 base64 chars + 12 = 68 columns
 _B64_CHUNK = 57 * 1024  # input bytes per base64 chunk (57 bytes make one 76-char line)
 _rng = random.Random()
-#: attachments at least this large (bytes before encoding) are encoded lazily, in chunks
-STREAM_THRESHOLD = 1024 * 1024
-#: input bytes per chunk of a streamed attachment: 3,072 lines, about 234 KiB encoded,
-#: a few milliseconds of base64 (which holds the GIL) between yields to the event loop
-STREAM_CHUNK = 57 * 3072
 
 
 class _Unsupported(Exception):
@@ -210,166 +207,17 @@ class _Base64:
             out.write(chunk[:-2] if i == last else chunk)
 
 
-def _encoded_size(size: int) -> int:
-    """Length of :meth:`_Base64.write`'s output for ``size`` input bytes."""
-    if not size:
-        return 0
-    chars = (size + 2) // 3 * 4
-    return chars + 2 * ((chars + 75) // 76 - 1)
-
-
-class Source:
-    """A large attachment's base64 body, encoded chunk by chunk each time it is sent.
-
-    By construction it is wire-safe without a scan: 76-column lines, CRLF, only the
-    base64 alphabet (no line starts with "."), no final CRLF (the part's writer adds it).
-
-    A file is fingerprinted when the message is rendered (size and modification time)
-    and hashed (SHA-256) on the first complete pass; every later pass is checked
-    against both, and a difference raises MessageError *before* the pass ends, so a
-    changed file never goes out under the same Message-ID (and DKIM signature).
-    """
-
-    __slots__ = ("_digest", "_lock", "attachment", "mtime_ns", "path", "raw_size", "size")
-
-    def __init__(self, attachment: Attachment) -> None:
-        self.attachment = attachment
-        self.path: Path | None = attachment.path
-        self.mtime_ns: int | None = None
-        if self.path is not None:
-            st = _stat(self.path)
-            self.raw_size, self.mtime_ns = st.st_size, st.st_mtime_ns
-        else:
-            assert attachment.content is not None
-            self.raw_size = len(attachment.content)
-        #: encoded bytes, as sent (no final CRLF)
-        self.size = _encoded_size(self.raw_size)
-        self._digest: bytes | None = None
-        self._lock = threading.Lock()
-
-    def check(self) -> None:
-        """Refuse a file that changed since the rendering (size or mtime): cheap, no read."""
-        if self.path is not None:
-            self._same(_stat(self.path))
-
-    def _same(self, st: os.stat_result) -> None:
-        if (st.st_size, st.st_mtime_ns) != (self.raw_size, self.mtime_ns):
-            raise self._changed("its size or modification time")
-
-    def _changed(self, what: str) -> MessageError:
-        return MessageError(
-            f"attachment file {str(self.path)!r} changed since the message was rendered "
-            f"({what} differs): refusing to send different content under the same "
-            "Message-ID; build a new Message to send the new file"
-        )
-
-    def _raw(self) -> Iterator[bytes | memoryview]:
-        """The attachment's bytes in STREAM_CHUNK pieces, checked against the fingerprint."""
-        if self.path is None:
-            assert self.attachment.content is not None
-            view = memoryview(self.attachment.content)
-            for i in range(0, len(view), STREAM_CHUNK):
-                yield view[i : i + STREAM_CHUNK]
-            return
-        digest = hashlib.sha256()
-        read = 0
-        try:
-            f = self.path.open("rb")
-        except OSError as exc:
-            raise MessageError(
-                f"attachment file {str(self.path)!r} cannot be read: {exc.strerror}"
-            ) from None
-        with f:
-            self._same(os.fstat(f.fileno()))
-            while True:
-                chunk = f.read(STREAM_CHUNK)
-                if not chunk:
-                    break
-                read += len(chunk)
-                if read > self.raw_size:
-                    raise self._changed("its size")
-                digest.update(chunk)  # hashlib releases the GIL for large buffers
-                if read == self.raw_size:
-                    # the last chunk is checked before it is handed out: an attempt
-                    # never sends the end of a file that changed under it
-                    self._same(os.fstat(f.fileno()))
-                    if f.read(1):
-                        raise self._changed("its size")
-                    self._settle(digest.digest())
-                yield chunk
-        if read != self.raw_size:
-            raise self._changed("its size")
-        if not read:
-            self._settle(digest.digest())
-
-    def _settle(self, digest: bytes) -> None:
-        with self._lock:
-            if self._digest is None:
-                self._digest = digest
-            elif self._digest != digest:
-                raise self._changed("its content (SHA-256)")
-
-    def chunks(self) -> Iterator[bytes]:
-        """The encoded body in pieces of about 234 KiB (the last without its CRLF)."""
-        written = 0
-        for raw in self._raw():
-            chunk = base64.encodebytes(raw).replace(b"\n", CRLF)
-            written += len(chunk)
-            yield chunk[:-2] if written >= self.size + 2 else chunk
-
-
-class Rendering:
-    """A message with large attachments: checked bytes segments and :class:`Source` s.
-
-    Made once per message (Date, Message-ID and boundaries fixed in it). Segments are
-    CRLF-only and each begins and ends at a line boundary of the message, apart from
-    sources, whose last line the following segment's CRLF ends.
-    """
-
-    __slots__ = ("pieces", "size")
-
-    def __init__(self, pieces: Sequence[bytes | Source]) -> None:
-        self.pieces: tuple[bytes | Source, ...] = tuple(pieces)
-        self.size = sum(len(p) if isinstance(p, bytes) else p.size for p in pieces)
-
-    @property
-    def sources(self) -> list[Source]:
-        return [p for p in self.pieces if isinstance(p, Source)]
-
-    def check(self) -> None:
-        """Refuse to go on when a file changed since the rendering (before any I/O)."""
-        for source in self.sources:
-            source.check()
-
-    def chunks(self) -> Iterator[bytes]:
-        """The message in order, in pieces no larger than about 256 KiB each."""
-        for piece in self.pieces:
-            if isinstance(piece, bytes):
-                yield piece
-            else:
-                yield from piece.chunks()
-
-    def join(self) -> bytes:
-        """The whole message as bytes (for providers that need it whole)."""
-        return b"".join(self.chunks())
-
-
-def _stat(path: Path) -> os.stat_result:
-    try:
-        return path.stat()
-    except OSError as exc:
-        raise MessageError(
-            f"attachment file {str(path)!r} cannot be read: {exc.strerror}"
-        ) from None
-
-
 # A part is (header bytes, list of body pieces). Bodies end without their final CRLF;
 # the multipart writer puts CRLF before every boundary, as the stdlib does.
-_Piece = bytes | _Base64 | Source
+_Piece = bytes | _Base64 | Streamed
 _Part = tuple[bytes, list[_Piece]]
 
 
-def _text_part(text: str, subtype: str) -> _Part:
+def _text_part(text: str, subtype: str, scanned: Sequence[TextSource] = ()) -> _Part:
+    if len(text) >= STREAM_THRESHOLD:  # encoded as it is sent, in slices
+        found = [s for s in scanned if s.is_of(text)]
+        source = found[0] if found else TextSource(text)
+        return _text_head(subtype, source.cte), [source]
     data = text.replace("\r\n", "\n").replace("\r", "\n")
     if not data.endswith("\n"):
         data += "\n"
@@ -383,10 +231,13 @@ def _text_part(text: str, subtype: str) -> _Part:
         else:
             qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
             cte, body = "quoted-printable", qp.replace(b"\n", CRLF)
-    head = (
+    return _text_head(subtype, cte), [body[:-2]]
+
+
+def _text_head(subtype: str, cte: str) -> bytes:
+    return (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
     ).encode("ascii")
-    return head, [body[:-2]]
 
 
 def _attachment_part(att: Attachment, eight_bit: bool = False) -> _Part:
@@ -420,7 +271,7 @@ def _raw_size(att: Attachment) -> int:
     if att.content is not None:
         return len(att.content)
     assert att.path is not None
-    return _stat(att.path).st_size
+    return stat_path(att.path).st_size
 
 
 def rfc822_body(data: bytes) -> bytes:
@@ -496,7 +347,10 @@ def _boundary(parts: Sequence[_Part]) -> str:
         marker = boundary.encode("ascii")
         # base64 bodies cannot hold it ("=" is only padding there); check the others
         texts = (p for _, body in parts for p in body if isinstance(p, bytes))
-        if not any(marker in piece for piece in texts):
+        large = (p for _, body in parts for p in body if isinstance(p, TextSource))
+        if not any(marker in piece for piece in texts) and not any(
+            p.contains(boundary) for p in large
+        ):
             return boundary
 
 
@@ -511,7 +365,7 @@ def _multipart(subtype: str, parts: list[_Part]) -> _Part:
     return head, body
 
 
-def _body(message: Message, eight_bit: bool = False) -> _Part:
+def _body(message: Message, eight_bit: bool = False, scanned: Sequence[TextSource] = ()) -> _Part:
     text, html = message.text, message.html
     inline = [a for a in message.attachments if a.inline]
     files = [a for a in message.attachments if not a.inline]
@@ -519,11 +373,12 @@ def _body(message: Message, eight_bit: bool = False) -> _Part:
         text = ""
     html_part: _Part | None = None
     if html is not None:
-        html_part = _text_part(html, "html")
+        html_part = _text_part(html, "html", scanned)
         if inline:
             related = [_attachment_part(a, eight_bit) for a in inline]
             html_part = _multipart("related", [html_part, *related])
-    parts = [p for p in (None if text is None else _text_part(text, "plain"), html_part) if p]
+    plain = None if text is None else _text_part(text, "plain", scanned)
+    parts = [p for p in (plain, html_part) if p]
     body = parts[0] if len(parts) == 1 else _multipart("alternative", parts) if parts else None
     if files:
         attached = [_attachment_part(a, eight_bit) for a in files]
@@ -544,14 +399,17 @@ def header(headers: dict[str, str], lower: str) -> str | None:
 
 
 def render(
-    message: Message, date: str, *, eight_bit: bool = False
-) -> tuple[list[bytes | Source], list[str]] | None:
+    message: Message, date: str, *, eight_bit: bool = False, scanned: Sequence[TextSource] = ()
+) -> tuple[list[bytes | Streamed], list[str]] | None:
     """The message and the header names written, or None to use the stdlib.
 
-    The message is one bytes segment, or with large attachments, bytes segments with a
-    :class:`Source` between each two (the first segment holds the whole header block).
+    The message is one bytes segment, or with large bodies, bytes segments with a
+    streamed piece (:class:`Source`, :class:`TextSource`) between each two (the first
+    segment holds the whole header block).
     ``eight_bit``: attached messages with 8-bit content go as they are (8bit), for a
-    server that offers 8BITMIME; otherwise they are re-encoded to 7 bits.
+    server that offers 8BITMIME; otherwise they are re-encoded to 7 bits. ``scanned``:
+    large text parts' sources made beforehand (:meth:`TextSource.made`), used for the
+    very strings they were made of.
     """
     assert message.sender is not None and message.message_id is not None
     try:
@@ -578,15 +436,15 @@ def render(
             else:
                 out.write(_unstructured(name, value))
             names.append(lower)
-        head, pieces = _body(message, eight_bit)
+        head, pieces = _body(message, eight_bit, scanned)
         out.write(b"MIME-Version: 1.0\r\n")
         out.write(head)
         out.write(CRLF)
-        segments: list[bytes | Source] = []
+        segments: list[bytes | Streamed] = []
         for piece in pieces:
             if isinstance(piece, bytes):
                 out.write(piece)
-            elif isinstance(piece, Source):
+            elif isinstance(piece, Source | TextSource):
                 segments += [out.getvalue(), piece]
                 out = io.BytesIO()
             else:

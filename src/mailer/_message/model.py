@@ -429,21 +429,48 @@ class Message(Strict):
         private = self.__pydantic_private__
         assert private is not None
         data: bytes | _mime.Rendering | None = private["_rendered"]
-        if data is None:
-            with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
-                data = private["_rendered"]
-                if data is None:
-                    data = private["_rendered"] = self._render()
+        return data if data is not None else self._render_once([])
+
+    async def render_async(self) -> bytes | _mime.Rendering:
+        """:meth:`render`, without holding the event loop for a large text or HTML part.
+
+        Such a part is streamed, but its transfer encoding and encoded size are found
+        when the rendering is made: a pass over the text (two for quoted-printable),
+        about 0.6 s for 50 MiB. Here that pass runs on the loop a slice at a time
+        (:meth:`TextSource.made`), the loop's turn after each slice, and the rendering
+        then takes the sources made. Not in a worker thread: the pass holds the GIL, and
+        under load the loop then waits for the GIL and the CPU in turn (longer stalls:
+        docs/design-notes.md). Every other message renders here, at once.
+        """
+        private = self.__pydantic_private__
+        assert private is not None
+        data: bytes | _mime.Rendering | None = private["_rendered"]
+        if data is not None:
+            return data
+        limit = _mime.STREAM_THRESHOLD
+        large = [t for t in (self.text, self.html) if t is not None and len(t) >= limit]
+        if not large or self.sender is None:  # (without a sender: the error, at once)
+            return self.render()
+        scanned = [await _mime.TextSource.made(text) for text in large]
+        return self._render_once(scanned)
+
+    def _render_once(self, scanned: list[_mime.TextSource]) -> bytes | _mime.Rendering:
+        private = self.__pydantic_private__
+        assert private is not None
+        with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
+            data: bytes | _mime.Rendering | None = private["_rendered"]
+            if data is None:
+                data = private["_rendered"] = self._render(scanned)
         return data
 
-    def _render(self) -> bytes | _mime.Rendering:
+    def _render(self, scanned: list[_mime.TextSource] | None = None) -> bytes | _mime.Rendering:
         if self.sender is None:
             raise MessageError("the message has no sender and the Mailer no default sender")
         date = _mime.header(self.headers, "date") or _date_now()
         private = self.__pydantic_private__
         assert private is not None
         private["_date"] = date
-        fast = _mime.render(self, date)
+        fast = _mime.render(self, date, scanned=scanned or ())
         if fast is not None:
             return _checked(*fast)
         return self._render_stdlib(date)
@@ -468,7 +495,13 @@ class Message(Strict):
             with _RENDER_LOCK:
                 data = private["_rendered_8bit"]
                 if data is None:
-                    fast = _mime.render(self, private["_date"], eight_bit=True)
+                    rendered = private["_rendered"]  # its text sources serve both
+                    scanned = (
+                        [p for p in rendered.pieces if isinstance(p, _mime.TextSource)]
+                        if isinstance(rendered, _mime.Rendering)
+                        else []
+                    )
+                    fast = _mime.render(self, private["_date"], eight_bit=True, scanned=scanned)
                     data = private["_rendered_8bit"] = False if fast is None else _checked(*fast)
         return None if isinstance(data, bool) else data
 
@@ -539,7 +572,7 @@ class Message(Strict):
                 )
 
 
-def _checked(segments: list[bytes | _mime.Source], names: list[str]) -> bytes | _mime.Rendering:
+def _checked(segments: list[bytes | _mime.Streamed], names: list[str]) -> bytes | _mime.Rendering:
     """The fast renderer's output, through the wire check: bytes, or a Rendering."""
     if len(segments) == 1:
         data = segments[0]

@@ -4,8 +4,9 @@ Claims are one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``: w
 that claim at the same moment each lock different rows instead of waiting on each other,
 and never get the same message. Every statement is its own short transaction; nothing is
 held open while a message is sent. The commit-point records and results of concurrent
-attempts share statements (:data:`_WRITE`, grouped by :mod:`._batch`): on a busy server
-the cost per statement, not the flush, is what an attempt waits for.
+attempts share statements (:data:`_WRITE`, grouped by :mod:`._batch`), and so do
+enqueues made at the same moment (:data:`_ADD_MANY`): on a busy server the cost per
+statement, not the flush, is what an attempt waits for.
 
 Lease times come from the database's clock (``now()``), so workers on machines whose
 clocks disagree still agree on when a lease has expired. asyncpg was chosen over
@@ -112,6 +113,8 @@ class PostgresStore(PostgresDispatch):
         self._settled = -math.inf
         #: commit-point records and results, grouped (see _batch and _WRITE)
         self._writes: Batcher[_Write, bool] = Batcher(self._write)
+        #: enqueues, grouped the same way (see _ADD_MANY)
+        self._adds: Batcher[NewMessage, bool] = Batcher(self._add_many)
 
     def __repr__(self) -> str:
         return f"<PostgresStore {redact_url(self.dsn)!r}>"
@@ -147,14 +150,43 @@ class PostgresStore(PostgresDispatch):
             )
 
     async def close(self) -> None:
+        await self._adds.aclose()
         await self._writes.aclose()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
 
     async def add(self, item: NewMessage) -> bool:
-        status: str = await self._p().execute(ADD_SQL.format(*_DOLLARS), *add_params(item))
-        return status.endswith(" 1")
+        return await self._adds.submit(item)
+
+    async def _add_many(self, items: Sequence[NewMessage]) -> list[bool]:
+        """Enqueues made at the same moment, in one statement (one transaction).
+
+        A Message-ID given twice keeps its first message, as one enqueue after another
+        would: the later ones are not sent to the server and come back False, like an
+        enqueue of a Message-ID already stored.
+        """
+        if len(items) == 1:  # alone: the plain statement (the server plans it once)
+            status: str = await self._p().execute(ADD_SQL.format(*_DOLLARS), *add_params(items[0]))
+            return [status.endswith(" 1")]
+        first: dict[str, int] = {}
+        for index, item in enumerate(items):
+            first.setdefault(item.message_id, index)
+        unique = [items[index] for index in first.values()]
+        rows = await self._p().fetch(
+            _ADD_MANY,
+            [i.message_id for i in unique],
+            [i.message_json for i in unique],
+            [i.raw for i in unique],
+            [i.attempts for i in unique],
+            [i.next_at for i in unique],
+            [i.last_error for i in unique],
+        )
+        added = {r[0] for r in rows}
+        return [
+            first[item.message_id] == index and item.message_id in added
+            for index, item in enumerate(items)
+        ]
 
     async def identity(self) -> tuple[str, ...]:
         """This store's database and table (see :data:`IDENTITY_SQL`)."""
@@ -276,6 +308,21 @@ class PostgresStore(PostgresDispatch):
             older_than,
         )
         return int(status.rsplit(" ", 1)[-1])
+
+
+#: :data:`ADD_SQL` for several messages (distinct Message-IDs), stored in the order
+#: given (their ids ascend with it, as one enqueue after another would number them).
+_ADD_MANY = """
+INSERT INTO mailer_outbox (message_id, state, message, raw, attempts, created, updated,
+    next_at, last_error)
+SELECT v.message_id, 'queued', v.message, v.raw, v.attempts, extract(epoch from now()),
+    extract(epoch from now()), v.next_at, v.last_error
+FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::int[], $5::float8[], $6::text[])
+    WITH ORDINALITY AS v(message_id, message, raw, attempts, next_at, last_error, n)
+ORDER BY v.n
+ON CONFLICT (message_id) DO NOTHING
+RETURNING message_id
+"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,12 @@ How a message is kept safe across a crash, step by step:
 
 1. **Claim.** One transaction leases due messages to this worker and counts the attempt,
    before any I/O. A heartbeat renews the lease while the worker lives.
-2. **The commit point.** The send runs under :func:`~mailer._routing.attempt.commit_hooks`:
+2. **The commit point.** The send runs under :func:`~mailer._attempt.commit_hooks`:
    right before any attempt crosses its commit point (SMTP: before the data's final
    ``.``; providers that report none: before they start), the worker records
    ``committed`` in the row, durably, and only then lets the attempt cross. If the lease
-   was lost meanwhile, the hook refuses and the attempt does not cross.
+   was lost meanwhile, the hook refuses and the attempt does not cross. The write itself
+   starts earlier, with the SMTP transaction (:mod:`._commit`), and is awaited there.
 3. **The result** is written in one more transaction: sent, failed, unknown, queued again
    (with backoff) or dead.
 
@@ -31,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from .._attempt import attached, commit_hooks, current_attempt
+from .._attempt import commit_hooks
 from .._errors import (
     AllProvidersFailed,
     ConfigError,
@@ -39,13 +40,13 @@ from .._errors import (
     MessageError,
     PermanentError,
     RateLimited,
-    TransientError,
     possibly_delivered,
 )
 from .._log import get_logger, register_secret
 from .._message import Message
 from .._result import SendResult
 from . import dispatch
+from ._commit import CommitRecord
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
 
@@ -380,38 +381,19 @@ class Outbox:
 
     async def _attempt(self, store: OutboxStore, item: Claimed) -> Outcome:
         """Send one claimed message; the outcome is recorded by :meth:`_record`."""
-        crossed = False
-
-        async def hook() -> None:
-            nonlocal crossed
-            attempt = current_attempt()
-            try:
-                ok = await store.mark_committing(
-                    item.row, item.claim, attempt.provider if attached(attempt) else None
-                )
-            except Exception as exc:
-                raise TransientError(
-                    f"the outbox could not record the commit point ({exc!r}): not sending"
-                ) from exc
-            if not ok:
-                raise TransientError(
-                    "this worker's claim on the message expired (another worker may hold "
-                    "it now): not sending"
-                )
-            crossed = True
-
+        record = CommitRecord(store, item)
         outcome: Outcome
         try:
             message = Message.model_validate_json(item.message_json)
             if item.raw is not None:
                 _keep_rendering(message, item.raw)
-            with commit_hooks(hook):
+            with commit_hooks(record):
                 pinned = None if item.pin is None else [item.pin]
                 result = await self._deliver(message, pinned)
         except Exception as exc:
             outcome = decide(
                 exc,
-                crossed=crossed or not self._hooks_seen,
+                crossed=record.crossed or not self._hooks_seen,
                 attempts=item.attempts,
                 created=item.created,
                 config=self.config,
@@ -430,7 +412,7 @@ class Outbox:
                 outcome.error,
             )
         else:
-            if crossed:
+            if record.crossed:
                 self._hooks_seen = True
             else:
                 log.error(
@@ -439,6 +421,10 @@ class Outbox:
                     "be treated as possibly delivered"
                 )
             outcome = Outcome("sent", provider=result.provider)
+        finally:
+            # An early record still in flight lands before the result (see _commit).
+            with anyio.CancelScope(shield=True):
+                await record.settled()
         return outcome
 
     async def _record(self, store: OutboxStore, item: Claimed, outcome: Outcome) -> None:

@@ -51,7 +51,7 @@ from .._errors import AuthError, ConfigError, DeliveryError, RateLimited
 from .._log import get_logger, register_secret
 from .._redact import redact_url
 from .health import BreakerState, CircuitBreaker, HealthConfig
-from .ratelimit import Gcra
+from .ratelimit import Gcra, Lease
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -228,24 +228,31 @@ return cjson.encode(out)
 )
 
 # GCRA (see mailer._routing.ratelimit.Gcra), microseconds of Redis's clock.
-# KEYS: the provider's rate key. ARGV: interval_us, slots, max_wait_us, peek (1: take nothing).
-# Returns {taken, wait_us, free_slots}.
+# KEYS: the provider's rate key. ARGV: interval_us, slots, max_wait_us, peek (1: take
+# nothing), lease (take up to this many slots if they are free now; default 1).
+# Returns {taken, wait_us, free_slots}: several slots only with no wait; when none is
+# free now, one slot with its wait (or none, past max_wait), as without a lease.
 _RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local interval, slots = tonumber(ARGV[1]), tonumber(ARGV[2])
 local base = math.max(tat, now)
+local free = math.max(math.min(math.floor((now - (base - slots * interval)) / interval), slots), 0)
 if ARGV[4] == '1' then
-  local free = math.floor((now - (base - slots * interval)) / interval)
-  return {0, 0, math.max(math.min(free, slots), 0)}
+  return {0, 0, free}
 end
-local new = base + interval
-local wait = math.max(new - slots * interval - now, 0)
-if wait > tonumber(ARGV[3]) then return {0, wait, 0} end
+local take = math.min(tonumber(ARGV[5] or '1'), free)
+local wait = 0
+if take < 1 then
+  take = 1
+  wait = math.max(base + interval - slots * interval - now, 0)
+  if wait > tonumber(ARGV[3]) then return {0, wait, 0} end
+end
+local new = base + take * interval
 redis.call('SET', KEYS[1], string.format('%d', new), 'PX',
            string.format('%d', math.ceil((new - now) / 1000) + 1000))
-return {1, wait, 0}
+return {take, wait, 0}
 """
 
 
@@ -326,6 +333,8 @@ class RedisHealth:
     lease: float = 16.0
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     limits: dict[str, Gcra] = field(default_factory=dict)
+    #: rate-limit slots taken from the store ahead of use, per provider (ratelimit.Lease)
+    leases_held: dict[str, Lease] = field(default_factory=dict)
     #: providers whose probe lease this process holds
     leases: set[str] = field(default_factory=set)
     connected: bool = False
@@ -398,6 +407,7 @@ class RedisHealth:
         # first use, a new event loop (the old one's connections cannot be used here), or
         # a forked child (the parent's sockets are not ours)
         self._loop, self._pid, self.connected = loop, os.getpid(), False
+        self.leases_held.clear()  # a forked child must not spend its parent's slots
         self._client, self._scripts = None, {}
         self._tried = asyncio.Event()
         self._task = loop.create_task(self._run(), name="mailer-health-store")
@@ -637,17 +647,31 @@ class RedisHealth:
         local = self.limits[name]
         if not self.start():
             return local.reserve(max_wait)
+        lease = self.leases_held.get(name)
+        if lease is None:
+            lease = self.leases_held[name] = Lease(local.limit)
+        elif lease.take():
+            return 0.0  # a slot leased earlier: no round trip
         limit = local.limit
         try:
             taken, wait, _ = await self._call(
                 "rate",
                 [self._key("rate", name)],
-                [max(int(limit.interval * 1e6), 1), limit.slots, int(min(max_wait, 1e9) * 1e6), 0],
+                [
+                    max(int(limit.interval * 1e6), 1),
+                    limit.slots,
+                    int(min(max_wait, 1e9) * 1e6),
+                    0,
+                    limit.batch,
+                ],
             )
         except Exception as exc:
             self._down(exc)
             return local.reserve(max_wait)
-        return wait / 1e6 if taken else None
+        if not taken:
+            return None
+        lease.fill(int(taken))
+        return float(wait) / 1e6
 
     async def rate_left(self, name: str) -> int:
         limit = self.limits[name].limit

@@ -5,6 +5,14 @@ travel the same way. Mailgun names an inline part's Content-ID after its filenam
 inline attachment is sent with its content id as the filename. Metadata becomes Mailgun
 user variables (``v:``), which come back in its webhooks; tags become ``o:tag``.
 
+A large message (a text, HTML or attachment of 1 MiB or more: the rendering streams it)
+goes to ``messages.mime`` instead: the message as rendered, a ``message`` part of the
+form, streamed with its length known (providers/http/body.py), and only the envelope
+recipients (``to``, Bcc included), tags, variables and provider options as fields;
+From, the subject, the bodies, headers and attachments are in the MIME. The same
+request through ``messages`` would hold the whole form (every attachment read whole)
+in memory.
+
 Errors: 401 and 403 (bad key, domain disabled, sandbox domain not allowed to send to this
 address) -> AuthError; 404 on a send means the sending domain is not found (which Mailgun
 says can be temporary) and 402 that a request valid in form failed for the account: both
@@ -23,9 +31,19 @@ from pydantic import SecretStr, field_validator
 
 from .._errors import AuthError, DeliveryError
 from .._message import Address, Attachment, Message
+from .._message.mime import Rendering
 from . import _mailgun_records as records
 from ._mailgun_webhook import MailgunWebhook, MailgunWebhookConfig
-from .http import Answer, HTTPConfig, HTTPProvider, Payload, addresses_text, require
+from .http import (
+    Answer,
+    HTTPConfig,
+    HTTPProvider,
+    HTTPRequest,
+    Payload,
+    addresses_text,
+    require,
+)
+from .http.body import StreamedBody, around, placeholder
 from .http.lookup import Lookup
 from .http.suppressions import Listed
 
@@ -54,21 +72,40 @@ class MailgunConfig(HTTPConfig):
 
 class MailgunPayload(Payload["MailgunProvider"]):
     max_tags = 3
+    #: the rendering, when the message goes whole as MIME (``messages.mime``, streamed)
+    mime: Rendering | None = None
+
+    def walk(self) -> MailgunPayload:
+        message = self.message
+        rendered = message.render()
+        if isinstance(rendered, Rendering) and (
+            message.template is None or self.provider.template_id(message.template) is None
+        ):
+            self.mime = rendered
+        super().walk()
+        return self
 
     def set_from(self, sender: Address) -> None:
-        self.add_field("from", str(sender))
+        if self.mime is None:  # else in the MIME, as the subject, bodies, headers, files
+            self.add_field("from", str(sender))
 
     def set_subject(self, subject: str) -> None:
-        self.add_field("subject", subject)
+        if self.mime is None:
+            self.add_field("subject", subject)
 
     def add_recipients(self, kind: str, addresses: list[Address]) -> None:
+        # messages.mime takes every envelope recipient as "to" (Bcc is not in the MIME)
+        name = "to" if self.mime is not None else kind
         for addr in addresses:
-            self.add_field(kind, str(addr))
+            self.add_field(name, str(addr))
 
     def set_reply_to(self, reply_to: list[Address]) -> None:
-        self.add_field("h:Reply-To", addresses_text(reply_to))
+        if self.mime is None:
+            self.add_field("h:Reply-To", addresses_text(reply_to))
 
     def set_body(self, text: str | None, html: str | None) -> None:
+        if self.mime is not None:
+            return
         if text is not None:
             self.add_field("text", text)
         if html is not None:
@@ -80,14 +117,18 @@ class MailgunPayload(Payload["MailgunProvider"]):
         self.add_field("t:variables", json.dumps(data))
 
     def set_headers(self, headers: dict[str, str]) -> None:
+        if self.mime is not None:
+            return
         for name, value in headers.items():
             self.add_field(f"h:{name}", value)
 
     def add_attachment(self, attachment: Attachment) -> None:
-        self.add_file("attachment", attachment.filename, attachment)
+        if self.mime is None:
+            self.add_file("attachment", attachment.filename, attachment)
 
     def add_inline(self, attachment: Attachment) -> None:
-        self.add_file("inline", attachment.content_id, attachment)
+        if self.mime is None:
+            self.add_file("inline", attachment.content_id, attachment)
 
     def set_tags(self, tags: list[str]) -> None:
         for tag in tags:
@@ -96,6 +137,23 @@ class MailgunPayload(Payload["MailgunProvider"]):
     def set_metadata(self, metadata: dict[str, str]) -> None:
         for key, value in metadata.items():
             self.add_field(f"v:{key}", value)
+
+    def request(self) -> HTTPRequest:
+        request = super().request()
+        rendering = self.mime
+        if rendering is None:
+            return request
+        # the form httpx makes with a placeholder for the message, split around it
+        mark = placeholder()
+        form = [*self.parts, ("message", ("message.mime", mark.encode(), "message/rfc822"))]
+        whole = httpx.Request("POST", "https://mailgun.invalid", files=form)
+        head, tail = around(whole, mark)
+        request.body = StreamedBody(
+            head, rendering.chunks, rendering.size, tail, whole.headers["Content-Type"]
+        )
+        request.files = None
+        request.path = self.provider.send_target() + ".mime"
+        return request
 
 
 class MailgunProvider(HTTPProvider[MailgunConfig]):

@@ -2,7 +2,10 @@
 
 A message with attachments or custom headers goes as ``Content.Raw``: the MIME bytes the
 Message rendered, so SES sends exactly what SMTP would (and Bcc recipients, who are not
-in the bytes, go in ``Destination``). Otherwise ``Content.Simple``. Metadata becomes SES
+in the bytes, go in ``Destination``); so does a large message (a body or attachment of
+1 MiB or more), whose base64 is streamed inside the JSON with its length known
+(providers/http/body.py) and its SigV4 hash made before the request, chunk by chunk.
+Otherwise ``Content.Simple``. Metadata becomes SES
 ``EmailTags`` (name/value pairs SES publishes with its events); plain tags have no SES
 equivalent. SES replaces the Message-ID with its own; its id is returned as
 ``provider_message_id``.
@@ -14,24 +17,29 @@ the provider is built.
 
 from __future__ import annotations
 
+import datetime
+import hmac
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from email.utils import formataddr
 from typing import Any, ClassVar
 from urllib.parse import SplitResult
 
 import httpx
 from httpx_auth import AWS4Auth
+from httpx_auth._aws import _signing_key, _string_to_sign, canonical_and_signed_headers
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .._errors import AuthError, DeliveryError, RateLimited
 from .._message import Address, Attachment, Message
 from .._message.dkim import DKIMOptions, signature
+from .._message.mime import Rendering
 from . import _ses_records as ses_records
 from ._ses_webhook import SESWebhook, SESWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+from .http.body import StreamedBody, around, base64_chunks, base64_size, placeholder
 from .http.correlation import tag_safe
 from .http.suppressions import Listed
 
@@ -137,6 +145,11 @@ class SESPayload(Payload["SESProvider"]):
         self.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
 
     def set_body(self, text: str | None, html: str | None) -> None:
+        if isinstance(self.message.render(), Rendering):
+            # a large text or HTML part: as Raw, streamed, rather than a JSON string
+            # (which httpx would encode whole, then hold beside the message)
+            self.raw = True
+            return
         body = self.data["Content"]["Simple"]["Body"]
         if text is not None:
             body["Text"] = _text(text)
@@ -191,18 +204,79 @@ class SESPayload(Payload["SESProvider"]):
 
     def request(self) -> HTTPRequest:
         self.data.setdefault("Destination", {})
+        streamed: tuple[str, Rendering, bytes] | None = None
         if self.template is not None:
             if self.template_headers:
                 self.template["Headers"] = self.template_headers
             self.data["Content"] = {"Template": self.template}
         elif self.raw:
-            raw = self.message.as_bytes()
-            if self.dkim is not None:  # made off the loop by presign: read back here
-                raw = signature(self.message, self.dkim) + raw
-            self.data["Content"] = {"Raw": {"Data": b64(raw)}}
+            # made off the loop by presign: read back here
+            signed = signature(self.message, self.dkim) if self.dkim is not None else b""
+            rendered = self.message.render()
+            if isinstance(rendered, Rendering):  # a large body: streamed, never joined
+                mark = placeholder()
+                streamed = mark, rendered, signed
+                self.data["Content"] = {"Raw": {"Data": mark}}
+            else:
+                self.data["Content"] = {"Raw": {"Data": b64(signed + rendered)}}
         if self.provider.config.configuration_set:
             self.data["ConfigurationSetName"] = self.provider.config.configuration_set
-        return super().request()
+        request = super().request()
+        if streamed is not None:
+            request.body = _raw_body(request, *streamed)
+            request.json = None
+            request.digest_header = "x-amz-content-sha256"  # SigV4 signs the body's hash
+        return request
+
+
+def _raw_body(request: HTTPRequest, mark: str, rendered: Rendering, signed: bytes) -> StreamedBody:
+    """The JSON body with ``Content.Raw.Data`` streamed: httpx's JSON for the request,
+    split where the data goes, around the base64 of the signature and the rendering."""
+    head, tail = around(httpx.Request("POST", "https://ses.invalid", json=request.json), mark)
+
+    def raw() -> Iterator[bytes]:
+        if signed:
+            yield signed
+        yield from rendered.chunks()
+
+    size = base64_size(len(signed) + rendered.size)
+    return StreamedBody(head, lambda: base64_chunks(raw()), size, tail, "application/json")
+
+
+class _SigV4(AWS4Auth):
+    """httpx-auth's SigV4, which also signs a streamed body without reading it.
+
+    AWS4Auth reads the whole body to hash it (``requires_request_body``), which would
+    hold a streamed 50 MiB message in memory. A streamed request arrives with its hash
+    already in ``x-amz-content-sha256`` (made by the transport, chunk by chunk);
+    it is signed with that hash by httpx-auth's own canonicalization and key
+    derivation, the steps of ``AWS4Auth.auth_flow`` after its hashing line. Any other
+    request (its body in memory) goes through ``AWS4Auth.auth_flow`` unchanged.
+    """
+
+    requires_request_body = False  # a body in memory is read in auth_flow; no await
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if "x-amz-content-sha256" not in request.headers:
+            yield from super().auth_flow(request)
+            return
+        date = datetime.datetime.now(datetime.UTC)
+        request.headers["x-amz-date"] = date.strftime("%Y%m%dT%H%M%SZ")
+        if self.security_token:
+            request.headers["x-amz-security-token"] = self.security_token
+        canonical_headers, signed_headers = canonical_and_signed_headers(
+            request.headers, self.include_headers
+        )
+        canonical_request = self._canonical_request(request, canonical_headers, signed_headers)
+        scope = f"{date.strftime('%Y%m%d')}/{self.region}/{self.service}/aws4_request"
+        string_to_sign = _string_to_sign(request, canonical_request, scope)
+        key = _signing_key(self.secret_key, self.region, self.service, date.strftime("%Y%m%d"))
+        signed = hmac.new(key, string_to_sign.encode("utf-8"), "sha256").hexdigest()
+        request.headers["Authorization"] = (
+            f"AWS4-HMAC-SHA256 Credential={self.access_id}/{scope}, "
+            f"SignedHeaders={signed_headers}, Signature={signed}"
+        )
+        yield request
 
 
 class SESProvider(HTTPProvider[SESConfig]):
@@ -219,7 +293,7 @@ class SESProvider(HTTPProvider[SESConfig]):
     sends_message_id = False  # SES sets its own Message-ID
     smtputf8 = False  # SES documents 7-bit ASCII local parts only
     #: the SigV4 signer, made on first use
-    _signer: AWS4Auth | None = None
+    _signer: _SigV4 | None = None
 
     @classmethod
     def config_from_url(cls, url: SplitResult, params: dict[str, str]) -> dict[str, Any]:
@@ -245,7 +319,7 @@ class SESProvider(HTTPProvider[SESConfig]):
             assert cfg.access_key_id is not None
             assert cfg.secret_access_key is not None
             token = cfg.session_token.get_secret_value() if cfg.session_token else None
-            self._signer = AWS4Auth(
+            self._signer = _SigV4(
                 access_id=cfg.access_key_id.get_secret_value(),
                 secret_key=cfg.secret_access_key.get_secret_value(),
                 region=cfg.region,

@@ -17,6 +17,7 @@ from urllib.parse import SplitResult
 
 from pydantic import ValidationError
 
+from ..._attempt import current_attempt
 from ..._backend import current_async_library
 from ..._errors import ConfigError, DeliveryError, MessageError
 from ..._message import Message
@@ -152,6 +153,7 @@ class SMTPProvider(Provider[SMTPConfig]):
         eight_bit = payload_8bit(message) if dkim is None else None
 
         job = _Transaction(sender, recipients, payload, utf8, eight_bit)
+        current_attempt().prepare()  # the outbox's commit record starts now (_attempt)
         options = self.options_for(message)
         if options:
             # Per-message overrides (another auth, another host...): a one-off

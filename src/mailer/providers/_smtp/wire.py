@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from ..._errors import MessageError
-from ..._message.mime import Rendering, Source
+from ..._message.mime import Rendering, Source, Streamed, TextSource
 from ..._text import QUOTE, clip
 
 if TYPE_CHECKING:
@@ -36,8 +37,35 @@ __all__ = [
     "rcpt_command",
 ]
 
-#: a piece of a DATA payload: bytes, or a large attachment encoded as it is sent
-Piece = bytes | Source
+
+class Stuffed:
+    """A streamed text part (:class:`TextSource`) dot-stuffed as it is written.
+
+    Its text can have lines that start with "." (base64 cannot); each of its chunks
+    starts a line, so stuffing chunk by chunk is stuffing the whole. ``added``, the dots
+    stuffing adds, is known before a byte is read: the source counted its "." lines.
+    """
+
+    __slots__ = ("added", "size", "source")
+
+    def __init__(self, source: TextSource) -> None:
+        self.source = source
+        self.added = source.dots
+        #: bytes on the wire
+        self.size = source.size + source.dots
+
+    def chunks(self) -> Iterator[bytes]:
+        for chunk in self.source.chunks():
+            if chunk.startswith(b".") or b"\n." in chunk:
+                chunk = _LEADING_DOT.sub(b"..", chunk)
+            yield chunk
+
+    def check(self) -> None:
+        """Nothing can change in a text part (see :meth:`TextSource.check`)."""
+
+
+#: a piece of a DATA payload: bytes, or a large body encoded as it is sent
+Piece = bytes | Streamed | Stuffed
 
 _LINE_ENDING = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -84,14 +112,18 @@ def rendering_pieces(rendering: Rendering) -> tuple[Piece, ...]:
 
     The bytes segments are CRLF-only (the wire check saw to that) and are dot-stuffed
     here; a :class:`~mailer._message.mime.Source` needs neither (base64 lines never start with
-    "."), so it is written as it is encoded. Every segment but the first starts with the
-    CRLF that ends a source's last line, so "." can be at a line start only after a
+    "."), so it is written as it is encoded, and a large text part with "." lines is
+    stuffed as it is encoded (:class:`Stuffed`). Every segment but the first starts with
+    the CRLF that ends a source's last line, so "." can be at a line start only after a
     newline inside a segment (or at the very start of the message).
     """
     pieces: list[Piece] = []
     for piece in rendering.pieces:
         if isinstance(piece, bytes) and (piece.startswith(b".") or b"\n." in piece):
             piece = _LEADING_DOT.sub(b"..", piece)
+        elif isinstance(piece, TextSource) and piece.dots:
+            pieces.append(Stuffed(piece))
+            continue
         pieces.append(piece)
     return (*pieces, b".\r\n")
 
@@ -110,7 +142,8 @@ def declared_size(pieces: tuple[Piece, ...]) -> int:
     checks ``SIZE > limit`` exactly). ``pieces`` are :func:`data_pieces` /
     :func:`rendering_pieces` output: stuffed, the terminator last. After stuffing, every
     line that starts with "." carries exactly one added dot, so the added dots are the
-    line starts with a "."; a source (base64) never holds one and never ends a line.
+    line starts with a "."; a source (base64) never holds one, a stuffed text part counted
+    its own, and neither ends a line.
     """
     size, line_start = 0, True
     for piece in pieces[:-1]:
@@ -119,7 +152,7 @@ def declared_size(pieces: tuple[Piece, ...]) -> int:
             size += len(piece) - stuffed
             line_start = piece.endswith(b"\n")
         else:
-            size += piece.size
+            size += piece.size - (piece.added if isinstance(piece, Stuffed) else 0)
             line_start = False
     return size
 

@@ -31,6 +31,7 @@ from ..._errors import DeliveryError, DeliveryUncertain, TransientError
 from ..._provider import deadline_remaining
 from ..._redact import redact, register_secret
 from .._slots import Slots
+from .body import StreamedBody
 from .responses import Answer
 
 if TYPE_CHECKING:
@@ -48,7 +49,10 @@ class HTTPRequest:
     """One API call, as an adapter describes it; the transport sends it.
 
     ``path`` is relative to the provider's base URL. ``files`` holds multipart parts as
-    httpx takes them (``(field, (filename or None, content, content_type?))``).
+    httpx takes them (``(field, (filename or None, content, content_type?))``). ``body``
+    is a streamed body instead of ``json`` or ``files`` (raw MIME of a large message),
+    and ``digest_header`` names a header to carry its SHA-256 (SigV4's
+    ``x-amz-content-sha256``), computed before the request (one encoding pass).
     """
 
     method: str
@@ -56,6 +60,8 @@ class HTTPRequest:
     json: Any = None
     files: list[tuple[str, tuple[Any, ...]]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    body: StreamedBody | None = None
+    digest_header: str | None = None
 
 
 def register_auth(auth: httpx.Auth | None) -> None:
@@ -138,6 +144,11 @@ class Transport:
         from it on, only an answer is certain. At the commit point the pre-commit budget
         stops bounding the read: the send's own deadline does.
         """
+        body = request.body
+        if body is not None and request.digest_header is not None:
+            # one hashing pass over the encoded body, in slices, before a slot is held
+            digest = await body.digest()
+            request.headers = {**request.headers, request.digest_header: digest}
         client = self.client()
         slots = self._slots
         if slots is None:
@@ -155,6 +166,9 @@ class Transport:
         assert total is not None
         timeout = httpx.Timeout(total, connect=min(total, provider.config.connect_timeout))
         headers = {**request.headers, **provider.auth_headers()}
+        body = request.body
+        if body is not None:  # streamed: its length known, never chunked
+            headers.update(body.headers())
         auth = provider.auth()
         # a path is relative to the base URL, unless the API has a second host (Mailtrap)
         url = request.path if "://" in request.path else provider.base_url + request.path
@@ -179,6 +193,7 @@ class Transport:
                 request.path,
                 json=request.json,
                 files=request.files,
+                content=body,
                 headers=headers,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                 timeout=timeout,

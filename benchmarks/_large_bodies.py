@@ -1,0 +1,146 @@
+"""One large message through one path, in a fresh process (benchmarks/memory.py runs it).
+
+    _large_bodies.py sink PORT                      an HTTP API stand-in that reads each
+                                                    body in 1 MiB pieces and discards it
+    _large_bodies.py case PATH SHAPE MODE HOST PORT FILE
+        PATH   smtp (Postfix smtp-sink) | ses (Content.Raw) | mailgun (messages.mime)
+        SHAPE  text   - a 25 MiB text part (7bit) and a 25 MiB HTML part with accents
+                        (quoted-printable), built before the baseline (the caller's data)
+               attach - Attachment(path=FILE), a short text part
+               idle   - nothing is sent: the ticker alone for 2 s, the machine's own
+                        noise (a loaded machine delays an idle loop too)
+        MODE   streamed (the library as it is) | whole (STREAM_THRESHOLD set past the
+               message: every body rendered whole, as before issue 25 item 4)
+
+Prints one JSON line: the peak RSS above the process's peak after imports, a warm-up
+send and the caller's data (VmHWM, kB), the longest gap of a 1 ms ticker on the loop
+while the message is built and sent, the elapsed time and the message's size.
+
+The HTTP sink runs in its own process, so the client's RSS is the client's alone; it
+answers 200 with both ``MessageId`` (SES) and ``id`` (Mailgun), and refuses a chunked
+body (411), as some APIs do: the client must send its length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _clients import RCPT, SENDER, Ticker, vm
+
+MIB = 1024 * 1024
+_ANSWER = json.dumps({"MessageId": "bench-1", "id": "<bench-1@mg>"}).encode()
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            headers = {}
+            for line in head.decode("latin-1").split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if "content-length" not in headers:
+                writer.write(b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            left = int(headers["content-length"])
+            while left:
+                left -= len(await reader.readexactly(min(left, MIB)))
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(_ANSWER)}\r\n\r\n".encode()
+                + _ANSWER
+            )
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def sink(port: int) -> None:
+    server = await asyncio.start_server(_serve, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def _mailer(path: str, host: str, port: int) -> Any:
+    from mailer import Mailer
+
+    url = f"http://{host}:{port}"
+    if path == "smtp":
+        config: dict[str, Any] = {"host": host, "port": port, "ignore_tls": True}
+    elif path == "ses":
+        config = {"region": "eu-west-1", "access_key_id": "AKIDBENCH",
+                  "secret_access_key": "bench-secret", "base_url": url}  # fmt: skip
+    else:
+        config = {"api_key": "key-bench", "domain": "mg.example.com", "base_url": url}
+    provider = {"type": path, "name": path, "config": config}
+    mailer = Mailer.from_config({"defaults": {"sender": SENDER}, "providers": [provider]})
+    for provider in mailer.providers:
+        provider.max_message_bytes = 0  # the APIs' caps (SES 40 MB, Mailgun 25 MB) lifted
+    return mailer
+
+
+def _texts() -> tuple[str, str]:
+    line = "The quick brown fox jumps over the lazy dog, again and again and again.\n"
+    html = "<p>Voilà l'été : naïve café, déjà vu, a paragraph of French words.</p>\n"
+    return line * (25 * MIB // len(line)), html * (25 * MIB // len(html))
+
+
+async def case(path: str, shape: str, mode: str, host: str, port: int, file: str) -> dict[str, Any]:
+    from mailer import Attachment, Message
+    from mailer._message import mime
+
+    if mode == "whole":
+        mime.STREAM_THRESHOLD = 1 << 62
+    mailer = _mailer(path, host, port)
+    async with mailer:
+        warm = Attachment(content=b"warm", filename="warm.txt")
+        await mailer.send(Message(to=[RCPT], subject="warm", text="warm", attachments=[warm]))
+        text, html = _texts() if shape == "text" else ("see attached", None)
+        base = max(vm("VmHWM"), vm("VmRSS"))
+        if shape == "idle":
+            with Ticker() as ticker:
+                await asyncio.sleep(2.0)
+            return {"base_kb": base, "peak_kb": vm("VmHWM"), "delta_kb": vm("VmHWM") - base,
+                    "elapsed": 2.0, "stall_ms": ticker.longest * 1000, "size": 0}  # fmt: skip
+        with Ticker() as ticker:
+            await asyncio.sleep(0.01)  # the ticker's own first wake-up is not the send's
+            t0 = time.perf_counter()
+            attachments = [Attachment(path=Path(file))] if shape == "attach" else []
+            message = Message(
+                sender=SENDER,
+                to=[RCPT],
+                subject="Large",
+                text=text,
+                html=html,
+                attachments=attachments,
+            )
+            await mailer.send(message)
+            elapsed = time.perf_counter() - t0
+        peak = vm("VmHWM")
+        size = message.rendered_size
+    return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base, "elapsed": elapsed,
+            "stall_ms": ticker.longest * 1000, "size": size}  # fmt: skip
+
+
+def main(argv: list[str]) -> dict[str, Any] | None:
+    if argv[0] == "sink":
+        asyncio.run(sink(int(argv[1])))
+        return None
+    _, path, shape, mode, host, port, file = argv
+    return asyncio.run(case(path, shape, mode, host, int(port), file))
+
+
+if __name__ == "__main__":
+    result = main(sys.argv[1:])
+    if result is not None:
+        print(json.dumps(result), flush=True)
