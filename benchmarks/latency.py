@@ -66,8 +66,9 @@ def run(rounds: int, count: int, delay_ms: float, node_versions: list[str]) -> d
         trips = None if not rate else (1 / rate) / rtt_s
         rows.append([name, num(rate, ",.1f"), num(trips, ".2f"), ratio(rates["ours"], rate)])
     print(table(["client", "msg/s", "round trips/msg", "ours/client"], rows))
-    ok = None if rates["ours"] is None else rates["ours"] >= 1.5 * (rates["nodemailer"] or 0)
-    print(f"target 10 ms RTT >= 1.5x nodemailer: {verdict(ok)}")
+    ok = None if rates["ours"] is None else rates["ours"] >= 2.0 * (rates["nodemailer"] or 0)
+    # issue 25 raised this from 1.5x (wave 2): the round trip saved is the lead to keep
+    print(f"target 10 ms RTT >= 2.0x nodemailer: {verdict(ok)}")
     return {"rtt": rtt_s, **rates}
 
 
