@@ -13,7 +13,6 @@ per-provider machinery lives in one place.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
@@ -28,6 +27,7 @@ from tenacity.stop import stop_base
 
 from .. import _clock
 from .._attempt import AttemptContext
+from .._attempt import Tries as _Tries
 from .._errors import (
     DeliveryError,
     DeliveryUncertain,
@@ -95,54 +95,6 @@ class _OverRateLimit(TransientError):
 
     no_verdict = True
     retry_here = False
-
-
-def _past(deadline: float, margin: float, took: float) -> bool:
-    """Whether another try, as long as the tries so far, would end past the deadline."""
-    return _clock.now() + margin + took >= deadline
-
-
-@dataclass(slots=True)
-class _Tries:
-    """One send's tries on one provider and the deadline they share (see
-    :meth:`Leaf._with_retries`). The provider's window starts with the first try,
-    after any wait for its rate-limit slot, which the send's deadline bounds alone."""
-
-    window: float | None  # the provider's attempts_timeout
-    deadline: float  # the send's, until the first try starts
-    cap: float  # the send's
-    #: tries that split the window: ``retry.attempts`` for an idempotent provider (its
-    #: retry follows even a timeout after the commit point), else 1 (a try may use all)
-    shares: int = 1
-    started: int = 0
-
-    @property
-    def split(self) -> bool:
-        return self.window is not None and self.shares > 1
-
-    def start(self, now: float) -> float:
-        """The deadline of a try starting ``now``: with a split window, an equal share
-        of what is left for this try and those that may follow it."""
-        if not self.started and self.window is not None:
-            self.deadline = min(self.deadline, now + self.window)
-        self.started += 1
-        left = self.shares - self.started + 1
-        if not self.split or left <= 1:
-            return self.deadline
-        return now + (self.deadline - now) / left
-
-    def queued(self, seconds: float) -> None:
-        """A try waited ``seconds`` for a connection of our own: not the provider's
-        time, so the window moves on by as much (within the send's deadline)."""
-        if seconds > 0 and self.window is not None:
-            self.deadline = min(self.deadline + seconds, self.cap)
-
-    def past(self, margin: float, took: float) -> bool:
-        """Whether a retry after ``margin`` seconds would end past the deadline. With a
-        split window a share was kept for it, so the tries so far do not count."""
-        if self.split:
-            return _clock.now() + margin >= self.deadline
-        return _past(self.deadline, margin, took)
 
 
 class _StopAtTries(stop_base):

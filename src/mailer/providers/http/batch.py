@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..._attempt import Tries
 from ..._errors import DeliveryError, DeliveryUncertain, MessageError
 from ..._message import Message
 from ..._message.dkim import sign
@@ -132,18 +134,26 @@ async def send_chunk(provider: HTTPProvider[Any], items: list[Item]) -> list[Bat
 
 async def _send_group(provider: HTTPProvider[Any], items: list[Item]) -> list[BatchOutcome]:
     """One batch request and its per-item outcomes. An idempotent request (one with an
-    Idempotency-Key) is sent again once when its first answer was lost."""
+    Idempotency-Key) is sent again once when its first answer was lost; its two tries
+    share the provider's :attr:`~HTTPProvider.attempts_timeout` (``timeout``), half of
+    what is left each, as a single send's tries do in routing (:class:`mailer._attempt.
+    Tries`): an API that eats the body costs one ``timeout``, not two."""
     payloads = [payload for _, payload in items]
     for payload in payloads:
         if payload.dkim is not None:  # as presign: off the loop, before the request
             await sign(payload.message, payload.dkim)
     request = provider.batch_request(payloads)
-    tries = 2 if "Idempotency-Key" in request.headers else 1
-    for attempt in range(tries):
+    shares = 2 if "Idempotency-Key" in request.headers else 1
+    tries = Tries(provider.attempts_timeout, math.inf, math.inf, shares)
+    for attempt in range(shares):
         try:
-            answer = await provider.transport.send(request)
+            answer = await provider.transport.send(request, tries=tries)
         except DeliveryError as exc:
-            if isinstance(exc, DeliveryUncertain) and attempt + 1 < tries:
+            if (
+                isinstance(exc, DeliveryUncertain)
+                and attempt + 1 < shares
+                and not tries.past(0.0, 0.0)
+            ):
                 continue  # same key: the API delivers each item at most once
             return [item_copy(exc, provider.name) for _ in items]
         break

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ... import _clock
+from ..._attempt import Tries
 from ..._errors import DeliveryError, DeliveryUncertain, TransientError
 from ..._provider import deadline_remaining
 from ..._redact import redact, register_secret
@@ -135,7 +137,9 @@ class Transport:
             with contextlib.suppress(RuntimeError):
                 await client.aclose()
 
-    async def send(self, request: HTTPRequest, *, commit: bool = True) -> Answer:
+    async def send(
+        self, request: HTTPRequest, *, commit: bool = True, tries: Tries | None = None
+    ) -> Answer:
         """Send one request; its answer, or an error of ours (never an httpx one).
 
         With ``commit``, the attempt's commit point is awaited right before the request
@@ -143,6 +147,11 @@ class Transport:
         before it left nothing at the API (TransientError, safe to abandon or fail over);
         from it on, only an answer is certain. At the commit point the pre-commit budget
         stops bounding the read: the send's own deadline does.
+
+        ``tries``: this request is one of several tries that share the provider's
+        ``timeout`` outside routing (an idempotent batch request and its re-send:
+        batch.py); it starts its share once it holds a connection slot, and its timeouts
+        end there too (never later than the attempt's).
         """
         body = request.body
         if body is not None and request.digest_header is not None:
@@ -152,18 +161,20 @@ class Transport:
         client = self.client()
         slots = self._slots
         if slots is None:
-            return await self._send(client, request, commit)
+            return await self._send(client, request, commit, tries)
         await slots.acquire()  # TransientError when nothing was freed for a whole budget
         try:
-            return await self._send(client, request, commit)
+            return await self._send(client, request, commit, tries)
         finally:
             slots.release()
 
-    async def _send(self, client: httpx.AsyncClient, request: HTTPRequest, commit: bool) -> Answer:
+    async def _send(
+        self, client: httpx.AsyncClient, request: HTTPRequest, commit: bool, tries: Tries | None
+    ) -> Answer:
         """:meth:`send` holding a slot: its timeouts start now, after any queueing."""
         provider = self._provider
-        total = deadline_remaining(provider.config.timeout)
-        assert total is not None
+        deadline = None if tries is None else tries.start(_clock.now())
+        total = _left(provider.config.timeout, deadline)
         timeout = httpx.Timeout(total, connect=min(total, provider.config.connect_timeout))
         headers = {**request.headers, **provider.auth_headers()}
         body = request.body
@@ -184,7 +195,7 @@ class Transport:
                 steps.append("committed")
                 timeouts = info["request"].extensions.get("timeout")
                 if isinstance(timeouts, dict):
-                    left = deadline_remaining(provider.config.timeout)
+                    left = _left(provider.config.timeout, deadline)
                     timeouts["read"] = timeouts["write"] = left
 
         try:
@@ -204,6 +215,16 @@ class Transport:
             raise transport_error(where, exc, sent=sent, provider=provider.name) from exc
         logger.debug("provider %r: %s -> %s", provider.name, where, response.status_code)
         return Answer.of(response)
+
+
+def _left(timeout: float, deadline: float | None) -> float:
+    """``timeout`` cut to the attempt's deadline and to ``deadline`` (never below a
+    millisecond, as :meth:`~mailer._attempt.AttemptContext.timeout`)."""
+    left = deadline_remaining(timeout)
+    assert left is not None
+    if deadline is None:
+        return left
+    return min(left, max(deadline - _clock.now(), 0.001))
 
 
 def transport_error(
