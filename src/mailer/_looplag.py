@@ -71,14 +71,15 @@ class LoopLag:
 
     def read(self, keep: float = 0.0) -> float:
         """The running total of lag, in seconds, including a stall under way; and keep
-        the heartbeat beating for at least ``keep`` more seconds (start it if stopped).
+        the heartbeat beating for at least ``keep`` more seconds (start it if stopped;
+        ``keep = 0``: only read).
 
         Call it on the loop it measures (a stopped heartbeat starts on the running one).
         """
         now = _monotonic()
         late = now - self.due - SLACK
         until = now + keep
-        if until > self.until:
+        if until > self.until and keep > 0.0:
             self.until = until
             if self._handle is None:
                 self._start(now)
