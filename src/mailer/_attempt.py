@@ -189,7 +189,10 @@ class AttemptContext:
         """The deadline that applies now: the budget's before the commit point (moved
         on by the time the event loop was held up: :meth:`catch_up`)."""
         if not self.committed and self.budget_deadline is not None:
-            if self.lag is not None:
+            lag = self.lag
+            if lag is not None and lag.stalled > self._lag_at:
+                # the heartbeat recorded a stall since: two reads and a compare on the hot
+                # path; a stall still under way is caught up where a timer fires
                 self.catch_up()
             if self.deadline is None:
                 return self.budget_deadline
@@ -224,8 +227,9 @@ class AttemptContext:
         if self.committed or self.budget is None:
             return
         self.budget_deadline = _clock.now() + self.budget
-        if self.lag is not None:  # the lag so far is behind the budget's new start
-            self._lag_at = self.lag.read(self.budget + self.grace)
+        lag = self.lag
+        if lag is not None:  # the lag recorded so far is behind the budget's new start
+            self._lag_at = lag.stalled
         # The asyncio timer checks budget_deadline when it fires and re-arms itself if it
         # moved (one timer per attempt, not one per RCPT answer); trio's scope is moved.
         scope = self.scope
@@ -238,8 +242,9 @@ class AttemptContext:
         arrived in time but waited in the socket for a busy loop is not the provider's
         slowness. Returns the seconds added (0 when the loop kept up, after the commit
         point, or without a monitor). Called by :meth:`limit` (so every step's timeout
-        includes it) and when the budget's timer fires; never moves past the send's
-        deadline, which :meth:`limit` and the scope still hold."""
+        includes what the heartbeat has recorded) and when a timer fires (the budget's,
+        :meth:`extend`: a stall still under way counts there too); never moves past the
+        send's deadline, which :meth:`limit` and the scope still hold."""
         lag = self.lag
         if lag is None or self.committed or self.budget_deadline is None:
             return 0.0
@@ -260,9 +265,10 @@ class AttemptContext:
         instead of failing. A provider calls it only on that timeout's path, and waits
         again only where that is safe (a read whose reply is still owed; a set-up step
         started over: nothing was sent)."""
-        if self.lag is None:
+        if self.lag is None or self.committed:
             return False
-        deadline = self.limit()  # catches up
+        self.catch_up()  # a stall still under way included
+        deadline = self.limit()
         return (
             deadline is not None
             and deadline == self.budget_deadline

@@ -140,6 +140,7 @@ def test_an_attempt_moves_its_budget_by_the_lag_only_when_told(loop_lag: bool) -
         )
         before = state.limit()
         burn(0.5)
+        await asyncio.sleep(0.12)  # the late beat records the stall; limit() reads it
         after = state.limit()
         state.disarm()
         assert before is not None and after is not None
@@ -150,3 +151,25 @@ def test_an_attempt_moves_its_budget_by_the_lag_only_when_told(loop_lag: bool) -
         assert after - before == pytest.approx(lagged) and lagged >= 0.5 - 0.11
     else:
         assert after == before and lagged == 0.0
+
+
+def test_a_timer_that_fires_after_a_stall_sees_it_before_the_heartbeat_does() -> None:
+    """:meth:`AttemptContext.extend` (a step's budget-cut timer fired) counts a stall
+    still under way: right after the CPU work, with no beat run since, the budget's end
+    has moved on and the step may wait again; on an idle loop it may not."""
+
+    async def go() -> tuple[bool, bool, float]:
+        from mailer import _clock
+
+        now = _clock.now()
+        state = AttemptContext.open("p", deadline=now + 60, started=now, grace=0.1, budget=0.3)
+        await asyncio.sleep(0.35)  # the budget ran out on an idle loop: no respite
+        idle = state.extend()
+        state.progress()  # a fresh budget
+        burn(0.5)
+        lagged = state.extend()
+        state.disarm()
+        return idle, lagged, state.lagged
+
+    idle, lagged, seconds = asyncio.run(go())
+    assert not idle and lagged and seconds >= 0.5 - _looplag.INTERVAL - _looplag.SLACK
