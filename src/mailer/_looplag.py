@@ -37,6 +37,7 @@ import contextvars
 import math
 import time
 import weakref
+from collections.abc import Callable
 
 __all__ = ["INTERVAL", "SLACK", "LoopLag", "monitor"]
 
@@ -117,9 +118,9 @@ class LoopLag:
         )
 
 
-#: the last loop asked about (weakly: a closed loop must not be kept, nor what it held)
-#: and its monitor: the common case is one loop per process
-_last: tuple[weakref.ref[asyncio.AbstractEventLoop], LoopLag] | None = None
+#: the last loop asked about (weakly when it can be: a closed loop must not be kept, nor
+#: what it held) and its monitor: the common case is one loop per process
+_last: tuple[Callable[[], asyncio.AbstractEventLoop | None], LoopLag] | None = None
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = (
     weakref.WeakKeyDictionary()
 )
@@ -127,8 +128,8 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopLag] = (
 
 def monitor(loop: asyncio.AbstractEventLoop | None) -> LoopLag | None:
     """The lag monitor of ``loop`` (the running asyncio loop), made on first use; None
-    without one (trio). Nothing here holds the loop: only the loop's pending beat refers
-    to the monitor, so both go with the loop."""
+    without one (trio). Nothing here holds a loop that can be weakly referenced (asyncio's
+    can): only the loop's pending beat refers to the monitor, so both go with the loop."""
     global _last
     if loop is None:
         return None
@@ -140,6 +141,7 @@ def monitor(loop: asyncio.AbstractEventLoop | None) -> LoopLag | None:
         if found is None:
             found = _by_loop[loop] = LoopLag()
         _last = (weakref.ref(loop), found)
-    except TypeError:  # a loop that cannot be weakly referenced: a monitor per attempt
+    except TypeError:  # a loop that cannot be weakly referenced: kept until the next one
         found = LoopLag()
+        _last = ((lambda: loop), found)
     return found
