@@ -72,8 +72,8 @@ def large_message(tmp_path: Path, *, small_path: bool = True) -> tuple[Message, 
 async def test_a_large_message_is_stored_in_chunks_and_sent_as_rendered(
     smtp: Callable[..., SMTPTestServer], db_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    """The row holds no attachment content and no rendering, only a manifest; the
-    attachments' bytes are in chunks; the file may vanish after enqueue; the drain
+    """The row holds no attachment content, no large text and no rendering, only a
+    manifest; the attachments' bytes and the texts' UTF-8 are in chunks; the file may vanish after enqueue; the drain
     sends the bytes rendered at enqueue and leaves no temporary file behind; purging
     the row deletes its chunks."""
     spool = tmp_path / "spool"
@@ -88,12 +88,15 @@ async def test_a_large_message_is_stored_in_chunks_and_sent_as_rendered(
         (tmp_path / "big.bin").unlink()
         (row,) = rows(db_url)
         assert bytes(row["raw"]).startswith(_chunked.MARKER)
-        assert len(row["raw"]) < 64 * 1024 and len(row["message"]) < 4 * MiB  # text, html
+        assert len(row["raw"]) < 64 * 1024 and len(row["message"]) < 64 * 1024
         assert b"a small file" not in row["message"]  # small.txt is in the JSON as base64
         stored = chunk_rows(db_url)
         sizes = {p: sum(n for _, q, _, n in stored if q == p) for p in (0, 1)}
         assert sizes == {0: 3 * MiB + 7, 1: 2 * MiB}
-        assert {q for _, q, _, _ in stored} == {0, 1}
+        assert {q for _, q, _, _ in stored} == {_chunked.TEXT, _chunked.HTML, 0, 1}
+        assert sum(n for _, q, _, n in stored if q == _chunked.HTML) == len(
+            message.html.encode()  # type: ignore[union-attr]
+        )
         assert max(n for *_, n in stored) <= _chunked.CHUNK
         assert await mailer.drain(timeout=30) == {"sent": 1}
         assert list(spool.iterdir()) == []

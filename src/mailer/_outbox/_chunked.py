@@ -8,9 +8,10 @@ drain. Such a row is now stored in three pieces, all in the one transaction that
 the row (a crash never leaves half a message):
 
 * the message's JSON, with each large attachment's content left empty (a placeholder
-  that keeps its name, type and Content-ID);
-* each large attachment's bytes (raw, not base64), in chunks of about 1 MiB in a side
-  table keyed by ``(row, part, seq)``, ``part`` being the attachment's index;
+  that keeps its name, type and Content-ID), and a large text or HTML part empty too;
+* each large attachment's bytes (raw, not base64) and each large text part's UTF-8, in
+  chunks of about 1 MiB in a side table keyed by ``(row, part, seq)``, ``part`` being
+  the attachment's index (:data:`TEXT` and :data:`HTML` for the texts);
 * in the row's ``raw`` column, instead of the rendered bytes, :data:`MARKER`, a one-line
   JSON manifest and the rendering's bytes segments (headers, boundaries, small parts)
   one after the other: the manifest says, in order, how long each segment is and which
@@ -22,7 +23,8 @@ be confused with an old row's bytes: old rows (and every small message, whose ro
 unchanged) load as before. The claim reads the row as it always did.
 
 To send, :func:`loaded` copies each large attachment's chunks into a temporary file, a
-chunk at a time, and rebuilds the rendering around it: the same segments, so the same
+chunk at a time, reads the texts back into the message (a Message holds its text as a
+``str``: that copy is the one a drain cannot avoid), and rebuilds the rendering: the same segments, so the same
 Date, Message-ID and boundaries, and a :class:`Source` reading the file, which every
 path (SMTP, DKIM, the HTTP raw bodies) already streams. A file, not the store: the
 senders read their sources synchronously, between the event loop's turns, and the
@@ -38,6 +40,7 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,27 +105,43 @@ PG_READ = "SELECT data FROM mailer_outbox_chunk WHERE id = $1 AND part = $2 AND 
 
 @dataclass(frozen=True, slots=True)
 class StoredPart:
-    """One large attachment's bytes, to be written in chunks with the row."""
+    """One large attachment's bytes, or a large text part's UTF-8, to be written in
+    chunks with the row."""
 
-    #: the attachment's index in ``Message.attachments``
+    #: the attachment's index in ``Message.attachments``; :data:`TEXT` or :data:`HTML`
     part: int
+    #: the attachment's bytes or the text's characters (checked when it is read back)
     size: int
-    #: the attachment's source, read (and checked against its fingerprint) as it is written
-    source: Source
+    #: the chunks, read (a file: checked against the rendering's fingerprint) or
+    #: encoded as they are written
+    chunks: Callable[[], Iterator[bytes]]
 
-    def chunks(self) -> Iterator[bytes]:
-        """The bytes in :data:`CHUNK` pieces; MessageError if a file changed since the
-        rendering (the write is then undone with the row)."""
-        held: list[bytes | memoryview] = []
-        length = 0
-        for piece in self.source.raw_chunks():
-            held.append(piece)
-            length += len(piece)
-            if length >= CHUNK:
-                yield b"".join(held)
-                held, length = [], 0
-        if held:
+
+#: the ``part`` of a message's text and HTML
+TEXT, HTML = -1, -2
+_PART_OF = {"text": TEXT, "html": HTML}
+#: characters of a text encoded per chunk: at most 1 MiB of UTF-8
+_TEXT_CHUNK = CHUNK // 4
+
+
+def _attachment_chunks(source: Source) -> Iterator[bytes]:
+    """The attachment's bytes in :data:`CHUNK` pieces; MessageError if a file changed
+    since the rendering (the write is then undone with the row)."""
+    held: list[bytes | memoryview] = []
+    length = 0
+    for piece in source.raw_chunks():
+        held.append(piece)
+        length += len(piece)
+        if length >= CHUNK:
             yield b"".join(held)
+            held, length = [], 0
+    if held:
+        yield b"".join(held)
+
+
+def _text_chunks(text: str) -> Iterator[bytes]:
+    for start in range(0, len(text), _TEXT_CHUNK):
+        yield text[start : start + _TEXT_CHUNK].encode("utf-8")
 
 
 def is_chunked(raw: bytes | None) -> bool:
@@ -164,14 +183,17 @@ def split(
     segments: list[bytes] = []
     parts: list[StoredPart] = []
     placeholders = list(message.attachments)
+    texts: dict[str, str] = {}
     for piece in rendering.pieces:
         if isinstance(piece, bytes):
             pieces.append({"b": len(piece)})
             segments.append(piece)
         elif isinstance(piece, TextSource):
             which = next((w for w in ("text", "html") if _is_of(piece, message, w)), None)
-            if which is None:
+            if which is None or which in texts:
                 return None
+            text = texts[which] = getattr(message, which)
+            parts.append(StoredPart(_PART_OF[which], len(text), partial(_text_chunks, text)))
             pieces.append({"t": which, "cte": piece.cte, "size": piece.size, "dots": piece.dots})
         else:
             found = [i for i, a in enumerate(message.attachments) if a is piece.attachment]
@@ -186,12 +208,17 @@ def split(
                 inline=att.inline,
                 content_id=att.content_id,
             )
-            parts.append(StoredPart(index, piece.raw_size, piece))
+            parts.append(StoredPart(index, piece.raw_size, partial(_attachment_chunks, piece)))
             pieces.append({"a": index, "size": piece.raw_size})
-    manifest = {"pieces": pieces, "size": rendering.size}
+    manifest = {
+        "pieces": pieces,
+        "size": rendering.size,
+        "texts": {w: len(t) for w, t in texts.items()},
+    }
     head = json.dumps(manifest, separators=(",", ":")).encode("ascii")  # no raw newline
     raw = b"".join((MARKER, head, b"\n", *segments))
-    copy = message.model_copy(update={"attachments": placeholders})
+    # the large texts are left out of the JSON too ("" in their place: a valid Message)
+    copy = message.model_copy(update={"attachments": placeholders, **dict.fromkeys(texts, "")})
     return copy.model_dump_json().encode(), raw, tuple(parts)
 
 
@@ -246,6 +273,7 @@ async def loaded(item: Claimed, read: ReadChunk) -> AsyncIterator[Message]:
 async def _rebuild(
     message: Message, manifest: dict[str, Any], row: int, read: ReadChunk, spool: Path
 ) -> Message:
+    texts = {w: await _text(read, row, _PART_OF[w], n) for w, n in manifest["texts"].items()}
     attachments = list(message.attachments)
     spooled = False
     for entry in manifest["pieces"]:
@@ -262,8 +290,8 @@ async def _rebuild(
                 inline=att.inline,
                 content_id=att.content_id,
             )
-    if spooled:
-        message = message.model_copy(update={"attachments": attachments})
+    if spooled or texts:
+        message = message.model_copy(update={"attachments": attachments, **texts})
     pieces: list[bytes | Source | TextSource] = []
     data, at = manifest["data"], 0
     for entry in manifest["pieces"]:
@@ -287,6 +315,22 @@ async def _rebuild(
     assert private is not None
     private["_rendered"] = rendering
     return message
+
+
+async def _text(read: ReadChunk, row: int, part: int, chars: int) -> str:
+    """A text part from its chunks (each whole characters), a chunk at a time."""
+    pieces: list[str] = []
+    seq = 0
+    while (chunk := await read(row, part, seq)) is not None:
+        pieces.append(chunk.decode("utf-8"))
+        seq += 1
+        await anyio.lowlevel.checkpoint()
+    text = "".join(pieces)
+    if len(text) != chars:
+        raise MessageError(
+            f"outbox row {row}: its text part has {len(text)} characters stored, {chars} expected"
+        )
+    return text
 
 
 async def _copy(read: ReadChunk, row: int, part: int, size: int, path: Path) -> None:
