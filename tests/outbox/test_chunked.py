@@ -73,9 +73,9 @@ async def test_a_large_message_is_stored_in_chunks_and_sent_as_rendered(
     smtp: Callable[..., SMTPTestServer], db_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """The row holds no attachment content, no large text and no rendering, only a
-    manifest; the attachments' bytes and the texts' UTF-8 are in chunks; the file may vanish after enqueue; the drain
-    sends the bytes rendered at enqueue and leaves no temporary file behind; purging
-    the row deletes its chunks."""
+    manifest; the attachments' bytes and the texts' UTF-8 are in chunks; the file may
+    vanish after enqueue; the drain sends the bytes rendered at enqueue and leaves no
+    temporary file behind; purging the row deletes its chunks."""
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))

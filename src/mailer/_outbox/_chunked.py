@@ -24,12 +24,13 @@ unchanged) load as before. The claim reads the row as it always did.
 
 To send, :func:`loaded` copies each large attachment's chunks into a temporary file, a
 chunk at a time, reads the texts back into the message (a Message holds its text as a
-``str``: that copy is the one a drain cannot avoid), and rebuilds the rendering: the same segments, so the same
-Date, Message-ID and boundaries, and a :class:`Source` reading the file, which every
-path (SMTP, DKIM, the HTTP raw bodies) already streams. A file, not the store: the
-senders read their sources synchronously, between the event loop's turns, and the
-Postgres driver can only be awaited. The attachment itself is given by that path, so a
-provider that takes attachments in a JSON API reads the same bytes.
+``str``: that copy is the one a drain cannot avoid), and rebuilds the rendering: the
+same segments, so the same Date, Message-ID and boundaries, and a :class:`Source`
+reading the file, which every path (SMTP, DKIM, the HTTP raw bodies) already streams.
+A file, not the store: the senders read their sources synchronously, between the event
+loop's turns, and the Postgres driver can only be awaited. The attachment itself is
+given by that path, so a provider that takes attachments in a JSON API reads the same
+bytes.
 """
 
 from __future__ import annotations
