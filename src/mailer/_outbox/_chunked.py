@@ -64,6 +64,7 @@ __all__ = [
     "PG_SCHEMA",
     "SQLITE_SCHEMA",
     "StoredPart",
+    "dbapi_write",
     "is_chunked",
     "loaded",
     "pg_write",
@@ -241,6 +242,16 @@ async def pg_write(conn: asyncpg.Connection, row: int, parts: tuple[StoredPart, 
     for part in parts:
         for seq, chunk in enumerate(part.chunks()):
             await conn.execute(_PG_INSERT, row, part.part, seq, chunk)
+
+
+def dbapi_write(cursor: Any, row: int, parts: tuple[StoredPart, ...]) -> None:
+    """The parts' chunks through a DB-API cursor with ``%s`` placeholders (psycopg: the
+    Django backend's connection, inside the app's transaction)."""
+    sql = _PG_INSERT.replace("$1", "%s").replace("$2", "%s").replace("$3", "%s")
+    sql = sql.replace("$4", "%s")
+    for part in parts:
+        for seq, chunk in enumerate(part.chunks()):
+            cursor.execute(sql, (row, part.part, seq, chunk))
 
 
 #: reads chunk ``seq`` of part ``part`` of a row: None past the last one
