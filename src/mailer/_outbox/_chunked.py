@@ -97,7 +97,13 @@ CREATE TABLE IF NOT EXISTS mailer_outbox_chunk (
     data        BYTEA   NOT NULL,
     PRIMARY KEY (id, part, seq)
 );
-ALTER TABLE mailer_outbox_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
+DO $$ BEGIN
+    IF (SELECT attstorage FROM pg_attribute WHERE attname = 'data'
+        AND attrelid = 'mailer_outbox_chunk'::regclass) <> 'e' THEN
+        -- once, when the table is made: the ALTER takes a lock that would wait for writers
+        ALTER TABLE mailer_outbox_chunk ALTER COLUMN data SET STORAGE EXTERNAL;
+    END IF;
+END $$;
 """
 _SQLITE_INSERT = "INSERT INTO outbox_chunk (id, part, seq, data) VALUES (?, ?, ?, ?)"
 _PG_INSERT = "INSERT INTO mailer_outbox_chunk (id, part, seq, data) VALUES ($1, $2, $3, $4)"
