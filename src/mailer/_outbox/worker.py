@@ -211,9 +211,9 @@ class Outbox:
     async def enqueue(self, message: Message) -> str:
         """Store ``message`` (committed before this returns); returns its Message-ID.
 
-        Attachments given by path are read now. The message is rendered now, and those
-        bytes are what every attempt sends. A Message-ID already stored is not stored
-        twice.
+        Attachments given by path are read now (a large one in chunks, into the store).
+        The message is rendered now, and those bytes are what every attempt sends. A
+        Message-ID already stored is not stored twice.
         """
         added = await self._store(message, attempts=0, next_at=time.time(), error=None)
         assert message.message_id is not None
@@ -251,9 +251,10 @@ class Outbox:
         writes this row through its own connection, inside the app's transaction.
 
         ``chunked``: a message whose rendering streams (a large attachment or text part)
-        becomes a row whose large attachments the store writes in chunks, read from
-        their files only then (see :mod:`._chunked`); the stores do, the Django
-        backend's single statement does not.
+        becomes a row whose large parts are written in chunks with it, a file read only
+        then (:attr:`NewMessage.parts`, see :mod:`._chunked`); whoever writes the row
+        writes them too (the stores, the Django backend). Without it, the row holds the
+        whole message, as before.
         """
         msg = _chunked.stored_form(message) if chunked else message.with_content()
         _storable(msg)
