@@ -193,3 +193,26 @@ async def test_small_and_unchunked_rows_are_stored_as_before(db_url: str, tmp_pa
         assert await store.add(whole)
         assert await mailer.drain(timeout=30) == {"sent": 1}
     assert provider.raw == [whole.raw]
+
+
+async def test_a_retried_large_message_sends_the_same_bytes_again(
+    db_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A first attempt that fails before its commit point, then a second: each attempt
+    spools the attachments anew and the accepted message is the rendering at enqueue;
+    no temporary file outlives its attempt."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    message, _, _ = large_message(tmp_path, small_path=False)
+    provider = ScriptedProvider("p", ["transient", "ok"])
+    outbox = OutboxConfig(**fast_outbox(db_url))
+    async with Mailer([provider], retry={"attempts": 1}, outbox=outbox) as mailer:
+        await mailer.enqueue(message)
+        assert await mailer.drain(timeout=30) == {"queued": 1, "sent": 1}
+        (item,) = await mailer.outbox.items(state="sent")
+    assert item.attempts == 2 and provider.calls == 2
+    rendered = message.render()
+    assert not isinstance(rendered, bytes)
+    assert provider.raw == [rendered.join()]
+    assert list(spool.iterdir()) == []
