@@ -216,3 +216,38 @@ async def test_a_retried_large_message_sends_the_same_bytes_again(
     assert not isinstance(rendered, bytes)
     assert provider.raw == [rendered.join()]
     assert list(spool.iterdir()) == []
+
+
+def test_a_process_killed_while_writing_chunks_leaves_no_row_and_no_chunk(
+    db_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL after two of a large attachment's chunks were written: the transaction
+    that adds the row and its chunks never committed, so neither is there, and the
+    outbox takes the same message afterwards."""
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(4 * MiB))
+    script = Path(__file__).with_name("crash_enqueue.py")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    crashed = subprocess.run(
+        [sys.executable, str(script), db_url, str(tmp_path / "big.bin")],
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
+    assert rows(db_url) == [] and chunk_rows(db_url) == []
+
+    async def again() -> dict[str, int]:
+        provider = ScriptedProvider("p")
+        async with Mailer([provider], outbox=OutboxConfig(**fast_outbox(db_url))) as mailer:
+            message = Message(sender="a@example.com", to="u@example.org", attachments=[
+                tmp_path / "big.bin"])  # fmt: skip
+            await mailer.enqueue(message)
+            return await mailer.drain(timeout=30)
+
+    assert asyncio.run(again()) == {"sent": 1}
+    assert len(chunk_rows(db_url)) == 4
