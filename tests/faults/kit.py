@@ -97,6 +97,8 @@ class Summary:
     errors: Counter[str] = field(default_factory=Counter)  # by error class
     uncertain_delivered: int = 0
     seconds: float = 0.0
+    #: every send's outcome, for a case that checks more than the counts
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"sent={dict(self.sent)} errors={dict(self.errors)}"
@@ -108,7 +110,7 @@ def check_ledger(
     recipients: dict[str, dict[str, list[str]]] | None = None,
 ) -> Summary:
     """The promise, checked per message against what every server received."""
-    summary = Summary()
+    summary = Summary(outcomes=outcomes)
     ours = {o.message.message_id for o in outcomes}
     for name, counter in received.items():
         stray = set(counter) - ours
