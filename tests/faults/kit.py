@@ -144,9 +144,13 @@ def check_ledger(
 
 
 def fast_mailer(providers: list[Any], **options: Any) -> Mailer:
-    """A Mailer tuned for tests: short cooldowns, quick retries, a short deadline."""
+    """A Mailer tuned for tests: short cooldowns, quick retries, a short deadline.
+
+    The deadline is 8 s: no case means it to fire (each hang has its own shorter
+    timeout), and at 4 s a loaded machine ran sends past it while they waited for
+    a shared OAuth2 refresh, so they never reached the backup."""
     settings: dict[str, Any] = {
-        "send_timeout": 4.0,
+        "send_timeout": 8.0,
         "health": {
             "failure_threshold": 3,
             "cooldown": 0.2,
