@@ -225,11 +225,13 @@ def _resend(server: FakeResend) -> dict[str, Any]:
 
 
 def _throttle_once(server: FakeResend) -> float:
-    """Answer 429 (Retry-After: 30) until one request got it; when (wall clock)."""
-    before = server.requests
-    server.mode = "429:30"
-    assert _wait(lambda: server.requests > before, 10)
-    server.mode = "ok"
+    """Answer the next request 429 (Retry-After: 30); when it was taken (wall clock).
+
+    Through the server's script, one reply: setting ``mode`` and waiting for the request
+    count to move raced a request whose head was read (and its mode taken, "ok") before
+    the switch and counted after it, so on a loaded machine no request got the 429."""
+    server.script.append("429:30")
+    assert _wait(lambda: not server.script, 10)
     return time.time()
 
 
@@ -244,7 +246,7 @@ def _check_rested_by_all(results: list[dict[str, Any]], throttled: float) -> Non
     """
     for r in results:
         opened = logged(r, "primary: circuit closed -> open")
-        assert opened, r["log"]
+        assert opened, (r["health"]["primary"], len(r["sends"]), throttled)
         knew = opened[-1]
         # propagation: pub/sub, with `refresh` (0.1 s) as the backstop; seconds would
         # mean neither worked (a loaded machine took about 0.4 s)
