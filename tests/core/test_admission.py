@@ -6,12 +6,15 @@ real SMTP server on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.faults.kit import check_ledger, run_load
 
 from mailer import AllProvidersFailed, DeliveryError, Mailer, Message, SendResult
 from mailer._routing.admission import PER_SLOT, Admission
@@ -207,3 +210,34 @@ async def test_sends_to_named_providers_bypass_the_gate(
         await mailer.send(batch(1)[0], providers=["a"])
         await mailer.send(batch(1)[0])
     assert seen == [0, 1]
+
+
+SOAK_QUEUED = int(os.environ.get("MAILER_SOAK_QUEUED", "0"))
+
+
+@pytest.mark.skipif(not SOAK_QUEUED, reason="a soak: `make soak` sets MAILER_SOAK_QUEUED")
+@pytest.mark.timeout(600)
+async def test_soak_a_burst_through_the_gate(smtp: Callable[..., SMTPTestServer]) -> None:
+    """tests/faults' soak with an SMTP backup instead of a scripted one, so that the
+    admission gate is on (every provider a pool): MAILER_SOAK_QUEUED sends at once on the
+    default pool of 5, default settings; each goes out once, on the primary."""
+    primary, backup = smtp(), smtp()
+    mailer = Mailer([pooled("a", primary), pooled("b", backup)])
+    assert mailer._admission is not None
+    batch_ = batch(SOAK_QUEUED)
+    async with mailer:
+        started = time.monotonic()
+        outcomes = await run_load(mailer, batch_, concurrency=SOAK_QUEUED, timeout=540)
+        took = time.monotonic() - started
+    reasons = Counter(
+        str(a.error)[:90] for o in outcomes if o.result is not None
+        for a in o.result.attempts if a.error is not None
+    )  # fmt: skip
+    assert not reasons, reasons.most_common(5)
+    received = {"a": primary.received(), "b": backup.received()}
+    summary = check_ledger(outcomes, received)
+    assert summary.sent == {"a": SOAK_QUEUED} and not summary.errors, summary
+    print(
+        f"{SOAK_QUEUED} queued sends through the gate in {took:.1f} s "
+        f"({SOAK_QUEUED / took:.0f} msg/s)"
+    )
