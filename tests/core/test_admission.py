@@ -115,6 +115,32 @@ async def test_a_waiter_past_its_deadline_is_let_through() -> None:
     assert gate.active == 2, "over capacity: its send fails in the routing, without I/O"
 
 
+def test_one_gate_serves_one_loop_after_another() -> None:
+    """A Mailer used under ``asyncio.run`` twice: the first loop's waiters are cancelled
+    at its end, and the second loop's waiters still get a deadline timer of their own."""
+    gate = Admission(1)
+
+    async def first() -> None:
+        assert gate.try_enter()
+        waiter = asyncio.ensure_future(gate.enter(time.monotonic() + 30))
+        await asyncio.sleep(0)
+        assert gate.waiting == 1
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+        gate.leave()
+
+    async def second() -> float:
+        assert gate.try_enter()  # held: the waiter below can only pass by its deadline
+        started = time.monotonic()
+        await asyncio.wait_for(gate.enter(started + 0.1), 5)
+        return time.monotonic() - started
+
+    asyncio.run(first())
+    assert gate.active == 0 and gate.waiting == 0
+    took = asyncio.run(second())
+    assert 0.09 <= took < 2.0, took
+
+
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="capacity"):
         Admission(0)

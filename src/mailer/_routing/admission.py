@@ -55,7 +55,7 @@ PER_SLOT = 4
 class Admission:
     """At most ``capacity`` sends under way; the rest wait in order, each on a future."""
 
-    __slots__ = ("_active", "_timer", "_waiters", "capacity")
+    __slots__ = ("_active", "_timer", "_timer_loop", "_waiters", "capacity")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -65,6 +65,9 @@ class Admission:
         #: (deadline on mailer._clock, future) per waiting send, in arrival order
         self._waiters: deque[tuple[float, asyncio.Future[None]]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        #: the loop the timer is on: a Mailer may serve one loop after another
+        #: (``asyncio.run`` twice), and a timer left on a finished loop never fires
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def active(self) -> int:
@@ -92,7 +95,7 @@ class Admission:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiters.append((deadline, future))
-        if self._timer is None:
+        if self._timer is None or self._timer_loop is not loop:
             self._arm(loop)
         try:
             await future
@@ -111,26 +114,36 @@ class Admission:
             _, future = waiters.popleft()
             if future.done():  # cancelled while waiting
                 continue
-            future.set_result(None)
+            try:
+                future.set_result(None)
+            except RuntimeError:  # its loop is closed: that send is gone
+                continue
             self._active += 1
-        if not waiters and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if not waiters:
+            self._disarm()
 
     def _forget(self, future: asyncio.Future[None]) -> None:
         for index, (_, waiter) in enumerate(self._waiters):
             if waiter is future:
                 del self._waiters[index]
                 break
+        if not self._waiters:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        timer, self._timer, self._timer_loop = self._timer, None, None
+        if timer is not None:
+            timer.cancel()
 
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """One timer for the gate, at the first waiter's deadline."""
         if not self._waiters:
-            self._timer = None
+            self._timer = self._timer_loop = None
             return
         # at least a millisecond: a loop clock a hair ahead of ours must not spin
         delay = max(self._waiters[0][0] - _clock.now(), 1e-3)
         self._timer = loop.call_later(delay, self._expire, loop)
+        self._timer_loop = loop
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let through every waiter whose deadline has passed (over capacity: its send
