@@ -23,6 +23,7 @@ import anyio
 from pydantic import ValidationError
 
 from . import _clock
+from ._backend import current_async_library
 from ._config import (
     MailerConfig,
     ProviderEntry,
@@ -62,6 +63,7 @@ from ._plugins import load_provider_class
 from ._provider import AsyncClosing, Provider
 from ._redact import register_config
 from ._result import SendResult
+from ._routing.admission import PER_SLOT, Admission
 from ._routing.budget import BudgetConfig
 from ._routing.events import Event
 from ._routing.group import Failover, Group, Weighted, make_group
@@ -171,6 +173,8 @@ class Mailer(AsyncClosing):
         for leaf in self._leaves:
             register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
+        #: sends past a few per connection slot wait here (None: no gate, see _admission)
+        self._admission = _admission(self._leaves)
         self._outbox = self._build_outbox(outbox, on_all_failed)
         #: the local templates (``templates.dir``), None without them
         self.templates = None if templates is None else LocalTemplates(templates)
@@ -300,7 +304,34 @@ class Mailer(AsyncClosing):
     async def _deliver(
         self, message: Message, providers: Sequence[str] | None = None, suppression: bool = True
     ) -> SendResult:
-        """``send`` without the outbox: what the outbox's workers call."""
+        """``send`` without the outbox: what the outbox's workers call.
+
+        A send past the admission gate's capacity waits there first, before it builds
+        anything (mailer/_routing/admission.py); that wait counts against its deadline.
+        """
+        gate = self._admission
+        if gate is None or providers is not None:
+            return await self._admitted(message, providers, suppression, 0.0)
+        waited = 0.0
+        if not gate.try_enter():
+            if current_async_library() != "asyncio":  # the gate's futures are asyncio's
+                return await self._admitted(message, providers, suppression, 0.0)
+            began = _clock.now()
+            await gate.enter(began + self.send_timeout)
+            waited = _clock.now() - began
+        try:
+            return await self._admitted(message, providers, suppression, waited)
+        finally:
+            gate.leave()
+
+    async def _admitted(
+        self,
+        message: Message,
+        providers: Sequence[str] | None,
+        suppression: bool,
+        waited: float,
+    ) -> SendResult:
+        """One send past the admission gate, ``waited`` seconds after it was called."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
         dropped = await self._check_suppression(msg, suppression)
@@ -320,7 +351,7 @@ class Mailer(AsyncClosing):
                 options = leaf.options_for(msg)
                 if options is not None:
                     leaf.check_options(options)
-        ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout, root=root)
+        ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout - waited, root=root)
         send_token = _SEND.set(ctx)
         emit = self._runtime.emit
         emit(Event("start", message_id=msg.message_id))
@@ -619,6 +650,18 @@ def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
             "point: it may have been delivered"
         )
     return TransientError(f"the send was {what} before any commit point: not sent")
+
+
+def _admission(leaves: Sequence[Provider]) -> Admission | None:
+    """The Mailer's admission gate, sized from its providers' connection slots; None
+    when a provider has no bound or a rate limit paces it (mailer/_routing/admission.py)."""
+    slots = 0
+    for leaf in leaves:
+        concurrency = leaf.concurrency
+        if concurrency is None or getattr(leaf.config, "rate_limit", None) is not None:
+            return None
+        slots += concurrency
+    return Admission(slots * PER_SLOT)
 
 
 def _flatten(provider: Provider) -> list[Provider]:

@@ -255,6 +255,14 @@ class Provider(AsyncClosing, Generic[ConfigT]):
         """
         return None
 
+    @property
+    def concurrency(self) -> int | None:
+        """How many sends this provider carries at once (its connection slots), or None
+        when it does not bound them. The Mailer sizes its admission gate from it
+        (mailer/_routing/admission.py): sends past a few per slot wait there, cheaply,
+        rather than each building its attempt only to queue for a slot."""
+        return None
+
     def time_left(self, timeout: float | None) -> float | None:
         """``timeout`` (one step's own) cut to what is left of the attempt: its pre-commit
         budget before :meth:`commit_point`, the send's deadline after it. Unchanged when

@@ -26,7 +26,8 @@ What it promises, because a blocking caller cannot defend itself:
 
 How "not sent" is known: each send runs with a commit hook (:func:`.routing.attempt.
 commit_hooks`) and a Mailer event listener, so the SyncMailer sees whether any attempt
-reached its commit point, succeeded or ended uncertain. A send cut before it started, or
+reached its commit point, succeeded or ended uncertain. A send cut before it started, cut
+before the Mailer routed it (its "start" event: a send waiting at the admission gate), or
 cut and unwound with every attempt ended before its commit point, delivered nothing.
 Anything else may have, and is reported as DeliveryUncertain.
 """
@@ -90,6 +91,7 @@ class _Call:
         "lock",
         "loop",
         "possibly_delivered",
+        "routed",
         "started",
         "task",
     )
@@ -108,6 +110,9 @@ class _Call:
         self.possibly_delivered = False
         #: attempts that reported their end (evidence for "nothing was delivered")
         self.evidence = 0
+        #: the Mailer began routing it ("start" event): before that, no provider was
+        #: asked (a send waiting at the Mailer's admission gate, mailer/_routing/admission.py)
+        self.routed = False
         self.cut: Literal["close", "timeout"] | None = None
 
 
@@ -126,7 +131,11 @@ async def _crossed() -> None:
 def _on_event(event: Event) -> None:
     """Mailer listener: how each attempt of the current call ended."""
     call = _CALL.get()
-    if call is None or event.kind != "attempt":
+    if call is None:
+        return
+    if event.kind == "start":
+        call.routed = True
+    if event.kind != "attempt":
         return
     call.evidence += 1
     if event.attempt is not None and event.attempt.possibly_delivered:
@@ -340,6 +349,11 @@ class SyncMailer:
         if not call.started:
             return TransientError(
                 f"not sent: {why} before the send began; nothing was delivered (send it again)"
+            )
+        if call.finished and not call.routed:
+            return TransientError(
+                f"not sent: {why} before the send was routed to a provider; nothing was "
+                "delivered (send it again)"
             )
         if call.finished and call.evidence and not call.possibly_delivered:
             return TransientError(

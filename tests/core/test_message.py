@@ -414,3 +414,20 @@ def test_json_naming_a_path_attachment_is_refused(tmp_path: Path) -> None:
     assert stored.message_id == m.message_id and stored.attachments[0].filename == "a.txt"
     assert Message.model_validate_json(stored.model_dump_json()) == stored
     assert stored.with_content() is stored
+
+
+def test_a_fresh_private_state_shares_nothing_mutable() -> None:
+    """with_defaults and without_recipients give their copy a shallow copy of one
+    prepared private state (mailer._message.model.fresh_private): sound only while every
+    private attribute's default is None, with no factory."""
+    from mailer._message.model import fresh_private
+
+    for name, attr in Message.__private_attributes__.items():
+        assert attr.default is None and attr.default_factory is None, name
+    assert fresh_private() == {n: None for n in Message.__private_attributes__}
+    assert fresh_private() is not fresh_private()
+    original = Message(to=["b@example.org"], subject="s", text="t")
+    filled = original.with_defaults({"sender": "a@example.com"})
+    assert filled is not original
+    assert filled.__pydantic_private__ is not original.__pydantic_private__
+    assert filled.as_bytes() != b"" and filled.message_id == original.message_id

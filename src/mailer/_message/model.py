@@ -302,9 +302,7 @@ class Message(Strict):
         # (reading self.message_id here would fix the id before the sender is known).
         filled = self.model_copy(update=updates)
         # A fresh private state: the original's rendering or signatures are not the copy's.
-        filled.__pydantic_private__ = {
-            name: attr.get_default() for name, attr in self.__private_attributes__.items()
-        }
+        filled.__pydantic_private__ = fresh_private()
         if filled.__dict__["message_id"] is None:
             # One id for both: whichever is read first fixes it, with the filled-in
             # sender's domain unless the caller already read the original's.
@@ -333,9 +331,7 @@ class Message(Strict):
         if not updates:
             return self
         copy = self.model_copy(update=updates)
-        copy.__pydantic_private__ = {
-            name: attr.get_default() for name, attr in self.__private_attributes__.items()
-        }
+        copy.__pydantic_private__ = fresh_private()
         if copy.__dict__["message_id"] is None:
             copy.__pydantic_private__["_id_cell"] = _id_cell(self)
         return copy
@@ -583,6 +579,20 @@ def _checked(segments: list[bytes | _mime.Streamed], names: list[str]) -> bytes 
         if isinstance(segment, bytes):
             check_wire(segment, names, head=i == 0)
     return _mime.Rendering(segments)
+
+
+#: a Message's private state as built (every private attribute's default is None, so a
+#: shallow copy is a fresh state: tests/core/test_message.py holds that). Copied rather
+#: than asking pydantic for each default: with_defaults does it on every send, and the
+#: six ``get_default()`` calls cost several microseconds there.
+_PRIVATE_DEFAULTS: dict[str, Any] = {
+    name: attr.get_default() for name, attr in Message.__private_attributes__.items()
+}
+
+
+def fresh_private() -> dict[str, Any]:
+    """A new Message private state (``__pydantic_private__``), as a new Message has."""
+    return _PRIVATE_DEFAULTS.copy()
 
 
 class MessageDefaults:

@@ -113,6 +113,11 @@ class SMTPProvider(Provider[SMTPConfig]):
         """The connection pool, once the first pooled send made it."""
         return self._pool
 
+    @property
+    def concurrency(self) -> int | None:
+        """The pool's connections; None unpooled (a connection per send, unbounded)."""
+        return self._cfg.max_connections if self._cfg.pool else None
+
     def _get_pool(self) -> Pool:
         if self._pool is None:
             self._pool = Pool(
