@@ -215,6 +215,13 @@ class Connection:
         return self._inflight > 0
 
     @property
+    def holding(self) -> bool:
+        """A handed-off payload is held for the rest of this loop turn: a group written
+        now leaves in the same ``send()`` (:meth:`ReplyStream.flush_soon`)."""
+        stream = self._stream
+        return stream is not None and stream.holding
+
+    @property
     def smtp(self) -> aiosmtplib.SMTP:
         if self._smtp is None or not self._smtp.is_connected:
             raise ConnectionStale(f"connection to {self._settings.endpoint.where} is closed")

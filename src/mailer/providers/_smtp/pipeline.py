@@ -151,6 +151,11 @@ class ReplyStream(asyncio.Protocol):
         else:
             transport.write(data)
 
+    @property
+    def holding(self) -> bool:
+        """A payload is held back for :meth:`flush_soon`'s turn."""
+        return self._held is not None
+
     def flush_soon(self) -> None:
         """Write what ``send_payload(hold=True)`` held, at this loop turn's end.
 

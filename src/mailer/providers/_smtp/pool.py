@@ -129,6 +129,19 @@ class Pool:
         return result
 
     async def _take(self, *, fresh: bool) -> tuple[Connection, bool]:
+        idle = self._idle
+        if not fresh and len(idle) > 1:
+            # Several hand-offs in one loop turn woke their waiters in that order, and each
+            # connection's held payload is flushed right after its own waiter's turn. The
+            # most recent connection (the rule below) would pair the first waiter with
+            # the last hand-off: the first connections' payloads then left alone and
+            # their groups after them, two writes instead of one for ~40 % of messages at
+            # 5 connections. So the earliest connection still holding goes first.
+            for index, conn in enumerate(idle):
+                if conn.holding:
+                    if index != len(idle) - 1:
+                        idle.append(idle.pop(index))
+                    break
         while self._idle and not fresh:
             conn = self._idle.pop()  # most recently used first: the likeliest alive
             if not conn.usable:
