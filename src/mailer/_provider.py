@@ -31,6 +31,7 @@ from ._errors import (
     MailerError,
 )
 from ._message import Message
+from ._message.model import is_rendered
 from ._message.template import local_variant
 from ._options import validation_text
 from ._result import SendResult
@@ -179,7 +180,7 @@ class Provider(AsyncClosing, Generic[ConfigT]):
             and self.template_id(message.template) is None
         ):
             message = local_variant(message, self.name)  # rendered once, by the Mailer
-        if message.template is None or self.resolves_templates:
+        if (message.template is None or self.resolves_templates) and not is_rendered(message):
             # render (and check) before any I/O; cached on the message. A group leaves a
             # template message to its leaves: each renders what it sends (a large text
             # or HTML part a slice at a time, the loop's turn between slices)

@@ -590,6 +590,16 @@ _PRIVATE_DEFAULTS: dict[str, Any] = {
 }
 
 
+def is_rendered(message: Message) -> bool:
+    """Whether ``message`` has been rendered: then its ``render_async()`` has nothing to
+    do. The send path renders once in the Mailer, and a group and its leaf each check
+    again before any I/O; asking here spares them a coroutine made and awaited for
+    nothing (twice a send)."""
+    private = message.__pydantic_private__
+    assert private is not None
+    return private["_rendered"] is not None
+
+
 def fresh_private() -> dict[str, Any]:
     """A new Message private state (``__pydantic_private__``), as a new Message has."""
     return _PRIVATE_DEFAULTS.copy()
