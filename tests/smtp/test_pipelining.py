@@ -228,6 +228,41 @@ async def test_next_send_follows_the_payload(piped: SMTPTestServer) -> None:
     assert ("DATA_END", True) in piped.state.buffered
 
 
+async def test_handed_off_connections_each_carry_the_next_group_in_one_write(
+    piped: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several connections hand off in one loop turn: each waiter takes the connection
+    whose held payload is flushed next, so the next group leaves in the same write as a
+    payload's "." rather than alone after it (the pool once paired the first waiter with
+    the last hand-off: ~40 % of messages took two writes at 5 connections)."""
+    writes: list[bytes] = []
+    real_write = ReplyStream._flush
+
+    def counted(self: ReplyStream) -> None:
+        if self._held:
+            writes.append(b"".join(self._held))
+        real_write(self)
+
+    monkeypatch.setattr(ReplyStream, "_flush", counted)
+    config = piped.config(pool=True, max_connections=3)
+    count = 60
+    async with SMTPProvider.from_config("p", config) as provider:
+        results = await asyncio.gather(
+            *(provider.send(message(f"u{i}@x.org")) for i in range(count))
+        )
+        pool = provider.pool
+        assert pool is not None and pool.opened == 3
+        handoffs = pool.handoffs
+    assert sorted(m.rcpt_tos[0] for m in piped.state.messages) == sorted(
+        r.accepted[0] for r in results
+    )
+    # the held payloads (one per hand-off offered) left with the next group behind
+    # them, in one write; only the last on each connection may have had none to carry
+    assert handoffs >= count - 3 * 2 and len(writes) >= handoffs, (handoffs, len(writes))
+    alone = [w for w in writes if b"MAIL FROM" not in w]
+    assert len(alone) <= 3, (len(writes), len(alone))
+
+
 async def test_lost_verdict_with_the_next_send_behind(piped: SMTPTestServer) -> None:
     """Only the message whose "." was written is uncertain; the one behind is retried."""
     piped.state.fail("DATA_END", "drop", times=1)
