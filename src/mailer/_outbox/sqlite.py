@@ -125,7 +125,8 @@ class _Writer(threading.Thread):
         super().__init__(name=f"mailer-outbox-sqlite:{path.name}", daemon=True)
         self.path = path
         self.synchronous = synchronous.lower()
-        self.ops: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: operations, handed over a loop iteration's worth at a time (None: stop)
+        self.ops: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.startup_error: BaseException | None = None
         self._level = ""
@@ -155,7 +156,7 @@ class _Writer(threading.Thread):
                 first = self.ops.get()
                 if first is None:
                     break
-                batch = [first]
+                batch = first
                 while len(batch) < _BATCH:
                     try:
                         nxt = self.ops.get_nowait()
@@ -164,7 +165,7 @@ class _Writer(threading.Thread):
                     if nxt is None:
                         stop = True
                         break
-                    batch.append(nxt)
+                    batch += nxt
                 self._run(conn, batch)
         finally:
             self._checkpointer.stop()
@@ -284,6 +285,9 @@ class SQLiteStore(SQLiteDispatch):
         self.synchronous = synchronous
         self._writer: _Writer | None = None
         self._lock = threading.Lock()
+        #: operations made during the current iteration of each event loop, handed to
+        #: the writer together at its end (see _do)
+        self._handover: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         #: when expired leases were last settled (time.monotonic(), the writer's thread)
         self._settled = -math.inf
 
@@ -323,8 +327,21 @@ class SQLiteStore(SQLiteDispatch):
         writer = self._writer or self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        writer.ops.put(_Job(op, future, loop, durable, atomic))
+        # The operations of one loop iteration (the results and records of the sends
+        # that a batch of replies completed, a claim) reach the writer as one hand-over:
+        # one wake-up of its thread and one group for them, instead of a wake-up (and
+        # often a group, a COMMIT) each. It waits for the end of this iteration only.
+        jobs = self._handover.get(loop)
+        if jobs is None:
+            jobs = self._handover[loop] = []
+            loop.call_soon(self._hand_over, loop, writer)
+        jobs.append(_Job(op, future, loop, durable, atomic))
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
+        jobs = self._handover.pop(loop, None)
+        if jobs:
+            writer.ops.put(jobs)
 
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
@@ -339,6 +356,7 @@ class SQLiteStore(SQLiteDispatch):
         with self._lock:
             writer, self._writer = self._writer, None
         if writer is not None and writer.is_alive():
+            self._hand_over(asyncio.get_running_loop(), writer)  # before the stop
             writer.ops.put(None)
             await asyncio.to_thread(writer.join, 30.0)
 
