@@ -242,6 +242,11 @@ def main() -> None:
             ]
             lat += "   commit wait p50 {:.3f} p90 {:.3f} mean {:.3f} ms".format(*wait)
         print(f"{name:21s} {rate:8.0f} {paired:8.2f}x {cpu:7.0f} {lat}")
+    for name in [n for n in results if f"{n} before" in results]:
+        # the two trees in the same rounds: the drain's own speed, whatever direct did
+        after, before = results[name], results[f"{name} before"]
+        gain = statistics.median(a["rate"] / b["rate"] for a, b in zip(after, before, strict=True))
+        print(f"{name}: after/before {gain:.2f}x (median of per-round ratios)")
 
 
 async def _pg_settings(dsn: str) -> str:
