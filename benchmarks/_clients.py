@@ -11,6 +11,7 @@
                                                        a Mailer on the backup alone)
     _clients.py mem CASE HOST PORT [ARG]               peak RSS above the idle process
     _clients.py large PATH SHAPE MODE HOST PORT FILE   one large message (_large_bodies.py)
+    _clients.py outbox PHASE SHAPE URL HOST PORT FILE  ... through an outbox (the same)
 
 Only the sending is timed (not the process start, imports or connection warm-up).
 Set BENCH_PROFILE=file.prof to cProfile the timed part of the "ours" case.
@@ -486,10 +487,10 @@ def main(argv: list[str]) -> dict[str, Any]:
     if mode == "stall":
         case, host, port, path = rest
         return asyncio.run(stall(case, host, int(port), path))
-    if mode == "large":  # one large message through SMTP, SES or Mailgun
+    if mode in ("large", "outbox"):  # one large message through a path, or an outbox
         from _large_bodies import main as large
 
-        result = large(["case", *rest])
+        result = large(["case" if mode == "large" else "outbox", *rest])
         assert result is not None
         return result
     raise SystemExit(f"unknown mode {mode}")

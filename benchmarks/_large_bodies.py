@@ -12,9 +12,16 @@
         MODE   streamed (the library as it is) | whole (STREAM_THRESHOLD set past the
                message: every body rendered whole, as before issue 25 item 4)
 
+    _large_bodies.py outbox PHASE SHAPE URL HOST PORT FILE
+        PHASE  enqueue (a fresh outbox at URL gets the message) | drain (a second
+               process delivers what the outbox holds into smtp-sink at HOST:PORT)
+        SHAPE  text | attach, as above; URL sqlite:///... or postgresql://...
+
 Prints one JSON line: the peak RSS above the process's peak after imports, a warm-up
 send and the caller's data (VmHWM, kB), the longest gap of a 1 ms ticker on the loop
-while the message is built and sent, the elapsed time and the message's size.
+while the message is built and sent, the longest CPU time the loop's thread spent
+between two ticks (the longest step itself, without the waits for a CPU that a loaded
+machine adds to the gap), the elapsed time and the message's size.
 
 The HTTP sink runs in its own process, so the client's RSS is the client's alone; it
 answers 200 with both ``MessageId`` (SES) and ``id`` (Mailgun), and refuses a chunked
@@ -35,6 +42,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clients import RCPT, SENDER, Ticker, vm
 
 MIB = 1024 * 1024
+
+
+class CPUTicker(Ticker):
+    """The 1 ms ticker, also keeping the longest CPU time the loop's thread spent between
+    two of its wake-ups: the longest step of the library's own, apart from the time the
+    process waited for a CPU (on a loaded machine, most of a long stall)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.longest_cpu = 0.0
+
+    async def _run(self) -> None:
+        last, cpu_last = time.perf_counter(), time.thread_time()
+        while True:
+            await asyncio.sleep(0.001)
+            now, cpu = time.perf_counter(), time.thread_time()
+            self.longest = max(self.longest, now - last)
+            self.longest_cpu = max(self.longest_cpu, cpu - cpu_last)
+            last, cpu_last = now, cpu
+
+
 _ANSWER = json.dumps({"MessageId": "bench-1", "id": "<bench-1@mg>"}).encode()
 
 
@@ -108,11 +136,12 @@ async def case(path: str, shape: str, mode: str, host: str, port: int, file: str
         text, html = _texts() if shape == "text" else ("see attached", None)
         base = max(vm("VmHWM"), vm("VmRSS"))
         if shape == "idle":
-            with Ticker() as ticker:
+            with CPUTicker() as ticker:
                 await asyncio.sleep(2.0)
             return {"base_kb": base, "peak_kb": vm("VmHWM"), "delta_kb": vm("VmHWM") - base,
-                    "elapsed": 2.0, "stall_ms": ticker.longest * 1000, "size": 0}  # fmt: skip
-        with Ticker() as ticker:
+                    "elapsed": 2.0, "stall_ms": ticker.longest * 1000,
+                    "cpu_ms": ticker.longest_cpu * 1000, "size": 0}  # fmt: skip
+        with CPUTicker() as ticker:
             await asyncio.sleep(0.01)  # the ticker's own first wake-up is not the send's
             t0 = time.perf_counter()
             attachments = [Attachment(path=Path(file))] if shape == "attach" else []
@@ -129,13 +158,65 @@ async def case(path: str, shape: str, mode: str, host: str, port: int, file: str
         peak = vm("VmHWM")
         size = message.rendered_size
     return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base, "elapsed": elapsed,
-            "stall_ms": ticker.longest * 1000, "size": size}  # fmt: skip
+            "stall_ms": ticker.longest * 1000, "cpu_ms": ticker.longest_cpu * 1000,
+            "size": size}  # fmt: skip
+
+
+def _large_message(shape: str, file: str) -> Any:
+    from mailer import Attachment, Message
+
+    text, html = _texts() if shape == "text" else ("see attached", None)
+    attachments = [Attachment(path=Path(file))] if shape == "attach" else []
+    return Message(
+        sender=SENDER, to=[RCPT], subject="Large", text=text, html=html, attachments=attachments
+    )
+
+
+async def outbox(
+    phase: str, shape: str, url: str, host: str, port: int, file: str
+) -> dict[str, Any]:
+    """One phase of a large message's trip through an outbox, in this process alone:
+    the enqueue (the message built before the baseline: the caller's data) or the drain
+    (the row written by another process)."""
+    from mailer import Attachment, Mailer, Message
+
+    config = {"host": host, "port": port, "ignore_tls": True}
+    mailer = Mailer.from_config({
+        "defaults": {"sender": SENDER},
+        "providers": [{"type": "smtp", "name": "smtp", "config": config}],
+        "outbox": {"url": url},
+    })  # fmt: skip
+    async with mailer:
+        warm = Attachment(content=b"warm", filename="warm.txt")
+        await mailer.send(Message(to=[RCPT], subject="warm", text="warm", attachments=[warm]))
+        await mailer.outbox.stats()  # the store opened (its schema made) before the baseline
+        message = _large_message(shape, file) if phase == "enqueue" else None
+        base = max(vm("VmHWM"), vm("VmRSS"))
+        with CPUTicker() as ticker:
+            await asyncio.sleep(0.01)
+            t0 = time.perf_counter()
+            if message is not None:
+                await mailer.enqueue(message)
+                done = {"queued": 1}
+            else:
+                done = await mailer.drain(timeout=120)
+            elapsed = time.perf_counter() - t0
+        peak = vm("VmHWM")
+        size = message.rendered_size if message is not None else None
+    if done != ({"queued": 1} if phase == "enqueue" else {"sent": 1}):
+        raise RuntimeError(f"{phase}: {done}")
+    return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base, "elapsed": elapsed,
+            "stall_ms": ticker.longest * 1000, "cpu_ms": ticker.longest_cpu * 1000,
+            "size": size}  # fmt: skip
 
 
 def main(argv: list[str]) -> dict[str, Any] | None:
     if argv[0] == "sink":
         asyncio.run(sink(int(argv[1])))
         return None
+    if argv[0] == "outbox":
+        _, phase, shape, url, host, port, file = argv
+        return asyncio.run(outbox(phase, shape, url, host, int(port), file))
     _, path, shape, mode, host, port, file = argv
     return asyncio.run(case(path, shape, mode, host, int(port), file))
 

@@ -36,6 +36,13 @@ stall while the message is built and sent, in the same process (_large_bodies.py
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--queued 10000] [--quick]
     .venv/bin/python benchmarks/memory.py --stall-only [--rounds 5]   # the stall table alone
     .venv/bin/python benchmarks/memory.py --large-only [--rounds 3]   # the large-body table
+    .venv/bin/python benchmarks/memory.py --outbox-only [--rounds 3] [--before REF]
+
+Outbox rows over 1 MiB (issue 25 item 4): the same two 50 MiB shapes enqueued into a
+fresh outbox (SQLite, and Postgres on a throwaway cluster, tests/pgcluster.py), then
+drained into smtp-sink, each phase in its own process (peak RSS above that process's
+idle peak, the longest loop stall). ``--before REF``: the same cases with that commit's
+src/ too, interleaved in the same rounds (the reference).
 """
 
 from __future__ import annotations
@@ -116,24 +123,93 @@ def run_large(rounds: int, path: Path, size_mib: int) -> dict[str, Any]:
         delta = median_of(res, "delta_kb")
         size = median_of(res, "size")
         stall = median_of(res, "stall_ms")
+        cpu = median_of(res, "cpu_ms")
         elapsed = median_of(res, "elapsed")
         x = None if delta is None or not size else delta * 1024 / size
         if name.startswith("idle"):
-            rows.append([name, "", "", "", num(stall, ".1f"), ""])
+            rows.append([name, "", "", "", num(stall, ".1f"), num(cpu, ".1f"), ""])
             summary["large idle"] = {"stall_ms": stall}
             continue
-        summary[f"large {name}"] = {"x": x, "stall_ms": stall, "elapsed": elapsed}
+        summary[f"large {name}"] = {"x": x, "stall_ms": stall, "cpu_ms": cpu, "elapsed": elapsed}
         if name.endswith("streamed"):
             worst_x = max(worst_x, x if x is not None else 99.0)
             worst_ms = max(worst_ms, stall if stall is not None else 1e9)
         rows.append([name, num(None if size is None else size / MIB, ".1f"),
                      num(None if delta is None else delta / 1024, ".1f"), num(x, ".2f"),
-                     num(stall, ".1f"), num(elapsed, ".2f")])  # fmt: skip
+                     num(stall, ".1f"), num(cpu, ".1f"), num(elapsed, ".2f")])  # fmt: skip
     print(table(["case", "message MiB", "peak above idle, MiB", "x size", "longest stall, ms",
-                 "send, s"], rows))  # fmt: skip
+                 "longest step CPU, ms", "send, s"], rows))  # fmt: skip
     print(f"target streamed: peak RSS above idle <= 0.5x the message: {verdict(worst_x <= 0.5)}")
     print(f"target streamed: no loop stall over 20 ms: {verdict(worst_ms <= 20)}")
     return summary
+
+
+def run_outbox(rounds: int, path: Path, size_mib: int, before: str | None) -> dict[str, Any]:
+    """Outbox rows of a large message: enqueue, then drain, each in its own process."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from _common import export_src
+    from tests.pgcluster import PostgresCluster
+
+    versions: dict[str, Path | None] = {"": None}
+    if before:
+        versions[f" (before, {before})"] = export_src(before)
+    results: dict[str, list[dict[str, Any]]] = {}
+    with (
+        postfix_sink() as smtp_port,
+        PostgresCluster() as pg,
+        tempfile.TemporaryDirectory(dir=BENCH_DIR) as tmp,
+    ):
+        for r in range(rounds):
+            for store in ("sqlite", "postgres"):
+                for shape in ("attach", "text"):
+                    for label, src in versions.items():
+                        if store == "sqlite":
+                            url = f"sqlite:///{tmp}/outbox-{r}-{shape}-{bool(src)}.db"
+                        else:
+                            url = pg.dsn
+                            _pg_empty(pg.dsn)
+                        for phase in ("enqueue", "drain"):
+                            args = ["outbox", phase, shape, url, HOST, smtp_port, path]
+                            res = run_worker(args, timeout=600, src=src)
+                            results.setdefault(f"{store} {shape} {phase}{label}", []).append(res)
+                            if "error" in res:
+                                print(f"  {store} {shape} {phase}{label}: {res['error']}")
+    print()
+    print(f"Outbox rows of a {size_mib} MiB message, each phase in its own process "
+          f"(median of {rounds} rounds)")  # fmt: skip
+    rows, summary, worst_x, worst_ms = [], {}, 0.0, 0.0
+    size_of = {
+        s: median_of(results.get(f"sqlite {s} enqueue", []), "size") for s in ("attach", "text")
+    }
+    for name, res in results.items():
+        delta, stall = median_of(res, "delta_kb"), median_of(res, "stall_ms")
+        cpu, elapsed = median_of(res, "cpu_ms"), median_of(res, "elapsed")
+        size = size_of[name.split()[1]]
+        x = None if delta is None or not size else delta * 1024 / size
+        summary[f"outbox {name}"] = {"x": x, "stall_ms": stall, "cpu_ms": cpu, "elapsed": elapsed}
+        if "before" not in name:
+            worst_x = max(worst_x, x if x is not None else 99.0)
+            worst_ms = max(worst_ms, stall if stall is not None else 1e9)
+        rows.append([name, num(None if size is None else size / MIB, ".1f"),
+                     num(None if delta is None else delta / 1024, ".1f"), num(x, ".2f"),
+                     num(stall, ".1f"), num(cpu, ".1f"), num(elapsed, ".2f")])  # fmt: skip
+    print(table(["case", "message MiB", "peak above idle, MiB", "x size", "longest stall, ms",
+                 "longest step CPU, ms", "phase, s"], rows))  # fmt: skip
+    print(f"target: peak RSS above idle <= 0.5x the message: {verdict(worst_x <= 0.5)}")
+    print(f"target: no loop stall over 20 ms: {verdict(worst_ms <= 20)}")
+    return summary
+
+
+def _pg_empty(dsn: str) -> None:
+    """The Postgres outbox emptied between cases (its tables may not exist yet)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('mailer_outbox')").fetchone()
+        if exists is not None and exists[0] is not None:
+            conn.execute("TRUNCATE mailer_outbox CASCADE")
 
 
 def run(rounds: int, queued: int, size_mib: int, stall_only: bool = False) -> dict[str, Any]:
@@ -227,15 +303,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="1 round, 1,000 queued sends")
     ap.add_argument("--stall-only", action="store_true", help="the loop-stall table alone")
     ap.add_argument("--large-only", action="store_true", help="the large-body table alone")
+    ap.add_argument("--outbox-only", action="store_true", help="the outbox-row table alone")
+    ap.add_argument("--before", help="outbox cases: also that commit's src/ (the reference)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.queued = 1, 1000
     if args.large_only:
         print(f"memory: {machine()}")
         return run_large(args.rounds, attachment(args.size_mib), args.size_mib)
+    if args.outbox_only:
+        print(f"memory: {machine()}")
+        return run_outbox(args.rounds, attachment(args.size_mib), args.size_mib, args.before)
     summary = run(args.rounds, args.queued, args.size_mib, args.stall_only)
     if not args.stall_only:
         summary.update(run_large(args.rounds, attachment(args.size_mib), args.size_mib))
+        path = attachment(args.size_mib)
+        summary.update(run_outbox(args.rounds, path, args.size_mib, args.before))
     return summary
 
 

@@ -312,3 +312,33 @@ async def test_a_server_lost_mid_body_is_classified_as_for_a_whole_body(
     assert type(streamed) is type(whole)
     assert "after the request was sent" in str(streamed)
     assert "after the request was sent" in str(whole)
+
+
+# -------------------------------------------------------------------------------- Postal
+
+
+async def test_postal_raw_streams_a_large_message_as_the_json_it_would_build() -> None:
+    """``endpoint = "raw"``: the base64 of a large rendering streamed inside the JSON,
+    with its length, byte for byte the body built whole; a small one as before."""
+    from mailer.providers._postal import PostalProvider
+
+    def postal_reply(request: Any) -> Any:
+        from mailer.testing import Reply
+
+        return Reply(200, {"status": "success", "data": {"message_id": "p-1", "messages": {}}})
+
+    text = "".join(f".line {i}   of  text\n" for i in range(60_000))
+    message = Message(sender="app@example.com", to=["ann@example.org"], subject="s", text=text)
+    small = Message(sender="app@example.com", to=["ann@example.org"], subject="s", text="hi")
+    async with serve(respond=postal_reply) as server:
+        config = {"server_key": "postal-key", "base_url": server.base_url, "endpoint": "raw"}
+        async with PostalProvider.from_config("postal", config) as provider:
+            assert provider.build_request(small).body is None
+            await provider.send(message)
+    [got] = server.log
+    assert got.headers["content-length"] == str(len(got.body))
+    assert "transfer-encoding" not in got.headers
+    data = got.json()
+    assert base64.b64decode(data["data"]) == message.as_bytes()
+    whole = {**data, "data": base64.b64encode(message.as_bytes()).decode()}
+    assert got.body == httpx.Request("POST", "https://x.invalid", json=whole).read()

@@ -570,6 +570,52 @@ def test_enqueue_in_transaction_is_atomic_with_the_apps_data(
     assert len(server.state.messages) == 1  # delivered once
 
 
+def test_enqueue_in_transaction_stores_a_large_attachment_in_chunks(
+    smtp_server: Servers, use_mailer: UseMailer, pg_url: str, pg_alias: str
+) -> None:
+    """A message with a 2 MiB attachment: its row and chunks are written through
+    Django's connection in the app's transaction (none before the commit), and the
+    worker sends the attachment's bytes."""
+    import os
+
+    import anyio
+    import psycopg
+    from django.db import transaction
+
+    from mailer import Mailer
+
+    server = smtp_server()
+    config = smtp_config(server, outbox=pg_url)
+    use_mailer({**config, "django": {"enqueue_in_transaction": pg_alias}})
+    data = os.urandom(2 * 1024 * 1024)
+
+    def chunks() -> int:
+        with psycopg.connect(pg_url) as conn:
+            found = conn.execute("SELECT count(*) FROM mailer_outbox_chunk").fetchone()
+            return int(found[0]) if found else 0
+
+    async def open_outbox() -> None:  # its tables, as a worker would have made them
+        async with Mailer.from_config(config) as mailer:
+            await mailer.outbox.stats()
+
+    anyio.run(open_outbox)
+    with transaction.atomic(using=pg_alias):
+        confirmation = mail.EmailMessage("large", "b", "a@example.com", ["r@example.org"])
+        confirmation.attach("data.bin", data, "application/octet-stream")
+        assert confirmation.send() == 1
+        assert outbox_rows(pg_url) == [] and chunks() == 0  # not visible before the commit
+    assert chunks() == 2
+
+    async def worker() -> dict[str, int]:
+        async with Mailer.from_config(config) as mailer:
+            return await mailer.drain()
+
+    assert anyio.run(worker).get("sent") == 1
+    (msg,) = received(server)
+    (part,) = [p for p in msg.walk() if p.get_filename() == "data.bin"]
+    assert part.get_payload(decode=True) == data
+
+
 def test_enqueue_in_transaction_refuses_a_database_that_is_not_the_outboxs(
     smtp_server: Servers, use_mailer: UseMailer, pg_url: str, pg_alias: str, tmp_path: Path
 ) -> None:

@@ -318,6 +318,7 @@ def _enqueue_in_transaction(
     (checked once per connection settings: :func:`_check_same_table`)."""
     from django.db import connections
 
+    from .._outbox._chunked import dbapi_write
     from .._outbox.postgres import ADD_SQL, add_params
     from .._outbox.worker import Outbox
 
@@ -327,13 +328,21 @@ def _enqueue_in_transaction(
                 "message.providers cannot be combined with enqueue_in_transaction: the "
                 "outbox's workers send through every provider"
             )
-        item = Outbox.prepare(message)  # a bad message fails now, inside the transaction
+        # a bad message fails now, inside the transaction; a large one's attachments
+        # are read as its chunks are written, below (mailer._outbox._chunked)
+        item = Outbox.prepare(message, chunked=True)
         connection = connections[alias]
         _check_same_table(sync, connection)
     except MailerError as exc:
         return MailerResult(message.message_id, error=exc)
     with connection.cursor() as cursor:  # a database error raises into the transaction
-        cursor.execute(ADD_SQL.format(*["%s"] * 6), add_params(item))
+        if not item.parts:
+            cursor.execute(ADD_SQL.format(*["%s"] * 6), add_params(item))
+        else:
+            cursor.execute(ADD_SQL.format(*["%s"] * 6) + " RETURNING id", add_params(item))
+            added = cursor.fetchone()
+            if added is not None:  # (None: that Message-ID was stored already)
+                dbapi_write(cursor, added[0], item.parts)
     if sync._current().outbox.config.dispatch is not None:
         # the row exists only once the transaction commits: its task is published then
         from django.db import transaction

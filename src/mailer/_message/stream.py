@@ -159,6 +159,11 @@ class Source:
         if not read:
             self._settle(digest.digest())
 
+    def raw_chunks(self) -> Iterator[bytes | memoryview]:
+        """The attachment's own bytes (not encoded), checked as :meth:`chunks` checks
+        them: what the outbox stores of a large attachment."""
+        return self._raw()
+
     def _settle(self, digest: bytes) -> None:
         with self._lock:
             if self._digest is None:

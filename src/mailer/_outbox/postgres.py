@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConfigError
 from .._log import get_logger
 from .._redact import redact_url
+from . import _chunked
 from ._batch import Batcher
 from .postgres_dispatch import DISPATCH_SCHEMA, PostgresDispatch
 from .store import (
@@ -139,7 +140,7 @@ class PostgresStore(PostgresDispatch):
         # one creator at a time: concurrent CREATE ... IF NOT EXISTS can still collide
         async with self._p().acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7243911)")
-            await conn.execute(_SCHEMA + DISPATCH_SCHEMA)
+            await conn.execute(_SCHEMA + DISPATCH_SCHEMA + _chunked.PG_SCHEMA)
             settings = await conn.fetchrow(
                 "SELECT current_setting('synchronous_commit'), current_setting('fsync')"
             )
@@ -159,7 +160,25 @@ class PostgresStore(PostgresDispatch):
             await pool.close()
 
     async def add(self, item: NewMessage) -> bool:
+        if item.parts:
+            return await self._add_chunked(item)
         return await self._adds.submit(item)
+
+    async def _add_chunked(self, item: NewMessage) -> bool:
+        """A large message: the row and its attachments' chunks in one transaction of
+        its own (not grouped: it holds a connection for as long as the chunks take)."""
+        async with self._p().acquire() as conn, conn.transaction():
+            row = await conn.fetchval(
+                ADD_SQL.format(*_DOLLARS) + " RETURNING id", *add_params(item)
+            )
+            if row is None:
+                return False
+            await _chunked.pg_write(conn, row, item.parts)
+            return True
+
+    async def read_chunk(self, row: int, part: int, seq: int) -> bytes | None:
+        value = await self._p().fetchval(_chunked.PG_READ, row, part, seq)
+        return None if value is None else bytes(value)
 
     async def _add_many(self, items: Sequence[NewMessage]) -> list[bool]:
         """Enqueues made at the same moment, in one statement (one transaction).

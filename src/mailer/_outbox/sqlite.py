@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import _chunked
 from .sqlite_dispatch import DISPATCH_SCHEMA, SQLiteDispatch
 from .store import (
     LEASE_EXPIRED_SAFE,
@@ -346,7 +347,7 @@ class SQLiteStore(SQLiteDispatch):
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
             # one statement at a time: executescript would COMMIT the surrounding savepoint
-            for statement in (*_SCHEMA.split(";"), DISPATCH_SCHEMA):
+            for statement in (*_SCHEMA.split(";"), DISPATCH_SCHEMA, _chunked.SQLITE_SCHEMA):
                 if statement.strip():
                     conn.execute(statement)
 
@@ -381,9 +382,19 @@ class SQLiteStore(SQLiteDispatch):
                 "INSERT INTO outbox_body (id, message, raw) VALUES (?, ?, ?)",
                 (cur.lastrowid, item.message_json, item.raw),
             )
+            if item.parts:  # a large message's attachments (read here, off the loop)
+                assert cur.lastrowid is not None
+                _chunked.sqlite_write(conn, cur.lastrowid, item.parts)
             return True
 
         return await self._do(op, durable=True)
+
+    async def read_chunk(self, row: int, part: int, seq: int) -> bytes | None:
+        def op(conn: sqlite3.Connection) -> bytes | None:
+            found = conn.execute(_chunked.SQLITE_READ, (row, part, seq)).fetchone()
+            return None if found is None else bytes(found[0])
+
+        return await self._do(op, atomic=True)
 
     async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection) -> list[Claimed]:
@@ -535,11 +546,12 @@ class SQLiteStore(SQLiteDispatch):
     async def purge(self, state: State, older_than: float) -> int:
         def op(conn: sqlite3.Connection) -> int:
             args = (state, time.time() - older_than)
-            conn.execute(
-                "DELETE FROM outbox_body WHERE id IN"
-                " (SELECT id FROM outbox WHERE state = ? AND updated < ?)",
-                args,
-            )
+            for table in ("outbox_body", "outbox_chunk"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE id IN"  # noqa: S608 - constant names
+                    " (SELECT id FROM outbox WHERE state = ? AND updated < ?)",
+                    args,
+                )
             return conn.execute("DELETE FROM outbox WHERE state = ? AND updated < ?", args).rowcount
 
         return await self._do(op, durable=True)

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args
+
+if TYPE_CHECKING:
+    from ._chunked import StoredPart
 
 __all__ = [
     "STATES",
@@ -48,7 +51,8 @@ MAX_AGE_PASSED = "max_age passed before the message could be delivered"
 
 @dataclass(frozen=True, slots=True)
 class NewMessage:
-    """A message to store: its JSON and the bytes it was rendered to."""
+    """A message to store: its JSON and the bytes it was rendered to (for a large
+    message, a manifest and its large attachments in ``parts``: see :mod:`._chunked`)."""
 
     message_id: str
     message_json: bytes
@@ -58,6 +62,8 @@ class NewMessage:
     #: tries already made (1 when a send failed and queued it)
     attempts: int = 0
     last_error: str | None = None
+    #: large attachments, written in chunks in the transaction that adds the row
+    parts: tuple[StoredPart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +144,12 @@ class OutboxStore(Protocol):
 
     async def add(self, item: NewMessage) -> bool:
         """Store a message, committed on return. False when its Message-ID is already
-        stored (the stored one is kept: a Message-ID names one message)."""
+        stored (the stored one is kept: a Message-ID names one message). The item's
+        ``parts`` are written in the same transaction."""
+
+    async def read_chunk(self, row: int, part: int, seq: int) -> bytes | None:
+        """Chunk ``seq`` of large attachment ``part`` of row ``row``; None past the
+        last (see :mod:`._chunked`)."""
 
     async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         """Lease up to ``limit`` due messages to ``owner`` and count the attempt.
@@ -182,4 +193,5 @@ class OutboxStore(Protocol):
         record where the provider cannot be searched by our key (Resend)."""
 
     async def purge(self, state: State, older_than: float) -> int:
-        """Delete messages in ``state`` not updated for ``older_than`` seconds."""
+        """Delete messages in ``state`` not updated for ``older_than`` seconds (and
+        their chunks)."""

@@ -45,7 +45,7 @@ from .._errors import (
 from .._log import get_logger, register_secret
 from .._message import Message
 from .._result import SendResult
-from . import dispatch
+from . import _chunked, dispatch
 from ._commit import CommitRecord
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
@@ -211,9 +211,9 @@ class Outbox:
     async def enqueue(self, message: Message) -> str:
         """Store ``message`` (committed before this returns); returns its Message-ID.
 
-        Attachments given by path are read now. The message is rendered now, and those
-        bytes are what every attempt sends. A Message-ID already stored is not stored
-        twice.
+        Attachments given by path are read now (a large one in chunks, into the store).
+        The message is rendered now, and those bytes are what every attempt sends. A
+        Message-ID already stored is not stored twice.
         """
         added = await self._store(message, attempts=0, next_at=time.time(), error=None)
         assert message.message_id is not None
@@ -224,7 +224,12 @@ class Outbox:
     async def _store(
         self, message: Message, *, attempts: int, next_at: float, error: str | None
     ) -> bool:
-        item = self.prepare(message, attempts=attempts, next_at=next_at, error=error)
+        # A large text part's encoding pass runs on the loop a slice at a time, and a
+        # large attachment is written in chunks by the store, never read whole here.
+        stored = _chunked.stored_form(message)
+        _storable(stored)
+        await stored.render_async()
+        item = self.prepare(stored, attempts=attempts, next_at=next_at, error=error, chunked=True)
         store = await self._ready()
         with anyio.CancelScope(shield=True):  # half-stored is worse than late
             added = await store.add(item)
@@ -237,32 +242,42 @@ class Outbox:
         attempts: int = 0,
         next_at: float | None = None,
         error: str | None = None,
+        chunked: bool = False,
     ) -> NewMessage:
         """The row to store for ``message``: what every attempt will send, checked now.
 
         Attachments given by path are read and the message is rendered here, so a bad
         message fails before anything is stored. No database I/O: the Django backend
         writes this row through its own connection, inside the app's transaction.
+
+        ``chunked``: a message whose rendering streams (a large attachment or text part)
+        becomes a row whose large parts are written in chunks with it, a file read only
+        then (:attr:`NewMessage.parts`, see :mod:`._chunked`); whoever writes the row
+        writes them too (the stores, the Django backend). Without it, the row holds the
+        whole message, as before.
         """
-        msg = message.with_content()
-        if msg.dkim is not None and msg.dkim.private_key is not None:
-            # A stored message must load again, and the store never holds a secret: the
-            # JSON masks the key, so the message could never be signed and sent.
-            raise MessageError(
-                "a message with an inline dkim.private_key cannot be stored in the outbox "
-                "(the store never holds a secret): use dkim.private_key_file, or set dkim "
-                "on the provider"
-            )
-        raw = msg.as_bytes()  # renders and checks: a bad message fails here, not later
+        msg = _chunked.stored_form(message) if chunked else message.with_content()
+        _storable(msg)
+        rendered = msg.render()  # renders and checks: a bad message fails here, not later
         msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
         assert msg.message_id is not None
+        row = None
+        if chunked and not isinstance(rendered, bytes):
+            row = _chunked.split(msg, rendered)
+        if row is not None:
+            message_json, raw, parts = row
+        else:
+            message_json = msg.model_dump_json().encode()
+            raw = rendered if isinstance(rendered, bytes) else rendered.join()
+            parts = ()
         return NewMessage(
             message_id=msg.message_id,
-            message_json=msg.model_dump_json().encode(),
+            message_json=message_json,
             raw=raw,
             next_at=time.time() if next_at is None else next_at,
             attempts=attempts,
             last_error=error,
+            parts=parts,
         )
 
     async def identity(self) -> tuple[str, ...]:
@@ -384,12 +399,10 @@ class Outbox:
         record = CommitRecord(store, item)
         outcome: Outcome
         try:
-            message = Message.model_validate_json(item.message_json)
-            if item.raw is not None:
-                _keep_rendering(message, item.raw)
-            with commit_hooks(record):
-                pinned = None if item.pin is None else [item.pin]
-                result = await self._deliver(message, pinned)
+            async with _chunked.loaded(item, store.read_chunk) as message:
+                with commit_hooks(record):
+                    pinned = None if item.pin is None else [item.pin]
+                    result = await self._deliver(message, pinned)
         except Exception as exc:
             outcome = decide(
                 exc,
@@ -445,11 +458,15 @@ class Outbox:
                 )
 
 
-def _keep_rendering(message: Message, raw: bytes) -> None:
-    """Send the stored bytes, not a fresh rendering (which would differ in its Date)."""
-    private = message.__pydantic_private__
-    assert private is not None
-    private["_rendered"] = raw
+def _storable(message: Message) -> None:
+    if message.dkim is not None and message.dkim.private_key is not None:
+        # A stored message must load again, and the store never holds a secret: the
+        # JSON masks the key, so the message could never be signed and sent.
+        raise MessageError(
+            "a message with an inline dkim.private_key cannot be stored in the outbox "
+            "(the store never holds a secret): use dkim.private_key_file, or set dkim "
+            "on the provider"
+        )
 
 
 def _password(url: str) -> str | None:

@@ -25,20 +25,25 @@ sets its own Message-ID after any custom header, so ours cannot go out: the resu
 ``endpoint = "raw"`` sends through ``send/raw`` instead: our own rendered MIME (base64
 ``data``) with the envelope (``mail_from``, ``rcpt_to``), so the message goes out as the
 SMTP provider would send it, our Message-ID, inline images and non-ASCII headers
-included; only tags and metadata, which have no place in the raw form, are refused.
+included; only tags and metadata, which have no place in the raw form, are refused. A
+large message (one the renderer streams) goes as a streamed body, its base64 made chunk by
+chunk inside httpx's own JSON, as SES's raw path does (:mod:`.http.body`).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import httpx
 from pydantic import SecretStr
 
 from .._errors import AuthError, DeliveryError, DeliveryUncertain, PermanentError
 from .._message import Address, Attachment, Message
+from .._message.stream import Rendering
 from .._result import SendResult
 from ._postal_webhook import PostalWebhook, PostalWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, b64
+from .http.body import StreamedBody, around, base64_chunks, base64_size, placeholder
 
 __all__ = ["PostalConfig", "PostalProvider"]
 
@@ -113,9 +118,28 @@ class PostalRawPayload(Payload["PostalProvider"]):
         pass  # in the MIME, with its Content-ID
 
     def request(self) -> HTTPRequest:
-        self.data["data"] = b64(self.message.as_bytes())
+        rendered = self.message.render()
+        mark = None
+        if isinstance(rendered, Rendering):  # a large body: streamed, never joined
+            mark = self.data["data"] = placeholder()
+        else:
+            self.data["data"] = b64(rendered)
         self.data.setdefault("bounce", False)
-        return super().request()
+        request = super().request()
+        if mark is not None:
+            assert isinstance(rendered, Rendering)
+            head, tail = around(
+                httpx.Request("POST", "https://postal.invalid", json=request.json), mark
+            )
+            request.body = StreamedBody(
+                head,
+                lambda: base64_chunks(rendered.chunks()),
+                base64_size(rendered.size),
+                tail,
+                "application/json",
+            )
+            request.json = None
+        return request
 
 
 class PostalProvider(HTTPProvider[PostalConfig]):
