@@ -45,6 +45,7 @@ ON_TOP = ("mailer._integrations", "mailer._demo", "mailer._cli")
 LAYERS: tuple[Rule, ...] = (
     *(Rule(base, "a base helper imports nothing of ours", only=()) for base in BASE),
     Rule("mailer._message", "message is the bottom layer: it imports only the base", only=BASE),
+    Rule("mailer._looplag", "the loop-lag monitor imports nothing of ours", only=()),
     Rule(
         "mailer._provider",
         "the provider interface knows no concrete provider and nothing above routing",

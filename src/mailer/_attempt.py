@@ -65,7 +65,7 @@ from typing import Protocol
 
 import anyio
 
-from . import _clock
+from . import _clock, _looplag
 from ._errors import TransientError
 
 __all__ = [
@@ -134,6 +134,13 @@ class AttemptContext:
     cap: float | None = None
     #: the budget's timer (asyncio): cancels the scope unless the commit point came first
     _timer: asyncio.TimerHandle | None = None
+    #: the event loop's lag monitor, when the budget does not count the loop's own lag
+    #: (:mod:`mailer._looplag`; None under trio, without a budget, or when told to count it)
+    lag: _looplag.LoopLag | None = None
+    #: the monitor's reading when the budget's end was last set or moved on by the lag
+    _lag_at: float = 0.0
+    #: seconds the budget's end was moved on because the loop was held up
+    lagged: float = 0.0
 
     @classmethod
     def open(
@@ -145,20 +152,28 @@ class AttemptContext:
         grace: float,
         budget: float | None,
         cap: float | None = None,
+        loop_lag: bool = True,
     ) -> AttemptContext:
         """An attempt that starts at ``started`` (:func:`mailer._clock.now`) under the
         send's ``deadline``, in a scope that fires ``grace`` after it (the backstop: the
         provider's own cut timeouts fail first, and more precisely). ``budget``: the
         pre-commit budget, or None for a provider that does not report its commit point
         (then it counts as committed from the start, and only the deadline applies).
-        ``cap``: the send's deadline when ``deadline`` is the provider's sooner one."""
-        base = loop_time()
+        ``cap``: the send's deadline when ``deadline`` is the provider's sooner one.
+        ``loop_lag``: time the event loop was held up does not count against the budget
+        (:meth:`catch_up`); False counts wall time."""
+        loop = asyncio._get_running_loop()
+        base = loop.time() if loop is not None else anyio.current_time()
         lift_to = base + (deadline - started) + grace
         state = cls(provider, deadline=deadline, started=started, lift_to=lift_to, cap=cap)
         state.scope = anyio.CancelScope(deadline=lift_to)
         if budget is not None:
             state.budget_deadline = started + budget
             state.budget, state.grace = budget, min(0.25, budget * 0.1)
+            if loop_lag and loop is not None:
+                lag = state.lag = _looplag.monitor(loop)
+                assert lag is not None
+                state._lag_at = lag.read(budget + state.grace)
             state.arm(base + budget + state.grace)
         return state
 
@@ -171,8 +186,14 @@ class AttemptContext:
     # -- what the provider calls ---------------------------------------------------------
 
     def limit(self) -> float | None:
-        """The deadline that applies now: the budget's before the commit point."""
+        """The deadline that applies now: the budget's before the commit point (moved
+        on by the time the event loop was held up: :meth:`catch_up`)."""
         if not self.committed and self.budget_deadline is not None:
+            lag = self.lag
+            if lag is not None and lag.stalled > self._lag_at:
+                # the heartbeat recorded a stall since: two reads and a compare on the hot
+                # path; a stall still under way is caught up where a timer fires
+                self.catch_up()
             if self.deadline is None:
                 return self.budget_deadline
             return min(self.budget_deadline, self.deadline)
@@ -206,11 +227,53 @@ class AttemptContext:
         if self.committed or self.budget is None:
             return
         self.budget_deadline = _clock.now() + self.budget
+        lag = self.lag
+        if lag is not None:  # the lag recorded so far is behind the budget's new start
+            self._lag_at = lag.stalled
         # The asyncio timer checks budget_deadline when it fires and re-arms itself if it
         # moved (one timer per attempt, not one per RCPT answer); trio's scope is moved.
         scope = self.scope
         if self._timer is None and scope is not None and not scope.cancel_called:
             self.arm(loop_time() + self.budget + self.grace)
+
+    def catch_up(self) -> float:
+        """Move the pre-commit budget's end on by the time the event loop was held up
+        since it was last set or moved (the lag, :mod:`mailer._looplag`): a reply that
+        arrived in time but waited in the socket for a busy loop is not the provider's
+        slowness. Returns the seconds added (0 when the loop kept up, after the commit
+        point, or without a monitor). Called by :meth:`limit` (so every step's timeout
+        includes what the heartbeat has recorded) and when a timer fires (the budget's,
+        :meth:`extend`: a stall still under way counts there too); never moves past the
+        send's deadline, which :meth:`limit` and the scope still hold."""
+        lag = self.lag
+        if lag is None or self.committed or self.budget_deadline is None:
+            return 0.0
+        budget = self.budget or 0.0
+        now = lag.read(budget + self.grace)
+        extra = now - self._lag_at
+        if extra <= 0.0:
+            return 0.0
+        self._lag_at = now
+        self.budget_deadline += extra
+        self.lagged += extra
+        return extra
+
+    def extend(self) -> bool:
+        """A step's own timer, cut short by the budget, fired: whether the budget's end
+        has moved on since (the loop's lag: :meth:`catch_up`, here or when the budget's
+        timer fired first), so that the step should wait again with :meth:`timeout`
+        instead of failing. A provider calls it only on that timeout's path, and waits
+        again only where that is safe (a read whose reply is still owed; a set-up step
+        started over: nothing was sent)."""
+        if self.lag is None or self.committed:
+            return False
+        self.catch_up()  # a stall still under way included
+        deadline = self.limit()
+        return (
+            deadline is not None
+            and deadline == self.budget_deadline
+            and deadline - _clock.now() > 0.001
+        )
 
     def queued(self, seconds: float) -> None:
         """The provider waited ``seconds`` for a free connection of its own."""
@@ -254,7 +317,10 @@ class AttemptContext:
             why = "released" if self.released else "out of budget"
             raise TransientError(f"attempt abandoned before its commit point ({why})")
         self.committed = True
-        self.setup_time = _clock.now() - self.started - self.waited
+        # Neither time queued behind our own sends nor time the loop was held up is the
+        # provider's set-up time; a sample that is all our own delay teaches nothing.
+        setup = _clock.now() - self.started - self.waited - self.lagged
+        self.setup_time = setup if setup > 0.0 else None
         self.disarm()
 
     # -- what routing calls --------------------------------------------------------------
@@ -287,8 +353,9 @@ class AttemptContext:
         if self.committed or self.scope is None:
             return
         if self.budget_deadline is not None:
+            self.catch_up()  # a late timer: the loop itself was held up, not the provider
             left = self.budget_deadline + self.grace - _clock.now()
-            if left > 0.001:  # progress() moved the budget on meanwhile
+            if left > 0.001:  # progress() or the loop's lag moved the budget on meanwhile
                 self._timer = asyncio.get_running_loop().call_later(left, self._expire)
                 return
         self.scope.cancel()

@@ -94,8 +94,10 @@ def test_sync_mailer_send_many_runs_sends_concurrently_in_the_callers_context() 
     def record(message: Message) -> None:
         seen.append(request_id.get())
 
-    # 0.2 s per send: five one after the other would take at least 1 s
-    a = ScriptedProvider("a", [record] * 5 + ["auth"], latency=0.2)
+    # 0.5 s per send: five one after the other would take at least 2.5 s, together about
+    # 0.5 s. (0.2 s a send against a bound of 0.9 left a loaded machine 0.7 s for five
+    # sends' own work; 1.5 s leaves it a second)
+    a = ScriptedProvider("a", [record] * 5 + ["auth"], latency=0.5)
     b = ScriptedProvider("b")
     with SyncMailer(Mailer([a, b], retry={"attempts": 1})) as sm:
         request_id.set("req-1")
@@ -107,7 +109,7 @@ def test_sync_mailer_send_many_runs_sends_concurrently_in_the_callers_context() 
         with pytest.raises(ConfigError, match="one entry per message"):
             sm._send_each([msg()], [])
     assert [getattr(r, "provider", None) for r in results] == ["a"] * 5
-    assert took < 0.9  # concurrent on the one loop
+    assert took < 1.5, took  # concurrent on the one loop
     assert seen == ["req-1"] * 5  # the calling thread's context went along
     assert isinstance(mixed[0], AllProvidersFailed)  # a's "auth", and only a was allowed
     assert getattr(mixed[1], "provider", None) == "b"

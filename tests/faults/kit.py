@@ -97,6 +97,8 @@ class Summary:
     errors: Counter[str] = field(default_factory=Counter)  # by error class
     uncertain_delivered: int = 0
     seconds: float = 0.0
+    #: every send's outcome, for a case that checks more than the counts
+    outcomes: list[Outcome] = field(default_factory=list)
 
     def __str__(self) -> str:
         return f"sent={dict(self.sent)} errors={dict(self.errors)}"
@@ -108,7 +110,7 @@ def check_ledger(
     recipients: dict[str, dict[str, list[str]]] | None = None,
 ) -> Summary:
     """The promise, checked per message against what every server received."""
-    summary = Summary()
+    summary = Summary(outcomes=outcomes)
     ours = {o.message.message_id for o in outcomes}
     for name, counter in received.items():
         stray = set(counter) - ours
@@ -142,9 +144,13 @@ def check_ledger(
 
 
 def fast_mailer(providers: list[Any], **options: Any) -> Mailer:
-    """A Mailer tuned for tests: short cooldowns, quick retries, a short deadline."""
+    """A Mailer tuned for tests: short cooldowns, quick retries, a short deadline.
+
+    The deadline is 8 s: no case means it to fire (each hang has its own shorter
+    timeout), and at 4 s a loaded machine ran sends past it while they waited for
+    a shared OAuth2 refresh, so they never reached the backup."""
     settings: dict[str, Any] = {
-        "send_timeout": 4.0,
+        "send_timeout": 8.0,
         "health": {
             "failure_threshold": 3,
             "cooldown": 0.2,

@@ -72,11 +72,15 @@ async def test_hung_primary_fails_over_within_the_budget(
         for message in messages(20):
             assert (await mailer.send(message)).provider == "backup"
         assert time.monotonic() - started < 5.0
-        # 50 concurrent sends: none fails, none waits on the primary
+        # 50 concurrent sends: none fails, none waits on the primary. Measured per send
+        # (its time on the primary) rather than as the run's wall time under the budget:
+        # on a loaded machine 50 sends through the backup alone took 5 s. A wait on the
+        # hung primary costs the budget (3 s); resting, it costs nothing
         batch = messages(50)
-        started = time.monotonic()
         outcomes = await run_load(mailer, batch, concurrency=50, timeout=30)
-        assert time.monotonic() - started < BUDGET
+        waited = [a.duration for o in outcomes if o.result is not None
+                  for a in o.result.attempts if a.provider == "primary"]  # fmt: skip
+        assert all(d < BUDGET / 6 for d in waited), waited
     await anyio.sleep(0.05)
     received = backup_server.received()
     assert set(received.values()) == {1} and len(received) == 1 + 20 + 50  # each once
@@ -99,11 +103,15 @@ async def test_fifty_concurrent_sends_on_a_hung_primary_all_reach_the_backup(
         ]
     )
     async with mailer:
-        started = time.monotonic()
         outcomes = await run_load(mailer, messages(50), concurrency=50, timeout=30)
-        took = time.monotonic() - started
-    assert took <= BUDGET + SLACK, took
     assert all(o.result is not None and o.result.provider == "backup" for o in outcomes)
+    # Each send waited on the primary at most its budget: the time on the primary, per
+    # send. (The run's wall time under BUDGET + SLACK included the backup's 50 sends,
+    # 50 new connections unpooled: 5.3 s on a loaded machine. The old release's 60 s
+    # deadline, and its AllProvidersFailed, are still caught here and above.)
+    waited = [a.duration for o in outcomes if o.result is not None
+              for a in o.result.attempts if a.provider == "primary"]  # fmt: skip
+    assert waited and max(waited) <= BUDGET + SLACK, waited
     await anyio.sleep(0.05)
     assert sum(backup_server.received().values()) == 50
 

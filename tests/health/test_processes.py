@@ -224,13 +224,37 @@ def _resend(server: FakeResend) -> dict[str, Any]:
             "config": {"api_key": server.api_key, "base_url": server.base_url}}  # fmt: skip
 
 
-def _throttle_once(server: FakeResend) -> int:
-    """Answer 429 (Retry-After: 30) until one request got it; the requests so far."""
-    before = server.requests
-    server.mode = "429:30"
-    assert _wait(lambda: server.requests > before, 10)
-    server.mode = "ok"
-    return server.requests
+def _throttle_once(server: FakeResend) -> float:
+    """Answer the next request 429 (Retry-After: 30); when it was taken (wall clock).
+
+    Through the server's script, one reply: setting ``mode`` and waiting for the request
+    count to move raced a request whose head was read (and its mode taken, "ok") before
+    the switch and counted after it, so on a loaded machine no request got the 429."""
+    server.script.append("429:30")
+    assert _wait(lambda: not server.script, 10)
+    return time.time()
+
+
+def _check_rested_by_all(results: list[dict[str, Any]], throttled: float) -> None:
+    """Each process learned of the 429 (its breaker opened, from its own send or from
+    the store), soon, and no send it started after it knew went to the primary.
+
+    This used to count the API's requests after the 429 (at most 4: the sends already
+    on their way). But how many are on their way depends on how fast a starved machine
+    delivers the store's message to each process: 5 and 69 were seen under load. What
+    the test means is per process: once it knows, it sends nothing there.
+    """
+    for r in results:
+        opened = logged(r, "primary: circuit closed -> open")
+        assert opened, (r["health"]["primary"], len(r["sends"]), throttled)
+        knew = opened[-1]
+        # propagation: pub/sub, with `refresh` (0.1 s) as the backstop; seconds would
+        # mean neither worked (a loaded machine took about 0.4 s)
+        assert knew - throttled < 3.0, (knew, throttled)
+        after = [s for s in r["sends"] if s["at"] - s["took"] > knew + 0.001]
+        assert after, "no send after the rest began"
+        tried = [s for s in after if any(a[0] == "primary" for a in s["attempts"])]
+        assert tried == [], tried[:3]
 
 
 def test_a_429_seen_by_one_process_rests_the_provider_for_all(
@@ -249,13 +273,12 @@ def test_a_429_seen_by_one_process_rests_the_provider_for_all(
         with workers(tmp_path, 4, spec) as w:
             w.start()
             assert _wait(lambda: api.accepted >= 20, 20)
-            after_429 = _throttle_once(api)
+            throttled = _throttle_once(api)
             time.sleep(2.0)
             w.stop()
             results = w.results()
-        later = api.requests - after_429
     assert failures(results) == []
-    assert later <= 4, later  # at most the sends already on their way
+    _check_rested_by_all(results, throttled)
     for r in results:
         assert r["health"]["primary"]["state"] == "open"
         assert 20 < r["health"]["primary"]["retry_in"] <= 30
@@ -282,17 +305,16 @@ def test_redis_stopped_mid_run_and_started_again(
             time.sleep(2.0)
             own_redis.start()
             time.sleep(2.0)  # every process reconnects and resyncs
-            after_429 = _throttle_once(api)  # the shared state works again
+            throttled = _throttle_once(api)  # the shared state works again
             time.sleep(1.5)
             w.stop()
             results = w.results()
-        later = api.requests - after_429
     assert failures(results) == []
     for r in results:
         assert len(logged(r, "is unreachable")) == 1, r["log"]
         assert len(logged(r, "reachable again")) == 1, r["log"]
         assert r["health"]["primary"]["state"] == "open"
-    assert later <= 4, later
+    _check_rested_by_all(results, throttled)
 
 
 def test_a_rate_limit_shared_by_four_processes_holds_within_ten_percent(

@@ -65,7 +65,8 @@ def test_eight_processes_lease_slots_and_the_limit_holds_within_the_bound(
     redis_server: RedisServer, prefix: str, tmp_path: Path
 ) -> None:
     # Under the limit (8 x about 25/s against 400/s): slots are leased 16 at a time, so
-    # Redis runs far fewer calls than there are sends.
+    # Redis runs far fewer calls than there are sends. 40 sends each, not "3 seconds'
+    # worth": a loaded machine sent 90 in those 3 s, too few to say anything
     under = RateLimit(messages=400)
     assert under.batch == 16
     ends, calls = _run(
@@ -74,27 +75,31 @@ def test_eight_processes_lease_slots_and_the_limit_holds_within_the_bound(
         f"{prefix}u",
         {"messages": 400},
         interval=0.04,
-        max_seconds=3.0,
+        sends=40,
+        max_seconds=30.0,
     )
-    assert len(ends) >= 200
+    assert len(ends) == PROCESSES * 40
     assert calls <= len(ends) / 4, (calls, len(ends))
 
-    # Past the limit (8 processes as fast as they can against 100/s, burst 20): the
+    # Past the limit (8 processes as fast as they can against 50/s, burst 10): the
     # rate holds in the steady state, and no window of a second passes the limit by
     # more than the bound P * (batch - 1) on top of what the limit itself allows there.
-    over = RateLimit(messages=100, burst=20)
+    # 50/s, not 100/s: the steady rate is also a floor (the limiter must not hold sends
+    # back), and a loaded machine's 8 processes and test server reached only 84/s
+    over = RateLimit(messages=50, burst=10)
+    assert over.batch == 5
     ends, _ = _run(
         tmp_path / "over",
         redis_server,
         f"{prefix}o",
-        {"messages": 100, "burst": 20},
+        {"messages": 50, "burst": 10},
         max_seconds=6.0,
     )
     bound = PROCESSES * (over.batch - 1)
     allowed = over.slots + over.messages  # a burst, then a second's worth
     assert _most_in(ends, 1.0) <= allowed + bound, (_most_in(ends, 1.0), allowed, bound)
     steady = [t for t in ends if ends[0] + 1.0 <= t < ends[0] + 5.0]
-    assert abs(len(steady) - 400) <= 40, len(steady)
+    assert abs(len(steady) - 200) <= 20, len(steady)
     assert len(ends) <= over.slots + (ends[-1] - ends[0]) * over.messages + bound
 
 

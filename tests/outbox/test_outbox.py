@@ -29,7 +29,7 @@ from mailer._config import load_config
 from mailer._outbox import OutboxConfig
 from mailer._outbox.store import NewMessage, Outcome
 from mailer._outbox.worker import open_store
-from mailer.testing import ScriptedProvider, SMTPTestServer, free_port
+from mailer.testing import ScriptedProvider, SMTPTestServer, eventually, free_port
 
 from .conftest import add_messages, execute, fast_outbox, make_message, reset, rows, smtp_entry
 
@@ -93,9 +93,15 @@ async def test_drain_while_providers_recover_delivers_each_once(
         ids = [await mailer.enqueue(make_message(i)) for i in range(200)]
 
         async def heal() -> None:
-            await anyio.sleep(0.5)
-            primary.state.faults.clear()
-            backup.state.faults.clear()
+            # Heal once the backup has refused a few: each of those messages was refused
+            # by both, so its row waits for another try (the retry the test is about).
+            # A fixed 0.5 s could pass before the first claim on a loaded machine, and
+            # then nothing was retried.
+            refused = await eventually(lambda: backup.state.verbs().count("MAIL") >= 3, 30)
+            assert refused, backup.state.commands
+            for server in (primary, backup):
+                with server.state.lock:
+                    server.state.faults.clear()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(heal)

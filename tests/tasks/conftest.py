@@ -140,7 +140,10 @@ def smtp_server() -> Iterator[SMTPTestServer]:
 
 
 def children(pid: int) -> list[int]:
-    """The direct children of ``pid`` (a Celery pool's processes), from /proc."""
+    """The live direct children of ``pid`` (a Celery pool's processes), from /proc.
+
+    A zombie is left out: a child killed earlier stays in /proc until the pool master
+    reaps it, and killing it then raised ProcessLookupError (or killed nothing)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -149,9 +152,27 @@ def children(pid: int) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == pid and state not in ("Z", "X"):
             found.append(int(entry.name))
     return sorted(found)
+
+
+def kill_a_child(pid: int, w: Workers, timeout: float = 30) -> int:
+    """SIGKILL one live pool process of ``pid``; its pid. A child can still exit between
+    the listing and the kill (the pool replacing it): then the next one, bounded."""
+    deadline = time.monotonic() + timeout
+    for _ in range(100):
+        for child in children(pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                continue
+            return child
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"no live pool process of {pid} to kill\n{w.output()}")
 
 
 def wait(predicate: Callable[[], object], timeout: float, what: str, w: Workers) -> None:
@@ -198,6 +219,7 @@ __all__ = [
     "check_ledger",
     "children",
     "db_url",
+    "kill_a_child",
     "message",
     "outbox_url",
     "rows",

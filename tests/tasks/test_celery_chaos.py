@@ -10,8 +10,6 @@ the same faults, delivers messages twice.
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ from .conftest import (
     SOAK,
     Workers,
     check_ledger,
-    children,
+    kill_a_child,
     message,
     settle,
     wait,
@@ -109,9 +107,7 @@ def test_celery_delivers_each_message_once(
     if fault == "kill":
         for at in (4, N // 2):  # in the slow sends, then anywhere
             wait(lambda at=at: received() >= at, 60, f"{at} messages", w)
-            pool = children(worker.pid)
-            assert pool, w.output()
-            os.kill(pool[0], signal.SIGKILL)  # the pool master starts another
+            kill_a_child(worker.pid, w)  # the pool master starts another
             kills += 1
     else:
         wait(lambda: received() >= N // 3, 60, f"{N // 3} messages", w)
@@ -142,9 +138,7 @@ def test_naive_send_in_a_celery_task_duplicates(
         app.send_task("naive.send", args=(i,))
     # four slow sends in flight, each message already queued by the server
     wait(lambda: len(smtp_server.received()) >= 4, 60, "four messages in flight", w)
-    pool = children(worker.pid)
-    assert pool, w.output()
-    os.kill(pool[0], signal.SIGKILL)
+    kill_a_child(worker.pid, w)
     wait(lambda: len(smtp_server.received()) >= n, 60, "every message once at least", w)
     wait(lambda: sum(smtp_server.received().values()) > n, 30, "a duplicate", w)
     duplicates = {m: c for m, c in smtp_server.received().items() if c > 1}

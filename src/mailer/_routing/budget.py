@@ -9,6 +9,14 @@ to need, the way TCP sets its retransmission timeout from measured round trips (
 6298): ``srtt + 4 * rttvar`` of the observed times to the commit point, never below the
 floor and never above ``max``.
 
+The budget counts the provider's time, not this process's: time the event loop was held
+up (its lag, measured by :mod:`mailer._looplag`) moves the budget's end on, so a loop
+starved by CPU work does not turn a healthy provider's unread reply into a verdict of
+"hung" that opens its breaker and releases every queued send. An idle loop lags by
+nothing, so a truly hung provider is still abandoned at the budget; a lagging one is
+abandoned after a budget of the loop's own running time, within the send's deadline
+(``loop_lag = False`` restores wall time). Set-up samples leave the lag out too.
+
 A hung provider teaches nothing (an attempt that ran out of budget is not a sample), so
 it cannot talk its own budget up; a slow-but-healthy provider that once tripped the
 floor is probed in the background with the long limit, and its probe's time is a sample.
@@ -34,6 +42,12 @@ class BudgetConfig(BaseModel):
     max: float = Field(default=15.0, gt=0)
     #: grow each provider's budget from its observed set-up times (False: always the floor)
     adaptive: bool = True
+    #: time this process's own event loop was held up (CPU work, a burst of sends
+    #: building their messages, a throttled container) does not count against the
+    #: budget: a reply that arrived in time but waited unread for a busy loop is not a
+    #: hang (mailer._looplag). False: the budget counts wall time (asyncio only; trio
+    #: always counts wall time)
+    loop_lag: bool = True
 
     @model_validator(mode="after")
     def _order(self) -> BudgetConfig:

@@ -302,7 +302,8 @@ class Leaf:
         # Providers shorten their own timeouts to the deadline (AttemptContext.timeout)
         # and fail precisely; the scope is the backstop, a little later.
         grace = min(0.5, rt.send_timeout * 0.25)
-        budget = leaf.estimator.budget()
+        estimator = leaf.estimator
+        budget = estimator.budget()
         if leaf.limiter is not None:
             # The wait for a slot is checked against the budget but not taken from it:
             # the attempt gets its whole budget once its slot comes.
@@ -325,6 +326,7 @@ class Leaf:
             grace=grace,
             budget=budget if provider.reports_commit_point else None,
             cap=ctx.deadline if deadline < ctx.deadline else None,
+            loop_lag=estimator.config.loop_lag,
         )
         scope = state.scope
         assert scope is not None
@@ -431,9 +433,14 @@ class Leaf:
                 retry_here=False,
                 no_verdict=True,
             )
+        held = (
+            f", not counting {state.lagged:.3g}s this process's event loop was held up"
+            if state.lagged >= 0.001
+            else ""
+        )
         return TransientError(
-            f"no progress to the commit point within the {budget:.3g}s pre-commit budget "
-            "(a hang: connect, TLS, greeting or a reply never came); nothing was sent",
+            f"no progress to the commit point within the {budget:.3g}s pre-commit budget"
+            f"{held} (a hang: connect, TLS, greeting or a reply never came); nothing was sent",
             provider=name,
             retry_here=False,
             timed_out=True,

@@ -85,6 +85,8 @@ class Slots:
                     began = now
                     if _progressed(attempt):
                         continue
+                elif attempt.extend():
+                    continue  # the loop was held up, not the queue stuck: wait on
             # Queued behind our own sends says nothing about the provider's health (the
             # sends holding the slots give that verdict), and another try here would wait
             # in the same queue.

@@ -87,6 +87,16 @@ class ConnectionStale(TransientError):
     """
 
 
+class _LoopLagged(Exception):
+    """A set-up step timed out only because this process's event loop was held up: not
+    the server's failure (see :meth:`Connection.open`, which sets up again). Never leaves
+    this module."""
+
+    def __init__(self, phase: Phase) -> None:
+        super().__init__(phase)
+        self.phase = phase
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a connection needs, built once per provider."""
@@ -229,6 +239,8 @@ class Connection:
     # -- the exception boundary --------------------------------------------------------
 
     def _timeout(self, name: str) -> tuple[float | None, str]:
+        """The step's timeout (``name``, cut to the attempt's limit) and its label; the
+        label is ``name`` itself (the same object) when nothing cut it short."""
         configured: float = getattr(self._settings.config, name)
         attempt = current_attempt()
         value = attempt.timeout(configured)
@@ -237,12 +249,19 @@ class Connection:
         return value, f"{name}, cut short by {attempt.limited_by()}"
 
     @contextlib.contextmanager
-    def _guard(self, phase: Phase, timeout: float | None, label: str) -> Iterator[None]:
+    def _guard(
+        self, phase: Phase, timeout: float | None, label: str, *, cut: bool = False
+    ) -> Iterator[None]:
+        """Map what the step raises. ``cut``: its timeout was cut short by the attempt;
+        a set-up step whose timer fired while this process's event loop was held up
+        raises :class:`_LoopLagged` instead, for :meth:`open` to start over."""
         try:
             yield
         except (DeliveryError, MessageError):
             raise
         except Exception as exc:
+            if cut and isinstance(exc, TimeoutError) and current_attempt().extend():
+                raise _LoopLagged(phase) from exc
             raise self._mapped(exc, phase, timeout, label) from exc
         except BaseException:  # cancellation mid-command: the stream is in doubt
             self.abort()
@@ -270,24 +289,43 @@ class Connection:
     ) -> _T:
         """Run one aiosmtplib call with the phase's timeout, mapping what it raises."""
         timeout, label = self._timeout(timeout_name)
-        with self._guard(phase, timeout, label):
+        with self._guard(phase, timeout, label, cut=label is not timeout_name):
             return await call(timeout)
 
     # -- session setup -----------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, (implicit TLS), greeting, EHLO, (STARTTLS, EHLO), (AUTH)."""
-        try:
-            await self._open()
-        except BaseException:
-            self.abort()
-            raise
+        """Connect, (implicit TLS), greeting, EHLO, (STARTTLS, EHLO), (AUTH).
+
+        A step whose timer fired only because this process's event loop was held up
+        (its timeout cut short by the pre-commit budget, which the loop's lag has moved
+        on since: :meth:`mailer._attempt.AttemptContext.extend`) is not the server's
+        failure: the session is set up again from the start, in what is left of the
+        budget. aiosmtplib cannot resume a step it timed out, and before MAIL nothing of
+        the message has left, so starting over is safe. Each start over needs more lag,
+        so it ends with the budget or the send's deadline.
+        """
+        while True:
+            try:
+                await self._open()
+                return
+            except _LoopLagged as lagged:
+                self.abort()
+                self.broken = False  # a new session, not the old one reused
+                _logger.debug(
+                    "%s: %s timed out while the event loop was held up; setting up again",
+                    self._endpoint.where,
+                    lagged.phase.value,
+                )
+            except BaseException:
+                self.abort()
+                raise
 
     async def _open(self) -> None:
         s = self._settings
         cfg = s.config
         timeout, label = self._timeout("connection_timeout")
-        with self._guard(Phase.CONNECT, timeout, label):
+        with self._guard(Phase.CONNECT, timeout, label, cut=label != "connection_timeout"):
             self._sock, peer = await asyncio.wait_for(_tcp_connect(s), timeout)
         secure = cfg.implicit_tls
         wanted = cfg.debug or transcript_requested()
@@ -395,16 +433,38 @@ class Connection:
         try:
             reply = await stream.read(timeout)
         except Exception as exc:
-            label = "socket_timeout"
-            if timeout != configured:
-                label = f"socket_timeout, cut short by {attempt.limited_by()}"
-            raise self._mapped(exc, phase, timeout, label) from exc
+            reply = await self._read_again(stream, phase, exc, timeout)
         except BaseException:  # cancellation mid-read: the stream is in doubt
             self.abort()
             raise
         if phase is Phase.MAIL or phase is Phase.RCPT:
             attempt.progress()  # a long envelope is progress, not a hang
         return reply
+
+    async def _read_again(
+        self, stream: ReplyStream, phase: Phase, exc: Exception, timeout: float | None
+    ) -> Reply:
+        """:meth:`_read`'s failure path: the reply, when ``exc`` is a timeout that only
+        the event loop's lag made (the budget it was cut to has moved on since:
+        :meth:`mailer._attempt.AttemptContext.extend`), read again in the time left;
+        else ``exc`` mapped. Waiting again is safe: the stream's timeout left the reply
+        owed, and it will be this command's whenever it comes."""
+        attempt = current_attempt()
+        configured = self._settings.config.socket_timeout
+        while True:
+            if not (isinstance(exc, TimeoutError) and timeout != configured and attempt.extend()):
+                label = "socket_timeout"
+                if timeout != configured:
+                    label = f"socket_timeout, cut short by {attempt.limited_by()}"
+                raise self._mapped(exc, phase, timeout, label) from exc
+            timeout = attempt.timeout(configured)
+            try:
+                return await stream.read(timeout)
+            except Exception as again:
+                exc = again
+            except BaseException:
+                self.abort()
+                raise
 
     async def transaction(
         self,
