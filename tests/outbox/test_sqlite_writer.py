@@ -91,3 +91,39 @@ async def test_one_claim_leases_due_rows_in_order_each_under_its_own_claim(
         assert {c.claim for c in again}.isdisjoint(c.claim for c in claimed)
     finally:
         await store.close()
+
+
+_AT_EXIT = """
+import logging, os, sys, tempfile
+logging.basicConfig(level=logging.WARNING)  # the library logs through a NullHandler
+from mailer import Message
+from mailer._integrations.tasks import mailer_for
+folder = tempfile.mkdtemp()
+sync = mailer_for({
+    "providers": [{"name": "m", "type": "memory"}],
+    "defaults": {"sender": "app@example.com"},
+    "outbox": {"url": "sqlite:///" + os.path.join(folder, "outbox.db")},
+})
+sync.enqueue(Message(to=["user@example.org"], subject="at exit", text="closed by atexit"))
+print("enqueued", flush=True)
+"""
+
+
+def test_a_shared_mailer_closed_at_interpreter_exit_closes_its_store_cleanly(
+    tmp_path: Path,
+) -> None:
+    """The process's shared mailers are closed by an atexit hook, after the interpreter
+    has stopped handing work to executors: the store's close must not need one (it used
+    to join its writer through ``asyncio.to_thread`` and logged "closing a shared mailer
+    failed: cannot schedule new futures after interpreter shutdown", and the rest of the
+    close, the providers' QUIT included, was skipped)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "enqueued" in done.stdout
+    assert "closing a shared mailer failed" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

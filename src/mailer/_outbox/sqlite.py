@@ -359,7 +359,7 @@ class SQLiteStore(SQLiteDispatch):
         if writer is not None and writer.is_alive():
             self._hand_over(asyncio.get_running_loop(), writer)  # before the stop
             writer.ops.put(None)
-            await asyncio.to_thread(writer.join, 30.0)
+            await _joined(writer, 30.0)
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -597,3 +597,19 @@ def _settle_expired(conn: sqlite3.Connection, now: float) -> None:
         " WHERE state = 'sending' AND lease_until < ? AND committed = 1",
         (LEASE_EXPIRED_UNKNOWN, now, now),
     )
+
+
+async def _joined(thread: threading.Thread, timeout: float) -> None:
+    """Wait for ``thread`` to end, for at most ``timeout`` seconds, without an executor.
+
+    ``asyncio.to_thread`` needs the loop's default executor, which may already be shut
+    down when a process closes its shared mailers at exit (Celery's threads pool logged
+    "cannot schedule new futures after shutdown", and the pooled SMTP connections were
+    dropped without QUIT); and Python 3.12 refuses new threads at interpreter shutdown.
+    The writer ends within a statement once it sees the stop, so a short poll is cheap.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while thread.is_alive() and time.monotonic() < deadline:
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
