@@ -18,11 +18,19 @@ connections) in every case, medians of interleaved rounds:
                   flushed before it returns.
 
     .venv/bin/python benchmarks/outbox.py [--count 2000] [--rounds 3] [--no-postgres]
-        [--only direct,postgres] [--commit-wait]
+        [--only direct,postgres] [--commit-wait] [--before REV]
+
+Every case runs in a fresh process (the cases of a round one after another, rounds
+interleaved), which also reports the CPU it used per message while timed (``cpu us``:
+every thread of the process, the SQLite writer's included; not the database server's).
 
 ``--commit-wait`` also times, for every outbox send, how long its attempt waited at the
 commit point for the commit-point record (the SMTP connection idles meanwhile, after
 DATA's 354): p50, p90 and mean per case.
+
+``--before REV`` also runs every case with that commit's ``src/`` (exported with ``git
+archive``, first on ``PYTHONPATH``) in the same rounds: a before/after in one run, each
+side against its own direct reference.
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.pgcluster
 
-from _common import postfix_sink
+from _common import ROOT, export_src, postfix_sink, worker_env
 
 from mailer import Mailer, Message
 
@@ -89,9 +99,10 @@ async def direct(port: int, n: int) -> dict[str, float]:
             async with sem:
                 await mailer.send(m)
 
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(m) for m in msgs))
-        return {"rate": n / (time.perf_counter() - start)}
+        elapsed = time.perf_counter() - start
+        return {"rate": n / elapsed, "cpu_us": (time.process_time() - cpu) / n * 1e6}
 
 
 async def outbox(port: int, n: int, url: str) -> dict[str, float]:
@@ -107,13 +118,15 @@ async def outbox(port: int, n: int, url: str) -> dict[str, float]:
             await mailer.enqueue(m)
             latencies.append(time.perf_counter() - t0)
         COMMIT_WAITS.clear()
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         done = await mailer.drain(timeout=600)
         elapsed = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         assert done == {"sent": n}, done
     latencies.sort()
     result = {
         "rate": n / elapsed,
+        "cpu_us": cpu / n * 1e6,
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[int(len(latencies) * 0.99)] * 1000,
     }
@@ -135,6 +148,28 @@ def postgres() -> Iterator[str]:
         yield pg.dsn
 
 
+def case(name: str, port: int, n: int, url: str | None) -> dict[str, float]:
+    """One case in this process (``--case``): direct, or a drain through ``url``."""
+    if name == "direct":
+        return asyncio.run(direct(port, n))
+    assert url is not None
+    return asyncio.run(outbox(port, n, url))
+
+
+def run_case(
+    name: str, port: int, n: int, url: str | None, *, src: Path | None, commit_wait: bool
+) -> dict[str, float]:
+    """:func:`case` in a fresh process (``src``: import ``mailer`` from that tree)."""
+    cmd = [sys.executable, __file__, "--case", name, "--port", str(port), "--count", str(n)]
+    cmd += ["--url", url] if url is not None else []
+    cmd += ["--commit-wait"] if commit_wait else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(src), cwd=ROOT)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed: {proc.stderr.strip()[-2000:]}")
+    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--count", type=int, default=2000)
@@ -142,52 +177,76 @@ def main() -> None:
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--only", help="comma-separated cases to run (direct always runs)")
     ap.add_argument("--commit-wait", action="store_true", help="time the wait at the commit point")
+    ap.add_argument("--before", metavar="REV", help="also run every case at this commit")
+    ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in this process
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.commit_wait:
-        time_commit_waits()
+    if args.case is not None:
+        if args.commit_wait:
+            time_commit_waits()
+        print(json.dumps(case(args.case, args.port, args.count, args.url)))
+        return
     only = None if args.only is None else {"direct", *args.only.split(",")}
+    trees: dict[str, Path | None] = {"": None}
+    if args.before:
+        trees[" before"] = export_src(args.before)
     results: dict[str, list[dict[str, float]]] = {}
     with postfix_sink() as port, tempfile.TemporaryDirectory() as tmp, \
             (contextlib.nullcontext(None) if args.no_postgres else postgres()) as dsn:  # fmt: skip
         import asyncpg  # noqa: F401 - fail early when the driver is missing
 
         settings = "" if dsn is None else asyncio.run(_pg_settings(dsn))
-
         n = args.count
         for r in range(args.rounds):
-            cases: dict[str, Any] = {
-                "direct": lambda: direct(port, n),
-                "sqlite": lambda r=r: outbox(port, n, f"sqlite:///{tmp}/auto-{r}.db"),
-                "sqlite-full": lambda r=r: outbox(
-                    port, n, f"sqlite:///{tmp}/full-{r}.db?synchronous=full"
-                ),
-                "sqlite-normal": lambda r=r: outbox(
-                    port, n, f"sqlite:///{tmp}/normal-{r}.db?synchronous=normal"
-                ),
-            }
-            if dsn is not None:
-                cases["postgres"] = lambda r=r: _pg_round(port, n, dsn, r)
-            for name, case in cases.items():
-                if only is not None and name not in only:
-                    continue
-                results.setdefault(name, []).append(asyncio.run(case()))
-    ref = statistics.median(r["rate"] for r in results["direct"])
+            for suffix, src in trees.items():
+                tag = f"{r}{suffix.strip()}"
+                urls: dict[str, Any] = {
+                    "direct": lambda: None,
+                    "sqlite": lambda t=tag: f"sqlite:///{tmp}/auto-{t}.db",
+                    "sqlite-full": lambda t=tag: f"sqlite:///{tmp}/full-{t}.db?synchronous=full",
+                    "sqlite-normal": lambda t=tag: (
+                        f"sqlite:///{tmp}/normal-{t}.db?synchronous=normal"
+                    ),
+                }
+                if dsn is not None:
+                    urls["postgres"] = lambda t=tag: asyncio.run(_pg_database(dsn, t))
+                for name, url in urls.items():
+                    if only is not None and name not in only:
+                        continue
+                    result = run_case(name, port, n, url(), src=src, commit_wait=args.commit_wait)
+                    results.setdefault(name + suffix, []).append(result)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{args.count} messages of 2 KB into smtp-sink, {CONCURRENCY} at once, 5 SMTP "
           f"connections; medians of {args.rounds} rounds; load average {load}"
           f"{settings}")  # fmt: skip
-    print(f"{'case':14s} {'msg/s':>8s} {'x direct':>9s} {'enqueue p50':>12s} {'p99':>8s}")
+    if args.before:
+        print(f"'before' cases: commit {args.before} (each against 'direct before')")
+    print(
+        f"{'case':21s} {'msg/s':>8s} {'x direct':>9s} {'cpu us':>7s}"
+        f" {'enqueue p50':>12s} {'p99':>8s}"
+    )
     for name, runs in results.items():
+        ref = results["direct before" if name.endswith(" before") else "direct"]
         rate = statistics.median(x["rate"] for x in runs)
+        # rounds are paired in time: the median of per-round ratios is steadier than
+        # the ratio of medians on a machine whose speed drifts during the run
+        paired = statistics.median(x["rate"] / d["rate"] for x, d in zip(runs, ref, strict=True))
+        cpu = statistics.median(x["cpu_us"] for x in runs)
         p50 = statistics.median(x.get("p50", 0.0) for x in runs)
         p99 = statistics.median(x.get("p99", 0.0) for x in runs)
-        lat = f"{p50:9.2f} ms {p99:6.2f} ms" if name != "direct" else ""
+        lat = f"{p50:9.2f} ms {p99:6.2f} ms" if not name.startswith("direct") else ""
         if "wait_p50" in runs[0]:
             wait = [
                 statistics.median(x[k] for x in runs) for k in ("wait_p50", "wait_p90", "wait_mean")
             ]
             lat += "   commit wait p50 {:.3f} p90 {:.3f} mean {:.3f} ms".format(*wait)
-        print(f"{name:14s} {rate:8.0f} {rate / ref:8.2f}x {lat}")
+        print(f"{name:21s} {rate:8.0f} {paired:8.2f}x {cpu:7.0f} {lat}")
+    for name in [n for n in results if f"{n} before" in results]:
+        # the two trees in the same rounds: the drain's own speed, whatever direct did
+        after, before = results[name], results[f"{name} before"]
+        gain = statistics.median(a["rate"] / b["rate"] for a, b in zip(after, before, strict=True))
+        print(f"{name}: after/before {gain:.2f}x (median of per-round ratios)")
 
 
 async def _pg_settings(dsn: str) -> str:
@@ -205,16 +264,17 @@ async def _pg_settings(dsn: str) -> str:
     return f"; postgres fsync={row[0]} synchronous_commit={row[1]} wal_sync_method={row[2]}"
 
 
-async def _pg_round(port: int, n: int, dsn: str, r: int) -> dict[str, float]:
+async def _pg_database(dsn: str, tag: str) -> str:
+    """A fresh database on the cluster for one round's case; its DSN."""
     import asyncpg
 
-    name = f"bench_{r}_{int(time.time())}"
+    name = f"bench_{tag.replace(' ', '_')}_{int(time.time())}"
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f"CREATE DATABASE {name}")
     finally:
         await conn.close()
-    return await outbox(port, n, dsn.rsplit("/", 1)[0] + f"/{name}")
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import queue
 import secrets
@@ -73,6 +74,8 @@ _Op = Callable[[sqlite3.Connection], Any]
 _BATCH = 256
 #: at most this often (seconds) the WAL is copied back into the database
 _CHECKPOINT_EVERY = 0.25
+#: seconds between two settlings of expired leases by one store (see claim)
+_SETTLE_EVERY = 0.1
 #: past this many pages in the WAL (about 40 MB) a checkpoint waits for the writer
 _WAL_LIMIT_PAGES = 10_000
 
@@ -123,7 +126,8 @@ class _Writer(threading.Thread):
         super().__init__(name=f"mailer-outbox-sqlite:{path.name}", daemon=True)
         self.path = path
         self.synchronous = synchronous.lower()
-        self.ops: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        #: operations, handed over a loop iteration's worth at a time (None: stop)
+        self.ops: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
         self.ready = threading.Event()
         self.startup_error: BaseException | None = None
         self._level = ""
@@ -153,7 +157,7 @@ class _Writer(threading.Thread):
                 first = self.ops.get()
                 if first is None:
                     break
-                batch = [first]
+                batch = first
                 while len(batch) < _BATCH:
                     try:
                         nxt = self.ops.get_nowait()
@@ -162,7 +166,7 @@ class _Writer(threading.Thread):
                     if nxt is None:
                         stop = True
                         break
-                    batch.append(nxt)
+                    batch += nxt
                 self._run(conn, batch)
         finally:
             self._checkpointer.stop()
@@ -282,6 +286,11 @@ class SQLiteStore(SQLiteDispatch):
         self.synchronous = synchronous
         self._writer: _Writer | None = None
         self._lock = threading.Lock()
+        #: operations made during the current iteration of each event loop, handed to
+        #: the writer together at its end (see _do)
+        self._handover: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        #: when expired leases were last settled (time.monotonic(), the writer's thread)
+        self._settled = -math.inf
 
     def __repr__(self) -> str:
         return f"<SQLiteStore {str(self.path)!r}>"
@@ -319,8 +328,21 @@ class SQLiteStore(SQLiteDispatch):
         writer = self._writer or self._start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        writer.ops.put(_Job(op, future, loop, durable, atomic))
+        # The operations of one loop iteration (the results and records of the sends
+        # that a batch of replies completed, a claim) reach the writer as one hand-over:
+        # one wake-up of its thread and one group for them, instead of a wake-up (and
+        # often a group, a COMMIT) each. It waits for the end of this iteration only.
+        jobs = self._handover.get(loop)
+        if jobs is None:
+            jobs = self._handover[loop] = []
+            loop.call_soon(self._hand_over, loop, writer)
+        jobs.append(_Job(op, future, loop, durable, atomic))
         return await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
+        jobs = self._handover.pop(loop, None)
+        if jobs:
+            writer.ops.put(jobs)
 
     async def open(self) -> None:
         def create(conn: sqlite3.Connection) -> None:
@@ -335,8 +357,9 @@ class SQLiteStore(SQLiteDispatch):
         with self._lock:
             writer, self._writer = self._writer, None
         if writer is not None and writer.is_alive():
+            self._hand_over(asyncio.get_running_loop(), writer)  # before the stop
             writer.ops.put(None)
-            await asyncio.to_thread(writer.join, 30.0)
+            await _joined(writer, 30.0)
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -376,7 +399,12 @@ class SQLiteStore(SQLiteDispatch):
     async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
         def op(conn: sqlite3.Connection) -> list[Claimed]:
             now = time.time()
-            _settle_expired(conn, now)
+            # Expired leases need settling promptly, not on every claim: at most every
+            # _SETTLE_EVERY (two statements fewer on most claims under load).
+            tick = time.monotonic()
+            if tick - self._settled >= _SETTLE_EVERY:
+                self._settled = tick
+                _settle_expired(conn, now)
             claimed: list[Claimed] = []
             # Bounded: every pass moves each row it reads out of "queued" (or stops).
             while len(claimed) < limit:
@@ -387,29 +415,19 @@ class SQLiteStore(SQLiteDispatch):
                 ).fetchall()
                 if not rows:
                     break
-                for row, created in rows:
-                    if created < now - max_age:
-                        # Too old to try: checked as it comes due rather than by scanning
-                        # every queued row per claim (which made a backlog quadratic).
-                        conn.execute(
-                            "UPDATE outbox SET state = 'dead', last_error = ?, updated = ?"
-                            " WHERE id = ?",
-                            (MAX_AGE_PASSED, now, row),
-                        )
-                        continue
-                    token = secrets.token_hex(8)
-                    got = conn.execute(
-                        "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
-                        " claim = ?, committed = 0, attempts = attempts + 1, updated = ?"
-                        " WHERE id = ? RETURNING message_id, attempts, created, pin",
-                        (owner, now + lease, token, now, row),
-                    ).fetchone()
-                    body = conn.execute(
-                        "SELECT message, raw FROM outbox_body WHERE id = ?", (row,)
-                    ).fetchone()
-                    claimed.append(
-                        Claimed(row, token, got[0], body[0], body[1], got[1], got[2], got[3])
+                # Too old to try: checked as they come due rather than by scanning every
+                # queued row per claim (which made a backlog quadratic).
+                oldest = now - max_age
+                old = [(MAX_AGE_PASSED, now, row) for row, created in rows if created < oldest]
+                if old:
+                    conn.executemany(
+                        "UPDATE outbox SET state = 'dead', last_error = ?, updated = ?"
+                        " WHERE id = ?",
+                        old,
                     )
+                due = [row for row, created in rows if created >= oldest]
+                if due:
+                    claimed += _lease(conn, due, owner, now + lease, now)
             return claimed
 
         return await self._do(op)
@@ -539,6 +557,31 @@ class SQLiteStore(SQLiteDispatch):
         return await self._do(op, durable=True)
 
 
+def _lease(
+    conn: sqlite3.Connection, rows: list[int], owner: str, until: float, now: float
+) -> list[Claimed]:
+    """Lease ``rows`` (due, in the order given) to ``owner``: two statements for all of
+    them. Each row's claim is one token for the call and the row's id, as on Postgres."""
+    marks = ",".join("?" * len(rows))
+    params = (owner, until, secrets.token_hex(8), now, *rows)
+    got = {r[0]: r for r in conn.execute(_LEASE.format(marks), params).fetchall()}
+    bodies = {r[0]: r for r in conn.execute(_BODIES.format(marks), rows).fetchall()}
+    return [
+        Claimed(row, g[1], g[2], bodies[row][1], bodies[row][2], g[3], g[4], g[5])
+        for row in rows
+        if (g := got.get(row)) is not None
+    ]
+
+
+#: leasing due rows, ``{}`` their ids' placeholders (RETURNING's order is not theirs)
+_LEASE = (
+    "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
+    " claim = ? || ':' || id, committed = 0, attempts = attempts + 1, updated = ?"
+    " WHERE id IN ({}) RETURNING id, claim, message_id, attempts, created, pin"
+)
+_BODIES = "SELECT id, message, raw FROM outbox_body WHERE id IN ({})"
+
+
 def _settle_expired(conn: sqlite3.Connection, now: float) -> None:
     """Leases whose worker died: decided from the row alone (the commit flag)."""
     conn.execute(
@@ -554,3 +597,19 @@ def _settle_expired(conn: sqlite3.Connection, now: float) -> None:
         " WHERE state = 'sending' AND lease_until < ? AND committed = 1",
         (LEASE_EXPIRED_UNKNOWN, now, now),
     )
+
+
+async def _joined(thread: threading.Thread, timeout: float) -> None:
+    """Wait for ``thread`` to end, for at most ``timeout`` seconds, without an executor.
+
+    ``asyncio.to_thread`` needs the loop's default executor, which may already be shut
+    down when a process closes its shared mailers at exit (Celery's threads pool logged
+    "cannot schedule new futures after shutdown", and the pooled SMTP connections were
+    dropped without QUIT); and Python 3.12 refuses new threads at interpreter shutdown.
+    The writer ends within a statement once it sees the stop, so a short poll is cheap.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while thread.is_alive() and time.monotonic() < deadline:
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)

@@ -523,13 +523,17 @@ class _Worker:
                 recording = True
             finally:
                 self.inflight -= 1
-                self._poke()
+                # Wake the claiming loop only when it would act: a batch of slots is
+                # free, or nothing is in flight (see its test below), not per send.
+                if self.inflight == 0 or self.concurrency - self.inflight >= self.batch:
+                    self._poke()
             try:
                 await outbox._record(store, item, outcome)
             finally:
                 if recording:
                     self.recording -= 1
-                    self._poke()
+                    if self.inflight == 0 and self.recording == 0:  # maybe idle now
+                        self._poke()
 
         async def heartbeat() -> None:
             while True:
