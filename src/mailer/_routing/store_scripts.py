@@ -58,16 +58,23 @@ local function save(key, name, s, now, lease, channel, publish)
 end
 """
 
+#: how every script but the read starts: Redis's time, then the provider's state hash
+_TRANSITION = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local s = load(KEYS[1])
+"""
+)
+
 # KEYS: state hash, lease. ARGV: name, channel, kind, retry_after_ms, threshold,
 # cooldown_ms, factor, max_cooldown_ms, auth_cooldown_ms, slow, vcp.
 # The same rules as CircuitBreaker.record_failure (mailer.health), in Redis's clock: an
 # opening while on probation (closed by a background verify only) grows the rest from the
 # openings before it (prob), whichever process probed and whichever failed.
 _FAILURE = (
-    _PRELUDE
-    + """
-local now = now_ms()
-local s = load(KEYS[1])
+    _TRANSITION
+    + """\
 local before, before_until = s.state, s.open_until
 local kind = ARGV[3]
 s.slow = tonumber(ARGV[10])
@@ -106,10 +113,8 @@ return cjson.encode(save(KEYS[1], ARGV[1], s, now, KEYS[2], ARGV[2], publish))
 # grows the rest from there (CircuitBreaker.record_probe_success); a real send's success
 # clears them.
 _SUCCESS = (
-    _PRELUDE
-    + """
-local now = now_ms()
-local s = load(KEYS[1])
+    _TRANSITION
+    + """\
 local verified = ARGV[4] == '1'
 if (s.state == 'closed' and s.failures == 0 and (verified or s.prob == 0))
     or (s.state == 'open' and ARGV[3] ~= '1') then
@@ -130,10 +135,8 @@ return cjson.encode(save(KEYS[1], ARGV[1], s, now, KEYS[2], ARGV[2], publish))
 
 # KEYS: state hash, lease. ARGV: name, channel, token, lease_ms.
 _CLAIM = (
-    _PRELUDE
-    + """
-local now = now_ms()
-local s = load(KEYS[1])
+    _TRANSITION
+    + """\
 local granted = 0
 if s.state ~= 'closed' and not (s.state == 'open' and now < s.open_until) then
   if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ARGV[4]) then
@@ -161,10 +164,8 @@ return 0
 # A rest this process decided alone while Redis was away: kept unless a longer one runs.
 # KEYS: state hash, lease. ARGV: name, channel, remaining_ms, slow, vcp, trips.
 _MERGE = (
-    _PRELUDE
-    + """
-local now = now_ms()
-local s = load(KEYS[1])
+    _TRANSITION
+    + """\
 local untill = now + tonumber(ARGV[3])
 if s.state == 'open' and s.open_until >= untill then
   return cjson.encode(view(ARGV[1], s, now, KEYS[2]))
