@@ -19,7 +19,7 @@ import pytest
 from tests.health.redis_kit import RedisServer
 
 from mailer import Mailer, Message
-from mailer._routing.store import ProviderView
+from mailer._routing.store_scripts import ProviderView
 from mailer.testing import SMTPSink, SMTPTestServer, eventually
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
