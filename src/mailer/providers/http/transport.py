@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from ... import _clock
-from ..._attempt import Tries
+from ..._attempt import Tries, current_attempt
 from ..._errors import DeliveryError, DeliveryUncertain, TransientError
 from ..._provider import deadline_remaining
 from ..._redact import redact, register_secret
@@ -37,6 +37,7 @@ from .body import StreamedBody
 from .responses import Answer
 
 if TYPE_CHECKING:
+    from .config import HTTPConfig
     from .provider import HTTPProvider
 
 __all__ = ["HTTPRequest", "Transport", "transport_error"]
@@ -171,11 +172,17 @@ class Transport:
     async def _send(
         self, client: httpx.AsyncClient, request: HTTPRequest, commit: bool, tries: Tries | None
     ) -> Answer:
-        """:meth:`send` holding a slot: its timeouts start now, after any queueing."""
+        """:meth:`send` holding a slot: its timeouts start now, after any queueing.
+
+        A try whose timeout, cut short by the pre-commit budget, fired before any of the
+        request body started only because this process's event loop was held up (the
+        budget's end has moved on since: :meth:`~mailer._attempt.AttemptContext.extend`)
+        is made again from the start, in the time left: nothing of the request reached the
+        API, and it is not the provider's failure. Each new try needs new lag, so a hung
+        API is still left at the budget (or the send's deadline, which counts wall time).
+        """
         provider = self._provider
         deadline = None if tries is None else tries.start(_clock.now())
-        total = _left(provider.config.timeout, deadline)
-        timeout = httpx.Timeout(total, connect=min(total, provider.config.connect_timeout))
         headers = {**request.headers, **provider.auth_headers()}
         body = request.body
         if body is not None:  # streamed: its length known, never chunked
@@ -198,23 +205,77 @@ class Transport:
                     left = _left(provider.config.timeout, deadline)
                     timeouts["read"] = timeouts["write"] = left
 
-        try:
-            response = await client.request(
-                request.method,
-                request.path,
-                json=request.json,
-                files=request.files,
-                content=body,
-                headers=headers,
-                auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                timeout=timeout,
-                extensions={"trace": trace},
-            )
-        except httpx.HTTPError as exc:
-            sent = not steps or "committed" in steps
-            raise transport_error(where, exc, sent=sent, provider=provider.name) from exc
-        logger.debug("provider %r: %s -> %s", provider.name, where, response.status_code)
-        return Answer.of(response)
+        while True:
+            timeout, cut = _timeouts(provider.config, deadline)
+            steps.clear()
+            try:
+                response = await client.request(
+                    request.method,
+                    request.path,
+                    json=request.json,
+                    files=request.files,
+                    content=body,
+                    headers=headers,
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=timeout,
+                    extensions={"trace": trace},
+                )
+            except httpx.HTTPError as exc:
+                if _loop_lagged(exc, steps, cut):
+                    logger.debug(
+                        "provider %r: %s: %s while the event loop was held up; trying again",
+                        provider.name,
+                        where,
+                        type(exc).__name__,
+                    )
+                    continue
+                sent = not steps or "committed" in steps
+                raise transport_error(where, exc, sent=sent, provider=provider.name) from exc
+            logger.debug("provider %r: %s -> %s", provider.name, where, response.status_code)
+            return Answer.of(response)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Which of a try's timeouts the attempt (its pre-commit budget) cut short."""
+
+    connect: bool
+    total: bool
+
+
+def _timeouts(config: HTTPConfig, deadline: float | None) -> tuple[httpx.Timeout, _Cut]:
+    """One try's httpx timeouts (the provider's, cut to the attempt's and ``deadline``),
+    and which of them the attempt cut: only those may be waited out again
+    (:func:`_loop_lagged`); a provider's own shorter timeout counts wall time."""
+    attempt_left = current_attempt().timeout(None)  # None: the attempt sets no limit
+    total = config.timeout if attempt_left is None else min(config.timeout, attempt_left)
+    if deadline is not None:  # as _left, from the same reading of the attempt
+        total = min(total, max(deadline - _clock.now(), 0.001))
+    connect = min(total, config.connect_timeout)
+    timeout = httpx.Timeout(total, connect=connect)
+    if attempt_left is None:
+        return timeout, _Cut(connect=False, total=False)
+    return timeout, _Cut(
+        connect=connect == attempt_left and attempt_left < config.connect_timeout,
+        total=total == attempt_left and attempt_left < config.timeout,
+    )
+
+
+def _loop_lagged(exc: httpx.HTTPError, steps: list[str], cut: _Cut) -> bool:
+    """Whether ``exc`` is a timeout that only this process's event loop's lag made, on a
+    try that sent nothing: cut short by the attempt, before any of the request body
+    started (httpcore's trace; without one nothing is known), and the attempt's budget
+    has moved on by the lag since (:meth:`~mailer._attempt.AttemptContext.extend`).
+    After the body started the API may have the request: the uncertain rules apply."""
+    if not steps or any(step.endswith(".send_request_body.started") for step in steps):
+        return False
+    if isinstance(exc, httpx.ConnectTimeout):
+        lagged = cut.connect
+    elif isinstance(exc, (httpx.WriteTimeout, httpx.ReadTimeout)):
+        lagged = cut.total
+    else:  # PoolTimeout (our own pool: the slots wait on) and every non-timeout
+        return False
+    return lagged and current_attempt().extend()
 
 
 def _left(timeout: float, deadline: float | None) -> float:
