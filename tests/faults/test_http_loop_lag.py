@@ -23,12 +23,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mailer import Mailer, Message
-from mailer._routing.budget import BudgetConfig
 from mailer.providers._resend import ResendProvider
 from mailer.testing import (
     Certs,
@@ -40,13 +38,9 @@ from mailer.testing import (
 )
 
 from .kit import messages
+from .lagkit import BUDGET, SHORT, SLACK, burn, failed_attempts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-BUDGET = BudgetConfig().pre_commit  # the default, 3 s
-SHORT = {"pre_commit": 1.0, "max": 15.0}
-#: what a send may take beyond its expected time on this shared, noisy machine
-SLACK = 1.5
 
 
 @pytest.fixture
@@ -57,13 +51,6 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(Path(tmp_path_factory.mktemp("http-lag-certs")), names=("127.0.0.1",))
-
-
-def burn(seconds: float) -> None:
-    """Hold the event loop with CPU work for ``seconds`` (bounded by the clock)."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        sum(range(200))
 
 
 class ThreadedAPI:
@@ -134,10 +121,6 @@ def resend(name: str, base_url: str, certs: Certs) -> ResendProvider:
     return ResendProvider.from_config(
         name, {"api_key": "re_test_key", "base_url": base_url, "ca_file": str(certs.ca_file)}
     )
-
-
-def failed_attempts(result: Any) -> list[str]:
-    return [str(a.error) for a in result.attempts if a.error is not None]
 
 
 def sent(api: ThreadedAPI, message: Message) -> int:

@@ -22,19 +22,13 @@ from typing import Any
 import pytest
 
 from mailer import Mailer, Message
-from mailer._routing.budget import BudgetConfig
 from mailer.providers._smtp import SMTPProvider
 from mailer.testing import ScriptedProvider, SilentServer, SMTPTestServer
 
 from .kit import messages
+from .lagkit import BUDGET, SHORT, SLACK, burn, failed_attempts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-BUDGET = BudgetConfig().pre_commit  # the default, 3 s
-#: a shorter budget, for the cases that do not need the default's scale
-SHORT = {"pre_commit": 1.0, "max": 15.0}
-#: what a send may take beyond its expected time on this shared, noisy machine
-SLACK = 1.5
 
 
 @pytest.fixture
@@ -42,21 +36,10 @@ def anyio_backend() -> str:
     return "asyncio"  # the lag monitor is asyncio's (trio counts wall time)
 
 
-def burn(seconds: float) -> None:
-    """Hold the event loop with CPU work for ``seconds`` (bounded by the clock)."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        sum(range(200))
-
-
 def provider(name: str, config: dict[str, Any], **overrides: Any) -> SMTPProvider:
     """The server's config with its short test timeouts removed: the defaults apply."""
     settings = {k: v for k, v in config.items() if not k.endswith("_timeout")}
     return SMTPProvider.from_config(name, {**settings, **overrides})
-
-
-def failed_attempts(result: Any) -> list[str]:
-    return [str(a.error) for a in result.attempts if a.error is not None]
 
 
 @pytest.mark.parametrize("turns", [2, 5, 12, 30])
