@@ -170,3 +170,26 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+
+async def soak_on_primary(
+    mailer: Mailer,
+    batch: list[Message],
+    received: Callable[[], dict[str, Counter[str]]],
+    primary: str = "a",
+) -> float:
+    """Start every send of ``batch`` at once and require each to go out once, on
+    ``primary``, with no failed attempt on the way (the soaks: a burst far larger than the
+    pool must queue, not fail over). Returns the seconds it took."""
+    async with mailer:
+        started = time.monotonic()
+        outcomes = await run_load(mailer, batch, concurrency=len(batch), timeout=540)
+        took = time.monotonic() - started
+    reasons = Counter(
+        str(a.error)[:90] for o in outcomes if o.result is not None
+        for a in o.result.attempts if a.error is not None
+    )  # fmt: skip
+    assert not reasons, reasons.most_common(5)
+    summary = check_ledger(outcomes, received())
+    assert summary.sent == {primary: len(batch)} and not summary.errors, summary
+    return took
