@@ -46,7 +46,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.lowlevel
 
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from .store import Claimed
 
 __all__ = [
     "CHUNK",
@@ -268,10 +267,22 @@ def dbapi_write(cursor: Any, row: int, parts: tuple[StoredPart, ...]) -> None:
 ReadChunk = Callable[[int, int, int], Awaitable[bytes | None]]
 
 
+class StoredRow(Protocol):
+    """What :func:`loaded` reads of a row (a claim's :class:`~.store.Claimed`, or
+    :class:`~.store.Stored` for ``mailer outbox reconcile``)."""
+
+    @property
+    def row(self) -> int: ...
+    @property
+    def message_json(self) -> bytes: ...
+    @property
+    def raw(self) -> bytes | None: ...
+
+
 @asynccontextmanager
-async def loaded(item: Claimed, read: ReadChunk) -> AsyncIterator[Message]:
-    """The claimed row's message, ready to send: its stored rendering, large attachments
-    and texts from temporary files (removed on exit), or as before for an ordinary row."""
+async def loaded(item: StoredRow, read: ReadChunk) -> AsyncIterator[Message]:
+    """The row's message, ready to send: its stored rendering, large attachments and
+    texts from temporary files (removed on exit), or as before for an ordinary row."""
     message = Message.model_validate_json(item.message_json)
     private = message.__pydantic_private__
     assert private is not None
