@@ -1,10 +1,12 @@
 """Large text and HTML parts through the outbox (issue 25 item 4): stored in chunks at
 enqueue, loaded by the drain into spooled files (never a ``str``) and streamed from
 them, byte for byte the rendering made at enqueue, on SQLite and Postgres, into a real
-SMTP server on 127.0.0.1. Memory is measured in benchmarks/memory.py, not here."""
+SMTP server and the kit's HTTP server (SES raw, Mailgun MIME) on 127.0.0.1. Memory is
+measured in benchmarks/memory.py, not here."""
 
 from __future__ import annotations
 
+import base64
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,7 @@ from mailer import Mailer, Message, MessageError
 from mailer._message.spooled import SPOOLED, SpooledText
 from mailer._message.stream import STREAM_THRESHOLD, TextSource
 from mailer._outbox.config import OutboxConfig
-from mailer.testing import ScriptedProvider, SMTPTestServer
+from mailer.testing import Reply, ScriptedProvider, SMTPTestServer, serve
 
 from .conftest import fast_outbox, smtp_entry
 
@@ -128,3 +130,52 @@ async def test_a_provider_reading_the_text_gets_it_during_the_attempt(
     assert loaded.__dict__["html"] is SPOOLED
     with pytest.raises(MessageError, match="released when its outbox attempt ended"):
         _ = loaded.html
+
+
+def ses_or_mailgun_reply(request: object) -> Reply:
+    return Reply(200, {"MessageId": "ses-1", "id": "mg-1"})
+
+
+@pytest.mark.parametrize("api", ["ses", "mailgun"])
+async def test_a_large_text_drains_to_ses_raw_and_mailgun_mime_from_spooled_files(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, api: str
+) -> None:
+    """The HTTP raw bodies stream the spooled texts too: the MIME inside SES's JSON or
+    Mailgun's form is the enqueue's rendering byte for byte, and no text is read whole
+    (the request is built without ``message.text``)."""
+    reads: list[int] = []
+    real_read = SpooledText.read
+
+    def counted(self: SpooledText) -> str:
+        reads.append(len(self))
+        return real_read(self)
+
+    monkeypatch.setattr(SpooledText, "read", counted)
+    message = Message(sender="app@example.com", to="u@example.org", subject=api,
+                      **SHAPES["base64-text-and-7bit-html"])  # fmt: skip
+    async with serve(respond=ses_or_mailgun_reply) as server:
+        config = {
+            "ses": {"region": "eu-west-1", "access_key_id": "AKIDEXAMPLE",
+                    "secret_access_key": "s3cr3t"},
+            "mailgun": {"api_key": "key-mailgun-secret", "domain": "mg.example.com"},
+        }[api]  # fmt: skip
+        entry = {"type": api, "name": api, "config": {**config, "base_url": server.base_url}}
+        async with Mailer.from_config(
+            {"providers": [entry], "outbox": fast_outbox(db_url)}
+        ) as mailer:
+            await mailer.enqueue(message)
+            assert await mailer.drain(timeout=60) == {"sent": 1}
+    [got] = server.log
+    assert got.headers["content-length"] == str(len(got.body))
+    if api == "ses":
+        sent = base64.b64decode(got.json()["Content"]["Raw"]["Data"])
+    else:
+        # the form's part named "message": its bytes, up to the form's next boundary
+        boundary = got.headers["content-type"].split("boundary=", 1)[1].strip('"').encode()
+        part = got.body.split(b"--" + boundary)[-2]
+        head, _, sent = part.partition(b"\r\n\r\n")
+        assert b'filename="message.mime"' in head
+        sent = sent.removesuffix(b"\r\n")
+    rendering = message.render()
+    assert not isinstance(rendering, bytes)
+    assert sent == rendering.join() and reads == []
