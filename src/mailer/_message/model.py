@@ -350,6 +350,15 @@ class Message(Strict):
         # a spooled body is read for a dump (the dump holds it whole anyway)
         return value if value is not SPOOLED else getattr(self, info.field_name)
 
+    def __getstate__(self) -> dict[Any, Any]:
+        # a spooled body is pickled as its text: the field's placeholder is matched by
+        # identity, which unpickling does not keep
+        state: dict[Any, Any] = super().__getstate__()
+        texts = {n: _read(self, n) for n in _BODIES if self.__dict__[n] is SPOOLED}
+        if texts:
+            state["__dict__"] = {**state["__dict__"], **texts}
+        return state
+
     def __repr_args__(self) -> Any:
         # a spooled body shows as its file's summary, not read for a repr
         for name, value in super().__repr_args__():
@@ -650,6 +659,13 @@ def _has(message: Message, key: str) -> bool:
     return bool(getattr(message, key, None))
 
 
+def _read(message: Message, name: str) -> str:
+    """A spooled body's text, read from its file (not kept)."""
+    body = body_of(message, name)
+    assert isinstance(body, SpooledText)
+    return body.read()
+
+
 class _Body:
     """``Message.text`` and ``Message.html``: the field's value, or a spooled body
     (mailer._message.spooled) read from its file on the first access and kept from
@@ -666,10 +682,7 @@ class _Body:
         value: str | None = obj.__dict__[self.name]
         if value is not SPOOLED:
             return value
-        body = body_of(obj, self.name)
-        assert isinstance(body, SpooledText)
-        text = body.read()
-        obj.__dict__[self.name] = text
+        text = obj.__dict__[self.name] = _read(obj, self.name)
         return text
 
     def __set__(self, obj: Message, value: str | None) -> None:

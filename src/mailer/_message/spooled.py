@@ -28,7 +28,7 @@ import os
 import tempfile
 import weakref
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import MessageError
 
@@ -73,6 +73,11 @@ class SpooledText:
 
     def __repr__(self) -> str:
         return f"<SpooledText: {self.chars} characters>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled (a Celery or RQ result carrying an error that holds the message) as
+        # its text, spooled again where it is unpickled: a file cannot travel
+        return (_spooled, (self.read(),))
 
     def append(self, data: bytes) -> None:
         """Add ``data``, UTF-8 of whole characters (MessageError if it is not)."""
@@ -146,6 +151,12 @@ class SpooledText:
                 return True
             tail = window[-keep:] if keep else ""
         return False
+
+
+def _spooled(text: str) -> SpooledText:
+    spooled = SpooledText()
+    spooled.append(text.encode("utf-8"))
+    return spooled
 
 
 def body_of(message: Message, which: str) -> str | SpooledText | None:
