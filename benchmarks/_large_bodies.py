@@ -25,8 +25,8 @@ between two ticks (the longest step itself, without the waits for a CPU that a l
 machine adds to the gap), the elapsed time and the message's size.
 
 The HTTP sink runs in its own process, so the client's RSS is the client's alone; it
-answers 200 with both ``MessageId`` (SES) and ``id`` (Mailgun), and refuses a chunked
-body (411), as some APIs do: the client must send its length.
+answers 200 with both ``MessageId`` (SES) and ``id`` (Mailgun), a new one each time,
+and refuses a chunked body (411), as some APIs do: the client must send its length.
 """
 
 from __future__ import annotations
@@ -64,7 +64,15 @@ class CPUTicker(Ticker):
             last, cpu_last = now, cpu
 
 
-_ANSWER = json.dumps({"MessageId": "bench-1", "id": "<bench-1@mg>"}).encode()
+_ANSWERED = [0]
+
+
+def _answer() -> bytes:
+    """A fresh id per request, as an ESP gives: the sends recorded for delivery events
+    are keyed by it (two sends with one id in a Postgres batch are refused)."""
+    _ANSWERED[0] += 1
+    n = _ANSWERED[0]
+    return json.dumps({"MessageId": f"bench-{n}", "id": f"<bench-{n}@mg>"}).encode()
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -82,10 +90,11 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             left = int(headers["content-length"])
             while left:
                 left -= len(await reader.readexactly(min(left, MIB)))
+            answer = _answer()
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(_ANSWER)}\r\n\r\n".encode()
-                + _ANSWER
+                + f"Content-Length: {len(answer)}\r\n\r\n".encode()
+                + answer
             )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
