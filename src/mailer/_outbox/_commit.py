@@ -96,8 +96,10 @@ class CommitRecord:
         self._early = (attempt, task)
         self._writes.append(task)
 
-    async def __call__(self) -> None:
-        """At the commit point: the record is durable and the claim held, or raise."""
+    def ready(self) -> bool:
+        """At the commit point, without waiting (:class:`mailer._attempt.ReadyHook`):
+        True when the record is durable and the claim held (the attempt may cross), False
+        when the hook must be awaited; raises when the attempt must not cross."""
         if self.item.committed:
             # Recorded, durably, by the claim itself: only the lease is left to check.
             if self._held is not None and not self._held():
@@ -106,6 +108,20 @@ class CommitRecord:
                     "was not renewed in time): not sending"
                 )
             self.crossed = True
+            return True
+        early = self._early
+        if early is None or early[0] is not current_attempt() or not early[1].done():
+            return False
+        task = early[1]
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return False  # the awaited path words the refusal
+        self._early = None
+        self.crossed = True
+        return True
+
+    async def __call__(self) -> None:
+        """At the commit point: the record is durable and the claim held, or raise."""
+        if self.ready():
             return
         attempt = current_attempt()
         early, self._early = self._early, None
@@ -126,6 +142,11 @@ class CommitRecord:
                 "it now): not sending"
             )
         self.crossed = True
+
+    @property
+    def pending(self) -> bool:
+        """Some record started early may still be in flight (see :meth:`settled`)."""
+        return any(not task.done() for task in self._writes)
 
     async def settled(self) -> None:
         """Wait for the records started early (their outcome does not matter here)."""

@@ -451,9 +451,11 @@ class Outbox:
                 )
             outcome = Outcome("sent", provider=result.provider)
         finally:
-            # An early record still in flight lands before the result (see _commit).
-            with anyio.CancelScope(shield=True):
-                await record.settled()
+            # An early record still in flight lands before the result (see _commit);
+            # with the claim's own record there is none (and no scope to enter).
+            if record.pending:
+                with anyio.CancelScope(shield=True):
+                    await record.settled()
         return outcome
 
     async def _record(self, store: OutboxStore, item: Claimed, outcome: Outcome) -> None:
