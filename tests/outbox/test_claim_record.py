@@ -5,6 +5,7 @@ SMTP server, both stores."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -171,3 +172,44 @@ async def test_reconcile_asks_every_provider_when_none_is_recorded(
         assert report.requeued == [mid] and row["state"] == "queued"
     else:
         assert report.left == [mid] and row["state"] == "unknown"
+
+
+@pytest.mark.parametrize("answer_after", [0.0, 0.2])
+async def test_a_renew_extends_the_workers_view_only_when_it_answered_within_the_margin(
+    answer_after: float, db_url: str
+) -> None:
+    """Lease 1 s, margin 0.1 s. A renew answered at once moves the known end of every
+    claim still held when it was sent; one answered after the margin (it may have run
+    after a lease expired) moves none, and a claim already past its end stays past."""
+    from mailer._outbox.worker import Outbox, _Worker
+
+    async def no_send(*_: Any) -> Any:
+        raise AssertionError("nothing is sent here")
+
+    outbox = Outbox(OutboxConfig(url=db_url, lease=1.0), no_send)
+    store: Any = outbox.store
+    await store.open()
+    try:
+        await add_messages(store, 2)
+        worker = _Worker(outbox, 4)
+        live, gone = await store.claim(worker.owner, 2, lease=1.0, max_age=3600, commit=True)
+        now = time.monotonic()
+        worker._held = {live.claim: now + 0.5, gone.claim: now - 0.01}
+        renew = store.renew
+
+        async def answered_late(owner: str, *, lease: float) -> int:
+            n: int = await renew(owner, lease=lease)
+            await asyncio.sleep(answer_after)
+            return n
+
+        store.renew = answered_late
+        await worker._renew(store, 1.0)
+        if answer_after == 0.0:
+            assert worker._held[live.claim] >= now + 0.9 - 0.05  # sent + lease - margin
+            assert worker._holds(live.claim)()
+        else:
+            assert worker._held[live.claim] == now + 0.5
+        assert worker._held[gone.claim] == now - 0.01
+        assert not worker._holds(gone.claim)()
+    finally:
+        await store.close()

@@ -519,12 +519,14 @@ class _Worker:
         lease = outbox.config.lease
         #: kept off the lease's end by the commit-point check (clocks, a late statement)
         self._margin = lease * _LEASE_MARGIN
-        #: row -> until when (time.monotonic()) its lease surely holds, by this worker's
-        #: own clock: from when the claim, or a renew that covered it, was sent
-        self._held: dict[int, float] = {}
+        #: claim -> until when (time.monotonic()) its lease surely holds, by this
+        #: worker's own clock: from when the claim, or a renew that covered it, was sent
+        #: (by claim, not row: a row queued again may be claimed anew before the last
+        #: claim's task has let go of it)
+        self._held: dict[str, float] = {}
 
-    def _holds(self, row: int) -> Callable[[], bool]:
-        return lambda: self._held.get(row, -math.inf) > time.monotonic()
+    def _holds(self, claim: str) -> Callable[[], bool]:
+        return lambda: self._held.get(claim, -math.inf) > time.monotonic()
 
     async def _renew(self, store: OutboxStore, lease: float) -> None:
         """The heartbeat's renew, and what it proves about the rows this worker holds.
@@ -535,16 +537,16 @@ class _Worker:
         the margin (it ran before the send time plus the margin). A slower answer
         extends nothing here: the rows keep the end their claim gave them.
         """
-        rows = list(self._held)
+        claims = list(self._held)
         sent = time.monotonic()
         await store.renew(self.owner, lease=lease)
         if time.monotonic() - sent < self._margin:
             until = sent + lease - self._margin
             held = self._held
-            for row in rows:
-                end = held.get(row)
+            for claim in claims:
+                end = held.get(claim)
                 if end is not None and end > sent:
-                    held[row] = max(end, until)
+                    held[claim] = max(end, until)
 
     def _poke(self) -> None:
         self._wake.set()
@@ -570,7 +572,7 @@ class _Worker:
             recording = False
             try:
                 outcome = await outbox._attempt(
-                    store, item, self._holds(item.row) if item.committed else None
+                    store, item, self._holds(item.claim) if item.committed else None
                 )
                 self.counts[outcome.state] += 1
                 # The slot is free once the send is over: the outcome's commit need not
@@ -586,7 +588,7 @@ class _Worker:
             try:
                 await outbox._record(store, item, outcome)
             finally:
-                self._held.pop(item.row, None)
+                self._held.pop(item.claim, None)
                 if recording:
                     self.recording -= 1
                     if self.inflight == 0 and self.recording == 0:  # maybe idle now
@@ -636,7 +638,7 @@ class _Worker:
                     until = sent + config.lease - self._margin
                     for item in claimed:
                         self.inflight += 1
-                        self._held[item.row] = until
+                        self._held[item.claim] = until
                         sends.start_soon(one, item)
                     if claimed:
                         continue
