@@ -81,7 +81,10 @@ class Mail:
         url_prefix="/mail/events")``. It uses this extension's shared SyncMailer."""
         blueprint = Blueprint(name, __name__)
 
-        @blueprint.route("/<provider>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+        # OPTIONS listed: Flask's own automatic answer would hide CloudEvents' validation
+        @blueprint.route(
+            "/<provider>", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+        )
         def receive(provider: str) -> Response:
             headers = {k.lower(): v for k, v in request.headers.items()}
             reply = serve_sync(

@@ -81,6 +81,34 @@ class Node(Protocol):
         """Send here; None (with ``errors`` filled in) means: go on to the next child."""
 
 
+#: how much sooner than the attempt's deadline a timeout may end a wait and still be the
+#: deadline's (the timeouts are set from one reading of the clock, then armed)
+_DEADLINE_SLACK = 0.01
+
+
+def _lag_cut_short(state: AttemptContext, error: DeliveryError) -> bool:
+    """A timeout after the commit point that the event loop's lag explains: no verdict.
+
+    A timeout after the commit point is a slow call (the breaker opens on the first):
+    the provider had its window and did not answer. When the wait ended at the attempt's
+    deadline, which counts wall time, and the loop was held up before the commit point
+    (the budget moved on by ``state.lagged``), the provider had that much less of its
+    window, spent by this process. The send stays uncertain either way; only the
+    breaker is spared. A stall *after* the commit point needs no rule: a reply that
+    arrived during it is read before the timers run (asyncio's order), so it can only
+    make a wait end later. Each send that meets a hung provider is still held to its
+    deadline, and the first one whose wait the loop did not cut opens the breaker.
+    """
+    deadline = state.deadline
+    return (
+        error.timed_out
+        and state.committed
+        and state.lagged >= 0.001
+        and deadline is not None
+        and _clock.now() >= deadline - _DEADLINE_SLACK
+    )
+
+
 class _NotTried(TransientError):
     """The send's deadline passed before this provider was asked: nothing was sent, and
     the provider's health is unknown, so its breaker must not count it as a failure."""
@@ -167,7 +195,10 @@ class Leaf:
             rt.emit(Event("failed", provider=name, message_id=message.message_id, error=exc))
             raise
         except DeliveryUncertain as exc:
-            breaker.record_failure(exc)
+            if exc is ctx.unjudged:
+                breaker.release()  # its wait was cut short by our own loop's lag
+            else:
+                breaker.record_failure(exc)
             settled = True
             errors[name] = exc
             if rt.on_uncertain == "raise":
@@ -351,14 +382,17 @@ class Leaf:
             raise
         except TimeoutError:
             error = self._timed_out(state, budget, ctx)
+            if _lag_cut_short(state, error):
+                ctx.unjudged = error
             rt.record(name, message.message_id, ctx.attempts, now, error, state.committed)
             raise error from None
         except DeliveryError as exc:
             if exc.provider is None:
                 exc.provider = name
-            if state.released and not state.committed:
-                # Another send's verdict ended it, not this attempt's own failure: the
-                # breaker must not count it. Kept here, not written onto the error.
+            if (state.released and not state.committed) or _lag_cut_short(state, exc):
+                # Another send's verdict ended it, or our own loop's lag cut its wait
+                # short, not the provider's failure: the breaker must not count it.
+                # Kept here, not written onto the error.
                 ctx.unjudged = exc
             rt.record(name, message.message_id, ctx.attempts, now, exc, state.reported)
             raise

@@ -59,7 +59,8 @@ def asgi_app(
             await _answer(send, too_large())
             return
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        await _answer(send, await webhooks.process(routed, headers, body, query))
+        reply = await webhooks.process(routed, headers, body, query, scope["method"])
+        await _answer(send, reply)
 
     return app
 

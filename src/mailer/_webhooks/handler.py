@@ -1,6 +1,7 @@
 """What a webhook POST is answered, whichever server received it.
 
-The order is the contract (docs/events.md, "Answers"): 405 for anything but POST, 404
+The order is the contract (docs/events.md, "Answers"): 405 for anything but POST (and
+an OPTIONS to a receiver that answers CloudEvents' validation request), 404
 for a provider name the config lacks (or one without a ``webhook`` block), 413 for a
 body over :data:`MAX_BODY` (a declared length is refused before reading; the adapters
 stop reading at the limit otherwise), then the ESP's own check (401: signature,
@@ -12,6 +13,13 @@ anything not stored. A failing store answers 503 (the ESP retries later).
 
 Nothing is stored or changed before verification passes, and no answer or log line
 carries a secret or a payload: the refusal names the check that failed.
+
+CloudEvents 1.0's abuse protection (Event Grid's validation for a subscription with the
+CloudEvents schema) is an OPTIONS with ``WebHook-Request-Origin``: a parser that lists
+that origin in ``preflight_origins`` has the request verified as a post is (Azure: the
+URL's secret), and the answer is 200 with ``WebHook-Allowed-Origin`` (the origin) and
+``WebHook-Allowed-Rate`` (``*``, or the ``WebHook-Request-Rate`` asked for); an origin
+not listed is 403, and nothing is stored either way.
 """
 
 from __future__ import annotations
@@ -50,14 +58,16 @@ class Reply:
 
     status: int
     body: dict[str, Any]
+    #: headers of the answer beyond the content type (a validation's consent)
+    extra: tuple[tuple[str, str], ...] = ()
 
     def json(self) -> bytes:
         return json.dumps(self.body, separators=(",", ":")).encode()
 
     @property
     def headers(self) -> list[tuple[str, str]]:
-        extra = [("allow", "POST")] if self.status == 405 else []
-        return [("content-type", "application/json"), *extra]
+        allow = [("allow", "POST")] if self.status == 405 else []
+        return [("content-type", "application/json"), *allow, *self.extra]
 
 
 def _refused(status: int, error: str) -> Reply:
@@ -81,9 +91,12 @@ class WebhookHandler:
     def route(self, method: str, provider: str, length: int | None) -> Reply | WebhookParser[Any]:
         """The parser for ``provider``, or the answer that ends the request before its
         body is read."""
-        if method.upper() != "POST":
-            return _refused(405, "only POST is accepted")
+        method = method.upper()
         parser = self.parsers.get(provider)
+        if method == "OPTIONS" and parser is not None and parser.preflight_origins:
+            return parser  # CloudEvents' validation request: process(method="OPTIONS")
+        if method != "POST":
+            return _refused(405, "only POST is accepted")
         if parser is None:
             return _refused(404, "no webhook is configured for this provider name")
         if length is not None and length > MAX_BODY:
@@ -96,8 +109,10 @@ class WebhookHandler:
         headers: Mapping[str, str],
         body: bytes,
         query: Mapping[str, str] | None = None,
+        method: str = "POST",
     ) -> Reply:
-        """Verify, parse, store; the answer."""
+        """Verify, parse, store; the answer. ``method``: as routed (POST, or OPTIONS for
+        a parser with ``preflight_origins``)."""
         request = WebhookRequest(
             provider=parser.provider,
             headers={k.lower(): v for k, v in headers.items()},
@@ -110,6 +125,8 @@ class WebhookHandler:
         except WebhookRefused as exc:
             _log(parser, "webhook_refused", f"refused: {exc}")
             return _refused(401, str(exc))
+        if method.upper() == "OPTIONS":
+            return _preflight(parser, request)
         try:
             answer = await parser.handshake(request)
         except WebhookMalformed as exc:
@@ -133,6 +150,24 @@ class WebhookHandler:
             _log(parser, "webhook_not_stored", f"not stored: {type(exc).__name__}")
             return _refused(503, "the events could not be stored; retry later")
         return Reply(200, {"stored": report.new, "duplicates": report.duplicates})
+
+
+def _preflight(parser: WebhookParser[Any], request: WebhookRequest) -> Reply:
+    """CloudEvents 1.0 abuse protection (its HTTP webhook spec, section 4): consent to
+    deliveries from a verified request's origin, if the parser expects that sender."""
+    origin = (request.header("webhook-request-origin") or "").strip()
+    if origin.lower() not in parser.preflight_origins:
+        _log(parser, "webhook_refused", "refused: a validation request from another origin")
+        return _refused(403, "this receiver does not take events from that origin")
+    rate = (request.header("webhook-request-rate") or "").strip()
+    log.info(
+        "webhook from %s: validation request answered",
+        parser.provider,
+        extra={"event": "webhook_handshake", "provider": parser.provider},
+    )
+    consent = (("webhook-allowed-origin", origin),
+               ("webhook-allowed-rate", rate if rate.isdigit() else "*"))  # fmt: skip
+    return Reply(200, {}, extra=(*consent, ("allow", "POST, OPTIONS")))
 
 
 def _log(parser: WebhookParser[Any], event: str, text: str) -> None:

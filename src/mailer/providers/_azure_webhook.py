@@ -6,7 +6,10 @@ batch is read too, ``type``/``time`` for ``eventType``/``eventTime``). Two kinds
 - ``Microsoft.EventGrid.SubscriptionValidationEvent``: sent once when the subscription
   is made. Event Grid enables the subscription only if the endpoint answers 200 with
   ``{"validationResponse": <data.validationCode>}``; :meth:`AzureWebhook.handshake`
-  builds that body (the handler answers it as is and stores nothing).
+  builds that body (the handler answers it as is and stores nothing). A subscription
+  with the CloudEvents 1.0 schema is validated instead by CloudEvents' abuse
+  protection: an HTTP OPTIONS with ``WebHook-Request-Origin: eventgrid.azure.net``,
+  answered 200 with ``WebHook-Allowed-Origin`` (``preflight_origins``; the handler).
 - ``Microsoft.Communication.EmailDeliveryReportReceived`` (``data.status``: Delivered,
   Bounced, Failed, Suppressed, Quarantined, FilteredSpam, Expanded) and
   ``...EmailEngagementTrackingReportReceived`` (``engagementType`` view or click).
@@ -85,6 +88,9 @@ class AzureWebhookConfig(WebhookConfig):
 
 class AzureWebhook(WebhookParser[AzureWebhookConfig]):
     Config: ClassVar[type[WebhookConfig]] = AzureWebhookConfig
+    #: a subscription with the CloudEvents 1.0 schema is validated by an OPTIONS from
+    #: Event Grid (CloudEvents' abuse protection) instead of the validation event
+    preflight_origins: ClassVar[frozenset[str]] = frozenset({"eventgrid.azure.net"})
 
     async def verify(self, request: WebhookRequest) -> None:
         given = request.query.get(self.config.parameter)

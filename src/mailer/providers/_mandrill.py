@@ -25,6 +25,9 @@ recipient is refused, the reason decides: about the account or sender
 (``invalid-sender``, ``unsigned``, ``test-mode-limit``) -> AuthError, fail over; about the
 addresses (bounces, spam, unsubscribed, rules) -> RecipientsRefused.
 
+Lookup (``mailer outbox reconcile``): its message search by our metadata key, which
+can prove a message was sent but never that it was not (:mod:`._mandrill_lookup`).
+
 Batches: Mandrill has no batch form for different messages, but ``messages/send`` sends
 one content to many recipients, so ``send_batch``/``send_many`` merge messages that differ
 only in their one To recipient (:mod:`._mandrill_batch`); any other message goes alone.
@@ -45,10 +48,11 @@ from .._errors import (
 )
 from .._message import Address, Attachment, Message
 from .._result import SendResult
-from . import _mandrill_batch
+from . import _mandrill_batch, _mandrill_lookup
 from ._mandrill_webhook import MandrillWebhook, MandrillWebhookConfig
 from .http import Answer, HTTPConfig, HTTPProvider, HTTPRequest, Payload, addresses_text, b64
 from .http.batch import BatchOutcome
+from .http.lookup import Lookup
 
 __all__ = ["MandrillConfig", "MandrillProvider"]
 
@@ -149,6 +153,18 @@ class MandrillProvider(HTTPProvider[MandrillConfig]):
         """``users/ping``: answers "PONG!" for a valid key, Invalid_Key otherwise."""
         key = self.config.api_key.get_secret_value()
         return HTTPRequest("POST", "/api/1.3/users/ping.json", json={"key": key})
+
+    async def lookup(
+        self,
+        message_id: str,
+        *,
+        age: float,
+        created: float | None = None,
+        message: Message | None = None,
+    ) -> Lookup:
+        """Mandrill's message search by our metadata key: ``sent`` on a hit, else
+        ``unknown`` (:mod:`mailer.providers._mandrill_lookup`)."""
+        return await _mandrill_lookup.find(self, message_id, age=age, created=created)
 
     def _recipients(self, answer: Answer) -> list[dict[str, Any]]:
         data = answer.data

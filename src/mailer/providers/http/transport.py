@@ -45,6 +45,11 @@ __all__ = ["HTTPRequest", "Transport", "transport_error"]
 logger = logging.getLogger("mailer.providers.http")
 
 _USER_AGENT = "mailer-failover (+https://pypi.org/project/mailer-failover/)"
+#: httpcore's trace event for the start of a request body: our commit point
+_BODY_STARTED = ".send_request_body.started"
+#: the mark on a step of an HTTPS proxy's set-up (its CONNECT, the TLS handshake through
+#: the tunnel): such a step never ends as ``_BODY_STARTED``, so it is never taken for ours
+_PROXY_SETUP = "(proxy set-up)"
 
 
 @dataclass(slots=True)
@@ -194,10 +199,23 @@ class Transport:
         # httpcore reports each step through the trace extension; the stubbed transports
         # of tests report none, and then the exception's type is all we know
         steps: list[str] = []
+        tunnel = False  # in an HTTPS proxy's set-up: the steps are not our request's
 
         async def trace(event: str, info: dict[str, Any]) -> None:
+            nonlocal tunnel
+            # httpcore hands our trace to the proxy's CONNECT request too (and to the TLS
+            # handshake through the tunnel): that body is not ours, and the commit point
+            # fired there made every later failure uncertain (a proxy that never answers
+            # the CONNECT) and hid a starved loop's timeouts from the lag rule. A step
+            # carries its request from the start of its headers: ours is never a CONNECT.
+            step_request = info.get("request")
+            if step_request is not None:
+                tunnel = step_request.method == b"CONNECT"
+            if tunnel:
+                steps.append(f"{event} {_PROXY_SETUP}")
+                return
             steps.append(event)
-            if commit and event.endswith(".send_request_body.started"):
+            if commit and event.endswith(_BODY_STARTED):
                 await provider.commit_point()
                 steps.append("committed")
                 timeouts = info["request"].extensions.get("timeout")
@@ -208,6 +226,7 @@ class Transport:
         while True:
             timeout, cut = _timeouts(provider.config, deadline)
             steps.clear()
+            tunnel = False
             try:
                 response = await client.request(
                     request.method,
@@ -267,7 +286,7 @@ def _loop_lagged(exc: httpx.HTTPError, steps: list[str], cut: _Cut) -> bool:
     started (httpcore's trace; without one nothing is known), and the attempt's budget
     has moved on by the lag since (:meth:`~mailer._attempt.AttemptContext.extend`).
     After the body started the API may have the request: the uncertain rules apply."""
-    if not steps or any(step.endswith(".send_request_body.started") for step in steps):
+    if not steps or any(step.endswith(_BODY_STARTED) for step in steps):
         return False
     if isinstance(exc, httpx.ConnectTimeout):
         lagged = cut.connect

@@ -108,6 +108,10 @@ class WebhookParser(Generic[ConfigT]):
 
     #: the ``webhook`` block's model (the provider's config declares it)
     Config: ClassVar[type[WebhookConfig]] = WebhookConfig
+    #: senders (``WebHook-Request-Origin``) whose CloudEvents 1.0 validation request, an
+    #: HTTP OPTIONS, this ESP's receiver answers with its consent (docs/events.md); none
+    #: by default: an OPTIONS is then 405 like any other method but POST
+    preflight_origins: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, provider: str, config: ConfigT) -> None:
         self.provider = provider

@@ -1,0 +1,104 @@
+"""A timeout after the request body, on a wait the event loop's lag cut short.
+
+The attempt's deadline counts wall time. When the loop is held up before the commit
+point, the pre-commit budget moves on by the lag, but the deadline does not: the API is
+left less of its window to answer after the body. Its timeout then is still uncertain
+(the API may have the message), but it is no verdict on the provider: the breaker used
+to open on it (a slow call), sending every later mail elsewhere because this process
+stalled. The rule is in ``mailer._routing.leaf`` (``_lag_cut_short``).
+
+Real parts: the kit's scripted HTTPS API on its own thread and loop (it answers on time
+while the test's loop is starved), a relay that holds the first handshake, the Resend
+adapter and CPU work in the test's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mailer import DeliveryUncertain, Mailer
+from mailer.providers._resend import ResendProvider
+from mailer.testing import Certs, ScriptedProvider, make_certs
+
+from .kit import messages
+from .lagkit import SHORT, SLACK, burn
+from .test_http_loop_lag import SlowHandshakeRelay, ThreadedAPI
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+#: the adapter's timeout, and its window: one try (``retry.attempts = 1``) has it all
+TIMEOUT = 3.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the lag monitor is asyncio's
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(Path(tmp_path_factory.mktemp("post-body-lag")), names=("127.0.0.1",))
+
+
+@pytest.fixture
+def api(certs: Certs) -> Iterator[ThreadedAPI]:
+    server = ThreadedAPI(certs).start()
+    yield server
+    server.stop()
+
+
+def mailer(port: int, certs: Certs, **options: object) -> Mailer:
+    primary = ResendProvider.from_config("primary", {
+        "api_key": "re_test_key", "base_url": f"https://127.0.0.1:{port}",
+        "ca_file": str(certs.ca_file), "timeout": TIMEOUT,
+    })  # fmt: skip
+    return Mailer(
+        [primary, ScriptedProvider("backup")], budget=SHORT, retry={"attempts": 1}, **options
+    )
+
+
+async def test_a_post_body_timeout_on_a_wait_the_lag_cut_short_leaves_the_breaker_closed(
+    api: ThreadedAPI, certs: Certs
+) -> None:
+    """The API's first TLS flight is held 1.8 s; the loop is held from 0.1 s to 1.7 s
+    (the handshake is tried again: nothing was sent). The body goes out at about 1.75 s
+    with 1.25 s of the 3 s window left, and the API answers 2 s after it: the send is
+    uncertain, the API has it once, and the primary's breaker stays closed."""
+    api.server.mode = "delay:2.0"
+    delay = SHORT["pre_commit"] + 0.8
+    relay = SlowHandshakeRelay(api.server.port, delay, slow={1}).start()
+    try:
+        mail = mailer(relay.port, certs)
+        async with mail:
+            started = time.monotonic()
+            task = asyncio.create_task(mail.send(messages(1)[0]))
+            await asyncio.sleep(0.1)  # connected, the ClientHello out, the flight held
+            burn(delay - 0.1)
+            with pytest.raises(DeliveryUncertain, match="may have been accepted"):
+                await asyncio.wait_for(task, 10)
+            took = time.monotonic() - started
+            assert mail.health()["primary"]["state"] == "closed"
+        assert relay.accepted == 2, "the handshake was not tried again: proves nothing"
+    finally:
+        relay.stop()
+    assert api.server.requests == 1
+    assert TIMEOUT - 0.2 < took < TIMEOUT + SLACK, took
+
+
+async def test_a_post_body_timeout_without_lag_still_opens_the_breaker(
+    api: ThreadedAPI, certs: Certs
+) -> None:
+    """The control: the loop keeps up and the API takes longer than its whole window:
+    a slow call, and the breaker opens on it."""
+    api.server.mode = f"delay:{TIMEOUT + 1}"
+    mail = mailer(api.server.port, certs)
+    async with mail:
+        with pytest.raises(DeliveryUncertain, match="may have been accepted"):
+            await mail.send(messages(1)[0])
+        assert mail.health()["primary"]["state"] == "open"
+    assert api.server.requests == 1
