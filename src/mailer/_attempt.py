@@ -74,6 +74,7 @@ __all__ = [
     "AttemptContext",
     "CommitHook",
     "PreparedHook",
+    "ReadyHook",
     "Tries",
     "attached",
     "commit_hooks",
@@ -99,6 +100,20 @@ class PreparedHook(Protocol):
     def __call__(self) -> Awaitable[None]: ...
 
     def prepare(self) -> None: ...
+
+
+class ReadyHook(Protocol):
+    """A commit hook that can often answer without waiting (see :meth:`AttemptContext.commit`).
+
+    ``ready()`` is called at the commit point first: True means the hook's work is done
+    and the attempt may cross (the hook is then not awaited); False, that it must be
+    awaited; an exception refuses the crossing, as the awaited hook would. It must not
+    block.
+    """
+
+    def __call__(self) -> Awaitable[None]: ...
+
+    def ready(self) -> bool: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -321,6 +336,11 @@ class AttemptContext:
         if self.committed:
             return
         for hook in self.hooks:
+            # A hook already done (a ReadyHook; no isinstance: slow) needs no shielded
+            # scope and no await: one scope fewer a send at the outbox's commit point.
+            ready = getattr(hook, "ready", None)
+            if ready is not None and ready():
+                continue
             with anyio.CancelScope(shield=True):
                 await hook()
         scope = self.scope

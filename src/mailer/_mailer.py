@@ -510,7 +510,11 @@ class Mailer(AsyncClosing):
         if not isinstance(config, OutboxConfig):
             config = load_outbox_config(config)
         windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
-        return Outbox(config, self._deliver, window=lambda n: windows.get(n or "", 0.0))
+        # a rate limit may hold a claimed send back before it starts (commit_record)
+        paced = any(getattr(leaf.config, "rate_limit", None) for leaf in self._leaves)
+        return Outbox(
+            config, self._deliver, window=lambda n: windows.get(n or "", 0.0), paced=paced
+        )
 
     # -- delivery events and suppression (docs/events.md) --------------------------------
 
