@@ -353,8 +353,10 @@ class Mailer(AsyncClosing):
                     leaf.check_options(options)
         ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout - waited, root=root)
         send_token = _SEND.set(ctx)
-        emit = self._runtime.emit
-        emit(Event("start", message_id=msg.message_id))
+        rt = self._runtime
+        emit = rt.emit
+        if rt.listening(None):  # the log writes no record of a start
+            emit(Event("start", message_id=msg.message_id))
         try:
             result = await root.send(msg)
         except AllProvidersFailed as failure:
