@@ -26,7 +26,7 @@ import pytest
 
 from mailer import Attachment, Message, TransientError
 from mailer._message import mime as _mime
-from mailer._message import model as message_module
+from mailer._message import render as _render
 from mailer._message import stream as _stream
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import Stuffed, declared_size, message_payload, payload_size
@@ -48,8 +48,8 @@ def keys() -> Keys:
 
 @pytest.fixture
 def fixed_date(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed = message_module._utcnow()
-    monkeypatch.setattr(message_module, "_utcnow", lambda: fixed)
+    fixed = _render._utcnow()
+    monkeypatch.setattr(_render, "_utcnow", lambda: fixed)
 
 
 def rendered(
