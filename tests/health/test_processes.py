@@ -4,12 +4,10 @@ local SMTP/HTTP servers (issue 14). Each scenario runs a few seconds; every wait
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +18,7 @@ import pytest
 from tests.health.redis_kit import RedisServer
 from tests.smtp.network import SwitchServer
 
-from mailer.testing import FakeResend, SilentServer, SMTPTestServer
+from mailer.testing import FakeResend, SilentServer, SMTPTestServer, in_thread
 from mailer.testing import wait_until as _wait
 
 pytestmark = pytest.mark.slow
@@ -200,25 +198,6 @@ def test_one_probe_after_the_cooldown_then_everyone_returns(
         assert [s["provider"] for s in r["sends"][-5:]] == ["primary"] * 5, r["sends"][-5:]
 
 
-class _HTTPThread:
-    """The Resend fake on an event loop of its own (the workers are other processes)."""
-
-    def __init__(self) -> None:
-        self.server = FakeResend()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FakeResend:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        return self.server
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
 def _resend(server: FakeResend) -> dict[str, Any]:
     return {"type": "resend", "name": "primary",
             "config": {"api_key": server.api_key, "base_url": server.base_url}}  # fmt: skip
@@ -260,7 +239,7 @@ def _check_rested_by_all(results: list[dict[str, Any]], throttled: float) -> Non
 def test_a_429_seen_by_one_process_rests_the_provider_for_all(
     redis_server: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
 ) -> None:
-    with _HTTPThread() as api:
+    with in_thread(FakeResend()) as api:
         spec = {
             "config": {
                 "providers": [_resend(api), smtp(backup, "backup")],
@@ -288,7 +267,7 @@ def test_a_429_seen_by_one_process_rests_the_provider_for_all(
 def test_redis_stopped_mid_run_and_started_again(
     own_redis: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
 ) -> None:
-    with _HTTPThread() as api:
+    with in_thread(FakeResend()) as api:
         spec = {
             "config": {
                 "providers": [_resend(api), smtp(backup, "backup")],

@@ -1,20 +1,14 @@
-"""Fixtures for the SMTP provider tests: real servers on 127.0.0.1, stopped after use."""
+"""Fixtures for the SMTP provider tests: real servers on 127.0.0.1, stopped after use
+(``certs`` is the session's, from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailer.testing import Certs, SMTPTestServer, TokenEndpoint, make_certs
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A private CA (trustme) and a certificate for servers.TLS_NAME."""
-    return make_certs(Path(tmp_path_factory.mktemp("smtp-certs")))
+from mailer.testing import Certs, SMTPTestServer, TokenEndpoint
 
 
 @pytest.fixture
