@@ -90,8 +90,11 @@ class ThreadedSocketServer:
         self._clients.append(sock)
 
     def stop(self) -> None:
+        """Stop accepting, and close every client and kept socket (relays end with
+        them); safe on a server never started."""
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=2)
         for client in self._clients:
             client.close()
         self._listener.close()
@@ -103,8 +106,12 @@ class ThreadedSocketServer:
         self.keep(upstream)
         for sock in (client, upstream):
             sock.settimeout(None)  # blocking: the pumps bound their waits themselves
+        name = f"mailer-testing-relay-{self.port}"  # named: a test can find its relays
         for source, sink, wait in ((client, upstream, 0.0), (upstream, client, hold)):
-            threading.Thread(target=self._pump, args=(source, sink, wait), daemon=True).start()
+            pump = threading.Thread(
+                target=self._pump, args=(source, sink, wait), name=name, daemon=True
+            )
+            pump.start()
 
     def _pump(self, source: socket.socket, sink: socket.socket, hold: float) -> None:
         # select, not a socket timeout: the sockets stay blocking, so a send to a slow
