@@ -10,6 +10,8 @@ import pytest
 
 from mailer.testing import Certs, SMTPTestServer, TokenEndpoint
 
+from .kit import Keys
+
 
 @pytest.fixture
 def smtp_server(certs: Certs) -> Iterator[Callable[..., SMTPTestServer]]:
@@ -48,3 +50,9 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
     endpoint = TokenEndpoint().start()
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    """Fresh RSA and ed25519 DKIM keys, and their DNS records (made once: RSA is slow)."""
+    return Keys()
