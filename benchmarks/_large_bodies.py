@@ -12,9 +12,10 @@
         MODE   streamed (the library as it is) | whole (STREAM_THRESHOLD set past the
                message: every body rendered whole, as before issue 25 item 4)
 
-    _large_bodies.py outbox PHASE SHAPE URL HOST PORT FILE
+    _large_bodies.py outbox PHASE SHAPE URL VIA HOST PORT FILE
         PHASE  enqueue (a fresh outbox at URL gets the message) | drain (a second
-               process delivers what the outbox holds into smtp-sink at HOST:PORT)
+               process delivers what the outbox holds through VIA, smtp, ses or
+               mailgun, into smtp-sink or the HTTP sink at HOST:PORT)
         SHAPE  text | attach, as above; URL sqlite:///... or postgresql://...
 
 Prints one JSON line: the peak RSS above the process's peak after imports, a warm-up
@@ -24,8 +25,8 @@ between two ticks (the longest step itself, without the waits for a CPU that a l
 machine adds to the gap), the elapsed time and the message's size.
 
 The HTTP sink runs in its own process, so the client's RSS is the client's alone; it
-answers 200 with both ``MessageId`` (SES) and ``id`` (Mailgun), and refuses a chunked
-body (411), as some APIs do: the client must send its length.
+answers 200 with both ``MessageId`` (SES) and ``id`` (Mailgun), a new one each time,
+and refuses a chunked body (411), as some APIs do: the client must send its length.
 """
 
 from __future__ import annotations
@@ -63,7 +64,15 @@ class CPUTicker(Ticker):
             last, cpu_last = now, cpu
 
 
-_ANSWER = json.dumps({"MessageId": "bench-1", "id": "<bench-1@mg>"}).encode()
+_ANSWERED = [0]
+
+
+def _answer() -> bytes:
+    """A fresh id per request, as an ESP gives: the sends recorded for delivery events
+    are keyed by it (two sends with one id in a Postgres batch are refused)."""
+    _ANSWERED[0] += 1
+    n = _ANSWERED[0]
+    return json.dumps({"MessageId": f"bench-{n}", "id": f"<bench-{n}@mg>"}).encode()
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -81,10 +90,11 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             left = int(headers["content-length"])
             while left:
                 left -= len(await reader.readexactly(min(left, MIB)))
+            answer = _answer()
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(_ANSWER)}\r\n\r\n".encode()
-                + _ANSWER
+                + f"Content-Length: {len(answer)}\r\n\r\n".encode()
+                + answer
             )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -99,9 +109,8 @@ async def sink(port: int) -> None:
         await server.serve_forever()
 
 
-def _mailer(path: str, host: str, port: int) -> Any:
-    from mailer import Mailer
-
+def _provider(path: str, host: str, port: int) -> dict[str, Any]:
+    """The provider entry for ``path`` (smtp, ses, mailgun) at HOST:PORT."""
     url = f"http://{host}:{port}"
     if path == "smtp":
         config: dict[str, Any] = {"host": host, "port": port, "ignore_tls": True}
@@ -110,8 +119,14 @@ def _mailer(path: str, host: str, port: int) -> Any:
                   "secret_access_key": "bench-secret", "base_url": url}  # fmt: skip
     else:
         config = {"api_key": "key-bench", "domain": "mg.example.com", "base_url": url}
-    provider = {"type": path, "name": path, "config": config}
-    mailer = Mailer.from_config({"defaults": {"sender": SENDER}, "providers": [provider]})
+    return {"type": path, "name": path, "config": config}
+
+
+def _mailer(path: str, host: str, port: int, **more: Any) -> Any:
+    from mailer import Mailer
+
+    provider = _provider(path, host, port)
+    mailer = Mailer.from_config({"defaults": {"sender": SENDER}, "providers": [provider], **more})
     for provider in mailer.providers:
         provider.max_message_bytes = 0  # the APIs' caps (SES 40 MB, Mailgun 25 MB) lifted
     return mailer
@@ -173,19 +188,15 @@ def _large_message(shape: str, file: str) -> Any:
 
 
 async def outbox(
-    phase: str, shape: str, url: str, host: str, port: int, file: str
+    phase: str, shape: str, url: str, via: str, host: str, port: int, file: str
 ) -> dict[str, Any]:
     """One phase of a large message's trip through an outbox, in this process alone:
     the enqueue (the message built before the baseline: the caller's data) or the drain
-    (the row written by another process)."""
-    from mailer import Attachment, Mailer, Message
+    (the row written by another process) through ``via`` (smtp, ses, mailgun) at
+    HOST:PORT."""
+    from mailer import Attachment, Message
 
-    config = {"host": host, "port": port, "ignore_tls": True}
-    mailer = Mailer.from_config({
-        "defaults": {"sender": SENDER},
-        "providers": [{"type": "smtp", "name": "smtp", "config": config}],
-        "outbox": {"url": url},
-    })  # fmt: skip
+    mailer = _mailer(via, host, port, outbox={"url": url})
     async with mailer:
         warm = Attachment(content=b"warm", filename="warm.txt")
         await mailer.send(Message(to=[RCPT], subject="warm", text="warm", attachments=[warm]))
@@ -215,8 +226,8 @@ def main(argv: list[str]) -> dict[str, Any] | None:
         asyncio.run(sink(int(argv[1])))
         return None
     if argv[0] == "outbox":
-        _, phase, shape, url, host, port, file = argv
-        return asyncio.run(outbox(phase, shape, url, host, int(port), file))
+        _, phase, shape, url, via, host, port, file = argv
+        return asyncio.run(outbox(phase, shape, url, via, host, int(port), file))
     _, path, shape, mode, host, port, file = argv
     return asyncio.run(case(path, shape, mode, host, int(port), file))
 

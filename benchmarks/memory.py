@@ -36,13 +36,15 @@ stall while the message is built and sent, in the same process (_large_bodies.py
     .venv/bin/python benchmarks/memory.py [--rounds 3] [--queued 10000] [--quick]
     .venv/bin/python benchmarks/memory.py --stall-only [--rounds 5]   # the stall table alone
     .venv/bin/python benchmarks/memory.py --large-only [--rounds 3]   # the large-body table
-    .venv/bin/python benchmarks/memory.py --outbox-only [--rounds 3] [--before REF]
+    .venv/bin/python benchmarks/memory.py --outbox-only [--rounds 3] [--before REF] \
+        [--outbox-via smtp,ses,mailgun] [--outbox-shapes attach,text]
 
 Outbox rows over 1 MiB (issue 25 item 4): the same two 50 MiB shapes enqueued into a
 fresh outbox (SQLite, and Postgres on a throwaway cluster, tests/pgcluster.py), then
-drained into smtp-sink, each phase in its own process (peak RSS above that process's
-idle peak, the longest loop stall). ``--before REF``: the same cases with that commit's
-src/ too, interleaved in the same rounds (the reference).
+drained into smtp-sink (or through SES raw or Mailgun MIME into the HTTP sink:
+``--outbox-via``), each phase in its own process (peak RSS above that process's idle
+peak, the longest loop stall). ``--before REF``: the same cases with that commit's src/
+too, interleaved in the same rounds (the reference).
 """
 
 from __future__ import annotations
@@ -164,8 +166,16 @@ def run_large(rounds: int, path: Path, size_mib: int) -> dict[str, Any]:
     return summary
 
 
-def run_outbox(rounds: int, path: Path, size_mib: int, before: str | None) -> dict[str, Any]:
-    """Outbox rows of a large message: enqueue, then drain, each in its own process."""
+def run_outbox(
+    rounds: int,
+    path: Path,
+    size_mib: int,
+    before: str | None,
+    vias: tuple[str, ...] = ("smtp",),
+    shapes: tuple[str, ...] = ("attach", "text"),
+) -> dict[str, Any]:
+    """Outbox rows of a large message: enqueue, then drain (through each of ``vias``),
+    each in its own process."""
     import tempfile
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -178,31 +188,38 @@ def run_outbox(rounds: int, path: Path, size_mib: int, before: str | None) -> di
     results: dict[str, list[dict[str, Any]]] = {}
     with (
         postfix_sink() as smtp_port,
+        http_sink() as http_port,
         PostgresCluster() as pg,
         tempfile.TemporaryDirectory(dir=BENCH_DIR) as tmp,
     ):
+        ports = {"smtp": smtp_port, "ses": http_port, "mailgun": http_port}
+        cases = [(v, s, lv) for v in vias for s in shapes for lv in versions.items()]
         for r in range(rounds):
             for store in ("sqlite", "postgres"):
-                for shape in ("attach", "text"):
-                    for label, src in versions.items():
-                        if store == "sqlite":
-                            url = f"sqlite:///{tmp}/outbox-{r}-{shape}-{bool(src)}.db"
-                        else:
-                            url = pg.dsn
-                            _pg_empty(pg.dsn)
-                        for phase in ("enqueue", "drain"):
-                            args = ["outbox", phase, shape, url, HOST, smtp_port, path]
-                            res = run_worker(args, timeout=600, src=src)
-                            results.setdefault(f"{store} {shape} {phase}{label}", []).append(res)
-                            if "error" in res:
-                                print(f"  {store} {shape} {phase}{label}: {res['error']}")
+                for via, shape, (label, src) in cases:
+                    if store == "sqlite":
+                        url = f"sqlite:///{tmp}/outbox-{r}-{via}-{shape}-{bool(src)}.db"
+                    else:
+                        url = pg.dsn
+                        _pg_empty(pg.dsn)
+                    for phase in ("enqueue", "drain"):
+                        # the drain through ``via``; the enqueue's provider is not used
+                        how = via if phase == "drain" else "smtp"
+                        args = ["outbox", phase, shape, url, how, HOST, ports[how], path]
+                        res = run_worker(args, timeout=600, src=src)
+                        step = phase if via == "smtp" else f"{phase} {via}"
+                        results.setdefault(f"{store} {shape} {step}{label}", []).append(res)
+                        if "error" in res:
+                            print(f"  {store} {shape} {step}{label}: {res['error']}")
     print()
     print(f"Outbox rows of a {size_mib} MiB message, each phase in its own process "
           f"(median of {rounds} rounds)")  # fmt: skip
     rows, summary, worst_x, worst_ms = [], {}, 0.0, 0.0
     size_of = {
-        s: median_of(results.get(f"sqlite {s} enqueue", []), "size") for s in ("attach", "text")
-    }
+        s: median_of([r for k, v in results.items() if k.startswith(f"sqlite {s} enqueue")
+                      for r in v], "size")
+        for s in shapes
+    }  # fmt: skip
     for name, res in results.items():
         delta, stall = median_of(res, "delta_kb"), median_of(res, "stall_ms")
         cpu, elapsed = median_of(res, "cpu_ms"), median_of(res, "elapsed")
@@ -320,6 +337,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--large-only", action="store_true", help="the large-body table alone")
     ap.add_argument("--outbox-only", action="store_true", help="the outbox-row table alone")
     ap.add_argument("--before", help="outbox cases: also that commit's src/ (the reference)")
+    ap.add_argument(
+        "--outbox-via",
+        default="smtp",
+        help="outbox cases: drain through these, comma-separated (smtp,ses,mailgun)",
+    )
+    ap.add_argument(
+        "--outbox-shapes",
+        default="attach,text",
+        help="outbox cases: these message shapes, comma-separated (attach,text)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.queued = 1, 1000
@@ -328,12 +355,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return run_large(args.rounds, attachment(args.size_mib), args.size_mib)
     if args.outbox_only:
         print(f"memory: {machine()}")
-        return run_outbox(args.rounds, attachment(args.size_mib), args.size_mib, args.before)
+        return run_outbox(
+            args.rounds,
+            attachment(args.size_mib),
+            args.size_mib,
+            args.before,
+            tuple(args.outbox_via.split(",")),
+            tuple(args.outbox_shapes.split(",")),
+        )
     summary = run(args.rounds, args.queued, args.size_mib, args.stall_only)
     if not args.stall_only:
         summary.update(run_large(args.rounds, attachment(args.size_mib), args.size_mib))
         path = attachment(args.size_mib)
-        summary.update(run_outbox(args.rounds, path, args.size_mib, args.before))
+        summary.update(run_outbox(args.rounds, path, args.size_mib, args.before,
+                                  tuple(args.outbox_via.split(",")),
+                                  tuple(args.outbox_shapes.split(","))))  # fmt: skip
     return summary
 
 

@@ -67,3 +67,27 @@ def test_matching_rules() -> None:
     assert normalize_recipient("u@[192.0.2.1]") == "u@[192.0.2.1]"
     with pytest.raises(ValueError):
         normalize_recipient("u@-bad-.example\u0301")
+
+
+@pytest.mark.anyio
+async def test_a_batch_naming_one_provider_id_twice_keeps_the_last(any_url: str | None) -> None:
+    """A provider that answers the same id twice in one flushed batch (a fake, a retried
+    request) must not fail the batch: Postgres refuses an upsert touching a row twice in
+    one statement, which made ``Mailer.aclose()`` raise from the final flush."""
+    from mailer._events.backends import open_backend
+    from mailer._events.store import SendRecord
+
+    backend = open_backend(any_url)
+    await backend.open()
+    try:
+        await backend.record_sends(
+            [
+                SendRecord("ses", "same-id", "<first@example.org>", 1.0),
+                SendRecord("ses", "other-id", "<other@example.org>", 1.0),
+                SendRecord("ses", "same-id", "<second@example.org>", 2.0),
+            ]
+        )
+        found = await backend.lookup("ses", ["same-id", "other-id"])
+    finally:
+        await backend.close()
+    assert found == {"same-id": "<second@example.org>", "other-id": "<other@example.org>"}

@@ -202,6 +202,10 @@ class PostgresBackend:
         return fresh, entries, added
 
     async def record_sends(self, records: Sequence[SendRecord]) -> None:
+        # One statement may not update a row twice ("ON CONFLICT DO UPDATE command cannot
+        # affect row a second time"), so a batch that names a provider's id twice keeps
+        # the last, as the other stores do by overwriting.
+        records = list({(r.provider, r.provider_message_id): r for r in records}.values())
         await self._p().execute(
             "INSERT INTO mailer_sends SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
             " $4::double precision[]) ON CONFLICT (provider, provider_message_id) DO UPDATE"

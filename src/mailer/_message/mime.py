@@ -43,6 +43,7 @@ from urllib.parse import quote
 
 from .._errors import MessageError
 from .address import Address as _Address
+from .spooled import SpooledText, body_of
 from .stream import STREAM_THRESHOLD, Rendering, Source, Streamed, TextSource, stat_path
 
 if TYPE_CHECKING:
@@ -231,8 +232,8 @@ _Piece = bytes | _Base64 | Streamed
 _Part = tuple[bytes, list[_Piece]]
 
 
-def _text_part(text: str, subtype: str, scanned: Sequence[TextSource] = ()) -> _Part:
-    if len(text) >= STREAM_THRESHOLD:  # encoded as it is sent, in slices
+def _text_part(text: str | SpooledText, subtype: str, scanned: Sequence[TextSource] = ()) -> _Part:
+    if not isinstance(text, str) or len(text) >= STREAM_THRESHOLD:  # encoded as sent
         found = [s for s in scanned if s.is_of(text)]
         source = found[0] if found else TextSource(text)
         return _text_head(subtype, source.cte), [source]
@@ -384,7 +385,8 @@ def _multipart(subtype: str, parts: list[_Part]) -> _Part:
 
 
 def _body(message: Message, eight_bit: bool = False, scanned: Sequence[TextSource] = ()) -> _Part:
-    text, html = message.text, message.html
+    # a spooled body (a loaded outbox row's) streams from its file, never read whole
+    text, html = body_of(message, "text"), body_of(message, "html")
     inline = [a for a in message.attachments if a.inline]
     files = [a for a in message.attachments if not a.inline]
     if text is None and html is None and not files:

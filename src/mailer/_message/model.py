@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import (
     ConfigDict,
     Field,
+    FieldSerializationInfo,
     PrivateAttr,
     field_serializer,
     field_validator,
@@ -42,6 +43,7 @@ from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
 from .headers import check_headers
+from .spooled import SPOOLED, SpooledText, body_of
 from .template import (
     TEMPLATE_NAME,
     check_template_data,
@@ -148,6 +150,9 @@ class Message(Strict):
     _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
     #: with a template: the copy rendered locally, for providers without a stored one
     _variant: Message | None = PrivateAttr(default=None)
+    #: bodies kept in temporary files (a loaded outbox row's large text or html), by
+    #: field; the field holds ``SPOOLED`` meanwhile (see mailer._message.spooled)
+    _spooled: dict[str, SpooledText] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Field values only: whether one copy has been rendered yet does not matter.
@@ -155,8 +160,7 @@ class Message(Strict):
             return NotImplemented
         if self.message_id != other.message_id:
             return False
-        mine = {k: v for k, v in self.__dict__.items() if k != "message_id"}
-        return mine == {k: v for k, v in other.__dict__.items() if k != "message_id"}
+        return _fields(self) == _fields(other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -294,15 +298,16 @@ class Message(Strict):
             elif key == "unsubscribe":  # False on the message says no, and wins
                 if self.unsubscribe is None and value is not None:
                     updates[key] = value
-            elif not getattr(self, key, None) and value:
+            elif not _has(self, key) and value:
                 updates[key] = list(value) if isinstance(value, list) else value  # unshared
         if not updates:
             return self  # the common case, on every send: no copy, the rendering is kept
         # model_copy keeps __dict__'s message_id as it is: None while nobody has read it
         # (reading self.message_id here would fix the id before the sender is known).
         filled = self.model_copy(update=updates)
-        # A fresh private state: the original's rendering or signatures are not the copy's.
-        filled.__pydantic_private__ = fresh_private()
+        # A fresh private state: the original's rendering or signatures are not the copy's
+        # (its spooled bodies are: they are field values).
+        filled.__pydantic_private__ = _fresh_private_of(self)
         if filled.__dict__["message_id"] is None:
             # One id for both: whichever is read first fixes it, with the filled-in
             # sender's domain unless the caller already read the original's.
@@ -331,7 +336,7 @@ class Message(Strict):
         if not updates:
             return self
         copy = self.model_copy(update=updates)
-        copy.__pydantic_private__ = fresh_private()
+        copy.__pydantic_private__ = _fresh_private_of(self)
         if copy.__dict__["message_id"] is None:
             copy.__pydantic_private__["_id_cell"] = _id_cell(self)
         return copy
@@ -339,6 +344,25 @@ class Message(Strict):
     @field_serializer("message_id")
     def _dump_message_id(self, value: str | None) -> str:
         return self.message_id  # type: ignore[return-value]  # made when first read
+
+    @field_serializer("text", "html")
+    def _dump_body(self, value: str | None, info: FieldSerializationInfo) -> str | None:
+        # a spooled body is read for a dump (the dump holds it whole anyway)
+        return value if value is not SPOOLED else getattr(self, info.field_name)
+
+    def __getstate__(self) -> dict[Any, Any]:
+        # a spooled body is pickled as its text: the field's placeholder is matched by
+        # identity, which unpickling does not keep
+        state: dict[Any, Any] = super().__getstate__()
+        texts = {n: _read(self, n) for n in _BODIES if self.__dict__[n] is SPOOLED}
+        if texts:
+            state["__dict__"] = {**state["__dict__"], **texts}
+        return state
+
+    def __repr_args__(self) -> Any:
+        # a spooled body shows as its file's summary, not read for a repr
+        for name, value in super().__repr_args__():
+            yield name, (body_of(self, name) if value is SPOOLED and name in _BODIES else value)
 
     def with_content(self) -> Message:
         """A copy whose attachments hold their bytes: files given by path are read now.
@@ -444,7 +468,8 @@ class Message(Strict):
         if data is not None:
             return data
         limit = _mime.STREAM_THRESHOLD
-        large = [t for t in (self.text, self.html) if t is not None and len(t) >= limit]
+        bodies = (body_of(self, "text"), body_of(self, "html"))
+        large = [t for t in bodies if t is not None and len(t) >= limit]
         if not large or self.sender is None:  # (without a sender: the error, at once)
             return self.render()
         scanned = [await _mime.TextSource.made(text) for text in large]
@@ -603,6 +628,69 @@ def is_rendered(message: Message) -> bool:
 def fresh_private() -> dict[str, Any]:
     """A new Message private state (``__pydantic_private__``), as a new Message has."""
     return _PRIVATE_DEFAULTS.copy()
+
+
+def _fresh_private_of(message: Message) -> dict[str, Any]:
+    """A copy's new private state: nothing rendered, ``message``'s spooled bodies kept."""
+    private = _PRIVATE_DEFAULTS.copy()
+    own = message.__pydantic_private__
+    assert own is not None
+    private["_spooled"] = own["_spooled"]
+    return private
+
+
+def _fields(message: Message) -> dict[str, Any]:
+    """The field values compared by ``==`` (a spooled body read), without the id."""
+    values = {k: v for k, v in message.__dict__.items() if k != "message_id"}
+    for name in _BODIES:
+        if values[name] is SPOOLED:
+            values[name] = getattr(message, name)
+    return values
+
+
+_BODIES = ("text", "html")
+
+
+def _has(message: Message, key: str) -> bool:
+    """Whether field ``key`` is set (truthy), without reading a spooled body (always
+    set) or making a Message-ID."""
+    if key in _BODIES:
+        return bool(message.__dict__[key])
+    return bool(getattr(message, key, None))
+
+
+def _read(message: Message, name: str) -> str:
+    """A spooled body's text, read from its file (not kept)."""
+    body = body_of(message, name)
+    assert isinstance(body, SpooledText)
+    return body.read()
+
+
+class _Body:
+    """``Message.text`` and ``Message.html``: the field's value, or a spooled body
+    (mailer._message.spooled) read from its file on the first access and kept from
+    then on, as any message holds its text. A data descriptor, as ``_MessageId``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Message | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value: str | None = obj.__dict__[self.name]
+        if value is not SPOOLED:
+            return value
+        text = obj.__dict__[self.name] = _read(obj, self.name)
+        return text
+
+    def __set__(self, obj: Message, value: str | None) -> None:
+        obj.__dict__[self.name] = value
+
+
+for _name in _BODIES:
+    type.__setattr__(Message, _name, _Body(_name))
 
 
 class MessageDefaults:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import anyio.lowlevel
 
 from .._errors import MessageError
+from .spooled import SpooledText
 
 if TYPE_CHECKING:
     from . import Attachment
@@ -196,20 +197,23 @@ class TextSource:
     and the count of lines that start with "." are found by one pass over the slices
     when the rendering is made (two for quoted-printable, whose size needs the encoding).
     The caller's string is kept, not copied: it is the message's own ``text`` or ``html``.
+    A :class:`SpooledText` (a loaded outbox row's text, in a temporary file) is read
+    slice by slice the same way, cut after newlines by the same rule, so it gives the
+    same bytes without the text ever being whole in memory.
     """
 
     __slots__ = ("_cuts", "_text", "cte", "dots", "size")
 
-    def __init__(self, text: str, *, scan: bool = True) -> None:
+    def __init__(self, text: str | SpooledText, *, scan: bool = True) -> None:
         self._text = text
-        self._cuts = _line_cuts(text, TEXT_CHUNK)
+        self._cuts = _line_cuts(text, TEXT_CHUNK) if isinstance(text, str) else []
         self.cte, self.size, self.dots = "", 0, 0
         if scan:
             for _ in self._scan():
                 pass
 
     @classmethod
-    async def made(cls, text: str) -> TextSource:
+    async def made(cls, text: str | SpooledText) -> TextSource:
         """The source of ``text``, its pass made on the event loop a slice at a time
         (the loop's turn after each): no thread, so no wait for the GIL or the CPU."""
         source = cls(text, scan=False)
@@ -247,18 +251,29 @@ class TextSource:
                 yield
             self.cte, self.size, self.dots = "quoted-printable", size - 2, dots
 
-    def is_of(self, text: str) -> bool:
+    def is_of(self, text: str | SpooledText) -> bool:
         """Whether this source encodes ``text`` (the very object, not an equal copy)."""
         return self._text is text
 
+    def _cut(self) -> Iterator[str]:
+        """The text as it is, in slices that each end just after a newline but the last."""
+        text = self._text
+        if isinstance(text, str):
+            for start, end in self._cuts:
+                yield text[start:end]
+        else:
+            yield from text.slices()
+
     def _slices(self) -> Iterator[str]:
         """The text in slices with LF newlines, the last one ending with a newline."""
-        text, last = self._text, len(self._cuts) - 1
-        for i, (start, end) in enumerate(self._cuts):
-            piece = text[start:end].replace("\r\n", "\n").replace("\r", "\n")
-            if i == last and not piece.endswith("\n"):
-                piece += "\n"
-            yield piece
+        held: str | None = None
+        for piece in self._cut():
+            if held is not None:
+                yield held
+            held = piece.replace("\r\n", "\n").replace("\r", "\n")
+        if not held or not held.endswith("\n"):
+            held = (held or "") + "\n"
+        yield held
 
     def _qp(self) -> Iterator[bytes]:
         for piece in self._slices():
@@ -302,6 +317,8 @@ class TextSource:
         if self.cte != "7bit":
             return False
         text, overlap = self._text, len(marker) - 1
+        if not isinstance(text, str):
+            return text.contains(marker)
         return any(text.find(marker, start, end + overlap) >= 0 for start, end in self._cuts)
 
     def check(self) -> None:

@@ -22,15 +22,18 @@ A rendered message starts with a header line, never with NUL, so :data:`MARKER` 
 be confused with an old row's bytes: old rows (and every small message, whose row is
 unchanged) load as before. The claim reads the row as it always did.
 
-To send, :func:`loaded` copies each large attachment's chunks into a temporary file, a
-chunk at a time, reads the texts back into the message (a Message holds its text as a
-``str``: that copy is the one a drain cannot avoid), and rebuilds the rendering: the
-same segments, so the same Date, Message-ID and boundaries, and a :class:`Source`
-reading the file, which every path (SMTP, DKIM, the HTTP raw bodies) already streams.
-A file, not the store: the senders read their sources synchronously, between the event
-loop's turns, and the Postgres driver can only be awaited. The attachment itself is
-given by that path, so a provider that takes attachments in a JSON API reads the same
-bytes.
+To send, :func:`loaded` copies each large attachment's chunks into a temporary file,
+and each large text part's into a :class:`~mailer._message.spooled.SpooledText` (an
+anonymous temporary file), a chunk at a time, and rebuilds the rendering: the same
+segments, so the same Date, Message-ID and boundaries, a :class:`Source` reading each
+attachment's file and a :class:`TextSource` reading each spooled text slice by slice,
+which every path (SMTP, DKIM, the HTTP raw bodies) already streams. So no body is ever
+whole in memory: a loaded message's ``text`` holds the text only when someone reads it
+(a JSON API provider does; see :mod:`mailer._message.spooled`). A file, not the store:
+the senders read their sources synchronously, between the event loop's turns, and the
+Postgres driver can only be awaited. The attachment itself is given by that path, so a
+provider that takes attachments in a JSON API reads the same bytes. Both kinds of file
+are gone when the attempt ends.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio.lowlevel
 
 from .._errors import MessageError
 from .._message import Attachment, Message
+from .._message.spooled import SpooledText, body_of, spool_into
 from .._message.stream import STREAM_CHUNK, STREAM_THRESHOLD, Rendering, Source, TextSource
 
 if TYPE_CHECKING:
@@ -56,7 +60,6 @@ if TYPE_CHECKING:
 
     import asyncpg
 
-    from .store import Claimed
 
 __all__ = [
     "CHUNK",
@@ -231,7 +234,7 @@ def split(
 
 
 def _is_of(source: TextSource, message: Message, which: str) -> bool:
-    text = getattr(message, which)
+    text = body_of(message, which)
     return text is not None and source.is_of(text)
 
 
@@ -264,10 +267,22 @@ def dbapi_write(cursor: Any, row: int, parts: tuple[StoredPart, ...]) -> None:
 ReadChunk = Callable[[int, int, int], Awaitable[bytes | None]]
 
 
+class StoredRow(Protocol):
+    """What :func:`loaded` reads of a row (a claim's :class:`~.store.Claimed`, or
+    :class:`~.store.Stored` for ``mailer outbox reconcile``)."""
+
+    @property
+    def row(self) -> int: ...
+    @property
+    def message_json(self) -> bytes: ...
+    @property
+    def raw(self) -> bytes | None: ...
+
+
 @asynccontextmanager
-async def loaded(item: Claimed, read: ReadChunk) -> AsyncIterator[Message]:
-    """The claimed row's message, ready to send: its stored rendering, large attachments
-    from temporary files (removed on exit), or as before for an ordinary row."""
+async def loaded(item: StoredRow, read: ReadChunk) -> AsyncIterator[Message]:
+    """The row's message, ready to send: its stored rendering, large attachments and
+    texts from temporary files (removed on exit), or as before for an ordinary row."""
     message = Message.model_validate_json(item.message_json)
     private = message.__pydantic_private__
     assert private is not None
@@ -282,16 +297,26 @@ async def loaded(item: Claimed, read: ReadChunk) -> AsyncIterator[Message]:
     manifest = json.loads(item.raw[len(MARKER) : end])
     manifest["data"] = memoryview(item.raw)[end + 1 :]
     spool = Path(tempfile.mkdtemp(prefix="mailer-outbox-"))
+    texts: dict[str, SpooledText] = {}
     try:
-        yield await _rebuild(message, manifest, item.row, read, spool)
+        yield await _rebuild(message, manifest, item.row, read, spool, texts)
     finally:
+        for text in texts.values():
+            text.close()
         shutil.rmtree(spool, ignore_errors=True)
 
 
 async def _rebuild(
-    message: Message, manifest: dict[str, Any], row: int, read: ReadChunk, spool: Path
+    message: Message,
+    manifest: dict[str, Any],
+    row: int,
+    read: ReadChunk,
+    spool: Path,
+    texts: dict[str, SpooledText],
 ) -> Message:
-    texts = {w: await _text(read, row, _PART_OF[w], n) for w, n in manifest["texts"].items()}
+    for which, chars in manifest["texts"].items():
+        texts[which] = SpooledText()  # in ``texts`` first: closed on exit whatever happens
+        await _text(read, row, _PART_OF[which], chars, texts[which])
     attachments = list(message.attachments)
     spooled = False
     for entry in manifest["pieces"]:
@@ -309,7 +334,8 @@ async def _rebuild(
                 content_id=att.content_id,
             )
     if spooled or texts:
-        message = message.model_copy(update={"attachments": attachments, **texts})
+        message = message.model_copy(update={"attachments": attachments})
+        spool_into(message, texts)
     pieces: list[bytes | Source | TextSource] = []
     data, at = manifest["data"], 0
     for entry in manifest["pieces"]:
@@ -319,8 +345,7 @@ async def _rebuild(
         elif "a" in entry:
             pieces.append(Source(attachments[entry["a"]]))
         else:
-            text = getattr(message, entry["t"])
-            source = TextSource(text, scan=False)
+            source = TextSource(texts[entry["t"]], scan=False)
             source.cte, source.size, source.dots = entry["cte"], entry["size"], entry["dots"]
             pieces.append(source)
     rendering = Rendering(pieces)
@@ -335,20 +360,18 @@ async def _rebuild(
     return message
 
 
-async def _text(read: ReadChunk, row: int, part: int, chars: int) -> str:
-    """A text part from its chunks (each whole characters), a chunk at a time."""
-    pieces: list[str] = []
+async def _text(read: ReadChunk, row: int, part: int, chars: int, into: SpooledText) -> None:
+    """A text part's chunks (each whole characters) into ``into``, a chunk at a time
+    (the loop's turn after each): never the text whole in memory."""
     seq = 0
     while (chunk := await read(row, part, seq)) is not None:
-        pieces.append(chunk.decode("utf-8"))
+        into.append(chunk)
         seq += 1
         await anyio.lowlevel.checkpoint()
-    text = "".join(pieces)
-    if len(text) != chars:
+    if into.chars != chars:
         raise MessageError(
-            f"outbox row {row}: its text part has {len(text)} characters stored, {chars} expected"
+            f"outbox row {row}: its text part has {into.chars} characters stored, {chars} expected"
         )
-    return text
 
 
 async def _copy(read: ReadChunk, row: int, part: int, size: int, path: Path) -> None:

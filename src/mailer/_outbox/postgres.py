@@ -38,6 +38,7 @@ from .store import (
     OutboxItem,
     Outcome,
     State,
+    Stored,
 )
 
 if TYPE_CHECKING:
@@ -315,11 +316,14 @@ class PostgresStore(PostgresDispatch):
         )
         return status.endswith(" 1")
 
-    async def content(self, message_id: str) -> bytes | None:
-        value = await self._p().fetchval(
-            "SELECT message FROM mailer_outbox WHERE message_id = $1", message_id
+    async def content(self, message_id: str) -> Stored | None:
+        row = await self._p().fetchrow(
+            "SELECT id, message, raw FROM mailer_outbox WHERE message_id = $1", message_id
         )
-        return bytes(value) if value is not None else None
+        if row is None:
+            return None
+        raw = row["raw"]
+        return Stored(row["id"], bytes(row["message"]), None if raw is None else bytes(raw))
 
     async def purge(self, state: State, older_than: float) -> int:
         status: str = await self._p().execute(

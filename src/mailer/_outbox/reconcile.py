@@ -12,13 +12,15 @@ on a guess.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._errors import DeliveryError
+from .._errors import DeliveryError, MessageError
 from .._log import get_logger
 from .._message import Message
+from . import _chunked
 from .worker import Outbox
 
 #: as mailer.providers.http.lookup.ABSENT_AFTER (not imported here: `import mailer` does
@@ -56,12 +58,13 @@ async def reconcile(
         answer = Lookup("unknown", f"no provider named {item.provider!r} in the config")
         if provider is not None and callable(getattr(provider, "lookup", None)):
             try:
-                answer = await provider.lookup(
-                    item.message_id,
-                    age=time.time() - item.updated,
-                    created=item.created,
-                    message=await _message(outbox, item.message_id),
-                )
+                async with _message(outbox, item.message_id) as message:
+                    answer = await provider.lookup(
+                        item.message_id,
+                        age=time.time() - item.updated,
+                        created=item.created,
+                        message=message,
+                    )
             except DeliveryError as exc:
                 answer = Lookup("unknown", f"the lookup failed: {type(exc).__name__}")
         if answer.verdict == "sent" and await outbox.settle(
@@ -89,13 +92,19 @@ async def reconcile(
     return report
 
 
-async def _message(outbox: Outbox, message_id: str) -> Message | None:
-    """The row's message, for a lookup that compares content (Resend); None when the
-    stored JSON no longer reads as a Message (an older version's row)."""
-    raw = await outbox.store.content(message_id)
-    if raw is None:
-        return None
-    try:
-        return Message.model_validate_json(raw)
-    except ValueError:
-        return None
+@asynccontextmanager
+async def _message(outbox: Outbox, message_id: str) -> AsyncIterator[Message | None]:
+    """The row's message, for a lookup that compares content (Resend): loaded as the
+    drain loads it, so a chunked row's large text or HTML is there (read from its
+    chunks into a temporary file, removed on exit); None when the stored message no
+    longer reads as a Message (an older version's row)."""
+    stored = await outbox.store.content(message_id)
+    async with AsyncExitStack() as stack:
+        message = None
+        if stored is not None:
+            try:
+                loading = _chunked.loaded(stored, outbox.store.read_chunk)
+                message = await stack.enter_async_context(loading)
+            except (ValueError, MessageError):
+                message = None
+        yield message

@@ -33,6 +33,7 @@ from .store import (
     OutboxItem,
     Outcome,
     State,
+    Stored,
 )
 
 __all__ = ["SQLiteStore"]
@@ -262,14 +263,16 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
         result: bool = await self._do(op, durable=True)
         return result
 
-    async def content(self, message_id: str) -> bytes | None:
-        def op(conn: sqlite3.Connection) -> bytes | None:
+    async def content(self, message_id: str) -> Stored | None:
+        def op(conn: sqlite3.Connection) -> Stored | None:
             row = conn.execute(
-                "SELECT b.message FROM outbox o JOIN outbox_body b ON b.id = o.id"
+                "SELECT o.id, b.message, b.raw FROM outbox o JOIN outbox_body b ON b.id = o.id"
                 " WHERE o.message_id = ?",
                 (message_id,),
             ).fetchone()
-            return bytes(row[0]) if row is not None else None
+            if row is None:
+                return None
+            return Stored(row[0], bytes(row[1]), None if row[2] is None else bytes(row[2]))
 
         return await self._do(op, atomic=True)
 

@@ -34,6 +34,7 @@ __all__ = [
     "OutboxStore",
     "Outcome",
     "State",
+    "Stored",
 ]
 
 State = Literal["queued", "sending", "sent", "failed", "unknown", "dead"]
@@ -81,6 +82,16 @@ class Claimed:
     #: the only provider this message may go to: an idempotent one (Resend) that may
     #: have accepted it already, where a re-send with the same key cannot duplicate it
     pin: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A row's message as it is stored (what :func:`._chunked.loaded` reads): for
+    ``mailer outbox reconcile``, which compares it with a provider's record."""
+
+    row: int
+    message_json: bytes
+    raw: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +198,11 @@ class OutboxStore(Protocol):
         that ``provider`` took it), keeping ``note`` as its last word. False when the
         row is not ``unknown`` (or not there): only ``unknown`` is ever settled."""
 
-    async def content(self, message_id: str) -> bytes | None:
-        """The message's stored JSON (as :class:`NewMessage` had it), None when there
-        is no such row. ``mailer outbox reconcile`` compares it with a provider's
-        record where the provider cannot be searched by our key (Resend)."""
+    async def content(self, message_id: str) -> Stored | None:
+        """The message as stored (its JSON and ``raw``, as :class:`NewMessage` had
+        them), None when there is no such row. ``mailer outbox reconcile`` compares it
+        with a provider's record where the provider cannot be searched by our key
+        (Resend); a chunked row's large texts are read from its chunks then."""
 
     async def purge(self, state: State, older_than: float) -> int:
         """Delete messages in ``state`` not updated for ``older_than`` seconds (and

@@ -103,6 +103,9 @@ class MailgunPayload(Payload["MailgunProvider"]):
         if self.mime is None:
             self.add_field("h:Reply-To", addresses_text(reply_to))
 
+    def body_in_mime(self) -> bool:
+        return self.mime is not None
+
     def set_body(self, text: str | None, html: str | None) -> None:
         if self.mime is not None:
             return

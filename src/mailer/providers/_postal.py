@@ -105,6 +105,9 @@ class PostalRawPayload(Payload["PostalProvider"]):
     def set_reply_to(self, reply_to: list[Address]) -> None:
         pass  # in the MIME
 
+    def body_in_mime(self) -> bool:
+        return True  # always raw
+
     def set_body(self, text: str | None, html: str | None) -> None:
         pass  # in the MIME
 

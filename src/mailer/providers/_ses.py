@@ -144,6 +144,9 @@ class SESPayload(Payload["SESProvider"]):
     def set_reply_to(self, reply_to: list[Address]) -> None:
         self.data["ReplyToAddresses"] = [_addr(a) for a in reply_to]
 
+    def body_in_mime(self) -> bool:
+        return isinstance(self.message.render(), Rendering)
+
     def set_body(self, text: str | None, html: str | None) -> None:
         if isinstance(self.message.render(), Rendering):
             # a large text or HTML part: as Raw, streamed, rather than a JSON string

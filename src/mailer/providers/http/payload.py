@@ -161,6 +161,10 @@ class Payload(Generic[ProviderT]):
         if template_id is not None:
             self.check_template_data(template_id, message.template_data)
             self.set_template(template_id, dict(message.template_data))
+        elif self.body_in_mime():
+            # the bodies go inside the rendering, streamed: not read as strings (a loaded
+            # outbox row's large text stays in its file, see mailer._message.spooled)
+            self.set_body(None, None)
         else:
             # the body rule: HTML alone, or a text part (possibly empty) with or without it
             text = "" if message.text is None and message.html is None else message.text
@@ -269,8 +273,14 @@ class Payload(Generic[ProviderT]):
     def set_bcc(self, bcc: list[Address]) -> None:
         self.add_recipients("bcc", bcc)
 
+    def body_in_mime(self) -> bool:
+        """Whether this request carries the bodies inside the rendered MIME (SES raw,
+        Mailgun MIME for a large message): then :meth:`set_body` gets None for both."""
+        return False
+
     def set_body(self, text: str | None, html: str | None) -> None:
-        """``text`` is None only when there is ``html``; either may be empty."""
+        """``text`` is None only when there is ``html`` (or when :meth:`body_in_mime`);
+        either may be empty."""
         if text is not None:
             self._put("text", text, None)
         if html is not None:
