@@ -180,41 +180,15 @@ def wait(predicate: Callable[[], object], timeout: float, what: str, w: Workers)
         raise AssertionError(f"timed out ({timeout} s) waiting for {what}\n{w.output()}")
 
 
-def settle(
-    where: Where,
-    sweep: Callable[[], None],
-    timeout: float,
-    w: Workers,
-    *,
-    tend: Callable[[], None] | None = None,
-    stalled: float = 1.0,
-) -> None:
-    """Wait until no row is queued or sending (bounded by ``timeout``), running the
-    sweep once at the start and then whenever the rows have not moved for ``stalled``
-    seconds, as a beat or cron would find them; ``tend`` (restarting an engine worker
-    that exited, say) runs on every look.
-
-    The rows are looked at every 0.1 s, so the wait ends when they settle. Sweeping only
-    on a stall, not every second: a sweep publishes again every row still queued
-    ``sweep_after`` past its time, and while the workers are still working through the
-    backlog that is most of it, a second task per row for them to find already done."""
+def settle(where: Where, sweep: Callable[[], None], timeout: float, w: Workers) -> None:
+    """Run the sweep every second until no row is queued or sending (bounded)."""
     deadline = time.monotonic() + timeout
-    last: Counter[str] | None = None
-    moved = time.monotonic()
-    sweep()
     while time.monotonic() < deadline:
         counts = states(where)
         if counts["queued"] == 0 and counts["sending"] == 0:
             return
-        if tend is not None:
-            tend()
-        now = time.monotonic()
-        if counts != last:
-            last, moved = counts, now
-        elif now - moved >= stalled:
-            sweep()
-            moved = now
-        time.sleep(0.1)
+        sweep()
+        time.sleep(1.0)
     raise AssertionError(f"rows left {dict(states(where))} after {timeout} s\n{w.output()}")
 
 

@@ -90,15 +90,15 @@ def test_rq_delivers_each_message_once(
 
     queue = Queue("mail", connection=Redis.from_url(own_redis.url))
 
-    def supervise() -> None:
+    def sweep() -> None:
         # An RQ worker exits when it loses Redis; its supervisor (here: the test)
         # starts it again.
         for i, proc in enumerate(running):
             if proc.poll() is not None:
                 running[i] = rq_worker(w, own_redis.url)
+        queue.enqueue("mailer.rq.sweep")
 
-    supervise()
-    settle(where, lambda: queue.enqueue("mailer.rq.sweep"), 60, w, tend=supervise)
+    settle(where, sweep, 60, w)
     wait(lambda: received() >= N - kills, 30, "the ledger", w)
     by_state = check_ledger(where, smtp_server, kills)
     assert by_state.get("sent", 0) >= N - kills
