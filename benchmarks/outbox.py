@@ -8,7 +8,9 @@ connections) in every case, medians of interleaved rounds:
                   committed, fsync'd, before it returns), then ``drain`` them with 16 at
                   once (throughput: claim, commit-point record, send, result, group-
                   committed), with the default ``synchronous=auto`` (fsync'd: enqueues
-                  and commit-point records; not: claims and results);
+                  and commit-point records; not: results) and the default
+                  ``commit_record = "auto"`` (the claim records the commit point, so it
+                  is the claim that is fsync'd);
 * sqlite-full   - the same with ``?synchronous=full`` (every transaction fsync'd);
 * sqlite-normal - the same with ``?synchronous=normal`` (none is: durable against a
                   crashed process, not against power loss);

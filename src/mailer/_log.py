@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from ._routing.events import Event
 
 # register_secret, secret_values and redact are re-exported for the modules that log
-__all__ = ["get_logger", "log_event", "one_line", "redact", "register_secret", "secret_values"]
+__all__ = [
+    "event_logged",
+    "get_logger",
+    "log_event",
+    "one_line",
+    "redact",
+    "register_secret",
+    "secret_values",
+]
 
 
 # What every LogRecord has; anything else on a record came through ``extra=``.
@@ -74,6 +82,13 @@ def one_line(text: str, limit: int = LINE) -> str:
 # ----------------------------------------------------------------- delivery records
 
 _delivery = get_logger("mailer.delivery")
+
+
+def event_logged(level: int) -> bool:
+    """Whether :func:`log_event` writes its record of an event at ``level`` (a successful
+    attempt DEBUG, a sent message INFO: the levels it documents). The emitters ask before
+    building an event that only the log would read, and the log would drop."""
+    return _delivery.isEnabledFor(level)
 
 
 def log_event(event: Event) -> None:

@@ -353,8 +353,10 @@ class Mailer(AsyncClosing):
                     leaf.check_options(options)
         ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout - waited, root=root)
         send_token = _SEND.set(ctx)
-        emit = self._runtime.emit
-        emit(Event("start", message_id=msg.message_id))
+        rt = self._runtime
+        emit = rt.emit
+        if rt.listening(None):  # the log writes no record of a start
+            emit(Event("start", message_id=msg.message_id))
         try:
             result = await root.send(msg)
         except AllProvidersFailed as failure:
@@ -510,7 +512,11 @@ class Mailer(AsyncClosing):
         if not isinstance(config, OutboxConfig):
             config = load_outbox_config(config)
         windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
-        return Outbox(config, self._deliver, window=lambda n: windows.get(n or "", 0.0))
+        # a rate limit may hold a claimed send back before it starts (commit_record)
+        paced = any(getattr(leaf.config, "rate_limit", None) for leaf in self._leaves)
+        return Outbox(
+            config, self._deliver, window=lambda n: windows.get(n or "", 0.0), paced=paced
+        )
 
     # -- delivery events and suppression (docs/events.md) --------------------------------
 

@@ -1,4 +1,4 @@
-"""The last check on rendered bytes (mailer._message.wire): the long-line test.
+"""The last check on rendered bytes (mailer._message.wire): the long lines, the header names.
 
 It was a regex over every line start; it now measures only the lines through every
 999th offset. The two must agree on every CRLF-only input, at and around the limit.
@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mailer import MessageError
+from mailer._message import wire
 from mailer._message.wire import _has_overlong_line, check_wire
 
 #: the regex the check used before (anchored at line starts: linear)
@@ -35,3 +36,60 @@ def test_limit_in_a_header_block_and_body(length: int) -> None:
     else:
         with pytest.raises(MessageError, match="longer than 998"):
             check_wire(data, ["from"])
+
+
+# -- the header names: compared as bytes, against a set made once per expected tuple ------
+
+_STRUCTURAL_STR = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+_ONCE_STR = ("from", "subject", "date", "message-id", "to", "cc", "reply-to")
+_FIELD = re.compile(rb"(?m)^([!-9;-~]+):")
+
+
+def _verdict_before(head: bytes, expected: list[str]) -> str | None:
+    """The names' verdict as the check gave it before (str names, a dict of counts)."""
+    allowed = _STRUCTURAL_STR.union([h.lower() for h in expected])
+    seen: dict[str, int] = {}
+    for raw in _FIELD.findall(head):
+        name = raw.decode("ascii").lower()
+        if name not in allowed:
+            return f"rendered message has an unexpected header {name!r}"
+        seen[name] = seen.get(name, 0) + 1
+    for name in _ONCE_STR:
+        if seen.get(name, 0) > 1:
+            return f"rendered message has {name!r} more than once"
+    return None
+
+
+_NAMES = st.sampled_from(
+    ["From", "from", "TO", "Subject", "X-Tag", "x-tag", "Cc", "Date", "Content-Type", "Received"]
+)
+
+
+@given(st.lists(_NAMES, min_size=1, max_size=8), st.lists(_NAMES, max_size=6))
+def test_header_names_same_verdict_as_before(present: list[str], expected: list[str]) -> None:
+    head = b"".join(f"{name}: v\r\n".encode() for name in present)
+    data = head + b"\r\nbody\r\n"
+    want = _verdict_before(head, expected)
+    if want is None:
+        check_wire(data, expected)
+    else:
+        with pytest.raises(MessageError) as caught:
+            check_wire(data, expected)
+        assert str(caught.value) == want
+
+
+def test_a_custom_header_may_repeat_but_not_subject() -> None:
+    data = b"From: a@x.org\r\nX-Tag: 1\r\nx-tag: 2\r\nSubject: s\r\n\r\nbody\r\n"
+    check_wire(data, ["from", "X-Tag", "subject"])
+    twice = b"From: a@x.org\r\nSubject: s\r\nSUBJECT: t\r\n\r\nbody\r\n"
+    with pytest.raises(MessageError, match="'subject' more than once"):
+        check_wire(twice, ["from", "subject"])
+
+
+def test_the_allowed_sets_stay_bounded() -> None:
+    data = b"From: a@x.org\r\n\r\nbody\r\n"
+    for i in range(600):  # ever-new expected names: the kept sets are cleared, not grown
+        check_wire(data, ["from", f"x-custom-{i}"])
+    assert len(wire._ALLOWED) <= 256
+    with pytest.raises(MessageError, match="unexpected header 'x-custom-1'"):
+        check_wire(b"From: a@x.org\r\nX-Custom-1: v\r\n\r\nbody\r\n", ["from"])

@@ -106,3 +106,27 @@ async def test_documented_json_logging_config(capsys: pytest.CaptureFixture[str]
     assert lines[0]["code"] == 451 and lines[0]["levelname"] == "INFO"
     assert isinstance(lines[2]["duration"], float)
     assert CANARY not in json.dumps(lines)
+
+
+async def test_events_for_nobody_are_not_built_and_a_listener_sees_all(
+    caplog: pytest.LogCaptureFixture, outbox: list[Message]
+) -> None:
+    """With the log the only listener, an event it would drop is not built (the hot
+    path's ``Runtime.listening``): at WARNING a send leaves no record and no stray
+    "failed"; at INFO the "sent" record is back; a listener sees every event."""
+    caplog.set_level(logging.WARNING, logger="mailer")
+    mailer = Mailer([ScriptedProvider("only")])
+    await mailer.send(msg())
+    assert delivery(caplog) == []
+
+    caplog.set_level(logging.INFO, logger="mailer")
+    message = msg()
+    await mailer.send(message)
+    assert [(r.event, r.levelname) for r in delivery(caplog)] == [("sent", "INFO")]  # type: ignore[attr-defined]
+
+    seen: list[str] = []
+    unsubscribe = mailer.subscribe(lambda event: seen.append(event.kind))
+    caplog.set_level(logging.WARNING, logger="mailer")
+    await mailer.send(msg())
+    unsubscribe()
+    assert seen == ["start", "attempt", "sent"]

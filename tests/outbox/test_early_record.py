@@ -26,7 +26,8 @@ def _config(port: int, url: str) -> dict[str, Any]:
     return {
         "providers": [smtp_entry("s", port, 1)],
         "retry": {"attempts": 1},
-        "outbox": fast_outbox(url),
+        # the record per attempt, started early (the claim's own record: test_claim_record)
+        "outbox": fast_outbox(url, commit_record="attempt"),
     }
 
 

@@ -302,14 +302,17 @@ async def test_commit_point_is_recorded_before_it_is_crossed(
     assert row["state"] == "sent" and row["provider"] == "opaque" and row["committed"]
 
     # the memory provider reports its commit point: before it, nothing is recorded yet
-    reset(db_url)
-    seen.clear()
-    async with Mailer([ScriptedProvider("memory", [look])], outbox=fast_outbox(db_url)) as m:
-        await m.enqueue(make_message(1))
-        assert await m.drain(timeout=10) == {"sent": 1}
-    assert seen == [("sending", 0)]
-    (row,) = rows(db_url)
-    assert row["state"] == "sent" and row["committed"]
+    # when the record is made per attempt; with the claim's own record, from the claim on
+    for record, before in (("attempt", 0), ("claim", 1)):
+        reset(db_url)
+        seen.clear()
+        box = fast_outbox(db_url, commit_record=record)
+        async with Mailer([ScriptedProvider("memory", [look])], outbox=box) as m:
+            await m.enqueue(make_message(1))
+            assert await m.drain(timeout=10) == {"sent": 1}
+        assert seen == [("sending", before)], record
+        (row,) = rows(db_url)
+        assert row["state"] == "sent" and row["committed"] and row["provider"] == "memory"
 
     # SMTP: refused at RCPT (before its commit point): committed stays 0 and it is retried
     reset(db_url)

@@ -149,3 +149,21 @@ def test_nodemailer_debug_and_logger_options() -> None:
     with pytest.raises(ConfigError) as info:
         SMTPProvider.from_config("p", {"logger": {"info": "x"}})
     assert "logger takes true or false here" in str(info.value)
+
+
+async def test_a_pipelined_groups_replies_are_all_in_the_transcript(
+    smtp_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MAIL, RCPT and DATA leave in one write and their replies come back together: the
+    ones already read when the transaction asks (taken without a wait) are logged too."""
+    caplog.set_level(logging.DEBUG, logger=LOGGER)
+    server = smtp_server(pipelining=True)
+    to = ["u@example.org", "v@example.org"]
+    msg = Message(sender="app@example.com", to=to, subject="s", text=BODY)
+    await SMTPProvider.from_config("p", server.config(debug=True)).send(msg)
+    lines = transcript(caplog)
+    data_at = lines.index("C: DATA")
+    replies = [line[3:6] for line in lines[data_at:] if line.startswith("S: ")]
+    assert replies[:4] == ["250", "250", "250", "354"]  # MAIL, RCPT x2, DATA
+    assert replies[4] == "250"  # the message's verdict
+    assert len(server.state.messages) == 1

@@ -30,11 +30,26 @@ Why an early record is harmless for an attempt that never reaches its commit poi
   still waits for every early write before writing its result (:meth:`settled`): the
   Postgres store groups writes into one statement, which must not hold a record and a
   result for the same row.
+
+**The record made by the claim** (``Claimed.committed``, the worker's default when every
+claimed send starts at once: ``OutboxConfig.commit_record``). The claim's own
+transaction marks its rows ``committed``, durably, so there is no write per message at
+all: :meth:`prepare` does nothing and the hook only checks that the claim is still held,
+against the lease as the worker knows it (``held``: its own clock, from when the claim
+or the last heartbeat's renew was *sent*, plus the lease, minus a margin), without a
+round trip. What that check guards is narrow: a lease that expires on a row marked
+``committed`` ends in ``unknown``, never ``queued``, so no other worker can claim the row
+and send it again whether or not this worker crosses; the check keeps a worker that lost
+its heartbeat from crossing after an operator may have re-queued the row by hand. The
+price is the crash window: a worker killed between the claim and its attempts leaves
+those rows ``unknown`` instead of ``queued`` (docs/design-notes.md, "One durable write
+per claim").
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .._attempt import AttemptContext, attached, current_attempt
 from .._errors import TransientError
@@ -46,11 +61,16 @@ __all__ = ["CommitRecord"]
 class CommitRecord:
     """``with commit_hooks(record): ...``: one claimed message's commit-point record."""
 
-    __slots__ = ("_early", "_store", "_writes", "crossed", "item")
+    __slots__ = ("_early", "_held", "_store", "_writes", "crossed", "item")
 
-    def __init__(self, store: OutboxStore, item: Claimed) -> None:
+    def __init__(
+        self, store: OutboxStore, item: Claimed, held: Callable[[], bool] | None = None
+    ) -> None:
         self._store = store
         self.item = item
+        #: the worker's view of its lease on the row (for a claim that recorded the
+        #: commit point); None: no view, the row's own write decides
+        self._held = held
         #: an attempt of this send recorded crossing its commit point
         self.crossed = False
         #: the record started by prepare(), and for which attempt
@@ -67,14 +87,42 @@ class CommitRecord:
         return task
 
     def prepare(self) -> None:
-        """Start the record for the current attempt (not awaited here)."""
+        """Start the record for the current attempt (not awaited here); nothing when
+        the claim recorded it."""
+        if self.item.committed:
+            return
         attempt = current_attempt()
         task = self._mark(attempt)
         self._early = (attempt, task)
         self._writes.append(task)
 
+    def ready(self) -> bool:
+        """At the commit point, without waiting (:class:`mailer._attempt.ReadyHook`):
+        True when the record is durable and the claim held (the attempt may cross), False
+        when the hook must be awaited; raises when the attempt must not cross."""
+        if self.item.committed:
+            # Recorded, durably, by the claim itself: only the lease is left to check.
+            if self._held is not None and not self._held():
+                raise TransientError(
+                    "this worker's lease on the message may have expired (its heartbeat "
+                    "was not renewed in time): not sending"
+                )
+            self.crossed = True
+            return True
+        early = self._early
+        if early is None or early[0] is not current_attempt() or not early[1].done():
+            return False
+        task = early[1]
+        if task.cancelled() or task.exception() is not None or not task.result():
+            return False  # the awaited path words the refusal
+        self._early = None
+        self.crossed = True
+        return True
+
     async def __call__(self) -> None:
         """At the commit point: the record is durable and the claim held, or raise."""
+        if self.ready():
+            return
         attempt = current_attempt()
         early, self._early = self._early, None
         try:
@@ -94,6 +142,11 @@ class CommitRecord:
                 "it now): not sending"
             )
         self.crossed = True
+
+    @property
+    def pending(self) -> bool:
+        """Some record started early may still be in flight (see :meth:`settled`)."""
+        return any(not task.done() for task in self._writes)
 
     async def settled(self) -> None:
         """Wait for the records started early (their outcome does not matter here)."""

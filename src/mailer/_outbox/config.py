@@ -127,6 +127,11 @@ class OutboxConfig(BaseModel):
     poll_interval: Duration = Field(default=1.0, gt=0)
     #: messages a worker (or ``drain``) sends at once
     concurrency: int = Field(default=16, ge=1, le=1024)
+    #: where a worker records the commit point: ``claim`` (the claim's own transaction,
+    #: one durable write per claim), ``attempt`` (one durable write per message, as its
+    #: attempt starts), or ``auto``: ``claim`` unless a provider has a ``rate_limit``
+    #: (sends that may wait, claimed, before they start). docs/outbox.md
+    commit_record: Literal["auto", "claim", "attempt"] = "auto"
     #: a task engine that delivers instead of ``mailer worker`` (docs/task-queues.md)
     dispatch: DispatchConfig | None = None
 

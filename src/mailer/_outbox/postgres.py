@@ -216,7 +216,9 @@ class PostgresStore(PostgresDispatch):
         assert row is not None
         return tuple(str(value) for value in row)
 
-    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+    async def claim(
+        self, owner: str, limit: int, *, lease: float, max_age: float, commit: bool = False
+    ) -> list[Claimed]:
         token = secrets.token_hex(8)
         async with self._p().acquire() as conn:
             # Expired leases need settling promptly, not within a millisecond: at most
@@ -227,9 +229,11 @@ class PostgresStore(PostgresDispatch):
                 await conn.execute(_SETTLE, LEASE_EXPIRED_SAFE, LEASE_EXPIRED_UNKNOWN)
             # Bounded: each pass moves the rows it locks out of "queued" (or stops).
             while True:
-                rows = await conn.fetch(_CLAIM, owner, lease, token, limit, max_age, MAX_AGE_PASSED)
+                rows = await conn.fetch(
+                    _CLAIM, owner, lease, token, limit, max_age, MAX_AGE_PASSED, commit
+                )
                 claimed = [
-                    Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7])
+                    Claimed(r[0], r[1], r[2], bytes(r[3]), _bytes(r[4]), r[5], r[6], r[7], commit)
                     for r in rows
                     if r[1] is not None
                 ]
@@ -398,7 +402,8 @@ WHERE state = 'sending' AND lease_until < extract(epoch from now()) AND committe
 
 #: Lease up to $4 due messages in one statement, sending those older than max_age to
 #: dead instead (checked as they come due: scanning every queued row on every claim made
-#: a backlog quadratic).
+#: a backlog quadratic). $7: the claim records the commit point too (see
+#: :meth:`PostgresStore.claim`; the provider is reset to the pin or NULL).
 _CLAIM = """
 WITH
 due AS (
@@ -415,7 +420,8 @@ dead AS (
 got AS (
     UPDATE mailer_outbox m SET state = 'sending', lease_owner = $1,
         lease_until = extract(epoch from now()) + $2, claim = $3 || ':' || m.id,
-        committed = false, attempts = attempts + 1, updated = extract(epoch from now())
+        committed = $7::boolean, provider = CASE WHEN $7::boolean THEN m.pin ELSE m.provider END,
+        attempts = attempts + 1, updated = extract(epoch from now())
     FROM due WHERE m.id = due.id AND NOT due.too_old
     RETURNING m.id, m.claim, m.message_id, m.message, m.raw, m.attempts, m.created, m.pin
 )

@@ -7,6 +7,11 @@ the row, as a delivery event would. ``absent`` (the provider's own record proves
 message never arrived) re-queues it. ``unknown`` leaves it for a person or a later run.
 A provider without a lookup, an error or a timeout is ``unknown``: this never re-queues
 on a guess.
+
+A row with no provider recorded (its worker died after a claim that recorded the commit
+point, before any result: ``commit_record``, docs/outbox.md) is asked of every provider
+with a lookup: one that says ``sent`` settles it; it is ``absent`` only when every one of
+them says so (and there is at least one).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from .._errors import DeliveryError, MessageError
 from .._log import get_logger
 from .._message import Message
 from . import _chunked
+from .store import OutboxItem
 from .worker import Outbox
 
 #: as mailer.providers.http.lookup.ABSENT_AFTER (not imported here: `import mailer` does
@@ -52,23 +58,19 @@ async def reconcile(
     from ..providers.http.lookup import Lookup  # here: see ABSENT_AFTER
 
     by_name = {p.name: p for p in providers}
+    askable = [p for p in providers if callable(getattr(p, "lookup", None))]
     report = ReconcileReport()
     for item in await outbox.items("unknown", limit):
-        provider = by_name.get(item.provider or "")
-        answer = Lookup("unknown", f"no provider named {item.provider!r} in the config")
-        if provider is not None and callable(getattr(provider, "lookup", None)):
-            try:
-                async with _message(outbox, item.message_id) as message:
-                    answer = await provider.lookup(
-                        item.message_id,
-                        age=time.time() - item.updated,
-                        created=item.created,
-                        message=message,
-                    )
-            except DeliveryError as exc:
-                answer = Lookup("unknown", f"the lookup failed: {type(exc).__name__}")
+        if item.provider is None:
+            name, answer = await _ask_all(outbox, item, askable)
+        else:
+            name = item.provider
+            provider = by_name.get(item.provider)
+            answer = Lookup("unknown", f"no provider named {item.provider!r} in the config")
+            if provider is not None and callable(getattr(provider, "lookup", None)):
+                answer = await _ask(outbox, item, provider)
         if answer.verdict == "sent" and await outbox.settle(
-            item.message_id, str(item.provider), time.time()
+            item.message_id, str(name), time.time()
         ):
             report.settled.append(item.message_id)
         elif answer.verdict == "absent" and time.time() - item.updated >= absent_after:
@@ -79,17 +81,53 @@ async def reconcile(
         log.info(
             "reconcile %s via %s: %s (%s)",
             item.message_id,
-            item.provider,
+            name,
             answer.verdict,
             answer.detail,
             extra={
                 "event": "reconcile",
                 "message_id": item.message_id,
-                "provider": item.provider,
+                "provider": name,
                 "verdict": answer.verdict,
             },
         )
     return report
+
+
+async def _ask(outbox: Outbox, item: OutboxItem, provider: Any) -> Any:
+    """One provider's :class:`Lookup` for the row (an error reads as ``unknown``)."""
+    from ..providers.http.lookup import Lookup  # here: see ABSENT_AFTER
+
+    try:
+        async with _message(outbox, item.message_id) as message:
+            return await provider.lookup(
+                item.message_id,
+                age=time.time() - item.updated,
+                created=item.created,
+                message=message,
+            )
+    except DeliveryError as exc:
+        return Lookup("unknown", f"the lookup failed: {type(exc).__name__}")
+
+
+async def _ask_all(
+    outbox: Outbox, item: OutboxItem, askable: Sequence[Any]
+) -> tuple[str | None, Any]:
+    """A row whose provider is not recorded: the first provider that says ``sent``
+    (and its name); ``absent`` only when every provider with a lookup says so."""
+    from ..providers.http.lookup import Lookup  # here: see ABSENT_AFTER
+
+    if not askable:
+        return None, Lookup("unknown", "no provider recorded, and none has a lookup")
+    answers = []
+    for provider in askable:
+        answer = await _ask(outbox, item, provider)
+        if answer.verdict == "sent":
+            return provider.name, answer
+        answers.append(answer)
+    if all(answer.verdict == "absent" for answer in answers):
+        return None, Lookup("absent", f"absent at every provider asked ({len(answers)})")
+    return None, Lookup("unknown", "no provider recorded, and not every one could say")
 
 
 @asynccontextmanager

@@ -127,7 +127,9 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
 
         return await self._do(op, atomic=True)
 
-    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+    async def claim(
+        self, owner: str, limit: int, *, lease: float, max_age: float, commit: bool = False
+    ) -> list[Claimed]:
         def op(conn: sqlite3.Connection) -> list[Claimed]:
             now = time.time()
             # Expired leases need settling promptly, not on every claim: at most every
@@ -158,10 +160,12 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
                     )
                 due = [row for row, created in rows if created >= oldest]
                 if due:
-                    claimed += _lease(conn, due, owner, now + lease, now)
+                    claimed += _lease(conn, due, owner, now + lease, now, commit)
             return claimed
 
-        return await self._do(op)
+        # A claim that records the commit point is durable (fsync'd under
+        # synchronous=auto) before it returns, as that record was on its own.
+        return await self._do(op, durable=commit)
 
     async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
@@ -291,25 +295,35 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
 
 
 def _lease(
-    conn: sqlite3.Connection, rows: list[int], owner: str, until: float, now: float
+    conn: sqlite3.Connection,
+    rows: list[int],
+    owner: str,
+    until: float,
+    now: float,
+    commit: bool,
 ) -> list[Claimed]:
     """Lease ``rows`` (due, in the order given) to ``owner``: two statements for all of
-    them. Each row's claim is one token for the call and the row's id, as on Postgres."""
+    them. Each row's claim is one token for the call and the row's id, as on Postgres.
+    ``commit``: also record their commit points (see :meth:`SQLiteStore.claim`)."""
     marks = ",".join("?" * len(rows))
-    params = (owner, until, secrets.token_hex(8), now, *rows)
+    params = (owner, until, secrets.token_hex(8), int(commit), int(commit), now, *rows)
     got = {r[0]: r for r in conn.execute(_LEASE.format(marks), params).fetchall()}
     bodies = {r[0]: r for r in conn.execute(_BODIES.format(marks), rows).fetchall()}
     return [
-        Claimed(row, g[1], g[2], bodies[row][1], bodies[row][2], g[3], g[4], g[5])
+        Claimed(row, g[1], g[2], bodies[row][1], bodies[row][2], g[3], g[4], g[5], commit)
         for row in rows
         if (g := got.get(row)) is not None
     ]
 
 
-#: leasing due rows, ``{}`` their ids' placeholders (RETURNING's order is not theirs)
+#: leasing due rows, ``{}`` their ids' placeholders (RETURNING's order is not theirs);
+#: a claim that records the commit point resets the provider to the row's pin (the only
+#: one it may go to) or NULL: whoever takes it is recorded with the result
 _LEASE = (
     "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
-    " claim = ? || ':' || id, committed = 0, attempts = attempts + 1, updated = ?"
+    " claim = ? || ':' || id, committed = ?,"
+    " provider = CASE WHEN ? THEN pin ELSE provider END,"
+    " attempts = attempts + 1, updated = ?"
     " WHERE id IN ({}) RETURNING id, claim, message_id, attempts, created, pin"
 )
 _BODIES = "SELECT id, message, raw FROM outbox_body WHERE id IN ({})"

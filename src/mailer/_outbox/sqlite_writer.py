@@ -12,9 +12,10 @@ survives a killed process in every mode: in WAL mode SQLite has written the WAL 
 COMMIT returns. What differs is a power cut or an OS crash, which loses what was
 committed since the WAL was last fsync'd:
 
-* ``auto`` (the default): a group that holds an enqueue, a commit-point record or an
-  operator's change (retry, purge) is fsync'd before any of it is answered; a group of
-  only claims, results and heartbeats is not (it reaches the disk with the next fsync).
+* ``auto`` (the default): a group that holds an enqueue, a commit-point record (its own
+  write, or a claim that records it: ``commit_record``) or an operator's change (retry,
+  purge) is fsync'd before any of it is answered; a group of only other claims, results
+  and heartbeats is not (it reaches the disk with the next fsync).
   The WAL is one ordered log, so an fsync covers every commit before it: a commit-point
   record on disk implies its claim is. A power cut can lose only the latest claims (the
   attempt is undone; nothing was sent, its commit point was not recorded) and results

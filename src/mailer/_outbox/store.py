@@ -82,6 +82,9 @@ class Claimed:
     #: the only provider this message may go to: an idempotent one (Resend) that may
     #: have accepted it already, where a re-send with the same key cannot duplicate it
     pin: str | None = None
+    #: the claim itself recorded the commit point (``claim(commit=True)``): the attempt
+    #: crosses without a write of its own, while the worker's lease holds
+    committed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,12 +165,19 @@ class OutboxStore(Protocol):
         """Chunk ``seq`` of large attachment ``part`` of row ``row``; None past the
         last (see :mod:`._chunked`)."""
 
-    async def claim(self, owner: str, limit: int, *, lease: float, max_age: float) -> list[Claimed]:
+    async def claim(
+        self, owner: str, limit: int, *, lease: float, max_age: float, commit: bool = False
+    ) -> list[Claimed]:
         """Lease up to ``limit`` due messages to ``owner`` and count the attempt.
 
         Also settles expired leases (queued or unknown, by the commit flag) and moves
         queued messages older than ``max_age`` to dead. Several workers never get the
         same message.
+
+        ``commit``: the same transaction records the commit point of every row it leases
+        (``committed``, durably, and ``provider`` reset to the row's pin or NULL), so
+        their attempts need no write of their own before crossing it; a lease that
+        expires then ends in ``unknown``. See :mod:`._commit`.
         """
 
     async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:

@@ -6,22 +6,27 @@ How a message is kept safe across a crash, step by step:
    before any I/O. A heartbeat renews the lease while the worker lives.
 2. **The commit point.** The send runs under :func:`~mailer._attempt.commit_hooks`:
    right before any attempt crosses its commit point (SMTP: before the data's final
-   ``.``; providers that report none: before they start), the worker records
-   ``committed`` in the row, durably, and only then lets the attempt cross. If the lease
-   was lost meanwhile, the hook refuses and the attempt does not cross. The write itself
-   starts earlier, with the SMTP transaction (:mod:`._commit`), and is awaited there.
+   ``.``; providers that report none: before they start), the row says ``committed``,
+   durably, and only then may the attempt cross. If the lease was lost meanwhile, the
+   hook refuses and the attempt does not cross. Where that record is written
+   (``commit_record``, :mod:`._commit`): by the claim itself, for every row it leases
+   (the default when every claimed send starts at once; the hook then checks the lease
+   as this worker knows it), or by a write per message that starts with its attempt and
+   is awaited at the commit point.
 3. **The result** is written in one more transaction: sent, failed, unknown, queued again
    (with backoff) or dead.
 
-A worker killed between 1 and 2 leaves a row whose lease expires with ``committed = 0``:
-it is queued again, safely (nothing can have been delivered). Killed between 2 and 3:
-``committed = 1``, so the row goes to ``unknown``: it may have been delivered, and is not
-sent again unless an operator says so.
+A worker killed before the row says ``committed`` leaves a row whose lease expires with
+``committed = 0``: it is queued again, safely (nothing can have been delivered). Killed
+after: the row goes to ``unknown``: it may have been delivered, and is not sent again
+unless an operator says so. With the record made by the claim, that is every row the
+worker held when it died.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import secrets
@@ -175,11 +180,18 @@ class Outbox:
         window: Callable[[str | None], float] = lambda name: 0.0,
         store: OutboxStore | None = None,
         rng: random.Random | None = None,
+        paced: bool = False,
     ) -> None:
         self.config = config
         self._deliver = deliver
         #: each provider's idempotency window in seconds (0: not idempotent)
         self._window = window
+        #: the worker's claims record the commit point (see OutboxConfig.commit_record):
+        #: unless asked not to, when no provider paces sends (``paced``: a rate limit),
+        #: so that every claimed send starts at once
+        self.commit_at_claim = config.commit_record == "claim" or (
+            config.commit_record == "auto" and not paced
+        )
         self.store: OutboxStore = store if store is not None else open_store(config)
         self._rng = rng or random.Random()
         self._opened = False
@@ -394,9 +406,13 @@ class Outbox:
 
     # -- one message -------------------------------------------------------------------
 
-    async def _attempt(self, store: OutboxStore, item: Claimed) -> Outcome:
-        """Send one claimed message; the outcome is recorded by :meth:`_record`."""
-        record = CommitRecord(store, item)
+    async def _attempt(
+        self, store: OutboxStore, item: Claimed, held: Callable[[], bool] | None = None
+    ) -> Outcome:
+        """Send one claimed message; the outcome is recorded by :meth:`_record`.
+        ``held``: the worker's view of its lease, for a claim that recorded the commit
+        point (see :mod:`._commit`)."""
+        record = CommitRecord(store, item, held)
         outcome: Outcome
         try:
             async with _chunked.loaded(item, store.read_chunk) as message:
@@ -435,9 +451,11 @@ class Outbox:
                 )
             outcome = Outcome("sent", provider=result.provider)
         finally:
-            # An early record still in flight lands before the result (see _commit).
-            with anyio.CancelScope(shield=True):
-                await record.settled()
+            # An early record still in flight lands before the result (see _commit);
+            # with the claim's own record there is none (and no scope to enter).
+            if record.pending:
+                with anyio.CancelScope(shield=True):
+                    await record.settled()
         return outcome
 
     async def _record(self, store: OutboxStore, item: Claimed, outcome: Outcome) -> None:
@@ -478,6 +496,10 @@ def _password(url: str) -> str | None:
         return None
 
 
+#: the share of the lease the commit-point check keeps off its end (see _Worker._renew)
+_LEASE_MARGIN = 0.1
+
+
 class _Worker:
     """One run of claiming and sending, with its heartbeat (drain, or a worker process)."""
 
@@ -486,11 +508,45 @@ class _Worker:
         self.concurrency = concurrency
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.inflight = 0
-        self.batch = max(1, concurrency // 4)
+        #: claim when this many slots are free (half of them: see the claiming loop)
+        self.batch = max(1, concurrency // 2)
         #: outcomes being written (their slots are already free)
         self.recording = 0
         self.counts: Counter[str] = Counter()
         self._wake = anyio.Event()
+        #: claims record the commit point (see Outbox.commit_at_claim)
+        self.commit = outbox.commit_at_claim
+        lease = outbox.config.lease
+        #: kept off the lease's end by the commit-point check (clocks, a late statement)
+        self._margin = lease * _LEASE_MARGIN
+        #: claim -> until when (time.monotonic()) its lease surely holds, by this
+        #: worker's own clock: from when the claim, or a renew that covered it, was sent
+        #: (by claim, not row: a row queued again may be claimed anew before the last
+        #: claim's task has let go of it)
+        self._held: dict[str, float] = {}
+
+    def _holds(self, claim: str) -> Callable[[], bool]:
+        return lambda: self._held.get(claim, -math.inf) > time.monotonic()
+
+    async def _renew(self, store: OutboxStore, lease: float) -> None:
+        """The heartbeat's renew, and what it proves about the rows this worker holds.
+
+        A renew extends every row the owner holds in ``sending`` when it runs. A row
+        whose lease had not expired by then is extended: that is sure for each row whose
+        known end (margin off) was past the send time, when the answer came back within
+        the margin (it ran before the send time plus the margin). A slower answer
+        extends nothing here: the rows keep the end their claim gave them.
+        """
+        claims = list(self._held)
+        sent = time.monotonic()
+        await store.renew(self.owner, lease=lease)
+        if time.monotonic() - sent < self._margin:
+            until = sent + lease - self._margin
+            held = self._held
+            for claim in claims:
+                end = held.get(claim)
+                if end is not None and end > sent:
+                    held[claim] = max(end, until)
 
     def _poke(self) -> None:
         self._wake.set()
@@ -515,7 +571,9 @@ class _Worker:
         async def one(item: Claimed) -> None:
             recording = False
             try:
-                outcome = await outbox._attempt(store, item)
+                outcome = await outbox._attempt(
+                    store, item, self._holds(item.claim) if item.committed else None
+                )
                 self.counts[outcome.state] += 1
                 # The slot is free once the send is over: the outcome's commit need not
                 # hold it (the lease covers the row until then).
@@ -530,6 +588,7 @@ class _Worker:
             try:
                 await outbox._record(store, item, outcome)
             finally:
+                self._held.pop(item.claim, None)
                 if recording:
                     self.recording -= 1
                     if self.inflight == 0 and self.recording == 0:  # maybe idle now
@@ -539,7 +598,7 @@ class _Worker:
             while True:
                 await anyio.sleep(config.lease / 3)
                 try:
-                    await store.renew(self.owner, lease=config.lease)
+                    await self._renew(store, config.lease)
                 except Exception:
                     log.exception("outbox heartbeat failed (the lease may expire)")
 
@@ -556,20 +615,30 @@ class _Worker:
                 while not stopping():
                     free = self.concurrency - self.inflight
                     # Claim in batches (one transaction for several messages) unless
-                    # idle: waiting for a quarter of the slots costs little concurrency.
+                    # idle. Half of the slots, not a quarter: each claim costs a durable
+                    # write, a writer hand-over and a wake-up of this loop, and fewer,
+                    # larger claims drained faster (docs/benchmarks.md) although fewer
+                    # sends are in flight on average.
                     if free <= 0 or (self.inflight and free < self.batch):
                         await self._wait(config.poll_interval)
                         continue
                     try:
+                        sent = time.monotonic()
                         claimed = await store.claim(
-                            self.owner, free, lease=config.lease, max_age=config.max_age
+                            self.owner,
+                            free,
+                            lease=config.lease,
+                            max_age=config.max_age,
+                            commit=self.commit,
                         )
                     except Exception:
                         log.exception("outbox claim failed; trying again")
                         await self._wait(config.poll_interval)
                         continue
+                    until = sent + config.lease - self._margin
                     for item in claimed:
                         self.inflight += 1
+                        self._held[item.claim] = until
                         sends.start_soon(one, item)
                     if claimed:
                         continue

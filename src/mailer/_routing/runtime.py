@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .. import _clock
 from .._attempt import AttemptContext
 from .._backend import current_async_library
-from .._log import get_logger, log_event
+from .._errors import possibly_delivered
+from .._log import event_logged, get_logger, log_event
+from .._result import Attempt
 from .budget import BudgetConfig, SetupEstimator
+from .events import Event
 from .health import BreakerState, CircuitBreaker, HealthConfig
 from .ratelimit import Gcra, RateLimit
 from .store import RedisHealth, make_store
@@ -33,8 +37,7 @@ from .store import RedisHealth, make_store
 if TYPE_CHECKING:
     from .._errors import DeliveryError
     from .._provider import Provider
-    from .._result import Attempt, SendResult
-    from .events import Event
+    from .._result import SendResult
 
 __all__ = ["LeafHealth", "RetryConfig", "Runtime", "SendContext"]
 
@@ -215,8 +218,6 @@ class Runtime:
         return out
 
     def _breaker_listener(self, leaf: LeafHealth) -> Callable[[BreakerState, BreakerState], None]:
-        from .events import Event
-
         name = leaf.provider.name
 
         def changed(old: BreakerState, new: BreakerState) -> None:
@@ -326,6 +327,19 @@ class Runtime:
 
     # -- events ------------------------------------------------------------------------
 
+    def listening(self, level: int | None) -> bool:
+        """Whether an event would be read: by a listener besides the log, or by the log
+        as a record at ``level`` (None: the log writes none for it, as for ``start``).
+
+        The hot path asks before it builds an event: with the defaults (the log the only
+        listener, INFO and DEBUG off) the ``start``, successful ``attempt`` and ``sent``
+        events of every send were built, numbered and dropped, ~1.6 us each.
+        """
+        listeners = self.listeners
+        if len(listeners) != 1 or listeners[0] is not log_event:
+            return True
+        return level is not None and event_logged(level)
+
     def emit(self, event: Event) -> None:
         ctx = _SEND.get()
         if ctx is not None and event.kind != "breaker":
@@ -350,10 +364,6 @@ class Runtime:
         error: DeliveryError | None,
         committed: bool | None,
     ) -> None:
-        from .._errors import possibly_delivered
-        from .._result import Attempt
-        from .events import Event
-
         attempt = Attempt(
             provider=provider,
             outcome="sent" if error is None else type(error).__name__,
@@ -364,11 +374,16 @@ class Runtime:
             possibly_delivered=possibly_delivered(error, committed),
         )
         attempts.append(attempt)
+        if error is None and not self.listening(logging.DEBUG):
+            return  # the log's level for a successful attempt: nobody reads this one
         self.emit(
             Event("attempt", provider=provider, message_id=message_id, attempt=attempt, error=error)
         )
 
     def sent(self, provider: str, message_id: str | None, result: SendResult) -> None:
-        from .events import Event
-
+        if not self.listening(logging.INFO):  # the log's level for a sent message
+            ctx = _SEND.get()
+            if ctx is not None:
+                ctx.ended = True  # what emit() records of a "sent" event
+            return
         self.emit(Event("sent", provider=provider, message_id=message_id, result=result))

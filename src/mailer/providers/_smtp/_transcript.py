@@ -174,6 +174,12 @@ class TranscriptStream(ReplyStream):
         self.transcript.payload(payload_size(pieces))
         await super().send_payload(pieces, timeout=timeout, hold=hold)
 
+    def take(self) -> Reply | None:
+        reply = super().take()
+        if reply is not None:
+            self.transcript.server(reply.code, reply.message)
+        return reply
+
     async def read(self, timeout: float | None) -> Reply:
         reply = await super().read(timeout)
         self.transcript.server(reply.code, reply.message)

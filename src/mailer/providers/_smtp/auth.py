@@ -18,7 +18,7 @@ from .config import AuthOptions
 from .oauth import TokenSource
 
 if TYPE_CHECKING:
-    from .connection import Connection
+    from ._session import Session
 
 __all__ = ["authenticate", "choose_mechanism"]
 
@@ -46,7 +46,7 @@ def choose_mechanism(auth: AuthOptions, offered: list[str]) -> str:
     return wanted
 
 
-async def authenticate(conn: Connection, auth: AuthOptions, tokens: TokenSource | None) -> None:
+async def authenticate(conn: Session, auth: AuthOptions, tokens: TokenSource | None) -> None:
     smtp = conn.smtp
     if not smtp.supports_extension("auth"):
         raise AuthError("auth is configured but the server does not offer AUTH on this connection")

@@ -248,6 +248,16 @@ class ReplyStream(asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------------------
 
+    def take(self) -> Reply | None:
+        """The next reply owed when it has already come, else None (then :meth:`read`).
+
+        Most replies of a pipelined group arrive together; taking one needs no timeout
+        to work out and no coroutine."""
+        if self._replies:
+            self._owed -= 1
+            return self._replies.popleft()
+        return None
+
     async def read(self, timeout: float | None) -> Reply:
         """The next reply owed, in order; TimeoutError after ``timeout`` seconds."""
         if self._replies:

@@ -52,7 +52,7 @@ class SMTPProvider(Provider[SMTPConfig]):
     """Send through an SMTP server (``type = "smtp"`` or ``"smtps"``)."""
 
     Config = SMTPConfig
-    #: the commit point is the end of the data (:meth:`.connection.Connection._message`)
+    #: the commit point is the end of the data (:func:`._exchange._message`)
     reports_commit_point = True
 
     def __init__(self, name: str, config: SMTPConfig | None = None) -> None:

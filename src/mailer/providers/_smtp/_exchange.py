@@ -1,0 +1,395 @@
+"""The mail transaction: MAIL, RCPT, DATA and the payload, pipelined or one by one.
+
+Once the session is set up (:mod:`.connection`), :func:`transactions` runs the
+MAIL/RCPT/DATA exchange over :class:`.pipeline.ReplyStream`, which writes MAIL, every RCPT
+and DATA in one write when the server offers PIPELINING (RFC 2920) and reads the replies in
+order. The classification is the same either way: a failure before the final "." was
+written is transient, one after it is uncertain, and a connection whose reply stream is in
+doubt is discarded.
+
+One message may take several transactions: a server that answers RCPT with "452 4.5.3
+too many recipients" (RFC 5321 section 4.5.3.1.10) wants the rest in another transaction,
+and gets them, on the same connection, in batches of the size it took. The first
+transaction's end of data is the commit point; once a transaction has delivered, a later
+one's failure is reported per recipient in the result (``rejected``) instead of raised,
+because raising would fail the whole message over and send it twice to the recipients
+that already have it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ..._attempt import current_attempt
+from ..._errors import DeliveryError, DeliveryUncertain, MessageError, TransientError
+from ._session import COURTESY_TIMEOUT, ConnectionStale, Session
+from .classify import Phase, classify_recipients, classify_reply, too_many_recipients
+from .pipeline import Reply, ReplyStream
+from .wire import Piece, command_line, rcpt_command
+
+__all__ = ["Delivery", "rset", "transactions"]
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What the server said about the message (one transaction or several) it accepted."""
+
+    accepted: list[str]
+    rejected: dict[str, str] = field(default_factory=dict)
+    response: str = ""
+
+
+@dataclass(slots=True)
+class _Recipients:
+    """The RCPT replies of one transaction, sorted."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: "too many recipients": to be sent in the next transaction, with the reply given
+    deferred: dict[str, tuple[int, str]] = field(default_factory=dict)
+    #: RCPTs answered before the first deferral: how many the server takes per transaction
+    taken: int | None = None
+
+    def all_refused(self) -> dict[str, tuple[int, str]]:
+        return {**self.refused, **self.deferred}
+
+
+def _reply_text(code: int, text: str) -> str:
+    return f"{code} {text}".strip()
+
+
+async def transactions(
+    conn: Session,
+    stream: ReplyStream,
+    previous: asyncio.Future[None] | None,
+    recipients: list[str],
+    mail: bytes,
+    pieces: tuple[Piece, ...],
+    *,
+    smtputf8: bool = False,
+) -> Delivery:
+    """As many transactions as the server's recipient limit asks for.
+
+    Each batch after the first is as large as the server took before its first
+    "too many recipients", and must get at least one recipient accepted (a
+    transaction that accepts none raises), so the loop ends.
+    """
+    delivered: Delivery | None = None
+    remaining = recipients
+    limit: int | None = None
+    while True:
+        batch = remaining if limit is None else remaining[:limit]
+        rest = remaining[len(batch) :]
+        try:
+            if delivered is not None:
+                stream = conn.ready()
+            rcpts = [command_line(rcpt_command(r, smtputf8=smtputf8)) for r in batch]
+            if conn.pipelining:
+                part, deferred = await _pipelined(
+                    conn, stream, previous, batch, mail, rcpts, pieces, more=bool(rest)
+                )
+            else:
+                part, deferred = await _one_by_one(
+                    conn, stream, batch, mail, rcpts, pieces, more=bool(rest)
+                )
+        except DeliveryError as exc:
+            if delivered is None:
+                raise  # nothing delivered yet: the message's outcome is this error
+            _report_unsent(delivered, batch, rest, exc)
+            return delivered
+        previous = None  # our own replies are all read from here on
+        if delivered is None:
+            delivered = part
+        else:
+            delivered.accepted.extend(part.accepted)
+            delivered.rejected.update(part.rejected)
+        if deferred.taken is not None:
+            taken = max(deferred.taken, 1)
+            limit = taken if limit is None else min(limit, taken)
+        remaining = [*deferred.deferred, *rest]
+        if not remaining:
+            return delivered
+
+
+async def _after(conn: Session, previous: asyncio.Future[None] | None) -> None:
+    """Wait until the transaction before this one on the connection has its replies.
+
+    Our group was written behind its payload; our replies come after its verdict.
+    If we are cancelled meanwhile, our replies will never be read: the connection is
+    discarded, but only once the previous transaction has its verdict (discarding it
+    now would make a delivered message look uncertain).
+
+    ``previous`` is awaited directly, not through ``asyncio.shield``: its owner only
+    ever sets it (``if not done()``) and we are its one waiter, so our cancellation
+    cancelling it harms nobody, and the shield's extra future and callback cost a loop
+    turn in every pipelined hand-off.
+    """
+    if previous is None or previous.done():
+        return
+    try:
+        await previous
+    except asyncio.CancelledError:
+        conn.discard()
+        raise
+
+
+async def _mail_reply(conn: Session, stream: ReplyStream) -> Reply:
+    """The reply to MAIL; a session that died before it is ConnectionStale."""
+    reply = await _before_mail(conn, stream, Phase.MAIL)
+    if reply.code == 421:
+        conn.abort()
+        error = classify_reply(Phase.MAIL, reply.code, reply.message, conn.endpoint)
+        raise ConnectionStale(str(error.args[0]), code=reply.code, response=reply.message)
+    conn.messages += 1
+    return reply
+
+
+async def _before_mail(conn: Session, stream: ReplyStream, phase: Phase) -> Reply:
+    """A reply before MAIL was accepted; a dropped session is ConnectionStale."""
+    try:
+        return await conn.read(stream, phase)
+    except TransientError as exc:
+        timed_out = isinstance(exc.__cause__, TimeoutError)
+        if exc.code == 421 or (exc.code is None and not timed_out):
+            # dropped or closing: the session failed, not this message
+            raise ConnectionStale(str(exc.args[0]), code=exc.code, response=exc.response) from exc
+        raise
+
+
+async def _pipelined(
+    conn: Session,
+    stream: ReplyStream,
+    previous: asyncio.Future[None] | None,
+    recipients: list[str],
+    mail: bytes,
+    rcpts: list[bytes],
+    pieces: tuple[Piece, ...],
+    *,
+    more: bool,
+) -> tuple[Delivery, _Recipients]:
+    endpoint = conn.endpoint
+    rset = conn.needs_rset
+    conn.needs_rset = False
+    batch = b"".join([b"RSET\r\n" if rset else b"", mail, *rcpts, b"DATA\r\n"])
+    try:
+        stream.send(batch, replies=len(rcpts) + 2 + rset)
+    except Exception as exc:  # closed between the pool's check and now
+        conn.abort()
+        raise ConnectionStale(f"connection to {endpoint.where} lost before MAIL") from exc
+    await _after(conn, previous)
+    if rset:
+        reply = await _before_mail(conn, stream, Phase.RSET)
+        if reply.code != 250:  # the server's state is unknown: start afresh
+            conn.abort()
+            raise ConnectionStale(
+                f"RSET refused by {endpoint.where}: {reply.code} {reply.message}",
+                code=reply.code,
+                response=reply.message,
+            )
+    mail_reply = await _mail_reply(conn, stream)
+    if mail_reply.code != 250:
+        error = classify_reply(Phase.MAIL, mail_reply.code, mail_reply.message, endpoint)
+        # Every RCPT and DATA is answered too (503 "need MAIL"): read them all.
+        await _wind_up(conn, stream, rcpts=len(rcpts))
+        raise error
+    rcpt = _Recipients()
+    for address in recipients:
+        _sort_rcpt(conn, rcpt, address, await conn.read(stream, Phase.RCPT))
+    if not rcpt.accepted:
+        none_accepted = classify_recipients(rcpt.accepted, rcpt.all_refused())
+        assert none_accepted is not None
+        await _wind_up(conn, stream, rcpts=0)
+        raise none_accepted
+    data_reply = await conn.read(stream, Phase.DATA)
+    if data_reply.code != 354:
+        if data_reply.code == 421:
+            conn.abort()
+        else:
+            conn.needs_rset = True
+        raise classify_reply(Phase.DATA, data_reply.code, data_reply.message, endpoint)
+    last = not more and not rcpt.deferred
+    return await _message(conn, stream, rcpt, pieces, last=last), rcpt
+
+
+def _sort_rcpt(conn: Session, rcpt: _Recipients, address: str, reply: Reply) -> None:
+    """File one RCPT reply: accepted, deferred to the next transaction, or refused."""
+    if reply.code in (250, 251):
+        rcpt.accepted.append(address)
+    elif reply.code == 421:  # the server hangs up: nothing more will come
+        conn.abort()
+        raise classify_reply(Phase.RCPT, reply.code, reply.message, conn.endpoint)
+    elif too_many_recipients(reply.code, reply.message):
+        if rcpt.taken is None:
+            rcpt.taken = len(rcpt.accepted) + len(rcpt.refused)
+        rcpt.deferred[address] = (reply.code, reply.message)
+    else:
+        rcpt.refused[address] = (reply.code, reply.message)
+
+
+async def _wind_up(conn: Session, stream: ReplyStream, *, rcpts: int) -> None:
+    """After a refusal in a pipelined group: read what is still owed, then RSET.
+
+    ``rcpts`` RCPT replies and the DATA reply are still owed. RFC 2920: the DATA
+    reply must be checked even when nothing was accepted; if it is 354 anyway, a
+    lone "." ends the (empty, recipient-less) data, and its reply is read too. The
+    RSET goes in front of the next MAIL. The caller's error is what counts: a
+    failure here only means the connection is discarded.
+    """
+    try:
+        for _ in range(rcpts):
+            reply = await conn.read(stream, Phase.RCPT)
+            if reply.code == 421:
+                conn.abort()
+                return
+        reply = await conn.read(stream, Phase.DATA)
+        if reply.code == 354:
+            with conn.guard(Phase.DATA, None, "socket_timeout"):
+                stream.send(b".\r\n", replies=1)
+            reply = await conn.read(stream, Phase.DATA)
+        if reply.code == 421:
+            conn.abort()
+            return
+        conn.needs_rset = True
+    except DeliveryError:
+        pass  # the guard has discarded the connection
+
+
+async def _one_by_one(
+    conn: Session,
+    stream: ReplyStream,
+    recipients: list[str],
+    mail: bytes,
+    rcpts: list[bytes],
+    pieces: tuple[Piece, ...],
+    *,
+    more: bool,
+) -> tuple[Delivery, _Recipients]:
+    endpoint = conn.endpoint
+    try:
+        stream.send(mail, replies=1)
+    except Exception as exc:
+        conn.abort()
+        raise ConnectionStale(f"connection to {endpoint.where} lost before MAIL") from exc
+    reply = await _mail_reply(conn, stream)
+    if reply.code != 250:
+        raise classify_reply(Phase.MAIL, reply.code, reply.message, endpoint)
+    try:
+        rcpt = _Recipients()
+        for index, (address, line) in enumerate(zip(recipients, rcpts, strict=True)):
+            with conn.guard(Phase.RCPT, None, "socket_timeout"):
+                stream.send(line, replies=1)
+            reply = await conn.read(stream, Phase.RCPT)
+            _sort_rcpt(conn, rcpt, address, reply)
+            if rcpt.deferred:
+                # The server takes no more in this transaction: the rest wait for the
+                # next one, without asking (each would get the same answer).
+                for later in recipients[index + 1 :]:
+                    rcpt.deferred[later] = (reply.code, reply.message)
+                break
+        error = classify_recipients(rcpt.accepted, rcpt.all_refused())
+        if error is not None:
+            raise error
+        with conn.guard(Phase.DATA, None, "socket_timeout"):
+            stream.send(b"DATA\r\n", replies=1)
+        reply = await conn.read(stream, Phase.DATA)
+        if reply.code != 354:
+            if reply.code == 421:
+                conn.abort()
+            raise classify_reply(Phase.DATA, reply.code, reply.message, endpoint)
+        last = not more and not rcpt.deferred
+        return await _message(conn, stream, rcpt, pieces, last=last), rcpt
+    except DeliveryError:
+        if conn.usable:
+            await rset(conn)
+        raise
+
+
+async def _message(
+    conn: Session, stream: ReplyStream, rcpt: _Recipients, pieces: tuple[Piece, ...], *, last: bool
+) -> Delivery:
+    """The payload after 354, then the verdict.
+
+    ``last``: no transaction of this message follows, so the next send may be
+    pipelined behind our payload (a hand-off); before a further transaction of our
+    own, the connection stays ours.
+    """
+    # The commit point: from the end of the data on, the server may have the message.
+    # Marked before the payload (not just before its last chunk) so that the budget
+    # never cuts a payload short that is already on its way.
+    await current_attempt().commit()
+    timeout, label = conn.timeout("socket_timeout")
+    handoff = conn.on_handoff if last and conn.pipelining else None
+    # Until the final "." is written nothing can be delivered: a failure is transient.
+    with conn.guard(Phase.DATA, timeout, label):
+        try:
+            # With a hand-off, a small payload is held for the rest of this loop turn
+            # so that the next message's group, written in it, leaves in one write.
+            await stream.send_payload(pieces, timeout=timeout, hold=handoff is not None)
+        except MessageError:
+            # an attachment file changed mid-payload: the data cannot be ended
+            # (that would deliver a truncated message), so the session goes
+            conn.abort()
+            raise
+    if last:
+        conn.on_handoff = None
+        try:
+            if handoff is not None:
+                handoff()  # the next message's group may follow our "." now
+        finally:
+            stream.flush_soon()  # after the next send's wake-up, which comes first
+    reply = await conn.read(stream, Phase.MESSAGE)
+    if reply.code != 250:
+        if reply.code == 421:
+            conn.abort()
+        raise classify_reply(Phase.MESSAGE, reply.code, reply.message, conn.endpoint)
+    rejected = {a: _reply_text(code, text) for a, (code, text) in rcpt.refused.items()}
+    return Delivery(accepted=list(rcpt.accepted), rejected=rejected, response=reply.message)
+
+
+async def rset(conn: Session) -> None:
+    """End a failed transaction so the connection can carry the next one."""
+    stream = conn.stream
+    timeout = min(conn.settings.config.socket_timeout, COURTESY_TIMEOUT)
+    try:
+        assert stream is not None
+        with conn.guard(Phase.RSET, timeout, "socket_timeout"):
+            stream.send(b"RSET\r\n", replies=1)
+            reply = await stream.read(timeout)
+        if reply.code != 250:
+            conn.abort()
+    except DeliveryError:
+        conn.abort()
+
+
+def _report_unsent(
+    delivered: Delivery, batch: list[str], rest: list[str], error: DeliveryError
+) -> None:
+    """A later transaction failed after an earlier one delivered: say so per recipient.
+
+    The message is not failed (it reached ``delivered.accepted``), so each recipient of
+    the failed transaction (``batch``) and of those not tried (``rest``) is put in
+    ``rejected`` with what happened to it: its own RCPT reply when the server refused
+    it, "it may have been delivered" when the transaction ended without a verdict, else
+    why it was not sent.
+    """
+    replies: dict[str, str] = getattr(error, "refused", {})
+    detail = error.args[0] if error.args else type(error).__name__
+    count = len(delivered.accepted)
+    if isinstance(error, DeliveryUncertain):
+        reason = (
+            f"uncertain, it may have been delivered: {detail} (in a later transaction of "
+            f"a message delivered to {count} other recipient(s))"
+        )
+    else:
+        reason = (
+            f"not sent: {detail} (in a later transaction, after the message was "
+            f"delivered to {count} other recipient(s))"
+        )
+    for address in batch:
+        delivered.rejected[address] = replies.get(address, reason)
+    for address in rest:
+        delivered.rejected[address] = (
+            f"not sent: not tried after a later transaction failed ({detail}); the "
+            f"message was delivered to {count} other recipient(s)"
+        )

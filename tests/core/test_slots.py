@@ -1,0 +1,120 @@
+"""A provider's connection slots (mailer/providers/_slots.py): waiters in arrival order on
+their own futures, a wait's budget on one loop timer, a freed slot never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from mailer import TransientError
+from mailer._attempt import AttemptContext
+from mailer._clock import now
+from mailer.providers._slots import Slots
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the slots are asyncio's (the SMTP pool, HTTP on asyncio)
+
+
+@pytest.fixture
+def budget() -> Iterator[None]:
+    """The test runs as an attempt with a 0.3 s pre-commit budget (30 s deadline)."""
+    start = now()
+    state = AttemptContext("p", deadline=start + 30.0, budget_deadline=start + 0.3, budget=0.3)
+    token = state.enter()
+    try:
+        yield
+    finally:
+        state.exit(token)
+
+
+async def test_waiters_get_the_slots_in_arrival_order() -> None:
+    slots = Slots(1, "pooled connection")
+    await slots.acquire()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        await slots.acquire()
+        order.append(i)
+
+    with anyio.fail_after(5):
+        tasks = [asyncio.ensure_future(wait(i)) for i in range(3)]
+        await asyncio.sleep(0)
+        assert slots.waiting == 3 and order == []
+        for expected in ([0], [0, 1], [0, 1, 2]):
+            slots.release()
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert order == expected
+        await asyncio.gather(*tasks)
+    assert slots.waiting == 0
+    slots.release()
+    await slots.acquire()  # the last one freed is free: taken at once
+
+
+async def test_a_wait_that_saw_no_slot_freed_for_a_budget_gives_up_its_place(
+    budget: None,
+) -> None:
+    slots = Slots(1, "pooled connection")
+    await slots.acquire()
+    began = now()
+    with anyio.fail_after(5), pytest.raises(TransientError) as caught:
+        await slots.acquire()
+    assert 0.25 <= now() - began < 2.0
+    assert caught.value.no_verdict and not caught.value.retry_here
+    assert "all 1 are busy" in str(caught.value) and slots.waiting == 0
+    slots.release()  # to nobody: the timed-out wait is gone, so the slot is free
+    with anyio.fail_after(1):
+        await slots.acquire()
+
+
+async def test_a_slot_freed_during_the_budget_keeps_the_wait_in_line(budget: None) -> None:
+    slots = Slots(1, "pooled connection")
+    await slots.acquire()
+    got: list[str] = []
+
+    async def first() -> None:  # ahead in line, no budget of its own
+        await slots.acquire()
+        got.append("first")
+        await asyncio.sleep(0.25)
+        slots.release()
+
+    async def second() -> None:
+        await slots.acquire()
+        got.append("second")
+
+    with anyio.fail_after(5):
+        # in a fresh context: no attempt, so no budget
+        ahead = asyncio.get_running_loop().create_task(first(), context=contextvars.Context())
+        await asyncio.sleep(0)
+        behind = asyncio.ensure_future(second())
+        await asyncio.sleep(0.2)
+        slots.release()  # to "first": a slot was freed while "second" waited
+        await asyncio.gather(ahead, behind)  # "second" outlives its 0.3 s budget
+    assert got == ["first", "second"]
+
+
+async def test_a_slot_handed_to_a_waiter_cancelled_in_that_turn_goes_to_the_next() -> None:
+    slots = Slots(1, "pooled connection")
+    await slots.acquire()
+    got: list[int] = []
+
+    async def wait(i: int) -> None:
+        await slots.acquire()
+        got.append(i)
+
+    with anyio.fail_after(5):
+        cancelled = asyncio.ensure_future(wait(0))
+        nxt = asyncio.ensure_future(wait(1))
+        await asyncio.sleep(0)
+        slots.release()  # handed to wait(0)...
+        cancelled.cancel()  # ...which is cancelled before it runs again
+        await nxt
+    assert got == [1] and cancelled.cancelled() and slots.waiting == 0
