@@ -31,16 +31,11 @@ from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import declared_size, message_payload, payload_size
 from mailer.testing import SMTPTestServer
 
-from .test_dkim import Keys, send_failing_over
+from .kit import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
 
 
 @pytest.fixture

@@ -32,18 +32,13 @@ from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import Stuffed, declared_size, message_payload, payload_size
 from mailer.testing import SMTPTestServer
 
-from .test_dkim import Keys, send_failing_over
+from .kit import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
 ATOMS = ["a", "b ", " ", "\t", "\n", "\r\n", "\r", ".", ".\n", "é", "日本", "=", "x" * 80,
          "y" * 1000, "  \n", "From ", "==============="]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
 
 
 @pytest.fixture
