@@ -23,16 +23,12 @@ clients' rounds on a shared machine; a tight loop is how they can be compared at
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import export_src, worker_env
+from _tight import compare
 
 _CHILD = """
 import asyncio, json, sys, time
@@ -94,37 +90,8 @@ print(json.dumps(asyncio.run(main())))
 """
 
 
-def _run(src: Path | None, count: int) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(count)],
-        env=worker_env(src),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout)
-    return result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--ref", default="main", help="the commit to compare with")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--count", type=int, default=20000)
-    args = parser.parse_args()
-    before_src = export_src(args.ref)
-    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    for _ in range(args.rounds):
-        runs["before"].append(_run(before_src, args.count))
-        runs["after"].append(_run(None, args.count))
-    print(f"us a send, best (median) of {args.rounds} runs of {args.count}; before = {args.ref}")
-    for key in ("attempt", "render", "send", "handoff"):
-        line = []
-        for side in ("before", "after"):
-            values = [r[key] for r in runs[side]]
-            line.append(f"{side} {min(values):.2f} ({statistics.median(values):.2f})")
-        print(f"  {key:8} " + "  ".join(line))
+    compare(__doc__.split("\n")[0], _CHILD, ("attempt", "render", "send", "handoff"), "a send")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 For each outage of the primary (SMTP: silent after accept, hangs at MAIL FROM, answers
 every reply after 2 s, refuses connections, takes the message and never answers the
 final "."; HTTP: hangs in the TLS handshake, answers
-503, takes the request body and never answers (Resend, idempotent)), with the SMTP pool
+503, takes the request body and never answers (Resend, idempotent), sits behind an HTTP
+proxy that never answers its CONNECT), with the SMTP pool
 on and off, a fresh Mailer (primary first, a healthy local SMTP backup second, every
 timeout, budget and breaker setting at its default) makes:
 
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, machine, table
 
 from mailer import DeliveryError, Mailer, Message
-from mailer.testing import SilentServer, SMTPSink, SMTPTestServer
+from mailer.testing import HTTPConnectProxy, SilentServer, SMTPSink, SMTPTestServer
 from mailer.testing import serve as http_server
 
 #: each SMTP outage as faults of the test kit's server: (greeting fault, command faults)
@@ -77,6 +78,17 @@ async def primary(outage: str, pool: bool) -> AsyncIterator[dict[str, Any]]:
     if outage == "refused":
         smtp["config"]["port"] = free_port()
         yield smtp
+        return
+    if outage == "http-proxy-connect-hang":
+        # the proxy reads the CONNECT and never answers it (as when its route to the API
+        # is blackholed): nothing of the request left, so the send fails over at the budget
+        proxy = HTTPConnectProxy(hang=True).start()
+        try:
+            config = {"api_key": "re_bench", "base_url": "https://api.resend.test",
+                      "proxy": proxy.url}  # fmt: skip
+            yield {"type": "resend", "name": "primary", "config": config}
+        finally:
+            proxy.stop()
         return
     if outage.startswith("http"):
         modes = {"http-503": "503", "http-hang-after-body": "hang"}
@@ -157,7 +169,8 @@ async def backup_alone(backup_port: int, pool: bool) -> list[str]:
 
 
 OUTAGES = ["silent", "hang-at-MAIL", "slow-2s", "refused", "smtp-hang-after-dot",
-           "http-hang-tls", "http-503", "http-hang-after-body"]  # fmt: skip
+           "http-hang-tls", "http-503", "http-hang-after-body",
+           "http-proxy-connect-hang"]  # fmt: skip
 
 
 async def main(quick: bool, outages: list[str]) -> None:

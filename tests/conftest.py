@@ -13,6 +13,7 @@ from tests.health.redis_kit import RedisServer
 from tests.pgcluster import PostgresCluster, find_bin
 
 from mailer._clock import FakeClock
+from mailer.testing import Certs, make_certs
 
 #: the tests' own plugin (a provider that loads, one that cannot): found through its
 #: dist-info on sys.path, never installed, so a demo install does not list it
@@ -35,6 +36,13 @@ def anyio_backend() -> str:
 def clock() -> FakeClock:
     """A clock the tests move by hand, so breaker tests never sleep."""
     return FakeClock(1000.0)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A private CA (trustme) and a certificate for ``mailer.testing.TLS_NAME``, made once
+    for the session (a module that needs other names makes its own)."""
+    return make_certs(Path(tmp_path_factory.mktemp("certs")))
 
 
 @pytest.fixture(scope="session")

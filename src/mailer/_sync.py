@@ -24,19 +24,15 @@ What it promises, because a blocking caller cannot defend itself:
   coroutine), it raises MailerError pointing to ``await mailer.send(...)`` instead of
   blocking that loop for the whole send.
 
-How "not sent" is known: each send runs with a commit hook (:func:`.routing.attempt.
-commit_hooks`) and a Mailer event listener, so the SyncMailer sees whether any attempt
-reached its commit point, succeeded or ended uncertain. A send cut before it started, cut
-before the Mailer routed it (its "start" event: a send waiting at the admission gate), or
-cut and unwound with every attempt ended before its commit point, delivered nothing.
-Anything else may have, and is reported as DeliveryUncertain.
+How "not sent" is known, and the verdict a cut caller is given, is one concept of its own:
+:mod:`mailer._sync_call` (one call as the loop thread sees it). Here: the facade, its
+loop thread, close, and fork.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import contextvars
 import os
 import threading
@@ -45,125 +41,33 @@ import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Self, TypeVar
 
-from ._attempt import commit_hooks
 from ._backend import current_async_library
 from ._config import MailerConfig
-from ._errors import ConfigError, DeliveryUncertain, MailerError, TransientError
+from ._errors import ConfigError, MailerError
 from ._events import DeliveryEvent, IngestReport
 from ._events.blocking import SyncSuppression
 from ._log import get_logger
-from ._mailer import Event, Mailer
+from ._mailer import Mailer
 from ._message import Message
 from ._result import SendResult
+from ._sync_call import SEND_GRACE, UNWIND, Call, cut, in_context, on_event, run, verdict
 from .providers._coalesce import batching
 
 __all__ = ["CLOSE_TIMEOUT", "SEND_GRACE", "SyncMailer"]
 
 T = TypeVar("T")
 
-#: seconds ``send()`` may take beyond the Mailer's ``send_timeout``: the Mailer's own
-#: backstop (at most 0.5 s) plus time for a cancelled send to unwind and report
-SEND_GRACE = 2.0
 #: seconds ``close()`` lets in-flight sends finish by default: under the 30 s that
 #: gunicorn's graceful_timeout and Kubernetes' terminationGracePeriodSeconds give
 CLOSE_TIMEOUT = 10.0
-#: after a send is cut: how long it may take to unwind (its verdict is then precise)
-_UNWIND = SEND_GRACE / 2
 #: close(): how long closing the providers (QUIT, HTTP clients) may take
 _ACLOSE_TIMEOUT = 5.0
 
 log = get_logger("mailer.sync")
 
 Config = Mailer | Callable[[], Mailer] | Mapping[str, Any] | str | Path | MailerConfig
-
-
-class _Call:
-    """One blocking call and what the loop thread learned about it."""
-
-    __slots__ = (
-        "abandoned",
-        "cut",
-        "evidence",
-        "finished",
-        "future",
-        "lock",
-        "loop",
-        "possibly_delivered",
-        "routed",
-        "started",
-        "task",
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.lock = threading.Lock()
-        self.loop = loop
-        self.future: concurrent.futures.Future[Any] | None = None
-        self.task: asyncio.Task[Any] | None = None
-        #: set (under ``lock``) when the call began running on the loop
-        self.started = False
-        #: set (under ``lock``) when the caller gave up before it began: it never will
-        self.abandoned = False
-        self.finished = False
-        #: an attempt reached its commit point, succeeded, or ended uncertain
-        self.possibly_delivered = False
-        #: attempts that reported their end (evidence for "nothing was delivered")
-        self.evidence = 0
-        #: the Mailer began routing it ("start" event): before that, no provider was
-        #: asked (a send waiting at the Mailer's admission gate, mailer/_routing/admission.py)
-        self.routed = False
-        self.cut: Literal["close", "timeout"] | None = None
-
-
-_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
-    "mailer_sync_call", default=None
-)
-
-
-async def _crossed() -> None:
-    """Commit hook: this call's attempt is about to cross its commit point."""
-    call = _CALL.get()
-    if call is not None:
-        call.possibly_delivered = True
-
-
-def _on_event(event: Event) -> None:
-    """Mailer listener: how each attempt of the current call ended."""
-    call = _CALL.get()
-    if call is None:
-        return
-    if event.kind == "start":
-        call.routed = True
-    if event.kind != "attempt":
-        return
-    call.evidence += 1
-    if event.attempt is not None and event.attempt.possibly_delivered:
-        call.possibly_delivered = True
-
-
-async def _in_context(context: contextvars.Context, awaitable: Awaitable[T]) -> T:
-    """Await with the calling thread's context variables set (the task has a copy of the
-    loop thread's): a trace span open in the caller becomes the send's parent."""
-    for var, value in context.items():
-        if var is not _CALL:
-            var.set(value)
-    return await awaitable
-
-
-async def _run(call: _Call, start: Callable[[], Awaitable[T]]) -> T:
-    with call.lock:
-        if call.abandoned:  # the caller has been told "not sent": keep it true
-            raise asyncio.CancelledError
-        call.started = True
-        call.task = asyncio.current_task()
-    token = _CALL.set(call)
-    try:
-        with commit_hooks(_crossed):
-            return await start()
-    finally:
-        _CALL.reset(token)
-        call.finished = True
 
 
 class SyncMailer:
@@ -200,7 +104,7 @@ class SyncMailer:
         self._adopt(mailer)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._pending: set[_Call] = set()
+        self._pending: set[Call] = set()
         self._closed = False
         self._close_timeout = CLOSE_TIMEOUT
         _LIVE.add(self)
@@ -223,7 +127,7 @@ class SyncMailer:
 
     def _adopt(self, mailer: Mailer) -> None:
         self._mailer = mailer
-        self._unsubscribe = mailer.subscribe(_on_event)
+        self._unsubscribe = mailer.subscribe(on_event)
         listeners: list[Callable[[DeliveryEvent], Any]] = getattr(self, "_listeners", [])
         self._listeners = listeners
         self._delivery_unsubs = {id(f): mailer.on_delivery(f) for f in listeners}
@@ -281,7 +185,7 @@ class SyncMailer:
                 "config); or call SyncMailer from a worker thread (asyncio.to_thread)"
             )
 
-    def _submit(self, start: Callable[[Mailer], Awaitable[T]]) -> tuple[_Call, float]:
+    def _submit(self, start: Callable[[Mailer], Awaitable[T]]) -> tuple[Call, float]:
         with self._lock:
             self._check_fork()
             if self._closed:
@@ -291,8 +195,8 @@ class SyncMailer:
                 )
             mailer = self._current()
             loop = self._ensure_loop()
-            call = _Call(loop)
-            call.future = asyncio.run_coroutine_threadsafe(_run(call, lambda: start(mailer)), loop)
+            call = Call(loop)
+            call.future = asyncio.run_coroutine_threadsafe(run(call, lambda: start(mailer)), loop)
             self._pending.add(call)
         return call, mailer.send_timeout + SEND_GRACE
 
@@ -306,64 +210,16 @@ class SyncMailer:
             with self._lock:
                 self._pending.discard(call)
 
-    def _wait(self, call: _Call, deadline: float, what: str) -> Any:  # T of the call
+    def _wait(self, call: Call, deadline: float, what: str) -> Any:  # T of the call
         future = call.future
         assert future is not None
-        concurrent.futures.wait([future], timeout=max(0.0, deadline - _UNWIND - time.monotonic()))
+        concurrent.futures.wait([future], timeout=max(0.0, deadline - UNWIND - time.monotonic()))
         if not future.done():
-            self._cut(call, "timeout")
+            cut(call, "timeout")
             concurrent.futures.wait([future], timeout=max(0.0, deadline - time.monotonic()))
         if future.done() and not future.cancelled():
             return future.result()  # the Mailer's own verdict, success or error
-        raise self._verdict(call, what)
-
-    def _cut(self, call: _Call, why: Literal["close", "timeout"]) -> None:
-        """Stop a call: cancel it on the loop, or make sure it never starts."""
-        with call.lock:
-            if call.cut is None:
-                call.cut = why
-            started = call.started
-            if not started:
-                call.abandoned = True
-        if not started:
-            assert call.future is not None
-            call.future.cancel()
-            return
-        task = call.task
-        if task is not None:
-            # RuntimeError: the loop is closed, so nothing is left to cancel
-            with contextlib.suppress(RuntimeError):
-                call.loop.call_soon_threadsafe(task.cancel)
-
-    def _verdict(self, call: _Call, what: str) -> MailerError:
-        """What a caller whose call was cut is told: never "not sent" unless certain."""
-        if call.cut == "close":
-            why = f"SyncMailer.close() ended it (close(timeout={self._close_timeout:g}) ran out)"
-        else:
-            why = f"no verdict within send_timeout + {SEND_GRACE:g}s"
-        with call.lock:
-            if not call.started:
-                call.abandoned = True
-        if what != "send":
-            return MailerError(f"{what}() did not complete: {why}")
-        if not call.started:
-            return TransientError(
-                f"not sent: {why} before the send began; nothing was delivered (send it again)"
-            )
-        if call.finished and not call.routed:
-            return TransientError(
-                f"not sent: {why} before the send was routed to a provider; nothing was "
-                "delivered (send it again)"
-            )
-        if call.finished and call.evidence and not call.possibly_delivered:
-            return TransientError(
-                f"not sent: {why} before the send reached a provider's commit point; "
-                "nothing was delivered (send it again)"
-            )
-        return DeliveryUncertain(
-            f"{why} while the send was under way: the message may have been delivered "
-            "(sending it again may duplicate it)"
-        )
+        raise verdict(call, what, self._close_timeout)
 
     # -- the API -----------------------------------------------------------------------
 
@@ -381,7 +237,7 @@ class SyncMailer:
         self._refuse_in_loop("send", "await mailer.send(message)")
         context = contextvars.copy_context()
         result: SendResult = self._call(
-            lambda mailer: _in_context(
+            lambda mailer: in_context(
                 context, mailer.send(message, providers=providers, suppression=suppression)
             ),
             "send",
@@ -463,10 +319,10 @@ class SyncMailer:
         context = contextvars.copy_context()
         context.run(batching.set, True)  # batch endpoints may carry them together
         began = time.monotonic()
-        calls: list[tuple[_Call, float]] = []
+        calls: list[tuple[Call, float]] = []
 
         def start(message: Message, names: Sequence[str] | None) -> Any:
-            return lambda mailer: _in_context(context, mailer.send(message, providers=names))
+            return lambda mailer: in_context(context, mailer.send(message, providers=names))
 
         try:
             for i, message in enumerate(messages):
@@ -537,9 +393,9 @@ class SyncMailer:
         concurrent.futures.wait(futures, timeout=max(0.0, timeout))
         late = [c for c in pending if c.future is not None and not c.future.done()]
         for call in late:
-            self._cut(call, "close")
+            cut(call, "close")
         if late:
-            concurrent.futures.wait([c.future for c in late if c.future], timeout=_UNWIND)
+            concurrent.futures.wait([c.future for c in late if c.future], timeout=UNWIND)
             for call in late:  # a stuck loop: wake the callers all the same
                 if call.future is not None:
                     call.future.cancel()
@@ -560,7 +416,7 @@ class SyncMailer:
             except Exception as exc:
                 failure = exc
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=_UNWIND)
+        thread.join(timeout=UNWIND)
         if not thread.is_alive():
             loop.close()
         if failure is not None:

@@ -7,16 +7,14 @@ clients (the stdlib's smtplib, httpx), outage behaviour included.
 
 from __future__ import annotations
 
-import asyncio
 import smtplib
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from mailer.testing import FakeResend, SMTPSink
+from mailer.testing import FakeResend, LoopThread, SMTPSink
 
 
 @pytest.mark.slow
@@ -44,27 +42,11 @@ def test_small_demo_is_quick(mailer_cli: Any) -> None:
     assert "40 sent, 0 failed, 0 lost, 0 duplicated" in result.stdout
 
 
-class _Loop:
-    """An asyncio loop in a thread, so blocking clients can talk to the async servers."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=10)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def loop() -> Iterator[_Loop]:
-    runner = _Loop()
-    yield runner
-    runner.close()
+def loop() -> Iterator[LoopThread]:
+    """An asyncio loop in a thread, so blocking clients can talk to the async servers."""
+    with LoopThread() as runner:
+        yield runner
 
 
 MESSAGE = (
@@ -74,7 +56,7 @@ MESSAGE = (
 )
 
 
-def test_sink_unstuffs_dots_and_counts_by_message_id(loop: _Loop) -> None:
+def test_sink_unstuffs_dots_and_counts_by_message_id(loop: LoopThread) -> None:
     sink = SMTPSink("t")
     loop.run(sink.start())
     try:
@@ -93,7 +75,7 @@ def test_sink_unstuffs_dots_and_counts_by_message_id(loop: _Loop) -> None:
         loop.run(sink.stop(grace=0.2))
 
 
-def test_sink_outage_refuses_new_and_says_421_to_open_connections(loop: _Loop) -> None:
+def test_sink_outage_refuses_new_and_says_421_to_open_connections(loop: LoopThread) -> None:
     sink = SMTPSink("t")
     loop.run(sink.start())
     port = sink.port
@@ -117,7 +99,7 @@ def test_sink_outage_refuses_new_and_says_421_to_open_connections(loop: _Loop) -
         loop.run(sink.stop(grace=0.2))
 
 
-def test_fake_resend_counts_once_per_idempotency_key_and_throttles(loop: _Loop) -> None:
+def test_fake_resend_counts_once_per_idempotency_key_and_throttles(loop: LoopThread) -> None:
     fake = FakeResend(api_key="re_test")
     loop.run(fake.start())
     try:

@@ -9,7 +9,6 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,14 +17,9 @@ from tests.faults.kit import soak_on_primary
 from mailer import AllProvidersFailed, DeliveryError, Mailer, Message, SendResult
 from mailer._routing.admission import PER_SLOT, Admission
 from mailer.providers import SMTPProvider
-from mailer.testing import Certs, ScriptedProvider, SMTPTestServer, make_certs
+from mailer.testing import Certs, ScriptedProvider, SMTPTestServer
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(scope="module")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(Path(tmp_path_factory.mktemp("admission-certs")))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The Date header is formatted once per second (mailer._message.model._date_now)."""
+"""The Date header is formatted once per second (mailer._message.render.date_now)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 import pytest
 
 from mailer import Message
-from mailer._message import model
+from mailer._message import render
 
 
 def _date_of(message: Message) -> str:
@@ -18,7 +18,7 @@ def _date_of(message: Message) -> str:
 
 def test_each_second_its_own_date(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [datetime(2026, 12, 5, 3, 0, 0, 100_000, tzinfo=UTC)]
-    monkeypatch.setattr(model, "_utcnow", lambda: now[0])
+    monkeypatch.setattr(render, "_utcnow", lambda: now[0])
     first = _date_of(Message(sender="a@x.org", to=["b@x.org"], subject="s", text="t"))
     now[0] = now[0].replace(microsecond=900_000)  # the same second: the cached text
     same = _date_of(Message(sender="a@x.org", to=["b@x.org"], subject="s", text="t"))

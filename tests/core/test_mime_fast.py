@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from mailer import Address, Attachment, Message, MessageError
 from mailer._message import mime as _mime
+from mailer._message.render import render_stdlib
 
 DATE = "Sun, 22 Nov 2026 00:00:00 +0000"
 TEXT = st.text(
@@ -83,7 +84,7 @@ def fast_bytes(m: Message) -> bytes:
 
 
 def both(m: Message) -> tuple[dict[str, Any], dict[str, Any]]:
-    return view(parsed(fast_bytes(m))), view(parsed(m._render_stdlib(DATE)))
+    return view(parsed(fast_bytes(m))), view(parsed(render_stdlib(m, DATE)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -129,7 +130,7 @@ def test_same_as_stdlib(
     # Unstructured headers against the input too: the stdlib's rendering of
     # "...\xa0𐀀𐀀 ¡" parses back without the space before "¡" (found by this test).
     assert fast["X"] == {"X-Custom": " ".join(header.split())}
-    reference = view(parsed(m._render_stdlib(DATE)))
+    reference = view(parsed(render_stdlib(m, DATE)))
     for key in ("Message-ID", "parts"):
         assert fast[key] == reference[key]
 
@@ -201,7 +202,7 @@ def test_text_charsets_attached_messages_and_sender_same_as_stdlib() -> None:
         "message/rfc822",
         "text/plain",
     ]
-    for data in (fast_bytes(m), m._render_stdlib(DATE)):
+    for data in (fast_bytes(m), render_stdlib(m, DATE)):
         msg = parsed(data)
         assert msg["Sender"] == "Zoë <bounces@example.com>"
         assert [p.get_content_charset() for p in msg.iter_attachments()][:2] == ["utf-8", None]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faults.conftest import certs, http_fake, smtp  # noqa: F401 - fixtures
+from tests.faults.conftest import http_fake, smtp  # noqa: F401 - fixtures
 
 from mailer import DeliveryEvent
 

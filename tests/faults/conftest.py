@@ -1,23 +1,24 @@
 """Fixtures for the fault matrix: real servers on 127.0.0.1, stopped after each test.
 
-The servers are the test kit's (``mailer.testing``); kit.py holds the load runner and
-the ledger check.
+The servers are the test kit's (``mailer.testing``; ``certs`` is the session's, from
+tests/conftest.py); kit.py holds the load runner and the ledger check.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailer.testing import Certs, FakeResend, SMTPTestServer, TokenEndpoint, make_certs
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    return make_certs(Path(tmp_path_factory.mktemp("fault-certs")))
+from mailer.testing import (
+    Certs,
+    FakeResend,
+    HTTPTestServer,
+    SMTPTestServer,
+    TokenEndpoint,
+    in_thread,
+)
 
 
 @pytest.fixture
@@ -49,3 +50,11 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
     endpoint = TokenEndpoint(["tok-1"]).start()
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture
+def api(certs: Certs) -> Iterator[HTTPTestServer]:
+    """The kit's HTTPS API (``certs``' names) on an event loop of its own, in a thread:
+    the starved-loop tests hold this test's loop, and the API must still answer on time."""
+    with in_thread(HTTPTestServer(tls=certs.server_context())) as server:
+        yield server

@@ -17,11 +17,7 @@ in the test's own loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +29,11 @@ from mailer.testing import (
     HTTPTestServer,
     ScriptedProvider,
     SilentServer,
-    ThreadedSocketServer,
     make_certs,
 )
 
 from .kit import messages
-from .lagkit import BUDGET, SHORT, SLACK, burn, failed_attempts
+from .lagkit import BUDGET, SHORT, SLACK, SlowHandshakeRelay, burn, failed_attempts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -53,69 +48,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(Path(tmp_path_factory.mktemp("http-lag-certs")), names=("127.0.0.1",))
 
 
-class ThreadedAPI:
-    """The kit's HTTPTestServer on an event loop of its own, in a thread: starving the
-    test's loop does not starve the API."""
-
-    def __init__(self, certs: Certs) -> None:
-        self.server = HTTPTestServer(tls=certs.server_context())
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-
-    def start(self) -> ThreadedAPI:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(5)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-
-class SlowHandshakeRelay(ThreadedSocketServer):
-    """Relays TCP to ``port``; on the connections numbered in ``slow`` (1 = the first)
-    the upstream's first bytes (its TLS handshake flight) are held for ``delay`` s."""
-
-    def __init__(self, port: int, delay: float, slow: set[int]) -> None:
-        super().__init__()
-        self._upstream, self._delay, self._slow = port, delay, slow
-
-    def on_connect(self, client: socket.socket) -> None:
-        upstream = socket.create_connection((self.host, self._upstream), timeout=5)
-        self.keep(upstream)
-        hold = self._delay if self.accepted in self._slow else 0.0
-        for source, sink, wait in ((client, upstream, 0.0), (upstream, client, hold)):
-            threading.Thread(target=self._pump, args=(source, sink, wait), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, hold: float) -> None:
-        source.settimeout(0.2)
-        first = True
-        deadline = time.monotonic() + 30  # bounded, as every loop in a test
-        with contextlib.suppress(OSError):
-            while time.monotonic() < deadline and not self._stop.is_set():
-                try:
-                    data = source.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                if first and hold:
-                    time.sleep(hold)
-                first = False
-                sink.sendall(data)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-
-@pytest.fixture
-def api(certs: Certs) -> Iterator[ThreadedAPI]:
-    server = ThreadedAPI(certs).start()
-    yield server
-    server.stop()
-
-
 def resend(name: str, base_url: str, certs: Certs) -> ResendProvider:
     """A real adapter with its default timeouts (10 s, connect 5 s)."""
     return ResendProvider.from_config(
@@ -123,13 +55,13 @@ def resend(name: str, base_url: str, certs: Certs) -> ResendProvider:
     )
 
 
-def sent(api: ThreadedAPI, message: Message) -> int:
+def sent(api: HTTPTestServer, message: Message) -> int:
     """How many times the API received ``message`` (its subject is unique)."""
-    return sum(1 for r in api.server.log if r.json().get("subject") == message.subject)
+    return sum(1 for r in api.log if r.json().get("subject") == message.subject)
 
 
 async def test_a_handshake_timed_out_by_a_starved_loop_is_tried_again(
-    api: ThreadedAPI, certs: Certs
+    api: HTTPTestServer, certs: Certs
 ) -> None:
     """The API's TLS flight comes 1.8 s after the ClientHello on the first connection;
     the loop is held from 0.1 s to 1.7 s. The handshake's 1 s timer (cut to the budget)
@@ -138,7 +70,7 @@ async def test_a_handshake_timed_out_by_a_starved_loop_is_tried_again(
     connects again (at once, this time): the send goes out on the primary, once, and
     its breaker stays closed."""
     delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.server.port, delay, slow={1}).start()
+    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
     try:
         backup = ScriptedProvider("backup")
         primary = resend("primary", f"https://127.0.0.1:{relay.port}", certs)
@@ -159,12 +91,12 @@ async def test_a_handshake_timed_out_by_a_starved_loop_is_tried_again(
 
 
 async def test_the_same_stall_fails_over_when_the_budget_counts_wall_time(
-    api: ThreadedAPI, certs: Certs
+    api: HTTPTestServer, certs: Certs
 ) -> None:
     """``budget.loop_lag = false``: the same stall fails the healthy primary over, with
     nothing sent to it. It shows the test above reproduces the failure."""
     delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.server.port, delay, slow={1}).start()
+    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
     try:
         backup = ScriptedProvider("backup")
         primary = resend("primary", f"https://127.0.0.1:{relay.port}", certs)
@@ -185,13 +117,13 @@ async def test_the_same_stall_fails_over_when_the_budget_counts_wall_time(
 
 @pytest.mark.parametrize("turns", [2, 6, 15])
 async def test_a_loop_starved_during_a_request_sends_it_once(
-    api: ThreadedAPI, certs: Certs, turns: int
+    api: HTTPTestServer, certs: Certs, turns: int
 ) -> None:
     """A healthy API, the loop held past the budget a few turns into the request
     (connecting, in the handshake or with the request out, by the machine's speed): the
     send goes out on the primary, once."""
     backup = ScriptedProvider("backup")
-    mailer = Mailer([resend("primary", api.server.base_url, certs), backup], budget=SHORT)
+    mailer = Mailer([resend("primary", api.base_url, certs), backup], budget=SHORT)
     message = messages(1)[0]
     async with mailer:
         task = asyncio.create_task(mailer.send(message))

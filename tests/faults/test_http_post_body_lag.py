@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mailer import DeliveryUncertain, Mailer
 from mailer.providers._resend import ResendProvider
-from mailer.testing import Certs, ScriptedProvider, make_certs
+from mailer.testing import Certs, HTTPTestServer, ScriptedProvider, make_certs
 
 from .kit import messages
-from .lagkit import SHORT, SLACK, burn
-from .test_http_loop_lag import SlowHandshakeRelay, ThreadedAPI
+from .lagkit import SHORT, SLACK, SlowHandshakeRelay, burn
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -45,13 +43,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     return make_certs(Path(tmp_path_factory.mktemp("post-body-lag")), names=("127.0.0.1",))
 
 
-@pytest.fixture
-def api(certs: Certs) -> Iterator[ThreadedAPI]:
-    server = ThreadedAPI(certs).start()
-    yield server
-    server.stop()
-
-
 def mailer(port: int, certs: Certs, **options: object) -> Mailer:
     primary = ResendProvider.from_config("primary", {
         "api_key": "re_test_key", "base_url": f"https://127.0.0.1:{port}",
@@ -63,15 +54,15 @@ def mailer(port: int, certs: Certs, **options: object) -> Mailer:
 
 
 async def test_a_post_body_timeout_on_a_wait_the_lag_cut_short_leaves_the_breaker_closed(
-    api: ThreadedAPI, certs: Certs
+    api: HTTPTestServer, certs: Certs
 ) -> None:
     """The API's first TLS flight is held 1.8 s; the loop is held from 0.1 s to 1.7 s
     (the handshake is tried again: nothing was sent). The body goes out at about 1.75 s
     with 1.25 s of the 3 s window left, and the API answers 2 s after it: the send is
     uncertain, the API has it once, and the primary's breaker stays closed."""
-    api.server.mode = "delay:2.0"
+    api.mode = "delay:2.0"
     delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.server.port, delay, slow={1}).start()
+    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
     try:
         mail = mailer(relay.port, certs)
         async with mail:
@@ -86,19 +77,19 @@ async def test_a_post_body_timeout_on_a_wait_the_lag_cut_short_leaves_the_breake
         assert relay.accepted == 2, "the handshake was not tried again: proves nothing"
     finally:
         relay.stop()
-    assert api.server.requests == 1
+    assert api.requests == 1
     assert TIMEOUT - 0.2 < took < TIMEOUT + SLACK, took
 
 
 async def test_a_post_body_timeout_without_lag_still_opens_the_breaker(
-    api: ThreadedAPI, certs: Certs
+    api: HTTPTestServer, certs: Certs
 ) -> None:
     """The control: the loop keeps up and the API takes longer than its whole window:
     a slow call, and the breaker opens on it."""
-    api.server.mode = f"delay:{TIMEOUT + 1}"
-    mail = mailer(api.server.port, certs)
+    api.mode = f"delay:{TIMEOUT + 1}"
+    mail = mailer(api.port, certs)
     async with mail:
         with pytest.raises(DeliveryUncertain, match="may have been accepted"):
             await mail.send(messages(1)[0])
         assert mail.health()["primary"]["state"] == "open"
-    assert api.server.requests == 1
+    assert api.requests == 1

@@ -21,16 +21,22 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.smtp.conftest import certs  # noqa: F401 - the shared certificate fixture
-from tests.smtp.network import Blackhole, HTTPConnectProxy
+from tests.smtp.network import Blackhole
 
 from mailer import DeliveryUncertain, Mailer, commit_hooks
 from mailer.providers._resend import ResendProvider
-from mailer.testing import TLS_NAME, Certs, ScriptedProvider, SilentServer, serve
+from mailer.testing import (
+    TLS_NAME,
+    Certs,
+    HTTPConnectProxy,
+    HTTPTestServer,
+    ScriptedProvider,
+    SilentServer,
+    serve,
+)
 
 from .kit import messages
-from .lagkit import SHORT, SLACK, burn, failed_attempts
-from .test_http_loop_lag import SlowHandshakeRelay, ThreadedAPI
+from .lagkit import SHORT, SLACK, SlowHandshakeRelay, burn, failed_attempts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -59,7 +65,7 @@ def resend(
 
 
 async def test_an_api_hung_in_its_tls_handshake_behind_the_proxy_fails_over(
-    certs: Certs,  # noqa: F811 - the fixture imported above
+    certs: Certs,
     proxy: HTTPConnectProxy,
 ) -> None:
     """The proxy connects to the primary API, whose TLS handshake never ends: nothing of
@@ -93,7 +99,7 @@ async def test_an_api_hung_in_its_tls_handshake_behind_the_proxy_fails_over(
 
 
 async def test_a_proxy_that_never_answers_the_connect_fails_over(
-    certs: Certs,  # noqa: F811
+    certs: Certs,
     proxy: HTTPConnectProxy,
 ) -> None:
     """The primary's address is blackholed behind the proxy, which holds the CONNECT
@@ -124,7 +130,7 @@ async def test_a_proxy_that_never_answers_the_connect_fails_over(
 
 
 async def test_an_api_that_takes_the_body_and_hangs_behind_the_proxy_stays_uncertain(
-    certs: Certs,  # noqa: F811
+    certs: Certs,
     proxy: HTTPConnectProxy,
 ) -> None:
     """The commit point still fires at our request's body: an API that reads the whole
@@ -148,17 +154,17 @@ async def test_an_api_that_takes_the_body_and_hangs_behind_the_proxy_stays_uncer
 
 
 async def test_a_handshake_through_the_proxy_timed_out_by_a_starved_loop_is_tried_again(
-    certs: Certs,  # noqa: F811
+    certs: Certs,
     proxy: HTTPConnectProxy,
+    api: HTTPTestServer,
 ) -> None:
     """The loop-lag rule behind a proxy (tests/faults/test_http_loop_lag.py without
     one): the API's TLS flight comes 1.8 s after the ClientHello on the first tunnel,
     and the loop is held from 0.1 s to 1.7 s. The CONNECT's body had started, and the
     old transport took that for ours: the healthy primary failed over. Now the try is
     made again and the send goes out on the primary, once."""
-    api = ThreadedAPI(certs).start()
     delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.server.port, delay, slow={1}).start()
+    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
     try:
         backup = ScriptedProvider("backup")
         # the default timeout, as without a proxy: each of Resend's two tries has 5 s
@@ -174,5 +180,4 @@ async def test_a_handshake_through_the_proxy_timed_out_by_a_starved_loop_is_trie
         assert relay.accepted == 2, "the first handshake was not timed out: proves nothing"
     finally:
         relay.stop()
-        api.stop()
-    assert backup.calls == 0 and api.server.requests == 1
+    assert backup.calls == 0 and api.requests == 1

@@ -1,114 +1,54 @@
 """The shared store's Done-when scenarios with real worker processes, real Redis and real
-local SMTP/HTTP servers (issue 14). Each scenario runs a few seconds; every wait is bounded.
+local SMTP/HTTP servers (issue 14). Each scenario runs a few seconds; every wait is bounded,
+and waits for what the processes saw (their live logs, what the servers received) rather
+than for as long as that usually takes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import json
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.health.processes_kit import (
+    Workers,
+    failures,
+    health,
+    logged,
+    primary_attempts,
+    smtp,
+    workers,
+)
 from tests.health.redis_kit import RedisServer
 from tests.smtp.network import SwitchServer
 
-from mailer.testing import FakeResend, SilentServer, SMTPTestServer
+from mailer.testing import FakeResend, SilentServer, SMTPTestServer, in_thread
 from mailer.testing import wait_until as _wait
+from mailer.testing._smtp import _content
 
 pytestmark = pytest.mark.slow
 
-WORKER = Path(__file__).with_name("worker.py")
-THRESHOLD = 3
+
+def sent_by(server: SMTPTestServer, pids: list[int]) -> list[int]:
+    """How many messages ``server`` received from each worker (its pid opens the subject)."""
+    contents = [_content(e) for e in list(server.state.messages)]
+    return [sum(1 for c in contents if f"Subject: {pid} #".encode() in c) for pid in pids]
 
 
-class Workers:
-    """N worker processes sharing one spec; started together by a go file."""
+def wait_rested_and_sent_on(w: Workers, backup: SMTPTestServer) -> None:
+    """Every process opened the primary's breaker, and each then sent two more messages
+    to the backup: the second of them started after the opening, whichever way that
+    process learned of it."""
+    w.wait_logged("primary: circuit closed -> open", 10)
+    before = sent_by(backup, w.pids)
 
-    def __init__(self, tmp: Path, n: int, spec: dict[str, Any]) -> None:
-        self.tmp, self.go, self.stop_file = tmp, tmp / "go", tmp / "go.stop"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.outs: list[Path] = []
-        for i in range(n):
-            out = tmp / f"out{i}.json"
-            path = tmp / f"spec{i}.json"
-            path.write_text(json.dumps({**spec, "go": str(self.go), "out": str(out)}))
-            self.outs.append(out)
-            # stderr to a file: an unread pipe that fills up blocks the worker
-            with open(f"{out}.stderr", "wb") as stderr:
-                self.procs.append(subprocess.Popen([sys.executable, str(WORKER), str(path)],
-                                                   stderr=stderr))  # fmt: skip
+    def moved_on() -> bool:
+        return all(n >= b + 2 for n, b in zip(sent_by(backup, w.pids), before, strict=True))
 
-    def start(self) -> float:
-        """Go, once every worker has built its Mailer and reached Redis."""
-        ready = [Path(f"{out}.ready") for out in self.outs]
-        assert _wait(lambda: all(p.exists() for p in ready), 60), "workers not ready"
-        self.go.write_text("go")
-        return time.time()
-
-    def stop(self) -> None:
-        self.stop_file.write_text("stop")
-
-    def results(self, timeout: float = 150) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        out = []
-        for proc, path in zip(self.procs, self.outs, strict=True):
-            try:
-                proc.wait(timeout=max(deadline - time.monotonic(), 1))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-            err = Path(f"{path}.stderr").read_text(errors="replace")
-            assert proc.returncode == 0, err[-3000:]
-            out.append(json.loads(path.read_text()))
-        return out
-
-    def kill(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=5)
-
-
-@contextmanager
-def workers(tmp: Path, n: int, spec: dict[str, Any]) -> Iterator[Workers]:
-    w = Workers(tmp, n, spec)
-    try:
-        yield w
-    finally:
-        w.stop()
-        w.kill()
-
-
-def smtp(server: Any, name: str, **extra: Any) -> dict[str, Any]:
-    config = {"host": "127.0.0.1", "port": server.port, "name": "client.test",
-              "connection_timeout": 2, "greeting_timeout": 2, "socket_timeout": 3,
-              **extra}  # fmt: skip
-    return {"type": "smtp", "name": name, "config": config}
-
-
-def health(redis: RedisServer, prefix: str, **extra: Any) -> dict[str, Any]:
-    return {"store": redis.url, "prefix": prefix, "failure_threshold": THRESHOLD,
-            "refresh": 0.1, **extra}  # fmt: skip
-
-
-def failures(results: list[dict[str, Any]]) -> list[str]:
-    return [s["error"] for r in results for s in r["sends"] if "error" in s]
-
-
-def primary_attempts(results: list[dict[str, Any]]) -> list[list[Any]]:
-    return [a for r in results for s in r["sends"] for a in s["attempts"] if a[0] == "primary"]
-
-
-def logged(result: dict[str, Any], text: str) -> list[float]:
-    return [at for at, _, line in result["log"] if text in line]
+    assert _wait(moved_on, 10), (before, sent_by(backup, w.pids))
 
 
 @pytest.fixture
@@ -173,13 +113,15 @@ def test_one_probe_after_the_cooldown_then_everyone_returns(
         }
         with workers(tmp_path, 4, spec) as w:
             go = w.start()
-            # the first probe comes one cooldown after the opening, and fails (still hung)
+            # the first probe comes one cooldown after the opening, and fails (still hung):
+            # its verify() times out (budget.max) and the process that ran it says so
             assert _wait(lambda: any(t > go + cooldown * 0.9 for t, _ in switch.connections), 20)
-            time.sleep(1.2)  # the probe's verify() times out (budget.max)
+            assert _wait(lambda: any(w.logged("background probe failed")), 10)
             switch.hung = False
             back = time.time()
+            # every process back on the primary for a few sends (its last five are checked)
             assert _wait(lambda: len(real.state.messages) >= 40, 25)
-            time.sleep(0.5)
+            assert _wait(lambda: min(sent_by(real, w.pids)) >= 6, 10), sent_by(real, w.pids)
             w.stop()
             results = w.results()
     finally:
@@ -198,25 +140,6 @@ def test_one_probe_after_the_cooldown_then_everyone_returns(
     assert probe_logs[-1] >= back
     for r in results:  # every process came back to the primary
         assert [s["provider"] for s in r["sends"][-5:]] == ["primary"] * 5, r["sends"][-5:]
-
-
-class _HTTPThread:
-    """The Resend fake on an event loop of its own (the workers are other processes)."""
-
-    def __init__(self) -> None:
-        self.server = FakeResend()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> FakeResend:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
-        return self.server
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 def _resend(server: FakeResend) -> dict[str, Any]:
@@ -260,7 +183,7 @@ def _check_rested_by_all(results: list[dict[str, Any]], throttled: float) -> Non
 def test_a_429_seen_by_one_process_rests_the_provider_for_all(
     redis_server: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
 ) -> None:
-    with _HTTPThread() as api:
+    with in_thread(FakeResend()) as api:
         spec = {
             "config": {
                 "providers": [_resend(api), smtp(backup, "backup")],
@@ -274,7 +197,7 @@ def test_a_429_seen_by_one_process_rests_the_provider_for_all(
             w.start()
             assert _wait(lambda: api.accepted >= 20, 20)
             throttled = _throttle_once(api)
-            time.sleep(2.0)
+            wait_rested_and_sent_on(w, backup)
             w.stop()
             results = w.results()
     assert failures(results) == []
@@ -288,7 +211,7 @@ def test_a_429_seen_by_one_process_rests_the_provider_for_all(
 def test_redis_stopped_mid_run_and_started_again(
     own_redis: RedisServer, prefix: str, backup: SMTPTestServer, tmp_path: Path
 ) -> None:
-    with _HTTPThread() as api:
+    with in_thread(FakeResend()) as api:
         spec = {
             "config": {
                 "providers": [_resend(api), smtp(backup, "backup")],
@@ -300,13 +223,13 @@ def test_redis_stopped_mid_run_and_started_again(
         }
         with workers(tmp_path, 4, spec) as w:
             w.start()
-            time.sleep(1.0)
+            assert _wait(lambda: api.accepted >= 20, 20)  # sending, through the store
             own_redis.stop()
-            time.sleep(2.0)
+            w.wait_logged("is unreachable", 15)
             own_redis.start()
-            time.sleep(2.0)  # every process reconnects and resyncs
+            w.wait_logged("reachable again", 15)  # every process reconnects and resyncs
             throttled = _throttle_once(api)  # the shared state works again
-            time.sleep(1.5)
+            wait_rested_and_sent_on(w, backup)
             w.stop()
             results = w.results()
     assert failures(results) == []

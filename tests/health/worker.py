@@ -5,6 +5,15 @@ waits for the go file, sends ``sends`` messages (or until the stop file appears)
 writes what it saw to ``spec["out"]``: each send's provider, wall-clock end time,
 duration and attempts; the WARNINGs about the store; the background probes it ran; and
 its final view of each provider's health.
+
+While it runs, each of the ``mailer`` logger's lines is also appended to
+``spec["out"] + ".log"`` (one JSON ``[time, level, text]`` a line), so a test can wait
+for what a process has seen (the store unreachable, a breaker opened) instead of
+sleeping for as long as that usually takes.
+
+``spec["phases"]``, a list of partial specs (each with its own ``go`` and ``out``), runs
+them one after the other in the same process, each with a Mailer of its own: a test
+with two phases pays for one interpreter start, not two.
 """
 
 from __future__ import annotations
@@ -21,12 +30,19 @@ from typing import Any
 
 
 class _Records(logging.Handler):
+    """Keeps the lines for the result, and appends each to the live log as it comes."""
+
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.lines: list[tuple[float, int, str]] = []
+        self.live: Path | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append((time.time(), record.levelno, record.getMessage()))
+        line = (time.time(), record.levelno, record.getMessage())
+        self.lines.append(line)
+        if self.live is not None:
+            with self.live.open("a") as live:
+                live.write(json.dumps(line) + "\n")
 
 
 async def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -96,15 +112,20 @@ async def _watched(coro: Any, after: float) -> dict[str, Any]:
 
 def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
-    # a worker that hangs says where, on stderr, and ends (the test reports it)
-    faulthandler.dump_traceback_later(float(spec.get("max_seconds", 60)) + 75, exit=True)
     records = _Records()
     logger = logging.getLogger("mailer")
     logger.addHandler(records)
     logger.setLevel(logging.INFO)
-    out = asyncio.run(_watched(run(spec), float(spec.get("max_seconds", 60)) + 60))
-    out["log"] = records.lines
-    Path(spec["out"]).write_text(json.dumps(out))
+    for phase in spec.pop("phases", None) or [{}]:
+        part = {**spec, **phase}
+        # a worker that hangs says where, on stderr, and ends (the test reports it)
+        faulthandler.dump_traceback_later(float(part.get("max_seconds", 60)) + 75, exit=True)
+        records.lines, records.live = [], Path(part["out"] + ".log")
+        out = asyncio.run(_watched(run(part), float(part.get("max_seconds", 60)) + 60))
+        out["log"] = records.lines
+        written = Path(part["out"] + ".part")
+        written.write_text(json.dumps(out))
+        written.replace(part["out"])  # whole, for a test that reads it while we go on
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """HTTP providers through a proxy (the ``proxy`` option, httpx's ``proxy=``).
 
-Real parts: a local HTTPS API (mailer.testing, with the SMTP kit's trustme
-certificate for TLS_NAME) behind the SMTP kit's real SOCKS5 and HTTP CONNECT relays, which
+Real parts: a local HTTPS API (mailer.testing, with the session's trustme
+certificate for TLS_NAME) behind the kit's real SOCKS5 and HTTP CONNECT proxies, which
 record every destination and credential they were given. TLS runs end to end: the
 certificate is checked for TLS_NAME, which only the proxy resolves.
 """
@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.smtp.conftest import certs  # noqa: F401 - the shared certificate fixture
-from tests.smtp.network import HTTPConnectProxy, SOCKSProxy
 
 from mailer import ConfigError, Mailer, Message, TransientError
 from mailer.providers._resend import ResendProvider
-from mailer.testing import TLS_NAME, Certs, ScriptedProvider, serve
+from mailer.testing import TLS_NAME, Certs, HTTPConnectProxy, ScriptedProvider, SOCKSProxy, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +45,7 @@ def resend(port: int, ca: Certs, proxy_url: str) -> ResendProvider:
 
 
 async def test_requests_go_through_the_proxy_with_tls_end_to_end(
-    certs: Certs,  # noqa: F811 - the fixture imported above
+    certs: Certs,
     proxy: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -65,7 +63,7 @@ async def test_requests_go_through_the_proxy_with_tls_end_to_end(
 
 
 async def test_a_refused_proxy_login_or_a_dead_proxy_fails_over(
-    certs: Certs,  # noqa: F811
+    certs: Certs,
     proxy: Any,
 ) -> None:
     backup = ScriptedProvider("backup")

@@ -38,7 +38,7 @@ from mailer.providers._ses import SESProvider
 from mailer.providers.http.body import StreamedBody, base64_chunks
 from mailer.testing import HTTPTestServer, serve
 
-from ..smtp.test_dkim import Keys
+from ..smtp.kit import Keys
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import django
 import pytest
-from tests.smtp.conftest import certs, smtp_server  # noqa: F401 - the shared server fixtures
+from tests.smtp.conftest import smtp_server  # noqa: F401 - the shared server fixture
 
 from mailer.testing import SMTPTestServer
 

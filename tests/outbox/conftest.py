@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faults.conftest import certs, smtp  # the fault matrix's servers (ledger)
+from tests.faults.conftest import smtp  # the fault matrix's servers (ledger); certs: the session's
 
 from mailer import Message
 from mailer._outbox import OutboxStore
@@ -104,4 +104,4 @@ async def add_messages(store: OutboxStore, count: int, *, start: int = 0) -> lis
     return ids
 
 
-__all__ = ["certs", "smtp"]  # re-exported fixtures
+__all__ = ["smtp"]  # a re-exported fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 from mailer._cli.outbox import worker_summary
 from mailer.testing import SMTPTestServer
 
-from .test_crash import enqueue, start_worker, states, stop_worker, wait_for, write_config
+from .workers_kit import enqueue, start_worker, states, stop_worker, wait_for, write_config
 
 
 def test_the_summary_names_retries_and_the_backlog() -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import dkim
 import pytest
-from tests.smtp.test_dkim import Keys
+from tests.smtp.kit import Keys
 
 from mailer import (
     AuthError,

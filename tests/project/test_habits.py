@@ -3,6 +3,7 @@ out of the install, and a pre-commit config that runs the checks CI runs."""
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import tomllib
 from pathlib import Path
@@ -47,3 +48,23 @@ def test_pre_commit_runs_ruff_and_mypy() -> None:
     config = (ROOT / ".pre-commit-config.yaml").read_text()
     for command in ("ruff check", "ruff format --check", "mypy"):
         assert command in config
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in a kit (``mailer.testing``, or a directory's ``kit.py`` /
+    ``*_kit.py`` / conftest), never in a test module another one imports: pytest would
+    collect that module's tests under two names' worth of fixtures, a rename breaks an
+    unrelated file, and nobody looks for a server class in ``test_something.py``."""
+    found = set()
+    for path in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("plugins/*/tests/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(a.name for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                if last.startswith("test_"):
+                    found.add((str(path.relative_to(ROOT)), last))
+    assert not found, sorted(found)

@@ -1,20 +1,16 @@
-"""Fixtures for the SMTP provider tests: real servers on 127.0.0.1, stopped after use."""
+"""Fixtures for the SMTP provider tests: real servers on 127.0.0.1, stopped after use
+(``certs`` is the session's, from tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailer.testing import Certs, SMTPTestServer, TokenEndpoint, make_certs
+from mailer.testing import Certs, SMTPTestServer, TokenEndpoint
 
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    """A private CA (trustme) and a certificate for servers.TLS_NAME."""
-    return make_certs(Path(tmp_path_factory.mktemp("smtp-certs")))
+from .kit import Keys
 
 
 @pytest.fixture
@@ -54,3 +50,9 @@ def token_endpoint() -> Iterator[TokenEndpoint]:
     endpoint = TokenEndpoint().start()
     yield endpoint
     endpoint.stop()
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    """Fresh RSA and ed25519 DKIM keys, and their DNS records (made once: RSA is slow)."""
+    return Keys()

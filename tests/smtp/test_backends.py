@@ -7,8 +7,6 @@ left the process; now it refuses with a ConfigError naming asyncio, before any I
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from mailer import ConfigError, Mailer, Message
 from mailer.providers._memory import MemoryProvider
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import FakeResend, SMTPTestServer
+from mailer.testing import FakeResend, SMTPTestServer, in_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +31,8 @@ def message() -> Message:
 @pytest.fixture
 def resend_api() -> Iterator[FakeResend]:
     """The fake Resend API on its own asyncio loop in a thread (the test runs on trio)."""
-    server = FakeResend(api_key="re_test")
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    asyncio.run_coroutine_threadsafe(server.start(), loop).result(5)
-    yield server
-    asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    with in_thread(FakeResend(api_key="re_test")) as server:
+        yield server
 
 
 async def test_smtp_under_trio_refuses_before_any_io(plain_server: SMTPTestServer) -> None:

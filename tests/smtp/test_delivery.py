@@ -21,7 +21,7 @@ from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import encode_data
 from mailer.testing import ScriptedServer, SMTPTestServer, free_port
 
-from .test_pure import SMUGGLING
+from .kit import SMUGGLING
 
 pytestmark = pytest.mark.anyio
 

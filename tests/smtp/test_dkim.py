@@ -16,13 +16,10 @@ from typing import Any
 
 import dkim
 import httpx
-import nacl.signing
 import pytest
 import respx
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from mailer import ConfigError, Mailer, Message, MessageError, TransientError
+from mailer import ConfigError, Message, MessageError, TransientError
 from mailer._message import dkim as _dkim
 from mailer.providers._file import FileProvider
 from mailer.providers._memory import MemoryProvider
@@ -31,74 +28,9 @@ from mailer.providers._ses import SESProvider
 from mailer.providers._smtp import SMTPProvider
 from mailer.testing import SMTPTestServer
 
+from .kit import Keys, send_failing_over
+
 pytestmark = pytest.mark.anyio
-
-
-class Keys:
-    """Signing keys and the DNS TXT records that publish them, by selector."""
-
-    def __init__(self) -> None:
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.rsa_pem = rsa_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ).decode()
-        self.rsa_pkcs8 = rsa_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-        spki = rsa_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        ed = nacl.signing.SigningKey.generate()
-        self.ed_seed = base64.b64encode(bytes(ed)).decode()
-        self.records: dict[bytes, bytes] = {}
-        for domain in ("example.com", "other.example", "xn--fa-hia.de"):
-            self.records[f"rsa._domainkey.{domain}".encode()] = (
-                b"v=DKIM1; k=rsa; p=" + base64.b64encode(spki)
-            )
-            self.records[f"ed._domainkey.{domain}".encode()] = (
-                b"v=DKIM1; k=ed25519; p=" + base64.b64encode(bytes(ed.verify_key))
-            )
-        self.lookups: list[bytes] = []
-
-    def dns(self, name: bytes, timeout: int = 5) -> bytes:
-        """dkimpy's ``dnsfunc``: the TXT record for ``selector._domainkey.domain``."""
-        self.lookups.append(name)
-        return self.records.get(name.rstrip(b"."), b"")
-
-    def rsa(self, domain: str = "example.com", **kw: Any) -> dict[str, Any]:
-        return {"domain": domain, "selector": "rsa", "private_key": self.rsa_pem, **kw}
-
-    def ed(self, domain: str = "example.com", **kw: Any) -> dict[str, Any]:
-        return {
-            "domain": domain,
-            "selector": "ed",
-            "private_key": self.ed_seed,
-            "algorithm": "ed25519-sha256",
-            **kw,
-        }
-
-    def verify(self, data: bytes) -> dict[bytes, bytes]:
-        """Verify with dkimpy; return the signature's tags."""
-        assert dkim.verify(data, dnsfunc=self.dns), "dkimpy did not verify the signature"
-        head = data.split(b"\r\n\r\n", 1)[0]
-        assert head.count(b"DKIM-Signature:") == 1
-        sig = head.split(b"DKIM-Signature:", 1)[1].split(b"\r\n")
-        value = sig[0] + b"".join(line for line in sig[1:] if line[:1] in (b" ", b"\t"))
-        tags = {}
-        for part in value.replace(b" ", b"").replace(b"\t", b"").split(b";"):
-            if b"=" in part:
-                key, _, val = part.partition(b"=")
-                tags[key] = val
-        return tags
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
 
 
 def message(**kw: Any) -> Message:
@@ -176,19 +108,6 @@ async def test_tampering_breaks_the_signature(plain_server: SMTPTestServer, keys
 
 
 # --------------------------------------------------------------------- across failover
-
-
-async def send_failing_over(failing: SMTPTestServer, good: SMTPTestServer, msg: Message) -> Any:
-    """Send through a Mailer over two SMTP servers, ``failing`` first, no retries."""
-    mailer = Mailer(
-        [
-            SMTPProvider.from_config("a", failing.config(auth=None)),
-            SMTPProvider.from_config("b", good.config(auth=None)),
-        ],
-        retry={"attempts": 1, "backoff": 0},
-    )
-    async with mailer:
-        return await mailer.send(msg)
 
 
 async def test_signature_is_made_once_and_survives_failover(

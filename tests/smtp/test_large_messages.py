@@ -26,21 +26,16 @@ from dkim.canonicalization import Relaxed
 from mailer import Attachment, Message, MessageError
 from mailer._message import dkim as _dkim
 from mailer._message import mime as _mime
-from mailer._message import model as message_module
+from mailer._message import render as _render
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import declared_size, message_payload, payload_size
 from mailer.testing import SMTPTestServer
 
-from .test_dkim import Keys, send_failing_over
+from .kit import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
 
 
 @pytest.fixture
@@ -114,8 +109,8 @@ def test_streamed_rendering_is_byte_identical_to_the_in_memory_one(
 ) -> None:
     """Same boundary and Date given: the chunked encoder writes exactly what the one-pass
     encoder writes (line lengths, CRLFs, the last line without its CRLF)."""
-    fixed = message_module._utcnow()
-    monkeypatch.setattr(message_module, "_utcnow", lambda: fixed)
+    fixed = _render._utcnow()
+    monkeypatch.setattr(_render, "_utcnow", lambda: fixed)
 
     def rendered(threshold: int) -> bytes | _mime.Rendering:
         monkeypatch.setattr(_mime, "STREAM_THRESHOLD", threshold)

@@ -26,13 +26,13 @@ import pytest
 
 from mailer import Attachment, Message, TransientError
 from mailer._message import mime as _mime
-from mailer._message import model as message_module
+from mailer._message import render as _render
 from mailer._message import stream as _stream
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import Stuffed, declared_size, message_payload, payload_size
 from mailer.testing import SMTPTestServer
 
-from .test_dkim import Keys, send_failing_over
+from .kit import Keys, send_failing_over
 
 pytestmark = pytest.mark.anyio
 
@@ -41,15 +41,10 @@ ATOMS = ["a", "b ", " ", "\t", "\n", "\r\n", "\r", ".", ".\n", "é", "日本", "
          "y" * 1000, "  \n", "From ", "==============="]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def keys() -> Keys:
-    return Keys()
-
-
 @pytest.fixture
 def fixed_date(monkeypatch: pytest.MonkeyPatch) -> None:
-    fixed = message_module._utcnow()
-    monkeypatch.setattr(message_module, "_utcnow", lambda: fixed)
+    fixed = _render._utcnow()
+    monkeypatch.setattr(_render, "_utcnow", lambda: fixed)
 
 
 def rendered(

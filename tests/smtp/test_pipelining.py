@@ -37,7 +37,7 @@ from mailer.providers._smtp.wire import (
 )
 from mailer.testing import SMTPTestServer
 
-from .test_pure import SMUGGLING
+from .kit import SMUGGLING
 
 Factory = Callable[..., SMTPTestServer]
 

@@ -14,14 +14,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.smtp.network import HTTPConnectProxy, SOCKSProxy
 
 from mailer import ConfigError, Mailer, Message
 from mailer._config import parse_dsn
 from mailer._errors import AuthError, TransientError
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp._proxy import parse_proxy
-from mailer.testing import TLS_NAME, SMTPTestServer, free_port
+from mailer.testing import TLS_NAME, HTTPConnectProxy, SMTPTestServer, SOCKSProxy, free_port
 
 pytestmark = pytest.mark.anyio
 

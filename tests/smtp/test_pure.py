@@ -41,6 +41,8 @@ from mailer.providers._smtp.wire import (
     rcpt_command,
 )
 
+from .kit import SMUGGLING
+
 EP = Endpoint(host="smtp.example.com", port=587, secure=False, tls_name="smtp.example.com")
 EP465 = Endpoint(host="smtp.example.com", port=465, secure=False, tls_name="smtp.example.com")
 EPS = Endpoint(host="smtp.example.com", port=587, secure=True, tls_name="smtp.example.com")
@@ -222,16 +224,6 @@ def test_lost_before_the_dot_is_transient(phase: Phase) -> None:
 
 
 # -- wire --------------------------------------------------------------------------------
-
-SMUGGLING = [
-    b"a\r\n\n.\r\nMAIL FROM:<evil@x>\r\n",  # <LF>.<CR><LF>
-    b"a\r\n\r.\r\nMAIL FROM:<evil@x>\r\n",  # <CR>.<CR><LF>
-    b"a\r\n.\rMAIL FROM:<evil@x>\r\n",  # <CR><LF>.<CR>
-    b"a\r.\rMAIL FROM:<evil@x>\r\n",  # <CR>.<CR>
-    b"a\r\r\n.\r\nMAIL FROM:<evil@x>\r\n",  # \r\r\n.
-    b"a\n.\nMAIL FROM:<evil@x>\n",  # <LF>.<LF>
-    b".\r\nMAIL FROM:<evil@x>\r\n",  # a dot at the very start
-]
 
 
 @pytest.mark.parametrize("payload", SMUGGLING)

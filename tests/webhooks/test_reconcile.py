@@ -5,22 +5,20 @@ row is older than the search's lag."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import anyio
 import pytest
 
-from mailer import Mailer, Message
+from mailer import Mailer
 from mailer._outbox import reconcile as reconcile_module
 from mailer._outbox.reconcile import reconcile
 from mailer.providers.http import lookup
 from mailer.testing import HTTPTestServer
 from mailer.testing._http import HTTPRequest, Reply
+
+from .reconcile_kit import age_rows, cli_reconcile, config, message, states
 
 pytestmark = pytest.mark.anyio
 
@@ -47,15 +45,9 @@ class FakePostmark:
         return Reply(200, {"TotalCount": len(found), "Messages": found})
 
 
-def config(tmp_path: Path, base_url: str) -> dict[str, Any]:
-    return {
-        "providers": [{"type": "postmark", "name": "pm", "config": {
-            "server_token": "pm-token", "base_url": base_url, "timeout": 5}}],
-        "retry": {"attempts": 1},
-        "outbox": {"url": f"sqlite:///{tmp_path / 'outbox.db'}", "lease": 5.0,
-                   "poll_interval": 0.05,
-                   "backoff": {"initial": 0.05, "max": 0.05, "jitter": 0.0}},
-    }  # fmt: skip
+def postmark(base_url: str) -> dict[str, Any]:
+    return {"type": "postmark", "name": "pm",
+            "config": {"server_token": "pm-token", "base_url": base_url, "timeout": 5}}  # fmt: skip
 
 
 async def test_reconcile_settles_and_requeues_on_the_providers_record(tmp_path: Path) -> None:
@@ -63,12 +55,10 @@ async def test_reconcile_settles_and_requeues_on_the_providers_record(tmp_path: 
     # 1st send: taken, reply lost; 2nd: dropped before it was taken (never arrived)
     api = HTTPTestServer("ok", script=["accept-drop", "drop"], respond=fake.respond)
     async with api:
-        async with Mailer.from_config(config(tmp_path, api.base_url)) as mailer:
-            taken = await mailer.enqueue(Message(sender="a@example.com", to=["x@example.org"],
-                                                 subject="s", text="t"))  # fmt: skip
+        async with Mailer.from_config(config(tmp_path, postmark(api.base_url))) as mailer:
+            taken = await mailer.enqueue(message("x@example.org"))
             await mailer.drain(timeout=10.0)
-            lost = await mailer.enqueue(Message(sender="a@example.com", to=["y@example.org"],
-                                                subject="s", text="t"))  # fmt: skip
+            lost = await mailer.enqueue(message("y@example.org"))
             await mailer.drain(timeout=10.0)
             assert (await mailer.outbox.stats())["unknown"] == 2
             assert list(fake.taken) == [taken]
@@ -79,32 +69,14 @@ async def test_reconcile_settles_and_requeues_on_the_providers_record(tmp_path: 
 
             report = await reconcile(mailer.outbox, mailer.providers, absent_after=0.0)
             assert report.settled == [] and report.left == [lost]  # the lookup said "unknown"
-        states = {i.message_id: i.state for i in await _items(tmp_path, api.base_url)}
-        assert states == {taken: "sent", lost: "unknown"}
+        assert await states(tmp_path, postmark(api.base_url)) == {taken: "sent", lost: "unknown"}
         assert all(s["metadata_mailer_message_id"][0] in (taken, lost) for s in fake.searches)
 
         # the CLI, with the row made old: the provider's record proves absence -> re-queued
-        _age_rows(tmp_path, 3600)
-        path = tmp_path / "mailer.json"
-        path.write_text(json.dumps(config(tmp_path, api.base_url)))
-        # (a process of its own, awaited: the fake API runs on this test's event loop)
-        with anyio.fail_after(60):
-            command = [sys.executable, "-m", "mailer", "outbox", "reconcile", "--config", str(path)]
-            done = await anyio.run_process(command, check=False)
-        assert done.returncode == 0, done.stderr
-        assert b"0 settled to sent, 1 queued again, 0 left unknown" in done.stdout
-        states = {i.message_id: i.state for i in await _items(tmp_path, api.base_url)}
-        assert states == {taken: "sent", lost: "queued"}
-
-
-async def _items(tmp_path: Path, base_url: str) -> list[Any]:
-    async with Mailer.from_config(config(tmp_path, base_url)) as mailer:
-        return await mailer.outbox.items(limit=10)
-
-
-def _age_rows(tmp_path: Path, seconds: float) -> None:
-    with sqlite3.connect(tmp_path / "outbox.db") as db:
-        db.execute("UPDATE outbox SET updated = updated - ? WHERE state = 'unknown'", (seconds,))
+        age_rows(tmp_path, 3600)
+        out = await cli_reconcile(tmp_path, postmark(api.base_url))
+        assert b"0 settled to sent, 1 queued again, 0 left unknown" in out
+        assert await states(tmp_path, postmark(api.base_url)) == {taken: "sent", lost: "queued"}
 
 
 def test_the_two_absence_thresholds_agree() -> None:

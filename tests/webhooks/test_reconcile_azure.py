@@ -7,17 +7,18 @@ operation; the statuses and ages that prove nothing leave the row alone."""
 from __future__ import annotations
 
 import base64
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mailer import Mailer, Message
+from mailer import Mailer
 from mailer.providers._azure import OPERATION_KEPT, AzureProvider, operation_id_of
 from mailer.providers.http.lookup import ABSENT_AFTER
 from mailer.testing import HTTPTestServer, serve
 from mailer.testing._http import HTTPRequest, Reply
+
+from .reconcile_kit import age_rows, config, message
 
 pytestmark = pytest.mark.anyio
 
@@ -47,25 +48,15 @@ class FakeAzure:
         return Reply(404, NOT_FOUND)
 
 
-def config(tmp_path: Path, base_url: str) -> dict[str, Any]:
-    return {
-        "providers": [{"type": "azure", "name": "acs", "config": {
-            "endpoint": base_url, "access_key": KEY, "timeout": 5}}],
-        "retry": {"attempts": 1},
-        "outbox": {"url": f"sqlite:///{tmp_path / 'outbox.db'}", "lease": 5.0,
-                   "poll_interval": 0.05,
-                   "backoff": {"initial": 0.05, "max": 0.05, "jitter": 0.0}},
-    }  # fmt: skip
-
-
-def message(to: str) -> Message:
-    return Message(sender="a@example.com", to=[to], subject="s", text="t")
+def azure(base_url: str) -> dict[str, Any]:
+    return {"type": "azure", "name": "acs",
+            "config": {"endpoint": base_url, "access_key": KEY, "timeout": 5}}  # fmt: skip
 
 
 async def test_reconcile_asks_azure_by_operation_id(tmp_path: Path) -> None:
     fake = FakeAzure()
     api = HTTPTestServer("ok", script=["accept-drop", "drop"], respond=fake.respond)
-    async with api, Mailer.from_config(config(tmp_path, api.base_url)) as mailer:
+    async with api, Mailer.from_config(config(tmp_path, azure(api.base_url))) as mailer:
         taken = await mailer.enqueue(message("x@example.org"))
         await mailer.drain(timeout=10.0)
         lost = await mailer.enqueue(message("y@example.org"))
@@ -77,7 +68,7 @@ async def test_reconcile_asks_azure_by_operation_id(tmp_path: Path) -> None:
         assert (report.settled, report.requeued, report.left) == ([taken], [], [lost])
         assert fake.asked == [operation_id_of(taken), operation_id_of(lost)]
 
-        _age_rows(tmp_path, ABSENT_AFTER + 60)
+        age_rows(tmp_path, ABSENT_AFTER + 60)
         report = await mailer.reconcile()
         assert (report.settled, report.requeued, report.left) == ([], [lost], [])
         await mailer.drain(timeout=10.0)
@@ -124,8 +115,3 @@ async def test_lookup_on_a_server_error_is_unknown() -> None:
         finally:
             await provider.aclose()
     assert answer.verdict == "unknown"
-
-
-def _age_rows(tmp_path: Path, seconds: float) -> None:
-    with sqlite3.connect(tmp_path / "outbox.db") as db:
-        db.execute("UPDATE outbox SET updated = updated - ? WHERE state = 'unknown'", (seconds,))

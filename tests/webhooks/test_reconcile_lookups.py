@@ -6,72 +6,22 @@ of that message, re-queued only where the record proves it never arrived, else l
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import anyio
 import pytest
 
-from mailer import Mailer, Message
+from mailer import Mailer
 from mailer.providers import _mailgun_records, _resend_lookup
 from mailer.testing import FakeResend, HTTPTestServer
 from mailer.testing._http import HTTPRequest, Reply
 
+from .reconcile_kit import age_rows, cli_reconcile, config, message, send_lost, states
+
 pytestmark = pytest.mark.anyio
-
-
-def config(tmp_path: Path, provider: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "providers": [provider],
-        "retry": {"attempts": 1},
-        "outbox": {"url": f"sqlite:///{tmp_path / 'outbox.db'}", "lease": 5.0,
-                   "poll_interval": 0.05, "max_attempts": 1,
-                   "backoff": {"initial": 0.05, "max": 0.05, "jitter": 0.0}},
-    }  # fmt: skip
-
-
-def message(to: str, text: str = "t", subject: str = "s") -> Message:
-    return Message(sender="a@example.com", to=[to], subject=subject, text=text)
-
-
-async def send_lost(mailer: Mailer, api: HTTPTestServer, msg: Message, mode: str) -> str:
-    """Enqueue ``msg`` and drain it with the server in ``mode`` (``accept-drop``: taken,
-    reply lost; ``drop``: never taken): the row ends ``unknown``."""
-    api.mode = mode
-    message_id = await mailer.enqueue(msg)
-    await mailer.drain(timeout=10.0)
-    api.mode = "ok"
-    return message_id
-
-
-async def states(tmp_path: Path, provider: dict[str, Any]) -> dict[str, str]:
-    async with Mailer.from_config(config(tmp_path, provider)) as mailer:
-        return {i.message_id: i.state for i in await mailer.outbox.items(limit=100)}
-
-
-def age_rows(tmp_path: Path, seconds: float, created: float = 0.0) -> None:
-    """Make the ``unknown`` rows' last attempt ``seconds`` older, and their creation
-    ``created`` seconds older."""
-    with sqlite3.connect(tmp_path / "outbox.db") as db:
-        db.execute("UPDATE outbox SET updated = updated - ?, created = created - ?"
-                   " WHERE state = 'unknown'", (seconds, created))  # fmt: skip
-
-
-async def cli_reconcile(tmp_path: Path, provider: dict[str, Any]) -> bytes:
-    path = tmp_path / "mailer.json"
-    path.write_text(json.dumps(config(tmp_path, provider)))
-    # a process of its own, awaited: the fake API runs on this test's event loop
-    with anyio.fail_after(60):
-        command = [sys.executable, "-m", "mailer", "outbox", "reconcile", "--config", str(path)]
-        done = await anyio.run_process(command, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 # -- Resend: no search by our key, so its email list is compared with the content -----
@@ -85,7 +35,7 @@ async def test_resend_reconcile_compares_the_list_with_the_content(tmp_path: Pat
         for i in range(5):
             fake.add_email({"from": "a@example.com", "to": [f"old{i}@example.org"],
                             "subject": "s", "text": "t"}, created=old)  # fmt: skip
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             taken = await send_lost(mailer, fake, message("x@example.org"), "accept-drop")
             never = await send_lost(mailer, fake, message("y@example.org"), "drop")
             # not taken; the list has an email to that recipient with that subject whose
@@ -132,7 +82,7 @@ async def test_resend_list_that_does_not_reach_back_proves_nothing(tmp_path: Pat
     fake = FakeResend()
     async with fake:
         provider = {"type": "resend", "name": "re", "config": fake.config(timeout=5)}
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             never = await send_lost(mailer, fake, message("y@example.org"), "drop")
             for i in range(_resend_lookup.MAX_PAGES * 100 + 5):
                 fake.add_email({"from": "b@example.com", "to": [f"n{i}@example.org"],
@@ -198,7 +148,7 @@ async def test_mailgun_reconcile_reads_the_event_log(tmp_path: Path) -> None:
         provider = {"type": "mailgun", "name": "mg", "config": {
             "api_key": "key-x", "domain": "mg.example.com", "base_url": api.base_url,
             "timeout": 5}}  # fmt: skip
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             taken = await send_lost(mailer, api, message("x@example.org"), "accept-drop")
             never = await send_lost(mailer, api, message("y@example.org"), "drop")
             fake.rejected.add("rejected-1@example.com")
@@ -234,7 +184,7 @@ async def test_mailgun_empty_log_past_its_retention_proves_nothing(tmp_path: Pat
         provider = {"type": "mailgun", "name": "mg", "config": {
             "api_key": "key-x", "domain": "mg.example.com", "base_url": api.base_url,
             "timeout": 5}}  # fmt: skip
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             never = await send_lost(mailer, api, message("y@example.org"), "drop")
         # created two days ago, last tried an hour ago: its first attempts' events may be
         # gone from the log, so an empty log proves nothing
@@ -290,7 +240,7 @@ async def test_sendgrid_reconcile_searches_the_email_activity(tmp_path: Path) ->
     async with api:
         provider = {"type": "sendgrid", "name": "sg", "config": {
             "api_key": "SG.key", "base_url": api.base_url, "timeout": 5}}  # fmt: skip
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             taken = await send_lost(mailer, api, message("x@example.org"), "accept-drop")
             never = await send_lost(mailer, api, message("y@example.org"), "drop")
             report = await mailer.reconcile()

@@ -22,7 +22,7 @@ from mailer.providers._mandrill_lookup import SEARCH_PATH
 from mailer.testing import HTTPTestServer
 from mailer.testing._http import HTTPRequest, Reply
 
-from .test_reconcile_lookups import age_rows, config, message, send_lost, states
+from .reconcile_kit import age_rows, config, message, send_lost, states
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +77,7 @@ async def test_mandrill_reconcile_settles_what_its_search_finds(tmp_path: Path) 
     api = HTTPTestServer("ok", respond=fake.respond)
     async with api:
         provider = mandrill(api)
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             taken = await send_lost(mailer, api, message("x@example.org"), "accept-drop")
             never = await send_lost(mailer, api, message("y@example.org"), "drop")
             fake.rejecting.add("z@example.org")
@@ -90,7 +90,7 @@ async def test_mandrill_reconcile_settles_what_its_search_finds(tmp_path: Path) 
 
         # however old the row, an empty search is no proof: never queued again
         age_rows(tmp_path, 3 * 86400, created=3 * 86400)
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             again = await mailer.reconcile()
         assert again.requeued == [] and sorted(again.left) == sorted([never, rejected])
     assert await states(tmp_path, provider) == {
@@ -104,7 +104,7 @@ async def test_mandrill_without_the_field_indexed_leaves_the_row_unknown(
     api = HTTPTestServer("ok", respond=fake.respond)
     async with api:
         provider = mandrill(api)
-        async with Mailer.from_config(config(tmp_path, provider)) as mailer:
+        async with Mailer.from_config(config(tmp_path, provider, max_attempts=1)) as mailer:
             taken = await send_lost(mailer, api, message("x@example.org"), "accept-drop")
             report = await mailer.reconcile()
     assert report.left == [taken] and report.settled == report.requeued == []

@@ -20,7 +20,10 @@ The rendered bytes are cached on the (frozen) message: every attempt, on every p
 sends the same bytes and the same Message-ID.
 
 One concept a module: ``_checks`` (the field rules and the strict base), ``address``,
-``attachment``, ``model`` (Message, Envelope, the defaults), ``wire`` (the final check).
+``attachment``, ``model`` (Message, Envelope, the defaults), ``message_id`` (made on first
+read, shared by copies), ``render`` (the rendering made once, the stdlib renderer),
+``mime`` and ``stream`` (the fast renderer, streamed parts), ``spooled`` (a body kept in a
+file, and the field descriptor that reads it), ``wire`` (the final check).
 """
 
 # The library's own modules and tests also import these from here (not in __all__):

@@ -2,19 +2,18 @@
 
 The rendered bytes are cached on the (frozen) message, so every attempt, on every
 provider, sends the same bytes and the same id; the id is made when first read (see
-``_MessageId``), and a copy made by ``with_defaults`` shares it.
+:mod:`mailer._message.message_id`), and a copy made by ``with_defaults`` shares it.
+
+Here: the fields and their validation, the copies made on the send path
+(``with_defaults``, ``without_recipients``) and the private state they start from, the
+derived values, and the rendering methods' hot path. Rendering itself is in
+:mod:`mailer._message.render`, the spooled bodies' descriptor in
+:mod:`mailer._message.spooled`.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
 from collections.abc import Mapping
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +42,24 @@ from .address import Address
 from .attachment import Attachment
 from .dkim import DKIMOptions
 from .headers import check_headers
-from .spooled import SPOOLED, SpooledText, body_of
+from .message_id import IdCell, MessageId, check_message_id, id_cell
+from .render import render_8bit, render_once
+from .spooled import (
+    BODIES,
+    SPOOLED,
+    Body,
+    SpooledText,
+    body_of,
+    field_values,
+    is_set,
+    read_body,
+)
 from .template import (
     TEMPLATE_NAME,
     check_template_data,
     check_template_message,
     check_template_name,
 )
-from .wire import check_wire
-
-# 7bit: non-ASCII bodies go out quoted-printable or base64, so no server needs 8BITMIME.
-_POLICY = SMTP.clone(cte_type="7bit", max_line_length=78)
-# RFC 6532: a message with an internationalized address carries it in UTF-8
-_POLICY_UTF8 = _POLICY.clone(utf8=True)
-_RENDER_LOCK = threading.Lock()
 
 
 def _as_list(value: Any) -> Any:
@@ -144,8 +147,8 @@ class Message(Strict):
     _date: str | None = PrivateAttr(default=None)
     #: the rendering with 8-bit attached messages as they are; False when there is none
     _rendered_8bit: bytes | _mime.Rendering | bool | None = PrivateAttr(default=None)
-    #: the Message-ID to be, shared with the copies with_defaults makes (see _MessageId)
-    _id_cell: _IdCell | None = PrivateAttr(default=None)
+    #: the Message-ID to be, shared with the copies with_defaults makes (see IdCell)
+    _id_cell: IdCell | None = PrivateAttr(default=None)
     #: DKIM-Signature headers made for this message, by signing options (see _dkim)
     _signatures: dict[DKIMOptions, bytes] | None = PrivateAttr(default=None)
     #: with a template: the copy rendered locally, for providers without a stored one
@@ -160,7 +163,7 @@ class Message(Strict):
             return NotImplemented
         if self.message_id != other.message_id:
             return False
-        return _fields(self) == _fields(other)
+        return field_values(self) == field_values(other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -254,13 +257,7 @@ class Message(Strict):
     @field_validator("message_id")
     @classmethod
     def _message_id(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        check_text(value, "message_id")
-        core = value.strip().strip("<>")
-        if core.count("@") != 1 or any(c in core for c in ' <>"\\') or not core.isascii():
-            raise MessageError(f"invalid message_id: {describe(value)}")
-        return f"<{core}>"
+        return check_message_id(value)
 
     @model_validator(mode="after")
     def _complete(self) -> Message:
@@ -298,7 +295,7 @@ class Message(Strict):
             elif key == "unsubscribe":  # False on the message says no, and wins
                 if self.unsubscribe is None and value is not None:
                     updates[key] = value
-            elif not _has(self, key) and value:
+            elif not is_set(self, key) and value:
                 updates[key] = list(value) if isinstance(value, list) else value  # unshared
         if not updates:
             return self  # the common case, on every send: no copy, the rendering is kept
@@ -311,7 +308,7 @@ class Message(Strict):
         if filled.__dict__["message_id"] is None:
             # One id for both: whichever is read first fixes it, with the filled-in
             # sender's domain unless the caller already read the original's.
-            cell = _id_cell(self)
+            cell = id_cell(self)
             if cell.domain is None and filled.sender is not None:
                 cell.domain = filled.sender.domain
             filled.__pydantic_private__["_id_cell"] = cell
@@ -338,7 +335,7 @@ class Message(Strict):
         copy = self.model_copy(update=updates)
         copy.__pydantic_private__ = _fresh_private_of(self)
         if copy.__dict__["message_id"] is None:
-            copy.__pydantic_private__["_id_cell"] = _id_cell(self)
+            copy.__pydantic_private__["_id_cell"] = id_cell(self)
         return copy
 
     @field_serializer("message_id")
@@ -354,7 +351,7 @@ class Message(Strict):
         # a spooled body is pickled as its text: the field's placeholder is matched by
         # identity, which unpickling does not keep
         state: dict[Any, Any] = super().__getstate__()
-        texts = {n: _read(self, n) for n in _BODIES if self.__dict__[n] is SPOOLED}
+        texts = {n: read_body(self, n) for n in BODIES if self.__dict__[n] is SPOOLED}
         if texts:
             state["__dict__"] = {**state["__dict__"], **texts}
         return state
@@ -362,7 +359,7 @@ class Message(Strict):
     def __repr_args__(self) -> Any:
         # a spooled body shows as its file's summary, not read for a repr
         for name, value in super().__repr_args__():
-            yield name, (body_of(self, name) if value is SPOOLED and name in _BODIES else value)
+            yield name, (body_of(self, name) if value is SPOOLED and name in BODIES else value)
 
     def with_content(self) -> Message:
         """A copy whose attachments hold their bytes: files given by path are read now.
@@ -449,7 +446,7 @@ class Message(Strict):
         private = self.__pydantic_private__
         assert private is not None
         data: bytes | _mime.Rendering | None = private["_rendered"]
-        return data if data is not None else self._render_once([])
+        return data if data is not None else render_once(self, [])
 
     async def render_async(self) -> bytes | _mime.Rendering:
         """:meth:`render`, without holding the event loop for a large text or HTML part.
@@ -473,28 +470,7 @@ class Message(Strict):
         if not large or self.sender is None:  # (without a sender: the error, at once)
             return self.render()
         scanned = [await _mime.TextSource.made(text) for text in large]
-        return self._render_once(scanned)
-
-    def _render_once(self, scanned: list[_mime.TextSource]) -> bytes | _mime.Rendering:
-        private = self.__pydantic_private__
-        assert private is not None
-        with _RENDER_LOCK:  # two threads must not render (Date, boundary) differently
-            data: bytes | _mime.Rendering | None = private["_rendered"]
-            if data is None:
-                data = private["_rendered"] = self._render(scanned)
-        return data
-
-    def _render(self, scanned: list[_mime.TextSource] | None = None) -> bytes | _mime.Rendering:
-        if self.sender is None:
-            raise MessageError("the message has no sender and the Mailer no default sender")
-        date = _mime.header(self.headers, "date") or _date_now()
-        private = self.__pydantic_private__
-        assert private is not None
-        private["_date"] = date
-        fast = _mime.render(self, date, scanned=scanned or ())
-        if fast is not None:
-            return _checked(*fast)
-        return self._render_stdlib(date)
+        return render_once(self, scanned)
 
     def render_8bit(self) -> bytes | _mime.Rendering | None:
         """The rendering for a server that takes 8-bit data (8BITMIME, or SMTPUTF8): an
@@ -506,104 +482,7 @@ class Message(Strict):
         bytes (and breaks its own DKIM signature); a server that offers 8BITMIME gets
         it untouched. Only the SMTP provider asks for it.
         """
-        if not _mime.has_8bit_message(self):
-            return None
-        self.render()
-        private = self.__pydantic_private__
-        assert private is not None
-        data = private["_rendered_8bit"]
-        if data is None:
-            with _RENDER_LOCK:
-                data = private["_rendered_8bit"]
-                if data is None:
-                    rendered = private["_rendered"]  # its text sources serve both
-                    scanned = (
-                        [p for p in rendered.pieces if isinstance(p, _mime.TextSource)]
-                        if isinstance(rendered, _mime.Rendering)
-                        else []
-                    )
-                    fast = _mime.render(self, private["_date"], eight_bit=True, scanned=scanned)
-                    data = private["_rendered_8bit"] = False if fast is None else _checked(*fast)
-        return None if isinstance(data, bool) else data
-
-    def _render_stdlib(self, date: str) -> bytes:
-        """The stdlib renderer: for what ``_mime`` leaves, and the tests' reference."""
-        assert self.sender is not None
-        policy = _POLICY_UTF8 if self.smtputf8 else _POLICY
-        msg = EmailMessage(policy=policy)
-        expected = ["from", "subject", "date", "message-id"]
-        msg["From"] = self.sender.header_value()
-        for field, header in (("to", "To"), ("cc", "Cc"), ("reply_to", "Reply-To")):
-            addrs: list[Address] = getattr(self, field)
-            if addrs:
-                msg[header] = [a.header_value() for a in addrs]
-                expected.append(header.lower())
-        msg["Subject"] = self.subject
-        msg["Date"] = date
-        msg["Message-ID"] = self.message_id
-        for name, value in self.headers.items():
-            lower = name.lower()
-            if lower == "date":
-                continue  # written above, in its place
-            msg[name] = Address.parse(value).header_value() if lower == "sender" else value
-            expected.append(lower)
-        self._add_body(msg)
-        try:
-            data = msg.as_bytes(policy=policy)
-        except (ValueError, TypeError, UnicodeError) as exc:
-            raise MessageError(f"cannot render message: {exc}") from exc
-        check_wire(data, expected)
-        return data
-
-    def _add_body(self, msg: EmailMessage) -> None:
-        text, html = self.text, self.html
-        if text is None and html is None and not self.attachments:
-            text = ""
-        if text is not None:
-            msg.set_content(text)
-            if html is not None:
-                msg.add_alternative(html, subtype="html")
-        elif html is not None:
-            msg.set_content(html, subtype="html")
-        inline = [a for a in self.attachments if a.inline]
-        if inline:
-            html_part = msg.get_body(("html",))
-            assert isinstance(html_part, EmailMessage)
-            for att in inline:
-                html_part.add_related(
-                    att.data(),
-                    att.maintype,
-                    att.subtype,
-                    cid=f"<{att.content_id}>",
-                    filename=att.filename,
-                    disposition="inline",
-                )
-        for att in self.attachments:
-            if att.inline:
-                continue
-            if att.content_type == "message/rfc822":  # 7-bit, as the fast renderer's
-                inner = message_from_bytes(_mime.rfc822_body(att.data()), policy=_POLICY)
-                msg.add_attachment(inner, cte="7bit", filename=att.filename)
-            else:
-                ctype, _, charset = att.mime_type().partition("; charset=")
-                maintype, subtype = ctype.split("/", 1)
-                params = {"charset": charset} if charset else {}
-                msg.add_attachment(
-                    att.data(), maintype, subtype, filename=att.filename, params=params
-                )
-
-
-def _checked(segments: list[bytes | _mime.Streamed], names: list[str]) -> bytes | _mime.Rendering:
-    """The fast renderer's output, through the wire check: bytes, or a Rendering."""
-    if len(segments) == 1:
-        data = segments[0]
-        assert isinstance(data, bytes)
-        check_wire(data, names)
-        return data
-    for i, segment in enumerate(segments):
-        if isinstance(segment, bytes):
-            check_wire(segment, names, head=i == 0)
-    return _mime.Rendering(segments)
+        return render_8bit(self)
 
 
 #: a Message's private state as built (every private attribute's default is None, so a
@@ -639,60 +518,6 @@ def _fresh_private_of(message: Message) -> dict[str, Any]:
     return private
 
 
-def _fields(message: Message) -> dict[str, Any]:
-    """The field values compared by ``==`` (a spooled body read), without the id."""
-    values = {k: v for k, v in message.__dict__.items() if k != "message_id"}
-    for name in _BODIES:
-        if values[name] is SPOOLED:
-            values[name] = getattr(message, name)
-    return values
-
-
-_BODIES = ("text", "html")
-
-
-def _has(message: Message, key: str) -> bool:
-    """Whether field ``key`` is set (truthy), without reading a spooled body (always
-    set) or making a Message-ID."""
-    if key in _BODIES:
-        return bool(message.__dict__[key])
-    return bool(getattr(message, key, None))
-
-
-def _read(message: Message, name: str) -> str:
-    """A spooled body's text, read from its file (not kept)."""
-    body = body_of(message, name)
-    assert isinstance(body, SpooledText)
-    return body.read()
-
-
-class _Body:
-    """``Message.text`` and ``Message.html``: the field's value, or a spooled body
-    (mailer._message.spooled) read from its file on the first access and kept from
-    then on, as any message holds its text. A data descriptor, as ``_MessageId``."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Message | None, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        value: str | None = obj.__dict__[self.name]
-        if value is not SPOOLED:
-            return value
-        text = obj.__dict__[self.name] = _read(obj, self.name)
-        return text
-
-    def __set__(self, obj: Message, value: str | None) -> None:
-        obj.__dict__[self.name] = value
-
-
-for _name in _BODIES:
-    type.__setattr__(Message, _name, _Body(_name))
-
-
 class MessageDefaults:
     """A Mailer's ``defaults``, validated once when the Mailer is made.
 
@@ -722,88 +547,8 @@ class MessageDefaults:
         return made
 
 
-class _IdCell:
-    """A Message-ID not made yet: its domain, and the value once someone reads it."""
-
-    __slots__ = ("domain", "value")
-
-    def __init__(self, domain: str | None) -> None:
-        self.domain = domain
-        self.value: str | None = None
-
-
-_ID_LOCK = threading.Lock()
-
-
-def _id_cell(message: Message) -> _IdCell:
-    private = message.__pydantic_private__
-    assert private is not None
-    cell: _IdCell | None = private["_id_cell"]
-    if cell is None:
-        with _ID_LOCK:
-            cell = private["_id_cell"]
-            if cell is None:
-                sender = message.sender
-                cell = private["_id_cell"] = _IdCell(sender.domain if sender else None)
-    return cell
-
-
-class _MessageId:
-    """``Message.message_id``: made on first read, never changed after.
-
-    A message left without a sender (the Mailer's ``defaults.sender`` fills it) used to get
-    an id under ``mailer.invalid`` at construction, and every such message went out with
-    it. Re-homing the id when the defaults were applied was rejected: a caller who read
-    ``message.message_id`` before sending (an outbox, the demo) would then look for an id
-    that never went out. Made lazily, the id is fixed by whoever reads it first: the
-    renderer, after the defaults gave the copy a sender (the sender's domain), or the
-    caller, before that (then ``mailer.invalid``, and it stays, since they saw it). The
-    original and its with_defaults copy share one cell, so both always read the same id.
-
-    A data descriptor, so it takes precedence over the instance ``__dict__`` where pydantic
-    keeps the field (None until made, or the caller's own id).
-    """
-
-    def __get__(self, obj: Message | None, owner: type | None = None) -> Any:
-        if obj is None:
-            return self
-        value: str | None = obj.__dict__.get("message_id")
-        if value is not None:
-            return value
-        cell = _id_cell(obj)
-        with _ID_LOCK:
-            if cell.value is None:
-                cell.value = f"<{uuid.uuid4().hex}@{cell.domain or 'mailer.invalid'}>"
-            value = cell.value
-        obj.__dict__["message_id"] = value
-        return value
-
-    def __set__(self, obj: Message, value: str | None) -> None:
-        obj.__dict__["message_id"] = value
-
-
-type.__setattr__(Message, "message_id", _MessageId())
-
-
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(time.time(), UTC)
-
-
-#: (the second, its Date header): a Date has no unit finer than the second (RFC 5322
-#: section 3.3), and formatting it was a tenth of rendering a small message
-_DATE: tuple[int, str] = (-1, "")
-
-
-def _date_now() -> str:
-    """The Date header value for now, formatted once per second."""
-    global _DATE
-    now = _utcnow()
-    second = int(now.timestamp())
-    cached = _DATE
-    if cached[0] == second:
-        return cached[1]
-    text = format_datetime(now.replace(microsecond=0))
-    _DATE = (second, text)
-    return text
+# Data descriptors that take precedence over pydantic's instance ``__dict__`` (see their
+# modules): the Message-ID made on first read, and the bodies that may be spooled.
+type.__setattr__(Message, "message_id", MessageId())
+for _name in BODIES:
+    type.__setattr__(Message, _name, Body(_name))

@@ -13,7 +13,7 @@ a direct send does, from a file instead of memory, and sends the same bytes.
 
 The message keeps the public API: its ``text`` (or ``html``) field holds
 :data:`SPOOLED`, a placeholder no caller can pass (it holds a NUL, which no body may),
-and the field's descriptor (:mod:`mailer._message.model`) reads the file into a ``str``
+and the field's descriptor (:class:`Body`, below) reads the file into a ``str``
 the first time someone asks for ``message.text``, and keeps it. That read costs what the
 old drain always paid (the text whole in memory, about 0.1 s for 50 MiB); the streaming
 senders (SMTP, SES raw, Mailgun MIME) never ask, and a JSON API provider, which puts the
@@ -35,7 +35,17 @@ from .._errors import MessageError
 if TYPE_CHECKING:
     from .model import Message
 
-__all__ = ["SPOOLED", "SpooledText", "body_of", "spool_into"]
+__all__ = [
+    "BODIES",
+    "SPOOLED",
+    "Body",
+    "SpooledText",
+    "body_of",
+    "field_values",
+    "is_set",
+    "read_body",
+    "spool_into",
+]
 
 #: the ``text``/``html`` field's value while the body is in a :class:`SpooledText` (a
 #: fresh object, compared by identity: no caller's string is this one, and a body with
@@ -181,3 +191,55 @@ def spool_into(message: Message, texts: dict[str, SpooledText]) -> None:
     private["_spooled"] = {**(private["_spooled"] or {}), **texts}
     for which in texts:
         message.__dict__[which] = SPOOLED
+
+
+#: the fields a spooled body may stand in for
+BODIES = ("text", "html")
+
+
+def read_body(message: Message, name: str) -> str:
+    """A spooled body's text, read from its file (not kept)."""
+    body = body_of(message, name)
+    assert isinstance(body, SpooledText)
+    return body.read()
+
+
+def field_values(message: Message) -> dict[str, Any]:
+    """The field values ``Message.__eq__`` compares (a spooled body read), without the id."""
+    values = {k: v for k, v in message.__dict__.items() if k != "message_id"}
+    for name in BODIES:
+        if values[name] is SPOOLED:
+            values[name] = getattr(message, name)
+    return values
+
+
+def is_set(message: Message, key: str) -> bool:
+    """Whether field ``key`` is set (truthy), without reading a spooled body (always
+    set) or making a Message-ID."""
+    if key in BODIES:
+        return bool(message.__dict__[key])
+    return bool(getattr(message, key, None))
+
+
+class Body:
+    """``Message.text`` and ``Message.html``: the field's value, or a spooled body read
+    from its file on the first access and kept from then on, as any message holds its
+    text. A data descriptor, as ``Message.message_id``'s
+    (:class:`~mailer._message.message_id.MessageId`), installed by the model."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Message | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        value: str | None = obj.__dict__[self.name]
+        if value is not SPOOLED:
+            return value
+        text = obj.__dict__[self.name] = read_body(obj, self.name)
+        return text
+
+    def __set__(self, obj: Message, value: str | None) -> None:
+        obj.__dict__[self.name] = value

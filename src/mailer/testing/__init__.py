@@ -16,6 +16,10 @@ Real servers on 127.0.0.1, for the faults a mock cannot act out:
   server that keeps what it receives and goes down like a real one;
 * ``HTTPTestServer``: a scripted loopback HTTP server (status, hang, drop, slow, per
   request) that records what it received; ``FakeResend``, Resend's API on it;
+* ``HTTPConnectProxy`` / ``SOCKSProxy``: real proxies (loopback destinations only) that
+  record what they were asked, and can hold every request unanswered (``hang``);
+* ``in_thread`` / ``LoopThread``: an async server on an event loop of its own, for a test
+  whose own loop is busy (CPU work, trio, blocking clients, other processes);
 * ``wait_until`` / ``eventually``: the bounded polling helpers;
 * ``FakeClock``: the one clock breakers, deadlines, budgets and rate limits read, moved
   by hand (``with FakeClock() as clock: clock.advance(30)``).
@@ -38,6 +42,7 @@ if TYPE_CHECKING:
     from ._http import HTTPRequest, HTTPTestServer, Reply, read_request, serve
     from ._plugin import outbox
     from ._poll import eventually, wait_until
+    from ._proxies import HTTPConnectProxy, SOCKSProxy
     from ._resend import FakeResend
     from ._respx import Sent, send_stubbed, stub_endpoint
     from ._scripted import ScriptedProvider
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
         closed_port,
         free_port,
     )
+    from ._thread import LoopThread, in_thread
     from ._token import TokenEndpoint
 
 _WHERE = {
@@ -65,6 +71,8 @@ _WHERE = {
     "Reply": "._http",
     "read_request": "._http",
     "serve": "._http",
+    "HTTPConnectProxy": "._proxies",
+    "SOCKSProxy": "._proxies",
     "outbox": "._plugin",
     "eventually": "._poll",
     "wait_until": "._poll",
@@ -85,6 +93,8 @@ _WHERE = {
     "ThreadedSocketServer": "._sockets",
     "closed_port": "._sockets",
     "free_port": "._sockets",
+    "LoopThread": "._thread",
+    "in_thread": "._thread",
     "TokenEndpoint": "._token",
 }
 
@@ -96,14 +106,17 @@ __all__ = [
     "FakeClock",
     "FakeResend",
     "Fault",
+    "HTTPConnectProxy",
     "HTTPRequest",
     "HTTPTestServer",
+    "LoopThread",
     "MemoryProvider",
     "ProviderConformance",
     "ReceivedMessage",
     "Reply",
     "SMTPSink",
     "SMTPTestServer",
+    "SOCKSProxy",
     "ScriptedProvider",
     "ScriptedServer",
     "Sent",
@@ -114,6 +127,7 @@ __all__ = [
     "closed_port",
     "eventually",
     "free_port",
+    "in_thread",
     "make_certs",
     "message_id_of",
     "outbox",

@@ -3,16 +3,34 @@
 A server that accepts and never greets, one that says ``421`` and hangs up, a port
 nobody listens on: these happen before any SMTP library is involved, so they are plain
 sockets in a thread (the test's event loop stays free to run the client).
-``ThreadedSocketServer`` is the base for other scripted peers (proxies, relays).
+``ThreadedSocketServer`` is the base for other scripted peers (proxies, relays); its
+:meth:`~ThreadedSocketServer.relay` copies bytes both ways, bounded: a relay ends when
+either side closes, when the server stops, or after :data:`RELAY_IDLE` seconds without a
+byte, so no peer outlives its test however the client behaves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
+import time
 
-__all__ = ["ScriptedServer", "SilentServer", "ThreadedSocketServer", "closed_port", "free_port"]
+__all__ = [
+    "RELAY_IDLE",
+    "ScriptedServer",
+    "SilentServer",
+    "ThreadedSocketServer",
+    "closed_port",
+    "free_port",
+]
+
+#: seconds a relay waits for a byte before it gives up: longer than any timeout a test or
+#: benchmark means to fire (the kit's HTTP "hang" is 30 s), so only a leaked peer meets it
+RELAY_IDLE = 60.0
+#: how often a blocked relay looks at the server's stop flag
+_TICK = 0.2
 
 
 def free_port() -> int:
@@ -72,11 +90,46 @@ class ThreadedSocketServer:
         self._clients.append(sock)
 
     def stop(self) -> None:
+        """Stop accepting, and close every client and kept socket (relays end with
+        them); safe on a server never started."""
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.ident is not None:
+            self._thread.join(timeout=2)
         for client in self._clients:
             client.close()
         self._listener.close()
+
+    def relay(self, client: socket.socket, upstream: socket.socket, *, hold: float = 0.0) -> None:
+        """Copy bytes between ``client`` and ``upstream`` both ways, each in a thread of
+        its own; ``hold`` delays the upstream's first bytes to the client by that many
+        seconds (a peer slow to send its first flight, such as a TLS handshake's)."""
+        self.keep(upstream)
+        for sock in (client, upstream):
+            sock.settimeout(None)  # blocking: the pumps bound their waits themselves
+        name = f"mailer-testing-relay-{self.port}"  # named: a test can find its relays
+        for source, sink, wait in ((client, upstream, 0.0), (upstream, client, hold)):
+            pump = threading.Thread(
+                target=self._pump, args=(source, sink, wait), name=name, daemon=True
+            )
+            pump.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, hold: float) -> None:
+        # select, not a socket timeout: the sockets stay blocking, so a send to a slow
+        # reader waits for it instead of failing after a tick (stop() closes them)
+        first, last = True, time.monotonic()
+        with contextlib.suppress(OSError, ValueError):
+            while not self._stop.is_set() and time.monotonic() - last < RELAY_IDLE:
+                if not select.select([source], [], [], _TICK)[0]:
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    break
+                if first and hold:
+                    self._stop.wait(hold)
+                first, last = False, time.monotonic()
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
 
 
 class SilentServer(ThreadedSocketServer):
