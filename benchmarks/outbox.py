@@ -42,8 +42,10 @@ with the configured default. Direct sending stays at 16 at once.
 ``--count-io`` also counts, per drained message, what the drain's speed is made of:
 claims (and so their mean size), ``write()`` and reads on the sink's sockets (each one
 syscall: how many commands the pool batched per write), and, sampled every 5 ms, the
-sends under way in the Mailer (admitted by its gate, and waiting at it). The sampler
-costs a little CPU; compare counted runs with counted runs.
+sends under way in the Mailer (admitted by its gate, and waiting at it), and the CPU a
+message of the event loop's thread and of the process's other threads (the SQLite
+writer's) from /proc/self/task. The sampler costs a little CPU; compare counted runs
+with counted runs.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ CONCURRENCY = 16
 COMMIT_WAITS: list[float] = []
 #: --count-io: counters of the timed drain (or direct run), reset when timing starts
 IO: dict[str, float] = {}
-IO_KEYS = ("claim_size", "writes", "reads", "admitted", "waiting")
+IO_KEYS = ("claim_size", "writes", "reads", "admitted", "waiting", "loop_us", "threads_us")
 COUNT_IO = False
 
 
@@ -122,6 +124,16 @@ def count_io(port: int) -> None:
         store.claim = counted_claim  # type: ignore[method-assign]
 
 
+def thread_cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) so far: of this process's main thread (the event
+    loop's, from /proc/self/task), and of all its other threads (the SQLite writer's,
+    the loop's executor), as the process's total less the main thread's (a thread that
+    ended has left /proc but not the total)."""
+    stat = Path(f"/proc/self/task/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    main = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return main, time.process_time() - main
+
+
 async def sample_gate(mailer: Mailer, samples: list[tuple[int, int]]) -> None:
     """Every 5 ms: the sends the Mailer's gate has admitted, and those waiting at it."""
     gate = mailer._admission
@@ -131,8 +143,13 @@ async def sample_gate(mailer: Mailer, samples: list[tuple[int, int]]) -> None:
         samples.append((gate.active, gate.waiting))
 
 
-def io_figures(n: int, samples: list[tuple[int, int]]) -> dict[str, float]:
+def io_figures(
+    n: int, samples: list[tuple[int, int]], threads: tuple[float, float]
+) -> dict[str, float]:
+    main, other = (b - a for a, b in zip(threads, thread_cpu(), strict=True))
     result = {
+        "loop_us": main / n * 1e6,
+        "threads_us": other / n * 1e6,
         "writes": IO.get("writes", 0) / n,
         "reads": IO.get("reads", 0) / n,
         "admitted": statistics.mean(a for a, _ in samples) if samples else 0.0,
@@ -184,13 +201,14 @@ async def direct(port: int, n: int) -> dict[str, float]:
         samples: list[tuple[int, int]] = []
         sampler = asyncio.ensure_future(sample_gate(mailer, samples)) if COUNT_IO else None
         IO.clear()
+        threads = thread_cpu()
         cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(m) for m in msgs))
         elapsed = time.perf_counter() - start
         result = {"rate": n / elapsed, "cpu_us": (time.process_time() - cpu) / n * 1e6}
         if sampler is not None:
             sampler.cancel()
-            result |= io_figures(n, samples)
+            result |= io_figures(n, samples, threads)
         return result
 
 
@@ -212,6 +230,7 @@ async def outbox(port: int, n: int, url: str, concurrency: str | None) -> dict[s
         samples: list[tuple[int, int]] = []
         sampler = asyncio.ensure_future(sample_gate(mailer, samples)) if COUNT_IO else None
         IO.clear()
+        threads = thread_cpu()
         cpu, start = time.process_time(), time.perf_counter()
         done = await mailer.drain(timeout=600)
         elapsed = time.perf_counter() - start
@@ -227,7 +246,7 @@ async def outbox(port: int, n: int, url: str, concurrency: str | None) -> dict[s
         "p99": latencies[int(len(latencies) * 0.99)] * 1000,
     }
     if sampler is not None:
-        result |= io_figures(n, samples)
+        result |= io_figures(n, samples, threads)
     if COMMIT_WAITS:
         waits = sorted(COMMIT_WAITS)
         result |= {
@@ -375,7 +394,8 @@ def main() -> None:
             io = {k: statistics.median(x.get(k, 0.0) for x in runs) for k in IO_KEYS}
             lat += (
                 "   claim {claim_size:.1f} rows; writes {writes:.2f} reads {reads:.2f} a msg;"
-                " gate admitted {admitted:.1f} waiting {waiting:.1f}".format(**io)
+                " gate admitted {admitted:.1f} waiting {waiting:.1f}; cpu us: loop thread"
+                " {loop_us:.0f}, others {threads_us:.0f}".format(**io)
             )
         print(f"{name:21s} {rate:8.0f} {paired:8.2f}x {cpu:7.0f} {lat}")
     for name in [n for n in results if f"{n} before" in results]:
