@@ -20,9 +20,9 @@ from .conftest import fast_outbox, make_message, smtp_entry
 @pytest.mark.parametrize(
     ("concurrency", "capacity", "expected"),
     [
-        ("auto", 20, (40, 10)),  # 5 pooled connections: 20 admitted, 20 more held
+        ("auto", 20, (60, 20)),  # 5 pooled connections: 20 admitted, 40 more held
         ("auto", 4, (AUTO_MIN, 6)),  # 1 connection: never below AUTO_MIN
-        ("auto", 400, (AUTO_MAX, 128)),  # never above AUTO_MAX: half of it in a claim
+        ("auto", 200, (AUTO_MAX, 28)),  # never above AUTO_MAX: half of it in a claim
         ("auto", None, (AUTO_NO_GATE, 8)),  # no gate (unpooled, or a rate limit)
         (16, 20, (16, 8)),  # at or below the gate: half the slots, as before
         (16, None, (16, 8)),
@@ -41,14 +41,14 @@ def pooled(port: int, connections: int) -> dict[str, Any]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("connections", "expected"), [(5, (40, 10)), (1, (16, 6))])
+@pytest.mark.parametrize(("connections", "expected"), [(5, (60, 20)), (1, (16, 6))])
 async def test_auto_follows_the_mailers_gate(
     connections: int,
     expected: tuple[int, int],
     smtp: Callable[..., SMTPTestServer],
     tmp_path: Path,
 ) -> None:
-    """The default concurrency on a pooled SMTP provider is twice what its gate admits
+    """The default concurrency on a pooled SMTP provider is three times what its gate admits
     (4 a connection); the drain sends every message once at that shape."""
     server = smtp()
     url = f"sqlite:///{tmp_path / 'outbox.db'}"

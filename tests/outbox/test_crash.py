@@ -135,7 +135,7 @@ def test_sigkill_with_sends_waiting_at_the_admission_gate(
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
     before = states(url)
     held = [mid for mid in ids if before[mid] == "sending"]
-    assert len(held) == 16, before  # auto: twice the gate's 4, at least 16
+    assert len(held) == 16, before  # auto: three times the gate's 4, at least 16
 
     worker = start_worker(config)
     try:

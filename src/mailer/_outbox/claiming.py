@@ -11,15 +11,19 @@ claim it holds, for the commit-point check of a claim that recorded the commit p
 connections are kept busy: a connection writes the commands of every send waiting on it
 in one ``write()``, so with too few sends under way each message costs more syscalls and
 loop wake-ups (1.5 writes a message at 16 sends against 1.03 sending directly;
-docs/benchmarks.md, "The drain at its targets"). The Mailer's admission gate admits
+docs/benchmarks.md, "The drain at its default concurrency"). The Mailer's admission gate admits
 :data:`~mailer._routing.admission.PER_SLOT` sends per connection slot; what keeps it full
 is a worker that still holds more sends than the gate admits *while its next claim is
 in flight* (a durable write: an fsync or a round trip, milliseconds under load). So
-``concurrency = "auto"`` is twice the gate's capacity, and a claim starts as soon as half
-of what is held beyond the gate is free: the sends waiting at the gate are the buffer
-that covers the claim's latency. Sends beyond that only wait at the gate, and with the
-claim's own commit-point record every row held is one a SIGKILL leaves ``unknown``, so
-``auto`` stops there (docs/outbox.md, "What a crash leaves").
+``concurrency = "auto"`` is three times the gate's capacity, and a claim starts as soon
+as half of what is held beyond the gate is free: one gate's worth admitted, one waiting
+behind it while the next claim is in flight (the buffer that covers the claim's
+latency), one being claimed. Twice the gate's capacity measured a gate less full (15-16
+of 20 admitted on average against 17-18) and claims of 13-15 rows against 22-24
+(docs/benchmarks.md, "The drain at its default concurrency"). Sends beyond that only
+wait at the gate, and with the claim's own commit-point record every row held is one a
+SIGKILL leaves ``unknown``, so ``auto`` stops there (docs/outbox.md, "What a SIGKILL
+leaves, and how many").
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ from .store import Claimed, OutboxStore
 if TYPE_CHECKING:
     from .worker import Outbox
 
-__all__ = ["AUTO_MAX", "AUTO_MIN", "AUTO_NO_GATE", "Worker", "shape"]
+__all__ = ["AUTO_FACTOR", "AUTO_MAX", "AUTO_MIN", "AUTO_NO_GATE", "Worker", "shape"]
 
 log = get_logger("mailer.outbox")
 
+#: ``concurrency = "auto"``: this many times what the Mailer's admission gate admits
+AUTO_FACTOR = 3
 #: ``concurrency = "auto"``: never fewer sends than this (a small pool still needs a
 #: buffer of claimed sends to cover the claim's latency), nor more than AUTO_MAX
 AUTO_MIN = 16
@@ -59,7 +65,7 @@ def shape(concurrency: int | Literal["auto"], capacity: int | None) -> tuple[int
     slots must be free before it claims again.
 
     ``capacity``: how many sends the Mailer's admission gate admits at once (None: no
-    gate). ``auto`` is twice that, within [AUTO_MIN, AUTO_MAX] (AUTO_NO_GATE without a
+    gate). ``auto`` is AUTO_FACTOR times that, within [AUTO_MIN, AUTO_MAX] (AUTO_NO_GATE without a
     gate). Above the gate's capacity, a claim starts when half of the sends held beyond
     it are free, so the gate stays full while the claim is in flight; at or below it
     (or without a gate), when half of all slots are (fewer, larger claims: each is a
@@ -70,7 +76,7 @@ def shape(concurrency: int | Literal["auto"], capacity: int | None) -> tuple[int
     elif capacity is None:
         sends = AUTO_NO_GATE
     else:
-        sends = min(max(2 * capacity, AUTO_MIN), AUTO_MAX)
+        sends = min(max(AUTO_FACTOR * capacity, AUTO_MIN), AUTO_MAX)
     if capacity is not None and sends > capacity:
         return sends, max(1, (sends - capacity) // 2)
     return sends, max(1, sends // 2)

@@ -125,7 +125,7 @@ class OutboxConfig(BaseModel):
     lease: Duration = Field(default=30.0, ge=0.5)
     #: how often an idle worker looks for due messages
     poll_interval: Duration = Field(default=1.0, gt=0)
-    #: messages a worker (or ``drain``) sends at once; ``auto``: twice what the Mailer's
+    #: messages a worker (or ``drain``) sends at once; ``auto``: three times what the Mailer's
     #: admission gate admits (4 per connection slot), within 16-256, or 16 without a gate
     #: (a provider with no bounded connection count, or a rate limit). With the claim's
     #: commit-point record it is also the most not-yet-sent rows a SIGKILL leaves
