@@ -114,7 +114,11 @@ def test_sigkill_with_sends_waiting_at_the_admission_gate(
     first send finds the gate full: with the claim's record, exactly the rows held are
     ``unknown`` (at most ``concurrency``: what docs/outbox.md states), none delivered;
     with the per-attempt record (written after the gate), the rows waiting at the gate
-    are sent again, and at most the gate's 4 are ``unknown``. Never twice, in both."""
+    are sent again, and at most the gate's 4 are ``unknown``. Never twice, in both.
+
+    Nothing can be delivered before the kill, whatever the machine's speed: the 16 sends
+    start in one turn of the loop, and the fifth reaches the gate (no await on its way
+    for an ordinary row) before the loop handles any I/O of the first four."""
     server = smtp()
     entry = smtp_entry("smtp", server.port, 1)
     entry["config"] |= {"pool": True, "max_connections": 1}
