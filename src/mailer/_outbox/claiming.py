@@ -65,11 +65,11 @@ def shape(concurrency: int | Literal["auto"], capacity: int | None) -> tuple[int
     slots must be free before it claims again.
 
     ``capacity``: how many sends the Mailer's admission gate admits at once (None: no
-    gate). ``auto`` is AUTO_FACTOR times that, within [AUTO_MIN, AUTO_MAX] (AUTO_NO_GATE without a
-    gate). Above the gate's capacity, a claim starts when half of the sends held beyond
-    it are free, so the gate stays full while the claim is in flight; at or below it
-    (or without a gate), when half of all slots are (fewer, larger claims: each is a
-    durable write and a wake-up of the loop).
+    gate). ``auto`` is AUTO_FACTOR times that, within [AUTO_MIN, AUTO_MAX], or
+    AUTO_NO_GATE without a gate. Above the gate's capacity, a claim starts when half of
+    the sends held beyond it are free, so the gate stays full while the claim is in
+    flight; at or below it (or without a gate), when half of all slots are (fewer,
+    larger claims: each is a durable write and a wake-up of the loop).
     """
     if concurrency != "auto":
         sends = concurrency
