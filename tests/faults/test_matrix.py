@@ -405,8 +405,11 @@ async def test_http_api_faults(
     # connection end in PoolTimeout (nothing sent: transient) while the others hang, and
     # which comes first decides whether c's breaker opens before the uncertain sends
     # retry. Both orders keep the ledger exact; this makes the case deterministic.
-    # timeout 1.0: the try and its idempotent retry share it (0.5 s each)
-    c = ResendProvider.from_config("c", http_fake.config(timeout=1.0, max_connections=20))
+    # timeout 3.0: the try and its idempotent retry share it (1.5 s each). The fake
+    # answers on this test's own loop; at 1.0 (0.5 s a try) a loaded machine starved
+    # every answer past the timeout, c's breaker opened and no send went through on c
+    # (CI, load average 7.5; reproduced with four busy loops beside: 4 of 6 runs failed)
+    c = ResendProvider.from_config("c", http_fake.config(timeout=3.0, max_connections=20))
     mailer = fast_mailer([c, smtp_provider("b", b.config())])
     summary = await run(mailer, lambda: {"c": http_fake.received, "b": b.received()})
     if sent_by is not None:
