@@ -173,7 +173,9 @@ class Mailer(AsyncClosing):
         if on_all_failed == "enqueue" and outbox is None:
             raise ConfigError('on_all_failed="enqueue" needs an outbox (the outbox option)')
         self.on_all_failed = on_all_failed
-        self._outbox = outbox_for(outbox, self._leaves, self._deliver)
+        # the gate's capacity sizes the worker's concurrency = "auto" (_outbox/claiming.py)
+        capacity = None if self._admission is None else self._admission.capacity
+        self._outbox = outbox_for(outbox, self._leaves, self._deliver, capacity)
         #: the local templates (``templates.dir``), None without them
         self.templates = None if templates is None else LocalTemplates(templates)
         #: one-click unsubscribe: the token key and the endpoint's base URL

@@ -71,10 +71,12 @@ def outbox_for(
     config: str | Mapping[str, Any] | OutboxConfig | None,
     leaves: Sequence[Provider],
     deliver: Deliver,
+    capacity: int | None = None,
 ) -> Outbox | None:
     """The outbox (docs/outbox.md) whose workers send through ``deliver``; None without
     one. Each provider's idempotency window and whether a rate limit paces any of them
-    come from ``leaves``."""
+    come from ``leaves``; ``capacity`` is the admission gate's (None: no gate), which
+    sizes the worker's ``concurrency = "auto"``."""
     if config is None:
         return None
     if not isinstance(config, OutboxConfig):
@@ -82,7 +84,13 @@ def outbox_for(
     windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in leaves}
     # a rate limit may hold a claimed send back before it starts (commit_record)
     paced = any(getattr(leaf.config, "rate_limit", None) for leaf in leaves)
-    return Outbox(config, deliver, window=lambda n: windows.get(n or "", 0.0), paced=paced)
+    return Outbox(
+        config,
+        deliver,
+        window=lambda n: windows.get(n or "", 0.0),
+        paced=paced,
+        capacity=capacity,
+    )
 
 
 def events_hub(
