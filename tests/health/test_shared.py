@@ -242,9 +242,9 @@ async def test_redis_down_is_a_degraded_mode_logged_once(
 
 
 async def test_redis_unreachable_from_the_start(prefix: str) -> None:
-    from mailer.testing import free_port
+    from mailer.testing import closed_port
 
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    url = f"redis://127.0.0.1:{closed_port()}/0"
     async with build(url, prefix, ScriptedProvider("primary"), store_timeout=0.2) as a:
         started = time.monotonic()
         assert (await a.send(msg())).provider == "primary"
