@@ -189,12 +189,12 @@ class Session:
         except Exception as exc:
             if cut and isinstance(exc, TimeoutError) and current_attempt().extend():
                 raise LoopLagged(phase) from exc
-            raise self._mapped(exc, phase, timeout, label) from exc
+            raise self.mapped(exc, phase, timeout, label) from exc
         except BaseException:  # cancellation mid-command: the stream is in doubt
             self.abort()
             raise
 
-    def _mapped(
+    def mapped(
         self, exc: Exception, phase: Phase, timeout: float | None, label: str
     ) -> DeliveryError | MessageError:
         """What :meth:`guard` raises for ``exc``: the connection is dropped first when
@@ -254,7 +254,7 @@ class Session:
                 label = "socket_timeout"
                 if timeout != configured:
                     label = f"socket_timeout, cut short by {attempt.limited_by()}"
-                raise self._mapped(exc, phase, timeout, label) from exc
+                raise self.mapped(exc, phase, timeout, label) from exc
             timeout = attempt.timeout(configured)
             try:
                 return await stream.read(timeout)
