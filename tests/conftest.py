@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from tests.health.redis_kit import RedisServer
 from tests.pgcluster import PostgresCluster, find_bin
 
@@ -20,6 +21,13 @@ from mailer.testing import Certs, make_certs
 TEST_PLUGIN_PATH = str(Path(__file__).parent / "fixtures" / "mailer-testplugin" / "src")
 if TEST_PLUGIN_PATH not in sys.path:
     sys.path.append(TEST_PLUGIN_PATH)
+#: Property tests are judged on their inputs, never on the machine's speed. Hypothesis's
+#: default 200 ms deadline per example and its ``too_slow`` health check fail a test on a
+#: loaded CI machine (a stalled example re-run fast is reported "Unreliable test timings"),
+#: so every ``@given`` without its own ``@settings`` runs with neither.
+settings.register_profile("suite", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("suite")
+
 # and for the `python -m mailer` subprocesses the CLI tests start
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (os.environ.get("PYTHONPATH"), TEST_PLUGIN_PATH) if p

@@ -62,9 +62,9 @@ def test_health_shows_the_shared_state(
 def test_health_with_an_unreachable_store_says_so(
     mailer_cli: Runner, tmp_path: Path, prefix: str
 ) -> None:
-    from mailer.testing import free_port
+    from mailer.testing import closed_port
 
-    _config(tmp_path, f"redis://:pw-secret@127.0.0.1:{free_port()}/0", prefix)
+    _config(tmp_path, f"redis://:pw-secret@127.0.0.1:{closed_port()}/0", prefix)
     result = mailer_cli("health")
     assert result.code == 1
     assert "cannot read the health store" in result.output

@@ -26,7 +26,7 @@ from mailer.testing import (
     SilentServer,
     SMTPTestServer,
     TokenEndpoint,
-    free_port,
+    closed_port,
 )
 
 from .kit import check_ledger, fast_mailer, messages, run_load
@@ -83,7 +83,7 @@ async def test_primary_unreachable_everything_goes_to_the_next(smtp: Factory, fa
     b = smtp()
     dead: Any = None
     if fault == "refused":
-        port = free_port()
+        port = closed_port()
     elif fault == "silent":
         dead = SilentServer().start()
         port = dead.port
@@ -338,7 +338,7 @@ async def test_token_endpoint_failures(
     a.state.valid_tokens.add("tok-1")
     url = token_endpoint.url
     if fault == "down":
-        url = f"http://127.0.0.1:{free_port()}/token"
+        url = f"http://127.0.0.1:{closed_port()}/token"
     elif fault == "invalid_grant":
         token_endpoint.error = "invalid_grant"
     elif fault == "http-500":

@@ -12,7 +12,7 @@ import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message, TransientError
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import SMTPTestServer, free_port
+from mailer.testing import SMTPTestServer, closed_port, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -24,7 +24,7 @@ def message() -> Message:
 
 
 async def test_all_failed_raises_with_the_message_by_default() -> None:
-    down = [SMTPProvider.from_config(n, {"host": "127.0.0.1", "port": free_port()})
+    down = [SMTPProvider.from_config(n, {"host": "127.0.0.1", "port": closed_port()})
             for n in ("primary", "backup")]  # fmt: skip
     sent = message()
     async with Mailer(down, retry={"attempts": 1}) as mailer:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -42,14 +42,31 @@ def silent_config(server: SilentServer) -> dict[str, Any]:
     return {"host": "127.0.0.1", "port": server.port, "ignore_tls": True}
 
 
+@pytest.fixture
+def silent() -> Iterator[Callable[[], SilentServer]]:
+    """Starts a SilentServer on call; each is stopped after the test (started bare, four
+    of them outlived this module: threads listening, and waking, to the session's end)."""
+    started: list[SilentServer] = []
+
+    def start() -> SilentServer:
+        server = SilentServer()
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
 @pytest.mark.parametrize("pool", [True, False])
 @pytest.mark.parametrize("outage", ["silent", "hang-at-MAIL"])
 async def test_hung_primary_fails_over_within_the_budget(
-    smtp: Callable[..., SMTPTestServer], outage: str, pool: bool
+    smtp: Callable[..., SMTPTestServer], silent: Callable[[], SilentServer], outage: str, pool: bool
 ) -> None:
     backup_server = smtp()
     if outage == "silent":
-        dead = SilentServer().start()
+        dead = silent()
         primary = provider("primary", silent_config(dead), pool=pool)
     else:
         hung = smtp()
@@ -91,10 +108,10 @@ async def test_hung_primary_fails_over_within_the_budget(
 
 @pytest.mark.parametrize("pool", [True, False])
 async def test_fifty_concurrent_sends_on_a_hung_primary_all_reach_the_backup(
-    smtp: Callable[..., SMTPTestServer], pool: bool
+    smtp: Callable[..., SMTPTestServer], silent: Callable[[], SilentServer], pool: bool
 ) -> None:
     # The previous release: 35 of 50 ended in AllProvidersFailed at the 60 s deadline.
-    dead = SilentServer().start()
+    dead = silent()
     backup_server = smtp()
     mailer = Mailer(
         [

@@ -100,9 +100,12 @@ async def test_a_probe_owner_that_dies_does_not_wedge_the_provider(
     pa, pb = ScriptedProvider("primary", ["hang"]), ScriptedProvider("primary")
     # A's budget is longer than the lease would be, so A holds the lease and "dies" (we
     # cancel it and never let it report): B must be able to probe once the lease expires
-    a = build(redis_server.url, prefix, pa, cooldown=0.3)
-    b = build(redis_server.url, prefix, pb, cooldown=0.3)
-    a._runtime.shared.lease = 0.5  # type: ignore[union-attr]
+    # Redis calls get 2 s: at the default 0.25 s a starved loop timed A's claim out (the
+    # process then decides alone, and the claim is None); the lease, 1.5 s, outlasts the
+    # steps that need it held
+    a = build(redis_server.url, prefix, pa, cooldown=0.3, store_timeout=2.0)
+    b = build(redis_server.url, prefix, pb, cooldown=0.3, store_timeout=2.0)
+    a._runtime.shared.lease = 1.5  # type: ignore[union-attr]
     try:
         assert (await b.send(msg())).provider == "primary"
         pb.script("hang")
@@ -116,9 +119,12 @@ async def test_a_probe_owner_that_dies_does_not_wedge_the_provider(
         shared._closed = True
         await shared.aclose()
         assert (await b.send(msg())).provider == "backup"  # B may not probe yet
-        await anyio.sleep(0.6)  # the lease expired
+        await anyio.sleep(1.6)  # the lease expired
         pb.script("ok")
-        assert await eventually(lambda: state(b) != "open", 1.0)
+        # B's copy learns that the lease expired from its next read of the store (every
+        # `refresh`): wait for that, not a fixed time (a starved loop reads late)
+        breaker = b._runtime.leaves["primary"].breaker
+        assert await eventually(breaker.available, 5.0)
         assert (await b.send(msg())).provider == "primary"
     finally:
         await a.aclose()
@@ -236,9 +242,9 @@ async def test_redis_down_is_a_degraded_mode_logged_once(
 
 
 async def test_redis_unreachable_from_the_start(prefix: str) -> None:
-    from mailer.testing import free_port
+    from mailer.testing import closed_port
 
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    url = f"redis://127.0.0.1:{closed_port()}/0"
     async with build(url, prefix, ScriptedProvider("primary"), store_timeout=0.2) as a:
         started = time.monotonic()
         assert (await a.send(msg())).provider == "primary"

@@ -4,6 +4,7 @@ acts out on its own (the greeting, a body never read, an answer lost after accep
 from __future__ import annotations
 
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -12,7 +13,15 @@ from typing import Any
 import httpx
 import pytest
 
-from mailer.testing import FakeResend, SMTPTestServer, eventually, serve, wait_until
+from mailer.testing import (
+    FakeResend,
+    SMTPTestServer,
+    closed_port,
+    eventually,
+    free_port,
+    serve,
+    wait_until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -113,3 +122,16 @@ async def test_eventually_sees_a_change() -> None:
 
     assert await eventually(bump, timeout=2, interval=0.01)
     assert state["n"] == 3
+
+
+def test_a_closed_port_refuses_and_nothing_else_can_take_it() -> None:
+    """closed_port() holds its port bound (never listening) for the process's life: a
+    connection is refused, and no server, here or in another process, can bind it."""
+    port = closed_port()
+    with socket.socket() as client, pytest.raises(ConnectionRefusedError):
+        client.connect(("127.0.0.1", port))
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with pytest.raises(OSError, match="in use"):
+            server.bind(("127.0.0.1", port))
+    assert port not in {free_port() for _ in range(50)}

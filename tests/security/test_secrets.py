@@ -24,7 +24,7 @@ import respx
 
 from mailer import AllProvidersFailed, Mailer, Message
 from mailer._plugins import load_provider_class
-from mailer.testing import SMTPTestServer, TokenEndpoint, free_port
+from mailer.testing import SMTPTestServer, TokenEndpoint, closed_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -144,7 +144,7 @@ def canary_entries(
                                      f"endpoint={api};accesskey={CANARIES['azure']}"}},
         # unreachable: httpx's own error text and chain
         {"type": "resend", "name": "resend-down", "config": {
-            "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{free_port()}"}},
+            "api_key": CANARIES["resend"], "base_url": f"http://127.0.0.1:{closed_port()}"}},
     ]  # fmt: skip
     # the plugins of this repository, when installed (make install does)
     registered = {ep.name for ep in entry_points(group="mailer.providers")}

@@ -11,6 +11,7 @@ byte, so no peer outlives its test however the client behaves.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import select
 import socket
@@ -40,9 +41,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: the sockets that hold :func:`closed_port`'s ports for the rest of the process
+_RESERVED: list[socket.socket] = []
+
+
 def closed_port() -> int:
-    """A loopback port nothing listens on: a connection to it is refused at once."""
-    return free_port()
+    """A loopback port nothing listens on: a connection to it is refused at once.
+
+    The port stays bound (never listening) by this process until it exits, so nothing
+    can take it meanwhile: with a port that was only free a moment ago, a test server
+    started later (aiosmtpd binds a :func:`free_port`) or another process could land on
+    it, one time in thousands, and the "refused" connection would be answered.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    if not _RESERVED:
+        atexit.register(_release_all)
+    _RESERVED.append(sock)
+    return int(sock.getsockname()[1])
+
+
+def _release_all() -> None:
+    for sock in _RESERVED:
+        sock.close()
+    _RESERVED.clear()
 
 
 class ThreadedSocketServer:
