@@ -249,13 +249,16 @@ class Session:
         owed, and it will be this command's whenever it comes."""
         attempt = current_attempt()
         configured = self.settings.config.socket_timeout
+        waited = timeout  # what the error reports: every read's wait, not the last one's
         while True:
             if not (isinstance(exc, TimeoutError) and timeout != configured and attempt.extend()):
                 label = "socket_timeout"
                 if timeout != configured:
                     label = f"socket_timeout, cut short by {attempt.limited_by()}"
-                raise self.mapped(exc, phase, timeout, label) from exc
+                raise self.mapped(exc, phase, waited, label) from exc
             timeout = attempt.timeout(configured)
+            if waited is not None and timeout is not None:
+                waited += timeout
             try:
                 return await stream.read(timeout)
             except Exception as again:
