@@ -431,3 +431,27 @@ def test_a_fresh_private_state_shares_nothing_mutable() -> None:
     assert filled is not original
     assert filled.__pydantic_private__ is not original.__pydantic_private__
     assert filled.as_bytes() != b"" and filled.message_id == original.message_id
+
+
+def test_every_way_of_making_a_message_gets_its_own_fresh_private_state() -> None:
+    """Message.model_post_init is replaced after the class is made (a copy of the prepared
+    private state instead of pydantic's get_default() per attribute): sound only while
+    pydantic-core calls the post-init method by name, for every way a message is made."""
+    from mailer._message.model import _init_private, fresh_private
+
+    assert Message.model_post_init is _init_private
+    assert Message.__pydantic_post_init__ == "model_post_init"
+    data = {"sender": "a@example.com", "to": ["b@example.org"], "subject": "s", "text": "t"}
+    made = [
+        Message(**data),
+        Message.build(data),
+        Message.model_validate(data),
+        Message.model_validate_json(Message(**data).model_dump_json()),
+        Message.model_construct(**data),
+    ]
+    privates = [m.__pydantic_private__ for m in made]
+    assert all(p == fresh_private() for p in privates)
+    assert len({id(p) for p in privates}) == len(privates)  # none shared
+    first = made[0]
+    assert first.as_bytes() and first.__pydantic_private__["_rendered"] is not None  # type: ignore[index]
+    assert all(p["_rendered"] is None for p in privates[1:])  # type: ignore[index]
