@@ -63,6 +63,8 @@ from .template import (
 
 
 def _as_list(value: Any) -> Any:
+    if type(value) is list:  # the common case, before the isinstance of an ABC (Mapping)
+        return value
     if value is None:
         return []
     if isinstance(value, str | Address | Mapping | tuple) and not (
