@@ -21,6 +21,7 @@ connections) in every case, medians of interleaved rounds:
 
     .venv/bin/python benchmarks/outbox.py [--count 2000] [--rounds 3] [--no-postgres]
         [--only direct,postgres] [--commit-wait] [--before REV]
+        [--concurrency 16,auto,32] [--count-io]
 
 Every case runs in a fresh process (the cases of a round one after another, rounds
 interleaved), which also reports the CPU it used per message while timed (``cpu us``:
@@ -33,6 +34,18 @@ DATA's 354): p50, p90 and mean per case.
 ``--before REV`` also runs every case with that commit's ``src/`` (exported with ``git
 archive``, first on ``PYTHONPATH``) in the same rounds: a before/after in one run, each
 side against its own direct reference.
+
+``--concurrency`` runs each outbox case once per worker concurrency listed (an int or
+``auto``), interleaved in the same rounds (``sqlite c=32``); without it, the drain runs
+with the configured default. Direct sending stays at 16 at once.
+
+``--count-io`` also counts, per drained message, what the drain's speed is made of:
+claims (and so their mean size), ``write()`` and reads on the sink's sockets (each one
+syscall: how many commands the pool batched per write), and, sampled every 5 ms, the
+sends under way in the Mailer (admitted by its gate, and waiting at it), and the CPU a
+message of the event loop's thread and of the process's other threads (the SQLite
+writer's) from /proc/self/task. The sampler costs a little CPU; compare counted runs
+with counted runs.
 """
 
 from __future__ import annotations
@@ -61,6 +74,90 @@ from mailer import Mailer, Message
 CONCURRENCY = 16
 #: seconds each outbox send's attempt spent in AttemptContext.commit (--commit-wait)
 COMMIT_WAITS: list[float] = []
+#: --count-io: counters of the timed drain (or direct run), reset when timing starts
+IO: dict[str, float] = {}
+IO_KEYS = ("claim_size", "writes", "reads", "admitted", "waiting", "loop_us", "threads_us")
+COUNT_IO = False
+
+
+def count_io(port: int) -> None:
+    """Count writes and reads on the sink's sockets, and claims, from now on (--count-io).
+
+    Both patches are on classes, before any connection or store exists: the asyncio
+    transport's ``write`` (one ``send()`` when nothing is buffered, as here) and its
+    read callback (one ``recv()``), for sockets whose peer is the sink; the stores'
+    ``claim``."""
+    global COUNT_IO
+    COUNT_IO = True
+    from asyncio import selector_events
+
+    from mailer._outbox.postgres import PostgresStore
+    from mailer._outbox.sqlite import SQLiteStore
+
+    cls: Any = selector_events._SelectorSocketTransport
+    write, read = cls.write, cls._read_ready
+
+    def sink(transport: Any) -> bool:
+        peer = transport.get_extra_info("peername")
+        return isinstance(peer, tuple) and peer[1] == port
+
+    def counted_write(self: Any, data: Any) -> None:
+        if sink(self):
+            IO["writes"] = IO.get("writes", 0) + 1
+        write(self, data)
+
+    def counted_read(self: Any) -> None:
+        if sink(self):
+            IO["reads"] = IO.get("reads", 0) + 1
+        read(self)
+
+    cls.write, cls._read_ready = counted_write, counted_read
+    for store in (SQLiteStore, PostgresStore):
+        claim = store.claim
+
+        async def counted_claim(self: Any, *args: Any, _claim: Any = claim, **kw: Any) -> Any:
+            rows = await _claim(self, *args, **kw)
+            IO["claims"] = IO.get("claims", 0) + 1
+            IO["claimed"] = IO.get("claimed", 0) + len(rows)
+            return rows
+
+        store.claim = counted_claim  # type: ignore[method-assign]
+
+
+def thread_cpu() -> tuple[float, float]:
+    """CPU seconds (user + system) so far: of this process's main thread (the event
+    loop's, from /proc/self/task), and of all its other threads (the SQLite writer's,
+    the loop's executor), as the process's total less the main thread's (a thread that
+    ended has left /proc but not the total)."""
+    stat = Path(f"/proc/self/task/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    main = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return main, time.process_time() - main
+
+
+async def sample_gate(mailer: Mailer, samples: list[tuple[int, int]]) -> None:
+    """Every 5 ms: the sends the Mailer's gate has admitted, and those waiting at it."""
+    gate = mailer._admission
+    assert gate is not None
+    while True:
+        await asyncio.sleep(0.005)
+        samples.append((gate.active, gate.waiting))
+
+
+def io_figures(
+    n: int, samples: list[tuple[int, int]], threads: tuple[float, float]
+) -> dict[str, float]:
+    main, other = (b - a for a, b in zip(threads, thread_cpu(), strict=True))
+    result = {
+        "loop_us": main / n * 1e6,
+        "threads_us": other / n * 1e6,
+        "writes": IO.get("writes", 0) / n,
+        "reads": IO.get("reads", 0) / n,
+        "admitted": statistics.mean(a for a, _ in samples) if samples else 0.0,
+        "waiting": statistics.mean(w for _, w in samples) if samples else 0.0,
+    }
+    if IO.get("claims"):
+        result["claim_size"] = IO["claimed"] / IO["claims"]
+    return result
 
 
 def time_commit_waits() -> None:
@@ -101,15 +198,25 @@ async def direct(port: int, n: int) -> dict[str, float]:
             async with sem:
                 await mailer.send(m)
 
+        samples: list[tuple[int, int]] = []
+        sampler = asyncio.ensure_future(sample_gate(mailer, samples)) if COUNT_IO else None
+        IO.clear()
+        threads = thread_cpu()
         cpu, start = time.process_time(), time.perf_counter()
         await asyncio.gather(*(one(m) for m in msgs))
         elapsed = time.perf_counter() - start
-        return {"rate": n / elapsed, "cpu_us": (time.process_time() - cpu) / n * 1e6}
+        result = {"rate": n / elapsed, "cpu_us": (time.process_time() - cpu) / n * 1e6}
+        if sampler is not None:
+            sampler.cancel()
+            result |= io_figures(n, samples, threads)
+        return result
 
 
-async def outbox(port: int, n: int, url: str) -> dict[str, float]:
+async def outbox(port: int, n: int, url: str, concurrency: str | None) -> dict[str, float]:
     msgs = messages(n)
-    box = {"url": url, "concurrency": CONCURRENCY, "poll_interval": 0.05}
+    box: dict[str, Any] = {"url": url, "poll_interval": 0.05}
+    if concurrency is not None:
+        box["concurrency"] = int(concurrency) if concurrency.isdigit() else concurrency
     config = {"providers": providers(port), "outbox": box}
     async with Mailer.from_config(config) as mailer:
         await mailer.outbox.stats()  # open (and create) the store
@@ -120,10 +227,16 @@ async def outbox(port: int, n: int, url: str) -> dict[str, float]:
             await mailer.enqueue(m)
             latencies.append(time.perf_counter() - t0)
         COMMIT_WAITS.clear()
+        samples: list[tuple[int, int]] = []
+        sampler = asyncio.ensure_future(sample_gate(mailer, samples)) if COUNT_IO else None
+        IO.clear()
+        threads = thread_cpu()
         cpu, start = time.process_time(), time.perf_counter()
         done = await mailer.drain(timeout=600)
         elapsed = time.perf_counter() - start
         cpu = time.process_time() - cpu
+        if sampler is not None:
+            sampler.cancel()
         assert done == {"sent": n}, done
     latencies.sort()
     result = {
@@ -132,6 +245,8 @@ async def outbox(port: int, n: int, url: str) -> dict[str, float]:
         "p50": latencies[len(latencies) // 2] * 1000,
         "p99": latencies[int(len(latencies) * 0.99)] * 1000,
     }
+    if sampler is not None:
+        result |= io_figures(n, samples, threads)
     if COMMIT_WAITS:
         waits = sorted(COMMIT_WAITS)
         result |= {
@@ -150,21 +265,33 @@ def postgres() -> Iterator[str]:
         yield pg.dsn
 
 
-def case(name: str, port: int, n: int, url: str | None) -> dict[str, float]:
+def case(
+    name: str, port: int, n: int, url: str | None, concurrency: str | None
+) -> dict[str, float]:
     """One case in this process (``--case``): direct, or a drain through ``url``."""
     if name == "direct":
         return asyncio.run(direct(port, n))
     assert url is not None
-    return asyncio.run(outbox(port, n, url))
+    return asyncio.run(outbox(port, n, url, concurrency))
 
 
 def run_case(
-    name: str, port: int, n: int, url: str | None, *, src: Path | None, commit_wait: bool
+    name: str,
+    port: int,
+    n: int,
+    url: str | None,
+    *,
+    src: Path | None,
+    commit_wait: bool,
+    concurrency: str | None = None,
+    io: bool = False,
 ) -> dict[str, float]:
     """:func:`case` in a fresh process (``src``: import ``mailer`` from that tree)."""
     cmd = [sys.executable, __file__, "--case", name, "--port", str(port), "--count", str(n)]
     cmd += ["--url", url] if url is not None else []
     cmd += ["--commit-wait"] if commit_wait else []
+    cmd += ["--concurrency", concurrency] if concurrency is not None else []
+    cmd += ["--count-io"] if io else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(src), cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed: {proc.stderr.strip()[-2000:]}")
@@ -180,6 +307,10 @@ def main() -> None:
     ap.add_argument("--only", help="comma-separated cases to run (direct always runs)")
     ap.add_argument("--commit-wait", action="store_true", help="time the wait at the commit point")
     ap.add_argument("--before", metavar="REV", help="also run every case at this commit")
+    ap.add_argument(
+        "--concurrency", help="the drain's worker concurrency, comma-separated (int or auto)"
+    )
+    ap.add_argument("--count-io", action="store_true", help="count claims, writes, reads")
     ap.add_argument("--case", help=argparse.SUPPRESS)  # one case, in this process
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
@@ -187,8 +318,13 @@ def main() -> None:
     if args.case is not None:
         if args.commit_wait:
             time_commit_waits()
-        print(json.dumps(case(args.case, args.port, args.count, args.url)))
+        if args.count_io:
+            count_io(args.port)
+        print(json.dumps(case(args.case, args.port, args.count, args.url, args.concurrency)))
         return
+    levels: list[str | None] = [None]
+    if args.concurrency:
+        levels = [c.strip() for c in args.concurrency.split(",")]
     only = None if args.only is None else {"direct", *args.only.split(",")}
     trees: dict[str, Path | None] = {"": None}
     if args.before:
@@ -216,12 +352,23 @@ def main() -> None:
                 for name, url in urls.items():
                     if only is not None and name not in only:
                         continue
-                    result = run_case(name, port, n, url(), src=src, commit_wait=args.commit_wait)
-                    results.setdefault(name + suffix, []).append(result)
+                    for level in [None] if name == "direct" else levels:
+                        result = run_case(
+                            name,
+                            port,
+                            n,
+                            url(),
+                            src=src,
+                            commit_wait=args.commit_wait,
+                            concurrency=level,
+                            io=args.count_io,
+                        )
+                        label = name if level is None else f"{name} c={level}"
+                        results.setdefault(label + suffix, []).append(result)
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"{args.count} messages of 2 KB into smtp-sink, {CONCURRENCY} at once, 5 SMTP "
-          f"connections; medians of {args.rounds} rounds; load average {load}"
-          f"{settings}")  # fmt: skip
+    print(f"{args.count} messages of 2 KB into smtp-sink, direct {CONCURRENCY} at once, the "
+          f"drain at {args.concurrency or 'its default'}, 5 SMTP connections; medians of "
+          f"{args.rounds} rounds; load average {load}{settings}")  # fmt: skip
     if args.before:
         print(f"'before' cases: commit {args.before} (each against 'direct before')")
     print(
@@ -243,6 +390,13 @@ def main() -> None:
                 statistics.median(x[k] for x in runs) for k in ("wait_p50", "wait_p90", "wait_mean")
             ]
             lat += "   commit wait p50 {:.3f} p90 {:.3f} mean {:.3f} ms".format(*wait)
+        if args.count_io:
+            io = {k: statistics.median(x.get(k, 0.0) for x in runs) for k in IO_KEYS}
+            lat += (
+                "   claim {claim_size:.1f} rows; writes {writes:.2f} reads {reads:.2f} a msg;"
+                " gate admitted {admitted:.1f} waiting {waiting:.1f}; cpu us: loop thread"
+                " {loop_us:.0f}, others {threads_us:.0f}".format(**io)
+            )
         print(f"{name:21s} {rate:8.0f} {paired:8.2f}x {cpu:7.0f} {lat}")
     for name in [n for n in results if f"{n} before" in results]:
         # the two trees in the same rounds: the drain's own speed, whatever direct did

@@ -514,8 +514,14 @@ class Mailer(AsyncClosing):
         windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
         # a rate limit may hold a claimed send back before it starts (commit_record)
         paced = any(getattr(leaf.config, "rate_limit", None) for leaf in self._leaves)
+        # the gate's capacity sizes the worker's concurrency = "auto" (_outbox/claiming.py)
+        capacity = None if self._admission is None else self._admission.capacity
         return Outbox(
-            config, self._deliver, window=lambda n: windows.get(n or "", 0.0), paced=paced
+            config,
+            self._deliver,
+            window=lambda n: windows.get(n or "", 0.0),
+            paced=paced,
+            capacity=capacity,
         )
 
     # -- delivery events and suppression (docs/events.md) --------------------------------

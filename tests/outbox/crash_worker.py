@@ -6,6 +6,9 @@
 * ``before-io``: as a send starts
 * ``committed``: right after the commit point was recorded, before the attempt crosses it
 * ``before-result``: a provider accepted the message; its outcome is not yet recorded
+* ``at-the-gate``: a claimed send finds the Mailer's admission gate full (the provider's
+  pool busy with the sends admitted before it), with the configured concurrency
+  (``auto`` by default) instead of 4
 """
 
 from __future__ import annotations
@@ -61,10 +64,20 @@ async def main(config: str, phase: str) -> None:
         store.mark_committing = mark_then_die
     elif phase == "before-result":
         store.finish = finish_dies
+    elif phase == "at-the-gate":
+        from mailer._routing.admission import Admission
+
+        assert mailer._admission is not None, "at-the-gate needs a provider with a bounded pool"
+
+        async def enter_dies(self: Admission, deadline: float) -> None:
+            die()
+
+        # on the class (its instances have __slots__), in this throwaway process only
+        Admission.enter = enter_dies  # type: ignore[method-assign]
     else:
         raise SystemExit(f"unknown phase {phase}")
     async with mailer:
-        await outbox.run(concurrency=4)
+        await outbox.run(concurrency=None if phase == "at-the-gate" else 4)
 
 
 if __name__ == "__main__":

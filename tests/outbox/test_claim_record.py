@@ -181,7 +181,8 @@ async def test_a_renew_extends_the_workers_view_only_when_it_answered_within_the
     """Lease 1 s, margin 0.1 s. A renew answered at once moves the known end of every
     claim still held when it was sent; one answered after the margin (it may have run
     after a lease expired) moves none, and a claim already past its end stays past."""
-    from mailer._outbox.worker import Outbox, _Worker
+    from mailer._outbox.claiming import Worker
+    from mailer._outbox.worker import Outbox
 
     async def no_send(*_: Any) -> Any:
         raise AssertionError("nothing is sent here")
@@ -191,7 +192,7 @@ async def test_a_renew_extends_the_workers_view_only_when_it_answered_within_the
     await store.open()
     try:
         await add_messages(store, 2)
-        worker = _Worker(outbox, 4)
+        worker = Worker(outbox, 4)
         live, gone = await store.claim(worker.owner, 2, lease=1.0, max_age=3600, commit=True)
         now = time.monotonic()
         worker._held = {live.claim: now + 0.5, gone.claim: now - 0.01}

@@ -105,6 +105,67 @@ def test_sigkill_at_each_phase_then_restart(
         assert unknown and any(ledger[mid] == 1 for mid in unknown)
 
 
+@pytest.mark.parametrize("record", ["attempt", "claim"])
+def test_sigkill_with_sends_waiting_at_the_admission_gate(
+    record: str, smtp: Callable[..., SMTPTestServer], tmp_path: Path
+) -> None:
+    """The default concurrency (``auto``) holds more claimed sends than the Mailer's gate
+    admits: a pool of 1 connection admits 4, and the worker holds 16. Killed when the
+    first send finds the gate full: with the claim's record, exactly the rows held are
+    ``unknown`` (at most ``concurrency``: what docs/outbox.md states), none delivered;
+    with the per-attempt record (written after the gate), the rows waiting at the gate
+    are sent again, and at most the gate's 4 are ``unknown``. Never twice, in both.
+
+    Nothing can be delivered before the kill, whatever the machine's speed: the 16 sends
+    start in one turn of the loop, and the fifth reaches the gate (no await on its way
+    for an ordinary row) before the loop handles any I/O of the first four."""
+    server = smtp()
+    entry = smtp_entry("smtp", server.port, 1)
+    entry["config"] |= {"pool": True, "max_connections": 1}
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    config = tmp_path / "mailer.json"
+    outbox = fast_outbox(url, commit_record=record, lease="2s")
+    config.write_text(
+        json.dumps({"providers": [entry], "retry": {"attempts": 1}, "outbox": outbox})
+    )
+    ids = enqueue(config, N)
+
+    crashed = subprocess.run(
+        [sys.executable, str(HERE / "crash_worker.py"), str(config), "at-the-gate"],
+        capture_output=True,
+        timeout=60,
+        env=env(),
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
+    before = states(url)
+    held = [mid for mid in ids if before[mid] == "sending"]
+    assert len(held) == 16, before  # auto: three times the gate's 4, at least 16
+
+    worker = start_worker(config)
+    try:
+        settled = wait_for(
+            lambda: not {"queued", "sending"} & set(states(url).values()), timeout=60
+        )
+    finally:
+        code, log = stop_worker(worker)
+    assert settled, states(url)
+    assert code == 0, log[-2000:]
+
+    after = states(url)
+    ledger = server.received()
+    assert set(after) == set(ids)
+    unknown = [mid for mid in ids if after[mid] == "unknown"]
+    for mid in ids:
+        assert ledger[mid] <= 1, f"{mid} delivered twice"
+        assert after[mid] in ("sent", "unknown"), (mid, after[mid])
+        assert ledger[mid] == (1 if after[mid] == "sent" else 0), mid
+    if record == "claim":
+        assert sorted(unknown) == sorted(held)
+    else:
+        assert len(unknown) <= 4, unknown  # only sends past the gate had started
+        assert set(unknown) <= set(held)
+
+
 def test_sigterm_finishes_sends_under_way(
     smtp: Callable[..., SMTPTestServer], tmp_path: Path
 ) -> None:

@@ -449,19 +449,15 @@ async def test_max_age_is_checked_as_messages_come_due(db_url: str) -> None:
 
 
 async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) -> None:
-    """Two outboxes (separate connections, as two processes have) draining one file."""
-    delivered: list[str] = []
+    """Two outboxes (separate connections, as two processes have) draining one file.
 
-    def record(message: Message) -> None:
-        assert message.message_id
-        delivered.append(message.message_id)
-
+    What counts is what each provider accepted (past its commit point), not its calls:
+    on a loaded machine a claim may answer after its 1 s test lease minus the margin, and
+    its sends are then refused at the commit point and claimed again, as designed."""
     # 3 ms a send, so that neither drainer can take all 300 before the other starts,
     # however loaded the machine
-    mailers = [
-        Mailer([ScriptedProvider("p", [record] * 1000, latency=0.003)], outbox=fast_outbox(db_url))
-        for _ in range(2)
-    ]
+    providers = [ScriptedProvider("p", latency=0.003) for _ in range(2)]
+    mailers = [Mailer([p], outbox=fast_outbox(db_url)) for p in providers]
     ids = [await mailers[0].enqueue(make_message(i)) for i in range(300)]
     results: list[dict[str, int]] = []
 
@@ -473,7 +469,8 @@ async def test_two_stores_on_one_file_never_claim_the_same_message(db_url: str) 
             tg.start_soon(drain, m)
     for m in mailers:
         await m.aclose()
-    assert sorted(delivered) == sorted(ids)
+    delivered = [m.message_id for p in providers for m in p.messages]
+    assert sorted(delivered) == sorted(ids)  # every one, once
     assert all(r.get("sent", 0) > 0 for r in results), results  # both took part
 
 

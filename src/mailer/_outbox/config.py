@@ -125,8 +125,12 @@ class OutboxConfig(BaseModel):
     lease: Duration = Field(default=30.0, ge=0.5)
     #: how often an idle worker looks for due messages
     poll_interval: Duration = Field(default=1.0, gt=0)
-    #: messages a worker (or ``drain``) sends at once
-    concurrency: int = Field(default=16, ge=1, le=1024)
+    #: messages a worker (or ``drain``) sends at once; ``auto``: three times what the Mailer's
+    #: admission gate admits (4 per connection slot), within 16-256, or 16 without a gate
+    #: (a provider with no bounded connection count, or a rate limit). With the claim's
+    #: commit-point record it is also the most not-yet-sent rows a SIGKILL leaves
+    #: ``unknown`` (docs/outbox.md)
+    concurrency: Annotated[int, Field(ge=1, le=1024)] | Literal["auto"] = "auto"
     #: where a worker records the commit point: ``claim`` (the claim's own transaction,
     #: one durable write per claim), ``attempt`` (one durable write per message, as its
     #: attempt starts), or ``auto``: ``claim`` unless a provider has a ``rate_limit``

@@ -26,13 +26,8 @@ worker held when it died.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import random
-import secrets
-import socket
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
@@ -52,6 +47,7 @@ from .._message import Message
 from .._result import SendResult
 from . import _chunked, dispatch
 from ._commit import CommitRecord
+from .claiming import Worker
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
 
@@ -181,8 +177,12 @@ class Outbox:
         store: OutboxStore | None = None,
         rng: random.Random | None = None,
         paced: bool = False,
+        capacity: int | None = None,
     ) -> None:
         self.config = config
+        #: how many sends the Mailer's admission gate admits at once (None: no gate);
+        #: ``concurrency = "auto"`` is derived from it (see .claiming.shape)
+        self.capacity = capacity
         self._deliver = deliver
         #: each provider's idempotency window in seconds (0: not idempotent)
         self._window = window
@@ -365,14 +365,14 @@ class Outbox:
         (retries after their backoff) before ``timeout`` seconds pass; sends under way
         when it passes still finish.
         """
-        worker = _Worker(self, concurrency or self.config.concurrency)
+        worker = Worker(self, concurrency or self.config.concurrency)
         return await worker.run(until_idle=True, timeout=timeout)
 
     async def run(
         self, *, concurrency: int | None = None, stop: anyio.Event | None = None
     ) -> dict[str, int]:
         """Work until ``stop`` is set, then finish the sends under way and return."""
-        worker = _Worker(self, concurrency or self.config.concurrency)
+        worker = Worker(self, concurrency or self.config.concurrency)
         return await worker.run(until_idle=False, stop=stop)
 
     # -- on a task engine (dispatch, docs/task-queues.md) ------------------------------
@@ -494,167 +494,3 @@ def _password(url: str) -> str | None:
         return urlsplit(url).password
     except ValueError:
         return None
-
-
-#: the share of the lease the commit-point check keeps off its end (see _Worker._renew)
-_LEASE_MARGIN = 0.1
-
-
-class _Worker:
-    """One run of claiming and sending, with its heartbeat (drain, or a worker process)."""
-
-    def __init__(self, outbox: Outbox, concurrency: int) -> None:
-        self.outbox = outbox
-        self.concurrency = concurrency
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self.inflight = 0
-        #: claim when this many slots are free (half of them: see the claiming loop)
-        self.batch = max(1, concurrency // 2)
-        #: outcomes being written (their slots are already free)
-        self.recording = 0
-        self.counts: Counter[str] = Counter()
-        self._wake = anyio.Event()
-        #: claims record the commit point (see Outbox.commit_at_claim)
-        self.commit = outbox.commit_at_claim
-        lease = outbox.config.lease
-        #: kept off the lease's end by the commit-point check (clocks, a late statement)
-        self._margin = lease * _LEASE_MARGIN
-        #: claim -> until when (time.monotonic()) its lease surely holds, by this
-        #: worker's own clock: from when the claim, or a renew that covered it, was sent
-        #: (by claim, not row: a row queued again may be claimed anew before the last
-        #: claim's task has let go of it)
-        self._held: dict[str, float] = {}
-
-    def _holds(self, claim: str) -> Callable[[], bool]:
-        return lambda: self._held.get(claim, -math.inf) > time.monotonic()
-
-    async def _renew(self, store: OutboxStore, lease: float) -> None:
-        """The heartbeat's renew, and what it proves about the rows this worker holds.
-
-        A renew extends every row the owner holds in ``sending`` when it runs. A row
-        whose lease had not expired by then is extended: that is sure for each row whose
-        known end (margin off) was past the send time, when the answer came back within
-        the margin (it ran before the send time plus the margin). A slower answer
-        extends nothing here: the rows keep the end their claim gave them.
-        """
-        claims = list(self._held)
-        sent = time.monotonic()
-        await store.renew(self.owner, lease=lease)
-        if time.monotonic() - sent < self._margin:
-            until = sent + lease - self._margin
-            held = self._held
-            for claim in claims:
-                end = held.get(claim)
-                if end is not None and end > sent:
-                    held[claim] = max(end, until)
-
-    def _poke(self) -> None:
-        self._wake.set()
-
-    async def _wait(self, seconds: float) -> None:
-        with anyio.move_on_after(max(seconds, 0.0)):
-            await self._wake.wait()
-        self._wake = anyio.Event()
-
-    async def run(
-        self, *, until_idle: bool, timeout: float | None = None, stop: anyio.Event | None = None
-    ) -> dict[str, int]:
-        outbox, config = self.outbox, self.outbox.config
-        store = await outbox._ready()
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def stopping() -> bool:
-            if stop is not None and stop.is_set():
-                return True
-            return deadline is not None and time.monotonic() >= deadline
-
-        async def one(item: Claimed) -> None:
-            recording = False
-            try:
-                outcome = await outbox._attempt(
-                    store, item, self._holds(item.claim) if item.committed else None
-                )
-                self.counts[outcome.state] += 1
-                # The slot is free once the send is over: the outcome's commit need not
-                # hold it (the lease covers the row until then).
-                self.recording += 1
-                recording = True
-            finally:
-                self.inflight -= 1
-                # Wake the claiming loop only when it would act: a batch of slots is
-                # free, or nothing is in flight (see its test below), not per send.
-                if self.inflight == 0 or self.concurrency - self.inflight >= self.batch:
-                    self._poke()
-            try:
-                await outbox._record(store, item, outcome)
-            finally:
-                self._held.pop(item.claim, None)
-                if recording:
-                    self.recording -= 1
-                    if self.inflight == 0 and self.recording == 0:  # maybe idle now
-                        self._poke()
-
-        async def heartbeat() -> None:
-            while True:
-                await anyio.sleep(config.lease / 3)
-                try:
-                    await self._renew(store, config.lease)
-                except Exception:
-                    log.exception("outbox heartbeat failed (the lease may expire)")
-
-        async def watch_stop() -> None:
-            assert stop is not None
-            await stop.wait()
-            self._poke()
-
-        async with anyio.create_task_group() as beats:
-            beats.start_soon(heartbeat)
-            if stop is not None:
-                beats.start_soon(watch_stop)
-            async with anyio.create_task_group() as sends:
-                while not stopping():
-                    free = self.concurrency - self.inflight
-                    # Claim in batches (one transaction for several messages) unless
-                    # idle. Half of the slots, not a quarter: each claim costs a durable
-                    # write, a writer hand-over and a wake-up of this loop, and fewer,
-                    # larger claims drained faster (docs/benchmarks.md) although fewer
-                    # sends are in flight on average.
-                    if free <= 0 or (self.inflight and free < self.batch):
-                        await self._wait(config.poll_interval)
-                        continue
-                    try:
-                        sent = time.monotonic()
-                        claimed = await store.claim(
-                            self.owner,
-                            free,
-                            lease=config.lease,
-                            max_age=config.max_age,
-                            commit=self.commit,
-                        )
-                    except Exception:
-                        log.exception("outbox claim failed; trying again")
-                        await self._wait(config.poll_interval)
-                        continue
-                    until = sent + config.lease - self._margin
-                    for item in claimed:
-                        self.inflight += 1
-                        self._held[item.claim] = until
-                        sends.start_soon(one, item)
-                    if claimed:
-                        continue
-                    wait = config.poll_interval
-                    if until_idle and self.inflight == 0 and self.recording == 0:
-                        # Idle. Without a timeout, done; with one, wait for what comes
-                        # due before it passes (a retry after backoff), if anything.
-                        due = await store.next_due()
-                        if due is None or deadline is None:
-                            break
-                        until_due = due - time.time()
-                        if until_due >= deadline - time.monotonic():
-                            break
-                        wait = min(wait, until_due)
-                    if deadline is not None:
-                        wait = min(wait, deadline - time.monotonic())
-                    await self._wait(wait)
-            beats.cancel_scope.cancel()
-        return dict(self.counts)
