@@ -33,21 +33,29 @@ def run_child(child: str, src: Path | None, count: int) -> dict[str, float]:
     return result
 
 
-def compare(description: str, child: str, keys: Sequence[str], per: str) -> None:
+def compare(
+    description: str,
+    child: str,
+    keys: Sequence[str],
+    per: str,
+    unit: str = "us",
+    count: int = 20000,
+) -> None:
     """The command line of a microbenchmark (``--ref``, ``--rounds``, ``--count``): runs
     ``child`` in both trees, interleaved, and prints each figure of ``keys`` as best
-    (median) before and after, in microseconds ``per`` (a call, a send)."""
+    (median) before and after, in ``unit`` (microseconds unless told) ``per`` (a call, a
+    send)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--ref", default="main", help="the commit to compare with")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--count", type=int, default=count)
     args = parser.parse_args()
     before_src = export_src(args.ref)
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     for _ in range(args.rounds):
         runs["before"].append(run_child(child, before_src, args.count))
         runs["after"].append(run_child(child, None, args.count))
-    print(f"us {per}, best (median) of {args.rounds} runs of {args.count}; before = {args.ref}")
+    print(f"{unit} {per}, best (median) of {args.rounds} runs of {args.count}; before = {args.ref}")
     width = max(len(key) for key in keys)
     for key in keys:
         line = []

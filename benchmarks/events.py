@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mailer import DeliveryEvent, Mailer, Message
 from mailer._events import SuppressionEntry
+from mailer._front.send import check_suppression
 from mailer.testing import MemoryProvider
 
 _SG_TYPES = {
@@ -75,7 +76,7 @@ async def bench_check(entries: int) -> None:
             for _ in range(300):
                 t0 = time.perf_counter()
                 for _ in range(200):
-                    await mailer._check_suppression(msg, True)
+                    await check_suppression(msg, True, mailer.suppression, mailer.unsubscribe)
                 t1 = time.perf_counter()
                 for _ in range(200):
                     {a: local[a] for a in addresses if a in local}

@@ -7,7 +7,10 @@ that it nests and can be tested group by group. ``Mailer([a, b])`` builds
 ``Failover([a, b])``; providers of equal priority share load in a ``Weighted`` group.
 
 The decision table lives in :mod:`mailer._routing.group`; docs/failure-semantics.md
-explains each row.
+explains each row. What the Mailer is built from (config entries, the outbox, the events
+hub) is made in :mod:`mailer._front.build`; the send path's steps around routing (the
+suppression check, a template's rendering, what an unfinished send means) are in
+:mod:`mailer._front.send`. This module keeps the class, its order of steps and its hot path.
 """
 
 from __future__ import annotations
@@ -20,63 +23,53 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from pydantic import ValidationError
 
 from . import _clock
 from ._backend import current_async_library
-from ._config import (
-    MailerConfig,
-    ProviderEntry,
-    load_config,
-    load_model_config,
-    load_outbox_config,
-)
+from ._config import MailerConfig, load_config
 from ._errors import (
     AllProvidersFailed,
     ConfigError,
     DeliveryError,
-    DeliveryUncertain,
-    MailerError,
     MessageError,
-    RecipientsSuppressed,
-    TransientError,
     UnsupportedFeature,
 )
 from ._events import (
     DeliveryEvent,
-    DeliveryHub,
     EventsConfig,
     IngestReport,
     Suppression,
     SuppressionConfig,
 )
-from ._events.backends import open_backend
 from ._events.bounces import parse as parse_bounce
 from ._events.hub import Listener
-from ._log import get_logger
+from ._front.build import (
+    admission_gate,
+    events_hub,
+    model,
+    outbox_for,
+    preload,
+    provider_from_entry,
+    unsubscribe_config,
+)
+from ._front.send import check_suppression, ending_error, render_template
 from ._message import Message, MessageDefaults
-from ._message.template import variant_of, with_variant
-from ._options import validation_text
+from ._message.template import variant_of
 from ._outbox import Outbox, OutboxConfig
 from ._outbox.reconcile import ReconcileReport, reconcile
-from ._plugins import load_provider_class
 from ._provider import AsyncClosing, Provider
 from ._redact import register_config
 from ._result import SendResult
-from ._routing.admission import PER_SLOT, Admission
 from ._routing.budget import BudgetConfig
 from ._routing.events import Event
-from ._routing.group import Failover, Group, Weighted, make_group
+from ._routing.group import Failover, Group, Weighted
 from ._routing.health import BreakerState, HealthConfig
 from ._routing.runtime import _SEND, RetryConfig, Runtime, SendContext
 from ._templates import LocalTemplates, TemplatesConfig
 from ._unsubscribe import UnsubscribeConfig, unsubscribe_headers
-from ._unsubscribe.headers import list_of, suppressed_for
 from .providers._coalesce import batching
 
 __all__ = ["Event", "Mailer", "Route"]
-
-log = get_logger("mailer")
 
 
 @dataclass(eq=False)
@@ -154,9 +147,9 @@ class Mailer(AsyncClosing):
         #: the defaults as validated values (``sender`` an Address, ``cc`` a list of them)
         self.defaults: dict[str, Any] = self._defaults.values
         self._runtime = Runtime(
-            health=_model(HealthConfig, health),
-            retry=_model(RetryConfig, retry),
-            budget=_model(BudgetConfig, budget),
+            health=model(HealthConfig, health),
+            retry=model(RetryConfig, retry),
+            budget=model(BudgetConfig, budget),
             on_uncertain=on_uncertain,
             send_timeout=self.send_timeout,
             clock=clock,
@@ -173,17 +166,24 @@ class Mailer(AsyncClosing):
         for leaf in self._leaves:
             register_config(leaf.config)
         self._subsets: dict[tuple[str, ...], Group] = {}
-        #: sends past a few per connection slot wait here (None: no gate, see _admission)
-        self._admission = _admission(self._leaves)
-        self._outbox = self._build_outbox(outbox, on_all_failed)
+        #: sends past a few per connection slot wait here (None: no gate, see admission_gate)
+        self._admission = admission_gate(self._leaves)
+        if on_all_failed not in ("raise", "enqueue"):
+            raise ConfigError("on_all_failed must be 'raise' or 'enqueue'")
+        if on_all_failed == "enqueue" and outbox is None:
+            raise ConfigError('on_all_failed="enqueue" needs an outbox (the outbox option)')
+        self.on_all_failed = on_all_failed
+        # the gate's capacity sizes the worker's concurrency = "auto" (_outbox/claiming.py)
+        capacity = None if self._admission is None else self._admission.capacity
+        self._outbox = outbox_for(outbox, self._leaves, self._deliver, capacity)
         #: the local templates (``templates.dir``), None without them
         self.templates = None if templates is None else LocalTemplates(templates)
         #: one-click unsubscribe: the token key and the endpoint's base URL
-        self.unsubscribe = None if unsubscribe is None else _unsubscribe_config(unsubscribe)
-        self._hub = self._build_events(suppression, events)
+        self.unsubscribe = None if unsubscribe is None else unsubscribe_config(unsubscribe)
+        self._hub = events_hub(suppression, events, self._outbox)
         #: the suppression list (docs/suppression.md): ``add``, ``remove``, ``get``, ``list``
         self.suppression: Suppression = self._hub.suppression
-        _preload()
+        preload()
 
     @property
     def health_config(self) -> HealthConfig:
@@ -205,7 +205,7 @@ class Mailer(AsyncClosing):
         for i, entry in enumerate(config.providers):
             if not entry.enabled:
                 continue
-            provider = _build(entry)
+            provider = provider_from_entry(entry)
             priority = entry.priority if entry.priority is not None else i + 1
             routes.append(Route(provider, priority=priority, weight=entry.weight))
         if not routes:
@@ -334,14 +334,14 @@ class Mailer(AsyncClosing):
         """One send past the admission gate, ``waited`` seconds after it was called."""
         root = self.root if providers is None else self._subset(providers)
         msg = message.with_defaults(self._defaults)
-        dropped = await self._check_suppression(msg, suppression)
+        dropped = await check_suppression(msg, suppression, self.suppression, self.unsubscribe)
         if dropped:
             msg = msg.without_recipients(frozenset(dropped))
         if msg.unsubscribe:  # the same two headers whichever provider sends
             headers = unsubscribe_headers(self.unsubscribe, msg)
             msg = msg.with_defaults(MessageDefaults.made({"headers": headers}))
         if msg.template is not None:
-            self._render_template(msg)
+            render_template(msg, self.templates, self._leaves)
         # render and check once, before any I/O (a template's local rendering, if any); a
         # large text or HTML part a slice at a time, so the loop is not held
         await (variant_of(msg) or msg).render_async()
@@ -376,7 +376,7 @@ class Mailer(AsyncClosing):
             raise ending from failure
         except BaseException as exc:
             if not ctx.ended:  # every send ends with one "sent" or "failed" event
-                emit(Event("failed", message_id=msg.message_id, error=_ending(exc, ctx)))
+                emit(Event("failed", message_id=msg.message_id, error=ending_error(exc, ctx)))
             raise
         finally:
             _SEND.reset(send_token)
@@ -388,62 +388,6 @@ class Mailer(AsyncClosing):
             if hub.flush_due():
                 await hub.flush_soon()
         return result
-
-    async def _check_suppression(self, msg: Message, check: bool) -> dict[str, str]:
-        """The recipients to leave out; RecipientsSuppressed when that is all of them."""
-        if not check:
-            log.warning(
-                "suppression list bypassed for %s (send(suppression=False))",
-                msg.message_id,
-                extra={"event": "suppression_bypass", "message_id": msg.message_id},
-            )
-            return {}
-        lst = self.suppression
-        if not lst.config.check:
-            return {}
-        if lst.due():
-            await lst.ready()
-        hit = lst.check_message(msg)
-        if hit:  # an unsubscribe from one list stops that list only
-            list_name = list_of(msg, self.unsubscribe)
-            hit = {a: why for a, why in hit.items() if suppressed_for(why, list_name)}
-        if not hit:
-            return {}
-        if len(hit) == len(msg.envelope_recipients):
-            raise RecipientsSuppressed(
-                f"every recipient is on the suppression list ({len(hit)}): nothing sent; "
-                "send(suppression=False) bypasses the list",
-                suppressed=hit,
-            )
-        log.info(
-            "%d recipient(s) of %s left out: on the suppression list",
-            len(hit),
-            msg.message_id,
-            extra={"event": "suppressed", "message_id": msg.message_id, "count": len(hit)},
-        )
-        return hit
-
-    def _render_template(self, msg: Message) -> None:
-        """Render ``msg``'s template locally once, before any I/O, and attach the result.
-
-        Rendered whenever local templates are configured, even when the first provider
-        has a stored template of its own: a missing variable is then an error now, not
-        after a failover, and the variant is ready for any provider without a mapping.
-        Without local templates every provider that may send must have a mapping.
-        """
-        name = msg.template
-        assert name is not None
-        if self.templates is None:
-            unmapped = [leaf.name for leaf in self._leaves if leaf.template_id(name) is None]
-            if unmapped:
-                raise MessageError(
-                    f"template {name!r}: provider(s) {', '.join(map(repr, unmapped))} have "
-                    "no stored template of that name, and the Mailer has no local "
-                    "templates (templates.dir) to render it"
-                )
-            return
-        rendered = self.templates.render(name, dict(msg.template_data))
-        with_variant(msg, rendered.subject, rendered.text, rendered.html)
 
     async def send_many(
         self,
@@ -497,59 +441,7 @@ class Mailer(AsyncClosing):
         self._subsets[key] = group
         return group
 
-    # -- the outbox (docs/outbox.md) ----------------------------------------------------
-
-    def _build_outbox(
-        self, config: str | Mapping[str, Any] | OutboxConfig | None, on_all_failed: str
-    ) -> Outbox | None:
-        if on_all_failed not in ("raise", "enqueue"):
-            raise ConfigError("on_all_failed must be 'raise' or 'enqueue'")
-        if on_all_failed == "enqueue" and config is None:
-            raise ConfigError('on_all_failed="enqueue" needs an outbox (the outbox option)')
-        self.on_all_failed = on_all_failed
-        if config is None:
-            return None
-        if not isinstance(config, OutboxConfig):
-            config = load_outbox_config(config)
-        windows = {p.name: p.idempotency_window if p.idempotent else 0.0 for p in self._leaves}
-        # a rate limit may hold a claimed send back before it starts (commit_record)
-        paced = any(getattr(leaf.config, "rate_limit", None) for leaf in self._leaves)
-        # the gate's capacity sizes the worker's concurrency = "auto" (_outbox/claiming.py)
-        capacity = None if self._admission is None else self._admission.capacity
-        return Outbox(
-            config,
-            self._deliver,
-            window=lambda n: windows.get(n or "", 0.0),
-            paced=paced,
-            capacity=capacity,
-        )
-
     # -- delivery events and suppression (docs/events.md) --------------------------------
-
-    def _build_events(
-        self,
-        suppression: str | Mapping[str, Any] | SuppressionConfig | None,
-        events: Mapping[str, Any] | EventsConfig | None,
-    ) -> DeliveryHub:
-        s_config = load_model_config(SuppressionConfig, suppression, "suppression")
-        e_config = load_model_config(EventsConfig, events, "events")
-        outbox_url = self._outbox.config.url if self._outbox is not None else None
-        events_url = e_config.store or outbox_url or s_config.store
-        retention = e_config.retention
-        s_store = open_backend(s_config.store, retention=retention)
-        e_store = (
-            s_store
-            if events_url == s_config.store
-            else open_backend(events_url, retention=retention)
-        )
-        suppression_list = Suppression(s_config, s_store, shared=s_config.store is not None)
-        outbox = self._outbox
-        return DeliveryHub(
-            e_store,
-            suppression_list,
-            e_config,
-            settle=outbox.settle if outbox is not None else None,
-        )
 
     def on_delivery(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` once per delivery event stored (sync or async);
@@ -578,6 +470,8 @@ class Mailer(AsyncClosing):
         events. ``mailer events purge`` runs it."""
         return await self._hub.purge(older_than)
 
+    # -- the outbox (docs/outbox.md) ----------------------------------------------------
+
     @property
     def outbox(self) -> Outbox:
         """The outbox (stats, list, retry, purge); ConfigError when there is none."""
@@ -599,7 +493,7 @@ class Mailer(AsyncClosing):
         """
         msg = message.with_defaults(self._defaults)
         if msg.template is not None:  # a missing variable fails now, not in the worker
-            self._render_template(msg)
+            render_template(msg, self.templates, self._leaves)
         return await self.outbox.enqueue(msg)
 
     async def drain(self, timeout: float | None = None) -> dict[str, int]:
@@ -642,81 +536,5 @@ class Mailer(AsyncClosing):
         return f"<Mailer [{names}] on_uncertain={self.on_uncertain!r}>"
 
 
-def _ending(exc: BaseException, ctx: SendContext) -> DeliveryError:
-    """The error a "failed" event reports for a send that ended without one: the
-    error itself when it is a delivery error, else what the end means for delivery."""
-    if isinstance(exc, DeliveryError):
-        return exc
-    if isinstance(exc, MailerError):  # a message or config problem found mid-send
-        return DeliveryError(f"not sent: {exc}")
-    cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-    what = "cancelled" if cancelled else f"ended by {type(exc).__name__}"
-    maybe = [a for a in ctx.attempts if a.possibly_delivered]
-    if any(a.committed is not None for a in maybe):
-        return DeliveryUncertain(
-            f"the send was {what} after a commit point: it may have been delivered"
-        )
-    if maybe:
-        return DeliveryUncertain(
-            f"the send was {what} during an attempt at a provider that reports no commit "
-            "point: it may have been delivered"
-        )
-    return TransientError(f"the send was {what} before any commit point: not sent")
-
-
-def _admission(leaves: Sequence[Provider]) -> Admission | None:
-    """The Mailer's admission gate, sized from its providers' connection slots; None
-    when a provider has no bound or a rate limit paces it (mailer/_routing/admission.py)."""
-    slots = 0
-    for leaf in leaves:
-        concurrency = leaf.concurrency
-        if concurrency is None or getattr(leaf.config, "rate_limit", None) is not None:
-            return None
-        slots += concurrency
-    return Admission(slots * PER_SLOT)
-
-
 def _flatten(provider: Provider) -> list[Provider]:
     return list(provider.leaves()) if isinstance(provider, Group) else [provider]
-
-
-def _unsubscribe_config(value: UnsubscribeConfig | Mapping[str, Any]) -> UnsubscribeConfig:
-    """Validated without ever echoing the key (pydantic's own errors show input values)."""
-    if isinstance(value, UnsubscribeConfig):
-        return value
-    try:
-        return UnsubscribeConfig.model_validate(dict(value))
-    except ValidationError as exc:
-        error = ConfigError(validation_text("unsubscribe", exc, UnsubscribeConfig))
-    raise error  # outside the except: the pydantic error (with the key) is not __context__
-
-
-def _preload() -> None:
-    """Import now what the first send would import inside the event loop.
-
-    anyio loads its asyncio backend on the first cancel scope (100-150 ms of imports),
-    which was the first send's stall: every task on the loop waited for it (issue 21,
-    item 20; ``benchmarks/memory.py --stall-only``, "ours first send"). A Mailer is built
-    at start-up, where that time costs nobody a wait. Both are cached after the first
-    Mailer, so this is free from then on.
-    """
-    import concurrent.futures.thread  # noqa: F401 - the loop's executor (getaddrinfo)
-    import encodings.idna  # noqa: F401 - host names on connect
-
-    import anyio._backends._asyncio  # noqa: F401
-
-
-def _model(cls: Any, value: Any) -> Any:
-    return value if isinstance(value, cls) else cls(**(value or {}))
-
-
-def _build(entry: ProviderEntry) -> Provider:
-    """A provider, or a group of providers, from one config entry."""
-    if entry.providers is not None:
-        children = [_build(child) for child in entry.providers if child.enabled]
-        options: dict[str, Any] = {"name": entry.name}
-        if entry.weights is not None:
-            options["weights"] = entry.weights
-        return make_group(entry.type, children, **options)
-    provider_cls = load_provider_class(entry.type)
-    return provider_cls.from_config(entry.name or entry.type, entry.config)

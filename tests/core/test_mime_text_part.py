@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer._message import mime as _mime
+from mailer._message.transfer import long_line
 
 _TEXT_7BIT = re.compile(r"[\x20-\x7e\t\n]*")
 _LONG_LINE = re.compile(r"(?m)^[^\n]{999}")
@@ -71,7 +72,7 @@ def test_long_lines_found_as_the_regex_finds_them() -> None:
         base = short * (size // len(short))
         for text in (base, base + "y" * 998, base + "y" * 999, "z" * 999 + "\n" + base):
             assert rendered(text, "plain") == former(text, "plain")
-            assert _mime._long_line(text if text.endswith("\n") else text + "\n") == bool(
+            assert long_line(text if text.endswith("\n") else text + "\n") == bool(
                 _LONG_LINE.search(text)
             )
 
@@ -85,13 +86,13 @@ def test_the_benchmark_body_is_7bit() -> None:
 
 
 def test_a_line_of_999_found_wherever_it_starts() -> None:
-    """Around the offsets ``_long_line`` looks at: every start from 0 to 999 (after a
+    """Around the offsets ``long_line`` looks at: every start from 0 to 999 (after a
     line of at most 998 characters)."""
     for before in range(0, 1000):
         prefix = "p" * (before - 1) + "\n" if before else ""
         for n in (998, 999):
             data = prefix + "L" * n + "\n"
-            assert _mime._long_line(data) is (n == 999), (before, n)
+            assert long_line(data) is (n == 999), (before, n)
 
 
 if __name__ == "__main__":

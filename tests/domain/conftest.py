@@ -6,18 +6,17 @@ Long TXT values are split into 255-byte strings, as real zones publish DKIM keys
 
 from __future__ import annotations
 
-import base64
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from dnslib import MX, QTYPE, RCODE, RR, TXT, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from tests.cli.conftest import mailer_cli as mailer_cli  # the CLI runner, for doctor --domain
+
+from mailer.testing import DKIMKey, dkim_key
 
 Zone = dict[tuple[str, str], list[Any]]
 
@@ -83,25 +82,7 @@ def local_dns() -> Iterator[Any]:
         server.stop()
 
 
-@dataclass
-class Key:
-    pem: str
-    record: str  # the DKIM TXT record publishing its public half
-
-
-def make_key() -> Key:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return Key(pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(spki).decode())
-
-
 @pytest.fixture(scope="module")
-def keys() -> tuple[Key, Key]:
-    return make_key(), make_key()
+def keys() -> tuple[DKIMKey, DKIMKey]:
+    """Two different RSA keys (a zone may publish the wrong one), made once per session."""
+    return dkim_key(0), dkim_key(1)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mailer import Address, Attachment, Mailer, Message, MessageError, SyncMailer
-from mailer.testing import SMTPTestServer, serve
+from mailer.testing import SMTPTestServer, dkim_key, serve
 
 from .conftest import smtp_config
 
@@ -161,16 +161,7 @@ def test_eight_bit_rides_on_smtputf8_and_never_under_dkim(smtp_server: Servers) 
     (mail,) = [c for c in utf8.state.commands if c.startswith("MAIL")]
     assert "SMTPUTF8" in mail and "BODY=" not in mail
 
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    dkim = {"domain": "example.com", "selector": "s1", "private_key": pem}
+    dkim = {"domain": "example.com", "selector": "s1", "private_key": dkim_key().pkcs8}
     signed = smtp_server()
     received = deliver(signed, message(attachments=[attached], dkim=dkim))
     assert "DKIM-Signature" in received

@@ -9,12 +9,10 @@ from typing import Any
 
 import dkim
 import nacl.signing
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer import Mailer, Message
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import SMTPTestServer
+from mailer.testing import SMTPTestServer, dkim_key
 
 __all__ = ["SMUGGLING", "Keys", "send_failing_over"]
 
@@ -32,30 +30,18 @@ SMUGGLING = [
 
 
 class Keys:
-    """Signing keys and the DNS TXT records that publish them, by selector."""
+    """Signing keys and the DNS TXT records that publish them, by selector: the session's
+    RSA key (``mailer.testing.dkim_key``) and a fresh ed25519 one (microseconds to make)."""
 
     def __init__(self) -> None:
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.rsa_pem = rsa_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ).decode()
-        self.rsa_pkcs8 = rsa_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode()
-        spki = rsa_key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key = dkim_key()  # one RSA key per session: making one costs 50-300 ms
+        self.rsa_pem = key.pem
+        self.rsa_pkcs8 = key.pkcs8
         ed = nacl.signing.SigningKey.generate()
         self.ed_seed = base64.b64encode(bytes(ed)).decode()
         self.records: dict[bytes, bytes] = {}
         for domain in ("example.com", "other.example", "xn--fa-hia.de"):
-            self.records[f"rsa._domainkey.{domain}".encode()] = (
-                b"v=DKIM1; k=rsa; p=" + base64.b64encode(spki)
-            )
+            self.records[f"rsa._domainkey.{domain}".encode()] = key.record.encode()
             self.records[f"ed._domainkey.{domain}".encode()] = (
                 b"v=DKIM1; k=ed25519; p=" + base64.b64encode(bytes(ed.verify_key))
             )

@@ -1,7 +1,7 @@
 """One-click unsubscribe headers: signed, expiring tokens; the same two headers whichever
 provider sends; DKIM covers both (dkimpy verifies what the SMTP server received).
 
-Real parts: the kit's SMTP server on 127.0.0.1, a freshly generated RSA key whose DNS
+Real parts: the kit's SMTP server on 127.0.0.1, the session's RSA key (``dkim_key``) whose DNS
 record dkimpy is served through ``dnsfunc``, and each HTTP adapter's request as built by
 its walk (the JSON body, or Mailgun's form fields).
 """
@@ -17,8 +17,6 @@ from typing import Any
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailer import ConfigError, Mailer, Message, MessageError
 from mailer._unsubscribe import (
@@ -36,7 +34,7 @@ from mailer.providers import (
     SESProvider,
     SMTPProvider,
 )
-from mailer.testing import SMTPTestServer
+from mailer.testing import SMTPTestServer, dkim_key
 
 pytestmark = pytest.mark.anyio
 
@@ -99,26 +97,13 @@ def test_headers_need_one_recipient_and_a_config() -> None:
         unsubscribe_headers(config, _message(headers={"List-Unsubscribe": "<mailto:x@y.z>"}))
 
 
-def _rsa() -> tuple[str, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    ).decode()
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(spki)
-
-
 async def test_smtp_carries_both_headers_under_the_dkim_signature() -> None:
-    pem, record = _rsa()
+    key = dkim_key()
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
-        return record if name.rstrip(b".") == b"s1._domainkey.example.com" else b""
+        return key.record.encode() if name.rstrip(b".") == b"s1._domainkey.example.com" else b""
 
-    dkim_options = {"domain": "example.com", "selector": "s1", "private_key": pem}
+    dkim_options = key.options(selector="s1")
     with SMTPTestServer(auth=False) as server:
         smtp = SMTPProvider.from_config("smtp", {**server.config(), "dkim": dkim_options})
         async with Mailer([smtp], unsubscribe=CONFIG) as mailer:

@@ -45,6 +45,7 @@ from .._errors import MessageError
 from .address import Address as _Address
 from .spooled import SpooledText, body_of
 from .stream import STREAM_THRESHOLD, Rendering, Source, Streamed, TextSource, stat_path
+from .transfer import as_7bit, mostly_non_ascii
 
 if TYPE_CHECKING:
     from . import Address, Attachment, Message
@@ -66,9 +67,6 @@ CRLF = b"\r\n"
 _MAX_LINE = 78  # RFC 5322 SHOULD; the hard limit (998) is enforced by the wire check
 _ATOM_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ ]+")
 _PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
-#: the bytes a 7bit text part may hold: ``bytes.translate`` deleting them leaves nothing
-#: exactly when the text is 7bit-clean (one C pass; the regex it replaced took ~5 us a 2 KB)
-_TEXT_7BIT_BYTES = bytes(range(0x20, 0x7F)) + b"\t\n"
 _LONG_LINE = re.compile(r"(?m)^[^\n]{999}")  # anchored at line starts: linear
 _LONG_LINE_BYTES = re.compile(rb"(?m)^[^\n]{999}")
 _EW_PAYLOAD = 42  # UTF-8 bytes per encoded-word: 56 base64 chars + 12 = 68 columns
@@ -248,38 +246,17 @@ def _text_part(text: str | SpooledText, subtype: str, scanned: Sequence[TextSour
     data = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not data.endswith("\n"):
         data += "\n"
-    ascii_ = data.encode("ascii") if data.isascii() else None
-    if ascii_ is not None and not ascii_.translate(None, _TEXT_7BIT_BYTES) and not _long_line(data):
+    ascii_ = as_7bit(data)
+    if ascii_ is not None:
         cte, body = "7bit", ascii_.replace(b"\n", CRLF)
     else:
         raw = data.encode("utf-8")
-        non_ascii = len(raw) - len(data.encode("ascii", "ignore"))
-        if non_ascii * 3 > len(raw):
+        if mostly_non_ascii(len(raw), len(data.encode("ascii", "ignore"))):
             cte, body = "base64", base64.encodebytes(raw).replace(b"\n", CRLF)
         else:
             qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
             cte, body = "quoted-printable", qp.replace(b"\n", CRLF)
     return _text_head(subtype, cte), [body[:-2]]
-
-
-def _long_line(data: str) -> bool:
-    """Whether ``data`` (LF line ends) has a line of 999 characters or more.
-
-    Why not the regex (``_LONG_LINE``): it walks every character in the regex engine,
-    ~10 us for the usual 2 KB body, most of the text part's rendering. As in the wire
-    check (``wire._has_overlong_line``): every run of 999 characters holds exactly one
-    offset that is a multiple of 999, so only the lines through those offsets are
-    measured, by ``find`` in C; linear, and nothing copied.
-    """
-    size = len(data)
-    for offset in range(0, size, 999):
-        if data[offset] == "\n":
-            continue
-        start = data.rfind("\n", 0, offset) + 1
-        end = data.find("\n", offset)
-        if (size if end < 0 else end) - start >= 999:
-            return True
-    return False
 
 
 def _text_head(subtype: str, cte: str) -> bytes:

@@ -24,7 +24,6 @@ import base64
 import binascii
 import hashlib
 import os
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ import anyio.lowlevel
 
 from .._errors import MessageError
 from .spooled import SpooledText
+from .transfer import as_7bit, mostly_non_ascii
 
 if TYPE_CHECKING:
     from . import Attachment
@@ -51,8 +51,6 @@ __all__ = [
 ]
 
 CRLF = b"\r\n"
-_TEXT_7BIT = re.compile(r"[\x20-\x7e\t\n]*")
-_LONG_LINE = re.compile(r"(?m)^[^\n]{999}")  # anchored at line starts: linear
 _B64_LINE = 57  # input bytes of one 76-character base64 line
 #: attachments at least this large (bytes before encoding), and text or HTML parts at
 #: least this long (characters), are encoded lazily, in chunks
@@ -227,7 +225,7 @@ class TextSource:
         seven_bit = True
         utf8 = ascii_ = chars = newlines = dots = 0
         for piece in self._slices():
-            if seven_bit and (not _TEXT_7BIT.fullmatch(piece) or _LONG_LINE.search(piece)):
+            if seven_bit and as_7bit(piece) is None:  # the whole-part renderer's rule
                 seven_bit = False
             if piece.isascii():  # O(1) on a str
                 utf8 += len(piece)
@@ -241,7 +239,7 @@ class TextSource:
             yield
         if seven_bit:
             self.cte, self.size, self.dots = "7bit", chars + newlines - 2, dots
-        elif (utf8 - ascii_) * 3 > utf8:
+        elif mostly_non_ascii(utf8, ascii_):
             self.cte, self.size, self.dots = "base64", encoded_size(utf8), 0
         else:
             size = dots = 0

@@ -31,7 +31,6 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,16 +40,14 @@ import httpx
 from pydantic import Field, field_validator
 
 from .._events.model import DeliveryEvent
-from ._ses_webhook import sns_string_to_sign
+from ._ses_webhook import Fetch, download, sns_envelope, sns_message, sns_string_to_sign
 from .http.webhook import (
     WebhookConfig,
     WebhookMalformed,
     WebhookParser,
     WebhookRefused,
     WebhookRequest,
-    check_skew,
     event_time,
-    json_body,
     need_cryptography,
     nonempty_text,
 )
@@ -68,8 +65,6 @@ EVENT_TYPES: dict[str, tuple[str, str | None]] = {
     "email_mailbox_not_found": ("bounced", "hard"), "email_spam": ("rejected", None),
     "email_blocklisted": ("rejected", None), "unknown_type": ("unknown", None),
 }  # fmt: skip
-
-Fetch = Callable[[str], Awaitable[bytes]]
 
 
 def trust_chain_url(region: str) -> str:
@@ -109,13 +104,6 @@ def _scaleway_url(url: Any, what: str) -> str:
     return str(url)
 
 
-async def _download(url: str) -> bytes:
-    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
-        response = await client.get(url)
-        response.raise_for_status()
-        return response.content
-
-
 class ScalewayWebhook(WebhookParser[ScalewayWebhookConfig]):
     Config: ClassVar[type[WebhookConfig]] = ScalewayWebhookConfig
 
@@ -124,18 +112,13 @@ class ScalewayWebhook(WebhookParser[ScalewayWebhookConfig]):
         need_cryptography()
         self.region = region
         #: downloads a URL already checked to be Scaleway's (tests serve certificates here)
-        self.fetch: Fetch = _download
+        self.fetch: Fetch = download
         self._authorities: list[Any] | None = None
         self._certificates: dict[str, Any] = {}
 
     async def verify(self, request: WebhookRequest) -> None:
-        message = _message(request)
-        if message.get("TopicArn") not in self.config.topic_arns:
-            raise WebhookRefused("the SNS topic is not one of webhook.topic_arns")
-        version = message.get("SignatureVersion")
-        if version not in ("1", "2"):
-            raise WebhookRefused("the SNS SignatureVersion is not 1 or 2")
-        check_skew(event_time(message.get("Timestamp")).timestamp(), request.now)
+        message = sns_message(request)
+        version = sns_envelope(message, self.config.topic_arns, request.now)
         url = _scaleway_url(message.get("SigningCertURL"), "SigningCertURL")
         certificate = await self._certificate(url, request.now)
         from cryptography.exceptions import InvalidSignature
@@ -191,7 +174,7 @@ class ScalewayWebhook(WebhookParser[ScalewayWebhookConfig]):
         return self._authorities
 
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
-        message = _message(request)
+        message = sns_message(request)
         kind = message.get("Type")
         if kind == "SubscriptionConfirmation":
             try:
@@ -249,14 +232,3 @@ def _header_message_id(headers: Any) -> str | None:
         if isinstance(key, str) and key.lower() == "message-id":
             return nonempty_text(value)
     return None
-
-
-def _message(request: WebhookRequest) -> dict[str, Any]:
-    """The SNS message; its signature is inside, so an unreadable one is refused."""
-    try:
-        message = json_body(request)
-    except WebhookMalformed:
-        raise WebhookRefused("the body is not an SNS message (JSON)") from None
-    if not isinstance(message, dict):
-        raise WebhookRefused("the body is not an SNS message")
-    return message

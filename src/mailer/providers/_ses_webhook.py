@@ -40,7 +40,15 @@ from .http.webhook import (
     need_cryptography,
 )
 
-__all__ = ["EVENT_TYPES", "SESWebhook", "SESWebhookConfig", "sns_string_to_sign"]
+__all__ = [
+    "EVENT_TYPES",
+    "SESWebhook",
+    "SESWebhookConfig",
+    "download",
+    "sns_envelope",
+    "sns_message",
+    "sns_string_to_sign",
+]
 
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_.-]+$")
@@ -93,6 +101,18 @@ def sns_string_to_sign(message: dict[str, Any]) -> bytes:
     return "".join(lines).encode()
 
 
+def sns_envelope(message: dict[str, Any], topic_arns: list[str], now: float) -> str:
+    """Refuse an SNS ``message`` from another topic, of an unknown signature version or
+    with a ``Timestamp`` too far from ``now`` (a replay); return its SignatureVersion."""
+    if message.get("TopicArn") not in topic_arns:
+        raise WebhookRefused("the SNS topic is not one of webhook.topic_arns")
+    version = message.get("SignatureVersion")
+    if version not in ("1", "2"):
+        raise WebhookRefused("the SNS SignatureVersion is not 1 or 2")
+    check_skew(event_time(message.get("Timestamp")).timestamp(), now)
+    return str(version)
+
+
 def _sns_url(url: Any, what: str) -> str:
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme != "https" or not _SNS_HOST.match(parts.hostname or ""):
@@ -100,7 +120,8 @@ def _sns_url(url: Any, what: str) -> str:
     return str(url)
 
 
-async def _download(url: str) -> bytes:
+async def download(url: str) -> bytes:
+    """A certificate (or confirmation) URL's body; the caller has checked the URL."""
     async with httpx.AsyncClient(timeout=10, follow_redirects=False) as client:
         response = await client.get(url)
         response.raise_for_status()
@@ -114,17 +135,12 @@ class SESWebhook(WebhookParser[SESWebhookConfig]):
         super().__init__(provider, config)
         need_cryptography()
         #: downloads a URL already checked to be SNS's (tests serve a certificate here)
-        self.fetch: Fetch = _download
+        self.fetch: Fetch = download
         self._certificates: dict[str, Any] = {}
 
     async def verify(self, request: WebhookRequest) -> None:
-        message = _message(request)
-        if message.get("TopicArn") not in self.config.topic_arns:
-            raise WebhookRefused("the SNS topic is not one of webhook.topic_arns")
-        version = message.get("SignatureVersion")
-        if version not in ("1", "2"):
-            raise WebhookRefused("the SNS SignatureVersion is not 1 or 2")
-        check_skew(event_time(message.get("Timestamp")).timestamp(), request.now)
+        message = sns_message(request)
+        version = sns_envelope(message, self.config.topic_arns, request.now)
         certificate = await self._certificate(
             _sns_url(message.get("SigningCertURL"), "SigningCertURL")
         )
@@ -155,7 +171,7 @@ class SESWebhook(WebhookParser[SESWebhookConfig]):
         return cached
 
     async def parse(self, request: WebhookRequest) -> list[DeliveryEvent]:
-        message = _message(request)
+        message = sns_message(request)
         kind = message.get("Type")
         if kind == "SubscriptionConfirmation":
             try:
@@ -211,7 +227,7 @@ class SESWebhook(WebhookParser[SESWebhookConfig]):
         ]
 
 
-def _message(request: WebhookRequest) -> dict[str, Any]:
+def sns_message(request: WebhookRequest) -> dict[str, Any]:
     """The SNS message; its signature is inside, so an unreadable one is refused."""
     try:
         message = json_body(request)

@@ -21,6 +21,8 @@ Real servers on 127.0.0.1, for the faults a mock cannot act out:
 * ``in_thread`` / ``LoopThread``: an async server on an event loop of its own, for a test
   whose own loop is busy (CPU work, trio, blocking clients, other processes);
 * ``wait_until`` / ``eventually``: the bounded polling helpers;
+* ``dkim_key(n)``: an RSA key for DKIM signing and the TXT record that publishes it,
+  made once per process (a ``DKIMKey``; needs ``cryptography``);
 * ``FakeClock``: the one clock breakers, deadlines, budgets and rate limits read, moved
   by hand (``with FakeClock() as clock: clock.advance(30)``).
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from ..providers._memory import MemoryProvider
     from ._certs import TLS_NAME, Certs, make_certs
     from ._conformance import ErrorCase, ProviderConformance
+    from ._dkim import DKIMKey, dkim_key
     from ._http import HTTPRequest, HTTPTestServer, Reply, read_request, serve
     from ._plugin import outbox
     from ._poll import eventually, wait_until
@@ -66,6 +69,8 @@ _WHERE = {
     "make_certs": "._certs",
     "ErrorCase": "._conformance",
     "ProviderConformance": "._conformance",
+    "DKIMKey": "._dkim",
+    "dkim_key": "._dkim",
     "HTTPRequest": "._http",
     "HTTPTestServer": "._http",
     "Reply": "._http",
@@ -102,6 +107,7 @@ __all__ = [
     "TLS_NAME",
     "USERS",
     "Certs",
+    "DKIMKey",
     "ErrorCase",
     "FakeClock",
     "FakeResend",
@@ -125,6 +131,7 @@ __all__ = [
     "ThreadedSocketServer",
     "TokenEndpoint",
     "closed_port",
+    "dkim_key",
     "eventually",
     "free_port",
     "in_thread",
