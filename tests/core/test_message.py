@@ -431,3 +431,49 @@ def test_a_fresh_private_state_shares_nothing_mutable() -> None:
     assert filled is not original
     assert filled.__pydantic_private__ is not original.__pydantic_private__
     assert filled.as_bytes() != b"" and filled.message_id == original.message_id
+
+
+def test_every_way_of_making_a_message_gets_its_own_fresh_private_state() -> None:
+    """Message.model_post_init is replaced after the class is made (a copy of the prepared
+    private state instead of pydantic's get_default() per attribute): sound only while
+    pydantic-core calls the post-init method by name, for every way a message is made."""
+    from mailer._message.model import _init_private, fresh_private
+
+    assert Message.model_post_init is _init_private
+    assert Message.__pydantic_post_init__ == "model_post_init"
+    data = {"sender": "a@example.com", "to": ["b@example.org"], "subject": "s", "text": "t"}
+    made = [
+        Message(**data),
+        Message.build(data),
+        Message.model_validate(data),
+        Message.model_validate_json(Message(**data).model_dump_json()),
+        Message.model_construct(**data),
+    ]
+    privates = [m.__pydantic_private__ for m in made]
+    assert all(p == fresh_private() for p in privates)
+    assert len({id(p) for p in privates}) == len(privates)  # none shared
+    first = made[0]
+    assert first.as_bytes() and first.__pydantic_private__["_rendered"] is not None  # type: ignore[index]
+    assert all(p["_rendered"] is None for p in privates[1:])  # type: ignore[index]
+
+
+def test_the_send_path_copies_are_what_model_copy_makes() -> None:
+    """with_defaults and without_recipients copy a message directly (mailer._message.model
+    _copy), not through pydantic's model_copy: the copy must hold what model_copy's would,
+    fields, fields set and extra values, with a private state of its own."""
+    original = Message(to=["b@example.org", "c@example.org"], subject="s", text="t")
+    filled = original.with_defaults({"sender": "a@example.com", "tags": ["x"]})
+    reference = original.model_copy(update={"sender": filled.sender, "tags": ["x"]})
+    dropped = filled.without_recipients({"c@example.org"})
+    dropped_reference = filled.model_copy(update={"to": dropped.to})
+    for copy, ref in ((filled, reference), (dropped, dropped_reference)):
+        assert copy.__dict__ == ref.__dict__ and copy.__dict__ is not ref.__dict__
+        assert copy.__pydantic_fields_set__ == ref.__pydantic_fields_set__
+        assert copy.__pydantic_extra__ is None and ref.__pydantic_extra__ is None
+        assert copy.model_dump(exclude_unset=True) == ref.model_dump(exclude_unset=True)
+    assert filled.__pydantic_fields_set__ == {"to", "subject", "text", "sender", "tags"}
+    assert "sender" not in original.__pydantic_fields_set__  # the original's set is not shared
+    assert [a.email for a in dropped.to] == ["b@example.org"]
+    assert [a.email for a in filled.to] == ["b@example.org", "c@example.org"]
+    assert filled.as_bytes() and dropped.__pydantic_private__["_rendered"] is None  # type: ignore[index]
+    assert dropped.message_id == filled.message_id == original.message_id

@@ -224,6 +224,19 @@ def test_folding_keeps_lines_short_and_value_exact() -> None:
     assert str(parsed(data)["Subject"]) == subject
 
 
+def test_a_header_of_78_characters_is_one_line_and_of_79_folds() -> None:
+    """_fold writes a header that fits in 78 characters at once (its fast path) and folds
+    from 79 on: the boundary, each side of it, the value exact after unfolding."""
+    for size, lines in ((77, 1), (78, 1), (79, 2)):
+        subject = ("word " * 20)[: size - len("Subject: ") - 1] + "z"
+        rendered = _mime._unstructured("Subject", subject)
+        assert rendered.endswith(b"\r\n") and rendered.count(b"\r\n") == lines, size
+        assert len(rendered.split(b"\r\n")[0]) == (size if lines == 1 else 73), size
+        assert rendered.replace(b"\r\n ", b" ") == f"Subject: {subject}\r\n".encode()
+    assert _mime._fold("Subject", []) == b"Subject:\r\n"
+    assert _mime._fold("Subject", [""]) == b"Subject: \r\n"
+
+
 def test_attached_message_goes_unencoded() -> None:
     """RFC 2046 5.2.1: message/rfc822 is never base64 (readers would show the base64)."""
     inner = b"From: x@example.com\nSubject: the original\n\ninner body\n"

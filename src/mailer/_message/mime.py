@@ -131,8 +131,14 @@ def _fold(name: str, atoms: Sequence[str]) -> bytes:
     unfolding gives back the exact value. Never folds before an empty atom (that would
     leave a line of only whitespace).
     """
-    lines: list[str] = []
     line = name + ":"
+    if atoms:
+        whole = line + " " + " ".join(atoms)
+        if len(whole) <= _MAX_LINE:
+            # the common case (a short subject, one or two recipients): the loop below
+            # would not fold, and 78 characters are at most 312 octets, far under 998
+            return (whole + "\r\n").encode("utf-8")
+    lines: list[str] = []
     for i, atom in enumerate(atoms):
         if i and atom and len(line) + 1 + len(atom) > _MAX_LINE and line.strip():
             lines.append(line)

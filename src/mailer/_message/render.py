@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._errors import MessageError
 from . import mime as _mime
@@ -163,9 +164,9 @@ def _add_body(message: Message, msg: EmailMessage) -> None:
             msg.add_attachment(att.data(), maintype, subtype, filename=att.filename, params=params)
 
 
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
+def _utcnow() -> datetime:
+    """Now, in UTC: the clock the tests fix. (Its import once at the top: an import
+    statement run on every call cost half of ``date_now``, 0.8 us a message.)"""
     return datetime.fromtimestamp(time.time(), UTC)
 
 
