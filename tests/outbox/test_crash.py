@@ -36,6 +36,30 @@ from .workers_kit import (
 N = 24
 
 
+def kill_then_restart(config: Path, url: str, phase: str) -> tuple[dict[str, str], dict[str, str]]:
+    """A worker SIGKILLed at ``phase`` (crash_worker.py), then a real ``mailer worker``
+    run on the same outbox until nothing is queued or sending: the states at the kill
+    and once settled."""
+    crashed = subprocess.run(
+        [sys.executable, str(HERE / "crash_worker.py"), str(config), phase],
+        capture_output=True,
+        timeout=60,
+        env=env(),
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
+    before = states(url)
+    worker = start_worker(config)
+    try:
+        settled = wait_for(
+            lambda: not {"queued", "sending"} & set(states(url).values()), timeout=60
+        )
+    finally:
+        code, log = stop_worker(worker)
+    assert settled, states(url)
+    assert code == 0, log[-2000:]
+    return before, states(url)
+
+
 @pytest.mark.parametrize(
     ("record", "phase"),
     [
@@ -60,27 +84,8 @@ def test_sigkill_at_each_phase_then_restart(
     config, url = write_config(tmp_path, server.port, db_url, commit_record=record)
     ids = enqueue(config, N)
 
-    crashed = subprocess.run(
-        [sys.executable, str(HERE / "crash_worker.py"), str(config), phase],
-        capture_output=True,
-        timeout=60,
-        env=env(),
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
-    before = states(url)
+    before, after = kill_then_restart(config, url, phase)
     assert "sending" in before.values(), before  # it died holding claims
-
-    worker = start_worker(config)
-    try:
-        settled = wait_for(
-            lambda: not {"queued", "sending"} & set(states(url).values()), timeout=60
-        )
-    finally:
-        code, log = stop_worker(worker)
-    assert settled, states(url)
-    assert code == 0, log[-2000:]
-
-    after = states(url)
     ledger = server.received()
     assert set(after) == set(ids)  # nothing lost
     for mid in ids:
@@ -130,28 +135,9 @@ def test_sigkill_with_sends_waiting_at_the_admission_gate(
     )
     ids = enqueue(config, N)
 
-    crashed = subprocess.run(
-        [sys.executable, str(HERE / "crash_worker.py"), str(config), "at-the-gate"],
-        capture_output=True,
-        timeout=60,
-        env=env(),
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
-    before = states(url)
+    before, after = kill_then_restart(config, url, "at-the-gate")
     held = [mid for mid in ids if before[mid] == "sending"]
     assert len(held) == 16, before  # auto: three times the gate's 4, at least 16
-
-    worker = start_worker(config)
-    try:
-        settled = wait_for(
-            lambda: not {"queued", "sending"} & set(states(url).values()), timeout=60
-        )
-    finally:
-        code, log = stop_worker(worker)
-    assert settled, states(url)
-    assert code == 0, log[-2000:]
-
-    after = states(url)
     ledger = server.received()
     assert set(after) == set(ids)
     unknown = [mid for mid in ids if after[mid] == "unknown"]
