@@ -350,6 +350,31 @@ class AttemptContext:
             # than left to the next checkpoint, because the crossing itself may not await.
             why = "released" if self.released else "out of budget"
             raise TransientError(f"attempt abandoned before its commit point ({why})")
+        self._cross()
+
+    def commit_now(self) -> bool:
+        """:meth:`commit` without awaiting, for a caller that cannot (SMTP's reply reader
+        writing a payload the moment its 354 is parsed): True when the commit point is
+        crossed (or was), False when it cannot be crossed without awaiting (a hook still
+        has work, or refuses: its error is the ordinary path's to raise) or must not be
+        (the attempt was abandoned). On False nothing changed: the caller takes the
+        ordinary path, which awaits :meth:`commit`."""
+        if self.committed:
+            return True
+        scope = self.scope
+        if scope is not None and scope.cancel_called:
+            return False
+        for hook in self.hooks:
+            ready = getattr(hook, "ready", None)
+            try:
+                if ready is None or not ready():
+                    return False
+            except Exception:
+                return False
+        self._cross()
+        return True
+
+    def _cross(self) -> None:
         self.committed = True
         # Neither time queued behind our own sends nor time the loop was held up is the
         # provider's set-up time; a sample that is all our own delay teaches nothing.
@@ -509,6 +534,9 @@ class _Detached(AttemptContext):
 
     async def commit(self) -> None:
         return
+
+    def commit_now(self) -> bool:
+        return True
 
     def prepare(self) -> None:
         return
