@@ -5,6 +5,7 @@ client keeps one warm connection and is given all its messages at once; round tr
 message = (seconds per message) / (measured round trip of one NOOP through the proxy).
 
     .venv/bin/python benchmarks/latency.py [--rounds 3] [--count 200] [--quick]
+    .venv/bin/python benchmarks/latency.py --before main   # and that commit, in turn
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     HOST,
+    export_src,
     latency_proxy,
     machine,
     median_of,
@@ -35,7 +37,9 @@ from _common import (
 BODY = 2048
 
 
-def run(rounds: int, count: int, delay_ms: float, node_versions: list[str]) -> dict[str, Any]:
+def run(
+    rounds: int, count: int, delay_ms: float, node_versions: list[str], before: str | None = None
+) -> dict[str, Any]:
     print(f"latency: {machine()}")
     print(f"  {rounds} rounds; {count} messages per round per client; one connection;")
     print(f"  latency-proxy --delay-ms {delay_ms:g} ({2 * delay_ms:g} ms round trip)")
@@ -49,6 +53,12 @@ def run(rounds: int, count: int, delay_ms: float, node_versions: list[str]) -> d
         cases: dict[str, Any] = {}
         if not unavailable:
             cases["ours"] = lambda: run_worker(["ours", HOST, port, 1, count, BODY])
+            if before:
+                src = export_src(before)
+                print(f"  ours before: commit {before}")
+                cases["ours before"] = lambda: run_worker(
+                    ["ours", HOST, port, 1, count, BODY], src=src
+                )
         node_args = ["send", HOST, port, 1, count, BODY]
         cases.update(nodemailer_cases(node_versions, lambda: node_args))
         cases["aiosmtplib"] = lambda: run_worker(["aiosmtplib", HOST, port, 1, count, BODY])
@@ -61,7 +71,8 @@ def run(rounds: int, count: int, delay_ms: float, node_versions: list[str]) -> d
         f"(median of {rounds} rounds, {count} msgs/round, 2 KB body)"
     )
     rows = []
-    for name in ("ours", *[n for n in rates if n.startswith("nodemailer")], "aiosmtplib"):
+    names = [n for n in rates if n.startswith("ours")]
+    for name in (*names, *[n for n in rates if n.startswith("nodemailer")], "aiosmtplib"):
         rate = rates.get(name)
         trips = None if not rate else (1 / rate) / rtt_s
         rows.append([name, num(rate, ",.1f"), num(trips, ".2f"), ratio(rates["ours"], rate)])
@@ -84,10 +95,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="Nodemailer versions to compare ('latest' is the one the target is about)",
     )
     ap.add_argument("--quick", action="store_true", help="1 round of 30 messages")
+    ap.add_argument("--before", help="also run ours at this git revision, interleaved")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.count = 1, 30
-    return run(args.rounds, args.count, args.delay_ms, args.nodemailer)
+    return run(args.rounds, args.count, args.delay_ms, args.nodemailer, args.before)
 
 
 if __name__ == "__main__":
