@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from itertools import islice
 
 from ..._attempt import current_attempt
 from ..._errors import DeliveryError, DeliveryUncertain, MessageError, TransientError
 from ._session import COURTESY_TIMEOUT, ConnectionStale, Session
 from .classify import Phase, classify_recipients, classify_reply, too_many_recipients
-from .pipeline import Reply, ReplyStream
-from .wire import Piece, command_line, rcpt_command
+from .pipeline import CHUNK, Reply, ReplyStream
+from .wire import Piece, command_line, payload_size, rcpt_command
 
 __all__ = ["Delivery", "rset", "transactions"]
 
@@ -57,6 +58,79 @@ class _Recipients:
 
 def _reply_text(code: int, text: str) -> str:
     return f"{code} {text}".strip()
+
+
+class _Early:
+    """A payload written by the reply reader the moment its 354 is parsed.
+
+    Armed (:meth:`ReplyStream.arm`) when a pipelined group is written for a message in
+    one transaction with a small payload. When the group's replies have all come, in the
+    read that brings them and before any coroutine is woken, this writes the payload
+    (and the hand-off lets the next send's group join it in the same write) *if* they
+    let it go: RSET (when sent) and MAIL 250, every RCPT accepted, DATA 354; the send
+    still wants it (its task not cancelled, the connection not discarded); and its
+    attempt crosses the commit point without awaiting (``commit_now``: every commit
+    hook ready, the budget not spent). Otherwise it does nothing and the send's
+    coroutine reads the replies and writes the payload as it always has.
+
+    Why: when one read brings message N's verdict and N+1's 250/250/354, N's coroutine
+    ran first and settled N (the result, routing's record, events: ~400 us) before N+1
+    could write, on the critical path of every round trip (docs/benchmarks.md, "The 10
+    ms round trip with margin"). The bytes, their order and the replies each send reads
+    are unchanged: only the payload leaves before N's verdict is *settled*, never before
+    it has *come* (it precedes N+1's 354 on the wire), and what a lost or refused
+    verdict does to the send behind is decided by replies this never sees.
+    """
+
+    __slots__ = ("attempt", "conn", "fired", "pieces", "rset", "stream", "task")
+
+    def __init__(
+        self, conn: Session, stream: ReplyStream, pieces: tuple[bytes, ...], rset: bool
+    ) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.pieces = pieces
+        self.rset = rset
+        self.attempt = current_attempt()
+        self.task = asyncio.current_task()
+        #: the payload was written by the reader: the send's coroutine only reads
+        self.fired = False
+
+    def __call__(self, replies: list[Reply]) -> None:
+        first = 1 if self.rset else 0
+        if first and replies[0].code != 250:
+            return
+        if replies[first].code != 250 or replies[-1].code != 354:
+            return
+        for reply in islice(replies, first + 1, len(replies) - 1):
+            if reply.code != 250 and reply.code != 251:
+                return  # a refusal is sorted by the coroutine (partial, deferred...)
+        task = self.task
+        conn = self.conn
+        stream = self.stream
+        if task is None or task.done() or task.cancelling() or conn.broken or stream.holding:
+            return
+        if not self.attempt.commit_now():
+            return  # a hook to await, or abandoned: the coroutine commits (or raises)
+        self.fired = True
+        conn.messages += 1  # _mail_reply's count, which the hand-off's max_messages reads
+        pieces = self.pieces
+        stream.hold(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+        handoff, conn.on_handoff = conn.on_handoff, None
+        try:
+            if handoff is not None:
+                handoff()  # the next send's group joins the payload in this write
+        finally:
+            stream.flush_soon()
+
+
+def _small(pieces: tuple[Piece, ...]) -> tuple[bytes, ...] | None:
+    """The payload, when it leaves in one write (bytes only, one chunk at most)."""
+    for piece in pieces:
+        if not isinstance(piece, bytes):
+            return None
+    small: tuple[bytes, ...] = pieces  # type: ignore[assignment]
+    return small if payload_size(pieces) <= CHUNK else None
 
 
 async def transactions(
@@ -134,14 +208,15 @@ async def _after(conn: Session, previous: asyncio.Future[None] | None) -> None:
         raise
 
 
-async def _mail_reply(conn: Session, stream: ReplyStream) -> Reply:
+async def _mail_reply(conn: Session, stream: ReplyStream, early: _Early | None = None) -> Reply:
     """The reply to MAIL; a session that died before it is ConnectionStale."""
     reply = await _before_mail(conn, stream, Phase.MAIL)
     if reply.code == 421:
         conn.abort()
         error = classify_reply(Phase.MAIL, reply.code, reply.message, conn.endpoint)
         raise ConnectionStale(str(error.args[0]), code=reply.code, response=reply.message)
-    conn.messages += 1
+    if early is None or not early.fired:  # (counted by the reader's early write)
+        conn.messages += 1
     return reply
 
 
@@ -172,11 +247,18 @@ async def _pipelined(
     rset = conn.needs_rset
     conn.needs_rset = False
     batch = b"".join([b"RSET\r\n" if rset else b"", mail, *rcpts, b"DATA\r\n"])
+    replies = len(rcpts) + 2 + rset
     try:
-        stream.send(batch, replies=len(rcpts) + 2 + rset)
+        stream.send(batch, replies=replies)
     except Exception as exc:  # closed between the pool's check and now
         conn.abort()
         raise ConnectionStale(f"connection to {endpoint.where} lost before MAIL") from exc
+    early = None
+    if not more and stream.early_writes:
+        small = _small(pieces)
+        if small is not None:
+            early = _Early(conn, stream, small, rset)
+            stream.arm(early, replies)
     await _after(conn, previous)
     if rset:
         reply = await _before_mail(conn, stream, Phase.RSET)
@@ -187,7 +269,7 @@ async def _pipelined(
                 code=reply.code,
                 response=reply.message,
             )
-    mail_reply = await _mail_reply(conn, stream)
+    mail_reply = await _mail_reply(conn, stream, early)
     if mail_reply.code != 250:
         error = classify_reply(Phase.MAIL, mail_reply.code, mail_reply.message, endpoint)
         # Every RCPT and DATA is answered too (503 "need MAIL"): read them all.
@@ -209,7 +291,7 @@ async def _pipelined(
             conn.needs_rset = True
         raise classify_reply(Phase.DATA, data_reply.code, data_reply.message, endpoint)
     last = not more and not rcpt.deferred
-    return await _message(conn, stream, rcpt, pieces, last=last), rcpt
+    return await _message(conn, stream, rcpt, pieces, last=last, early=early), rcpt
 
 
 def _sort_rcpt(conn: Session, rcpt: _Recipients, address: str, reply: Reply) -> None:
@@ -306,14 +388,38 @@ async def _one_by_one(
 
 
 async def _message(
-    conn: Session, stream: ReplyStream, rcpt: _Recipients, pieces: tuple[Piece, ...], *, last: bool
+    conn: Session,
+    stream: ReplyStream,
+    rcpt: _Recipients,
+    pieces: tuple[Piece, ...],
+    *,
+    last: bool,
+    early: _Early | None = None,
 ) -> Delivery:
     """The payload after 354, then the verdict.
 
     ``last``: no transaction of this message follows, so the next send may be
     pipelined behind our payload (a hand-off); before a further transaction of our
-    own, the connection stays ours.
+    own, the connection stays ours. ``early``: the reader may have written the payload
+    already (:class:`_Early`); then only the verdict is left.
     """
+    if early is None or not early.fired:
+        if early is not None:
+            stream.disarm()  # ours (nobody else arms before our hand-off): we write
+        await _payload(conn, stream, pieces, last=last)
+    reply = await conn.read(stream, Phase.MESSAGE)
+    if reply.code != 250:
+        if reply.code == 421:
+            conn.abort()
+        raise classify_reply(Phase.MESSAGE, reply.code, reply.message, conn.endpoint)
+    rejected = {a: _reply_text(code, text) for a, (code, text) in rcpt.refused.items()}
+    return Delivery(accepted=list(rcpt.accepted), rejected=rejected, response=reply.message)
+
+
+async def _payload(
+    conn: Session, stream: ReplyStream, pieces: tuple[Piece, ...], *, last: bool
+) -> None:
+    """The commit point, the payload, and (``last``) the hand-off behind it."""
     # The commit point: from the end of the data on, the server may have the message.
     # Marked before the payload (not just before its last chunk) so that the budget
     # never cuts a payload short that is already on its way.
@@ -346,13 +452,6 @@ async def _message(
                 handoff()  # the next message's group may follow our "." now
         finally:
             stream.flush_soon()  # after the next send's wake-up, which comes first
-    reply = await conn.read(stream, Phase.MESSAGE)
-    if reply.code != 250:
-        if reply.code == 421:
-            conn.abort()
-        raise classify_reply(Phase.MESSAGE, reply.code, reply.message, conn.endpoint)
-    rejected = {a: _reply_text(code, text) for a, (code, text) in rcpt.refused.items()}
-    return Delivery(accepted=list(rcpt.accepted), rejected=rejected, response=reply.message)
 
 
 async def rset(conn: Session) -> None:

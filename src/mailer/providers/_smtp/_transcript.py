@@ -153,6 +153,9 @@ def _tls_version(smtp: aiosmtplib.SMTP) -> str:
 class TranscriptStream(ReplyStream):
     """The mail-transaction layer, logging what it writes and reads."""
 
+    #: every payload is written (and logged) by :meth:`send_payload`, never by the reader
+    early_writes = False
+
     def __init__(self, transport: asyncio.Transport, transcript: Transcript) -> None:
         super().__init__(transport)
         self.transcript = transcript

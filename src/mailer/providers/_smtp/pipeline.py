@@ -25,8 +25,11 @@ with code -1 for a malformed reply) or ``TimeoutError``, so that
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
-from typing import NamedTuple
+from collections.abc import Callable
+from itertools import islice
+from typing import ClassVar, NamedTuple
 
 from aiosmtplib import errors as smtp_errors
 
@@ -97,6 +100,9 @@ def parse_replies(buffer: bytearray, out: deque[Reply], limit: int) -> None:
 class ReplyStream(asyncio.Protocol):
     """The protocol of an SMTP transport once the session is set up; see the module doc."""
 
+    #: :meth:`arm` is honoured (the transcript's stream logs each write and says no)
+    early_writes: ClassVar[bool] = True
+
     def __init__(self, transport: asyncio.Transport) -> None:
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = transport
@@ -112,6 +118,11 @@ class ReplyStream(asyncio.Protocol):
         self._held: list[bytes] | None = None
         #: set when the server said something nobody asked for: never reuse
         self.unsolicited = False
+        #: replies taken so far: with ``_owed``, where a group's replies are in the stream
+        self._taken = 0
+        #: :meth:`arm`'s callback, its context, its group's first reply and reply count
+        self._armed: tuple[Callable[[list[Reply]], None], contextvars.Context, int, int] | None
+        self._armed = None
 
     @classmethod
     def take_over(cls, transport: asyncio.Transport) -> ReplyStream:
@@ -165,6 +176,49 @@ class ReplyStream(asyncio.Protocol):
         """
         if self._held is not None:
             self._loop.call_soon(self._flush)
+
+    def hold(self, payload: bytes) -> None:
+        """:meth:`send_payload` of one small payload with ``hold=True``, without awaiting
+        (the reader's early write, :meth:`arm`): the end of data is in, its reply owed,
+        and :meth:`flush_soon` writes it. Nothing may be held already."""
+        assert self._held is None
+        self._owed += 1
+        self._held = [payload]
+
+    def arm(self, callback: Callable[[list[Reply]], None], replies: int) -> None:
+        """Call ``callback`` with the replies to the group just written (its last
+        ``replies`` owed) from :meth:`data_received`, as soon as they have all come and
+        before anyone is woken: if their reader has not taken one of them yet.
+
+        The 354 that lets a payload go is then answered in the turn that reads it: the
+        payload and the group of the send behind it are written before the previous
+        send's verdict is settled (its coroutine, with all its bookkeeping, runs after).
+        One callback at a time (the newest group's); it runs in the context of the task
+        that armed it. Once the replies' reader takes one, the callback is dropped.
+        """
+        first = self._taken + self._owed - replies
+        self._armed = (callback, contextvars.copy_context(), first, replies)
+
+    def disarm(self) -> None:
+        """Forget :meth:`arm`'s callback (its transaction reads its replies itself)."""
+        self._armed = None
+
+    def _fire(self) -> None:
+        armed = self._armed
+        assert armed is not None
+        callback, context, first, count = armed
+        start = first - self._taken
+        if start < 0:  # their reader has begun: it writes what follows itself
+            self._armed = None
+            return
+        if len(self._replies) < start + count:
+            return  # not all here yet
+        self._armed = None
+        try:
+            context.run(callback, list(islice(self._replies, start, start + count)))
+        except Exception as exc:  # pragma: no cover - the callback decides, never raises
+            self._fail(exc)  # what it may have written is in doubt: its reader raises
+            self.close()
 
     def _flush(self) -> None:
         held, self._held = self._held, None
@@ -255,6 +309,7 @@ class ReplyStream(asyncio.Protocol):
         to work out and no coroutine."""
         if self._replies:
             self._owed -= 1
+            self._taken += 1
             return self._replies.popleft()
         return None
 
@@ -262,6 +317,7 @@ class ReplyStream(asyncio.Protocol):
         """The next reply owed, in order; TimeoutError after ``timeout`` seconds."""
         if self._replies:
             self._owed -= 1
+            self._taken += 1
             return self._replies.popleft()
         if self._error is not None:
             raise self._error
@@ -280,6 +336,7 @@ class ReplyStream(asyncio.Protocol):
                 handle.cancel()
         if self._replies:
             self._owed -= 1
+            self._taken += 1
             return self._replies.popleft()
         raise self._error or smtp_errors.SMTPServerDisconnected("Connection lost")
 
@@ -314,6 +371,8 @@ class ReplyStream(asyncio.Protocol):
             self.close()
             return
         if self._replies:
+            if self._armed is not None:
+                self._fire()  # before the wake-up: see arm()
             self._wake()
 
     def eof_received(self) -> bool:
