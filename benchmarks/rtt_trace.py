@@ -41,6 +41,7 @@ from _common import (
     free_port,
     machine,
     postfix_sink,
+    run_worker,
     spawn,
     stop,
     wait_port,
@@ -166,7 +167,9 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.median(values):8.0f} {p90:8.0f} {len(values):5d}"
 
 
-def analyse(client_trace: dict[str, Any], proxy: list[dict[str, Any]], delay_ms: float) -> None:
+def analyse(
+    client_trace: dict[str, Any], proxy: list[dict[str, Any]], delay_ms: float, rtt: float | None
+) -> None:
     ev = client_trace["events"]
     by: dict[str, list[int]] = {}
     for kind, t, value in ev:
@@ -226,6 +229,10 @@ def analyse(client_trace: dict[str, Any], proxy: list[dict[str, Any]], delay_ms:
         f"  {result['count']} msgs, {result['rate']:.1f} msg/s, cpu {result['cpu_us']:.0f} us/msg"
     )
     print(f"  client writes {writes}, proxy chunks {chunks}, proxy TCP_NODELAY {nodelay}")
+    cycles = rows.get("cycle: end of data -> next end of data")
+    if rtt and cycles:
+        trips = statistics.median(cycles) / (rtt * 1e6)
+        print(f"  NOOP round trip {rtt * 1000:.2f} ms; median cycle = {trips:.3f} round trips")
     print(f"  {'us (median, p90, n)':52s} {'median':>8s} {'p90':>8s} {'n':>5s}")
     for name, values in rows.items():
         print(f"  {name:52s} {_stats(values)}")
@@ -244,6 +251,7 @@ def one_run(sink: int, count: int, delay_ms: float, src: Path | None) -> None:
         )  # fmt: skip
         try:
             wait_port(port, proxy)
+            rtt = run_worker(["rtt", HOST, port, 20]).get("rtt")
             cmd = [
                 *pins[0],
                 sys.executable,
@@ -259,7 +267,7 @@ def one_run(sink: int, count: int, delay_ms: float, src: Path | None) -> None:
         finally:
             stop(proxy)
         lines = trace.read_text().splitlines() if trace.exists() else []
-        analyse(json.loads(out.read_text()), [json.loads(x) for x in lines], delay_ms)
+        analyse(json.loads(out.read_text()), [json.loads(x) for x in lines], delay_ms, rtt)
 
 
 def main() -> None:
