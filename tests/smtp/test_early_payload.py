@@ -96,6 +96,8 @@ async def a_then_b(
     peer: socket.socket,
     b_rcpts: list[str],
     b: Callable[[], Awaitable[Delivery]] | None = None,
+    *,
+    rset: bool = False,
 ) -> tuple[asyncio.Future[tuple[Delivery, bytes]], list[asyncio.Future[Delivery]]]:
     """A sent; B started by A's hand-off (as the pool does), its group behind A's
     payload. Returns A (its delivery, and what was on the wire when its transaction
@@ -114,7 +116,8 @@ async def a_then_b(
     a = asyncio.ensure_future(first())
     assert await until(peer, b"DATA\r\n") == group("a@x.org")
     peer.send(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n")
-    assert await until(peer, b"DATA\r\n") == WIRE_A + group(*b_rcpts)
+    rset_line = b"RSET\r\n" if rset else b""
+    assert await until(peer, b"DATA\r\n") == WIRE_A + rset_line + group(*b_rcpts)
     return a, behind
 
 
@@ -234,3 +237,21 @@ async def test_a_commit_hook_with_work_left_is_awaited_by_the_coroutine(ready: b
         peer.send(b"250 B queued\r\n")
         assert (await asyncio.wait_for(behind[0], 2)).accepted == ["b@x.org"]
         assert attempt.committed and hook.awaited == (0 if ready else 1)
+
+
+async def test_the_rset_in_front_of_a_group_is_checked_before_the_early_write() -> None:
+    """After a refused transaction the next group starts with RSET: its 250 is one of
+    the replies that let the payload go."""
+    async with session() as (conn, peer):
+
+        def b_after_a_refusal() -> Awaitable[Delivery]:
+            conn.needs_rset = True  # as a refused transaction ahead leaves it
+            return conn.transaction(SENDER, ["b@x.org"], data_pieces(BODY_B))
+
+        a, behind = await a_then_b(conn, peer, ["b@x.org"], b_after_a_refusal, rset=True)
+        peer.send(b"250 A queued\r\n250 flushed\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        _, on_the_wire = await asyncio.wait_for(a, 2)
+        assert on_the_wire == WIRE_B  # by the reader, the RSET's 250 among its replies
+        peer.send(b"250 B queued\r\n")
+        assert (await asyncio.wait_for(behind[0], 2)).accepted == ["b@x.org"]
+        assert conn.usable and not conn.needs_rset
