@@ -25,6 +25,7 @@ import asyncio
 import itertools
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,8 @@ def _instrument() -> None:
 
     def init_(self: Any, transport: Any) -> None:
         init(self, transport)
+        sock = transport.get_extra_info("socket")
+        _mark("nodelay", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         write = transport.write
 
         def traced(data: Any) -> None:
@@ -223,12 +226,14 @@ def analyse(
             rows.setdefault("proxy write -> client read (s2c)", []).append((got - p["write"]) * us)
     chunks = {way: sum(1 for p in proxy if p.get("way") == way) for way in ("c2s", "s2c")}
     nodelay = [p["on"] for p in proxy if p.get("way") == "nodelay"]
+    ours = [value for kind, _, value in ev if kind == "nodelay"]
     writes = sum(1 for kind, _, _ in ev if kind == "tx")
     result = client_trace["result"]
     print(
         f"  {result['count']} msgs, {result['rate']:.1f} msg/s, cpu {result['cpu_us']:.0f} us/msg"
     )
-    print(f"  client writes {writes}, proxy chunks {chunks}, proxy TCP_NODELAY {nodelay}")
+    print(f"  client writes {writes}, proxy chunks {chunks}")
+    print(f"  TCP_NODELAY: ours {ours}, the proxy's {nodelay}")
     cycles = rows.get("cycle: end of data -> next end of data")
     if rtt and cycles:
         trips = statistics.median(cycles) / (rtt * 1e6)
