@@ -93,3 +93,34 @@ def test_the_allowed_sets_stay_bounded() -> None:
     assert len(wire._ALLOWED) <= 256
     with pytest.raises(MessageError, match="unexpected header 'x-custom-1'"):
         check_wire(b"From: a@x.org\r\nX-Custom-1: v\r\n\r\nbody\r\n", ["from"])
+
+
+_TEXTS = ["plain\nlines\r\nmixed\rends", "café " * 40 + "\r\n.dot line", "日本語" * 200, "x" * 1200]
+
+
+@pytest.mark.parametrize("text", _TEXTS)
+@pytest.mark.parametrize("stdlib", [False, True])
+def test_a_rendering_is_crlf_only_so_the_smtp_payload_skips_the_count(
+    text: str, stdlib: bool
+) -> None:
+    """SMTP's ``message_payload`` does not count a rendering's line endings again
+    (``data_pieces(checked=True)``): the wire check above refused any bare CR or LF. Held
+    for the fast renderer and the stdlib's (a long header with runs of spaces), text
+    bodies in each transfer encoding, HTML and an attachment."""
+    from mailer import Attachment, Message
+    from mailer.providers._smtp.wire import _crlf_only, data_pieces
+
+    headers = {"X-Spaced": "a  b " * 30} if stdlib else {}
+    message = Message(
+        sender="a@example.com",
+        to=["b@example.org"],
+        subject="s",
+        text=text,
+        html=f"<p>{text}</p>",
+        attachments=[Attachment(content=b"\r\n\n\r" * 50, filename="raw.bin")],
+        headers=headers,
+    )
+    data = message.as_bytes()
+    assert (b"X-Spaced" in data) is stdlib
+    assert _crlf_only(data)
+    assert data_pieces(data, checked=True) == data_pieces(data)
