@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mailer import MessageError
 from mailer._message import wire
 from mailer._message.wire import _has_overlong_line, check_wire
+from mailer._text import QUOTE, clip
 
 #: the regex the check used before (anchored at line starts: linear)
 _OVERLONG_LINE = re.compile(rb"(?m)^[^\r\n]{999}")
@@ -70,6 +71,52 @@ def test_header_names_same_verdict_as_before(present: list[str], expected: list[
     head = b"".join(f"{name}: v\r\n".encode() for name in present)
     data = head + b"\r\nbody\r\n"
     want = _verdict_before(head, expected)
+    if want is None:
+        check_wire(data, expected)
+    else:
+        with pytest.raises(MessageError) as caught:
+            check_wire(data, expected)
+        assert str(caught.value) == want
+
+
+_BAD = re.compile(rb"(?m)^(?![!-9;-~]+:|[ \t])")
+_LINES = st.sampled_from(
+    [
+        b"From: a@x.org",
+        b"SUBJECT: s",
+        b"subject:s",
+        b"X-Tag: v",
+        b"To: a@x.org,",
+        b" b@x.org",
+        b"\tfolded",
+        b"Received: x",
+        b"no colon here",
+        b"Name with space: v",
+        b":empty name",
+        b"",
+        b"X-Tag:a:b",
+    ]
+)
+
+
+@given(st.lists(_LINES, min_size=1, max_size=8), st.lists(_NAMES, max_size=6))
+def test_header_lines_same_verdict_as_the_line_regexes(
+    lines: list[bytes], expected: list[str]
+) -> None:
+    """The one-pass check of the line starts (branch pool5) against the two ``(?m)^``
+    regexes it replaced: the same lines refused, with the same error, continuation and
+    empty lines included."""
+    head = b"\r\n".join(lines)
+    if b"\r\n\r\n" in head + b"\r\n" or not head:
+        return  # an empty line ends the header block: not a head of these lines
+    bad = _BAD.search(head)
+    if bad is not None:
+        stop = head.find(b"\r\n", bad.start())
+        line = head[bad.start() : stop if stop >= 0 else len(head)]
+        want: str | None = f"rendered header has an unexpected line: {clip(line, QUOTE)!r}"
+    else:
+        want = _verdict_before(head, expected)
+    data = head + b"\r\n\r\nbody\r\n"
     if want is None:
         check_wire(data, expected)
     else:
