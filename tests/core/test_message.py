@@ -260,6 +260,24 @@ def test_message_id_made_once_and_kept() -> None:
     assert make(message_id="abc@example.com").message_id == "<abc@example.com>"
 
 
+def test_a_made_id_is_a_version_4_uuid_as_before() -> None:
+    """The id's local part is made from ``os.urandom`` directly (branch pool5), not by
+    ``uuid.uuid4()``: still a version-4, RFC 4122 UUID in 32 lowercase hex digits (the
+    bits are set, not drawn), and a new one for every message."""
+    import uuid
+
+    seen = set()
+    for _ in range(200):
+        made = make(text="x").message_id
+        assert made is not None and made.startswith("<") and made.endswith("@example.com>")
+        local = made[1:].partition("@")[0]
+        parsed = uuid.UUID(hex=local)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert parsed.hex == local
+        seen.add(local)
+    assert len(seen) == 200
+
+
 def test_from_alias_and_frozen() -> None:
     m = Message(**{"from": "a@example.com", "to": "b@example.com", "text": "x"})
     assert m.sender is not None and m.sender.email == "a@example.com"
