@@ -437,48 +437,62 @@ def render(
     large text parts' sources made beforehand (:meth:`TextSource.made`), used for the
     very strings they were made of.
     """
-    assert message.sender is not None and message.message_id is not None
+    sender, message_id = message.sender, message.message_id
+    assert sender is not None and message_id is not None
     try:
         names = ["from"]
-        out = io.BytesIO()
-        out.write(_from_header(message.sender))
-        for header, addrs in (
-            ("To", message.to),
-            ("Cc", message.cc),
-            ("Reply-To", message.reply_to),
-        ):
-            if addrs:
-                out.write(_addresses(header, addrs))
-                names.append(header.lower())
-        out.write(_unstructured("Subject", message.subject))
-        out.write(f"Date: {date}\r\nMessage-ID: {message.message_id}\r\n".encode("ascii"))
+        out: list[bytes] = [_from_header(sender)]
+        to, cc, reply_to = message.to, message.cc, message.reply_to
+        if to:
+            out.append(_addresses("To", to))
+            names.append("to")
+        if cc:
+            out.append(_addresses("Cc", cc))
+            names.append("cc")
+        if reply_to:
+            out.append(_addresses("Reply-To", reply_to))
+            names.append("reply-to")
+        out.append(_unstructured("Subject", message.subject))
+        out.append(f"Date: {date}\r\nMessage-ID: {message_id}\r\n".encode("ascii"))
         names += ["subject", "date", "message-id"]
         for name, value in message.headers.items():
             lower = name.lower()
             if lower == "date":
                 continue  # the caller's Date is ``date``, written above
             if lower == "sender":
-                out.write(_addresses(name, [_Address.parse(value)]))
+                out.append(_addresses(name, [_Address.parse(value)]))
             else:
-                out.write(_unstructured(name, value))
+                out.append(_unstructured(name, value))
             names.append(lower)
         head, pieces = _body(message, eight_bit, scanned)
-        out.write(b"MIME-Version: 1.0\r\n")
-        out.write(head)
-        out.write(CRLF)
-        segments: list[bytes | Streamed] = []
-        for piece in pieces:
-            if isinstance(piece, bytes):
-                out.write(piece)
-            elif isinstance(piece, Source | TextSource):
-                segments += [out.getvalue(), piece]
-                out = io.BytesIO()
-            else:
-                piece.write(out)
-        out.write(CRLF)
+        out += (b"MIME-Version: 1.0\r\n", head, CRLF)
+        if all(type(piece) is bytes for piece in pieces):
+            # nearly every message: its parts are bytes already, joined in one copy
+            out += pieces  # type: ignore[arg-type]
+            out.append(CRLF)
+            return [b"".join(out)], names
+        return _segments(out, pieces), names
     except _Unsupported:
         return None
+
+
+def _segments(head: list[bytes], pieces: list[_Piece]) -> list[bytes | Streamed]:
+    """The rendering's segments: ``head``'s bytes, then ``pieces``, the streamed ones
+    between bytes segments, the base64 ones encoded into the buffer."""
+    out = io.BytesIO()
+    for data in head:
+        out.write(data)
+    segments: list[bytes | Streamed] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            out.write(piece)
+        elif isinstance(piece, Source | TextSource):
+            segments += [out.getvalue(), piece]
+            out = io.BytesIO()
+        else:
+            piece.write(out)
+    out.write(CRLF)
     # getvalue() hands over BytesIO's own buffer without a copy (CPython), so a large
     # attachment is held once encoded, not twice.
     segments.append(out.getvalue())
-    return segments, names
+    return segments
