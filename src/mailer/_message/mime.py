@@ -244,25 +244,36 @@ def _text_part(text: str | SpooledText, subtype: str, scanned: Sequence[TextSour
         source = found[0] if found else TextSource(text)
         return _text_head(subtype, source.cte), [source]
     data = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-    if not data.endswith("\n"):
-        data += "\n"
+    # The 7bit rule before the final newline is added: a newline is neither a control
+    # character it refuses nor part of a line, so the verdict is the same, and a 7bit
+    # body (nearly every text) is then not copied to add it and again to take it off.
     ascii_ = as_7bit(data)
     if ascii_ is not None:
-        cte, body = "7bit", ascii_.replace(b"\n", CRLF)
+        body = ascii_.replace(b"\n", CRLF)
+        return _text_head(subtype, "7bit"), [body[:-2] if data.endswith("\n") else body]
+    if not data.endswith("\n"):
+        data += "\n"
+    raw = data.encode("utf-8")
+    if mostly_non_ascii(len(raw), len(data.encode("ascii", "ignore"))):
+        cte, body = "base64", base64.encodebytes(raw).replace(b"\n", CRLF)
     else:
-        raw = data.encode("utf-8")
-        if mostly_non_ascii(len(raw), len(data.encode("ascii", "ignore"))):
-            cte, body = "base64", base64.encodebytes(raw).replace(b"\n", CRLF)
-        else:
-            qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
-            cte, body = "quoted-printable", qp.replace(b"\n", CRLF)
+        qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
+        cte, body = "quoted-printable", qp.replace(b"\n", CRLF)
     return _text_head(subtype, cte), [body[:-2]]
 
 
+#: a text part's header lines, by (subtype, transfer encoding): a few, made once each
+_TEXT_HEADS: dict[tuple[str, str], bytes] = {}
+
+
 def _text_head(subtype: str, cte: str) -> bytes:
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
-    ).encode("ascii")
+    head = _TEXT_HEADS.get((subtype, cte))
+    if head is None:
+        head = _TEXT_HEADS[subtype, cte] = (
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
+            f"Content-Transfer-Encoding: {cte}\r\n"
+        ).encode("ascii")
+    return head
 
 
 def _attachment_part(att: Attachment, eight_bit: bool = False) -> _Part:
