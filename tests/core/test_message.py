@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -495,3 +496,17 @@ def test_the_send_path_copies_are_what_model_copy_makes() -> None:
     assert [a.email for a in filled.to] == ["b@example.org", "c@example.org"]
     assert filled.as_bytes() and dropped.__pydantic_private__["_rendered"] is None  # type: ignore[index]
     assert dropped.message_id == filled.message_id == original.message_id
+
+
+@pytest.mark.parametrize("field", ["sender", "to", "cc", "bcc", "reply_to", "envelope"])
+def test_smtputf8_for_an_internationalized_address_in_any_field(field: str) -> None:
+    """``smtputf8`` walks each address list in turn (branch pool5): an EAI address in any
+    of them, the envelope's included, asks for SMTPUTF8; none, and it does not."""
+    eai = "ü@example.org"
+    fields: dict[str, Any] = {"sender": "a@example.com", "to": ["b@example.org"], "text": "x"}
+    if field == "envelope":
+        fields["envelope"] = {"recipients": [eai]}
+    else:
+        fields[field] = eai if field == "sender" else [eai]
+    assert Message(**fields).smtputf8
+    assert not Message(sender="a@example.com", to=["b@example.org"], cc=["c@example.org"]).smtputf8

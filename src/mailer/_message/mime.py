@@ -270,8 +270,7 @@ def _text_head(subtype: str, cte: str) -> bytes:
     head = _TEXT_HEADS.get((subtype, cte))
     if head is None:
         head = _TEXT_HEADS[subtype, cte] = (
-            f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
-            f"Content-Transfer-Encoding: {cte}\r\n"
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
         ).encode("ascii")
     return head
 
@@ -342,6 +341,8 @@ def _rfc822_8bit(data: bytes) -> bytes | None:
 
 def has_8bit_message(message: Message) -> bool:
     """Whether an attached message (message/rfc822) has 8-bit content."""
+    if not message.attachments:  # every send asks (SMTP's payload_8bit): no generator
+        return False
     return any(
         a.content_type == "message/rfc822" and not a.data().isascii() for a in message.attachments
     )
