@@ -11,6 +11,7 @@ import pytest
 
 from mailer import ConfigError
 from mailer._events.postgres import PostgresBackend
+from mailer._outbox.postgres import PostgresStore
 from mailer.testing import closed_port
 
 pytestmark = pytest.mark.anyio
@@ -40,4 +41,14 @@ async def test_the_events_store_without_asyncpg_is_a_config_error(
         "a postgresql:// events or suppression store needs asyncpg: "
         "pip install 'mailer-failover[postgres]'"
     )
+    assert PASSWORD not in text
+
+
+async def test_the_outbox_store_without_asyncpg_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
+    store = PostgresStore(_dsn())
+    text = await _refused(store.open)
+    assert text == "a postgresql:// outbox needs asyncpg: pip install 'mailer-failover[postgres]'"
     assert PASSWORD not in text
