@@ -25,6 +25,7 @@ __all__ = [
     "ThreadedSocketServer",
     "closed_port",
     "free_port",
+    "release_port",
 ]
 
 #: seconds a relay waits for a byte before it gives up: longer than any timeout a test or
@@ -41,28 +42,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: the sockets that hold :func:`closed_port`'s ports for the rest of the process
-_RESERVED: list[socket.socket] = []
+#: the sockets that hold :func:`closed_port`'s ports for the rest of the process, by
+#: (host, port)
+_RESERVED: dict[tuple[str, int], socket.socket] = {}
 
 
-def closed_port() -> int:
+def closed_port(host: str = "127.0.0.1") -> int:
     """A loopback port nothing listens on: a connection to it is refused at once.
 
     The port stays bound (never listening) by this process until it exits, so nothing
     can take it meanwhile: with a port that was only free a moment ago, a test server
     started later (aiosmtpd binds a :func:`free_port`) or another process could land on
     it, one time in thousands, and the "refused" connection would be answered.
+
+    ``host`` is the loopback address to hold it on (``"::1"`` for IPv6, ``"127.0.0.2"``
+    for a second IPv4 address): a port held on one address is not held on another.
+    :meth:`SMTPTestServer.start(port) <mailer.testing.SMTPTestServer.start>` lets the
+    reservation go just before it binds, for a provider that comes back where nobody
+    listened.
     """
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
     if not _RESERVED:
         atexit.register(_release_all)
-    _RESERVED.append(sock)
-    return int(sock.getsockname()[1])
+    port = int(sock.getsockname()[1])
+    _RESERVED[host, port] = sock
+    return port
+
+
+def release_port(port: int, host: str = "127.0.0.1") -> None:
+    """Let a :func:`closed_port` reservation go, so a server can bind ``port`` on
+    ``host`` now (nothing happens for a port that was not reserved there)."""
+    sock = _RESERVED.pop((host, port), None)
+    if sock is not None:
+        sock.close()
 
 
 def _release_all() -> None:
-    for sock in _RESERVED:
+    for sock in _RESERVED.values():
         sock.close()
     _RESERVED.clear()
 
