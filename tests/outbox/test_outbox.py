@@ -29,7 +29,7 @@ from mailer._config import load_config
 from mailer._outbox import OutboxConfig
 from mailer._outbox.store import NewMessage, Outcome
 from mailer._outbox.worker import open_store
-from mailer.testing import ScriptedProvider, SMTPTestServer, eventually, free_port
+from mailer.testing import ScriptedProvider, SMTPTestServer, closed_port, eventually
 
 from .conftest import add_messages, execute, fast_outbox, make_message, reset, rows, smtp_entry
 
@@ -56,7 +56,7 @@ async def test_all_down_then_back_500_enqueued_and_500_queued_by_send(
     """Both providers down: 500 messages enqueued, 500 more sent with on_all_failed =
     "enqueue" (queued, not raised); the providers come back; each of the 1,000 is
     delivered exactly once, as the servers count them."""
-    ports = (free_port(), free_port())  # nothing listens there yet: connection refused
+    ports = (closed_port(), closed_port())  # refused until smtp(port=) serves them
     async with two_smtp(db_url, ports, on_all_failed="enqueue") as mailer:
         enqueued = [await mailer.enqueue(make_message(i)) for i in range(500)]
         queued = []
