@@ -376,15 +376,20 @@ async def test_a_pin_is_stored_claimed_listed_and_cleared_by_retry(db_url: str) 
 
 async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
     """A dead worker's claims: back to queued if it never recorded a commit point, to
-    unknown if it did; a late worker whose claim was taken cannot cross."""
+    unknown if it did; a late worker whose claim was taken cannot cross. The lease is long
+    and expired by writing its end into the past, so no stall of a loaded machine can end
+    it early (before the commit point) or late."""
     store = open_store(OutboxConfig(url=db_url))
     await store.open()
     try:
         await add_messages(store, 2)
-        a, b = await store.claim("dead-worker", 10, lease=0.2, max_age=3600)
+        a, b = await store.claim("dead-worker", 10, lease=3600, max_age=3600)
         assert await store.mark_committing(b.row, b.claim, "smtp")
         assert await store.claim("other", 10, lease=30, max_age=3600) == []  # leased
-        await anyio.sleep(0.4)
+        execute(db_url, "UPDATE outbox SET lease_until = 0 WHERE state = 'sending'")  # expired
+        # a claim settles expired leases at most every 0.1 s (_SETTLE_EVERY): wait past it
+        # (a stall only makes the wait longer)
+        await anyio.sleep(0.3)
         again = await store.claim("other", 10, lease=30, max_age=3600)
         assert [c.message_id for c in again] == [a.message_id]
         assert again[0].attempts == 2
