@@ -5,7 +5,8 @@ The check is written once (``mailer._pgdriver``); each store says what needed th
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -25,30 +26,19 @@ def _dsn() -> str:
     return f"postgresql://mailer:{PASSWORD}@127.0.0.1:{closed_port()}/mail"
 
 
-async def _refused(open_store: Callable[[], Awaitable[None]]) -> str:
+@pytest.mark.parametrize(
+    ("store", "needed_by"),
+    [
+        (PostgresBackend, "a postgresql:// events or suppression store"),
+        (PostgresStore, "a postgresql:// outbox"),
+    ],
+)
+async def test_a_postgres_store_without_asyncpg_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, store: Callable[[str], Any], needed_by: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "asyncpg", None)
     with pytest.raises(ConfigError) as info:
-        await open_store()
-    return str(info.value)
-
-
-async def test_the_events_store_without_asyncpg_is_a_config_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "asyncpg", None)
-    store = PostgresBackend(_dsn())
-    text = await _refused(store.open)
-    assert text == (
-        "a postgresql:// events or suppression store needs asyncpg: "
-        "pip install 'mailer-failover[postgres]'"
-    )
-    assert PASSWORD not in text
-
-
-async def test_the_outbox_store_without_asyncpg_is_a_config_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "asyncpg", None)
-    store = PostgresStore(_dsn())
-    text = await _refused(store.open)
-    assert text == "a postgresql:// outbox needs asyncpg: pip install 'mailer-failover[postgres]'"
+        await store(_dsn()).open()
+    text = str(info.value)
+    assert text == f"{needed_by} needs asyncpg: pip install 'mailer-failover[postgres]'"
     assert PASSWORD not in text
