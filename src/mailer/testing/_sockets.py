@@ -142,21 +142,39 @@ class ThreadedSocketServer:
             client.close()
         self._listener.close()
 
-    def relay(self, client: socket.socket, upstream: socket.socket, *, hold: float = 0.0) -> None:
+    def relay(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        hold: float = 0.0,
+        held: threading.Event | None = None,
+    ) -> None:
         """Copy bytes between ``client`` and ``upstream`` both ways, each in a thread of
         its own; ``hold`` delays the upstream's first bytes to the client by that many
-        seconds (a peer slow to send its first flight, such as a TLS handshake's)."""
+        seconds (a peer slow to send its first flight, such as a TLS handshake's).
+        ``held`` is set once those bytes have arrived and are being held: a test waits
+        for it rather than guessing how long the client takes to get that far."""
         self.keep(upstream)
         for sock in (client, upstream):
             sock.settimeout(None)  # blocking: the pumps bound their waits themselves
         name = f"mailer-testing-relay-{self.port}"  # named: a test can find its relays
-        for source, sink, wait in ((client, upstream, 0.0), (upstream, client, hold)):
+        for source, sink, wait, signal in (
+            (client, upstream, 0.0, None),
+            (upstream, client, hold, held),
+        ):
             pump = threading.Thread(
-                target=self._pump, args=(source, sink, wait), name=name, daemon=True
+                target=self._pump, args=(source, sink, wait, signal), name=name, daemon=True
             )
             pump.start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, hold: float) -> None:
+    def _pump(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        hold: float,
+        held: threading.Event | None = None,
+    ) -> None:
         # select, not a socket timeout: the sockets stay blocking, so a send to a slow
         # reader waits for it instead of failing after a tick (stop() closes them)
         first, last = True, time.monotonic()
@@ -168,6 +186,8 @@ class ThreadedSocketServer:
                 if not data:
                     break
                 if first and hold:
+                    if held is not None:
+                        held.set()
                     self._stop.wait(hold)
                 first, last = False, time.monotonic()
                 sink.sendall(data)
