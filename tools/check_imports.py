@@ -54,6 +54,11 @@ LAYERS: tuple[Rule, ...] = (
     Rule("mailer._message", "message is the bottom layer: it imports only the base", only=BASE),
     Rule("mailer._looplag", "the loop-lag monitor imports nothing of ours", only=()),
     Rule(
+        "mailer._pgdriver",
+        "the asyncpg import check serves every Postgres store: it imports only the errors",
+        only=("mailer._errors",),
+    ),
+    Rule(
         "mailer._provider",
         "the provider interface knows no concrete provider and nothing above routing",
         never=("mailer.providers", *FRONT, *ON_TOP),

@@ -6,7 +6,9 @@ against runs on a loop of its own: the ``api`` fixture in conftest.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 from typing import Any
 
@@ -33,13 +35,24 @@ def failed_attempts(result: Any) -> list[str]:
 
 class SlowHandshakeRelay(ThreadedSocketServer):
     """Relays TCP to ``port``; on the connections numbered in ``slow`` (1 = the first)
-    the upstream's first bytes (its TLS handshake flight) are held for ``delay`` s."""
+    the upstream's first bytes (its TLS handshake flight) are held for ``delay`` s.
+    ``held`` is set when a slow connection's flight has arrived and is being held (the
+    client's ClientHello went through, the API answered): the moment a test starves
+    its loop from, whatever the machine's load made it take to get there."""
 
     def __init__(self, port: int, delay: float, slow: set[int]) -> None:
         super().__init__()
         self._upstream, self._delay, self._slow = port, delay, slow
+        self.held = threading.Event()
 
     def on_connect(self, client: socket.socket) -> None:
         hold = self._delay if self.accepted in self._slow else 0.0
         upstream = socket.create_connection((self.host, self._upstream), timeout=5)
-        self.relay(client, upstream, hold=hold)
+        self.relay(client, upstream, hold=hold, held=self.held if hold else None)
+
+    async def wait_held(self, timeout: float = 10.0) -> None:
+        """Let the event loop run until a slow connection's flight is held (bounded)."""
+        end = time.monotonic() + timeout
+        while not self.held.is_set():
+            assert time.monotonic() < end, "the client never got to its TLS handshake"
+            await asyncio.sleep(0.005)

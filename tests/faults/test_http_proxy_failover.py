@@ -159,21 +159,27 @@ async def test_a_handshake_through_the_proxy_timed_out_by_a_starved_loop_is_trie
     api: HTTPTestServer,
 ) -> None:
     """The loop-lag rule behind a proxy (tests/faults/test_http_loop_lag.py without
-    one): the API's TLS flight comes 1.8 s after the ClientHello on the first tunnel,
-    and the loop is held from 0.1 s to 1.7 s. The CONNECT's body had started, and the
-    old transport took that for ours: the healthy primary failed over. Now the try is
-    made again and the send goes out on the primary, once."""
-    delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
+    one): on the first tunnel the API's TLS flight is held (past the test), and once the
+    ClientHello is through and the flight held, the loop is starved for longer than the
+    budget: the handshake's timer expires during the stall, with next to none of the
+    loop's running time spent. The CONNECT's body had started, and the old transport
+    took that for ours: the healthy primary failed over. Now the try is made again and
+    the send goes out on the primary, once.
+
+    Load-proof: the stall starts when the flight is held (an event, not a guessed 0.1 s),
+    the flight never comes during it (no race with the loop's wake-up), and the budget
+    (2 s) leaves the set-up before the stall and the second try a wide margin."""
+    budget = {"pre_commit": 2.0, "max": 15.0}
+    relay = SlowHandshakeRelay(api.port, 30.0, slow={1}).start()  # stop() ends the hold
     try:
         backup = ScriptedProvider("backup")
         # the default timeout, as without a proxy: each of Resend's two tries has 5 s
         primary = resend("primary", relay.port, certs, proxy, timeout=10.0)
-        mailer = Mailer([primary, backup], budget=SHORT)
+        mailer = Mailer([primary, backup], budget=budget)
         async with mailer:
             task = asyncio.create_task(mailer.send(messages(1)[0]))
-            await asyncio.sleep(0.1)  # the tunnel open, the ClientHello out, the flight held
-            burn(delay - 0.1)
+            await relay.wait_held()  # the tunnel open, the ClientHello out, the flight held
+            burn(budget["pre_commit"] + 0.5)
             result = await asyncio.wait_for(task, 10)
             assert result.provider == "primary", failed_attempts(result)
             assert mailer.health()["primary"]["state"] == "closed"

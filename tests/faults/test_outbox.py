@@ -12,7 +12,7 @@ import pytest
 
 from mailer import AllProvidersFailed, Mailer, Message, TransientError
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import SMTPTestServer, closed_port, free_port
+from mailer.testing import SMTPTestServer, closed_port
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,7 @@ async def test_all_failed_raises_with_the_message_by_default() -> None:
 async def test_all_failed_is_queued_then_delivered_once(
     smtp: Callable[..., SMTPTestServer], tmp_path: Path
 ) -> None:
-    port = free_port()  # nobody listens yet
+    port = closed_port()  # refused until smtp(port=) serves it
     config = {
         "providers": [{"type": "smtp", "name": "primary",
                        "config": {"host": "127.0.0.1", "port": port}}],

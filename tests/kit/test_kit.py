@@ -19,6 +19,7 @@ from mailer.testing import (
     closed_port,
     eventually,
     free_port,
+    release_port,
     serve,
     wait_until,
 )
@@ -135,3 +136,40 @@ def test_a_closed_port_refuses_and_nothing_else_can_take_it() -> None:
         with pytest.raises(OSError, match="in use"):
             server.bind(("127.0.0.1", port))
     assert port not in {free_port() for _ in range(50)}
+
+
+def test_a_closed_port_held_on_another_loopback_address_refuses_there() -> None:
+    """``closed_port(host)`` holds the port on that address: a refused IPv4 address
+    other than 127.0.0.1, and IPv6's ::1 where the machine has it."""
+    hosts = ["127.0.0.2"] + (["::1"] if socket.has_ipv6 and _ipv6_loopback() else [])
+    for host in hosts:
+        port = closed_port(host)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family) as client, pytest.raises(ConnectionRefusedError):
+            client.connect((host, port))
+        with socket.socket(family) as server, pytest.raises(OSError, match="in use"):
+            server.bind((host, port))
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def test_a_server_comes_back_on_a_closed_port() -> None:
+    """A provider that found nobody (a ``closed_port()``) comes back there:
+    ``SMTPTestServer.start(port)`` lets the reservation go and binds it; and once let
+    go, ``release_port`` is a no-op."""
+    port = closed_port()
+    server = SMTPTestServer().start(port)
+    try:
+        assert server.port == port
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            assert client.recv(3) == b"220"
+    finally:
+        server.stop()
+    release_port(port)  # already let go: nothing to do

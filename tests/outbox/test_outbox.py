@@ -29,7 +29,7 @@ from mailer._config import load_config
 from mailer._outbox import OutboxConfig
 from mailer._outbox.store import NewMessage, Outcome
 from mailer._outbox.worker import open_store
-from mailer.testing import ScriptedProvider, SMTPTestServer, eventually, free_port
+from mailer.testing import ScriptedProvider, SMTPTestServer, closed_port, eventually
 
 from .conftest import add_messages, execute, fast_outbox, make_message, reset, rows, smtp_entry
 
@@ -56,7 +56,7 @@ async def test_all_down_then_back_500_enqueued_and_500_queued_by_send(
     """Both providers down: 500 messages enqueued, 500 more sent with on_all_failed =
     "enqueue" (queued, not raised); the providers come back; each of the 1,000 is
     delivered exactly once, as the servers count them."""
-    ports = (free_port(), free_port())  # nothing listens there yet: connection refused
+    ports = (closed_port(), closed_port())  # refused until smtp(port=) serves them
     async with two_smtp(db_url, ports, on_all_failed="enqueue") as mailer:
         enqueued = [await mailer.enqueue(make_message(i)) for i in range(500)]
         queued = []
@@ -376,15 +376,20 @@ async def test_a_pin_is_stored_claimed_listed_and_cleared_by_retry(db_url: str) 
 
 async def test_expired_leases_settle_by_the_commit_flag(db_url: str) -> None:
     """A dead worker's claims: back to queued if it never recorded a commit point, to
-    unknown if it did; a late worker whose claim was taken cannot cross."""
+    unknown if it did; a late worker whose claim was taken cannot cross. The lease is long
+    and expired by writing its end into the past, so no stall of a loaded machine can end
+    it early (before the commit point) or late."""
     store = open_store(OutboxConfig(url=db_url))
     await store.open()
     try:
         await add_messages(store, 2)
-        a, b = await store.claim("dead-worker", 10, lease=0.2, max_age=3600)
+        a, b = await store.claim("dead-worker", 10, lease=3600, max_age=3600)
         assert await store.mark_committing(b.row, b.claim, "smtp")
         assert await store.claim("other", 10, lease=30, max_age=3600) == []  # leased
-        await anyio.sleep(0.4)
+        execute(db_url, "UPDATE outbox SET lease_until = 0 WHERE state = 'sending'")  # expired
+        # a claim settles expired leases at most every 0.1 s (_SETTLE_EVERY): wait past it
+        # (a stall only makes the wait longer)
+        await anyio.sleep(0.3)
         again = await store.claim("other", 10, lease=30, max_age=3600)
         assert [c.message_id for c in again] == [a.message_id]
         assert again[0].attempts == 2

@@ -10,7 +10,7 @@ import pytest
 from mailer import Message
 from mailer._errors import AuthError, TransientError
 from mailer.providers._smtp import OAuth2Options, SMTPProvider
-from mailer.testing import USERS, SMTPTestServer, TokenEndpoint, free_port
+from mailer.testing import USERS, SMTPTestServer, TokenEndpoint, closed_port
 
 pytestmark = pytest.mark.anyio
 
@@ -113,7 +113,7 @@ async def test_token_endpoint_server_error_is_transient(
 
 async def test_token_endpoint_unreachable_is_transient(starttls_server: SMTPTestServer) -> None:
     settings = oauth(
-        token_url=f"http://127.0.0.1:{free_port()}/token",
+        token_url=f"http://127.0.0.1:{closed_port()}/token",
         client_id="c",
         client_secret="s",
         refresh_token="r",

@@ -19,7 +19,7 @@ from mailer._errors import (
 )
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp.wire import encode_data
-from mailer.testing import ScriptedServer, SMTPTestServer, free_port
+from mailer.testing import ScriptedServer, SMTPTestServer, closed_port
 
 from .kit import SMUGGLING
 
@@ -33,7 +33,7 @@ def message(*to: str) -> Message:
 
 
 async def test_connection_refused() -> None:
-    port = free_port()
+    port = closed_port()
     provider = SMTPProvider.from_config("p", {"host": "127.0.0.1", "port": port})
     with pytest.raises(TransientError) as info:
         await provider.send(message())

@@ -23,7 +23,7 @@ from mailer import Message
 from mailer._errors import TransientError
 from mailer.providers._smtp import SMTPProvider, _happy
 from mailer.providers._smtp._happy import ATTEMPT_DELAY, interleave
-from mailer.testing import TLS_NAME, SMTPTestServer, free_port
+from mailer.testing import TLS_NAME, SMTPTestServer, closed_port
 
 pytestmark = pytest.mark.anyio
 
@@ -198,7 +198,7 @@ async def test_refused_ipv6_falls_back_at_once(
     starttls_server: SMTPTestServer, resolve: Resolve
 ) -> None:
     """A refusal is an answer: the next address is tried without waiting the delay."""
-    resolve([("::1", free_port()), ("127.0.0.1", starttls_server.port)])
+    resolve([("::1", closed_port("::1")), ("127.0.0.1", starttls_server.port)])
     started = time.monotonic()
     await SMTPProvider.from_config("p", default_config(starttls_server)).send(message())
     assert time.monotonic() - started < 3.0
@@ -208,7 +208,7 @@ async def test_refused_ipv6_falls_back_at_once(
 async def test_every_address_refused_is_a_refusal(
     starttls_server: SMTPTestServer, resolve: Resolve
 ) -> None:
-    resolve([("127.0.0.1", free_port()), ("127.0.0.2", free_port())])
+    resolve([("127.0.0.1", closed_port()), ("127.0.0.2", closed_port("127.0.0.2"))])
     with pytest.raises(TransientError) as info:
         await SMTPProvider.from_config("p", default_config(starttls_server)).send(message())
     assert "connection refused by mail.test.example:" in str(info.value)

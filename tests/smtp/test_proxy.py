@@ -20,7 +20,7 @@ from mailer._config import parse_dsn
 from mailer._errors import AuthError, TransientError
 from mailer.providers._smtp import SMTPProvider
 from mailer.providers._smtp._proxy import parse_proxy
-from mailer.testing import TLS_NAME, HTTPConnectProxy, SMTPTestServer, SOCKSProxy, free_port
+from mailer.testing import TLS_NAME, HTTPConnectProxy, SMTPTestServer, SOCKSProxy, closed_port
 
 pytestmark = pytest.mark.anyio
 
@@ -139,7 +139,7 @@ async def test_refused_proxy_credentials_are_an_auth_error(
 async def test_proxy_down_fails_over_like_a_refused_connection(
     starttls_server: SMTPTestServer,
 ) -> None:
-    url = f"socks5h://{USER}:{PASSWORD}@127.0.0.1:{free_port()}"
+    url = f"socks5h://{USER}:{PASSWORD}@127.0.0.1:{closed_port()}"
     with pytest.raises(TransientError) as info:
         await SMTPProvider.from_config("p", via(starttls_server, url)).send(message())
     text = str(info.value)
@@ -165,7 +165,7 @@ async def test_proxy_cannot_reach_the_server(
     proxies: Callable[..., Any], starttls_server: SMTPTestServer
 ) -> None:
     proxy = proxies(SOCKSProxy)
-    config = via(starttls_server, f"socks5h://127.0.0.1:{proxy.port}", port=free_port())
+    config = via(starttls_server, f"socks5h://127.0.0.1:{proxy.port}", port=closed_port())
     with pytest.raises(TransientError) as info:
         await SMTPProvider.from_config("p", config).send(message())
     assert f"proxy socks5h://127.0.0.1:{proxy.port} could not connect to mail.test.example:" in (

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigError
+from .._pgdriver import import_asyncpg
 from .._redact import redact_url
 from .model import DeliveryEvent
 from .store import (
@@ -165,13 +165,7 @@ class PostgresBackend:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        try:
-            import asyncpg
-        except ImportError:
-            raise ConfigError(
-                "a postgresql:// events or suppression store needs asyncpg: "
-                "pip install 'mailer-failover[postgres]'"
-            ) from None
+        asyncpg = import_asyncpg("a postgresql:// events or suppression store")
         pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(7243912)")

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConfigError
 from .._log import get_logger
+from .._pgdriver import import_asyncpg
 from .._redact import redact_url
 from . import _chunked
 from ._batch import Batcher
@@ -129,12 +129,7 @@ class PostgresStore(PostgresDispatch):
     async def open(self) -> None:
         if self._pool is not None:
             return
-        try:
-            import asyncpg
-        except ImportError:
-            raise ConfigError(
-                "a postgresql:// outbox needs asyncpg: pip install 'mailer-failover[postgres]'"
-            ) from None
+        asyncpg = import_asyncpg("a postgresql:// outbox")
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=1, max_size=self.pool_size, reset=_reset
         )

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
         ThreadedSocketServer,
         closed_port,
         free_port,
+        release_port,
     )
     from ._thread import LoopThread, in_thread
     from ._token import TokenEndpoint
@@ -98,6 +99,7 @@ _WHERE = {
     "ThreadedSocketServer": "._sockets",
     "closed_port": "._sockets",
     "free_port": "._sockets",
+    "release_port": "._sockets",
     "LoopThread": "._thread",
     "in_thread": "._thread",
     "TokenEndpoint": "._token",
@@ -139,6 +141,7 @@ __all__ = [
     "message_id_of",
     "outbox",
     "read_request",
+    "release_port",
     "send_stubbed",
     "serve",
     "stub_endpoint",

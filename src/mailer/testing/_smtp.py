@@ -47,7 +47,7 @@ from typing import Any
 from ._certs import TLS_NAME, Certs
 from ._deps import EXTRA
 from ._poll import wait_until
-from ._sockets import free_port
+from ._sockets import free_port, release_port
 
 try:
     from aiosmtpd.controller import Controller
@@ -465,6 +465,8 @@ class SMTPTestServer:
             kwargs["auth_require_tls"] = self._auth_require_tls
         mechanisms = self._mechanisms if self._auth else ()
         kwargs["auth_exclude_mechanism"] = [m for m in _MECHANISMS if m not in mechanisms]
+        if port is not None:
+            release_port(port, self.host)  # a closed_port() that now comes back
         for _ in range(5 if port is None else 20):
             self.port = free_port() if port is None else port
             controller = _Controller(

@@ -25,6 +25,7 @@ __all__ = [
     "ThreadedSocketServer",
     "closed_port",
     "free_port",
+    "release_port",
 ]
 
 #: seconds a relay waits for a byte before it gives up: longer than any timeout a test or
@@ -41,28 +42,48 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: the sockets that hold :func:`closed_port`'s ports for the rest of the process
-_RESERVED: list[socket.socket] = []
+#: the sockets that hold :func:`closed_port`'s ports for the rest of the process, by
+#: (host, port)
+_RESERVED: dict[tuple[str, int], socket.socket] = {}
 
 
-def closed_port() -> int:
+def closed_port(host: str = "127.0.0.1") -> int:
     """A loopback port nothing listens on: a connection to it is refused at once.
 
     The port stays bound (never listening) by this process until it exits, so nothing
     can take it meanwhile: with a port that was only free a moment ago, a test server
     started later (aiosmtpd binds a :func:`free_port`) or another process could land on
     it, one time in thousands, and the "refused" connection would be answered.
+
+    ``host`` is the loopback address to hold it on (``"::1"`` for IPv6, ``"127.0.0.2"``
+    for a second IPv4 address): a port held on one address is not held on another.
+    :meth:`SMTPTestServer.start(port) <mailer.testing.SMTPTestServer.start>` lets the
+    reservation go just before it binds, for a provider that comes back where nobody
+    listened.
     """
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        sock.bind((host, 0))
+    except OSError:
+        sock.close()
+        raise
     if not _RESERVED:
         atexit.register(_release_all)
-    _RESERVED.append(sock)
-    return int(sock.getsockname()[1])
+    port = int(sock.getsockname()[1])
+    _RESERVED[host, port] = sock
+    return port
+
+
+def release_port(port: int, host: str = "127.0.0.1") -> None:
+    """Let a :func:`closed_port` reservation go, so a server can bind ``port`` on
+    ``host`` now (nothing happens for a port that was not reserved there)."""
+    sock = _RESERVED.pop((host, port), None)
+    if sock is not None:
+        sock.close()
 
 
 def _release_all() -> None:
-    for sock in _RESERVED:
+    for sock in _RESERVED.values():
         sock.close()
     _RESERVED.clear()
 
@@ -121,21 +142,39 @@ class ThreadedSocketServer:
             client.close()
         self._listener.close()
 
-    def relay(self, client: socket.socket, upstream: socket.socket, *, hold: float = 0.0) -> None:
+    def relay(
+        self,
+        client: socket.socket,
+        upstream: socket.socket,
+        *,
+        hold: float = 0.0,
+        held: threading.Event | None = None,
+    ) -> None:
         """Copy bytes between ``client`` and ``upstream`` both ways, each in a thread of
         its own; ``hold`` delays the upstream's first bytes to the client by that many
-        seconds (a peer slow to send its first flight, such as a TLS handshake's)."""
+        seconds (a peer slow to send its first flight, such as a TLS handshake's).
+        ``held`` is set once those bytes have arrived and are being held: a test waits
+        for it rather than guessing how long the client takes to get that far."""
         self.keep(upstream)
         for sock in (client, upstream):
             sock.settimeout(None)  # blocking: the pumps bound their waits themselves
         name = f"mailer-testing-relay-{self.port}"  # named: a test can find its relays
-        for source, sink, wait in ((client, upstream, 0.0), (upstream, client, hold)):
+        for source, sink, wait, signal in (
+            (client, upstream, 0.0, None),
+            (upstream, client, hold, held),
+        ):
             pump = threading.Thread(
-                target=self._pump, args=(source, sink, wait), name=name, daemon=True
+                target=self._pump, args=(source, sink, wait, signal), name=name, daemon=True
             )
             pump.start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, hold: float) -> None:
+    def _pump(
+        self,
+        source: socket.socket,
+        sink: socket.socket,
+        hold: float,
+        held: threading.Event | None = None,
+    ) -> None:
         # select, not a socket timeout: the sockets stay blocking, so a send to a slow
         # reader waits for it instead of failing after a tick (stop() closes them)
         first, last = True, time.monotonic()
@@ -147,6 +186,8 @@ class ThreadedSocketServer:
                 if not data:
                     break
                 if first and hold:
+                    if held is not None:
+                        held.set()
                     self._stop.wait(hold)
                 first, last = False, time.monotonic()
                 sink.sendall(data)
