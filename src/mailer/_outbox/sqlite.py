@@ -67,7 +67,8 @@ CREATE INDEX IF NOT EXISTS outbox_lease ON outbox (state, lease_until);
 CREATE TABLE IF NOT EXISTS outbox_body (
     id          INTEGER PRIMARY KEY,
     message     BLOB    NOT NULL,
-    raw         BLOB
+    raw         BLOB,
+    digest      BLOB
 );
 """
 
@@ -97,6 +98,10 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
             for statement in (*_SCHEMA.split(";"), DISPATCH_SCHEMA, _chunked.SQLITE_SCHEMA):
                 if statement.strip():
                     conn.execute(statement)
+            # added with the sealed load (_load.py): files made before it gain the column
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox_body)")}
+            if "digest" not in columns:
+                conn.execute("ALTER TABLE outbox_body ADD COLUMN digest BLOB")
 
         await self._do(create, durable=True)
 
@@ -124,8 +129,8 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
             # result each update the row. With the content in it that was about 60 KB
             # of WAL per message sent; without, a page or two.
             conn.execute(
-                "INSERT INTO outbox_body (id, message, raw) VALUES (?, ?, ?)",
-                (cur.lastrowid, item.message_json, item.raw),
+                "INSERT INTO outbox_body (id, message, raw, digest) VALUES (?, ?, ?, ?)",
+                (cur.lastrowid, item.message_json, item.raw, item.digest),
             )
             if item.parts:  # a large message's attachments (read here, off the loop)
                 assert cur.lastrowid is not None
@@ -336,9 +341,9 @@ def _lease(
     got = {r[0]: r for r in conn.execute(_LEASE.format(marks), params).fetchall()}
     bodies = {r[0]: r for r in conn.execute(_BODIES.format(marks), rows).fetchall()}
     return [
-        Claimed(row, g[1], g[2], bodies[row][1], bodies[row][2], g[3], g[4], g[5], commit)
+        Claimed(row, g[1], g[2], b[1], b[2], g[3], g[4], g[5], commit, b[3])
         for row in rows
-        if (g := got.get(row)) is not None
+        if (g := got.get(row)) is not None and (b := bodies[row])
     ]
 
 
@@ -352,7 +357,7 @@ _LEASE = (
     " attempts = attempts + 1, updated = ?"
     " WHERE id IN ({}) RETURNING id, claim, message_id, attempts, created, pin"
 )
-_BODIES = "SELECT id, message, raw FROM outbox_body WHERE id IN ({})"
+_BODIES = "SELECT id, message, raw, digest FROM outbox_body WHERE id IN ({})"
 #: an attempt's result, if its claim still holds the row
 _FINISH = (
     "UPDATE outbox SET state = ?, next_at = COALESCE(?, next_at),"
