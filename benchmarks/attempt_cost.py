@@ -11,6 +11,10 @@ ROUNDS runs of COUNT, the trees interleaved run by run in their own processes:
 * **send**: a whole ``Mailer.send`` to a memory provider (defaults, suppression check,
   rendering, routing, the attempt, its record and events), with the default logging: the
   per-send work around a provider's I/O;
+* **send, concurrent**: the same, 50 sends at a time (``asyncio.gather``) to a memory
+  provider that waits a microsecond's timer: each send suspends and is resumed through
+  every frame of its chain (the Mailer's, routing's, the attempt's), as every send to a
+  real server is;
 * **hand-off wait**: a pipelined send's wait for the transaction before it on the
   connection (``_after``: its future set by another task), as the SMTP exchange makes it
   for every handed-off send.
@@ -72,6 +76,21 @@ async def main() -> dict[str, float]:
             await mailer.send(Message(to=["b@example.org"], subject="s", text="t"))
         send = (time.process_time() - began) / COUNT * 1e6
 
+    slow = MemoryProvider(config=MemoryConfig(keep=1, latency=1e-6))
+    mailer = Mailer([slow], defaults={"sender": "a@example.com"})
+    async with mailer:
+        async def batch() -> None:
+            await asyncio.gather(
+                *(mailer.send(Message(to=["b@example.org"], subject="s", text="t"))
+                  for _ in range(50))
+            )
+        for _ in range(COUNT // 500):
+            await batch()
+        began = time.process_time()
+        for _ in range(COUNT // 50):
+            await batch()
+        concurrent = (time.process_time() - began) / (COUNT // 50 * 50) * 1e6
+
     try:
         from mailer.providers._smtp._exchange import _after as after
     except ImportError:  # a tree before connection.py's split: a method of Connection
@@ -84,14 +103,16 @@ async def main() -> dict[str, float]:
         loop.call_soon(previous.set_result, None)
         await after(None, previous)
     handoff = (time.process_time() - began) / COUNT * 1e6
-    return {"attempt": attempt, "render": render, "send": send, "handoff": handoff}
+    return {"attempt": attempt, "render": render, "send": send, "concurrent": concurrent,
+            "handoff": handoff}
 
 print(json.dumps(asyncio.run(main())))
 """
 
 
 def main() -> None:
-    compare(__doc__.split("\n")[0], _CHILD, ("attempt", "render", "send", "handoff"), "a send")
+    keys = ("attempt", "render", "send", "concurrent", "handoff")
+    compare(__doc__.split("\n")[0], _CHILD, keys, "a send")
 
 
 if __name__ == "__main__":

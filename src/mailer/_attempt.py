@@ -461,7 +461,7 @@ def _past(deadline: float, margin: float, took: float) -> bool:
 @dataclass(slots=True)
 class Tries:
     """One send's tries on one provider and the deadline they share (routing's
-    ``Leaf._with_retries``; an idempotent batch request's two tries, providers/http/
+    ``Leaf.try_send``; an idempotent batch request's two tries, providers/http/
     batch.py, use it too). The provider's window starts with the first try, after any
     wait for its rate-limit slot, which the send's deadline bounds alone."""
 

@@ -308,86 +308,78 @@ class Mailer(AsyncClosing):
 
         A send past the admission gate's capacity waits there first, before it builds
         anything (mailer/_routing/admission.py); that wait counts against its deadline.
+        The send past the gate is in this frame too, not in one of its own: every frame
+        of a send's chain is resumed on each of its wakes (four a send over SMTP; pool5).
         """
         gate = self._admission
-        if gate is None or providers is not None:
-            return await self._admitted(message, providers, suppression, 0.0)
         waited = 0.0
-        if not gate.try_enter():
-            if current_async_library() != "asyncio":  # the gate's futures are asyncio's
-                return await self._admitted(message, providers, suppression, 0.0)
-            began = _clock.now()
-            await gate.enter(began + self.send_timeout)
-            waited = _clock.now() - began
-        try:
-            return await self._admitted(message, providers, suppression, waited)
-        finally:
-            gate.leave()
-
-    async def _admitted(
-        self,
-        message: Message,
-        providers: Sequence[str] | None,
-        suppression: bool,
-        waited: float,
-    ) -> SendResult:
-        """One send past the admission gate, ``waited`` seconds after it was called."""
-        root = self.root if providers is None else self._subset(providers)
-        msg = message.with_defaults(self._defaults)
-        dropped = await check_suppression(msg, suppression, self.suppression, self.unsubscribe)
-        if dropped:
-            msg = msg.without_recipients(frozenset(dropped))
-        if msg.unsubscribe:  # the same two headers whichever provider sends
-            headers = unsubscribe_headers(self.unsubscribe, msg)
-            msg = msg.with_defaults(MessageDefaults.made({"headers": headers}))
-        if msg.template is not None:
-            render_template(msg, self.templates, self._leaves)
-        # render and check once, before any I/O (a template's local rendering, if any); a
-        # large text or HTML part a slice at a time, so the loop is not held
-        await (variant_of(msg) or msg).render_async()
-        msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
-        if msg.provider_options:  # refused before any I/O, not half-way through failover
-            for leaf in self._leaves:
-                options = leaf.options_for(msg)
-                if options is not None:
-                    leaf.check_options(options)
-        ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout - waited, root=root)
-        send_token = _SEND.set(ctx)
-        rt = self._runtime
-        emit = rt.emit
-        if rt.listening(None):  # the log writes no record of a start
-            emit(Event("start", message_id=msg.message_id))
-        try:
-            result = await root.send(msg)
-        except AllProvidersFailed as failure:
-            failure.attempts = ctx.attempts
-            errors = list(failure.errors.values())
-            ending: DeliveryError = failure
-            if errors and all(isinstance(e, UnsupportedFeature) for e in errors):
-                # No provider can carry it: a message problem for this Mailer.
-                ending = UnsupportedFeature(
-                    "no provider of this Mailer can send this message: "
-                    + "; ".join(str(e.args[0]) for e in errors)
-                )
-                ending.attempts = ctx.attempts
-            emit(Event("failed", message_id=msg.message_id, error=ending))
-            if ending is failure:
+        if gate is not None and (providers is not None or not gate.try_enter()):
+            if providers is not None or current_async_library() != "asyncio":
+                gate = None  # not gated: a chosen subset, or not asyncio (the gate's futures)
+            else:
+                began = _clock.now()
+                await gate.enter(began + self.send_timeout)
+                waited = _clock.now() - began
+        try:  # past the gate (left in ``finally``), or not gated (``gate`` is None)
+            root = self.root if providers is None else self._subset(providers)
+            msg = message.with_defaults(self._defaults)
+            dropped = await check_suppression(msg, suppression, self.suppression, self.unsubscribe)
+            if dropped:
+                msg = msg.without_recipients(frozenset(dropped))
+            if msg.unsubscribe:  # the same two headers whichever provider sends
+                headers = unsubscribe_headers(self.unsubscribe, msg)
+                msg = msg.with_defaults(MessageDefaults.made({"headers": headers}))
+            if msg.template is not None:
+                render_template(msg, self.templates, self._leaves)
+            # render and check once, before any I/O (a template's local rendering, if any); a
+            # large text or HTML part a slice at a time, so the loop is not held
+            await (variant_of(msg) or msg).render_async()
+            msg.envelope_sender  # noqa: B018 - raises MessageError without a sender
+            if msg.provider_options:  # refused before any I/O, not half-way through failover
+                for leaf in self._leaves:
+                    options = leaf.options_for(msg)
+                    if options is not None:
+                        leaf.check_options(options)
+            ctx = SendContext(msg.message_id, _clock.now() + self.send_timeout - waited, root=root)
+            send_token = _SEND.set(ctx)
+            rt = self._runtime
+            emit = rt.emit
+            if rt.listening(None):  # the log writes no record of a start
+                emit(Event("start", message_id=msg.message_id))
+            try:
+                result = await root.send(msg)
+            except AllProvidersFailed as failure:
+                failure.attempts = ctx.attempts
+                errors = list(failure.errors.values())
+                ending: DeliveryError = failure
+                if errors and all(isinstance(e, UnsupportedFeature) for e in errors):
+                    # No provider can carry it: a message problem for this Mailer.
+                    ending = UnsupportedFeature(
+                        "no provider of this Mailer can send this message: "
+                        + "; ".join(str(e.args[0]) for e in errors)
+                    )
+                    ending.attempts = ctx.attempts
+                emit(Event("failed", message_id=msg.message_id, error=ending))
+                if ending is failure:
+                    raise
+                raise ending from failure
+            except BaseException as exc:
+                if not ctx.ended:  # every send ends with one "sent" or "failed" event
+                    emit(Event("failed", message_id=msg.message_id, error=ending_error(exc, ctx)))
                 raise
-            raise ending from failure
-        except BaseException as exc:
-            if not ctx.ended:  # every send ends with one "sent" or "failed" event
-                emit(Event("failed", message_id=msg.message_id, error=ending_error(exc, ctx)))
-            raise
+            finally:
+                _SEND.reset(send_token)
+            if dropped:
+                result.suppressed = dropped
+            if result.provider_message_id and result.message_id and result.status == "sent":
+                hub = self._hub
+                hub.record_send(result.provider, result.provider_message_id, result.message_id)
+                if hub.flush_due():
+                    await hub.flush_soon()
+            return result
         finally:
-            _SEND.reset(send_token)
-        if dropped:
-            result.suppressed = dropped
-        if result.provider_message_id and result.message_id and result.status == "sent":
-            hub = self._hub
-            hub.record_send(result.provider, result.provider_message_id, result.message_id)
-            if hub.flush_due():
-                await hub.flush_soon()
-        return result
+            if gate is not None:
+                gate.leave()
 
     async def send_many(
         self,

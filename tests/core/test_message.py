@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,6 +261,24 @@ def test_message_id_made_once_and_kept() -> None:
     assert make(message_id="abc@example.com").message_id == "<abc@example.com>"
 
 
+def test_a_made_id_is_a_version_4_uuid_as_before() -> None:
+    """The id's local part is made from ``os.urandom`` directly (branch pool5), not by
+    ``uuid.uuid4()``: still a version-4, RFC 4122 UUID in 32 lowercase hex digits (the
+    bits are set, not drawn), and a new one for every message."""
+    import uuid
+
+    seen = set()
+    for _ in range(200):
+        made = make(text="x").message_id
+        assert made is not None and made.startswith("<") and made.endswith("@example.com>")
+        local = made[1:].partition("@")[0]
+        parsed = uuid.UUID(hex=local)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert parsed.hex == local
+        seen.add(local)
+    assert len(seen) == 200
+
+
 def test_from_alias_and_frozen() -> None:
     m = Message(**{"from": "a@example.com", "to": "b@example.com", "text": "x"})
     assert m.sender is not None and m.sender.email == "a@example.com"
@@ -477,3 +496,17 @@ def test_the_send_path_copies_are_what_model_copy_makes() -> None:
     assert [a.email for a in filled.to] == ["b@example.org", "c@example.org"]
     assert filled.as_bytes() and dropped.__pydantic_private__["_rendered"] is None  # type: ignore[index]
     assert dropped.message_id == filled.message_id == original.message_id
+
+
+@pytest.mark.parametrize("field", ["sender", "to", "cc", "bcc", "reply_to", "envelope"])
+def test_smtputf8_for_an_internationalized_address_in_any_field(field: str) -> None:
+    """``smtputf8`` walks each address list in turn (branch pool5): an EAI address in any
+    of them, the envelope's included, asks for SMTPUTF8; none, and it does not."""
+    eai = "ü@example.org"
+    fields: dict[str, Any] = {"sender": "a@example.com", "to": ["b@example.org"], "text": "x"}
+    if field == "envelope":
+        fields["envelope"] = {"recipients": [eai]}
+    else:
+        fields[field] = eai if field == "sender" else [eai]
+    assert Message(**fields).smtputf8
+    assert not Message(sender="a@example.com", to=["b@example.org"], cc=["c@example.org"]).smtputf8

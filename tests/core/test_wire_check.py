@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from mailer import MessageError
 from mailer._message import wire
 from mailer._message.wire import _has_overlong_line, check_wire
+from mailer._text import QUOTE, clip
 
 #: the regex the check used before (anchored at line starts: linear)
 _OVERLONG_LINE = re.compile(rb"(?m)^[^\r\n]{999}")
@@ -78,6 +79,52 @@ def test_header_names_same_verdict_as_before(present: list[str], expected: list[
         assert str(caught.value) == want
 
 
+_BAD = re.compile(rb"(?m)^(?![!-9;-~]+:|[ \t])")
+_LINES = st.sampled_from(
+    [
+        b"From: a@x.org",
+        b"SUBJECT: s",
+        b"subject:s",
+        b"X-Tag: v",
+        b"To: a@x.org,",
+        b" b@x.org",
+        b"\tfolded",
+        b"Received: x",
+        b"no colon here",
+        b"Name with space: v",
+        b":empty name",
+        b"",
+        b"X-Tag:a:b",
+    ]
+)
+
+
+@given(st.lists(_LINES, min_size=1, max_size=8), st.lists(_NAMES, max_size=6))
+def test_header_lines_same_verdict_as_the_line_regexes(
+    lines: list[bytes], expected: list[str]
+) -> None:
+    """The one-pass check of the line starts (branch pool5) against the two ``(?m)^``
+    regexes it replaced: the same lines refused, with the same error, continuation and
+    empty lines included."""
+    head = b"\r\n".join(lines)
+    if b"\r\n\r\n" in head + b"\r\n" or not head:
+        return  # an empty line ends the header block: not a head of these lines
+    bad = _BAD.search(head)
+    if bad is not None:
+        stop = head.find(b"\r\n", bad.start())
+        line = head[bad.start() : stop if stop >= 0 else len(head)]
+        want: str | None = f"rendered header has an unexpected line: {clip(line, QUOTE)!r}"
+    else:
+        want = _verdict_before(head, expected)
+    data = head + b"\r\n\r\nbody\r\n"
+    if want is None:
+        check_wire(data, expected)
+    else:
+        with pytest.raises(MessageError) as caught:
+            check_wire(data, expected)
+        assert str(caught.value) == want
+
+
 def test_a_custom_header_may_repeat_but_not_subject() -> None:
     data = b"From: a@x.org\r\nX-Tag: 1\r\nx-tag: 2\r\nSubject: s\r\n\r\nbody\r\n"
     check_wire(data, ["from", "X-Tag", "subject"])
@@ -93,3 +140,34 @@ def test_the_allowed_sets_stay_bounded() -> None:
     assert len(wire._ALLOWED) <= 256
     with pytest.raises(MessageError, match="unexpected header 'x-custom-1'"):
         check_wire(b"From: a@x.org\r\nX-Custom-1: v\r\n\r\nbody\r\n", ["from"])
+
+
+_TEXTS = ["plain\nlines\r\nmixed\rends", "café " * 40 + "\r\n.dot line", "日本語" * 200, "x" * 1200]
+
+
+@pytest.mark.parametrize("text", _TEXTS)
+@pytest.mark.parametrize("stdlib", [False, True])
+def test_a_rendering_is_crlf_only_so_the_smtp_payload_skips_the_count(
+    text: str, stdlib: bool
+) -> None:
+    """SMTP's ``message_payload`` does not count a rendering's line endings again
+    (``data_pieces(checked=True)``): the wire check above refused any bare CR or LF. Held
+    for the fast renderer and the stdlib's (a long header with runs of spaces), text
+    bodies in each transfer encoding, HTML and an attachment."""
+    from mailer import Attachment, Message
+    from mailer.providers._smtp.wire import _crlf_only, data_pieces
+
+    headers = {"X-Spaced": "a  b " * 30} if stdlib else {}
+    message = Message(
+        sender="a@example.com",
+        to=["b@example.org"],
+        subject="s",
+        text=text,
+        html=f"<p>{text}</p>",
+        attachments=[Attachment(content=b"\r\n\n\r" * 50, filename="raw.bin")],
+        headers=headers,
+    )
+    data = message.as_bytes()
+    assert (b"X-Spaced" in data) is stdlib
+    assert _crlf_only(data)
+    assert data_pieces(data, checked=True) == data_pieces(data)

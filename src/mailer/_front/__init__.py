@@ -4,6 +4,6 @@
 admission gate, the outbox, the delivery events hub); :mod:`.send` holds the send path's
 steps around routing (the suppression check and a template's local rendering before it,
 what an unfinished send means for delivery after it). The class keeps its own hot path
-(``_deliver``, ``_admitted``) and its public methods, so that ``mailer._mailer`` stays
+(``send``, ``_deliver``) and its public methods, so that ``mailer._mailer`` stays
 the one place a reader starts from.
 """

@@ -8,8 +8,8 @@ state and handed to its copies, so whichever copy is read first fixes the id for
 
 from __future__ import annotations
 
+import os
 import threading
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from .._errors import MessageError
@@ -18,7 +18,7 @@ from ._checks import check_text, describe
 if TYPE_CHECKING:
     from .model import Message
 
-__all__ = ["IdCell", "MessageId", "check_message_id", "id_cell"]
+__all__ = ["IdCell", "MessageId", "check_message_id", "id_cell", "uuid4_hex"]
 
 _ID_LOCK = threading.Lock()
 
@@ -32,6 +32,17 @@ def check_message_id(value: str | None) -> str | None:
     if core.count("@") != 1 or any(c in core for c in ' <>"\\') or not core.isascii():
         raise MessageError(f"invalid message_id: {describe(value)}")
     return f"<{core}>"
+
+
+def uuid4_hex() -> str:
+    """``uuid.uuid4().hex``: 16 random bytes with the version (4) and variant (RFC 4122)
+    bits set, as 32 lowercase hex digits. Made here from ``os.urandom`` as ``uuid4``
+    makes it, without the UUID object (its checks and int conversions): 0.7 us against
+    2.2, on every message's first read of its id (branch pool5)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex()
 
 
 class IdCell:
@@ -83,7 +94,7 @@ class MessageId:
         cell = id_cell(obj)
         with _ID_LOCK:
             if cell.value is None:
-                cell.value = f"<{uuid.uuid4().hex}@{cell.domain or 'mailer.invalid'}>"
+                cell.value = f"<{uuid4_hex()}@{cell.domain or 'mailer.invalid'}>"
             value = cell.value
         obj.__dict__["message_id"] = value
         return value

@@ -244,25 +244,35 @@ def _text_part(text: str | SpooledText, subtype: str, scanned: Sequence[TextSour
         source = found[0] if found else TextSource(text)
         return _text_head(subtype, source.cte), [source]
     data = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-    if not data.endswith("\n"):
-        data += "\n"
+    # The 7bit rule before the final newline is added: a newline is neither a control
+    # character it refuses nor part of a line, so the verdict is the same, and a 7bit
+    # body (nearly every text) is then not copied to add it and again to take it off.
     ascii_ = as_7bit(data)
     if ascii_ is not None:
-        cte, body = "7bit", ascii_.replace(b"\n", CRLF)
+        body = ascii_.replace(b"\n", CRLF)
+        return _text_head(subtype, "7bit"), [body[:-2] if data.endswith("\n") else body]
+    if not data.endswith("\n"):
+        data += "\n"
+    raw = data.encode("utf-8")
+    if mostly_non_ascii(len(raw), len(data.encode("ascii", "ignore"))):
+        cte, body = "base64", base64.encodebytes(raw).replace(b"\n", CRLF)
     else:
-        raw = data.encode("utf-8")
-        if mostly_non_ascii(len(raw), len(data.encode("ascii", "ignore"))):
-            cte, body = "base64", base64.encodebytes(raw).replace(b"\n", CRLF)
-        else:
-            qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
-            cte, body = "quoted-printable", qp.replace(b"\n", CRLF)
+        qp = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
+        cte, body = "quoted-printable", qp.replace(b"\n", CRLF)
     return _text_head(subtype, cte), [body[:-2]]
 
 
+#: a text part's header lines, by (subtype, transfer encoding): a few, made once each
+_TEXT_HEADS: dict[tuple[str, str], bytes] = {}
+
+
 def _text_head(subtype: str, cte: str) -> bytes:
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
-    ).encode("ascii")
+    head = _TEXT_HEADS.get((subtype, cte))
+    if head is None:
+        head = _TEXT_HEADS[subtype, cte] = (
+            f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
+        ).encode("ascii")
+    return head
 
 
 def _attachment_part(att: Attachment, eight_bit: bool = False) -> _Part:
@@ -331,6 +341,8 @@ def _rfc822_8bit(data: bytes) -> bytes | None:
 
 def has_8bit_message(message: Message) -> bool:
     """Whether an attached message (message/rfc822) has 8-bit content."""
+    if not message.attachments:  # every send asks (SMTP's payload_8bit): no generator
+        return False
     return any(
         a.content_type == "message/rfc822" and not a.data().isascii() for a in message.attachments
     )
@@ -437,48 +449,62 @@ def render(
     large text parts' sources made beforehand (:meth:`TextSource.made`), used for the
     very strings they were made of.
     """
-    assert message.sender is not None and message.message_id is not None
+    sender, message_id = message.sender, message.message_id
+    assert sender is not None and message_id is not None
     try:
         names = ["from"]
-        out = io.BytesIO()
-        out.write(_from_header(message.sender))
-        for header, addrs in (
-            ("To", message.to),
-            ("Cc", message.cc),
-            ("Reply-To", message.reply_to),
-        ):
-            if addrs:
-                out.write(_addresses(header, addrs))
-                names.append(header.lower())
-        out.write(_unstructured("Subject", message.subject))
-        out.write(f"Date: {date}\r\nMessage-ID: {message.message_id}\r\n".encode("ascii"))
+        out: list[bytes] = [_from_header(sender)]
+        to, cc, reply_to = message.to, message.cc, message.reply_to
+        if to:
+            out.append(_addresses("To", to))
+            names.append("to")
+        if cc:
+            out.append(_addresses("Cc", cc))
+            names.append("cc")
+        if reply_to:
+            out.append(_addresses("Reply-To", reply_to))
+            names.append("reply-to")
+        out.append(_unstructured("Subject", message.subject))
+        out.append(f"Date: {date}\r\nMessage-ID: {message_id}\r\n".encode("ascii"))
         names += ["subject", "date", "message-id"]
         for name, value in message.headers.items():
             lower = name.lower()
             if lower == "date":
                 continue  # the caller's Date is ``date``, written above
             if lower == "sender":
-                out.write(_addresses(name, [_Address.parse(value)]))
+                out.append(_addresses(name, [_Address.parse(value)]))
             else:
-                out.write(_unstructured(name, value))
+                out.append(_unstructured(name, value))
             names.append(lower)
         head, pieces = _body(message, eight_bit, scanned)
-        out.write(b"MIME-Version: 1.0\r\n")
-        out.write(head)
-        out.write(CRLF)
-        segments: list[bytes | Streamed] = []
-        for piece in pieces:
-            if isinstance(piece, bytes):
-                out.write(piece)
-            elif isinstance(piece, Source | TextSource):
-                segments += [out.getvalue(), piece]
-                out = io.BytesIO()
-            else:
-                piece.write(out)
-        out.write(CRLF)
+        out += (b"MIME-Version: 1.0\r\n", head, CRLF)
+        if all(type(piece) is bytes for piece in pieces):
+            # nearly every message: its parts are bytes already, joined in one copy
+            out += pieces  # type: ignore[arg-type]
+            out.append(CRLF)
+            return [b"".join(out)], names
+        return _segments(out, pieces), names
     except _Unsupported:
         return None
+
+
+def _segments(head: list[bytes], pieces: list[_Piece]) -> list[bytes | Streamed]:
+    """The rendering's segments: ``head``'s bytes, then ``pieces``, the streamed ones
+    between bytes segments, the base64 ones encoded into the buffer."""
+    out = io.BytesIO()
+    for data in head:
+        out.write(data)
+    segments: list[bytes | Streamed] = []
+    for piece in pieces:
+        if isinstance(piece, bytes):
+            out.write(piece)
+        elif isinstance(piece, Source | TextSource):
+            segments += [out.getvalue(), piece]
+            out = io.BytesIO()
+        else:
+            piece.write(out)
+    out.write(CRLF)
     # getvalue() hands over BytesIO's own buffer without a copy (CPython), so a large
     # attachment is held once encoded, not twice.
     segments.append(out.getvalue())
-    return segments, names
+    return segments

@@ -16,12 +16,16 @@ from .._text import QUOTE, clip
 _BAD_LINE = re.compile(rb"(?m)^(?![!-9;-~]+:|[ \t])")
 #: the name of each field of a header block
 _FIELD_NAME = re.compile(rb"(?m)^([!-9;-~]+):")
+#: the start of each line of a header block with CRLF in front: ``name:``, a space or
+#: tab (a continuation), or empty for a line that is neither
+_LINE_START = re.compile(rb"\r\n([!-9;-~]+:|[ \t]|)")
 #: the longest line RFC 5322 section 2.1.1 allows, without its CRLF
 _MAX_LINE = 998
 #: headers the renderer may add to any message, besides the ones it names
 _STRUCTURAL = frozenset({b"mime-version", b"content-type", b"content-transfer-encoding"})
 #: headers that may appear at most once (RFC 5322 section 3.6)
 _ONCE = (b"from", b"subject", b"date", b"message-id", b"to", b"cc", b"reply-to")
+_ONCE_COLON = tuple(name + b":" for name in _ONCE)
 
 
 def check_wire(data: bytes, expected_headers: Iterable[str], *, head: bool = True) -> None:
@@ -61,47 +65,67 @@ def _has_overlong_line(data: bytes) -> bool:
 
 def _check_head(data: bytes, expected_headers: Iterable[str]) -> None:
     """Every header line a field or a continuation, only expected names, the
-    once-only ones once. Whole-block regexes rather than a match per line, and the names
-    compared as bytes against a set made once per set of expected names: this runs on
-    every send, and a Python loop over the lines was a third of the check."""
+    once-only ones once.
+
+    One regex pass tells each line's start (``_LINE_START``: ``name:``, a space or tab,
+    or nothing for a line that is neither); when every start is an allowed one and no
+    once-only name repeats, the head is good. Otherwise :func:`_head_error` looks again,
+    slowly, to say what is wrong. The pass is anchored on the literal CRLF, which the
+    regex engine finds in C, where the ``(?m)^`` patterns it replaced tried every
+    position (two of them: ~3.3 us of a small message's ~4.7 us check, branch pool5).
+    """
     end = data.find(b"\r\n\r\n")  # no partition(): that would copy a large body
     if end < 0:
         raise MessageError("rendered message has no header/body separator")
     head = data[:end]
     if len(head) > _MAX_LINE and _has_overlong_line(head):
         raise MessageError("rendered header line longer than 998 octets")
+    # lowered: the names' case is not compared (the character classes hold either case)
+    starts = _LINE_START.findall(b"\r\n" + head.lower())
+    distinct = set(starts)
+    if distinct <= _allowed(expected_headers)[1] and (
+        len(distinct) == len(starts) or not any(starts.count(n) > 1 for n in _ONCE_COLON)
+    ):
+        return
+    _head_error(head, expected_headers)
+    raise AssertionError("unreachable: the head was refused above")  # pragma: no cover
+
+
+def _head_error(head: bytes, expected_headers: Iterable[str]) -> None:
+    """Raise the MessageError that says what is wrong with ``head``, line by line in
+    the order of the header block (only after :func:`_check_head` refused it)."""
     bad = _BAD_LINE.search(head)
     if bad is not None:
         stop = head.find(b"\r\n", bad.start())
         line = head[bad.start() : stop if stop >= 0 else len(head)]
         raise MessageError(f"rendered header has an unexpected line: {clip(line, QUOTE)!r}")
-    found = _FIELD_NAME.findall(head.lower())  # lowered: the names' case is not compared
-    distinct = set(found)
-    allowed = _allowed(expected_headers)
-    if not distinct <= allowed:
-        for raw in found:  # the first one, in the order of the header block
-            if raw not in allowed:
-                name = raw.decode("ascii")
-                raise MessageError(f"rendered message has an unexpected header {name!r}")
-    if len(distinct) != len(found):  # some name twice: none of the once-only ones may be
-        for once in _ONCE:
-            if found.count(once) > 1:
-                name = once.decode("ascii")
-                raise MessageError(f"rendered message has {name!r} more than once")
+    found = _FIELD_NAME.findall(head.lower())
+    allowed = _allowed(expected_headers)[0]
+    for raw in found:  # the first one, in the order of the header block
+        if raw not in allowed:
+            name = raw.decode("ascii")
+            raise MessageError(f"rendered message has an unexpected header {name!r}")
+    for once in _ONCE:
+        if found.count(once) > 1:
+            name = once.decode("ascii")
+            raise MessageError(f"rendered message has {name!r} more than once")
 
 
-#: the allowed names (lowercase bytes) for each tuple of expected header names seen
-_ALLOWED: dict[tuple[str, ...], frozenset[bytes]] = {}
+#: for each tuple of expected header names seen: the allowed names (lowercase bytes),
+#: and the allowed line starts of ``_LINE_START`` (each name with its colon, a space, a tab)
+_ALLOWED: dict[tuple[str, ...], tuple[frozenset[bytes], frozenset[bytes]]] = {}
 
 
-def _allowed(expected_headers: Iterable[str]) -> frozenset[bytes]:
-    """The names a header block may hold: the structural ones and ``expected_headers``,
-    lowercased, as bytes. Kept per tuple of names (messages of one application use a
-    few), up to a bound that a stream of ever-new custom names cannot pass."""
+def _allowed(expected_headers: Iterable[str]) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """The names a header block may hold (the structural ones and ``expected_headers``,
+    lowercased, as bytes), and the line starts it may hold. Kept per tuple of names
+    (messages of one application use a few), up to a bound that a stream of ever-new
+    custom names cannot pass."""
     key = tuple(expected_headers)
     allowed = _ALLOWED.get(key)
     if allowed is None:
-        allowed = _STRUCTURAL | {h.lower().encode("ascii", "replace") for h in key}
+        names = _STRUCTURAL | {h.lower().encode("ascii", "replace") for h in key}
+        allowed = (names, frozenset({b" ", b"\t", *(name + b":" for name in names)}))
         if len(_ALLOWED) >= 256:
             _ALLOWED.clear()
         _ALLOWED[key] = allowed

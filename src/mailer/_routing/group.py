@@ -161,6 +161,8 @@ class Group(Provider[ProviderConfig]):
     # -- sending -----------------------------------------------------------------------
 
     async def _send(self, message: Message) -> SendResult:
+        # The routing itself is here too, not in a frame of its own: every frame of a
+        # send's chain is resumed on each of its wakes (four a send over SMTP; pool5).
         rt = self.runtime
         if rt.shared is not None:
             await rt.ready()
@@ -170,54 +172,50 @@ class Group(Provider[ProviderConfig]):
             ctx = SendContext(message.message_id, _clock.now() + rt.send_timeout, root=self)
             token = _SEND.set(ctx)
         try:
-            return await self._route(message, ctx)
+            errors: dict[str, DeliveryError] = {}
+            plan = self._order()
+            tried = False
+            # Only the root, or a group the root forced, tries a resting provider early.
+            may_force, ctx.force = ctx.force or ctx.root is self, False
+            skipped: dict[str, str] = {}
+            for index, child in enumerate(plan):
+                if not await child.acquire():
+                    skipped[child.name] = child.why_resting()
+                    continue
+                tried = True
+                result = await child.try_send(message, ctx, errors)
+                if result is not None:
+                    return result
+                nxt = _next_available(plan[index + 1 :])
+                error = errors[child.name] if child.name in errors else list(errors.values())[-1]
+                rt.emit(
+                    Event(
+                        "failover",
+                        provider=child.name,
+                        message_id=message.message_id,
+                        error=error,
+                        next_provider=nxt,
+                    )
+                )
+            if not tried and may_force:
+                # Every provider is resting: try the one due soonest rather than fail blind.
+                child = min(plan, key=lambda n: n.due_at())
+                log.warning("every provider is resting; trying %s early", child.name)
+                child.force(ctx)
+                result = await child.try_send(message, ctx, errors)
+                if result is not None:
+                    return result
+            # Every provider is named, the skipped ones with why (issue 21, item 9): an error
+            # that names only the one tried early reads as if the others were never there.
+            for name, why in skipped.items():
+                if name not in errors:
+                    error = TransientError(why, provider=name)
+                    error.no_verdict, error.retry_here = True, False
+                    errors[name] = error
+            raise AllProvidersFailed(errors, message=message)
         finally:
             if token is not None:
                 _SEND.reset(token)
-
-    async def _route(self, message: Message, ctx: SendContext) -> SendResult:
-        rt = self.runtime
-        errors: dict[str, DeliveryError] = {}
-        plan = self._order()
-        tried = False
-        # Only the root, or a group the root forced, tries a resting provider early.
-        may_force, ctx.force = ctx.force or ctx.root is self, False
-        skipped: dict[str, str] = {}
-        for index, child in enumerate(plan):
-            if not await child.acquire():
-                skipped[child.name] = child.why_resting()
-                continue
-            tried = True
-            result = await child.try_send(message, ctx, errors)
-            if result is not None:
-                return result
-            nxt = _next_available(plan[index + 1 :])
-            error = errors[child.name] if child.name in errors else list(errors.values())[-1]
-            rt.emit(
-                Event(
-                    "failover",
-                    provider=child.name,
-                    message_id=message.message_id,
-                    error=error,
-                    next_provider=nxt,
-                )
-            )
-        if not tried and may_force:
-            # Every provider is resting: try the one due soonest rather than fail blind.
-            child = min(plan, key=lambda n: n.due_at())
-            log.warning("every provider is resting; trying %s early", child.name)
-            child.force(ctx)
-            result = await child.try_send(message, ctx, errors)
-            if result is not None:
-                return result
-        # Every provider is named, the skipped ones with why (issue 21, item 9): an error
-        # that names only the one tried early reads as if the others were never there.
-        for name, why in skipped.items():
-            if name not in errors:
-                error = TransientError(why, provider=name)
-                error.no_verdict, error.retry_here = True, False
-                errors[name] = error
-        raise AllProvidersFailed(errors, message=message)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -180,14 +180,41 @@ class Leaf:
     async def try_send(
         self, message: Message, ctx: SendContext, errors: dict[str, DeliveryError]
     ) -> SendResult | None:
-        """The decision table of :mod:`mailer._routing.group`, for one provider."""
+        """The decision table of :mod:`mailer._routing.group`, for one provider: one
+        try, then tenacity's retries only after a retryable failure.
+
+        The first try is made directly: most sends succeed on it, and building and
+        running tenacity's machinery cost about as much as the rest of the routing.
+
+        **One deadline per provider.** The try and its retries share one deadline: the
+        send's, or sooner the provider's :attr:`~mailer.Provider.attempts_timeout` from
+        the first try's start (an HTTP API's ``timeout``). So a Resend API that takes
+        the body and never answers costs one ``timeout``, not one per try: after a read
+        timeout its idempotent retry has nothing left, and the send moves on.
+        """
         rt = self.runtime
         breaker = self.health.breaker
         name = self.name
         settled = False
         probe = breaker.state is not BreakerState.CLOSED  # acquired as the half-open probe
         try:
-            result = await self._with_retries(message, ctx, probe)
+            # The first try made here, not in a frame of its own: every frame of a send's
+            # chain is resumed on each of its wakes (four a send over SMTP; branch pool5)
+            cfg = rt.retry
+            started = _clock.now()
+            shares = cfg.attempts if self.provider.idempotent else 1
+            tries = _Tries(self.provider.attempts_timeout, ctx.deadline, ctx.deadline, shares)
+            first: DeliveryError | None = None
+            try:
+                result = await self._attempt(message, ctx, tries)
+            except DeliveryError as exc:
+                took = _clock.now() - started
+                check = self._retryable(probe)
+                if cfg.attempts < 2 or not check(exc) or tries.past(cfg.backoff, took):
+                    raise
+                first = exc
+            if first is not None:  # retried outside the except: no chained context
+                result = await self._retry(message, ctx, tries, check, first, took)
         except PermanentError as exc:
             breaker.record_success()  # it answered, so it is healthy
             settled = True
@@ -245,32 +272,6 @@ class Leaf:
 
         return check
 
-    async def _with_retries(self, message: Message, ctx: SendContext, probe: bool) -> SendResult:
-        """One try, then tenacity's retries only after a retryable failure.
-
-        The first try is made directly: most sends succeed on it, and building and
-        running tenacity's machinery cost about as much as the rest of the routing.
-
-        **One deadline per provider.** The try and its retries share one deadline: the
-        send's, or sooner the provider's :attr:`~mailer.Provider.attempts_timeout` from
-        the first try's start (an HTTP API's ``timeout``). So a Resend API that takes
-        the body and never answers costs one ``timeout``, not one per try: after a read
-        timeout its idempotent retry has nothing left, and the send moves on.
-        """
-        cfg = self.runtime.retry
-        check = self._retryable(probe)
-        started = _clock.now()
-        shares = cfg.attempts if self.provider.idempotent else 1
-        tries = _Tries(self.provider.attempts_timeout, ctx.deadline, ctx.deadline, shares)
-        try:
-            return await self._attempt(message, ctx, tries)
-        except DeliveryError as exc:
-            took = _clock.now() - started
-            if cfg.attempts < 2 or not check(exc) or tries.past(cfg.backoff, took):
-                raise
-            first = exc
-        return await self._retry(message, ctx, tries, check, first, took)
-
     async def _retry(
         self,
         message: Message,
@@ -281,7 +282,7 @@ class Leaf:
         took: float,
     ) -> SendResult:
         """Tries 2..N on one provider, with tenacity's backoff (first wait: ``backoff``),
-        until the provider's deadline (see :meth:`_with_retries`)."""
+        until the provider's deadline (see :meth:`try_send`)."""
         cfg = self.runtime.retry
         await anyio.sleep(min(cfg.backoff, cfg.max_backoff))
         retrying = AsyncRetrying(

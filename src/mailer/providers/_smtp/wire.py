@@ -87,16 +87,19 @@ def _crlf_only(payload: bytes) -> bool:
     return payload.count(b"\r") == pairs and payload.count(b"\n") == pairs
 
 
-def data_pieces(payload: bytes) -> tuple[bytes, ...]:
+def data_pieces(payload: bytes, *, checked: bool = False) -> tuple[bytes, ...]:
     """:func:`encode_data` as pieces to write in order, without copying a clean payload.
 
     A rendered :class:`~mailer.Message` is already CRLF-only and rarely has a line that
     starts with "."; then the pieces are the payload itself and the terminator, so a
     20 MB message is not copied at all. ``b"".join(data_pieces(p)) == encode_data(p)``.
+    ``checked``: ``payload`` passed the Message's wire check, which refuses a bare CR or
+    LF (:func:`mailer._message.wire.check_wire`), so its line endings are not counted
+    again: three passes over the message, ~3.5 us of a 2 KB send (branch pool5).
     """
     if not payload:
         return (b".\r\n",)
-    if payload.endswith(b"\r\n") and _crlf_only(payload):
+    if payload.endswith(b"\r\n") and (checked or _crlf_only(payload)):
         text = payload
     else:
         text = _LINE_ENDING.sub(b"\r\n", payload)
@@ -158,6 +161,9 @@ def declared_size(pieces: tuple[Piece, ...]) -> int:
 
 
 class _Renders(Protocol):
+    """A :class:`~mailer.Message`: its ``render()`` bytes have passed the wire check
+    (CRLF line endings only), which :func:`message_payload` relies on."""
+
     def render(self) -> bytes | Rendering: ...
 
 
@@ -198,8 +204,12 @@ def message_payload(message: _Renders) -> tuple[Piece, ...]:
                 if isinstance(piece, Source):
                     piece.check()
         return pieces
-    rendered = message.render()
-    pieces = data_pieces(rendered) if isinstance(rendered, bytes) else rendering_pieces(rendered)
+    rendered = message.render()  # through the wire check: CRLF only
+    pieces = (
+        data_pieces(rendered, checked=True)
+        if isinstance(rendered, bytes)
+        else rendering_pieces(rendered)
+    )
 
     try:
         ref = _Ref(message, _forget)
@@ -214,10 +224,12 @@ def message_payload(message: _Renders) -> tuple[Piece, ...]:
 def payload_8bit(message: Message) -> tuple[Piece, ...] | None:
     """The DATA pieces of :meth:`Message.render_8bit`, or None when the message has no
     8-bit rendering. Not cached here: the rendering is, and the message is rare."""
-    rendered = message.render_8bit()
+    rendered = message.render_8bit()  # through the wire check, as render()'s
     if rendered is None:
         return None
-    return data_pieces(rendered) if isinstance(rendered, bytes) else rendering_pieces(rendered)
+    if isinstance(rendered, bytes):
+        return data_pieces(rendered, checked=True)
+    return rendering_pieces(rendered)
 
 
 def check_envelope_address(address: str, what: str, *, utf8: bool = False) -> str:
