@@ -76,7 +76,9 @@ CONCURRENCY = 16
 COMMIT_WAITS: list[float] = []
 #: --count-io: counters of the timed drain (or direct run), reset when timing starts
 IO: dict[str, float] = {}
-IO_KEYS = ("claim_size", "writes", "reads", "admitted", "waiting", "loop_us", "threads_us")
+IO_KEYS = (
+    "claim_size", "writes", "reads", "admitted", "waiting", "loop_us", "threads_us", "groups"
+)  # fmt: skip
 COUNT_IO = False
 
 
@@ -122,6 +124,15 @@ def count_io(port: int) -> None:
             return rows
 
         store.claim = counted_claim  # type: ignore[method-assign]
+    from mailer._outbox import sqlite_writer
+
+    run = sqlite_writer._Writer._run
+
+    def counted_run(self: Any, conn: Any, batch: Any, _run: Any = run) -> None:
+        IO["groups"] = IO.get("groups", 0) + 1  # the writer's transactions
+        _run(self, conn, batch)
+
+    sqlite_writer._Writer._run = counted_run  # type: ignore[method-assign]
 
 
 def thread_cpu() -> tuple[float, float]:
@@ -151,6 +162,7 @@ def io_figures(
         "loop_us": main / n * 1e6,
         "threads_us": other / n * 1e6,
         "writes": IO.get("writes", 0) / n,
+        "groups": IO.get("groups", 0) / n,
         "reads": IO.get("reads", 0) / n,
         "admitted": statistics.mean(a for a, _ in samples) if samples else 0.0,
         "waiting": statistics.mean(w for _, w in samples) if samples else 0.0,
@@ -395,7 +407,8 @@ def main() -> None:
             lat += (
                 "   claim {claim_size:.1f} rows; writes {writes:.2f} reads {reads:.2f} a msg;"
                 " gate admitted {admitted:.1f} waiting {waiting:.1f}; cpu us: loop thread"
-                " {loop_us:.0f}, others {threads_us:.0f}".format(**io)
+                " {loop_us:.0f}, others {threads_us:.0f}; writer groups {groups:.2f}"
+                " a msg".format(**io)
             )
         print(f"{name:21s} {rate:8.0f} {paired:8.2f}x {cpu:7.0f} {lat}")
     for name in [n for n in results if f"{n} before" in results]:

@@ -4,10 +4,12 @@ refused before anything opens. The drain itself runs against a real SMTP server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from mailer import ConfigError, Mailer
@@ -95,3 +97,67 @@ def test_an_explicit_concurrency_is_kept(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
     config = {"providers": [smtp_entry("smtp", 1, 1)], "outbox": fast_outbox(url, concurrency=48)}
     assert Mailer.from_config(config).outbox.config.concurrency == 48
+
+
+def _hanging(port: int) -> dict[str, Any]:
+    entry = pooled(port, 2)
+    entry["config"]["socket_timeout"] = 30.0  # far longer than the test waits
+    return entry
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_drain_cancels_its_sends_and_returns(
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path
+) -> None:
+    """The sends run as the worker's own asyncio tasks: cancelling the drain cancels
+    them too, as a task group did, rather than waiting for their replies."""
+    server = smtp()
+    server.state.fail("MAIL", "hang")
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    config = {"providers": [_hanging(server.port)], "outbox": fast_outbox(url)}
+    async with Mailer.from_config(config) as mailer:
+        for i in range(4):
+            await mailer.enqueue(make_message(i))
+        started = time.monotonic()
+        with anyio.move_on_after(0.5) as scope:
+            await mailer.outbox.drain(concurrency=4)
+        # the sends' replies would take 30 s (the socket timeout): they were cancelled
+        assert scope.cancelled_caught and time.monotonic() - started < 15.0
+        assert "MAIL" in server.state.verbs()
+        assert (await mailer.outbox.stats())["sent"] == 0
+    assert server.received() == {}
+
+
+@pytest.mark.anyio
+async def test_a_send_that_fails_stops_the_drain_with_its_error(
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path
+) -> None:
+    """A send's task that ends with an error (a bug: an attempt's own errors are
+    outcomes) stops the worker with it, and the other sends are cancelled."""
+    server = smtp()
+    server.state.fail("RCPT", "hang", match="user1@")
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    config = {"providers": [_hanging(server.port)], "outbox": fast_outbox(url)}
+    async with Mailer.from_config(config) as mailer:
+        await mailer.enqueue(make_message(0))
+        await mailer.enqueue(make_message(1))  # hangs until cancelled
+        record = mailer.outbox._record
+
+        async def broken(store: Any, item: Any, outcome: Any) -> None:
+            await record(store, item, outcome)
+            raise RuntimeError("a bug after the outcome was recorded")
+
+        mailer.outbox._record = broken  # type: ignore[method-assign]
+        started = time.monotonic()
+        with pytest.raises(BaseException) as raised:
+            await mailer.outbox.drain(concurrency=4)
+        assert time.monotonic() - started < 15.0  # the hanging send was cancelled
+        assert [str(e) for e in _leaves(raised.value)] == ["a bug after the outcome was recorded"]
+        assert (await mailer.outbox.stats())["sent"] == 1
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The errors inside (nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]

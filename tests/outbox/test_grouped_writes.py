@@ -1,6 +1,7 @@
 """Grouped writes: the Postgres store sends the commit-point records and results of
-concurrent attempts as one statement (mailer.outbox._batch), each row still checked
-against its own claim."""
+concurrent attempts as one statement (mailer.outbox._batch), and the SQLite store the
+results as one operation of its writer thread; each row still checked against its own
+claim."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from mailer._outbox import OutboxConfig
 from mailer._outbox._batch import Batcher
 from mailer._outbox.postgres import PostgresStore
+from mailer._outbox.sqlite import SQLiteStore
 from mailer._outbox.store import Outcome
 from mailer._outbox.worker import open_store
 
@@ -69,6 +71,59 @@ async def test_concurrent_records_and_results_share_a_statement_each_checked_by_
         assert (by_id[c[3].row]["state"], by_id[c[3].row]["pin"]) == ("queued", "resend")
         for lost in (c[4], c[5]):
             assert (by_id[lost.row]["state"], by_id[lost.row]["committed"]) == ("sending", False)
+    finally:
+        await store.close()
+
+
+async def test_sqlite_results_written_together_each_checked_by_claim(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    store = open_store(OutboxConfig(url=url))
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    groups: list[int] = []
+    write = store._finish_many
+
+    async def counted(items: Sequence[Any]) -> list[bool]:
+        groups.append(len(items))
+        return await write(items)
+
+    store._finish_many = counted  # type: ignore[method-assign]
+    try:
+        await add_messages(store, 6)
+        c = await store.claim("a", 10, lease=30, max_age=3600)
+        assert len(c) == 6
+        # row 4 was taken over by another worker (its lease expired)
+        execute(url, "UPDATE outbox SET claim = 'other' WHERE id = ?", c[4].row)
+
+        # a lone result goes at once, in an operation of its own
+        assert await store.finish(c[0].row, c[0].claim, Outcome("sent", provider="smtp"))
+        assert groups == [1]
+
+        # all of a group written (one statement for every row)
+        assert await asyncio.gather(
+            store.finish(c[1].row, c[1].claim, Outcome("failed", error="550 no")),
+            store.finish(c[2].row, c[2].claim, Outcome("sent", provider="smtp")),
+        ) == [True, True]
+        # a group with a lost claim: written again row by row, to say which
+        results = await asyncio.gather(
+            store.finish(
+                c[3].row,
+                c[3].claim,
+                Outcome("queued", next_at=time.time() + 60, error="451", pin="resend"),
+            ),
+            store.finish(c[4].row, c[4].claim, Outcome("sent")),  # lost
+            store.finish(c[5].row, c[5].claim, Outcome("unknown", error="timeout")),
+        )
+        assert list(results) == [True, False, True]
+        assert groups == [1, 2, 3]
+        by_id = {r["id"]: r for r in rows(url)}
+        assert (by_id[c[0].row]["state"], by_id[c[0].row]["provider"]) == ("sent", "smtp")
+        assert (by_id[c[1].row]["state"], by_id[c[1].row]["last_error"]) == ("failed", "550 no")
+        assert by_id[c[2].row]["state"] == "sent"
+        assert (by_id[c[3].row]["state"], by_id[c[3].row]["pin"]) == ("queued", "resend")
+        assert (by_id[c[4].row]["state"], by_id[c[4].row]["claim"]) == ("sending", "other")
+        assert by_id[c[5].row]["state"] == "unknown"
+        assert all(by_id[x.row]["lease_owner"] is None for x in c if x is not c[4])
     finally:
         await store.close()
 

@@ -337,9 +337,9 @@ def _enqueue_in_transaction(
         return MailerResult(message.message_id, error=exc)
     with connection.cursor() as cursor:  # a database error raises into the transaction
         if not item.parts:
-            cursor.execute(ADD_SQL.format(*["%s"] * 6), add_params(item))
+            cursor.execute(ADD_SQL.format(*["%s"] * 7), add_params(item))
         else:
-            cursor.execute(ADD_SQL.format(*["%s"] * 6) + " RETURNING id", add_params(item))
+            cursor.execute(ADD_SQL.format(*["%s"] * 7) + " RETURNING id", add_params(item))
             added = cursor.fetchone()
             if added is not None:  # (None: that Message-ID was stored already)
                 dbapi_write(cursor, added[0], item.parts)

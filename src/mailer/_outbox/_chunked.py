@@ -54,6 +54,7 @@ from .._errors import MessageError
 from .._message import Attachment, Message
 from .._message.spooled import SpooledText, body_of, spool_into
 from .._message.stream import STREAM_CHUNK, STREAM_THRESHOLD, Rendering, Source, TextSource
+from ._load import load
 
 if TYPE_CHECKING:
     import sqlite3
@@ -277,13 +278,15 @@ class StoredRow(Protocol):
     def message_json(self) -> bytes: ...
     @property
     def raw(self) -> bytes | None: ...
+    @property
+    def digest(self) -> bytes | None: ...
 
 
 @asynccontextmanager
 async def loaded(item: StoredRow, read: ReadChunk) -> AsyncIterator[Message]:
     """The row's message, ready to send: its stored rendering, large attachments and
     texts from temporary files (removed on exit), or as before for an ordinary row."""
-    message = Message.model_validate_json(item.message_json)
+    message = load(item.message_json, item.digest)  # validated again only if unsealed
     private = message.__pydantic_private__
     assert private is not None
     if not is_chunked(item.raw):

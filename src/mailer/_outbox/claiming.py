@@ -28,14 +28,15 @@ leaves, and how many").
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -196,8 +197,9 @@ class Worker:
             beats.start_soon(heartbeat)
             if stop is not None:
                 beats.start_soon(watch_stop)
-            async with anyio.create_task_group() as sends:
-                while not stopping():
+            sends = _Sends(self._poke)
+            try:
+                while not stopping() and sends.error is None:
                     free = self.concurrency - self.inflight
                     # Claim in batches (one transaction for several messages) unless
                     # idle: when ``batch`` slots are free (see shape), so that each
@@ -224,7 +226,7 @@ class Worker:
                     for item in claimed:
                         self.inflight += 1
                         self._held[item.claim] = until
-                        sends.start_soon(one, item)
+                        sends.start(one(item))
                     if claimed:
                         continue
                     wait = config.poll_interval
@@ -241,5 +243,56 @@ class Worker:
                     if deadline is not None:
                         wait = min(wait, deadline - time.monotonic())
                     await self._wait(wait)
+                if sends.error is None:
+                    await sends.join()
+            except BaseException:
+                await sends.cancel()
+                raise
+            if sends.error is not None:
+                await sends.cancel()  # the others, as a task group would
+                raise sends.error
             beats.cancel_scope.cancel()
         return dict(self.counts)
+
+
+class _Sends:
+    """The sends under way, one asyncio task each, awaited as a task group would be.
+
+    Not an anyio task group: starting a task in one, and running it, costs about 25 µs
+    more than an asyncio task (its own cancel scope, name and status bookkeeping), and
+    the drain starts one per message (docs/benchmarks.md, "The SQLite drain's own
+    work"). The outbox runs on asyncio only (its database drivers are), and what the
+    group gave is kept here: :meth:`join` waits for every send, a send that fails
+    (a bug: an attempt's errors are outcomes) stops the worker with its error, and
+    :meth:`cancel` (the worker itself cancelled) cancels the sends under way and waits
+    for them, each recording its outcome in its own shielded scope as before.
+    """
+
+    def __init__(self, poke: Callable[[], None]) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        #: the first error a send ended with (the worker raises it)
+        self.error: BaseException | None = None
+        self._poke = poke
+
+    def start(self, send: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(send)
+        self.tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and self.error is None:
+            self.error = error
+            self._poke()
+
+    async def join(self) -> None:
+        while self.tasks:
+            await asyncio.wait(set(self.tasks))
+
+    async def cancel(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for task in self.tasks:
+                task.cancel()
+            while self.tasks:
+                await asyncio.wait(set(self.tasks))

@@ -55,7 +55,7 @@ got AS (
         committed = false, attempts = attempts + 1, updated = extract(epoch from now())
     FROM target t WHERE m.id = t.id AND t.state = 'queued' AND NOT t.early
         AND NOT t.too_old
-    RETURNING m.claim, m.message_id, m.message, m.raw, m.attempts, m.created, m.pin
+    RETURNING m.claim, m.message_id, m.message, m.raw, m.attempts, m.created, m.pin, m.digest
 )
 SELECT (SELECT state FROM target), (SELECT early FROM target), (SELECT count(*) FROM dead), got.*
 FROM (SELECT 1) one LEFT JOIN got ON true
@@ -130,6 +130,7 @@ class PostgresDispatch:
                 r[7],
                 r[8],
                 r[9],
+                digest=None if r[10] is None else bytes(r[10]),
             )
         if state is None:
             # missing, or locked by a claim under way this very moment

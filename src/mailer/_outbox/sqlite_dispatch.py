@@ -108,9 +108,10 @@ class SQLiteDispatch:
                 " WHERE id = ? AND state = 'queued' RETURNING message_id, attempts, created, pin",
                 (owner, now + lease, token, now, row),
             ).fetchone()
-            body = conn.execute("SELECT message, raw FROM outbox_body WHERE id = ?", (row,))
-            message, raw = body.fetchone()
-            return Claimed(row, token, claimed[0], message, raw, *claimed[1:])
+            body = conn.execute("SELECT message, raw, digest FROM outbox_body WHERE id = ?", (row,))
+            message, raw, digest = body.fetchone()
+            mid, attempts, created, pin = claimed
+            return Claimed(row, token, mid, message, raw, attempts, created, pin, digest=digest)
 
         return await self._do(op)
 

@@ -63,6 +63,8 @@ class NewMessage:
     #: tries already made (1 when a send failed and queued it)
     attempts: int = 0
     last_error: str | None = None
+    #: :func:`._load.seal` of ``message_json``: lets a worker skip validating it again
+    digest: bytes | None = None
     #: large attachments, written in chunks in the transaction that adds the row
     parts: tuple[StoredPart, ...] = ()
 
@@ -85,6 +87,8 @@ class Claimed:
     #: the claim itself recorded the commit point (``claim(commit=True)``): the attempt
     #: crosses without a write of its own, while the worker's lease holds
     committed: bool = False
+    #: the seal stored with the JSON (None: a row without one, validated in full)
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +99,8 @@ class Stored:
     row: int
     message_json: bytes
     raw: bytes | None
+    #: the seal stored with the JSON (None: validated in full, as reconcile does)
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

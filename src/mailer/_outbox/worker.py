@@ -47,6 +47,7 @@ from .._message import Message
 from .._result import SendResult
 from . import _chunked, dispatch
 from ._commit import CommitRecord
+from ._load import seal
 from .claiming import Worker
 from .config import BackoffConfig, OutboxConfig, parse_store_url
 from .store import Claimed, NewMessage, OutboxItem, OutboxStore, Outcome, State
@@ -285,6 +286,7 @@ class Outbox:
         return NewMessage(
             message_id=msg.message_id,
             message_json=message_json,
+            digest=seal(message_json),
             raw=raw,
             next_at=time.time() if next_at is None else next_at,
             attempts=attempts,
