@@ -77,7 +77,8 @@ COMMIT_WAITS: list[float] = []
 #: --count-io: counters of the timed drain (or direct run), reset when timing starts
 IO: dict[str, float] = {}
 IO_KEYS = (
-    "claim_size", "writes", "reads", "admitted", "waiting", "loop_us", "threads_us", "groups"
+    "claim_size", "claim_ms", "writes", "reads", "admitted", "waiting", "loop_us",
+    "threads_us", "groups",
 )  # fmt: skip
 COUNT_IO = False
 
@@ -88,7 +89,7 @@ def count_io(port: int) -> None:
     Both patches are on classes, before any connection or store exists: the asyncio
     transport's ``write`` (one ``send()`` when nothing is buffered, as here) and its
     read callback (one ``recv()``), for sockets whose peer is the sink; the stores'
-    ``claim``."""
+    ``claim`` (and how long each takes, from the call to its answer: claim ms)."""
     global COUNT_IO
     COUNT_IO = True
     from asyncio import selector_events
@@ -118,7 +119,9 @@ def count_io(port: int) -> None:
         claim = store.claim
 
         async def counted_claim(self: Any, *args: Any, _claim: Any = claim, **kw: Any) -> Any:
+            started = time.perf_counter()
             rows = await _claim(self, *args, **kw)
+            IO["claim_s"] = IO.get("claim_s", 0) + time.perf_counter() - started
             IO["claims"] = IO.get("claims", 0) + 1
             IO["claimed"] = IO.get("claimed", 0) + len(rows)
             return rows
@@ -169,6 +172,7 @@ def io_figures(
     }
     if IO.get("claims"):
         result["claim_size"] = IO["claimed"] / IO["claims"]
+        result["claim_ms"] = IO["claim_s"] / IO["claims"] * 1e3
     return result
 
 
@@ -405,7 +409,8 @@ def main() -> None:
         if args.count_io:
             io = {k: statistics.median(x.get(k, 0.0) for x in runs) for k in IO_KEYS}
             lat += (
-                "   claim {claim_size:.1f} rows; writes {writes:.2f} reads {reads:.2f} a msg;"
+                "   claim {claim_size:.1f} rows {claim_ms:.2f} ms;"
+                " writes {writes:.2f} reads {reads:.2f} a msg;"
                 " gate admitted {admitted:.1f} waiting {waiting:.1f}; cpu us: loop thread"
                 " {loop_us:.0f}, others {threads_us:.0f}; writer groups {groups:.2f}"
                 " a msg".format(**io)
