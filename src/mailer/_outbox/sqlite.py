@@ -183,9 +183,8 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
             return claimed
 
         # A claim that records the commit point is durable (fsync'd under
-        # synchronous=auto) before it returns, as that record was on its own. It goes
-        # ahead of the results handed over with it: the worker's next sends wait for it.
-        return await self._do(op, durable=commit, first=True)
+        # synchronous=auto) before it returns, as that record was on its own.
+        return await self._do(op, durable=commit)
 
     async def mark_committing(self, row: int, claim: str, provider: str | None) -> bool:
         def op(conn: sqlite3.Connection) -> bool:

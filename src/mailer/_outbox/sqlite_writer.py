@@ -69,8 +69,6 @@ class _Job:
     durable: bool
     #: a single statement (atomic by itself): no savepoint needed around it
     atomic: bool
-    #: committed and answered before the rest of its group (a claim: see _Writer._run)
-    first: bool = False
 
 
 class _Writer(threading.Thread):
@@ -132,28 +130,6 @@ class _Writer(threading.Thread):
             self._level = level
 
     def _run(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        """Commit ``batch``; its ``first`` operations (claims) in a transaction of their
-        own ahead of the rest.
-
-        A worker's next sends wait for its claim, and the sends still held beyond the
-        Mailer's gate run out while it is in flight; the results beside it wait for
-        nobody but their own callers. So a claim handed over with a group of results is
-        answered after its own COMMIT, not after theirs too. Safe to reorder: a claim
-        takes only ``queued`` rows, and a row whose result is waiting here is still
-        ``sending`` under its lease; the results keep their order among themselves,
-        and one that the claim runs ahead of is only as late as one handed over just
-        after it, which could always happen.
-        """
-        if len(batch) > 1 and any(j.first for j in batch):
-            ahead = [j for j in batch if j.first]
-            if len(ahead) < len(batch):
-                self._commit(conn, ahead)
-                batch = [j for j in batch if not j.first]
-        self._commit(conn, batch)
-        if self._checkpointer is not None:
-            self._checkpointer.poke()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         if self.synchronous == "auto":
             # One fsync for the whole group when any of it must survive a power cut;
             # none for worker records alone (a killed process loses nothing either way:
@@ -192,6 +168,8 @@ class _Writer(threading.Thread):
             # RuntimeError: the caller's loop is closed, nobody is waiting
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, answers)
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
 
 class _Checkpointer(threading.Thread):
@@ -283,13 +261,11 @@ class WriterClient:
         *,
         durable: bool = False,
         atomic: bool = False,
-        first: bool = False,
     ) -> T:
         """Run ``op`` in the writer's next group commit.
 
         ``durable``: on disk before it returns, under ``synchronous=auto``; ``atomic``:
-        ``op`` runs one statement, which needs no savepoint of its own; ``first``:
-        committed and answered ahead of the rest of its group (see ``_Writer._run``).
+        ``op`` runs one statement, which needs no savepoint of its own.
         """
         writer = self._writer or self._start()
         loop = asyncio.get_running_loop()
@@ -302,7 +278,7 @@ class WriterClient:
         if jobs is None:
             jobs = self._handover[loop] = []
             loop.call_soon(self._hand_over, loop, writer)
-        jobs.append(_Job(op, future, loop, durable, atomic, first))
+        jobs.append(_Job(op, future, loop, durable, atomic))
         return await future
 
     def _hand_over(self, loop: asyncio.AbstractEventLoop, writer: _Writer) -> None:
