@@ -143,8 +143,8 @@ async def test_a_send_that_fails_stops_the_drain_with_its_error(
         await mailer.enqueue(make_message(1))  # hangs until cancelled
         record = mailer.outbox._record
 
-        async def broken(store: Any, item: Any, outcome: Any) -> None:
-            await record(store, item, outcome)
+        async def broken(store: Any, item: Any, outcome: Any, **kw: Any) -> None:
+            await record(store, item, outcome, **kw)
             raise RuntimeError("a bug after the outcome was recorded")
 
         mailer.outbox._record = broken  # type: ignore[method-assign]
@@ -154,6 +154,39 @@ async def test_a_send_that_fails_stops_the_drain_with_its_error(
         assert time.monotonic() - started < 15.0  # the hanging send was cancelled
         assert [str(e) for e in _leaves(raised.value)] == ["a bug after the outcome was recorded"]
         assert (await mailer.outbox.stats())["sent"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_drain_still_writes_the_outcome_being_recorded(
+    smtp: Callable[..., SMTPTestServer], tmp_path: Path
+) -> None:
+    """A send writing its outcome when the drain is cancelled is waited for, not
+    cancelled: the message is recorded ``sent``, not left ``sending`` for its lease to
+    settle as ``unknown``. (An anyio shield inside the send's task did not do this: a
+    plain ``task.cancel()`` goes through it.)"""
+    server = smtp()
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    config = {"providers": [smtp_entry("a", server.port, 1)], "outbox": fast_outbox(url)}
+    async with Mailer.from_config(config) as mailer:
+        await mailer.enqueue(make_message(0))
+        store = await mailer.outbox._ready()
+        finish = store.finish
+        entered = anyio.Event()
+
+        async def slow_finish(row: int, claim: str, outcome: Any) -> bool:
+            entered.set()
+            await anyio.sleep(0.3)  # the drain is cancelled meanwhile
+            return await finish(row, claim, outcome)
+
+        store.finish = slow_finish  # type: ignore[method-assign]
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(mailer.outbox.drain)
+                await entered.wait()
+                tg.cancel_scope.cancel()
+        assert entered.is_set()
+        assert (await mailer.outbox.stats())["sent"] == 1
+    assert len(server.received()) == 1
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -171,9 +171,13 @@ class Worker:
                 # free, or nothing is in flight (see its test below), not per send.
                 if self.inflight == 0 or self.concurrency - self.inflight >= self.batch:
                     self._poke()
+            # From here on this send is not cancelled (see _Sends.cancel): its outcome
+            # is written whatever stops the worker meanwhile.
+            task = sends.recording()
             try:
-                await outbox._record(store, item, outcome)
+                await outbox._record(store, item, outcome, shield=False)
             finally:
+                sends.recorded(task)
                 self._held.pop(item.claim, None)
                 if recording:
                     self.recording -= 1
@@ -265,11 +269,15 @@ class _Sends:
     group gave is kept here: :meth:`join` waits for every send, a send that fails
     (a bug: an attempt's errors are outcomes) stops the worker with its error, and
     :meth:`cancel` (the worker itself cancelled) cancels the sends under way and waits
-    for them, each recording its outcome in its own shielded scope as before.
+    for them; a send already writing its outcome is not cancelled but waited for.
     """
 
     def __init__(self, poke: Callable[[], None]) -> None:
         self.tasks: set[asyncio.Task[None]] = set()
+        #: sends writing their outcome: :meth:`cancel` waits for them, not cancelling
+        #: them (an anyio shield would not stop ``task.cancel()``: it only stops anyio's
+        #: own scopes, and these tasks are in none)
+        self._recording: set[asyncio.Task[Any]] = set()
         #: the first error a send ended with (the worker raises it)
         self.error: BaseException | None = None
         self._poke = poke
@@ -290,9 +298,21 @@ class _Sends:
         while self.tasks:
             await asyncio.wait(set(self.tasks))
 
+    def recording(self) -> asyncio.Task[Any] | None:
+        """The calling send starts writing its outcome: not cancelled from now on."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._recording.add(task)
+        return task
+
+    def recorded(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._recording.discard(task)
+
     async def cancel(self) -> None:
         with anyio.CancelScope(shield=True):
             for task in self.tasks:
-                task.cancel()
+                if task not in self._recording:
+                    task.cancel()
             while self.tasks:
                 await asyncio.wait(set(self.tasks))
