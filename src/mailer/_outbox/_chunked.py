@@ -282,19 +282,30 @@ class StoredRow(Protocol):
     def digest(self) -> bytes | None: ...
 
 
+def ordinary(item: StoredRow) -> Message | None:
+    """An ordinary row's message, ready to send (its stored rendering attached), or
+    None for a chunked one (:func:`loaded`). Nothing to clean up after it, so the
+    drain's hot path takes it without a context manager (~2 us a message)."""
+    if is_chunked(item.raw):
+        return None
+    message = load(item.message_json, item.digest)  # validated again only if unsealed
+    if item.raw is not None:
+        private = message.__pydantic_private__
+        assert private is not None
+        # the stored bytes, not a fresh rendering (which would differ in its Date)
+        private["_rendered"] = item.raw
+    return message
+
+
 @asynccontextmanager
 async def loaded(item: StoredRow, read: ReadChunk) -> AsyncIterator[Message]:
     """The row's message, ready to send: its stored rendering, large attachments and
     texts from temporary files (removed on exit), or as before for an ordinary row."""
-    message = load(item.message_json, item.digest)  # validated again only if unsealed
-    private = message.__pydantic_private__
-    assert private is not None
-    if not is_chunked(item.raw):
-        if item.raw is not None:
-            # the stored bytes, not a fresh rendering (which would differ in its Date)
-            private["_rendered"] = item.raw
-        yield message
+    plain = ordinary(item)
+    if plain is not None:
+        yield plain
         return
+    message = load(item.message_json, item.digest)  # validated again only if unsealed
     assert item.raw is not None
     end = item.raw.index(b"\n", len(MARKER))
     manifest = json.loads(item.raw[len(MARKER) : end])

@@ -416,11 +416,16 @@ class Outbox:
         point (see :mod:`._commit`)."""
         record = CommitRecord(store, item, held)
         outcome: Outcome
+        pinned = None if item.pin is None else [item.pin]
         try:
-            async with _chunked.loaded(item, store.read_chunk) as message:
+            message = _chunked.ordinary(item)
+            if message is not None:  # the common case: no files to remove after it
                 with commit_hooks(record):
-                    pinned = None if item.pin is None else [item.pin]
                     result = await self._deliver(message, pinned)
+            else:
+                async with _chunked.loaded(item, store.read_chunk) as message:
+                    with commit_hooks(record):
+                        result = await self._deliver(message, pinned)
         except Exception as exc:
             outcome = decide(
                 exc,
