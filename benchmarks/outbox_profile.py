@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.pgclust
 from _common import postfix_sink
 
 from mailer import Mailer, Message
+from outbox import messages, providers  # the same case as benchmarks/outbox.py
 
 #: profiles of threads other than the loop's, made while the drain ran
 THREAD_PROFILES: list[cProfile.Profile] = []
@@ -54,18 +55,6 @@ def profile_writer() -> None:
             prof.disable()
 
     sqlite_writer._Writer.run = profiled  # type: ignore[method-assign]
-
-
-def providers(port: int) -> list[dict[str, Any]]:
-    return [{"type": "smtp", "name": "sink", "config": {
-        "host": "127.0.0.1", "port": port, "pool": True, "max_connections": 5,
-        "name": "bench.local"}}]  # fmt: skip
-
-
-def messages(n: int) -> list[Message]:
-    body = "x" * 2048
-    return [Message(sender="bench@example.com", to=[f"u{i}@example.org"], subject=f"m {i}",
-                    text=body) for i in range(n)]  # fmt: skip
 
 
 async def drain(port: int, n: int, url: str, prof: cProfile.Profile) -> float:

@@ -63,14 +63,14 @@ def sent(api: HTTPTestServer, message: Message) -> int:
 async def test_a_handshake_timed_out_by_a_starved_loop_is_tried_again(
     api: HTTPTestServer, certs: Certs
 ) -> None:
-    """The API's TLS flight comes 1.8 s after the ClientHello on the first connection;
-    the loop is held from 0.1 s to 1.7 s. The handshake's 1 s timer (cut to the budget)
-    expired during the stall and nothing had arrived when the loop ran again; but the
-    loop ran for 0.1 s of it: not the API's failure. Nothing was sent, so the transport
-    connects again (at once, this time): the send goes out on the primary, once, and
-    its breaker stays closed."""
-    delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
+    """The API's TLS flight never comes on the first connection (held past the test);
+    the loop is held for 1.7 s from the moment it is held (an event, not a guessed
+    0.1 s, so load cannot move the stall before the ClientHello). The handshake's 1 s
+    timer (cut to the budget) expired during the stall and nothing had arrived when the
+    loop ran again; but the loop ran for next to none of it: not the API's failure.
+    Nothing was sent, so the transport connects again (at once, this time): the send
+    goes out on the primary, once, and its breaker stays closed."""
+    relay = SlowHandshakeRelay(api.port, 30.0, slow={1}).start()  # stop() ends the hold
     try:
         backup = ScriptedProvider("backup")
         primary = resend("primary", f"https://127.0.0.1:{relay.port}", certs)
@@ -78,8 +78,8 @@ async def test_a_handshake_timed_out_by_a_starved_loop_is_tried_again(
         message = messages(1)[0]
         async with mailer:
             task = asyncio.create_task(mailer.send(message))
-            await asyncio.sleep(0.1)  # connected, the ClientHello out, the flight held
-            burn(delay - 0.1)
+            await relay.wait_held()  # connected, the ClientHello out, the flight held
+            burn(SHORT["pre_commit"] + 0.7)
             result = await asyncio.wait_for(task, 10)
             assert result.provider == "primary", failed_attempts(result)
             assert not failed_attempts(result)
@@ -95,8 +95,7 @@ async def test_the_same_stall_fails_over_when_the_budget_counts_wall_time(
 ) -> None:
     """``budget.loop_lag = false``: the same stall fails the healthy primary over, with
     nothing sent to it. It shows the test above reproduces the failure."""
-    delay = SHORT["pre_commit"] + 0.8
-    relay = SlowHandshakeRelay(api.port, delay, slow={1}).start()
+    relay = SlowHandshakeRelay(api.port, 30.0, slow={1}).start()
     try:
         backup = ScriptedProvider("backup")
         primary = resend("primary", f"https://127.0.0.1:{relay.port}", certs)
@@ -104,8 +103,8 @@ async def test_the_same_stall_fails_over_when_the_budget_counts_wall_time(
         message = messages(1)[0]
         async with mailer:
             task = asyncio.create_task(mailer.send(message))
-            await asyncio.sleep(0.1)
-            burn(delay - 0.1)
+            await relay.wait_held()
+            burn(SHORT["pre_commit"] + 0.7)
             result = await asyncio.wait_for(task, 10)
         assert result.provider == "backup"
         (error,) = failed_attempts(result)

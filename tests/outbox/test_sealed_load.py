@@ -53,6 +53,15 @@ def _stored(data: dict[str, Any]) -> tuple[bytes, bytes | None]:
     return item.message_json, item.digest
 
 
+def _one_try(db_url: str, server: SMTPTestServer) -> dict[str, Any]:
+    """One SMTP provider, one try a message, the outbox on ``db_url``."""
+    return {
+        "providers": [smtp_entry("s", server.port, 1)],
+        "retry": {"attempts": 1},
+        "outbox": fast_outbox(db_url),
+    }
+
+
 def _same(a: Message, b: Message) -> None:
     """Equal as the model compares them, and in every part a send reads."""
     assert a == b
@@ -131,11 +140,7 @@ async def test_sealed_unsealed_and_tampered_rows_end_to_end(
     whose recipient was edited to carry an SMTP command, seal kept, fails validation and
     reaches nobody."""
     server = smtp()
-    config = {
-        "providers": [smtp_entry("s", server.port, 1)],
-        "retry": {"attempts": 1},
-        "outbox": fast_outbox(db_url),
-    }
+    config = _one_try(db_url, server)
     async with Mailer.from_config(config) as m:
         ids = [await m.enqueue(make_message(i)) for i in range(3)]
         stored = {r["message_id"]: r for r in rows(db_url)}
@@ -165,11 +170,7 @@ async def test_an_outbox_made_before_seals_gains_the_column_and_its_rows_still_s
     queued row: opening it adds the column, the old row (NULL seal) is validated and
     delivered, and a new enqueue is sealed."""
     server = smtp()
-    config = {
-        "providers": [smtp_entry("s", server.port, 1)],
-        "retry": {"attempts": 1},
-        "outbox": fast_outbox(db_url),
-    }
+    config = _one_try(db_url, server)
     async with Mailer.from_config(config) as m:
         old = await m.enqueue(make_message(1))
     sqlite = db_url.startswith("sqlite")
