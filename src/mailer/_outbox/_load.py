@@ -16,6 +16,11 @@ the full path). Anything else is validated in full, as before:
   or types (the key differs, so the seal does not match);
 * a row whose JSON was edited by hand, or damaged, after it was stored.
 
+The key covers the model's fields and their types, not what its validators do: a change
+to how a field is validated or normalised (an address rule, a header check) must bump the
+tag in ``_KEY`` (``mailer-outbox-message/N``), so that rows sealed before it are validated
+in full again rather than trusted.
+
 The seal is an integrity check, not an authentication: whoever can write the outbox
 table can already choose what is sent (the stored rendering is sent as it is), and no
 secret is kept to key it with.
