@@ -163,6 +163,30 @@ async def test_sealed_unsealed_and_tampered_rows_end_to_end(
         assert after[i]["state"] == "sent"
 
 
+async def test_a_stored_rendering_edited_to_smuggle_a_message_is_refused(
+    db_url: str, smtp: Callable[..., SMTPTestServer]
+) -> None:
+    """SMTP sends a rendering as it is (render() has checked it: CRLF only), and a row's
+    stored rendering is that rendering read back. One edited after it was stored to hold
+    a bare-LF end of data and a second transaction fails with a MessageError before any
+    byte of it is sent; the row beside it is delivered once."""
+    server = smtp()
+    async with Mailer.from_config(_one_try(db_url, server)) as m:
+        ids = [await m.enqueue(make_message(i)) for i in range(2)]
+        stored = {r["message_id"]: r for r in rows(db_url)}
+        raw = bytes(stored[ids[1]]["raw"])
+        smuggled = raw.replace(b"\r\n\r\n", b"\r\n\r\nhi\n.\nMAIL FROM:<evil@evil.test>\r\n", 1)
+        assert smuggled != raw
+        table = "UPDATE outbox_body" if db_url.startswith("sqlite") else "UPDATE outbox"
+        execute(db_url, table + " SET raw = ? WHERE id = ?", smuggled, stored[ids[1]]["id"])
+        assert await m.drain(timeout=10) == {"sent": 1, "failed": 1}
+    assert server.received() == {ids[0]: 1}
+    after = {r["message_id"]: r for r in rows(db_url)}
+    assert after[ids[1]]["state"] == "failed"
+    assert "bare CR or LF" in after[ids[1]]["last_error"], after[ids[1]]["last_error"]
+    assert after[ids[0]]["state"] == "sent"
+
+
 async def test_an_outbox_made_before_seals_gains_the_column_and_its_rows_still_send(
     db_url: str, smtp: Callable[..., SMTPTestServer]
 ) -> None:

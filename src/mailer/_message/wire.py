@@ -33,15 +33,24 @@ def check_wire(data: bytes, expected_headers: Iterable[str], *, head: bool = Tru
 
     ``head=False`` for a later segment of a streamed rendering (no header block in it).
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
-        raise MessageError("rendered message has a bare CR or LF (refusing to send it)")
-    if b"\x00" in data:
-        raise MessageError("rendered message contains NUL")
+    check_line_endings(data)
     if head:
         _check_head(data, expected_headers)
     if len(data) > _MAX_LINE and _has_overlong_line(data):
         raise MessageError("rendered message has a line longer than 998 octets")
+
+
+def check_line_endings(data: bytes, what: str = "rendered message") -> None:
+    """CRLF only and no NUL: what lets SMTP send the bytes as they are (no line endings
+    rewritten, ``.`` stuffed after CRLF only), so no bare-LF end-of-data sequence can
+    smuggle a second message to a server. Also run on a rendering read back from the
+    outbox, which skipped :func:`check_wire` when it was stored and may have been
+    edited since."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
+        raise MessageError(f"{what} has a bare CR or LF (refusing to send it)")
+    if b"\x00" in data:
+        raise MessageError(f"{what} contains NUL")
 
 
 def _has_overlong_line(data: bytes) -> bool:

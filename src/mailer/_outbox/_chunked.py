@@ -54,6 +54,7 @@ from .._errors import MessageError
 from .._message import Attachment, Message
 from .._message.spooled import SpooledText, body_of, spool_into
 from .._message.stream import STREAM_CHUNK, STREAM_THRESHOLD, Rendering, Source, TextSource
+from .._message.wire import check_line_endings
 from ._load import load
 
 if TYPE_CHECKING:
@@ -290,6 +291,9 @@ def ordinary(item: StoredRow) -> Message | None:
         return None
     message = load(item.message_json, item.digest)  # validated again only if unsealed
     if item.raw is not None:
+        # SMTP sends a rendering as it is, trusting render()'s wire check; these bytes
+        # were checked when stored, but a row can be edited or damaged since
+        check_line_endings(item.raw, f"outbox row {item.row}: its stored rendering")
         private = message.__pydantic_private__
         assert private is not None
         # the stored bytes, not a fresh rendering (which would differ in its Date)
