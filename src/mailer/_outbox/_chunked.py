@@ -358,7 +358,9 @@ async def _rebuild(
     data, at = manifest["data"], 0
     for entry in manifest["pieces"]:
         if "b" in entry:
-            pieces.append(bytes(data[at : at + entry["b"]]))
+            segment = bytes(data[at : at + entry["b"]])
+            check_line_endings(segment, f"outbox row {row}: its stored rendering")
+            pieces.append(segment)
             at += entry["b"]
         elif "a" in entry:
             pieces.append(Source(attachments[entry["a"]]))
