@@ -145,7 +145,8 @@ def test_a_rendering_is_crlf_only_so_the_smtp_payload_skips_the_count(
     for the fast renderer and the stdlib's (a long header with runs of spaces), text
     bodies in each transfer encoding, HTML and an attachment."""
     from mailer import Attachment, Message
-    from mailer.providers._smtp.wire import _crlf_only, data_pieces
+    from mailer._message.wire import crlf_only
+    from mailer.providers._smtp.wire import data_pieces
 
     headers = {"X-Spaced": "a  b " * 30} if stdlib else {}
     message = Message(
@@ -159,7 +160,7 @@ def test_a_rendering_is_crlf_only_so_the_smtp_payload_skips_the_count(
     )
     data = message.as_bytes()
     assert (b"X-Spaced" in data) is stdlib
-    assert _crlf_only(data)
+    assert crlf_only(data)
     assert data_pieces(data, checked=True) == data_pieces(data)
 
 

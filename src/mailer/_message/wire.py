@@ -40,14 +40,19 @@ def check_wire(data: bytes, expected_headers: Iterable[str], *, head: bool = Tru
         raise MessageError("rendered message has a line longer than 998 octets")
 
 
+def crlf_only(data: bytes) -> bool:
+    """Every CR and every LF of ``data`` is part of a CRLF (three passes in C)."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs and data.count(b"\n") == pairs
+
+
 def check_line_endings(data: bytes, what: str = "rendered message") -> None:
     """CRLF only and no NUL: what lets SMTP send the bytes as they are (no line endings
     rewritten, ``.`` stuffed after CRLF only), so no bare-LF end-of-data sequence can
     smuggle a second message to a server. Also run on a rendering read back from the
     outbox, which skipped :func:`check_wire` when it was stored and may have been
     edited since."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
+    if not crlf_only(data):
         raise MessageError(f"{what} has a bare CR or LF (refusing to send it)")
     if b"\x00" in data:
         raise MessageError(f"{what} contains NUL")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..._errors import MessageError
 from ..._message.mime import Rendering, Source, Streamed, TextSource
+from ..._message.wire import crlf_only
 from ..._text import QUOTE, clip
 
 if TYPE_CHECKING:
@@ -82,11 +83,6 @@ def encode_data(payload: bytes) -> bytes:
     return b"".join(data_pieces(payload))
 
 
-def _crlf_only(payload: bytes) -> bool:
-    pairs = payload.count(b"\r\n")
-    return payload.count(b"\r") == pairs and payload.count(b"\n") == pairs
-
-
 def data_pieces(payload: bytes, *, checked: bool = False) -> tuple[bytes, ...]:
     """:func:`encode_data` as pieces to write in order, without copying a clean payload.
 
@@ -99,7 +95,7 @@ def data_pieces(payload: bytes, *, checked: bool = False) -> tuple[bytes, ...]:
     """
     if not payload:
         return (b".\r\n",)
-    if payload.endswith(b"\r\n") and (checked or _crlf_only(payload)):
+    if payload.endswith(b"\r\n") and (checked or crlf_only(payload)):
         text = payload
     else:
         text = _LINE_ENDING.sub(b"\r\n", payload)
