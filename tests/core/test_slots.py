@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -118,3 +119,30 @@ async def test_a_slot_handed_to_a_waiter_cancelled_in_that_turn_goes_to_the_next
         cancelled.cancel()  # ...which is cancelled before it runs again
         await nxt
     assert got == [1] and cancelled.cancelled() and slots.waiting == 0
+
+
+async def test_a_slot_freed_in_the_turn_a_wait_timed_out_is_taken_by_that_wait(
+    budget: None,
+) -> None:
+    """The wait's budget timer and a release run in one loop turn, the timer first (a
+    busy loop runs every due timer in one turn): release() finds no live waiter and
+    frees the slot, and the wait, back in line because a slot was freed meanwhile, must
+    take that slot. It used to queue behind it for another whole budget, nobody left to
+    release it, and fail over: a healthy pool's burst failed over as if hung
+    (tests/faults/test_slow_failures.py's busy-pool case, once in ten runs under load)."""
+    slots = Slots(1, "pooled connection")
+    await slots.acquire()
+    loop = asyncio.get_running_loop()
+    with anyio.fail_after(5):
+        waiter = asyncio.ensure_future(slots.acquire())
+        await asyncio.sleep(0)
+        assert slots.waiting == 1
+        # Due after the wait's timer (the budget ends 0.3 s after the fixture began,
+        # before now + 0.31), so the loop runs it right after that timer, in the same turn
+        loop.call_later(0.31, slots.release)
+        time.sleep(0.5)  # hold the loop past both: it then runs them in one turn
+        await waiter  # the freed slot is the waiter's: no TransientError, no second budget
+    assert slots.waiting == 0
+    slots.release()
+    with anyio.fail_after(1):
+        await slots.acquire()  # exactly one slot, passed on once

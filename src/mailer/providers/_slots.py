@@ -16,6 +16,9 @@ breaker. The rule here:
   once, when the slow-call verdict releases them): hang detection is unchanged.
 * The time queued is kept out of the set-up times the adaptive budget learns, and a send
   that gets its slot after queueing starts its set-up with a whole budget.
+* A slot is never left free while a send waits for one: a slot freed in the loop turn
+  that ran out every waiter's budget (no live waiter to hand it to) is taken by the
+  first of them to get back in line.
 
 asyncio only (the SMTP provider is; the HTTP providers use it on asyncio and leave
 httpx's own pool limit to act alone under trio).
@@ -94,6 +97,16 @@ class Slots:
     async def _take(self, wait: float | None) -> None:
         """Wait in line for a slot, at most ``wait`` seconds (None: no limit); on a
         TimeoutError the place in line is given up."""
+        if self._free > 0 and not self._queued():
+            # Back in line after a timed-out wait (a slot was freed meanwhile, or the
+            # loop's lag moved the budget on) and a slot is free: it is ours. It went
+            # free when release() ran in the same loop turn as this wait's timer, after
+            # it (a busy loop runs every due timer in one turn): the timer had failed our
+            # future, so release() found no live waiter. Queued behind that free slot,
+            # nobody would ever hand it to us, and after one more budget the whole
+            # queue failed over from a healthy provider.
+            self._free -= 1
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiters.append(future)
