@@ -78,6 +78,25 @@ def test_a_late_reply_after_the_data_queues_the_message_at_once() -> None:
         assert server.received() == {"<m@x>": 1}  # received, though the client was not told
 
 
+def test_a_fault_counts_how_often_it_fired() -> None:
+    """``fail()`` returns the fault; ``fired`` moves when the server acts it out (a test
+    waits for it instead of guessing when the client reached the command), not for a
+    command it lets through (``skip``) nor once its ``times`` are spent."""
+    with SMTPTestServer(auth=False) as server:
+        refuse = server.state.fail("MAIL", "451 4.3.0 try later", times=1, skip=1)
+        assert refuse.fired == 0
+        with smtplib.SMTP(server.host, server.port, timeout=5) as client:
+            client.ehlo()
+            assert client.mail("a@example.com")[0] == 250  # skipped
+            assert refuse.fired == 0
+            client.rset()
+            assert client.mail("a@example.com")[0] == 451
+            assert refuse.fired == 1
+            client.rset()
+            assert client.mail("a@example.com")[0] == 250  # its one time is spent
+        assert refuse.fired == 1 and refuse.times == 0
+
+
 async def test_hang_before_the_body_reads_nothing() -> None:
     async with serve("hang-before-body") as api, httpx.AsyncClient(timeout=0.3) as client:
         with pytest.raises(httpx.ReadTimeout):

@@ -80,7 +80,9 @@ class Fault:
 
     ``reply`` is described in the module docstring. ``times`` limits how often it fires
     (None: always); ``skip`` lets that many matching commands through first (fail the
-    second DATA_END: ``skip=1``).
+    second DATA_END: ``skip=1``). ``fired`` counts how often it has fired: a test that
+    must act while the server sits on a command (cancel the send, starve its loop) waits
+    for it, where a guessed sleep could end before a loaded machine's client got there.
     """
 
     command: str
@@ -88,6 +90,7 @@ class Fault:
     match: str | None = None
     times: int | None = None
     skip: int = 0
+    fired: int = 0
 
 
 def _split_delay(reply: str) -> tuple[float, str | None]:
@@ -131,10 +134,12 @@ class ServerState:
         match: str | None = None,
         times: int | None = None,
         skip: int = 0,
-    ) -> None:
-        """Inject a fault for later commands."""
+    ) -> Fault:
+        """Inject a fault for later commands; returns it (its ``fired`` count)."""
+        fault = Fault(command.upper(), reply, match, times, skip)
         with self.lock:
-            self.faults.append(Fault(command.upper(), reply, match, times, skip))
+            self.faults.append(fault)
+        return fault
 
     def take_fault(self, command: str, arg: str) -> Fault | None:
         """The fault that fires for this command now, if any (counting it)."""
@@ -151,6 +156,7 @@ class ServerState:
                     if fault.times <= 0:
                         continue
                     fault.times -= 1
+                fault.fired += 1
                 return fault
         return None
 
