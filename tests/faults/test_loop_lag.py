@@ -23,7 +23,7 @@ import pytest
 
 from mailer import Mailer, Message
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import ScriptedProvider, SilentServer, SMTPTestServer
+from mailer.testing import ScriptedProvider, SilentServer, SMTPTestServer, eventually
 
 from .kit import messages
 from .lagkit import BUDGET, SHORT, SLACK, burn, failed_attempts
@@ -76,18 +76,22 @@ async def test_a_loop_starved_mid_envelope_does_not_fail_the_send(
     smtp: Callable[..., SMTPTestServer], delay: float, what: str
 ) -> None:
     """A warm pooled connection; MAIL is answered ``delay`` s late, and the loop is held
-    from 0.1 s to past the budget. In the second case the server took longer than the
-    budget in wall time, but the loop ran for only 0.1 s + the time after the stall
-    before its reply: the budget counts the provider's time, not the loop's."""
+    past the budget from the moment the server has MAIL (its fault fired: an event, not
+    a guessed 0.1 s, after which a loaded machine's send might not have written MAIL
+    yet, and would then meet the late reply with a running loop). In the second case the
+    server took longer than the budget in wall time, but the loop ran only until MAIL
+    went out and after the stall before its reply: the budget counts the provider's
+    time, not the loop's."""
     server = smtp()
     mailer = Mailer([provider("primary", server.config(), pool=True)], budget=SHORT)
     first, second = messages(2)
     async with mailer:
         await mailer.send(first)  # the connection is set up and pooled
-        server.state.fail("MAIL", f"delay:{delay:g}", times=1)
+        late = server.state.fail("MAIL", f"delay:{delay:g}", times=1)
         started = time.monotonic()
         task = asyncio.create_task(mailer.send(second))
-        await asyncio.sleep(0.1)  # MAIL (with RCPT and DATA: PIPELINING) is written
+        # MAIL (with RCPT and DATA: PIPELINING) is written, and its answer is on the way
+        assert await eventually(lambda: late.fired, timeout=10, interval=0.005)
         burn(SHORT["pre_commit"] + 0.5)
         result = await asyncio.wait_for(task, 10)
         took = time.monotonic() - started
