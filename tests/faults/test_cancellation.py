@@ -20,7 +20,7 @@ import pytest
 from mailer import AllProvidersFailed, DeliveryUncertain, Mailer, TransientError
 from mailer._mailer import Event
 from mailer.providers._smtp import SMTPProvider
-from mailer.testing import SMTPTestServer
+from mailer.testing import Fault, SMTPTestServer, eventually
 
 from .kit import check_ledger, messages, run_load
 
@@ -34,16 +34,33 @@ def provider(server: SMTPTestServer, **overrides: Any) -> SMTPProvider:
     return SMTPProvider.from_config("a", config)
 
 
-async def cancel_one(mailer: Mailer, how: str) -> None:
+async def cancel_one(mailer: Mailer, how: str, hang: Fault) -> None:
+    """Send one message and cancel it once the server sits on the command ``hang`` fires
+    on (an event: after a guessed 0.3 s a loaded machine's send could still be short of
+    that phase, cancelled at an earlier one, and the hang left for a later send)."""
     message = messages(1)[0]
+
+    async def when_hung(cancel: Callable[[], None]) -> None:
+        assert await eventually(lambda: hang.fired, timeout=10, interval=0.005)
+        cancel()
+
+    async def under_own_timeout() -> None:
+        with anyio.fail_after(20) as scope:
+
+            def expire() -> None:  # the caller's own timeout runs out now
+                scope.deadline = anyio.current_time()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(when_hung, expire)
+                await mailer.send(message)
+
     if how == "fail_after":
-        with pytest.raises(TimeoutError), anyio.fail_after(0.3):
-            await mailer.send(message)
+        with pytest.raises(TimeoutError):
+            await under_own_timeout()
     else:
         async with anyio.create_task_group() as tg:
             tg.start_soon(mailer.send, message)
-            await anyio.sleep(0.3)
-            tg.cancel_scope.cancel()
+            await when_hung(tg.cancel_scope.cancel)
 
 
 @pytest.mark.parametrize("how", ["fail_after", "task_group"])
@@ -60,8 +77,8 @@ async def test_cancelled_at_each_phase(
     async with mailer:
         if phase != "EHLO":
             await mailer.send(warm)  # a pooled connection to reuse
-        server.state.fail(phase, "hang", times=1)
-        await cancel_one(mailer, how)
+        hang = server.state.fail(phase, "hang", times=1)
+        await cancel_one(mailer, how, hang)
         cancelled = [e for e in events if e.kind == "attempt" and e.error is not None]
         assert len(cancelled) == 1
         committed = phase == "DATA_END"
