@@ -133,18 +133,21 @@ async def test_waiting_for_a_pool_slot_past_the_deadline_is_not_uncertain(
     # A send queued behind a hung connection has sent nothing: when the deadline passes
     # while it waits for a pool slot, it fails over (TransientError), not uncertain.
     server = smtp()
-    server.state.fail("RCPT", "hang", times=1)
+    hang = server.state.fail("RCPT", "hang", times=1)
     p = SMTPProvider.from_config("a", server.config(pool=True, max_connections=1,
                                                     socket_timeout=3.0))  # fmt: skip
     hung = Mailer([p], send_timeout=3)
     queued = Mailer([p], send_timeout=0.5, retry={"attempts": 1})
     async with anyio.create_task_group() as tg:
         tg.start_soon(hung.send, messages(1)[0])  # holds the only connection, hung
-        await anyio.sleep(0.2)
+        # hung at RCPT (an event: after a guessed 0.2 s a loaded machine's first send
+        # could still be connecting, and the second would not queue for the slot at all)
+        assert await eventually(lambda: hang.fired, timeout=10, interval=0.005)
         try:
             with pytest.raises(AllProvidersFailed) as info:
                 await queued.send(messages(1)[0])
             assert not info.value.possibly_delivered
+            assert "no pooled connection became free" in str(info.value.errors["a"])
         finally:
             tg.cancel_scope.cancel()
     await p.aclose()
