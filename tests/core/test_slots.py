@@ -15,6 +15,7 @@ from mailer import TransientError
 from mailer._attempt import AttemptContext
 from mailer._clock import now
 from mailer.providers._slots import Slots
+from mailer.testing import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -25,13 +26,13 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def budget() -> Iterator[None]:
+def budget() -> Iterator[AttemptContext]:
     """The test runs as an attempt with a 0.3 s pre-commit budget (30 s deadline)."""
     start = now()
     state = AttemptContext("p", deadline=start + 30.0, budget_deadline=start + 0.3, budget=0.3)
     token = state.enter()
     try:
-        yield
+        yield state
     finally:
         state.exit(token)
 
@@ -61,7 +62,7 @@ async def test_waiters_get_the_slots_in_arrival_order() -> None:
 
 
 async def test_a_wait_that_saw_no_slot_freed_for_a_budget_gives_up_its_place(
-    budget: None,
+    budget: AttemptContext,
 ) -> None:
     slots = Slots(1, "pooled connection")
     await slots.acquire()
@@ -76,15 +77,23 @@ async def test_a_wait_that_saw_no_slot_freed_for_a_budget_gives_up_its_place(
         await slots.acquire()
 
 
-async def test_a_slot_freed_during_the_budget_keeps_the_wait_in_line(budget: None) -> None:
+async def test_a_slot_freed_during_the_budget_keeps_the_wait_in_line(
+    budget: AttemptContext,
+) -> None:
+    """A slot freed while "second" waits (to "first", ahead in line): when its budget
+    runs out, "second" keeps its place with a new budget and gets the slot "first" gives
+    back after. Each step waits for the one before (no guessed sleeps around the 0.3 s
+    budget, which a loaded machine could overrun): the release comes before the budget
+    can run out, and "first" holds the slot until "second" has started its new budget."""
     slots = Slots(1, "pooled connection")
     await slots.acquire()
     got: list[str] = []
+    done = asyncio.Event()
 
     async def first() -> None:  # ahead in line, no budget of its own
         await slots.acquire()
         got.append("first")
-        await asyncio.sleep(0.25)
+        await done.wait()
         slots.release()
 
     async def second() -> None:
@@ -96,9 +105,14 @@ async def test_a_slot_freed_during_the_budget_keeps_the_wait_in_line(budget: Non
         ahead = asyncio.get_running_loop().create_task(first(), context=contextvars.Context())
         await asyncio.sleep(0)
         behind = asyncio.ensure_future(second())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)
+        ends = budget.budget_deadline
         slots.release()  # to "first": a slot was freed while "second" waited
-        await asyncio.gather(ahead, behind)  # "second" outlives its 0.3 s budget
+        # "second"'s budget ran out while "first" held the slot: it started a new one
+        assert await eventually(lambda: budget.budget_deadline != ends, interval=0.005)
+        assert got == ["first"] and slots.waiting == 1
+        done.set()
+        await asyncio.gather(ahead, behind)  # "second" outlived its first budget
     assert got == ["first", "second"]
 
 
@@ -122,7 +136,7 @@ async def test_a_slot_handed_to_a_waiter_cancelled_in_that_turn_goes_to_the_next
 
 
 async def test_a_slot_freed_in_the_turn_a_wait_timed_out_is_taken_by_that_wait(
-    budget: None,
+    budget: AttemptContext,
 ) -> None:
     """The wait's budget timer and a release run in one loop turn, the timer first (a
     busy loop runs every due timer in one turn): release() finds no live waiter and
