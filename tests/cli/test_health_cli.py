@@ -10,7 +10,7 @@ from tests.cli.conftest import Runner
 from tests.health.redis_kit import RedisServer
 
 from mailer import Mailer, Message
-from mailer.testing import ScriptedProvider
+from mailer.testing import ScriptedProvider, eventually
 
 
 def _config(tmp_path: Path, store: str, prefix: str) -> Path:
@@ -42,7 +42,12 @@ def test_health_shows_the_shared_state(
         store = {"store": redis_server.url, "prefix": prefix}
         async with Mailer([primary, backup], health=store) as m:
             await m.send(Message(sender="a@example.com", to=["b@example.org"], text="x"))
-            await asyncio.sleep(0.2)  # the write is not awaited by the send
+            # The send does not await the breaker's write to Redis, and closing cancels a
+            # write still under way: wait for it to be done (not a guessed 0.2 s, which a
+            # loaded machine's Redis round trip could outlast)
+            shared = m._runtime.shared
+            assert shared is not None
+            assert await eventually(lambda: not shared._writes, timeout=10)
 
     asyncio.run(rest_the_primary())
     _config(tmp_path, redis_server.url, prefix)
