@@ -66,7 +66,14 @@ def test_a_stall_counts_while_under_way_and_after() -> None:
         burn(stall)
         during = lag.read() - start
         held = time.monotonic() - began
-        await asyncio.sleep(0.15)  # the late beat runs and records it
+        stalled = lag.stalled
+        # The late beat, overdue, runs at the loop's next turn and records the stall.
+        # Read right after it, not after a guessed 0.15 s: a loaded machine that held
+        # the process up meanwhile would add its own lag past the bound below
+        for _ in range(200):  # bounded: 200 turns of 5 ms
+            if lag.stalled != stalled:
+                break
+            await asyncio.sleep(0.005)
         return during, lag.read() - start, held
 
     during, after, held = asyncio.run(go())
