@@ -139,22 +139,27 @@ async def test_waiting_sends_are_released_when_the_breaker_opens() -> None:
     hung = ScriptedProvider("hung", ["hang"], repeat=True)
     backup = ScriptedProvider("backup")
     mailer = Mailer([hung, backup], budget={"pre_commit": 1.0})
-    started: dict[int, float] = {}
     ended: dict[int, float] = {}
+    errors: dict[int, list[str | None]] = {}
 
     async def one(i: int) -> None:
-        started[i] = time.monotonic()
         result = await mailer.send(Message(sender="a@example.com", to=["u@example.org"]))
         assert result.provider == "backup"
         ended[i] = time.monotonic()
+        errors[i] = [a.error for a in result.attempts if a.provider == "hung"]
 
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(one, 0)
             await anyio.sleep(0.5)  # the second starts half-way through the first's budget
             tg.start_soon(one, 1)
-    # the second was released when the first's budget ran out, 0.5 s into its own
-    assert ended[1] - started[1] < 0.9, ended[1] - started[1]
+    # The second was released when the first's budget ran out, 0.5 s into its own: it
+    # says so, and it ended with the first. (Its time was bounded at 0.9 s, 0.3 s over
+    # the 0.6 s it takes: a loaded machine's late timer, or the lag it moves the budget
+    # by, delays both sends alike, so they are compared with each other.)
+    (released,) = errors[1]
+    assert released is not None and "released before the commit point" in released, released
+    assert ended[1] - ended[0] < 0.3, ended[1] - ended[0]  # its own budget: 0.5 s later
 
 
 @pytest.mark.parametrize("fault", ["untrusted-cert", "require-tls"])
