@@ -236,15 +236,25 @@ def run_outbox(
 
 
 def print_rounds(results: dict[str, list[dict[str, Any]]]) -> None:
-    """Each case's longest step CPU and stall, round by round: a median hides the one
-    round in ten whose step is long, which is what the 20 ms target is about."""
-    print("Longest step CPU / longest stall (ms), each round:")
+    """Each case's longest step, round by round: a median hides the one round in ten
+    whose step is long, which is what the 20 ms target is about. A round reads
+    ``cpu/stall`` (ms); ``+gcN`` when a full collection ran on the loop, with the
+    longest step's CPU without collections and the longest collection after it."""
+    print("Longest step CPU / longest stall (ms), each round (+gc: full collections, then")
+    print("the longest step's CPU without them / the longest collection):")
     for name, res in results.items():
-        shown = ", ".join(
-            "error" if "error" in r else f"{r['cpu_ms']:.1f}/{r['stall_ms']:.1f}" for r in res
-        )
+        shown = ", ".join(_round(r) for r in res)
         worst = max((r["cpu_ms"] for r in res if "error" not in r), default=None)
         print(f"  {name}: {shown} (worst step CPU {num(worst, '.1f')})")
+
+
+def _round(res: dict[str, Any]) -> str:
+    if "error" in res:
+        return "error"
+    shown = f"{res['cpu_ms']:.1f}/{res['stall_ms']:.1f}"
+    if res.get("gc_full"):
+        shown += f" +gc{res['gc_full']} {res['cpu_nogc_ms']:.1f}/{res['gc_ms']:.1f}"
+    return shown
 
 
 def _pg_empty(dsn: str) -> None:
