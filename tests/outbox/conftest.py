@@ -13,14 +13,19 @@ import pytest
 from tests.faults.conftest import smtp  # the fault matrix's servers (ledger); certs: the session's
 
 from mailer import Message
-from mailer._outbox import OutboxStore
+from mailer._outbox import OutboxStore, sqlite_rows
 from mailer._outbox.store import NewMessage
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "sqlite-by-row", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The outbox URL, once per store."""
-    if request.param == "sqlite":
+    """The outbox URL, once per store; ``sqlite-by-row``: SQLite with the claims and
+    results of an SQLite older than 3.38 (a row a statement step, see
+    mailer._outbox.sqlite_rows), which the machine's own SQLite would not run."""
+    if request.param.startswith("sqlite"):
+        if request.param == "sqlite-by-row":
+            monkeypatch = request.getfixturevalue("monkeypatch")
+            monkeypatch.setattr(sqlite_rows, "one_step_supported", lambda conn: False)
         return f"sqlite:///{tmp_path / 'outbox.db'}"
     return str(request.getfixturevalue("pg_url"))
 

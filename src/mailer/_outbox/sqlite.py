@@ -17,20 +17,18 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import secrets
 import sqlite3
 import time
 import weakref
 from collections.abc import Sequence
 
-from . import _chunked
+from . import _chunked, sqlite_rows
 from ._batch import Batcher
 from .sqlite_dispatch import DISPATCH_SCHEMA, SQLiteDispatch
 from .sqlite_writer import WriterClient
 from .store import (
     LEASE_EXPIRED_SAFE,
     LEASE_EXPIRED_UNKNOWN,
-    MAX_AGE_PASSED,
     STATES,
     Claimed,
     NewMessage,
@@ -78,6 +76,9 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
 
     def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "auto") -> None:
         super().__init__(path, synchronous)
+        #: claims and results in a few statement steps (see .sqlite_rows); decided by
+        #: open() from the file's SQLite and encoding
+        self._one_step = False
         #: when expired leases were last settled (time.monotonic(), the writer's thread)
         self._settled = -math.inf
         #: results are grouped per event loop (a Batcher's task lives on one loop)
@@ -102,6 +103,7 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
             columns = {r[1] for r in conn.execute("PRAGMA table_info(outbox_body)")}
             if "digest" not in columns:
                 conn.execute("ALTER TABLE outbox_body ADD COLUMN digest BLOB")
+            self._one_step = sqlite_rows.one_step_supported(conn)
 
         await self._do(create, durable=True)
 
@@ -157,30 +159,16 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
             if tick - self._settled >= _SETTLE_EVERY:
                 self._settled = tick
                 _settle_expired(conn, now)
-            claimed: list[Claimed] = []
-            # Bounded: every pass moves each row it reads out of "queued" (or stops).
-            while len(claimed) < limit:
-                rows = conn.execute(
-                    "SELECT id, created FROM outbox WHERE state = 'queued' AND next_at <= ?"
-                    " ORDER BY next_at, id LIMIT ?",
-                    (now, limit - len(claimed)),
-                ).fetchall()
-                if not rows:
-                    break
-                # Too old to try: checked as they come due rather than by scanning every
-                # queued row per claim (which made a backlog quadratic).
-                oldest = now - max_age
-                old = [(MAX_AGE_PASSED, now, row) for row, created in rows if created < oldest]
-                if old:
-                    conn.executemany(
-                        "UPDATE outbox SET state = 'dead', last_error = ?, updated = ?"
-                        " WHERE id = ?",
-                        old,
-                    )
-                due = [row for row, created in rows if created >= oldest]
-                if due:
-                    claimed += _lease(conn, due, owner, now + lease, now, commit)
-            return claimed
+            return sqlite_rows.claim(
+                conn,
+                owner=owner,
+                limit=limit,
+                now=now,
+                until=now + lease,
+                max_age=max_age,
+                commit=commit,
+                one_step=self._one_step,
+            )
 
         # A claim that records the commit point is durable (fsync'd under
         # synchronous=auto) before it returns, as that record was on its own.
@@ -207,10 +195,10 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
         return await batcher.submit((row, claim, outcome))
 
     async def _finish_many(self, items: Sequence[tuple[int, str, Outcome]]) -> list[bool]:
-        """The results of concurrent attempts, as one operation for the writer thread:
-        one prepared statement run for every row (``executemany``), no Python per row
-        there. When a claim was lost (fewer rows changed than given), the rows are
-        written again one at a time to say which."""
+        """The results of concurrent attempts, as one operation for the writer thread
+        (:func:`.sqlite_rows.finish`: one statement for all of them). When a claim was
+        lost (fewer rows changed than given), the rows are written again one at a time
+        to say which."""
         now = time.time()
         params = [
             (o.state, o.next_at, o.provider, o.error, now, o.pin, row, claim)
@@ -218,15 +206,7 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
         ]
 
         def op(conn: sqlite3.Connection) -> list[bool]:
-            if len(params) == 1:
-                return [conn.execute(_FINISH, params[0]).rowcount == 1]
-            conn.execute("SAVEPOINT results")
-            if conn.executemany(_FINISH, params).rowcount == len(params):
-                conn.execute("RELEASE results")
-                return [True] * len(params)
-            conn.execute("ROLLBACK TO results")
-            conn.execute("RELEASE results")
-            return [conn.execute(_FINISH, p).rowcount == 1 for p in params]
+            return sqlite_rows.finish(conn, params, one_step=self._one_step)
 
         # several rows: in the writer's savepoint, so a failing one undoes them all (the
         # Batcher then writes them one at a time)
@@ -323,48 +303,6 @@ class SQLiteStore(WriterClient, SQLiteDispatch):
             return conn.execute("DELETE FROM outbox WHERE state = ? AND updated < ?", args).rowcount
 
         return await self._do(op, durable=True)
-
-
-def _lease(
-    conn: sqlite3.Connection,
-    rows: list[int],
-    owner: str,
-    until: float,
-    now: float,
-    commit: bool,
-) -> list[Claimed]:
-    """Lease ``rows`` (due, in the order given) to ``owner``: two statements for all of
-    them. Each row's claim is one token for the call and the row's id, as on Postgres.
-    ``commit``: also record their commit points (see :meth:`SQLiteStore.claim`)."""
-    marks = ",".join("?" * len(rows))
-    params = (owner, until, secrets.token_hex(8), int(commit), int(commit), now, *rows)
-    got = {r[0]: r for r in conn.execute(_LEASE.format(marks), params).fetchall()}
-    bodies = {r[0]: r for r in conn.execute(_BODIES.format(marks), rows).fetchall()}
-    return [
-        Claimed(row, g[1], g[2], b[1], b[2], g[3], g[4], g[5], commit, b[3])
-        for row in rows
-        if (g := got.get(row)) is not None and (b := bodies[row])
-    ]
-
-
-#: leasing due rows, ``{}`` their ids' placeholders (RETURNING's order is not theirs);
-#: a claim that records the commit point resets the provider to the row's pin (the only
-#: one it may go to) or NULL: whoever takes it is recorded with the result
-_LEASE = (
-    "UPDATE outbox SET state = 'sending', lease_owner = ?, lease_until = ?,"
-    " claim = ? || ':' || id, committed = ?,"
-    " provider = CASE WHEN ? THEN pin ELSE provider END,"
-    " attempts = attempts + 1, updated = ?"
-    " WHERE id IN ({}) RETURNING id, claim, message_id, attempts, created, pin"
-)
-_BODIES = "SELECT id, message, raw, digest FROM outbox_body WHERE id IN ({})"
-#: an attempt's result, if its claim still holds the row
-_FINISH = (
-    "UPDATE outbox SET state = ?, next_at = COALESCE(?, next_at),"
-    " provider = COALESCE(?, provider), last_error = ?, updated = ?,"
-    " lease_owner = NULL, lease_until = NULL, pin = ?"
-    " WHERE id = ? AND claim = ? AND state IN ('sending', 'unknown')"
-)
 
 
 def _settle_expired(conn: sqlite3.Connection, now: float) -> None:
