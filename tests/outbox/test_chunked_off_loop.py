@@ -13,7 +13,9 @@ happen, elsewhere.
 
 from __future__ import annotations
 
+import asyncio
 import email
+import os
 import shutil
 import sys
 import tempfile
@@ -22,11 +24,14 @@ from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
+import anyio
 import pytest
 
 from mailer import Mailer, MessageError
 from mailer._message.spooled import SpooledText
 from mailer._message.stream import Source
+from mailer._outbox import _chunked
+from mailer._outbox.store import Stored
 from mailer.testing import SMTPTestServer
 
 from .conftest import fast_outbox, smtp_entry
@@ -104,6 +109,75 @@ async def test_the_spool_files_are_written_and_removed_off_the_loop(
         if not p.is_multipart() and p.get_filename() is None
     ]
     assert bodies == [f"{message.text}".rstrip("\n").encode(), f"{message.html}".encode()]
+
+
+def open_in(folder: Path) -> list[str]:
+    """This process's open files under ``folder`` (an anonymous ``O_TMPFILE`` text too:
+    its link reads ``folder/#N (deleted)``)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own descriptor, closed meanwhile
+        if target.startswith(f"{folder}/"):
+            found.append(target)
+    return found
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc/self/fd (Linux)")
+@pytest.mark.parametrize("how", ["task.cancel()", "anyio scope"])
+async def test_a_load_cancelled_midway_leaves_no_file_open_or_on_disk(
+    how: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Cancelled (a plain ``task.cancel()``, or an anyio scope, as a drain's timeout
+    does: every later await of the task is cancelled too, so the removal's wait must be
+    shielded) while the attachment's second chunk is being read, after both texts were
+    spooled: the spool folder is removed and every spool file closed when the task ends,
+    although the removal runs in a worker thread (no timing: the read waits on an event
+    that never comes)."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    message, _, _ = large_message(tmp_path)
+    rendering = message.render()
+    assert not isinstance(rendering, bytes)
+    split = _chunked.split(message, rendering)
+    assert split is not None
+    message_json, raw, parts = split
+    chunks = {(p.part, seq): chunk for p in parts for seq, chunk in enumerate(p.chunks())}
+    assert (0, 1) in chunks  # the 3 MiB attachment has a second chunk
+    reached, never = asyncio.Event(), asyncio.Event()
+
+    async def read(row: int, part: int, seq: int) -> bytes | None:
+        if (part, seq) == (0, 1):
+            reached.set()
+            await never.wait()
+        return chunks.get((part, seq))
+
+    scope = anyio.CancelScope()
+
+    async def load() -> None:
+        with scope:
+            async with _chunked.loaded(Stored(1, message_json, raw), read):
+                raise AssertionError("the load was to be cancelled before it finished")
+        assert how == "anyio scope" and scope.cancelled_caught
+
+    task = asyncio.get_running_loop().create_task(load())
+    await reached.wait()
+    (folder,) = spool.iterdir()
+    assert [p.name for p in folder.iterdir()] == ["0"]  # the attachment's copy, begun
+    assert len(open_in(spool)) == 3  # the two spooled texts and the copy
+    if how == "anyio scope":
+        scope.cancel()
+        await task
+    else:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert list(spool.iterdir()) == []
+    assert open_in(spool) == []
 
 
 def test_a_spooled_text_refuses_a_write_after_it_is_closed(tmp_path: Path) -> None:
