@@ -34,8 +34,8 @@ from mailer._outbox import _chunked
 from mailer._outbox.store import Stored
 from mailer.testing import SMTPTestServer
 
+from .chunked_kit import large_message
 from .conftest import fast_outbox, smtp_entry
-from .test_chunked import large_message
 
 #: Python functions that do the spool's file-system work (none may run on the loop)
 _SPOOL_WORK: dict[CodeType, str] = {
