@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import sys
 import threading
 import time
@@ -67,6 +68,7 @@ class CPUTicker(Ticker):
         self._gc_in_gap = 0.0
         self._gc_start = 0.0
         self._thread = threading.get_ident()
+        self._steps: _Callbacks | None = None
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
         if threading.get_ident() != self._thread:
@@ -81,18 +83,26 @@ class CPUTicker(Ticker):
 
     def __enter__(self) -> CPUTicker:
         gc.callbacks.append(self._on_gc)
+        if os.environ.get("MAILER_BENCH_STEPS"):
+            self._steps = _Callbacks()
         super().__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         super().__exit__(*exc)
         gc.callbacks.remove(self._on_gc)
+        if self._steps is not None:
+            self._steps.close()
 
-    def figures(self) -> dict[str, float]:
+    def figures(self) -> dict[str, Any]:
         """The loop figures of a result line, in ms (and the count of full collections)."""
-        return {"stall_ms": self.longest * 1000, "cpu_ms": self.longest_cpu * 1000,
-                "cpu_nogc_ms": self.longest_cpu_nogc * 1000, "gc_ms": self.longest_gc * 1000,
-                "gc_full": self.full_gcs}  # fmt: skip
+        figures: dict[str, Any] = {
+            "stall_ms": self.longest * 1000, "cpu_ms": self.longest_cpu * 1000,
+            "cpu_nogc_ms": self.longest_cpu_nogc * 1000, "gc_ms": self.longest_gc * 1000,
+            "gc_full": self.full_gcs}  # fmt: skip
+        if self._steps is not None:
+            figures.update(callback_ms=self._steps.longest * 1000, callback=self._steps.name)
+        return figures
 
     async def _run(self) -> None:
         last, cpu_last = time.perf_counter(), time.thread_time()
@@ -103,6 +113,43 @@ class CPUTicker(Ticker):
             self.longest_cpu = max(self.longest_cpu, cpu - cpu_last)
             self.longest_cpu_nogc = max(self.longest_cpu_nogc, cpu - cpu_last - self._gc_in_gap)
             last, cpu_last, self._gc_in_gap = now, cpu, 0.0
+
+
+class _Callbacks:
+    """``MAILER_BENCH_STEPS=1`` (``memory.py --steps``): the longest single callback the
+    loop ran (thread CPU) and what it was, by timing ``asyncio.Handle._run`` while the
+    ticker runs. A long "step" of the ticker whose longest callback is short was not a
+    step of ours: CPU charged to the loop's thread between callbacks (on this kernel,
+    interrupt work; see docs/benchmarks.md). Costs ~2 us a callback, so off by default."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.name = ""
+        self._run = run = asyncio.events.Handle._run
+
+        def timed(handle: asyncio.Handle) -> None:
+            start = time.thread_time()
+            try:
+                run(handle)
+            finally:
+                spent = time.thread_time() - start
+                if spent > self.longest:
+                    self.longest, self.name = spent, _callback_name(handle)
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        asyncio.events.Handle._run = self._run  # type: ignore[method-assign]
+
+
+def _callback_name(handle: asyncio.Handle) -> str:
+    """A task's coroutine, or the callback's own name (never its arguments' repr: a
+    future holding a 1 MiB chunk would take milliseconds to print)."""
+    callback = handle._callback  # type: ignore[attr-defined]
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        return f"task {task.get_coro().__qualname__}"
+    return str(getattr(callback, "__qualname__", type(callback).__name__))
 
 
 _ANSWERED = [0]
