@@ -39,6 +39,8 @@ from mailer._outbox.store import NewMessage
 
 WINDOW = 1.0
 PAUSE = 0.002
+#: the busy thread's Python between two system calls: ~90 us, an event-loop turn
+WORK = 3000
 
 
 class Busy(threading.Thread):
@@ -53,7 +55,7 @@ class Busy(threading.Thread):
         a, b = socket.socketpair()
         x = 0
         while not self.stopping:
-            for _ in range(300):
+            for _ in range(WORK):
                 x += 1
             a.send(b"x")
             b.recv(16)
