@@ -32,8 +32,11 @@ and refuses a chunked body (411), as some APIs do: the client must send its leng
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,11 +51,58 @@ MIB = 1024 * 1024
 class CPUTicker(Ticker):
     """The 1 ms ticker, also keeping the longest CPU time the loop's thread spent between
     two of its wake-ups: the longest step of the library's own, apart from the time the
-    process waited for a CPU (on a loaded machine, most of a long stall)."""
+    process waited for a CPU (on a loaded machine, most of a long stall).
+
+    And the garbage collector's share (``gc.callbacks``): the longest collection the
+    loop's thread ran while the ticker ran, how many were full (generation 2), and the
+    longest step's CPU without the collections in it. A full collection's cost grows with
+    every object the process holds (the imports alone: ~15-40 ms here), whatever the step
+    it falls in, so it is told apart from the step's own work."""
 
     def __init__(self) -> None:
         super().__init__()
         self.longest_cpu = 0.0
+        self.longest_cpu_nogc = 0.0
+        self.longest_gc = 0.0
+        self.full_gcs = 0
+        self._gc_in_gap = 0.0
+        self._gc_start = 0.0
+        self._thread = threading.get_ident()
+        self._steps: _Callbacks | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        if phase == "start":
+            self._gc_start = time.thread_time()
+            return
+        spent = time.thread_time() - self._gc_start
+        self._gc_in_gap += spent
+        self.longest_gc = max(self.longest_gc, spent)
+        self.full_gcs += info["generation"] == 2
+
+    def __enter__(self) -> CPUTicker:
+        gc.callbacks.append(self._on_gc)
+        if os.environ.get("MAILER_BENCH_STEPS"):
+            self._steps = _Callbacks()
+        super().__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        gc.callbacks.remove(self._on_gc)
+        if self._steps is not None:
+            self._steps.close()
+
+    def figures(self) -> dict[str, Any]:
+        """The loop figures of a result line, in ms (and the count of full collections)."""
+        figures: dict[str, Any] = {
+            "stall_ms": self.longest * 1000, "cpu_ms": self.longest_cpu * 1000,
+            "cpu_nogc_ms": self.longest_cpu_nogc * 1000, "gc_ms": self.longest_gc * 1000,
+            "gc_full": self.full_gcs}  # fmt: skip
+        if self._steps is not None:
+            figures.update(callback_ms=self._steps.longest * 1000, callback=self._steps.name)
+        return figures
 
     async def _run(self) -> None:
         last, cpu_last = time.perf_counter(), time.thread_time()
@@ -61,7 +111,45 @@ class CPUTicker(Ticker):
             now, cpu = time.perf_counter(), time.thread_time()
             self.longest = max(self.longest, now - last)
             self.longest_cpu = max(self.longest_cpu, cpu - cpu_last)
-            last, cpu_last = now, cpu
+            self.longest_cpu_nogc = max(self.longest_cpu_nogc, cpu - cpu_last - self._gc_in_gap)
+            last, cpu_last, self._gc_in_gap = now, cpu, 0.0
+
+
+class _Callbacks:
+    """``MAILER_BENCH_STEPS=1`` (``memory.py --steps``): the longest single callback the
+    loop ran (thread CPU) and what it was, by timing ``asyncio.Handle._run`` while the
+    ticker runs. A long "step" of the ticker whose longest callback is short was not a
+    step of ours: CPU charged to the loop's thread between callbacks (on this kernel,
+    interrupt work; see docs/benchmarks.md). Costs ~2 us a callback, so off by default."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.name = ""
+        self._run = run = asyncio.events.Handle._run
+
+        def timed(handle: asyncio.Handle) -> None:
+            start = time.thread_time()
+            try:
+                run(handle)
+            finally:
+                spent = time.thread_time() - start
+                if spent > self.longest:
+                    self.longest, self.name = spent, _callback_name(handle)
+
+        asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        asyncio.events.Handle._run = self._run  # type: ignore[method-assign]
+
+
+def _callback_name(handle: asyncio.Handle) -> str:
+    """A task's coroutine, or the callback's own name (never its arguments' repr: a
+    future holding a 1 MiB chunk would take milliseconds to print)."""
+    callback = handle._callback  # type: ignore[attr-defined]
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        return f"task {task.get_coro().__qualname__}"
+    return str(getattr(callback, "__qualname__", type(callback).__name__))
 
 
 _ANSWERED = [0]
@@ -154,8 +242,7 @@ async def case(path: str, shape: str, mode: str, host: str, port: int, file: str
             with CPUTicker() as ticker:
                 await asyncio.sleep(2.0)
             return {"base_kb": base, "peak_kb": vm("VmHWM"), "delta_kb": vm("VmHWM") - base,
-                    "elapsed": 2.0, "stall_ms": ticker.longest * 1000,
-                    "cpu_ms": ticker.longest_cpu * 1000, "size": 0}  # fmt: skip
+                    "elapsed": 2.0, **ticker.figures(), "size": 0}  # fmt: skip
         with CPUTicker() as ticker:
             await asyncio.sleep(0.01)  # the ticker's own first wake-up is not the send's
             t0 = time.perf_counter()
@@ -173,8 +260,7 @@ async def case(path: str, shape: str, mode: str, host: str, port: int, file: str
         peak = vm("VmHWM")
         size = message.rendered_size
     return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base, "elapsed": elapsed,
-            "stall_ms": ticker.longest * 1000, "cpu_ms": ticker.longest_cpu * 1000,
-            "size": size}  # fmt: skip
+            **ticker.figures(), "size": size}  # fmt: skip
 
 
 def _large_message(shape: str, file: str) -> Any:
@@ -217,8 +303,7 @@ async def outbox(
     if done != ({"queued": 1} if phase == "enqueue" else {"sent": 1}):
         raise RuntimeError(f"{phase}: {done}")
     return {"base_kb": base, "peak_kb": peak, "delta_kb": peak - base, "elapsed": elapsed,
-            "stall_ms": ticker.longest * 1000, "cpu_ms": ticker.longest_cpu * 1000,
-            "size": size}  # fmt: skip
+            **ticker.figures(), "size": size}  # fmt: skip
 
 
 def main(argv: list[str]) -> dict[str, Any] | None:

@@ -14,18 +14,16 @@ from typing import Any
 
 import pytest
 
-from mailer import Attachment, Mailer, Message, MessageError
-from mailer._message.stream import STREAM_THRESHOLD
+from mailer import Mailer, Message, MessageError
 from mailer._outbox import _chunked
 from mailer._outbox.config import OutboxConfig
 from mailer._outbox.worker import Outbox, open_store
 from mailer.testing import ScriptedProvider, SMTPTestServer
 
+from .chunked_kit import MiB, large_message
 from .conftest import fast_outbox, rows, smtp_entry
 
 pytestmark = pytest.mark.anyio
-
-MiB = 1024 * 1024
 
 
 def chunk_rows(db_url: str) -> list[tuple[int, int, int, int]]:
@@ -39,34 +37,6 @@ def chunk_rows(db_url: str) -> list[tuple[int, int, int, int]]:
     with psycopg.connect(db_url) as conn:
         query = "SELECT id, part, seq, length(data) FROM mailer_outbox_chunk ORDER BY id, part, seq"
         return [tuple(r) for r in conn.execute(query)]
-
-
-def large_message(tmp_path: Path, *, small_path: bool = True) -> tuple[Message, bytes, bytes]:
-    """A message with a 3 MiB attachment by path, a 2 MiB one in memory, a small file
-    (by path, or in memory: then the enqueue renders this very message, not a copy with
-    the small file read), a 1.5 MiB text part with "." lines and a 1 MiB
-    quoted-printable HTML part; the large attachments' bytes."""
-    by_path, in_memory = os.urandom(3 * MiB + 7), os.urandom(2 * MiB)
-    (tmp_path / "big.bin").write_bytes(by_path)
-    (tmp_path / "small.txt").write_bytes(b"a small file\n")
-    text = "".join(f".line {i}\n" for i in range(STREAM_THRESHOLD // 10 + 20_000))
-    html = "<p>caf\u00e9 " * (STREAM_THRESHOLD // 8 + 100)
-    message = Message(
-        sender="app@example.com",
-        to="u@example.org",
-        bcc="hidden@example.org",
-        subject="Large",
-        text=text,
-        html=html,
-        attachments=[
-            tmp_path / "big.bin",
-            Attachment(content=in_memory, filename="mem.bin"),
-            tmp_path / "small.txt"
-            if small_path
-            else Attachment(content=b"a small file\n", filename="small.txt"),
-        ],
-    )
-    return message, by_path, in_memory
 
 
 async def test_a_large_message_is_stored_in_chunks_and_sent_as_rendered(

@@ -292,3 +292,17 @@ def test_the_few_step_path_needs_a_utf8_file(tmp_path: Path) -> None:
     finally:
         utf8.close()
         utf16.close()
+
+
+def test_content_stored_as_text_is_read_as_its_utf8_bytes(tmp_path: Path) -> None:
+    """A value written as text (a hand-made or migrated row) is counted in bytes, so
+    the concatenation still cuts apart where it should."""
+    path = _file(tmp_path, CONTENTS[:2])
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE outbox_body SET message = ? WHERE id = 2", ('{"s": "caf\u00e9 \u2709"}',)
+        )
+    conn.close()
+    got = {c.row: c for c in _claim(path, one_step=True)}
+    assert got[2].message_json == '{"s": "caf\u00e9 \u2709"}'.encode()
+    assert (got[1].message_json, got[1].raw, got[1].digest) == CONTENTS[0]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import codecs
 import os
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -63,16 +64,20 @@ class SpooledText:
     shared position, so two readers, or a reader in a worker thread, never interfere).
 
     Written once, with :meth:`append`, before anyone reads it; :meth:`close` (or the
-    collector) closes the file, after which reading raises MessageError.
+    collector) closes the file, after which reading raises MessageError. The outbox
+    appends from a worker thread (a write into the page cache can take milliseconds of
+    kernel time) and may close from another: a lock keeps a close out of a write in
+    progress, so no write ever lands on a descriptor number reused since.
     """
 
-    __slots__ = ("__weakref__", "_closer", "_fd", "chars", "nbytes")
+    __slots__ = ("__weakref__", "_closer", "_fd", "_lock", "chars", "nbytes")
 
     def __init__(self) -> None:
         # unlinked as it is made (O_TMPFILE on Linux): a crash leaves nothing on disk
         file = tempfile.TemporaryFile(prefix="mailer-text-")  # noqa: SIM115 - kept open
         self._fd = file.fileno()
         self._closer = weakref.finalize(self, file.close)
+        self._lock = threading.Lock()
         #: characters and UTF-8 bytes written
         self.chars = 0
         self.nbytes = 0
@@ -92,18 +97,23 @@ class SpooledText:
     def append(self, data: bytes) -> None:
         """Add ``data``, UTF-8 of whole characters (MessageError if it is not)."""
         try:
-            self.chars += len(data.decode("utf-8"))
+            chars = len(data.decode("utf-8"))
         except UnicodeDecodeError:
             raise MessageError("a stored text part is not whole UTF-8 characters") from None
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, self.nbytes)
-            self.nbytes += written
-            view = view[written:]
+        with self._lock:
+            if not self._closer.alive:
+                raise MessageError("a spooled text was closed while it was being written")
+            self.chars += chars
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self._fd, view, self.nbytes)
+                self.nbytes += written
+                view = view[written:]
 
     def close(self) -> None:
         """Close the file (the disk space is freed); idempotent."""
-        self._closer()
+        with self._lock:
+            self._closer()
 
     def _read(self, at: int, size: int) -> bytes:
         if not self._closer.alive:

@@ -34,6 +34,15 @@ the senders read their sources synchronously, between the event loop's turns, an
 Postgres driver can only be awaited. The attachment itself is given by that path, so a
 provider that takes attachments in a JSON API reads the same bytes. Both kinds of file
 are gone when the attempt ends.
+
+The file system's work on these files runs in a worker thread, never on the event loop:
+making them, writing each chunk and removing them (:func:`_discard`). A 1 MiB write into
+the page cache usually takes about 1 ms of kernel time, but on a machine whose disk is
+busy writing back (another process's writes) it took 11-17 ms in one step, and freeing a
+50 MiB file's pages when it is removed takes 3-6 ms: together the loop's longest steps
+on the 50 MiB drain (docs/benchmarks.md, "The 50 MiB attachment drain's longest step").
+The senders' reads of the files stay on the loop: a read from the page cache does not
+wait for the disk.
 """
 
 from __future__ import annotations
@@ -45,10 +54,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from io import BufferedWriter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio.lowlevel
+import anyio
+import anyio.to_thread
 
 from .._errors import MessageError
 from .._message import Attachment, Message
@@ -314,14 +325,37 @@ async def loaded(item: StoredRow, read: ReadChunk) -> AsyncIterator[Message]:
     end = item.raw.index(b"\n", len(MARKER))
     manifest = json.loads(item.raw[len(MARKER) : end])
     manifest["data"] = memoryview(item.raw)[end + 1 :]
-    spool = Path(tempfile.mkdtemp(prefix="mailer-outbox-"))
+    spool = Path(await anyio.to_thread.run_sync(partial(tempfile.mkdtemp, prefix="mailer-outbox-")))
     texts: dict[str, SpooledText] = {}
     try:
         yield await _rebuild(message, manifest, item.row, read, spool, texts)
     finally:
-        for text in texts.values():
-            text.close()
-        shutil.rmtree(spool, ignore_errors=True)
+        await _discard(texts, spool)
+
+
+def _remove(texts: dict[str, SpooledText], spool: Path) -> None:
+    """Close the spooled texts and remove the spool folder (both idempotent)."""
+    for text in texts.values():
+        text.close()
+    shutil.rmtree(spool, ignore_errors=True)
+
+
+async def _discard(texts: dict[str, SpooledText], spool: Path) -> None:
+    """The loaded row's files removed in a worker thread (the kernel frees their pages:
+    3-6 ms for 50 MiB), and waited for, so that they are gone when the attempt ends.
+
+    If the wait is interrupted (a second ``task.cancel()``, which anyio's shield does not
+    stop) or no thread can be had (an interpreter shutting down), they are removed here,
+    on the loop, as before: nothing is left behind either way.
+    """
+    try:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_remove, texts, spool)
+    except Exception:
+        _remove(texts, spool)
+    except BaseException:
+        _remove(texts, spool)
+        raise
 
 
 async def _rebuild(
@@ -333,7 +367,10 @@ async def _rebuild(
     texts: dict[str, SpooledText],
 ) -> Message:
     for which, chars in manifest["texts"].items():
-        texts[which] = SpooledText()  # in ``texts`` first: closed on exit whatever happens
+        # in ``texts`` as soon as it is made: closed on exit whatever happens (made in a
+        # thread, like every file of the spool; one lost to a cancel here is closed by
+        # the collector)
+        texts[which] = await anyio.to_thread.run_sync(SpooledText)
         await _text(read, row, _PART_OF[which], chars, texts[which])
     attachments = list(message.attachments)
     spooled = False
@@ -381,28 +418,39 @@ async def _rebuild(
 
 
 async def _text(read: ReadChunk, row: int, part: int, chars: int, into: SpooledText) -> None:
-    """A text part's chunks (each whole characters) into ``into``, a chunk at a time
-    (the loop's turn after each): never the text whole in memory."""
+    """A text part's chunks (each whole characters) into ``into``, a chunk at a time,
+    each decoded (to count its characters) and written in a worker thread: never the
+    text whole in memory, nor a chunk's write on the loop."""
     seq = 0
     while (chunk := await read(row, part, seq)) is not None:
-        into.append(chunk)
+        await anyio.to_thread.run_sync(into.append, chunk)
         seq += 1
-        await anyio.lowlevel.checkpoint()
     if into.chars != chars:
         raise MessageError(
             f"outbox row {row}: its text part has {into.chars} characters stored, {chars} expected"
         )
 
 
+def _create(path: Path) -> BufferedWriter:
+    return path.open("wb")
+
+
 async def _copy(read: ReadChunk, row: int, part: int, size: int, path: Path) -> None:
-    """Part ``part``'s chunks into ``path``, one at a time (the loop's turn after each)."""
+    """Part ``part``'s chunks into ``path``, one at a time, each written in a worker
+    thread (the next one is read only after: one chunk in memory).
+
+    The file is closed on the loop: closing a named file frees nothing (its pages go when
+    :func:`_discard` removes it), and if a cancel interrupts the wait for a write, the
+    buffered file's close waits for that write to end, so no write outlives the file."""
     written = seq = 0
-    with path.open("wb") as f:
+    f = await anyio.to_thread.run_sync(_create, path)
+    try:
         while (chunk := await read(row, part, seq)) is not None:
-            f.write(chunk)
+            await anyio.to_thread.run_sync(f.write, chunk)
             written += len(chunk)
             seq += 1
-            await anyio.lowlevel.checkpoint()
+    finally:
+        f.close()
     if written != size:
         raise MessageError(
             f"outbox row {row}: attachment {part} has {written} bytes stored, {size} expected"

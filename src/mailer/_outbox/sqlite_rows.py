@@ -141,17 +141,16 @@ def _lease(
     conn.execute(_LEASE.format(marks), params)
     (found,) = conn.execute(_META.format(marks), rows).fetchone()
     meta = {m[0]: m for m in json.loads(found)}
+    if len(meta) != len(rows):  # a row without its content: as the statements of before
+        raise sqlite3.DatabaseError(f"outbox rows {sorted(set(rows) - set(meta))} have no body")
     content: dict[int, tuple[bytes, bytes | None, bytes | None]] = {}
-    for part in _slices([(row, meta[row]) for row in rows if row in meta]):
+    for part in _slices([(row, meta[row]) for row in rows]):
         content.update(_content(conn, part, meta))
     out = []
     for row in rows:
-        m = meta.get(row)
-        if m is not None:
-            message, raw, digest = content[row]
-            out.append(
-                Claimed(row, m[1], m[2], message, raw, m[3], float(m[4]), m[5], commit, digest)
-            )
+        m = meta[row]
+        message, raw, digest = content[row]
+        out.append(Claimed(row, m[1], m[2], message, raw, m[3], float(m[4]), m[5], commit, digest))
     return out
 
 
@@ -236,12 +235,20 @@ _LEASE = (
     " attempts = attempts + 1, updated = ?"
     " WHERE id IN ({})"
 )
-#: the leased rows: columns, and their content's lengths in bytes (NULL: no value).
-#: ``created`` as text with 17 digits: JSON's numbers keep only 15.
+
+#: the leased rows: columns, and their content's lengths in bytes (NULL: no value; a
+#: value stored as text counted in bytes too; ``length`` of a blob column reads only its
+#: header, of a CAST the whole value). ``created`` as text with 17 digits: JSON's
+#: numbers keep only 15.
 _META = (
     "SELECT json_group_array(json_array(o.id, o.claim, o.message_id, o.attempts,"
-    " printf('%!.17g', o.created), o.pin, length(b.message), length(b.raw),"
-    " length(b.digest))) FROM outbox o JOIN outbox_body b ON b.id = o.id WHERE o.id IN ({})"
+    " printf('%!.17g', o.created), o.pin,"
+    " CASE typeof(b.message) WHEN 'blob' THEN length(b.message)"
+    " ELSE length(CAST(b.message AS BLOB)) END,"
+    " CASE typeof(b.raw) WHEN 'blob' THEN length(b.raw) ELSE length(CAST(b.raw AS BLOB)) END,"
+    " CASE typeof(b.digest) WHEN 'blob' THEN length(b.digest)"
+    " ELSE length(CAST(b.digest AS BLOB)) END))"
+    " FROM outbox o JOIN outbox_body b ON b.id = o.id WHERE o.id IN ({})"
 )
 _BODIES = "SELECT id, message, raw, digest FROM outbox_body WHERE id IN ({})"
 #: the rows' content concatenated, and their ids in the same order (one pass makes both)
