@@ -1,20 +1,26 @@
 """The SQLite outbox's claims and results beside a busy thread: a few statement steps
 against a step a row (mailer._outbox.sqlite_rows), in the same run.
 
-Python's ``sqlite3`` releases the GIL for every ``sqlite3_step``: a row a step. Beside an
-event loop that runs Python nearly all the time, every step is a GIL hand-over, and that,
-not SQLite, was most of a claim's time. This measures it without the rest of the drain:
-one outbox file per path (3,000 queued 2 KB messages), a "busy" thread standing in for
-the event loop (Python work between short system calls, as the loop's reads and writes
-are), and, every 2 ms, a claim of ``--rows`` rows and then their results in one group,
-each in its own transaction, as the writer thread runs them. Per path, medians of
-interleaved windows of one second:
+Python's ``sqlite3`` releases the GIL for every ``sqlite3_step``: a row a step. Beside a
+thread that runs Python, every step is a GIL hand-over. This isolates that from the rest
+of the drain: one outbox file per path (3,000 queued 2 KB messages), a "busy" thread
+standing in for the event loop, and, every 2 ms, a claim of ``--rows`` rows and then
+their results, each in its own transaction, as the writer thread runs them. Per path,
+medians of interleaved windows of one second:
 
 * ``claim ms`` / ``results ms``: call to answer, beside the busy thread;
 * ``alone``: the same with the busy thread stopped (the SQL's own time);
 * ``busy thread lost``: how much less work the busy thread did in a window with the
-  operations than in the window just before without them, per claimed message (what
-  the event loop pays).
+  operations than in the window just before without them, per claimed message.
+
+Read it with care: what a hand-over costs depends on how the other thread waits. A
+stand-in that never blocks holds the GIL for the whole switch interval (5 ms) at each
+step: a claim of 28 took 7.3 s a row a step against 0.63 s in few steps (18:57 UTC, calm).
+The stand-in here waits in ``select`` every fourth turn, about as often as the drain's
+loop waits in epoll, and with it the two paths cost about the same (claim 0.9 against
+1.2 ms, results 0.39 against 0.32 ms). The measure of the change is the drain itself:
+``benchmarks/outbox.py --count-io`` (the loop thread's CPU a message and the claim's
+call-to-answer time), docs/benchmarks.md, "The SQLite drain's GIL hand-overs".
 
     .venv/bin/python benchmarks/sqlite_steps.py [--rows 28] [--rounds 5]
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import select
 import socket
 import sqlite3
 import statistics
@@ -39,12 +46,17 @@ from mailer._outbox.store import NewMessage
 
 WINDOW = 1.0
 PAUSE = 0.002
-#: the busy thread's Python between two system calls: ~90 us, an event-loop turn
-WORK = 3000
+#: the busy thread's Python between two system calls (~40 us), and every fourth turn
+#: a wait of 50 us in select(): about the drain's event loop, busy 85% of the time and
+#: waiting in epoll the rest (a thread that never waits would hold the GIL for the
+#: whole switch interval, 5 ms, at each of the writer's steps)
+WORK = 1300
+IDLE = 50e-6
 
 
 class Busy(threading.Thread):
-    """Python work between short system calls, counted: a stand-in for the event loop."""
+    """Python work between short system calls and short waits, counted: a stand-in for
+    the event loop."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -60,6 +72,8 @@ class Busy(threading.Thread):
             a.send(b"x")
             b.recv(16)
             self.count += 1
+            if self.count % 4 == 0:
+                select.select([], [], [], IDLE)
         a.close()
         b.close()
 
