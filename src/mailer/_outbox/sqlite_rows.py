@@ -80,8 +80,7 @@ def claim(
             )
         due = [row for row, too_old in rows if not too_old]
         if due:
-            lease = _lease if one_step else _lease_by_row
-            claimed += lease(conn, due, owner, until, now, commit)
+            claimed += _lease(conn, due, owner, until, now, commit, one_step)
     return claimed
 
 
@@ -132,12 +131,22 @@ def _lease(
     until: float,
     now: float,
     commit: bool,
+    one_step: bool,
 ) -> list[Claimed]:
     """Lease ``rows`` (due, in the order given) to ``owner``, and read them back with
-    their content: four statement steps for a claim of small messages."""
+    their content: four statement steps for a claim of small messages (``one_step``),
+    or ``RETURNING`` and a plain ``SELECT``, a row a step."""
     marks = ",".join("?" * len(rows))
-    token = secrets.token_hex(8)
-    params = (owner, until, token, int(commit), int(commit), now, *rows)
+    params = (owner, until, secrets.token_hex(8), int(commit), int(commit), now, *rows)
+    if not one_step:
+        returning = " RETURNING id, claim, message_id, attempts, created, pin"
+        got = {r[0]: r for r in conn.execute(_LEASE.format(marks) + returning, params).fetchall()}
+        bodies = {r[0]: r for r in conn.execute(_BODIES.format(marks), rows).fetchall()}
+        return [
+            Claimed(row, g[1], g[2], b[1], b[2], g[3], g[4], g[5], commit, b[3])
+            for row in rows
+            if (g := got.get(row)) is not None and (b := bodies[row])
+        ]
     conn.execute(_LEASE.format(marks), params)
     (found,) = conn.execute(_META.format(marks), rows).fetchone()
     meta = {m[0]: m for m in json.loads(found)}
@@ -152,27 +161,6 @@ def _lease(
         message, raw, digest = content[row]
         out.append(Claimed(row, m[1], m[2], message, raw, m[3], float(m[4]), m[5], commit, digest))
     return out
-
-
-def _lease_by_row(
-    conn: sqlite3.Connection,
-    rows: list[int],
-    owner: str,
-    until: float,
-    now: float,
-    commit: bool,
-) -> list[Claimed]:
-    """:func:`_lease` a row a step: ``RETURNING`` and a plain ``SELECT``."""
-    marks = ",".join("?" * len(rows))
-    params = (owner, until, secrets.token_hex(8), int(commit), int(commit), now, *rows)
-    returning = " RETURNING id, claim, message_id, attempts, created, pin"
-    got = {r[0]: r for r in conn.execute(_LEASE.format(marks) + returning, params).fetchall()}
-    bodies = {r[0]: r for r in conn.execute(_BODIES.format(marks), rows).fetchall()}
-    return [
-        Claimed(row, g[1], g[2], b[1], b[2], g[3], g[4], g[5], commit, b[3])
-        for row in rows
-        if (g := got.get(row)) is not None and (b := bodies[row])
-    ]
 
 
 def _slices(rows: list[tuple[int, list[object]]]) -> list[list[int]]:
