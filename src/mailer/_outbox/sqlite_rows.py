@@ -33,6 +33,7 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Sequence
+from operator import itemgetter
 
 from .store import MAX_AGE_PASSED, Claimed
 
@@ -110,7 +111,8 @@ _Result = tuple[str, float | None, str | None, str | None, float, str | None, in
 def _due(conn: sqlite3.Connection, now: float, oldest: float, limit: int) -> list[tuple[int, bool]]:
     (found,) = conn.execute(_DUE_JSON, (oldest, now, limit)).fetchone()
     # the aggregate's order is not promised: each row carries its place
-    return [(row, bool(too_old)) for row, too_old, _ in sorted(json.loads(found), key=_third)]
+    ordered = sorted(json.loads(found), key=itemgetter(2))
+    return [(row, bool(too_old)) for row, too_old, _ in ordered]
 
 
 def _due_by_row(
@@ -118,10 +120,6 @@ def _due_by_row(
 ) -> list[tuple[int, bool]]:
     rows = conn.execute(_DUE, (now, limit)).fetchall()
     return [(row, created < oldest) for row, created in rows]
-
-
-def _third(item: list[int]) -> int:
-    return item[2]
 
 
 def _lease(
